@@ -1,0 +1,2 @@
+#![no_std]
+//! `kiln-ebpf`: the kernel-side SDK.

@@ -1,0 +1,1 @@
+//! `kiln-loader`: the userspace library over bpf(2).

@@ -1,0 +1,1 @@
+//! `kiln-manifest`: parse, validate, plan and apply deployment manifests.

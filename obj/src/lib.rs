@@ -1,0 +1,13 @@
+//! `kiln-obj`: turns the bytes of an eBPF ELF object into plain data.
+//!
+//! No syscalls, no file descriptors: the loader (`kiln-loader`) feeds the
+//! result to bpf(2). Everything here is a *spec* (cilium/ebpf's word): data
+//! that can be inspected and edited before it becomes a live kernel object.
+//!
+//! Entry point: [`ObjectSpec::parse`].
+
+pub mod insn;
+pub mod model;
+
+pub use insn::Insn;
+pub use model::*;

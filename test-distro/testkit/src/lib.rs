@@ -1,0 +1,194 @@
+//! The harness every Kiln integration test runs under, on the host and in the VMs.
+//!
+//! A test states what it needs ([`Need`]); when the machine lacks it the test is
+//! reported as *ignored* (nextest: SKIP) and the reason is printed loudly on
+//! stderr as `kiln-testkit: SKIP <test>: <reason>`. It never passes silently.
+//!
+//! With `KILN_TEST_STRICT=1` (set by CI, which runs as root) a missing `Root`
+//! or `Bpf` need is a failure instead of a skip: CI must run those tests.
+//!
+//! ```ignore
+//! fn main() {
+//!     kiln_testkit::run(vec![
+//!         kiln_testkit::test("hash_map_roundtrip", &[Need::Bpf], hash_map_roundtrip),
+//!     ]);
+//! }
+//! ```
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+pub use libtest_mimic::Failed;
+
+/// What a test body returns; `?` works on any error type.
+pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// A requirement a test declares up front.
+#[derive(Clone, Copy)]
+pub enum Need {
+    /// Effective uid 0.
+    Root,
+    /// bpf(2) answers: an array map can be created.
+    Bpf,
+    /// The kernel has kprobes (`/sys/bus/event_source/devices/kprobe`).
+    Kprobes,
+    /// Network namespaces can be created (for veth/XDP/TC tests).
+    NetNs,
+    /// A probe of the caller's: `Some(reason)` when the need is unmet.
+    Probe(&'static str, fn() -> Option<String>),
+}
+
+impl Need {
+    fn unmet_reason(&self) -> Option<String> {
+        match self {
+            Need::Root => (!is_root()).then(|| {
+                "needs root (run as root or inside `cargo xtask test --kernel ...`)".into()
+            }),
+            Need::Bpf => bpf_unavailable_reason(),
+            Need::Kprobes => (!std::path::Path::new("/sys/bus/event_source/devices/kprobe")
+                .exists())
+            .then(|| "kernel has no kprobes (CONFIG_KPROBES off); runs in the VMs".into()),
+            Need::NetNs => {
+                if !is_root() {
+                    Some("needs root to create network namespaces".into())
+                } else if !std::path::Path::new("/proc/self/ns/net").exists() {
+                    Some("kernel has no network namespaces".into())
+                } else {
+                    None
+                }
+            }
+            Need::Probe(_, probe) => probe(),
+        }
+    }
+
+    /// Needs that CI promises to meet: missing them fails under `KILN_TEST_STRICT=1`.
+    fn is_strict(&self) -> bool {
+        matches!(self, Need::Root | Need::Bpf | Need::NetNs)
+    }
+}
+
+/// One test: a name, its needs and its body.
+pub struct Test {
+    name: String,
+    needs: Vec<Need>,
+    body: Box<dyn FnOnce() -> TestResult + Send + 'static>,
+}
+
+/// Declares a test.
+pub fn test(
+    name: impl Into<String>,
+    needs: &[Need],
+    body: impl FnOnce() -> TestResult + Send + 'static,
+) -> Test {
+    Test {
+        name: name.into(),
+        needs: needs.to_vec(),
+        body: Box::new(body),
+    }
+}
+
+/// Runs the tests with libtest's command line and output (so nextest and
+/// `cargo test` drive them), then exits.
+pub fn run(tests: Vec<Test>) -> ! {
+    let args = libtest_mimic::Arguments::from_args();
+    let listing = args.list;
+    let strict = std::env::var_os("KILN_TEST_STRICT").is_some_and(|v| v == "1");
+    let trials = tests
+        .into_iter()
+        .map(|t| {
+            let unmet: Vec<(bool, String)> = t
+                .needs
+                .iter()
+                .filter_map(|n| n.unmet_reason().map(|r| (n.is_strict(), r)))
+                .collect();
+            let name = t.name.clone();
+            if let Some((_, reason)) = unmet.iter().find(|(is_strict, _)| strict && *is_strict) {
+                let reason = reason.clone();
+                return libtest_mimic::Trial::test(name, move || {
+                    Err(format!("KILN_TEST_STRICT=1 but this test cannot run: {reason}").into())
+                });
+            }
+            if let Some((_, reason)) = unmet.first() {
+                if !listing {
+                    eprintln!("kiln-testkit: SKIP {name}: {reason}");
+                }
+                return libtest_mimic::Trial::test(name, || Ok(())).with_ignored_flag(true);
+            }
+            let body = t.body;
+            libtest_mimic::Trial::test(name, move || {
+                body().map_err(|e| Failed::from(format!("{e:#}")))
+            })
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit()
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Why bpf(2) is unusable here, or `None` when an array map can be created.
+/// Computed once per process.
+pub fn bpf_unavailable_reason() -> Option<String> {
+    static REASON: OnceLock<Option<String>> = OnceLock::new();
+    REASON
+        .get_or_init(|| {
+            // union bpf_attr for BPF_MAP_CREATE: map_type, key_size, value_size, max_entries.
+            let mut attr = [0u32; 32];
+            attr[0] = 2; // BPF_MAP_TYPE_ARRAY
+            attr[1] = 4;
+            attr[2] = 4;
+            attr[3] = 1;
+            // SAFETY: BPF_MAP_CREATE (0) reads `size` bytes of `attr`, a live, zero-filled buffer of that size.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_bpf,
+                    0,
+                    attr.as_mut_ptr(),
+                    std::mem::size_of_val(&attr) as u32,
+                )
+            };
+            if fd < 0 {
+                let err = std::io::Error::last_os_error();
+                Some(format!(
+                    "bpf(BPF_MAP_CREATE) fails here: {err} (needs root or CAP_BPF)"
+                ))
+            } else {
+                // SAFETY: fd was just returned by the kernel and is owned by nobody else.
+                unsafe { libc::close(fd as i32) };
+                None
+            }
+        })
+        .clone()
+}
+
+/// Where `cargo xtask build-ebpf` put the eBPF objects: `$KILN_BPF_DIR`, or
+/// `<workspace>/target/bpf`.
+pub fn bpf_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KILN_BPF_DIR") {
+        return PathBuf::from(dir);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bpf")
+}
+
+/// The path of a built eBPF object, or an error telling how to build it.
+pub fn bpf_object(file_name: &str) -> Result<PathBuf, String> {
+    let path = bpf_dir().join(file_name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} is missing: run `cargo xtask build-ebpf` first",
+            path.display()
+        ))
+    }
+}
+
+/// The repository's root (host runs) or `$KILN_REPO_DIR` (VM runs put manifests there).
+pub fn repo_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KILN_REPO_DIR") {
+        return PathBuf::from(dir);
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}

@@ -1,0 +1,44 @@
+//! `cargo xtask`: Kiln's developer front door.
+//!
+//! Every command first runs the same environment check as `setup` (quick when
+//! all is there), so a newcomer never needs a third command.
+
+mod apply;
+mod build_ebpf;
+mod kernels;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Kiln's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install or check everything Kiln needs (idempotent).
+    Setup(setup::Args),
+    /// Build every eBPF program of the repository into target/bpf.
+    BuildEbpf(build_ebpf::Args),
+    /// Build a manifest's programs, then apply it (on the host, or with --vm in the test distro).
+    Apply(apply::Args),
+    /// Run the tests: unit, host, and VMs across kernels and arches.
+    Test(test::Args),
+    /// The test kernel catalog: list, fetch, verify.
+    Kernels(kernels::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Setup(args) => setup::run(args),
+        Command::BuildEbpf(args) => build_ebpf::run(args),
+        Command::Apply(args) => apply::run(args),
+        Command::Test(args) => test::run(args),
+        Command::Kernels(args) => kernels::run(args),
+    }
+}
