@@ -1,1 +1,3 @@
 //! `kiln-loader`: the userspace library over bpf(2).
+
+pub mod sys;

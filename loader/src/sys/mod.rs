@@ -1,0 +1,100 @@
+//! The only place that calls bpf(2). Everything above speaks typed attributes.
+//!
+//! `union bpf_attr` is modelled as one `#[repr(C)]` struct per command family
+//! (in `attr.rs`), each zero-padded to [`ATTR_SIZE`] so that the kernel's
+//! "unused tail must be zero" check always holds.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+
+/// Size of the attribute buffer handed to the kernel. The kernel accepts a
+/// larger buffer as long as the bytes it does not know are zero.
+pub const ATTR_SIZE: usize = 160;
+
+/// `enum bpf_cmd`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u32)]
+pub enum Cmd {
+    MapCreate = 0,
+    MapLookupElem = 1,
+    MapUpdateElem = 2,
+    MapDeleteElem = 3,
+    MapGetNextKey = 4,
+    ProgLoad = 5,
+    ObjPin = 6,
+    ObjGet = 7,
+    ProgAttach = 8,
+    ProgDetach = 9,
+    ProgTestRun = 10,
+    ProgGetNextId = 11,
+    MapGetNextId = 12,
+    ProgGetFdById = 13,
+    MapGetFdById = 14,
+    ObjGetInfoByFd = 15,
+    ProgQuery = 16,
+    RawTracepointOpen = 17,
+    BtfLoad = 18,
+    BtfGetFdById = 19,
+    TaskFdQuery = 20,
+    MapLookupAndDeleteElem = 21,
+    MapFreeze = 22,
+    BtfGetNextId = 23,
+    MapLookupBatch = 24,
+    MapLookupAndDeleteBatch = 25,
+    MapUpdateBatch = 26,
+    MapDeleteBatch = 27,
+    LinkCreate = 28,
+    LinkUpdate = 29,
+    LinkGetFdById = 30,
+    LinkGetNextId = 31,
+    EnableStats = 32,
+    IterCreate = 33,
+    LinkDetach = 34,
+    ProgBindMap = 35,
+    TokenCreate = 36,
+}
+
+/// A failed bpf(2) call: which command, and the errno.
+#[derive(Debug, thiserror::Error)]
+#[error("bpf({cmd:?}) failed: {source}")]
+pub struct SysError {
+    pub cmd: Cmd,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl SysError {
+    pub fn errno(&self) -> i32 {
+        self.source.raw_os_error().unwrap_or(0)
+    }
+}
+
+/// Calls bpf(2) with `attr`, a `#[repr(C)]` value of exactly [`ATTR_SIZE`] bytes.
+///
+/// # Safety
+/// `attr` must be the attribute layout the kernel expects for `cmd`; every
+/// pointer it carries must be valid for the access the kernel makes through it
+/// (reads of the given lengths, writes of the given lengths) for the duration
+/// of the call.
+pub unsafe fn bpf<A>(cmd: Cmd, attr: &mut A) -> Result<i64, SysError> {
+    const { assert!(std::mem::size_of::<A>() == ATTR_SIZE) };
+    // SAFETY: the caller guarantees `attr` is a valid attribute block for `cmd`;
+    // its size is checked above.
+    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd as u32, attr as *mut A, ATTR_SIZE as u32) };
+    if ret < 0 {
+        Err(SysError { cmd, source: std::io::Error::last_os_error() })
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Like [`bpf`], for the commands that return a new file descriptor.
+///
+/// # Safety
+/// As for [`bpf`]; additionally `cmd` must be a command whose success value is
+/// a new file descriptor owned by the caller.
+pub unsafe fn bpf_fd<A>(cmd: Cmd, attr: &mut A) -> Result<OwnedFd, SysError> {
+    // SAFETY: forwarded contract.
+    let fd = unsafe { bpf(cmd, attr)? };
+    // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
