@@ -1,0 +1,287 @@
+//! Reading a manifest: TOML → [`ManifestFile`] with spans, then the checks
+//! that need nothing but the file itself (references between tables, names).
+
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use crate::diag::{Diagnostic, Diagnostics, Source};
+use crate::schema::{Attach, ManifestFile, MapDecl, ObjectDecl, ProgramDecl};
+
+/// A parsed manifest and the text it came from.
+#[derive(Clone, Debug)]
+pub struct Manifest {
+    pub source: Source,
+    pub file: ManifestFile,
+    /// Directory that relative paths in the manifest are resolved against.
+    pub dir: PathBuf,
+}
+
+/// Where the default pin roots live.
+pub const DEFAULT_PIN_BASE: &str = "/sys/fs/bpf/kiln";
+
+impl Manifest {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, Diagnostics> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Diagnostics(vec![
+                Diagnostic::at_file(path, format!("cannot read the manifest: {e}"))
+                    .help("check the path; manifests are TOML files such as manifests/examples/quickstart/manifest.toml"),
+            ])
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses `text` as if read from `path` (used for spans and relative paths).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, Diagnostics> {
+        let source = Source::new(path, text);
+        let file: ManifestFile = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let message = e.message().trim().to_string();
+            let help = toml_help(&message);
+            let mut d = source.error(span, message);
+            d.help = help;
+            Diagnostics(vec![d])
+        })?;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        let manifest = Self { source, file, dir };
+        let problems = manifest.check_structure();
+        if problems.is_empty() {
+            Ok(manifest)
+        } else {
+            Err(Diagnostics(problems))
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.file.deployment.get_ref().name.get_ref()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.source.path
+    }
+
+    /// The directory everything of this deployment is pinned under.
+    pub fn pin_root(&self) -> PathBuf {
+        match &self.file.deployment.get_ref().pin_root {
+            Some(p) => PathBuf::from(p.get_ref()),
+            None => Path::new(DEFAULT_PIN_BASE).join(self.name()),
+        }
+    }
+
+    pub fn objects(&self) -> impl Iterator<Item = (&Spanned<String>, &Spanned<ObjectDecl>)> {
+        self.file.objects.iter()
+    }
+    pub fn programs(&self) -> impl Iterator<Item = (&Spanned<String>, &Spanned<ProgramDecl>)> {
+        self.file.programs.iter()
+    }
+    pub fn maps(&self) -> impl Iterator<Item = (&Spanned<String>, &Spanned<MapDecl>)> {
+        self.file.maps.iter()
+    }
+
+    /// A diagnostic at `span` of this manifest.
+    pub fn error(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> Diagnostic {
+        self.source.error(span, message)
+    }
+
+    /// Checks that need only the file: names, references, exclusive keys.
+    fn check_structure(&self) -> Vec<Diagnostic> {
+        let mut out = Vec::new();
+        let dep = self.file.deployment.get_ref();
+        let name = dep.name.get_ref();
+        if !valid_name(name) {
+            out.push(
+                self.error(
+                    dep.name.span(),
+                    format!("deployment name '{name}' is not usable as a directory name"),
+                )
+                .help("use letters, digits, '-', '_' and '.', not starting with '.'"),
+            );
+        }
+        if let Some(root) = &dep.pin_root {
+            let p = Path::new(root.get_ref());
+            if !p.is_absolute() {
+                out.push(
+                    self.error(
+                        root.span(),
+                        format!("pin_root '{}' is not an absolute path", root.get_ref()),
+                    )
+                    .help("pin roots live on a bpffs mount, e.g. \"/sys/fs/bpf/kiln/<name>\""),
+                );
+            }
+        }
+        for (name, obj) in self.objects() {
+            let o = obj.get_ref();
+            match (&o.source, &o.path) {
+                (None, None) => out.push(
+                    self.error(name.span(), format!("object '{}' has neither `source` nor `path`", name.get_ref()))
+                        .help("add `source = \"<crate dir or .bpf.c>\"` (built by `cargo xtask apply`) or `path = \"<file>.bpf.o\"`"),
+                ),
+                (Some(_), Some(p)) => out.push(
+                    self.error(p.span(), format!("object '{}' has both `source` and `path`", name.get_ref()))
+                        .help("keep one: `path` for a prebuilt object, `source` to have it built"),
+                ),
+                _ => {}
+            }
+        }
+        let object_names: Vec<&str> = self
+            .file
+            .objects
+            .keys()
+            .map(|k| k.get_ref().as_str())
+            .collect();
+        let check_object_ref =
+            |what: &str, item: &str, obj: &Spanned<String>, out: &mut Vec<Diagnostic>| {
+                if !object_names.contains(&obj.get_ref().as_str()) {
+                    let have = if object_names.is_empty() {
+                        "no [objects.*] table is declared".to_string()
+                    } else {
+                        format!("declared objects: {}", object_names.join(", "))
+                    };
+                    out.push(
+                        self.error(
+                            obj.span(),
+                            format!(
+                                "{what} '{item}' refers to object '{}', which is not declared",
+                                obj.get_ref()
+                            ),
+                        )
+                        .help(format!(
+                            "{have}; add an [objects.{}] table or fix the name",
+                            obj.get_ref()
+                        )),
+                    );
+                }
+            };
+        for (name, prog) in self.programs() {
+            check_object_ref("program", name.get_ref(), &prog.get_ref().object, &mut out);
+            if let Attach::Xdp { interface, .. }
+            | Attach::Tcx { interface, .. }
+            | Attach::Tc { interface, .. } = prog.get_ref().attach.get_ref()
+                && interface.is_empty()
+            {
+                out.push(
+                    self.error(
+                        prog.get_ref().attach.span(),
+                        format!("program '{}': empty interface name", name.get_ref()),
+                    )
+                    .help("name a network interface, e.g. interface = \"eth0\""),
+                );
+            }
+        }
+        for (name, map) in self.maps() {
+            check_object_ref("map", name.get_ref(), &map.get_ref().object, &mut out);
+            if let Some(max) = &map.get_ref().max_entries
+                && *max.get_ref() == 0
+            {
+                out.push(
+                    self.error(
+                        max.span(),
+                        format!("map '{}': max_entries = 0", name.get_ref()),
+                    )
+                    .help("give at least 1, or remove the key to keep the object's value"),
+                );
+            }
+        }
+        out
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A hint for the common serde/TOML errors, which say what is wrong but not
+/// how to fix it.
+fn toml_help(message: &str) -> Option<String> {
+    if message.starts_with("unknown field") {
+        Some("remove this key or fix its spelling; the keys allowed here are listed above".into())
+    } else if message.starts_with("missing field") {
+        let field = message.split('`').nth(1).unwrap_or("it");
+        Some(format!("add `{field} = ...` to this table"))
+    } else if message.starts_with("unknown variant") {
+        Some("use one of the values listed above".into())
+    } else if message.starts_with("invalid type") {
+        Some("change the value to the type expected here".into())
+    } else if message.contains("duplicate key") {
+        Some("each key may appear once per table; remove one".into())
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, String> {
+        Manifest::parse(Path::new("m.toml"), text).map_err(|d| d.to_string())
+    }
+
+    const GOOD: &str = r#"
+[deployment]
+name = "quickstart"
+requires = ["xdp"]
+
+[objects.counter]
+source = "counter"
+
+[programs.count_exec]
+object = "counter"
+attach = { tracepoint = { category = "sched", name = "sched_process_exec" } }
+
+[programs.count_packets]
+object = "counter"
+attach = { xdp = { interface = "lo", mode = "generic" } }
+
+[programs.auto]
+object = "counter"
+attach = "auto"
+
+[maps.COUNTERS]
+object = "counter"
+on_upgrade = "migrate"
+max_entries = 16
+entries = [ { key = 0, value = 0 } ]
+"#;
+
+    #[test]
+    fn parses_the_quickstart_shape() {
+        let m = parse(GOOD).unwrap();
+        assert_eq!(m.name(), "quickstart");
+        assert_eq!(m.pin_root(), Path::new("/sys/fs/bpf/kiln/quickstart"));
+        let progs: Vec<_> = m.programs().map(|(k, _)| k.get_ref().clone()).collect();
+        assert_eq!(progs, ["auto", "count_exec", "count_packets"]);
+        let (_, p) = m
+            .programs()
+            .find(|(k, _)| k.get_ref() == "count_packets")
+            .unwrap();
+        assert_eq!(
+            p.get_ref().attach.get_ref(),
+            &Attach::Xdp {
+                interface: "lo".into(),
+                mode: crate::schema::XdpMode::Generic
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_cited_with_line_and_col() {
+        let text = GOOD.replace("max_entries = 16", "max_entrys = 16");
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.starts_with("error: m.toml:24:1: unknown field `max_entrys`"),
+            "{err}"
+        );
+        assert!(err.contains("help:"), "{err}");
+    }
+}

@@ -1,0 +1,720 @@
+//! The plan: a plain list of actions computed from the desired state (the
+//! manifest and its objects) and the observed state (what is pinned under the
+//! pin root, as the kernel reports it). `kiln plan` prints it; `kiln apply`
+//! executes the very same value, so the two can never disagree.
+//!
+//! Planning is pure: [`compute`] takes both states as data. That keeps every
+//! decision unit-testable without a kernel.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::schema::OnUpgrade;
+
+/// The parts of a map definition that decide whether live data can be kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct MapDef {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub map_flags: u32,
+}
+
+impl fmt::Display for MapDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} key {}B value {}B max_entries {}{}",
+            kiln_obj::MapType(self.map_type).name(),
+            self.key_size,
+            self.value_size,
+            self.max_entries,
+            if self.map_flags != 0 {
+                format!(" flags {:#x}", self.map_flags)
+            } else {
+                String::new()
+            }
+        )
+    }
+}
+
+/// A map the deployment wants (one per non-global-data map its programs use).
+#[derive(Clone, Debug)]
+pub struct DesiredMap {
+    pub name: String,
+    pub object: String,
+    pub def: MapDef,
+    pub on_upgrade: OnUpgrade,
+    /// Declared in the manifest (undeclared maps of used objects are kept too).
+    pub declared: bool,
+    /// Initial entries (key bytes, value bytes), written only into a new map.
+    pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Where and how a program attaches, resolved against this host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DesiredAttach {
+    /// For messages: `xdp lo (generic)`, `tracepoint sched/sched_process_exec`.
+    pub description: String,
+    /// What the kernel's link info must show for an existing link to count
+    /// as this attachment; `None` where the kernel does not report it
+    /// (perf-event links: tracepoints, kprobes, uprobes).
+    pub identity: Option<LinkIdentity>,
+    /// Whether `BPF_LINK_UPDATE` can swap the program (false for perf-event links).
+    pub updatable: bool,
+}
+
+/// The observable identity of a link: its type and target as link info says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LinkIdentity {
+    pub link_type: u32,
+    /// Type-specific words, compared as a whole (ifindex, attach type...).
+    pub target: Vec<u64>,
+}
+
+/// A program the deployment wants.
+#[derive(Clone, Debug)]
+pub struct DesiredProgram {
+    pub name: String,
+    pub object: String,
+    pub function: String,
+    pub prog_type: u32,
+    /// Tags the kernel may report for this program's instructions (SHA-1
+    /// based before 6.18-ish kernels, SHA-256 based after): any one matches.
+    pub tags: Vec<[u8; 8]>,
+    /// Names of the shared maps it uses (keys of [`Desired::maps`]).
+    pub maps: Vec<String>,
+    /// `None`: load and pin only.
+    pub attach: Option<DesiredAttach>,
+}
+
+/// Everything the manifest asks for, with objects already parsed.
+#[derive(Clone, Debug, Default)]
+pub struct Desired {
+    pub maps: BTreeMap<String, DesiredMap>,
+    pub programs: BTreeMap<String, DesiredProgram>,
+}
+
+/// A pinned map as the kernel reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LiveMap {
+    pub id: u32,
+    pub def: MapDef,
+}
+
+/// A pinned program as the kernel reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LiveProgram {
+    pub id: u32,
+    pub prog_type: u32,
+    #[serde(serialize_with = "ser_tag")]
+    pub tag: [u8; 8],
+    pub map_ids: Vec<u32>,
+    pub run_cnt: u64,
+    pub run_time_ns: u64,
+}
+
+/// A pinned link as the kernel reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LiveLink {
+    pub id: u32,
+    pub prog_id: u32,
+    pub identity: LinkIdentity,
+}
+
+/// What is pinned under the pin root now.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Observed {
+    pub maps: BTreeMap<String, LiveMap>,
+    pub programs: BTreeMap<String, LiveProgram>,
+    pub links: BTreeMap<String, LiveLink>,
+    /// Pins under the root Kiln does not recognise (not maps/progs/links).
+    pub strays: Vec<PathBuf>,
+}
+
+pub fn tag_hex(tag: &[u8; 8]) -> String {
+    tag.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn ser_tag<S: serde::Serializer>(tag: &[u8; 8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&tag_hex(tag))
+}
+
+/// How a changed program takes over from the old one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplaceHow {
+    /// `BPF_LINK_UPDATE`: atomic, no gap, no overlap.
+    LinkUpdate,
+    /// Attach the new link, then detach the old: both run for an instant
+    /// (perf-event links cannot be updated).
+    AttachThenDetach,
+}
+
+/// One step. The order in [`Plan::actions`] is the order of execution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    CreateMap {
+        map: String,
+        def: MapDef,
+        entries: usize,
+    },
+    /// Create the new map and copy the entries that fit, then replace the pin.
+    MigrateMap {
+        map: String,
+        from: MapDef,
+        to: MapDef,
+    },
+    /// Create the new map empty (old data dropped), then replace the pin.
+    RecreateMap {
+        map: String,
+        from: MapDef,
+        to: MapDef,
+    },
+    LoadProgram {
+        program: String,
+        reason: String,
+    },
+    Attach {
+        program: String,
+        target: String,
+    },
+    /// Switch an existing attachment to the newly loaded program.
+    Replace {
+        program: String,
+        target: String,
+        how: ReplaceHow,
+    },
+    Detach {
+        link: String,
+        reason: String,
+    },
+    Unpin {
+        kind: PinKind,
+        name: String,
+        reason: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PinKind {
+    Map,
+    Program,
+    Link,
+    Other,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::CreateMap { map, def, entries } => {
+                write!(f, "+ create map {map} ({def})")?;
+                if *entries > 0 {
+                    write!(f, ", {entries} initial entries")?;
+                }
+                Ok(())
+            }
+            Action::MigrateMap { map, from, to } => {
+                write!(
+                    f,
+                    "~ migrate map {map}: {from} -> {to} (entries that fit are copied)"
+                )
+            }
+            Action::RecreateMap { map, from, to } => {
+                write!(
+                    f,
+                    "! recreate map {map}: {from} -> {to} (its data is dropped)"
+                )
+            }
+            Action::LoadProgram { program, reason } => {
+                write!(f, "+ load program {program} ({reason})")
+            }
+            Action::Attach { program, target } => write!(f, "+ attach {program} to {target}"),
+            Action::Replace {
+                program,
+                target,
+                how,
+            } => write!(
+                f,
+                "~ replace {program} on {target} ({})",
+                match how {
+                    ReplaceHow::LinkUpdate => "atomic link update",
+                    ReplaceHow::AttachThenDetach => "attach new, then detach old",
+                }
+            ),
+            Action::Detach { link, reason } => write!(f, "- detach {link} ({reason})"),
+            Action::Unpin { kind, name, reason } => {
+                let kind = match kind {
+                    PinKind::Map => "map",
+                    PinKind::Program => "program",
+                    PinKind::Link => "link",
+                    PinKind::Other => "pin",
+                };
+                write!(f, "- unpin {kind} {name} ({reason})")
+            }
+        }
+    }
+}
+
+/// The computed plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub deployment: String,
+    pub pin_root: PathBuf,
+    pub actions: Vec<Action>,
+    /// Declared items that are already as desired.
+    pub unchanged: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_noop(&self) -> bool {
+        self.actions.is_empty()
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "deployment {} at {}",
+            self.deployment,
+            self.pin_root.display()
+        )?;
+        if self.actions.is_empty() {
+            return write!(f, "no changes");
+        }
+        for a in &self.actions {
+            writeln!(f, "  {a}")?;
+        }
+        write!(f, "{} action(s)", self.actions.len())
+    }
+}
+
+/// A plan that cannot be made, and how to get past it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "map '{map}' changed ({from} -> {to}) and on_upgrade = \"{policy}\" keeps live data only when the definition is unchanged\n  help: set on_upgrade = \"migrate\" (copy the entries that fit) or \"recreate\" (drop the data) in [maps.{map}]"
+    )]
+    IncompatibleMap {
+        map: String,
+        from: MapDef,
+        to: MapDef,
+        policy: &'static str,
+    },
+    #[error(
+        "map '{map}' cannot be migrated ({from} -> {to}): key and value sizes must stay the same\n  help: set on_upgrade = \"recreate\" in [maps.{map}] to start from an empty map"
+    )]
+    CannotMigrate {
+        map: String,
+        from: MapDef,
+        to: MapDef,
+    },
+}
+
+/// Computes the actions that take `observed` to `desired`.
+pub fn compute(
+    deployment: &str,
+    pin_root: PathBuf,
+    desired: &Desired,
+    observed: &Observed,
+) -> Result<Plan, PlanError> {
+    let mut map_actions = Vec::new();
+    let mut prog_actions = Vec::new();
+    let mut link_actions = Vec::new();
+    let mut cleanup = Vec::new();
+    let mut unchanged = Vec::new();
+    // Maps whose kernel object will be new: programs using them must be reloaded.
+    let mut new_maps = BTreeSet::new();
+
+    for (name, want) in &desired.maps {
+        match observed.maps.get(name) {
+            None => {
+                map_actions.push(Action::CreateMap {
+                    map: name.clone(),
+                    def: want.def,
+                    entries: want.entries.len(),
+                });
+                new_maps.insert(name.clone());
+            }
+            Some(live) if live.def == want.def => unchanged.push(format!("map {name}")),
+            Some(live) => {
+                let (from, to) = (live.def, want.def);
+                match want.on_upgrade {
+                    OnUpgrade::Keep | OnUpgrade::Refuse => {
+                        return Err(PlanError::IncompatibleMap {
+                            map: name.clone(),
+                            from,
+                            to,
+                            policy: if want.on_upgrade == OnUpgrade::Keep {
+                                "keep"
+                            } else {
+                                "refuse"
+                            },
+                        });
+                    }
+                    OnUpgrade::Recreate => map_actions.push(Action::RecreateMap {
+                        map: name.clone(),
+                        from,
+                        to,
+                    }),
+                    OnUpgrade::Migrate => {
+                        if from.key_size != to.key_size || from.value_size != to.value_size {
+                            return Err(PlanError::CannotMigrate {
+                                map: name.clone(),
+                                from,
+                                to,
+                            });
+                        }
+                        map_actions.push(Action::MigrateMap {
+                            map: name.clone(),
+                            from,
+                            to,
+                        });
+                    }
+                }
+                new_maps.insert(name.clone());
+            }
+        }
+    }
+
+    for (name, want) in &desired.programs {
+        let live = observed.programs.get(name);
+        let reason = match live {
+            None => Some("new".to_string()),
+            Some(live) if live.prog_type != want.prog_type => Some(format!(
+                "program type changed from {} to {}",
+                live.prog_type, want.prog_type
+            )),
+            Some(live) if !want.tags.contains(&live.tag) => Some(format!(
+                "code changed: live tag {}, new tag {}",
+                tag_hex(&live.tag),
+                want.tags.first().map(tag_hex).unwrap_or_default()
+            )),
+            Some(live) => {
+                let renewed: Vec<&str> = want
+                    .maps
+                    .iter()
+                    .filter(|m| new_maps.contains(*m))
+                    .map(String::as_str)
+                    .collect();
+                // A live program bound to a map that is no longer the pinned
+                // one (replaced behind our back) must be reloaded too.
+                let rebound: Vec<&str> = want
+                    .maps
+                    .iter()
+                    .filter(|m| {
+                        observed
+                            .maps
+                            .get(*m)
+                            .is_some_and(|lm| !live.map_ids.contains(&lm.id))
+                    })
+                    .map(String::as_str)
+                    .collect();
+                if !renewed.is_empty() {
+                    Some(format!("uses new map(s) {}", renewed.join(", ")))
+                } else if !rebound.is_empty() {
+                    Some(format!(
+                        "bound to map(s) no longer pinned: {}",
+                        rebound.join(", ")
+                    ))
+                } else {
+                    None
+                }
+            }
+        };
+        let reload = reason.is_some();
+        if let Some(reason) = reason {
+            prog_actions.push(Action::LoadProgram {
+                program: name.clone(),
+                reason,
+            });
+        }
+        let link = observed.links.get(name);
+        match (&want.attach, link) {
+            (None, None) => {}
+            (None, Some(_)) => link_actions.push(Action::Detach {
+                link: name.clone(),
+                reason: "the manifest no longer attaches it".into(),
+            }),
+            (Some(att), None) => link_actions.push(Action::Attach {
+                program: name.clone(),
+                target: att.description.clone(),
+            }),
+            (Some(att), Some(live_link)) => {
+                let same_target = att
+                    .identity
+                    .as_ref()
+                    .is_none_or(|id| *id == live_link.identity);
+                let bound_to_pinned = live.is_some_and(|p| p.id == live_link.prog_id);
+                if !same_target {
+                    link_actions.push(Action::Detach {
+                        link: name.clone(),
+                        reason: "attach target changed".into(),
+                    });
+                    link_actions.push(Action::Attach {
+                        program: name.clone(),
+                        target: att.description.clone(),
+                    });
+                } else if reload || !bound_to_pinned {
+                    link_actions.push(Action::Replace {
+                        program: name.clone(),
+                        target: att.description.clone(),
+                        how: if att.updatable {
+                            ReplaceHow::LinkUpdate
+                        } else {
+                            ReplaceHow::AttachThenDetach
+                        },
+                    });
+                }
+            }
+        }
+        if !reload && link_actions.iter().all(|a| !action_is_about(a, name)) {
+            unchanged.push(format!("program {name}"));
+        }
+    }
+
+    // What the deployment owns but no longer wants.
+    for name in observed.links.keys() {
+        if !desired.programs.contains_key(name) {
+            cleanup.push(Action::Detach {
+                link: name.clone(),
+                reason: "program removed from the manifest".into(),
+            });
+        }
+    }
+    for name in observed.programs.keys() {
+        if !desired.programs.contains_key(name) {
+            cleanup.push(Action::Unpin {
+                kind: PinKind::Program,
+                name: name.clone(),
+                reason: "removed from the manifest".into(),
+            });
+        }
+    }
+    for name in observed.maps.keys() {
+        if !desired.maps.contains_key(name) {
+            cleanup.push(Action::Unpin {
+                kind: PinKind::Map,
+                name: name.clone(),
+                reason: "no declared program uses it any more".into(),
+            });
+        }
+    }
+    for path in &observed.strays {
+        cleanup.push(Action::Unpin {
+            kind: PinKind::Other,
+            name: path.display().to_string(),
+            reason: "not part of this deployment's layout".into(),
+        });
+    }
+
+    let mut actions = map_actions;
+    actions.extend(prog_actions);
+    actions.extend(link_actions);
+    actions.extend(cleanup);
+    Ok(Plan {
+        deployment: deployment.to_string(),
+        pin_root,
+        actions,
+        unchanged,
+    })
+}
+
+fn action_is_about(a: &Action, program: &str) -> bool {
+    match a {
+        Action::Attach { program: p, .. } | Action::Replace { program: p, .. } => p == program,
+        Action::Detach { link, .. } => link == program,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEF: MapDef = MapDef {
+        map_type: 1,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 16,
+        map_flags: 0,
+    };
+
+    fn desired() -> Desired {
+        let mut d = Desired::default();
+        d.maps.insert(
+            "COUNTERS".into(),
+            DesiredMap {
+                name: "COUNTERS".into(),
+                object: "counter".into(),
+                def: DEF,
+                on_upgrade: OnUpgrade::Keep,
+                declared: true,
+                entries: vec![],
+            },
+        );
+        d.programs.insert(
+            "count_packets".into(),
+            DesiredProgram {
+                name: "count_packets".into(),
+                object: "counter".into(),
+                function: "count_packets".into(),
+                prog_type: 6,
+                tags: vec![[1; 8]],
+                maps: vec!["COUNTERS".into()],
+                attach: Some(DesiredAttach {
+                    description: "xdp lo".into(),
+                    identity: Some(LinkIdentity {
+                        link_type: 6,
+                        target: vec![1],
+                    }),
+                    updatable: true,
+                }),
+            },
+        );
+        d
+    }
+
+    fn live_matching() -> Observed {
+        let mut o = Observed::default();
+        o.maps
+            .insert("COUNTERS".into(), LiveMap { id: 10, def: DEF });
+        o.programs.insert(
+            "count_packets".into(),
+            LiveProgram {
+                id: 20,
+                prog_type: 6,
+                tag: [1; 8],
+                map_ids: vec![10],
+                run_cnt: 0,
+                run_time_ns: 0,
+            },
+        );
+        o.links.insert(
+            "count_packets".into(),
+            LiveLink {
+                id: 30,
+                prog_id: 20,
+                identity: LinkIdentity {
+                    link_type: 6,
+                    target: vec![1],
+                },
+            },
+        );
+        o
+    }
+
+    fn plan(d: &Desired, o: &Observed) -> Result<Plan, PlanError> {
+        compute("t", "/sys/fs/bpf/t".into(), d, o)
+    }
+
+    #[test]
+    fn from_nothing_creates_loads_attaches_in_order() {
+        let p = plan(&desired(), &Observed::default()).unwrap();
+        let kinds: Vec<_> = p.actions.iter().map(|a| a.to_string()).collect();
+        assert!(kinds[0].starts_with("+ create map COUNTERS"), "{kinds:?}");
+        assert!(
+            kinds[1].starts_with("+ load program count_packets (new)"),
+            "{kinds:?}"
+        );
+        assert!(
+            kinds[2].starts_with("+ attach count_packets to xdp lo"),
+            "{kinds:?}"
+        );
+        assert_eq!(kinds.len(), 3);
+    }
+
+    #[test]
+    fn same_state_is_a_noop() {
+        let p = plan(&desired(), &live_matching()).unwrap();
+        assert!(p.is_noop(), "{p}");
+        assert_eq!(p.to_string().lines().last(), Some("no changes"));
+    }
+
+    #[test]
+    fn changed_code_is_replaced_by_link_update_and_keeps_map() {
+        let mut d = desired();
+        d.programs.get_mut("count_packets").unwrap().tags = vec![[2; 8]];
+        let p = plan(&d, &live_matching()).unwrap();
+        assert!(matches!(&p.actions[0], Action::LoadProgram { .. }));
+        assert!(matches!(
+            &p.actions[1],
+            Action::Replace {
+                how: ReplaceHow::LinkUpdate,
+                ..
+            }
+        ));
+        assert_eq!(p.actions.len(), 2);
+    }
+
+    #[test]
+    fn incompatible_map_is_refused_by_default_then_migrated() {
+        let mut d = desired();
+        d.maps.get_mut("COUNTERS").unwrap().def.max_entries = 32;
+        let err = plan(&d, &live_matching()).unwrap_err();
+        assert!(
+            err.to_string().contains("on_upgrade = \"migrate\""),
+            "{err}"
+        );
+        d.maps.get_mut("COUNTERS").unwrap().on_upgrade = OnUpgrade::Migrate;
+        let p = plan(&d, &live_matching()).unwrap();
+        assert!(matches!(&p.actions[0], Action::MigrateMap { .. }));
+        // The program must be reloaded against the new map.
+        assert!(
+            matches!(&p.actions[1], Action::LoadProgram { reason, .. } if reason.contains("COUNTERS"))
+        );
+        assert!(matches!(&p.actions[2], Action::Replace { .. }));
+    }
+
+    #[test]
+    fn removed_link_is_drift_and_reattached() {
+        let mut o = live_matching();
+        o.links.clear();
+        let p = plan(&desired(), &o).unwrap();
+        assert_eq!(p.actions.len(), 1);
+        assert!(matches!(&p.actions[0], Action::Attach { .. }));
+    }
+
+    #[test]
+    fn undeclared_leftovers_are_cleaned_up() {
+        let mut o = live_matching();
+        o.programs.insert(
+            "old".into(),
+            LiveProgram {
+                id: 21,
+                prog_type: 6,
+                tag: [3; 8],
+                map_ids: vec![],
+                run_cnt: 0,
+                run_time_ns: 0,
+            },
+        );
+        o.links.insert(
+            "old".into(),
+            LiveLink {
+                id: 31,
+                prog_id: 21,
+                identity: LinkIdentity {
+                    link_type: 6,
+                    target: vec![2],
+                },
+            },
+        );
+        let p = plan(&desired(), &o).unwrap();
+        assert!(matches!(&p.actions[0], Action::Detach { link, .. } if link == "old"));
+        assert!(matches!(
+            &p.actions[1],
+            Action::Unpin {
+                kind: PinKind::Program,
+                ..
+            }
+        ));
+    }
+}

@@ -1,0 +1,239 @@
+//! The manifest's TOML schema, as serde types that keep the span of every
+//! value (so each error can cite FILE:LINE:COL).
+//!
+//! Unknown keys are errors everywhere (`deny_unknown_fields`): a typo must
+//! never be silently ignored by a tool that changes a kernel.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestFile {
+    pub deployment: Spanned<DeploymentDecl>,
+    #[serde(default)]
+    pub objects: BTreeMap<Spanned<String>, Spanned<ObjectDecl>>,
+    #[serde(default)]
+    pub programs: BTreeMap<Spanned<String>, Spanned<ProgramDecl>>,
+    #[serde(default)]
+    pub maps: BTreeMap<Spanned<String>, Spanned<MapDecl>>,
+}
+
+/// `[deployment]`.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentDecl {
+    pub name: Spanned<String>,
+    /// Default: `/sys/fs/bpf/kiln/<name>`.
+    pub pin_root: Option<Spanned<String>>,
+    /// Kernel features the deployment needs, checked with the loader's probes.
+    #[serde(default)]
+    pub requires: Vec<Spanned<String>>,
+}
+
+/// `[objects.NAME]`: where an eBPF ELF object comes from.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectDecl {
+    /// A Rust crate directory or a `.bpf.c` file, relative to the manifest,
+    /// built by `cargo xtask apply`.
+    pub source: Option<Spanned<String>>,
+    /// A prebuilt ELF object, relative to the manifest.
+    pub path: Option<Spanned<String>>,
+}
+
+/// `[programs.NAME]`: a program of an object and where it attaches.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ProgramDecl {
+    pub object: Spanned<String>,
+    /// The function name in the object when it differs from the table name.
+    pub function: Option<Spanned<String>>,
+    pub attach: Spanned<Attach>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Values of the object's global variables, typed through BTF.
+    #[serde(default)]
+    pub globals: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Where a program attaches. `"auto"` reads it from the ELF section name;
+/// `"none"` loads and pins the program without attaching it (socket filters
+/// need a socket, which a manifest cannot name).
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Attach {
+    Auto,
+    None,
+    Tracepoint {
+        category: String,
+        name: String,
+    },
+    RawTracepoint {
+        name: String,
+    },
+    TpBtf {
+        name: String,
+    },
+    Kprobe {
+        function: String,
+        #[serde(default)]
+        offset: u64,
+    },
+    Kretprobe {
+        function: String,
+    },
+    Uprobe {
+        path: String,
+        #[serde(default)]
+        symbol: Option<String>,
+        #[serde(default)]
+        offset: u64,
+        #[serde(default)]
+        pid: Option<i32>,
+    },
+    Uretprobe {
+        path: String,
+        #[serde(default)]
+        symbol: Option<String>,
+        #[serde(default)]
+        offset: u64,
+        #[serde(default)]
+        pid: Option<i32>,
+    },
+    Fentry {
+        function: String,
+    },
+    Fexit {
+        function: String,
+    },
+    Lsm {
+        hook: String,
+    },
+    Xdp {
+        interface: String,
+        #[serde(default)]
+        mode: XdpMode,
+    },
+    Tcx {
+        interface: String,
+        direction: Direction,
+    },
+    Tc {
+        interface: String,
+        direction: Direction,
+        #[serde(default)]
+        priority: u16,
+    },
+    Cgroup {
+        path: String,
+        /// The kernel's attach type name without the `BPF_` prefix, lower
+        /// case (`cgroup_inet_ingress`, `cgroup_inet4_connect`, ...). Default:
+        /// the one the section name implies.
+        #[serde(default)]
+        attach_type: Option<String>,
+    },
+    SkLookup {
+        /// A network namespace file, e.g. `/proc/self/ns/net` or `/run/netns/NAME`.
+        netns: String,
+    },
+    Netfilter {
+        /// `ipv4` or `ipv6`.
+        family: String,
+        /// `prerouting`, `input`, `forward`, `output`, `postrouting`.
+        hook: String,
+        #[serde(default)]
+        priority: i32,
+    },
+}
+
+impl Attach {
+    /// The key used in the manifest for this kind (`xdp`, `tracepoint`...).
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Attach::Auto => "auto",
+            Attach::None => "none",
+            Attach::Tracepoint { .. } => "tracepoint",
+            Attach::RawTracepoint { .. } => "raw_tracepoint",
+            Attach::TpBtf { .. } => "tp_btf",
+            Attach::Kprobe { .. } => "kprobe",
+            Attach::Kretprobe { .. } => "kretprobe",
+            Attach::Uprobe { .. } => "uprobe",
+            Attach::Uretprobe { .. } => "uretprobe",
+            Attach::Fentry { .. } => "fentry",
+            Attach::Fexit { .. } => "fexit",
+            Attach::Lsm { .. } => "lsm",
+            Attach::Xdp { .. } => "xdp",
+            Attach::Tcx { .. } => "tcx",
+            Attach::Tc { .. } => "tc",
+            Attach::Cgroup { .. } => "cgroup",
+            Attach::SkLookup { .. } => "sk_lookup",
+            Attach::Netfilter { .. } => "netfilter",
+        }
+    }
+}
+
+#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum XdpMode {
+    /// Let the kernel choose (native when the driver supports it).
+    #[default]
+    Auto,
+    /// `XDP_FLAGS_SKB_MODE`: works on every interface, slower.
+    Generic,
+    /// `XDP_FLAGS_DRV_MODE`.
+    Native,
+    /// `XDP_FLAGS_HW_MODE`.
+    Offload,
+}
+
+#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// `[maps.NAME]`: a map of an object, how it is pinned and upgraded.
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct MapDecl {
+    pub object: Spanned<String>,
+    /// Pin under `<pin_root>/maps/<NAME>` so the data outlives programs and upgrades.
+    #[serde(default = "yes")]
+    pub pin: bool,
+    pub on_upgrade: Option<Spanned<OnUpgrade>>,
+    pub max_entries: Option<Spanned<u32>>,
+    /// Entries written when the map is created (never over live data).
+    #[serde(default)]
+    pub entries: Vec<Spanned<EntryDecl>>,
+}
+
+#[derive(Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct EntryDecl {
+    pub key: Spanned<toml::Value>,
+    pub value: Spanned<toml::Value>,
+}
+
+/// What to do with a pinned map whose definition changed.
+#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUpgrade {
+    /// Keep the live map when compatible; refuse the apply otherwise.
+    #[default]
+    Keep,
+    /// Drop the old map and its data, create the new one.
+    Recreate,
+    /// Create the new map and copy the entries whose key and value still fit.
+    Migrate,
+    /// Refuse any change to this map's definition.
+    Refuse,
+}
