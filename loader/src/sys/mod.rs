@@ -6,6 +6,11 @@
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
+pub mod attr;
+pub mod map;
+pub mod object;
+pub mod prog;
+
 /// Size of the attribute buffer handed to the kernel. The kernel accepts a
 /// larger buffer as long as the bytes it does not know are zero.
 pub const ATTR_SIZE: usize = 160;
@@ -81,7 +86,10 @@ pub unsafe fn bpf<A>(cmd: Cmd, attr: &mut A) -> Result<i64, SysError> {
     // its size is checked above.
     let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd as u32, attr as *mut A, ATTR_SIZE as u32) };
     if ret < 0 {
-        Err(SysError { cmd, source: std::io::Error::last_os_error() })
+        Err(SysError {
+            cmd,
+            source: std::io::Error::last_os_error(),
+        })
     } else {
         Ok(ret)
     }

@@ -1,0 +1,405 @@
+//! The object loader: [`EbpfLoader`] turns an [`ObjectSpec`] into live maps and
+//! programs ([`Ebpf`]), the way libbpf's `bpf_object__load` or cilium's
+//! `NewCollectionWithOptions` do.
+
+use std::collections::{BTreeMap, HashSet};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+
+use kiln_obj::{MapOrigin, MapSpec, ObjectSpec, Pinning, ProgramSpec};
+
+use crate::btf::{Btf, BtfError};
+use crate::maps::{Map, MapBtf, MapError, UpdateFlags};
+use crate::pin::PinError;
+use crate::programs::{LoadError, LoadOptions, Program, VerifierLogLevel};
+
+/// Errors of [`EbpfLoader::load`]; each names the map, program or global at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum EbpfError {
+    #[error(transparent)]
+    Map(#[from] MapError),
+    #[error(transparent)]
+    Pin(#[from] PinError),
+    #[error(transparent)]
+    Program(#[from] LoadError),
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error("global '{name}': {message}")]
+    Global { name: String, message: String },
+    #[error("map '{name}': {message}")]
+    MapSpec { name: String, message: String },
+    #[error("program '{name}': {message}")]
+    ProgramSpec { name: String, message: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Builder of one load. Every option edits the spec before anything reaches the kernel.
+#[derive(Default)]
+pub struct EbpfLoader {
+    map_pin_path: Option<PathBuf>,
+    globals: Vec<(String, Vec<u8>, bool)>,
+    max_entries: Vec<(String, u32)>,
+    replaced: BTreeMap<String, Map>,
+    log_level: VerifierLogLevel,
+    skipped: HashSet<String>,
+    target_btf: Option<PathBuf>,
+    require_btf: bool,
+}
+
+/// The live objects of one loaded [`ObjectSpec`].
+#[derive(Debug, Default)]
+pub struct Ebpf {
+    maps: BTreeMap<String, Map>,
+    programs: BTreeMap<String, Program>,
+    btf: Option<Btf>,
+    /// Maps reused from a pin rather than created.
+    reused: Vec<String>,
+}
+
+impl EbpfLoader {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Pins maps marked `LIBBPF_PIN_BY_NAME` as `<dir>/<map name>`, reusing a
+    /// compatible map already pinned there.
+    pub fn map_pin_path(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+        self.map_pin_path = Some(dir.as_ref().to_owned());
+        self
+    }
+
+    /// Sets a global variable's initial value (a `const volatile` in `.rodata`
+    /// or a variable in `.data`/`.bss`). `bytes` must be exactly the variable's size.
+    pub fn set_global(&mut self, name: &str, bytes: &[u8]) -> &mut Self {
+        self.globals.push((name.to_owned(), bytes.to_vec(), true));
+        self
+    }
+
+    /// Like [`EbpfLoader::set_global`], but a missing variable is not an error
+    /// (for settings an object may or may not have).
+    pub fn set_global_if_present(&mut self, name: &str, bytes: &[u8]) -> &mut Self {
+        self.globals.push((name.to_owned(), bytes.to_vec(), false));
+        self
+    }
+
+    pub fn map_max_entries(&mut self, name: &str, n: u32) -> &mut Self {
+        self.max_entries.push((name.to_owned(), n));
+        self
+    }
+
+    /// Uses `map` instead of creating the object's map `name` (sharing a map
+    /// between objects). Its type and sizes are checked against the object's.
+    pub fn replace_map(&mut self, name: &str, map: Map) -> &mut Self {
+        self.replaced.insert(name.to_owned(), map);
+        self
+    }
+
+    pub fn verifier_log_level(&mut self, level: VerifierLogLevel) -> &mut Self {
+        self.log_level = level;
+        self
+    }
+
+    /// Does not load program `name` (its maps are still created).
+    pub fn skip_program(&mut self, name: &str) -> &mut Self {
+        self.skipped.insert(name.to_owned());
+        self
+    }
+
+    /// The kernel BTF to apply CO-RE relocations against (default: /sys/kernel/btf/vmlinux).
+    pub fn btf(&mut self, target: impl AsRef<Path>) -> &mut Self {
+        self.target_btf = Some(target.as_ref().to_owned());
+        self
+    }
+
+    /// Fails the load when the kernel refuses the object's BTF (default: load
+    /// without it, losing source lines in verifier logs and map BTF).
+    pub fn require_btf(&mut self, yes: bool) -> &mut Self {
+        self.require_btf = yes;
+        self
+    }
+
+    /// Loads everything; the first failure aborts (created maps are closed,
+    /// pins made by this load are removed).
+    pub fn load(&mut self, spec: &ObjectSpec) -> Result<Ebpf, EbpfError> {
+        self.load_inner(spec, false).map(|(ebpf, _)| ebpf)
+    }
+
+    /// Loads every program it can (like `bpftool prog loadall`): maps must all
+    /// succeed; program failures are returned beside the loaded object.
+    pub fn load_each(
+        &mut self,
+        spec: &ObjectSpec,
+    ) -> Result<(Ebpf, Vec<(String, LoadError)>), EbpfError> {
+        self.load_inner(spec, true)
+    }
+
+    fn load_inner(
+        &mut self,
+        spec: &ObjectSpec,
+        keep_going: bool,
+    ) -> Result<(Ebpf, Vec<(String, LoadError)>), EbpfError> {
+        let mut spec = spec.clone();
+        self.edit_spec(&mut spec)?;
+        let mut guard = PinGuard::default();
+        let mut ebpf = Ebpf::default();
+
+        if let Some(bytes) = spec.btf.as_deref() {
+            match Btf::load(bytes) {
+                Ok(btf) => ebpf.btf = Some(btf),
+                Err(e) if self.require_btf => return Err(e.into()),
+                Err(_) => {}
+            }
+        }
+
+        let mut replaced = std::mem::take(&mut self.replaced);
+        for mspec in &spec.maps {
+            let map = match replaced.remove(&mspec.name) {
+                Some(map) => {
+                    check_replacement(mspec, &map)?;
+                    map
+                }
+                None => {
+                    let (map, reused) = self.create_map(mspec, ebpf.btf.as_ref(), &mut guard)?;
+                    if reused {
+                        ebpf.reused.push(mspec.name.clone());
+                    }
+                    map
+                }
+            };
+            ebpf.maps.insert(mspec.name.clone(), map);
+        }
+        if let Some(name) = replaced.keys().next() {
+            return Err(EbpfError::MapSpec {
+                name: name.clone(),
+                message: "replace_map names a map the object does not have".into(),
+            });
+        }
+
+        let map_fds: Vec<i32> = spec
+            .maps
+            .iter()
+            .map(|m| {
+                use std::os::fd::AsRawFd;
+                ebpf.maps[&m.name].fd().as_raw_fd()
+            })
+            .collect();
+        let mut failures = Vec::new();
+        for pspec in &spec.programs {
+            if self.skipped.contains(&pspec.name) {
+                continue;
+            }
+            match load_program(
+                pspec,
+                &spec,
+                &map_fds,
+                ebpf.btf.as_ref().map(|b| b.fd()),
+                self.log_level,
+            ) {
+                Ok(prog) => {
+                    ebpf.programs.insert(pspec.name.clone(), prog);
+                }
+                Err(e) if keep_going => failures.push((pspec.name.clone(), e)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        guard.keep();
+        Ok((ebpf, failures))
+    }
+
+    fn edit_spec(&self, spec: &mut ObjectSpec) -> Result<(), EbpfError> {
+        for (name, n) in &self.max_entries {
+            let m = spec.map_mut(name).ok_or_else(|| EbpfError::MapSpec {
+                name: name.clone(),
+                message: "map_max_entries names a map the object does not have".into(),
+            })?;
+            m.max_entries = *n;
+        }
+        for (name, bytes, required) in &self.globals {
+            set_global(spec, name, bytes, *required)?;
+        }
+        Ok(())
+    }
+
+    fn create_map(
+        &self,
+        spec: &MapSpec,
+        btf: Option<&Btf>,
+        guard: &mut PinGuard,
+    ) -> Result<(Map, bool), EbpfError> {
+        let pin_path = match (spec.pinning, &self.map_pin_path) {
+            (Pinning::ByName, Some(dir)) => Some(dir.join(&spec.name)),
+            _ => None,
+        };
+        if let Some(path) = &pin_path {
+            if let Some(map) = crate::pin::reuse_pinned_map(spec, path)? {
+                return Ok((map, true));
+            }
+        }
+        let inner = match &spec.inner {
+            Some(inner) => Some(create_with_btf_fallback(inner, None, None)?),
+            None => None,
+        };
+        let map = create_with_btf_fallback(spec, btf, inner.as_ref().map(|m| m.fd()))?;
+        if let Some(data) = &spec.initial_data {
+            populate_global_data(spec, &map, data)?;
+        }
+        if let Some(path) = pin_path {
+            map.pin(&path)?;
+            guard.pins.push(path);
+        }
+        Ok((map, false))
+    }
+}
+
+fn create_with_btf_fallback(
+    spec: &MapSpec,
+    btf: Option<&Btf>,
+    inner: Option<BorrowedFd<'_>>,
+) -> Result<Map, MapError> {
+    let map_btf = match (btf, spec.btf_key_type_id, spec.btf_value_type_id) {
+        (Some(btf), key, Some(value)) => Some(MapBtf {
+            fd: btf.fd(),
+            key_type_id: key.unwrap_or(0),
+            value_type_id: value,
+        }),
+        _ => None,
+    };
+    match Map::create(spec, map_btf, inner) {
+        Ok(m) => Ok(m),
+        // Old kernels refuse BTF for some map types: the map works without it.
+        Err(_) if map_btf.is_some() => Map::create(spec, None, inner),
+        Err(e) => Err(e),
+    }
+}
+
+fn populate_global_data(spec: &MapSpec, map: &Map, data: &[u8]) -> Result<(), EbpfError> {
+    let mut value = data.to_vec();
+    value.resize(spec.value_size as usize, 0);
+    map.update_bytes(&0u32.to_ne_bytes(), &value, UpdateFlags::ANY)?;
+    if spec.is_read_only_data() {
+        map.freeze()?;
+    }
+    Ok(())
+}
+
+fn check_replacement(spec: &MapSpec, map: &Map) -> Result<(), EbpfError> {
+    let info = map.info()?;
+    crate::pin::check_compatible(spec, &info, Path::new("(replace_map)")).map_err(|e| {
+        EbpfError::MapSpec {
+            name: spec.name.clone(),
+            message: format!("replacement map does not match: {e}"),
+        }
+    })
+}
+
+fn set_global(
+    spec: &mut ObjectSpec,
+    name: &str,
+    bytes: &[u8],
+    required: bool,
+) -> Result<(), EbpfError> {
+    for map in &mut spec.maps {
+        if !matches!(map.origin, MapOrigin::GlobalData { .. }) {
+            continue;
+        }
+        let Some(var) = map.variables.iter().find(|v| v.name == name).cloned() else {
+            continue;
+        };
+        if var.size as usize != bytes.len() {
+            return Err(EbpfError::Global {
+                name: name.to_owned(),
+                message: format!("is {} bytes in the object, {} given", var.size, bytes.len()),
+            });
+        }
+        let data = map.initial_data.get_or_insert_with(Vec::new);
+        let end = (var.offset + var.size) as usize;
+        if data.len() < end {
+            data.resize(end.max(map.value_size as usize), 0);
+        }
+        data[var.offset as usize..end].copy_from_slice(bytes);
+        return Ok(());
+    }
+    if required {
+        return Err(EbpfError::Global {
+            name: name.to_owned(),
+            message: "no such global variable in the object's data sections".into(),
+        });
+    }
+    Ok(())
+}
+
+fn load_program(
+    pspec: &ProgramSpec,
+    spec: &ObjectSpec,
+    map_fds: &[i32],
+    btf: Option<BorrowedFd<'_>>,
+    log_level: VerifierLogLevel,
+) -> Result<Program, LoadError> {
+    let insns = pspec.resolved_insns(|i| map_fds.get(i).copied().unwrap_or(-1));
+    let _ = btf;
+    let opts = LoadOptions {
+        license: &spec.license,
+        kern_version: spec.kernel_version,
+        flags: if pspec.sleepable {
+            crate::programs::ProgramFlags::SLEEPABLE
+        } else {
+            crate::programs::ProgramFlags::empty()
+        },
+        log_level,
+        ..Default::default()
+    };
+    Program::load(&pspec.name, pspec.kind.clone(), &insns, &opts)
+}
+
+/// Removes the pins a failed load created, so a retry starts clean.
+#[derive(Default)]
+struct PinGuard {
+    pins: Vec<PathBuf>,
+}
+
+impl PinGuard {
+    fn keep(&mut self) {
+        self.pins.clear();
+    }
+}
+
+impl Drop for PinGuard {
+    fn drop(&mut self) {
+        for p in &self.pins {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Ebpf {
+    pub fn map(&self, name: &str) -> Option<&Map> {
+        self.maps.get(name)
+    }
+    pub fn map_mut(&mut self, name: &str) -> Option<&mut Map> {
+        self.maps.get_mut(name)
+    }
+    pub fn take_map(&mut self, name: &str) -> Option<Map> {
+        self.maps.remove(name)
+    }
+    pub fn maps(&self) -> impl Iterator<Item = (&str, &Map)> {
+        self.maps.iter().map(|(k, v)| (k.as_str(), v))
+    }
+    pub fn program(&self, name: &str) -> Option<&Program> {
+        self.programs.get(name)
+    }
+    pub fn take_program(&mut self, name: &str) -> Option<Program> {
+        self.programs.remove(name)
+    }
+    pub fn programs(&self) -> impl Iterator<Item = (&str, &Program)> {
+        self.programs.iter().map(|(k, v)| (k.as_str(), v))
+    }
+    /// The object's BTF as loaded into the kernel, if the kernel took it.
+    pub fn btf_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.btf.as_ref().map(|b| b.as_fd())
+    }
+    /// Names of maps that were reused from an existing pin.
+    pub fn reused_maps(&self) -> &[String] {
+        &self.reused
+    }
+}

@@ -1,0 +1,484 @@
+//! Live maps: [`Map`] owns the file descriptor; typed views (one file per map
+//! family) borrow or own a [`Map`] and check its type and sizes once.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use kiln_obj::{MapSpec, MapType};
+
+use crate::sys::SysError;
+use crate::sys::attr::{MapCreateAttr, MapInfoRaw, object_name};
+use crate::sys::map::{self as sysmap, ElemSizes};
+use crate::sys::object::{self as sysobj, IdKind, OpenFlags};
+use crate::util::{c_name, nr_possible_cpus};
+
+mod pod;
+pub use pod::{Pod, bytes_of, from_bytes};
+
+/// `BPF_F_*` map creation flags.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct MapFlags(u32);
+
+bitflags::bitflags! {
+    impl MapFlags: u32 {
+        const NO_PREALLOC = 1 << 0;
+        const NO_COMMON_LRU = 1 << 1;
+        const NUMA_NODE = 1 << 2;
+        const RDONLY = 1 << 3;
+        const WRONLY = 1 << 4;
+        const STACK_BUILD_ID = 1 << 5;
+        const ZERO_SEED = 1 << 6;
+        const RDONLY_PROG = 1 << 7;
+        const WRONLY_PROG = 1 << 8;
+        const CLONE = 1 << 9;
+        const MMAPABLE = 1 << 10;
+        const PRESERVE_ELEMS = 1 << 11;
+        const INNER_MAP = 1 << 12;
+        const LINK = 1 << 13;
+        const PATH_FD = 1 << 14;
+        const VTYPE_BTF_OBJ_FD = 1 << 15;
+        const TOKEN_FD = 1 << 16;
+        const SEGV_ON_FAULT = 1 << 17;
+        const NO_USER_CONV = 1 << 18;
+        const _ = !0;
+    }
+}
+
+/// Flags of element updates (`BPF_ANY`, `BPF_NOEXIST`, `BPF_EXIST`, `BPF_F_LOCK`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct UpdateFlags(u64);
+
+bitflags::bitflags! {
+    impl UpdateFlags: u64 {
+        /// Create or replace (`BPF_ANY`, the default: no bits).
+        const ANY = 0;
+        /// Only create (`BPF_NOEXIST`).
+        const NO_EXIST = 1;
+        /// Only replace (`BPF_EXIST`).
+        const EXIST = 2;
+        /// Take the value's `bpf_spin_lock` (`BPF_F_LOCK`).
+        const LOCK = 4;
+    }
+}
+
+/// Errors of map operations; each names the map.
+#[derive(Debug, thiserror::Error)]
+pub enum MapError {
+    #[error("map '{name}': {op} failed: {source}")]
+    Syscall {
+        name: String,
+        op: &'static str,
+        #[source]
+        source: SysError,
+    },
+    #[error("map '{name}' is of type {actual}, expected {expected}")]
+    WrongType {
+        name: String,
+        actual: &'static str,
+        expected: String,
+    },
+    #[error("map '{name}': {what} is {actual} bytes, but the Rust type has {expected}")]
+    WrongSize {
+        name: String,
+        what: &'static str,
+        actual: u32,
+        expected: usize,
+    },
+    #[error("map '{name}': index {index} is out of bounds (max_entries {max_entries})")]
+    OutOfBounds {
+        name: String,
+        index: u32,
+        max_entries: u32,
+    },
+    #[error("map '{name}': {message}")]
+    Other { name: String, message: String },
+    #[error("map '{name}': {source}")]
+    Io {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the kernel reports about a map (`struct bpf_map_info`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapInfo {
+    pub map_type: MapType,
+    pub id: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: MapFlags,
+    pub name: String,
+    pub btf_id: u32,
+    pub btf_key_type_id: u32,
+    pub btf_value_type_id: u32,
+    pub map_extra: u64,
+}
+
+impl From<MapInfoRaw> for MapInfo {
+    fn from(r: MapInfoRaw) -> Self {
+        MapInfo {
+            map_type: MapType(r.map_type),
+            id: r.id,
+            key_size: r.key_size,
+            value_size: r.value_size,
+            max_entries: r.max_entries,
+            flags: MapFlags::from_bits_retain(r.map_flags),
+            name: c_name(&r.name),
+            btf_id: r.btf_id,
+            btf_key_type_id: r.btf_key_type_id,
+            btf_value_type_id: r.btf_value_type_id,
+            map_extra: r.map_extra,
+        }
+    }
+}
+
+/// Reads the kernel's description of any map fd.
+pub fn map_info(fd: BorrowedFd<'_>) -> Result<MapInfo, SysError> {
+    sysobj::info_by_fd::<MapInfoRaw>(fd).map(MapInfo::from)
+}
+
+/// BTF to create a map with: the object's BTF fd and the key/value type ids.
+#[derive(Clone, Copy, Debug)]
+pub struct MapBtf<'a> {
+    pub fd: BorrowedFd<'a>,
+    pub key_type_id: u32,
+    pub value_type_id: u32,
+}
+
+/// A map in the kernel, owned through its file descriptor.
+///
+/// Minimum kernel version: 3.19 (per map type, see the typed views).
+#[derive(Debug)]
+pub struct Map {
+    fd: OwnedFd,
+    name: String,
+    map_type: MapType,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    flags: MapFlags,
+}
+
+/// Whether values of `t` are stored once per possible CPU.
+pub fn is_per_cpu(t: MapType) -> bool {
+    matches!(
+        t,
+        MapType::PERCPU_HASH
+            | MapType::PERCPU_ARRAY
+            | MapType::LRU_PERCPU_HASH
+            | MapType::PERCPU_CGROUP_STORAGE
+    )
+}
+
+impl Map {
+    /// Creates a map as `spec` describes. `inner` is the template fd for
+    /// map-in-map types.
+    pub fn create(
+        spec: &MapSpec,
+        btf: Option<MapBtf<'_>>,
+        inner: Option<BorrowedFd<'_>>,
+    ) -> Result<Map, MapError> {
+        Self::create_named(spec, &spec.name, btf, inner)
+    }
+
+    /// Like [`Map::create`], with a different kernel-visible name (object-prefixed global data maps).
+    pub fn create_named(
+        spec: &MapSpec,
+        kernel_name: &str,
+        btf: Option<MapBtf<'_>>,
+        inner: Option<BorrowedFd<'_>>,
+    ) -> Result<Map, MapError> {
+        use std::os::fd::AsRawFd;
+        let attr = MapCreateAttr {
+            map_type: spec.map_type.0,
+            key_size: spec.key_size,
+            value_size: spec.value_size,
+            max_entries: spec.max_entries,
+            map_flags: spec.map_flags,
+            inner_map_fd: inner.map_or(0, |fd| fd.as_raw_fd() as u32),
+            numa_node: spec.numa_node.unwrap_or(0),
+            map_name: object_name(kernel_name),
+            btf_fd: btf.map_or(0, |b| b.fd.as_raw_fd() as u32),
+            btf_key_type_id: btf.map_or(0, |b| b.key_type_id),
+            btf_value_type_id: btf.map_or(0, |b| b.value_type_id),
+            map_extra: spec.map_extra,
+            ..Default::default()
+        };
+        let fd = sysmap::map_create(attr).map_err(|source| MapError::Syscall {
+            name: spec.name.clone(),
+            op: "create",
+            source,
+        })?;
+        Ok(Map {
+            fd,
+            name: spec.name.clone(),
+            map_type: spec.map_type,
+            key_size: spec.key_size,
+            value_size: spec.value_size,
+            max_entries: spec.max_entries,
+            flags: MapFlags::from_bits_retain(spec.map_flags),
+        })
+    }
+
+    /// Wraps a map fd, reading its type and sizes from the kernel. `name` is
+    /// what errors call it (the kernel's name when `None`).
+    pub fn from_fd(fd: OwnedFd, name: Option<&str>) -> Result<Map, MapError> {
+        let info = map_info(fd.as_fd()).map_err(|source| MapError::Syscall {
+            name: name.unwrap_or("?").to_owned(),
+            op: "get info",
+            source,
+        })?;
+        Ok(Map {
+            fd,
+            name: name.map_or(info.name, str::to_owned),
+            map_type: info.map_type,
+            key_size: info.key_size,
+            value_size: info.value_size,
+            max_entries: info.max_entries,
+            flags: info.flags,
+        })
+    }
+
+    /// Opens the map pinned at `path`.
+    pub fn from_pin(path: &Path, flags: OpenFlags) -> Result<Map, MapError> {
+        let name = path.display().to_string();
+        let fd = sysobj::obj_get(path, flags).map_err(|source| MapError::Syscall {
+            name: name.clone(),
+            op: "open pinned",
+            source,
+        })?;
+        Map::from_fd(fd, None)
+    }
+
+    /// Opens the map with kernel id `id`.
+    pub fn from_id(id: u32) -> Result<Map, MapError> {
+        let fd = sysobj::fd_by_id(IdKind::Map, id).map_err(|source| MapError::Syscall {
+            name: format!("id {id}"),
+            op: "open by id",
+            source,
+        })?;
+        Map::from_fd(fd, None)
+    }
+
+    /// Pins the map at `path` (on a bpffs).
+    pub fn pin(&self, path: &Path) -> Result<(), crate::pin::PinError> {
+        crate::pin::pin_fd(self.fd.as_fd(), path, &self.name)
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+    /// A second handle on the same kernel map.
+    pub fn try_clone(&self) -> Result<Map, MapError> {
+        let fd = self.fd.try_clone().map_err(|e| self.io(e))?;
+        Ok(Map {
+            fd,
+            name: self.name.clone(),
+            ..*self
+        })
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn map_type(&self) -> MapType {
+        self.map_type
+    }
+    pub fn key_size(&self) -> u32 {
+        self.key_size
+    }
+    pub fn value_size(&self) -> u32 {
+        self.value_size
+    }
+    pub fn max_entries(&self) -> u32 {
+        self.max_entries
+    }
+    pub fn flags(&self) -> MapFlags {
+        self.flags
+    }
+
+    /// The kernel's view of the map (includes the id).
+    pub fn info(&self) -> Result<MapInfo, MapError> {
+        map_info(self.fd.as_fd()).map_err(|e| self.sys("get info", e))
+    }
+
+    /// Forbids further writes from user space (BPF_MAP_FREEZE). Minimum kernel version: 5.2.
+    pub fn freeze(&self) -> Result<(), MapError> {
+        sysmap::freeze(self.fd.as_fd()).map_err(|e| self.sys("freeze", e))
+    }
+
+    pub(crate) fn sys(&self, op: &'static str, source: SysError) -> MapError {
+        MapError::Syscall {
+            name: self.name.clone(),
+            op,
+            source,
+        }
+    }
+    pub(crate) fn io(&self, source: std::io::Error) -> MapError {
+        MapError::Io {
+            name: self.name.clone(),
+            source,
+        }
+    }
+
+    /// Bytes of one value buffer: per-CPU maps hold a slot of the value size
+    /// rounded up to 8 for each possible CPU.
+    pub fn value_buf_len(&self) -> Result<usize, MapError> {
+        if is_per_cpu(self.map_type) {
+            Ok(self.value_size.next_multiple_of(8) as usize
+                * nr_possible_cpus().map_err(|e| self.io(e))?)
+        } else {
+            Ok(self.value_size as usize)
+        }
+    }
+
+    pub(crate) fn sizes(&self) -> Result<ElemSizes, MapError> {
+        Ok(ElemSizes {
+            key: self.key_size as usize,
+            value: self.value_buf_len()?,
+        })
+    }
+
+    /// Checks the map is one of `types` and its key and value sizes fit `K`
+    /// and `V` (`None`: not checked). Used by the typed views.
+    pub fn check(
+        &self,
+        types: &[MapType],
+        key: Option<usize>,
+        value: Option<usize>,
+    ) -> Result<(), MapError> {
+        if !types.contains(&self.map_type) {
+            return Err(MapError::WrongType {
+                name: self.name.clone(),
+                actual: self.map_type.name(),
+                expected: types
+                    .iter()
+                    .map(|t| t.name())
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            });
+        }
+        for (what, actual, expected) in [
+            ("key size", self.key_size, key),
+            ("value size", self.value_size, value),
+        ] {
+            if let Some(expected) = expected.filter(|e| *e != actual as usize) {
+                return Err(MapError::WrongSize {
+                    name: self.name.clone(),
+                    what,
+                    actual,
+                    expected,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks a key up; `None` when absent. Per-CPU maps return every CPU's slot.
+    pub fn lookup_bytes(
+        &self,
+        key: &[u8],
+        flags: UpdateFlags,
+    ) -> Result<Option<Vec<u8>>, MapError> {
+        let mut value = vec![0u8; self.value_buf_len()?];
+        let found = self.lookup_into(key, &mut value, flags)?;
+        Ok(found.then_some(value))
+    }
+
+    /// Looks a key up into `value` (sized by [`Map::value_buf_len`]); false when absent.
+    pub fn lookup_into(
+        &self,
+        key: &[u8],
+        value: &mut [u8],
+        flags: UpdateFlags,
+    ) -> Result<bool, MapError> {
+        sysmap::lookup(
+            self.fd.as_fd(),
+            self.sizes()?,
+            Some(key),
+            value,
+            flags.bits(),
+            false,
+        )
+        .map_err(|e| self.sys("lookup", e))
+    }
+
+    pub fn update_bytes(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        flags: UpdateFlags,
+    ) -> Result<(), MapError> {
+        sysmap::update(
+            self.fd.as_fd(),
+            self.sizes()?,
+            Some(key),
+            value,
+            flags.bits(),
+        )
+        .map_err(|e| self.sys("update", e))
+    }
+
+    /// Deletes a key; false when it was absent.
+    pub fn delete_bytes(&self, key: &[u8]) -> Result<bool, MapError> {
+        sysmap::delete(self.fd.as_fd(), self.sizes()?, key).map_err(|e| self.sys("delete", e))
+    }
+
+    /// The key after `key` (`None`: the first key); `None` at the end.
+    pub fn next_key_bytes(&self, key: Option<&[u8]>) -> Result<Option<Vec<u8>>, MapError> {
+        let mut next = vec![0u8; self.key_size as usize];
+        let found = sysmap::next_key(self.fd.as_fd(), self.sizes()?, key, &mut next)
+            .map_err(|e| self.sys("get next key", e))?;
+        Ok(found.then_some(next))
+    }
+
+    /// Every key, by BPF_MAP_GET_NEXT_KEY.
+    pub fn keys_bytes(&self) -> KeysBytes<'_> {
+        KeysBytes {
+            map: self,
+            prev: None,
+            done: false,
+        }
+    }
+}
+
+impl AsFd for Map {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Iterator over a map's keys as bytes. A key deleted concurrently may
+/// restart the walk from the first key (the kernel's behaviour for hash maps).
+pub struct KeysBytes<'a> {
+    map: &'a Map,
+    prev: Option<Vec<u8>>,
+    done: bool,
+}
+
+impl Iterator for KeysBytes<'_> {
+    type Item = Result<Vec<u8>, MapError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.map.next_key_bytes(self.prev.as_deref()) {
+            Ok(Some(k)) => {
+                self.prev = Some(k.clone());
+                Some(Ok(k))
+            }
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}

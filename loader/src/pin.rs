@@ -1,0 +1,173 @@
+//! Pinning under bpffs, and the compatibility check before a pinned map is reused.
+
+use std::os::fd::BorrowedFd;
+use std::path::{Path, PathBuf};
+
+use kiln_obj::MapSpec;
+
+use crate::maps::{Map, MapInfo};
+use crate::sys::SysError;
+use crate::sys::object::{self as sysobj};
+
+/// `BPF_FS_MAGIC` as `statfs(2)` reports it for a bpffs mount.
+pub const BPF_FS_MAGIC: i64 = 0xcafe4711;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    #[error(
+        "cannot pin '{name}' at {path}: {path} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)"
+    )]
+    NotBpffs { name: String, path: PathBuf },
+    #[error("cannot pin '{name}' at {path}: {source}")]
+    Pin {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: SysError,
+    },
+    #[error("'{name}': {path}: {source}")]
+    Io {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("map '{name}': pinned map at {path} has {what} {pinned}, object wants {wanted}")]
+    Incompatible {
+        name: String,
+        path: PathBuf,
+        what: &'static str,
+        pinned: String,
+        wanted: String,
+    },
+}
+
+/// Whether `path` (or, when it does not exist yet, its parent) is on a bpffs.
+pub fn is_on_bpffs(path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let probe = if path.exists() {
+        path
+    } else {
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+    };
+    let c = std::ffi::CString::new(probe.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: statfs writes into `buf`, a zeroed struct of the right type; `c` is NUL-terminated.
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    if unsafe { libc::statfs(c.as_ptr(), &mut buf) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[allow(
+        clippy::unnecessary_cast,
+        reason = "f_type is i64 on x86_64, u32/i32 elsewhere"
+    )]
+    Ok(buf.f_type as i64 == BPF_FS_MAGIC)
+}
+
+fn check_bpffs(path: &Path, name: &str) -> Result<(), PinError> {
+    match is_on_bpffs(path) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(PinError::NotBpffs {
+            name: name.to_owned(),
+            path: path.to_owned(),
+        }),
+        Err(source) => Err(PinError::Io {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Pins any bpf object fd at `path` after checking the directory is a bpffs.
+/// `name` is what errors call the object.
+pub fn pin_fd(fd: BorrowedFd<'_>, path: &Path, name: &str) -> Result<(), PinError> {
+    check_bpffs(path, name)?;
+    sysobj::obj_pin(fd, path).map_err(|source| PinError::Pin {
+        name: name.to_owned(),
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Removes a pin (the object lives on while other references exist).
+pub fn unpin(path: &Path) -> std::io::Result<()> {
+    std::fs::remove_file(path)
+}
+
+/// Compares a pinned map with what the object wants; the error names the first difference.
+pub fn check_compatible(spec: &MapSpec, pinned: &MapInfo, path: &Path) -> Result<(), PinError> {
+    let wanted_flags = spec.map_flags;
+    let checks: [(&'static str, String, String); 5] = [
+        (
+            "type",
+            pinned.map_type.name().to_owned(),
+            spec.map_type.name().to_owned(),
+        ),
+        (
+            "key_size",
+            pinned.key_size.to_string(),
+            spec.key_size.to_string(),
+        ),
+        (
+            "value_size",
+            pinned.value_size.to_string(),
+            spec.value_size.to_string(),
+        ),
+        (
+            "max_entries",
+            pinned.max_entries.to_string(),
+            spec.max_entries.to_string(),
+        ),
+        (
+            "map_flags",
+            format!("{:#x}", pinned.flags.bits()),
+            format!("{wanted_flags:#x}"),
+        ),
+    ];
+    for (what, p, w) in checks {
+        if p != w {
+            return Err(PinError::Incompatible {
+                name: spec.name.clone(),
+                path: path.to_owned(),
+                what,
+                pinned: p,
+                wanted: w,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Opens the map pinned at `path` when there is one and it matches `spec`.
+/// `Ok(None)` when nothing is pinned there.
+pub fn reuse_pinned_map(spec: &MapSpec, path: &Path) -> Result<Option<Map>, PinError> {
+    let fd = match sysobj::obj_get(path, sysobj::OpenFlags::ReadWrite) {
+        Ok(fd) => fd,
+        Err(e) if e.errno() == libc::ENOENT => return Ok(None),
+        Err(source) => {
+            return Err(PinError::Pin {
+                name: spec.name.clone(),
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let info =
+        crate::maps::map_info(std::os::fd::AsFd::as_fd(&fd)).map_err(|source| PinError::Pin {
+            name: spec.name.clone(),
+            path: path.to_owned(),
+            source,
+        })?;
+    check_compatible(spec, &info, path)?;
+    Map::from_fd(fd, Some(&spec.name))
+        .map(Some)
+        .map_err(|e| PinError::Io {
+            name: spec.name.clone(),
+            path: path.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })
+}

@@ -1,0 +1,315 @@
+//! Live programs: [`Program`] owns the fd of a loaded program.
+//!
+//! Attaching lives in `crate::links` (it works from [`Program::fd`] and
+//! [`Program::kind`]); this module loads, test-runs, describes and pins.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use kiln_obj::{Insn, ProgramKind, ProgramType};
+
+use crate::sys::SysError;
+use crate::sys::attr::{ProgInfo, object_name};
+use crate::sys::object::{self as sysobj, IdKind, OpenFlags};
+use crate::sys::prog::{self as sysprog, ProgLoad};
+use crate::util::c_name;
+
+mod verifier;
+pub use crate::sys::prog::{TestRun, TestRunResult};
+pub use verifier::{LoadError, SourceLine, VerifierLogLevel, failing_insn, source_line_for};
+
+/// `BPF_F_*` program load flags.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub struct ProgramFlags(u32);
+
+bitflags::bitflags! {
+    impl ProgramFlags: u32 {
+        const STRICT_ALIGNMENT = 1 << 0;
+        const ANY_ALIGNMENT = 1 << 1;
+        const TEST_RND_HI32 = 1 << 2;
+        const TEST_STATE_FREQ = 1 << 3;
+        const SLEEPABLE = 1 << 4;
+        const XDP_HAS_FRAGS = 1 << 5;
+        const XDP_DEV_BOUND_ONLY = 1 << 6;
+        const _ = !0;
+    }
+}
+
+/// Errors of operations on a loaded program; each names the program.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgramError {
+    #[error("program '{name}': {op} failed: {source}")]
+    Syscall {
+        name: String,
+        op: &'static str,
+        #[source]
+        source: SysError,
+    },
+    #[error("program '{name}': {message}")]
+    Other { name: String, message: String },
+}
+
+/// Everything BPF_PROG_LOAD needs beyond the instructions.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions<'a> {
+    pub license: &'a str,
+    pub kern_version: Option<u32>,
+    pub flags: ProgramFlags,
+    pub log_level: VerifierLogLevel,
+    /// Object BTF fd with `bpf_func_info` / `bpf_line_info` records.
+    pub btf: Option<ProgramBtf<'a>>,
+    pub attach_btf_id: Option<u32>,
+    pub attach_prog_fd: Option<BorrowedFd<'a>>,
+    pub attach_btf_obj_fd: Option<BorrowedFd<'a>>,
+    pub ifindex: u32,
+    /// Overrides `kind.expected_attach_type()`.
+    pub expected_attach_type: Option<u32>,
+    /// Source lines by instruction (from the object's line info), to point a
+    /// verifier rejection at the source.
+    pub source_lines: &'a [SourceLine],
+}
+
+/// BTF extension records for one program (already relocated to its instructions).
+#[derive(Clone, Copy, Debug)]
+pub struct ProgramBtf<'a> {
+    pub fd: BorrowedFd<'a>,
+    pub func_info: &'a [u8],
+    pub func_info_rec_size: u32,
+    pub line_info: &'a [u8],
+    pub line_info_rec_size: u32,
+}
+
+/// A loaded program.
+///
+/// Minimum kernel version: 3.18 (socket filters); each program type has its own.
+#[derive(Debug)]
+pub struct Program {
+    fd: OwnedFd,
+    name: String,
+    kind: ProgramKind,
+    tag: [u8; 8],
+    id: u32,
+}
+
+impl Program {
+    /// Loads `insns` (map references already resolved) as a program of `kind`.
+    /// On rejection, loads again with the verifier log (see [`LoadError`]).
+    pub fn load(
+        name: &str,
+        kind: ProgramKind,
+        insns: &[Insn],
+        opts: &LoadOptions<'_>,
+    ) -> Result<Program, LoadError> {
+        let fd = verifier::load_with_log(name, &kind, insns, opts)?;
+        let info: ProgInfo =
+            sysobj::info_by_fd(fd.as_fd()).map_err(|source| LoadError::Syscall {
+                program: name.to_owned(),
+                source,
+            })?;
+        Ok(Program {
+            fd,
+            name: name.to_owned(),
+            kind,
+            tag: info.tag,
+            id: info.id,
+        })
+    }
+
+    /// Wraps a program fd (pinned, by id, or from elsewhere). `kind` is what the
+    /// caller knows; the kernel only remembers the type.
+    pub fn from_fd(fd: OwnedFd, kind: Option<ProgramKind>) -> Result<Program, ProgramError> {
+        let info: ProgInfo =
+            sysobj::info_by_fd(fd.as_fd()).map_err(|source| ProgramError::Syscall {
+                name: "?".into(),
+                op: "get info",
+                source,
+            })?;
+        let kind = kind.unwrap_or(ProgramKind::Other {
+            program_type: ProgramType(info.prog_type),
+            attach_type: None,
+        });
+        Ok(Program {
+            fd,
+            name: c_name(&info.name),
+            kind,
+            tag: info.tag,
+            id: info.id,
+        })
+    }
+
+    /// Opens the program pinned at `path`.
+    pub fn from_pin(path: &Path, kind: Option<ProgramKind>) -> Result<Program, ProgramError> {
+        let fd = sysobj::obj_get(path, OpenFlags::ReadWrite).map_err(|source| {
+            ProgramError::Syscall {
+                name: path.display().to_string(),
+                op: "open pinned",
+                source,
+            }
+        })?;
+        Program::from_fd(fd, kind)
+    }
+
+    /// Opens the program with kernel id `id`.
+    pub fn from_id(id: u32) -> Result<Program, ProgramError> {
+        let fd = sysobj::fd_by_id(IdKind::Prog, id).map_err(|source| ProgramError::Syscall {
+            name: format!("id {id}"),
+            op: "open by id",
+            source,
+        })?;
+        Program::from_fd(fd, None)
+    }
+
+    pub fn pin(&self, path: &Path) -> Result<(), crate::pin::PinError> {
+        crate::pin::pin_fd(self.fd.as_fd(), path, &self.name)
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn kind(&self) -> &ProgramKind {
+        &self.kind
+    }
+    pub fn program_type(&self) -> ProgramType {
+        self.kind.program_type()
+    }
+    /// The kernel's hash of the instructions (as `bpftool prog` shows it).
+    pub fn tag(&self) -> [u8; 8] {
+        self.tag
+    }
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The kernel's view of the program now (run counts need `kernel.bpf_stats_enabled=1`).
+    pub fn info(&self) -> Result<ProgramInfo, ProgramError> {
+        program_info(self.fd.as_fd()).map_err(|source| ProgramError::Syscall {
+            name: self.name.clone(),
+            op: "get info",
+            source,
+        })
+    }
+
+    /// Keeps `map` alive as long as this program (BPF_PROG_BIND_MAP). Minimum kernel version: 5.10.
+    pub fn bind_map(&self, map: BorrowedFd<'_>) -> Result<(), ProgramError> {
+        sysprog::bind_map(self.fd.as_fd(), map).map_err(|source| ProgramError::Syscall {
+            name: self.name.clone(),
+            op: "bind map",
+            source,
+        })
+    }
+
+    /// Runs the program once or `repeat` times on `run`'s input (BPF_PROG_TEST_RUN).
+    pub fn test_run(&self, run: TestRun<'_>) -> Result<TestRunResult, ProgramError> {
+        sysprog::test_run(self.fd.as_fd(), run).map_err(|source| ProgramError::Syscall {
+            name: self.name.clone(),
+            op: "test run",
+            source,
+        })
+    }
+}
+
+impl AsFd for Program {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// What the kernel reports about a program (`struct bpf_prog_info`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramInfo {
+    pub program_type: ProgramType,
+    pub id: u32,
+    pub tag: [u8; 8],
+    pub name: String,
+    pub run_cnt: u64,
+    pub run_time_ns: u64,
+    pub recursion_misses: u64,
+    pub verified_insns: u32,
+    pub xlated_len: u32,
+    pub jited_len: u32,
+    pub map_ids: Vec<u32>,
+    pub btf_id: u32,
+    pub load_time_ns: u64,
+    pub gpl_compatible: bool,
+}
+
+/// Reads the kernel's description of any program fd, with its map ids.
+pub fn program_info(fd: BorrowedFd<'_>) -> Result<ProgramInfo, SysError> {
+    let first: ProgInfo = sysobj::info_by_fd(fd)?;
+    let mut map_ids = vec![0u32; first.nr_map_ids as usize];
+    let mut info = ProgInfo {
+        nr_map_ids: map_ids.len() as u32,
+        map_ids: map_ids.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    if !map_ids.is_empty() {
+        // SAFETY: `map_ids` points at `nr_map_ids` writable u32s; no other pointer is set.
+        unsafe { sysobj::info_by_fd_with(fd, &mut info) }?;
+        map_ids.truncate(info.nr_map_ids.min(first.nr_map_ids) as usize);
+    }
+    Ok(ProgramInfo {
+        program_type: ProgramType(first.prog_type),
+        id: first.id,
+        tag: first.tag,
+        name: c_name(&first.name),
+        run_cnt: first.run_cnt,
+        run_time_ns: first.run_time_ns,
+        recursion_misses: first.recursion_misses,
+        verified_insns: first.verified_insns,
+        xlated_len: first.xlated_prog_len,
+        jited_len: first.jited_prog_len,
+        map_ids,
+        btf_id: first.btf_id,
+        load_time_ns: first.load_time,
+        gpl_compatible: first.flags & 1 != 0,
+    })
+}
+
+pub(crate) fn build_load<'a>(
+    name: &str,
+    kind: &ProgramKind,
+    insns: &'a [Insn],
+    license: &'a CString,
+    opts: &'a LoadOptions<'a>,
+) -> ProgLoad<'a> {
+    let prog_type = kind.program_type();
+    let kern_version = opts.kern_version.unwrap_or_else(|| {
+        if prog_type == ProgramType::KPROBE {
+            crate::util::kernel_version_code()
+        } else {
+            0
+        }
+    });
+    ProgLoad {
+        prog_type: prog_type.0,
+        insns,
+        license: Some(license.as_c_str()),
+        log: None,
+        kern_version,
+        prog_flags: opts.flags.bits(),
+        name: object_name(name),
+        ifindex: opts.ifindex,
+        expected_attach_type: opts
+            .expected_attach_type
+            .or(kind.expected_attach_type().map(|a| a.0)),
+        btf_fd: opts.btf.map(|b| b.fd),
+        func_info: opts
+            .btf
+            .filter(|b| !b.func_info.is_empty())
+            .map(|b| (b.func_info, b.func_info_rec_size)),
+        line_info: opts
+            .btf
+            .filter(|b| !b.line_info.is_empty())
+            .map(|b| (b.line_info, b.line_info_rec_size)),
+        attach_btf_id: opts.attach_btf_id.unwrap_or(0),
+        attach_prog_fd: opts.attach_prog_fd,
+        attach_btf_obj_fd: opts.attach_btf_obj_fd,
+    }
+}

@@ -1,0 +1,300 @@
+//! Loading with the verifier's log: first without (fast, no buffer), then, on
+//! rejection, again with a log that grows until the whole story fits.
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+
+use kiln_obj::{Insn, ProgramKind};
+
+use super::{LoadOptions, build_load};
+use crate::sys::SysError;
+use crate::sys::prog::prog_load;
+
+/// How much the verifier writes when asked for a log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VerifierLogLevel {
+    /// No log unless the load fails; then level 1 (the failing path).
+    #[default]
+    OnFailure,
+    /// Always log the failing path (level 1).
+    Basic,
+    /// Every instruction of every path (level 2, large).
+    Verbose,
+    /// Statistics only (level 4).
+    Stats,
+}
+
+/// Where a verifier rejection points in the source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceLine {
+    /// Instruction index the line starts at.
+    pub insn: u32,
+    pub file: String,
+    pub line: u32,
+    pub text: String,
+}
+
+/// A program the kernel refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The verifier (or the load path before it) rejected the program.
+    #[error("{}", verifier_message(.program, .source, .log, .source_line.as_ref()))]
+    Verifier {
+        program: String,
+        #[source]
+        source: SysError,
+        /// The whole log at level 1.
+        log: String,
+        /// The source line of the failing instruction, when the object has line info.
+        source_line: Option<SourceLine>,
+    },
+    #[error("program '{program}': {source}")]
+    Syscall {
+        program: String,
+        #[source]
+        source: SysError,
+    },
+    #[error("program '{program}': {message}")]
+    Invalid { program: String, message: String },
+}
+
+impl LoadError {
+    pub fn program(&self) -> &str {
+        match self {
+            LoadError::Verifier { program, .. }
+            | LoadError::Syscall { program, .. }
+            | LoadError::Invalid { program, .. } => program,
+        }
+    }
+    pub fn log(&self) -> Option<&str> {
+        match self {
+            LoadError::Verifier { log, .. } => Some(log),
+            _ => None,
+        }
+    }
+    /// The errno of the failed load.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            LoadError::Verifier { source, .. } | LoadError::Syscall { source, .. } => {
+                Some(source.errno())
+            }
+            LoadError::Invalid { .. } => None,
+        }
+    }
+    /// One line saying why: the last meaningful line of the verifier log, or the errno.
+    pub fn reason(&self) -> String {
+        match self {
+            LoadError::Verifier { log, source, .. } => {
+                last_reason(log).unwrap_or_else(|| source.source.to_string())
+            }
+            LoadError::Syscall { source, .. } => source.source.to_string(),
+            LoadError::Invalid { message, .. } => message.clone(),
+        }
+    }
+}
+
+const TAIL_LINES: usize = 20;
+
+fn verifier_message(
+    program: &str,
+    source: &SysError,
+    log: &str,
+    line: Option<&SourceLine>,
+) -> String {
+    let mut s = format!(
+        "program '{program}': the kernel refused to load it: {}",
+        source.source
+    );
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        s.push_str("\n  (the verifier log is empty: the failure happened before verification, e.g. a missing capability or an unsupported program type)");
+    } else {
+        let start = lines.len().saturating_sub(TAIL_LINES);
+        if start > 0 {
+            s.push_str(&format!("\n  ... ({start} earlier log lines omitted)"));
+        }
+        for l in &lines[start..] {
+            s.push_str("\n  ");
+            s.push_str(l);
+        }
+    }
+    match line {
+        Some(l) => s.push_str(&format!(
+            "\n  failing instruction {} is at {}:{}: {}",
+            failing_insn(log).unwrap_or(l.insn),
+            l.file,
+            l.line,
+            l.text.trim()
+        )),
+        None => {
+            if let Some(text) = last_source_comment(log) {
+                s.push_str(&format!("\n  at source line: {text}"));
+            }
+        }
+    }
+    s
+}
+
+/// The index of the instruction the verifier stopped at: the last log line of
+/// the form `N: (op) ...`.
+pub fn failing_insn(log: &str) -> Option<u32> {
+    log.lines().rev().find_map(|l| {
+        let (n, rest) = l.split_once(": ")?;
+        (rest.starts_with('(') && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| n.parse().ok())?
+    })
+}
+
+/// The last `; source text @ file:line` annotation the kernel printed (present
+/// when the program was loaded with line info).
+fn last_source_comment(log: &str) -> Option<String> {
+    log.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("; ").map(|t| t.trim().to_owned()))
+}
+
+/// The last log line that explains (not an instruction dump, register state or statistics).
+fn last_reason(log: &str) -> Option<String> {
+    let is_state = |l: &str| {
+        let l = l
+            .split_once(": ")
+            .filter(|(n, _)| n.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(l, |(_, r)| r);
+        l.strip_prefix('R')
+            .map(|r| r.trim_start_matches(|c: char| c.is_ascii_digit()))
+            .is_some_and(|r| r.starts_with('=') || r.starts_with("_w="))
+    };
+    log.lines()
+        .rev()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .find(|l| {
+            !l.starts_with("processed ")
+                && !l.starts_with("verification time")
+                && !l.starts_with("stack depth")
+                && !l.starts_with(';')
+                && !l.starts_with("func#")
+                && failing_insn(l).is_none()
+                && !is_state(l)
+        })
+        .map(str::to_owned)
+}
+
+/// Picks the line info record covering `insn` from `(insn, line)` pairs sorted by insn.
+pub fn source_line_for(lines: &[SourceLine], insn: u32) -> Option<SourceLine> {
+    lines
+        .iter()
+        .filter(|l| l.insn <= insn)
+        .max_by_key(|l| l.insn)
+        .cloned()
+}
+
+const LOG_START: usize = 64 * 1024;
+/// The kernel caps log_size at UINT_MAX >> 2 (>> 8 before 5.2); we stop earlier.
+const LOG_MAX: usize = 256 * 1024 * 1024;
+
+pub(super) fn load_with_log(
+    name: &str,
+    kind: &ProgramKind,
+    insns: &[Insn],
+    opts: &LoadOptions<'_>,
+) -> Result<OwnedFd, LoadError> {
+    let license = CString::new(opts.license).map_err(|_| LoadError::Invalid {
+        program: name.to_owned(),
+        message: "license contains a NUL byte".into(),
+    })?;
+    let level = match opts.log_level {
+        VerifierLogLevel::OnFailure => None,
+        VerifierLogLevel::Basic => Some(1),
+        VerifierLogLevel::Verbose => Some(2),
+        VerifierLogLevel::Stats => Some(4),
+    };
+    let first_error = if level.is_none() {
+        match prog_load(build_load(name, kind, insns, &license, opts)) {
+            Ok(fd) => return Ok(fd),
+            Err(f) => f.error,
+        }
+    } else {
+        SysError {
+            cmd: crate::sys::Cmd::ProgLoad,
+            source: std::io::Error::from_raw_os_error(0),
+        }
+    };
+    let level = level.unwrap_or(1);
+    let mut size = LOG_START;
+    loop {
+        let mut buf = vec![0u8; size];
+        let mut load = build_load(name, kind, insns, &license, opts);
+        load.log = Some((level, &mut buf));
+        match prog_load(load) {
+            // With an explicit level the caller wanted the log of a success too; it is dropped
+            // here (the verifier prints it for failures only at level 1 anyway).
+            Ok(fd) => return Ok(fd),
+            Err(f) => {
+                let truncated = f.error.errno() == libc::ENOSPC;
+                if truncated && size < LOG_MAX {
+                    size = (f.log_true_size as usize).max(size * 4).min(LOG_MAX);
+                    continue;
+                }
+                let log = crate::util::c_name(&buf);
+                // A truncated final log reports ENOSPC: the real reason is the first load's errno.
+                let error = if truncated && first_error.errno() != 0 {
+                    first_error
+                } else {
+                    f.error
+                };
+                let source_line =
+                    failing_insn(&log).and_then(|i| source_line_for(opts.source_lines, i));
+                return Err(LoadError::Verifier {
+                    program: name.to_owned(),
+                    source: error,
+                    log,
+                    source_line,
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "func#0 @0\n0: R1=ctx() R10=fp0\n; return *(int *)0; @ bad.bpf.c:7\n0: (b7) r1 = 0                        ; R1_w=0\n1: (61) r0 = *(u32 *)(r1 +0)\nR1 invalid mem access 'scalar'\nprocessed 2 insns (limit 1000000) max_states_per_insn 0\n";
+
+    #[test]
+    fn finds_the_failing_instruction_and_reason() {
+        assert_eq!(failing_insn(LOG), Some(1));
+        assert_eq!(
+            last_reason(LOG).as_deref(),
+            Some("R1 invalid mem access 'scalar'")
+        );
+        assert_eq!(
+            last_source_comment(LOG).as_deref(),
+            Some("return *(int *)0; @ bad.bpf.c:7")
+        );
+    }
+
+    #[test]
+    fn message_shows_name_tail_and_line() {
+        let lines = [SourceLine {
+            insn: 0,
+            file: "bad.bpf.c".into(),
+            line: 7,
+            text: "return *(int *)0;".into(),
+        }];
+        let e = LoadError::Verifier {
+            program: "bad".into(),
+            source: SysError {
+                cmd: crate::sys::Cmd::ProgLoad,
+                source: std::io::Error::from_raw_os_error(libc::EACCES),
+            },
+            log: LOG.into(),
+            source_line: source_line_for(&lines, 1),
+        };
+        let s = e.to_string();
+        assert!(s.starts_with("program 'bad': the kernel refused"), "{s}");
+        assert!(s.contains("R1 invalid mem access"), "{s}");
+        assert!(s.contains("bad.bpf.c:7: return *(int *)0;"), "{s}");
+    }
+}
