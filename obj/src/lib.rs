@@ -6,8 +6,15 @@
 //!
 //! Entry point: [`ObjectSpec::parse`].
 
+pub mod btf;
+mod error;
 pub mod insn;
+mod link;
+mod maps;
 pub mod model;
+mod parse;
+pub mod section;
 
+pub use error::ParseError;
 pub use insn::Insn;
 pub use model::*;

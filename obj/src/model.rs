@@ -210,6 +210,9 @@ pub struct ObjectSpec {
     /// The object's `.BTF`, fixed up (datasec sizes, variable offsets) and ready
     /// to be sanitized for a kernel and uploaded. `None` when the object has none.
     pub btf: Option<Vec<u8>>,
+    /// `extern` declarations in `.kconfig` and `.ksyms`, to be resolved by the
+    /// loader (see [`ObjectSpec::resolve_kconfig`] and [`ObjectSpec::resolve_ksym`]).
+    pub externs: Vec<ExternSpec>,
 }
 
 impl ObjectSpec {
@@ -322,6 +325,141 @@ pub struct ProgramSpec {
     pub relocations: Vec<Relocation>,
     /// `BPF_F_SLEEPABLE` (the `.s` section forms).
     pub sleepable: bool,
+    /// `bpf_func_info` records (insn index, BTF FUNC id) for the program and
+    /// each appended subprogram, in [`ProgramSpec::insns`] coordinates.
+    pub func_info: Vec<FuncInfo>,
+    /// `bpf_line_info` records in [`ProgramSpec::insns`] coordinates.
+    pub line_info: Vec<LineInfo>,
+    /// CO-RE relocations still to apply ([`ObjectSpec::relocate_core`] empties this).
+    pub core_relocations: Vec<CoreRelocation>,
+    /// References to `.ksyms` externs the loader resolves to kernel BTF ids.
+    pub extern_relocations: Vec<ExternRelocation>,
+}
+
+/// One `bpf_func_info` record (kernel layout: `insn_off` in instructions, `type_id`).
+///
+/// Minimum kernel version: 5.0.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct FuncInfo {
+    pub insn_off: u32,
+    pub type_id: u32,
+}
+
+/// One `bpf_line_info` record (kernel layout). `file_name_off` and `line_off`
+/// index the string section of [`ObjectSpec::btf`]; `line_col` is
+/// `line << 10 | column`.
+///
+/// Minimum kernel version: 5.0.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct LineInfo {
+    pub insn_off: u32,
+    pub file_name_off: u32,
+    pub line_off: u32,
+    pub line_col: u32,
+}
+
+impl LineInfo {
+    pub fn line(&self) -> u32 {
+        self.line_col >> 10
+    }
+    pub fn column(&self) -> u32 {
+        self.line_col & 0x3ff
+    }
+}
+
+/// `enum bpf_core_relo_kind`: what a CO-RE relocation computes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum CoreRelocationKind {
+    FieldByteOffset = 0,
+    FieldByteSize = 1,
+    FieldExists = 2,
+    FieldSigned = 3,
+    FieldLShiftU64 = 4,
+    FieldRShiftU64 = 5,
+    TypeIdLocal = 6,
+    TypeIdTarget = 7,
+    TypeExists = 8,
+    TypeSize = 9,
+    EnumValueExists = 10,
+    EnumValue = 11,
+    TypeMatches = 12,
+}
+
+impl CoreRelocationKind {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        use CoreRelocationKind::*;
+        Some(match v {
+            0 => FieldByteOffset,
+            1 => FieldByteSize,
+            2 => FieldExists,
+            3 => FieldSigned,
+            4 => FieldLShiftU64,
+            5 => FieldRShiftU64,
+            6 => TypeIdLocal,
+            7 => TypeIdTarget,
+            8 => TypeExists,
+            9 => TypeSize,
+            10 => EnumValueExists,
+            11 => EnumValue,
+            12 => TypeMatches,
+            _ => return None,
+        })
+    }
+}
+
+/// A `bpf_core_relo` record, in [`ProgramSpec::insns`] coordinates.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CoreRelocation {
+    pub insn_index: usize,
+    /// The local type (in [`ObjectSpec::btf`]) the access starts from.
+    pub type_id: u32,
+    /// The access string, e.g. `0:1:2` (kept decoded for error messages).
+    pub access: String,
+    pub kind: CoreRelocationKind,
+}
+
+/// An `extern` the loader must resolve.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ExternSpec {
+    pub name: String,
+    /// `__weak`: unresolved is allowed (value 0 / address 0).
+    pub weak: bool,
+    pub kind: ExternKind,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum ExternKind {
+    /// `extern ... __kconfig`: a value in the `.kconfig` map at `offset`.
+    Kconfig {
+        offset: u32,
+        size: u32,
+        /// What the value is, to parse `CONFIG_X=...` text correctly.
+        value_kind: KconfigValueKind,
+    },
+    /// `extern ... __ksym` variable: a kernel variable address by BTF id.
+    KsymVar { btf_type_id: u32 },
+    /// `extern ... __ksym` function: a kfunc call.
+    KsymFunc { btf_type_id: u32 },
+}
+
+/// How a `.kconfig` extern is declared, which decides how its value is encoded.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum KconfigValueKind {
+    /// `bool`: y → 1, n/unset → 0.
+    Bool,
+    /// `char` (or `enum libbpf_tristate`): y → 'y'/1, m → 'm'/2, n → 'n'/0.
+    Tristate,
+    /// A signed or unsigned integer of `size` bytes.
+    Int { signed: bool },
+    /// `char[N]`: a string value.
+    CharArray,
+}
+
+/// An instruction referring to a `.ksyms` extern ([`ObjectSpec::externs`] index).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ExternRelocation {
+    pub insn_index: usize,
+    pub extern_index: usize,
 }
 
 impl ProgramSpec {

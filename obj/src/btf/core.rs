@@ -1,0 +1,1 @@
+//! CO-RE relocation against a target BTF (filled in below).

@@ -1,0 +1,260 @@
+//! ELF → [`ObjectSpec`]: the orchestration. Reads sections and symbols once
+//! (zero-copy through `object`), then hands them to [`crate::maps`] and
+//! [`crate::link`].
+
+use std::collections::HashMap;
+
+use object::elf;
+use object::read::elf::{ElfFile64, FileHeader, SectionHeader};
+use object::{Endianness, Object, ObjectSection, ObjectSymbol};
+
+use crate::btf::fixup::{ElfLayout, fixup_datasecs};
+use crate::btf::{Btf, write};
+use crate::{ObjectSpec, ParseError};
+
+/// A section as the rest of the parser sees it.
+pub(crate) struct Section<'data> {
+    pub index: usize,
+    pub name: &'data str,
+    /// Empty for NOBITS (`.bss`); see `size`.
+    pub data: &'data [u8],
+    pub size: u64,
+    pub sh_type: u32,
+    pub flags: u64,
+}
+
+impl Section<'_> {
+    pub fn is_exec(&self) -> bool {
+        self.sh_type == elf::SHT_PROGBITS && self.flags & u64::from(elf::SHF_EXECINSTR) != 0
+    }
+}
+
+/// A symbol as the rest of the parser sees it.
+pub(crate) struct Symbol<'data> {
+    pub name: &'data str,
+    /// `None` for undefined (extern), absolute and common symbols.
+    pub section: Option<usize>,
+    pub value: u64,
+    pub size: u64,
+    pub st_type: u8,
+    pub st_bind: u8,
+}
+
+impl Symbol<'_> {
+    pub fn is_func(&self) -> bool {
+        self.st_type == elf::STT_FUNC
+    }
+    pub fn is_global(&self) -> bool {
+        self.st_bind == elf::STB_GLOBAL || self.st_bind == elf::STB_WEAK
+    }
+}
+
+/// A relocation: instruction byte offset in its section and the symbol index.
+#[derive(Clone, Copy)]
+pub(crate) struct RawReloc {
+    pub offset: u64,
+    pub symbol: usize,
+}
+
+/// Everything read from the ELF file.
+pub(crate) struct Elf<'data> {
+    pub sections: Vec<Section<'data>>,
+    pub symbols: Vec<Symbol<'data>>,
+    /// Relocations by the index of the section they apply to.
+    pub relocs: HashMap<usize, Vec<RawReloc>>,
+}
+
+impl<'data> Elf<'data> {
+    pub fn read(data: &'data [u8]) -> Result<Self, ParseError> {
+        let file = ElfFile64::<Endianness>::parse(data).map_err(|e| {
+            // A 32-bit ELF parses as an error here; name the real problem.
+            if data.get(4) == Some(&1) {
+                ParseError::UnsupportedFormat
+            } else {
+                ParseError::Elf(e)
+            }
+        })?;
+        if !file.is_little_endian() {
+            return Err(ParseError::UnsupportedFormat);
+        }
+        let endian = file.endian();
+        let machine = file.elf_header().e_machine(endian);
+        if machine != elf::EM_BPF {
+            return Err(ParseError::NotBpf { machine });
+        }
+        let mut sections = Vec::new();
+        let mut relocs: HashMap<usize, Vec<RawReloc>> = HashMap::new();
+        for sec in file.sections() {
+            let index = sec.index().0;
+            let name = sec
+                .name()
+                .map_err(|e| ParseError::section(format!("#{index}"), e.to_string()))?;
+            let hdr = sec.elf_section_header();
+            let sh_type = hdr.sh_type(endian);
+            let data = if sh_type == elf::SHT_NOBITS {
+                &[][..]
+            } else {
+                sec.data()
+                    .map_err(|e| ParseError::section(name, format!("unreadable data: {e}")))?
+            };
+            if sh_type == elf::SHT_PROGBITS
+                && hdr.sh_flags(endian) & u64::from(elf::SHF_EXECINSTR) != 0
+            {
+                let mut list = Vec::new();
+                for (offset, r) in sec.relocations() {
+                    match r.target() {
+                        object::RelocationTarget::Symbol(s) => list.push(RawReloc {
+                            offset,
+                            symbol: s.0,
+                        }),
+                        _ => {
+                            return Err(ParseError::section(
+                                name,
+                                format!("relocation at offset {offset} has no symbol"),
+                            ));
+                        }
+                    }
+                }
+                if !list.is_empty() {
+                    relocs.insert(index, list);
+                }
+            }
+            sections.push(Section {
+                index,
+                name,
+                data,
+                size: sec.size(),
+                sh_type,
+                flags: hdr.sh_flags(endian),
+            });
+        }
+        let mut symbols = Vec::new();
+        // Symbol index 0 is the null symbol; keep indices aligned with the table.
+        symbols.push(Symbol {
+            name: "",
+            section: None,
+            value: 0,
+            size: 0,
+            st_type: 0,
+            st_bind: 0,
+        });
+        for sym in file.symbols() {
+            let raw = sym.elf_symbol();
+            while symbols.len() < sym.index().0 {
+                symbols.push(Symbol {
+                    name: "",
+                    section: None,
+                    value: 0,
+                    size: 0,
+                    st_type: 0,
+                    st_bind: 0,
+                });
+            }
+            let name = match sym.name() {
+                Ok(n) => n,
+                Err(e) => {
+                    return Err(ParseError::symbol(
+                        format!("#{}", sym.index().0),
+                        format!("unreadable name: {e}"),
+                    ));
+                }
+            };
+            symbols.push(Symbol {
+                name,
+                section: sym.section_index().map(|s| s.0),
+                value: sym.address(),
+                size: sym.size(),
+                st_type: raw.st_type(),
+                st_bind: raw.st_bind(),
+            });
+        }
+        Ok(Self {
+            sections,
+            symbols,
+            relocs,
+        })
+    }
+
+    pub fn section(&self, index: usize) -> Option<&Section<'data>> {
+        self.sections.iter().find(|s| s.index == index)
+    }
+
+    pub fn section_by_name(&self, name: &str) -> Option<&Section<'data>> {
+        self.sections.iter().find(|s| s.name == name)
+    }
+
+    /// Symbols defined in section `index`.
+    pub fn symbols_in(&self, index: usize) -> impl Iterator<Item = &Symbol<'data>> {
+        self.symbols
+            .iter()
+            .filter(move |s| s.section == Some(index))
+    }
+}
+
+impl ElfLayout for Elf<'_> {
+    fn section_size(&self, name: &str) -> Option<u32> {
+        self.section_by_name(name).map(|s| s.size as u32)
+    }
+    fn symbol_offset(&self, section: &str, var: &str) -> Option<u32> {
+        let sec = self.section_by_name(section)?;
+        self.symbols_in(sec.index)
+            .find(|s| s.name == var && s.st_type != elf::STT_SECTION)
+            .map(|s| s.value as u32)
+    }
+}
+
+/// Reads `.BTF`, fixes it up against the ELF tables and re-indexes it.
+fn read_btf(elf: &Elf<'_>) -> Result<Option<Btf>, ParseError> {
+    let Some(sec) = elf.section_by_name(".BTF") else {
+        return Ok(None);
+    };
+    let raw = Btf::parse(sec.data)?;
+    let mut types = raw.to_types()?;
+    fixup_datasecs(&mut types, raw.strings(), elf)?;
+    let fixed = write::encode(&types, raw.strings());
+    Ok(Some(Btf::from_bytes(fixed)?))
+}
+
+impl ObjectSpec {
+    /// Parses an eBPF ELF object (clang `-target bpf` or bpf-linker output).
+    ///
+    /// Never panics on malformed input: every offset read from the file is
+    /// bounds-checked and reported with the section, symbol, instruction or
+    /// BTF type it came from.
+    pub fn parse(data: &[u8]) -> Result<ObjectSpec, ParseError> {
+        let elf = Elf::read(data)?;
+        let license = match elf.section_by_name("license") {
+            Some(s) => {
+                let end = s.data.iter().position(|&b| b == 0).unwrap_or(s.data.len());
+                std::str::from_utf8(&s.data[..end])
+                    .map_err(|_| ParseError::section("license", "not UTF-8"))?
+                    .to_owned()
+            }
+            None => String::new(),
+        };
+        let kernel_version = match elf.section_by_name("version") {
+            Some(s) => Some(
+                s.data
+                    .get(..4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .ok_or_else(|| ParseError::section("version", "shorter than 4 bytes"))?,
+            ),
+            None => None,
+        };
+        let btf = read_btf(&elf)?;
+        let maps = crate::maps::collect(&elf, btf.as_ref())?;
+        let ext = match (elf.section_by_name(".BTF.ext"), &btf) {
+            (Some(sec), Some(btf)) => Some(crate::btf::ext::BtfExt::parse(sec.data, btf)?),
+            _ => None,
+        };
+        let programs = crate::link::link_programs(&elf, &maps, ext.as_ref())?;
+        Ok(ObjectSpec {
+            license,
+            kernel_version,
+            programs,
+            maps: maps.specs,
+            btf: btf.map(|b| b.as_bytes().to_vec()),
+            externs: maps.externs,
+        })
+    }
+}
