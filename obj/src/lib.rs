@@ -8,6 +8,8 @@
 
 pub mod btf;
 mod error;
+mod ext_api;
+pub mod externs;
 pub mod insn;
 mod link;
 mod maps;
@@ -16,5 +18,7 @@ mod parse;
 pub mod section;
 
 pub use error::ParseError;
+pub use ext_api::{FUNC_INFO_REC_SIZE, LINE_INFO_REC_SIZE};
+pub use externs::{ExternError, KsymTarget, encode_kconfig};
 pub use insn::Insn;
 pub use model::*;

@@ -408,10 +408,13 @@ fn externs(elf: &Elf<'_>, btf: &Btf, out: &mut Collected) -> Result<(), ParseErr
     if let Some((_, Type::DataSec { vars, .. })) = datasec(btf, ".ksyms") {
         for v in &vars {
             let (name_off, kind) = match btf.type_by_id(v.type_id)? {
-                Type::Var { name_off, .. } => (
+                Type::Var {
+                    name_off, type_id, ..
+                } => (
                     name_off,
                     ExternKind::KsymVar {
                         btf_type_id: v.type_id,
+                        typeless: btf.skip_modifiers(type_id)?.1 == Type::Void,
                     },
                 ),
                 Type::Func { name_off, .. } => (

@@ -436,8 +436,9 @@ pub enum ExternKind {
         /// What the value is, to parse `CONFIG_X=...` text correctly.
         value_kind: KconfigValueKind,
     },
-    /// `extern ... __ksym` variable: a kernel variable address by BTF id.
-    KsymVar { btf_type_id: u32 },
+    /// `extern ... __ksym` variable: a kernel variable by BTF id, or by
+    /// address from kallsyms when `typeless` (`extern const void x __ksym`).
+    KsymVar { btf_type_id: u32, typeless: bool },
     /// `extern ... __ksym` function: a kfunc call.
     KsymFunc { btf_type_id: u32 },
 }

@@ -2,10 +2,11 @@
 //! to target/bpf) and checks exact values: map shapes, relocation indices,
 //! call offsets after subprogram appending, BTF.ext coordinates.
 
+use kiln_obj::externs::POISON_CALL_KFUNC_BASE;
 use kiln_obj::insn::{CALL, PSEUDO_CALL, PSEUDO_FUNC};
 use kiln_obj::{
-    AttachType, Direction, MapOrigin, MapType, ObjectSpec, Pinning, ProgramKind, ProgramType,
-    RelocationTarget,
+    AttachType, Direction, ExternKind, KconfigValueKind, KsymTarget, MapOrigin, MapType,
+    ObjectSpec, Pinning, ProgramKind, ProgramType, RelocationTarget,
 };
 use kiln_testkit::TestResult;
 
@@ -422,11 +423,161 @@ fn section_names() -> TestResult {
     Ok(())
 }
 
+fn externs() -> TestResult {
+    let mut obj = load("externs.bpf.o")?;
+    let names: Vec<(&str, bool)> = obj
+        .externs
+        .iter()
+        .map(|e| (e.name.as_str(), e.weak))
+        .collect();
+    check_eq!(
+        names,
+        [
+            ("LINUX_KERNEL_VERSION", false),
+            ("CONFIG_BPF_SYSCALL", false),
+            ("CONFIG_HZ", true),
+            ("bpf_fake_kfunc", true),
+            ("bpf_prog_active", false)
+        ]
+    );
+    check_eq!(
+        obj.externs[2].kind,
+        ExternKind::Kconfig {
+            offset: 8,
+            size: 4,
+            value_kind: KconfigValueKind::Int { signed: true }
+        }
+    );
+    ensure(
+        matches!(
+            obj.externs[4].kind,
+            ExternKind::KsymVar { typeless: true, .. }
+        ),
+        "bpf_prog_active is typeless",
+    )?;
+    let kconfig = obj.map_index(".kconfig").ok_or("no .kconfig map")?;
+    let p = obj.program("read_externs").ok_or("no read_externs")?;
+    let relocs: Vec<(usize, RelocationTarget)> = p
+        .relocations
+        .iter()
+        .map(|r| (r.insn_index, r.target))
+        .collect();
+    check_eq!(
+        relocs[..3],
+        [
+            (
+                0,
+                RelocationTarget::MapValue {
+                    map: kconfig,
+                    offset: 4
+                }
+            ),
+            (
+                3,
+                RelocationTarget::MapValue {
+                    map: kconfig,
+                    offset: 0
+                }
+            ),
+            (
+                7,
+                RelocationTarget::MapValue {
+                    map: kconfig,
+                    offset: 8
+                }
+            ),
+        ]
+    );
+    let ext: Vec<(usize, usize)> = p
+        .extern_relocations
+        .iter()
+        .map(|r| (r.insn_index, r.extern_index))
+        .collect();
+    check_eq!(ext, [(11, 4), (17, 3), (21, 3)]);
+
+    obj.resolve_kconfig(|name| match name {
+        "LINUX_KERNEL_VERSION" => Some("0x060c00".into()),
+        "CONFIG_BPF_SYSCALL" => Some("y".into()),
+        _ => None,
+    })?;
+    let data = obj.maps[kconfig].initial_data.clone().ok_or("no data")?;
+    check_eq!(data[..9], [0x00, 0x0c, 0x06, 0, 1, 0, 0, 0, 0]);
+
+    let externs = obj.externs.clone();
+    let p = obj.program_mut("read_externs").ok_or("no read_externs")?;
+    p.resolve_ksyms(&externs, |i| match i {
+        4 => Some(KsymTarget::Address(0xffff_ffff_8100_0010)),
+        _ => None,
+    })?;
+    check_eq!(
+        (
+            p.insns[11].src_reg(),
+            p.insns[11].imm as u32,
+            p.insns[12].imm as u32
+        ),
+        (0, 0x8100_0010, 0xffff_ffff)
+    );
+    // Unresolved weak kfunc: address 0, call poisoned so only dead code may keep it.
+    check_eq!(
+        (p.insns[17].imm, p.insns[21].imm),
+        (0, POISON_CALL_KFUNC_BASE + 3)
+    );
+    Ok(())
+}
+
+/// Truncated, corrupted and random inputs give errors, never panics.
+fn malformed_inputs() -> TestResult {
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for name in [
+        "maps.bpf.o",
+        "globals.bpf.o",
+        "subprogs.bpf.o",
+        "externs.bpf.o",
+    ] {
+        let path = kiln_testkit::bpf_object(name)?;
+        let data = std::fs::read(&path)?;
+        for cut in (0..data.len()).step_by(97) {
+            let _ = ObjectSpec::parse(&data[..cut]);
+        }
+        for _ in 0..400 {
+            let mut bad = data.clone();
+            for _ in 0..8 {
+                let at = (rand() as usize) % bad.len();
+                bad[at] = rand() as u8;
+            }
+            let _ = ObjectSpec::parse(&bad);
+        }
+    }
+    for len in [0usize, 1, 16, 64, 200, 4096] {
+        for _ in 0..50 {
+            let mut bytes: Vec<u8> = (0..len).map(|_| rand() as u8).collect();
+            // A valid ELF64 LE BPF header prefix makes the parser go deeper.
+            if len >= 64 {
+                bytes[..20].copy_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x01\0\xf7\0");
+            }
+            ensure(ObjectSpec::parse(&bytes).is_err(), "random bytes rejected")?;
+        }
+    }
+    match ObjectSpec::parse(b"\x7fELF") {
+        Err(e) => ensure(!e.to_string().is_empty(), "error has a message")?,
+        Ok(_) => return Err("4 bytes parsed".into()),
+    }
+    Ok(())
+}
+
 fn main() {
     kiln_testkit::run(vec![
         kiln_testkit::test("btf_maps", &[], btf_maps),
         kiln_testkit::test("global_data", &[], global_data),
         kiln_testkit::test("subprograms", &[], subprograms),
         kiln_testkit::test("section_names", &[], section_names),
+        kiln_testkit::test("externs", &[], externs),
+        kiln_testkit::test("malformed_inputs", &[], malformed_inputs),
     ]);
 }

@@ -503,3 +503,79 @@ fn decode(b: &[u8], id: TypeId) -> Result<Type, BtfError> {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::btf::write::encode;
+
+    fn sample() -> Vec<u8> {
+        let types = vec![
+            Type::Void,
+            Type::Int {
+                name_off: 1,
+                size: 4,
+                encoding: 0,
+                bit_offset: 0,
+                bits: 32,
+            },
+            Type::Struct {
+                name_off: 5,
+                size: 8,
+                kind_flag: false,
+                members: vec![
+                    Member {
+                        name_off: 7,
+                        type_id: 1,
+                        offset: 0,
+                    },
+                    Member {
+                        name_off: 9,
+                        type_id: 3,
+                        offset: 32,
+                    },
+                ],
+            },
+            Type::Typedef {
+                name_off: 11,
+                target: 2,
+            },
+        ];
+        encode(&types, b"\0int\0s\0a\0b\0s___v2\0")
+    }
+
+    #[test]
+    fn lookups() {
+        let btf = Btf::parse(&sample()).unwrap();
+        assert_eq!(btf.len(), 4);
+        assert_eq!(btf.ids_by_essential_name("s"), vec![2, 3]);
+        assert_eq!(btf.id_by_name("s", Kind::Struct), Some(2));
+        assert_eq!(btf.skip_modifiers(3).unwrap().0, 2);
+        assert!(btf.type_by_id(9).is_err());
+    }
+
+    #[test]
+    fn truncated_and_corrupted() {
+        let good = sample();
+        for cut in 0..good.len() {
+            let _ = Btf::parse(&good[..cut]);
+        }
+        let mut seed = 42u32;
+        for _ in 0..2000 {
+            let mut bad = good.clone();
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let at = (seed as usize >> 8) % bad.len();
+            bad[at] = (seed >> 3) as u8;
+            if let Ok(btf) = Btf::parse(&bad) {
+                // Every accessor stays in bounds; a self-referencing cycle is an error.
+                for id in 0..btf.len() + 2 {
+                    let _ = btf.type_by_id(id);
+                    let _ = btf.resolve_size(id);
+                    let _ = btf.name_of(id);
+                }
+                let _ = btf.ids_by_essential_name("s");
+            }
+        }
+        assert!(matches!(Btf::parse(&good[..30]), Err(BtfError::Header(_))));
+    }
+}
