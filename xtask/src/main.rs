@@ -5,6 +5,7 @@
 
 mod apply;
 mod build_ebpf;
+mod codegen;
 mod kernels;
 mod setup;
 mod test;
@@ -24,6 +25,8 @@ enum Command {
     Setup(setup::Args),
     /// Build every eBPF program of the repository into target/bpf.
     BuildEbpf(build_ebpf::Args),
+    /// Regenerate checked-in code (eBPF helper bindings); --check fails when stale.
+    Codegen(codegen::Args),
     /// Build a manifest's programs, then apply it (on the host, or with --vm in the test distro).
     Apply(apply::Args),
     /// Run the tests: unit, host, and VMs across kernels and arches.
@@ -37,6 +40,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Setup(args) => setup::run(args),
         Command::BuildEbpf(args) => build_ebpf::run(args),
+        Command::Codegen(args) => codegen::run(args),
         Command::Apply(args) => apply::run(args),
         Command::Test(args) => test::run(args),
         Command::Kernels(args) => kernels::run(args),
