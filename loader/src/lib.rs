@@ -7,8 +7,11 @@
 //! - [`sys`]: the only bpf(2) call site, with typed attribute structs.
 
 pub mod btf;
+pub mod links;
 pub mod loader;
 pub mod maps;
+pub mod netlink;
+pub mod perf_event;
 pub mod pin;
 pub mod programs;
 pub mod sys;

@@ -10,7 +10,7 @@ use crate::sys::SysError;
 use crate::sys::object::{self as sysobj};
 
 /// `BPF_FS_MAGIC` as `statfs(2)` reports it for a bpffs mount.
-pub const BPF_FS_MAGIC: i64 = 0xcafe4711;
+pub const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {

@@ -7,6 +7,7 @@
 use std::os::fd::{FromRawFd, OwnedFd};
 
 pub mod attr;
+pub mod link_attr;
 pub mod map;
 pub mod object;
 pub mod prog;

@@ -1,0 +1,576 @@
+//! Attaching loaded programs to kernel hooks, one file per mechanism.
+//!
+//! Every attach function takes the program as a [`BorrowedFd`] (so it works
+//! with any program handle) and returns a value implementing [`Link`]: the
+//! live attachment. Dropping a link detaches it, except where the kernel keeps
+//! the attachment by itself and [`Link::keep`] was called, or the link was
+//! pinned. Kernel `bpf_link`s are [`FdLink`]s: pinnable, re-openable from the
+//! pin by a later process ([`FdLink::from_pin`]), updatable in place and
+//! introspectable ([`Link::info`]).
+//!
+//! Mechanisms that predate `bpf_link` (netlink XDP, cls_bpf filters,
+//! `BPF_PROG_ATTACH`, socket options, `PERF_EVENT_IOC_SET_BPF`) get their own
+//! link types with the same interface, and are used as fallbacks.
+
+pub mod perf;
+pub mod socket_filter;
+pub mod tc;
+pub mod tracepoint;
+pub mod xdp;
+
+
+use crate::sys::SysError;
+use crate::sys::attr::LinkInfoRaw;
+use crate::sys::link_attr::{self, u32_at, u64_at};
+use crate::sys::object::{self, IdKind, OpenFlags};
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+/// How a program is attached: names the mechanism in errors and tells which
+/// capability it needs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum Mechanism {
+    Tracepoint,
+    RawTracepoint,
+    /// tp_btf, fentry, fexit, fmod_ret.
+    Tracing,
+    Lsm,
+    Kprobe,
+    KprobeMulti,
+    Uprobe,
+    UprobeMulti,
+    PerfEvent,
+    Iter,
+    Xdp,
+    /// cls_bpf on a clsact qdisc, over netlink.
+    Tc,
+    Tcx,
+    SocketFilter,
+    SockMap,
+    SkLookup,
+    FlowDissector,
+    Cgroup,
+    Netfilter,
+    Netkit,
+    StructOps,
+    Freplace,
+    /// A `bpf_link` reopened from a pin or id before its type is known.
+    Link,
+}
+
+impl Mechanism {
+    pub fn name(self) -> &'static str {
+        use Mechanism::*;
+        match self {
+            Tracepoint => "tracepoint",
+            RawTracepoint => "raw_tracepoint",
+            Tracing => "tracing",
+            Lsm => "lsm",
+            Kprobe => "kprobe",
+            KprobeMulti => "kprobe.multi",
+            Uprobe => "uprobe",
+            UprobeMulti => "uprobe.multi",
+            PerfEvent => "perf_event",
+            Iter => "iter",
+            Xdp => "xdp",
+            Tc => "tc",
+            Tcx => "tcx",
+            SocketFilter => "socket_filter",
+            SockMap => "sockmap",
+            SkLookup => "sk_lookup",
+            FlowDissector => "flow_dissector",
+            Cgroup => "cgroup",
+            Netfilter => "netfilter",
+            Netkit => "netkit",
+            StructOps => "struct_ops",
+            Freplace => "freplace",
+            Link => "bpf_link",
+        }
+    }
+
+    /// The capabilities the kernel checks for this mechanism (besides `CAP_BPF`).
+    pub fn capability(self) -> &'static str {
+        use Mechanism::*;
+        match self {
+            Tracepoint | RawTracepoint | Tracing | Lsm | Kprobe | KprobeMulti | Uprobe
+            | UprobeMulti | PerfEvent | Iter | StructOps | Freplace => {
+                "CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)"
+            }
+            Xdp | Tc | Tcx | SockMap | SkLookup | FlowDissector | Cgroup | Netfilter | Netkit => {
+                "CAP_BPF and CAP_NET_ADMIN"
+            }
+            SocketFilter => "CAP_BPF for the program load; none to attach",
+            Link => "CAP_BPF",
+        }
+    }
+}
+
+impl fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why an attach operation failed. Every variant names the mechanism and the target.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The kernel refused: errno, and on EPERM the capability that is missing.
+    #[error("{mechanism}: {op} {target}: {source}{}", eperm_hint(*.mechanism, .source))]
+    Kernel {
+        mechanism: Mechanism,
+        op: &'static str,
+        target: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The target cannot be resolved (no such tracepoint, interface, symbol...).
+    #[error("{mechanism}: target {target}: {reason}")]
+    Target {
+        mechanism: Mechanism,
+        target: String,
+        reason: String,
+    },
+    /// The operation does not exist for this kind of link.
+    #[error("{mechanism}: {op} is not supported: {reason}")]
+    Unsupported {
+        mechanism: Mechanism,
+        op: &'static str,
+        reason: String,
+    },
+}
+
+fn eperm_hint(mechanism: Mechanism, err: &std::io::Error) -> String {
+    match err.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => {
+            format!(" (missing {}; or kernel lockdown)", mechanism.capability())
+        }
+        _ => String::new(),
+    }
+}
+
+impl LinkError {
+    pub(crate) fn kernel(
+        mechanism: Mechanism,
+        op: &'static str,
+        target: impl Into<String>,
+        source: std::io::Error,
+    ) -> Self {
+        LinkError::Kernel {
+            mechanism,
+            op,
+            target: target.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn sys(
+        mechanism: Mechanism,
+        op: &'static str,
+        target: impl Into<String>,
+        e: SysError,
+    ) -> Self {
+        Self::kernel(mechanism, op, target, e.source)
+    }
+
+    pub(crate) fn target(
+        mechanism: Mechanism,
+        target: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        LinkError::Target {
+            mechanism,
+            target: target.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn unsupported(
+        mechanism: Mechanism,
+        op: &'static str,
+        reason: impl Into<String>,
+    ) -> Self {
+        LinkError::Unsupported {
+            mechanism,
+            op,
+            reason: reason.into(),
+        }
+    }
+
+    /// The errno, when the kernel refused.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            LinkError::Kernel { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// A live attachment of a program to a hook.
+pub trait Link: fmt::Debug + Send {
+    fn mechanism(&self) -> Mechanism;
+
+    /// What the program is attached to, for messages (`tracepoint syscalls/sys_enter_getpid`).
+    fn target(&self) -> String;
+
+    /// The kernel `bpf_link` behind this attachment, if any.
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    /// Pins the link in bpffs, so it outlives this process.
+    /// Minimum kernel version: 5.7 (bpf_link), 5.9 for tracepoints/kprobes.
+    fn pin(&mut self, path: &Path) -> Result<(), LinkError> {
+        let _ = path;
+        Err(LinkError::unsupported(
+            self.mechanism(),
+            "pin",
+            "this attachment is not a bpf_link (use keep() to leave it attached)",
+        ))
+    }
+
+    /// Replaces the attached program atomically; with `old_prog`, only if the
+    /// currently attached program is that one.
+    fn update(
+        &mut self,
+        new_prog: BorrowedFd<'_>,
+        old_prog: Option<BorrowedFd<'_>>,
+    ) -> Result<(), LinkError>;
+
+    /// Detaches now. Afterwards the link is inert; dropping it does nothing.
+    fn detach(&mut self) -> Result<(), LinkError>;
+
+    /// What the kernel reports about the link.
+    fn info(&self) -> Result<LinkInfo, LinkError> {
+        match self.fd() {
+            Some(fd) => link_info(self.mechanism(), fd),
+            None => Err(LinkError::unsupported(
+                self.mechanism(),
+                "info",
+                "this attachment is not a bpf_link",
+            )),
+        }
+    }
+
+    /// Leaves the attachment in place when this handle is dropped (for the
+    /// mechanisms the kernel keeps without an fd: netlink XDP, tc filters,
+    /// `BPF_PROG_ATTACH`). A `bpf_link` needs [`Link::pin`] for that instead.
+    fn keep(&mut self) -> Result<(), LinkError> {
+        Err(LinkError::unsupported(
+            self.mechanism(),
+            "keep",
+            "the kernel drops this attachment with its fd: pin it instead",
+        ))
+    }
+}
+
+/// `enum bpf_link_type`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum LinkType {
+    RawTracepoint,
+    Tracing,
+    Cgroup,
+    Iter,
+    Netns,
+    Xdp,
+    PerfEvent,
+    KprobeMulti,
+    StructOps,
+    Netfilter,
+    Tcx,
+    UprobeMulti,
+    Netkit,
+    Sockmap,
+    /// A type newer than this library.
+    Unknown(u32),
+}
+
+impl LinkType {
+    pub fn from_raw(raw: u32) -> Self {
+        use LinkType::*;
+        match raw {
+            1 => RawTracepoint,
+            2 => Tracing,
+            3 => Cgroup,
+            4 => Iter,
+            5 => Netns,
+            6 => Xdp,
+            7 => PerfEvent,
+            8 => KprobeMulti,
+            9 => StructOps,
+            10 => Netfilter,
+            11 => Tcx,
+            12 => UprobeMulti,
+            13 => Netkit,
+            14 => Sockmap,
+            n => Unknown(n),
+        }
+    }
+
+    /// The mechanism that creates links of this type.
+    pub fn mechanism(self) -> Mechanism {
+        use LinkType::*;
+        match self {
+            RawTracepoint => Mechanism::RawTracepoint,
+            Tracing => Mechanism::Tracing,
+            Cgroup => Mechanism::Cgroup,
+            Iter => Mechanism::Iter,
+            Netns => Mechanism::SkLookup,
+            Xdp => Mechanism::Xdp,
+            PerfEvent => Mechanism::PerfEvent,
+            Unknown(_) => Mechanism::Link,
+            KprobeMulti => Mechanism::KprobeMulti,
+            StructOps => Mechanism::StructOps,
+            Netfilter => Mechanism::Netfilter,
+            Tcx => Mechanism::Tcx,
+            UprobeMulti => Mechanism::UprobeMulti,
+            Netkit => Mechanism::Netkit,
+            Sockmap => Mechanism::SockMap,
+        }
+    }
+}
+
+/// Type-specific details of a link, as `BPF_OBJ_GET_INFO_BY_FD` reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkTarget {
+    Tracing {
+        attach_type: u32,
+        target_obj_id: u32,
+        target_btf_id: u32,
+    },
+    Cgroup {
+        cgroup_id: u64,
+        attach_type: u32,
+    },
+    Netns {
+        netns_ino: u32,
+        attach_type: u32,
+    },
+    Xdp {
+        ifindex: u32,
+    },
+    Netfilter {
+        pf: u32,
+        hooknum: u32,
+        priority: i32,
+        flags: u32,
+    },
+    /// tcx and netkit.
+    Device {
+        ifindex: u32,
+        attach_type: u32,
+    },
+    Sockmap {
+        map_id: u32,
+        attach_type: u32,
+    },
+    StructOps {
+        map_id: u32,
+    },
+    /// Perf event links: the perf link kind (`BPF_PERF_EVENT_*`), from 6.6.
+    PerfEvent {
+        kind: u32,
+    },
+    Other,
+}
+
+/// What the kernel reports about a link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkInfo {
+    pub link_type: LinkType,
+    pub id: u32,
+    pub prog_id: u32,
+    pub target: LinkTarget,
+}
+
+/// Reads `struct bpf_link_info` of a link fd. Minimum kernel version: 5.8.
+pub fn link_info(mechanism: Mechanism, fd: BorrowedFd<'_>) -> Result<LinkInfo, LinkError> {
+    let raw: LinkInfoRaw =
+        object::info_by_fd(fd).map_err(|e| LinkError::sys(mechanism, "info", "link", e))?;
+    let link_type = LinkType::from_raw(raw.link_type);
+    // The type-specific union, from byte 16 of `struct bpf_link_info`.
+    let buf = &raw.data;
+    let u = |off: usize| u32_at(buf, off);
+    let target = match link_type {
+        LinkType::Tracing => LinkTarget::Tracing {
+            attach_type: u(0),
+            target_obj_id: u(4),
+            target_btf_id: u(8),
+        },
+        LinkType::Cgroup => LinkTarget::Cgroup {
+            cgroup_id: u64_at(buf, 0),
+            attach_type: u(8),
+        },
+        LinkType::Netns => LinkTarget::Netns {
+            netns_ino: u(0),
+            attach_type: u(4),
+        },
+        LinkType::Xdp => LinkTarget::Xdp { ifindex: u(0) },
+        LinkType::Netfilter => LinkTarget::Netfilter {
+            pf: u(0),
+            hooknum: u(4),
+            priority: u(8) as i32,
+            flags: u(12),
+        },
+        LinkType::Tcx | LinkType::Netkit => LinkTarget::Device {
+            ifindex: u(0),
+            attach_type: u(4),
+        },
+        LinkType::Sockmap => LinkTarget::Sockmap {
+            map_id: u(0),
+            attach_type: u(4),
+        },
+        LinkType::StructOps => LinkTarget::StructOps { map_id: u(0) },
+        LinkType::PerfEvent => LinkTarget::PerfEvent { kind: u(0) },
+        _ => LinkTarget::Other,
+    };
+    Ok(LinkInfo {
+        link_type,
+        id: raw.id,
+        prog_id: raw.prog_id,
+        target,
+    })
+}
+
+/// A kernel `bpf_link`: the attachment lives as long as this fd, or a pin of it.
+///
+/// Minimum kernel version: 5.7 (the first link types: cgroup, tracing, raw
+/// tracepoint); each mechanism documents its own.
+#[derive(Debug)]
+pub struct FdLink {
+    fd: Option<OwnedFd>,
+    mechanism: Mechanism,
+    target: String,
+}
+
+impl FdLink {
+    pub(crate) fn new(fd: OwnedFd, mechanism: Mechanism, target: impl Into<String>) -> Self {
+        FdLink {
+            fd: Some(fd),
+            mechanism,
+            target: target.into(),
+        }
+    }
+
+    /// Opens a pinned link, so this process owns a handle to it. The
+    /// attachment stays while the pin or any handle exists.
+    pub fn from_pin(path: impl AsRef<Path>) -> Result<Self, LinkError> {
+        let path = path.as_ref();
+        let fd = object::obj_get(path, OpenFlags::ReadWrite).map_err(|e| {
+            LinkError::kernel(
+                Mechanism::Link,
+                "open pinned link",
+                path.display().to_string(),
+                e.source,
+            )
+        })?;
+        let mechanism = link_info(Mechanism::Link, fd.as_fd())?
+            .link_type
+            .mechanism();
+        Ok(FdLink::new(
+            fd,
+            mechanism,
+            format!("pinned link {}", path.display()),
+        ))
+    }
+
+    /// Opens a link by its kernel id (as `bpftool link` lists them).
+    pub fn from_id(id: u32) -> Result<Self, LinkError> {
+        let fd = object::fd_by_id(IdKind::Link, id)
+            .map_err(|e| LinkError::sys(Mechanism::Link, "open link", format!("id {id}"), e))?;
+        let mechanism = link_info(Mechanism::Link, fd.as_fd())?
+            .link_type
+            .mechanism();
+        Ok(FdLink::new(fd, mechanism, format!("link id {id}")))
+    }
+
+    /// Removes a pin. The link goes away when no other pin or handle holds it.
+    pub fn unpin(path: impl AsRef<Path>) -> Result<(), LinkError> {
+        let path = path.as_ref();
+        std::fs::remove_file(path)
+            .map_err(|e| LinkError::kernel(Mechanism::Link, "unpin", path.display().to_string(), e))
+    }
+
+    /// Gives up the fd (for callers that manage it themselves).
+    pub fn into_fd(mut self) -> Option<OwnedFd> {
+        self.fd.take()
+    }
+
+    fn live_fd(&self, op: &'static str) -> Result<BorrowedFd<'_>, LinkError> {
+        self.fd
+            .as_ref()
+            .map(|f| f.as_fd())
+            .ok_or_else(|| LinkError::unsupported(self.mechanism, op, "link already detached"))
+    }
+}
+
+impl Link for FdLink {
+    fn mechanism(&self) -> Mechanism {
+        self.mechanism
+    }
+
+    fn target(&self) -> String {
+        self.target.clone()
+    }
+
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|f| f.as_fd())
+    }
+
+    fn pin(&mut self, path: &Path) -> Result<(), LinkError> {
+        let fd = self.live_fd("pin")?;
+        object::obj_pin(fd, path).map_err(|e| {
+            LinkError::kernel(
+                self.mechanism,
+                "pin",
+                format!("{} at {}", self.target, path.display()),
+                e.source,
+            )
+        })
+    }
+
+    /// `BPF_LINK_UPDATE`. Minimum kernel version: 5.7 (cgroup), later per type;
+    /// perf-event-based links (tracepoint, kprobe) refuse with EOPNOTSUPP.
+    fn update(
+        &mut self,
+        new_prog: BorrowedFd<'_>,
+        old_prog: Option<BorrowedFd<'_>>,
+    ) -> Result<(), LinkError> {
+        let fd = self.live_fd("update")?;
+        link_attr::link_update(fd, new_prog, old_prog)
+            .map_err(|e| LinkError::sys(self.mechanism, "update", self.target.clone(), e))
+    }
+
+    /// `BPF_LINK_DETACH`, falling back to closing the fd where the kernel
+    /// lacks it (before 5.9) or the link type does not support it.
+    fn detach(&mut self) -> Result<(), LinkError> {
+        let Some(fd) = self.fd.take() else {
+            return Ok(());
+        };
+        match link_attr::link_detach(fd.as_fd()) {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.errno(), libc::EINVAL | libc::EOPNOTSUPP) => Ok(()),
+            Err(e) => Err(LinkError::sys(
+                self.mechanism,
+                "detach",
+                self.target.clone(),
+                e,
+            )),
+        }
+    }
+}
+
+/// Ids of every link in the kernel (`BPF_LINK_GET_NEXT_ID`). Minimum kernel version: 5.8.
+pub fn link_ids() -> Result<Vec<u32>, LinkError> {
+    let mut ids = Vec::new();
+    let mut cur = 0;
+    while let Some(next) = object::next_id(IdKind::Link, cur)
+        .map_err(|e| LinkError::sys(Mechanism::Link, "list links", "kernel", e))?
+    {
+        ids.push(next);
+        cur = next;
+    }
+    Ok(ids)
+}

@@ -1,0 +1,333 @@
+//! Shared pieces of the attach tests: a counting program for any program
+//! type, its counter map, bpffs, network namespaces with a veth pair.
+#![allow(
+    dead_code,
+    reason = "each attach_* test binary uses a different subset"
+)]
+
+use kiln_loader::programs::LoadOptions;
+use kiln_loader::{Map, Program};
+use kiln_obj::{Insn, MapOrigin, MapSpec, MapType, Pinning, ProgramKind};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub type TestResult = kiln_testkit::TestResult;
+
+fn i(code: u8, regs: u8, off: i16, imm: i32) -> Insn {
+    Insn {
+        code,
+        regs,
+        off,
+        imm,
+    }
+}
+
+/// An array map of 8 u64 counters.
+pub fn counters(name: &str) -> Result<Map, Box<dyn std::error::Error + Send + Sync>> {
+    let spec = MapSpec {
+        name: name.into(),
+        map_type: MapType::ARRAY,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 8,
+        map_flags: 0,
+        numa_node: None,
+        map_extra: 0,
+        pinning: Pinning::None,
+        origin: MapOrigin::BtfMaps,
+        initial_data: None,
+        btf_key_type_id: None,
+        btf_value_type_id: None,
+        inner: None,
+        variables: vec![],
+    };
+    Ok(Map::create(&spec, None, None)?)
+}
+
+pub fn count(map: &Map, key: u32) -> u64 {
+    let v = map
+        .lookup_bytes(&key.to_ne_bytes(), Default::default())
+        .expect("lookup in the counter map")
+        .expect("array slot exists");
+    u64::from_ne_bytes(v[..8].try_into().unwrap())
+}
+
+/// `counts[key] += 1; return ret;` as a program of `kind`. Hand-assembled so
+/// the attach tests do not depend on the object parser.
+pub fn counter_prog(
+    kind: ProgramKind,
+    map: BorrowedFd<'_>,
+    key: u32,
+    ret: i32,
+) -> Result<Program, Box<dyn std::error::Error + Send + Sync>> {
+    let insns = vec![
+        i(0x62, 0x0a, -4, key as i32),     // *(u32 *)(r10 - 4) = key
+        i(0xbf, 0xa2, 0, 0),               // r2 = r10
+        i(0x07, 2, 0, -4),                 // r2 += -4
+        i(0x18, 0x11, 0, map.as_raw_fd()), // r1 = map (BPF_PSEUDO_MAP_FD)
+        i(0, 0, 0, 0),
+        i(0x85, 0, 0, 1),    // call bpf_map_lookup_elem
+        i(0x15, 0, 2, 0),    // if r0 == 0 goto +2
+        i(0xb7, 1, 0, 1),    // r1 = 1
+        i(0xdb, 0x10, 0, 0), // lock *(u64 *)(r0 + 0) += r1
+        i(0xb7, 0, 0, ret),  // r0 = ret
+        i(0x95, 0, 0, 0),    // exit
+    ];
+    let opts = LoadOptions {
+        license: "GPL",
+        ..Default::default()
+    };
+    Ok(Program::load(&format!("count{key}"), kind, &insns, &opts)?)
+}
+
+/// A bpffs directory for this test's pins (mounts bpffs at /sys/fs/bpf if needed).
+pub struct PinDir(pub PathBuf);
+
+impl PinDir {
+    pub fn new(test: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let root = Path::new("/sys/fs/bpf");
+        // Tests run in parallel threads and processes: mount once, under a lock.
+        static MOUNT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = MOUNT.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = File::create("/tmp/kiln-test-bpffs.lock")?;
+        // SAFETY: flock on a file we hold open; released when it closes.
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+        if !kiln_loader::pin::is_on_bpffs(root)? {
+            std::fs::create_dir_all(root)?;
+            let st = Command::new("mount")
+                .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+                .status()?;
+            if !st.success() {
+                return Err("cannot mount bpffs at /sys/fs/bpf".into());
+            }
+        }
+        let dir = root.join(format!("kiln-test-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(PinDir(dir))
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn sh(args: &[&str]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let out = Command::new(args[0]).args(&args[1..]).output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Two network namespaces joined by a veth pair: `va` (10.201.N.1) in `a`,
+/// `vb` (10.201.N.2) in `b`. Deleted on drop.
+pub struct VethPair {
+    pub a: String,
+    pub b: String,
+    pub subnet: u8,
+}
+
+impl VethPair {
+    pub fn new(tag: &str, subnet: u8) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let pid = std::process::id();
+        let pair = VethPair {
+            a: format!("kiln-{tag}-{pid}-a"),
+            b: format!("kiln-{tag}-{pid}-b"),
+            subnet,
+        };
+        sh(&["ip", "netns", "add", &pair.a])?;
+        sh(&["ip", "netns", "add", &pair.b])?;
+        sh(&[
+            "ip", "link", "add", "va", "netns", &pair.a, "type", "veth", "peer", "name", "vb",
+            "netns", &pair.b,
+        ])?;
+        for (ns, dev, host) in [(&pair.a, "va", 1), (&pair.b, "vb", 2)] {
+            let addr = format!("10.201.{subnet}.{host}/24");
+            sh(&["ip", "-n", ns, "addr", "add", &addr, "dev", dev])?;
+            sh(&["ip", "-n", ns, "link", "set", dev, "up"])?;
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        }
+        Ok(pair)
+    }
+
+    /// Sends `n` UDP datagrams from `a` to `vb`'s address: they cross the
+    /// veth into `b` (the first also triggers ARP, which crosses it too).
+    /// Waits until the kernel has had time to deliver them.
+    pub fn ping(&self, n: u32) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let sock = {
+            // The socket belongs to the namespace it is created in.
+            let _ns = InNetns::enter(&self.a)?;
+            std::net::UdpSocket::bind("0.0.0.0:0")?
+        };
+        let dst = format!("10.201.{}.2:9", self.subnet);
+        for _ in 0..n {
+            // Port 9 has no listener; the ICMP errors coming back make later
+            // sends fail with ECONNREFUSED on a connected socket, not on send_to.
+            let _ = sock.send_to(b"kiln", &dst);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        Ok(())
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        let _ = sh(&["ip", "netns", "del", &self.a]);
+        let _ = sh(&["ip", "netns", "del", &self.b]);
+    }
+}
+
+/// Moves the calling thread into a named network namespace until dropped.
+pub struct InNetns {
+    home: File,
+}
+
+impl InNetns {
+    pub fn enter(name: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let home = File::open("/proc/thread-self/ns/net")?;
+        let target = File::open(format!("/run/netns/{name}"))?;
+        setns(target.as_fd())?;
+        Ok(InNetns { home })
+    }
+}
+
+fn setns(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    // SAFETY: setns(2) with a namespace fd we hold open; affects this thread only.
+    if unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+impl Drop for InNetns {
+    fn drop(&mut self) {
+        setns(self.home.as_fd()).expect("return to the original network namespace");
+    }
+}
+
+/// Runs this test binary again as a child that performs `role` (see each
+/// test's `child_main`), with `args` in the environment; fails if it fails.
+pub fn run_child(role: &str, args: &[(&str, &str)]) -> TestResult {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.env("KILN_ATTACH_CHILD", role);
+    for (k, v) in args {
+        cmd.env(k, v);
+    }
+    let out = cmd.output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "child {role} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Asserts with a message naming what was observed.
+pub fn check(cond: bool, what: impl FnOnce() -> String) -> TestResult {
+    if cond { Ok(()) } else { Err(what().into()) }
+}
+
+/// How a mechanism's update behaves, for [`counts_updates_detaches`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Update {
+    /// Atomic, and refuses a wrong expected old program.
+    Checked,
+    /// Atomic, but cannot check the old program (pass `None`).
+    Unchecked,
+    /// The kernel cannot swap the program (perf-event links): must fail.
+    Refused,
+}
+
+/// The story every attach test tells: traffic runs `p0` (counter 0); the
+/// update to `p1` (counter 1) takes effect and `p0` stops; after detach
+/// nothing runs. `trigger` makes the hook fire at least `n` times.
+pub fn counts_updates_detaches(
+    link: &mut dyn kiln_loader::links::Link,
+    map: &Map,
+    (p0, p1): (&Program, &Program),
+    update: Update,
+    n: u64,
+    trigger: &dyn Fn() -> TestResult,
+) -> TestResult {
+    trigger()?;
+    let c0 = count(map, 0);
+    check(c0 >= n, || {
+        format!("{}: counter 0 = {c0} after trigger", link.target())
+    })?;
+    match update {
+        Update::Refused => {
+            check(link.update(p1.fd(), None).is_err(), || {
+                "update of a link that cannot update succeeded".into()
+            })?;
+        }
+        Update::Checked | Update::Unchecked => {
+            if update == Update::Checked {
+                let stale = link.update(p1.fd(), Some(p1.fd()));
+                check(stale.is_err(), || {
+                    "update with a wrong old program succeeded".into()
+                })?;
+                link.update(p1.fd(), Some(p0.fd()))?;
+            } else {
+                link.update(p1.fd(), None)?;
+            }
+            let before = count(map, 0);
+            trigger()?;
+            let c1 = count(map, 1);
+            check(c1 >= n, || format!("counter 1 = {c1} after update"))?;
+            check(count(map, 0) == before, || {
+                "old program still runs after update".into()
+            })?;
+        }
+    }
+    link.detach()?;
+    let after = (count(map, 0), count(map, 1));
+    trigger()?;
+    let now = (count(map, 0), count(map, 1));
+    check(now == after, || {
+        format!("programs run after detach: {after:?} -> {now:?}")
+    })
+}
+
+/// `main` of an attach test binary: runs `child` when started by
+/// [`run_child`], the tests otherwise.
+pub fn main_with_children(child: fn(&str) -> TestResult, tests: Vec<kiln_testkit::Test>) -> ! {
+    if let Ok(role) = std::env::var("KILN_ATTACH_CHILD") {
+        if let Err(e) = child(&role) {
+            eprintln!("child {role}: {e}");
+            std::process::exit(1);
+        }
+        std::process::exit(0);
+    }
+    kiln_testkit::run(tests)
+}
+
+/// In a child started by [`run_child`]: the namespace it was given (if any),
+/// and a fresh counter map pinned as `counts` in its pin directory.
+pub fn child_setup(
+    map_name: &str,
+) -> Result<(Option<String>, PathBuf, Map), Box<dyn std::error::Error + Send + Sync>> {
+    let ns = std::env::var("KILN_NETNS").ok();
+    let dir = PathBuf::from(std::env::var("KILN_PIN_DIR")?);
+    let map = counters(map_name)?;
+    map.pin(&dir.join("counts"))?;
+    Ok((ns, dir, map))
+}
