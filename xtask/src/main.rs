@@ -4,11 +4,15 @@
 //! all is there), so a newcomer never needs a third command.
 
 mod apply;
+mod apt;
 mod build_ebpf;
 mod codegen;
+mod cross;
 mod kernels;
+mod modules;
 mod setup;
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 

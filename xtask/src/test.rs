@@ -1,6 +1,815 @@
-#[derive(clap::Args)]
-pub struct Args {}
+//! `cargo xtask test`: unit tests, host integration tests (as root), and the
+//! integration tests again inside VMs across kernels and arches.
+//!
+//! Without `--kernel`/`--kernel-image`/`--matrix` it runs the CI suite:
+//! unit (nextest `--lib --bins` and doctests), host integration tests, then
+//! VMs for x86_64 6.1, aarch64 6.1 and x86_64 6.12. The last line is always
+//! `N passed, N failed[, N skipped]`; any failure, timeout, kernel panic or
+//! missing `KILN-DONE` exits non-zero.
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cross::{self, GuestBinaries, TestBinary};
+use crate::kernels::{Catalog, KernelFiles, repo_root};
+use crate::vm::{self, Arch, BootSpec, Plan, TestRecord, Verdict};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Run only the VM of this catalog kernel (5.10, 6.1, 6.12, 7.2).
+    #[arg(long)]
+    kernel: Option<String>,
+    /// Guest architecture (default: every arch of the catalog with --kernel, the host's with --kernel-image).
+    #[arg(long)]
+    arch: Option<Arch>,
+    /// Boot this kernel image instead of a catalog kernel.
+    #[arg(long, conflicts_with = "kernel")]
+    kernel_image: Option<PathBuf>,
+    /// Modules directory (`lib/modules/<release>`) for --kernel-image.
+    #[arg(long, requires = "kernel_image")]
+    modules: Option<PathBuf>,
+    /// Every catalog kernel on every arch, as many VMs at once as cores allow.
+    #[arg(long)]
+    matrix: bool,
+    /// Only the host integration tests.
+    #[arg(long)]
+    host_only: bool,
+    /// Only the unit tests.
+    #[arg(long)]
+    unit_only: bool,
+    /// Only the VM tests.
+    #[arg(long)]
+    vm_only: bool,
+    /// Prove the runner fails on a kernel panic, a hang, a WARN and a taint.
+    #[arg(long)]
+    selftest: bool,
+    /// Only test binaries whose name contains this (repeatable).
+    #[arg(long)]
+    binary: Vec<String>,
+    /// Per test binary timeout in the VM, seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// VMs at once (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Arguments for every test binary (a test name filter, `--exact`, ...).
+    #[arg(last = true)]
+    test_args: Vec<String>,
+}
+
+/// Pass/fail/skip counts of a phase.
+#[derive(Default, Clone, Copy, Debug, PartialEq)]
+struct Counts {
+    passed: usize,
+    failed: usize,
+    skipped: usize,
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, o: Self) {
+        self.passed += o.passed;
+        self.failed += o.failed;
+        self.skipped += o.skipped;
+    }
+}
+
+#[derive(Clone)]
+enum KernelSource {
+    Catalog(String),
+    Image {
+        path: PathBuf,
+        modules: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone)]
+struct Target {
+    source: KernelSource,
+    arch: Arch,
+}
+
+impl Target {
+    fn label(&self) -> String {
+        match &self.source {
+            KernelSource::Catalog(v) => format!("{v}-{}", self.arch),
+            KernelSource::Image { .. } => format!("custom-{}", self.arch),
+        }
+    }
+
+    fn kernel_name(&self) -> String {
+        match &self.source {
+            KernelSource::Catalog(v) => v.clone(),
+            KernelSource::Image { path, .. } => path.display().to_string(),
+        }
+    }
+
+    fn rerun_args(&self) -> String {
+        match &self.source {
+            KernelSource::Catalog(v) => format!("--kernel {v} --arch {}", self.arch),
+            KernelSource::Image { path, modules } => {
+                let m = modules
+                    .as_ref()
+                    .map(|m| format!(" --modules {}", m.display()))
+                    .unwrap_or_default();
+                format!("--kernel-image {}{m} --arch {}", path.display(), self.arch)
+            }
+        }
+    }
+}
+
+/// The CI suite's VMs.
+const DEFAULT_VMS: &[(&str, Arch)] = &[
+    ("6.1", Arch::X86_64),
+    ("6.1", Arch::Aarch64),
+    ("6.12", Arch::X86_64),
+];
+
+pub fn run(args: Args) -> Result<()> {
+    let catalog = Catalog::load()?;
+    // A kernel we do not have fails before anything is built.
+    if let Some(k) = &args.kernel {
+        catalog.entry(k)?;
+    }
+    let vm_targets = vm_targets(&args, &catalog)?;
+    let specific_vm =
+        args.kernel.is_some() || args.kernel_image.is_some() || args.matrix || args.selftest;
+    let (unit, host, vms) = if specific_vm {
+        (false, false, true)
+    } else {
+        let only = args.unit_only || args.host_only || args.vm_only;
+        (
+            !only || args.unit_only,
+            !only || args.host_only,
+            !only || args.vm_only,
+        )
+    };
+
+    let mut total = Counts::default();
+    let mut phase_lines = Vec::new();
+    if unit {
+        let c = unit_phase()?;
+        phase_lines.push(format!("unit:  {}", counts_text(c)));
+        total += c;
+    }
+    if host {
+        let c = host_phase()?;
+        phase_lines.push(format!("host:  {}", counts_text(c)));
+        total += c;
+    }
+    if vms {
+        let c = if args.selftest {
+            selftest_phase(&args, &vm_targets)?
+        } else {
+            vm_phase(&args, &catalog, &vm_targets)?
+        };
+        phase_lines.push(format!("vm:    {}", counts_text(c)));
+        total += c;
+    }
+    if phase_lines.len() > 1 {
+        println!();
+        for l in &phase_lines {
+            println!("{l}");
+        }
+    }
+    println!("{}", counts_text(total));
+    if total.failed > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn counts_text(c: Counts) -> String {
+    let mut s = format!("{} passed, {} failed", c.passed, c.failed);
+    if c.skipped > 0 {
+        s.push_str(&format!(", {} skipped", c.skipped));
+    }
+    s
+}
+
+fn vm_targets(args: &Args, catalog: &Catalog) -> Result<Vec<Target>> {
+    let arches = match args.arch {
+        Some(a) => vec![a],
+        None => catalog.arches()?,
+    };
+    if let Some(path) = &args.kernel_image {
+        if !path.is_file() {
+            bail!("--kernel-image {}: no such file", path.display());
+        }
+        let arch = args.arch.unwrap_or(Arch::X86_64);
+        return Ok(vec![Target {
+            source: KernelSource::Image {
+                path: path.clone(),
+                modules: args.modules.clone(),
+            },
+            arch,
+        }]);
+    }
+    if let Some(k) = &args.kernel {
+        return Ok(arches
+            .into_iter()
+            .map(|arch| Target {
+                source: KernelSource::Catalog(k.clone()),
+                arch,
+            })
+            .collect());
+    }
+    if args.matrix {
+        let mut v = Vec::new();
+        for k in catalog.versions() {
+            for a in &arches {
+                v.push(Target {
+                    source: KernelSource::Catalog(k.to_owned()),
+                    arch: *a,
+                });
+            }
+        }
+        return Ok(v);
+    }
+    if args.selftest {
+        return Ok(vec![Target {
+            source: KernelSource::Catalog("6.1".into()),
+            arch: args.arch.unwrap_or(Arch::X86_64),
+        }]);
+    }
+    Ok(DEFAULT_VMS
+        .iter()
+        .filter(|(_, a)| args.arch.is_none_or(|x| x == *a))
+        .map(|(k, a)| Target {
+            source: KernelSource::Catalog((*k).into()),
+            arch: *a,
+        })
+        .collect())
+}
+
+/// Runs a cargo command, echoing its output, and adds up the counts of
+/// nextest's `Summary` line or libtest's `test result:` lines.
+fn run_counted(mut c: Command, what: &str) -> Result<Counts> {
+    eprintln!("\n=== {what}: {c:?}");
+    c.current_dir(repo_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().with_context(|| format!("running {what}"))?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                eprintln!("{l}");
+                let _ = tx.send(l);
+            }
+        });
+    }
+    drop(tx);
+    let lines: Vec<String> = rx.iter().collect();
+    let status = child.wait()?;
+    let mut counts = Counts::default();
+    let mut seen = false;
+    for l in &lines {
+        if let Some(c) = parse_summary(l) {
+            counts += c;
+            seen = true;
+        }
+    }
+    if !status.success() && counts.failed == 0 {
+        eprintln!("{what} failed ({status}) before reporting a failed test");
+        counts.failed += 1;
+    } else if !seen && status.success() {
+        eprintln!("note: {what} reported no test counts");
+    }
+    Ok(counts)
+}
+
+/// nextest: `Summary [ 1.2s] 45 tests run: 43 passed, 1 failed, 2 skipped`;
+/// libtest: `test result: ok. 3 passed; 0 failed; 1 ignored; ...`.
+fn parse_summary(line: &str) -> Option<Counts> {
+    let line = line.trim();
+    let body = if line.starts_with("Summary") {
+        line.split_once("tests run:")
+            .or_else(|| line.split_once("test run:"))?
+            .1
+    } else {
+        line.strip_prefix("test result: ")?
+    };
+    let mut c = Counts::default();
+    let words: Vec<&str> = body
+        .split(|ch: char| ch == ',' || ch == ';' || ch == '.' || ch.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect();
+    for w in words.windows(2) {
+        let Ok(n) = w[0].parse::<usize>() else {
+            continue;
+        };
+        match w[1] {
+            "passed" => c.passed += n,
+            "failed" | "timed" => c.failed += n,
+            "skipped" | "ignored" => c.skipped += n,
+            _ => {}
+        }
+    }
+    Some(c)
+}
+
+fn unit_phase() -> Result<Counts> {
+    let mut c = Command::new("cargo");
+    c.args([
+        "nextest",
+        "run",
+        "--workspace",
+        "--lib",
+        "--bins",
+        "--no-tests=warn",
+    ]);
+    let mut counts = run_counted(c, "unit tests")?;
+    let mut d = Command::new("cargo");
+    d.args(["test", "--workspace", "--doc"]);
+    counts += run_counted(d, "doctests")?;
+    Ok(counts)
+}
+
+/// `cargo xtask build-ebpf` before any integration test. A failure counts as
+/// one failed item (the run cannot be green) but the tests still run, so one
+/// broken eBPF program does not hide every other result.
+fn build_ebpf_counted() -> Counts {
+    match crate::build_ebpf::build_all() {
+        Ok(_) => Counts::default(),
+        Err(e) => {
+            eprintln!(
+                "\n!!! build-ebpf FAILED (counted as a failure; tests needing objects will fail): {e:#}\n"
+            );
+            Counts {
+                failed: 1,
+                ..Counts::default()
+            }
+        }
+    }
+}
+
+fn host_phase() -> Result<Counts> {
+    let ebpf = build_ebpf_counted();
+    let root = crate::vm::is_root();
+    if !root {
+        eprintln!(
+            "\n!!! SKIPPING host integration tests: they need root (bpf(2)); run as root or use `cargo xtask test --kernel 6.1`."
+        );
+        return Ok(Counts { skipped: 1, ..ebpf });
+    }
+    let mut c = Command::new("cargo");
+    c.args([
+        "nextest",
+        "run",
+        "--workspace",
+        "-E",
+        "kind(test)",
+        "--no-tests=warn",
+    ])
+    .env("KILN_TEST_STRICT", "1");
+    let mut counts = run_counted(c, "host integration tests (root, KILN_TEST_STRICT=1)")?;
+    counts += ebpf;
+    Ok(counts)
+}
+
+/// Guest binaries per arch, built once.
+struct Builds {
+    per_arch: BTreeMap<Arch, GuestBinaries>,
+    /// Test packages that did not compile (each counts as a failure).
+    failed: Vec<String>,
+}
+
+fn build_for(targets: &[Target], with_tests: bool, filters: &[String]) -> Result<Builds> {
+    let mut per_arch = BTreeMap::new();
+    let mut failed = Vec::new();
+    for t in targets {
+        if per_arch.contains_key(&t.arch) {
+            continue;
+        }
+        let mut bins = cross::build_guest_bins(t.arch)?;
+        if with_tests {
+            let built = cross::build_guest_tests(t.arch)?;
+            bins.tests = built.tests;
+            failed.extend(built.failed);
+            if !filters.is_empty() {
+                bins.tests
+                    .retain(|b| filters.iter().any(|f| b.name.contains(f.as_str())));
+                if bins.tests.is_empty() {
+                    bail!("no test binary matches --binary {filters:?}");
+                }
+            }
+        }
+        per_arch.insert(t.arch, bins);
+    }
+    Ok(Builds { per_arch, failed })
+}
+
+fn kernel_files(t: &Target, catalog: &Catalog) -> Result<KernelFiles> {
+    match &t.source {
+        KernelSource::Catalog(v) => crate::kernels::ensure(catalog, v, t.arch),
+        KernelSource::Image { path, modules } => Ok(KernelFiles {
+            version: "custom".into(),
+            arch: t.arch,
+            release: "custom".into(),
+            vmlinuz: path.clone(),
+            modules: modules.clone(),
+        }),
+    }
+}
+
+/// One VM's result.
+struct VmRun {
+    target: Target,
+    verdict: Verdict,
+    elapsed: Duration,
+    accel: &'static str,
+    log: PathBuf,
+    error: Option<String>,
+}
+
+fn vm_once(
+    t: &Target,
+    catalog: &Catalog,
+    bins: &GuestBinaries,
+    tests: &[TestBinary],
+    args: &Args,
+    timeout: Duration,
+    print: &Mutex<()>,
+) -> Result<VmRun> {
+    let kernel = kernel_files(t, catalog)?;
+    let mut plan = Plan::default();
+    let mut image = vm::guest_image(&kernel, bins, crate::modules::TEST_MODULES, &mut plan)?;
+    for tb in tests {
+        let guest = format!("/tests/{}", tb.name);
+        image.add_file(&guest, &tb.path, 0o755)?;
+        plan.test(timeout, &guest, &args.test_args)?;
+    }
+    image.add_bytes("/kiln/plan", plan.text.clone(), 0o644)?;
+    let initrd = image.build_cached(&crate::apt::cache_root().join("initramfs"))?;
+    let label = t.label();
+    let spec = BootSpec {
+        arch: t.arch,
+        vmlinuz: kernel.vmlinuz.clone(),
+        initrd,
+        timeout: timeout * tests.len().max(1) as u32 + vm::boot_allowance(t.arch),
+        log: vm::log_path(&label),
+        label: label.clone(),
+    };
+    {
+        let _g = print.lock().unwrap();
+        println!(
+            "[{label}] booting {} ({})",
+            kernel.vmlinuz.display(),
+            kernel.release
+        );
+    }
+    let boot = vm::boot(&spec, &mut |e| {
+        if e.kind == "KILN-RESULT" {
+            let j = &e.json;
+            let status = j["status"].as_str().unwrap_or("?");
+            let mark = match status {
+                "pass" => "PASS",
+                "fail" => "FAIL",
+                "skip" => "SKIP",
+                _ => "????",
+            };
+            let reason = j["reason"]
+                .as_str()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            let _g = print.lock().unwrap();
+            println!(
+                "[{label}] {mark} {}::{} {} ms{reason}",
+                j["binary"].as_str().unwrap_or("?"),
+                j["test"].as_str().unwrap_or("?"),
+                j["duration_ms"]
+            );
+        }
+    })?;
+    let verdict = Verdict::of(&boot, tests.len());
+    Ok(VmRun {
+        target: t.clone(),
+        elapsed: boot.elapsed,
+        accel: boot.accel,
+        log: boot.log.clone(),
+        verdict,
+        error: None,
+    })
+}
+
+fn run_vms(
+    targets: &[Target],
+    catalog: &Catalog,
+    builds: &Builds,
+    args: &Args,
+    selftest: Option<&TestBinary>,
+) -> Vec<VmRun> {
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let queue = Mutex::new(targets.iter().collect::<Vec<_>>());
+    let results = Mutex::new(Vec::new());
+    let print = Mutex::new(());
+    let timeout = Duration::from_secs(if selftest.is_some() { 20 } else { args.timeout });
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(targets.len()) {
+            s.spawn(|| {
+                loop {
+                    let Some(t) = queue.lock().unwrap().pop() else {
+                        break;
+                    };
+                    let bins = &builds.per_arch[&t.arch];
+                    let tests: Vec<TestBinary> = match selftest {
+                        Some(st) => vec![st.clone()],
+                        None => bins.tests.clone(),
+                    };
+                    let r = vm_once(t, catalog, bins, &tests, args, timeout, &print)
+                        .unwrap_or_else(|e| VmRun {
+                            target: t.clone(),
+                            verdict: Verdict {
+                                tests: vec![],
+                                problems: vec![],
+                                first_result: None,
+                                first_binary_uptime_ms: None,
+                            },
+                            elapsed: Duration::ZERO,
+                            accel: "-",
+                            log: vm::log_path(&t.label()),
+                            error: Some(format!("{e:#}")),
+                        });
+                    results.lock().unwrap().push(r);
+                }
+            });
+        }
+    });
+    let mut v = results.into_inner().unwrap();
+    v.sort_by_key(|r| {
+        let order = targets.iter().position(|t| t.label() == r.target.label());
+        order.unwrap_or(usize::MAX)
+    });
+    v
+}
+
+fn vm_phase(args: &Args, catalog: &Catalog, targets: &[Target]) -> Result<Counts> {
+    let ebpf = build_ebpf_counted();
+    // Kernels first, so a missing one fails before minutes of cross builds.
+    for t in targets {
+        kernel_files(t, catalog)?;
+    }
+    let builds = build_for(targets, true, &args.binary)?;
+    let runs = run_vms(targets, catalog, &builds, args, None);
+    let mut counts = report(&runs, args)?;
+    counts += ebpf;
+    for f in &builds.failed {
+        println!("\nFAILED to build the integration tests of {f}: not run in the VMs");
+        counts.failed += 1;
+    }
+    Ok(counts)
+}
+
+fn vm_counts(r: &VmRun) -> Counts {
+    let mut c = Counts::default();
+    for t in &r.verdict.tests {
+        match t.status.as_str() {
+            "pass" => c.passed += 1,
+            "skip" => c.skipped += 1,
+            _ => c.failed += 1,
+        }
+    }
+    // A VM that is not clean is one more failure, whatever its tests said.
+    if r.error.is_some() || !r.verdict.problems.is_empty() {
+        c.failed += 1;
+    }
+    c
+}
+
+fn report(runs: &[VmRun], args: &Args) -> Result<Counts> {
+    let mut total = Counts::default();
+    println!(
+        "\n{:<14} {:<6} {:>6} {:>6} {:>6}  {:>8}  {:>12}  verdict",
+        "vm", "accel", "pass", "fail", "skip", "time", "first test"
+    );
+    for r in runs {
+        let c = vm_counts(r);
+        total += c;
+        let first = match (r.verdict.first_result, r.verdict.first_binary_uptime_ms) {
+            (Some(h), Some(g)) => format!("{:.1}s/{:.1}s", h.as_secs_f64(), g as f64 / 1000.0),
+            (Some(h), None) => format!("{:.1}s", h.as_secs_f64()),
+            _ => "-".into(),
+        };
+        let verdict = if r.error.is_some() {
+            "ERROR"
+        } else if !r.verdict.problems.is_empty() {
+            "BROKEN"
+        } else if c.failed > 0 {
+            "FAIL"
+        } else {
+            "ok"
+        };
+        println!(
+            "{:<14} {:<6} {:>6} {:>6} {:>6}  {:>7.1}s  {:>12}  {verdict}",
+            r.target.label(),
+            r.accel,
+            c.passed,
+            c.failed,
+            c.skipped,
+            r.elapsed.as_secs_f64(),
+            first
+        );
+    }
+    println!("(first test: QEMU start to first result / guest uptime at the first test binary)");
+    for r in runs {
+        if let Some(e) = &r.error {
+            println!("\n[{}] could not run: {e}", r.target.label());
+        }
+        for p in &r.verdict.problems {
+            println!("\n[{}] {p}", r.target.label());
+        }
+        let failed: Vec<&TestRecord> = r
+            .verdict
+            .tests
+            .iter()
+            .filter(|t| t.status == "fail")
+            .collect();
+        for t in &failed {
+            println!("\n[{}] FAILED {}::{}", r.target.label(), t.binary, t.test);
+            if let Some(reason) = &t.reason {
+                println!("  {reason}");
+            }
+            if let Some(o) = &t.output {
+                for l in o.lines().take(80) {
+                    println!("  | {l}");
+                }
+            }
+            let filter = if t.test.starts_with('(') {
+                String::new()
+            } else {
+                format!(" -- {} --exact", t.test)
+            };
+            println!(
+                "  re-run: cargo xtask test {} --binary {}{filter}",
+                r.target.rerun_args(),
+                t.binary
+            );
+        }
+        if (r.error.is_some() || !r.verdict.problems.is_empty() || !failed.is_empty())
+            && failed.is_empty()
+        {
+            println!("  re-run: cargo xtask test {}", r.target.rerun_args());
+        }
+        if r.error.is_some() || !r.verdict.problems.is_empty() || !failed.is_empty() {
+            println!("  console log: {}", r.log.display());
+        }
+    }
+    write_report(runs, args)?;
+    Ok(total)
+}
+
+fn write_report(runs: &[VmRun], args: &Args) -> Result<()> {
+    let vms: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "kernel": r.target.kernel_name(),
+                "arch": r.target.arch.as_str(),
+                "accel": r.accel,
+                "elapsed_ms": r.elapsed.as_millis() as u64,
+                "first_result_ms": r.verdict.first_result.map(|d| d.as_millis() as u64),
+                "first_binary_uptime_ms": r.verdict.first_binary_uptime_ms,
+                "problems": r.verdict.problems,
+                "error": r.error,
+                "console_log": r.log,
+                "tests": r.verdict.tests,
+            })
+        })
+        .collect();
+    let doc = serde_json::json!({ "selftest": args.selftest, "vms": vms });
+    let path = repo_root().join("target/vm-report.json");
+    std::fs::create_dir_all(path.parent().unwrap())?;
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
+    println!("report: {}", path.display());
+    Ok(())
+}
+
+/// What each selftest binary must make the runner say.
+const SELFTESTS: &[(&str, &str)] = &[
+    ("kiln-selftest-panic", "kernel panic"),
+    ("kiln-selftest-hang", "(timeout)"),
+    ("kiln-selftest-warn", "kernel WARNING"),
+    ("kiln-selftest-taint", "tainted by WARN"),
+];
+
+/// Each bad binary in its own VM: the runner passes its selftest when it
+/// fails that VM for the expected reason.
+fn selftest_phase(args: &Args, targets: &[Target]) -> Result<Counts> {
+    let catalog = Catalog::load()?;
+    let builds = build_for(targets, false, &[])?;
+    let mut counts = Counts::default();
+    for t in targets {
+        let bins = &builds.per_arch[&t.arch];
+        for (name, expect) in SELFTESTS {
+            let st = bins
+                .selftests
+                .iter()
+                .find(|b| b.name == *name)
+                .with_context(|| format!("{name} was not built"))?;
+            let mut runs = run_vms(std::slice::from_ref(t), &catalog, &builds, args, Some(st));
+            let r = runs.pop().expect("one target, one run");
+            let c = vm_counts(&r);
+            let text = format!(
+                "{} {}",
+                r.verdict.problems.join("\n"),
+                r.verdict
+                    .tests
+                    .iter()
+                    .map(|t| format!("{} {}", t.test, t.reason.clone().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            let caught = c.failed > 0 && text.contains(expect);
+            println!(
+                "selftest {name} on {}: {}",
+                t.label(),
+                if caught {
+                    format!("runner failed the VM as it must ({expect})")
+                } else {
+                    format!("NOT CAUGHT (expected {expect}); problems: {text}")
+                }
+            );
+            if !caught {
+                println!("  console log: {}", r.log.display());
+            }
+            if caught {
+                counts.passed += 1
+            } else {
+                counts.failed += 1
+            }
+        }
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summaries() {
+        assert_eq!(
+            parse_summary("     Summary [   1.234s] 45 tests run: 43 passed, 1 failed, 2 skipped"),
+            Some(Counts {
+                passed: 43,
+                failed: 1,
+                skipped: 2
+            })
+        );
+        assert_eq!(
+            parse_summary("     Summary [   1.234s] 3 tests run: 2 passed, 1 timed out, 0 skipped"),
+            Some(Counts {
+                passed: 2,
+                failed: 1,
+                skipped: 0
+            })
+        );
+        assert_eq!(
+            parse_summary(
+                "test result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s"
+            ),
+            Some(Counts {
+                passed: 3,
+                failed: 0,
+                skipped: 1
+            })
+        );
+        assert_eq!(parse_summary("running 3 tests"), None);
+    }
+
+    #[test]
+    fn final_line() {
+        assert_eq!(
+            counts_text(Counts {
+                passed: 3,
+                failed: 0,
+                skipped: 0
+            }),
+            "3 passed, 0 failed"
+        );
+        assert_eq!(
+            counts_text(Counts {
+                passed: 3,
+                failed: 1,
+                skipped: 2
+            }),
+            "3 passed, 1 failed, 2 skipped"
+        );
+    }
 }

@@ -1,0 +1,288 @@
+//! Static builds of the guest's userspace (test binaries, `kiln`, `kiln-init`)
+//! for x86_64 and aarch64.
+//!
+//! Both arches build with Debian's `/usr/bin/rustc` (rustup here has no
+//! aarch64 std): for aarch64 its std comes from `libstd-rust-web-dev:arm64`,
+//! fetched through the isolated apt into a sysroot of our own. Everything is
+//! linked with `+crt-static`, so the binaries run in a bare initramfs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::apt::{self, IsolatedApt};
+use crate::kernels::repo_root;
+use crate::vm::Arch;
+
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+
+/// `x.y.z` of Debian's rustc.
+fn rustc_version() -> Result<String> {
+    let out = Command::new(DEBIAN_RUSTC)
+        .arg("-V")
+        .output()
+        .with_context(|| {
+            format!("running {DEBIAN_RUSTC} -V (is rustc-web installed? `cargo xtask setup`)")
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(1)
+        .map(str::to_owned)
+        .with_context(|| format!("unexpected `rustc -V` output: {text}"))
+}
+
+/// A sysroot whose `lib/rustlib/aarch64-unknown-linux-gnu` holds Debian's
+/// arm64 std for the same rustc as `/usr/bin/rustc`:
+/// `~/.cache/kiln/sysroot-aarch64`. Downloads it on first use.
+pub fn ensure_aarch64_sysroot() -> Result<PathBuf> {
+    let version = rustc_version()?;
+    let root = apt::cache_root().join("sysroot-aarch64");
+    let stamp = root.join(".kiln-rustc-version");
+    let target_lib = root.join("lib/rustlib/aarch64-unknown-linux-gnu/lib");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(version.as_str())
+        && target_lib.is_dir()
+    {
+        return Ok(root);
+    }
+    eprintln!("sysroot: fetching Debian's arm64 std for rustc {version}");
+    let apt = IsolatedApt::new(&["bookworm"], true, "arm64")?;
+    apt.update(false)?;
+    let mut versions = apt.show("libstd-rust-web-dev")?;
+    // Debian versions look like 1.96.0+dfsg1-1~deb12u1: match the upstream part.
+    versions.retain(|p| {
+        p.version.starts_with(&format!("{version}+"))
+            || p.version.starts_with(&format!("{version}-"))
+    });
+    versions.sort_by(|a, b| apt::compare_versions(&b.version, &a.version));
+    let Some(pkg) = versions.first() else {
+        bail!("no libstd-rust-web-dev:arm64 for rustc {version} in bookworm/bookworm-security");
+    };
+    let deb = apt.download(pkg, &apt::cache_root().join("debs"))?;
+    if apt::sha256_file(&deb)? != pkg.sha256 {
+        bail!("{}: sha256 differs from the index", deb.display());
+    }
+    let _ = std::fs::remove_dir_all(&root);
+    let extracted = root.join("deb");
+    apt::extract_deb(&deb, &extracted)?;
+    let src = extracted.join("usr/lib/rustlib/aarch64-unknown-linux-gnu");
+    if !src.join("lib").is_dir() {
+        bail!(
+            "{} has no usr/lib/rustlib/aarch64-unknown-linux-gnu/lib",
+            deb.display()
+        );
+    }
+    std::fs::create_dir_all(root.join("lib/rustlib"))?;
+    std::os::unix::fs::symlink(&src, root.join("lib/rustlib/aarch64-unknown-linux-gnu"))?;
+    std::fs::write(&stamp, &version)?;
+    Ok(root)
+}
+
+/// One integration-test executable.
+#[derive(Debug, Clone)]
+pub struct TestBinary {
+    /// `<package>-<target name>`, unique in a run.
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// What the guest runs.
+#[derive(Debug, Clone)]
+pub struct GuestBinaries {
+    pub init: PathBuf,
+    pub kiln: Option<PathBuf>,
+    pub tests: Vec<TestBinary>,
+    /// Deliberately bad binaries (`--selftest`), by name.
+    pub selftests: Vec<TestBinary>,
+}
+
+/// Packages whose integration tests run in the VMs.
+pub const TEST_PACKAGES: &[&str] = &["kiln-testkit", "kiln-obj", "kiln-loader", "kiln-manifest"];
+
+pub fn target_dir() -> PathBuf {
+    repo_root().join("target/vm-cross")
+}
+
+fn cargo(arch: Arch) -> Result<Command> {
+    let mut c = Command::new(DEBIAN_CARGO);
+    let mut flags = String::from("-C target-feature=+crt-static");
+    if arch == Arch::Aarch64 {
+        let sysroot = ensure_aarch64_sysroot()?;
+        flags = format!("--sysroot {} {flags}", sysroot.display());
+        c.env(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",
+            "aarch64-linux-gnu-gcc",
+        );
+    }
+    c.current_dir(repo_root())
+        .env("RUSTC", DEBIAN_RUSTC)
+        .env("RUSTFLAGS", flags)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTC_WRAPPER")
+        .env("CARGO_TARGET_DIR", target_dir())
+        // Small binaries make a small initramfs; symbols stay for backtraces.
+        .env("CARGO_PROFILE_DEV_DEBUG", "0")
+        .env("CARGO_PROFILE_TEST_DEBUG", "0");
+    Ok(c)
+}
+
+fn target_triple(arch: Arch) -> &'static str {
+    match arch {
+        Arch::X86_64 => "x86_64-unknown-linux-gnu",
+        Arch::Aarch64 => "aarch64-unknown-linux-gnu",
+    }
+}
+
+/// Runs a cargo command with JSON messages; returns (kind, target name,
+/// package, is test, executable) of each built executable.
+fn run_json(mut c: Command, what: &str) -> Result<Vec<(String, String, bool, PathBuf)>> {
+    c.arg("--message-format=json-render-diagnostics")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let out = c
+        .spawn()
+        .with_context(|| format!("running {DEBIAN_CARGO} for {what}"))?
+        .wait_with_output()?;
+    if !out.status.success() {
+        bail!("building {what} failed (see the compiler output above)");
+    }
+    let mut exes = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["reason"] != "compiler-artifact" {
+            continue;
+        }
+        let Some(exe) = v["executable"].as_str() else {
+            continue;
+        };
+        let name = v["target"]["name"].as_str().unwrap_or_default().to_owned();
+        let pkg = v["package_id"].as_str().unwrap_or_default();
+        // package_id is `path+file:///...#name@ver` (or `name ver (...)` in old cargo).
+        let pkg = pkg
+            .rsplit_once('#')
+            .map(|(_, r)| r.split('@').next().unwrap_or(r))
+            .unwrap_or_else(|| pkg.split(' ').next().unwrap_or(pkg))
+            .to_owned();
+        let is_test = v["profile"]["test"].as_bool().unwrap_or(false);
+        exes.push((pkg, name, is_test, PathBuf::from(exe)));
+    }
+    Ok(exes)
+}
+
+/// Builds `kiln-init` (with the selftest binaries) and `kiln` for `arch`, statically.
+pub fn build_guest_bins(arch: Arch) -> Result<GuestBinaries> {
+    let triple = target_triple(arch);
+    eprintln!("building kiln-init for {arch} (static, {triple}) ...");
+    let mut c = cargo(arch)?;
+    c.args(["build", "--target", triple, "-p", "kiln-init", "--bins"]);
+    let bins = run_json(c, &format!("kiln-init for {arch}"))?;
+    let find = |n: &str| bins.iter().find(|b| b.1 == n).map(|b| b.3.clone());
+    let init = find("kiln-init").context("cargo built no kiln-init")?;
+    // `kiln` is built apart: while it does not compile, the tests still run
+    // (a guest without /bin/kiln only fails what uses it).
+    eprintln!("building kiln for {arch} (static, {triple}) ...");
+    let mut c = cargo(arch)?;
+    c.args([
+        "build",
+        "--target",
+        triple,
+        "-p",
+        "kiln-manifest",
+        "--bin",
+        "kiln",
+    ]);
+    let kiln = match run_json(c, &format!("kiln for {arch}")) {
+        Ok(b) => b.into_iter().find(|b| b.1 == "kiln").map(|b| b.3),
+        Err(e) => {
+            eprintln!("!!! {e:#}: the guest will have no /bin/kiln");
+            None
+        }
+    };
+    let selftests = bins
+        .iter()
+        .filter(|b| b.1.starts_with("kiln-selftest-"))
+        .map(|b| TestBinary {
+            name: b.1.clone(),
+            path: b.3.clone(),
+        })
+        .collect();
+    Ok(GuestBinaries {
+        init,
+        kiln,
+        tests: Vec::new(),
+        selftests,
+    })
+}
+
+/// Integration tests that built, and the packages whose tests did not.
+pub struct BuiltTests {
+    pub tests: Vec<TestBinary>,
+    pub failed: Vec<String>,
+}
+
+/// Builds the integration tests of [`TEST_PACKAGES`] for `arch`, statically,
+/// one package at a time: a package that does not compile is reported, and
+/// the others still run.
+pub fn build_guest_tests(arch: Arch) -> Result<BuiltTests> {
+    let triple = target_triple(arch);
+    let mut out = BuiltTests {
+        tests: Vec::new(),
+        failed: Vec::new(),
+    };
+    for p in TEST_PACKAGES {
+        if !has_integration_tests(p) {
+            continue;
+        }
+        eprintln!("building {p} integration tests for {arch} (static, {triple}) ...");
+        let mut c = cargo(arch)?;
+        c.args([
+            "test", "--no-run", "--target", triple, "--test", "*", "-p", p,
+        ]);
+        match run_json(c, &format!("{p} integration tests for {arch}")) {
+            Ok(built) => out.tests.extend(built.into_iter().filter(|t| t.2).map(
+                |(pkg, name, _, path)| TestBinary {
+                    name: format!("{pkg}-{name}"),
+                    path,
+                },
+            )),
+            Err(e) => {
+                eprintln!("!!! {e:#}");
+                out.failed.push(format!("{p} ({arch})"));
+            }
+        }
+    }
+    out.tests.sort_by(|a, b| a.name.cmp(&b.name));
+    out.tests.dedup_by(|a, b| a.name == b.name);
+    Ok(out)
+}
+
+/// Whether the workspace package `name` has a `tests/*.rs` (cargo refuses
+/// `--test '*'` on a package without one).
+fn has_integration_tests(name: &str) -> bool {
+    let dir = match name {
+        "kiln-testkit" => "test-distro/testkit",
+        "kiln-obj" => "obj",
+        "kiln-loader" => "loader",
+        "kiln-manifest" => "manifests",
+        _ => return true,
+    };
+    std::fs::read_dir(repo_root().join(dir).join("tests")).is_ok_and(|rd| {
+        rd.filter_map(|e| e.ok()).any(|e| {
+            let p = e.path();
+            p.extension().is_some_and(|x| x == "rs") || p.join("main.rs").is_file()
+        })
+    })
+}
+
+/// Whether `path` is a static executable (no ELF interpreter), so it can run
+/// in the bare initramfs.
+pub fn is_static(path: &Path) -> Result<bool> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let file =
+        object::File::parse(&*data).with_context(|| format!("parsing {}", path.display()))?;
+    use object::Object;
+    Ok(file.section_by_name(".interp").is_none())
+}
