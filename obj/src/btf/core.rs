@@ -1,1 +1,829 @@
-//! CO-RE relocation against a target BTF (filled in below).
+//! CO-RE: rewriting instructions recorded in `.BTF.ext` so field offsets,
+//! sizes, type ids and enum values match the target kernel's BTF
+//! (libbpf's `relo_core.c` behaviour, written from its documented semantics).
+//!
+//! For each record: parse the local access spec (`0:1:2`), find target
+//! candidates by essential name (`task_struct___v2` → `task_struct`), match
+//! the spec against each, require all matches to agree, then patch the
+//! instruction after checking it holds the locally computed value.
+//! Unresolvable relocations are poisoned (`call 0xbad2310`) so the verifier
+//! names them only when the code is reachable.
+
+use std::collections::HashMap;
+
+use super::read::MAX_RESOLVE_DEPTH;
+use super::{Btf, BtfError, Kind, Type, TypeId, essential_name};
+use crate::model::{CoreRelocation, CoreRelocationKind as K};
+use crate::{Insn, ObjectSpec};
+
+/// libbpf's poison: `call 0xbad2310` ("bad relo"); the verifier reports
+/// `invalid func unknown#195896080` at the instruction if it is reachable.
+pub const POISON_IMM: i32 = 0x0bad_2310;
+
+/// A CO-RE relocation that could not be applied, naming where and why.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "program '{program}', instruction {insn_index}, CO-RE {kind:?} on local type id {type_id} access '{access}': {reason}"
+)]
+pub struct CoreError {
+    pub program: String,
+    pub insn_index: usize,
+    pub kind: K,
+    pub type_id: u32,
+    pub access: String,
+    pub reason: String,
+}
+
+/// What [`ObjectSpec::relocate_core`] did.
+#[derive(Debug, Default, Clone)]
+pub struct CoreReport {
+    pub applied: usize,
+    /// (program, instruction index, description) of poisoned relocations:
+    /// the verifier rejects them only if reachable.
+    pub poisoned: Vec<(String, usize, String)>,
+}
+
+/// One step of an access spec.
+#[derive(Clone, Debug)]
+struct Accessor {
+    type_id: TypeId,
+    idx: u32,
+    /// Member or enumerator name; `None` for array indexing.
+    name: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+struct Spec {
+    root: TypeId,
+    acc: Vec<Accessor>,
+    /// Field spec: total bit offset from the root.
+    bit_offset: u64,
+}
+
+/// The computed value of a relocation, plus memory sizes for load patching.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Value {
+    value: u64,
+    /// Field byte size (field relocations), for LDX size adjustment.
+    size: u32,
+    /// Whether the instruction must hold the local value before patching.
+    /// Not for bitfields: compilers size their loads by the record's
+    /// alignment, not by libbpf's rule, so the local values differ.
+    validate: bool,
+}
+
+fn is_field(kind: K) -> bool {
+    matches!(
+        kind,
+        K::FieldByteOffset
+            | K::FieldByteSize
+            | K::FieldExists
+            | K::FieldSigned
+            | K::FieldLShiftU64
+            | K::FieldRShiftU64
+    )
+}
+
+fn is_enum_kind(kind: K) -> bool {
+    matches!(kind, K::EnumValueExists | K::EnumValue)
+}
+
+fn err(reason: impl Into<String>) -> BtfError {
+    BtfError::Type {
+        type_id: 0,
+        reason: reason.into(),
+    }
+}
+
+fn name_at(btf: &Btf, off: u32) -> Result<&str, BtfError> {
+    btf.str_at(off)
+}
+
+/// Member bit offset and bitfield size.
+fn member_bits(t: &Type, idx: usize) -> Option<(u64, u32, TypeId, u32)> {
+    let (members, kind_flag) = t.members()?;
+    let m = members.get(idx)?;
+    Some((
+        u64::from(m.bit_offset(kind_flag)),
+        m.bitfield_size(kind_flag),
+        m.type_id,
+        m.name_off,
+    ))
+}
+
+fn parse_spec(btf: &Btf, type_id: TypeId, access: &str, kind: K) -> Result<Spec, BtfError> {
+    let idx: Vec<u32> = access
+        .split(':')
+        .map(|s| {
+            s.parse::<u32>()
+                .map_err(|_| err(format!("bad access string '{access}'")))
+        })
+        .collect::<Result<_, _>>()?;
+    let first = *idx.first().ok_or_else(|| err("empty access string"))?;
+    let (root, root_t) = btf.skip_modifiers(type_id)?;
+    let mut spec = Spec {
+        root: type_id,
+        acc: Vec::new(),
+        bit_offset: 0,
+    };
+    if matches!(
+        kind,
+        K::TypeIdLocal | K::TypeIdTarget | K::TypeExists | K::TypeSize | K::TypeMatches
+    ) {
+        if idx != [0] {
+            return Err(err(format!("type relocation with access '{access}'")));
+        }
+        return Ok(spec);
+    }
+    if is_enum_kind(kind) {
+        let values = root_t
+            .enum_values()
+            .ok_or_else(|| err(format!("enum relocation on non-enum type {root}")))?;
+        let v = values
+            .get(first as usize)
+            .ok_or_else(|| err(format!("enumerator {first} out of range")))?;
+        spec.acc.push(Accessor {
+            type_id: root,
+            idx: first,
+            name: Some(name_at(btf, v.name_off)?.to_owned()),
+        });
+        return Ok(spec);
+    }
+    let root_size = btf.resolve_size(root)?;
+    spec.acc.push(Accessor {
+        type_id: root,
+        idx: first,
+        name: None,
+    });
+    spec.bit_offset = u64::from(first) * u64::from(root_size) * 8;
+    let mut id = root;
+    for &i in &idx[1..] {
+        let (cur, t) = btf.skip_modifiers(id)?;
+        if t.is_composite() {
+            let (bits, _, mtype, name_off) = member_bits(&t, i as usize)
+                .ok_or_else(|| err(format!("member {i} of type {cur} out of range")))?;
+            spec.bit_offset += bits;
+            let name = name_at(btf, name_off)?;
+            if !name.is_empty() {
+                spec.acc.push(Accessor {
+                    type_id: cur,
+                    idx: i,
+                    name: Some(name.to_owned()),
+                });
+            }
+            id = mtype;
+        } else if let Type::Array { elem, .. } = t {
+            let esz = btf.resolve_size(elem)?;
+            spec.acc.push(Accessor {
+                type_id: cur,
+                idx: i,
+                name: None,
+            });
+            spec.bit_offset += u64::from(i) * u64::from(esz) * 8;
+            id = elem;
+        } else {
+            return Err(err(format!(
+                "access '{access}' steps into non-composite type {cur}"
+            )));
+        }
+    }
+    Ok(spec)
+}
+
+/// libbpf's `bpf_core_fields_are_compat`.
+fn fields_compat(lb: &Btf, lid: TypeId, tb: &Btf, tid: TypeId) -> Result<bool, BtfError> {
+    let (mut lid, mut tid) = (lid, tid);
+    for _ in 0..MAX_RESOLVE_DEPTH {
+        let (_, l) = lb.skip_modifiers(lid)?;
+        let (_, t) = tb.skip_modifiers(tid)?;
+        if l.is_composite() && t.is_composite() {
+            return Ok(true);
+        }
+        let any_enum = |t: &Type| matches!(t.kind(), Kind::Enum | Kind::Enum64);
+        if l.kind() != t.kind() && !(any_enum(&l) && any_enum(&t)) {
+            return Ok(false);
+        }
+        return Ok(match (&l, &t) {
+            (Type::Ptr { .. }, _) | (Type::Float { .. }, _) => true,
+            (Type::Fwd { .. }, _) | (Type::Enum { .. } | Type::Enum64 { .. }, _) => {
+                let ln = lb.str_at(l.name_off())?;
+                ln.is_empty() || essential_name(ln) == essential_name(tb.str_at(t.name_off())?)
+            }
+            (Type::Int { bit_offset: lo, .. }, Type::Int { bit_offset: to, .. }) => {
+                *lo == 0 && *to == 0
+            }
+            (Type::Array { elem: le, .. }, Type::Array { elem: te, .. }) => {
+                lid = *le;
+                tid = *te;
+                continue;
+            }
+            _ => false,
+        });
+    }
+    Err(err("type chain too long"))
+}
+
+/// libbpf's `bpf_core_types_are_compat` (TYPE_ID_TARGET, TYPE_EXISTS, TYPE_SIZE).
+fn types_compat(
+    lb: &Btf,
+    lid: TypeId,
+    tb: &Btf,
+    tid: TypeId,
+    depth: usize,
+) -> Result<bool, BtfError> {
+    if depth > MAX_RESOLVE_DEPTH {
+        return Err(err("type chain too long"));
+    }
+    let (_, l) = lb.skip_modifiers(lid)?;
+    let (_, t) = tb.skip_modifiers(tid)?;
+    let any_enum = |t: &Type| matches!(t.kind(), Kind::Enum | Kind::Enum64);
+    if l.kind() != t.kind() && !(any_enum(&l) && any_enum(&t)) {
+        return Ok(false);
+    }
+    Ok(match (&l, &t) {
+        (Type::Int { bit_offset: lo, .. }, Type::Int { bit_offset: to, .. }) => {
+            *lo == 0 && *to == 0
+        }
+        (Type::Ptr { target: lt, .. }, Type::Ptr { target: tt, .. }) => {
+            types_compat(lb, *lt, tb, *tt, depth + 1)?
+        }
+        (Type::Array { elem: le, .. }, Type::Array { elem: te, .. }) => {
+            types_compat(lb, *le, tb, *te, depth + 1)?
+        }
+        (
+            Type::FuncProto {
+                ret: lr,
+                params: lp,
+                ..
+            },
+            Type::FuncProto {
+                ret: tr,
+                params: tp,
+                ..
+            },
+        ) => {
+            if lp.len() != tp.len() || !types_compat(lb, *lr, tb, *tr, depth + 1)? {
+                return Ok(false);
+            }
+            for (a, b) in lp.iter().zip(tp) {
+                if !types_compat(lb, a.type_id, tb, b.type_id, depth + 1)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        _ => true,
+    })
+}
+
+/// A simplified `bpf_core_types_match` (TYPE_MATCHES): names, member sets,
+/// enumerator sets, int size and signedness, array lengths must agree.
+fn types_match(
+    lb: &Btf,
+    lid: TypeId,
+    tb: &Btf,
+    tid: TypeId,
+    depth: usize,
+) -> Result<bool, BtfError> {
+    if depth > MAX_RESOLVE_DEPTH {
+        return Err(err("type chain too long"));
+    }
+    let (_, l) = lb.skip_modifiers(lid)?;
+    let (_, t) = tb.skip_modifiers(tid)?;
+    let ln = essential_name(lb.str_at(l.name_off())?);
+    let tn = essential_name(tb.str_at(t.name_off())?);
+    if !ln.is_empty() && ln != tn {
+        return Ok(false);
+    }
+    Ok(match (&l, &t) {
+        (
+            Type::Int {
+                size: ls,
+                encoding: le,
+                ..
+            },
+            Type::Int {
+                size: ts,
+                encoding: te,
+                ..
+            },
+        ) => ls == ts && (le & 1) == (te & 1),
+        (Type::Ptr { target: lt, .. }, Type::Ptr { target: tt, .. }) => {
+            types_match(lb, *lt, tb, *tt, depth + 1)?
+        }
+        (
+            Type::Array {
+                elem: le,
+                nelems: ln,
+                ..
+            },
+            Type::Array {
+                elem: te,
+                nelems: tn,
+                ..
+            },
+        ) => ln == tn && types_match(lb, *le, tb, *te, depth + 1)?,
+        (l, t) if l.is_composite() && t.kind() == l.kind() => {
+            let (lm, _) = l.members().unwrap_or((&[], false));
+            let (tm, _) = t.members().unwrap_or((&[], false));
+            for m in lm {
+                let name = lb.str_at(m.name_off)?;
+                let mut found = false;
+                for n in tm {
+                    if tb.str_at(n.name_off)? == name {
+                        found = types_match(lb, m.type_id, tb, n.type_id, depth + 1)?;
+                        break;
+                    }
+                }
+                if !found {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        (l, t) if l.enum_values().is_some() && t.enum_values().is_some() => {
+            let tv = t.enum_values().unwrap_or(&[]);
+            for v in l.enum_values().unwrap_or(&[]) {
+                let name = lb.str_at(v.name_off)?;
+                let mut found = false;
+                for w in tv {
+                    if tb.str_at(w.name_off)? == name {
+                        found = true;
+                        break;
+                    }
+                }
+                if !found {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        (Type::Fwd { .. }, _) | (_, Type::Fwd { .. }) => true,
+        (l, t) => l.kind() == t.kind() && l.own_size() == t.own_size(),
+    })
+}
+
+/// Finds member `name` in target composite `tid`, looking inside anonymous
+/// members; returns the accessor path and the member's bit offset.
+fn find_member(
+    lb: &Btf,
+    local_member_type: TypeId,
+    tb: &Btf,
+    tid: TypeId,
+    name: &str,
+    depth: usize,
+) -> Result<Option<(Vec<Accessor>, u64, TypeId)>, BtfError> {
+    if depth > MAX_RESOLVE_DEPTH {
+        return Err(err("member nesting too deep"));
+    }
+    let (tid, t) = tb.skip_modifiers(tid)?;
+    let Some((members, kind_flag)) = t.members() else {
+        return Ok(None);
+    };
+    for (i, m) in members.iter().enumerate() {
+        let mname = tb.str_at(m.name_off)?;
+        let bits = u64::from(m.bit_offset(kind_flag));
+        if mname.is_empty() {
+            if let Some((mut path, off, ty)) =
+                find_member(lb, local_member_type, tb, m.type_id, name, depth + 1)?
+            {
+                path.insert(
+                    0,
+                    Accessor {
+                        type_id: tid,
+                        idx: i as u32,
+                        name: None,
+                    },
+                );
+                return Ok(Some((path, bits + off, ty)));
+            }
+        } else if essential_name(mname) == essential_name(name) {
+            if !fields_compat(lb, local_member_type, tb, m.type_id)? {
+                return Ok(None);
+            }
+            let acc = Accessor {
+                type_id: tid,
+                idx: i as u32,
+                name: Some(mname.to_owned()),
+            };
+            return Ok(Some((vec![acc], bits, m.type_id)));
+        }
+    }
+    Ok(None)
+}
+
+/// Matches a local field or enum spec against target type `cand`.
+fn match_spec(
+    lb: &Btf,
+    local: &Spec,
+    kind: K,
+    tb: &Btf,
+    cand: TypeId,
+) -> Result<Option<Spec>, BtfError> {
+    let mut out = Spec {
+        root: cand,
+        acc: Vec::new(),
+        bit_offset: 0,
+    };
+    if is_enum_kind(kind) {
+        let name = local.acc[0].name.as_deref().unwrap_or("");
+        let (_, t) = tb.skip_modifiers(cand)?;
+        let Some(values) = t.enum_values() else {
+            return Ok(None);
+        };
+        for (i, v) in values.iter().enumerate() {
+            if essential_name(tb.str_at(v.name_off)?) == essential_name(name) {
+                out.acc.push(Accessor {
+                    type_id: cand,
+                    idx: i as u32,
+                    name: Some(name.to_owned()),
+                });
+                return Ok(Some(out));
+            }
+        }
+        return Ok(None);
+    }
+    let mut tid = cand;
+    for (n, acc) in local.acc.iter().enumerate() {
+        if n == 0 {
+            let size = tb.resolve_size(cand)?;
+            out.bit_offset = u64::from(acc.idx) * u64::from(size) * 8;
+            out.acc.push(Accessor {
+                type_id: cand,
+                idx: acc.idx,
+                name: None,
+            });
+            continue;
+        }
+        match &acc.name {
+            Some(name) => {
+                // The local member's type, to check field compatibility.
+                let (_, lt) = lb.skip_modifiers(acc.type_id)?;
+                let lmt = member_bits(&lt, acc.idx as usize)
+                    .map(|(_, _, ty, _)| ty)
+                    .ok_or_else(|| err("local member vanished"))?;
+                let Some((path, bits, ty)) = find_member(lb, lmt, tb, tid, name, 0)? else {
+                    return Ok(None);
+                };
+                out.bit_offset += bits;
+                out.acc.extend(path);
+                tid = ty;
+            }
+            None => {
+                let (cur, t) = tb.skip_modifiers(tid)?;
+                let Type::Array { elem, nelems, .. } = t else {
+                    return Ok(None);
+                };
+                // A flexible array (0 elements) accepts any index.
+                if nelems != 0 && acc.idx >= nelems {
+                    return Ok(None);
+                }
+                let esz = tb.resolve_size(elem)?;
+                out.bit_offset += u64::from(acc.idx) * u64::from(esz) * 8;
+                out.acc.push(Accessor {
+                    type_id: cur,
+                    idx: acc.idx,
+                    name: None,
+                });
+                tid = elem;
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The value a relocation computes from a (local or target) spec.
+fn compute(btf: &Btf, spec: &Spec, kind: K, local_id: TypeId) -> Result<Value, BtfError> {
+    let plain = |value| {
+        Ok(Value {
+            value,
+            size: 0,
+            validate: true,
+        })
+    };
+    match kind {
+        K::TypeIdLocal => plain(u64::from(local_id)),
+        K::TypeIdTarget => plain(u64::from(spec.root)),
+        K::TypeExists | K::TypeMatches | K::FieldExists | K::EnumValueExists => plain(1),
+        K::TypeSize => plain(u64::from(btf.resolve_size(spec.root)?)),
+        K::EnumValue => {
+            let acc = &spec.acc[0];
+            let (_, t) = btf.skip_modifiers(acc.type_id)?;
+            let v = t
+                .enum_values()
+                .and_then(|v| v.get(acc.idx as usize))
+                .ok_or_else(|| err("enumerator out of range"))?;
+            plain(v.value)
+        }
+        _ => {
+            // The accessed field: the last accessor's member or array element.
+            let last = spec.acc.last().ok_or_else(|| err("empty field spec"))?;
+            let (_, parent) = btf.skip_modifiers(last.type_id)?;
+            let (field_type, bitfield) = if spec.acc.len() == 1 {
+                (spec.root, 0)
+            } else if let Some((_, bf, ty, _)) = member_bits(&parent, last.idx as usize) {
+                (ty, bf)
+            } else if let Type::Array { elem, .. } = parent {
+                (elem, 0)
+            } else {
+                return Err(err("field accessor on a non-composite type"));
+            };
+            let bit_off = spec.bit_offset;
+            let (_, ft) = btf.skip_modifiers(field_type)?;
+            let mut byte_sz = u64::from(btf.resolve_size(field_type)?);
+            let (byte_off, bit_sz) = if bitfield == 0 {
+                if bit_off % 8 != 0 {
+                    return Err(err("unaligned non-bitfield member"));
+                }
+                (bit_off / 8, byte_sz * 8)
+            } else {
+                let bit_sz = u64::from(bitfield);
+                let mut off = bit_off / 8 / byte_sz.max(1) * byte_sz.max(1);
+                while bit_off + bit_sz - off * 8 > byte_sz * 8 {
+                    if byte_sz >= 8 {
+                        return Err(err("bitfield does not fit in 8 bytes"));
+                    }
+                    byte_sz *= 2;
+                    off = bit_off / 8 / byte_sz * byte_sz;
+                }
+                (off, bit_sz)
+            };
+            let value = match kind {
+                K::FieldByteOffset => byte_off,
+                K::FieldByteSize => byte_sz,
+                K::FieldSigned => match ft {
+                    Type::Int { encoding, .. } => u64::from(encoding & super::INT_SIGNED != 0),
+                    Type::Enum { signed, .. } | Type::Enum64 { signed, .. } => u64::from(signed),
+                    _ => 0,
+                },
+                // Little-endian layout.
+                K::FieldLShiftU64 => 64u64.wrapping_sub(bit_off + bit_sz - byte_off * 8),
+                K::FieldRShiftU64 => 64u64.wrapping_sub(bit_sz),
+                _ => unreachable!("field kinds only"),
+            };
+            Ok(Value {
+                value,
+                size: byte_sz as u32,
+                validate: bitfield == 0,
+            })
+        }
+    }
+}
+
+/// Candidate target ids for local root type `lid`: same essential name, compatible kind.
+fn candidates(lb: &Btf, lid: TypeId, tb: &Btf) -> Result<Vec<TypeId>, BtfError> {
+    let (_, l) = lb.skip_modifiers(lid)?;
+    let name = lb.str_at(lb.type_by_id(lid)?.name_off())?;
+    let name = if name.is_empty() {
+        lb.str_at(l.name_off())?
+    } else {
+        name
+    };
+    let name = essential_name(name);
+    if name.is_empty() {
+        return Err(err(format!("local type {lid} is anonymous")));
+    }
+    let lk = lb.type_by_id(lid)?.kind();
+    let mut out = Vec::new();
+    for id in tb.ids_by_essential_name(name) {
+        let tk = tb.kind_of(id)?;
+        let compat = tk == lk
+            || matches!(
+                (lk, tk),
+                (Kind::Enum | Kind::Enum64, Kind::Enum | Kind::Enum64)
+            )
+            || (lk == Kind::Fwd && matches!(tk, Kind::Struct | Kind::Union))
+            || (tk == Kind::Fwd && matches!(lk, Kind::Struct | Kind::Union));
+        if compat {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves one relocation: `Ok(None)` means "no match: poison or 0".
+fn resolve(
+    lb: &Btf,
+    tb: &Btf,
+    r: &CoreRelocation,
+    cache: &mut HashMap<TypeId, Vec<TypeId>>,
+) -> Result<(Value, Option<Value>), BtfError> {
+    let local = parse_spec(lb, r.type_id, &r.access, r.kind)?;
+    let local_val = compute(lb, &local, r.kind, r.type_id)?;
+    if r.kind == K::TypeIdLocal {
+        return Ok((local_val, Some(local_val)));
+    }
+    let cands = match cache.get(&r.type_id) {
+        Some(c) => c.clone(),
+        None => {
+            let c = candidates(lb, r.type_id, tb)?;
+            cache.insert(r.type_id, c.clone());
+            c
+        }
+    };
+    let mut result: Option<Value> = None;
+    for cand in cands {
+        let matched = if is_field(r.kind) || is_enum_kind(r.kind) {
+            match_spec(lb, &local, r.kind, tb, cand)?
+        } else if r.kind == K::TypeMatches {
+            types_match(lb, r.type_id, tb, cand, 0)?.then(|| Spec {
+                root: cand,
+                acc: Vec::new(),
+                bit_offset: 0,
+            })
+        } else {
+            types_compat(lb, r.type_id, tb, cand, 0)?.then(|| Spec {
+                root: cand,
+                acc: Vec::new(),
+                bit_offset: 0,
+            })
+        };
+        let Some(spec) = matched else { continue };
+        let v = compute(tb, &spec, r.kind, r.type_id)?;
+        match result {
+            None => result = Some(v),
+            Some(prev) if prev.value == v.value => {}
+            Some(prev) => {
+                return Err(err(format!(
+                    "ambiguous: target candidates give {} and {}",
+                    prev.value, v.value
+                )));
+            }
+        }
+    }
+    if result.is_none()
+        && matches!(
+            r.kind,
+            K::FieldExists | K::TypeExists | K::TypeMatches | K::EnumValueExists
+        )
+    {
+        result = Some(Value {
+            value: 0,
+            size: 0,
+            validate: true,
+        });
+    }
+    Ok((local_val, result))
+}
+
+fn poison(insns: &mut [Insn], at: usize) {
+    let wide = insns[at].is_ld_imm64();
+    let p = Insn {
+        code: crate::insn::CALL,
+        regs: 0,
+        off: 0,
+        imm: POISON_IMM,
+    };
+    insns[at] = p;
+    if wide && at + 1 < insns.len() {
+        insns[at + 1] = p;
+    }
+}
+
+/// Writes `new` into the instruction after checking it holds `orig`.
+fn patch(insns: &mut [Insn], at: usize, kind: K, orig: Value, new: Value) -> Result<(), String> {
+    let insn = insns[at];
+    let class = insn.code & 0x07;
+    match class {
+        // BPF_ALU, BPF_ALU64 with an immediate operand.
+        0x04 | 0x07 => {
+            if insn.code & 0x08 != 0 {
+                return Err("ALU instruction with a register source".into());
+            }
+            if orig.validate
+                && insn.imm as i64 as u64 != orig.value
+                && insn.imm as u32 as u64 != orig.value
+            {
+                return Err(format!(
+                    "instruction imm {} is not the expected {}",
+                    insn.imm, orig.value
+                ));
+            }
+            insns[at].imm = i32::try_from(new.value as i64)
+                .or_else(|_| u32::try_from(new.value).map(|v| v as i32))
+                .map_err(|_| format!("value {} does not fit in imm", new.value))?;
+        }
+        // BPF_LDX, BPF_ST, BPF_STX: the offset is the field offset.
+        0x01..=0x03 => {
+            if kind != K::FieldByteOffset {
+                return Err(format!("{kind:?} cannot patch a memory instruction"));
+            }
+            if orig.validate && i64::from(insn.off) as u64 != orig.value {
+                return Err(format!(
+                    "instruction off {} is not the expected {}",
+                    insn.off, orig.value
+                ));
+            }
+            insns[at].off = i16::try_from(new.value)
+                .map_err(|_| format!("offset {} does not fit in 16 bits", new.value))?;
+            if orig.validate && new.size != orig.size {
+                let size_bits = match new.size {
+                    1 => 0x10,
+                    2 => 0x08,
+                    4 => 0x00,
+                    8 => 0x18,
+                    s => return Err(format!("field size {s} cannot be loaded")),
+                };
+                insns[at].code = (insn.code & !0x18) | size_bits;
+            }
+        }
+        _ if insn.is_ld_imm64() => {
+            let hi = insns
+                .get(at + 1)
+                .ok_or("ld_imm64 without its second half")?;
+            let cur = (u64::from(hi.imm as u32) << 32) | u64::from(insn.imm as u32);
+            if orig.validate && cur != orig.value {
+                return Err(format!(
+                    "ld_imm64 value {cur} is not the expected {}",
+                    orig.value
+                ));
+            }
+            insns[at].imm = new.value as u32 as i32;
+            insns[at + 1].imm = (new.value >> 32) as u32 as i32;
+        }
+        _ => {
+            return Err(format!(
+                "instruction code {:#04x} cannot be relocated",
+                insn.code
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl ObjectSpec {
+    /// Applies every program's CO-RE relocations against `target` (the
+    /// kernel's BTF, [`Btf::from_bytes`] of `/sys/kernel/btf/vmlinux`) and
+    /// empties [`crate::ProgramSpec::core_relocations`].
+    ///
+    /// Minimum kernel version: any kernel with BTF (5.2+); CO-RE is resolved here.
+    pub fn relocate_core(&mut self, target: &Btf) -> Result<CoreReport, CoreError> {
+        let mut report = CoreReport::default();
+        if self.programs.iter().all(|p| p.core_relocations.is_empty()) {
+            return Ok(report);
+        }
+        let first = self.programs.iter().find_map(|p| {
+            p.core_relocations
+                .first()
+                .map(|r| (p.name.clone(), r.clone()))
+        });
+        let mk_err = |program: &str, r: &CoreRelocation, reason: String| CoreError {
+            program: program.to_owned(),
+            insn_index: r.insn_index,
+            kind: r.kind,
+            type_id: r.type_id,
+            access: r.access.clone(),
+            reason,
+        };
+        let local = match self.btf.as_deref().map(Btf::parse) {
+            Some(Ok(b)) => b,
+            Some(Err(e)) => {
+                let (p, r) = first.unwrap_or_else(|| unreachable!());
+                return Err(mk_err(&p, &r, format!("local BTF: {e}")));
+            }
+            None => {
+                let (p, r) = first.unwrap_or_else(|| unreachable!());
+                return Err(mk_err(
+                    &p,
+                    &r,
+                    "object has CO-RE records but no .BTF".into(),
+                ));
+            }
+        };
+        let mut cache = HashMap::new();
+        for prog in &mut self.programs {
+            let relos = std::mem::take(&mut prog.core_relocations);
+            for r in &relos {
+                if r.insn_index >= prog.insns.len() {
+                    return Err(mk_err(
+                        &prog.name,
+                        r,
+                        "instruction index out of range".into(),
+                    ));
+                }
+                let (orig, new) = resolve(&local, target, r, &mut cache)
+                    .map_err(|e| mk_err(&prog.name, r, e.to_string()))?;
+                match new {
+                    Some(new) => {
+                        patch(&mut prog.insns, r.insn_index, r.kind, orig, new)
+                            .map_err(|reason| mk_err(&prog.name, r, reason))?;
+                        report.applied += 1;
+                    }
+                    None => {
+                        poison(&mut prog.insns, r.insn_index);
+                        let name = local.name_of(r.type_id).unwrap_or("?").to_owned();
+                        report.poisoned.push((
+                            prog.name.clone(),
+                            r.insn_index,
+                            format!(
+                                "{:?} of '{name}' access {}: no match in target BTF",
+                                r.kind, r.access
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+}
