@@ -4,9 +4,12 @@ mod attach_util;
 
 use attach_util::*;
 use kiln_loader::Map;
+use kiln_loader::links::raw_tracepoint::attach_raw_tracepoint;
 use kiln_loader::links::tracepoint::attach_tracepoint;
+use kiln_loader::links::tracing::{attach_tracing, vmlinux_attach_btf_id};
 use kiln_loader::links::{FdLink, Link, LinkType};
-use kiln_obj::ProgramKind;
+use kiln_loader::programs::LoadOptions;
+use kiln_obj::{AttachType, ProgramKind};
 use kiln_testkit::{Need, test};
 
 fn getpid_n(n: usize) {
@@ -80,6 +83,72 @@ fn tracepoint_pinned_link_outlives_its_process() -> TestResult {
     Ok(())
 }
 
+fn trigger_getpid() -> TestResult {
+    getpid_n(5);
+    Ok(())
+}
+
+fn raw_tracepoint_counts_syscalls_then_detaches() -> TestResult {
+    let map = counters("rtp_counts")?;
+    let kind = ProgramKind::RawTracepoint {
+        name: Some("sys_enter".into()),
+        writable: false,
+    };
+    let p0 = counter_prog(kind.clone(), map.fd(), 0, 0)?;
+    let p1 = counter_prog(kind, map.fd(), 1, 0)?;
+    let mut link = attach_raw_tracepoint(p0.fd(), "sys_enter")?;
+    let info = link.info()?;
+    check(info.link_type == LinkType::RawTracepoint, || {
+        format!("{info:?}")
+    })?;
+    // Raw tracepoint links cannot swap programs (no update op in the kernel).
+    counts_updates_detaches(
+        &mut link,
+        &map,
+        (&p0, &p1),
+        Update::Refused,
+        5,
+        &trigger_getpid,
+    )
+}
+
+/// tp_btf needs the attach BTF id at load time: resolved from vmlinux BTF.
+fn tp_btf_counts_syscalls_then_detaches() -> TestResult {
+    let map = counters("tpbtf_counts")?;
+    let kind = ProgramKind::Tracing {
+        attach_type: AttachType::TRACE_RAW_TP,
+        target: Some("sys_enter".into()),
+    };
+    let btf_id = vmlinux_attach_btf_id(&kind, None)?;
+    check(btf_id.is_some(), || "no btf id for tp_btf/sys_enter".into())?;
+    let load =
+        |key: u32| -> Result<kiln_loader::Program, Box<dyn std::error::Error + Send + Sync>> {
+            let opts = LoadOptions {
+                license: "GPL",
+                attach_btf_id: btf_id,
+                ..Default::default()
+            };
+            counter_prog_with(kind.clone(), map.fd(), key, 0, &opts)
+        };
+    let (p0, p1) = (load(0)?, load(1)?);
+    let mut link = attach_tracing(p0.fd(), &kind, 0)?;
+    let info = link.info()?;
+    // The kernel reports tp_btf links as raw tracepoint links (fentry: tracing).
+    check(info.link_type == LinkType::RawTracepoint, || {
+        format!("{info:?}")
+    })?;
+    check(info.prog_id == p0.id(), || format!("{info:?}"))?;
+    // Tracing links swap programs only for freplace targets: tp_btf refuses.
+    counts_updates_detaches(
+        &mut link,
+        &map,
+        (&p0, &p1),
+        Update::Refused,
+        5,
+        &trigger_getpid,
+    )
+}
+
 fn child_main(role: &str) -> TestResult {
     match role {
         "tp-pin" => {
@@ -107,6 +176,16 @@ fn main() {
                 "tracepoint_unknown_target_names_it",
                 &needs,
                 tracepoint_unknown_target_names_it,
+            ),
+            test(
+                "raw_tracepoint_counts_syscalls_then_detaches",
+                &needs,
+                raw_tracepoint_counts_syscalls_then_detaches,
+            ),
+            test(
+                "tp_btf_counts_syscalls_then_detaches",
+                &needs,
+                tp_btf_counts_syscalls_then_detaches,
             ),
             test(
                 "tracepoint_pinned_link_outlives_its_process",

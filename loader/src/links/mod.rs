@@ -12,12 +12,15 @@
 //! `BPF_PROG_ATTACH`, socket options, `PERF_EVENT_IOC_SET_BPF`) get their own
 //! link types with the same interface, and are used as fallbacks.
 
+pub mod cgroup;
 pub mod perf;
+pub mod prog_attach;
+pub mod raw_tracepoint;
 pub mod socket_filter;
 pub mod tc;
 pub mod tracepoint;
+pub mod tracing;
 pub mod xdp;
-
 
 use crate::sys::SysError;
 use crate::sys::attr::LinkInfoRaw;

@@ -62,6 +62,21 @@ pub fn counter_prog(
     key: u32,
     ret: i32,
 ) -> Result<Program, Box<dyn std::error::Error + Send + Sync>> {
+    let opts = LoadOptions {
+        license: "GPL",
+        ..Default::default()
+    };
+    counter_prog_with(kind, map, key, ret, &opts)
+}
+
+/// [`counter_prog`] with explicit load options (attach BTF id, ...).
+pub fn counter_prog_with(
+    kind: ProgramKind,
+    map: BorrowedFd<'_>,
+    key: u32,
+    ret: i32,
+    opts: &LoadOptions<'_>,
+) -> Result<Program, Box<dyn std::error::Error + Send + Sync>> {
     let insns = vec![
         i(0x62, 0x0a, -4, key as i32),     // *(u32 *)(r10 - 4) = key
         i(0xbf, 0xa2, 0, 0),               // r2 = r10
@@ -75,11 +90,7 @@ pub fn counter_prog(
         i(0xb7, 0, 0, ret),  // r0 = ret
         i(0x95, 0, 0, 0),    // exit
     ];
-    let opts = LoadOptions {
-        license: "GPL",
-        ..Default::default()
-    };
-    Ok(Program::load(&format!("count{key}"), kind, &insns, &opts)?)
+    Ok(Program::load(&format!("count{key}"), kind, &insns, opts)?)
 }
 
 /// A bpffs directory for this test's pins (mounts bpffs at /sys/fs/bpf if needed).
