@@ -7,12 +7,14 @@
 //! - [`sys`]: the only bpf(2) call site, with typed attribute structs.
 
 pub mod btf;
+pub mod externs;
 pub mod links;
 pub mod loader;
 pub mod maps;
 pub mod netlink;
 pub mod perf_event;
 pub mod pin;
+pub mod probe;
 pub mod programs;
 pub mod sys;
 pub mod util;

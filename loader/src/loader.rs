@@ -11,7 +11,7 @@ use kiln_obj::{MapOrigin, MapSpec, ObjectSpec, Pinning, ProgramSpec};
 use crate::btf::{Btf, BtfError};
 use crate::maps::{Map, MapBtf, MapError, UpdateFlags};
 use crate::pin::PinError;
-use crate::programs::{LoadError, LoadOptions, Program, VerifierLogLevel};
+use crate::programs::{LoadError, LoadOptions, Program, ProgramBtf, VerifierLogLevel};
 
 /// Errors of [`EbpfLoader::load`]; each names the map, program or global at fault.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +106,8 @@ impl EbpfLoader {
         self
     }
 
-    /// The kernel BTF to apply CO-RE relocations against (default: /sys/kernel/btf/vmlinux).
+    /// The kernel BTF to resolve `__ksym` externs (and, once kiln-obj applies
+    /// them, CO-RE relocations) against (default: /sys/kernel/btf/vmlinux).
     pub fn btf(&mut self, target: impl AsRef<Path>) -> &mut Self {
         self.target_btf = Some(target.as_ref().to_owned());
         self
@@ -144,7 +145,12 @@ impl EbpfLoader {
         let mut guard = PinGuard::default();
         let mut ebpf = Ebpf::default();
 
-        if let Some(bytes) = spec.btf.as_deref() {
+        // The object's BTF, rewritten for what this kernel's BTF loader accepts
+        // (type ids stay the same, so map and func_info ids remain valid).
+        let btf_bytes = spec
+            .btf_for_kernel(crate::probe::btf_features())
+            .map_err(|e| EbpfError::Other(format!("object BTF: {e}")))?;
+        if let Some(bytes) = btf_bytes.as_deref() {
             match Btf::load(bytes) {
                 Ok(btf) => ebpf.btf = Some(btf),
                 Err(e) if self.require_btf => return Err(e.into()),
@@ -208,12 +214,45 @@ impl EbpfLoader {
     }
 
     fn edit_spec(&self, spec: &mut ObjectSpec) -> Result<(), EbpfError> {
+        spec.resolve_kconfig(crate::externs::kconfig_value)
+            .map_err(|e| EbpfError::Other(format!("kconfig externs: {e}")))?;
+        if spec
+            .programs
+            .iter()
+            .any(|p| !p.extern_relocations.is_empty())
+        {
+            let kbtf = crate::externs::kernel_btf(self.target_btf.as_deref()).ok();
+            let externs = spec.externs.clone();
+            for p in &mut spec.programs {
+                p.resolve_ksyms(&externs, |i| {
+                    crate::externs::resolve_ksym(&externs[i], kbtf)
+                })
+                .map_err(|e| EbpfError::ProgramSpec {
+                    name: p.name.clone(),
+                    message: format!("ksym externs: {e}"),
+                })?;
+            }
+        }
         for (name, n) in &self.max_entries {
             let m = spec.map_mut(name).ok_or_else(|| EbpfError::MapSpec {
                 name: name.clone(),
                 message: "map_max_entries names a map the object does not have".into(),
             })?;
             m.max_entries = *n;
+        }
+        for m in &mut spec.maps {
+            // Global data is memory-mappable where the kernel allows, so user
+            // space can read and write variables without syscalls (libbpf does the same).
+            if matches!(m.origin, MapOrigin::GlobalData { .. }) && crate::probe::mmapable_arrays() {
+                m.map_flags |= crate::maps::MapFlags::MMAPABLE.bits();
+            }
+            // libbpf's convention: a perf event array sized 0 gets one slot per possible CPU.
+            if m.map_type == kiln_obj::MapType::PERF_EVENT_ARRAY && m.max_entries == 0 {
+                m.max_entries = crate::util::nr_possible_cpus().map_err(|e| EbpfError::MapSpec {
+                    name: m.name.clone(),
+                    message: format!("cannot size a perf event array: {e}"),
+                })? as u32;
+            }
         }
         for (name, bytes, required) in &self.globals {
             set_global(spec, name, bytes, *required)?;
@@ -337,8 +376,17 @@ fn load_program(
     log_level: VerifierLogLevel,
 ) -> Result<Program, LoadError> {
     let insns = pspec.resolved_insns(|i| map_fds.get(i).copied().unwrap_or(-1));
-    let _ = btf;
+    let (func_info, line_info) = (pspec.func_info_bytes(), pspec.line_info_bytes());
+    let source_line = |insn: u32| spec.source_line(&pspec.name, insn as usize);
     let opts = LoadOptions {
+        btf: btf.map(|fd| ProgramBtf {
+            fd,
+            func_info: &func_info,
+            func_info_rec_size: kiln_obj::FUNC_INFO_REC_SIZE,
+            line_info: &line_info,
+            line_info_rec_size: kiln_obj::LINE_INFO_REC_SIZE,
+        }),
+        source_line: Some(&source_line),
         license: &spec.license,
         kern_version: spec.kernel_version,
         flags: if pspec.sleepable {

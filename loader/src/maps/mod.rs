@@ -482,3 +482,124 @@ impl Iterator for KeysBytes<'_> {
         }
     }
 }
+
+mod array;
+mod batch;
+mod bloom_filter;
+mod fd_maps;
+mod hash_map;
+mod lpm_trie;
+pub mod perf_buffer;
+mod queue;
+pub mod ring_buf;
+mod sock;
+mod stack_trace;
+mod storage;
+mod xdp;
+
+pub use array::{Array, MmapArray, PerCpuArray};
+pub use batch::BatchResult;
+pub use bloom_filter::BloomFilter;
+pub use fd_maps::{ArrayOfMaps, HashOfMaps, ProgramArray};
+pub use hash_map::{HashMap, PerCpuHashMap, PerCpuValues};
+pub use lpm_trie::{LpmKey, LpmTrie};
+pub use perf_buffer::{PerfBuffer, PerfBuffers, PerfEventArray, PerfRecord};
+pub use queue::{Queue, Stack};
+pub use ring_buf::RingBuf;
+pub use sock::{SockHash, SockMap};
+pub use stack_trace::StackTraceMap;
+pub use storage::FdStorage;
+pub use xdp::{CpuMap, DevMap, DevMapHash, XskMap};
+
+/// Typed element access shared by the views: keys and values as [`Pod`].
+impl Map {
+    /// Looks up `key`; `None` when absent.
+    pub fn get<K: Pod, V: Pod>(&self, key: &K, flags: UpdateFlags) -> Result<Option<V>, MapError> {
+        let mut buf = vec![0u8; self.value_buf_len()?];
+        if !self.lookup_into(bytes_of(key), &mut buf, flags)? {
+            return Ok(None);
+        }
+        Ok(from_bytes(&buf))
+    }
+
+    pub fn insert<K: Pod, V: Pod>(
+        &self,
+        key: &K,
+        value: &V,
+        flags: UpdateFlags,
+    ) -> Result<(), MapError> {
+        self.update_bytes(bytes_of(key), bytes_of(value), flags)
+    }
+
+    /// Removes `key`; false when it was absent.
+    pub fn remove<K: Pod>(&self, key: &K) -> Result<bool, MapError> {
+        self.delete_bytes(bytes_of(key))
+    }
+
+    /// Every key, decoded as `K`.
+    pub fn keys<K: Pod>(&self) -> impl Iterator<Item = Result<K, MapError>> + '_ {
+        self.keys_bytes()
+            .map(|k| k.map(|k| from_bytes(&k).expect("key buffers are key_size long")))
+    }
+
+    /// Every (key, value) pair; a key deleted during the walk is skipped.
+    pub fn entries<K: Pod, V: Pod>(&self) -> impl Iterator<Item = Result<(K, V), MapError>> + '_ {
+        self.keys_bytes().filter_map(move |k| {
+            let k = match k {
+                Ok(k) => k,
+                Err(e) => return Some(Err(e)),
+            };
+            let key: K = from_bytes(&k)?;
+            match self.get::<K, V>(&key, UpdateFlags::ANY) {
+                Ok(Some(v)) => Some(Ok((key, v))),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            }
+        })
+    }
+
+    /// Per-CPU lookup: one value per possible CPU.
+    pub fn get_per_cpu<K: Pod, V: Pod>(
+        &self,
+        key: &K,
+    ) -> Result<Option<PerCpuValues<V>>, MapError> {
+        let mut buf = vec![0u8; self.value_buf_len()?];
+        if !self.lookup_into(bytes_of(key), &mut buf, UpdateFlags::ANY)? {
+            return Ok(None);
+        }
+        Ok(Some(PerCpuValues::from_slots(
+            &buf,
+            self.value_size as usize,
+        )))
+    }
+
+    /// Per-CPU update: `values` holds one value per possible CPU.
+    pub fn insert_per_cpu<K: Pod, V: Pod>(
+        &self,
+        key: &K,
+        values: &PerCpuValues<V>,
+        flags: UpdateFlags,
+    ) -> Result<(), MapError> {
+        let n = crate::util::nr_possible_cpus().map_err(|e| self.io(e))?;
+        if values.len() != n {
+            return Err(MapError::Other {
+                name: self.name.clone(),
+                message: format!(
+                    "{} per-CPU values given, the system has {n} possible CPUs",
+                    values.len()
+                ),
+            });
+        }
+        let buf = values.to_slots(self.value_size as usize);
+        self.update_bytes(bytes_of(key), &buf, flags)
+    }
+
+    /// Checks the value type's size against the map's (errors name the map).
+    pub(crate) fn check_sizes<K, V>(&self, types: &[MapType]) -> Result<(), MapError> {
+        self.check(
+            types,
+            Some(std::mem::size_of::<K>()),
+            Some(std::mem::size_of::<V>()),
+        )
+    }
+}

@@ -17,7 +17,7 @@ use crate::util::c_name;
 
 mod verifier;
 pub use crate::sys::prog::{TestRun, TestRunResult};
-pub use verifier::{LoadError, SourceLine, VerifierLogLevel, failing_insn, source_line_for};
+pub use verifier::{LoadError, VerifierLogLevel, failing_insn};
 
 /// `BPF_F_*` program load flags.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
@@ -51,7 +51,7 @@ pub enum ProgramError {
 }
 
 /// Everything BPF_PROG_LOAD needs beyond the instructions.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct LoadOptions<'a> {
     pub license: &'a str,
     pub kern_version: Option<u32>,
@@ -65,9 +65,9 @@ pub struct LoadOptions<'a> {
     pub ifindex: u32,
     /// Overrides `kind.expected_attach_type()`.
     pub expected_attach_type: Option<u32>,
-    /// Source lines by instruction (from the object's line info), to point a
-    /// verifier rejection at the source.
-    pub source_lines: &'a [SourceLine],
+    /// `file:line: text` of an instruction index (from the object's line
+    /// info), to point a verifier rejection at the source.
+    pub source_line: Option<&'a dyn Fn(u32) -> Option<String>>,
 }
 
 /// BTF extension records for one program (already relocated to its instructions).

@@ -24,16 +24,6 @@ pub enum VerifierLogLevel {
     Stats,
 }
 
-/// Where a verifier rejection points in the source.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SourceLine {
-    /// Instruction index the line starts at.
-    pub insn: u32,
-    pub file: String,
-    pub line: u32,
-    pub text: String,
-}
-
 /// A program the kernel refused.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -45,8 +35,8 @@ pub enum LoadError {
         source: SysError,
         /// The whole log at level 1.
         log: String,
-        /// The source line of the failing instruction, when the object has line info.
-        source_line: Option<SourceLine>,
+        /// `file:line: text` of the failing instruction, when the object has line info.
+        source_line: Option<String>,
     },
     #[error("program '{program}': {source}")]
     Syscall {
@@ -95,12 +85,7 @@ impl LoadError {
 
 const TAIL_LINES: usize = 20;
 
-fn verifier_message(
-    program: &str,
-    source: &SysError,
-    log: &str,
-    line: Option<&SourceLine>,
-) -> String {
+fn verifier_message(program: &str, source: &SysError, log: &str, line: Option<&String>) -> String {
     let mut s = format!(
         "program '{program}': the kernel refused to load it: {}",
         source.source
@@ -120,11 +105,8 @@ fn verifier_message(
     }
     match line {
         Some(l) => s.push_str(&format!(
-            "\n  failing instruction {} is at {}:{}: {}",
-            failing_insn(log).unwrap_or(l.insn),
-            l.file,
-            l.line,
-            l.text.trim()
+            "\n  failing instruction {} is at {l}",
+            failing_insn(log).map_or("?".to_owned(), |i| i.to_string())
         )),
         None => {
             if let Some(text) = last_source_comment(log) {
@@ -178,15 +160,6 @@ fn last_reason(log: &str) -> Option<String> {
                 && !is_state(l)
         })
         .map(str::to_owned)
-}
-
-/// Picks the line info record covering `insn` from `(insn, line)` pairs sorted by insn.
-pub fn source_line_for(lines: &[SourceLine], insn: u32) -> Option<SourceLine> {
-    lines
-        .iter()
-        .filter(|l| l.insn <= insn)
-        .max_by_key(|l| l.insn)
-        .cloned()
 }
 
 const LOG_START: usize = 64 * 1024;
@@ -244,7 +217,7 @@ pub(super) fn load_with_log(
                     f.error
                 };
                 let source_line =
-                    failing_insn(&log).and_then(|i| source_line_for(opts.source_lines, i));
+                    failing_insn(&log).and_then(|i| opts.source_line.and_then(|f| f(i)));
                 return Err(LoadError::Verifier {
                     program: name.to_owned(),
                     source: error,
@@ -277,12 +250,6 @@ mod tests {
 
     #[test]
     fn message_shows_name_tail_and_line() {
-        let lines = [SourceLine {
-            insn: 0,
-            file: "bad.bpf.c".into(),
-            line: 7,
-            text: "return *(int *)0;".into(),
-        }];
         let e = LoadError::Verifier {
             program: "bad".into(),
             source: SysError {
@@ -290,7 +257,7 @@ mod tests {
                 source: std::io::Error::from_raw_os_error(libc::EACCES),
             },
             log: LOG.into(),
-            source_line: source_line_for(&lines, 1),
+            source_line: Some("bad.bpf.c:7: return *(int *)0;".into()),
         };
         let s = e.to_string();
         assert!(s.starts_with("program 'bad': the kernel refused"), "{s}");

@@ -1,0 +1,154 @@
+//! Values for an object's `extern`s: `.kconfig` from the running kernel's
+//! config, `.ksyms` from kernel BTF (typed) or `/proc/kallsyms` (typeless).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use kiln_obj::btf::{Btf, Kind};
+use kiln_obj::{ExternKind, ExternSpec, KsymTarget};
+
+/// The running kernel's config as `CONFIG_X → value text` (quotes kept for
+/// strings), from /proc/config.gz or /boot/config-$(uname -r). Empty when neither exists.
+pub fn kernel_config() -> &'static HashMap<String, String> {
+    static CONFIG: OnceLock<HashMap<String, String>> = OnceLock::new();
+    CONFIG.get_or_init(|| read_kernel_config().unwrap_or_default())
+}
+
+fn read_kernel_config() -> Option<HashMap<String, String>> {
+    let text = match std::fs::File::open("/proc/config.gz") {
+        Ok(f) => {
+            let mut s = String::new();
+            flate2::read::GzDecoder::new(f)
+                .read_to_string(&mut s)
+                .ok()?;
+            s
+        }
+        Err(_) => {
+            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+            std::fs::read_to_string(Path::new("/boot").join(format!("config-{}", release.trim())))
+                .ok()?
+        }
+    };
+    Some(parse_config(&text))
+}
+
+/// Parses `CONFIG_X=value` lines; `# CONFIG_X is not set` reads as `n`.
+pub fn parse_config(text: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            if k.starts_with("CONFIG_") {
+                out.insert(k.to_owned(), v.to_owned());
+            }
+        } else if let Some(rest) = line.strip_prefix("# ") {
+            if let Some(name) = rest.strip_suffix(" is not set") {
+                out.insert(name.to_owned(), "n".to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Answers a `.kconfig` extern: kernel config entries and libbpf's specials.
+pub fn kconfig_value(name: &str) -> Option<String> {
+    match name {
+        "LINUX_KERNEL_VERSION" => Some(crate::util::kernel_version_code().to_string()),
+        "LINUX_HAS_BPF_COOKIE" => Some(
+            if crate::probe::features().bpf_cookie {
+                "y"
+            } else {
+                "n"
+            }
+            .into(),
+        ),
+        "LINUX_HAS_SYSCALL_WRAPPER" => Some(if has_syscall_wrapper() { "y" } else { "n" }.into()),
+        _ => kernel_config().get(name).cloned(),
+    }
+}
+
+fn has_syscall_wrapper() -> bool {
+    kallsyms().keys().any(|k| {
+        k.starts_with("__x64_sys_")
+            || k.starts_with("__arm64_sys_")
+            || k.starts_with("__s390x_sys_")
+    })
+}
+
+/// `/proc/kallsyms` as name → address (0 everywhere without CAP_SYSLOG).
+pub fn kallsyms() -> &'static HashMap<String, u64> {
+    static SYMS: OnceLock<HashMap<String, u64>> = OnceLock::new();
+    SYMS.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                let mut it = l.split_whitespace();
+                let addr = u64::from_str_radix(it.next()?, 16).ok()?;
+                let _kind = it.next()?;
+                Some((it.next()?.to_owned(), addr))
+            })
+            .collect()
+    })
+}
+
+/// The kernel's BTF (`/sys/kernel/btf/vmlinux` or an override), parsed once per path.
+pub fn kernel_btf(path: Option<&Path>) -> Result<&'static Btf, String> {
+    static DEFAULT: OnceLock<Result<Btf, String>> = OnceLock::new();
+    let load = |p: &Path| -> Result<Btf, String> {
+        let data = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        Btf::from_bytes(data).map_err(|e| format!("{}: {e}", p.display()))
+    };
+    match path {
+        None => DEFAULT
+            .get_or_init(|| load(Path::new("/sys/kernel/btf/vmlinux")))
+            .as_ref()
+            .map_err(Clone::clone),
+        // Overrides are rare (tests, cross targets): leak one parse per call site rather than cache by path.
+        Some(p) => load(p).map(|b| &*Box::leak(Box::new(b))),
+    }
+}
+
+/// Resolves one `.ksyms` extern: kfuncs and typed variables by name in kernel
+/// BTF, typeless variables by address.
+pub fn resolve_ksym(e: &ExternSpec, btf: Option<&Btf>) -> Option<KsymTarget> {
+    let by_btf = |kind| {
+        btf.and_then(|b| b.id_by_name(&e.name, kind))
+            .map(|id| KsymTarget::Btf {
+                btf_id: id,
+                btf_obj_fd: 0,
+                fd_array_index: 0,
+            })
+    };
+    match &e.kind {
+        ExternKind::KsymFunc { .. } => by_btf(Kind::Func),
+        ExternKind::KsymVar { typeless, .. } => {
+            // A `void` typed extern has no BTF type to match: use kallsyms.
+            if *typeless {
+                kallsyms()
+                    .get(&e.name)
+                    .filter(|a| **a != 0)
+                    .map(|a| KsymTarget::Address(*a))
+            } else {
+                by_btf(Kind::Var)
+            }
+        }
+        ExternKind::Kconfig { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_lines() {
+        let c = parse_config(
+            "CONFIG_BPF=y\n# CONFIG_KPROBES is not set\nCONFIG_HZ=250\nCONFIG_X=\"a b\"\n",
+        );
+        assert_eq!(c["CONFIG_BPF"], "y");
+        assert_eq!(c["CONFIG_KPROBES"], "n");
+        assert_eq!(c["CONFIG_HZ"], "250");
+        assert_eq!(c["CONFIG_X"], "\"a b\"");
+    }
+}

@@ -1,0 +1,88 @@
+//! `SOCKMAP` and `SOCKHASH`: sockets for sk_msg/sk_skb redirection.
+
+use std::borrow::Borrow;
+use std::marker::PhantomData;
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+use kiln_obj::MapType;
+
+use super::{Map, MapError, Pod, UpdateFlags};
+
+/// Index → socket. Values are socket fds on update (the kernel keeps a reference).
+///
+/// Minimum kernel version: 4.14.
+pub struct SockMap<M> {
+    map: M,
+}
+
+impl<M: Borrow<Map>> SockMap<M> {
+    pub fn new(map: M) -> Result<Self, MapError> {
+        map.borrow().check(&[MapType::SOCKMAP], Some(4), None)?;
+        Ok(SockMap { map })
+    }
+    pub fn map(&self) -> &Map {
+        self.map.borrow()
+    }
+    pub fn set(
+        &self,
+        index: u32,
+        socket: BorrowedFd<'_>,
+        flags: UpdateFlags,
+    ) -> Result<(), MapError> {
+        set_sock(self.map(), &index, socket, flags)
+    }
+    pub fn clear(&self, index: u32) -> Result<bool, MapError> {
+        self.map().remove(&index)
+    }
+}
+
+fn set_sock<K: Pod>(
+    map: &Map,
+    key: &K,
+    socket: BorrowedFd<'_>,
+    flags: UpdateFlags,
+) -> Result<(), MapError> {
+    // The value is a u32 fd, or a u64 (fd) where the map was created with an 8-byte value for cookies.
+    let fd = socket.as_raw_fd() as u32;
+    if map.value_size() == 8 {
+        map.insert(key, &u64::from(fd), flags)
+    } else {
+        map.insert(key, &fd, flags)
+    }
+}
+
+/// `K` → socket.
+///
+/// Minimum kernel version: 4.18.
+pub struct SockHash<M, K> {
+    map: M,
+    _types: PhantomData<K>,
+}
+
+impl<M: Borrow<Map>, K: Pod> SockHash<M, K> {
+    pub fn new(map: M) -> Result<Self, MapError> {
+        map.borrow()
+            .check(&[MapType::SOCKHASH], Some(std::mem::size_of::<K>()), None)?;
+        Ok(SockHash {
+            map,
+            _types: PhantomData,
+        })
+    }
+    pub fn map(&self) -> &Map {
+        self.map.borrow()
+    }
+    pub fn insert(
+        &self,
+        key: &K,
+        socket: BorrowedFd<'_>,
+        flags: UpdateFlags,
+    ) -> Result<(), MapError> {
+        set_sock(self.map(), key, socket, flags)
+    }
+    pub fn remove(&self, key: &K) -> Result<bool, MapError> {
+        self.map().remove(key)
+    }
+    pub fn keys(&self) -> impl Iterator<Item = Result<K, MapError>> + '_ {
+        self.map().keys()
+    }
+}

@@ -1,0 +1,576 @@
+//! What the running kernel supports, found by trying (never by version
+//! numbers), computed once per process.
+//!
+//! Each probe loads a trivial program, creates a tiny map or uploads a tiny
+//! BTF blob and keeps only the verdict.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::OnceLock;
+
+use kiln_obj::btf::BtfFeatures;
+use kiln_obj::{AttachType, Insn, MapType, ProgramType};
+
+use crate::sys::Cmd;
+use crate::sys::attr::{Attr, MapCreateAttr};
+use crate::sys::map::map_create;
+use crate::sys::object::btf_load;
+use crate::sys::prog::{ProgLoad, prog_load};
+
+/// Which BTF kinds the kernel's BTF loader accepts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BtfKinds {
+    /// Any BTF at all (BPF_BTF_LOAD). Minimum kernel version: 4.18.
+    pub btf: bool,
+    pub func: bool,
+    pub func_global: bool,
+    pub datasec: bool,
+    pub float: bool,
+    pub decl_tag: bool,
+    pub type_tag: bool,
+    pub enum64: bool,
+}
+
+/// The kernel's features, as probed.
+#[derive(Clone, Debug, Default)]
+pub struct Features {
+    /// Program type name (`socket_filter`, `xdp`...) → loads.
+    pub program_types: BTreeMap<&'static str, bool>,
+    /// Map type name (`hash`, `ringbuf`...) → can be created.
+    pub map_types: BTreeMap<&'static str, bool>,
+    /// `helper@program_type` → the verifier accepts the call.
+    pub helpers: BTreeMap<String, bool>,
+    pub btf: BtfKinds,
+    /// BPF_LINK_CREATE exists. Minimum kernel version: 5.7.
+    pub bpf_link: bool,
+    /// tcx links (attach with `BPF_TCX_INGRESS`). Minimum kernel version: 6.6.
+    pub tcx: bool,
+    pub ringbuf: bool,
+    /// `BPF_F_MMAPABLE` arrays. Minimum kernel version: 5.5.
+    pub mmapable_arrays: bool,
+    /// BPF_MAP_*_BATCH on hash maps. Minimum kernel version: 5.6.
+    pub batch_ops: bool,
+    /// `bpf_get_attach_cookie`. Minimum kernel version: 5.15.
+    pub bpf_cookie: bool,
+    /// BPF_PROG_BIND_MAP. Minimum kernel version: 5.10.
+    pub prog_bind_map: bool,
+}
+
+impl Features {
+    /// What kiln-obj's BTF sanitizer should keep.
+    pub fn btf_features(&self) -> BtfFeatures {
+        let b = self.btf;
+        BtfFeatures {
+            func: b.func,
+            func_global: b.func_global,
+            datasec: b.datasec,
+            float: b.float,
+            decl_tag: b.decl_tag,
+            type_tag: b.type_tag,
+            enum64: b.enum64,
+        }
+    }
+
+    /// The report as JSON (stable key order).
+    pub fn to_json(&self) -> String {
+        fn obj<K: AsRef<str>>(m: &BTreeMap<K, bool>) -> String {
+            let items: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{:?}: {v}", k.as_ref()))
+                .collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        let b = self.btf;
+        format!(
+            "{{\"program_types\": {}, \"map_types\": {}, \"helpers\": {}, \"btf\": {{\"btf\": {}, \"func\": {}, \"func_global\": {}, \"datasec\": {}, \"float\": {}, \"decl_tag\": {}, \"type_tag\": {}, \"enum64\": {}}}, \"bpf_link\": {}, \"tcx\": {}, \"ringbuf\": {}, \"mmapable_arrays\": {}, \"batch_ops\": {}, \"bpf_cookie\": {}, \"prog_bind_map\": {}}}",
+            obj(&self.program_types),
+            obj(&self.map_types),
+            obj(&self.helpers),
+            b.btf,
+            b.func,
+            b.func_global,
+            b.datasec,
+            b.float,
+            b.decl_tag,
+            b.type_tag,
+            b.enum64,
+            self.bpf_link,
+            self.tcx,
+            self.ringbuf,
+            self.mmapable_arrays,
+            self.batch_ops,
+            self.bpf_cookie,
+            self.prog_bind_map,
+        )
+    }
+}
+
+/// Probes once per process and returns the cached answer.
+pub fn features() -> &'static Features {
+    static F: OnceLock<Features> = OnceLock::new();
+    F.get_or_init(probe_all)
+}
+
+/// BTF features for kiln-obj's sanitizer, probed once.
+pub fn btf_features() -> BtfFeatures {
+    static B: OnceLock<BtfFeatures> = OnceLock::new();
+    *B.get_or_init(|| {
+        let b = probe_btf();
+        Features {
+            btf: b,
+            ..Default::default()
+        }
+        .btf_features()
+    })
+}
+
+/// Whether `BPF_F_MMAPABLE` arrays exist (cached separately: the loader asks on every load).
+pub fn mmapable_arrays() -> bool {
+    static M: OnceLock<bool> = OnceLock::new();
+    *M.get_or_init(|| try_map(MapType::ARRAY, 4, 4, 1, 1 << 10, None, None))
+}
+
+const RET0: [Insn; 2] = [
+    Insn {
+        code: 0xb7,
+        regs: 0,
+        off: 0,
+        imm: 0,
+    },
+    Insn {
+        code: 0x95,
+        regs: 0,
+        off: 0,
+        imm: 0,
+    },
+];
+
+const PROGRAM_TYPES: &[(&str, ProgramType, Option<AttachType>)] = &[
+    ("socket_filter", ProgramType::SOCKET_FILTER, None),
+    ("kprobe", ProgramType::KPROBE, None),
+    ("sched_cls", ProgramType::SCHED_CLS, None),
+    ("sched_act", ProgramType::SCHED_ACT, None),
+    ("tracepoint", ProgramType::TRACEPOINT, None),
+    ("xdp", ProgramType::XDP, None),
+    ("perf_event", ProgramType::PERF_EVENT, None),
+    ("cgroup_skb", ProgramType::CGROUP_SKB, None),
+    ("cgroup_sock", ProgramType::CGROUP_SOCK, None),
+    ("lwt_in", ProgramType::LWT_IN, None),
+    ("lwt_out", ProgramType::LWT_OUT, None),
+    ("lwt_xmit", ProgramType::LWT_XMIT, None),
+    ("sock_ops", ProgramType::SOCK_OPS, None),
+    ("sk_skb", ProgramType::SK_SKB, None),
+    ("cgroup_device", ProgramType::CGROUP_DEVICE, None),
+    ("sk_msg", ProgramType::SK_MSG, None),
+    ("raw_tracepoint", ProgramType::RAW_TRACEPOINT, None),
+    (
+        "cgroup_sock_addr",
+        ProgramType::CGROUP_SOCK_ADDR,
+        Some(AttachType::CGROUP_INET4_CONNECT),
+    ),
+    ("lwt_seg6local", ProgramType::LWT_SEG6LOCAL, None),
+    ("lirc_mode2", ProgramType::LIRC_MODE2, None),
+    ("sk_reuseport", ProgramType::SK_REUSEPORT, None),
+    ("flow_dissector", ProgramType::FLOW_DISSECTOR, None),
+    ("cgroup_sysctl", ProgramType::CGROUP_SYSCTL, None),
+    (
+        "raw_tracepoint_writable",
+        ProgramType::RAW_TRACEPOINT_WRITABLE,
+        None,
+    ),
+    (
+        "cgroup_sockopt",
+        ProgramType::CGROUP_SOCKOPT,
+        Some(AttachType::CGROUP_GETSOCKOPT),
+    ),
+    (
+        "tracing",
+        ProgramType::TRACING,
+        Some(AttachType::TRACE_FENTRY),
+    ),
+    ("struct_ops", ProgramType::STRUCT_OPS, None),
+    ("ext", ProgramType::EXT, None),
+    ("lsm", ProgramType::LSM, Some(AttachType::LSM_MAC)),
+    (
+        "sk_lookup",
+        ProgramType::SK_LOOKUP,
+        Some(AttachType::SK_LOOKUP),
+    ),
+    ("syscall", ProgramType::SYSCALL, None),
+    (
+        "netfilter",
+        ProgramType::NETFILTER,
+        Some(AttachType::NETFILTER),
+    ),
+];
+
+/// Loads `insns` as `t`. Supported when it loads, or when the verifier had
+/// something to say (types needing an attach target reject the trivial
+/// program *inside* the verifier; unknown types fail before it, with no log).
+fn try_load(t: ProgramType, eat: Option<AttachType>, insns: &[Insn], flags: u32) -> (bool, String) {
+    let license = c"GPL";
+    let mut log = vec![0u8; 4096];
+    let r = prog_load(ProgLoad {
+        prog_type: t.0,
+        insns,
+        license: Some(license),
+        log: Some((1, &mut log)),
+        prog_flags: flags,
+        expected_attach_type: eat.map(|a| a.0),
+        kern_version: crate::util::kernel_version_code(),
+        ..Default::default()
+    });
+    let log = crate::util::c_name(&log);
+    match r {
+        Ok(_) => (true, log),
+        Err(f) if f.error.errno() == libc::ENOSPC => (true, log),
+        Err(_) => (false, log),
+    }
+}
+
+/// Whether the kernel has program type `t`.
+pub fn probe_program_type(t: ProgramType, eat: Option<AttachType>) -> bool {
+    let flags = if t == ProgramType::SYSCALL { 1 << 4 } else { 0 };
+    let (ok, log) = try_load(t, eat, &RET0, flags);
+    ok || !log.trim().is_empty()
+}
+
+/// Whether programs of type `t` may call helper `id`.
+pub fn probe_helper(t: ProgramType, id: i32) -> bool {
+    let insns = [
+        Insn {
+            code: 0x85,
+            regs: 0,
+            off: 0,
+            imm: id,
+        },
+        RET0[0],
+        RET0[1],
+    ];
+    let (ok, log) = try_load(t, None, &insns, 0);
+    ok || (!log.is_empty()
+        && !log.contains("invalid func")
+        && !log.contains("unknown func")
+        && !log.contains("cannot use helper")
+        && !log.contains("not supported"))
+}
+
+fn try_map(
+    map_type: MapType,
+    key: u32,
+    value: u32,
+    max: u32,
+    flags: u32,
+    inner: Option<i32>,
+    btf: Option<(i32, u32, u32)>,
+) -> bool {
+    map_create(MapCreateAttr {
+        map_type: map_type.0,
+        key_size: key,
+        value_size: value,
+        max_entries: max,
+        map_flags: flags,
+        inner_map_fd: inner.unwrap_or(0) as u32,
+        btf_fd: btf.map_or(0, |b| b.0 as u32),
+        btf_key_type_id: btf.map_or(0, |b| b.1),
+        btf_value_type_id: btf.map_or(0, |b| b.2),
+        ..Default::default()
+    })
+    .is_ok()
+}
+
+/// Whether the kernel can create maps of type `t`.
+pub fn probe_map_type(t: MapType) -> bool {
+    const NO_PREALLOC: u32 = 1;
+    const MMAPABLE: u32 = 1 << 10;
+    let page = crate::util::page_size() as u32;
+    match t {
+        MapType::LPM_TRIE => try_map(t, 8, 4, 1, NO_PREALLOC, None, None),
+        MapType::QUEUE | MapType::STACK | MapType::BLOOM_FILTER => {
+            try_map(t, 0, 4, 1, 0, None, None)
+        }
+        MapType::RINGBUF | MapType::USER_RINGBUF => try_map(t, 0, 0, page, 0, None, None),
+        MapType::STACK_TRACE => try_map(t, 4, 8, 1, 0, None, None),
+        MapType::CGROUP_STORAGE | MapType::PERCPU_CGROUP_STORAGE => {
+            try_map(t, 16, 4, 0, 0, None, None)
+        }
+        MapType::REUSEPORT_SOCKARRAY => try_map(t, 4, 8, 1, 0, None, None),
+        MapType::ARENA => try_map(t, 0, 0, 1, MMAPABLE, None, None),
+        MapType::ARRAY_OF_MAPS | MapType::HASH_OF_MAPS => {
+            let Ok(inner) = map_create(MapCreateAttr {
+                map_type: MapType::ARRAY.0,
+                key_size: 4,
+                value_size: 4,
+                max_entries: 1,
+                ..Default::default()
+            }) else {
+                return false;
+            };
+            try_map(t, 4, 4, 1, 0, Some(inner.as_raw_fd()), None)
+        }
+        MapType::SK_STORAGE
+        | MapType::INODE_STORAGE
+        | MapType::TASK_STORAGE
+        | MapType::CGRP_STORAGE => {
+            // Storage maps demand BTF for key and value: an `int`.
+            let Ok(btf) = btf_load(&btf_blob(&[int_type(1)], b"\0int\0"), None) else {
+                return false;
+            };
+            try_map(
+                t,
+                4,
+                4,
+                0,
+                NO_PREALLOC,
+                None,
+                Some((btf.as_fd().as_raw_fd(), 1, 1)),
+            )
+        }
+        MapType::STRUCT_OPS | MapType::UNSPEC => false,
+        _ => try_map(t, 4, 4, 1, 0, None, None),
+    }
+}
+
+// --- tiny BTF blobs -------------------------------------------------------
+
+fn btf_blob(types: &[Vec<u32>], strings: &[u8]) -> Vec<u8> {
+    let type_bytes: Vec<u8> = types
+        .iter()
+        .flatten()
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xeb9fu16.to_le_bytes());
+    out.push(1);
+    out.push(0);
+    for w in [
+        24u32,
+        0,
+        type_bytes.len() as u32,
+        type_bytes.len() as u32,
+        strings.len() as u32,
+    ] {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out.extend_from_slice(&type_bytes);
+    out.extend_from_slice(strings);
+    out
+}
+
+fn info(kind: u32, vlen: u32) -> u32 {
+    (kind << 24) | vlen
+}
+
+/// `int` (4 bytes, signed) named by string offset `name`.
+fn int_type(name: u32) -> Vec<u32> {
+    vec![name, info(1, 0), 4, (1 << 24) | 32]
+}
+
+fn btf_ok(types: &[Vec<u32>], strings: &[u8]) -> bool {
+    btf_load(&btf_blob(types, strings), None).is_ok()
+}
+
+fn probe_btf() -> BtfKinds {
+    // Strings: 1 "int", 5 "f", 7 "x", 9 ".data", 15 "float", 21 "tag", 25 "t", 27 "e"
+    let s = b"\0int\0f\0x\0.data\0float\0tag\0t\0e\0";
+    let int = int_type(1);
+    let proto = vec![0, info(13, 0), 1];
+    BtfKinds {
+        btf: btf_ok(std::slice::from_ref(&int), s),
+        func: btf_ok(&[int.clone(), proto.clone(), vec![5, info(12, 0), 2]], s),
+        func_global: btf_ok(&[int.clone(), proto.clone(), vec![5, info(12, 1), 2]], s),
+        datasec: btf_ok(
+            &[
+                int.clone(),
+                vec![7, info(14, 0), 1, 1],
+                vec![9, info(15, 1), 4, 2, 0, 4],
+            ],
+            s,
+        ),
+        float: btf_ok(&[vec![15, info(16, 0), 4]], s),
+        decl_tag: btf_ok(
+            &[
+                int.clone(),
+                vec![25, info(8, 0), 1],
+                vec![21, info(17, 0), 2, u32::MAX],
+            ],
+            s,
+        ),
+        type_tag: btf_ok(
+            &[
+                int.clone(),
+                vec![21, info(18, 0), 1],
+                vec![0, info(2, 0), 2],
+            ],
+            s,
+        ),
+        enum64: btf_ok(&[vec![27, info(19, 1), 8, 25, 1, 0]], s),
+    }
+}
+
+fn probe_all() -> Features {
+    let mut f = Features {
+        btf: probe_btf(),
+        ..Default::default()
+    };
+    for (name, t, eat) in PROGRAM_TYPES {
+        f.program_types.insert(name, probe_program_type(*t, *eat));
+    }
+    for i in 1..=33u32 {
+        let t = MapType(i);
+        if t != MapType::STRUCT_OPS {
+            f.map_types.insert(t.name(), probe_map_type(t));
+        }
+    }
+    const HELPERS: &[(&str, i32, ProgramType, &str)] = &[
+        (
+            "map_lookup_elem",
+            1,
+            ProgramType::SOCKET_FILTER,
+            "socket_filter",
+        ),
+        (
+            "ktime_get_ns",
+            5,
+            ProgramType::SOCKET_FILTER,
+            "socket_filter",
+        ),
+        ("perf_event_output", 25, ProgramType::SCHED_CLS, "sched_cls"),
+        ("redirect_map", 51, ProgramType::XDP, "xdp"),
+        ("probe_read_kernel", 113, ProgramType::KPROBE, "kprobe"),
+        (
+            "ringbuf_output",
+            130,
+            ProgramType::SOCKET_FILTER,
+            "socket_filter",
+        ),
+        ("get_current_task_btf", 158, ProgramType::KPROBE, "kprobe"),
+        (
+            "for_each_map_elem",
+            164,
+            ProgramType::SOCKET_FILTER,
+            "socket_filter",
+        ),
+        ("get_attach_cookie", 174, ProgramType::KPROBE, "kprobe"),
+        ("loop", 181, ProgramType::SOCKET_FILTER, "socket_filter"),
+    ];
+    for (name, id, t, tname) in HELPERS {
+        f.helpers
+            .insert(format!("{name}@{tname}"), probe_helper(*t, *id));
+    }
+    f.ringbuf = f.map_types.get("ringbuf").copied().unwrap_or(false);
+    f.mmapable_arrays = mmapable_arrays();
+    f.batch_ops = probe_batch();
+    f.bpf_cookie = f
+        .helpers
+        .get("get_attach_cookie@kprobe")
+        .copied()
+        .unwrap_or(false);
+    f.bpf_link = probe_link_create();
+    f.tcx = probe_tcx();
+    f.prog_bind_map = probe_bind_map();
+    f
+}
+
+fn probe_batch() -> bool {
+    let Ok(fd) = map_create(MapCreateAttr {
+        map_type: MapType::HASH.0,
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
+        ..Default::default()
+    }) else {
+        return false;
+    };
+    let map = match crate::maps::Map::from_fd(fd, Some("probe")) {
+        Ok(m) => m,
+        Err(_) => return false,
+    };
+    let (mut keys, mut values, mut out) = ([0u8; 4], [0u8; 4], [0u8; 4]);
+    // An empty map answers ENOENT when batches exist, EINVAL when the command is unknown.
+    crate::sys::map::batch(
+        Cmd::MapLookupBatch,
+        map.as_fd(),
+        crate::sys::map::ElemSizes { key: 4, value: 4 },
+        crate::sys::map::Batch {
+            in_batch: None,
+            out_batch: Some(&mut out),
+            keys: &mut keys,
+            values: &mut values,
+            count: 1,
+            elem_flags: 0,
+        },
+    )
+    .is_ok()
+}
+
+/// `union bpf_attr` for BPF_LINK_CREATE, only the common head.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct LinkCreateHead {
+    prog_fd: u32,
+    target_fd: u32,
+    attach_type: u32,
+    flags: u32,
+}
+// SAFETY: #[repr(C)], four u32s, no padding.
+unsafe impl crate::sys::attr::AttrFields for LinkCreateHead {}
+
+fn link_create(head: LinkCreateHead) -> Result<std::os::fd::OwnedFd, crate::sys::SysError> {
+    let mut attr = Attr::new(head);
+    // SAFETY: integers only; on success the result is a new link fd.
+    unsafe { crate::sys::bpf_fd(Cmd::LinkCreate, &mut attr) }
+}
+
+fn probe_link_create() -> bool {
+    // A bad program fd: EBADF when the command exists, EINVAL when it does not.
+    match link_create(LinkCreateHead {
+        prog_fd: u32::MAX,
+        ..Default::default()
+    }) {
+        Ok(_) => true,
+        Err(e) => e.errno() == libc::EBADF,
+    }
+}
+
+fn load_ret0(t: ProgramType, eat: Option<AttachType>) -> Option<std::os::fd::OwnedFd> {
+    prog_load(ProgLoad {
+        prog_type: t.0,
+        insns: &RET0,
+        license: Some(c"GPL"),
+        expected_attach_type: eat.map(|a| a.0),
+        ..Default::default()
+    })
+    .ok()
+}
+
+/// Attaches a pass-through tc program to loopback with a tcx link and closes it
+/// at once (the link's fd is the only reference, so the program detaches).
+fn probe_tcx() -> bool {
+    let Some(prog) = load_ret0(ProgramType::SCHED_CLS, Some(AttachType::TCX_INGRESS)) else {
+        return false;
+    };
+    let r = link_create(LinkCreateHead {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_fd: 1, // ifindex of lo
+        attach_type: AttachType::TCX_INGRESS.0,
+        flags: 0,
+    });
+    r.is_ok()
+}
+
+fn probe_bind_map() -> bool {
+    let Some(prog) = load_ret0(ProgramType::SOCKET_FILTER, None) else {
+        return false;
+    };
+    let Ok(map) = map_create(MapCreateAttr {
+        map_type: MapType::ARRAY.0,
+        key_size: 4,
+        value_size: 4,
+        max_entries: 1,
+        ..Default::default()
+    }) else {
+        return false;
+    };
+    crate::sys::prog::bind_map(prog.as_fd(), map.as_fd()).is_ok()
+}
