@@ -5,10 +5,72 @@
 //! actions, computed from the manifest and the live kernel) → apply (a
 //! transaction that builds the new generation beside the old one).
 
+pub mod apply;
+pub mod desired;
 pub mod diag;
+pub mod live;
+pub mod lock;
 pub mod manifest;
+pub mod objects;
 pub mod plan;
 pub mod schema;
+pub mod status;
+pub mod tag;
+pub mod values;
 
 pub use diag::{Diagnostic, Diagnostics, Source};
 pub use manifest::Manifest;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A manifest with its objects parsed and every check passed: ready to plan.
+pub struct Deployment {
+    pub manifest: Manifest,
+    pub resolved: desired::Resolved,
+}
+
+impl Deployment {
+    /// Parses `path`, finds and parses its objects (`overrides`: NAME → object
+    /// file), and validates everything that can be checked without changing
+    /// the kernel. All problems are reported together.
+    pub fn load(path: &Path, overrides: &BTreeMap<String, PathBuf>) -> Result<Self, Diagnostics> {
+        let manifest = Manifest::load(path)?;
+        for name in overrides.keys() {
+            if !manifest.objects().any(|(k, _)| k.get_ref() == name) {
+                return Err(Diagnostics(vec![
+                    Diagnostic::at_file(
+                        path,
+                        format!("--object {name}=...: the manifest declares no object '{name}'"),
+                    )
+                    .help("use a name from the manifest's [objects.*] tables"),
+                ]));
+            }
+        }
+        let objects = objects::load_all(&manifest, overrides).map_err(Diagnostics)?;
+        let resolved = desired::resolve(&manifest, objects).map_err(Diagnostics)?;
+        Ok(Deployment { manifest, resolved })
+    }
+
+    pub fn plan(&self) -> Result<plan::Plan, apply::ApplyError> {
+        apply::plan(&self.manifest, &self.resolved)
+    }
+
+    pub fn apply(&self, opts: &apply::ApplyOptions) -> Result<apply::Outcome, apply::ApplyError> {
+        apply::apply(&self.manifest, &self.resolved, opts)
+    }
+
+    pub fn status(&self) -> Result<status::Status, live::ObserveError> {
+        let observed = live::observe(&self.manifest.pin_root())?;
+        Ok(status::compute(
+            self.manifest.name(),
+            &self.resolved.desired,
+            &observed,
+        ))
+    }
+
+    /// Removes everything pinned under the pin root (only that).
+    pub fn destroy(&self) -> Result<Vec<String>, apply::ApplyError> {
+        apply::destroy(self.manifest.name(), &self.manifest.pin_root())
+    }
+}

@@ -37,7 +37,7 @@ impl Manifest {
         let source = Source::new(path, text);
         let file: ManifestFile = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
-            let message = e.message().trim().to_string();
+            let message = e.message().trim().replace('\n', "; ");
             let help = toml_help(&message);
             let mut d = source.error(span, message);
             d.help = help;
@@ -99,7 +99,7 @@ impl Manifest {
                     dep.name.span(),
                     format!("deployment name '{name}' is not usable as a directory name"),
                 )
-                .help("use letters, digits, '-', '_' and '.', not starting with '.'"),
+                .help("use letters, digits, '-' and '_' (bpffs refuses dots in pin names)"),
             );
         }
         if let Some(root) = &dep.pin_root {
@@ -193,17 +193,16 @@ impl Manifest {
 
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
-        && !name.starts_with('.')
         && name.len() <= 200
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
 }
 
 /// A hint for the common serde/TOML errors, which say what is wrong but not
 /// how to fix it.
 fn toml_help(message: &str) -> Option<String> {
-    if message.starts_with("unknown field") {
+    if message.starts_with("unknown field") || message.starts_with("unexpected keys") {
         Some("remove this key or fix its spelling; the keys allowed here are listed above".into())
     } else if message.starts_with("missing field") {
         let field = message.split('`').nth(1).unwrap_or("it");
@@ -215,7 +214,7 @@ fn toml_help(message: &str) -> Option<String> {
     } else if message.contains("duplicate key") {
         Some("each key may appear once per table; remove one".into())
     } else {
-        None
+        Some("this is not valid TOML here: strings need quotes, tables are written [name], inline tables { key = value }".into())
     }
 }
 

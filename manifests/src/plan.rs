@@ -86,6 +86,8 @@ pub struct DesiredProgram {
     /// Tags the kernel may report for this program's instructions (SHA-1
     /// based before 6.18-ish kernels, SHA-256 based after): any one matches.
     pub tags: Vec<[u8; 8]>,
+    /// Contents of the read-only data maps it binds (`.rodata*`), sorted.
+    pub rodata: Vec<Vec<u8>>,
     /// Names of the shared maps it uses (keys of [`Desired::maps`]).
     pub maps: Vec<String>,
     /// `None`: load and pin only.
@@ -114,6 +116,9 @@ pub struct LiveProgram {
     #[serde(serialize_with = "ser_tag")]
     pub tag: [u8; 8],
     pub map_ids: Vec<u32>,
+    /// Contents of its read-only global data maps, sorted.
+    #[serde(skip)]
+    pub rodata: Vec<Vec<u8>>,
     pub run_cnt: u64,
     pub run_time_ns: u64,
 }
@@ -397,6 +402,7 @@ pub fn compute(
                 tag_hex(&live.tag),
                 want.tags.first().map(tag_hex).unwrap_or_default()
             )),
+            Some(live) if live.rodata != want.rodata => Some("global data changed".to_string()),
             Some(live) => {
                 let renewed: Vec<&str> = want
                     .maps
@@ -568,6 +574,7 @@ mod tests {
                 function: "count_packets".into(),
                 prog_type: 6,
                 tags: vec![[1; 8]],
+                rodata: vec![],
                 maps: vec!["COUNTERS".into()],
                 attach: Some(DesiredAttach {
                     description: "xdp lo".into(),
@@ -593,6 +600,7 @@ mod tests {
                 prog_type: 6,
                 tag: [1; 8],
                 map_ids: vec![10],
+                rodata: vec![],
                 run_cnt: 0,
                 run_time_ns: 0,
             },
@@ -692,6 +700,7 @@ mod tests {
                 prog_type: 6,
                 tag: [3; 8],
                 map_ids: vec![],
+                rodata: vec![],
                 run_cnt: 0,
                 run_time_ns: 0,
             },

@@ -1,1 +1,183 @@
-fn main() {}
+//! `kiln`: the operator's front door. No cargo, no sources: a manifest and
+//! prebuilt objects are enough.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use kiln_manifest::apply::{ApplyOptions, Step};
+use kiln_manifest::{Deployment, Manifest};
+
+#[derive(Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Declarative eBPF deployments: check, plan, apply, status, destroy"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and validate a manifest against its objects and this host; change nothing.
+    Check(Target),
+    /// Show what `apply` would do, computed from the manifest and the live kernel.
+    Plan {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the kernel match the manifest (a no-op when it already does).
+    Apply {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+        /// Testing aid: fail at the first step of this kind and roll back.
+        #[arg(long, hide = true)]
+        fail_at: Option<String>,
+    },
+    /// Each declared map and program: desired against observed. Exit code 2 on drift.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Detach and unpin everything the deployment owns, and remove its pin root.
+    Destroy {
+        /// The manifest (only its name and pin_root are read).
+        manifest: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct Target {
+    /// The manifest file.
+    manifest: PathBuf,
+    /// Use this object file for `[objects.NAME]` (what `cargo xtask apply` passes after building).
+    #[arg(long = "object", value_name = "NAME=PATH")]
+    objects: Vec<String>,
+}
+
+impl Target {
+    fn load(&self) -> anyhow::Result<Deployment> {
+        let mut overrides = BTreeMap::new();
+        for o in &self.objects {
+            let Some((name, path)) = o.split_once('=') else {
+                bail!(
+                    "--object {o}: expected NAME=PATH, e.g. --object counter=target/bpf/counter.bpf.o"
+                );
+            };
+            overrides.insert(name.to_string(), PathBuf::from(path));
+        }
+        Deployment::load(&self.manifest, &overrides).map_err(|d| anyhow::anyhow!("{d}"))
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            if msg.starts_with("error:") {
+                eprintln!("{msg}");
+            } else {
+                eprintln!("error: {msg}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check(target) => {
+            let d = target.load()?;
+            println!(
+                "{}: ok ({} program(s), {} map(s), pin root {})",
+                target.manifest.display(),
+                d.resolved.desired.programs.len(),
+                d.resolved.desired.maps.len(),
+                d.manifest.pin_root().display()
+            );
+        }
+        Command::Plan { target, json } => {
+            let d = target.load()?;
+            let plan = d.plan()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                println!("{plan}");
+            }
+        }
+        Command::Apply {
+            target,
+            json,
+            fail_at,
+        } => {
+            let d = target.load()?;
+            let mut opts = ApplyOptions::default();
+            let fail_at = fail_at.or_else(|| {
+                // The environment switch exists only in debug builds, so a
+                // stray variable can never break a production apply.
+                if cfg!(debug_assertions) {
+                    std::env::var("KILN_FAIL_AT").ok()
+                } else {
+                    None
+                }
+            });
+            if let Some(step) = fail_at {
+                opts.fail_at = Some(Step::from_name(&step).with_context(|| {
+                    let all: Vec<_> = Step::ALL.iter().map(|s| s.name()).collect();
+                    format!("unknown step '{step}' (steps: {})", all.join(", "))
+                })?);
+            }
+            let outcome = d
+                .apply(&opts)
+                .context("apply failed; the previous generation is still in place")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&outcome.plan)?);
+            } else if outcome.plan.is_noop() {
+                println!("deployment {}: no changes", outcome.plan.deployment);
+            } else {
+                println!("{}", outcome.plan);
+                println!("applied.");
+            }
+            for w in outcome.warnings {
+                eprintln!("warning: {w}");
+            }
+        }
+        Command::Status { target, json } => {
+            let d = target.load()?;
+            let status = d.status()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                println!("{status}");
+            }
+            if !status.all_ok() {
+                return Ok(ExitCode::from(2));
+            }
+        }
+        Command::Destroy { manifest } => {
+            let m = Manifest::load(&manifest).map_err(|d| anyhow::anyhow!("{d}"))?;
+            let removed = kiln_manifest::apply::destroy(m.name(), &m.pin_root())?;
+            for r in &removed {
+                println!("- unpinned {r}");
+            }
+            println!(
+                "deployment {}: destroyed ({} pin(s) removed, {} gone)",
+                m.name(),
+                removed.len(),
+                m.pin_root().display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

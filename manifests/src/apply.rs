@@ -1,0 +1,661 @@
+//! Executing a plan as a transaction.
+//!
+//! 1. **Build** the new generation beside the old one, holding only file
+//!    descriptors: create or migrate maps, load programs, attach new links.
+//!    Nothing is pinned yet, so a crash here leaves the kernel as it was (the
+//!    kernel frees what only our fds hold).
+//! 2. **Commit**: pin new maps and programs at their stable paths (rename over
+//!    the old pin), switch links with `BPF_LINK_UPDATE`, pin new links,
+//!    unpin what the deployment no longer has. Every step records how to undo
+//!    it; a failure undoes them in reverse, leaving the old generation running.
+//! 3. **Finish** (past the point of no return): detach the replaced links.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use kiln_loader::links::{FdLink, Link};
+use kiln_loader::maps::{MapBtf, UpdateFlags};
+use kiln_loader::sys::object::{self as sysobj, OpenFlags};
+use kiln_loader::{Btf, EbpfLoader, Map, Program};
+use kiln_obj::MapOrigin;
+
+use crate::desired::{Resolved, ResolvedAttach};
+use crate::live::{self, LINKS, MAPS, PROGS};
+use crate::lock::DeploymentLock;
+use crate::manifest::Manifest;
+use crate::plan::{self, Action, PinKind, Plan, ReplaceHow};
+use crate::schema::{Direction, XdpMode};
+
+/// A step of apply where a failure can be injected (tests, and debug builds
+/// through `KILN_FAIL_AT=<step>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    CreateMap,
+    MigrateMap,
+    LoadProgram,
+    Attach,
+    PinMap,
+    PinProgram,
+    Replace,
+    PinLink,
+    Unpin,
+}
+
+impl Step {
+    pub const ALL: [Step; 9] = [
+        Step::CreateMap,
+        Step::MigrateMap,
+        Step::LoadProgram,
+        Step::Attach,
+        Step::PinMap,
+        Step::PinProgram,
+        Step::Replace,
+        Step::PinLink,
+        Step::Unpin,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::CreateMap => "create_map",
+            Step::MigrateMap => "migrate_map",
+            Step::LoadProgram => "load_program",
+            Step::Attach => "attach",
+            Step::PinMap => "pin_map",
+            Step::PinProgram => "pin_program",
+            Step::Replace => "replace",
+            Step::PinLink => "pin_link",
+            Step::Unpin => "unpin",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|st| st.name() == s)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ApplyOptions {
+    /// Fail on the first step of this kind, as if the kernel had refused it.
+    pub fail_at: Option<Step>,
+}
+
+/// Why an apply failed. After any of these, the previous generation is in place.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Observe(#[from] live::ObserveError),
+    #[error("{0}")]
+    Plan(#[from] plan::PlanError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+    #[error("{what}: {message}")]
+    Kernel { what: String, message: String },
+    #[error("failure injected at step `{}` (KILN_FAIL_AT)", .0.name())]
+    Injected(Step),
+}
+
+fn kerr(what: impl Into<String>, e: impl std::fmt::Display) -> ApplyError {
+    ApplyError::Kernel {
+        what: what.into(),
+        message: e.to_string(),
+    }
+}
+
+/// What an apply did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub plan: Plan,
+    /// Problems after the point of no return (the new generation is live).
+    pub warnings: Vec<String>,
+}
+
+/// Computes the plan against the live kernel (under the deployment lock).
+pub fn plan(manifest: &Manifest, resolved: &Resolved) -> Result<Plan, ApplyError> {
+    let root = manifest.pin_root();
+    let observed = live::observe(&root)?;
+    Ok(plan::compute(
+        manifest.name(),
+        root,
+        &resolved.desired,
+        &observed,
+    )?)
+}
+
+/// Plans and executes. An unchanged deployment gives an empty plan and does nothing.
+pub fn apply(
+    manifest: &Manifest,
+    resolved: &Resolved,
+    opts: &ApplyOptions,
+) -> Result<Outcome, ApplyError> {
+    let _lock = DeploymentLock::acquire(manifest.name())?;
+    let plan = plan(manifest, resolved)?;
+    if plan.is_noop() {
+        return Ok(Outcome {
+            plan,
+            warnings: Vec::new(),
+        });
+    }
+    let mut tx = Tx::new(manifest.pin_root(), opts.clone());
+    let result = tx.build(&plan, resolved).and_then(|()| tx.commit(&plan));
+    match result {
+        Ok(()) => {
+            let warnings = tx.finish();
+            Ok(Outcome { plan, warnings })
+        }
+        Err(e) => {
+            tx.rollback();
+            Err(e)
+        }
+    }
+}
+
+/// How to undo one commit step.
+enum Undo {
+    /// A pin that did not exist before.
+    Unpin(PathBuf),
+    /// A pin that held another object before: put that one back.
+    Restore { path: PathBuf, old: OwnedFd },
+    /// A link switched to a new program: switch it back.
+    Relink { link: FdLink, old_prog: Program },
+}
+
+struct Tx {
+    root: PathBuf,
+    opts: ApplyOptions,
+    /// A handle on every desired shared map (new or reused).
+    maps: BTreeMap<String, Map>,
+    new_maps: BTreeSet<String>,
+    /// Programs loaded by this apply.
+    progs: BTreeMap<String, Program>,
+    /// Links created by this apply.
+    links: BTreeMap<String, Box<dyn Link>>,
+    /// Old links to detach once the new generation is committed.
+    retired: Vec<FdLink>,
+    journal: Vec<Undo>,
+    btfs: BTreeMap<String, Option<Btf>>,
+}
+
+impl Tx {
+    fn new(root: PathBuf, opts: ApplyOptions) -> Self {
+        Tx {
+            root,
+            opts,
+            maps: BTreeMap::new(),
+            new_maps: BTreeSet::new(),
+            progs: BTreeMap::new(),
+            links: BTreeMap::new(),
+            retired: Vec::new(),
+            journal: Vec::new(),
+            btfs: BTreeMap::new(),
+        }
+    }
+
+    fn inject(&mut self, step: Step) -> Result<(), ApplyError> {
+        if self.opts.fail_at == Some(step) {
+            self.opts.fail_at = None;
+            return Err(ApplyError::Injected(step));
+        }
+        Ok(())
+    }
+
+    fn path(&self, dir: &str, name: &str) -> PathBuf {
+        self.root.join(dir).join(name)
+    }
+
+    fn btf(&mut self, resolved: &Resolved, object: &str) -> Option<&Btf> {
+        self.btfs
+            .entry(object.to_string())
+            .or_insert_with(|| {
+                let bytes = resolved.objects.specs.get(object)?.btf.as_deref()?;
+                Btf::load(bytes).ok()
+            })
+            .as_ref()
+    }
+
+    fn create_map(&mut self, resolved: &Resolved, name: &str) -> Result<Map, ApplyError> {
+        self.inject(Step::CreateMap)?;
+        let (object, spec) = resolved
+            .map_specs
+            .get(name)
+            .ok_or_else(|| kerr(format!("map '{name}'"), "no specification (internal error)"))?;
+        let spec = spec.clone();
+        let btf = self.btf(resolved, object).map(|b| MapBtf {
+            fd: b.fd(),
+            key_type_id: spec.btf_key_type_id.unwrap_or(0),
+            value_type_id: spec.btf_value_type_id.unwrap_or(0),
+        });
+        let with_btf = btf.filter(|b| b.value_type_id != 0);
+        let map = match Map::create(&spec, with_btf, None) {
+            Ok(m) => m,
+            Err(_) if with_btf.is_some() => Map::create(&spec, None, None)
+                .map_err(|e| kerr(format!("create map '{name}'"), e))?,
+            Err(e) => return Err(kerr(format!("create map '{name}'"), e)),
+        };
+        Ok(map)
+    }
+
+    /// Phase 1: everything held by fds only.
+    fn build(&mut self, plan: &Plan, resolved: &Resolved) -> Result<(), ApplyError> {
+        let mut touched = BTreeSet::new();
+        for action in &plan.actions {
+            match action {
+                Action::CreateMap { map, .. } | Action::RecreateMap { map, .. } => {
+                    let m = self.create_map(resolved, map)?;
+                    if let Some(d) = resolved.desired.maps.get(map) {
+                        for (k, v) in &d.entries {
+                            m.update_bytes(k, v, UpdateFlags::ANY)
+                                .map_err(|e| kerr(format!("map '{map}': initial entry"), e))?;
+                        }
+                    }
+                    touched.insert(map.clone());
+                    self.new_maps.insert(map.clone());
+                    self.maps.insert(map.clone(), m);
+                }
+                Action::MigrateMap { map, .. } => {
+                    let new = self.create_map(resolved, map)?;
+                    self.inject(Step::MigrateMap)?;
+                    let old_path = self.path(MAPS, map);
+                    let old = Map::from_pin(&old_path, OpenFlags::ReadOnly)
+                        .map_err(|e| kerr(format!("open map '{map}' to migrate"), e))?;
+                    migrate(&old, &new).map_err(|e| kerr(format!("migrate map '{map}'"), e))?;
+                    touched.insert(map.clone());
+                    self.new_maps.insert(map.clone());
+                    self.maps.insert(map.clone(), new);
+                }
+                _ => {}
+            }
+        }
+        // Every other desired map is reused from its pin.
+        for name in resolved.desired.maps.keys() {
+            if touched.contains(name) {
+                continue;
+            }
+            let path = self.path(MAPS, name);
+            let m = Map::from_pin(&path, OpenFlags::ReadWrite)
+                .map_err(|e| kerr(format!("open pinned map '{name}'"), e))?;
+            self.maps.insert(name.clone(), m);
+        }
+        for action in &plan.actions {
+            if let Action::LoadProgram { program, .. } = action {
+                self.inject(Step::LoadProgram)?;
+                let prog = self.load_program(resolved, program)?;
+                self.progs.insert(program.clone(), prog);
+            }
+        }
+        for action in &plan.actions {
+            match action {
+                Action::Attach { program, .. }
+                | Action::Replace {
+                    program,
+                    how: ReplaceHow::AttachThenDetach,
+                    ..
+                } => {
+                    self.inject(Step::Attach)?;
+                    let build = &resolved.builds[program];
+                    let Some(how) = &build.attach else { continue };
+                    let pinned;
+                    let prog_fd = match self.progs.get(program) {
+                        Some(p) => p.as_fd(),
+                        None => {
+                            pinned = Program::from_pin(&self.path(PROGS, program), None)
+                                .map_err(|e| kerr(format!("open pinned program '{program}'"), e))?;
+                            pinned.as_fd()
+                        }
+                    };
+                    let link = attach(prog_fd, how)
+                        .map_err(|e| kerr(format!("attach program '{program}'"), e))?;
+                    self.links.insert(program.clone(), link);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn load_program(&mut self, resolved: &Resolved, name: &str) -> Result<Program, ApplyError> {
+        let build = &resolved.builds[name];
+        let spec = &resolved.objects.specs[&build.object];
+        let mut loader = EbpfLoader::new();
+        for p in &spec.programs {
+            if p.name != build.function {
+                loader.skip_program(&p.name);
+            }
+        }
+        for m in &spec.maps {
+            if matches!(m.origin, MapOrigin::GlobalData { .. }) {
+                continue;
+            }
+            if let Some(shared) = self.maps.get(&m.name) {
+                let (_, want) = &resolved.map_specs[&m.name];
+                if want.max_entries != m.max_entries {
+                    loader.map_max_entries(&m.name, want.max_entries);
+                }
+                let handle = shared
+                    .try_clone()
+                    .map_err(|e| kerr(format!("map '{}'", m.name), e))?;
+                loader.replace_map(&m.name, handle);
+            }
+        }
+        for (gname, bytes) in &build.globals {
+            loader.set_global(gname, bytes);
+        }
+        let mut ebpf = loader.load(spec).map_err(|e| {
+            kerr(
+                format!(
+                    "load program '{name}' (function '{}' of object '{}')",
+                    build.function, build.object
+                ),
+                e,
+            )
+        })?;
+        ebpf.take_program(&build.function).ok_or_else(|| {
+            kerr(
+                format!("load program '{name}'"),
+                "the loader did not return it",
+            )
+        })
+    }
+
+    /// Pins `fd` at `path`, replacing whatever is there; journals the undo.
+    fn pin_replace(&mut self, fd: BorrowedFd<'_>, path: &Path) -> Result<(), ApplyError> {
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| kerr(format!("create {}", dir.display()), e))?;
+        let old = if path.exists() {
+            // Flags must be 0: links and programs refuse BPF_F_RDONLY.
+            Some(
+                sysobj::obj_get(path, OpenFlags::ReadWrite)
+                    .map_err(|e| kerr(format!("open {}", path.display()), e))?,
+            )
+        } else {
+            None
+        };
+        pin_at(fd, path)?;
+        self.journal.push(match old {
+            Some(old) => Undo::Restore {
+                path: path.to_path_buf(),
+                old,
+            },
+            None => Undo::Unpin(path.to_path_buf()),
+        });
+        Ok(())
+    }
+
+    /// Removes a pin, journaling how to put it back.
+    fn unpin(&mut self, path: &Path) -> Result<(), ApplyError> {
+        self.inject(Step::Unpin)?;
+        if !path.exists() {
+            return Ok(());
+        }
+        let old = sysobj::obj_get(path, OpenFlags::ReadWrite)
+            .map_err(|e| kerr(format!("open {}", path.display()), e))?;
+        std::fs::remove_file(path).map_err(|e| kerr(format!("unpin {}", path.display()), e))?;
+        self.journal.push(Undo::Restore {
+            path: path.to_path_buf(),
+            old,
+        });
+        Ok(())
+    }
+
+    /// Phase 2: make the new generation the pinned one.
+    fn commit(&mut self, plan: &Plan) -> Result<(), ApplyError> {
+        for name in self.new_maps.clone() {
+            self.inject(Step::PinMap)?;
+            let path = self.path(MAPS, &name);
+            let fd = self.maps[&name]
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| kerr("dup", e))?;
+            self.pin_replace(fd.as_fd(), &path)?;
+        }
+        let progs: Vec<String> = self.progs.keys().cloned().collect();
+        for name in progs {
+            self.inject(Step::PinProgram)?;
+            let path = self.path(PROGS, &name);
+            let fd = self.progs[&name]
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| kerr("dup", e))?;
+            self.pin_replace(fd.as_fd(), &path)?;
+        }
+        for action in &plan.actions {
+            match action {
+                Action::Replace {
+                    program,
+                    how: ReplaceHow::LinkUpdate,
+                    ..
+                } => {
+                    self.inject(Step::Replace)?;
+                    let path = self.path(LINKS, program);
+                    let mut link = FdLink::from_pin(&path)
+                        .map_err(|e| kerr(format!("open link of '{program}'"), e))?;
+                    let info = link
+                        .info()
+                        .map_err(|e| kerr(format!("link of '{program}'"), e))?;
+                    let old_prog = Program::from_id(info.prog_id)
+                        .map_err(|e| kerr(format!("program attached to '{program}'"), e))?;
+                    let new_prog = self.progs.get(program).ok_or_else(|| {
+                        kerr(
+                            format!("replace '{program}'"),
+                            "no newly loaded program (internal error)",
+                        )
+                    })?;
+                    link.update(new_prog.as_fd(), Some(old_prog.as_fd()))
+                        .map_err(|e| kerr(format!("switch link of '{program}'"), e))?;
+                    self.journal.push(Undo::Relink { link, old_prog });
+                }
+                Action::Detach { link, .. } => {
+                    let path = self.path(LINKS, link);
+                    if let Ok(old) = FdLink::from_pin(&path) {
+                        self.retired.push(old);
+                    }
+                    self.unpin(&path)?;
+                }
+                _ => {}
+            }
+        }
+        let links: Vec<String> = self.links.keys().cloned().collect();
+        for name in links {
+            self.inject(Step::PinLink)?;
+            let path = self.path(LINKS, &name);
+            if path.exists()
+                && let Ok(old) = FdLink::from_pin(&path)
+            {
+                self.retired.push(old);
+            }
+            let fd = match self.links[&name].fd() {
+                Some(fd) => fd.try_clone_to_owned().map_err(|e| kerr("dup", e))?,
+                None => {
+                    return Err(kerr(
+                        format!("pin link of '{name}'"),
+                        "this kernel attached it without a bpf_link, which cannot be pinned (tracepoint links need 5.15+)",
+                    ));
+                }
+            };
+            self.pin_replace(fd.as_fd(), &path)?;
+        }
+        for action in &plan.actions {
+            if let Action::Unpin { kind, name, .. } = action {
+                let path = match kind {
+                    PinKind::Map => self.path(MAPS, name),
+                    PinKind::Program => self.path(PROGS, name),
+                    PinKind::Link => self.path(LINKS, name),
+                    PinKind::Other => PathBuf::from(name),
+                };
+                if path.is_dir() {
+                    // A stray directory: only remove it when empty, never recurse into unknown pins.
+                    self.inject(Step::Unpin)?;
+                    let _ = std::fs::remove_dir(&path);
+                } else {
+                    self.unpin(&path)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Phase 3: the new generation is committed; let the old links go.
+    fn finish(&mut self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for mut old in self.retired.drain(..) {
+            if let Err(e) = old.detach() {
+                warnings.push(format!("detaching a replaced link: {e}"));
+            }
+        }
+        self.journal.clear();
+        // Links created here are pinned now; dropping the handles keeps them.
+        warnings
+    }
+
+    /// Undoes the commit steps done so far, newest first. Build-phase objects
+    /// go away with their fds when `self` is dropped.
+    fn rollback(&mut self) {
+        while let Some(undo) = self.journal.pop() {
+            match undo {
+                Undo::Unpin(path) => {
+                    let _ = std::fs::remove_file(&path);
+                }
+                Undo::Restore { path, old } => {
+                    let _ = pin_at(old.as_fd(), &path);
+                }
+                Undo::Relink { mut link, old_prog } => {
+                    let _ = link.update(old_prog.as_fd(), None);
+                }
+            }
+        }
+        self.retired.clear();
+        for (_, mut link) in std::mem::take(&mut self.links) {
+            let _ = link.detach();
+        }
+        self.progs.clear();
+        self.maps.clear();
+    }
+}
+
+/// Pins `fd` at `path` atomically: pin beside it, then rename over it.
+fn pin_at(fd: BorrowedFd<'_>, path: &Path) -> Result<(), ApplyError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // bpffs refuses dots in names, so the staging name has none.
+    let tmp = path.with_file_name(format!("{name}__kiln_new"));
+    let _ = std::fs::remove_file(&tmp);
+    sysobj::obj_pin(fd, &tmp).map_err(|e| kerr(format!("pin {}", tmp.display()), e))?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(kerr(format!("move pin to {}", path.display()), e));
+    }
+    Ok(())
+}
+
+/// Copies every entry of `old` into `new` (same key and value sizes).
+/// Entries past the new map's capacity are dropped.
+fn migrate(old: &Map, new: &Map) -> Result<usize, kiln_loader::MapError> {
+    let mut copied = 0;
+    let keys: Vec<Vec<u8>> = old.keys_bytes().filter_map(Result::ok).collect();
+    for k in keys {
+        if let Some(v) = old.lookup_bytes(&k, UpdateFlags::ANY)? {
+            match new.update_bytes(&k, &v, UpdateFlags::ANY) {
+                Ok(()) => copied += 1,
+                // E2BIG / out of range: the new map is smaller; keep going.
+                Err(_) => continue,
+            }
+        }
+    }
+    Ok(copied)
+}
+
+/// Attaches, retrying briefly while the hook is busy: the kernel releases a
+/// link whose last pin was just removed from a workqueue, a moment later.
+fn attach(prog: BorrowedFd<'_>, how: &ResolvedAttach) -> Result<Box<dyn Link>, String> {
+    let mut tries = 0;
+    loop {
+        match attach_once(prog, how)? {
+            Err(e) if e.errno() == Some(libc::EBUSY) && tries < 40 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            r => return r.map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Attaches with the loader's attach functions.
+/// The outer error: an attach kind not wired yet.
+fn attach_once(
+    prog: BorrowedFd<'_>,
+    how: &ResolvedAttach,
+) -> Result<Result<Box<dyn Link>, kiln_loader::links::LinkError>, String> {
+    use kiln_loader::links;
+    Ok(match how {
+        ResolvedAttach::Tracepoint { category, name } => {
+            links::tracepoint::attach_tracepoint(prog, category, name, 0)
+                .map(|l| Box::new(l) as Box<dyn Link>)
+        }
+        ResolvedAttach::Xdp { ifindex, mode, .. } => {
+            let flags = match mode {
+                XdpMode::Auto => links::xdp::XdpFlags::empty(),
+                XdpMode::Generic => links::xdp::XdpFlags::SKB_MODE,
+                XdpMode::Native => links::xdp::XdpFlags::DRV_MODE,
+                XdpMode::Offload => links::xdp::XdpFlags::HW_MODE,
+            };
+            links::xdp::attach_xdp_link(prog, *ifindex, flags).map(|l| Box::new(l) as Box<dyn Link>)
+        }
+        ResolvedAttach::Tcx {
+            ifindex, direction, ..
+        } => {
+            let dir = match direction {
+                Direction::Ingress => kiln_obj::Direction::Ingress,
+                Direction::Egress => kiln_obj::Direction::Egress,
+            };
+            links::tc::attach_tcx(prog, *ifindex, dir, links::tc::TcxAnchor::default())
+                .map(|l| Box::new(l) as Box<dyn Link>)
+        }
+        other => {
+            return Err(format!(
+                "attaching {other:?} is not wired to the loader yet (supported now: tracepoint, xdp, tcx)"
+            ));
+        }
+    })
+}
+
+/// Removes everything the deployment owns: links first (programs stop
+/// running), then programs, then maps, then the directories.
+pub fn destroy(manifest_name: &str, root: &Path) -> Result<Vec<String>, ApplyError> {
+    let _lock = DeploymentLock::acquire(manifest_name)?;
+    let mut removed = Vec::new();
+    if !root.exists() {
+        return Ok(removed);
+    }
+    for dir in [LINKS, PROGS, MAPS] {
+        let d = root.join(dir);
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for p in paths {
+            if dir == LINKS
+                && let Ok(mut l) = FdLink::from_pin(&p)
+            {
+                let _ = l.detach();
+            }
+            std::fs::remove_file(&p).map_err(|e| kerr(format!("unpin {}", p.display()), e))?;
+            removed.push(format!(
+                "{dir}/{}",
+                p.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ));
+        }
+        std::fs::remove_dir(&d).map_err(|e| kerr(format!("remove {}", d.display()), e))?;
+    }
+    std::fs::remove_dir(root).map_err(|e| {
+        kerr(
+            format!("remove {}", root.display()),
+            format!("{e} (something not created by kiln is pinned there; it was left alone)"),
+        )
+    })?;
+    Ok(removed)
+}

@@ -1,0 +1,221 @@
+//! Observing a deployment in the kernel: what is pinned under its pin root,
+//! described by the kernel itself (never by a state file that can drift).
+//!
+//! Layout of a pin root:
+//! ```text
+//! <pin_root>/maps/<MAP>     shared maps, stable paths (data survives upgrades)
+//! <pin_root>/progs/<PROG>   the live program of each declared program
+//! <pin_root>/links/<PROG>   its attachment (a bpf_link)
+//! ```
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+use kiln_loader::links::{FdLink, Link, LinkInfo, LinkTarget, LinkType};
+use kiln_loader::sys::object::OpenFlags;
+use kiln_loader::{Map, Program};
+
+use crate::plan::{LinkIdentity, LiveLink, LiveMap, LiveProgram, MapDef, Observed};
+
+pub const MAPS: &str = "maps";
+pub const PROGS: &str = "progs";
+pub const LINKS: &str = "links";
+
+/// Errors reading the live state: the path and what the kernel said.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("cannot list {path}: {source}")]
+    List {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Reads everything pinned under `root`. A missing root is an empty deployment.
+pub fn observe(root: &Path) -> Result<Observed, ObserveError> {
+    let mut o = Observed::default();
+    if !root.exists() {
+        return Ok(o);
+    }
+    for entry in list(root)? {
+        let name = entry
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if ![MAPS, PROGS, LINKS].contains(&name.as_str()) || !entry.is_dir() {
+            o.strays.push(entry);
+        }
+    }
+    for path in list(&root.join(MAPS))? {
+        match map_at(&path) {
+            Some(m) => {
+                o.maps.insert(file_name(&path), m);
+            }
+            None => o.strays.push(path),
+        }
+    }
+    for path in list(&root.join(PROGS))? {
+        match program_at(&path) {
+            Some(p) => {
+                o.programs.insert(file_name(&path), p);
+            }
+            None => o.strays.push(path),
+        }
+    }
+    for path in list(&root.join(LINKS))? {
+        match link_at(&path) {
+            Some(l) => {
+                o.links.insert(file_name(&path), l);
+            }
+            None => o.strays.push(path),
+        }
+    }
+    Ok(o)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn list(dir: &Path) -> Result<Vec<PathBuf>, ObserveError> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => {
+            let mut v: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+            v.sort();
+            Ok(v)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(ObserveError::List {
+            path: dir.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The pinned map at `path`, as the kernel describes it.
+pub fn map_at(path: &Path) -> Option<LiveMap> {
+    let map = Map::from_pin(path, OpenFlags::ReadOnly).ok()?;
+    let info = map.info().ok()?;
+    Some(LiveMap {
+        id: info.id,
+        def: MapDef {
+            map_type: info.map_type.0,
+            key_size: info.key_size,
+            value_size: info.value_size,
+            max_entries: info.max_entries,
+            map_flags: info.flags.bits(),
+        },
+    })
+}
+
+/// The pinned program at `path`.
+pub fn program_at(path: &Path) -> Option<LiveProgram> {
+    let prog = Program::from_pin(path, None).ok()?;
+    let info = prog.info().ok()?;
+    Some(LiveProgram {
+        id: info.id,
+        prog_type: info.program_type.0,
+        tag: info.tag,
+        rodata: rodata_of(&info.map_ids),
+        map_ids: info.map_ids,
+        run_cnt: info.run_cnt,
+        run_time_ns: info.run_time_ns,
+    })
+}
+
+/// Values of the read-only global data maps among `map_ids` (single-entry
+/// arrays named after a `.rodata*` section), sorted.
+fn rodata_of(map_ids: &[u32]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for id in map_ids {
+        let Ok(map) = Map::from_id(*id) else { continue };
+        let Ok(info) = map.info() else { continue };
+        if info.map_type != kiln_obj::MapType::ARRAY
+            || info.max_entries != 1
+            || !info.name.contains("rodata")
+        {
+            continue;
+        }
+        if let Ok(Some(v)) =
+            map.lookup_bytes(&0u32.to_ne_bytes(), kiln_loader::maps::UpdateFlags::ANY)
+        {
+            out.push(v);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The pinned link at `path`.
+pub fn link_at(path: &Path) -> Option<LiveLink> {
+    let link = FdLink::from_pin(path).ok()?;
+    let info = link.info().ok()?;
+    Some(LiveLink {
+        id: info.id,
+        prog_id: info.prog_id,
+        identity: identity(&info),
+    })
+}
+
+/// A link's identity in the words [`crate::desired::describe`] uses.
+pub fn identity(info: &LinkInfo) -> LinkIdentity {
+    let target = match &info.target {
+        LinkTarget::Xdp { ifindex } => vec![u64::from(*ifindex)],
+        LinkTarget::Device {
+            ifindex,
+            attach_type,
+        } => vec![u64::from(*ifindex), u64::from(*attach_type)],
+        LinkTarget::Cgroup {
+            cgroup_id,
+            attach_type,
+        } => vec![*cgroup_id, u64::from(*attach_type)],
+        LinkTarget::Netns {
+            netns_ino,
+            attach_type,
+        } => vec![u64::from(*netns_ino), u64::from(*attach_type)],
+        LinkTarget::Netfilter {
+            pf,
+            hooknum,
+            priority,
+            ..
+        } => {
+            vec![u64::from(*pf), u64::from(*hooknum), *priority as u32 as u64]
+        }
+        _ => Vec::new(),
+    };
+    LinkIdentity {
+        link_type: link_type_raw(info.link_type),
+        target,
+    }
+}
+
+fn link_type_raw(t: LinkType) -> u32 {
+    match t {
+        LinkType::RawTracepoint => 1,
+        LinkType::Tracing => 2,
+        LinkType::Cgroup => 3,
+        LinkType::Iter => 4,
+        LinkType::Netns => 5,
+        LinkType::Xdp => 6,
+        LinkType::PerfEvent => 7,
+        LinkType::KprobeMulti => 8,
+        LinkType::StructOps => 9,
+        LinkType::Netfilter => 10,
+        LinkType::Tcx => 11,
+        LinkType::UprobeMulti => 12,
+        LinkType::Netkit => 13,
+        LinkType::Sockmap => 14,
+        LinkType::Unknown(n) => n,
+    }
+}
+
+/// Whether the map at `path` still holds `fd`'s map (same id).
+pub fn same_map(path: &Path, map: &Map) -> bool {
+    let Some(live) = map_at(path) else {
+        return false;
+    };
+    kiln_loader::maps::map_info(map.as_fd()).is_ok_and(|i| i.id == live.id)
+}

@@ -1,0 +1,66 @@
+//! One apply (or destroy) at a time per deployment: an exclusive `flock` on
+//! `/run/kiln/<name>.lock` (or `$KILN_LOCK_DIR/<name>.lock`). The kernel drops
+//! the lock when the process dies, so a crashed apply never wedges the next.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("cannot open the deployment lock {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot take the deployment lock {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Held while a deployment is being changed; released on drop.
+#[derive(Debug)]
+pub struct DeploymentLock {
+    _file: File,
+}
+
+pub fn lock_dir() -> PathBuf {
+    std::env::var_os("KILN_LOCK_DIR").map_or_else(|| PathBuf::from("/run/kiln"), PathBuf::from)
+}
+
+impl DeploymentLock {
+    /// Blocks until no other apply of `name` runs.
+    pub fn acquire(name: &str) -> Result<Self, LockError> {
+        let dir = lock_dir();
+        let path = dir.join(format!("{name}.lock"));
+        std::fs::create_dir_all(&dir).map_err(|source| LockError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| LockError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        loop {
+            // SAFETY: flock on a descriptor we own; no memory is passed.
+            let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if r == 0 {
+                break;
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(LockError::Lock { path, source: err });
+            }
+        }
+        Ok(DeploymentLock { _file: file })
+    }
+}

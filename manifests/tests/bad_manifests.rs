@@ -1,0 +1,76 @@
+//! Every file in tests/bad/ is a manifest with one mistake. Its first line
+//! says where and what the error must be (`# expect: LINE:COL: text`); a
+//! `# needs: tracefs` line marks files whose check needs a mounted tracefs.
+//! Files named `obj_*` are checked against tests/bpf/manifest_counter.bpf.c
+//! (built to target/bpf by `cargo xtask build-ebpf`). No privileges needed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use kiln_manifest::Deployment;
+use kiln_testkit::{Need, TestResult};
+
+fn tracefs() -> Option<String> {
+    let mounted = [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .iter()
+    .any(|p| Path::new(p).is_dir());
+    (!mounted).then(|| "tracefs is not mounted, so tracepoint names cannot be checked".into())
+}
+
+fn case(path: PathBuf) -> TestResult {
+    let text = std::fs::read_to_string(&path)?;
+    let expect = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# expect: "))
+        .ok_or("no `# expect: LINE:COL: text` line")?;
+    let file = path.file_name().unwrap().to_string_lossy().into_owned();
+    let mut overrides = BTreeMap::new();
+    if file.starts_with("obj_") {
+        overrides.insert(
+            "counter".to_string(),
+            kiln_testkit::bpf_object("manifest_counter.bpf.o")?,
+        );
+    }
+    let err = match Deployment::load(&path, &overrides) {
+        Ok(_) => return Err(format!("{file}: accepted, expected `{expect}`").into()),
+        Err(d) => d.to_string(),
+    };
+    let want = format!("{file}:{expect}");
+    let first = err.lines().next().unwrap_or_default();
+    if !first.starts_with("error: ") || !first.contains(&want) {
+        return Err(format!("{file}: expected an error containing `{want}`, got:\n{err}").into());
+    }
+    if !err.contains("\n  help: ") {
+        return Err(
+            format!("{file}: the error says what is wrong but not how to fix it:\n{err}").into(),
+        );
+    }
+    Ok(())
+}
+
+fn main() {
+    let dir = kiln_testkit::repo_dir().join("manifests/tests/bad");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("manifests/tests/bad")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    let tests = files
+        .into_iter()
+        .map(|path| {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let needs: &[Need] = if text.lines().any(|l| l == "# needs: tracefs") {
+                &[Need::Probe("tracefs", tracefs)]
+            } else {
+                &[]
+            };
+            kiln_testkit::test(format!("bad::{name}"), needs, move || case(path))
+        })
+        .collect();
+    kiln_testkit::run(tests);
+}
