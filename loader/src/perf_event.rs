@@ -84,6 +84,17 @@ impl PerfEventAttr {
             ..Default::default()
         }
     }
+
+    /// A disabled, every-hit event as tracepoints and k/uprobes use: the
+    /// program runs on each hit once the event is enabled.
+    pub fn probe(type_: PerfType, config: u64) -> Self {
+        PerfEventAttr {
+            sample_period: 1,
+            wakeup_events: 1,
+            flags: Self::FLAG_DISABLED,
+            ..Self::new(type_, config)
+        }
+    }
 }
 
 /// `PERF_FLAG_FD_CLOEXEC`.

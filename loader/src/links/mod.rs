@@ -12,7 +12,9 @@
 //! `BPF_PROG_ATTACH`, socket options, `PERF_EVENT_IOC_SET_BPF`) get their own
 //! link types with the same interface, and are used as fallbacks.
 
+pub mod auto;
 pub mod cgroup;
+pub mod kprobe;
 pub mod perf;
 pub mod prog_attach;
 pub mod raw_tracepoint;
@@ -20,7 +22,10 @@ pub mod socket_filter;
 pub mod tc;
 pub mod tracepoint;
 pub mod tracing;
+pub mod uprobe;
 pub mod xdp;
+
+pub use auto::auto_attach;
 
 use crate::sys::SysError;
 use crate::sys::attr::LinkInfoRaw;

@@ -76,10 +76,7 @@ pub fn attach_tracepoint(
 ) -> Result<PerfLink, LinkError> {
     let id = tracepoint_id(category, name)?;
     let target = format!("tracepoint {category}/{name}");
-    let mut attr = PerfEventAttr::new(PerfType::TRACEPOINT, id);
-    attr.sample_period = 1;
-    attr.wakeup_events = 1;
-    attr.flags |= PerfEventAttr::FLAG_DISABLED;
+    let attr = PerfEventAttr::probe(PerfType::TRACEPOINT, id);
     // pid -1, cpu 0: a tracepoint event fires for every task on every CPU.
     let perf = perf_event::perf_event_open(&attr, -1, 0)
         .map_err(|e| LinkError::kernel(Mechanism::Tracepoint, "perf_event_open", &target, e))?;
