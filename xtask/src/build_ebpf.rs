@@ -30,6 +30,11 @@ pub struct Args {
     /// Print every command before running it.
     #[arg(long, short)]
     verbose: bool,
+    /// Also rebuild everything from scratch in target/bpf-repro (another
+    /// cargo target dir, no stamps) and fail unless every object is
+    /// byte-identical to target/bpf's.
+    #[arg(long)]
+    check_reproducible: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -39,6 +44,44 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let state = if b.fresh { "up to date" } else { "built" };
         println!("build-ebpf: {state:>10}  {}", b.output.display());
     }
+    if args.check_reproducible {
+        check_reproducible(&tc, args.verbose, &built)?;
+    }
+    Ok(())
+}
+
+/// Rebuilds every object in a scratch directory with a different cargo
+/// target dir and compares bytes with the regular build.
+fn check_reproducible(tc: &Toolchain, verbose: bool, built: &[Built]) -> anyhow::Result<()> {
+    let scratch = repo_root().join("target/bpf-repro");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch)
+            .with_context(|| format!("removing {}", scratch.display()))?;
+    }
+    let mut b = Builder::new(tc, verbose);
+    b.out_dir = scratch.join("out");
+    b.target_dir = scratch.join("build");
+    let again = b.build_all()?;
+    let mut differ = Vec::new();
+    for (first, second) in built.iter().zip(&again) {
+        let a = std::fs::read(&first.output)?;
+        let b = std::fs::read(&second.output)?;
+        if a != b {
+            differ.push(format!(
+                "{} != {}",
+                first.output.display(),
+                second.output.display()
+            ));
+        }
+    }
+    if !differ.is_empty() {
+        bail!("build-ebpf: not reproducible:\n  {}", differ.join("\n  "));
+    }
+    println!(
+        "build-ebpf: all {} objects are byte-identical across two clean builds",
+        built.len()
+    );
+    std::fs::remove_dir_all(&scratch).with_context(|| format!("removing {}", scratch.display()))?;
     Ok(())
 }
 
@@ -90,18 +133,23 @@ struct Builder<'a> {
     tc: &'a Toolchain,
     verbose: bool,
     root: PathBuf,
+    /// Where objects and stamps go (target/bpf).
     out_dir: PathBuf,
+    /// Cargo's target dir for the Rust programs (target/bpf-build).
+    target_dir: PathBuf,
 }
 
 impl<'a> Builder<'a> {
     fn new(tc: &'a Toolchain, verbose: bool) -> Self {
         let root = repo_root();
         let out_dir = root.join("target/bpf");
+        let target_dir = root.join("target/bpf-build");
         Self {
             tc,
             verbose,
             root,
             out_dir,
+            target_dir,
         }
     }
 
@@ -137,7 +185,8 @@ impl<'a> Builder<'a> {
     /// `target/bpf/include/vmlinux.h` from the running kernel's BTF, for C
     /// programs that include it. Generated once; delete it to refresh.
     fn vmlinux_h(&self) -> anyhow::Result<PathBuf> {
-        let dir = self.out_dir.join("include");
+        // Always the regular build's: its path is part of the objects' debug info.
+        let dir = self.root.join("target/bpf/include");
         let header = dir.join("vmlinux.h");
         if header.is_file() {
             return Ok(dir);
@@ -223,7 +272,7 @@ impl<'a> Builder<'a> {
         package: &str,
         output: &Path,
     ) -> anyhow::Result<bool> {
-        let target_dir = self.root.join("target/bpf-build");
+        let target_dir = &self.target_dir;
         let root = self.root.display().to_string();
         let cargo_home = std::env::var("CARGO_HOME").unwrap_or_else(|_| {
             format!(
@@ -246,7 +295,7 @@ impl<'a> Builder<'a> {
             .arg("--manifest-path")
             .arg(dir.join("Cargo.toml"))
             .arg("--target-dir")
-            .arg(&target_dir);
+            .arg(target_dir);
         // The profile is ours, not each crate's: the verifier-friendly settings
         // hold for every program without each author copying them.
         for (k, v) in [

@@ -127,7 +127,7 @@ fn parse_proto(s: &str) -> Option<(String, Proto)> {
     let open = s.find('(')?;
     let close = s.rfind(')')?;
     let head = s[..open].trim();
-    let name_start = head.rfind(|c: char| c == ' ' || c == '*')? + 1;
+    let name_start = head.rfind([' ', '*'])? + 1;
     let name = head[name_start..].strip_prefix("bpf_")?.to_string();
     let ret = head[..name_start].trim().to_string();
     let mut params = Vec::new();
@@ -137,7 +137,7 @@ fn parse_proto(s: &str) -> Option<(String, Proto)> {
             "void" | "" => {}
             "..." => variadic = true,
             _ => {
-                let split = p.rfind(|c: char| c == ' ' || c == '*')? + 1;
+                let split = p.rfind([' ', '*'])? + 1;
                 params.push((p[..split].trim().to_string(), p[split..].to_string()));
             }
         }

@@ -30,9 +30,11 @@
 #![no_std]
 
 pub mod bindings;
+pub mod core_read;
 pub mod global;
 pub mod helpers;
 pub mod maps;
+mod mem;
 pub mod programs;
 mod shim;
 

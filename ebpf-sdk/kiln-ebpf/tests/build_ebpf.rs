@@ -1,0 +1,101 @@
+//! `cargo xtask build-ebpf` as a developer runs it: builds every program, the
+//! second run rebuilds nothing, and a clean rebuild elsewhere gives the same
+//! bytes.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::SystemTime;
+
+use kiln_testkit::{Need, TestResult, repo_dir, test};
+
+fn cargo() -> PathBuf {
+    option_env!("CARGO").unwrap_or("cargo").into()
+}
+
+/// Runs `cargo xtask build-ebpf ARGS` in the repository; returns stdout.
+fn build_ebpf(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(cargo())
+        .current_dir(repo_dir())
+        .args(["run", "--quiet", "--package", "xtask", "--", "build-ebpf"])
+        .args(args)
+        .output()
+        .map_err(|e| format!("running cargo: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "cargo xtask build-ebpf {args:?} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(stdout)
+}
+
+fn no_sources() -> Option<String> {
+    let repo = repo_dir();
+    (!repo.join("xtask/Cargo.toml").is_file())
+        .then(|| format!("no Kiln sources at {} (VM run?)", repo.display()))
+}
+
+fn objects(stdout: &str) -> Vec<PathBuf> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("build-ebpf:"))
+        .filter_map(|l| l.split_whitespace().last().map(PathBuf::from))
+        .filter(|p| p.extension().is_some_and(|e| e == "o"))
+        .collect()
+}
+
+fn builds_then_noop() -> TestResult {
+    let first = build_ebpf(&[])?;
+    let objs = objects(&first);
+    for expected in [
+        "counter.bpf.o",
+        "sockfilter.bpf.o",
+        "sdk-maps.bpf.o",
+        "sdk-programs.bpf.o",
+    ] {
+        if !objs.iter().any(|p| p.ends_with(expected)) {
+            return Err(format!("build-ebpf did not produce {expected}:\n{first}").into());
+        }
+    }
+    let mtimes: Vec<SystemTime> = objs
+        .iter()
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()))
+        .collect::<Result<_, _>>()?;
+    let second = build_ebpf(&[])?;
+    let rebuilt: Vec<&str> = second
+        .lines()
+        .filter(|l| !l.contains("up to date"))
+        .collect();
+    if !rebuilt.is_empty() {
+        return Err(format!("second build was not a no-op:\n{}", rebuilt.join("\n")).into());
+    }
+    for (p, before) in objs.iter().zip(mtimes) {
+        if std::fs::metadata(p)?.modified()? != before {
+            return Err(format!("{} was rewritten by a no-op build", p.display()).into());
+        }
+    }
+    Ok(())
+}
+
+fn reproducible() -> TestResult {
+    let out = build_ebpf(&["--check-reproducible"])?;
+    if !out.contains("byte-identical") {
+        return Err(format!("no reproducibility verdict in:\n{out}").into());
+    }
+    Ok(())
+}
+
+fn main() {
+    let needs = [Need::Probe("kiln sources", no_sources)];
+    // One test, run in order: two concurrent build-ebpf runs would race on
+    // the stamps and make the no-op check meaningless.
+    kiln_testkit::run(vec![test(
+        "build_ebpf_noop_then_reproducible",
+        &needs,
+        || {
+            builds_then_noop()?;
+            reproducible()
+        },
+    )]);
+}
