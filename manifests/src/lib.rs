@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod desired;
 pub mod diag;
+pub mod features;
 pub mod live;
 pub mod lock;
 pub mod manifest;
@@ -49,6 +50,10 @@ impl Deployment {
         }
         let objects = objects::load_all(&manifest, overrides).map_err(Diagnostics)?;
         let resolved = desired::resolve(&manifest, objects).map_err(Diagnostics)?;
+        let missing = features::check(&manifest);
+        if !missing.is_empty() {
+            return Err(Diagnostics(missing));
+        }
         Ok(Deployment { manifest, resolved })
     }
 

@@ -39,12 +39,22 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let root = crate::build_ebpf::repo_root();
-    let manifest = if args.manifest.is_absolute() { args.manifest.clone() } else { std::env::current_dir()?.join(&args.manifest) };
+    let manifest = if args.manifest.is_absolute() {
+        args.manifest.clone()
+    } else {
+        std::env::current_dir()?.join(&args.manifest)
+    };
     if !manifest.is_file() {
-        bail!("{}: no such manifest (try manifests/examples/quickstart/manifest.toml)", args.manifest.display());
+        bail!(
+            "{}: no such manifest (try manifests/examples/quickstart/manifest.toml)",
+            args.manifest.display()
+        );
     }
     if !["apply", "plan", "status", "destroy", "check"].contains(&args.kiln.as_str()) {
-        bail!("--kiln {}: use apply, plan, status, destroy or check", args.kiln);
+        bail!(
+            "--kiln {}: use apply, plan, status, destroy or check",
+            args.kiln
+        );
     }
     // build_all runs the setup check first (quick when all is installed).
     crate::build_ebpf::build_all().context("building the eBPF programs")?;
@@ -57,19 +67,29 @@ pub fn run(args: Args) -> Result<()> {
         cmd.arg(&args.kiln).arg(&manifest);
         if args.kiln != "destroy" {
             for (name, path) in &objects {
-                cmd.arg("--object").arg(format!("{name}={}", path.display()));
+                cmd.arg("--object")
+                    .arg(format!("{name}={}", path.display()));
             }
         }
         cmd.args(&args.rest);
-        eprintln!("running {} {} {} on this host", kiln.display(), args.kiln, args.manifest.display());
-        let status = cmd.status().with_context(|| format!("running {}", kiln.display()))?;
+        eprintln!(
+            "running {} {} {} on this host",
+            kiln.display(),
+            args.kiln,
+            args.manifest.display()
+        );
+        let status = cmd
+            .status()
+            .with_context(|| format!("running {}", kiln.display()))?;
         if !status.success() {
             bail!("kiln {} failed ({status})", args.kiln);
         }
         return Ok(());
     }
     if !args.vm {
-        eprintln!("this host cannot load eBPF programs (not root, or no bpffs at /sys/fs/bpf): applying inside the test distro");
+        eprintln!(
+            "this host cannot load eBPF programs (not root, or no bpffs at /sys/fs/bpf): applying inside the test distro"
+        );
     }
     run_in_vm(&args, &manifest, &objects)
 }
@@ -77,15 +97,28 @@ pub fn run(args: Args) -> Result<()> {
 /// `NAME=PATH` for every `[objects.NAME]` with a `source`: the built object
 /// `target/bpf/<stem>.bpf.o`. Objects with `path` need nothing.
 fn object_overrides(manifest: &Path, bpf_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
-    let text = std::fs::read_to_string(manifest).with_context(|| format!("reading {}", manifest.display()))?;
+    let text = std::fs::read_to_string(manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
     // A light read: kiln itself validates the manifest and cites lines.
-    let value: toml::Value = toml::from_str(&text).with_context(|| format!("{} is not valid TOML", manifest.display()))?;
+    let value: toml::Value = toml::from_str(&text)
+        .with_context(|| format!("{} is not valid TOML", manifest.display()))?;
     let mut out = Vec::new();
-    let Some(objects) = value.get("objects").and_then(|o| o.as_table()) else { return Ok(out) };
+    let Some(objects) = value.get("objects").and_then(|o| o.as_table()) else {
+        return Ok(out);
+    };
     for (name, decl) in objects {
-        let Some(source) = decl.get("source").and_then(|s| s.as_str()) else { continue };
-        let file = Path::new(source).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        let stem = file.strip_suffix(".bpf.c").or_else(|| file.strip_suffix(".c")).unwrap_or(&file).to_string();
+        let Some(source) = decl.get("source").and_then(|s| s.as_str()) else {
+            continue;
+        };
+        let file = Path::new(source)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stem = file
+            .strip_suffix(".bpf.c")
+            .or_else(|| file.strip_suffix(".c"))
+            .unwrap_or(&file)
+            .to_string();
         let built = bpf_dir.join(format!("{stem}.bpf.o"));
         if !built.is_file() {
             bail!(
@@ -108,7 +141,8 @@ fn build_kiln(root: &Path) -> Result<PathBuf> {
     if !status.success() {
         bail!("building kiln failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let kiln = target.join("debug/kiln");
     if !kiln.is_file() {
         bail!("cargo built kiln but {} is missing", kiln.display());
@@ -117,20 +151,37 @@ fn build_kiln(root: &Path) -> Result<PathBuf> {
 }
 
 fn run_in_vm(args: &Args, manifest: &Path, objects: &[(String, PathBuf)]) -> Result<()> {
-    let arch = args.arch.unwrap_or(if cfg!(target_arch = "aarch64") { Arch::Aarch64 } else { Arch::X86_64 });
+    let arch = args.arch.unwrap_or(if cfg!(target_arch = "aarch64") {
+        Arch::Aarch64
+    } else {
+        Arch::X86_64
+    });
     const GUEST_MANIFEST: &str = "/kiln/apply/manifest.toml";
     let mut files = vec![(manifest.to_path_buf(), GUEST_MANIFEST.to_string())];
-    let mut command = vec!["/bin/kiln".to_string(), args.kiln.clone(), GUEST_MANIFEST.to_string()];
+    let mut command = vec![
+        "/bin/kiln".to_string(),
+        args.kiln.clone(),
+        GUEST_MANIFEST.to_string(),
+    ];
     if args.kiln != "destroy" {
         for (name, path) in objects {
-            let guest = format!("/kiln/apply/{}", path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default());
+            let guest = format!(
+                "/kiln/apply/{}",
+                path.file_name()
+                    .map(|f| f.to_string_lossy())
+                    .unwrap_or_default()
+            );
             files.push((path.clone(), guest.clone()));
             command.push("--object".into());
             command.push(format!("{name}={guest}"));
         }
     }
     command.extend(args.rest.iter().cloned());
-    eprintln!("booting kernel {} ({arch}) to run: {}", args.kernel, command.join(" "));
+    eprintln!(
+        "booting kernel {} ({arch}) to run: {}",
+        args.kernel,
+        command.join(" ")
+    );
     let out = vm::run_in_vm(vm::VmRequest {
         kernel: args.kernel.clone(),
         arch,
@@ -145,8 +196,20 @@ fn run_in_vm(args: &Args, manifest: &Path, objects: &[(String, PathBuf)]) -> Res
     }
     match out.exit {
         Some(0) if out.problems.is_empty() => Ok(()),
-        Some(0) => bail!("kiln {} succeeded but the VM reported problems (console log: {})", args.kiln, out.console_log.display()),
-        Some(code) => bail!("kiln {} failed in the VM (exit {code}; console log: {})", args.kiln, out.console_log.display()),
-        None => bail!("the VM did not finish kiln {} (console log: {})", args.kiln, out.console_log.display()),
+        Some(0) => bail!(
+            "kiln {} succeeded but the VM reported problems (console log: {})",
+            args.kiln,
+            out.console_log.display()
+        ),
+        Some(code) => bail!(
+            "kiln {} failed in the VM (exit {code}; console log: {})",
+            args.kiln,
+            out.console_log.display()
+        ),
+        None => bail!(
+            "the VM did not finish kiln {} (console log: {})",
+            args.kiln,
+            out.console_log.display()
+        ),
     }
 }

@@ -10,6 +10,9 @@ use clap::{Args, Parser, Subcommand};
 use kiln_manifest::apply::{ApplyOptions, Step};
 use kiln_manifest::{Deployment, Manifest};
 
+mod object;
+mod probe;
+
 #[derive(Parser)]
 #[command(
     name = "kiln",
@@ -49,10 +52,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inspect or load a single eBPF object file.
+    #[command(subcommand)]
+    Object(ObjectCommand),
+    /// What this kernel supports (program and map types, helpers, BTF, links).
+    Probe {
+        #[arg(long)]
+        json: bool,
+    },
     /// Detach and unpin everything the deployment owns, and remove its pin root.
     Destroy {
         /// The manifest (only its name and pin_root are read).
         manifest: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ObjectCommand {
+    /// Programs, maps, BTF and relocations of an object, without loading it.
+    Inspect {
+        path: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load every program of an object (like `bpftool prog loadall`) and report.
+    Load {
+        path: PathBuf,
+        /// Pin maps marked for pinning under this bpffs directory.
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -165,6 +195,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             }
         }
+        Command::Object(ObjectCommand::Inspect { path, json }) => object::inspect(&path, json)?,
+        Command::Object(ObjectCommand::Load {
+            path,
+            pin_dir,
+            json,
+        }) => {
+            if !object::load(&path, pin_dir.as_deref(), json)? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Probe { json } => probe::run(json)?,
         Command::Destroy { manifest } => {
             let m = Manifest::load(&manifest).map_err(|d| anyhow::anyhow!("{d}"))?;
             let removed = kiln_manifest::apply::destroy(m.name(), &m.pin_root())?;

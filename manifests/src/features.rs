@@ -1,0 +1,93 @@
+//! `requires = [...]`: kernel features a deployment needs, checked with the
+//! loader's probes (which try, never read version numbers) before anything
+//! is loaded.
+
+use std::path::Path;
+
+use kiln_loader::probe::{Features, features};
+
+use crate::diag::Diagnostic;
+use crate::manifest::Manifest;
+
+/// Features that are not a program or map type name.
+const SPECIAL: &[&str] = &[
+    "bpf_link",
+    "tcx",
+    "btf",
+    "ringbuf",
+    "bpf_cookie",
+    "batch_ops",
+    "mmapable_arrays",
+    "kprobes",
+    "uprobes",
+    "tracefs",
+];
+
+/// Whether `name` is present: `Some(bool)`, or `None` for an unknown name.
+pub fn has(f: &Features, name: &str) -> Option<bool> {
+    if let Some(v) = f.program_types.get(name) {
+        return Some(*v);
+    }
+    if let Some(v) = f.map_types.get(name) {
+        return Some(*v);
+    }
+    Some(match name {
+        "bpf_link" => f.bpf_link,
+        "tcx" => f.tcx,
+        "btf" => f.btf_load,
+        "ringbuf" => f.ringbuf,
+        "bpf_cookie" => f.bpf_cookie,
+        "batch_ops" => f.batch_ops,
+        "mmapable_arrays" => f.mmapable_arrays,
+        "kprobes" => Path::new("/sys/bus/event_source/devices/kprobe").exists(),
+        "uprobes" => Path::new("/sys/bus/event_source/devices/uprobe").exists(),
+        "tracefs" => [
+            "/sys/kernel/tracing/events",
+            "/sys/kernel/debug/tracing/events",
+        ]
+        .iter()
+        .any(|p| Path::new(p).is_dir()),
+        _ => return None,
+    })
+}
+
+fn known(f: &Features) -> Vec<String> {
+    let mut v: Vec<String> = f.program_types.keys().map(|k| k.to_string()).collect();
+    v.extend(f.map_types.keys().map(|k| k.to_string()));
+    v.extend(SPECIAL.iter().map(|s| s.to_string()));
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Checks `requires`. When bpf(2) itself is unusable here (not root), the
+/// probes say nothing, so only the names are checked.
+pub fn check(manifest: &Manifest) -> Vec<Diagnostic> {
+    let reqs = &manifest.file.deployment.get_ref().requires;
+    if reqs.is_empty() {
+        return Vec::new();
+    }
+    let f = features();
+    let usable = f
+        .program_types
+        .get("socket_filter")
+        .copied()
+        .unwrap_or(false);
+    let mut out = Vec::new();
+    for r in reqs {
+        match has(f, r.get_ref()) {
+            None => out.push(
+                manifest
+                    .error(r.span(), format!("unknown kernel feature '{}'", r.get_ref()))
+                    .help(format!("known features: {}", known(f).join(", "))),
+            ),
+            Some(false) if usable => out.push(
+                manifest
+                    .error(r.span(), format!("this kernel lacks '{}', which the deployment requires", r.get_ref()))
+                    .help("apply on a kernel that has it (`kiln probe` lists what this one has), or remove the requirement"),
+            ),
+            Some(_) => {}
+        }
+    }
+    out
+}
