@@ -113,6 +113,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         bail!("setup: missing:\n{}", describe(&missing));
     }
     let tc = install()?;
+    // Debian's arm64 std for cross-built guest binaries (aarch64 VMs). Only
+    // the explicit setup fetches it: other commands ask for it when they
+    // cross-build, so a host-only workflow never downloads it.
+    let sysroot = crate::cross::ensure_aarch64_sysroot()?;
+    println!("setup: aarch64 sysroot at {}", sysroot.display());
     println!(
         "setup: ready (rustc {}, cargo {}, bpf-linker {}, clang {})",
         tc.rustc.display(),
@@ -289,9 +294,6 @@ fn install() -> anyhow::Result<Toolchain> {
             bail!("setup: bpf-linker still unusable after building it: {why}");
         }
     }
-    // The aarch64 sysroot for cross-built test binaries is the `vm` helper's:
-    // call it here once xtask/src/cross.rs provides it.
-    // TODO(vm): crate::cross::ensure_aarch64_sysroot()?;
     let tc = Toolchain::expected();
     for (what, p) in [
         ("rustc", &tc.rustc),
