@@ -124,11 +124,14 @@ pub fn resolve_ksym(e: &ExternSpec, btf: Option<&Btf>) -> Option<KsymTarget> {
         ExternKind::KsymFunc { .. } => by_btf(Kind::Func),
         ExternKind::KsymVar { typeless, .. } => {
             // A `void` typed extern has no BTF type to match: use kallsyms.
+            // Per-CPU and static variables are often missing there (no
+            // CONFIG_KALLSYMS_ALL): their BTF VAR works for the verifier too.
             if *typeless {
                 kallsyms()
                     .get(&e.name)
                     .filter(|a| **a != 0)
                     .map(|a| KsymTarget::Address(*a))
+                    .or_else(|| by_btf(Kind::Var))
             } else {
                 by_btf(Kind::Var)
             }
@@ -150,5 +153,27 @@ mod tests {
         assert_eq!(c["CONFIG_KPROBES"], "n");
         assert_eq!(c["CONFIG_HZ"], "250");
         assert_eq!(c["CONFIG_X"], "\"a b\"");
+    }
+}
+
+#[cfg(test)]
+mod kernel_tests {
+    use super::*;
+
+    /// Per-CPU variables are in vmlinux BTF even where kallsyms lacks them.
+    #[test]
+    fn typeless_ksym_falls_back_to_btf() {
+        let Ok(btf) = kernel_btf(None) else {
+            return; // no kernel BTF on this machine: nothing to resolve against
+        };
+        let e = ExternSpec {
+            name: "bpf_prog_active".into(),
+            weak: false,
+            kind: ExternKind::KsymVar {
+                btf_type_id: 0,
+                typeless: true,
+            },
+        };
+        assert!(resolve_ksym(&e, Some(btf)).is_some());
     }
 }

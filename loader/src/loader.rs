@@ -195,12 +195,24 @@ impl EbpfLoader {
             if self.skipped.contains(&pspec.name) {
                 continue;
             }
+            // struct_ops programs take their attach target (struct type and
+            // member) from the struct_ops map that references them, and
+            // freplace programs from the program they replace a function of:
+            // `links::struct_ops` and `links::freplace` load them.
+            if matches!(
+                pspec.kind,
+                kiln_obj::ProgramKind::StructOps { .. } | kiln_obj::ProgramKind::Extension { .. }
+            ) {
+                continue;
+            }
+            let kbtf = crate::externs::kernel_btf(self.target_btf.as_deref()).ok();
             match load_program(
                 pspec,
                 &spec,
                 &map_fds,
                 ebpf.btf.as_ref().map(|b| b.fd()),
                 self.log_level,
+                kbtf,
             ) {
                 Ok(prog) => {
                     ebpf.programs.insert(pspec.name.clone(), prog);
@@ -214,6 +226,12 @@ impl EbpfLoader {
     }
 
     fn edit_spec(&self, spec: &mut ObjectSpec) -> Result<(), EbpfError> {
+        if spec.programs.iter().any(|p| !p.core_relocations.is_empty()) {
+            let kbtf = crate::externs::kernel_btf(self.target_btf.as_deref())
+                .map_err(|e| EbpfError::Other(format!("CO-RE needs the kernel's BTF: {e}")))?;
+            spec.relocate_core(kbtf)
+                .map_err(|e| EbpfError::Other(format!("CO-RE: {e}")))?;
+        }
         spec.resolve_kconfig(crate::externs::kconfig_value)
             .map_err(|e| EbpfError::Other(format!("kconfig externs: {e}")))?;
         if spec
@@ -374,7 +392,18 @@ fn load_program(
     map_fds: &[i32],
     btf: Option<BorrowedFd<'_>>,
     log_level: VerifierLogLevel,
+    kernel_btf: Option<&kiln_obj::btf::Btf>,
 ) -> Result<Program, LoadError> {
+    // tp_btf/fentry/fexit/lsm/iter programs name their target at load time.
+    let attach_btf_id =
+        match crate::links::tracing::btf_target_name(&pspec.kind) {
+            Some(_) => crate::links::tracing::vmlinux_attach_btf_id(&pspec.kind, kernel_btf)
+                .map_err(|e| LoadError::Invalid {
+                    program: pspec.name.clone(),
+                    message: e.to_string(),
+                })?,
+            None => None,
+        };
     let insns = pspec.resolved_insns(|i| map_fds.get(i).copied().unwrap_or(-1));
     let (func_info, line_info) = (pspec.func_info_bytes(), pspec.line_info_bytes());
     let source_line = |insn: u32| spec.source_line(&pspec.name, insn as usize);
@@ -389,7 +418,9 @@ fn load_program(
         source_line: Some(&source_line),
         license: &spec.license,
         kern_version: spec.kernel_version,
-        flags: if pspec.sleepable {
+        attach_btf_id,
+        // `syscall` programs are sleepable by definition (the kernel insists).
+        flags: if pspec.sleepable || pspec.kind == kiln_obj::ProgramKind::Syscall {
             crate::programs::ProgramFlags::SLEEPABLE
         } else {
             crate::programs::ProgramFlags::empty()

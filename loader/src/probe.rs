@@ -17,20 +17,6 @@ use crate::sys::map::map_create;
 use crate::sys::object::btf_load;
 use crate::sys::prog::{ProgLoad, prog_load};
 
-/// Which BTF kinds the kernel's BTF loader accepts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct BtfKinds {
-    /// Any BTF at all (BPF_BTF_LOAD). Minimum kernel version: 4.18.
-    pub btf: bool,
-    pub func: bool,
-    pub func_global: bool,
-    pub datasec: bool,
-    pub float: bool,
-    pub decl_tag: bool,
-    pub type_tag: bool,
-    pub enum64: bool,
-}
-
 /// The kernel's features, as probed.
 #[derive(Clone, Debug, Default)]
 pub struct Features {
@@ -40,7 +26,10 @@ pub struct Features {
     pub map_types: BTreeMap<&'static str, bool>,
     /// `helper@program_type` → the verifier accepts the call.
     pub helpers: BTreeMap<String, bool>,
-    pub btf: BtfKinds,
+    /// BPF_BTF_LOAD works at all. Minimum kernel version: 4.18.
+    pub btf_load: bool,
+    /// Which BTF kinds the kernel's BTF loader accepts (what kiln-obj's sanitizer keeps).
+    pub btf: BtfFeatures,
     /// BPF_LINK_CREATE exists. Minimum kernel version: 5.7.
     pub bpf_link: bool,
     /// tcx links (attach with `BPF_TCX_INGRESS`). Minimum kernel version: 6.6.
@@ -57,20 +46,6 @@ pub struct Features {
 }
 
 impl Features {
-    /// What kiln-obj's BTF sanitizer should keep.
-    pub fn btf_features(&self) -> BtfFeatures {
-        let b = self.btf;
-        BtfFeatures {
-            func: b.func,
-            func_global: b.func_global,
-            datasec: b.datasec,
-            float: b.float,
-            decl_tag: b.decl_tag,
-            type_tag: b.type_tag,
-            enum64: b.enum64,
-        }
-    }
-
     /// The report as JSON (stable key order).
     pub fn to_json(&self) -> String {
         fn obj<K: AsRef<str>>(m: &BTreeMap<K, bool>) -> String {
@@ -82,11 +57,11 @@ impl Features {
         }
         let b = self.btf;
         format!(
-            "{{\"program_types\": {}, \"map_types\": {}, \"helpers\": {}, \"btf\": {{\"btf\": {}, \"func\": {}, \"func_global\": {}, \"datasec\": {}, \"float\": {}, \"decl_tag\": {}, \"type_tag\": {}, \"enum64\": {}}}, \"bpf_link\": {}, \"tcx\": {}, \"ringbuf\": {}, \"mmapable_arrays\": {}, \"batch_ops\": {}, \"bpf_cookie\": {}, \"prog_bind_map\": {}}}",
+            "{{\"program_types\": {}, \"map_types\": {}, \"helpers\": {}, \"btf\": {{\"load\": {}, \"func\": {}, \"func_global\": {}, \"datasec\": {}, \"float\": {}, \"decl_tag\": {}, \"type_tag\": {}, \"enum64\": {}}}, \"bpf_link\": {}, \"tcx\": {}, \"ringbuf\": {}, \"mmapable_arrays\": {}, \"batch_ops\": {}, \"bpf_cookie\": {}, \"prog_bind_map\": {}}}",
             obj(&self.program_types),
             obj(&self.map_types),
             obj(&self.helpers),
-            b.btf,
+            self.btf_load,
             b.func,
             b.func_global,
             b.datasec,
@@ -114,14 +89,18 @@ pub fn features() -> &'static Features {
 /// BTF features for kiln-obj's sanitizer, probed once.
 pub fn btf_features() -> BtfFeatures {
     static B: OnceLock<BtfFeatures> = OnceLock::new();
-    *B.get_or_init(|| {
-        let b = probe_btf();
-        Features {
-            btf: b,
-            ..Default::default()
-        }
-        .btf_features()
-    })
+    *B.get_or_init(|| probe_btf().1)
+}
+
+/// The kernel's name of a program type (`socket_filter`, `xdp`, ...), as bpftool prints it.
+pub fn program_type_name(t: ProgramType) -> &'static str {
+    if t == ProgramType::UNSPEC {
+        return "unspec";
+    }
+    PROGRAM_TYPES
+        .iter()
+        .find(|(_, pt, _)| *pt == t)
+        .map_or("unknown", |(name, _, _)| name)
 }
 
 /// Whether `BPF_F_MMAPABLE` arrays exist (cached separately: the loader asks on every load).
@@ -370,13 +349,13 @@ fn btf_ok(types: &[Vec<u32>], strings: &[u8]) -> bool {
     btf_load(&btf_blob(types, strings), None).is_ok()
 }
 
-fn probe_btf() -> BtfKinds {
+fn probe_btf() -> (bool, BtfFeatures) {
     // Strings: 1 "int", 5 "f", 7 "x", 9 ".data", 15 "float", 21 "tag", 25 "t", 27 "e"
     let s = b"\0int\0f\0x\0.data\0float\0tag\0t\0e\0";
     let int = int_type(1);
     let proto = vec![0, info(13, 0), 1];
-    BtfKinds {
-        btf: btf_ok(std::slice::from_ref(&int), s),
+    let load = btf_ok(std::slice::from_ref(&int), s);
+    let features = BtfFeatures {
         func: btf_ok(&[int.clone(), proto.clone(), vec![5, info(12, 0), 2]], s),
         func_global: btf_ok(&[int.clone(), proto.clone(), vec![5, info(12, 1), 2]], s),
         datasec: btf_ok(
@@ -405,12 +384,15 @@ fn probe_btf() -> BtfKinds {
             s,
         ),
         enum64: btf_ok(&[vec![27, info(19, 1), 8, 25, 1, 0]], s),
-    }
+    };
+    (load, features)
 }
 
 fn probe_all() -> Features {
+    let (btf_load, btf) = probe_btf();
     let mut f = Features {
-        btf: probe_btf(),
+        btf_load,
+        btf,
         ..Default::default()
     };
     for (name, t, eat) in PROGRAM_TYPES {

@@ -105,8 +105,9 @@ fn verifier_message(program: &str, source: &SysError, log: &str, line: Option<&S
     }
     match line {
         Some(l) => s.push_str(&format!(
-            "\n  failing instruction {} is at {l}",
-            failing_insn(log).map_or("?".to_owned(), |i| i.to_string())
+            "\n  failing instruction {} is at {}",
+            failing_insn(log).map_or("?".to_owned(), |i| i.to_string()),
+            l.trim_end_matches([' ', ':'])
         )),
         None => {
             if let Some(text) = last_source_comment(log) {

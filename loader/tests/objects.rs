@@ -1,0 +1,95 @@
+//! Every eBPF object the repository builds (C fixtures and the Rust SDK's
+//! programs) goes through the loader on this kernel.
+
+use kiln_loader::EbpfLoader;
+use kiln_obj::{ObjectSpec, ProgramKind};
+use kiln_testkit::{Need, TestResult, test};
+
+/// Programs that cannot load on a kernel for a reason outside the object:
+/// fentry/fexit/LSM need attach targets the host refuses (EPERM under
+/// lockdown); the verifier fixture is broken on purpose.
+fn expected_failure(file: &str, kind: &ProgramKind, name: &str, errno: Option<i32>) -> bool {
+    // fentry/fexit/fmod_ret/lsm: EPERM on the host (lockdown); freplace and
+    // struct_ops need a target program / struct the loader is not given here.
+    let host_limited = match kind {
+        ProgramKind::Tracing { attach_type, .. } => {
+            errno == Some(libc::EPERM) && *attach_type != kiln_obj::AttachType::TRACE_RAW_TP
+        }
+        ProgramKind::Lsm { .. } => errno == Some(libc::EPERM),
+        ProgramKind::Extension { .. } | ProgramKind::StructOps { .. } => true,
+        _ => false,
+    };
+    host_limited || (file == "loader_bad.bpf.o" && name == "unchecked")
+}
+
+fn load_object(file: String) -> TestResult {
+    let path = kiln_testkit::bpf_dir().join(&file);
+    let spec = ObjectSpec::parse(&std::fs::read(&path)?).map_err(|e| format!("{file}: {e}"))?;
+    let (ebpf, failures) = EbpfLoader::new()
+        .load_each(&spec)
+        .map_err(|e| format!("{file}: {e}"))?;
+    let mut unexpected = Vec::new();
+    for (name, e) in &failures {
+        let kind = &spec
+            .program(name)
+            .ok_or("failure for an unknown program")?
+            .kind;
+        // A kernel without CONFIG_KALLSYMS_ALL cannot take per-CPU `__ksym` variables
+        // (the kernel itself looks their address up): the host lacks it, the VMs have it.
+        let no_kallsyms = e.errno() == Some(libc::ENOENT)
+            && e.log()
+                .is_some_and(|l| l.contains("failed to find the address for kernel symbol"));
+        if no_kallsyms || expected_failure(&file, kind, name, e.errno()) {
+            eprintln!("{file}: {name}: expected on this host: {}", e.reason());
+        } else {
+            unexpected.push(format!("{e}"));
+        }
+    }
+    if !unexpected.is_empty() {
+        return Err(format!("{file}:\n{}", unexpected.join("\n")).into());
+    }
+    assert_eq!(
+        ebpf.maps().count(),
+        spec.maps.len(),
+        "{file}: every map was created"
+    );
+    assert!(ebpf.programs().count() + failures.len() == spec.programs.len());
+    Ok(())
+}
+
+fn main() {
+    let dir = kiln_testkit::bpf_dir();
+    // kiln-obj's CO-RE fixture relocates against a synthetic target BTF, not a kernel's.
+    const NOT_FOR_A_KERNEL: &[&str] = &["core.bpf.o"];
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.ends_with(".bpf.o") && !NOT_FOR_A_KERNEL.contains(&n.as_str()))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    let mut tests: Vec<_> = files
+        .into_iter()
+        .map(|f| {
+            test(
+                format!("load_{}", f.trim_end_matches(".bpf.o")),
+                &[Need::Bpf],
+                move || load_object(f),
+            )
+        })
+        .collect();
+    // The fixtures this crate owns must be present: a missing build is a failure, not an empty run.
+    for own in [
+        "loader_maps.bpf.o",
+        "loader_bad.bpf.o",
+        "loader_pinned.bpf.o",
+    ] {
+        tests.push(test(format!("fixture_present_{own}"), &[], move || {
+            kiln_testkit::bpf_object(own)?;
+            Ok(())
+        }));
+    }
+    kiln_testkit::run(tests);
+}

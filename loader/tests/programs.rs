@@ -1,0 +1,148 @@
+//! Program loading: verifier failures that name the source line, test runs,
+//! kernel info, pinning and reopening.
+
+use kiln_loader::programs::{Program, TestRun, VerifierLogLevel};
+use kiln_loader::{EbpfError, EbpfLoader, LoadError};
+use kiln_obj::ObjectSpec;
+use kiln_testkit::{Need, TestResult, test};
+
+fn spec(file: &str) -> Result<ObjectSpec, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(ObjectSpec::parse(&std::fs::read(
+        kiln_testkit::bpf_object(file)?,
+    )?)?)
+}
+
+fn verifier_failure_names_program_and_line() -> TestResult {
+    let spec = spec("loader_bad.bpf.o")?;
+    let err = EbpfLoader::new()
+        .load(&spec)
+        .err()
+        .ok_or("the unchecked program loaded")?;
+    let EbpfError::Program(e @ LoadError::Verifier { .. }) = &err else {
+        return Err(format!("expected a verifier error, got {err}").into());
+    };
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("program 'unchecked': the kernel refused"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("invalid mem access 'map_value_or_null'"),
+        "{msg}"
+    );
+    // The failing load `*v == 42` is line 13 of the fixture.
+    let bad_line =
+        std::fs::read_to_string(kiln_testkit::repo_dir().join("loader/tests/bpf/loader_bad.bpf.c"))
+            .ok()
+            .and_then(|s| s.lines().position(|l| l.contains("KILN-BAD-LINE")))
+            .map_or(13, |i| i + 1);
+    assert!(
+        msg.contains(&format!("loader_bad.bpf.c:{bad_line}")),
+        "message lacks the source line:\n{msg}"
+    );
+    assert!(
+        msg.lines().count() <= 24,
+        "only the log's tail is shown:\n{msg}"
+    );
+    assert_eq!(e.errno(), Some(libc::EACCES));
+    assert!(e.reason().contains("invalid mem access"), "{}", e.reason());
+    assert!(
+        e.log().is_some_and(|l| l.contains("processed")),
+        "the whole log is kept"
+    );
+
+    // load_each keeps going: the good program of the same object loads.
+    let (ebpf, failures) = EbpfLoader::new().load_each(&spec)?;
+    assert_eq!(
+        failures.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["unchecked"]
+    );
+    assert!(ebpf.program("fine").is_some());
+    // skip_program drops the bad one and the load succeeds.
+    let ebpf = EbpfLoader::new().skip_program("unchecked").load(&spec)?;
+    assert!(ebpf.program("unchecked").is_none());
+    Ok(())
+}
+
+fn verbose_log_level_still_loads() -> TestResult {
+    let spec = spec("loader_maps.bpf.o")?;
+    let ebpf = EbpfLoader::new()
+        .verifier_log_level(VerifierLogLevel::Verbose)
+        .load(&spec)?;
+    assert!(ebpf.program("count").is_some());
+    Ok(())
+}
+
+fn test_run_info_and_pin() -> TestResult {
+    let spec = spec("loader_maps.bpf.o")?;
+    let mut ebpf = EbpfLoader::new().load(&spec)?;
+    let prog = ebpf.take_program("perf_out").ok_or("no perf_out")?;
+    let packet = [0xabu8; 64];
+    let mut out = [0u8; 128];
+    let r = prog.test_run(TestRun {
+        data_in: Some(&packet),
+        data_out: Some(&mut out),
+        repeat: 10,
+        ..Default::default()
+    })?;
+    assert_eq!(r.retval, 0, "TC_ACT_OK");
+    assert_eq!(r.data_out_len, 64);
+    assert_eq!(&out[..64], &packet[..], "the packet comes back unchanged");
+
+    let info = prog.info()?;
+    assert_eq!(info.id, prog.id());
+    assert_eq!(info.tag, prog.tag());
+    assert_eq!(info.name, "perf_out");
+    assert_eq!(info.program_type, kiln_obj::ProgramType::SCHED_CLS);
+    assert!(!info.map_ids.is_empty(), "the program uses the perf map");
+    assert!(info.gpl_compatible);
+
+    let dir =
+        std::path::Path::new("/sys/fs/bpf").join(format!("kiln-test-prog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("perf_out");
+    let result = (|| -> TestResult {
+        prog.pin(&path)?;
+        let again = Program::from_pin(&path, None)?;
+        assert_eq!(again.id(), prog.id(), "the pin holds the same program");
+        let by_id = Program::from_id(prog.id())?;
+        assert_eq!(by_id.name(), "perf_out");
+        // Pinning outside bpffs is refused with a clear reason.
+        let e = prog
+            .pin(std::path::Path::new("/tmp/kiln-not-bpffs"))
+            .err()
+            .ok_or("pinned outside bpffs")?;
+        assert!(e.to_string().contains("not on a bpf filesystem"), "{e}");
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_dir(&dir);
+    result
+}
+
+fn bpffs_mounted() -> Option<String> {
+    match kiln_loader::pin::is_on_bpffs(std::path::Path::new("/sys/fs/bpf/x")) {
+        Ok(true) => None,
+        _ => Some("/sys/fs/bpf is not a bpffs mount".into()),
+    }
+}
+
+fn main() {
+    kiln_testkit::run(vec![
+        test(
+            "verifier_failure_names_program_and_line",
+            &[Need::Bpf],
+            verifier_failure_names_program_and_line,
+        ),
+        test(
+            "verbose_log_level_still_loads",
+            &[Need::Bpf],
+            verbose_log_level_still_loads,
+        ),
+        test(
+            "test_run_info_and_pin",
+            &[Need::Bpf, Need::Probe("bpffs", bpffs_mounted)],
+            test_run_info_and_pin,
+        ),
+    ]);
+}
