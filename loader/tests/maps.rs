@@ -5,9 +5,9 @@ use std::os::fd::AsFd;
 use std::time::Duration;
 
 use kiln_loader::maps::{
-    Array, ArrayOfMaps, BloomFilter, CpuMap, DevMap, HashMap, HashOfMaps, LpmKey, LpmTrie,
-    PerCpuArray, PerCpuHashMap, PerCpuValues, PerfEventArray, PerfRecord, ProgramArray, Queue,
-    RingBuf, SockHash, SockMap, Stack, StackTraceMap, UpdateFlags,
+    Array, ArrayOfMaps, BloomFilter, CpuMap, DevMap, FdStorage, HashMap, HashOfMaps, LpmKey,
+    LpmTrie, PerCpuArray, PerCpuHashMap, PerCpuValues, PerfEventArray, PerfRecord, ProgramArray,
+    Queue, RingBuf, SockHash, SockMap, Stack, StackTraceMap, UpdateFlags,
 };
 use kiln_loader::programs::TestRun;
 use kiln_loader::{Ebpf, EbpfLoader, Map};
@@ -314,6 +314,14 @@ fn fd_maps() -> TestResult {
     let cpus = CpuMap::new(map(&ebpf, "cpus"))?;
     cpus.set(0, 192, None, UpdateFlags::ANY)?;
     assert_eq!(cpus.get(0)?.map(|v| v.0), Some(192));
+    let store: FdStorage<_, u64> = FdStorage::new(map(&ebpf, "sk_store"))?;
+    store.insert(client.as_fd(), &0x5eed, UpdateFlags::ANY)?;
+    assert_eq!(
+        store.get(client.as_fd())?,
+        Some(0x5eed),
+        "storage follows the socket"
+    );
+    assert_eq!(store.get(server.as_fd())?, None);
     let st = StackTraceMap::new(map(&ebpf, "stacks"))?;
     assert_eq!(st.ids().count(), 0);
     Ok(())
@@ -393,6 +401,47 @@ fn map_info_and_pin() -> TestResult {
     assert_eq!(info.map_type, kiln_obj::MapType::HASH);
     let again = Map::from_id(info.id)?;
     assert_eq!(again.key_size(), 4);
+    let pin = std::path::PathBuf::from(format!("/sys/fs/bpf/kiln-test-map-{}", std::process::id()));
+    if kiln_loader::pin::is_on_bpffs(&pin).unwrap_or(false) {
+        m.pin(&pin)?;
+        let opened = Map::from_pin(&pin, Default::default());
+        kiln_loader::pin::unpin(&pin)?;
+        let opened = opened?;
+        assert_eq!(opened.info()?.id, info.id, "the pin opens the same map");
+        assert_eq!(opened.name(), "hash");
+    } else {
+        eprintln!("map_info_and_pin: /sys/fs/bpf is not a bpffs, pin part not run");
+    }
+    Ok(())
+}
+
+fn replace_map_shares_state() -> TestResult {
+    let path = kiln_testkit::bpf_object("loader_maps.bpf.o")?;
+    let spec = ObjectSpec::parse(&std::fs::read(&path)?)?;
+    let first = EbpfLoader::new().load(&spec)?;
+    let shared = first.map("counters").ok_or("no counters")?.try_clone()?;
+    let second = EbpfLoader::new()
+        .replace_map("counters", shared)
+        .load(&spec)?;
+    run_count(&second, 2)?;
+    let counters: Array<_, u64> = Array::new(map(&first, "counters"))?;
+    assert_eq!(
+        counters.get(0)?,
+        2,
+        "the second object's program wrote the first object's map"
+    );
+    // A replacement that does not match is refused before anything loads.
+    let wrong = first.map("hash").ok_or("no hash")?.try_clone()?;
+    let e = EbpfLoader::new()
+        .replace_map("counters", wrong)
+        .load(&spec)
+        .err()
+        .ok_or("mismatch accepted")?;
+    assert!(
+        e.to_string()
+            .contains("map 'counters': replacement map does not match"),
+        "{e}"
+    );
     Ok(())
 }
 
@@ -409,5 +458,6 @@ fn main() {
         test("ring_buffer", b, ring_buffer),
         test("perf_buffer", b, perf_buffer),
         test("map_info_and_pin", b, map_info_and_pin),
+        test("replace_map_shares_state", b, replace_map_shares_state),
     ]);
 }
