@@ -55,6 +55,8 @@ pub struct Ebpf {
     btf: Option<Btf>,
     /// Maps reused from a pin rather than created.
     reused: Vec<String>,
+    /// Global variables: name → (data map name, offset, size).
+    globals: BTreeMap<String, (String, u32, u32)>,
 }
 
 impl EbpfLoader {
@@ -173,6 +175,10 @@ impl EbpfLoader {
                     map
                 }
             };
+            for v in &mspec.variables {
+                ebpf.globals
+                    .insert(v.name.clone(), (mspec.name.clone(), v.offset, v.size));
+            }
             ebpf.maps.insert(mspec.name.clone(), map);
         }
         if let Some(name) = replaced.keys().next() {
@@ -478,6 +484,65 @@ impl Ebpf {
         self.btf.as_ref().map(|b| b.as_fd())
     }
     /// Names of maps that were reused from an existing pin.
+    /// Reads global variable `name` (from `.data`, `.bss`, `.rodata`...) as
+    /// the kernel sees it now. `T` must be the variable's size.
+    pub fn global<T: crate::Pod>(&self, name: &str) -> Result<T, EbpfError> {
+        let (map, offset, size) = self.global_slot::<T>(name)?;
+        let value = map
+            .lookup_bytes(&0u32.to_ne_bytes(), UpdateFlags::ANY)?
+            .ok_or_else(|| EbpfError::Global {
+                name: name.to_owned(),
+                message: format!("data map '{}' has no element 0", map.name()),
+            })?;
+        let bytes = value
+            .get(offset..offset + size)
+            .ok_or_else(|| EbpfError::Global {
+                name: name.to_owned(),
+                message: "lies outside its data map".into(),
+            })?;
+        Ok(crate::maps::from_bytes(bytes).expect("size checked"))
+    }
+
+    /// Writes global variable `name` in place (read-modify-write of the data
+    /// map's single element; frozen `.rodata` refuses).
+    pub fn set_global<T: crate::Pod>(&self, name: &str, value: &T) -> Result<(), EbpfError> {
+        let (map, offset, size) = self.global_slot::<T>(name)?;
+        let key = 0u32.to_ne_bytes();
+        let mut data = map
+            .lookup_bytes(&key, UpdateFlags::ANY)?
+            .unwrap_or_else(|| vec![0; map.value_size() as usize]);
+        data.get_mut(offset..offset + size)
+            .ok_or_else(|| EbpfError::Global {
+                name: name.to_owned(),
+                message: "lies outside its data map".into(),
+            })?
+            .copy_from_slice(crate::maps::bytes_of(value));
+        map.update_bytes(&key, &data, UpdateFlags::ANY)?;
+        Ok(())
+    }
+
+    fn global_slot<T>(&self, name: &str) -> Result<(&Map, usize, usize), EbpfError> {
+        let err = |message: String| EbpfError::Global {
+            name: name.to_owned(),
+            message,
+        };
+        let (map_name, offset, size) = self
+            .globals
+            .get(name)
+            .ok_or_else(|| err("no such global variable in the object".into()))?;
+        if *size as usize != std::mem::size_of::<T>() {
+            return Err(err(format!(
+                "is {size} bytes, the Rust type has {}",
+                std::mem::size_of::<T>()
+            )));
+        }
+        let map = self
+            .maps
+            .get(map_name)
+            .ok_or_else(|| err(format!("its data map '{map_name}' was taken")))?;
+        Ok((map, *offset as usize, *size as usize))
+    }
+
     pub fn reused_maps(&self) -> &[String] {
         &self.reused
     }
