@@ -3,9 +3,12 @@
 //! Hooks that need a runtime target (an interface, a cgroup, a socket) cannot
 //! be auto-attached: the error says which attach function to call instead.
 
-use super::{Link, LinkError, Mechanism, kprobe, raw_tracepoint, tracepoint, tracing, uprobe};
-use kiln_obj::ProgramKind;
-use std::os::fd::BorrowedFd;
+use super::iter::{self, IterTarget};
+use super::{
+    Link, LinkError, Mechanism, kprobe, netns, raw_tracepoint, tracepoint, tracing, uprobe,
+};
+use kiln_obj::{AttachType, ProgramKind};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
 fn no_target(m: Mechanism, what: &str) -> LinkError {
@@ -29,6 +32,38 @@ pub fn auto_attach(prog: BorrowedFd<'_>, kind: &ProgramKind) -> Result<Box<dyn L
         ProgramKind::RawTracepoint { name: None, .. } => Err(no_target(
             Mechanism::RawTracepoint,
             "the section names no tracepoint (use SEC(\"raw_tp/NAME\"))",
+        )),
+        ProgramKind::Tracing {
+            attach_type: AttachType::TRACE_ITER,
+            ..
+        } => Ok(Box::new(iter::attach_iter(prog, IterTarget::All)?)),
+        ProgramKind::SkLookup | ProgramKind::FlowDissector => {
+            // The caller's own network namespace: the one it would mean by default.
+            let ns = netns::open_netns("/proc/thread-self/ns/net")?;
+            match kind {
+                ProgramKind::SkLookup => Ok(Box::new(netns::attach_sk_lookup(prog, ns.as_fd())?)),
+                _ => netns::attach_flow_dissector(prog, ns.as_fd()),
+            }
+        }
+        ProgramKind::SkMsg | ProgramKind::SkSkb { .. } => Err(no_target(
+            Mechanism::SockMap,
+            "needs a sockmap: sockmap::attach_sockmap",
+        )),
+        ProgramKind::Netfilter => Err(no_target(
+            Mechanism::Netfilter,
+            "needs a protocol, hook and priority: netfilter::attach_netfilter",
+        )),
+        ProgramKind::PerfEvent => Err(no_target(
+            Mechanism::PerfEvent,
+            "needs a counter: perf::attach_perf_event",
+        )),
+        ProgramKind::StructOps { .. } => Err(no_target(
+            Mechanism::StructOps,
+            "struct_ops programs attach by registering their struct_ops map: struct_ops::StructOps",
+        )),
+        ProgramKind::Extension { .. } => Err(no_target(
+            Mechanism::Freplace,
+            "needs the program it replaces a function of: freplace::attach_freplace",
         )),
         ProgramKind::Tracing {
             target: Some(_), ..

@@ -14,11 +14,16 @@
 
 pub mod auto;
 pub mod cgroup;
+pub mod iter;
 pub mod kprobe;
+pub mod netfilter;
+pub mod netns;
 pub mod perf;
 pub mod prog_attach;
+pub mod program_ext;
 pub mod raw_tracepoint;
 pub mod socket_filter;
+pub mod sockmap;
 pub mod tc;
 pub mod tracepoint;
 pub mod tracing;
@@ -26,6 +31,7 @@ pub mod uprobe;
 pub mod xdp;
 
 pub use auto::auto_attach;
+pub use program_ext::ProgramAttach;
 
 use crate::sys::SysError;
 use crate::sys::attr::LinkInfoRaw;

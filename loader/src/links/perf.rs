@@ -146,6 +146,19 @@ pub fn attach_perf_event(
     rate: SampleRate,
     pid: Option<i32>,
 ) -> Result<Vec<PerfLink>, LinkError> {
+    attach_perf_event_with_cookie(prog, perf_type, config, rate, pid, 0)
+}
+
+/// [`attach_perf_event`] with a cookie the program reads with
+/// `bpf_get_attach_cookie`. Minimum kernel version: 5.15 (cookie != 0).
+pub fn attach_perf_event_with_cookie(
+    prog: BorrowedFd<'_>,
+    perf_type: PerfType,
+    config: u64,
+    rate: SampleRate,
+    pid: Option<i32>,
+    cookie: u64,
+) -> Result<Vec<PerfLink>, LinkError> {
     let mechanism = Mechanism::PerfEvent;
     let mut attr = PerfEventAttr::new(perf_type, config);
     match rate {
@@ -159,7 +172,7 @@ pub fn attach_perf_event(
     let target = |cpu: i32| format!("perf event type {} config {config} cpu {cpu}", perf_type.0);
     let cpus: Vec<i32> = match pid {
         Some(_) => vec![-1],
-        None => perf_event::online_cpus()
+        None => crate::util::online_cpus()
             .map_err(|e| LinkError::kernel(mechanism, "list cpus", "online cpus", e))?
             .into_iter()
             .map(|c| c as i32)
@@ -169,7 +182,14 @@ pub fn attach_perf_event(
     for cpu in cpus {
         let perf = perf_event::perf_event_open(&attr, pid.unwrap_or(-1), cpu)
             .map_err(|e| LinkError::kernel(mechanism, "perf_event_open", target(cpu), e))?;
-        links.push(attach_perf_fd(prog, perf, 0, mechanism, target(cpu), None)?);
+        links.push(attach_perf_fd(
+            prog,
+            perf,
+            cookie,
+            mechanism,
+            target(cpu),
+            None,
+        )?);
     }
     Ok(links)
 }

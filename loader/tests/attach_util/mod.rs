@@ -342,3 +342,67 @@ pub fn child_setup(
     map.pin(&dir.join("counts"))?;
     Ok((ns, dir, map))
 }
+
+/// Loads `target/bpf/<stem>.bpf.o` with the default loader.
+pub fn load_object(
+    stem: &str,
+) -> Result<(kiln_obj::ObjectSpec, kiln_loader::Ebpf), Box<dyn std::error::Error + Send + Sync>> {
+    let path = kiln_testkit::bpf_object(&format!("{stem}.bpf.o"))?;
+    let spec = kiln_obj::ObjectSpec::parse(&std::fs::read(&path)?)?;
+    let ebpf = kiln_loader::EbpfLoader::new().load(&spec)?;
+    Ok((spec, ebpf))
+}
+
+/// A program of a loaded object, or an error naming it.
+pub fn prog<'a>(
+    ebpf: &'a kiln_loader::Ebpf,
+    name: &str,
+) -> Result<&'a Program, Box<dyn std::error::Error + Send + Sync>> {
+    ebpf.program(name)
+        .ok_or_else(|| format!("object has no program {name}").into())
+}
+
+/// A map of a loaded object, or an error naming it.
+pub fn map<'a>(
+    ebpf: &'a kiln_loader::Ebpf,
+    name: &str,
+) -> Result<&'a Map, Box<dyn std::error::Error + Send + Sync>> {
+    ebpf.map(name)
+        .ok_or_else(|| format!("object has no map {name}").into())
+}
+
+/// The u64 value under a u64 key of a hash map (0 when absent).
+pub fn hash_count(map: &Map, key: u64) -> u64 {
+    map.lookup_bytes(&key.to_ne_bytes(), Default::default())
+        .ok()
+        .flatten()
+        .map_or(0, |v| u64::from_ne_bytes(v[..8].try_into().unwrap()))
+}
+
+/// A fresh named network namespace with `lo` up; deleted on drop.
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(tag: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let name = format!("kiln-{tag}-{}", std::process::id());
+        let _ = sh(&["ip", "netns", "del", &name]);
+        sh(&["ip", "netns", "add", &name])?;
+        let ns = Netns(name);
+        sh(&["ip", "-n", &ns.0, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn enter(&self) -> Result<InNetns, Box<dyn std::error::Error + Send + Sync>> {
+        InNetns::enter(&self.0)
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.0))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh(&["ip", "netns", "del", &self.0]);
+    }
+}
