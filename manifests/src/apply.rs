@@ -571,7 +571,7 @@ fn migrate(old: &Map, new: &Map) -> Result<usize, kiln_loader::MapError> {
 fn attach(prog: BorrowedFd<'_>, how: &ResolvedAttach) -> Result<Box<dyn Link>, String> {
     let mut tries = 0;
     loop {
-        match attach_once(prog, how)? {
+        match attach_once(prog, how) {
             Err(e) if e.errno() == Some(libc::EBUSY) && tries < 40 => {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(25));
@@ -582,13 +582,12 @@ fn attach(prog: BorrowedFd<'_>, how: &ResolvedAttach) -> Result<Box<dyn Link>, S
 }
 
 /// Attaches with the loader's attach functions.
-/// The outer error: an attach kind not wired yet.
 fn attach_once(
     prog: BorrowedFd<'_>,
     how: &ResolvedAttach,
-) -> Result<Result<Box<dyn Link>, kiln_loader::links::LinkError>, String> {
+) -> Result<Box<dyn Link>, kiln_loader::links::LinkError> {
     use kiln_loader::links;
-    Ok(match how {
+    match how {
         ResolvedAttach::Tracepoint { category, name } => {
             links::tracepoint::attach_tracepoint(prog, category, name, 0)
                 .map(|l| Box::new(l) as Box<dyn Link>)
@@ -612,12 +611,66 @@ fn attach_once(
             links::tc::attach_tcx(prog, *ifindex, dir, links::tc::TcxAnchor::default())
                 .map(|l| Box::new(l) as Box<dyn Link>)
         }
-        other => {
-            return Err(format!(
-                "attaching {other:?} is not wired to the loader yet (supported now: tracepoint, xdp, tcx)"
-            ));
+        ResolvedAttach::RawTracepoint { name } => {
+            links::raw_tracepoint::attach_raw_tracepoint(prog, name)
+                .map(|l| Box::new(l) as Box<dyn Link>)
         }
-    })
+        ResolvedAttach::Tracing { kind } => {
+            links::tracing::attach_tracing(prog, kind, 0).map(|l| Box::new(l) as Box<dyn Link>)
+        }
+        ResolvedAttach::Kprobe {
+            function,
+            offset,
+            retprobe,
+        } => links::kprobe::attach_kprobe(prog, function, *offset, *retprobe, 0)
+            .map(|l| Box::new(l) as Box<dyn Link>),
+        ResolvedAttach::Uprobe {
+            path,
+            symbol,
+            offset,
+            pid,
+            retprobe,
+        } => match symbol {
+            Some(sym) => links::uprobe::symbol_file_offset(path, sym).and_then(|base| {
+                links::uprobe::attach_uprobe_offset(prog, path, base + offset, *retprobe, *pid, 0)
+            }),
+            None => links::uprobe::attach_uprobe_offset(prog, path, *offset, *retprobe, *pid, 0),
+        }
+        .map(|l| Box::new(l) as Box<dyn Link>),
+        ResolvedAttach::Cgroup { path, attach_type } => links::cgroup::open_cgroup(path)
+            .and_then(|cg| links::cgroup::attach_cgroup_link(prog, cg.as_fd(), *attach_type))
+            .map(|l| Box::new(l) as Box<dyn Link>),
+        ResolvedAttach::SkLookup { netns } => links::netns::open_netns(netns)
+            .and_then(|ns| links::netns::attach_sk_lookup(prog, ns.as_fd()))
+            .map(|l| Box::new(l) as Box<dyn Link>),
+        ResolvedAttach::Netfilter {
+            pf,
+            hooknum,
+            priority,
+        } => {
+            use links::netfilter::{NetfilterFlags, NfHook, NfProto};
+            let proto = if *pf == 10 {
+                NfProto::Ipv6
+            } else {
+                NfProto::Ipv4
+            };
+            let hook = match hooknum {
+                0 => NfHook::PreRouting,
+                1 => NfHook::LocalIn,
+                2 => NfHook::Forward,
+                3 => NfHook::LocalOut,
+                _ => NfHook::PostRouting,
+            };
+            links::netfilter::attach_netfilter(
+                prog,
+                proto,
+                hook,
+                *priority,
+                NetfilterFlags::empty(),
+            )
+            .map(|l| Box::new(l) as Box<dyn Link>)
+        }
+    }
 }
 
 /// Removes everything the deployment owns: links first (programs stop

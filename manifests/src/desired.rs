@@ -28,7 +28,9 @@ pub enum ResolvedAttach {
         name: String,
     },
     /// tp_btf, fentry, fexit, lsm: the target is fixed at load time.
-    Tracing,
+    Tracing {
+        kind: ProgramKind,
+    },
     Kprobe {
         function: String,
         offset: u64,
@@ -281,7 +283,11 @@ pub fn resolve(manifest: &Manifest, objects: Objects) -> Result<Resolved, Vec<Di
                 continue;
             }
         };
-        let insns = prog.resolved_insns(|_| 0);
+        let prepared = crate::objects::prepared(obj);
+        let insns = prepared
+            .program(function)
+            .unwrap_or(prog)
+            .resolved_insns(|_| 0);
         // Read-only data the program binds, with the manifest's globals in
         // place: a global change is a program change even if the code is not.
         let mut rodata = Vec::new();
@@ -290,7 +296,11 @@ pub fn resolve(manifest: &Manifest, objects: Objects) -> Result<Resolved, Vec<Di
             let idx = match r.target {
                 RelocationTarget::Map { map } | RelocationTarget::MapValue { map, .. } => map,
             };
-            let Some(m) = obj.maps.get(idx).filter(|m| m.is_read_only_data()) else {
+            let Some(m) = obj
+                .maps
+                .get(idx)
+                .filter(|m| matches!(&m.origin, MapOrigin::GlobalData { section } if section.starts_with(".rodata")))
+            else {
                 continue;
             };
             if seen.contains(&idx) {
@@ -455,7 +465,7 @@ pub fn resolve_attach(
                     "make the manifest's target match the section, or use attach = \"auto\"".into(),
                 ));
             }
-            ResolvedAttach::Tracing
+            ResolvedAttach::Tracing { kind: kind.clone() }
         }
         Attach::Kprobe { function, offset } => {
             need("kprobe", &[ProgramType::KPROBE], ptype)?;
@@ -734,7 +744,17 @@ pub fn describe(a: &ResolvedAttach) -> DesiredAttach {
             (format!("tracepoint {category}/{name}"), None, false)
         }
         ResolvedAttach::RawTracepoint { name } => (format!("raw_tracepoint {name}"), None, false),
-        ResolvedAttach::Tracing => ("its BTF target".to_string(), None, false),
+        ResolvedAttach::Tracing { kind } => (
+            match kind {
+                ProgramKind::Tracing {
+                    target: Some(t), ..
+                }
+                | ProgramKind::Lsm { hook: Some(t), .. } => format!("btf target {t}"),
+                _ => "its BTF target".to_string(),
+            },
+            None,
+            false,
+        ),
         ResolvedAttach::Kprobe {
             function, retprobe, ..
         } => (

@@ -126,6 +126,34 @@ pub fn load_all(
     }
 }
 
+/// The object as the loader will submit it to this kernel: CO-RE relocated
+/// against the kernel's BTF, kconfig and ksym externs resolved. The program
+/// tags the planner predicts are computed from this, so they match what the
+/// kernel computes. Steps that fail here are left undone (the load itself
+/// then reports the failure with its context).
+pub fn prepared(spec: &ObjectSpec) -> ObjectSpec {
+    use kiln_loader::externs;
+    let mut spec = spec.clone();
+    if spec.programs.iter().any(|p| !p.core_relocations.is_empty())
+        && let Ok(kbtf) = externs::kernel_btf(None)
+    {
+        let _ = spec.relocate_core(kbtf);
+    }
+    let _ = spec.resolve_kconfig(externs::kconfig_value);
+    if spec
+        .programs
+        .iter()
+        .any(|p| !p.extern_relocations.is_empty())
+    {
+        let kbtf = externs::kernel_btf(None).ok();
+        let ext = spec.externs.clone();
+        for p in &mut spec.programs {
+            let _ = p.resolve_ksyms(&ext, |i| externs::resolve_ksym(&ext[i], kbtf));
+        }
+    }
+    spec
+}
+
 /// The one place that asks kiln-obj to parse an ELF.
 pub fn parse_object(bytes: &[u8]) -> Result<ObjectSpec, String> {
     ObjectSpec::parse(bytes).map_err(|e| e.to_string())

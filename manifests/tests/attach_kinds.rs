@@ -1,0 +1,155 @@
+//! Each attach kind a manifest can declare, through the whole cycle: apply,
+//! status all as declared, re-apply is a no-op (the kernel's link info
+//! matches the declared target), destroy leaves nothing. Programs come from
+//! kiln-obj's `sections.bpf.c` fixture (one trivial program per section).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kiln_manifest::Deployment;
+use kiln_manifest::apply::ApplyOptions;
+use kiln_testkit::{Need, TestResult};
+
+fn cycle(program: &str, attach: &str, netns: bool) -> TestResult {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "kiln-kind-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    if netns {
+        // SAFETY: unshare takes flags only; it affects this thread.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("unshare: {}", std::io::Error::last_os_error()).into());
+        }
+    }
+    let obj = kiln_testkit::bpf_object("sections.bpf.o")?;
+    let root = PathBuf::from("/sys/fs/bpf").join(&name);
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("manifest.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[deployment]\nname = \"{name}\"\npin_root = \"{}\"\n\n[objects.sections]\npath = \"{}\"\n\n[programs.{program}]\nobject = \"sections\"\nattach = {attach}\n",
+            root.display(),
+            obj.display()
+        ),
+    )?;
+    let result = (|| -> TestResult {
+        let d = Deployment::load(&path, &BTreeMap::new()).map_err(|e| e.to_string())?;
+        let out = d.apply(&ApplyOptions::default())?;
+        assert!(!out.plan.is_noop());
+        let status = d.status()?;
+        assert!(status.all_ok(), "{status}");
+        let again = d.plan()?;
+        assert!(again.is_noop(), "re-apply would change things:\n{again}");
+        d.destroy()?;
+        assert!(!root.exists(), "pin root left behind");
+        Ok(())
+    })();
+    let _ = kiln_manifest::apply::destroy(&name, &root);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn cgroup2_root() -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"cgroup2")).then(|| f[1].to_string())
+    })
+}
+
+fn feature(name: &'static str) -> impl Fn() -> Option<String> {
+    move || {
+        let f = kiln_loader::probe::features();
+        let ok = kiln_manifest::features::has(f, name).unwrap_or(false);
+        (!ok).then(|| format!("the kernel lacks {name}"))
+    }
+}
+
+macro_rules! need_feature {
+    ($name:literal) => {
+        Need::Probe($name, || feature($name)())
+    };
+}
+
+fn main() {
+    let base = [Need::Root, Need::Bpf];
+    let with = |extra: &[Need]| -> Vec<Need> {
+        base.iter().copied().chain(extra.iter().copied()).collect()
+    };
+    kiln_testkit::run(vec![
+        kiln_testkit::test("auto_tracepoint", &with(&[]), || {
+            cycle("tp_switch", "\"auto\"", false)
+        }),
+        kiln_testkit::test("tracepoint_explicit", &with(&[]), || {
+            cycle(
+                "tp_openat",
+                "{ tracepoint = { category = \"syscalls\", name = \"sys_enter_openat\" } }",
+                false,
+            )
+        }),
+        kiln_testkit::test("raw_tracepoint", &with(&[]), || {
+            cycle(
+                "rawtp",
+                "{ raw_tracepoint = { name = \"sched_switch\" } }",
+                false,
+            )
+        }),
+        kiln_testkit::test("tp_btf", &with(&[need_feature!("tracing")]), || {
+            cycle("tpbtf", "{ tp_btf = { name = \"sched_switch\" } }", false)
+        }),
+        kiln_testkit::test("tcx", &with(&[Need::NetNs, need_feature!("tcx")]), || {
+            cycle(
+                "tcx_in",
+                "{ tcx = { interface = \"lo\", direction = \"ingress\" } }",
+                true,
+            )
+        }),
+        kiln_testkit::test("xdp_auto_mode", &with(&[Need::NetNs]), || {
+            cycle("xdp_a", "{ xdp = { interface = \"lo\" } }", true)
+        }),
+        kiln_testkit::test(
+            "cgroup_skb",
+            &with(&[Need::Probe("cgroup2", || {
+                cgroup2_root().is_none().then(|| "no cgroup2 mount".into())
+            })]),
+            || {
+                let root = cgroup2_root().ok_or("no cgroup2")?;
+                cycle(
+                    "cg_in",
+                    &format!("{{ cgroup = {{ path = \"{root}\" }} }}"),
+                    false,
+                )
+            },
+        ),
+        kiln_testkit::test(
+            "sk_lookup",
+            &with(&[Need::NetNs, need_feature!("sk_lookup")]),
+            || {
+                cycle(
+                    "sklookup",
+                    "{ sk_lookup = { netns = \"/proc/thread-self/ns/net\" } }",
+                    true,
+                )
+            },
+        ),
+        kiln_testkit::test(
+            "netfilter",
+            &with(&[Need::NetNs, need_feature!("netfilter")]),
+            || {
+                cycle(
+                    "nf",
+                    "{ netfilter = { family = \"ipv4\", hook = \"input\", priority = -128 } }",
+                    true,
+                )
+            },
+        ),
+        kiln_testkit::test("socket_filter_load_only", &with(&[]), || {
+            cycle("sock", "\"none\"", false)
+        }),
+    ]);
+}
