@@ -9,58 +9,12 @@ use kiln_loader::links::{Link, LinkTarget, LinkType};
 use kiln_loader::sys::link_attr::AttachFlags;
 use kiln_obj::{AttachType, ProgramKind, ProgramType};
 use kiln_testkit::{Need, test};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 const CONNECT4: ProgramKind = ProgramKind::Cgroup {
     program_type: ProgramType::CGROUP_SOCK_ADDR,
     attach_type: AttachType::CGROUP_INET4_CONNECT,
 };
-
-fn cgroup2_root() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.len() > 2 && f[2] == "cgroup2")
-        .map(|f| PathBuf::from(f[1]))
-}
-
-fn no_cgroup2() -> Option<String> {
-    cgroup2_root()
-        .is_none()
-        .then(|| "no cgroup2 mount in /proc/self/mounts".into())
-}
-
-/// A cgroup created for one test, removed on drop.
-struct TestCgroup(PathBuf);
-
-impl TestCgroup {
-    fn new(tag: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        let root = cgroup2_root().ok_or("no cgroup2 mount")?;
-        let dir = root.join(format!("kiln-test-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        Ok(TestCgroup(dir))
-    }
-
-    /// Runs `n` UDP connects from a shell moved into this cgroup.
-    fn connect(&self, n: u32) -> TestResult {
-        let procs = self.0.join("cgroup.procs");
-        let script = format!(
-            "echo $$ > {} && for i in $(seq {n}); do exec 3<>/dev/udp/127.0.0.1/9; exec 3>&-; done",
-            procs.display()
-        );
-        let st = Command::new("bash").args(["-c", &script]).status()?;
-        check(st.success(), || format!("connect script failed: {st}"))
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        // The shells have exited, so the cgroup is empty and can go.
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
 
 fn in_cgroup(path: &Path) -> String {
     path.display().to_string()

@@ -406,3 +406,60 @@ impl Drop for Netns {
         let _ = sh(&["ip", "netns", "del", &self.0]);
     }
 }
+
+/// Where cgroup v2 is mounted.
+pub fn cgroup2_root() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == "cgroup2")
+        .map(|f| PathBuf::from(f[1]))
+}
+
+pub fn no_cgroup2() -> Option<String> {
+    cgroup2_root()
+        .is_none()
+        .then(|| "no cgroup2 mount in /proc/self/mounts".into())
+}
+
+/// A cgroup created for one test, removed on drop.
+pub struct TestCgroup(pub PathBuf);
+
+impl TestCgroup {
+    pub fn new(tag: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let root = cgroup2_root().ok_or("no cgroup2 mount")?;
+        let dir = root.join(format!("kiln-test-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(TestCgroup(dir))
+    }
+
+    /// Runs a bash `script` in a shell that first moves itself into this cgroup.
+    pub fn run(&self, script: &str) -> TestResult {
+        let procs = self.0.join("cgroup.procs");
+        let script = format!("echo $$ > {} && {script}", procs.display());
+        let st = Command::new("bash").args(["-c", &script]).status()?;
+        check(st.success(), || format!("script in cgroup failed: {st}"))
+    }
+
+    /// Runs `n` UDP connects from inside this cgroup.
+    pub fn connect(&self, n: u32) -> TestResult {
+        self.run(&format!(
+            "for i in $(seq {n}); do exec 3<>/dev/udp/127.0.0.1/9; exec 3>&-; done"
+        ))
+    }
+
+    /// Opens `n` TCP connections to `127.0.0.1:port` from inside this cgroup.
+    pub fn tcp_connect(&self, port: u16, n: u32) -> TestResult {
+        self.run(&format!(
+            "for i in $(seq {n}); do exec 3<>/dev/tcp/127.0.0.1/{port}; exec 3>&-; done"
+        ))
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // The shells have exited, so the cgroup is empty and can go.
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
