@@ -484,6 +484,8 @@ impl Iterator for KeysBytes<'_> {
 }
 
 mod array;
+#[cfg(feature = "tokio")]
+mod async_io;
 mod batch;
 mod bloom_filter;
 mod fd_maps;
@@ -498,6 +500,8 @@ mod storage;
 mod xdp;
 
 pub use array::{Array, MmapArray, PerCpuArray};
+#[cfg(feature = "tokio")]
+pub use async_io::{AsyncPerfBuffers, AsyncRingBuf};
 pub use batch::BatchResult;
 pub use bloom_filter::BloomFilter;
 pub use fd_maps::{ArrayOfMaps, HashOfMaps, ProgramArray};

@@ -276,3 +276,9 @@ impl AsFd for PerfBuffers {
         self.epoll.as_fd()
     }
 }
+
+impl AsRawFd for PerfBuffers {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.epoll.as_raw_fd()
+    }
+}

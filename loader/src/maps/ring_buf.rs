@@ -196,6 +196,12 @@ impl<M: Borrow<Map>> AsFd for RingBuf<M> {
     }
 }
 
+impl<M: Borrow<Map>> AsRawFd for RingBuf<M> {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.map.borrow().as_fd().as_raw_fd()
+    }
+}
+
 /// One record, borrowed from the ring until dropped.
 pub struct RingBufRecord<'a, M: Borrow<Map>> {
     ring: &'a RingBuf<M>,
