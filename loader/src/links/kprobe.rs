@@ -1,10 +1,13 @@
 //! kprobes and kretprobes through the `kprobe` perf PMU (a perf event whose
 //! `config1` names the function), and `ksyscall` (the arch's syscall wrapper).
 //!
-//! Minimum kernel version: 4.17 (kprobe PMU; this module has no legacy
-//! tracefs `kprobe_events` fallback yet); pinnable `bpf_link` from 5.15.
+//! Without the PMU (before 4.17, or a kernel built without it) the probe is
+//! created through tracefs `kprobe_events` and removed again when the link goes.
+//!
+//! Minimum kernel version: 4.1 (tracefs probes), 4.17 (kprobe PMU); pinnable
+//! `bpf_link` from 5.15.
 
-use super::perf::{PerfLink, attach_perf_fd};
+use super::perf::{Cleanup, PerfLink, attach_perf_fd};
 use super::{LinkError, Mechanism};
 use crate::perf_event::{self, PerfEventAttr, PerfType};
 use std::ffi::CString;
@@ -49,6 +52,9 @@ pub fn attach_kprobe(
     let m = Mechanism::Kprobe;
     let kind = if retprobe { "kretprobe" } else { "kprobe" };
     let target = format!("{kind} {function}+{offset:#x}");
+    if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        return attach_kprobe_tracefs(prog, function, offset, retprobe, cookie);
+    }
     let (ty, ret_bit) = dynamic_pmu("kprobe", m, &target)?;
     let name = CString::new(function).map_err(|_| LinkError::target(m, &target, "NUL in name"))?;
     let mut attr = PerfEventAttr::probe(PerfType(ty), if retprobe { ret_bit } else { 0 });
@@ -86,4 +92,85 @@ pub fn attach_ksyscall(
     retprobe: bool,
 ) -> Result<PerfLink, LinkError> {
     attach_kprobe(prog, &syscall_symbol(name)?, 0, retprobe, 0)
+}
+
+/// A probe created in tracefs `kprobe_events`, removed when dropped.
+#[derive(Debug)]
+struct TracefsProbe {
+    events: std::path::PathBuf,
+    /// `kiln/NAME`.
+    event: String,
+}
+
+impl Cleanup for TracefsProbe {}
+
+impl Drop for TracefsProbe {
+    fn drop(&mut self) {
+        // Best effort: the probe disappears at reboot anyway.
+        let _ = append_line(&self.events, &format!("-:{}", self.event));
+    }
+}
+
+/// Appends one command to a tracefs control file. Opening without append
+/// would truncate it, which removes every probe of every tool.
+fn append_line(path: &Path, line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path)?;
+    f.write_all(format!("{line}\n").as_bytes())
+}
+
+/// A tracefs event name for a probe: unique per process and call, made of
+/// the characters tracefs accepts.
+pub(crate) fn tracefs_event_name(kind: &str, what: &str, offset: u64) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let clean: String = what
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(32)
+        .collect();
+    format!(
+        "kiln_{kind}_{}_{}_{clean}_{offset:x}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The legacy path: `p:kiln/NAME FUNC+OFF` (or `r:` for a return probe) in
+/// `kprobe_events`, then a tracepoint perf event on the new event's id.
+/// Minimum kernel version: 4.1.
+pub fn attach_kprobe_tracefs(
+    prog: BorrowedFd<'_>,
+    function: &str,
+    offset: u64,
+    retprobe: bool,
+    cookie: u64,
+) -> Result<PerfLink, LinkError> {
+    let m = Mechanism::Kprobe;
+    let kind = if retprobe { "kretprobe" } else { "kprobe" };
+    let target = format!("{kind} {function}+{offset:#x} (tracefs)");
+    if function.is_empty() || function.contains(char::is_whitespace) {
+        return Err(LinkError::target(m, &target, "not a function name"));
+    }
+    let root = super::tracepoint::tracefs_root()
+        .map_err(|e| LinkError::target(m, &target, format!("tracefs unavailable: {e}")))?;
+    let events = root.join("kprobe_events");
+    let name = tracefs_event_name(kind, function, offset);
+    let cmd = format!(
+        "{}:kiln/{name} {function}+{offset}",
+        if retprobe { 'r' } else { 'p' }
+    );
+    append_line(&events, &cmd)
+        .map_err(|e| LinkError::kernel(m, "create probe in kprobe_events", &target, e))?;
+    // From here on the probe exists: the guard removes it on every path.
+    let probe = TracefsProbe {
+        events,
+        event: format!("kiln/{name}"),
+    };
+    let id = super::tracepoint::tracepoint_id("kiln", &name)
+        .map_err(|e| LinkError::target(m, &target, e.to_string()))?;
+    let attr = PerfEventAttr::probe(PerfType::TRACEPOINT, id);
+    let perf = perf_event::perf_event_open(&attr, -1, 0)
+        .map_err(|e| LinkError::kernel(m, "perf_event_open", &target, e))?;
+    attach_perf_fd(prog, perf, cookie, m, target, Some(Box::new(probe)))
 }

@@ -16,6 +16,7 @@ pub mod auto;
 pub mod cgroup;
 pub mod iter;
 pub mod kprobe;
+pub mod multi;
 pub mod netfilter;
 pub mod netns;
 pub mod perf;
