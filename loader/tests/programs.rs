@@ -1,7 +1,7 @@
 //! Program loading: verifier failures that name the source line, test runs,
 //! kernel info, pinning and reopening.
 
-use kiln_loader::programs::{Program, TestRun, VerifierLogLevel};
+use kiln_loader::programs::{LoadOptions, Program, TestRun, VerifierLogLevel};
 use kiln_loader::{EbpfError, EbpfLoader, LoadError};
 use kiln_obj::ObjectSpec;
 use kiln_testkit::{Need, TestResult, test};
@@ -69,7 +69,44 @@ fn verbose_log_level_still_loads() -> TestResult {
     let ebpf = EbpfLoader::new()
         .verifier_log_level(VerifierLogLevel::Verbose)
         .load(&spec)?;
-    assert!(ebpf.program("count").is_some());
+    let log = ebpf
+        .program("count")
+        .ok_or("no count")?
+        .verifier_log()
+        .ok_or("no log kept")?;
+    assert!(
+        log.contains("processed"),
+        "a level-2 log of a success ends with statistics:\n{log}"
+    );
+    Ok(())
+}
+
+/// A log buffer far too small grows until the whole log fits (ENOSPC retries).
+fn log_buffer_grows() -> TestResult {
+    let spec = spec("loader_bad.bpf.o")?;
+    let p = spec.program("unchecked").ok_or("no unchecked")?;
+    let maps: Vec<kiln_loader::Map> = spec
+        .maps
+        .iter()
+        .map(|m| kiln_loader::Map::create(m, None, None))
+        .collect::<Result<_, _>>()?;
+    let insns = p.resolved_insns(|i| std::os::fd::AsRawFd::as_raw_fd(&maps[i].fd()));
+    let opts = LoadOptions {
+        license: "GPL",
+        initial_log_size: 64,
+        ..Default::default()
+    };
+    let e = Program::load(&p.name, p.kind.clone(), &insns, &opts)
+        .err()
+        .ok_or("loaded")?;
+    let log = e.log().ok_or("no log")?;
+    assert!(log.len() > 64, "the log grew past the first 64 bytes");
+    assert!(log.contains("processed"), "and reached its end:\n{log}");
+    assert_eq!(
+        e.errno(),
+        Some(libc::EACCES),
+        "the verifier's errno, not ENOSPC"
+    );
     Ok(())
 }
 
@@ -134,6 +171,7 @@ fn main() {
             &[Need::Bpf],
             verifier_failure_names_program_and_line,
         ),
+        test("log_buffer_grows", &[Need::Bpf], log_buffer_grows),
         test(
             "verbose_log_level_still_loads",
             &[Need::Bpf],

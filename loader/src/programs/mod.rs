@@ -68,6 +68,9 @@ pub struct LoadOptions<'a> {
     /// `file:line: text` of an instruction index (from the object's line
     /// info), to point a verifier rejection at the source.
     pub source_line: Option<&'a dyn Fn(u32) -> Option<String>>,
+    /// First verifier log buffer size in bytes (0: 64 KiB). It grows while the
+    /// kernel reports the log truncated (ENOSPC).
+    pub initial_log_size: usize,
 }
 
 /// BTF extension records for one program (already relocated to its instructions).
@@ -90,6 +93,7 @@ pub struct Program {
     kind: ProgramKind,
     tag: [u8; 8],
     id: u32,
+    verifier_log: Option<String>,
 }
 
 impl Program {
@@ -101,7 +105,7 @@ impl Program {
         insns: &[Insn],
         opts: &LoadOptions<'_>,
     ) -> Result<Program, LoadError> {
-        let fd = verifier::load_with_log(name, &kind, insns, opts)?;
+        let (fd, verifier_log) = verifier::load_with_log(name, &kind, insns, opts)?;
         let info: ProgInfo =
             sysobj::info_by_fd(fd.as_fd()).map_err(|source| LoadError::Syscall {
                 program: name.to_owned(),
@@ -113,7 +117,14 @@ impl Program {
             kind,
             tag: info.tag,
             id: info.id,
+            verifier_log,
         })
+    }
+
+    /// The verifier's log of a successful load, when a log level other than
+    /// [`VerifierLogLevel::OnFailure`] was asked for.
+    pub fn verifier_log(&self) -> Option<&str> {
+        self.verifier_log.as_deref()
     }
 
     /// Wraps a program fd (pinned, by id, or from elsewhere). `kind` is what the
@@ -135,6 +146,7 @@ impl Program {
             kind,
             tag: info.tag,
             id: info.id,
+            verifier_log: None,
         })
     }
 

@@ -172,7 +172,7 @@ pub(super) fn load_with_log(
     kind: &ProgramKind,
     insns: &[Insn],
     opts: &LoadOptions<'_>,
-) -> Result<OwnedFd, LoadError> {
+) -> Result<(OwnedFd, Option<String>), LoadError> {
     let license = CString::new(opts.license).map_err(|_| LoadError::Invalid {
         program: name.to_owned(),
         message: "license contains a NUL byte".into(),
@@ -185,7 +185,7 @@ pub(super) fn load_with_log(
     };
     let first_error = if level.is_none() {
         match prog_load(build_load(name, kind, insns, &license, opts)) {
-            Ok(fd) => return Ok(fd),
+            Ok(fd) => return Ok((fd, None)),
             Err(f) => f.error,
         }
     } else {
@@ -195,15 +195,18 @@ pub(super) fn load_with_log(
         }
     };
     let level = level.unwrap_or(1);
-    let mut size = LOG_START;
+    let mut size = if opts.initial_log_size > 0 {
+        opts.initial_log_size
+    } else {
+        LOG_START
+    };
     loop {
         let mut buf = vec![0u8; size];
         let mut load = build_load(name, kind, insns, &license, opts);
         load.log = Some((level, &mut buf));
         match prog_load(load) {
-            // With an explicit level the caller wanted the log of a success too; it is dropped
-            // here (the verifier prints it for failures only at level 1 anyway).
-            Ok(fd) => return Ok(fd),
+            // With an explicit level the caller wanted the log of a success too.
+            Ok(fd) => return Ok((fd, Some(crate::util::c_name(&buf)))),
             Err(f) => {
                 let truncated = f.error.errno() == libc::ENOSPC;
                 if truncated && size < LOG_MAX {
