@@ -6,7 +6,7 @@
 use kiln_obj::ObjectSpec;
 use kiln_obj::btf::core::POISON_IMM;
 use kiln_obj::btf::strings::StringTable;
-use kiln_obj::btf::{Btf, EnumValue, INT_CHAR, INT_SIGNED, Member, Type, write};
+use kiln_obj::btf::{Btf, EnumValue, INT_CHAR, INT_SIGNED, Kind, Member, Type, write};
 use kiln_testkit::TestResult;
 
 macro_rules! check_eq {
@@ -140,6 +140,41 @@ fn vmlinux_parses_fast() -> TestResult {
     Ok(())
 }
 
+/// The name index answers exactly what a linear scan over every type
+/// answers, for a sample of kernel names of every kind (FUNCs included).
+fn vmlinux_name_index_matches_scan() -> TestResult {
+    let btf = Btf::from_bytes(std::fs::read("/sys/kernel/btf/vmlinux")?)?;
+    let mut by_name: std::collections::HashMap<String, Vec<u32>> = Default::default();
+    for id in 1..btf.len() {
+        let name = btf.name_of(id)?;
+        if !name.is_empty() {
+            by_name.entry(name.to_owned()).or_default().push(id);
+        }
+    }
+    let mut checked = 0;
+    for (i, (name, ids)) in by_name.iter().enumerate() {
+        if i % 53 != 0
+            && !ids
+                .iter()
+                .any(|&id| btf.kind_of(id).is_ok_and(|k| k != Kind::Func))
+        {
+            continue;
+        }
+        check_eq!(btf.ids_by_name(name), *ids);
+        for &id in ids {
+            let kind = btf.kind_of(id)?;
+            let first = ids.iter().copied().find(|&i| btf.kind_of(i) == Ok(kind));
+            check_eq!(btf.find_by_name(kind, name), first);
+        }
+        checked += 1;
+    }
+    if checked < 1000 {
+        return Err(format!("only {checked} names checked").into());
+    }
+    check_eq!(btf.find_by_name(Kind::Struct, "no_such_struct_kiln"), None);
+    Ok(())
+}
+
 fn has_vmlinux() -> Option<String> {
     (!std::path::Path::new("/sys/kernel/btf/vmlinux").exists())
         .then(|| "kernel has no /sys/kernel/btf/vmlinux".into())
@@ -156,6 +191,11 @@ fn main() {
             "vmlinux_parses_fast",
             &[kiln_testkit::Need::Probe("vmlinux BTF", has_vmlinux)],
             vmlinux_parses_fast,
+        ),
+        kiln_testkit::test(
+            "vmlinux_name_index_matches_scan",
+            &[kiln_testkit::Need::Probe("vmlinux BTF", has_vmlinux)],
+            vmlinux_name_index_matches_scan,
         ),
     ]);
 }

@@ -585,7 +585,7 @@ fn candidates(lb: &Btf, lid: TypeId, tb: &Btf) -> Result<Vec<TypeId>, BtfError> 
     }
     let lk = lb.type_by_id(lid)?.kind();
     let mut out = Vec::new();
-    for id in tb.ids_by_essential_name(name) {
+    for id in tb.ids_by_essential_name_for(name, lk) {
         let tk = tb.kind_of(id)?;
         let compat = tk == lk
             || matches!(
