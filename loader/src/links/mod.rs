@@ -14,6 +14,7 @@
 
 pub mod auto;
 pub mod cgroup;
+pub mod freplace;
 pub mod iter;
 pub mod kprobe;
 pub mod multi;
