@@ -8,7 +8,9 @@ use attach_util::*;
 use kiln_loader::links::tc::{self, ClsBpfOptions, TcxAnchor};
 use kiln_loader::links::{Link, LinkTarget, LinkType};
 use kiln_loader::netlink;
+use kiln_loader::sys::link_attr::prog_query;
 use kiln_loader::{Map, Program};
+use kiln_obj::AttachType;
 use kiln_obj::{Direction, ProgramKind};
 use kiln_testkit::{Need, test};
 
@@ -42,6 +44,50 @@ fn tcx_link_counts_updates_detaches() -> TestResult {
     counts_updates_detaches(&mut link, &map, (&p0, &p1), Update::Checked, 3, &|| {
         pair.ping(3)
     })
+}
+
+/// tcx anchors place programs before/after others; with TCX_NEXT every
+/// program runs, in the order the kernel reports.
+fn tcx_anchors_order_programs() -> TestResult {
+    const TCX_NEXT: i32 = -1;
+    let pair = VethPair::new("tcxa", 12)?;
+    let map = counters("tcx_order")?;
+    let kind = ProgramKind::Tcx {
+        direction: Direction::Ingress,
+    };
+    let p: Vec<Program> = (0..4)
+        .map(|k| counter_prog(kind.clone(), map.fd(), k, TCX_NEXT))
+        .collect::<Result<_, _>>()?;
+    let _ns = InNetns::enter(&pair.b)?;
+    let ifindex = netlink::ifindex("vb")?;
+    let ingress = Direction::Ingress;
+    let l0 = tc::attach_tcx(p[0].fd(), ifindex, ingress, TcxAnchor::Last)?;
+    let l1 = tc::attach_tcx(p[1].fd(), ifindex, ingress, TcxAnchor::First)?;
+    let l2 = tc::attach_tcx(
+        p[2].fd(),
+        ifindex,
+        ingress,
+        TcxAnchor::AfterProgram(p[1].fd()),
+    )?;
+    let l0fd = l0.fd().ok_or("tcx link without fd")?;
+    let mut l3 = tc::attach_tcx(p[3].fd(), ifindex, ingress, TcxAnchor::BeforeLink(l0fd))?;
+    let q = prog_query(ifindex, AttachType::TCX_INGRESS.0)?;
+    let want: Vec<u32> = [1, 2, 3, 0].iter().map(|&i| p[i].id()).collect();
+    check(q.prog_ids == want, || {
+        format!("order {:?}, expected {want:?}", q.prog_ids)
+    })?;
+    pair.ping(3)?;
+    for k in 0..4 {
+        check(count(&map, k) >= 3, || {
+            format!("program {k} ran {} times", count(&map, k))
+        })?;
+    }
+    l3.detach()?;
+    let q = prog_query(ifindex, AttachType::TCX_INGRESS.0)?;
+    check(q.prog_ids.len() == 3, || format!("after detach: {q:?}"))?;
+    drop((l0, l1, l2));
+    let q = prog_query(ifindex, AttachType::TCX_INGRESS.0)?;
+    check(q.prog_ids.is_empty(), || format!("after drop: {q:?}"))
 }
 
 fn cls_bpf_counts_updates_detaches() -> TestResult {
@@ -127,6 +173,11 @@ fn main() {
                 "tcx_link_counts_updates_detaches",
                 &needs,
                 tcx_link_counts_updates_detaches,
+            ),
+            test(
+                "tcx_anchors_order_programs",
+                &needs,
+                tcx_anchors_order_programs,
             ),
             test(
                 "cls_bpf_counts_updates_detaches",

@@ -4,7 +4,8 @@
 mod attach_util;
 
 use attach_util::*;
-use kiln_loader::links::xdp::{self, XdpFlags};
+use kiln_loader::links::ProgramAttach;
+use kiln_loader::links::xdp::{self, XdpApi, XdpFlags};
 use kiln_loader::links::{FdLink, Link, LinkTarget, LinkType, Mechanism};
 use kiln_loader::netlink;
 use kiln_loader::{Map, Program};
@@ -67,6 +68,34 @@ fn xdp_netlink_counts_updates_detaches() -> TestResult {
     })
 }
 
+/// attach_xdp's netlink path, forced as on a kernel without XDP links, and
+/// reached through the Program method users call.
+fn xdp_forced_netlink_fallback_counts_updates_detaches() -> TestResult {
+    let pair = VethPair::new("xdpf", 3)?;
+    let map = counters("xdp_counts")?;
+    let (p0, p1) = progs(&map)?;
+    let _ns = InNetns::enter(&pair.b)?;
+    let ifindex = netlink::ifindex("vb")?;
+
+    let mut link = xdp::attach_xdp_with(p0.fd(), ifindex, XdpFlags::SKB_MODE, XdpApi::Netlink)?;
+    check(link.fd().is_none(), || {
+        "the netlink path returned a bpf_link".into()
+    })?;
+    let q = xdp::query_xdp(ifindex)?;
+    check(q.map(|q| q.0) == Some(p0.id()), || format!("query {q:?}"))?;
+    counts_updates_detaches(&mut *link, &map, (&p0, &p1), Update::Checked, 3, &|| {
+        pair.ping(3)
+    })?;
+    check(xdp::query_xdp(ifindex)?.is_none(), || {
+        "interface still has XDP".into()
+    })?;
+    // The default path on this kernel is a bpf_link.
+    let mut auto = p0.attach_xdp(ifindex, XdpFlags::empty())?;
+    let has_link = auto.fd().is_some();
+    auto.detach()?;
+    check(has_link, || "attach_xdp did not use a bpf_link".into())
+}
+
 /// A child process attaches and pins; the parent finds the link and removes it.
 fn xdp_pinned_link_outlives_its_process() -> TestResult {
     let pair = VethPair::new("xdpp", 3)?;
@@ -117,6 +146,11 @@ fn main() {
                 "xdp_link_counts_updates_detaches",
                 &needs,
                 xdp_link_counts_updates_detaches,
+            ),
+            test(
+                "xdp_forced_netlink_fallback_counts_updates_detaches",
+                &needs,
+                xdp_forced_netlink_fallback_counts_updates_detaches,
             ),
             test(
                 "xdp_netlink_counts_updates_detaches",

@@ -50,13 +50,38 @@ pub fn attach_xdp(
     ifindex: u32,
     flags: XdpFlags,
 ) -> Result<Box<dyn Link>, LinkError> {
-    match attach_xdp_link(prog, ifindex, flags) {
-        Ok(l) => Ok(Box::new(l)),
+    attach_xdp_with(prog, ifindex, flags, XdpApi::Auto)
+}
+
+/// Which kernel interface [`attach_xdp_with`] uses.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum XdpApi {
+    /// A `bpf_link`, falling back to netlink on kernels without XDP links.
+    #[default]
+    Auto,
+    /// Only a `bpf_link` (fails before 5.9).
+    Link,
+    /// Only netlink, as on a kernel without XDP links (or to coexist with
+    /// tools that manage the interface's XDP program over netlink).
+    Netlink,
+}
+
+/// [`attach_xdp`] with the kernel interface chosen by `api`.
+pub fn attach_xdp_with(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    flags: XdpFlags,
+    api: XdpApi,
+) -> Result<Box<dyn Link>, LinkError> {
+    let link = match api {
+        XdpApi::Netlink => None,
+        XdpApi::Auto | XdpApi::Link => Some(attach_xdp_link(prog, ifindex, flags)),
+    };
+    match link {
+        Some(Ok(l)) => Ok(Box::new(l)),
         // EINVAL: no BPF_XDP attach type before 5.9.
-        Err(e) if e.errno() == Some(libc::EINVAL) => {
-            Ok(Box::new(attach_xdp_netlink(prog, ifindex, flags, None)?))
-        }
-        Err(e) => Err(e),
+        Some(Err(e)) if api == XdpApi::Link || e.errno() != Some(libc::EINVAL) => Err(e),
+        Some(Err(_)) | None => Ok(Box::new(attach_xdp_netlink(prog, ifindex, flags, None)?)),
     }
 }
 
