@@ -124,18 +124,31 @@ pub fn resolve(manifest: &Manifest, objects: Objects) -> Result<Resolved, Vec<Di
             spec.max_entries = *max.get_ref();
         }
         let lpm = spec.map_type == kiln_obj::MapType::LPM_TRIE;
+        let btf = object_btf(obj);
         let mut entries = Vec::new();
         for e in &d.entries {
             let e = e.get_ref();
-            let k = kiln_values(&e.key, spec.key_size, lpm);
-            let v = kiln_values(&e.value, spec.value_size, false);
+            let k = kiln_values(
+                btf.as_ref(),
+                spec.btf_key_type_id,
+                &e.key,
+                spec.key_size,
+                lpm,
+            );
+            let v = kiln_values(
+                btf.as_ref(),
+                spec.btf_value_type_id,
+                &e.value,
+                spec.value_size,
+                false,
+            );
             match (k, v) {
                 (Ok(k), Ok(v)) => entries.push((k, v)),
                 (Err(msg), _) => errors.push(
                     manifest
                         .error(
                             e.key.span(),
-                            format!("map '{name}': key {}: {msg}", e.key.get_ref()),
+                            format!("map '{name}': key{}: {msg}", short(e.key.get_ref())),
                         )
                         .help(format!("the key is {} bytes", spec.key_size)),
                 ),
@@ -143,7 +156,7 @@ pub fn resolve(manifest: &Manifest, objects: Objects) -> Result<Resolved, Vec<Di
                     manifest
                         .error(
                             e.value.span(),
-                            format!("map '{name}': value {}: {msg}", e.value.get_ref()),
+                            format!("map '{name}': value{}: {msg}", short(e.value.get_ref())),
                         )
                         .help(format!("the value is {} bytes", spec.value_size)),
                 ),
@@ -242,6 +255,7 @@ pub fn resolve(manifest: &Manifest, objects: Objects) -> Result<Resolved, Vec<Di
         }
         // Globals.
         let mut globals = Vec::new();
+        let btf = object_btf(obj);
         for (gkey, gval) in &d.globals {
             let gname = gkey.get_ref();
             let found = obj
@@ -261,7 +275,7 @@ pub fn resolve(manifest: &Manifest, objects: Objects) -> Result<Resolved, Vec<Di
                 );
                 continue;
             };
-            match kiln_values(gval, var.size, false) {
+            match kiln_values(btf.as_ref(), Some(var.btf_type_id), gval, var.size, false) {
                 Err(msg) => errors.push(
                     manifest
                         .error(gval.span(), format!("global '{gname}': {msg}"))
@@ -356,8 +370,27 @@ pub fn resolve(manifest: &Manifest, objects: Objects) -> Result<Resolved, Vec<Di
     }
 }
 
-fn kiln_values(v: &toml::Spanned<toml::Value>, size: u32, lpm: bool) -> Result<Vec<u8>, String> {
-    crate::values::encode(v.get_ref(), size as usize, lpm)
+fn kiln_values(
+    btf: Option<&kiln_obj::btf::Btf>,
+    id: Option<u32>,
+    v: &toml::Spanned<toml::Value>,
+    size: u32,
+    lpm: bool,
+) -> Result<Vec<u8>, String> {
+    crate::values::encode_typed(btf, id, v.get_ref(), size as usize, lpm)
+}
+
+/// A value for a message: scalars shown, tables and arrays not (the error
+/// names the member at fault).
+fn short(v: &toml::Value) -> String {
+    match v {
+        toml::Value::Table(_) | toml::Value::Array(_) => String::new(),
+        v => format!(" {v}"),
+    }
+}
+
+fn object_btf(obj: &ObjectSpec) -> Option<kiln_obj::btf::Btf> {
+    kiln_obj::btf::Btf::parse(obj.btf.as_deref()?).ok()
 }
 
 fn shared_map_names(obj: &ObjectSpec) -> String {
