@@ -126,7 +126,18 @@ fn test_run_info_and_pin() -> TestResult {
     assert_eq!(r.data_out_len, 64);
     assert_eq!(&out[..64], &packet[..], "the packet comes back unchanged");
 
+    // With run-time stats on, runs are counted.
+    let stats = kiln_loader::sys::object::enable_run_time_stats()?;
+    let before = prog.info()?.run_cnt;
+    prog.test_run(TestRun {
+        data_in: Some(&packet),
+        repeat: 5,
+        ..Default::default()
+    })?;
     let info = prog.info()?;
+    drop(stats);
+    assert_eq!(info.run_cnt - before, 5, "five counted runs");
+    assert!(info.run_time_ns > 0);
     assert_eq!(info.id, prog.id());
     assert_eq!(info.tag, prog.tag());
     assert_eq!(info.name, "perf_out");

@@ -153,3 +153,20 @@ pub fn btf_load(btf: &[u8], log: Option<(u32, &mut [u8])>) -> Result<OwnedFd, Sy
     // SAFETY: `btf` is readable for `btf_size` bytes and the log writable for `btf_log_size`.
     unsafe { bpf_fd(Cmd::BtfLoad, &mut attr) }
 }
+
+/// `union bpf_attr` for BPF_ENABLE_STATS.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct EnableStatsAttr {
+    stats_type: u32,
+}
+// SAFETY: #[repr(C)], one u32.
+unsafe impl super::attr::AttrFields for EnableStatsAttr {}
+
+/// BPF_ENABLE_STATS (BPF_STATS_RUN_TIME): programs count `run_cnt` and
+/// `run_time_ns` while the returned fd is open. Minimum kernel version: 5.8.
+pub fn enable_run_time_stats() -> Result<OwnedFd, SysError> {
+    let mut attr = Attr::new(EnableStatsAttr { stats_type: 0 });
+    // SAFETY: integers only; the result is a new descriptor.
+    unsafe { bpf_fd(Cmd::EnableStats, &mut attr) }
+}
