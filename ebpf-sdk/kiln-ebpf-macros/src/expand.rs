@@ -282,6 +282,13 @@ pub fn program(kind: &str, attr: TokenStream, item: TokenStream) -> Result<Token
     })
 }
 
+/// 32-bit FNV-1a (names `.kiln_log.*` sections).
+pub fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ *b as u32).wrapping_mul(0x0100_0193)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

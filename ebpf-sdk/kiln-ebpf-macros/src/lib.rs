@@ -88,3 +88,54 @@ program_attr! {
     /// `SEC("flow_dissector")`. Context: `SkBuffContext`.
     flow_dissector,
 }
+
+/// Internal to `kiln_ebpf::log!`: `__log_section!("fmt"; <static item>)`
+/// prefixes the static with `#[unsafe(link_section = ".kiln_log.<hash>")]`, a
+/// section name unique to this expansion.
+///
+/// Why unique: the BPF backend gives each global its own ELF section, so
+/// several statics in one `.kiln_log` section name become several sections of
+/// that name under one BTF DATASEC whose variables all sit at offset 0, which
+/// the kernel's BTF check rejects. One section per entry keeps the object's
+/// BTF loadable. The hash covers the format literal's location and text plus
+/// an expansion counter (deterministic: expansion order is fixed within a
+/// crate), so two expansions of the same literal (a helper macro) differ too.
+#[doc(hidden)]
+#[proc_macro]
+pub fn __log_section(input: TokenStream) -> TokenStream {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static EXPANSIONS: AtomicU32 = AtomicU32::new(0);
+
+    let mut tokens = input.into_iter();
+    // A `$fmt:literal` fragment arrives wrapped in an invisible group.
+    let first = match tokens.next() {
+        Some(proc_macro::TokenTree::Group(g)) if g.delimiter() == proc_macro::Delimiter::None => {
+            g.stream().into_iter().next()
+        }
+        other => other,
+    };
+    let Some(proc_macro::TokenTree::Literal(fmt)) = first else {
+        return r#"::core::compile_error!("kiln-ebpf log: expected a format string literal")"#
+            .parse()
+            .unwrap_or_default();
+    };
+    let span = fmt.span();
+    let n = EXPANSIONS.fetch_add(1, Ordering::Relaxed);
+    let key = format!(
+        "{}:{}:{}:{}:{n}",
+        span.file(),
+        span.line(),
+        span.column(),
+        fmt
+    );
+    let section = format!(".kiln_log.{:08x}", expand::fnv1a(key.as_bytes()));
+    // Skip the `;` separating the literal from the item.
+    let _separator = tokens.next();
+    let item: TokenStream = tokens.collect();
+    let attr: TokenStream = format!("#[unsafe(link_section = {section:?})]")
+        .parse()
+        .unwrap_or_default();
+    let mut out = attr;
+    out.extend(item);
+    out
+}

@@ -33,12 +33,15 @@ pub mod bindings;
 pub mod core_read;
 pub mod global;
 pub mod helpers;
+pub mod log;
 pub mod maps;
 mod mem;
 pub mod programs;
 mod shim;
 
 pub use global::{Global, GlobalMut};
+#[doc(hidden)]
+pub use kiln_ebpf_macros::__log_section;
 pub use kiln_ebpf_macros::{
     cgroup_skb, cgroup_sock, cgroup_sock_addr, classifier, fentry, fexit, flow_dissector, kprobe,
     kretprobe, lsm, map, perf_event, raw_tracepoint, sk_lookup, sk_msg, sk_skb, sock_ops,
