@@ -73,9 +73,9 @@ pub fn measure(path: &str, rounds: usize) -> Result<Timings, String> {
     })
 }
 
-#[cfg_attr(
-    not(test),
-    allow(dead_code, reason = "the bench includes this file as a module")
+#[allow(
+    dead_code,
+    reason = "benches/btf_vs_libbpf.rs includes this file as a module"
 )]
 fn main() {
     let mut args = std::env::args().skip(1);

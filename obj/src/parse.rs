@@ -38,6 +38,8 @@ pub(crate) struct Symbol<'data> {
     pub size: u64,
     pub st_type: u8,
     pub st_bind: u8,
+    /// `STV_*` (the low bits of `st_other`).
+    pub visibility: u8,
 }
 
 impl Symbol<'_> {
@@ -46,6 +48,10 @@ impl Symbol<'_> {
     }
     pub fn is_global(&self) -> bool {
         self.st_bind == elf::STB_GLOBAL || self.st_bind == elf::STB_WEAK
+    }
+    /// A global the linker keeps inside the object (`STV_HIDDEN`, `STV_INTERNAL`).
+    pub fn is_hidden(&self) -> bool {
+        self.visibility == elf::STV_HIDDEN || self.visibility == elf::STV_INTERNAL
     }
 }
 
@@ -137,6 +143,7 @@ impl<'data> Elf<'data> {
             size: 0,
             st_type: 0,
             st_bind: 0,
+            visibility: 0,
         });
         for sym in file.symbols() {
             let raw = sym.elf_symbol();
@@ -148,6 +155,7 @@ impl<'data> Elf<'data> {
                     size: 0,
                     st_type: 0,
                     st_bind: 0,
+                    visibility: 0,
                 });
             }
             let name = match sym.name() {
@@ -166,6 +174,7 @@ impl<'data> Elf<'data> {
                 size: sym.size(),
                 st_type: raw.st_type(),
                 st_bind: raw.st_bind(),
+                visibility: raw.st_other & 0x3,
             });
         }
         Ok(Self {
@@ -211,8 +220,38 @@ fn read_btf(elf: &Elf<'_>) -> Result<Option<Btf>, ParseError> {
     let raw = Btf::parse(sec.data)?;
     let mut types = raw.to_types()?;
     fixup_datasecs(&mut types, raw.strings(), elf)?;
+    mark_hidden_funcs_static(&mut types, &raw, elf);
     let fixed = write::encode(&types, raw.strings());
     Ok(Some(Btf::from_bytes(fixed)?))
+}
+
+/// A global function with hidden visibility (the Rust SDK's `memset`,
+/// `memcpy`, a C `__hidden` helper) cannot be called from outside the object,
+/// so its BTF FUNC becomes static, as libbpf does. The verifier then checks it
+/// in its caller's context instead of as a global function with unknown
+/// arguments, which it rejects when it returns a pointer ("Global function
+/// memset() doesn't return scalar").
+fn mark_hidden_funcs_static(types: &mut [crate::btf::Type], raw: &Btf, elf: &Elf<'_>) {
+    use crate::btf::{FUNC_GLOBAL, Type};
+    let hidden: std::collections::HashSet<&str> = elf
+        .symbols
+        .iter()
+        .filter(|s| s.is_func() && s.is_global() && s.is_hidden() && s.section.is_some())
+        .map(|s| s.name)
+        .collect();
+    if hidden.is_empty() {
+        return;
+    }
+    for t in types.iter_mut() {
+        if let Type::Func {
+            name_off, linkage, ..
+        } = t
+            && *linkage == FUNC_GLOBAL
+            && raw.str_at(*name_off).is_ok_and(|n| hidden.contains(n))
+        {
+            *linkage = crate::btf::FUNC_STATIC;
+        }
+    }
 }
 
 impl ObjectSpec {

@@ -571,8 +571,47 @@ fn malformed_inputs() -> TestResult {
     Ok(())
 }
 
+/// The Rust SDK's `memset`/`memcpy` are hidden globals: their BTF FUNCs
+/// become static (libbpf does the same), or the verifier rejects them as
+/// global functions returning a pointer.
+fn hidden_globals_become_static() -> TestResult {
+    let obj = load("sdk-programs.bpf.o")?;
+    let btf = kiln_obj::btf::Btf::parse(obj.btf.as_deref().ok_or("no BTF")?)?;
+    let memset = btf
+        .find_by_name(kiln_obj::btf::Kind::Func, "memset")
+        .ok_or("no FUNC memset")?;
+    match btf.type_by_id(memset)? {
+        kiln_obj::btf::Type::Func { linkage, .. } => {
+            check_eq!(linkage, kiln_obj::btf::FUNC_STATIC)
+        }
+        t => return Err(format!("memset is {t:?}").into()),
+    }
+    let entry = btf
+        .find_by_name(kiln_obj::btf::Kind::Func, "prog_helpers")
+        .ok_or("no FUNC prog_helpers")?;
+    match btf.type_by_id(entry)? {
+        kiln_obj::btf::Type::Func { linkage, .. } => {
+            check_eq!(linkage, kiln_obj::btf::FUNC_GLOBAL)
+        }
+        t => return Err(format!("prog_helpers is {t:?}").into()),
+    }
+    Ok(())
+}
+
+fn has_sdk_programs() -> Option<String> {
+    kiln_testkit::bpf_object("sdk-programs.bpf.o").err()
+}
+
 fn main() {
     kiln_testkit::run(vec![
+        kiln_testkit::test(
+            "hidden_globals_become_static",
+            &[kiln_testkit::Need::Probe(
+                "Rust SDK object",
+                has_sdk_programs,
+            )],
+            hidden_globals_become_static,
+        ),
         kiln_testkit::test("btf_maps", &[], btf_maps),
         kiln_testkit::test("global_data", &[], global_data),
         kiln_testkit::test("subprograms", &[], subprograms),

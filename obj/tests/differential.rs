@@ -1,0 +1,361 @@
+//! Differential test against libbpf: every object in target/bpf (the C
+//! fixtures and the Rust SDK objects) is loaded twice into the running
+//! kernel, once by libbpf (`bpftool prog loadall`, a reference tool only)
+//! and once by Kiln (`kiln_obj::ObjectSpec::parse` + `kiln_loader`), and the
+//! kernel's translated instructions of each program are compared, with map
+//! ids replaced by a description of the map and kernel addresses masked.
+//!
+//! Equal xlated code means Kiln's relocations (maps, global data, subprogram
+//! calls, CO-RE against vmlinux) produced what libbpf's did, as the verifier
+//! saw it. Objects libbpf itself cannot load, or that pin maps by name under
+//! /sys/fs/bpf, are listed as not compared (stderr), never counted as passes.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kiln_obj::{ObjectSpec, Pinning};
+use kiln_testkit::{Need, TestResult};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+const BPF_OBJ_GET: u32 = 7;
+const BPF_MAP_GET_FD_BY_ID: u32 = 14;
+const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
+const LD_IMM64: u8 = 0x18;
+const PSEUDO_MAP_FD: u8 = 1;
+const PSEUDO_MAP_VALUE: u8 = 2;
+
+/// bpf(2) with a 128-byte attribute buffer (tail zeros are what the kernel expects).
+fn bpf(cmd: u32, attr: &mut [u8; 128]) -> std::io::Result<i64> {
+    // SAFETY: `attr` is a live 128-byte buffer; the commands used here only
+    // read it and write through pointers the callers set to live buffers of
+    // the lengths they declare.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr.as_mut_ptr(),
+            attr.len() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn put32(b: &mut [u8], off: usize, v: u32) {
+    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+}
+fn put64(b: &mut [u8], off: usize, v: u64) {
+    b[off..off + 8].copy_from_slice(&v.to_le_bytes());
+}
+fn get32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+fn owned(fd: i64) -> OwnedFd {
+    // SAFETY: `fd` was just returned by bpf(2) and is owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+}
+
+fn obj_get(path: &Path) -> Result<OwnedFd, Error> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())?;
+    let mut attr = [0u8; 128];
+    put64(&mut attr, 0, c.as_ptr() as u64);
+    Ok(owned(bpf(BPF_OBJ_GET, &mut attr).map_err(|e| {
+        format!("BPF_OBJ_GET {}: {e}", path.display())
+    })?))
+}
+
+fn info_by_fd(fd: BorrowedFd<'_>, info: &mut [u8]) -> Result<(), Error> {
+    let mut attr = [0u8; 128];
+    put32(&mut attr, 0, fd.as_raw_fd() as u32);
+    put32(&mut attr, 4, info.len() as u32);
+    put64(&mut attr, 8, info.as_mut_ptr() as u64);
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map_err(|e| format!("BPF_OBJ_GET_INFO_BY_FD: {e}"))?;
+    Ok(())
+}
+
+/// What identifies a map across the two loads: its shape and the part of
+/// its name both loaders share (global data maps are prefixed with an
+/// object name that differs; 15-character truncation may cut either).
+fn map_label(id: u32) -> Result<String, Error> {
+    let mut attr = [0u8; 128];
+    put32(&mut attr, 0, id);
+    let fd = owned(bpf(BPF_MAP_GET_FD_BY_ID, &mut attr).map_err(|e| format!("map id {id}: {e}"))?);
+    let mut info = [0u8; 128];
+    info_by_fd(fd.as_fd(), &mut info)?;
+    let name_bytes = &info[24..40];
+    let end = name_bytes.iter().position(|&b| b == 0).unwrap_or(16);
+    let name = String::from_utf8_lossy(&name_bytes[..end]).into_owned();
+    let name = match name.find('.') {
+        Some(dot) => name[dot..].to_owned(),
+        None => name,
+    };
+    Ok(format!(
+        "{name} type {} key {} value {} max {}",
+        get32(&info, 0),
+        get32(&info, 8),
+        get32(&info, 12),
+        get32(&info, 16)
+    ))
+}
+
+/// The program's translated instructions, one readable line each, with map
+/// ids turned into map labels and kernel addresses masked.
+fn xlated(fd: BorrowedFd<'_>) -> Result<Vec<String>, Error> {
+    // struct bpf_prog_info: xlated_prog_len @20, xlated_prog_insns @32.
+    let mut info = [0u8; 256];
+    info_by_fd(fd, &mut info)?;
+    let len = get32(&info, 20) as usize;
+    if len == 0 {
+        return Err("xlated_prog_len is 0 (not root, or kptr restrictions?)".into());
+    }
+    let mut insns = vec![0u8; len];
+    let mut info = [0u8; 256];
+    put32(&mut info, 20, len as u32);
+    put64(&mut info, 32, insns.as_mut_ptr() as u64);
+    info_by_fd(fd, &mut info)?;
+    let mut labels: HashMap<u32, String> = HashMap::new();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 8 <= insns.len() {
+        let b = &insns[i..i + 8];
+        let (code, regs) = (b[0], b[1]);
+        let off = i16::from_le_bytes([b[2], b[3]]);
+        let imm = get32(b, 4);
+        if code == LD_IMM64 && i + 16 <= insns.len() {
+            let next_imm = get32(&insns, i + 12);
+            let src = regs >> 4;
+            let dst = regs & 0xf;
+            let text = match src {
+                PSEUDO_MAP_FD | PSEUDO_MAP_VALUE => {
+                    let label = match labels.entry(imm) {
+                        Entry::Occupied(e) => e.into_mut(),
+                        Entry::Vacant(e) => e.insert(map_label(imm)?),
+                    };
+                    format!("ld_imm64 r{dst} = map({label}) src {src} +{next_imm}")
+                }
+                0 => {
+                    let v = (u64::from(next_imm) << 32) | u64::from(imm);
+                    if v >> 48 == 0xffff {
+                        format!("ld_imm64 r{dst} = <kernel address>")
+                    } else {
+                        format!("ld_imm64 r{dst} = {v:#x}")
+                    }
+                }
+                _ => format!("ld_imm64 r{dst} src {src} = <masked>"),
+            };
+            out.push(text);
+            i += 16;
+            continue;
+        }
+        out.push(format!(
+            "{code:#04x} regs {regs:#04x} off {off} imm {imm:#x}"
+        ));
+        i += 8;
+    }
+    Ok(out)
+}
+
+fn bpffs_mounted() -> bool {
+    std::fs::read_to_string("/proc/mounts").is_ok_and(|m| {
+        m.lines().any(|l| {
+            l.split(' ').nth(1) == Some("/sys/fs/bpf") && l.split(' ').nth(2) == Some("bpf")
+        })
+    })
+}
+
+/// Removes one pinned file on every exit path.
+struct PinFile(PathBuf);
+impl Drop for PinFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Removes a pin directory on every exit path.
+struct PinDir(PathBuf);
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+enum Outcome {
+    Compared { programs: usize },
+    NotCompared(String),
+}
+
+fn compare_object(path: &Path) -> Result<Outcome, Error> {
+    let stem = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".bpf.o"))
+        .ok_or("not a .bpf.o")?;
+    let spec = ObjectSpec::parse(&std::fs::read(path)?)?;
+    let pins = PinDir(PathBuf::from(format!(
+        "/sys/fs/bpf/kiln-diff-{}-{stem}",
+        std::process::id()
+    )));
+    // libbpf pins `LIBBPF_PIN_BY_NAME` maps as /sys/fs/bpf/<name> and bpftool
+    // cannot change that root: take those paths only when free, and remove
+    // them afterwards (dropped in reverse order, after the programs).
+    let mut libbpf_map_pins = Vec::new();
+    for m in spec.maps.iter().filter(|m| m.pinning == Pinning::ByName) {
+        let pin = PathBuf::from("/sys/fs/bpf").join(&m.name);
+        if pin.exists() {
+            return Ok(Outcome::NotCompared(format!(
+                "{} already exists (someone else's pin): libbpf would reuse it",
+                pin.display()
+            )));
+        }
+        libbpf_map_pins.push(PinFile(pin));
+    }
+    let out = Command::new("bpftool")
+        .args(["prog", "loadall"])
+        .arg(path)
+        .arg(&pins.0)
+        .output()?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err
+            .lines()
+            .find(|l| l.contains("failed") || l.contains("Error"))
+            .unwrap_or("bpftool failed");
+        return Ok(Outcome::NotCompared(format!(
+            "libbpf cannot load it: {line}"
+        )));
+    }
+    let mut theirs: Vec<(String, Vec<String>)> = Vec::new();
+    for entry in std::fs::read_dir(&pins.0)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let fd = obj_get(&entry.path())?;
+        theirs.push((name, xlated(fd.as_fd())?));
+    }
+    theirs.sort();
+    if theirs.is_empty() {
+        return Ok(Outcome::NotCompared("bpftool pinned no programs".into()));
+    }
+
+    std::fs::create_dir_all(pins.0.join("kiln-maps"))?;
+    let ebpf = kiln_loader::EbpfLoader::new()
+        .map_pin_path(pins.0.join("kiln-maps"))
+        .load(&spec)
+        .map_err(|e| format!("{stem}: libbpf loads it but Kiln does not: {e}"))?;
+    let mut problems = Vec::new();
+    for (name, want) in &theirs {
+        let Some(prog) = ebpf.program(name) else {
+            problems.push(format!(
+                "program '{name}': loaded by libbpf, missing in Kiln"
+            ));
+            continue;
+        };
+        let got = xlated(prog.fd())?;
+        if &got != want {
+            let first = got
+                .iter()
+                .zip(want)
+                .position(|(a, b)| a != b)
+                .unwrap_or(got.len().min(want.len()));
+            let show = |v: &[String]| {
+                v.iter()
+                    .enumerate()
+                    .skip(first.saturating_sub(2))
+                    .take(6)
+                    .map(|(i, s)| format!("      {i}: {s}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            problems.push(format!(
+                "program '{name}': xlated code differs at insn {first} (kiln {} insns, libbpf {}):\n    kiln:\n{}\n    libbpf:\n{}",
+                got.len(),
+                want.len(),
+                show(&got),
+                show(want)
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(Outcome::Compared {
+            programs: theirs.len(),
+        })
+    } else {
+        Err(format!("{stem}:\n  {}", problems.join("\n  ")).into())
+    }
+}
+
+fn xlated_matches_libbpf() -> TestResult {
+    if !bpffs_mounted() {
+        std::fs::create_dir_all("/sys/fs/bpf")?;
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+            .status()?;
+        if !st.success() {
+            return Err("cannot mount bpffs at /sys/fs/bpf".into());
+        }
+    }
+    let mut objects: Vec<PathBuf> = std::fs::read_dir(kiln_testkit::bpf_dir())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".bpf.o"))
+        .collect();
+    objects.sort();
+    let (mut compared, mut programs, mut failures) = (Vec::new(), 0, Vec::new());
+    for path in &objects {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        match compare_object(path) {
+            Ok(Outcome::Compared { programs: n }) => {
+                compared.push(name.into_owned());
+                programs += n;
+            }
+            Ok(Outcome::NotCompared(why)) => eprintln!("differential: NOT COMPARED {name}: {why}"),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    eprintln!(
+        "differential: {programs} programs in {} objects match libbpf: {}",
+        compared.len(),
+        compared.join(" ")
+    );
+    if !failures.is_empty() {
+        return Err(failures.join("\n").into());
+    }
+    // The fixtures libbpf loads on any BTF kernel: they must have been compared.
+    for must in ["globals.bpf.o", "maps.bpf.o", "sockfilter.bpf.o"] {
+        if objects.iter().any(|p| p.ends_with(must)) && !compared.iter().any(|c| c == must) {
+            return Err(format!("{must} was not compared").into());
+        }
+    }
+    if compared.len() < 3 {
+        return Err(format!("only {} objects compared", compared.len()).into());
+    }
+    Ok(())
+}
+
+fn has_bpftool() -> Option<String> {
+    Command::new("bpftool")
+        .arg("version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .is_none()
+        .then(|| "bpftool (the libbpf reference) is not installed".into())
+}
+
+fn main() {
+    kiln_testkit::run(vec![kiln_testkit::test(
+        "xlated_matches_libbpf",
+        &[Need::Root, Need::Bpf, Need::Probe("bpftool", has_bpftool)],
+        xlated_matches_libbpf,
+    )]);
+}
