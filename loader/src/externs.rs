@@ -92,21 +92,29 @@ pub fn kallsyms() -> &'static HashMap<String, u64> {
     })
 }
 
-/// The kernel's BTF (`/sys/kernel/btf/vmlinux` or an override), parsed once per path.
+/// The kernel's BTF (`/sys/kernel/btf/vmlinux` or an override), parsed once
+/// per path per process (a vmlinux BTF is megabytes; loads reuse the parse).
 pub fn kernel_btf(path: Option<&Path>) -> Result<&'static Btf, String> {
-    static DEFAULT: OnceLock<Result<Btf, String>> = OnceLock::new();
-    let load = |p: &Path| -> Result<Btf, String> {
-        let data = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        Btf::from_bytes(data).map_err(|e| format!("{}: {e}", p.display()))
-    };
-    match path {
-        None => DEFAULT
-            .get_or_init(|| load(Path::new("/sys/kernel/btf/vmlinux")))
-            .as_ref()
-            .map_err(Clone::clone),
-        // Overrides are rare (tests, cross targets): leak one parse per call site rather than cache by path.
-        Some(p) => load(p).map(|b| &*Box::leak(Box::new(b))),
+    type Cache = std::sync::Mutex<HashMap<std::path::PathBuf, &'static Btf>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    let path = path.unwrap_or(Path::new("/sys/kernel/btf/vmlinux"));
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(btf) = cache
+        .lock()
+        .map_err(|_| "kernel BTF cache poisoned")?
+        .get(path)
+    {
+        return Ok(btf);
     }
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let btf = Btf::from_bytes(data).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Leaked on purpose: one parse per distinct path lives for the process.
+    let btf: &'static Btf = Box::leak(Box::new(btf));
+    cache
+        .lock()
+        .map_err(|_| "kernel BTF cache poisoned")?
+        .insert(path.to_owned(), btf);
+    Ok(btf)
 }
 
 /// Resolves one `.ksyms` extern: kfuncs and typed variables by name in kernel

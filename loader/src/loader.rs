@@ -197,6 +197,16 @@ impl EbpfLoader {
             })
             .collect();
         let mut failures = Vec::new();
+        // Only BTF-attached programs (tp_btf, fentry, lsm, iter) need the kernel's BTF here.
+        let kbtf = if spec
+            .programs
+            .iter()
+            .any(|p| crate::links::tracing::btf_target_name(&p.kind).is_some())
+        {
+            crate::externs::kernel_btf(self.target_btf.as_deref()).ok()
+        } else {
+            None
+        };
         for pspec in &spec.programs {
             if self.skipped.contains(&pspec.name) {
                 continue;
@@ -211,7 +221,6 @@ impl EbpfLoader {
             ) {
                 continue;
             }
-            let kbtf = crate::externs::kernel_btf(self.target_btf.as_deref()).ok();
             match load_program(
                 pspec,
                 &spec,

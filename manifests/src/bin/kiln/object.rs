@@ -212,7 +212,10 @@ pub fn load(path: &Path, pin_dir: Option<&Path>, json: bool) -> anyhow::Result<b
                         "name": p.name, "loaded": false, "reason": e.reason(),
                         "errno": e.errno(), "log": e.log(),
                     }),
-                    (None, None) => json!({"name": p.name, "loaded": false, "reason": "skipped"}),
+                    (None, None) => json!({
+                        "name": p.name, "loaded": false,
+                        "reason": "loads when attached (struct_ops/freplace need their target)",
+                    }),
                 }
             })
             .collect();
@@ -229,14 +232,19 @@ pub fn load(path: &Path, pin_dir: Option<&Path>, json: bool) -> anyhow::Result<b
     for p in &spec.programs {
         match ebpf.program(&p.name) {
             Some(prog) => println!("{:<24} loaded (id {})", p.name, prog.id()),
-            None => {
-                if let Some((_, e)) = failures.iter().find(|(n, _)| *n == p.name) {
+            None => match failures.iter().find(|(n, _)| *n == p.name) {
+                Some((_, e)) => {
                     println!("{:<24} FAILED: {}", p.name, e.reason());
                     for line in e.to_string().lines().skip(1) {
                         println!("    {line}");
                     }
                 }
-            }
+                // struct_ops and freplace programs need their target to load.
+                None => println!(
+                    "{:<24} not loaded: loads when attached (needs its target)",
+                    p.name
+                ),
+            },
         }
     }
     for r in ebpf.reused_maps() {
