@@ -207,8 +207,13 @@ impl Tx {
         self.btfs
             .entry(object.to_string())
             .or_insert_with(|| {
-                let bytes = resolved.objects.specs.get(object)?.btf.as_deref()?;
-                Btf::load(bytes).ok()
+                // The object's BTF as the loader would upload it (sanitized
+                // for this kernel; type ids unchanged).
+                let spec = resolved.objects.specs.get(object)?;
+                let bytes = spec
+                    .btf_for_kernel(kiln_loader::probe::btf_features())
+                    .ok()??;
+                Btf::load(&bytes).ok()
             })
             .as_ref()
     }
@@ -258,7 +263,8 @@ impl Tx {
                     let old_path = self.path(MAPS, map);
                     let old = Map::from_pin(&old_path, OpenFlags::ReadOnly)
                         .map_err(|e| kerr(format!("open map '{map}' to migrate"), e))?;
-                    migrate(&old, &new).map_err(|e| kerr(format!("migrate map '{map}'"), e))?;
+                    migrate_map(resolved, map, &old, &new)
+                        .map_err(|e| kerr(format!("migrate map '{map}'"), e))?;
                     touched.insert(map.clone());
                     self.new_maps.insert(map.clone());
                     self.maps.insert(map.clone(), new);
@@ -549,21 +555,36 @@ fn pin_at(fd: BorrowedFd<'_>, path: &Path) -> Result<(), ApplyError> {
     Ok(())
 }
 
-/// Copies every entry of `old` into `new` (same key and value sizes).
-/// Entries past the new map's capacity are dropped.
-fn migrate(old: &Map, new: &Map) -> Result<usize, kiln_loader::MapError> {
-    let mut copied = 0;
-    let keys: Vec<Vec<u8>> = old.keys_bytes().filter_map(Result::ok).collect();
-    for k in keys {
-        if let Some(v) = old.lookup_bytes(&k, UpdateFlags::ANY)? {
-            match new.update_bytes(&k, &v, UpdateFlags::ANY) {
-                Ok(()) => copied += 1,
-                // E2BIG / out of range: the new map is smaller; keep going.
-                Err(_) => continue,
-            }
-        }
-    }
-    Ok(copied)
+/// Copies `old`'s entries into `new`, converting by BTF field names when
+/// both maps have types.
+fn migrate_map(resolved: &Resolved, name: &str, old: &Map, new: &Map) -> Result<usize, String> {
+    use crate::migrate::{Side, copy_entries, kernel_btf};
+    let info = old.info().map_err(|e| e.to_string())?;
+    let old_btf = (info.btf_id != 0 && info.btf_value_type_id != 0)
+        .then(|| kernel_btf(info.btf_id).ok())
+        .flatten();
+    let (object, spec) = &resolved.map_specs[name];
+    let new_btf = resolved.objects.specs[object]
+        .btf
+        .as_deref()
+        .and_then(|b| kiln_obj::btf::Btf::parse(b).ok())
+        .filter(|_| spec.btf_value_type_id.is_some_and(|v| v != 0));
+    let types = match (&old_btf, &new_btf) {
+        (Some(ob), Some(nb)) => Some((
+            Side {
+                btf: ob,
+                key: info.btf_key_type_id,
+                value: info.btf_value_type_id,
+            },
+            Side {
+                btf: nb,
+                key: spec.btf_key_type_id.unwrap_or(0),
+                value: spec.btf_value_type_id.unwrap_or(0),
+            },
+        )),
+        _ => None,
+    };
+    copy_entries(old, new, types)
 }
 
 /// Attaches, retrying briefly while the hook is busy: the kernel releases a

@@ -180,6 +180,7 @@ pub fn resolve(manifest: &Manifest, objects: Objects) -> Result<Resolved, Vec<Di
                     .as_ref()
                     .map_or(OnUpgrade::Keep, |o| *o.get_ref()),
                 declared: true,
+                btf: btf.is_some() && spec.btf_value_type_id.is_some_and(|v| v != 0),
                 entries,
             },
         );
@@ -248,6 +249,7 @@ pub fn resolve(manifest: &Manifest, objects: Objects) -> Result<Resolved, Vec<Di
                     def: def_of(m),
                     on_upgrade: OnUpgrade::Keep,
                     declared: false,
+                    btf: obj.btf.is_some() && m.btf_value_type_id.is_some_and(|v| v != 0),
                     entries: Vec::new(),
                 },
             );

@@ -12,6 +12,7 @@ pub mod features;
 pub mod live;
 pub mod lock;
 pub mod manifest;
+pub mod migrate;
 pub mod objects;
 pub mod plan;
 pub mod schema;

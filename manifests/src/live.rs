@@ -108,6 +108,7 @@ pub fn map_at(path: &Path) -> Option<LiveMap> {
             max_entries: info.max_entries,
             map_flags: info.flags.bits(),
         },
+        btf_id: info.btf_id,
     })
 }
 

@@ -51,6 +51,8 @@ pub struct DesiredMap {
     pub on_upgrade: OnUpgrade,
     /// Declared in the manifest (undeclared maps of used objects are kept too).
     pub declared: bool,
+    /// Key and value types are known from the object's BTF (migration can convert).
+    pub btf: bool,
     /// Initial entries (key bytes, value bytes), written only into a new map.
     pub entries: Vec<(Vec<u8>, Vec<u8>)>,
 }
@@ -106,6 +108,8 @@ pub struct Desired {
 pub struct LiveMap {
     pub id: u32,
     pub def: MapDef,
+    /// The map's BTF object id (0: created without BTF).
+    pub btf_id: u32,
 }
 
 /// A pinned program as the kernel reports it.
@@ -314,7 +318,7 @@ pub enum PlanError {
         policy: &'static str,
     },
     #[error(
-        "map '{map}' cannot be migrated ({from} -> {to}): key and value sizes must stay the same\n  help: set on_upgrade = \"recreate\" in [maps.{map}] to start from an empty map"
+        "map '{map}' cannot be migrated ({from} -> {to}): its key or value size changed and the live map or the object has no BTF to convert entries by field name\n  help: build the object with BTF (-g), or set on_upgrade = \"recreate\" in [maps.{map}] to start from an empty map"
     )]
     CannotMigrate {
         map: String,
@@ -370,7 +374,9 @@ pub fn compute(
                         to,
                     }),
                     OnUpgrade::Migrate => {
-                        if from.key_size != to.key_size || from.value_size != to.value_size {
+                        let sizes_differ =
+                            from.key_size != to.key_size || from.value_size != to.value_size;
+                        if sizes_differ && !(want.btf && live.btf_id != 0) {
                             return Err(PlanError::CannotMigrate {
                                 map: name.clone(),
                                 from,
@@ -563,6 +569,7 @@ mod tests {
                 def: DEF,
                 on_upgrade: OnUpgrade::Keep,
                 declared: true,
+                btf: false,
                 entries: vec![],
             },
         );
@@ -591,8 +598,14 @@ mod tests {
 
     fn live_matching() -> Observed {
         let mut o = Observed::default();
-        o.maps
-            .insert("COUNTERS".into(), LiveMap { id: 10, def: DEF });
+        o.maps.insert(
+            "COUNTERS".into(),
+            LiveMap {
+                id: 10,
+                def: DEF,
+                btf_id: 0,
+            },
+        );
         o.programs.insert(
             "count_packets".into(),
             LiveProgram {

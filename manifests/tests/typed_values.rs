@@ -142,6 +142,59 @@ fn applied_values_read_back() -> TestResult {
     result
 }
 
+fn migration_converts_by_field_name() -> TestResult {
+    let (d, root, dir) = deployment("migrate", MANIFEST)?;
+    let result = (|| -> TestResult {
+        d.apply(&ApplyOptions::default())?;
+        // Version 2 reorders and grows the FLOWS value: {on, drops, packets, bytes}.
+        let v2 = kiln_testkit::bpf_object("manifest_typed_v2.bpf.o")?;
+        let v1 = kiln_testkit::bpf_object("manifest_typed.bpf.o")?;
+        let text = std::fs::read_to_string(dir.join("manifest.toml"))?
+            .replace(&v1.display().to_string(), &v2.display().to_string())
+            .replace(
+                "entries = [\n  { key = { saddr",
+                "on_upgrade = \"migrate\"\nentries = [\n  { key = { saddr",
+            )
+            .replace(
+                "value = { packets = 7, on = true }",
+                "value = { packets = 7, on = true, drops = 1 }",
+            );
+        std::fs::write(dir.join("manifest.toml"), text)?;
+        let d2 = Deployment::load(&dir.join("manifest.toml"), &BTreeMap::new())
+            .map_err(|e| e.to_string())?;
+        let out = d2.apply(&ApplyOptions::default())?;
+        assert!(
+            out.plan.actions.iter().any(|a| matches!(a, kiln_manifest::plan::Action::MigrateMap { map, .. } if map == "FLOWS")),
+            "{}",
+            out.plan
+        );
+        let flows = kiln_loader::Map::from_pin(
+            &root.join("maps/FLOWS"),
+            kiln_loader::sys::object::OpenFlags::ReadOnly,
+        )?;
+        assert_eq!(flows.value_size(), 24);
+        let v = flows
+            .lookup_bytes(&flow_key(), kiln_loader::maps::UpdateFlags::ANY)?
+            .ok_or("the FLOWS entry was not migrated")?;
+        assert_eq!(v[0], 1, "on: {v:?}");
+        assert_eq!(
+            u32::from_le_bytes(v[4..8].try_into()?),
+            0,
+            "drops is new: zero, not the manifest's entry: {v:?}"
+        );
+        assert_eq!(
+            u64::from_le_bytes(v[8..16].try_into()?),
+            7,
+            "packets: {v:?}"
+        );
+        assert_eq!(u64::from_le_bytes(v[16..24].try_into()?), 0, "bytes: {v:?}");
+        Ok(())
+    })();
+    let _ = d.destroy();
+    let _ = std::fs::remove_dir_all(dir);
+    result
+}
+
 fn main() {
     kiln_testkit::run(vec![
         kiln_testkit::test(
@@ -158,6 +211,11 @@ fn main() {
             "applied_values_read_back",
             &[Need::Root, Need::Bpf],
             applied_values_read_back,
+        ),
+        kiln_testkit::test(
+            "migration_converts_by_field_name",
+            &[Need::Root, Need::Bpf],
+            migration_converts_by_field_name,
         ),
     ]);
 }

@@ -1,6 +1,7 @@
 // Test fixture for kiln-manifest: maps and globals with C types, so the
 // manifest's values are checked and encoded through BTF (structs, enums,
-// bitfields, char arrays, booleans, LPM keys).
+// bitfields, char arrays, booleans, LPM keys). manifest_typed_v2.bpf.c
+// changes the map value's layout, for BTF-driven migration.
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 
@@ -16,10 +17,20 @@ struct flow {
 	enum color color;
 };
 
+#ifdef MANIFEST_TYPED_V2
+/* Version 2 reorders the value and grows it: a migration copies by name. */
+struct stats {
+	_Bool on;
+	__u32 drops;
+	__u64 packets;
+	__u64 bytes;
+};
+#else
 struct stats {
 	__u64 packets;
 	_Bool on;
 };
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -1,0 +1,291 @@
+//! Copying a map's entries into a map of a new definition.
+//!
+//! With BTF on both sides (the live map's, read back from the kernel, and the
+//! new object's), keys and values are converted field by field: struct
+//! members matched by name, integers widened or narrowed (sign kept),
+//! arrays element by element, members that are new start at zero. Without
+//! BTF, entries are copied as bytes, which needs equal key and value sizes.
+
+use std::os::fd::AsFd;
+
+use kiln_loader::Map;
+use kiln_loader::maps::UpdateFlags;
+use kiln_loader::sys::attr::BtfInfoRaw;
+use kiln_loader::sys::object::{self as sysobj, IdKind};
+use kiln_obj::btf::Btf;
+use kiln_obj::btf::types::{Member, Type, TypeId};
+
+/// BTF types of one side: the BTF and the key and value type ids.
+pub struct Side<'a> {
+    pub btf: &'a Btf,
+    pub key: TypeId,
+    pub value: TypeId,
+}
+
+/// Reads a BTF object back from the kernel by id.
+pub fn kernel_btf(id: u32) -> Result<Btf, String> {
+    let fd = sysobj::fd_by_id(IdKind::Btf, id).map_err(|e| format!("open BTF id {id}: {e}"))?;
+    let head: BtfInfoRaw =
+        sysobj::info_by_fd(fd.as_fd()).map_err(|e| format!("BTF id {id}: {e}"))?;
+    let mut buf = vec![0u8; head.btf_size as usize];
+    let mut info = BtfInfoRaw {
+        btf: buf.as_mut_ptr() as u64,
+        btf_size: head.btf_size,
+        ..Default::default()
+    };
+    // SAFETY: `btf` points at `btf_size` writable bytes owned by `buf`, alive
+    // for the call; no other pointer field is set.
+    unsafe { sysobj::info_by_fd_with(fd.as_fd(), &mut info) }
+        .map_err(|e| format!("read BTF id {id}: {e}"))?;
+    buf.truncate(info.btf_size.min(head.btf_size) as usize);
+    Btf::parse(&buf).map_err(|e| format!("BTF id {id}: {e}"))
+}
+
+/// Copies every entry of `old` into `new`, converting through BTF when both
+/// sides have it. Entries that do not fit (a smaller new map) are skipped.
+/// Returns the number of entries copied.
+pub fn copy_entries(
+    old: &Map,
+    new: &Map,
+    types: Option<(Side<'_>, Side<'_>)>,
+) -> Result<usize, String> {
+    let (nk, nv) = (new.key_size() as usize, new.value_size() as usize);
+    let keys: Vec<Vec<u8>> = old.keys_bytes().filter_map(Result::ok).collect();
+    let mut copied = 0;
+    for k in keys {
+        let Some(v) = old
+            .lookup_bytes(&k, UpdateFlags::ANY)
+            .map_err(|e| e.to_string())?
+        else {
+            continue;
+        };
+        let (k2, v2) = match &types {
+            Some((from, to)) => (
+                one(from.btf, from.key, to.btf, to.key, &k, nk).map_err(|e| format!("key: {e}"))?,
+                one(from.btf, from.value, to.btf, to.value, &v, nv)
+                    .map_err(|e| format!("value: {e}"))?,
+            ),
+            None if k.len() == nk && v.len() == nv => (k, v),
+            None => {
+                return Err(
+                    "key or value size changed and the maps carry no BTF to convert entries".into(),
+                );
+            }
+        };
+        if new.update_bytes(&k2, &v2, UpdateFlags::ANY).is_ok() {
+            copied += 1;
+        }
+    }
+    Ok(copied)
+}
+
+/// Converts through BTF, or copies as is when a side has no type id.
+fn one(
+    fb: &Btf,
+    from: TypeId,
+    tb: &Btf,
+    to: TypeId,
+    bytes: &[u8],
+    size: usize,
+) -> Result<Vec<u8>, String> {
+    if from == 0 || to == 0 {
+        if bytes.len() != size {
+            return Err(format!(
+                "{} bytes cannot become {size} without BTF types",
+                bytes.len()
+            ));
+        }
+        return Ok(bytes.to_vec());
+    }
+    convert(fb, from, tb, to, bytes, size)
+}
+
+/// `bytes` of type `from` re-encoded as type `to` (`size` bytes).
+pub fn convert(
+    from_btf: &Btf,
+    from: TypeId,
+    to_btf: &Btf,
+    to: TypeId,
+    bytes: &[u8],
+    size: usize,
+) -> Result<Vec<u8>, String> {
+    let mut out = vec![0u8; size];
+    conv(from_btf, from, to_btf, to, bytes, &mut out)?;
+    Ok(out)
+}
+
+fn members_named<'a>(btf: &Btf, members: &'a [Member], name: &str) -> Option<&'a Member> {
+    members
+        .iter()
+        .find(|m| btf.str_at(m.name_off).is_ok_and(|n| n == name))
+}
+
+fn int_of(ty: &Type) -> Option<(usize, bool)> {
+    match ty {
+        Type::Int { size, encoding, .. } => Some((*size as usize, encoding & 1 != 0)),
+        Type::Enum { size, signed, .. } | Type::Enum64 { size, signed, .. } => {
+            Some((*size as usize, *signed))
+        }
+        _ => None,
+    }
+}
+
+fn read_int(src: &[u8], size: usize, signed: bool) -> Result<i128, String> {
+    let b = src.get(..size).ok_or("source too short")?;
+    let mut raw = [0u8; 16];
+    raw[..size].copy_from_slice(b);
+    let mut v = i128::from_le_bytes(raw);
+    if signed && size < 16 && b[size - 1] & 0x80 != 0 {
+        v -= 1i128 << (size * 8);
+    }
+    Ok(v)
+}
+
+fn conv(
+    fb: &Btf,
+    from: TypeId,
+    tb: &Btf,
+    to: TypeId,
+    src: &[u8],
+    dst: &mut [u8],
+) -> Result<(), String> {
+    let (_, ft) = fb.skip_modifiers(from).map_err(|e| e.to_string())?;
+    let (_, tt) = tb.skip_modifiers(to).map_err(|e| e.to_string())?;
+    if let (Some((fs, fsigned)), Some((ts, _))) = (int_of(&ft), int_of(&tt)) {
+        let v = read_int(src, fs, fsigned)?;
+        let bytes = v.to_le_bytes();
+        dst.get_mut(..ts)
+            .ok_or("destination too short")?
+            .copy_from_slice(&bytes[..ts]);
+        return Ok(());
+    }
+    match (&ft, &tt) {
+        (
+            Type::Struct {
+                kind_flag: fk,
+                members: fm,
+                ..
+            }
+            | Type::Union {
+                kind_flag: fk,
+                members: fm,
+                ..
+            },
+            Type::Struct {
+                kind_flag: tk,
+                members: tm,
+                ..
+            }
+            | Type::Union {
+                kind_flag: tk,
+                members: tm,
+                ..
+            },
+        ) => {
+            for m in tm {
+                let Ok(name) = tb.str_at(m.name_off) else {
+                    continue;
+                };
+                if name.is_empty() {
+                    continue;
+                }
+                let Some(old) = members_named(fb, fm, name) else {
+                    continue;
+                };
+                let (fo, to_) = (old.bit_offset(*fk), m.bit_offset(*tk));
+                let (fbits, tbits) = (old.bitfield_size(*fk), m.bitfield_size(*tk));
+                if fbits > 0 || tbits > 0 {
+                    // Bitfields: copy the value's low bits.
+                    let fw = if fbits > 0 {
+                        fbits
+                    } else {
+                        fb.resolve_size(old.type_id).map_err(|e| e.to_string())? * 8
+                    };
+                    let tw = if tbits > 0 {
+                        tbits
+                    } else {
+                        tb.resolve_size(m.type_id).map_err(|e| e.to_string())? * 8
+                    };
+                    let v = get_bits(src, fo, fw);
+                    put_bits(dst, to_, tw.min(128), v);
+                    continue;
+                }
+                let s = src
+                    .get((fo / 8) as usize..)
+                    .ok_or("member outside the old value")?;
+                let d = dst
+                    .get_mut((to_ / 8) as usize..)
+                    .ok_or("member outside the new value")?;
+                conv(fb, old.type_id, tb, m.type_id, s, d).map_err(|e| format!("{name}: {e}"))?;
+            }
+            Ok(())
+        }
+        (
+            Type::Array {
+                elem: fe,
+                nelems: fnum,
+                ..
+            },
+            Type::Array {
+                elem: te,
+                nelems: tnum,
+                ..
+            },
+        ) => {
+            let fsz = fb.resolve_size(*fe).map_err(|e| e.to_string())? as usize;
+            let tsz = tb.resolve_size(*te).map_err(|e| e.to_string())? as usize;
+            for i in 0..(*fnum).min(*tnum) as usize {
+                let s = src.get(i * fsz..).ok_or("array outside the old value")?;
+                let d = dst
+                    .get_mut(i * tsz..)
+                    .ok_or("array outside the new value")?;
+                conv(fb, *fe, tb, *te, s, d).map_err(|e| format!("[{i}]: {e}"))?;
+            }
+            Ok(())
+        }
+        _ => {
+            let fs = fb.resolve_size(from).map_err(|e| e.to_string())? as usize;
+            let ts = tb.resolve_size(to).map_err(|e| e.to_string())? as usize;
+            if fs != ts {
+                return Err(format!(
+                    "{:?} of {fs} bytes cannot become {:?} of {ts} bytes",
+                    ft.kind(),
+                    tt.kind()
+                ));
+            }
+            let s = src.get(..fs).ok_or("source too short")?;
+            dst.get_mut(..ts)
+                .ok_or("destination too short")?
+                .copy_from_slice(s);
+            Ok(())
+        }
+    }
+}
+
+fn get_bits(src: &[u8], off: u32, width: u32) -> u128 {
+    let mut v = 0u128;
+    for bit in 0..width.min(128) {
+        let pos = off + bit;
+        if src
+            .get((pos / 8) as usize)
+            .is_some_and(|b| b >> (pos % 8) & 1 == 1)
+        {
+            v |= 1 << bit;
+        }
+    }
+    v
+}
+
+fn put_bits(dst: &mut [u8], off: u32, width: u32, v: u128) {
+    for bit in 0..width {
+        let pos = off + bit;
+        if let Some(b) = dst.get_mut((pos / 8) as usize) {
+            let mask = 1u8 << (pos % 8);
+            if (v >> bit) & 1 == 1 {
+                *b |= mask;
+            } else {
+                *b &= !mask;
+            }
+        }
+    }
+}
