@@ -211,7 +211,7 @@ fn global_data() -> TestResult {
     Ok(())
 }
 
-fn lpm_queue_stack_bloom() -> TestResult {
+fn lpm_queue_stack() -> TestResult {
     let ebpf = load()?;
     let routes: LpmTrie<_, [u8; 4], u32> = LpmTrie::new(map(&ebpf, "routes"))?;
     routes.insert(&LpmKey::new(8, [10, 0, 0, 0]), &1, UpdateFlags::ANY)?;
@@ -240,6 +240,12 @@ fn lpm_queue_stack_bloom() -> TestResult {
     }
     assert_eq!((s.pop()?, s.pop()?), (Some(3), Some(2)), "LIFO order");
 
+    Ok(())
+}
+
+fn bloom_filter() -> TestResult {
+    let path = kiln_testkit::bpf_object("loader_bloom.bpf.o")?;
+    let ebpf = EbpfLoader::new().load(&ObjectSpec::parse(&std::fs::read(&path)?)?)?;
     let bloom: BloomFilter<_, u32> = BloomFilter::new(map(&ebpf, "bloom"))?;
     bloom.insert(&42)?;
     assert!(bloom.contains(&42)?);
@@ -247,7 +253,19 @@ fn lpm_queue_stack_bloom() -> TestResult {
         !bloom.contains(&43)? || !bloom.contains(&44)?,
         "a 64-entry filter is not all positives"
     );
+    // The program's peek sees what user space inserted: skb->len 50 for a 64-byte frame.
+    bloom.insert(&50)?;
+    let r = ebpf.program("check").ok_or("no check")?.test_run(TestRun {
+        data_in: Some(&[0u8; 64]),
+        ..Default::default()
+    })?;
+    assert_eq!(r.retval, 1, "the program found 50 in the filter");
     Ok(())
+}
+
+fn has_bloom_filter() -> Option<String> {
+    (!kiln_loader::probe::probe_map_type(kiln_obj::MapType::BLOOM_FILTER))
+        .then(|| "kernel has no bloom filter maps (5.16+)".into())
 }
 
 fn fd_maps() -> TestResult {
@@ -453,7 +471,12 @@ fn main() {
         test("per_cpu", b, per_cpu),
         test("arrays_and_mmap", b, arrays_and_mmap),
         test("global_data", b, global_data),
-        test("lpm_queue_stack_bloom", b, lpm_queue_stack_bloom),
+        test("lpm_queue_stack", b, lpm_queue_stack),
+        test(
+            "bloom_filter",
+            &[Need::Bpf, Need::Probe("bloom_filter", has_bloom_filter)],
+            bloom_filter,
+        ),
         test("fd_maps", b, fd_maps),
         test("ring_buffer", b, ring_buffer),
         test("perf_buffer", b, perf_buffer),

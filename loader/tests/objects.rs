@@ -75,6 +75,18 @@ fn load_object(file: String) -> TestResult {
     Ok(())
 }
 
+fn has_bloom_filter() -> Option<String> {
+    (!kiln_loader::probe::probe_map_type(kiln_obj::MapType::BLOOM_FILTER))
+        .then(|| "kernel has no bloom filter maps (5.16+)".into())
+}
+
+/// A kernel feature probe, as `Need::Probe` takes it.
+type Probe = fn() -> Option<String>;
+
+/// Objects that need more than the oldest supported kernel (5.10) offers.
+const OBJECT_NEEDS: &[(&str, &str, Probe)] =
+    &[("loader_bloom.bpf.o", "bloom_filter", has_bloom_filter)];
+
 fn main() {
     let dir = kiln_testkit::bpf_dir();
     // kiln-obj's CO-RE fixture relocates against a synthetic target BTF, not a kernel's.
@@ -91,9 +103,13 @@ fn main() {
     let mut tests: Vec<_> = files
         .into_iter()
         .map(|f| {
+            let mut needs = vec![Need::Bpf];
+            if let Some((_, what, probe)) = OBJECT_NEEDS.iter().find(|(n, _, _)| *n == f) {
+                needs.push(Need::Probe(what, *probe));
+            }
             test(
                 format!("load_{}", f.trim_end_matches(".bpf.o")),
-                &[Need::Bpf],
+                &needs,
                 move || load_object(f),
             )
         })
