@@ -5,6 +5,29 @@
 //! - [`programs`]: [`Program`] owns a program fd; verifier logs, test runs, info, pins.
 //! - [`pin`]: bpffs pinning and the compatibility check before reusing a pinned map.
 //! - [`sys`]: the only bpf(2) call site, with typed attribute structs.
+//! - [`probe`]: kernel features found by trying, cached per process.
+//! - [`externs`]: values for `__kconfig` / `__ksym` externs; the kernel's BTF.
+//!
+//! ```no_run
+//! use kiln_loader::EbpfLoader;
+//! use kiln_loader::maps::{HashMap, RingBuf, UpdateFlags};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let spec = kiln_obj::ObjectSpec::parse(&std::fs::read("target/bpf/loader_maps.bpf.o")?)?;
+//! let mut ebpf = EbpfLoader::new()
+//!     .set_global("increment", &2u64.to_ne_bytes())
+//!     .map_pin_path("/sys/fs/bpf/myapp")
+//!     .load(&spec)?; // a verifier rejection prints the log's tail and the source line
+//! let hash: HashMap<_, u32, u64> = HashMap::new(ebpf.map("hash").unwrap())?;
+//! hash.insert(&1, &10, UpdateFlags::ANY)?;
+//! let mut ring = RingBuf::new(ebpf.take_map("events").unwrap())?;
+//! while let Some(record) = ring.next() {
+//!     println!("{} bytes", record.len());
+//! }
+//! let prog = ebpf.take_program("count").unwrap(); // attach with `links` from prog.fd()
+//! # let _ = prog;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod btf;
 pub mod externs;
