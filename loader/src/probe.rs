@@ -32,6 +32,8 @@ pub struct Features {
     pub btf: BtfFeatures,
     /// BPF_LINK_CREATE exists. Minimum kernel version: 5.7.
     pub bpf_link: bool,
+    /// bpf_link kinds (`cgroup`, `perf_event`, `tcx`, `raw_tracepoint`) → the kernel can create them.
+    pub link_kinds: BTreeMap<&'static str, bool>,
     /// tcx links (attach with `BPF_TCX_INGRESS`). Minimum kernel version: 6.6.
     pub tcx: bool,
     pub ringbuf: bool,
@@ -57,7 +59,7 @@ impl Features {
         }
         let b = self.btf;
         format!(
-            "{{\"program_types\": {}, \"map_types\": {}, \"helpers\": {}, \"btf\": {{\"load\": {}, \"func\": {}, \"func_global\": {}, \"datasec\": {}, \"float\": {}, \"decl_tag\": {}, \"type_tag\": {}, \"enum64\": {}}}, \"bpf_link\": {}, \"tcx\": {}, \"ringbuf\": {}, \"mmapable_arrays\": {}, \"batch_ops\": {}, \"bpf_cookie\": {}, \"prog_bind_map\": {}}}",
+            "{{\"program_types\": {}, \"map_types\": {}, \"helpers\": {}, \"btf\": {{\"load\": {}, \"func\": {}, \"func_global\": {}, \"datasec\": {}, \"float\": {}, \"decl_tag\": {}, \"type_tag\": {}, \"enum64\": {}}}, \"bpf_link\": {}, \"link_kinds\": {}, \"tcx\": {}, \"ringbuf\": {}, \"mmapable_arrays\": {}, \"batch_ops\": {}, \"bpf_cookie\": {}, \"prog_bind_map\": {}}}",
             obj(&self.program_types),
             obj(&self.map_types),
             obj(&self.helpers),
@@ -70,6 +72,7 @@ impl Features {
             b.type_tag,
             b.enum64,
             self.bpf_link,
+            obj(&self.link_kinds),
             self.tcx,
             self.ringbuf,
             self.mmapable_arrays,
@@ -451,6 +454,19 @@ fn probe_all() -> Features {
     f.bpf_link = probe_link_create();
     f.tcx = probe_tcx();
     f.prog_bind_map = probe_bind_map();
+    f.link_kinds.insert("tcx", f.tcx);
+    f.link_kinds
+        .insert("raw_tracepoint", probe_raw_tracepoint_open());
+    // Both reach the target lookup only when the kernel has the link kind:
+    // a bad target fd then answers EBADF; kernels without it answer EINVAL first.
+    f.link_kinds.insert(
+        "cgroup",
+        f.bpf_link && probe_link_kind(ProgramType::CGROUP_SKB, AttachType::CGROUP_INET_INGRESS),
+    );
+    f.link_kinds.insert(
+        "perf_event",
+        f.bpf_link && probe_link_kind(ProgramType::KPROBE, AttachType::PERF_EVENT),
+    );
     f
 }
 
@@ -510,6 +526,45 @@ fn probe_link_create() -> bool {
         prog_fd: u32::MAX,
         ..Default::default()
     }) {
+        Ok(_) => true,
+        Err(e) => e.errno() == libc::EBADF,
+    }
+}
+
+/// LINK_CREATE of a real program of type `t` at a bad target fd.
+fn probe_link_kind(t: ProgramType, attach: AttachType) -> bool {
+    let Some(prog) = load_ret0(t, Some(attach)) else {
+        return false;
+    };
+    match link_create(LinkCreateHead {
+        prog_fd: prog.as_raw_fd() as u32,
+        target_fd: u32::MAX,
+        attach_type: attach.0,
+        flags: 0,
+    }) {
+        Ok(_) => true,
+        Err(e) => e.errno() == libc::EBADF,
+    }
+}
+
+/// BPF_RAW_TRACEPOINT_OPEN exists (raw_tp links): a bad program fd answers EBADF.
+fn probe_raw_tracepoint_open() -> bool {
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct RawTpAttr {
+        name: u64,
+        prog_fd: u32,
+        _pad: u32,
+    }
+    // SAFETY: #[repr(C)], integers only, padding explicit.
+    unsafe impl crate::sys::attr::AttrFields for RawTpAttr {}
+    let mut attr = Attr::new(RawTpAttr {
+        name: 0,
+        prog_fd: u32::MAX,
+        _pad: 0,
+    });
+    // SAFETY: integers only (a NULL name); success would return a new fd, which we close.
+    match unsafe { crate::sys::bpf_fd(Cmd::RawTracepointOpen, &mut attr) } {
         Ok(_) => true,
         Err(e) => e.errno() == libc::EBADF,
     }

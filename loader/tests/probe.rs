@@ -30,6 +30,11 @@ fn consistent_with_direct_use() -> TestResult {
     }
     // Features the sanitizer gets are what the probe found.
     assert_eq!(kiln_loader::probe::btf_features(), f.btf);
+    // Link kinds only exist where LINK_CREATE does.
+    if !f.bpf_link {
+        assert!(!f.link_kinds["cgroup"] && !f.link_kinds["perf_event"]);
+    }
+    assert_eq!(f.link_kinds["tcx"], f.tcx);
     Ok(())
 }
 
@@ -38,6 +43,7 @@ fn json_is_parseable() -> TestResult {
     let v: serde_json::Value = serde_json::from_str(&json).map_err(|e| format!("{e}: {json}"))?;
     assert_eq!(v["map_types"]["hash"], serde_json::Value::Bool(true));
     assert!(v["btf"]["func"].is_boolean());
+    assert!(v["link_kinds"]["cgroup"].is_boolean());
     assert!(v["program_types"].as_object().is_some_and(|o| o.len() > 20));
     Ok(())
 }

@@ -62,6 +62,13 @@ pub fn run(json: bool) -> anyhow::Result<()> {
         .collect(),
     );
     println!("bpf_link: {}", yes(f.bpf_link));
+    list(
+        "link kinds",
+        f.link_kinds
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+    );
     println!("tcx: {}", yes(f.tcx));
     println!("ringbuf: {}", yes(f.ringbuf));
     println!("mmapable arrays: {}", yes(f.mmapable_arrays));
