@@ -59,7 +59,7 @@ pub fn auto_attach(prog: BorrowedFd<'_>, kind: &ProgramKind) -> Result<Box<dyn L
         )),
         ProgramKind::StructOps { .. } => Err(no_target(
             Mechanism::StructOps,
-            "struct_ops programs attach by registering their struct_ops map: struct_ops::StructOps",
+            "struct_ops programs attach by registering their struct_ops map: struct_ops::register_struct_ops",
         )),
         ProgramKind::Extension { .. } => Err(no_target(
             Mechanism::Freplace,

@@ -80,19 +80,54 @@ pub fn load_extension(
         }
     };
     let btf_id = target_func_btf_id(target, &func)?;
+    load_deferred(
+        spec,
+        ebpf,
+        name,
+        M,
+        &format!("{name} -> {func}"),
+        DeferredTarget {
+            attach_prog_fd: Some(target),
+            attach_btf_id: btf_id,
+            expected_attach_type: None,
+        },
+    )
+}
+
+/// Where a program that [`crate::EbpfLoader`] leaves unloaded (freplace,
+/// struct_ops) attaches: known only once its target is.
+pub(crate) struct DeferredTarget<'a> {
+    pub attach_prog_fd: Option<BorrowedFd<'a>>,
+    pub attach_btf_id: u32,
+    pub expected_attach_type: Option<u32>,
+}
+
+/// Loads program `name` of `spec` against `target`, its map references
+/// resolved from `ebpf` (loaded from the same spec) and with the object's BTF.
+pub(crate) fn load_deferred(
+    spec: &ObjectSpec,
+    ebpf: &Ebpf,
+    name: &str,
+    mechanism: Mechanism,
+    what: &str,
+    target: DeferredTarget<'_>,
+) -> Result<Program, LinkError> {
+    let pspec = spec
+        .program(name)
+        .ok_or_else(|| LinkError::target(mechanism, name, "no such program in the object"))?;
     let mut fds = Vec::with_capacity(spec.maps.len());
     for m in &spec.maps {
-        let map = ebpf
-            .map(&m.name)
-            .ok_or_else(|| LinkError::target(M, name, format!("map '{}' is not loaded", m.name)))?;
+        let map = ebpf.map(&m.name).ok_or_else(|| {
+            LinkError::target(mechanism, name, format!("map '{}' is not loaded", m.name))
+        })?;
         fds.push(map.fd().as_raw_fd());
     }
     let insns = pspec.resolved_insns(|i| fds.get(i).copied().unwrap_or(-1));
     let (func_info, line_info) = (pspec.func_info_bytes(), pspec.line_info_bytes());
     let opts = LoadOptions {
         license: &spec.license,
-        // The verifier compares the extension's prototype (func_info) with
-        // the target's: without the object's BTF the load fails.
+        // freplace: the verifier compares the extension's prototype
+        // (func_info) with the target's, so the object's BTF must come along.
         btf: ebpf.btf_fd().map(|fd| ProgramBtf {
             fd,
             func_info: &func_info,
@@ -100,12 +135,13 @@ pub fn load_extension(
             line_info: &line_info,
             line_info_rec_size: kiln_obj::LINE_INFO_REC_SIZE,
         }),
-        attach_prog_fd: Some(target),
-        attach_btf_id: Some(btf_id),
+        attach_prog_fd: target.attach_prog_fd,
+        attach_btf_id: Some(target.attach_btf_id),
+        expected_attach_type: target.expected_attach_type,
         ..Default::default()
     };
     Program::load(name, pspec.kind.clone(), &insns, &opts)
-        .map_err(|e| LinkError::target(M, format!("{name} -> {func}"), e.to_string()))
+        .map_err(|e| LinkError::target(mechanism, what, e.to_string()))
 }
 
 /// Links an extension over function `btf_id` of `target` (as resolved by

@@ -26,6 +26,7 @@ pub mod program_ext;
 pub mod raw_tracepoint;
 pub mod socket_filter;
 pub mod sockmap;
+pub mod struct_ops;
 pub mod tc;
 pub mod tracepoint;
 pub mod tracing;

@@ -1,0 +1,188 @@
+//! struct_ops: a BPF TCP congestion control (`kiln_cc` in
+//! attach_struct_ops.bpf.c) is registered through a struct_ops link, used by
+//! a loopback TCP connection, and unregistered by dropping the link.
+
+mod attach_util;
+
+use attach_util::*;
+use kiln_loader::links::Link;
+use kiln_loader::links::struct_ops::{StructOpsLink, register_struct_ops, struct_ops_specs};
+use kiln_testkit::{Need, test};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const AVAILABLE: &str = "/proc/sys/net/ipv4/tcp_available_congestion_control";
+
+fn register() -> Res<(kiln_loader::Ebpf, StructOpsLink)> {
+    let path = kiln_testkit::bpf_object("attach_struct_ops.bpf.o")?;
+    let elf = std::fs::read(&path)?;
+    let spec = kiln_obj::ObjectSpec::parse(&elf)?;
+    let ebpf = kiln_loader::EbpfLoader::new().load(&spec)?;
+    let link = register_struct_ops(&elf, &spec, &ebpf, "kiln_cc")?;
+    Ok((ebpf, link))
+}
+
+/// Whether this kernel registers BPF congestion controls (it needs
+/// CONFIG_BPF_JIT and the struct_ops trampolines the host may refuse).
+fn no_struct_ops() -> Option<String> {
+    register()
+        .err()
+        .map(|e| format!("kernel refuses the struct_ops registration: {e}"))
+}
+
+fn available() -> Res<Vec<String>> {
+    Ok(std::fs::read_to_string(AVAILABLE)?
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect())
+}
+
+fn set_cc(s: &TcpStream, name: &str) -> Res<()> {
+    // SAFETY: the option value is `name`'s bytes, valid for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            name.as_ptr().cast(),
+            name.len() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(format!("TCP_CONGESTION {name}: {}", std::io::Error::last_os_error()).into());
+    }
+    Ok(())
+}
+
+fn get_cc(s: &TcpStream) -> Res<String> {
+    let mut buf = [0u8; 16];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: `buf` and `len` are valid and `len` says how long `buf` is.
+    let rc = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+fn spec_lists_members_and_programs() -> TestResult {
+    let elf = std::fs::read(kiln_testkit::bpf_object("attach_struct_ops.bpf.o")?)?;
+    let specs = struct_ops_specs(&elf, "attach_struct_ops.bpf.o")?;
+    check(specs.len() == 1, || format!("{specs:?}"))?;
+    let s = &specs[0];
+    check(
+        s.name == "kiln_cc" && s.link && s.type_name == "tcp_congestion_ops",
+        || format!("{s:?}"),
+    )?;
+    let prog_of = |m: &str| {
+        s.members
+            .iter()
+            .find(|x| x.name == m)
+            .and_then(|x| x.program.clone())
+    };
+    for (member, prog) in [
+        ("init", "kiln_init"),
+        ("ssthresh", "kiln_ssthresh"),
+        ("cong_avoid", "kiln_cong_avoid"),
+        ("undo_cwnd", "kiln_undo_cwnd"),
+    ] {
+        check(prog_of(member).as_deref() == Some(prog), || {
+            format!("{member} -> {:?}", prog_of(member))
+        })?;
+    }
+    check(prog_of("cwnd_event").is_none(), || {
+        "unset member has a program".into()
+    })?;
+    let name = s
+        .members
+        .iter()
+        .find(|m| m.name == "name")
+        .ok_or("no name member")?;
+    let bytes = &s.data[name.offset as usize..][..8];
+    check(bytes == b"kiln_cc\0", || format!("name bytes {bytes:?}"))
+}
+
+fn congestion_control_runs_then_unregisters() -> TestResult {
+    let (ebpf, link) = register()?;
+    check(available()?.iter().any(|n| n == "kiln_cc"), || {
+        format!("kiln_cc not in {AVAILABLE}: {:?}", available())
+    })?;
+    check(link.info().is_ok() && link.fd().is_some(), || {
+        format!("link info {:?}", link.info())
+    })?;
+
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let reader = std::thread::spawn(move || -> Res<usize> {
+        let (mut s, _) = listener.accept()?;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0;
+        loop {
+            match s.read(&mut buf)? {
+                0 => return Ok(total),
+                n => total += n,
+            }
+        }
+    });
+    let mut client = TcpStream::connect(addr)?;
+    set_cc(&client, "kiln_cc")?;
+    check(get_cc(&client)? == "kiln_cc", || {
+        format!("socket uses {:?}", get_cc(&client))
+    })?;
+    let chunk = vec![0x5au8; 1 << 16];
+    for _ in 0..64 {
+        client.write_all(&chunk)?;
+    }
+    client.shutdown(std::net::Shutdown::Write)?;
+    let got = reader.join().map_err(|_| "reader thread panicked")??;
+    check(got == 64 << 16, || format!("server read {got} bytes"))?;
+    let calls: [u64; 4] = ebpf.global("calls")?;
+    // init runs when the option is set on the connected socket; cong_avoid on
+    // the ACKs of a transfer that fills the congestion window.
+    check(calls[0] >= 1 && calls[2] >= 1, || {
+        format!("calls [init, ssthresh, cong_avoid, undo] = {calls:?}")
+    })?;
+    drop(client);
+
+    drop(link);
+    check(!available()?.iter().any(|n| n == "kiln_cc"), || {
+        format!("kiln_cc still registered: {:?}", available())
+    })?;
+    // A new socket cannot pick it any more.
+    let s = TcpStream::connect(TcpListener::bind("127.0.0.1:0")?.local_addr()?)?;
+    check(set_cc(&s, "kiln_cc").is_err(), || {
+        "TCP_CONGESTION kiln_cc accepted after unregistering".into()
+    })
+}
+
+fn main() {
+    let needs = &[
+        Need::Root,
+        Need::Bpf,
+        Need::Probe("struct_ops tcp_congestion_ops", no_struct_ops),
+    ];
+    kiln_testkit::run(vec![
+        test(
+            "struct_ops_spec_lists_members_and_programs",
+            &[],
+            spec_lists_members_and_programs,
+        ),
+        test(
+            "struct_ops_congestion_control_runs_then_unregisters",
+            needs,
+            congestion_control_runs_then_unregisters,
+        ),
+    ]);
+}
