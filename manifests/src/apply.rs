@@ -91,6 +91,10 @@ pub enum ApplyError {
     Lock(#[from] crate::lock::LockError),
     #[error("{what}: {message}")]
     Kernel { what: String, message: String },
+    #[error(
+        "pin root {0} is not on a bpffs, so nothing could outlive this process\n  help: mount one (`mount -t bpf bpf /sys/fs/bpf`) or set [deployment] pin_root under a bpffs mount"
+    )]
+    NotBpffs(PathBuf),
     #[error("failure injected at step `{}` (KILN_FAIL_AT)", .0.name())]
     Injected(Step),
 }
@@ -128,6 +132,14 @@ pub fn apply(
     resolved: &Resolved,
     opts: &ApplyOptions,
 ) -> Result<Outcome, ApplyError> {
+    let root = manifest.pin_root();
+    let existing = root
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("/"));
+    if !kiln_loader::pin::is_on_bpffs(existing).unwrap_or(false) {
+        return Err(ApplyError::NotBpffs(root));
+    }
     let _lock = DeploymentLock::acquire(manifest.name())?;
     let plan = plan(manifest, resolved)?;
     if plan.is_noop() {

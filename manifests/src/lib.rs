@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod desired;
 pub mod diag;
+pub mod export;
 pub mod features;
 pub mod live;
 pub mod lock;

@@ -522,6 +522,30 @@ fn kiln_binary_round_trip() -> TestResult {
     Ok(())
 }
 
+fn export_round_trips_to_a_noop() -> TestResult {
+    let f = Fixture::new()?;
+    f.deployment(&f.v1, "", "")?
+        .apply(&ApplyOptions::default())?;
+    let text = kiln_manifest::export::export(&f.name, &f.root)?;
+    assert!(
+        text.contains("attach = { xdp = { interface = \"lo\" } }"),
+        "{text}"
+    );
+    let path = f.dir.join("exported.toml");
+    std::fs::write(
+        &path,
+        text.replace("FILL-IN.bpf.o", &f.v1.display().to_string()),
+    )?;
+    let d = Deployment::load(&path, &BTreeMap::new()).map_err(|e| e.to_string())?;
+    let plan = d.plan()?;
+    assert!(
+        plan.is_noop(),
+        "the exported manifest does not describe what runs:\n{plan}\n{}",
+        std::fs::read_to_string(&path)?
+    );
+    Ok(())
+}
+
 fn main() {
     let needs = &[Need::Root, Need::Bpf, Need::NetNs];
     kiln_testkit::run(vec![
@@ -556,5 +580,10 @@ fn main() {
             drift_is_reported_and_repaired,
         ),
         kiln_testkit::test("kiln_binary_round_trip", needs, kiln_binary_round_trip),
+        kiln_testkit::test(
+            "export_round_trips_to_a_noop",
+            needs,
+            export_round_trips_to_a_noop,
+        ),
     ]);
 }

@@ -52,6 +52,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a manifest describing what is pinned under a pin root.
+    Export {
+        /// The deployment's pin root (e.g. /sys/fs/bpf/kiln/quickstart).
+        pin_root: PathBuf,
+        /// Deployment name (default: the pin root's last component).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Inspect or load a single eBPF object file.
     #[command(subcommand)]
     Object(ObjectCommand),
@@ -206,6 +214,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Probe { json } => probe::run(json)?,
+        Command::Export { pin_root, name } => {
+            if !pin_root.is_dir() {
+                bail!("{}: no such pin root", pin_root.display());
+            }
+            let name = name.unwrap_or_else(|| {
+                pin_root
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+            print!("{}", kiln_manifest::export::export(&name, &pin_root)?);
+        }
         Command::Destroy { manifest } => {
             let m = Manifest::load(&manifest).map_err(|d| anyhow::anyhow!("{d}"))?;
             let removed = kiln_manifest::apply::destroy(m.name(), &m.pin_root())?;
