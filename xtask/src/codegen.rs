@@ -1,5 +1,7 @@
-//! `cargo xtask codegen`: generates `ebpf-sdk/kiln-ebpf/src/helpers/generated.rs`
-//! (every BPF helper's id and signature) from the kernel's UAPI header.
+//! `cargo xtask codegen [helpers|core] [--check]`: generates
+//! `ebpf-sdk/kiln-ebpf/src/helpers/generated.rs` (every BPF helper's id and
+//! signature) from the kernel's UAPI header, and the CO-RE accessors from
+//! `ebpf-sdk/kiln-ebpf/core.toml` (see `core_access`).
 //!
 //! The source of truth is `linux/bpf.h` from Debian's linux-libc-dev: its
 //! `__BPF_FUNC_MAPPER` list gives each helper's id (by position in older
@@ -13,34 +15,70 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+mod core_access;
+
 #[derive(clap::Args)]
 pub struct Args {
-    /// Do not write; fail if the checked-in file differs from what would be generated.
+    /// What to generate (default: everything).
+    #[arg(value_enum)]
+    what: Option<What>,
+    /// Do not write; fail if a checked-in file differs from what would be generated.
     #[arg(long)]
     check: bool,
-    /// The header to read.
+    /// The header to read helpers from.
     #[arg(long, default_value = "/usr/include/linux/bpf.h")]
     header: PathBuf,
+    /// The kernel BTF that core.toml's field paths are checked against (skipped when absent).
+    #[arg(long, default_value = "/sys/kernel/btf/vmlinux")]
+    vmlinux: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum What {
+    /// helpers/generated.rs from linux/bpf.h.
+    Helpers,
+    /// CO-RE accessors (shim/kiln_core.c, core_read/generated.rs) from core.toml.
+    Core,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let out = repo_root().join("ebpf-sdk/kiln-ebpf/src/helpers/generated.rs");
-    let header = std::fs::read_to_string(&args.header)
-        .with_context(|| format!("reading {}", args.header.display()))?;
-    let generated = generate(&header, &args.header)?;
-    if args.check {
-        let current = std::fs::read_to_string(&out).unwrap_or_default();
-        if current != generated {
-            bail!(
-                "{} is stale (or missing): run `cargo xtask codegen` and commit the result",
-                out.display()
-            );
-        }
-        println!("codegen: {} is up to date", out.display());
-        return Ok(());
+    let root = repo_root();
+    let mut outputs = Vec::new();
+    if args.what.is_none_or(|w| w == What::Helpers) {
+        let header = std::fs::read_to_string(&args.header)
+            .with_context(|| format!("reading {}", args.header.display()))?;
+        outputs.push((
+            "ebpf-sdk/kiln-ebpf/src/helpers/generated.rs".to_string(),
+            generate(&header, &args.header)?,
+        ));
     }
-    std::fs::write(&out, &generated).with_context(|| format!("writing {}", out.display()))?;
-    println!("codegen: wrote {}", out.display());
+    if args.what.is_none_or(|w| w == What::Core) {
+        outputs.extend(core_access::generate(&root, &args.vmlinux)?);
+    }
+    let mut stale = Vec::new();
+    for (rel, generated) in &outputs {
+        let out = root.join(rel);
+        if args.check {
+            let current = std::fs::read_to_string(&out).unwrap_or_default();
+            if current != *generated {
+                stale.push(out.display().to_string());
+            } else {
+                println!("codegen: {} is up to date", out.display());
+            }
+            continue;
+        }
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&out, generated).with_context(|| format!("writing {}", out.display()))?;
+        println!("codegen: wrote {}", out.display());
+    }
+    if !stale.is_empty() {
+        bail!(
+            "stale (or missing): {}; run `cargo xtask codegen` and commit the result",
+            stale.join(", ")
+        );
+    }
     Ok(())
 }
 

@@ -28,6 +28,12 @@ const CASES: &[Case] = &[
         programs: &["log_packet"],
         pinned_maps: &[],
     },
+    // CO-RE relocations from the generated accessors, applied by libbpf.
+    Case {
+        object: "sdk-core.bpf.o",
+        programs: &["core_sys_enter"],
+        pinned_maps: &[],
+    },
     Case {
         object: "sdk-maps.bpf.o",
         programs: &["maps_xdp", "maps_sk_msg", "maps_sk_skb", "maps_sock_ops"],

@@ -1,0 +1,58 @@
+//! CO-RE from Rust on any kernel: on every syscall of the process userspace
+//! names in `TARGET_TGID`, record what `bpf_get_current_pid_tgid()` says next
+//! to what the generated CO-RE accessors read from the current `task_struct`
+//! (pid, tgid, parent, group leader, credentials, comm). A test compares
+//! them; the VM matrix runs the same object on every kernel, where the
+//! `task_struct` layouts differ.
+#![no_std]
+#![no_main]
+
+use kiln_ebpf::core_read::Task;
+use kiln_ebpf::maps::Array;
+use kiln_ebpf::programs::RawTracePointContext;
+use kiln_ebpf::{Global, helpers, map, raw_tracepoint};
+
+kiln_ebpf::license!("Dual MIT/GPL");
+
+/// What one syscall entry saw (layout mirrored by the test).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Seen {
+    pub pid_tgid: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub parent_tgid: u32,
+    pub leader_pid: u32,
+    pub uid: u32,
+    pub euid: u32,
+    pub comm: [u8; 16],
+}
+
+/// The process to watch; set by the loader before load.
+#[unsafe(no_mangle)]
+static TARGET_TGID: Global<u32> = Global::new(0);
+
+#[map]
+static SEEN: Array<Seen, 1> = Array::new();
+
+#[raw_tracepoint("sys_enter")]
+fn core_sys_enter(_ctx: RawTracePointContext) -> u32 {
+    let pid_tgid = helpers::get_current_pid_tgid();
+    if (pid_tgid >> 32) as u32 != TARGET_TGID.get() {
+        return 0;
+    }
+    let task = Task::current();
+    let cred = task.cred();
+    let seen = Seen {
+        pid_tgid,
+        pid: task.pid(),
+        tgid: task.tgid(),
+        parent_tgid: task.real_parent().tgid(),
+        leader_pid: task.group_leader().pid(),
+        uid: cred.uid(),
+        euid: cred.euid(),
+        comm: task.comm(),
+    };
+    let _ = SEEN.set(0, &seen);
+    0
+}
