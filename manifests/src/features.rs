@@ -37,6 +37,9 @@ pub fn has(f: &Features, name: &str) -> Option<bool> {
         "btf" => f.btf_load,
         "ringbuf" => f.ringbuf,
         "bpf_cookie" => f.bpf_cookie,
+        // Perf-event bpf_links (pinnable tracepoint/kprobe/uprobe
+        // attachments) came with attach cookies, in 5.15.
+        "perf_link" => f.bpf_cookie,
         "batch_ops" => f.batch_ops,
         "mmapable_arrays" => f.mmapable_arrays,
         "kprobes" => Path::new("/sys/bus/event_source/devices/kprobe").exists(),
@@ -58,6 +61,46 @@ fn known(f: &Features) -> Vec<String> {
     v.sort();
     v.dedup();
     v
+}
+
+/// Programs whose attachment is a perf event (tracepoint, kprobe, uprobe)
+/// need perf-event bpf_links to be pinned; without them (before 5.15) the
+/// attachment would end with the `kiln` process.
+pub fn check_perf_links(
+    manifest: &Manifest,
+    resolved: &crate::desired::Resolved,
+) -> Vec<Diagnostic> {
+    use crate::desired::ResolvedAttach;
+    let f = features();
+    let usable = f
+        .program_types
+        .get("socket_filter")
+        .copied()
+        .unwrap_or(false);
+    if !usable || f.bpf_cookie {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (key, decl) in manifest.programs() {
+        let Some(b) = resolved.builds.get(key.get_ref()) else {
+            continue;
+        };
+        if matches!(
+            b.attach,
+            Some(
+                ResolvedAttach::Tracepoint { .. }
+                    | ResolvedAttach::Kprobe { .. }
+                    | ResolvedAttach::Uprobe { .. }
+            )
+        ) {
+            out.push(
+                manifest
+                    .error(decl.get_ref().attach.span(), format!("program '{}': this kernel cannot pin perf-event attachments (tracepoint, kprobe, uprobe), so the attachment would end with this process", key.get_ref()))
+                    .help("use a kernel with perf-event links (5.15+), or attach with raw_tracepoint / tp_btf / fentry, which pin on 5.7+"),
+            );
+        }
+    }
+    out
 }
 
 /// Checks `requires`. When bpf(2) itself is unusable here (not root), the

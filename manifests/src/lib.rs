@@ -52,7 +52,8 @@ impl Deployment {
         }
         let objects = objects::load_all(&manifest, overrides).map_err(Diagnostics)?;
         let resolved = desired::resolve(&manifest, objects).map_err(Diagnostics)?;
-        let missing = features::check(&manifest);
+        let mut missing = features::check(&manifest);
+        missing.extend(features::check_perf_links(&manifest, &resolved));
         if !missing.is_empty() {
             return Err(Diagnostics(missing));
         }

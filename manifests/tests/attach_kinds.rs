@@ -82,16 +82,22 @@ fn main() {
         base.iter().copied().chain(extra.iter().copied()).collect()
     };
     kiln_testkit::run(vec![
-        kiln_testkit::test("auto_tracepoint", &with(&[]), || {
-            cycle("tp_switch", "\"auto\"", false)
-        }),
-        kiln_testkit::test("tracepoint_explicit", &with(&[]), || {
-            cycle(
-                "tp_openat",
-                "{ tracepoint = { category = \"syscalls\", name = \"sys_enter_openat\" } }",
-                false,
-            )
-        }),
+        kiln_testkit::test(
+            "auto_tracepoint",
+            &with(&[need_feature!("perf_link")]),
+            || cycle("tp_switch", "\"auto\"", false),
+        ),
+        kiln_testkit::test(
+            "tracepoint_explicit",
+            &with(&[need_feature!("perf_link")]),
+            || {
+                cycle(
+                    "tp_openat",
+                    "{ tracepoint = { category = \"syscalls\", name = \"sys_enter_openat\" } }",
+                    false,
+                )
+            },
+        ),
         kiln_testkit::test("raw_tracepoint", &with(&[]), || {
             cycle(
                 "rawtp",
