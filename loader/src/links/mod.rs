@@ -31,6 +31,7 @@ pub mod tc;
 pub mod tracepoint;
 pub mod tracing;
 pub mod uprobe;
+pub mod usdt;
 pub mod xdp;
 
 pub use auto::auto_attach;

@@ -27,13 +27,35 @@ pub fn symbol_file_offset(path: &Path, symbol: &str) -> Result<u64, LinkError> {
         .chain(file.dynamic_symbols())
         .find(|s| s.name() == Ok(symbol) && s.address() != 0)
         .ok_or_else(|| LinkError::target(m, &target, "symbol not found (stripped binary?)"))?;
-    let addr = sym.address();
-    file.segments()
-        .find_map(|seg| {
-            let (start, size) = (seg.address(), seg.size());
-            (addr >= start && addr < start + size).then(|| addr - start + seg.file_range().0)
-        })
+    vaddr_file_offset(&file, sym.address())
         .ok_or_else(|| LinkError::target(m, &target, "symbol is in no loadable segment"))
+}
+
+/// The file offset of virtual address `addr`, through the loadable segment
+/// that maps it.
+pub(crate) fn vaddr_file_offset(file: &object::File<'_>, addr: u64) -> Option<u64> {
+    file.segments().find_map(|seg| {
+        let (start, size) = (seg.address(), seg.size());
+        (addr >= start && addr < start + size).then(|| addr - start + seg.file_range().0)
+    })
+}
+
+/// The first bit of `config` where the uprobe PMU takes a reference counter
+/// (USDT semaphore) offset, from its sysfs format file (`config:32-63`).
+fn ref_ctr_shift(m: Mechanism, target: &str) -> Result<u32, LinkError> {
+    let path = "/sys/bus/event_source/devices/uprobe/format/ref_ctr_offset";
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        LinkError::target(
+            m,
+            target,
+            format!("{path}: {e} (semaphores need kernel 4.20)"),
+        )
+    })?;
+    text.trim()
+        .strip_prefix("config:")
+        .and_then(|r| r.split('-').next())
+        .and_then(|b| b.parse().ok())
+        .ok_or_else(|| LinkError::target(m, target, format!("{path}: unexpected {text:?}")))
 }
 
 /// Attaches a uprobe (or uretprobe) program at `offset` in `path`, for the
@@ -42,6 +64,23 @@ pub fn attach_uprobe_offset(
     prog: BorrowedFd<'_>,
     path: &Path,
     offset: u64,
+    retprobe: bool,
+    pid: Option<i32>,
+    cookie: u64,
+) -> Result<PerfLink, LinkError> {
+    attach_uprobe_ref_ctr(prog, path, offset, 0, retprobe, pid, cookie)
+}
+
+/// [`attach_uprobe_offset`] with a reference counter: the kernel increments
+/// the u16 at file offset `ref_ctr_offset` (a USDT semaphore) in every
+/// process the probe is installed in, and decrements it on detach. 0: none.
+///
+/// Minimum kernel version: 4.20 (reference counters).
+pub fn attach_uprobe_ref_ctr(
+    prog: BorrowedFd<'_>,
+    path: &Path,
+    offset: u64,
+    ref_ctr_offset: u64,
     retprobe: bool,
     pid: Option<i32>,
     cookie: u64,
@@ -55,6 +94,9 @@ pub fn attach_uprobe_offset(
     let mut attr = PerfEventAttr::probe(PerfType(ty), if retprobe { ret_bit } else { 0 });
     attr.config1 = c.as_ptr() as u64;
     attr.config2 = offset;
+    if ref_ctr_offset != 0 {
+        attr.config |= ref_ctr_offset << ref_ctr_shift(m, &target)?;
+    }
     let (p, cpu) = match pid {
         Some(p) => (p, -1),
         None => (-1, 0),

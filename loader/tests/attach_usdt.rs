@@ -1,0 +1,138 @@
+//! USDT: a small C target (attach_util/usdt_target.c, compiled here with
+//! `cc`) carries a hand-written `.note.stapsdt` probe `kiln:hit(i, 77)`
+//! guarded by a semaphore; a program written against libbpf's
+//! `<bpf/usdt.bpf.h>` counts the hits and reads both arguments.
+
+mod attach_util;
+
+use attach_util::*;
+use kiln_loader::links::usdt::{
+    UsdtArch, UsdtArgKind, UsdtOptions, attach_usdt, parse_args, parse_notes,
+};
+use kiln_testkit::{Need, test};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const COOKIE: u64 = 0x5eed;
+
+/// Builds the target into a fresh directory named after `tag` (tests run in
+/// parallel), removed by the caller.
+fn build_target(tag: &str) -> Res<(PathBuf, PathBuf)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/attach_util/usdt_target.c");
+    let dir = std::env::temp_dir().join(format!("kiln-usdt-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let bin = dir.join("usdt_target");
+    let out = Command::new("cc")
+        .arg("-O1")
+        .arg("-o")
+        .arg(&bin)
+        .arg(&src)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "cc {}: {}",
+            src.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok((dir, bin))
+}
+
+fn no_cc() -> Option<String> {
+    match Command::new("cc").arg("--version").output() {
+        Ok(o) if o.status.success() => None,
+        _ => Some("no C compiler `cc` to build the USDT target".into()),
+    }
+}
+
+/// Runs the target for `n` probe hits; returns the semaphore it saw.
+fn run_target(bin: &Path, n: u32) -> Res<u32> {
+    let out = Command::new(bin).arg(n.to_string()).output()?;
+    if !out.status.success() {
+        return Err(format!("{} exited with {}", bin.display(), out.status).into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+}
+
+fn notes_and_arguments_decode() -> TestResult {
+    let (dir, bin) = build_target("notes")?;
+    let res = (|| -> TestResult {
+        let notes = parse_notes(&std::fs::read(&bin)?, &bin.display().to_string())?;
+        check(notes.len() == 1, || format!("{notes:?}"))?;
+        let n = &notes[0];
+        check(n.provider == "kiln" && n.name == "hit", || format!("{n:?}"))?;
+        check(n.semaphore != 0 && n.semaphore_offset.is_some(), || {
+            format!("no semaphore: {n:?}")
+        })?;
+        let args = parse_args(&n.args, UsdtArch::X86_64)?;
+        check(args.len() == 2, || format!("{:?}: {args:?}", n.args))?;
+        // `i` is a signed int wherever the compiler keeps it; 77L a constant.
+        check(args[0].size == 4 && args[0].signed, || {
+            format!("{:?}", args[0])
+        })?;
+        check(
+            args[1].kind == UsdtArgKind::Const && args[1].val_off == 77 && args[1].size == 8,
+            || format!("{:?}", args[1]),
+        )
+    })();
+    let _ = std::fs::remove_dir_all(dir);
+    res
+}
+
+fn counts_hits_and_reads_arguments() -> TestResult {
+    let (dir, bin) = build_target("attach")?;
+    let res = (|| -> TestResult {
+        let (_, ebpf) = load_object("attach_usdt")?;
+        let p = prog(&ebpf, "kiln_hit")?;
+        let specs = map(&ebpf, "__bpf_usdt_specs")?;
+        check(run_target(&bin, 3)? == 0, || {
+            "semaphore set with no tracer".into()
+        })?;
+        let opts = UsdtOptions {
+            pid: None,
+            cookie: COOKIE,
+        };
+        let link = attach_usdt(p.fd(), specs, &bin, "kiln", "hit", &opts)?;
+        check(link.sites().len() == 1, || {
+            format!("{} sites", link.sites().len())
+        })?;
+        let sema = run_target(&bin, 5)?;
+        check(sema >= 1, || {
+            "the kernel did not raise the semaphore".into()
+        })?;
+        let hits: u64 = ebpf.global("hits")?;
+        let sum: i64 = ebpf.global("arg_sum")?;
+        let k: i64 = ebpf.global("last_arg1")?;
+        let cookie: u64 = ebpf.global("last_cookie")?;
+        check(hits == 5, || format!("hits {hits}"))?;
+        check(sum == 10, || format!("sum of i over 0..5 read as {sum}"))?;
+        check(k == 77, || format!("second argument read as {k}"))?;
+        check(cookie == COOKIE, || format!("usdt cookie {cookie:#x}"))?;
+        drop(link);
+        check(run_target(&bin, 5)? == 0, || {
+            "semaphore left raised after detach".into()
+        })?;
+        let after: u64 = ebpf.global("hits")?;
+        check(after == 5, || format!("{after} hits after detach"))
+    })();
+    let _ = std::fs::remove_dir_all(dir);
+    res
+}
+
+fn main() {
+    kiln_testkit::run(vec![
+        test(
+            "usdt_notes_and_arguments_decode",
+            &[Need::Probe("cc", no_cc)],
+            notes_and_arguments_decode,
+        ),
+        test(
+            "usdt_counts_hits_and_reads_arguments",
+            &[Need::Root, Need::Bpf, Need::Probe("cc", no_cc)],
+            counts_hits_and_reads_arguments,
+        ),
+    ]);
+}
