@@ -63,6 +63,15 @@ fn known(f: &Features) -> Vec<String> {
     v
 }
 
+/// Whether the probes say anything: when bpf(2) is refused (not root) every
+/// probe fails, and "missing" would be a lie.
+fn probes_usable(f: &Features) -> bool {
+    f.program_types
+        .get("socket_filter")
+        .copied()
+        .unwrap_or(false)
+}
+
 /// Programs whose attachment is a perf event (tracepoint, kprobe, uprobe)
 /// need perf-event bpf_links to be pinned; without them (before 5.15) the
 /// attachment would end with the `kiln` process.
@@ -72,11 +81,7 @@ pub fn check_perf_links(
 ) -> Vec<Diagnostic> {
     use crate::desired::ResolvedAttach;
     let f = features();
-    let usable = f
-        .program_types
-        .get("socket_filter")
-        .copied()
-        .unwrap_or(false);
+    let usable = probes_usable(f);
     if !usable || f.bpf_cookie {
         return Vec::new();
     }
@@ -111,11 +116,7 @@ pub fn check(manifest: &Manifest) -> Vec<Diagnostic> {
         return Vec::new();
     }
     let f = features();
-    let usable = f
-        .program_types
-        .get("socket_filter")
-        .copied()
-        .unwrap_or(false);
+    let usable = probes_usable(f);
     let mut out = Vec::new();
     for r in reqs {
         match has(f, r.get_ref()) {

@@ -105,6 +105,10 @@ pub fn compute(deployment: &str, desired: &Desired, observed: &Observed) -> Stat
                     tag_hex(&p.tag)
                 ),
             ),
+            (Some(p), _, _) if p.rodata != want.rodata => (
+                State::Drifted,
+                "live read-only globals differ from the manifest's".to_string(),
+            ),
             (Some(p), None, None) => (
                 State::Ok,
                 format!("loaded, id {}, not attached (attach = none)", p.id),

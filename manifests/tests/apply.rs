@@ -270,6 +270,8 @@ fn upgrade_replaces_in_place_and_keeps_data() -> TestResult {
     assert!(d2.plan()?.is_noop(), "{}", d2.plan()?);
     // A global is a change too: same code, other data.
     let d3 = f.deployment(&f.v2, "", "globals = { step = 5 }")?;
+    let st = d3.status()?;
+    assert!(!st.all_ok(), "status misses a globals change:\n{st}");
     let p3 = d3.plan()?;
     assert!(
         p3.actions
