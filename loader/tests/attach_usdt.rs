@@ -19,13 +19,13 @@ const COOKIE: u64 = 0x5eed;
 
 /// Builds the target into a fresh directory named after `tag` (tests run in
 /// parallel), removed by the caller.
-fn build_target(tag: &str) -> Res<(PathBuf, PathBuf)> {
+fn build_target(tag: &str, opt: &str) -> Res<(PathBuf, PathBuf)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/attach_util/usdt_target.c");
     let dir = std::env::temp_dir().join(format!("kiln-usdt-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let bin = dir.join("usdt_target");
     let out = Command::new("cc")
-        .arg("-O1")
+        .arg(opt)
         .arg("-o")
         .arg(&bin)
         .arg(&src)
@@ -58,7 +58,7 @@ fn run_target(bin: &Path, n: u32) -> Res<u32> {
 }
 
 fn notes_and_arguments_decode() -> TestResult {
-    let (dir, bin) = build_target("notes")?;
+    let (dir, bin) = build_target("notes", "-O1")?;
     let res = (|| -> TestResult {
         let notes = parse_notes(&std::fs::read(&bin)?, &bin.display().to_string())?;
         check(notes.len() == 1, || format!("{notes:?}"))?;
@@ -67,7 +67,12 @@ fn notes_and_arguments_decode() -> TestResult {
         check(n.semaphore != 0 && n.semaphore_offset.is_some(), || {
             format!("no semaphore: {n:?}")
         })?;
-        let args = parse_args(&n.args, UsdtArch::X86_64)?;
+        let arch = if cfg!(target_arch = "aarch64") {
+            UsdtArch::Aarch64
+        } else {
+            UsdtArch::X86_64
+        };
+        let args = parse_args(&n.args, arch)?;
         check(args.len() == 2, || format!("{:?}: {args:?}", n.args))?;
         // `i` is a signed int wherever the compiler keeps it; 77L a constant.
         check(args[0].size == 4 && args[0].signed, || {
@@ -82,8 +87,10 @@ fn notes_and_arguments_decode() -> TestResult {
     res
 }
 
-fn counts_hits_and_reads_arguments() -> TestResult {
-    let (dir, bin) = build_target("attach")?;
+/// At -O1 `i` is passed in a register (`-4@%eax`), at -O0 in the stack
+/// frame (`-4@-20(%rbp)`): both argument kinds are read.
+fn counts_hits_and_reads_arguments(opt: &str) -> TestResult {
+    let (dir, bin) = build_target(&format!("attach{opt}"), opt)?;
     let res = (|| -> TestResult {
         let (_, ebpf) = load_object("attach_usdt")?;
         let p = prog(&ebpf, "kiln_hit")?;
@@ -122,17 +129,31 @@ fn counts_hits_and_reads_arguments() -> TestResult {
     res
 }
 
+/// usdt.bpf.h finds a site's spec through its BPF cookie.
+fn no_cookies() -> Option<String> {
+    const BPF_FUNC_GET_ATTACH_COOKIE: i32 = 174;
+    (!kiln_loader::probe::probe_helper(kiln_obj::ProgramType::KPROBE, BPF_FUNC_GET_ATTACH_COOKIE))
+        .then(|| "kernel has no bpf_get_attach_cookie (5.15+), which usdt.bpf.h needs".into())
+}
+
 fn main() {
+    let needs = &[
+        Need::Root,
+        Need::Bpf,
+        Need::Probe("cc", no_cc),
+        Need::Probe("bpf cookies", no_cookies),
+    ];
     kiln_testkit::run(vec![
         test(
             "usdt_notes_and_arguments_decode",
             &[Need::Probe("cc", no_cc)],
             notes_and_arguments_decode,
         ),
-        test(
-            "usdt_counts_hits_and_reads_arguments",
-            &[Need::Root, Need::Bpf, Need::Probe("cc", no_cc)],
-            counts_hits_and_reads_arguments,
-        ),
+        test("usdt_register_arguments_o1", needs, || {
+            counts_hits_and_reads_arguments("-O1")
+        }),
+        test("usdt_stack_arguments_o0", needs, || {
+            counts_hits_and_reads_arguments("-O0")
+        }),
     ]);
 }
