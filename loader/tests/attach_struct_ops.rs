@@ -16,19 +16,19 @@ type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const AVAILABLE: &str = "/proc/sys/net/ipv4/tcp_available_congestion_control";
 
-fn register() -> Res<(kiln_loader::Ebpf, StructOpsLink)> {
+fn register(var: &str) -> Res<(kiln_loader::Ebpf, StructOpsLink)> {
     let path = kiln_testkit::bpf_object("attach_struct_ops.bpf.o")?;
     let elf = std::fs::read(&path)?;
     let spec = kiln_obj::ObjectSpec::parse(&elf)?;
     let ebpf = kiln_loader::EbpfLoader::new().load(&spec)?;
-    let link = register_struct_ops(&elf, &spec, &ebpf, "kiln_cc")?;
+    let link = register_struct_ops(&elf, &spec, &ebpf, var)?;
     Ok((ebpf, link))
 }
 
 /// Whether this kernel registers BPF congestion controls (it needs
 /// CONFIG_BPF_JIT and the struct_ops trampolines the host may refuse).
 fn no_struct_ops() -> Option<String> {
-    register()
+    register("kiln_cc")
         .err()
         .map(|e| format!("kernel refuses the struct_ops registration: {e}"))
 }
@@ -80,8 +80,18 @@ fn get_cc(s: &TcpStream) -> Res<String> {
 fn spec_lists_members_and_programs() -> TestResult {
     let elf = std::fs::read(kiln_testkit::bpf_object("attach_struct_ops.bpf.o")?)?;
     let specs = struct_ops_specs(&elf, "attach_struct_ops.bpf.o")?;
-    check(specs.len() == 1, || format!("{specs:?}"))?;
-    let s = &specs[0];
+    check(specs.len() == 2, || format!("{specs:?}"))?;
+    let old = specs
+        .iter()
+        .find(|s| s.name == "kiln_cc_old")
+        .ok_or("no kiln_cc_old")?;
+    check(!old.link && old.section == ".struct_ops", || {
+        format!("{old:?}")
+    })?;
+    let s = specs
+        .iter()
+        .find(|s| s.name == "kiln_cc")
+        .ok_or("no kiln_cc")?;
     check(
         s.name == "kiln_cc" && s.link && s.type_name == "tcp_congestion_ops",
         || format!("{s:?}"),
@@ -114,15 +124,9 @@ fn spec_lists_members_and_programs() -> TestResult {
     check(bytes == b"kiln_cc\0", || format!("name bytes {bytes:?}"))
 }
 
-fn congestion_control_runs_then_unregisters() -> TestResult {
-    let (ebpf, link) = register()?;
-    check(available()?.iter().any(|n| n == "kiln_cc"), || {
-        format!("kiln_cc not in {AVAILABLE}: {:?}", available())
-    })?;
-    check(link.info().is_ok() && link.fd().is_some(), || {
-        format!("link info {:?}", link.info())
-    })?;
-
+/// Sends 4 MiB over a loopback connection whose sender uses congestion
+/// control `cc`; returns the callback counts of the program.
+fn transfer(ebpf: &kiln_loader::Ebpf, cc: &str) -> Res<[u64; 4]> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let reader = std::thread::spawn(move || -> Res<usize> {
@@ -137,8 +141,8 @@ fn congestion_control_runs_then_unregisters() -> TestResult {
         }
     });
     let mut client = TcpStream::connect(addr)?;
-    set_cc(&client, "kiln_cc")?;
-    check(get_cc(&client)? == "kiln_cc", || {
+    set_cc(&client, cc)?;
+    check(get_cc(&client)? == cc, || {
         format!("socket uses {:?}", get_cc(&client))
     })?;
     let chunk = vec![0x5au8; 1 << 16];
@@ -148,23 +152,50 @@ fn congestion_control_runs_then_unregisters() -> TestResult {
     client.shutdown(std::net::Shutdown::Write)?;
     let got = reader.join().map_err(|_| "reader thread panicked")??;
     check(got == 64 << 16, || format!("server read {got} bytes"))?;
-    let calls: [u64; 4] = ebpf.global("calls")?;
+    Ok(ebpf.global("calls")?)
+}
+
+fn unregistered(cc: &str) -> TestResult {
+    check(!available()?.iter().any(|n| n == cc), || {
+        format!("{cc} still registered: {:?}", available())
+    })?;
+    // A new socket cannot pick it any more.
+    let s = TcpStream::connect(TcpListener::bind("127.0.0.1:0")?.local_addr()?)?;
+    check(set_cc(&s, cc).is_err(), || {
+        format!("TCP_CONGESTION {cc} accepted after unregistering")
+    })
+}
+
+fn congestion_control_runs_then_unregisters() -> TestResult {
+    let (ebpf, link) = register("kiln_cc")?;
+    check(available()?.iter().any(|n| n == "kiln_cc"), || {
+        format!("kiln_cc not in {AVAILABLE}: {:?}", available())
+    })?;
+    check(link.info().is_ok() && link.fd().is_some(), || {
+        format!("link info {:?}", link.info())
+    })?;
+    let calls = transfer(&ebpf, "kiln_cc")?;
     // init runs when the option is set on the connected socket; cong_avoid on
     // the ACKs of a transfer that fills the congestion window.
     check(calls[0] >= 1 && calls[2] >= 1, || {
         format!("calls [init, ssthresh, cong_avoid, undo] = {calls:?}")
     })?;
-    drop(client);
-
     drop(link);
-    check(!available()?.iter().any(|n| n == "kiln_cc"), || {
-        format!("kiln_cc still registered: {:?}", available())
+    unregistered("kiln_cc")
+}
+
+fn table_without_link_registers_on_update() -> TestResult {
+    let (ebpf, mut link) = register("kiln_cc_old")?;
+    check(link.fd().is_none(), || {
+        "a .struct_ops table got a link".into()
     })?;
-    // A new socket cannot pick it any more.
-    let s = TcpStream::connect(TcpListener::bind("127.0.0.1:0")?.local_addr()?)?;
-    check(set_cc(&s, "kiln_cc").is_err(), || {
-        "TCP_CONGESTION kiln_cc accepted after unregistering".into()
-    })
+    check(available()?.iter().any(|n| n == "kiln_cc_old"), || {
+        format!("kiln_cc_old not in {AVAILABLE}: {:?}", available())
+    })?;
+    let calls = transfer(&ebpf, "kiln_cc_old")?;
+    check(calls[0] >= 1, || format!("calls {calls:?}"))?;
+    link.detach()?;
+    unregistered("kiln_cc_old")
 }
 
 fn main() {
@@ -183,6 +214,11 @@ fn main() {
             "struct_ops_congestion_control_runs_then_unregisters",
             needs,
             congestion_control_runs_then_unregisters,
+        ),
+        test(
+            "struct_ops_table_without_link_registers_on_update",
+            needs,
+            table_without_link_registers_on_update,
         ),
     ]);
 }

@@ -58,3 +58,14 @@ struct tcp_congestion_ops kiln_cc = {
 	.undo_cwnd = (void *)kiln_undo_cwnd,
 	.name = "kiln_cc",
 };
+
+/* The same callbacks as a pre-6.4 table: registered by the map update
+ * itself, unregistered by deleting the map's element. */
+SEC(".struct_ops")
+struct tcp_congestion_ops kiln_cc_old = {
+	.init = (void *)kiln_init,
+	.ssthresh = (void *)kiln_ssthresh,
+	.cong_avoid = (void *)kiln_cong_avoid,
+	.undo_cwnd = (void *)kiln_undo_cwnd,
+	.name = "kiln_cc_old",
+};
