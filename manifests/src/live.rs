@@ -24,6 +24,10 @@ pub const LINKS: &str = "links";
 /// Errors reading the live state: the path and what the kernel said.
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
+    #[error(
+        "cannot read the pins under {0}: bpf(2) is not permitted here\n  help: run as root (or with CAP_BPF and CAP_NET_ADMIN)"
+    )]
+    NoBpf(PathBuf),
     #[error("cannot list {path}: {source}")]
     List {
         path: PathBuf,
@@ -37,6 +41,10 @@ pub fn observe(root: &Path) -> Result<Observed, ObserveError> {
     let mut o = Observed::default();
     if !root.exists() {
         return Ok(o);
+    }
+    // Without bpf(2) every pin would look foreign and be planned for removal.
+    if !kiln_loader::probe::probe_program_type(kiln_obj::ProgramType::SOCKET_FILTER, None) {
+        return Err(ObserveError::NoBpf(root.to_path_buf()));
     }
     for entry in list(root)? {
         let name = entry
