@@ -16,13 +16,19 @@ type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const AVAILABLE: &str = "/proc/sys/net/ipv4/tcp_available_congestion_control";
 
-fn register(var: &str) -> Res<(kiln_loader::Ebpf, StructOpsLink)> {
+struct Loaded {
+    elf: Vec<u8>,
+    spec: kiln_obj::ObjectSpec,
+    ebpf: kiln_loader::Ebpf,
+}
+
+fn register(var: &str) -> Res<(Loaded, StructOpsLink)> {
     let path = kiln_testkit::bpf_object("attach_struct_ops.bpf.o")?;
     let elf = std::fs::read(&path)?;
     let spec = kiln_obj::ObjectSpec::parse(&elf)?;
     let ebpf = kiln_loader::EbpfLoader::new().load(&spec)?;
     let link = register_struct_ops(&elf, &spec, &ebpf, var)?;
-    Ok((ebpf, link))
+    Ok((Loaded { elf, spec, ebpf }, link))
 }
 
 /// Whether this kernel registers BPF congestion controls (it needs
@@ -80,7 +86,7 @@ fn get_cc(s: &TcpStream) -> Res<String> {
 fn spec_lists_members_and_programs() -> TestResult {
     let elf = std::fs::read(kiln_testkit::bpf_object("attach_struct_ops.bpf.o")?)?;
     let specs = struct_ops_specs(&elf, "attach_struct_ops.bpf.o")?;
-    check(specs.len() == 2, || format!("{specs:?}"))?;
+    check(specs.len() == 3, || format!("{specs:?}"))?;
     let old = specs
         .iter()
         .find(|s| s.name == "kiln_cc_old")
@@ -126,7 +132,7 @@ fn spec_lists_members_and_programs() -> TestResult {
 
 /// Sends 4 MiB over a loopback connection whose sender uses congestion
 /// control `cc`; returns the callback counts of the program.
-fn transfer(ebpf: &kiln_loader::Ebpf, cc: &str) -> Res<[u64; 4]> {
+fn transfer(ebpf: &kiln_loader::Ebpf, cc: &str) -> Res<[u64; 5]> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let reader = std::thread::spawn(move || -> Res<usize> {
@@ -166,33 +172,49 @@ fn unregistered(cc: &str) -> TestResult {
     })
 }
 
-fn congestion_control_runs_then_unregisters() -> TestResult {
-    let (ebpf, link) = register("kiln_cc")?;
+fn congestion_control_runs_replaces_then_unregisters() -> TestResult {
+    let (o, mut link) = register("kiln_cc")?;
+    let ebpf = &o.ebpf;
     check(available()?.iter().any(|n| n == "kiln_cc"), || {
         format!("kiln_cc not in {AVAILABLE}: {:?}", available())
     })?;
     check(link.info().is_ok() && link.fd().is_some(), || {
         format!("link info {:?}", link.info())
     })?;
-    let calls = transfer(&ebpf, "kiln_cc")?;
+    let calls = transfer(ebpf, "kiln_cc")?;
     // init runs when the option is set on the connected socket; cong_avoid on
     // the ACKs of a transfer that fills the congestion window.
-    check(calls[0] >= 1 && calls[2] >= 1, || {
-        format!("calls [init, ssthresh, cong_avoid, undo] = {calls:?}")
+    check(calls[0] >= 1 && calls[2] >= 1 && calls[4] == 0, || {
+        format!("calls [init, ssthresh, cong_avoid, undo, init v2] = {calls:?}")
+    })?;
+
+    // Swap in kiln_cc_v2 (same name, another init) through the same link.
+    let id = link.info()?.id;
+    link.replace_with_var(&o.elf, &o.spec, ebpf, "kiln_cc_v2")?;
+    check(link.info()?.id == id, || "replace made a new link".into())?;
+    let after = transfer(ebpf, "kiln_cc")?;
+    check(after[4] >= 1 && after[0] == calls[0], || {
+        format!("after replace: calls {after:?} (before {calls:?})")
     })?;
     drop(link);
     unregistered("kiln_cc")
 }
 
 fn table_without_link_registers_on_update() -> TestResult {
-    let (ebpf, mut link) = register("kiln_cc_old")?;
+    let (o, mut link) = register("kiln_cc_old")?;
+    let ebpf = &o.ebpf;
     check(link.fd().is_none(), || {
         "a .struct_ops table got a link".into()
     })?;
     check(available()?.iter().any(|n| n == "kiln_cc_old"), || {
         format!("kiln_cc_old not in {AVAILABLE}: {:?}", available())
     })?;
-    let calls = transfer(&ebpf, "kiln_cc_old")?;
+    let calls = transfer(ebpf, "kiln_cc_old")?;
+    check(
+        link.replace_with_var(&o.elf, &o.spec, ebpf, "kiln_cc_v2")
+            .is_err(),
+        || "a table without a link was replaced".into(),
+    )?;
     check(calls[0] >= 1, || format!("calls {calls:?}"))?;
     link.detach()?;
     unregistered("kiln_cc_old")
@@ -211,9 +233,9 @@ fn main() {
             spec_lists_members_and_programs,
         ),
         test(
-            "struct_ops_congestion_control_runs_then_unregisters",
+            "struct_ops_congestion_control_runs_replaces_then_unregisters",
             needs,
-            congestion_control_runs_then_unregisters,
+            congestion_control_runs_replaces_then_unregisters,
         ),
         test(
             "struct_ops_table_without_link_registers_on_update",

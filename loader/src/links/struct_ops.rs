@@ -247,6 +247,59 @@ impl StructOpsLink {
     pub fn programs(&self) -> &[Program] {
         &self.programs
     }
+
+    /// Swaps in another `.struct_ops.link` table of the same type, atomically
+    /// (the kernel never lacks an implementation in between). Kernel
+    /// subsystems add their own rules: TCP wants the same `.name`.
+    ///
+    /// Minimum kernel version: 6.4.
+    pub fn replace(
+        &mut self,
+        ops: &StructOpsSpec,
+        spec: &ObjectSpec,
+        ebpf: &Ebpf,
+        kbtf: &Btf,
+    ) -> Result<(), LinkError> {
+        let Some(link) = self.link.as_ref().and_then(|l| l.fd()) else {
+            return Err(LinkError::unsupported(
+                M,
+                "replace",
+                "only a live .struct_ops.link table can be replaced",
+            ));
+        };
+        if !ops.link || ops.type_name != self.type_name {
+            return Err(LinkError::target(
+                M,
+                &ops.name,
+                format!(
+                    "a replacement must be a .struct_ops.link {} table",
+                    self.type_name
+                ),
+            ));
+        }
+        let table = build_table(ops, spec, ebpf, kbtf)?;
+        link_attr::link_update(link, table.map.as_fd(), Some(self.map.as_fd()))
+            .map_err(|e| LinkError::sys(M, "replace", &table.what, e))?;
+        self.name = ops.name.clone();
+        self.map = table.map;
+        self.value_size = table.value_size;
+        self.programs = table.programs;
+        Ok(())
+    }
+
+    /// [`StructOpsLink::replace`] with variable `var` of the ELF object
+    /// `elf` (`spec` parsed from it, `ebpf` loaded from `spec`), against the
+    /// running kernel.
+    pub fn replace_with_var(
+        &mut self,
+        elf: &[u8],
+        spec: &ObjectSpec,
+        ebpf: &Ebpf,
+        var: &str,
+    ) -> Result<(), LinkError> {
+        let ops = struct_ops_spec(elf, var)?;
+        self.replace(&ops, spec, ebpf, running_kernel(var)?)
+    }
 }
 
 impl Link for StructOpsLink {
@@ -312,13 +365,20 @@ pub fn register_struct_ops(
     ebpf: &Ebpf,
     var: &str,
 ) -> Result<StructOpsLink, LinkError> {
-    let specs = struct_ops_specs(elf, var)?;
-    let ops = specs
+    let ops = struct_ops_spec(elf, var)?;
+    register_with(&ops, spec, ebpf, running_kernel(var)?)
+}
+
+/// The struct_ops variable `var` of the ELF object `elf`.
+pub fn struct_ops_spec(elf: &[u8], var: &str) -> Result<StructOpsSpec, LinkError> {
+    struct_ops_specs(elf, var)?
         .into_iter()
         .find(|s| s.name == var)
-        .ok_or_else(|| LinkError::target(M, var, "no such struct_ops variable in the object"))?;
-    let kbtf = crate::externs::kernel_btf(None).map_err(|e| LinkError::target(M, var, e))?;
-    register_with(&ops, spec, ebpf, kbtf)
+        .ok_or_else(|| LinkError::target(M, var, "no such struct_ops variable in the object"))
+}
+
+fn running_kernel(var: &str) -> Result<&'static Btf, LinkError> {
+    crate::externs::kernel_btf(None).map_err(|e| LinkError::target(M, var, e))
 }
 
 /// [`register_struct_ops`] from an already parsed [`StructOpsSpec`] and the
@@ -329,6 +389,44 @@ pub fn register_with(
     ebpf: &Ebpf,
     kbtf: &Btf,
 ) -> Result<StructOpsLink, LinkError> {
+    let table = build_table(ops, spec, ebpf, kbtf)?;
+    let link = if ops.link {
+        let attr = LinkCreateAttr {
+            prog_fd: fd_u32(table.map.as_fd()),
+            attach_type: ATTACH_STRUCT_OPS,
+            ..Default::default()
+        };
+        let fd =
+            link_attr::link_create(attr).map_err(|e| LinkError::sys(M, "link", &table.what, e))?;
+        Some(FdLink::new(fd, M, table.what.clone()))
+    } else {
+        None
+    };
+    Ok(StructOpsLink {
+        name: ops.name.clone(),
+        type_name: ops.type_name.clone(),
+        map: table.map,
+        value_size: table.value_size,
+        registered: !ops.link,
+        link,
+        programs: table.programs,
+    })
+}
+
+/// A filled struct_ops map and the programs its function members hold.
+struct Table {
+    what: String,
+    map: OwnedFd,
+    value_size: usize,
+    programs: Vec<Program>,
+}
+
+fn build_table(
+    ops: &StructOpsSpec,
+    spec: &ObjectSpec,
+    ebpf: &Ebpf,
+    kbtf: &Btf,
+) -> Result<Table, LinkError> {
     let what = format!("{} ({})", ops.name, ops.type_name);
     let k = kernel_ops(kbtf, &ops.type_name, &what)?;
     // CO-RE: the programs read kernel structs (tcp_sock...) laid out as the
@@ -435,24 +533,10 @@ pub fn register_with(
     };
     sysmap::update(map.as_fd(), sizes, Some(&0u32.to_ne_bytes()), &value, 0)
         .map_err(|e| LinkError::sys(M, "fill map", &what, e))?;
-    let link = if ops.link {
-        let attr = LinkCreateAttr {
-            prog_fd: fd_u32(map.as_fd()),
-            attach_type: ATTACH_STRUCT_OPS,
-            ..Default::default()
-        };
-        let fd = link_attr::link_create(attr).map_err(|e| LinkError::sys(M, "link", &what, e))?;
-        Some(FdLink::new(fd, M, what))
-    } else {
-        None
-    };
-    Ok(StructOpsLink {
-        name: ops.name.clone(),
-        type_name: ops.type_name.clone(),
+    Ok(Table {
+        what,
         map,
         value_size: value.len(),
-        registered: !ops.link,
-        link,
         programs,
     })
 }

@@ -7,8 +7,9 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* calls[0]: init, [1]: ssthresh, [2]: cong_avoid, [3]: undo_cwnd. */
-__u64 calls[4];
+/* calls[0]: init, [1]: ssthresh, [2]: cong_avoid, [3]: undo_cwnd,
+ * [4]: init of kiln_cc_v2. */
+__u64 calls[5];
 
 static __always_inline void bump(int slot)
 {
@@ -19,6 +20,12 @@ SEC("struct_ops/kiln_init")
 void BPF_PROG(kiln_init, struct sock *sk)
 {
 	bump(0);
+}
+
+SEC("struct_ops/kiln_init_v2")
+void BPF_PROG(kiln_init_v2, struct sock *sk)
+{
+	bump(4);
 }
 
 SEC("struct_ops/kiln_ssthresh")
@@ -68,4 +75,14 @@ struct tcp_congestion_ops kiln_cc_old = {
 	.cong_avoid = (void *)kiln_cong_avoid,
 	.undo_cwnd = (void *)kiln_undo_cwnd,
 	.name = "kiln_cc_old",
+};
+
+/* A replacement for kiln_cc through its link: TCP wants the same name. */
+SEC(".struct_ops.link")
+struct tcp_congestion_ops kiln_cc_v2 = {
+	.init = (void *)kiln_init_v2,
+	.ssthresh = (void *)kiln_ssthresh,
+	.cong_avoid = (void *)kiln_cong_avoid,
+	.undo_cwnd = (void *)kiln_undo_cwnd,
+	.name = "kiln_cc",
 };
