@@ -6,12 +6,14 @@
 mod attach_util;
 
 use attach_util::*;
+use kiln_loader::links::ProgramAttach;
 use kiln_loader::links::usdt::{
     UsdtArch, UsdtArgKind, UsdtOptions, attach_usdt, parse_args, parse_notes,
 };
 use kiln_testkit::{Need, test};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -102,7 +104,7 @@ fn counts_hits_and_reads_arguments(opt: &str) -> TestResult {
             pid: None,
             cookie: COOKIE,
         };
-        let link = attach_usdt(p.fd(), specs, &bin, "kiln", "hit", &opts)?;
+        let link = p.attach_usdt(specs, &bin, "kiln", "hit", &opts)?;
         check(link.sites().len() == 1, || {
             format!("{} sites", link.sites().len())
         })?;
@@ -136,6 +138,44 @@ fn no_cookies() -> Option<String> {
         .then(|| "kernel has no bpf_get_attach_cookie (5.15+), which usdt.bpf.h needs".into())
 }
 
+/// A probe attached for one pid fires there only, and raises only that
+/// process's semaphore.
+fn pid_attach_fires_only_in_that_process() -> TestResult {
+    let (dir, bin) = build_target("pid", "-O1")?;
+    let res = (|| -> TestResult {
+        let (_, ebpf) = load_object("attach_usdt")?;
+        let p = prog(&ebpf, "kiln_hit")?;
+        let specs = map(&ebpf, "__bpf_usdt_specs")?;
+        let mut child = Command::new(&bin)
+            .args(["4", "wait"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let opts = UsdtOptions {
+            pid: Some(child.id() as i32),
+            cookie: COOKIE,
+        };
+        let attached = attach_usdt(p.fd(), specs, &bin, "kiln", "hit", &opts);
+        // Let the child go whatever happened, so it never lingers.
+        let _ = child.stdin.take().map(|mut s| s.write_all(b"go\n"));
+        let out = child.wait_with_output()?;
+        let link = attached?;
+        let sema: u32 = String::from_utf8_lossy(&out.stdout).trim().parse()?;
+        check(sema >= 1, || "the traced process saw no semaphore".into())?;
+        check(run_target(&bin, 3)? == 0, || {
+            "another process saw the semaphore".into()
+        })?;
+        let hits: u64 = ebpf.global("hits")?;
+        check(hits == 4, || {
+            format!("hits {hits} (4 expected from the pid only)")
+        })?;
+        drop(link);
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(dir);
+    res
+}
+
 fn main() {
     let needs = &[
         Need::Root,
@@ -152,6 +192,11 @@ fn main() {
         test("usdt_register_arguments_o1", needs, || {
             counts_hits_and_reads_arguments("-O1")
         }),
+        test(
+            "usdt_pid_attach_fires_only_in_that_process",
+            needs,
+            pid_attach_fires_only_in_that_process,
+        ),
         test("usdt_stack_arguments_o0", needs, || {
             counts_hits_and_reads_arguments("-O0")
         }),

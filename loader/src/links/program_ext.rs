@@ -10,12 +10,14 @@ use super::perf::{self, PerfLink, SampleRate};
 use super::socket_filter::{self, SocketFilterLink};
 use super::sockmap::{self, SockMapHook};
 use super::tc::{self, TcxAnchor};
+use super::usdt::{self, UsdtLink, UsdtOptions};
 use super::xdp::{self, XdpFlags};
 use super::{Link, LinkError, Mechanism, auto};
-use crate::Program;
 use crate::perf_event::PerfType;
+use crate::{Map, Program};
 use kiln_obj::{AttachType, Direction, ProgramKind};
 use std::os::fd::BorrowedFd;
+use std::path::Path;
 
 /// Attach methods on [`Program`]. Import it (`use kiln_loader::links::ProgramAttach`)
 /// to call them.
@@ -50,6 +52,16 @@ pub trait ProgramAttach {
         config: u64,
         rate: SampleRate,
     ) -> Result<Vec<PerfLink>, LinkError>;
+    /// A `usdt` program on every `provider:name` site of the binary at
+    /// `path`; `specs` is the object's `__bpf_usdt_specs` map.
+    fn attach_usdt(
+        &self,
+        specs: &Map,
+        path: &Path,
+        provider: &str,
+        name: &str,
+        opts: &UsdtOptions,
+    ) -> Result<UsdtLink, LinkError>;
 }
 
 fn wrong_kind(m: Mechanism, op: &'static str, p: &Program) -> LinkError {
@@ -137,5 +149,25 @@ impl ProgramAttach for Program {
         rate: SampleRate,
     ) -> Result<Vec<PerfLink>, LinkError> {
         perf::attach_perf_event(self.fd(), perf_type, config, rate, None)
+    }
+
+    fn attach_usdt(
+        &self,
+        specs: &Map,
+        path: &Path,
+        provider: &str,
+        name: &str,
+        opts: &UsdtOptions,
+    ) -> Result<UsdtLink, LinkError> {
+        if !matches!(
+            self.kind(),
+            ProgramKind::Uprobe {
+                retprobe: false,
+                ..
+            }
+        ) {
+            return Err(wrong_kind(Mechanism::Uprobe, "attach_usdt", self));
+        }
+        usdt::attach_usdt(self.fd(), specs, path, provider, name, opts)
     }
 }

@@ -4,10 +4,13 @@
  * .stapsdt.base address, semaphore address, provider, name, argument
  * specs) and the .stapsdt.base anchor used to detect prelink shifts.
  *
- * Usage: usdt_target N — fires kiln:hit(i, 77) for i in 0..N while the
- * semaphore says a tracer is attached, then prints the semaphore value. */
+ * Usage: usdt_target N [wait] — fires kiln:hit(i, 77) for i in 0..N while
+ * the semaphore says a tracer is attached, then prints the semaphore value.
+ * With "wait", first reads a line from stdin (so a tracer can attach to
+ * this pid). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 unsigned short kiln_hit_semaphore __attribute__((section(".probes"), used));
 
@@ -46,6 +49,10 @@ unsigned short kiln_hit_semaphore __attribute__((section(".probes"), used));
 int main(int argc, char **argv)
 {
 	int n = argc > 1 ? atoi(argv[1]) : 1;
+	char line[16];
+
+	if (argc > 2 && strcmp(argv[2], "wait") == 0 && !fgets(line, sizeof(line), stdin))
+		return 2;
 
 	for (int i = 0; i < n; i++) {
 		if (kiln_hit_semaphore)
