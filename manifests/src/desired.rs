@@ -772,13 +772,32 @@ const LINK_XDP: u32 = 6;
 const LINK_NETFILTER: u32 = 10;
 const LINK_TCX: u32 = 11;
 
+const LINK_RAW_TRACEPOINT: u32 = 1;
+const LINK_PERF_EVENT: u32 = 7;
+
+/// An identity that checks only the link's type: the kernel does not report
+/// the target of raw tracepoint and perf-event links in a comparable form,
+/// but a link of another type is certainly another attachment.
+fn kind_only(link_type: u32) -> Option<LinkIdentity> {
+    Some(LinkIdentity {
+        link_type,
+        target: Vec::new(),
+    })
+}
+
 /// The plan's view of an attachment: description, observable identity, updatability.
 pub fn describe(a: &ResolvedAttach) -> DesiredAttach {
     let (description, identity, updatable) = match a {
-        ResolvedAttach::Tracepoint { category, name } => {
-            (format!("tracepoint {category}/{name}"), None, false)
-        }
-        ResolvedAttach::RawTracepoint { name } => (format!("raw_tracepoint {name}"), None, false),
+        ResolvedAttach::Tracepoint { category, name } => (
+            format!("tracepoint {category}/{name}"),
+            kind_only(LINK_PERF_EVENT),
+            false,
+        ),
+        ResolvedAttach::RawTracepoint { name } => (
+            format!("raw_tracepoint {name}"),
+            kind_only(LINK_RAW_TRACEPOINT),
+            false,
+        ),
         ResolvedAttach::Tracing { kind } => (
             match kind {
                 ProgramKind::Tracing {
@@ -797,7 +816,7 @@ pub fn describe(a: &ResolvedAttach) -> DesiredAttach {
                 "{} {function}",
                 if *retprobe { "kretprobe" } else { "kprobe" }
             ),
-            None,
+            kind_only(LINK_PERF_EVENT),
             false,
         ),
         ResolvedAttach::Uprobe {
@@ -812,7 +831,7 @@ pub fn describe(a: &ResolvedAttach) -> DesiredAttach {
                 path.display(),
                 symbol.as_deref().unwrap_or("<offset>")
             ),
-            None,
+            kind_only(LINK_PERF_EVENT),
             false,
         ),
         ResolvedAttach::Xdp {

@@ -191,6 +191,9 @@ fn run_in_vm(args: &Args, manifest: &Path, objects: &[(String, PathBuf)]) -> Res
         timeout: Duration::from_secs(120),
     })?;
     print!("{}", out.output);
+    if !out.output.is_empty() && !out.output.ends_with('\n') {
+        println!();
+    }
     for p in &out.problems {
         eprintln!("vm: {p}");
     }
