@@ -124,6 +124,8 @@ pub struct PkgInfo {
     pub filename: String,
     pub sha256: String,
     pub size: u64,
+    /// `Pre-Depends` and `Depends`, as the index writes them.
+    pub depends: String,
 }
 
 /// An apt configuration of its own, in `~/.cache/kiln/apt/<name>`.
@@ -301,6 +303,22 @@ impl IsolatedApt {
             .args(["download", &format!("{}={}", pkg.package, pkg.version)])
             .status()
             .context("running apt-get download")?;
+        // apt-get names the file after the version, with an epoch `1:` as
+        // `1%3a`; the pool name has no epoch. Keep the pool name.
+        let apt_name = format!(
+            "{}_{}_{}.deb",
+            pkg.package,
+            pkg.version.replace(':', "%3a"),
+            file_name
+                .to_string_lossy()
+                .rsplit('_')
+                .next()
+                .unwrap_or("")
+                .trim_end_matches(".deb")
+        );
+        if status.success() && !target.is_file() && dest.join(&apt_name).is_file() {
+            std::fs::rename(dest.join(&apt_name), &target)?;
+        }
         if !status.success() || !target.is_file() {
             bail!(
                 "apt-get download {}={} failed (the pool file may be gone: try `cargo xtask kernels fetch --refresh`)",
@@ -330,12 +348,18 @@ pub fn parse_show(text: &str) -> Vec<PkgInfo> {
             field("SHA256"),
             field("Size").and_then(|s| s.parse().ok()),
         ) {
+            let depends = [field("Pre-Depends"), field("Depends")]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(", ");
             let info = PkgInfo {
                 package,
                 version,
                 filename,
                 sha256,
                 size,
+                depends,
             };
             if !out.contains(&info) {
                 out.push(info);

@@ -123,7 +123,11 @@ fn cargo(arch: Arch) -> Result<Command> {
         .env("CARGO_TARGET_DIR", target_dir())
         // Small binaries make a small initramfs; symbols stay for backtraces.
         .env("CARGO_PROFILE_DEV_DEBUG", "0")
-        .env("CARGO_PROFILE_TEST_DEBUG", "0");
+        .env("CARGO_PROFILE_TEST_DEBUG", "0")
+        // std's prebuilt debug info is most of a binary's size; the symbol
+        // table stays, so backtraces still name functions.
+        .env("CARGO_PROFILE_DEV_STRIP", "debuginfo")
+        .env("CARGO_PROFILE_TEST_STRIP", "debuginfo");
     Ok(c)
 }
 
@@ -237,10 +241,15 @@ pub fn build_guest_tests(arch: Arch) -> Result<BuiltTests> {
             continue;
         }
         eprintln!("building {p} integration tests for {arch} (static, {triple}) ...");
+        let targets = runnable_test_targets(p)?;
+        if targets.is_empty() {
+            continue;
+        }
         let mut c = cargo(arch)?;
-        c.args([
-            "test", "--no-run", "--target", triple, "--test", "*", "-p", p,
-        ]);
+        c.args(["test", "--no-run", "--target", triple, "-p", p]);
+        for t in &targets {
+            c.args(["--test", t]);
+        }
         match run_json(c, &format!("{p} integration tests for {arch}")) {
             Ok(built) => out.tests.extend(built.into_iter().filter(|t| t.2).map(
                 |(pkg, name, _, path)| TestBinary {
@@ -259,8 +268,49 @@ pub fn build_guest_tests(arch: Arch) -> Result<BuiltTests> {
     Ok(out)
 }
 
-/// Whether the workspace package `name` has a `tests/*.rs` (cargo refuses
-/// `--test '*'` on a package without one).
+/// The integration-test targets of workspace package `name` that need no
+/// optional feature (cargo refuses `--test X` when X has unmet
+/// `required-features`; those run on the host with their features).
+fn runnable_test_targets(name: &str) -> Result<Vec<String>> {
+    let out = Command::new(DEBIAN_CARGO)
+        .current_dir(repo_root())
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .env("RUSTC", DEBIAN_RUSTC)
+        .output()
+        .context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut names = Vec::new();
+    for pkg in meta["packages"].as_array().into_iter().flatten() {
+        if pkg["name"] != name {
+            continue;
+        }
+        for t in pkg["targets"].as_array().into_iter().flatten() {
+            let is_test = t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "test"));
+            let needs_features = t["required-features"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty());
+            let tname = t["name"].as_str().unwrap_or_default().to_owned();
+            if is_test && needs_features {
+                eprintln!(
+                    "note: {name} test `{tname}` needs optional features; it runs on the host only"
+                );
+            } else if is_test {
+                names.push(tname);
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Whether the workspace package `name` has a `tests/*.rs`.
 fn has_integration_tests(name: &str) -> bool {
     let dir = match name {
         "kiln-testkit" => "test-distro/testkit",

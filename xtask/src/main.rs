@@ -12,6 +12,7 @@ mod kernels;
 mod modules;
 mod setup;
 mod test;
+mod userland;
 mod vm;
 
 use clap::{Parser, Subcommand};

@@ -246,18 +246,41 @@ pub fn guest_image(
     }
     steps.text.push_str(&plan.text);
     *plan = steps;
+    let tools = crate::userland::ensure(kernel.arch)?;
+    for (host, guest) in &tools.files {
+        image.add_file(guest, host, 0o755)?;
+    }
+    image.add_symlink("/var/run", "/run")?;
+    for (link, target) in &tools.symlinks {
+        image.add_symlink(link, target)?;
+    }
     let bpf = repo_root().join("target/bpf");
     if bpf.is_dir() {
         image.add_tree("/bpf", &bpf, &|p| p.to_string_lossy().ends_with(".bpf.o"))?;
     }
-    let examples = repo_root().join("manifests/examples");
-    if examples.is_dir() {
-        image.add_tree("/kiln/repo/manifests/examples", &examples, &|p| {
-            !p.components().any(|c| c.as_os_str() == "target")
-        })?;
+    // Test data the integration tests read through kiln_testkit::repo_dir().
+    for dir in REPO_DATA {
+        let host = repo_root().join(dir);
+        if host.is_dir() {
+            image.add_tree(&format!("/kiln/repo/{dir}"), &host, &|p| {
+                !p.components().any(|c| c.as_os_str() == "target")
+                    && p.extension().is_none_or(|e| e != "rs")
+                    && std::fs::metadata(p).is_ok_and(|m| m.len() < 4 << 20)
+            })?;
+        }
     }
     Ok(image)
 }
+
+/// Repository folders whose data files (not Rust sources, not build output)
+/// go to `/kiln/repo` in the guest.
+const REPO_DATA: &[&str] = &[
+    "manifests/examples",
+    "manifests/tests",
+    "obj/tests",
+    "loader/tests",
+    "test-distro/testkit/tests",
+];
 
 /// Boot time on top of the tests' own timeouts (TCG is slow, sid's kernel most).
 pub fn boot_allowance(arch: Arch) -> Duration {

@@ -220,6 +220,8 @@ fn run_captured(
         .env("KILN_TEST_STRICT", "1")
         .env("KILN_IN_VM", "1")
         .env("RUST_BACKTRACE", "1")
+        // Tests that run the operator binary find it here (see manifests/tests).
+        .env("KILN_BIN", "/bin/kiln")
         .stdin(Stdio::null())
         .stdout(Stdio::from(write.try_clone()?))
         .stderr(Stdio::from(write));
