@@ -237,3 +237,54 @@ pub enum OnUpgrade {
     /// Refuse any change to this map's definition.
     Refuse,
 }
+
+#[cfg(test)]
+mod tests {
+    /// The JSON Schema for editors must name the same attach kinds as serde.
+    #[test]
+    fn json_schema_lists_every_attach_kind() {
+        let text = include_str!("../schema/kiln-manifest.schema.json");
+        let schema: serde_json::Value = serde_json::from_str(text).expect("valid JSON");
+        let one_of = schema["properties"]["programs"]["additionalProperties"]["properties"]["attach"]["oneOf"]
+            .as_array()
+            .expect("attach.oneOf");
+        let mut names: Vec<String> = Vec::new();
+        for alt in one_of {
+            if let Some(e) = alt["enum"].as_array() {
+                names.extend(e.iter().filter_map(|v| v.as_str().map(String::from)));
+            }
+            if let Some(p) = alt["properties"].as_object() {
+                names.extend(p.keys().cloned());
+            }
+        }
+        names.sort();
+        let mut want = vec![
+            "auto",
+            "none",
+            "tracepoint",
+            "raw_tracepoint",
+            "tp_btf",
+            "kprobe",
+            "kretprobe",
+            "uprobe",
+            "uretprobe",
+            "fentry",
+            "fexit",
+            "lsm",
+            "xdp",
+            "tcx",
+            "tc",
+            "cgroup",
+            "sk_lookup",
+            "netfilter",
+        ];
+        want.sort();
+        assert_eq!(names, want);
+        // The two string forms parse as serde spells them.
+        for n in ["auto", "none"] {
+            let v: std::collections::BTreeMap<String, super::Attach> =
+                toml::from_str(&format!("a = \"{n}\"")).expect("parses");
+            assert_eq!(v["a"].kind_name(), n);
+        }
+    }
+}
