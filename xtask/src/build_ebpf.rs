@@ -6,6 +6,13 @@
 //!   Cargo.toml says `[package.metadata.kiln] ebpf = true` →
 //!   `target/bpf/<package>.bpf.o` (Debian's cargo and rustc, bpf-linker).
 //!
+//! `--arch aarch64` builds the same programs for arm64 kernels (whose
+//! `pt_regs` differ) into `target/bpf/aarch64/<name>.bpf.o`: Rust crates get
+//! `--cfg bpf_target_arch="aarch64"`, C files `-D__TARGET_ARCH_arm64`. The
+//! default, x86_64, keeps writing `target/bpf/<name>.bpf.o` (every test
+//! reads there) and mirrors the objects into `target/bpf/x86_64/`, so a VM
+//! runner can always take `target/bpf/<arch>/`.
+//!
 //! Builds are incremental (a stamp per object records the command and its
 //! inputs' sizes and mtimes; cargo and clang run only when it changes) and
 //! reproducible: paths are remapped so the objects do not depend on where the
@@ -35,30 +42,85 @@ pub struct Args {
     /// byte-identical to target/bpf's.
     #[arg(long)]
     check_reproducible: bool,
+    /// The kernel architecture the programs are for (their `pt_regs` layout).
+    #[arg(long, value_enum, default_value = "x86_64")]
+    arch: Arch,
+}
+
+/// The kernel architecture an object targets. BPF bytecode is the same on
+/// every arch; what differs is how tracing programs read registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arch {
+    #[value(name = "x86_64", alias = "x86", alias = "amd64")]
+    X86_64,
+    #[value(name = "aarch64", alias = "arm64")]
+    Aarch64,
+}
+
+impl Arch {
+    /// The directory name under target/bpf (Rust's arch names).
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// libbpf's `__TARGET_ARCH_*` for C programs.
+    fn c_define(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "-D__TARGET_ARCH_x86",
+            Arch::Aarch64 => "-D__TARGET_ARCH_arm64",
+        }
+    }
+
+    /// Where `<asm/types.h>` for this arch lives (linux-libc-dev, or the
+    /// arm64 cross package; the x86 one serves as a fallback: the BPF-relevant
+    /// asm headers are the generic ones on both).
+    fn asm_include(self) -> &'static str {
+        match self {
+            Arch::Aarch64 if Path::new("/usr/aarch64-linux-gnu/include/asm").is_dir() => {
+                "-I/usr/aarch64-linux-gnu/include"
+            }
+            _ => "-I/usr/include/x86_64-linux-gnu",
+        }
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let tc = setup::ensure()?;
-    let built = Builder::new(&tc, args.verbose).build_all()?;
+    let built = Builder::new(&tc, args.verbose, args.arch).build_all()?;
     for b in &built {
         let state = if b.fresh { "up to date" } else { "built" };
         println!("build-ebpf: {state:>10}  {}", b.output.display());
     }
+    println!(
+        "build-ebpf: {} objects for {} in {}",
+        built.len(),
+        args.arch.name(),
+        bpf_dir_for(args.arch).display()
+    );
     if args.check_reproducible {
-        check_reproducible(&tc, args.verbose, &built)?;
+        check_reproducible(&tc, args.verbose, args.arch, &built)?;
     }
     Ok(())
 }
 
 /// Rebuilds every object in a scratch directory with a different cargo
 /// target dir and compares bytes with the regular build.
-fn check_reproducible(tc: &Toolchain, verbose: bool, built: &[Built]) -> anyhow::Result<()> {
+fn check_reproducible(
+    tc: &Toolchain,
+    verbose: bool,
+    arch: Arch,
+    built: &[Built],
+) -> anyhow::Result<()> {
     let scratch = repo_root().join("target/bpf-repro");
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch)
             .with_context(|| format!("removing {}", scratch.display()))?;
     }
-    let mut b = Builder::new(tc, verbose);
+    let mut b = Builder::new(tc, verbose, arch);
+    b.mirror_dir = None;
     b.out_dir = scratch.join("out");
     b.target_dir = scratch.join("build");
     let again = b.build_all()?;
@@ -85,15 +147,40 @@ fn check_reproducible(tc: &Toolchain, verbose: bool, built: &[Built]) -> anyhow:
     Ok(())
 }
 
-/// Builds every eBPF program quietly; returns the objects' paths.
-/// `xtask apply` and `xtask test` call this before anything needs an object.
+/// Builds every eBPF program quietly for x86_64; returns the objects' paths
+/// (`target/bpf/<name>.bpf.o`). `xtask apply` and `xtask test` call this
+/// before anything needs an object.
 pub fn build_all() -> anyhow::Result<Vec<PathBuf>> {
-    let tc = setup::ensure()?;
-    Ok(Builder::new(&tc, false)
-        .build_all()?
+    // The x86_64 build writes target/bpf/<name>.bpf.o and mirrors it.
+    let mirrored = build_all_for(Arch::X86_64)?;
+    Ok(mirrored
         .into_iter()
-        .map(|b| b.output)
+        .map(|p| match p.file_name() {
+            Some(name) => bpf_dir().join(name),
+            None => p,
+        })
         .collect())
+}
+
+/// Builds every eBPF program quietly for `arch`; returns the objects' paths,
+/// all under [`bpf_dir_for`]`(arch)` (for x86_64 these are the mirrors of
+/// `target/bpf/<name>.bpf.o`).
+pub fn build_all_for(arch: Arch) -> anyhow::Result<Vec<PathBuf>> {
+    let tc = setup::ensure()?;
+    let dir = bpf_dir_for(arch);
+    let built = Builder::new(&tc, false, arch).build_all()?;
+    Ok(built
+        .into_iter()
+        .map(|b| match b.output.file_name() {
+            Some(name) => dir.join(name),
+            None => b.output,
+        })
+        .collect())
+}
+
+/// `target/bpf/<arch>`: where a VM of that arch takes its objects from.
+pub fn bpf_dir_for(arch: Arch) -> PathBuf {
+    bpf_dir().join(arch.name())
 }
 
 pub fn repo_root() -> PathBuf {
@@ -132,24 +219,41 @@ struct Built {
 struct Builder<'a> {
     tc: &'a Toolchain,
     verbose: bool,
+    arch: Arch,
     root: PathBuf,
     /// Where objects and stamps go (target/bpf).
     out_dir: PathBuf,
-    /// Cargo's target dir for the Rust programs (target/bpf-build).
+    /// Cargo's target dir for the Rust programs (target/bpf-build, or
+    /// target/bpf-build-<arch>: other cfgs, kept apart so switching arch does
+    /// not rebuild everything).
     target_dir: PathBuf,
+    /// Where each object is also copied (target/bpf/x86_64 for the default arch).
+    mirror_dir: Option<PathBuf>,
 }
 
 impl<'a> Builder<'a> {
-    fn new(tc: &'a Toolchain, verbose: bool) -> Self {
+    fn new(tc: &'a Toolchain, verbose: bool, arch: Arch) -> Self {
         let root = repo_root();
-        let out_dir = root.join("target/bpf");
-        let target_dir = root.join("target/bpf-build");
+        let (out_dir, target_dir, mirror_dir) = match arch {
+            Arch::X86_64 => (
+                root.join("target/bpf"),
+                root.join("target/bpf-build"),
+                Some(root.join("target/bpf").join(arch.name())),
+            ),
+            _ => (
+                root.join("target/bpf").join(arch.name()),
+                root.join(format!("target/bpf-build-{}", arch.name())),
+                None,
+            ),
+        };
         Self {
             tc,
             verbose,
+            arch,
             root,
             out_dir,
             target_dir,
+            mirror_dir,
         }
     }
 
@@ -164,6 +268,11 @@ impl<'a> Builder<'a> {
                 Source::C(path) => self.build_c(name, path, &output)?,
                 Source::Rust { dir, package } => self.build_rust(name, dir, package, &output)?,
             };
+            if let Some(mirror) = &self.mirror_dir {
+                std::fs::create_dir_all(mirror)
+                    .with_context(|| format!("creating {}", mirror.display()))?;
+                copy_if_changed(&output, &mirror.join(format!("{name}.bpf.o")))?;
+            }
             built.push(Built { output, fresh });
         }
         Ok(built)
@@ -189,7 +298,7 @@ impl<'a> Builder<'a> {
         let dir = self.root.join("target/bpf/include");
         let header = dir.join("vmlinux.h");
         if header.is_file() {
-            return Ok(dir);
+            return self.arch_vmlinux_h(dir);
         }
         std::fs::create_dir_all(&dir)?;
         let btf = Path::new("/sys/kernel/btf/vmlinux");
@@ -217,6 +326,37 @@ impl<'a> Builder<'a> {
         let tmp = header.with_extension("h.tmp");
         std::fs::write(&tmp, &out.stdout)?;
         std::fs::rename(&tmp, &header)?;
+        self.arch_vmlinux_h(dir)
+    }
+
+    /// For another arch than the host's, the host's vmlinux.h plus the arch's
+    /// register struct, which libbpf's bpf_tracing.h casts `ctx` to
+    /// (`struct user_pt_regs` on arm64) and which an x86 vmlinux.h lacks.
+    /// Everything else goes through CO-RE, so the host's types serve
+    /// (toolchain.md: an object built on x86 against its vmlinux.h loaded on
+    /// arm64 5.10 and 6.1).
+    fn arch_vmlinux_h(&self, host_dir: PathBuf) -> anyhow::Result<PathBuf> {
+        if self.arch != Arch::Aarch64 {
+            return Ok(host_dir);
+        }
+        let host = host_dir.join("vmlinux.h");
+        let Ok(text) = std::fs::read_to_string(&host) else {
+            return Ok(host_dir);
+        };
+        let dir = self.root.join("target/bpf/aarch64/include");
+        std::fs::create_dir_all(&dir)?;
+        let mut out = text;
+        if !out.contains("struct user_pt_regs {") {
+            out.push_str(
+                "\n/* Added by cargo xtask build-ebpf --arch aarch64 (arm64 UAPI layout). */\n\
+                 struct user_pt_regs {\n\t__u64 regs[31];\n\t__u64 sp;\n\t__u64 pc;\n\t__u64 pstate;\n};\n",
+            );
+        }
+        let header = dir.join("vmlinux.h");
+        if std::fs::read_to_string(&header).ok().as_deref() != Some(out.as_str()) {
+            std::fs::write(&header, out)
+                .with_context(|| format!("writing {}", header.display()))?;
+        }
         Ok(dir)
     }
 
@@ -225,30 +365,25 @@ impl<'a> Builder<'a> {
         let deps = self.out_dir.join(".stamps").join(format!("{name}.d"));
         let root = self.root.display().to_string();
         let mut cmd = Command::new(&self.tc.clang);
-        cmd.args([
-            "-O2",
-            "-g",
-            "--target=bpfel",
-            "-mcpu=v3",
-            "-D__TARGET_ARCH_x86",
-        ])
-        .arg("-I/usr/include/x86_64-linux-gnu")
-        .arg(format!(
-            "-I{}",
-            self.root.join("ebpf-sdk/include").display()
-        ))
-        .arg(format!("-I{}", include.display()))
-        // Reproducible: no checkout path in DWARF or BTF line info.
-        .arg(format!("-ffile-prefix-map={root}={REMAPPED_ROOT}"))
-        .arg(format!("-fdebug-compilation-dir={REMAPPED_ROOT}"))
-        .arg("-MD")
-        .arg("-MF")
-        .arg(&deps)
-        .arg("-c")
-        .arg(src)
-        .arg("-o")
-        .arg(output)
-        .current_dir(&self.root);
+        cmd.args(["-O2", "-g", "--target=bpfel", "-mcpu=v3"])
+            .arg(self.arch.c_define())
+            .arg(self.arch.asm_include())
+            .arg(format!(
+                "-I{}",
+                self.root.join("ebpf-sdk/include").display()
+            ))
+            .arg(format!("-I{}", include.display()))
+            // Reproducible: no checkout path in DWARF or BTF line info.
+            .arg(format!("-ffile-prefix-map={root}={REMAPPED_ROOT}"))
+            .arg(format!("-fdebug-compilation-dir={REMAPPED_ROOT}"))
+            .arg("-MD")
+            .arg("-MF")
+            .arg(&deps)
+            .arg("-c")
+            .arg(src)
+            .arg("-o")
+            .arg(output)
+            .current_dir(&self.root);
         let command_line = show(&cmd);
         // The inputs are the source plus every header clang saw last time.
         let mut inputs = vec![src.to_path_buf()];
@@ -280,14 +415,19 @@ impl<'a> Builder<'a> {
                 std::env::var("HOME").unwrap_or_else(|_| "/root".into())
             )
         });
-        let rustflags = [
+        let mut rustflags = vec![
             "-C link-arg=--btf".to_string(),
             "-C target-cpu=v3".to_string(),
             "-C debuginfo=2".to_string(),
             format!("--remap-path-prefix={root}={REMAPPED_ROOT}"),
             format!("--remap-path-prefix={cargo_home}=/cargo"),
-        ]
-        .join(" ");
+        ];
+        // x86_64 is kiln-ebpf's default layout; the flag is only added for
+        // other arches so x86 objects stay what they were.
+        if self.arch != Arch::X86_64 {
+            rustflags.push(format!("--cfg bpf_target_arch=\"{}\"", self.arch.name()));
+        }
+        let rustflags = rustflags.join(" ");
         let mut cmd = Command::new(&self.tc.cargo);
         cmd.arg("build")
             .arg("--release")
