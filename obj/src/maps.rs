@@ -344,8 +344,10 @@ fn externs(elf: &Elf<'_>, btf: &Btf, out: &mut Collected) -> Result<(), ParseErr
             .any(|s| s.name == name && s.section.is_none() && s.st_bind == elf::STB_WEAK)
     };
     if let Some((id, Type::DataSec { vars, .. })) = datasec(btf, ".kconfig") {
-        let mut offset = 0u32;
-        let mut variables = Vec::new();
+        // libbpf's layout, so both loaders put each value at the same offset
+        // of a map of the same size: largest alignment first, then smallest
+        // size, then name; each value at the next multiple of its alignment.
+        let mut decls = Vec::new();
         for v in &vars {
             let Type::Var {
                 name_off,
@@ -364,7 +366,14 @@ fn externs(elf: &Elf<'_>, btf: &Btf, out: &mut Collected) -> Result<(), ParseErr
                 .map_err(|e| ParseError::symbol(name, format!("kconfig extern size: {e}")))?;
             let value_kind = kconfig_kind(btf, type_id)
                 .ok_or_else(|| ParseError::symbol(name, "unsupported .kconfig extern type"))?;
-            let align = size.clamp(1, 8).next_power_of_two();
+            let align = align_of(btf, type_id)
+                .map_err(|e| ParseError::symbol(name, format!("kconfig extern alignment: {e}")))?;
+            decls.push((align, size, name, v.type_id, value_kind));
+        }
+        decls.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(b.2)));
+        let mut offset = 0u32;
+        let mut variables = Vec::new();
+        for (align, size, name, var_id, value_kind) in decls {
             offset = offset.next_multiple_of(align);
             out.externs.push(ExternSpec {
                 name: name.to_owned(),
@@ -379,12 +388,13 @@ fn externs(elf: &Elf<'_>, btf: &Btf, out: &mut Collected) -> Result<(), ParseErr
                 name: name.to_owned(),
                 offset,
                 size,
-                btf_type_id: v.type_id,
+                btf_type_id: var_id,
             });
             offset += size;
         }
         if !variables.is_empty() {
-            let size = offset.next_multiple_of(8);
+            // Like libbpf: the map ends with the last value, unpadded.
+            let size = offset;
             let mut map = new_map(
                 ".kconfig",
                 MapOrigin::GlobalData {
@@ -434,6 +444,25 @@ fn externs(elf: &Elf<'_>, btf: &Btf, out: &mut Collected) -> Result<(), ParseErr
         }
     }
     Ok(())
+}
+
+/// The alignment of a value of type `id` (libbpf's `btf__align_of` for the
+/// types a `.kconfig` extern can have): scalars align to their size (at
+/// most 8), arrays to their element.
+fn align_of(btf: &Btf, id: TypeId) -> Result<u32, crate::btf::BtfError> {
+    let mut id = id;
+    for _ in 0..crate::btf::read::MAX_RESOLVE_DEPTH {
+        let (_, t) = btf.skip_modifiers(id)?;
+        match t {
+            Type::Array { elem, .. } => id = elem,
+            Type::Ptr { .. } => return Ok(8),
+            t => return Ok(t.own_size().unwrap_or(1).clamp(1, 8)),
+        }
+    }
+    Err(crate::btf::BtfError::Type {
+        type_id: id,
+        reason: "array chain too long (a cycle?)".into(),
+    })
 }
 
 fn kconfig_kind(btf: &Btf, type_id: TypeId) -> Option<KconfigValueKind> {

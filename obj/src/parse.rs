@@ -72,14 +72,15 @@ pub(crate) struct Elf<'data> {
 
 impl<'data> Elf<'data> {
     pub fn read(data: &'data [u8]) -> Result<Self, ParseError> {
-        let file = ElfFile64::<Endianness>::parse(data).map_err(|e| {
-            // A 32-bit ELF parses as an error here; name the real problem.
-            if data.get(4) == Some(&1) {
-                ParseError::UnsupportedFormat
-            } else {
-                ParseError::Elf(e)
-            }
-        })?;
+        // Class and byte order first: a big-endian or 32-bit header parsed
+        // as ours only yields a confusing "bad section header" error.
+        if let [0x7f, b'E', b'L', b'F', class, order, ..] = *data
+            && (class != elf::ELFCLASS64 || order != elf::ELFDATA2LSB)
+        {
+            return Err(ParseError::UnsupportedFormat);
+        }
+        let file = ElfFile64::<Endianness>::parse(data)
+            .map_err(|e| bad_relocation_section(data).unwrap_or(ParseError::Elf(e)))?;
         if !file.is_little_endian() {
             return Err(ParseError::UnsupportedFormat);
         }
@@ -210,6 +211,29 @@ impl ElfLayout for Elf<'_> {
             .find(|s| s.name == var && s.st_type != elf::STT_SECTION)
             .map(|s| s.value as u32)
     }
+}
+
+/// `object` refuses a file whose relocation section patches a section that
+/// does not exist, without saying which: find it and name it.
+fn bad_relocation_section(data: &[u8]) -> Option<ParseError> {
+    let header = elf::FileHeader64::<Endianness>::parse(data).ok()?;
+    let endian = header.endian().ok()?;
+    let sections = header.sections(endian, data).ok()?;
+    for sec in sections.iter() {
+        let sh_type = sec.sh_type(endian);
+        let target = sec.sh_info(endian) as usize;
+        if (sh_type == elf::SHT_REL || sh_type == elf::SHT_RELA) && target >= sections.len() {
+            let name = sections.section_name(endian, sec).unwrap_or(b"?");
+            return Some(ParseError::section(
+                String::from_utf8_lossy(name),
+                format!(
+                    "relocates section {target}, but the file has {} sections",
+                    sections.len()
+                ),
+            ));
+        }
+    }
+    None
 }
 
 /// Reads `.BTF`, fixes it up against the ELF tables and re-indexes it.

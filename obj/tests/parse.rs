@@ -433,17 +433,18 @@ fn externs() -> TestResult {
     check_eq!(
         names,
         [
+            // libbpf's .kconfig layout: alignment down, size up, then name.
+            ("CONFIG_HZ", true),
             ("LINUX_KERNEL_VERSION", false),
             ("CONFIG_BPF_SYSCALL", false),
-            ("CONFIG_HZ", true),
             ("bpf_fake_kfunc", true),
             ("bpf_prog_active", false)
         ]
     );
     check_eq!(
-        obj.externs[2].kind,
+        obj.externs[0].kind,
         ExternKind::Kconfig {
-            offset: 8,
+            offset: 0,
             size: 4,
             value_kind: KconfigValueKind::Int { signed: true }
         }
@@ -469,21 +470,21 @@ fn externs() -> TestResult {
                 0,
                 RelocationTarget::MapValue {
                     map: kconfig,
-                    offset: 4
+                    offset: 8
                 }
             ),
             (
                 3,
                 RelocationTarget::MapValue {
                     map: kconfig,
-                    offset: 0
+                    offset: 4
                 }
             ),
             (
                 7,
                 RelocationTarget::MapValue {
                     map: kconfig,
-                    offset: 8
+                    offset: 0
                 }
             ),
         ]
@@ -501,7 +502,8 @@ fn externs() -> TestResult {
         _ => None,
     })?;
     let data = obj.maps[kconfig].initial_data.clone().ok_or("no data")?;
-    check_eq!(data[..9], [0x00, 0x0c, 0x06, 0, 1, 0, 0, 0, 0]);
+    // Like libbpf's, the map ends with the last value: 9 bytes.
+    check_eq!(data, [0, 0, 0, 0, 0x00, 0x0c, 0x06, 0, 1]);
 
     let externs = obj.externs.clone();
     let p = obj.program_mut("read_externs").ok_or("no read_externs")?;
