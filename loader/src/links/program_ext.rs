@@ -14,7 +14,7 @@ use super::usdt::{self, UsdtLink, UsdtOptions};
 use super::xdp::{self, XdpFlags};
 use super::{Link, LinkError, Mechanism, auto};
 use crate::perf_event::PerfType;
-use crate::{Map, Program};
+use crate::{Ebpf, Program};
 use kiln_obj::{AttachType, Direction, ProgramKind};
 use std::os::fd::BorrowedFd;
 use std::path::Path;
@@ -52,11 +52,11 @@ pub trait ProgramAttach {
         config: u64,
         rate: SampleRate,
     ) -> Result<Vec<PerfLink>, LinkError>;
-    /// A `usdt` program on every `provider:name` site of the binary at
-    /// `path`; `specs` is the object's `__bpf_usdt_specs` map.
+    /// A `usdt` program of `ebpf` on every `provider:name` site of the
+    /// binary at `path` (its argument specs go to `ebpf`'s usdt.bpf.h maps).
     fn attach_usdt(
         &self,
-        specs: &Map,
+        ebpf: &Ebpf,
         path: &Path,
         provider: &str,
         name: &str,
@@ -153,7 +153,7 @@ impl ProgramAttach for Program {
 
     fn attach_usdt(
         &self,
-        specs: &Map,
+        ebpf: &Ebpf,
         path: &Path,
         provider: &str,
         name: &str,
@@ -168,6 +168,6 @@ impl ProgramAttach for Program {
         ) {
             return Err(wrong_kind(Mechanism::Uprobe, "attach_usdt", self));
         }
-        usdt::attach_usdt(self.fd(), specs, path, provider, name, opts)
+        usdt::attach_usdt(self.fd(), ebpf, path, provider, name, opts)
     }
 }

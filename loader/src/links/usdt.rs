@@ -7,13 +7,17 @@
 //! `<bpf/usdt.bpf.h>` reads it: the site's spec id is its BPF cookie, so
 //! `bpf_usdt_arg()` / `BPF_USDT()` work unchanged.
 //!
-//! Minimum kernel version: 4.20 (uprobe reference counters for semaphores),
-//! 5.15 (BPF cookies, which `usdt.bpf.h` needs to find the spec).
+//! Kernels without BPF cookies (before 5.15) make `usdt.bpf.h` look the
+//! spec id up by instruction address in `__bpf_usdt_ip_to_spec_id`: that
+//! needs the address in the traced process, so there a pid is required.
+//!
+//! Minimum kernel version: 4.20 (uprobe reference counters for semaphores);
+//! 5.15 to attach without a pid (BPF cookies).
 
 use super::perf::PerfLink;
 use super::uprobe::{attach_uprobe_ref_ctr, vaddr_file_offset};
 use super::{Link, LinkError, Mechanism};
-use crate::Map;
+use crate::{Ebpf, Map};
 use object::{Architecture, Object, ObjectSection};
 use std::collections::HashMap;
 use std::os::fd::BorrowedFd;
@@ -27,6 +31,10 @@ pub const MAX_ARGS: usize = 12;
 pub const SPEC_SIZE: usize = 208;
 /// The map usdt.bpf.h reads specs from.
 pub const SPECS_MAP: &str = "__bpf_usdt_specs";
+/// The map usdt.bpf.h finds spec ids in by address, without BPF cookies.
+pub const IP_MAP: &str = "__bpf_usdt_ip_to_spec_id";
+/// `BPF_FUNC_get_attach_cookie`.
+const FUNC_GET_ATTACH_COOKIE: i32 = 174;
 
 /// One probe site of a binary.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -340,6 +348,9 @@ pub struct UsdtLink {
     sites: Vec<PerfLink>,
     map_id: u32,
     ids: Vec<u32>,
+    /// Keys this attachment added to `__bpf_usdt_ip_to_spec_id`.
+    ips: Vec<u64>,
+    ip_map: Option<Map>,
 }
 
 impl UsdtLink {
@@ -378,6 +389,11 @@ impl Link for UsdtLink {
                 first.get_or_insert(e);
             }
         }
+        if let Some(m) = &self.ip_map {
+            for ip in self.ips.drain(..) {
+                let _ = m.delete_bytes(&ip.to_ne_bytes());
+            }
+        }
         let mut ids = spec_ids().lock().unwrap_or_else(|p| p.into_inner());
         if let Some(used) = ids.get_mut(&self.map_id) {
             for id in self.ids.drain(..) {
@@ -403,20 +419,86 @@ pub struct UsdtOptions {
     pub pid: Option<i32>,
     /// What `bpf_usdt_cookie()` returns.
     pub cookie: u64,
+    /// Also record each site's address in the traced process in
+    /// `__bpf_usdt_ip_to_spec_id` (needs `pid`), as kernels without BPF
+    /// cookies require; done there whatever this says.
+    pub ip_map: bool,
 }
 
-/// Attaches `prog` (a uprobe/`usdt` program) to every site of
+/// The address `file_offset` of `path` is mapped at in process `pid`, from
+/// `/proc/PID/maps` (matched by device and inode, so any path to the file
+/// works).
+pub fn runtime_address(pid: i32, path: &Path, file_offset: u64) -> Result<u64, String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let maps_path = format!("/proc/{pid}/maps");
+    let maps = std::fs::read_to_string(&maps_path).map_err(|e| format!("{maps_path}: {e}"))?;
+    for line in maps.lines() {
+        // start-end perms offset major:minor inode path
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [range, _perms, off, dev, inode, ..] = f[..] else {
+            continue;
+        };
+        if inode.parse::<u64>().ok() != Some(meta.ino()) {
+            continue;
+        }
+        let (maj, min) = dev.split_once(':').unwrap_or(("", ""));
+        let dev_ok = u64::from_str_radix(maj, 16).ok() == Some(libc::major(meta.dev()) as u64)
+            && u64::from_str_radix(min, 16).ok() == Some(libc::minor(meta.dev()) as u64);
+        let (Some((start, end)), Ok(off)) = (range.split_once('-'), u64::from_str_radix(off, 16))
+        else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        else {
+            continue;
+        };
+        if dev_ok && file_offset >= off && file_offset < off + (end - start) {
+            return Ok(start + file_offset - off);
+        }
+    }
+    Err(format!(
+        "{} offset {file_offset:#x} is not mapped in process {pid}",
+        path.display()
+    ))
+}
+
+/// Attaches `prog` (a uprobe/`usdt` program of `ebpf`) to every site of
 /// `provider:name` in the binary at `path`, describing each site's arguments
-/// in `specs` (the object's `__bpf_usdt_specs` map).
+/// in the object's `__bpf_usdt_specs` map.
 pub fn attach_usdt(
     prog: BorrowedFd<'_>,
-    specs: &Map,
+    ebpf: &Ebpf,
     path: &Path,
     provider: &str,
     name: &str,
     opts: &UsdtOptions,
 ) -> Result<UsdtLink, LinkError> {
     let target = format!("usdt {}:{provider}:{name}", path.display());
+    let specs = ebpf.map(SPECS_MAP).ok_or_else(|| {
+        err(
+            &target,
+            format!("the object has no {SPECS_MAP} map (include <bpf/usdt.bpf.h>)"),
+        )
+    })?;
+    let cookies = crate::probe::probe_helper(kiln_obj::ProgramType::KPROBE, FUNC_GET_ATTACH_COOKIE);
+    let ip_map = if opts.ip_map || !cookies {
+        let Some(pid) = opts.pid else {
+            return Err(err(
+                &target,
+                "this kernel has no BPF cookies (5.15): usdt.bpf.h finds specs by address, so attach to one pid",
+            ));
+        };
+        let m = ebpf
+            .map(IP_MAP)
+            .ok_or_else(|| err(&target, format!("the object has no {IP_MAP} map")))?;
+        let m = m
+            .try_clone()
+            .map_err(|e| err(&target, format!("{IP_MAP}: {e}")))?;
+        Some((pid, m))
+    } else {
+        None
+    };
     let data = std::fs::read(path).map_err(|e| err(&target, e.to_string()))?;
     let arch = match object::File::parse(&*data).map(|f| f.architecture()) {
         Ok(Architecture::X86_64) => UsdtArch::X86_64,
@@ -451,7 +533,11 @@ pub fn attach_usdt(
         sites: Vec::new(),
         map_id,
         ids: Vec::new(),
+        ips: Vec::new(),
+        ip_map: None,
     };
+    let ip_pid = ip_map.as_ref().map(|(pid, _)| *pid);
+    link.ip_map = ip_map.map(|(_, m)| m);
     for n in &notes {
         let site = format!("{target}@{:#x}", n.pc);
         let args = parse_args(&n.args, arch).map_err(|e| err(&site, e))?;
@@ -475,6 +561,12 @@ pub fn attach_usdt(
                 Default::default(),
             )
             .map_err(|e| err(&site, format!("write spec: {e}")))?;
+        if let (Some(pid), Some(m)) = (ip_pid, &link.ip_map) {
+            let ip = runtime_address(pid, path, n.file_offset).map_err(|e| err(&site, e))?;
+            m.update_bytes(&ip.to_ne_bytes(), &id.to_ne_bytes(), Default::default())
+                .map_err(|e| err(&site, format!("{IP_MAP}: {e}")))?;
+            link.ips.push(ip);
+        }
         let perf = attach_uprobe_ref_ctr(
             prog,
             path,
@@ -482,7 +574,7 @@ pub fn attach_usdt(
             n.semaphore_offset.unwrap_or(0),
             false,
             opts.pid,
-            u64::from(id),
+            if cookies { u64::from(id) } else { 0 },
         )?;
         link.sites.push(perf);
     }

@@ -12,6 +12,7 @@ __u64 hits;
 __s64 arg_sum;
 __s64 last_arg1;
 __u64 last_cookie;
+__u64 last_ip;
 
 SEC("usdt")
 int BPF_USDT(kiln_hit, int i, long k)
@@ -20,5 +21,6 @@ int BPF_USDT(kiln_hit, int i, long k)
 	__atomic_fetch_add(&arg_sum, i, __ATOMIC_RELAXED);
 	last_arg1 = k;
 	last_cookie = bpf_usdt_cookie(ctx);
+	last_ip = PT_REGS_IP(ctx);
 	return 0;
 }
