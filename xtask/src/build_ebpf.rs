@@ -26,7 +26,7 @@ use std::time::UNIX_EPOCH;
 use anyhow::{Context, bail};
 use sha2::{Digest, Sha256};
 
-use crate::setup::{self, Toolchain};
+use crate::setup::{self, RustRoute, Toolchain};
 
 /// The path prefix recorded in debug info and BTF line info instead of the
 /// checkout's real location.
@@ -429,8 +429,17 @@ impl<'a> Builder<'a> {
         }
         let rustflags = rustflags.join(" ");
         let mut cmd = Command::new(&self.tc.cargo);
-        cmd.arg("build")
-            .arg("--release")
+        // rustup's `cargo +nightly`, or the nightly cargo on PATH (Nix).
+        if let RustRoute::Nightly { toolchain: Some(t) } = &self.tc.rust_route {
+            cmd.arg(format!("+{t}"));
+        }
+        cmd.arg("build");
+        if let RustRoute::Nightly { .. } = &self.tc.rust_route {
+            // No prebuilt core for bpfel: build it from rust-src. Not
+            // compiler-builtins-mem: kiln-ebpf defines memset & co itself.
+            cmd.args(["-Z", "build-std=core"]);
+        }
+        cmd.arg("--release")
             .args(["--target", "bpfel-unknown-none"])
             .arg("--manifest-path")
             .arg(dir.join("Cargo.toml"))
@@ -453,21 +462,33 @@ impl<'a> Builder<'a> {
         if !self.verbose {
             cmd.arg("--quiet");
         }
-        cmd.env("RUSTC", &self.tc.rustc)
-            .env(
-                "CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER",
-                &self.tc.bpf_linker,
-            )
-            .env("CARGO_ENCODED_RUSTFLAGS", rustflags.replace(' ', "\x1f"))
-            // rustup's wrappers and an outer cargo's variables must not leak in:
-            // only Debian's rustc has a `core` for bpfel.
-            .env_remove("RUSTFLAGS")
-            .env_remove("RUSTUP_TOOLCHAIN")
-            .env_remove("RUSTC_WRAPPER")
-            .env_remove("RUSTC_WORKSPACE_WRAPPER")
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("CARGO_BUILD_TARGET")
-            .current_dir(dir);
+        match &self.tc.rust_route {
+            RustRoute::Debian => {
+                cmd.env("RUSTC", &self.tc.rustc);
+            }
+            RustRoute::Nightly { .. } => {
+                // The nightly's own rustc (rustup picks it from `+nightly`),
+                // and the shim's tools by path: under Nix they are not
+                // called clang-22/llvm-ar-22.
+                cmd.env_remove("RUSTC")
+                    .env("KILN_CLANG", &self.tc.clang)
+                    .env("KILN_LLVM_AR", &self.tc.llvm_ar);
+            }
+        }
+        cmd.env(
+            "CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER",
+            &self.tc.bpf_linker,
+        )
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags.replace(' ', "\x1f"))
+        // rustup's wrappers and an outer cargo's variables must not leak in:
+        // only Debian's rustc has a `core` for bpfel.
+        .env_remove("RUSTFLAGS")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .current_dir(dir);
         let command_line = format!("{} RUSTFLAGS={rustflags}", show(&cmd));
         let mut inputs = rust_inputs(dir);
         inputs.extend(rust_inputs(&self.root.join("ebpf-sdk/kiln-ebpf")));

@@ -60,31 +60,190 @@ const PACKAGES: &[(&str, &str)] = &[
 /// flake's syntax and nothing else depends on it.
 const OPTIONAL_PACKAGES: &[(&str, &str)] = &[("nix-bin", "checks the Nix flake's syntax")];
 
+/// Debian's Rust for eBPF: not needed when a nightly with rust-src builds `core`.
+const DEBIAN_RUST_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"];
+
 /// Where the tools every other command needs live.
 #[derive(Debug, Clone)]
 pub struct Toolchain {
-    /// Debian's rustc, the only one with a `core` for bpfel-unknown-none.
+    /// The rustc eBPF crates build with (Debian's, or the nightly's).
     pub rustc: PathBuf,
-    /// Debian's cargo.
+    /// The cargo that drives them.
     pub cargo: PathBuf,
-    /// The cached bpf-linker.
+    /// How they get a `core` for bpfel-unknown-none.
+    pub rust_route: RustRoute,
+    /// The cached bpf-linker (or the one on PATH under Nix).
     pub bpf_linker: PathBuf,
-    /// clang-22 for the C programs.
+    /// clang for the C programs and kiln-ebpf's bitcode shim.
     pub clang: PathBuf,
+    /// llvm-ar for kiln-ebpf's bitcode shim.
+    pub llvm_ar: PathBuf,
     /// bpftool (vmlinux.h, interop tests).
     pub bpftool: PathBuf,
 }
 
 impl Toolchain {
-    fn expected() -> Self {
+    fn expected(rust_route: RustRoute) -> Self {
+        let (rustc, cargo) = match &rust_route {
+            RustRoute::Debian => ("/usr/bin/rustc".into(), "/usr/bin/cargo".into()),
+            // rustup's proxies (for `cargo +nightly`) or the nightly on PATH.
+            RustRoute::Nightly { .. } => (
+                which("rustc").unwrap_or_else(|| "rustc".into()),
+                which("cargo").unwrap_or_else(|| "cargo".into()),
+            ),
+        };
         Self {
-            rustc: "/usr/bin/rustc".into(),
-            cargo: "/usr/bin/cargo".into(),
+            rustc,
+            cargo,
+            rust_route,
             bpf_linker: bpf_linker_root().join("bin/bpf-linker"),
             clang: "/usr/bin/clang-22".into(),
+            llvm_ar: "/usr/bin/llvm-ar-22".into(),
             bpftool: bpftool_path(),
         }
     }
+
+    /// Everything from PATH (the Nix dev shell, or any non-Debian machine).
+    fn from_path(rust_route: RustRoute) -> anyhow::Result<Self> {
+        let find = |names: &[&str]| -> anyhow::Result<PathBuf> {
+            names.iter().find_map(|n| which(n)).with_context(|| {
+                format!(
+                    "setup: none of {names:?} is on PATH (inside `nix develop` the flake provides them)"
+                )
+            })
+        };
+        Ok(Self {
+            rustc: find(&["rustc"])?,
+            cargo: find(&["cargo"])?,
+            rust_route,
+            bpf_linker: find(&["bpf-linker"])?,
+            clang: find(&["clang-22", "clang"])?,
+            llvm_ar: find(&["llvm-ar-22", "llvm-ar"])?,
+            bpftool: find(&["bpftool"])?,
+        })
+    }
+}
+
+/// How Rust eBPF crates get a `core` for `bpfel-unknown-none`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RustRoute {
+    /// Debian's stable rustc and its prebuilt `core` (libstd-rust-web-dev-bpf):
+    /// no nightly anywhere. The default wherever it is installed or installable.
+    Debian,
+    /// A nightly rustc with rust-src compiles `core` itself
+    /// (`cargo build -Z build-std=core`): through rustup's `cargo +<toolchain>`
+    /// when `toolchain` is set, else the `cargo` on PATH (the Nix flake's).
+    Nightly { toolchain: Option<String> },
+}
+
+/// What the machine offers for Rust eBPF, probed lazily.
+struct RustProbe {
+    /// `KILN_EBPF_RUST=debian|nightly`.
+    forced: Option<String>,
+    debian: bool,
+    path_nightly: fn() -> bool,
+    rustup_nightly: fn() -> bool,
+    /// Debian packages can be installed here (Debian, root, not the Nix shell).
+    can_install_debian: bool,
+}
+
+/// Picks the route: forced by `KILN_EBPF_RUST`, else Debian's when present,
+/// else a nightly with rust-src (PATH, then rustup's `nightly`), else Debian's
+/// to be installed.
+fn choose_route(p: &RustProbe) -> anyhow::Result<RustRoute> {
+    let nightly = || {
+        if (p.path_nightly)() {
+            Some(RustRoute::Nightly { toolchain: None })
+        } else if (p.rustup_nightly)() {
+            Some(RustRoute::Nightly {
+                toolchain: Some("nightly".into()),
+            })
+        } else {
+            None
+        }
+    };
+    match p.forced.as_deref() {
+        Some("debian") => return Ok(RustRoute::Debian),
+        Some("nightly") => {
+            return nightly().context(
+                "KILN_EBPF_RUST=nightly, but neither the rustc on PATH nor rustup's `nightly` \
+                 is a nightly with the rust-src component (`rustup component add rust-src \
+                 --toolchain nightly`, or `nix develop`)",
+            );
+        }
+        Some(other) => bail!("KILN_EBPF_RUST={other:?}: expected `debian` or `nightly`"),
+        None => {}
+    }
+    if p.debian {
+        return Ok(RustRoute::Debian);
+    }
+    if let Some(route) = nightly() {
+        return Ok(route);
+    }
+    if p.can_install_debian {
+        return Ok(RustRoute::Debian);
+    }
+    bail!(
+        "setup: no Rust that can build for bpfel-unknown-none: install Debian's rustc-web, \
+         cargo-web and libstd-rust-web-dev-bpf, or a nightly with rust-src (`nix develop`)"
+    )
+}
+
+fn is_nix_shell() -> bool {
+    std::env::var("KILN_TOOLCHAIN").is_ok_and(|v| v == "nix")
+}
+
+fn debian_rust_present() -> bool {
+    Path::new("/usr/bin/rustc").is_file()
+        && Path::new("/usr/lib/rustlib/bpfel-unknown-none/lib").is_dir()
+}
+
+/// Whether `rustc` (with `args` before the subcommand, e.g. `run nightly`
+/// through rustup) is a nightly whose sysroot has rust-src.
+fn nightly_with_src(program: &str, prefix: &[&str]) -> bool {
+    let run = |extra: &[&str]| {
+        Command::new(program)
+            .args(prefix)
+            .args(extra)
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("RUSTC")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(version) = run(&["-vV"]) else {
+        return false;
+    };
+    if !version.contains("-nightly") && !version.contains("-dev") {
+        return false;
+    }
+    run(&["--print", "sysroot"]).is_some_and(|sysroot| {
+        Path::new(&sysroot)
+            .join("lib/rustlib/src/rust/library/core/Cargo.toml")
+            .is_file()
+    })
+}
+
+/// The route for this machine (see [`choose_route`]).
+pub fn rust_route() -> anyhow::Result<RustRoute> {
+    choose_route(&RustProbe {
+        forced: std::env::var("KILN_EBPF_RUST")
+            .ok()
+            .filter(|v| !v.is_empty()),
+        debian: debian_rust_present(),
+        path_nightly: || nightly_with_src("rustc", &[]),
+        rustup_nightly: || nightly_with_src("rustup", &["run", "nightly", "rustc"]),
+        can_install_debian: is_debian() && is_root() && !is_nix_shell(),
+    })
+}
+
+/// The first executable called `name` on PATH.
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 fn bpftool_path() -> PathBuf {
@@ -105,21 +264,33 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     if args.check {
-        let missing = missing();
+        let route = rust_route()?;
+        if is_nix_shell() || !is_debian() {
+            let tc = Toolchain::from_path(route)?;
+            println!("setup: everything is on PATH ({:?})", tc.rust_route);
+            return Ok(());
+        }
+        let missing = missing(&route);
         if missing.is_empty() {
-            println!("setup: everything is in place");
+            println!("setup: everything is in place ({route:?})");
             return Ok(());
         }
         bail!("setup: missing:\n{}", describe(&missing));
     }
-    let tc = install()?;
+    let route = rust_route()?;
+    let tc = if is_nix_shell() || !is_debian() {
+        Toolchain::from_path(route)?
+    } else {
+        install(route)?
+    };
     // Debian's arm64 std for cross-built guest binaries (aarch64 VMs). Only
     // the explicit setup fetches it: other commands ask for it when they
     // cross-build, so a host-only workflow never downloads it.
     let sysroot = crate::cross::ensure_aarch64_sysroot()?;
     println!("setup: aarch64 sysroot at {}", sysroot.display());
     println!(
-        "setup: ready (rustc {}, cargo {}, bpf-linker {}, clang {})",
+        "setup: ready ({:?}: rustc {}, cargo {}, bpf-linker {}, clang {})",
+        tc.rust_route,
         tc.rustc.display(),
         tc.cargo.display(),
         tc.bpf_linker.display(),
@@ -132,10 +303,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 /// all is present (a few file checks and one dpkg-query), otherwise installs
 /// what is missing (on Debian as root) or says exactly what to do.
 pub fn ensure() -> anyhow::Result<Toolchain> {
-    if missing().is_empty() {
-        return Ok(Toolchain::expected());
+    let route = rust_route()?;
+    if is_nix_shell() || !is_debian() {
+        return Toolchain::from_path(route);
     }
-    install()
+    if missing(&route).is_empty() {
+        return Ok(Toolchain::expected(route));
+    }
+    install(route)
+}
+
+/// The Debian packages this route needs.
+fn wanted_packages(route: &RustRoute) -> Vec<(&'static str, &'static str)> {
+    PACKAGES
+        .iter()
+        .filter(|(p, _)| *route == RustRoute::Debian || !DEBIAN_RUST_PACKAGES.contains(p))
+        .copied()
+        .collect()
 }
 
 /// Something the machine lacks.
@@ -156,8 +340,8 @@ fn describe(missing: &[Missing]) -> String {
         .join("\n")
 }
 
-fn missing() -> Vec<Missing> {
-    let mut out: Vec<Missing> = missing_packages(PACKAGES)
+fn missing(route: &RustRoute) -> Vec<Missing> {
+    let mut out: Vec<Missing> = missing_packages(&wanted_packages(route))
         .into_iter()
         .map(|(p, why)| Missing::Package(p, why))
         .collect();
@@ -249,8 +433,8 @@ fn is_root() -> bool {
     })
 }
 
-fn install() -> anyhow::Result<Toolchain> {
-    let packages = missing_packages(PACKAGES);
+fn install(route: RustRoute) -> anyhow::Result<Toolchain> {
+    let packages = missing_packages(&wanted_packages(&route));
     if !packages.is_empty() {
         if !is_debian() || !is_root() {
             let what = if is_debian() {
@@ -294,7 +478,7 @@ fn install() -> anyhow::Result<Toolchain> {
             bail!("setup: bpf-linker still unusable after building it: {why}");
         }
     }
-    let tc = Toolchain::expected();
+    let tc = Toolchain::expected(route);
     for (what, p) in [
         ("rustc", &tc.rustc),
         ("cargo", &tc.cargo),
@@ -308,7 +492,9 @@ fn install() -> anyhow::Result<Toolchain> {
             );
         }
     }
-    if !Path::new("/usr/lib/rustlib/bpfel-unknown-none/lib").is_dir() {
+    if tc.rust_route == RustRoute::Debian
+        && !Path::new("/usr/lib/rustlib/bpfel-unknown-none/lib").is_dir()
+    {
         bail!(
             "setup: /usr/lib/rustlib/bpfel-unknown-none/lib is missing (libstd-rust-web-dev-bpf)"
         );
@@ -366,4 +552,74 @@ fn build_bpf_linker() -> anyhow::Result<()> {
     // The build tree is large and only useful for the next version bump.
     let _ = std::fs::remove_dir_all(cache_dir().join("bpf-linker-build"));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe(forced: Option<&str>, debian: bool, path: bool, rustup: bool) -> RustProbe {
+        fn yes() -> bool {
+            true
+        }
+        fn no() -> bool {
+            false
+        }
+        RustProbe {
+            forced: forced.map(str::to_owned),
+            debian,
+            path_nightly: if path { yes } else { no },
+            rustup_nightly: if rustup { yes } else { no },
+            can_install_debian: false,
+        }
+    }
+
+    #[test]
+    fn debian_wins_when_present() {
+        let r = choose_route(&probe(None, true, true, true)).unwrap();
+        assert_eq!(r, RustRoute::Debian);
+    }
+
+    #[test]
+    fn nightly_with_src_when_debian_is_absent() {
+        let r = choose_route(&probe(None, false, true, true)).unwrap();
+        assert_eq!(r, RustRoute::Nightly { toolchain: None });
+        let r = choose_route(&probe(None, false, false, true)).unwrap();
+        assert_eq!(
+            r,
+            RustRoute::Nightly {
+                toolchain: Some("nightly".into())
+            }
+        );
+        assert!(choose_route(&probe(None, false, false, false)).is_err());
+        let mut installable = probe(None, false, false, false);
+        installable.can_install_debian = true;
+        assert_eq!(choose_route(&installable).unwrap(), RustRoute::Debian);
+    }
+
+    #[test]
+    fn forced_routes() {
+        let r = choose_route(&probe(Some("nightly"), true, false, true)).unwrap();
+        assert!(matches!(r, RustRoute::Nightly { .. }));
+        assert!(choose_route(&probe(Some("nightly"), true, false, false)).is_err());
+        assert_eq!(
+            choose_route(&probe(Some("debian"), false, true, true)).unwrap(),
+            RustRoute::Debian
+        );
+        assert!(choose_route(&probe(Some("beta"), true, true, true)).is_err());
+    }
+
+    #[test]
+    fn nightly_route_needs_no_debian_rust() {
+        let names: Vec<&str> = wanted_packages(&RustRoute::Nightly { toolchain: None })
+            .iter()
+            .map(|(p, _)| *p)
+            .collect();
+        assert!(!names.contains(&"rustc-web") && names.contains(&"clang-22"));
+        assert!(
+            wanted_packages(&RustRoute::Debian)
+                .iter()
+                .any(|(p, _)| *p == "rustc-web")
+        );
+    }
 }
