@@ -31,12 +31,21 @@ fn register(var: &str) -> Res<(Loaded, StructOpsLink)> {
     Ok((Loaded { elf, spec, ebpf }, link))
 }
 
-/// Whether this kernel registers BPF congestion controls (it needs
-/// CONFIG_BPF_JIT and the struct_ops trampolines the host may refuse).
-fn no_struct_ops() -> Option<String> {
-    register("kiln_cc")
+/// Whether this kernel registers the BPF congestion control `var` (a
+/// `.struct_ops.link` table needs 6.4; both need the struct_ops
+/// trampolines, which some kernels refuse).
+fn refused(var: &str) -> Option<String> {
+    register(var)
         .err()
-        .map(|e| format!("kernel refuses the struct_ops registration: {e}"))
+        .map(|e| format!("kernel refuses the struct_ops registration of {var}: {e}"))
+}
+
+fn no_struct_ops_link() -> Option<String> {
+    refused("kiln_cc")
+}
+
+fn no_struct_ops() -> Option<String> {
+    refused("kiln_cc_old")
 }
 
 fn available() -> Res<Vec<String>> {
@@ -221,11 +230,14 @@ fn table_without_link_registers_on_update() -> TestResult {
 }
 
 fn main() {
-    let needs = &[
-        Need::Root,
-        Need::Bpf,
-        Need::Probe("struct_ops tcp_congestion_ops", no_struct_ops),
-    ];
+    let base = [Need::Root, Need::Bpf];
+    let with = |probe: Need| {
+        let mut v = base.to_vec();
+        v.push(probe);
+        v
+    };
+    let linked = with(Need::Probe("struct_ops link", no_struct_ops_link));
+    let legacy = with(Need::Probe("struct_ops", no_struct_ops));
     kiln_testkit::run(vec![
         test(
             "struct_ops_spec_lists_members_and_programs",
@@ -234,12 +246,12 @@ fn main() {
         ),
         test(
             "struct_ops_congestion_control_runs_replaces_then_unregisters",
-            needs,
+            &linked,
             congestion_control_runs_replaces_then_unregisters,
         ),
         test(
             "struct_ops_table_without_link_registers_on_update",
-            needs,
+            &legacy,
             table_without_link_registers_on_update,
         ),
     ]);
