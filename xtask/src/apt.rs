@@ -449,6 +449,12 @@ mod tests {
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].size, 123);
         assert_eq!(v[0].filename, "pool/main/l/linux/a.deb");
+        let text = "Package: iproute2\nVersion: 6.1.0-3\nPre-Depends: init-system-helpers\nDepends: libbpf1 (>= 1:0.6.0), libc6 (>= 2.34) | libc6.1\nFilename: pool/i.deb\nSize: 1\nSHA256: aa\n";
+        let v = parse_show(text);
+        assert_eq!(
+            v[0].depends,
+            "init-system-helpers, libbpf1 (>= 1:0.6.0), libc6 (>= 2.34) | libc6.1"
+        );
     }
 
     #[test]

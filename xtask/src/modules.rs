@@ -134,10 +134,13 @@ pub fn resolve(dir: &Path, wanted: &[&str]) -> Result<(Vec<Module>, Vec<String>)
     Ok((order, missing))
 }
 
+/// Reads a module: (its dependencies, its bytes).
+type Loader<'a> = dyn FnMut(&str) -> Result<(Vec<String>, Vec<u8>)> + 'a;
+
 /// Depth-first, dependencies before dependents; a cycle is an error.
 fn visit(
     name: &str,
-    load: &mut dyn FnMut(&str) -> Result<(Vec<String>, Vec<u8>)>,
+    load: &mut Loader<'_>,
     done: &mut BTreeSet<String>,
     stack: &mut Vec<String>,
     order: &mut Vec<Module>,

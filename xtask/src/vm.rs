@@ -707,10 +707,8 @@ impl Verdict {
                     }
                 }
                 "KILN-EVENT" => match field("event").as_str() {
-                    "binary-start" => {
-                        if first_binary_uptime_ms.is_none() {
-                            first_binary_uptime_ms = j["uptime_ms"].as_u64();
-                        }
+                    "binary-start" if first_binary_uptime_ms.is_none() => {
+                        first_binary_uptime_ms = j["uptime_ms"].as_u64();
                     }
                     "binary-end" => ends += 1,
                     "module" if field("status") == "failed" => problems.push(format!(
