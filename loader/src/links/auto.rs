@@ -110,7 +110,7 @@ pub fn auto_attach(prog: BorrowedFd<'_>, kind: &ProgramKind) -> Result<Box<dyn L
         )),
         ProgramKind::Uprobe { .. } => Err(no_target(
             Mechanism::Uprobe,
-            "the section names no PATH:SYMBOL; call uprobe::attach_uprobe",
+            "the section names no PATH:SYMBOL; call uprobe::attach_uprobe (usdt sections: usdt::attach_usdt)",
         )),
         ProgramKind::Tracing { .. } | ProgramKind::Lsm { .. } => Err(no_target(
             Mechanism::Tracing,
