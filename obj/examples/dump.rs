@@ -26,6 +26,9 @@ fn main() {
             for e in &obj.externs {
                 println!("extern {e:?}");
             }
+            for s in &obj.map_slots {
+                println!("map slot {s:?}");
+            }
             for p in &obj.programs {
                 println!(
                     "prog {} section {:?} kind {:?} sleepable {} insns {}",

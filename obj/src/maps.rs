@@ -10,8 +10,8 @@ use object::elf;
 use crate::btf::{Btf, INT_BOOL, INT_CHAR, INT_SIGNED, Type, TypeId, VAR_EXTERN};
 use crate::parse::Elf;
 use crate::{
-    ExternKind, ExternSpec, GlobalVariable, KconfigValueKind, MapOrigin, MapSpec, MapType,
-    ParseError, Pinning,
+    ExternKind, ExternSpec, GlobalVariable, KconfigValueKind, MapOrigin, MapSlot, MapSlotTarget,
+    MapSpec, MapType, ParseError, Pinning,
 };
 
 /// `BPF_F_RDONLY_PROG`: programs may only read the map (read-only globals).
@@ -27,6 +27,17 @@ pub(crate) struct Collected {
     pub externs: Vec<ExternSpec>,
     /// Index of the `.kconfig` map in `specs`, when the object has kconfig externs.
     pub kconfig_map: Option<usize>,
+    /// Initial prog array / map-of-maps entries from `.rel.maps`.
+    pub slots: Vec<MapSlot>,
+}
+
+/// Where a `.maps` definition sits and where its `values` array starts.
+struct BtfMapDef {
+    map: usize,
+    offset: u64,
+    size: u64,
+    /// Byte offset of the `values` member in the definition, if it has one.
+    values: Option<u64>,
 }
 
 impl Collected {
@@ -75,6 +86,7 @@ pub(crate) fn collect(elf: &Elf<'_>, btf: Option<&Btf>) -> Result<Collected, Par
         data_by_section: HashMap::new(),
         externs: Vec::new(),
         kconfig_map: None,
+        slots: Vec::new(),
     };
     if let Some(sec) = elf.section_by_name("maps") {
         legacy_maps(elf, sec.index, sec.data, &mut out)?;
@@ -83,7 +95,8 @@ pub(crate) fn collect(elf: &Elf<'_>, btf: Option<&Btf>) -> Result<Collected, Par
         let btf = btf.ok_or_else(|| {
             ParseError::section(".maps", "BTF-defined maps need .BTF (compile with -g)")
         })?;
-        btf_maps(btf, sec.index, &mut out)?;
+        let defs = btf_maps(btf, sec.index, &mut out)?;
+        map_slots(elf, sec.index, &defs, &mut out)?;
     }
     for sec in &elf.sections {
         if !is_data_section(sec.name)
@@ -193,10 +206,11 @@ fn legacy_maps(
     Ok(())
 }
 
-fn btf_maps(btf: &Btf, index: usize, out: &mut Collected) -> Result<(), ParseError> {
+fn btf_maps(btf: &Btf, index: usize, out: &mut Collected) -> Result<Vec<BtfMapDef>, ParseError> {
     let Some((_, Type::DataSec { vars, .. })) = datasec(btf, ".maps") else {
         return Err(ParseError::section(".maps", "no DATASEC '.maps' in .BTF"));
     };
+    let mut defs = Vec::with_capacity(vars.len());
     for v in vars {
         let Type::Var {
             name_off, type_id, ..
@@ -209,9 +223,104 @@ fn btf_maps(btf: &Btf, index: usize, out: &mut Collected) -> Result<(), ParseErr
         };
         let name = btf.str_at(name_off)?;
         let map = btf_map_def(btf, name, type_id, MapOrigin::BtfMaps)?;
+        let values = match btf.skip_modifiers(type_id)?.1 {
+            Type::Struct {
+                members, kind_flag, ..
+            } => members
+                .iter()
+                .find(|m| btf.str_at(m.name_off) == Ok("values"))
+                .map(|m| u64::from(m.bit_offset(kind_flag) / 8)),
+            _ => None,
+        };
+        defs.push(BtfMapDef {
+            map: out.specs.len(),
+            offset: u64::from(v.offset),
+            size: u64::from(v.size),
+            values,
+        });
         out.by_definition
             .insert((index, u64::from(v.offset)), out.specs.len());
         out.specs.push(map);
+    }
+    Ok(defs)
+}
+
+/// `.rel.maps`: each relocation fills one slot of a definition's `values`
+/// array with a program (prog arrays) or a map (maps of maps).
+fn map_slots(
+    elf: &Elf<'_>,
+    maps_section: usize,
+    defs: &[BtfMapDef],
+    out: &mut Collected,
+) -> Result<(), ParseError> {
+    for r in elf.relocs.get(&maps_section).into_iter().flatten() {
+        let Some(def) = defs
+            .iter()
+            .find(|d| d.offset <= r.offset && r.offset < d.offset + d.size)
+        else {
+            return Err(ParseError::section(
+                ".maps",
+                format!(
+                    "relocation at offset {} is outside every map definition",
+                    r.offset
+                ),
+            ));
+        };
+        let name = &out.specs[def.map].name;
+        let within = r.offset - def.offset;
+        let slot = def
+            .values
+            .filter(|&v| within >= v && (within - v) % 8 == 0)
+            .map(|v| (within - v) / 8)
+            .ok_or_else(|| {
+                ParseError::map(
+                    name,
+                    format!(
+                        "relocation at byte {within} of the definition is not a 'values' entry"
+                    ),
+                )
+            })?;
+        let index =
+            u32::try_from(slot).map_err(|_| ParseError::map(name, "values index overflows"))?;
+        let sym = elf.symbols.get(r.symbol).ok_or_else(|| {
+            ParseError::map(
+                name,
+                format!("values[{index}]: symbol #{} does not exist", r.symbol),
+            )
+        })?;
+        let target = if sym.section == Some(maps_section) {
+            let inner = out
+                .by_definition
+                .get(&(maps_section, sym.value))
+                .copied()
+                .ok_or_else(|| {
+                    ParseError::map(
+                        name,
+                        format!("values[{index}]: '{}' is not a map", sym.name),
+                    )
+                })?;
+            MapSlotTarget::Map(inner)
+        } else if sym.is_func()
+            && sym
+                .section
+                .and_then(|s| elf.section(s))
+                .is_some_and(|s| s.is_exec())
+        {
+            MapSlotTarget::Program(sym.name.to_owned())
+        } else {
+            return Err(ParseError::map(
+                name,
+                format!(
+                    "values[{index}]: '{}' is neither a map nor a program",
+                    sym.name
+                ),
+            ));
+        };
+        out.slots.push(MapSlot {
+            map: def.map,
+            index,
+            target,
+        });
     }
     Ok(())
 }

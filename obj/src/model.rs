@@ -213,6 +213,31 @@ pub struct ObjectSpec {
     /// `extern` declarations in `.kconfig` and `.ksyms`, to be resolved by the
     /// loader (see [`ObjectSpec::resolve_kconfig`] and [`ObjectSpec::resolve_ksym`]).
     pub externs: Vec<ExternSpec>,
+    /// Initial entries of prog arrays and maps of maps, written in C as
+    /// `.values = { [i] = &prog_or_map }` on a `.maps` definition. The loader
+    /// stores each target's fd at `index` once programs and maps exist.
+    pub map_slots: Vec<MapSlot>,
+}
+
+/// One initial entry of a `BPF_MAP_TYPE_PROG_ARRAY` or map-of-maps.
+///
+/// Minimum kernel version: 4.2 (prog arrays), 4.12 (maps of maps).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct MapSlot {
+    /// The outer map ([`ObjectSpec::maps`] index).
+    pub map: usize,
+    /// The key the entry is stored at.
+    pub index: u32,
+    pub target: MapSlotTarget,
+}
+
+/// What a [`MapSlot`] holds.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum MapSlotTarget {
+    /// A program of this object, by name (prog arrays).
+    Program(String),
+    /// A map of this object ([`ObjectSpec::maps`] index; maps of maps).
+    Map(usize),
 }
 
 impl ObjectSpec {

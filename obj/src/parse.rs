@@ -104,8 +104,9 @@ impl<'data> Elf<'data> {
                 sec.data()
                     .map_err(|e| ParseError::section(name, format!("unreadable data: {e}")))?
             };
+            // Code, and `.maps` whose relocations are `.values` initializers.
             if sh_type == elf::SHT_PROGBITS
-                && hdr.sh_flags(endian) & u64::from(elf::SHF_EXECINSTR) != 0
+                && (hdr.sh_flags(endian) & u64::from(elf::SHF_EXECINSTR) != 0 || name == ".maps")
             {
                 let mut list = Vec::new();
                 for (offset, r) in sec.relocations() {
@@ -318,6 +319,7 @@ impl ObjectSpec {
             maps: maps.specs,
             btf: btf.map(|b| b.as_bytes().to_vec()),
             externs: maps.externs,
+            map_slots: maps.slots,
         })
     }
 }

@@ -5,8 +5,8 @@
 use kiln_obj::externs::POISON_CALL_KFUNC_BASE;
 use kiln_obj::insn::{CALL, PSEUDO_CALL, PSEUDO_FUNC};
 use kiln_obj::{
-    AttachType, Direction, ExternKind, KconfigValueKind, KsymTarget, MapOrigin, MapType,
-    ObjectSpec, Pinning, ProgramKind, ProgramType, RelocationTarget,
+    AttachType, Direction, ExternKind, KconfigValueKind, KsymTarget, MapOrigin, MapSlot,
+    MapSlotTarget, MapType, ObjectSpec, Pinning, ProgramKind, ProgramType, RelocationTarget,
 };
 use kiln_testkit::TestResult;
 
@@ -600,6 +600,39 @@ fn hidden_globals_become_static() -> TestResult {
     Ok(())
 }
 
+/// `.values = { [i] = &prog }` and `{ [i] = &map }` in `.maps`.
+fn map_values() -> TestResult {
+    let obj = load("map_values.bpf.o")?;
+    let idx = |n: &str| obj.map_index(n).ok_or(format!("no map {n}"));
+    let (jumps, outer, inner_b) = (idx("jumps")?, idx("outer")?, idx("inner_b")?);
+    check_eq!(
+        obj.map_slots,
+        vec![
+            MapSlot {
+                map: jumps,
+                index: 0,
+                target: MapSlotTarget::Program("tail_a".into())
+            },
+            MapSlot {
+                map: jumps,
+                index: 2,
+                target: MapSlotTarget::Program("tail_b".into())
+            },
+            MapSlot {
+                map: outer,
+                index: 1,
+                target: MapSlotTarget::Map(inner_b)
+            },
+        ]
+    );
+    check_eq!(obj.maps[jumps].map_type, MapType::PROG_ARRAY);
+    let inner = obj.maps[outer].inner.as_ref().ok_or("outer has no inner")?;
+    check_eq!((inner.key_size, inner.value_size), (4, 4));
+    // Objects without initializers have none.
+    check_eq!(load("maps.bpf.o")?.map_slots, vec![]);
+    Ok(())
+}
+
 fn has_sdk_programs() -> Option<String> {
     kiln_testkit::bpf_object("sdk-programs.bpf.o").err()
 }
@@ -615,6 +648,7 @@ fn main() {
             hidden_globals_become_static,
         ),
         kiln_testkit::test("btf_maps", &[], btf_maps),
+        kiln_testkit::test("map_values", &[], map_values),
         kiln_testkit::test("global_data", &[], global_data),
         kiln_testkit::test("subprograms", &[], subprograms),
         kiln_testkit::test("section_names", &[], section_names),
