@@ -91,15 +91,16 @@ program_attr! {
 
 /// Internal to `kiln_ebpf::log!`: `__log_section!("fmt"; <static item>)`
 /// prefixes the static with `#[unsafe(link_section = ".kiln_log.<hash>")]`, a
-/// section name unique to this expansion.
+/// section name unique to this expansion (within the final object).
 ///
 /// Why unique: the BPF backend gives each global its own ELF section, so
 /// several statics in one `.kiln_log` section name become several sections of
 /// that name under one BTF DATASEC whose variables all sit at offset 0, which
 /// the kernel's BTF check rejects. One section per entry keeps the object's
-/// BTF loadable. The hash covers the format literal's location and text plus
-/// an expansion counter (deterministic: expansion order is fixed within a
-/// crate), so two expansions of the same literal (a helper macro) differ too.
+/// BTF loadable. The hash covers the crate name, the format literal's line,
+/// column and text, and an expansion counter (deterministic: expansion order
+/// is fixed within a crate), so two expansions of the same literal (a helper
+/// macro) differ too.
 #[doc(hidden)]
 #[proc_macro]
 pub fn __log_section(input: TokenStream) -> TokenStream {
@@ -121,13 +122,11 @@ pub fn __log_section(input: TokenStream) -> TokenStream {
     };
     let span = fmt.span();
     let n = EXPANSIONS.fetch_add(1, Ordering::Relaxed);
-    let key = format!(
-        "{}:{}:{}:{}:{n}",
-        span.file(),
-        span.line(),
-        span.column(),
-        fmt
-    );
+    // The crate being compiled (cargo sets it for rustc, which runs us)
+    // separates crates whose counters coincide; no file path goes in, so
+    // the name does not depend on where the sources are checked out.
+    let krate = std::env::var("CARGO_CRATE_NAME").unwrap_or_default();
+    let key = format!("{krate}:{}:{}:{fmt}:{n}", span.line(), span.column());
     let section = format!(".kiln_log.{:08x}", expand::fnv1a(key.as_bytes()));
     // Skip the `;` separating the literal from the item.
     let _separator = tokens.next();
