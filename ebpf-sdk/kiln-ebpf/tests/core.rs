@@ -88,10 +88,65 @@ fn task_fields_match_helpers() -> TestResult {
     Ok(())
 }
 
+/// sdk-core's `SockSeen`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct SockSeen {
+    family: u16,
+    num: u16,
+    dport: u16,
+    _pad: u16,
+    daddr: u32,
+    rcv_saddr: u32,
+}
+
+// SAFETY: repr(C) integers, no padding (16 bytes); any bits are valid.
+unsafe impl Pod for SockSeen {}
+
+/// `struct sock`'s addresses and ports live in anonymous unions of
+/// `sock_common`; the CO-RE reads must still land on them.
+fn sock_fields_match_the_connection() -> TestResult {
+    let bytes = std::fs::read(bpf_object("sdk-core.bpf.o")?)?;
+    let spec = ObjectSpec::parse(&bytes)?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    let ebpf = EbpfLoader::new()
+        .set_global("TARGET_PORT", &port.to_ne_bytes())
+        .load(&spec)?;
+    let prog = ebpf
+        .program("core_sock_state")
+        .ok_or("no program core_sock_state")?;
+    let seen: Array<_, SockSeen> = Array::new(ebpf.map("SOCK_SEEN").ok_or("no map SOCK_SEEN")?)?;
+    let link = attach_raw_tracepoint(prog.fd(), "inet_sock_set_state")?;
+    let client = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    let (_server, _) = listener.accept()?;
+    drop(link);
+    let s = seen.get(0)?;
+    let local = client.local_addr()?.port();
+    if s.family == 0 {
+        return Err("the program never saw the test's connection change state".into());
+    }
+    assert_eq!(s.family, libc::AF_INET as u16, "skc_family: {s:?}");
+    assert_eq!(u16::from_be(s.dport), port, "skc_dport: {s:?}");
+    assert_eq!(s.num, local, "skc_num is the client's local port: {s:?}");
+    let loopback = u32::from_ne_bytes([127, 0, 0, 1]);
+    assert_eq!(s.daddr, loopback, "skc_daddr: {s:?}");
+    // connect picks the source before the first state change it records.
+    assert_eq!(s.rcv_saddr, loopback, "skc_rcv_saddr: {s:?}");
+    Ok(())
+}
+
 fn main() {
-    kiln_testkit::run(vec![test(
-        "task_fields_match_helpers",
-        &[Need::Bpf],
-        task_fields_match_helpers,
-    )]);
+    kiln_testkit::run(vec![
+        test(
+            "task_fields_match_helpers",
+            &[Need::Bpf],
+            task_fields_match_helpers,
+        ),
+        test(
+            "sock_fields_match_the_connection",
+            &[Need::Bpf],
+            sock_fields_match_the_connection,
+        ),
+    ]);
 }

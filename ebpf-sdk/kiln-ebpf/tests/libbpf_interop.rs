@@ -31,7 +31,7 @@ const CASES: &[Case] = &[
     // CO-RE relocations from the generated accessors, applied by libbpf.
     Case {
         object: "sdk-core.bpf.o",
-        programs: &["core_sys_enter"],
+        programs: &["core_sys_enter", "core_sock_state"],
         pinned_maps: &[],
     },
     Case {

@@ -3,11 +3,13 @@
 //! to what the generated CO-RE accessors read from the current `task_struct`
 //! (pid, tgid, parent, group leader, credentials, comm). A test compares
 //! them; the VM matrix runs the same object on every kernel, where the
-//! `task_struct` layouts differ.
+//! `task_struct` layouts differ. `core_sock_state` reads `struct sock`'s
+//! `sock_common` fields, which sit in anonymous unions: the CO-RE paths a
+//! loader has to resolve through unnamed members.
 #![no_std]
 #![no_main]
 
-use kiln_ebpf::core_read::Task;
+use kiln_ebpf::core_read::{Sock, Task};
 use kiln_ebpf::maps::Array;
 use kiln_ebpf::programs::RawTracePointContext;
 use kiln_ebpf::{Global, helpers, map, raw_tracepoint};
@@ -54,5 +56,46 @@ fn core_sys_enter(_ctx: RawTracePointContext) -> u32 {
         comm: task.comm(),
     };
     let _ = SEEN.set(0, &seen);
+    0
+}
+
+/// A TCP socket of the test's connection as `inet_sock_set_state` saw it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockSeen {
+    pub family: u16,
+    pub num: u16,
+    pub dport: u16,
+    pub _pad: u16,
+    pub daddr: u32,
+    pub rcv_saddr: u32,
+}
+
+/// The listening port of the test's server (host order); set before load.
+#[unsafe(no_mangle)]
+static TARGET_PORT: Global<u16> = Global::new(0);
+
+#[map]
+static SOCK_SEEN: Array<SockSeen, 1> = Array::new();
+
+/// `inet_sock_set_state(const struct sock *sk, int oldstate, int newstate)`:
+/// records the client side of the connection to TARGET_PORT.
+#[raw_tracepoint("inet_sock_set_state")]
+fn core_sock_state(ctx: RawTracePointContext) -> u32 {
+    // SAFETY: the tracepoint's first argument is the socket.
+    let sk = Sock(unsafe { ctx.arg(0) } as *const core::ffi::c_void);
+    let dport = sk.dport();
+    if u16::from_be(dport) != TARGET_PORT.get() {
+        return 0;
+    }
+    let seen = SockSeen {
+        family: sk.family(),
+        num: sk.num(),
+        dport,
+        _pad: 0,
+        daddr: sk.daddr(),
+        rcv_saddr: sk.rcv_saddr(),
+    };
+    let _ = SOCK_SEEN.set(0, &seen);
     0
 }
