@@ -633,6 +633,43 @@ fn map_values() -> TestResult {
     Ok(())
 }
 
+/// A Rust object linked by bpf-linker (manifests/examples/quickstart/counter):
+/// a BTF map pinned by name, a merged `.rodata.cst4` constant section, two
+/// programs with func and line info from Rust debug info.
+fn rust_counter_object() -> TestResult {
+    let obj = load("counter.bpf.o")?;
+    let counters = obj.map("COUNTERS").ok_or("no COUNTERS map")?;
+    check_eq!(
+        (
+            counters.map_type,
+            counters.key_size,
+            counters.value_size,
+            counters.pinning,
+            counters.origin.clone()
+        ),
+        (MapType::HASH, 4, 8, Pinning::ByName, MapOrigin::BtfMaps)
+    );
+    ensure(
+        counters.btf_key_type_id.is_some() && counters.btf_value_type_id.is_some(),
+        "COUNTERS has BTF key/value ids",
+    )?;
+    let names: Vec<&str> = obj.programs.iter().map(|p| p.name.as_str()).collect();
+    check_eq!(names, ["count_exec", "count_packets"]);
+    for p in &obj.programs {
+        ensure(
+            !p.func_info.is_empty() && !p.line_info.is_empty(),
+            format!("{}: func and line info from Rust debug info", p.name),
+        )?;
+        ensure(
+            p.relocations
+                .iter()
+                .any(|r| r.target == RelocationTarget::Map { map: 0 }),
+            format!("{}: references COUNTERS", p.name),
+        )?;
+    }
+    Ok(())
+}
+
 fn has_sdk_programs() -> Option<String> {
     kiln_testkit::bpf_object("sdk-programs.bpf.o").err()
 }
@@ -649,6 +686,13 @@ fn main() {
         ),
         kiln_testkit::test("btf_maps", &[], btf_maps),
         kiln_testkit::test("map_values", &[], map_values),
+        kiln_testkit::test(
+            "rust_counter_object",
+            &[kiln_testkit::Need::Probe("Rust counter object", || {
+                kiln_testkit::bpf_object("counter.bpf.o").err()
+            })],
+            rust_counter_object,
+        ),
         kiln_testkit::test("global_data", &[], global_data),
         kiln_testkit::test("subprograms", &[], subprograms),
         kiln_testkit::test("section_names", &[], section_names),
