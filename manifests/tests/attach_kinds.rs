@@ -51,6 +51,7 @@ fn cycle(program: &str, attach: &str, netns: bool) -> TestResult {
     })();
     let _ = kiln_manifest::apply::destroy(&name, &root);
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(kiln_manifest::lock::lock_dir().join(format!("{name}.lock")));
     result
 }
 

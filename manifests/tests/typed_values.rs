@@ -139,6 +139,9 @@ fn applied_values_read_back() -> TestResult {
     })();
     let _ = d.destroy();
     let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_file(
+        kiln_manifest::lock::lock_dir().join(format!("{}.lock", d.manifest.name())),
+    );
     result
 }
 
@@ -192,6 +195,9 @@ fn migration_converts_by_field_name() -> TestResult {
     })();
     let _ = d.destroy();
     let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_file(
+        kiln_manifest::lock::lock_dir().join(format!("{}.lock", d.manifest.name())),
+    );
     result
 }
 
