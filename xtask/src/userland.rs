@@ -16,9 +16,12 @@ use crate::vm::Arch;
 
 /// busybox applets linked into /bin (what tests and scripts commonly call).
 const APPLETS: &[&str] = &[
-    "sh", "mount", "umount", "true", "false", "cat", "echo", "ls", "mkdir", "rm", "sleep", "grep",
-    "sed", "ps", "kill", "test", "[", "env", "uname", "id", "ln", "cp", "mv", "touch", "head",
-    "tail", "wc", "sync", "dmesg", "nproc",
+    "sh", "mount", "umount", "true", "false", "cat", "echo", "ls", "mkdir", "rm", "rmdir", "sleep",
+    "grep", "sed", "awk", "ps", "kill", "test", "[", "env", "uname", "id", "ln", "cp", "mv",
+    "touch", "head", "tail", "wc", "sync", "dmesg", "nproc", "seq", "tr", "cut", "sort", "uniq",
+    "xargs", "find", "stat", "readlink", "dirname", "basename", "date", "chmod", "chown", "mknod",
+    "nc", "ping", "hostname", "printf", "timeout", "tee", "yes", "dd", "od", "hexdump", "mktemp",
+    "realpath", "which", "nsenter", "unshare",
 ];
 
 /// (package, path of the binary in it, guest path).
