@@ -78,6 +78,33 @@ impl Step {
 pub struct ApplyOptions {
     /// Fail on the first step of this kind, as if the kernel had refused it.
     pub fail_at: Option<Step>,
+    /// Crash-safety tests: on reaching this point (a [`Step`] name, or
+    /// [`STAGED_PIN`]), print `kiln: paused at <point>` on stderr and block
+    /// forever, so the test can SIGKILL the process exactly there.
+    pub pause_at: Option<String>,
+}
+
+/// The pause point between pinning an object under its staging name and
+/// renaming it over the stable pin: the only moment a crash leaves a pin the
+/// layout does not name.
+pub const STAGED_PIN: &str = "staged_pin";
+
+/// Suffix of a pin being staged (bpffs refuses dots in names, so none here).
+/// Leftovers of a killed apply are removed by the next apply and by destroy.
+pub const STAGING_SUFFIX: &str = "__kiln_new";
+
+/// Blocks forever once `point` is reached (see [`ApplyOptions::pause_at`]).
+fn pause(opts: &ApplyOptions, point: &str) {
+    if opts.pause_at.as_deref() != Some(point) {
+        return;
+    }
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "kiln: paused at {point}");
+    let _ = err.flush();
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
 }
 
 /// Why an apply failed. After any of these, the previous generation is in place.
@@ -141,6 +168,9 @@ pub fn apply(
         return Err(ApplyError::NotBpffs(root));
     }
     let _lock = DeploymentLock::acquire(manifest.name())?;
+    // A killed apply may have left a staged pin; under the lock nobody else
+    // is staging, so every one is a leftover.
+    remove_staged(&root)?;
     let plan = plan(manifest, resolved)?;
     if plan.is_noop() {
         return Ok(Outcome {
@@ -204,6 +234,7 @@ impl Tx {
     }
 
     fn inject(&mut self, step: Step) -> Result<(), ApplyError> {
+        pause(&self.opts, step.name());
         if self.opts.fail_at == Some(step) {
             self.opts.fail_at = None;
             return Err(ApplyError::Injected(step));
@@ -378,7 +409,7 @@ impl Tx {
     /// Pins `fd` at `path`, replacing whatever is there; journals the undo.
     fn pin_replace(&mut self, fd: BorrowedFd<'_>, path: &Path) -> Result<(), ApplyError> {
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|e| kerr(format!("create {}", dir.display()), e))?;
+        create_private_dir(&dir)?;
         let old = if path.exists() {
             // Flags must be 0: links and programs refuse BPF_F_RDONLY.
             Some(
@@ -388,7 +419,7 @@ impl Tx {
         } else {
             None
         };
-        pin_at(fd, path)?;
+        pin_at(fd, path, &self.opts)?;
         self.journal.push(match old {
             Some(old) => Undo::Restore {
                 path: path.to_path_buf(),
@@ -452,12 +483,18 @@ impl Tx {
                         .map_err(|e| kerr(format!("link of '{program}'"), e))?;
                     let old_prog = Program::from_id(info.prog_id)
                         .map_err(|e| kerr(format!("program attached to '{program}'"), e))?;
-                    let new_prog = self.progs.get(program).ok_or_else(|| {
-                        kerr(
-                            format!("replace '{program}'"),
-                            "no newly loaded program (internal error)",
-                        )
-                    })?;
+                    // Not reloaded: the pinned program is already the new
+                    // one and only the link lags behind it (an apply killed
+                    // between pinning programs and switching links).
+                    let pinned;
+                    let new_prog = match self.progs.get(program) {
+                        Some(p) => p,
+                        None => {
+                            pinned = Program::from_pin(&self.path(PROGS, program), None)
+                                .map_err(|e| kerr(format!("open pinned program '{program}'"), e))?;
+                            &pinned
+                        }
+                    };
                     link.update(new_prog.as_fd(), Some(old_prog.as_fd()))
                         .map_err(|e| kerr(format!("switch link of '{program}'"), e))?;
                     self.journal.push(Undo::Relink { link, old_prog });
@@ -534,7 +571,7 @@ impl Tx {
                     let _ = std::fs::remove_file(&path);
                 }
                 Undo::Restore { path, old } => {
-                    let _ = pin_at(old.as_fd(), &path);
+                    let _ = pin_at(old.as_fd(), &path, &ApplyOptions::default());
                 }
                 Undo::Relink { mut link, old_prog } => {
                     let _ = link.update(old_prog.as_fd(), None);
@@ -550,16 +587,48 @@ impl Tx {
     }
 }
 
+/// Creates `dir` and its missing parents readable by the owner only: a pin
+/// root lists what runs in the kernel, and bpffs grants access by file mode.
+fn create_private_dir(dir: &Path) -> Result<(), ApplyError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| kerr(format!("create {}", dir.display()), e))
+}
+
+/// Removes pins left under their staging name by a killed apply.
+fn remove_staged(root: &Path) -> Result<(), ApplyError> {
+    for dir in [MAPS, PROGS, LINKS] {
+        let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
+            continue;
+        };
+        for entry in rd.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .ends_with(STAGING_SUFFIX)
+            {
+                let p = entry.path();
+                std::fs::remove_file(&p)
+                    .map_err(|e| kerr(format!("remove staged pin {}", p.display()), e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Pins `fd` at `path` atomically: pin beside it, then rename over it.
-fn pin_at(fd: BorrowedFd<'_>, path: &Path) -> Result<(), ApplyError> {
+fn pin_at(fd: BorrowedFd<'_>, path: &Path, opts: &ApplyOptions) -> Result<(), ApplyError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    // bpffs refuses dots in names, so the staging name has none.
-    let tmp = path.with_file_name(format!("{name}__kiln_new"));
+    let tmp = path.with_file_name(format!("{name}{STAGING_SUFFIX}"));
     let _ = std::fs::remove_file(&tmp);
     sysobj::obj_pin(fd, &tmp).map_err(|e| kerr(format!("pin {}", tmp.display()), e))?;
+    pause(opts, STAGED_PIN);
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
         return Err(kerr(format!("move pin to {}", path.display()), e));

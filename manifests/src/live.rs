@@ -56,6 +56,10 @@ pub fn observe(root: &Path) -> Result<Observed, ObserveError> {
         }
     }
     for path in list(&root.join(MAPS))? {
+        if is_staged(&path) {
+            o.strays.push(path);
+            continue;
+        }
         match map_at(&path) {
             Some(m) => {
                 o.maps.insert(file_name(&path), m);
@@ -64,6 +68,10 @@ pub fn observe(root: &Path) -> Result<Observed, ObserveError> {
         }
     }
     for path in list(&root.join(PROGS))? {
+        if is_staged(&path) {
+            o.strays.push(path);
+            continue;
+        }
         match program_at(&path) {
             Some(p) => {
                 o.programs.insert(file_name(&path), p);
@@ -72,6 +80,10 @@ pub fn observe(root: &Path) -> Result<Observed, ObserveError> {
         }
     }
     for path in list(&root.join(LINKS))? {
+        if is_staged(&path) {
+            o.strays.push(path);
+            continue;
+        }
         match link_at(&path) {
             Some(l) => {
                 o.links.insert(file_name(&path), l);
@@ -80,6 +92,12 @@ pub fn observe(root: &Path) -> Result<Observed, ObserveError> {
         }
     }
     Ok(o)
+}
+
+/// A pin left under its staging name by a killed apply: never a live item,
+/// whatever the kernel object behind it.
+fn is_staged(p: &Path) -> bool {
+    file_name(p).ends_with(crate::apply::STAGING_SUFFIX)
 }
 
 fn file_name(p: &Path) -> String {

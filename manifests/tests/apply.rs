@@ -11,15 +11,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use kiln_loader::Program;
 use kiln_loader::links::{FdLink, Link};
-use kiln_loader::maps::UpdateFlags;
-use kiln_loader::sys::object::OpenFlags;
-use kiln_loader::{Map, Program};
 use kiln_manifest::apply::{ApplyError, ApplyOptions, Step};
 use kiln_manifest::plan::{Action, ReplaceHow};
 use kiln_manifest::status::State;
 use kiln_manifest::{Deployment, live};
 use kiln_testkit::{Need, TestResult};
+
+mod common;
+use common::{counter, exec_true, private_netns, send_udp};
 
 /// Tests that load the v2 object and count its programs must not overlap.
 static V2_USERS: Mutex<()> = Mutex::new(());
@@ -98,62 +99,6 @@ impl Drop for Fixture {
             kiln_manifest::lock::lock_dir().join(format!("{}.lock", self.name)),
         );
     }
-}
-
-/// Moves this test thread into a new network namespace with `lo` up.
-fn private_netns() -> Result<(), String> {
-    // SAFETY: unshare takes flags only; it affects the calling thread.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return Err(format!(
-            "unshare(CLONE_NEWNET): {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: plain socket creation.
-    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if sock < 0 {
-        return Err(format!("socket: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: an all-zero ifreq is valid; we fill the name and flags.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *d = *s as libc::c_char;
-    }
-    req.ifr_ifru.ifru_flags =
-        (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
-    // SAFETY: SIOCSIFFLAGS reads a valid ifreq we own.
-    let r = unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &mut req) };
-    let err = std::io::Error::last_os_error();
-    // SAFETY: closing the socket we opened.
-    unsafe { libc::close(sock) };
-    if r != 0 {
-        return Err(format!("bring lo up: {err}"));
-    }
-    Ok(())
-}
-
-fn counter(root: &Path, key: u32) -> Result<u64, String> {
-    let map = Map::from_pin(&root.join("maps/COUNTERS"), OpenFlags::ReadOnly)
-        .map_err(|e| e.to_string())?;
-    Ok(map
-        .lookup_bytes(&key.to_ne_bytes(), UpdateFlags::ANY)
-        .map_err(|e| e.to_string())?
-        .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap()))
-        .unwrap_or(0))
-}
-
-fn exec_true() -> Result<(), String> {
-    std::process::Command::new("/bin/true")
-        .status()
-        .map_err(|e| e.to_string())?;
-    Ok(())
-}
-
-fn send_udp() -> Result<(), String> {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    s.send_to(b"kiln", "127.0.0.1:9")
-        .map_err(|e| e.to_string())?;
-    Ok(())
 }
 
 fn map_id(root: &Path) -> u32 {
@@ -356,6 +301,7 @@ fn failure_at_each_step_leaves_previous_generation() -> TestResult {
         let err = d
             .apply(&ApplyOptions {
                 fail_at: Some(step),
+                ..ApplyOptions::default()
             })
             .err()
             .ok_or_else(|| {

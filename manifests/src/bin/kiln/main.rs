@@ -170,6 +170,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     None
                 }
             });
+            if cfg!(debug_assertions) {
+                // Crash-safety tests SIGKILL the process where it pauses.
+                opts.pause_at = std::env::var("KILN_PAUSE_AT").ok();
+            }
             if let Some(step) = fail_at {
                 opts.fail_at = Some(Step::from_name(&step).with_context(|| {
                     let all: Vec<_> = Step::ALL.iter().map(|s| s.name()).collect();

@@ -1,0 +1,64 @@
+//! Helpers shared by the kernel-facing manifest tests.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::path::Path;
+
+use kiln_loader::Map;
+use kiln_loader::maps::UpdateFlags;
+use kiln_loader::sys::object::OpenFlags;
+
+/// Moves this test thread into a new network namespace with `lo` up.
+pub fn private_netns() -> Result<(), String> {
+    // SAFETY: unshare takes flags only; it affects the calling thread.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(format!(
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: plain socket creation.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(format!("socket: {}", std::io::Error::last_os_error()));
+    }
+    // SAFETY: an all-zero ifreq is valid; we fill the name and flags.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_flags =
+        (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
+    // SAFETY: SIOCSIFFLAGS reads a valid ifreq we own.
+    let r = unsafe { libc::ioctl(sock, libc::SIOCSIFFLAGS, &mut req) };
+    let err = std::io::Error::last_os_error();
+    // SAFETY: closing the socket we opened.
+    unsafe { libc::close(sock) };
+    if r != 0 {
+        return Err(format!("bring lo up: {err}"));
+    }
+    Ok(())
+}
+
+pub fn counter(root: &Path, key: u32) -> Result<u64, String> {
+    let map = Map::from_pin(&root.join("maps/COUNTERS"), OpenFlags::ReadOnly)
+        .map_err(|e| e.to_string())?;
+    Ok(map
+        .lookup_bytes(&key.to_ne_bytes(), UpdateFlags::ANY)
+        .map_err(|e| e.to_string())?
+        .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap()))
+        .unwrap_or(0))
+}
+
+pub fn exec_true() -> Result<(), String> {
+    std::process::Command::new("/bin/true")
+        .status()
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+pub fn send_udp() -> Result<(), String> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    s.send_to(b"kiln", "127.0.0.1:9")
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
