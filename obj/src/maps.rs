@@ -17,6 +17,12 @@ use crate::{
 /// `BPF_F_RDONLY_PROG`: programs may only read the map (read-only globals).
 const BPF_F_RDONLY_PROG: u32 = 1 << 7;
 
+/// The largest global data map value accepted: array map values must fit
+/// `KMALLOC_MAX_SIZE` (4 MiB on x86_64, 512 MiB at most with 64 KiB pages).
+/// Also bounds what a corrupted `.bss` size or `.kconfig` layout can make
+/// the parser allocate.
+const MAX_MAP_VALUE: u32 = 512 << 20;
+
 /// Maps and externs plus the indexes relocation needs.
 pub(crate) struct Collected {
     pub specs: Vec<MapSpec>,
@@ -106,8 +112,17 @@ pub(crate) fn collect(elf: &Elf<'_>, btf: Option<&Btf>) -> Result<Collected, Par
         {
             continue;
         }
+        // `.bss` has no bytes in the file: its size is only a header field,
+        // and the zeroed initial value is allocated here.
         let size = u32::try_from(sec.size)
-            .map_err(|_| ParseError::section(sec.name, "larger than 4 GiB"))?;
+            .ok()
+            .filter(|&n| n <= MAX_MAP_VALUE)
+            .ok_or_else(|| {
+                ParseError::section(
+                    sec.name,
+                    format!("{} bytes: larger than any kernel's map value", sec.size),
+                )
+            })?;
         let mut map = new_map(
             sec.name,
             MapOrigin::GlobalData {
@@ -483,6 +498,13 @@ fn externs(elf: &Elf<'_>, btf: &Btf, out: &mut Collected) -> Result<(), ParseErr
         let mut offset = 0u32;
         let mut variables = Vec::new();
         for (align, size, name, var_id, value_kind) in decls {
+            // Bounded before any arithmetic: sizes come from untrusted BTF.
+            if size > MAX_MAP_VALUE || offset > MAX_MAP_VALUE {
+                return Err(ParseError::symbol(
+                    name,
+                    format!("kconfig extern of {size} bytes at offset {offset}: too large"),
+                ));
+            }
             offset = offset.next_multiple_of(align);
             out.externs.push(ExternSpec {
                 name: name.to_owned(),
@@ -504,6 +526,12 @@ fn externs(elf: &Elf<'_>, btf: &Btf, out: &mut Collected) -> Result<(), ParseErr
         if !variables.is_empty() {
             // Like libbpf: the map ends with the last value, unpadded.
             let size = offset;
+            if size > MAX_MAP_VALUE {
+                return Err(ParseError::section(
+                    ".kconfig",
+                    format!("{size} bytes of externs: larger than any kernel's map value"),
+                ));
+            }
             let mut map = new_map(
                 ".kconfig",
                 MapOrigin::GlobalData {
