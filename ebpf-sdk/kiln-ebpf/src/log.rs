@@ -50,6 +50,14 @@ pub const LOG_RING_BYTES: usize = 1 << 16;
 #[unsafe(export_name = "KILN_LOGS")]
 pub static KILN_LOGS: RingBuf<LOG_RING_BYTES> = RingBuf::new();
 
+/// The most verbose level recorded (`Level as u8`; default: everything).
+/// Userspace sets it before load (`kiln_log::LEVEL_GLOBAL`); it lives in
+/// `.rodata`, which the loader freezes, so the verifier knows its value and
+/// drops the code of the filtered-out call sites altogether.
+#[cfg(feature = "log")]
+#[unsafe(no_mangle)]
+pub static KILN_LOG_LEVEL: crate::Global<u8> = crate::Global::new(Level::Trace as u8);
+
 /// Log levels, numbered like the `log` crate's.
 #[repr(u8)]
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash)]
@@ -300,6 +308,9 @@ tuple_args!(8; A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
 #[doc(hidden)]
 #[inline(always)]
 pub fn __emit<A: LogArgs>(id: u32, level: Level, args: A) {
+    if level as u8 > KILN_LOG_LEVEL.get() {
+        return;
+    }
     let size = HEADER + A::SIZE;
     // SAFETY: KILN_LOGS is a ring buffer map; the size is a constant.
     let p = unsafe { helpers::bpf_ringbuf_reserve(KILN_LOGS.as_ptr(), size as u64, 0) };

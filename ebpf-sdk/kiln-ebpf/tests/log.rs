@@ -6,7 +6,7 @@
 use kiln_loader::EbpfLoader;
 use kiln_loader::maps::RingBuf;
 use kiln_loader::programs::TestRun;
-use kiln_log::{Decoder, LOG_MAP, Level};
+use kiln_log::{Decoder, LEVEL_GLOBAL, LOG_MAP, Level};
 use kiln_obj::ObjectSpec;
 use kiln_testkit::{Need, TestResult, bpf_object, test};
 
@@ -86,10 +86,48 @@ fn logs_decode_to_text() -> TestResult {
     Ok(())
 }
 
+/// With `KILN_LOG_LEVEL` set to Warn before load, only the ERROR and WARN
+/// call sites write records.
+fn level_set_before_load_filters_in_kernel() -> TestResult {
+    let bytes = std::fs::read(bpf_object("sdk-log.bpf.o")?)?;
+    let decoder = Decoder::from_object(&bytes)?;
+    let spec = ObjectSpec::parse(&bytes)?;
+    let ebpf = EbpfLoader::new()
+        .set_global(LEVEL_GLOBAL, &[Level::Warn as u8])
+        .load(&spec)?;
+    let mut ring = RingBuf::new(ebpf.map(LOG_MAP).ok_or("sdk-log has no KILN_LOGS map")?)?;
+    let prog = ebpf.program("log_packet").ok_or("no program log_packet")?;
+    prog.test_run(TestRun {
+        data_in: Some(&packet()),
+        ..Default::default()
+    })?;
+    let mut levels = Vec::new();
+    ring.drain(|raw| levels.push(decoder.decode(raw).map(|r| r.level)));
+    let levels: Vec<Level> = levels.into_iter().collect::<Result<_, _>>()?;
+    assert_eq!(levels, [Level::Warn, Level::Error]);
+
+    // The verifier knows the frozen value and removes the filtered sites.
+    let all = EbpfLoader::new().load(&spec)?;
+    let full = all
+        .program("log_packet")
+        .ok_or("no program log_packet")?
+        .info()?
+        .xlated_len;
+    let filtered = prog.info()?.xlated_len;
+    assert!(
+        filtered < full,
+        "filtered program is {filtered} bytes, unfiltered {full}: dead call sites kept"
+    );
+    Ok(())
+}
+
 fn main() {
-    kiln_testkit::run(vec![test(
-        "logs_decode_to_text",
-        &[Need::Bpf],
-        logs_decode_to_text,
-    )]);
+    kiln_testkit::run(vec![
+        test("logs_decode_to_text", &[Need::Bpf], logs_decode_to_text),
+        test(
+            "level_set_before_load_filters_in_kernel",
+            &[Need::Bpf],
+            level_set_before_load_filters_in_kernel,
+        ),
+    ]);
 }

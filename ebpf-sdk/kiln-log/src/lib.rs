@@ -29,6 +29,11 @@ use object::{Object, ObjectSection};
 /// The ring buffer map kiln-ebpf programs log to.
 pub const LOG_MAP: &str = "KILN_LOGS";
 
+/// The `.rodata` global holding the most verbose level programs record
+/// (`Level as u8`; default `Trace`): set it before load, e.g.
+/// `loader.set_global_if_present(kiln_log::LEVEL_GLOBAL, &[Level::Warn as u8])`.
+pub const LEVEL_GLOBAL: &str = "KILN_LOG_LEVEL";
+
 /// Prefix of the sections holding the format strings.
 pub const SECTION_PREFIX: &str = ".kiln_log";
 
