@@ -116,6 +116,8 @@ pub enum ApplyError {
     Plan(#[from] plan::PlanError),
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
+    #[error(transparent)]
+    Privilege(#[from] crate::privilege::MissingPrivilege),
     #[error("{what}: {message}")]
     Kernel { what: String, message: String },
     #[error(
@@ -160,6 +162,11 @@ pub fn apply(
     opts: &ApplyOptions,
 ) -> Result<Outcome, ApplyError> {
     let root = manifest.pin_root();
+    // Before anything else, so a missing capability changes nothing.
+    crate::privilege::check(
+        &format!("applying deployment '{}'", manifest.name()),
+        crate::privilege::needed(resolved, root.exists()),
+    )?;
     let existing = root
         .ancestors()
         .find(|a| a.exists())
@@ -778,6 +785,14 @@ fn attach_once(
 /// Removes everything the deployment owns: links first (programs stop
 /// running), then programs, then maps, then the directories.
 pub fn destroy(manifest_name: &str, root: &Path) -> Result<Vec<String>, ApplyError> {
+    if root.exists() {
+        // Links are opened from their pins to detach them: CAP_BPF; bpffs
+        // itself grants unpinning by file mode.
+        crate::privilege::check(
+            &format!("destroying deployment '{manifest_name}'"),
+            vec![kiln_loader::sys::caps::Capability::Bpf],
+        )?;
+    }
     let _lock = DeploymentLock::acquire(manifest_name)?;
     let mut removed = Vec::new();
     if !root.exists() {

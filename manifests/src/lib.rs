@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod migrate;
 pub mod objects;
 pub mod plan;
+pub mod privilege;
 pub mod schema;
 pub mod status;
 pub mod tag;

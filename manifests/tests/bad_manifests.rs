@@ -48,6 +48,46 @@ fn case(path: PathBuf) -> TestResult {
             format!("{file}: the error says what is wrong but not how to fix it:\n{err}").into(),
         );
     }
+    // The binary: exit code 3 (invalid manifest) and the same message.
+    let kiln = std::env::var_os("KILN_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from);
+    let mut cmd = std::process::Command::new(kiln);
+    cmd.arg("check").arg(&path);
+    for (name, obj) in &overrides {
+        cmd.arg("--object").arg(format!("{name}={}", obj.display()));
+    }
+    let out = cmd.output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.code() != Some(3) || !stderr.contains(&want) {
+        return Err(format!(
+            "{file}: `kiln check` exited with {} (want 3, invalid manifest), stderr:\n{stderr}",
+            out.status
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// The other exit codes of the binary: usage errors are 64, a missing
+/// manifest file is an invalid manifest (3).
+fn exit_codes() -> TestResult {
+    let kiln = std::env::var_os("KILN_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from);
+    let code = |args: &[&str]| -> Result<Option<i32>, std::io::Error> {
+        Ok(std::process::Command::new(&kiln)
+            .args(args)
+            .output()?
+            .status
+            .code())
+    };
+    assert_eq!(code(&["frobnicate"])?, Some(64), "unknown subcommand");
+    assert_eq!(code(&["apply"])?, Some(64), "missing argument");
+    assert_eq!(code(&["--help"])?, Some(0), "--help");
+    assert_eq!(
+        code(&["check", "/nonexistent/kiln.toml"])?,
+        Some(3),
+        "missing manifest"
+    );
     Ok(())
 }
 
@@ -71,6 +111,8 @@ fn main() {
             };
             kiln_testkit::test(format!("bad::{name}"), needs, move || case(path))
         })
-        .collect();
+        .collect::<Vec<_>>();
+    let mut tests = tests;
+    tests.push(kiln_testkit::test("exit_codes", &[], exit_codes));
     kiln_testkit::run(tests);
 }

@@ -323,7 +323,7 @@ fn main() {
     let tests = points
         .into_iter()
         .map(|p| {
-            kiln_testkit::test(&format!("killed_at_{p}_then_reapplied"), needs, move || {
+            kiln_testkit::test(format!("killed_at_{p}_then_reapplied"), needs, move || {
                 crash_at(p)
             })
         })

@@ -7,6 +7,7 @@
 use std::os::fd::{FromRawFd, OwnedFd};
 
 pub mod attr;
+pub mod caps;
 pub mod link_attr;
 pub mod map;
 pub mod object;
@@ -59,9 +60,10 @@ pub enum Cmd {
     TokenCreate = 36,
 }
 
-/// A failed bpf(2) call: which command, and the errno.
+/// A failed bpf(2) call: which command, and the errno. On EPERM/EACCES the
+/// message names the capability the command needs and the ones this process lacks.
 #[derive(Debug, thiserror::Error)]
-#[error("bpf({cmd:?}) failed: {source}")]
+#[error("bpf({cmd:?}) failed: {source}{}", caps::eperm_hint(*.cmd, self.errno()))]
 pub struct SysError {
     pub cmd: Cmd,
     #[source]

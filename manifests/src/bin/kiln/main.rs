@@ -114,21 +114,94 @@ impl Target {
             };
             overrides.insert(name.to_string(), PathBuf::from(path));
         }
-        Deployment::load(&self.manifest, &overrides).map_err(|d| anyhow::anyhow!("{d}"))
+        Deployment::load(&self.manifest, &overrides).map_err(invalid)
     }
 }
 
+/// Exit codes, documented in manifests/README.md: scripts tell a broken
+/// manifest (fix the file) from a refusal of the kernel (fix the host).
+mod exit {
+    /// The kernel or the system refused (apply rolled back, I/O error).
+    pub const FAILURE: u8 = 1;
+    /// `kiln status`: the kernel does not run what the manifest says.
+    pub const DRIFT: u8 = 2;
+    /// The manifest (or an object it names) is invalid; nothing was changed.
+    pub const INVALID: u8 = 3;
+    /// A privilege is missing (capability, or bpf(2) refused with EPERM).
+    pub const PRIVILEGE: u8 = 4;
+    /// The command line is wrong (sysexits' EX_USAGE).
+    pub const USAGE: u8 = 64;
+}
+
+/// A manifest that failed validation (the diagnostics, rendered).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Invalid(String);
+
+fn invalid(d: kiln_manifest::Diagnostics) -> anyhow::Error {
+    Invalid(d.to_string()).into()
+}
+
+/// The error and its causes, each once: library errors often repeat their
+/// source in their own message, which `{:#}` would print twice.
+fn render(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// The exit code for an error: the most specific kind found in its chain.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<Invalid>().is_some() {
+        return exit::INVALID;
+    }
+    let privilege = e.chain().any(|c| {
+        c.downcast_ref::<kiln_manifest::privilege::MissingPrivilege>()
+            .is_some()
+            || matches!(
+                c.downcast_ref::<kiln_manifest::apply::ApplyError>(),
+                Some(kiln_manifest::apply::ApplyError::Privilege(_))
+            )
+            || c.downcast_ref::<kiln_loader::sys::SysError>()
+                .is_some_and(|s| s.errno() == libc::EPERM)
+    });
+    if privilege {
+        return exit::PRIVILEGE;
+    }
+    exit::FAILURE
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(exit::USAGE)
+            } else {
+                ExitCode::SUCCESS // --help, --version
+            };
+        }
+    };
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            let msg = format!("{e:#}");
+            let msg = render(&e);
             if msg.starts_with("error:") {
                 eprintln!("{msg}");
             } else {
                 eprintln!("error: {msg}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(&e))
         }
     }
 }
@@ -160,6 +233,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             fail_at,
         } => {
             let d = target.load()?;
+            // Kernels before 5.11 charge maps and programs to RLIMIT_MEMLOCK;
+            // when raising it is refused, an EPERM from the kernel says so.
+            let _ = kiln_loader::sys::caps::raise_memlock();
             let mut opts = ApplyOptions::default();
             let fail_at = fail_at.or_else(|| {
                 // The environment switch exists only in debug builds, so a
@@ -204,7 +280,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{status}");
             }
             if !status.all_ok() {
-                return Ok(ExitCode::from(2));
+                return Ok(ExitCode::from(exit::DRIFT));
             }
         }
         Command::Object(ObjectCommand::Inspect { path, json }) => object::inspect(&path, json)?,
@@ -213,6 +289,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pin_dir,
             json,
         }) => {
+            let _ = kiln_loader::sys::caps::raise_memlock();
             if !object::load(&path, pin_dir.as_deref(), json)? {
                 return Ok(ExitCode::FAILURE);
             }
@@ -231,7 +308,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", kiln_manifest::export::export(&name, &pin_root)?);
         }
         Command::Destroy { manifest } => {
-            let m = Manifest::load(&manifest).map_err(|d| anyhow::anyhow!("{d}"))?;
+            let m = Manifest::load(&manifest).map_err(invalid)?;
             let removed = kiln_manifest::apply::destroy(m.name(), &m.pin_root())?;
             for r in &removed {
                 println!("- unpinned {r}");

@@ -1,0 +1,184 @@
+//! Without the capabilities it needs, `kiln` says which one is missing,
+//! exits with code 4 and leaves nothing behind. Runs the binary as user
+//! nobody (`setpriv`) and as root with capabilities dropped (`capsh`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kiln_testkit::{Need, TestResult};
+
+fn kiln_bin() -> PathBuf {
+    std::env::var_os("KILN_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from)
+}
+
+fn missing_tool(name: &str) -> Option<String> {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()));
+    (!found).then(|| format!("{name} is not installed"))
+}
+
+/// A manifest in a directory user nobody can read; removed on drop.
+struct Case {
+    dir: PathBuf,
+    root: PathBuf,
+    manifest: PathBuf,
+}
+
+impl Case {
+    fn new(tag: &str, attach: &str) -> Result<Case, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let name = format!("kiln-priv-{}-{tag}", std::process::id());
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| e.to_string())?;
+        let root = PathBuf::from("/sys/fs/bpf").join(&name);
+        let obj = kiln_testkit::bpf_object("manifest_counter.bpf.o")?;
+        let manifest = dir.join("m.toml");
+        std::fs::write(
+            &manifest,
+            format!(
+                "[deployment]\nname = \"{name}\"\npin_root = \"{}\"\n\n[objects.counter]\npath = \"{}\"\n\n{attach}\n",
+                root.display(),
+                obj.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&manifest, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| e.to_string())?;
+        Ok(Case {
+            dir,
+            root,
+            manifest,
+        })
+    }
+}
+
+impl Drop for Case {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+const TRACEPOINT: &str = "[programs.count_exec]\nobject = \"counter\"\nattach = { tracepoint = { category = \"sched\", name = \"sched_process_exec\" } }\n";
+const XDP: &str = "[programs.count_packets]\nobject = \"counter\"\nattach = { xdp = { interface = \"lo\", mode = \"generic\" } }\n";
+
+/// Runs `prefix... kiln args...`: exit code and stderr.
+fn run(prefix: &[&str], args: &[&Path]) -> Result<(i32, String), String> {
+    let kiln = kiln_bin();
+    let mut cmd = Command::new(prefix[0]);
+    cmd.args(&prefix[1..]);
+    if prefix[0] == "capsh" {
+        // capsh runs a shell command after `--`.
+        let line: Vec<String> = std::iter::once(kiln.display().to_string())
+            .chain(args.iter().map(|a| format!("'{}'", a.display())))
+            .collect();
+        cmd.arg("--").arg("-c").arg(line.join(" "));
+    } else {
+        cmd.arg(&kiln).args(args);
+    }
+    let out = cmd.output().map_err(|e| format!("{}: {e}", prefix[0]))?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+const NOBODY: &[&str] = &[
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+];
+
+fn expect_refusal(code: i32, stderr: &str, caps: &[&str], case: &Case) -> TestResult {
+    assert_eq!(
+        code, 4,
+        "exit code of a missing privilege; stderr:\n{stderr}"
+    );
+    for cap in caps {
+        assert!(
+            stderr.contains("lacks") && stderr.contains(cap),
+            "the error does not name {cap} as missing:\n{stderr}"
+        );
+    }
+    assert!(
+        !case.root.exists(),
+        "a refused apply left {}",
+        case.root.display()
+    );
+    Ok(())
+}
+
+fn apply_as_nobody_names_cap_bpf() -> TestResult {
+    let case = Case::new("nobody", TRACEPOINT)?;
+    let (code, err) = run(NOBODY, &[Path::new("apply"), &case.manifest])?;
+    expect_refusal(code, &err, &["CAP_BPF", "CAP_PERFMON"], &case)
+}
+
+fn apply_without_net_admin_names_it() -> TestResult {
+    let case = Case::new("netadmin", XDP)?;
+    let (code, err) = run(
+        &["capsh", "--drop=cap_net_admin"],
+        &[Path::new("apply"), &case.manifest],
+    )?;
+    expect_refusal(code, &err, &["CAP_NET_ADMIN"], &case)?;
+    assert!(
+        !err.contains("lacks CAP_BPF"),
+        "CAP_BPF was not dropped:\n{err}"
+    );
+    Ok(())
+}
+
+fn apply_without_bpf_caps_names_them() -> TestResult {
+    let case = Case::new("dropped", TRACEPOINT)?;
+    let (code, err) = run(
+        &["capsh", "--drop=cap_bpf,cap_perfmon,cap_sys_admin"],
+        &[Path::new("apply"), &case.manifest],
+    )?;
+    expect_refusal(code, &err, &["CAP_BPF", "CAP_PERFMON"], &case)
+}
+
+fn object_load_as_nobody_names_cap_bpf() -> TestResult {
+    let case = Case::new("object", "")?;
+    let obj = kiln_testkit::bpf_object("manifest_counter.bpf.o")?;
+    let (code, err) = run(NOBODY, &[Path::new("object"), Path::new("load"), &obj])?;
+    expect_refusal(code, &err, &["CAP_BPF"], &case)
+}
+
+fn main() {
+    let nobody = &[
+        Need::Root,
+        Need::Bpf,
+        Need::Probe("setpriv", || missing_tool("setpriv")),
+    ];
+    let capsh = &[
+        Need::Root,
+        Need::Bpf,
+        Need::Probe("capsh", || missing_tool("capsh")),
+    ];
+    kiln_testkit::run(vec![
+        kiln_testkit::test(
+            "apply_as_nobody_names_cap_bpf",
+            nobody,
+            apply_as_nobody_names_cap_bpf,
+        ),
+        kiln_testkit::test(
+            "object_load_as_nobody_names_cap_bpf",
+            nobody,
+            object_load_as_nobody_names_cap_bpf,
+        ),
+        kiln_testkit::test(
+            "apply_without_net_admin_names_it",
+            capsh,
+            apply_without_net_admin_names_it,
+        ),
+        kiln_testkit::test(
+            "apply_without_bpf_caps_names_them",
+            capsh,
+            apply_without_bpf_caps_names_them,
+        ),
+    ]);
+}
