@@ -453,7 +453,7 @@ fn vm_once(
         plan.test(timeout, &guest, &args.test_args)?;
     }
     image.add_bytes("/kiln/plan", plan.text.clone(), 0o644)?;
-    let initrd = image.build_cached(&crate::apt::cache_root().join("initramfs"))?;
+    let initrd = image.build_cached(&vm::initramfs_cache())?;
     let label = t.label();
     let spec = BootSpec {
         arch: t.arch,

@@ -125,7 +125,7 @@ pub fn run_in_vm(req: VmRequest) -> Result<VmOutcome> {
             .with_context(|| format!("adding {} as {guest}", host.display()))?;
     }
     image.add_bytes("/kiln/plan", plan.text.clone(), 0o644)?;
-    let initrd = image.build_cached(&crate::apt::cache_root().join("initramfs"))?;
+    let initrd = image.build_cached(&initramfs_cache())?;
     let label = format!("exec-{}-{}", kernel.version, req.arch);
     let boot = boot(
         &BootSpec {
@@ -270,6 +270,24 @@ pub fn guest_image(
         }
     }
     Ok(image)
+}
+
+/// `~/.cache/kiln/initramfs`, keeping only the most recent images (each
+/// code change makes new ones; old ones are never read again).
+pub fn initramfs_cache() -> PathBuf {
+    let dir = crate::apt::cache_root().join("initramfs");
+    if let Ok(rd) = std::fs::read_dir(&dir) {
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = rd
+            .filter_map(|e| e.ok())
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        files.sort();
+        let excess = files.len().saturating_sub(16);
+        for (_, p) in files.into_iter().take(excess) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    dir
 }
 
 /// Repository folders whose data files (not Rust sources, not build output)
