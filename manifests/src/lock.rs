@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,14 +38,21 @@ impl DeploymentLock {
     pub fn acquire(name: &str) -> Result<Self, LockError> {
         let dir = lock_dir();
         let path = dir.join(format!("{name}.lock"));
-        std::fs::create_dir_all(&dir).map_err(|source| LockError::Open {
-            path: path.clone(),
-            source,
-        })?;
+        // Only the owner (root) may take or pre-create a deployment's lock:
+        // anyone able to hold it could stall every apply.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|source| LockError::Open {
+                path: path.clone(),
+                source,
+            })?;
         let file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(|source| LockError::Open {
                 path: path.clone(),

@@ -112,10 +112,48 @@ impl Manifest {
                     )
                     .help("pin roots live on a bpffs mount, e.g. \"/sys/fs/bpf/kiln/<name>\""),
                 );
+            } else if has_parent_component(p) {
+                out.push(
+                    self.error(
+                        root.span(),
+                        format!("pin_root '{}' contains '..'", root.get_ref()),
+                    )
+                    .help("write the pin root without '..', e.g. \"/sys/fs/bpf/kiln/<name>\", so it is plain where the deployment pins"),
+                );
+            }
+        }
+        for (kind, name) in self
+            .programs()
+            .map(|(n, _)| ("program", n))
+            .chain(self.maps().map(|(n, _)| ("map", n)))
+        {
+            if !valid_name(name.get_ref()) {
+                out.push(
+                    self.error(
+                        name.span(),
+                        format!("{kind} name '{}' cannot be a pin name", name.get_ref()),
+                    )
+                    .help("use letters, digits, '-' and '_' (it names a file under the pin root; no '/' or '.')"),
+                );
             }
         }
         for (name, obj) in self.objects() {
             let o = obj.get_ref();
+            for p in [&o.source, &o.path].into_iter().flatten() {
+                if !dep.allow_outside && escapes(Path::new(p.get_ref())) {
+                    out.push(
+                        self.error(
+                            p.span(),
+                            format!(
+                                "object '{}': '{}' is outside the manifest's directory",
+                                name.get_ref(),
+                                p.get_ref()
+                            ),
+                        )
+                        .help("keep objects beside the manifest, pass `--object NAME=PATH`, or set `allow_outside = true` under [deployment]"),
+                    );
+                }
+            }
             match (&o.source, &o.path) {
                 (None, None) => out.push(
                     self.error(name.span(), format!("object '{}' has neither `source` nor `path`", name.get_ref()))
@@ -189,6 +227,18 @@ impl Manifest {
         }
         out
     }
+}
+
+/// Whether `p` has a `..` component.
+fn has_parent_component(p: &Path) -> bool {
+    p.components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+}
+
+/// Whether a manifest-relative path can leave the manifest's directory
+/// (absolute, or through `..`). Symlinks are checked when the file is opened.
+pub fn escapes(p: &Path) -> bool {
+    p.is_absolute() || has_parent_component(p)
 }
 
 fn valid_name(name: &str) -> bool {

@@ -56,6 +56,16 @@ pub fn resolve_path(
                 .error(p.span(), format!("object '{name}': {} does not exist", path.display()))
                 .help("build it first, or point `path` at an existing .o file (relative to the manifest)"));
         }
+        // A symlink beside the manifest must not lead outside it either.
+        let allow = manifest.file.deployment.get_ref().allow_outside;
+        if !allow
+            && let (Ok(real), Ok(dir)) = (path.canonicalize(), manifest.dir.canonicalize())
+            && !real.starts_with(&dir)
+        {
+            return Err(manifest
+                .error(p.span(), format!("object '{name}': {} resolves to {}, outside the manifest's directory", path.display(), real.display()))
+                .help("keep objects beside the manifest, pass `--object NAME=PATH`, or set `allow_outside = true` under [deployment]"));
+        }
         return Ok(path);
     }
     let source = decl

@@ -32,6 +32,11 @@ pub struct DeploymentDecl {
     /// Kernel features the deployment needs, checked with the loader's probes.
     #[serde(default)]
     pub requires: Vec<Spanned<String>>,
+    /// Let `path` and `source` name files outside the manifest's directory
+    /// (refused by default, so a manifest cannot load what its author did
+    /// not ship beside it).
+    #[serde(default)]
+    pub allow_outside: bool,
 }
 
 /// `[objects.NAME]`: where an eBPF ELF object comes from.

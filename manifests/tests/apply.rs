@@ -62,6 +62,7 @@ impl Fixture {
             r#"[deployment]
 name = "{name}"
 pin_root = "{root}"
+allow_outside = true
 requires = ["tracepoint", "xdp"]
 
 [objects.counter]
@@ -431,7 +432,7 @@ fn kiln_binary_round_trip() -> TestResult {
     std::fs::write(
         &path,
         format!(
-            "[deployment]\nname = \"{}\"\npin_root = \"{}\"\n\n[objects.counter]\npath = \"{}\"\n\n[programs.count_exec]\nobject = \"counter\"\nattach = \"auto\"\n",
+            "[deployment]\nname = \"{}\"\npin_root = \"{}\"\nallow_outside = true\n\n[objects.counter]\npath = \"{}\"\n\n[programs.count_exec]\nobject = \"counter\"\nattach = \"auto\"\n",
             f.name,
             f.root.display(),
             f.v1.display()
@@ -483,11 +484,10 @@ fn export_round_trips_to_a_noop() -> TestResult {
         "{text}"
     );
     let path = f.dir.join("exported.toml");
-    std::fs::write(
-        &path,
-        text.replace("FILL-IN.bpf.o", &f.v1.display().to_string()),
-    )?;
-    let d = Deployment::load(&path, &BTreeMap::new()).map_err(|e| e.to_string())?;
+    std::fs::write(&path, &text)?;
+    // The object is given the way an operator would: `--object main=PATH`.
+    let objects = BTreeMap::from([("main".to_string(), f.v1.clone())]);
+    let d = Deployment::load(&path, &objects).map_err(|e| e.to_string())?;
     let plan = d.plan()?;
     assert!(
         plan.is_noop(),

@@ -32,7 +32,7 @@ fn cycle(program: &str, attach: &str, netns: bool) -> TestResult {
     std::fs::write(
         &path,
         format!(
-            "[deployment]\nname = \"{name}\"\npin_root = \"{}\"\n\n[objects.sections]\npath = \"{}\"\n\n[programs.{program}]\nobject = \"sections\"\nattach = {attach}\n",
+            "[deployment]\nname = \"{name}\"\npin_root = \"{}\"\nallow_outside = true\n\n[objects.sections]\npath = \"{}\"\n\n[programs.{program}]\nobject = \"sections\"\nattach = {attach}\n",
             root.display(),
             obj.display()
         ),

@@ -67,6 +67,7 @@ impl Fixture {
             r#"[deployment]
 name = "{name}"
 pin_root = "{root}"
+allow_outside = true
 
 [objects.counter]
 path = "{obj}"

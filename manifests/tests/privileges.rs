@@ -39,7 +39,7 @@ impl Case {
         std::fs::write(
             &manifest,
             format!(
-                "[deployment]\nname = \"{name}\"\npin_root = \"{}\"\n\n[objects.counter]\npath = \"{}\"\n\n{attach}\n",
+                "[deployment]\nname = \"{name}\"\npin_root = \"{}\"\nallow_outside = true\n\n[objects.counter]\npath = \"{}\"\n\n{attach}\n",
                 root.display(),
                 obj.display()
             ),

@@ -13,6 +13,7 @@ const MANIFEST: &str = r#"
 [deployment]
 name = "NAME"
 pin_root = "ROOT"
+allow_outside = true
 
 [objects.typed]
 path = "OBJ"
@@ -115,7 +116,7 @@ fn type_errors_name_the_member() -> TestResult {
             "`{want}`: expected `{expect}` in:\n{err}"
         );
         assert!(
-            err.contains("manifest.toml:17:"),
+            err.contains("manifest.toml:18:"),
             "`{want}`: no line:col:\n{err}"
         );
     }

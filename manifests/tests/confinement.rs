@@ -1,0 +1,159 @@
+//! Confinement: objects only from beside the manifest (symlinks included)
+//! unless `allow_outside`; pins only on a bpffs; the pin root, pins and the
+//! lock readable by their owner only.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use kiln_manifest::Deployment;
+use kiln_manifest::apply::{ApplyError, ApplyOptions};
+use kiln_testkit::{Need, TestResult};
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(tag: &str) -> Result<Dir, String> {
+        let d = std::env::temp_dir().join(format!("kiln-confine-{}-{tag}", std::process::id()));
+        std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
+        Ok(Dir(d))
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn manifest(
+    dir: &Path,
+    name: &str,
+    root: &Path,
+    path: &str,
+    extra: &str,
+) -> Result<PathBuf, String> {
+    let m = dir.join("m.toml");
+    std::fs::write(
+        &m,
+        format!(
+            "[deployment]\nname = \"{name}\"\npin_root = \"{}\"\n{extra}\n[objects.counter]\npath = \"{path}\"\n\n[programs.count_exec]\nobject = \"counter\"\nattach = {{ tracepoint = {{ category = \"sched\", name = \"sched_process_exec\" }} }}\n\n[maps.COUNTERS]\nobject = \"counter\"\n",
+            root.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(m)
+}
+
+fn symlink_out_of_the_manifest_dir_is_refused() -> TestResult {
+    let dir = Dir::new("symlink")?;
+    let obj = kiln_testkit::bpf_object("manifest_counter.bpf.o")?;
+    std::os::unix::fs::symlink(&obj, dir.0.join("counter.bpf.o"))?;
+    let root = Path::new("/sys/fs/bpf/kiln-confine-unused");
+    let m = manifest(&dir.0, "t", root, "counter.bpf.o", "")?;
+    let err = Deployment::load(&m, &BTreeMap::new())
+        .err()
+        .ok_or("a symlink leading outside the manifest's directory was followed")?
+        .to_string();
+    assert!(
+        err.contains("outside the manifest's directory") && err.contains("allow_outside"),
+        "{err}"
+    );
+    // Opting in makes the same manifest valid.
+    let m = manifest(&dir.0, "t", root, "counter.bpf.o", "allow_outside = true")?;
+    Deployment::load(&m, &BTreeMap::new()).map_err(|e| e.to_string())?;
+    // An object really beside the manifest needs no opt-in.
+    std::fs::remove_file(dir.0.join("counter.bpf.o"))?;
+    std::fs::copy(&obj, dir.0.join("counter.bpf.o"))?;
+    let m = manifest(&dir.0, "t", root, "counter.bpf.o", "")?;
+    Deployment::load(&m, &BTreeMap::new()).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn pin_root_off_bpffs_is_refused() -> TestResult {
+    let dir = Dir::new("notbpffs")?;
+    let obj = kiln_testkit::bpf_object("manifest_counter.bpf.o")?;
+    let root = dir.0.join("pins");
+    let m = manifest(
+        &dir.0,
+        "kiln-confine-tmp",
+        &root,
+        &obj.display().to_string(),
+        "allow_outside = true",
+    )?;
+    let d = Deployment::load(&m, &BTreeMap::new()).map_err(|e| e.to_string())?;
+    match d.apply(&ApplyOptions::default()) {
+        Err(ApplyError::NotBpffs(p)) => assert_eq!(p, root),
+        other => return Err(format!("expected a refusal (not on bpffs), got {other:?}").into()),
+    }
+    assert!(
+        !root.exists(),
+        "the refused apply created {}",
+        root.display()
+    );
+    Ok(())
+}
+
+fn pins_and_lock_are_private() -> TestResult {
+    let dir = Dir::new("modes")?;
+    let obj = kiln_testkit::bpf_object("manifest_counter.bpf.o")?;
+    let name = format!("kiln-confine-{}", std::process::id());
+    let root = PathBuf::from("/sys/fs/bpf").join(&name);
+    let m = manifest(
+        &dir.0,
+        &name,
+        &root,
+        &obj.display().to_string(),
+        "allow_outside = true",
+    )?;
+    let d = Deployment::load(&m, &BTreeMap::new()).map_err(|e| e.to_string())?;
+    let lock = kiln_manifest::lock::lock_dir().join(format!("{name}.lock"));
+    let result = (|| -> TestResult {
+        d.apply(&ApplyOptions::default())?;
+        let mode = |p: &Path| -> Result<u32, String> {
+            Ok(std::fs::metadata(p)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+                .permissions()
+                .mode()
+                & 0o777)
+        };
+        for sub in ["", "maps", "progs", "links"] {
+            let p = root.join(sub);
+            assert_eq!(mode(&p)?, 0o700, "{} is not private", p.display());
+        }
+        for pin in ["maps/COUNTERS", "progs/count_exec", "links/count_exec"] {
+            let p = root.join(pin);
+            assert_eq!(
+                mode(&p)? & 0o077,
+                0,
+                "{} is readable by others",
+                p.display()
+            );
+        }
+        assert_eq!(mode(&lock)?, 0o600, "{} is not private", lock.display());
+        Ok(())
+    })();
+    let _ = d.destroy();
+    let _ = std::fs::remove_file(&lock);
+    result
+}
+
+fn main() {
+    kiln_testkit::run(vec![
+        kiln_testkit::test(
+            "symlink_out_of_the_manifest_dir_is_refused",
+            &[],
+            symlink_out_of_the_manifest_dir_is_refused,
+        ),
+        kiln_testkit::test(
+            "pin_root_off_bpffs_is_refused",
+            &[Need::Root, Need::Bpf],
+            pin_root_off_bpffs_is_refused,
+        ),
+        kiln_testkit::test(
+            "pins_and_lock_are_private",
+            &[Need::Root, Need::Bpf],
+            pins_and_lock_are_private,
+        ),
+    ]);
+}
