@@ -82,6 +82,9 @@ pub struct ApplyOptions {
     /// [`STAGED_PIN`]), print `kiln: paused at <point>` on stderr and block
     /// forever, so the test can SIGKILL the process exactly there.
     pub pause_at: Option<String>,
+    /// Where a rejected program's whole verifier log is written (default:
+    /// the temporary directory); the error shows its tail and the path.
+    pub verifier_log_dir: Option<PathBuf>,
 }
 
 /// The pause point between pinning an object under its staging name and
@@ -397,12 +400,32 @@ impl Tx {
             loader.set_global(gname, bytes);
         }
         let mut ebpf = loader.load(spec).map_err(|e| {
+            let mut message = e.to_string();
+            if let kiln_loader::EbpfError::Program(le) = &e {
+                let dir = self
+                    .opts
+                    .verifier_log_dir
+                    .clone()
+                    .unwrap_or_else(std::env::temp_dir);
+                match le.save_log(&dir) {
+                    Ok(Some(path)) => {
+                        message += &format!("\n  full verifier log: {}", path.display());
+                    }
+                    Ok(None) => {}
+                    Err(err) => {
+                        message += &format!(
+                            "\n  (could not keep the full verifier log in {}: {err})",
+                            dir.display()
+                        );
+                    }
+                }
+            }
             kerr(
                 format!(
                     "load program '{name}' (function '{}' of object '{}')",
                     build.function, build.object
                 ),
-                e,
+                message,
             )
         })?;
         ebpf.take_program(&build.function).ok_or_else(|| {

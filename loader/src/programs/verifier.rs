@@ -71,6 +71,37 @@ impl LoadError {
             LoadError::Invalid { .. } => None,
         }
     }
+    /// Writes the whole verifier log to `dir/kiln-verifier-<program>-<pid>.log`
+    /// (mode 0600: it shows the program's code) and returns the path; `None`
+    /// when there is no log to keep. The message shows only its tail.
+    pub fn save_log(&self, dir: &std::path::Path) -> std::io::Result<Option<std::path::PathBuf>> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let Some(log) = self.log().filter(|l| !l.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let safe: String = self
+            .program()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        let path = dir.join(format!("kiln-verifier-{safe}-{}.log", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?;
+        f.write_all(log.as_bytes())?;
+        Ok(Some(path))
+    }
+
     /// One line saying why: the last meaningful line of the verifier log, or the errno.
     pub fn reason(&self) -> String {
         match self {
@@ -250,6 +281,117 @@ mod tests {
             last_source_comment(LOG).as_deref(),
             Some("return *(int *)0; @ bad.bpf.c:7")
         );
+    }
+
+    /// A 5.10 log: register states on their own `N: R..=` lines, `inv`
+    /// scalars, source comments without `@ file:line`.
+    const LOG_5_10: &str = "func#0 @0
+0: R1=ctx(id=0,off=0,imm=0) R10=fp0
+; __u32 key = 0;
+0: (b7) r1 = 0
+1: R1_w=inv0 R10=fp0
+1: (63) *(u32 *)(r10 -4) = r1
+last_idx 1 first_idx 0
+2: R1_w=inv0 R10=fp0 fp-8=0000????
+; value = bpf_map_lookup_elem(&m, &key);
+2: (bf) r2 = r10
+3: (07) r2 += -4
+4: (18) r1 = 0xffff888003a5c000
+6: (85) call bpf_map_lookup_elem#1
+7: R0_w=map_value_or_null(id=1,off=0,ks=4,vs=8,imm=0) R10=fp0 fp-8=mmmm????
+; return *value;
+7: (61) r0 = *(u32 *)(r0 +0)
+R0 invalid mem access 'map_value_or_null'
+processed 7 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0
+";
+
+    /// A 6.x log: states after the instruction on the same line, source
+    /// comments with `@ file:line`, timing and stack lines at the end.
+    const LOG_6_X: &str = "func#0 @0
+0: R1=ctx() R10=fp0
+; __u32 key = 0; @ t.bpf.c:12
+0: (b7) r1 = 0                        ; R1_w=0
+1: (63) *(u32 *)(r10 -4) = r1         ; R1_w=0 R10=fp0 fp-8=0000????
+; value = bpf_map_lookup_elem(&m, &key); @ t.bpf.c:13
+2: (bf) r2 = r10                      ; R2_w=fp0 R10=fp0
+3: (07) r2 += -4                      ; R2_w=fp-4
+4: (18) r1 = 0xffff888003a5c000       ; R1_w=map_ptr(ks=4,vs=8)
+6: (85) call bpf_map_lookup_elem#1    ; R0_w=map_value_or_null(id=1,ks=4,vs=8)
+; return *value; @ t.bpf.c:14
+7: (61) r0 = *(u32 *)(r0 +0)
+R0 invalid mem access 'map_value_or_null'
+verification time 31 usec
+stack depth 4
+processed 7 insns (limit 1000000) max_states_per_insn 0 total_states 0 peak_states 0 mark_read 0
+";
+
+    #[test]
+    fn parses_5_10_and_6_x_logs_alike() {
+        for (kernel, log, source) in [
+            ("5.10", LOG_5_10, "return *value;"),
+            ("6.x", LOG_6_X, "return *value; @ t.bpf.c:14"),
+        ] {
+            assert_eq!(failing_insn(log), Some(7), "{kernel}");
+            assert_eq!(
+                last_reason(log).as_deref(),
+                Some("R0 invalid mem access 'map_value_or_null'"),
+                "{kernel}"
+            );
+            assert_eq!(
+                last_source_comment(log).as_deref(),
+                Some(source),
+                "{kernel}"
+            );
+        }
+    }
+
+    #[test]
+    fn reasons_other_than_memory_access() {
+        let too_big = "0: (95) exit\nBPF program is too large. Processed 1000001 insn\nprocessed 1000001 insns (limit 1000000) max_states_per_insn 4\n";
+        assert_eq!(
+            last_reason(too_big).as_deref(),
+            Some("BPF program is too large. Processed 1000001 insn")
+        );
+        let loop_5_10 = "0: (b7) r0 = 0\n1: (05) goto pc-1\nback-edge from insn 1 to 1\n";
+        assert_eq!(
+            last_reason(loop_5_10).as_deref(),
+            Some("back-edge from insn 1 to 1")
+        );
+        assert_eq!(failing_insn(loop_5_10), Some(1));
+        // A log with only states and statistics has no reason line.
+        assert_eq!(
+            last_reason("0: R1=ctx() R10=fp0\nprocessed 0 insns\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn save_log_keeps_the_whole_log_privately() {
+        use std::os::unix::fs::PermissionsExt;
+        let e = LoadError::Verifier {
+            program: "bad/prog".into(),
+            source: SysError {
+                cmd: crate::sys::Cmd::ProgLoad,
+                source: std::io::Error::from_raw_os_error(libc::EACCES),
+            },
+            log: LOG_6_X.into(),
+            source_line: None,
+        };
+        let dir = std::env::temp_dir();
+        let path = e.save_log(&dir).unwrap().unwrap();
+        assert_eq!(path.parent(), Some(dir.as_path()));
+        assert!(
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("kiln-verifier-bad-prog-")
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), LOG_6_X);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

@@ -44,6 +44,9 @@ enum Command {
         /// Testing aid: fail at the first step of this kind and roll back.
         #[arg(long, hide = true)]
         fail_at: Option<String>,
+        /// Where a rejected program's whole verifier log is written (default: the temporary directory).
+        #[arg(long, value_name = "DIR")]
+        verifier_log_dir: Option<PathBuf>,
     },
     /// Each declared map and program: desired against observed. Exit code 2 on drift.
     Status {
@@ -89,6 +92,9 @@ enum ObjectCommand {
         /// Pin maps marked for pinning under this bpffs directory.
         #[arg(long)]
         pin_dir: Option<PathBuf>,
+        /// Where a rejected program's whole verifier log is written (default: the temporary directory).
+        #[arg(long, value_name = "DIR")]
+        verifier_log_dir: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -231,12 +237,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target,
             json,
             fail_at,
+            verifier_log_dir,
         } => {
             let d = target.load()?;
             // Kernels before 5.11 charge maps and programs to RLIMIT_MEMLOCK;
             // when raising it is refused, an EPERM from the kernel says so.
             let _ = kiln_loader::sys::caps::raise_memlock();
-            let mut opts = ApplyOptions::default();
+            let mut opts = ApplyOptions {
+                verifier_log_dir,
+                ..ApplyOptions::default()
+            };
             let fail_at = fail_at.or_else(|| {
                 // The environment switch exists only in debug builds, so a
                 // stray variable can never break a production apply.
@@ -287,10 +297,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Object(ObjectCommand::Load {
             path,
             pin_dir,
+            verifier_log_dir,
             json,
         }) => {
             let _ = kiln_loader::sys::caps::raise_memlock();
-            if !object::load(&path, pin_dir.as_deref(), json)? {
+            let log_dir = verifier_log_dir.unwrap_or_else(std::env::temp_dir);
+            if !object::load(&path, pin_dir.as_deref(), &log_dir, json)? {
                 return Ok(ExitCode::FAILURE);
             }
         }

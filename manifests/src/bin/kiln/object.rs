@@ -170,7 +170,12 @@ fn pin_name(name: &str) -> &str {
 
 /// Loads every program of the object (maps first), reports each program's
 /// verdict, pins what loaded under `pin_dir`. Returns false if any program failed.
-pub fn load(path: &Path, pin_dir: Option<&Path>, json: bool) -> anyhow::Result<bool> {
+pub fn load(
+    path: &Path,
+    pin_dir: Option<&Path>,
+    log_dir: &Path,
+    json: bool,
+) -> anyhow::Result<bool> {
     let spec = parse(path)?;
     let mut loader = EbpfLoader::new();
     if let Some(dir) = pin_dir {
@@ -198,6 +203,20 @@ pub fn load(path: &Path, pin_dir: Option<&Path>, json: bool) -> anyhow::Result<b
         }
     }
     let ok = failures.is_empty();
+    // The message shows the log's tail; the whole log goes to a file.
+    let mut log_files = std::collections::BTreeMap::new();
+    for (name, e) in &failures {
+        match e.save_log(log_dir) {
+            Ok(Some(p)) => {
+                log_files.insert(name.clone(), p.display().to_string());
+            }
+            Ok(None) => {}
+            Err(err) => eprintln!(
+                "warning: could not keep the verifier log of '{name}' in {}: {err}",
+                log_dir.display()
+            ),
+        }
+    }
     if json {
         let progs: Vec<_> = spec
             .programs
@@ -211,6 +230,7 @@ pub fn load(path: &Path, pin_dir: Option<&Path>, json: bool) -> anyhow::Result<b
                     (None, Some((_, e))) => json!({
                         "name": p.name, "loaded": false, "reason": e.reason(),
                         "errno": e.errno(), "log": e.log(),
+                        "log_file": log_files.get(&p.name),
                     }),
                     (None, None) => json!({
                         "name": p.name, "loaded": false,
@@ -237,6 +257,9 @@ pub fn load(path: &Path, pin_dir: Option<&Path>, json: bool) -> anyhow::Result<b
                     println!("{:<24} FAILED: {}", p.name, e.reason());
                     for line in e.to_string().lines().skip(1) {
                         println!("    {line}");
+                    }
+                    if let Some(f) = log_files.get(&p.name) {
+                        println!("    full verifier log: {f}");
                     }
                 }
                 // struct_ops and freplace programs need their target to load.
