@@ -66,7 +66,16 @@ pub fn needed(resolved: &Resolved, upgrade: bool) -> Vec<Capability> {
     if upgrade {
         need.insert(Capability::SysAdmin);
     }
-    need.into_iter().collect()
+    // In a fixed reading order (the derived Ord follows the kernel's numbers).
+    [
+        Capability::Bpf,
+        Capability::Perfmon,
+        Capability::NetAdmin,
+        Capability::SysAdmin,
+    ]
+    .into_iter()
+    .filter(|c| need.contains(c))
+    .collect()
 }
 
 /// Fails, naming what is missing, unless this process holds `needed`

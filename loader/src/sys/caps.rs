@@ -9,7 +9,6 @@ use super::Cmd;
 /// The capabilities the kernel checks for eBPF (`include/uapi/linux/capability.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Capability {
-    // Declared in the order messages list them (the derived Ord).
     /// Minimum kernel version: 5.8 (before, CAP_SYS_ADMIN covered it).
     Bpf = 39,
     /// Minimum kernel version: 5.8 (before, CAP_SYS_ADMIN covered it).

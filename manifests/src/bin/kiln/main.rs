@@ -266,9 +266,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     format!("unknown step '{step}' (steps: {})", all.join(", "))
                 })?);
             }
-            let outcome = d
-                .apply(&opts)
-                .context("apply failed; the previous generation is still in place")?;
+            let outcome = d.apply(&opts).context(
+                "apply failed; nothing changed (the previous generation, if any, still runs)",
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&outcome.plan)?);
             } else if outcome.plan.is_noop() {
