@@ -164,6 +164,76 @@ fn xlated(fd: BorrowedFd<'_>) -> Result<Vec<String>, Error> {
     Ok(out)
 }
 
+const BPF_MAP_LOOKUP_ELEM: u32 = 1;
+const BPF_PROG_GET_FD_BY_ID: u32 = 13;
+
+/// The object name the kernel holds for a program or map (15 bytes at most).
+fn kernel_name(info: &[u8], at: usize) -> String {
+    let bytes = &info[at..at + 16];
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(16);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// What libbpf stored in each prog array / map-of-maps slot equals
+/// `ObjectSpec::map_slots`: the same programs and inner maps at the same
+/// keys, and nothing else.
+fn slots_match_libbpf(spec: &ObjectSpec, maps_dir: &Path) -> Result<(), Error> {
+    let mut outers: Vec<usize> = spec.map_slots.iter().map(|s| s.map).collect();
+    outers.dedup();
+    for outer in outers {
+        let m = &spec.maps[outer];
+        let fd = obj_get(&maps_dir.join(&m.name))?;
+        let mut got = Vec::new();
+        for key in 0..m.max_entries {
+            let mut value = 0u32;
+            let mut attr = [0u8; 128];
+            put32(&mut attr, 0, fd.as_raw_fd() as u32);
+            put64(&mut attr, 8, std::ptr::from_ref(&key) as u64);
+            put64(&mut attr, 16, std::ptr::from_mut(&mut value) as u64);
+            // Empty slots answer ENOENT; filled ones the program or map id.
+            if bpf(BPF_MAP_LOOKUP_ELEM, &mut attr).is_err() {
+                continue;
+            }
+            let name = if m.map_type == kiln_obj::MapType::PROG_ARRAY {
+                let mut a = [0u8; 128];
+                put32(&mut a, 0, value);
+                let prog = owned(bpf(BPF_PROG_GET_FD_BY_ID, &mut a)?);
+                let mut info = [0u8; 256];
+                info_by_fd(prog.as_fd(), &mut info)?;
+                kernel_name(&info, 64)
+            } else {
+                let mut a = [0u8; 128];
+                put32(&mut a, 0, value);
+                let map = owned(bpf(BPF_MAP_GET_FD_BY_ID, &mut a)?);
+                let mut info = [0u8; 128];
+                info_by_fd(map.as_fd(), &mut info)?;
+                kernel_name(&info, 24)
+            };
+            got.push((key, name));
+        }
+        let want: Vec<(u32, String)> = spec
+            .map_slots
+            .iter()
+            .filter(|s| s.map == outer)
+            .map(|s| {
+                let name = match &s.target {
+                    kiln_obj::MapSlotTarget::Program(p) => p.clone(),
+                    kiln_obj::MapSlotTarget::Map(i) => spec.maps[*i].name.clone(),
+                };
+                (s.index, name.chars().take(15).collect())
+            })
+            .collect();
+        if got != want {
+            return Err(format!(
+                "map '{}': libbpf filled {got:?}, map_slots say {want:?}",
+                m.name
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
 fn bpffs_mounted() -> bool {
     std::fs::read_to_string("/proc/mounts").is_ok_and(|m| {
         m.lines().any(|l| {
@@ -218,11 +288,16 @@ fn compare_object(path: &Path) -> Result<Outcome, Error> {
         }
         libbpf_map_pins.push(PinFile(pin));
     }
-    let out = Command::new("bpftool")
-        .args(["prog", "loadall"])
-        .arg(path)
-        .arg(&pins.0)
-        .output()?;
+    // With `.values` initializers, also pin libbpf's maps to read what it
+    // stored in them (libbpf refuses a second pin path for by-name maps,
+    // which no such fixture has).
+    let check_slots = !spec.map_slots.is_empty() && libbpf_map_pins.is_empty();
+    let mut bpftool = Command::new("bpftool");
+    bpftool.args(["prog", "loadall"]).arg(path).arg(&pins.0);
+    if check_slots {
+        bpftool.arg("pinmaps").arg(pins.0.join("maps"));
+    }
+    let out = bpftool.output()?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let line = err
@@ -246,6 +321,9 @@ fn compare_object(path: &Path) -> Result<Outcome, Error> {
     theirs.sort();
     if theirs.is_empty() {
         return Ok(Outcome::NotCompared("bpftool pinned no programs".into()));
+    }
+    if check_slots {
+        slots_match_libbpf(&spec, &pins.0.join("maps")).map_err(|e| format!("{stem}: {e}"))?;
     }
 
     std::fs::create_dir_all(pins.0.join("kiln-maps"))?;
