@@ -213,7 +213,31 @@ fn map_id(root: &Path) -> Option<u32> {
     live::map_at(&root.join("maps/COUNTERS")).map(|m| m.id)
 }
 
-fn crash_at(point: &'static str) -> TestResult {
+/// Waits until nothing of the deployment is left in the kernel.
+fn all_gone(maps: &BTreeSet<u32>) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (progs, links) = owned(maps)?;
+        if progs.is_empty() && links.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the kernel still holds programs {progs:?}, links {links:?}"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How the test recovers from the killed apply.
+#[derive(Clone, Copy)]
+enum Recover {
+    Apply,
+    Destroy,
+}
+
+fn crash_at(point: &'static str, recover: Recover) -> TestResult {
     let f = Fixture::new()?;
     let v1 = f.manifest("v1.toml", "manifest_counter.bpf.o", "", "")?;
     // Removing a program is the only plan with an unpin; every other step is
@@ -257,6 +281,12 @@ fn crash_at(point: &'static str) -> TestResult {
         maps.insert(id);
     }
 
+    if let Recover::Destroy = recover {
+        f.kiln("destroy", &target)?;
+        assert!(!f.root.exists(), "destroy left {}", f.root.display());
+        return all_gone(&maps).map_err(|e| format!("after destroy: {e}").into());
+    }
+
     let out = f.kiln("apply", &target)?;
     if let Some(id) = map_id(&f.root) {
         maps.insert(id);
@@ -295,19 +325,7 @@ fn crash_at(point: &'static str) -> TestResult {
 
     f.kiln("destroy", &target)?;
     assert!(!f.root.exists(), "destroy left {}", f.root.display());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (progs, links) = owned(&maps)?;
-        if progs.is_empty() && links.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "after destroy the kernel still holds programs {progs:?}, links {links:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
+    all_gone(&maps).map_err(|e| format!("after destroy: {e}").into())
 }
 
 fn main() {
@@ -321,13 +339,18 @@ fn main() {
     let needs = &[Need::Root, Need::Bpf, Need::NetNs, perf_links];
     let mut points: Vec<&'static str> = Step::ALL.iter().map(|s| s.name()).collect();
     points.push(STAGED_PIN);
-    let tests = points
-        .into_iter()
-        .map(|p| {
-            kiln_testkit::test(format!("killed_at_{p}_then_reapplied"), needs, move || {
-                crash_at(p)
-            })
-        })
-        .collect();
+    let mut tests = Vec::new();
+    for p in points {
+        tests.push(kiln_testkit::test(
+            format!("killed_at_{p}_then_reapplied"),
+            needs,
+            move || crash_at(p, Recover::Apply),
+        ));
+        tests.push(kiln_testkit::test(
+            format!("killed_at_{p}_then_destroyed"),
+            needs,
+            move || crash_at(p, Recover::Destroy),
+        ));
+    }
     kiln_testkit::run(tests);
 }

@@ -160,9 +160,34 @@ pub enum LinkError {
 }
 
 fn eperm_hint(mechanism: Mechanism, err: &std::io::Error) -> String {
+    use crate::sys::caps::{self, Capability};
     match err.raw_os_error() {
         Some(libc::EPERM) | Some(libc::EACCES) => {
-            format!(" (missing {}; or kernel lockdown)", mechanism.capability())
+            use Mechanism::*;
+            let needed: &[Capability] = match mechanism {
+                Xdp | Tc | Tcx | SockMap | SkLookup | FlowDissector | Cgroup | Netfilter
+                | Netkit => &[Capability::Bpf, Capability::NetAdmin],
+                SocketFilter => &[],
+                Link => &[Capability::Bpf],
+                _ => &[Capability::Bpf, Capability::Perfmon],
+            };
+            // Say which of them this process really lacks (CapEff), so the
+            // operator knows whether to grant a capability or look elsewhere.
+            let lacking: Vec<&str> = caps::missing(needed).iter().map(|c| c.name()).collect();
+            if needed.is_empty() {
+                format!(" ({})", mechanism.capability())
+            } else if lacking.is_empty() {
+                format!(
+                    " (needs {}, which this process has: kernel lockdown, an LSM or a sysctl refused)",
+                    mechanism.capability()
+                )
+            } else {
+                format!(
+                    " (needs {}; this process lacks {})",
+                    mechanism.capability(),
+                    lacking.join(", ")
+                )
+            }
         }
         _ => String::new(),
     }
@@ -591,4 +616,31 @@ pub fn link_ids() -> Result<Vec<u32>, LinkError> {
         cur = next;
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eperm_names_the_capability_and_whether_it_is_held() {
+        let eperm = std::io::Error::from_raw_os_error(libc::EPERM);
+        let hint = eperm_hint(Mechanism::Xdp, &eperm);
+        assert!(hint.contains("CAP_NET_ADMIN"), "{hint}");
+        let eff = crate::sys::caps::effective().unwrap_or(0);
+        let held = crate::sys::caps::has(eff, crate::sys::caps::Capability::NetAdmin)
+            && crate::sys::caps::missing(&[crate::sys::caps::Capability::Bpf]).is_empty();
+        if held {
+            assert!(hint.contains("which this process has"), "{hint}");
+        } else {
+            assert!(hint.contains("this process lacks"), "{hint}");
+        }
+        assert_eq!(
+            eperm_hint(
+                Mechanism::Xdp,
+                &std::io::Error::from_raw_os_error(libc::ENOENT)
+            ),
+            ""
+        );
+    }
 }
