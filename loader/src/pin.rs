@@ -25,6 +25,10 @@ pub enum PinError {
         #[source]
         source: SysError,
     },
+    #[error(
+        "cannot pin '{name}' at {path}: the path has a '..' component, so the pin could land outside its directory (rename the object or pick a plain pin directory)"
+    )]
+    Escapes { name: String, path: PathBuf },
     #[error("'{name}': {path}: {source}")]
     Io {
         name: String,
@@ -67,6 +71,21 @@ pub fn is_on_bpffs(path: &Path) -> std::io::Result<bool> {
     Ok(buf.f_type as i64 == BPF_FS_MAGIC)
 }
 
+/// Refuses a pin path with a `..` component: a map name such as `../x`
+/// joined to a pin directory would otherwise pin (or reuse) outside it.
+fn check_confined(path: &Path, name: &str) -> Result<(), PinError> {
+    if path
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(PinError::Escapes {
+            name: name.to_owned(),
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 fn check_bpffs(path: &Path, name: &str) -> Result<(), PinError> {
     match is_on_bpffs(path) {
         Ok(true) => Ok(()),
@@ -85,6 +104,7 @@ fn check_bpffs(path: &Path, name: &str) -> Result<(), PinError> {
 /// Pins any bpf object fd at `path` after checking the directory is a bpffs.
 /// `name` is what errors call the object.
 pub fn pin_fd(fd: BorrowedFd<'_>, path: &Path, name: &str) -> Result<(), PinError> {
+    check_confined(path, name)?;
     check_bpffs(path, name)?;
     sysobj::obj_pin(fd, path).map_err(|source| PinError::Pin {
         name: name.to_owned(),
@@ -145,6 +165,7 @@ pub fn check_compatible(spec: &MapSpec, pinned: &MapInfo, path: &Path) -> Result
 /// Opens the map pinned at `path` when there is one and it matches `spec`.
 /// `Ok(None)` when nothing is pinned there.
 pub fn reuse_pinned_map(spec: &MapSpec, path: &Path) -> Result<Option<Map>, PinError> {
+    check_confined(path, &spec.name)?;
     let fd = match sysobj::obj_get(path, sysobj::OpenFlags::ReadWrite) {
         Ok(fd) => fd,
         Err(e) if e.errno() == libc::ENOENT => return Ok(None),
@@ -170,4 +191,17 @@ pub fn reuse_pinned_map(spec: &MapSpec, path: &Path) -> Result<Option<Map>, PinE
             path: path.to_owned(),
             source: std::io::Error::other(e.to_string()),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pin_paths_with_dot_dot_are_refused() {
+        let e = check_confined(Path::new("/sys/fs/bpf/app/../../etc"), "m").unwrap_err();
+        assert!(matches!(e, PinError::Escapes { .. }), "{e}");
+        assert!(e.to_string().contains("'..'"), "{e}");
+        check_confined(Path::new("/sys/fs/bpf/app/COUNTERS"), "COUNTERS").unwrap();
+    }
 }
