@@ -201,6 +201,24 @@ mod tests {
     }
 
     #[test]
+    fn memlock_is_raised_or_explained() {
+        match raise_memlock() {
+            Ok(()) => assert_eq!(memlock_limit(), None, "raised to unlimited"),
+            Err(e) => {
+                assert!(
+                    e.contains("RLIMIT_MEMLOCK") && e.contains("CAP_SYS_RESOURCE"),
+                    "{e}"
+                );
+                let eff = effective().unwrap_or(0);
+                assert!(
+                    !has(eff, Capability::SysResource),
+                    "refused although CAP_SYS_RESOURCE is held: {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn sys_admin_covers_bpf_and_perfmon_only() {
         let sys_admin = 1u64 << Capability::SysAdmin as u32;
         assert_eq!(

@@ -179,7 +179,10 @@ pub fn load(
     let spec = parse(path)?;
     let mut loader = EbpfLoader::new();
     if let Some(dir) = pin_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Owner-only, like a deployment's pin root: bpffs grants access by mode.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
         loader.map_pin_path(dir);
     }
     let (ebpf, failures) = loader
