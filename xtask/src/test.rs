@@ -132,9 +132,12 @@ const DEFAULT_VMS: &[(&str, Arch)] = &[
 
 pub fn run(args: Args) -> Result<()> {
     let catalog = Catalog::load()?;
-    // A kernel we do not have fails before anything is built.
+    // A kernel we do not have fails before anything is built (a nixpkgs
+    // kernel from `nix develop` counts as one we have).
     if let Some(k) = &args.kernel {
-        catalog.entry(k)?;
+        if nix_kernel(k, args.arch.unwrap_or(Arch::host())).is_none() {
+            catalog.entry(k)?;
+        }
     }
     let vm_targets = vm_targets(&args, &catalog)?;
     let specific_vm =
@@ -211,6 +214,12 @@ fn vm_targets(args: &Args, catalog: &Catalog) -> Result<Vec<Target>> {
         }]);
     }
     if let Some(k) = &args.kernel {
+        if catalog.entry(k).is_err() {
+            let arch = args.arch.unwrap_or(Arch::host());
+            if let Some(source) = nix_kernel(k, arch) {
+                return Ok(vec![Target { source, arch }]);
+            }
+        }
         return Ok(arches
             .into_iter()
             .map(|arch| Target {
@@ -330,10 +339,12 @@ fn unit_phase() -> Result<Counts> {
         "--lib",
         "--bins",
         "--no-tests=warn",
+        // Every failure counts in the summary, not only the first one.
+        "--no-fail-fast",
     ]);
     let mut counts = run_counted(c, "unit tests")?;
     let mut d = Command::new("cargo");
-    d.args(["test", "--workspace", "--doc"]);
+    d.args(["test", "--workspace", "--doc", "--no-fail-fast"]);
     counts += run_counted(d, "doctests")?;
     Ok(counts)
 }
@@ -356,6 +367,10 @@ fn build_ebpf_counted() -> Counts {
     }
 }
 
+/// Features the host integration run turns on so that every `[[test]]` with
+/// `required-features` is built and run.
+const HOST_TEST_FEATURES: &str = "kiln-loader/tokio";
+
 fn host_phase() -> Result<Counts> {
     let ebpf = build_ebpf_counted();
     let root = crate::vm::is_root();
@@ -373,6 +388,11 @@ fn host_phase() -> Result<Counts> {
         "-E",
         "kind(test)",
         "--no-tests=warn",
+        "--no-fail-fast",
+        // Integration tests behind a feature (`async_buffers` needs tokio)
+        // are skipped silently by cargo without it.
+        "--features",
+        HOST_TEST_FEATURES,
     ])
     .env("KILN_TEST_STRICT", "1");
     let mut counts = run_counted(c, "host integration tests (root, KILN_TEST_STRICT=1)")?;
@@ -811,5 +831,70 @@ mod tests {
             }),
             "3 passed, 1 failed, 2 skipped"
         );
+    }
+}
+
+/// A nixpkgs kernel exported by `nix develop` (flake.nix): `$KILN_NIX_KERNELS/<version>/`
+/// is the kernel derivation, with `bzImage` (x86_64) or `Image` (aarch64) and
+/// its modules under `lib/modules/<release>/`. Nix builds kernels for the host
+/// system, so only the host's arch is offered.
+fn nix_kernel(version: &str, arch: Arch) -> Option<KernelSource> {
+    nix_kernel_in(
+        &PathBuf::from(std::env::var_os("KILN_NIX_KERNELS")?),
+        version,
+        arch,
+    )
+}
+
+fn nix_kernel_in(farm: &std::path::Path, version: &str, arch: Arch) -> Option<KernelSource> {
+    let root = farm.join(version);
+    if arch != Arch::host() {
+        return None;
+    }
+    let image = ["bzImage", "Image", "vmlinuz"]
+        .iter()
+        .map(|name| root.join(name))
+        .find(|p| p.is_file())?;
+    let modules = std::fs::read_dir(root.join("lib/modules"))
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.is_dir());
+    Some(KernelSource::Image {
+        path: image,
+        modules,
+    })
+}
+
+#[cfg(test)]
+mod nix_kernel_tests {
+    use super::*;
+
+    #[test]
+    fn nix_kernel_farm_layout_is_found() {
+        let farm = std::env::temp_dir().join(format!("kiln-nix-farm-{}", std::process::id()));
+        let modules = farm.join("5.15/lib/modules/5.15.180");
+        std::fs::create_dir_all(&modules).unwrap();
+        let image = if Arch::host() == Arch::X86_64 {
+            "bzImage"
+        } else {
+            "Image"
+        };
+        std::fs::write(farm.join("5.15").join(image), b"kernel").unwrap();
+
+        let found = nix_kernel_in(&farm, "5.15", Arch::host());
+        let missing = nix_kernel_in(&farm, "6.6", Arch::host());
+        std::fs::remove_dir_all(&farm).unwrap();
+        match found {
+            Some(KernelSource::Image {
+                path,
+                modules: Some(m),
+            }) => {
+                assert!(path.ends_with(format!("5.15/{image}")));
+                assert!(m.ends_with("lib/modules/5.15.180"));
+            }
+            _ => panic!("the 5.15 kernel in the farm was not found"),
+        }
+        assert!(missing.is_none());
     }
 }

@@ -62,7 +62,7 @@ impl Arch {
         }
     }
 
-    fn host() -> Self {
+    pub fn host() -> Self {
         if cfg!(target_arch = "aarch64") {
             Arch::Aarch64
         } else {
