@@ -27,9 +27,10 @@ const LOOKUP: u32 = 3;
 const SOCKOPS: u32 = 4;
 const DISSECT: u32 = 5;
 const DISSECT_V2: u32 = 6;
-const NF: u32 = 7;
-const NF_V2: u32 = 8;
 const LOOKUP_V2: u32 = 9;
+// Slots of `counts` in attach_nf.bpf.c.
+const NF: u32 = 0;
+const NF_V2: u32 = 1;
 
 fn counts(ebpf: &Ebpf) -> Result<&Map, Box<dyn std::error::Error + Send + Sync>> {
     map(ebpf, "counts")
@@ -225,7 +226,7 @@ fn counts_updates_slots(
 }
 
 fn netfilter_local_in_counts_loopback_packets() -> TestResult {
-    let (_, ebpf) = load_object("attach_sock")?;
+    let (_, ebpf) = load_object("attach_nf")?;
     let n = counts(&ebpf)?;
     let (p0, p1) = (prog(&ebpf, "nf_count")?, prog(&ebpf, "nf_count_v2")?);
     let ns = Netns::new("nf")?;
@@ -280,6 +281,15 @@ fn netfilter_local_in_counts_loopback_packets() -> TestResult {
     })
 }
 
+/// BPF_PROG_TYPE_NETFILTER and its links arrived in 6.4.
+fn no_netfilter() -> Option<String> {
+    let ok = kiln_loader::probe::probe_program_type(
+        kiln_obj::ProgramType::NETFILTER,
+        Some(AttachType::NETFILTER),
+    );
+    (!ok).then(|| "kernel has no netfilter programs (needs 6.4)".into())
+}
+
 fn main() {
     let needs = [Need::Root, Need::Bpf];
     let net = [Need::Root, Need::Bpf, Need::NetNs];
@@ -306,7 +316,12 @@ fn main() {
         ),
         test(
             "netfilter_local_in_counts_loopback_packets",
-            &net,
+            &[
+                Need::Root,
+                Need::Bpf,
+                Need::NetNs,
+                Need::Probe("netfilter", no_netfilter),
+            ],
             netfilter_local_in_counts_loopback_packets,
         ),
     ]);

@@ -164,19 +164,30 @@ fn child_main(role: &str) -> TestResult {
     }
 }
 
+/// tcx links (BPF_TCX_INGRESS/EGRESS) arrived in 6.6: older kernels answer EINVAL.
+fn no_tcx() -> Option<String> {
+    (!kiln_loader::probe::features().tcx).then(|| "kernel has no tcx links (needs 6.6)".into())
+}
+
 fn main() {
     let needs = [Need::Root, Need::Bpf, Need::NetNs];
+    let tcx_needs = [
+        Need::Root,
+        Need::Bpf,
+        Need::NetNs,
+        Need::Probe("tcx", no_tcx),
+    ];
     main_with_children(
         child_main,
         vec![
             test(
                 "tcx_link_counts_updates_detaches",
-                &needs,
+                &tcx_needs,
                 tcx_link_counts_updates_detaches,
             ),
             test(
                 "tcx_anchors_order_programs",
-                &needs,
+                &tcx_needs,
                 tcx_anchors_order_programs,
             ),
             test(

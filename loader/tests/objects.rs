@@ -83,9 +83,37 @@ fn has_bloom_filter() -> Option<String> {
 /// A kernel feature probe, as `Need::Probe` takes it.
 type Probe = fn() -> Option<String>;
 
+fn no_netfilter() -> Option<String> {
+    let ok = kiln_loader::probe::probe_program_type(
+        kiln_obj::ProgramType::NETFILTER,
+        Some(kiln_obj::AttachType::NETFILTER),
+    );
+    (!ok).then(|| "kernel has no netfilter programs (6.4+)".into())
+}
+
+/// Whether the kernel lets `fent_s` of sections.bpf.o (`fentry.s/bpf_fentry_test1`)
+/// sleep: only the verifier's own "is not sleepable" verdict means it cannot
+/// (6.1 without CONFIG_FUNCTION_ERROR_INJECTION); any other outcome runs the test.
+fn no_sleepable_fentry() -> Option<String> {
+    let path = kiln_testkit::bpf_dir().join("sections.bpf.o");
+    let spec = ObjectSpec::parse(&std::fs::read(path).ok()?).ok()?;
+    let (_, failures) = EbpfLoader::new().load_each(&spec).ok()?;
+    failures
+        .iter()
+        .find(|(n, e)| n == "fent_s" && e.log().is_some_and(|l| l.contains("is not sleepable")))
+        .map(|_| {
+            "kernel cannot attach a sleepable fentry to bpf_fentry_test1 (6.3+ or error injection)"
+                .into()
+        })
+}
+
 /// Objects that need more than the oldest supported kernel (5.10) offers.
-const OBJECT_NEEDS: &[(&str, &str, Probe)] =
-    &[("loader_bloom.bpf.o", "bloom_filter", has_bloom_filter)];
+const OBJECT_NEEDS: &[(&str, &str, Probe)] = &[
+    ("loader_bloom.bpf.o", "bloom_filter", has_bloom_filter),
+    ("attach_nf.bpf.o", "netfilter", no_netfilter),
+    ("sections.bpf.o", "netfilter", no_netfilter),
+    ("sections.bpf.o", "sleepable fentry", no_sleepable_fentry),
+];
 
 fn main() {
     let dir = kiln_testkit::bpf_dir();
@@ -104,7 +132,7 @@ fn main() {
         .into_iter()
         .map(|f| {
             let mut needs = vec![Need::Bpf];
-            if let Some((_, what, probe)) = OBJECT_NEEDS.iter().find(|(n, _, _)| *n == f) {
+            for (_, what, probe) in OBJECT_NEEDS.iter().filter(|(n, _, _)| *n == f) {
                 needs.push(Need::Probe(what, *probe));
             }
             test(

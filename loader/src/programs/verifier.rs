@@ -195,6 +195,9 @@ fn last_reason(log: &str) -> Option<String> {
 }
 
 const LOG_START: usize = 64 * 1024;
+/// Kernels before 6.4 refuse a log buffer under 128 bytes with EINVAL
+/// instead of truncating it, so a smaller request starts here.
+const LOG_MIN: usize = 128;
 /// The kernel caps log_size at UINT_MAX >> 2 (>> 8 before 5.2); we stop earlier.
 const LOG_MAX: usize = 256 * 1024 * 1024;
 
@@ -227,7 +230,7 @@ pub(super) fn load_with_log(
     };
     let level = level.unwrap_or(1);
     let mut size = if opts.initial_log_size > 0 {
-        opts.initial_log_size
+        opts.initial_log_size.max(LOG_MIN)
     } else {
         LOG_START
     };

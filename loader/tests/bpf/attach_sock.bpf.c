@@ -6,9 +6,11 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* Slots 7 and 8 were netfilter's, now in attach_nf.bpf.c (a 6.4 program
+ * type: one object per kernel feature, so older kernels load this one). */
 enum {
-	MSG_V1, MSG_V2, STREAM_VERDICT, LOOKUP, SOCKOPS, DISSECT, DISSECT_V2, NF,
-	NF_V2, LOOKUP_V2, NSLOTS
+	MSG_V1, MSG_V2, STREAM_VERDICT, LOOKUP, SOCKOPS, DISSECT, DISSECT_V2,
+	UNUSED_7, UNUSED_8, LOOKUP_V2, NSLOTS
 };
 
 struct {
@@ -119,18 +121,4 @@ int dissect_v2(struct __sk_buff *skb)
 {
 	bump(DISSECT_V2);
 	return BPF_OK;
-}
-
-SEC("netfilter")
-int nf_count(struct bpf_nf_ctx *ctx)
-{
-	bump(NF);
-	return 1; /* NF_ACCEPT */
-}
-
-SEC("netfilter")
-int nf_count_v2(struct bpf_nf_ctx *ctx)
-{
-	bump(NF_V2);
-	return 1;
 }
