@@ -98,7 +98,13 @@ pub struct GuestBinaries {
 }
 
 /// Packages whose integration tests run in the VMs.
-pub const TEST_PACKAGES: &[&str] = &["kiln-testkit", "kiln-obj", "kiln-loader", "kiln-manifest"];
+pub const TEST_PACKAGES: &[&str] = &[
+    "kiln-testkit",
+    "kiln-obj",
+    "kiln-loader",
+    "kiln-manifest",
+    "kiln-ebpf",
+];
 
 pub fn target_dir() -> PathBuf {
     repo_root().join("target/vm-cross")
