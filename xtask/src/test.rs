@@ -371,10 +371,6 @@ fn build_ebpf_counted() -> Counts {
 /// `required-features` is built and run.
 const HOST_TEST_FEATURES: &str = "kiln-loader/tokio";
 
-/// Features the host integration run turns on so that every `[[test]]` with
-/// `required-features` is built and run.
-const HOST_TEST_FEATURES: &str = "kiln-loader/tokio";
-
 fn host_phase() -> Result<Counts> {
     let ebpf = build_ebpf_counted();
     let root = crate::vm::is_root();
