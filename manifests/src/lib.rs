@@ -39,7 +39,17 @@ impl Deployment {
     /// file), and validates everything that can be checked without changing
     /// the kernel. All problems are reported together.
     pub fn load(path: &Path, overrides: &BTreeMap<String, PathBuf>) -> Result<Self, Diagnostics> {
-        let manifest = Manifest::load(path)?;
+        Self::load_with(path, overrides, false)
+    }
+
+    /// Like [`Deployment::load`]; `allow_outside` lets objects come from
+    /// outside the manifest's directory (`kiln --allow-outside`).
+    pub fn load_with(
+        path: &Path,
+        overrides: &BTreeMap<String, PathBuf>,
+        allow_outside: bool,
+    ) -> Result<Self, Diagnostics> {
+        let manifest = Manifest::load_with(path, allow_outside)?;
         for name in overrides.keys() {
             if !manifest.objects().any(|(k, _)| k.get_ref() == name) {
                 return Err(Diagnostics(vec![

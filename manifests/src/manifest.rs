@@ -15,6 +15,9 @@ pub struct Manifest {
     pub file: ManifestFile,
     /// Directory that relative paths in the manifest are resolved against.
     pub dir: PathBuf,
+    /// `kiln --allow-outside`: objects may come from outside `dir` even
+    /// without `allow_outside = true` in the file.
+    pub allow_outside: bool,
 }
 
 /// Where the default pin roots live.
@@ -23,17 +26,26 @@ pub const DEFAULT_PIN_BASE: &str = "/sys/fs/bpf/kiln";
 impl Manifest {
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<Self, Diagnostics> {
+        Self::load_with(path, false)
+    }
+
+    /// Like [`Manifest::load`]; `allow_outside` as the command line's `--allow-outside`.
+    pub fn load_with(path: &Path, allow_outside: bool) -> Result<Self, Diagnostics> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Diagnostics(vec![
                 Diagnostic::at_file(path, format!("cannot read the manifest: {e}"))
                     .help("check the path; manifests are TOML files such as manifests/examples/quickstart/manifest.toml"),
             ])
         })?;
-        Self::parse(path, &text)
+        Self::parse_with(path, &text, allow_outside)
     }
 
     /// Parses `text` as if read from `path` (used for spans and relative paths).
     pub fn parse(path: &Path, text: &str) -> Result<Self, Diagnostics> {
+        Self::parse_with(path, text, false)
+    }
+
+    fn parse_with(path: &Path, text: &str, allow_outside: bool) -> Result<Self, Diagnostics> {
         let source = Source::new(path, text);
         let file: ManifestFile = toml::from_str(text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);
@@ -48,13 +60,24 @@ impl Manifest {
             .map(Path::to_path_buf)
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("."));
-        let manifest = Self { source, file, dir };
+        let manifest = Self {
+            source,
+            file,
+            dir,
+            allow_outside,
+        };
         let problems = manifest.check_structure();
         if problems.is_empty() {
             Ok(manifest)
         } else {
             Err(Diagnostics(problems))
         }
+    }
+
+    /// Whether objects may come from outside the manifest's directory
+    /// (`allow_outside = true` in the file, or `--allow-outside`).
+    pub fn allows_outside(&self) -> bool {
+        self.allow_outside || self.file.deployment.get_ref().allow_outside
     }
 
     pub fn name(&self) -> &str {
@@ -140,7 +163,7 @@ impl Manifest {
         for (name, obj) in self.objects() {
             let o = obj.get_ref();
             for p in [&o.source, &o.path].into_iter().flatten() {
-                if !dep.allow_outside && escapes(Path::new(p.get_ref())) {
+                if !self.allows_outside() && escapes(Path::new(p.get_ref())) {
                     out.push(
                         self.error(
                             p.span(),
@@ -150,7 +173,7 @@ impl Manifest {
                                 p.get_ref()
                             ),
                         )
-                        .help("keep objects beside the manifest, pass `--object NAME=PATH`, or set `allow_outside = true` under [deployment]"),
+                        .help("keep objects beside the manifest, pass `--object NAME=PATH` or `--allow-outside`, or set `allow_outside = true` under [deployment]"),
                     );
                 }
             }

@@ -57,14 +57,14 @@ pub fn resolve_path(
                 .help("build it first, or point `path` at an existing .o file (relative to the manifest)"));
         }
         // A symlink beside the manifest must not lead outside it either.
-        let allow = manifest.file.deployment.get_ref().allow_outside;
+        let allow = manifest.allows_outside();
         if !allow
             && let (Ok(real), Ok(dir)) = (path.canonicalize(), manifest.dir.canonicalize())
             && !real.starts_with(&dir)
         {
             return Err(manifest
                 .error(p.span(), format!("object '{name}': {} resolves to {}, outside the manifest's directory", path.display(), real.display()))
-                .help("keep objects beside the manifest, pass `--object NAME=PATH`, or set `allow_outside = true` under [deployment]"));
+                .help("keep objects beside the manifest, pass `--object NAME=PATH` or `--allow-outside`, or set `allow_outside = true` under [deployment]"));
         }
         return Ok(path);
     }

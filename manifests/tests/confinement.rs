@@ -59,7 +59,25 @@ fn symlink_out_of_the_manifest_dir_is_refused() -> TestResult {
         err.contains("outside the manifest's directory") && err.contains("allow_outside"),
         "{err}"
     );
-    // Opting in makes the same manifest valid.
+    // The binary: exit 3, and --allow-outside opts in from the command line.
+    let kiln = std::env::var_os("KILN_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from);
+    let check = |extra: &[&str]| -> Result<Option<i32>, std::io::Error> {
+        Ok(std::process::Command::new(&kiln)
+            .arg("check")
+            .args(extra)
+            .arg(&m)
+            .output()?
+            .status
+            .code())
+    };
+    assert_eq!(check(&[])?, Some(3), "kiln check of an escaping object");
+    assert_eq!(
+        check(&["--allow-outside"])?,
+        Some(0),
+        "kiln check --allow-outside"
+    );
+    // Opting in within the file makes the same manifest valid.
     let m = manifest(&dir.0, "t", root, "counter.bpf.o", "allow_outside = true")?;
     Deployment::load(&m, &BTreeMap::new()).map_err(|e| e.to_string())?;
     // An object really beside the manifest needs no opt-in.

@@ -107,6 +107,9 @@ struct Target {
     /// Use this object file for `[objects.NAME]` (what `cargo xtask apply` passes after building).
     #[arg(long = "object", value_name = "NAME=PATH")]
     objects: Vec<String>,
+    /// Let the manifest's objects (`path`, `source`) come from outside its directory.
+    #[arg(long)]
+    allow_outside: bool,
 }
 
 impl Target {
@@ -120,7 +123,7 @@ impl Target {
             };
             overrides.insert(name.to_string(), PathBuf::from(path));
         }
-        Deployment::load(&self.manifest, &overrides).map_err(invalid)
+        Deployment::load_with(&self.manifest, &overrides, self.allow_outside).map_err(invalid)
     }
 }
 
