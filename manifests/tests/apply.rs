@@ -20,7 +20,7 @@ use kiln_manifest::{Deployment, live};
 use kiln_testkit::{Need, TestResult};
 
 mod common;
-use common::{counter, exec_true, private_netns, send_udp};
+use common::{counter, counter_manifest, exec_true, private_netns, send_udp};
 
 /// Tests that load the v2 object and count its programs must not overlap.
 static V2_USERS: Mutex<()> = Mutex::new(());
@@ -58,34 +58,7 @@ impl Fixture {
         map_extra: &str,
         exec_extra: &str,
     ) -> Result<Deployment, String> {
-        let text = format!(
-            r#"[deployment]
-name = "{name}"
-pin_root = "{root}"
-allow_outside = true
-requires = ["tracepoint", "xdp"]
-
-[objects.counter]
-path = "{obj}"
-
-[programs.count_exec]
-object = "counter"
-attach = {{ tracepoint = {{ category = "sched", name = "sched_process_exec" }} }}
-{exec_extra}
-
-[programs.count_packets]
-object = "counter"
-attach = {{ xdp = {{ interface = "lo", mode = "generic" }} }}
-
-[maps.COUNTERS]
-object = "counter"
-entries = [ {{ key = 7, value = 70 }} ]
-{map_extra}
-"#,
-            name = self.name,
-            root = self.root.display(),
-            obj = object.display(),
-        );
+        let text = counter_manifest(&self.name, &self.root, object, map_extra, exec_extra);
         let path = self.dir.join("manifest.toml");
         std::fs::write(&path, text).map_err(|e| e.to_string())?;
         Deployment::load(&path, &BTreeMap::new()).map_err(|d| d.to_string())

@@ -23,7 +23,7 @@ use kiln_manifest::{Deployment, live};
 use kiln_testkit::{Need, TestResult};
 
 mod common;
-use common::{counter, exec_true, private_netns, send_udp};
+use common::{counter, counter_manifest, exec_true, private_netns, send_udp};
 
 fn kiln_bin() -> PathBuf {
     std::env::var_os("KILN_BIN")
@@ -63,33 +63,7 @@ impl Fixture {
         exec_extra: &str,
     ) -> Result<PathBuf, String> {
         let obj = kiln_testkit::bpf_object(object)?;
-        let text = format!(
-            r#"[deployment]
-name = "{name}"
-pin_root = "{root}"
-allow_outside = true
-
-[objects.counter]
-path = "{obj}"
-
-[programs.count_exec]
-object = "counter"
-attach = {{ tracepoint = {{ category = "sched", name = "sched_process_exec" }} }}
-{exec_extra}
-
-[programs.count_packets]
-object = "counter"
-attach = {{ xdp = {{ interface = "lo", mode = "generic" }} }}
-
-[maps.COUNTERS]
-object = "counter"
-entries = [ {{ key = 7, value = 70 }} ]
-{map_extra}
-"#,
-            name = self.name,
-            root = self.root.display(),
-            obj = obj.display(),
-        );
+        let text = counter_manifest(&self.name, &self.root, &obj, map_extra, exec_extra);
         let path = self.dir.join(file);
         std::fs::write(&path, text).map_err(|e| e.to_string())?;
         Ok(path)

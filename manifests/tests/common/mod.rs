@@ -62,3 +62,41 @@ pub fn send_udp() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     Ok(())
 }
+
+/// The two-program counter deployment (tracepoint + XDP on `lo`, shared map
+/// COUNTERS with an initial entry 7 = 70) over `object`, as TOML.
+pub fn counter_manifest(
+    name: &str,
+    root: &Path,
+    object: &Path,
+    map_extra: &str,
+    exec_extra: &str,
+) -> String {
+    format!(
+        r#"[deployment]
+name = "{name}"
+pin_root = "{root}"
+allow_outside = true
+requires = ["tracepoint", "xdp"]
+
+[objects.counter]
+path = "{obj}"
+
+[programs.count_exec]
+object = "counter"
+attach = {{ tracepoint = {{ category = "sched", name = "sched_process_exec" }} }}
+{exec_extra}
+
+[programs.count_packets]
+object = "counter"
+attach = {{ xdp = {{ interface = "lo", mode = "generic" }} }}
+
+[maps.COUNTERS]
+object = "counter"
+entries = [ {{ key = 7, value = 70 }} ]
+{map_extra}
+"#,
+        root = root.display(),
+        obj = object.display(),
+    )
+}
