@@ -62,6 +62,14 @@ impl Arch {
         }
     }
 
+    /// The same arch as `cargo xtask build-ebpf --arch` names it.
+    pub fn bpf(self) -> crate::build_ebpf::Arch {
+        match self {
+            Arch::X86_64 => crate::build_ebpf::Arch::X86_64,
+            Arch::Aarch64 => crate::build_ebpf::Arch::Aarch64,
+        }
+    }
+
     pub fn host() -> Self {
         if cfg!(target_arch = "aarch64") {
             Arch::Aarch64
@@ -254,9 +262,14 @@ pub fn guest_image(
     for (link, target) in &tools.symlinks {
         image.add_symlink(link, target)?;
     }
-    let bpf = repo_root().join("target/bpf");
+    // The objects built for the guest's arch (arm64 `pt_regs` differ from
+    // x86's), flat at /bpf: an aarch64 guest loading the x86 objects fails
+    // every CO-RE access to x86-only fields.
+    let bpf = crate::build_ebpf::bpf_dir_for(kernel.arch.bpf());
     if bpf.is_dir() {
-        image.add_tree("/bpf", &bpf, &|p| p.to_string_lossy().ends_with(".bpf.o"))?;
+        image.add_tree("/bpf", &bpf, &|p| {
+            p.parent() == Some(bpf.as_path()) && p.to_string_lossy().ends_with(".bpf.o")
+        })?;
     }
     // Test data the integration tests read through kiln_testkit::repo_dir().
     for dir in REPO_DATA {
