@@ -141,6 +141,19 @@ fn apply_without_bpf_caps_names_them() -> TestResult {
     expect_refusal(code, &err, &["CAP_BPF", "CAP_PERFMON"], &case)
 }
 
+fn status_as_nobody_is_a_privilege_error() -> TestResult {
+    let case = Case::new("status", TRACEPOINT)?;
+    // Point the manifest at an existing pin root (read, never written:
+    // `status` only observes) so kiln has pins to read.
+    let text = std::fs::read_to_string(&case.manifest)?;
+    let text = text.replace(&case.root.display().to_string(), "/sys/fs/bpf");
+    std::fs::write(&case.manifest, text)?;
+    let (code, err) = run(NOBODY, &[Path::new("status"), &case.manifest])?;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("CAP_BPF"), "{err}");
+    Ok(())
+}
+
 fn object_load_as_nobody_names_cap_bpf() -> TestResult {
     let case = Case::new("object", "")?;
     let obj = kiln_testkit::bpf_object("manifest_counter.bpf.o")?;
@@ -169,6 +182,11 @@ fn main() {
             "object_load_as_nobody_names_cap_bpf",
             nobody,
             object_load_as_nobody_names_cap_bpf,
+        ),
+        kiln_testkit::test(
+            "status_as_nobody_is_a_privilege_error",
+            nobody,
+            status_as_nobody_is_a_privilege_error,
         ),
         kiln_testkit::test(
             "apply_without_net_admin_names_it",

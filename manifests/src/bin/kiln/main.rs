@@ -182,6 +182,16 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             )
             || c.downcast_ref::<kiln_loader::sys::SysError>()
                 .is_some_and(|s| s.errno() == libc::EPERM)
+            || matches!(
+                c.downcast_ref::<kiln_manifest::live::ObserveError>(),
+                Some(kiln_manifest::live::ObserveError::NoBpf(_))
+            )
+            || matches!(
+                c.downcast_ref::<kiln_manifest::apply::ApplyError>(),
+                Some(kiln_manifest::apply::ApplyError::Observe(
+                    kiln_manifest::live::ObserveError::NoBpf(_)
+                ))
+            )
     });
     if privilege {
         return exit::PRIVILEGE;
