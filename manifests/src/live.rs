@@ -25,7 +25,7 @@ pub const LINKS: &str = "links";
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
     #[error(
-        "cannot read the pins under {0}: bpf(2) is not permitted here\n  help: run as root (or with CAP_BPF and CAP_NET_ADMIN)"
+        "cannot read the pins under {0}: bpf(2) is not permitted here (needs CAP_BPF; reading the programs' maps by id needs CAP_SYS_ADMIN)\n  help: run as root, or grant CAP_BPF and CAP_SYS_ADMIN (plus CAP_NET_ADMIN / CAP_PERFMON to apply networking / tracing attachments)"
     )]
     NoBpf(PathBuf),
     #[error("cannot list {path}: {source}")]
