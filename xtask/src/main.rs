@@ -5,6 +5,7 @@
 
 mod apply;
 mod apt;
+mod bench;
 mod build_ebpf;
 mod codegen;
 mod cross;
@@ -38,6 +39,8 @@ enum Command {
     Test(test::Args),
     /// The test kernel catalog: list, fetch, verify.
     Kernels(kernels::Args),
+    /// Kiln against libbpf on the same workloads (alternating rounds); --json, --quick.
+    Bench(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,5 +52,6 @@ fn main() -> anyhow::Result<()> {
         Command::Apply(args) => apply::run(args),
         Command::Test(args) => test::run(args),
         Command::Kernels(args) => kernels::run(args),
+        Command::Bench(args) => bench::run(args),
     }
 }
