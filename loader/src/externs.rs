@@ -106,8 +106,14 @@ pub fn kernel_btf(path: Option<&Path>) -> Result<&'static Btf, String> {
     {
         return Ok(btf);
     }
-    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let btf = Btf::from_bytes(data).map_err(|e| format!("{}: {e}", path.display()))?;
+    let btf = match map_kernel_btf(path) {
+        Some(bytes) => Btf::from_static(bytes),
+        None => {
+            let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Btf::from_bytes(data)
+        }
+    }
+    .map_err(|e| format!("{}: {e}", path.display()))?;
     // Leaked on purpose: one parse per distinct path lives for the process.
     let btf: &'static Btf = Box::leak(Box::new(btf));
     cache
@@ -115,6 +121,44 @@ pub fn kernel_btf(path: Option<&Path>) -> Result<&'static Btf, String> {
         .map_err(|_| "kernel BTF cache poisoned")?
         .insert(path.to_owned(), btf);
     Ok(btf)
+}
+
+/// Maps a BTF file the kernel exports under /sys/kernel/btf read-only, for
+/// the life of the process. Reading vmlinux's 5 MB through read(2) costs tens
+/// of milliseconds (sysfs copies it out chunk by chunk, into fresh pages);
+/// the mapping is there in microseconds. `None` where the kernel does not
+/// allow mmap of these files (before 6.16) or for any other path: a regular
+/// file could be truncated under a mapping (SIGBUS), a sysfs BTF file cannot
+/// change while the kernel runs.
+fn map_kernel_btf(path: &Path) -> Option<&'static [u8]> {
+    use std::os::fd::AsRawFd;
+    if !path.starts_with("/sys/kernel/btf") {
+        return None;
+    }
+    let file = std::fs::File::open(path).ok()?;
+    let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+    if len == 0 {
+        return None;
+    }
+    // SAFETY: a fresh private read-only mapping of an open file; the kernel
+    // checks length and offset. The fd may close afterwards: the mapping
+    // keeps its own reference.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return None;
+    }
+    // SAFETY: `len` readable bytes at `p`, never unmapped (leaked like the
+    // parse that borrows them), and immutable: sysfs BTF does not change.
+    Some(unsafe { std::slice::from_raw_parts(p as *const u8, len) })
 }
 
 /// Resolves one `.ksyms` extern: kfuncs and typed variables by name in kernel
