@@ -136,11 +136,47 @@ impl<M: Borrow<Map>> RingBuf<M> {
     }
 
     /// Hands every available record to `f`; returns how many there were.
+    ///
+    /// Faster than a loop over [`RingBuf::next`]: the producer position is
+    /// read once per pass over what is committed, and the consumer position
+    /// (a cache line the kernel's producers read) is written once per pass,
+    /// or after a quarter of the ring, rather than after every record. If `f`
+    /// panics, the records of the current pass stay in the ring.
     pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+        let mask = self.data_size as u64 - 1;
+        let flush_every = (self.data_size / 4) as u64;
         let mut n = 0;
-        while let Some(r) = self.next() {
-            f(&r);
-            n += 1;
+        let mut cons = self.consumer_pos().load(Ordering::Acquire);
+        let mut stored = cons;
+        loop {
+            let prod = self.producer_pos().load(Ordering::Acquire);
+            if cons >= prod {
+                break;
+            }
+            while cons < prod {
+                let off = (cons & mask) as usize;
+                // SAFETY: as in `next`: off < data_size, the header lies in the
+                // double mapping, published by the kernel with a release store.
+                let hdr =
+                    unsafe { &*(self.data().add(off) as *const AtomicU32) }.load(Ordering::Acquire);
+                if hdr & BUSY != 0 {
+                    self.consumer_pos().store(cons, Ordering::Release);
+                    return n;
+                }
+                let len = (hdr & !(BUSY | DISCARD)) as usize;
+                if hdr & DISCARD == 0 {
+                    // SAFETY: as in `next`: the record lies within the double mapping.
+                    f(unsafe { std::slice::from_raw_parts(self.data().add(off + HDR), len) });
+                    n += 1;
+                }
+                cons += (len + HDR).next_multiple_of(8) as u64;
+                if cons - stored >= flush_every {
+                    self.consumer_pos().store(cons, Ordering::Release);
+                    stored = cons;
+                }
+            }
+            self.consumer_pos().store(cons, Ordering::Release);
+            stored = cons;
         }
         n
     }
