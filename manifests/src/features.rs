@@ -80,30 +80,39 @@ pub fn check_perf_links(
     resolved: &crate::desired::Resolved,
 ) -> Vec<Diagnostic> {
     use crate::desired::ResolvedAttach;
+    let perf: Vec<_> = manifest
+        .programs()
+        .filter(|(key, _)| {
+            resolved.builds.get(key.get_ref()).is_some_and(|b| {
+                matches!(
+                    b.attach,
+                    Some(
+                        ResolvedAttach::Tracepoint { .. }
+                            | ResolvedAttach::Kprobe { .. }
+                            | ResolvedAttach::Uprobe { .. }
+                    )
+                )
+            })
+        })
+        .collect();
+    // Probe only when it matters: the full probe set creates and closes a
+    // tcx link among others, tens of milliseconds of RCU waits that a
+    // deployment without perf-event attachments (and its no-op re-apply)
+    // should not pay.
+    if perf.is_empty() {
+        return Vec::new();
+    }
     let f = features();
-    let usable = probes_usable(f);
-    if !usable || f.bpf_cookie {
+    if !probes_usable(f) || f.bpf_cookie {
         return Vec::new();
     }
     let mut out = Vec::new();
-    for (key, decl) in manifest.programs() {
-        let Some(b) = resolved.builds.get(key.get_ref()) else {
-            continue;
-        };
-        if matches!(
-            b.attach,
-            Some(
-                ResolvedAttach::Tracepoint { .. }
-                    | ResolvedAttach::Kprobe { .. }
-                    | ResolvedAttach::Uprobe { .. }
-            )
-        ) {
-            out.push(
-                manifest
-                    .error(decl.get_ref().attach.span(), format!("program '{}': this kernel cannot pin perf-event attachments (tracepoint, kprobe, uprobe), so the attachment would end with this process", key.get_ref()))
-                    .help("use a kernel with perf-event links (5.15+), or attach with raw_tracepoint / tp_btf / fentry, which pin on 5.7+"),
-            );
-        }
+    for (key, decl) in perf {
+        out.push(
+            manifest
+                .error(decl.get_ref().attach.span(), format!("program '{}': this kernel cannot pin perf-event attachments (tracepoint, kprobe, uprobe), so the attachment would end with this process", key.get_ref()))
+                .help("use a kernel with perf-event links (5.15+), or attach with raw_tracepoint / tp_btf / fentry, which pin on 5.7+"),
+        );
     }
     out
 }
