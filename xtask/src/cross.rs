@@ -169,13 +169,7 @@ fn run_json(mut c: Command, what: &str) -> Result<Vec<(String, String, bool, Pat
             continue;
         };
         let name = v["target"]["name"].as_str().unwrap_or_default().to_owned();
-        let pkg = v["package_id"].as_str().unwrap_or_default();
-        // package_id is `path+file:///...#name@ver` (or `name ver (...)` in old cargo).
-        let pkg = pkg
-            .rsplit_once('#')
-            .map(|(_, r)| r.split('@').next().unwrap_or(r))
-            .unwrap_or_else(|| pkg.split(' ').next().unwrap_or(pkg))
-            .to_owned();
+        let pkg = package_name(v["package_id"].as_str().unwrap_or_default());
         let is_test = v["profile"]["test"].as_bool().unwrap_or(false);
         exes.push((pkg, name, is_test, PathBuf::from(exe)));
     }
@@ -225,6 +219,38 @@ pub fn build_guest_bins(arch: Arch) -> Result<GuestBinaries> {
         tests: Vec::new(),
         selftests,
     })
+}
+
+/// The package name in a cargo package id: `path+file:///.../dir#name@ver`,
+/// `path+file:///.../name#ver` when the directory is named like the package,
+/// or `name ver (...)` in old cargo.
+fn package_name(id: &str) -> String {
+    match id.rsplit_once('#') {
+        Some((_, r)) if r.contains('@') => r.split('@').next().unwrap_or(r),
+        Some((url, _)) => url.rsplit('/').next().unwrap_or(url),
+        None => id.split(' ').next().unwrap_or(id),
+    }
+    .to_owned()
+}
+
+#[cfg(test)]
+mod package_name_tests {
+    #[test]
+    fn package_ids() {
+        use super::package_name;
+        assert_eq!(
+            package_name("path+file:///work/main/loader#kiln-loader@0.1.0"),
+            "kiln-loader"
+        );
+        assert_eq!(
+            package_name("path+file:///work/main/ebpf-sdk/kiln-ebpf#0.1.0"),
+            "kiln-ebpf"
+        );
+        assert_eq!(
+            package_name("kiln-obj 0.1.0 (path+file:///work/main/obj)"),
+            "kiln-obj"
+        );
+    }
 }
 
 /// Integration tests that built, and the packages whose tests did not.
