@@ -87,8 +87,11 @@ fn sockmap_msg_and_stream_verdict_count_tcp_traffic() -> TestResult {
         "sk_skb stream verdict did not run on receive".into()
     })?;
 
-    // The replacement applies to sockets added from now on.
-    msg.update(v2.fd(), Some(v1.fd()))?;
+    // The replacement applies to sockets added from now on. A sockmap
+    // bpf_link (6.10+, the one with link info) makes the kernel check the old
+    // program; a BPF_PROG_ATTACH attachment (older kernels) has no such check.
+    let expect_old = msg.info().is_ok().then(|| v1.fd());
+    msg.update(v2.fd(), expect_old)?;
     let (mut c2, mut s2) = tcp_pair()?;
     put_sock(socks, 2, &c2)?;
     put_sock(socks, 3, &s2)?;
