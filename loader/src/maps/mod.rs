@@ -519,11 +519,20 @@ pub use xdp::{CpuMap, DevMap, DevMapHash, XskMap};
 impl Map {
     /// Looks up `key`; `None` when absent.
     pub fn get<K: Pod, V: Pod>(&self, key: &K, flags: UpdateFlags) -> Result<Option<V>, MapError> {
-        let mut buf = vec![0u8; self.value_buf_len()?];
-        if !self.lookup_into(bytes_of(key), &mut buf, flags)? {
+        let len = self.value_buf_len()?;
+        // Small values (most maps) go through the stack: no allocation per lookup.
+        let mut small = [0u8; 64];
+        let mut big = Vec::new();
+        let buf: &mut [u8] = if len <= small.len() {
+            &mut small[..len]
+        } else {
+            big.resize(len, 0);
+            &mut big
+        };
+        if !self.lookup_into(bytes_of(key), buf, flags)? {
             return Ok(None);
         }
-        Ok(from_bytes(&buf))
+        Ok(from_bytes(buf))
     }
 
     pub fn insert<K: Pod, V: Pod>(
