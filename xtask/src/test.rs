@@ -582,11 +582,11 @@ fn run_vms(
 fn vm_phase(args: &Args, catalog: &Catalog, targets: &[Target]) -> Result<Counts> {
     let mut ebpf = build_ebpf_counted();
     // Each guest gets the objects of its own arch (target/bpf/<arch>/).
-    if targets.iter().any(|t| t.arch == Arch::Aarch64) {
-        if let Err(e) = crate::build_ebpf::build_all_for(Arch::Aarch64.bpf()) {
-            eprintln!("\n!!! build-ebpf --arch aarch64 FAILED (counted as a failure): {e:#}\n");
-            ebpf.failed += 1;
-        }
+    if targets.iter().any(|t| t.arch == Arch::Aarch64)
+        && let Err(e) = crate::build_ebpf::build_all_for(Arch::Aarch64.bpf())
+    {
+        eprintln!("\n!!! build-ebpf --arch aarch64 FAILED (counted as a failure): {e:#}\n");
+        ebpf.failed += 1;
     }
     // Kernels first, so a missing one fails before minutes of cross builds.
     for t in targets {
