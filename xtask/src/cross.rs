@@ -233,26 +233,6 @@ fn package_name(id: &str) -> String {
     .to_owned()
 }
 
-#[cfg(test)]
-mod package_name_tests {
-    #[test]
-    fn package_ids() {
-        use super::package_name;
-        assert_eq!(
-            package_name("path+file:///work/main/loader#kiln-loader@0.1.0"),
-            "kiln-loader"
-        );
-        assert_eq!(
-            package_name("path+file:///work/main/ebpf-sdk/kiln-ebpf#0.1.0"),
-            "kiln-ebpf"
-        );
-        assert_eq!(
-            package_name("kiln-obj 0.1.0 (path+file:///work/main/obj)"),
-            "kiln-obj"
-        );
-    }
-}
-
 /// Integration tests that built, and the packages whose tests did not.
 pub struct BuiltTests {
     pub tests: Vec<TestBinary>,
@@ -367,4 +347,24 @@ pub fn is_static(path: &Path) -> Result<bool> {
         object::File::parse(&*data).with_context(|| format!("parsing {}", path.display()))?;
     use object::Object;
     Ok(file.section_by_name(".interp").is_none())
+}
+
+#[cfg(test)]
+mod package_name_tests {
+    #[test]
+    fn package_ids() {
+        use super::package_name;
+        assert_eq!(
+            package_name("path+file:///work/main/loader#kiln-loader@0.1.0"),
+            "kiln-loader"
+        );
+        assert_eq!(
+            package_name("path+file:///work/main/ebpf-sdk/kiln-ebpf#0.1.0"),
+            "kiln-ebpf"
+        );
+        assert_eq!(
+            package_name("kiln-obj 0.1.0 (path+file:///work/main/obj)"),
+            "kiln-obj"
+        );
+    }
 }
