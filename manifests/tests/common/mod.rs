@@ -56,11 +56,35 @@ pub fn exec_true() -> Result<(), String> {
     Ok(())
 }
 
+/// Sends one UDP packet over `lo` and returns once the kernel has received it.
+///
+/// Nothing listens on port 9, so the kernel answers with an ICMP
+/// port-unreachable that a connected UDP socket reports as ECONNREFUSED; by
+/// then the packet has gone through the receive path (generic XDP included),
+/// and counters read afterwards see it. Without that wait a read right after
+/// the send can beat the softirq that delivers the packet (seen as a flake on
+/// a loaded machine). ICMP can be rate-limited, so a timeout is not an error:
+/// the 3 s wait is then all the margin we give.
 pub fn send_udp() -> Result<(), String> {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    s.send_to(b"kiln", "127.0.0.1:9")
+    s.connect("127.0.0.1:9").map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(3)))
         .map_err(|e| e.to_string())?;
-    Ok(())
+    s.send(b"kiln").map_err(|e| e.to_string())?;
+    let mut reply = [0u8; 16];
+    match s.recv(&mut reply) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(format!("waiting for the reply to a UDP packet on lo: {e}")),
+    }
 }
 
 /// The two-program counter deployment (tracepoint + XDP on `lo`, shared map
