@@ -15,8 +15,11 @@
 //!
 //! Builds are incremental (a stamp per object records the command and its
 //! inputs' sizes and mtimes; cargo and clang run only when it changes) and
-//! reproducible: paths are remapped so the objects do not depend on where the
-//! repository is checked out, and two builds give the same bytes.
+//! reproducible: two clean builds in one checkout give the same bytes
+//! (`--check-reproducible` proves it), and no checkout path is recorded in
+//! debug info or BTF line info. Across checkouts, clang's BTF can still order
+//! forward declarations differently (see `Builder::build_c`), and rustc's
+//! symbol hashes include the crates' paths.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -362,42 +365,77 @@ impl<'a> Builder<'a> {
 
     fn build_c(&self, name: &str, src: &Path, output: &Path) -> anyhow::Result<bool> {
         let include = self.vmlinux_h()?;
-        let deps = self.out_dir.join(".stamps").join(format!("{name}.d"));
-        let root = self.root.display().to_string();
+        // clang 22 orders some BTF entries (forward declarations, in
+        // BTFDebug's map keyed by DICompositeType pointers) by heap address,
+        // and the heap layout follows the lengths of its arguments. So the
+        // command line must not depend on where the output goes: paths
+        // relative to the repository root, the object on stdout, the
+        // depfile at one fixed path per arch and name. Two builds in one
+        // checkout then give the same bytes. Across checkouts most objects
+        // match too, but the checkout path's length still moves the heap
+        // (clang keeps its working directory), so an object with forward
+        // declarations can differ in their order, nothing else.
+        let deps = self.deps_path(name);
         let mut cmd = Command::new(&self.tc.clang);
         cmd.args(["-O2", "-g", "--target=bpfel", "-mcpu=v3"])
             .arg(self.arch.c_define())
             .arg(self.arch.asm_include())
-            .arg(format!(
-                "-I{}",
-                self.root.join("ebpf-sdk/include").display()
-            ))
-            .arg(format!("-I{}", include.display()))
-            // Reproducible: no checkout path in DWARF or BTF line info.
-            .arg(format!("-ffile-prefix-map={root}={REMAPPED_ROOT}"))
+            .arg("-Iebpf-sdk/include")
+            .arg(format!("-I{}", self.relative(&include).display()))
+            // No checkout path in DWARF or BTF line info.
             .arg(format!("-fdebug-compilation-dir={REMAPPED_ROOT}"))
             .arg("-MD")
             .arg("-MF")
-            .arg(&deps)
+            .arg(self.relative(&deps))
             .arg("-c")
-            .arg(src)
-            .arg("-o")
-            .arg(output)
-            .current_dir(&self.root);
+            .arg(self.relative(src))
+            .args(["-o", "-"])
+            .current_dir(&self.root)
+            // Nor on the caller's environment (a test under nextest has
+            // another than a shell): clang needs only PATH.
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("PWD", &self.root);
         let command_line = show(&cmd);
         // The inputs are the source plus every header clang saw last time.
-        let mut inputs = vec![src.to_path_buf()];
-        inputs.extend(read_depfile(&deps));
-        let stamp = stamp_of(&command_line, &inputs);
+        let inputs_now = || {
+            let mut inputs = vec![src.to_path_buf()];
+            inputs.extend(read_depfile(&deps).into_iter().map(|p| self.root.join(p)));
+            inputs
+        };
+        let stamp = stamp_of(&command_line, &inputs_now());
         if self.is_fresh(name, output, &stamp) {
             return Ok(true);
         }
-        self.run(&mut cmd, &format!("{}", src.display()))?;
+        std::fs::create_dir_all(deps.parent().expect("a depfile has a directory"))?;
+        if self.verbose {
+            println!("+ (cd {}; {command_line})", self.root.display());
+        }
+        let out = cmd
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("{}: cannot run {command_line}", src.display()))?;
+        if !out.status.success() {
+            bail!("{}: failed ({}): {command_line}", src.display(), out.status);
+        }
+        write_if_changed(output, &out.stdout)?;
         // Record the stamp over the headers clang just reported.
-        let mut inputs = vec![src.to_path_buf()];
-        inputs.extend(read_depfile(&deps));
-        self.write_stamp(name, &stamp_of(&command_line, &inputs))?;
+        self.write_stamp(name, &stamp_of(&command_line, &inputs_now()))?;
         Ok(false)
+    }
+
+    /// Where clang writes the depfile of `name`: the same path for the
+    /// regular and the `--check-reproducible` build (see `build_c`).
+    fn deps_path(&self, name: &str) -> PathBuf {
+        self.root
+            .join("target/bpf-deps")
+            .join(self.arch.name())
+            .join(format!("{name}.d"))
+    }
+
+    /// `path` relative to the repository root when it lies inside it.
+    fn relative<'p>(&self, path: &'p Path) -> &'p Path {
+        path.strip_prefix(&self.root).unwrap_or(path)
     }
 
     fn build_rust(
@@ -679,11 +717,16 @@ fn stamp_of(command_line: &str, inputs: &[PathBuf]) -> String {
 /// and whatever depends on it stays fresh.
 fn copy_if_changed(from: &Path, to: &Path) -> anyhow::Result<()> {
     let new = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
-    if std::fs::read(to).is_ok_and(|old| old == new) {
+    write_if_changed(to, &new)
+}
+
+/// Writes `bytes` to `to` (atomically, by rename) unless it already holds them.
+fn write_if_changed(to: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if std::fs::read(to).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
     let tmp = to.with_extension("o.tmp");
-    std::fs::write(&tmp, &new).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, to).with_context(|| format!("renaming to {}", to.display()))?;
     Ok(())
 }

@@ -283,14 +283,7 @@ fn run_counted(mut c: Command, what: &str) -> Result<Counts> {
     drop(tx);
     let lines: Vec<String> = rx.iter().collect();
     let status = child.wait()?;
-    let mut counts = Counts::default();
-    let mut seen = false;
-    for l in &lines {
-        if let Some(c) = parse_summary(l) {
-            counts += c;
-            seen = true;
-        }
-    }
+    let (mut counts, seen) = total_of(&lines);
     if !status.success() && counts.failed == 0 {
         eprintln!("{what} failed ({status}) before reporting a failed test");
         counts.failed += 1;
@@ -298,6 +291,23 @@ fn run_counted(mut c: Command, what: &str) -> Result<Counts> {
         eprintln!("note: {what} reported no test counts");
     }
     Ok(counts)
+}
+
+/// The counts a run printed. nextest echoes a failed test's own output,
+/// libtest's `test result:` line included, above its `Summary`: when a
+/// `Summary` is there, it alone counts, or that failure would count twice.
+fn total_of(lines: &[String]) -> (Counts, bool) {
+    let is_nextest = |l: &String| l.trim_start().starts_with("Summary");
+    let nextest = lines.iter().any(is_nextest);
+    let mut counts = Counts::default();
+    let mut seen = false;
+    for l in lines.iter().filter(|l| !nextest || is_nextest(l)) {
+        if let Some(c) = parse_summary(l) {
+            counts += c;
+            seen = true;
+        }
+    }
+    (counts, seen)
 }
 
 /// nextest: `Summary [ 1.2s] 45 tests run: 43 passed, 1 failed, 2 skipped`;
@@ -818,6 +828,29 @@ mod tests {
             })
         );
         assert_eq!(parse_summary("running 3 tests"), None);
+    }
+
+    #[test]
+    fn a_failed_test_counts_once_under_nextest() {
+        let lines: Vec<String> = [
+            "        FAIL [  33.475s] (220/220) kiln-ebpf::build_ebpf reproducible",
+            "    test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+            "     Summary [  33.477s] 220 tests run: 219 passed, 1 failed, 5 skipped",
+        ]
+        .map(String::from)
+        .to_vec();
+        let (c, seen) = total_of(&lines);
+        assert!(seen);
+        assert_eq!((c.passed, c.failed, c.skipped), (219, 1, 5));
+        // Plain cargo test (doctests): every `test result:` line adds up.
+        let doc: Vec<String> = [
+            "test result: ok. 3 passed; 0 failed; 1 ignored",
+            "test result: FAILED. 1 passed; 2 failed; 0 ignored",
+        ]
+        .map(String::from)
+        .to_vec();
+        let (c, _) = total_of(&doc);
+        assert_eq!((c.passed, c.failed, c.skipped), (4, 2, 1));
     }
 
     #[test]
