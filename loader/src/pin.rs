@@ -48,7 +48,6 @@ pub enum PinError {
 
 /// Whether `path` (or, when it does not exist yet, its parent) is on a bpffs.
 pub fn is_on_bpffs(path: &Path) -> std::io::Result<bool> {
-    use std::os::unix::ffi::OsStrExt;
     let probe = if path.exists() {
         path
     } else {
@@ -56,7 +55,13 @@ pub fn is_on_bpffs(path: &Path) -> std::io::Result<bool> {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
     };
-    let c = std::ffi::CString::new(probe.as_os_str().as_bytes())
+    Ok(fs_type(probe)? == BPF_FS_MAGIC)
+}
+
+/// The file system magic `statfs(2)` reports for `path`.
+fn fs_type(path: &Path) -> std::io::Result<i64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: statfs writes into `buf`, a zeroed struct of the right type; `c` is NUL-terminated.
     let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
@@ -68,7 +73,44 @@ pub fn is_on_bpffs(path: &Path) -> std::io::Result<bool> {
         clippy::unnecessary_cast,
         reason = "f_type is i64 on x86_64, u32/i32 elsewhere"
     )]
-    Ok(buf.f_type as i64 == BPF_FS_MAGIC)
+    Ok(buf.f_type as i64)
+}
+
+/// Where systemd, bpftool and libbpf-based tools expect the bpf filesystem.
+pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
+
+/// `SYSFS_MAGIC`: `/sys/fs/bpf` is still sysfs's own empty directory.
+const SYSFS_MAGIC: i64 = 0x62656572;
+
+/// Mounts a bpffs at [`DEFAULT_BPFFS`] when that is still sysfs's bare
+/// directory, as systemd does at boot and bpftool does before it pins:
+/// minimal systems, containers and fresh VMs often have nothing mounted
+/// there. Anything already mounted there (a bpffs, or another file system
+/// someone chose) is left alone. Returns whether this call mounted.
+///
+/// Needs CAP_SYS_ADMIN in the mount namespace.
+pub fn mount_default_bpffs() -> std::io::Result<bool> {
+    let dir = Path::new(DEFAULT_BPFFS);
+    if fs_type(dir)? != SYSFS_MAGIC {
+        return Ok(false);
+    }
+    // systemd's options for the same mount: private to root, no devices,
+    // no set-uid, nothing executable.
+    let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_RELATIME;
+    // SAFETY: all pointers are NUL-terminated literals that mount(2) only reads.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            c"/sys/fs/bpf".as_ptr(),
+            c"bpf".as_ptr(),
+            flags,
+            c"mode=0700".as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(true)
 }
 
 /// Refuses a pin path with a `..` component: a map name such as `../x`

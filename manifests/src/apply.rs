@@ -142,6 +142,8 @@ fn kerr(what: impl Into<String>, e: impl std::fmt::Display) -> ApplyError {
 #[derive(Debug)]
 pub struct Outcome {
     pub plan: Plan,
+    /// What the apply did besides the plan (such as mounting the bpffs).
+    pub notes: Vec<String>,
     /// Problems after the point of no return (the new generation is live).
     pub warnings: Vec<String>,
 }
@@ -170,6 +172,16 @@ pub fn apply(
         &format!("applying deployment '{}'", manifest.name()),
         crate::privilege::needed(resolved, root.exists()),
     )?;
+    let mut notes = Vec::new();
+    if root.starts_with(kiln_loader::pin::DEFAULT_BPFFS) {
+        // When mounting fails, the check below says what is missing.
+        if let Ok(true) = kiln_loader::pin::mount_default_bpffs() {
+            notes.push(format!(
+                "mounted a bpf filesystem at {} (nothing was mounted there)",
+                kiln_loader::pin::DEFAULT_BPFFS
+            ));
+        }
+    }
     let existing = root
         .ancestors()
         .find(|a| a.exists())
@@ -185,6 +197,7 @@ pub fn apply(
     if plan.is_noop() {
         return Ok(Outcome {
             plan,
+            notes,
             warnings: Vec::new(),
         });
     }
@@ -193,7 +206,11 @@ pub fn apply(
     match result {
         Ok(()) => {
             let warnings = tx.finish();
-            Ok(Outcome { plan, warnings })
+            Ok(Outcome {
+                plan,
+                notes,
+                warnings,
+            })
         }
         Err(e) => {
             tx.rollback();

@@ -112,11 +112,14 @@ fn pin_root_off_bpffs_is_refused() -> TestResult {
     Ok(())
 }
 
-fn pins_and_lock_are_private() -> TestResult {
-    let dir = Dir::new("modes")?;
+/// The counter object's manifest in a fresh directory, pinning under
+/// `parent`: the directory (removed on drop), the deployment's name, its pin
+/// root and the manifest's path.
+fn counter_case(tag: &str, parent: &Path) -> Result<(Dir, String, PathBuf, PathBuf), String> {
+    let dir = Dir::new(tag)?;
     let obj = kiln_testkit::bpf_object("manifest_counter.bpf.o")?;
-    let name = format!("kiln-confine-{}", std::process::id());
-    let root = PathBuf::from("/sys/fs/bpf").join(&name);
+    let name = format!("kiln-confine-{tag}-{}", std::process::id());
+    let root = parent.join(&name);
     let m = manifest(
         &dir.0,
         &name,
@@ -124,6 +127,11 @@ fn pins_and_lock_are_private() -> TestResult {
         &obj.display().to_string(),
         "allow_outside = true",
     )?;
+    Ok((dir, name, root, m))
+}
+
+fn pins_and_lock_are_private() -> TestResult {
+    let (_dir, name, root, m) = counter_case("modes", Path::new("/sys/fs/bpf"))?;
     let d = Deployment::load(&m, &BTreeMap::new()).map_err(|e| e.to_string())?;
     let lock = kiln_manifest::lock::lock_dir().join(format!("{name}.lock"));
     let result = (|| -> TestResult {
@@ -156,6 +164,49 @@ fn pins_and_lock_are_private() -> TestResult {
     result
 }
 
+/// On a machine where nothing is mounted at /sys/fs/bpf (a fresh VM, a
+/// container, a minimal distro), `kiln apply` mounts a bpffs there, as
+/// systemd would have, and says so. Runs in a private mount namespace, so the
+/// host's own bpffs and its pins are untouched, and everything the apply
+/// pinned goes away with the namespace.
+fn apply_mounts_the_bpffs_when_absent() -> TestResult {
+    let (_dir, _, _, m) = counter_case("mount", Path::new("/sys/fs/bpf/kiln"))?;
+    let kiln = std::env::var_os("KILN_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from);
+    // Unmount every bpffs stacked at /sys/fs/bpf in the new namespace, so
+    // the directory is sysfs's bare one again; then apply, show the mount
+    // table, and check the deployment.
+    let script = format!(
+        "while umount /sys/fs/bpf 2>/dev/null; do :; done; \
+         if grep -q ' /sys/fs/bpf ' /proc/self/mounts; then echo 'still mounted'; exit 90; fi; \
+         '{kiln}' apply '{m}' || exit 91; \
+         grep ' /sys/fs/bpf ' /proc/self/mounts; \
+         '{kiln}' status '{m}' || exit 92",
+        kiln = kiln.display(),
+        m = m.display()
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);
+    assert!(
+        stderr.contains("note: mounted a bpf filesystem at /sys/fs/bpf"),
+        "apply did not say it mounted the bpffs:\n{stderr}"
+    );
+    let mount = stdout
+        .lines()
+        .find(|l| l.contains(" /sys/fs/bpf "))
+        .ok_or_else(|| format!("no mount at /sys/fs/bpf after apply:\n{stdout}"))?;
+    assert!(
+        mount.starts_with("bpf /sys/fs/bpf bpf ") && mount.contains("mode=700"),
+        "{mount}"
+    );
+    assert!(stdout.contains("all as declared"), "{stdout}");
+    Ok(())
+}
+
 fn main() {
     kiln_testkit::run(vec![
         kiln_testkit::test(
@@ -167,6 +218,20 @@ fn main() {
             "pin_root_off_bpffs_is_refused",
             &[Need::Root, Need::Bpf],
             pin_root_off_bpffs_is_refused,
+        ),
+        kiln_testkit::test(
+            "apply_mounts_the_bpffs_when_absent",
+            &[
+                Need::Root,
+                Need::Bpf,
+                Need::Probe("unshare", || {
+                    let found = std::env::var_os("PATH").is_some_and(|p| {
+                        std::env::split_paths(&p).any(|d| d.join("unshare").is_file())
+                    });
+                    (!found).then(|| "unshare (util-linux or busybox) is not installed".into())
+                }),
+            ],
+            apply_mounts_the_bpffs_when_absent,
         ),
         kiln_testkit::test(
             "pins_and_lock_are_private",

@@ -282,6 +282,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let outcome = d.apply(&opts).context(
                 "apply failed; nothing changed (the previous generation, if any, still runs)",
             )?;
+            for n in &outcome.notes {
+                eprintln!("note: {n}");
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&outcome.plan)?);
             } else if outcome.plan.is_noop() {
