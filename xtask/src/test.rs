@@ -390,6 +390,7 @@ fn host_phase() -> Result<Counts> {
         );
         return Ok(Counts { skipped: 1, ..ebpf });
     }
+    mount_host_bpffs()?;
     let mut c = Command::new("cargo");
     c.args([
         "nextest",
@@ -408,6 +409,36 @@ fn host_phase() -> Result<Counts> {
     let mut counts = run_counted(c, "host integration tests (root, KILN_TEST_STRICT=1)")?;
     counts += ebpf;
     Ok(counts)
+}
+
+/// The host tests pin under /sys/fs/bpf, as users do. systemd mounts a
+/// bpffs there at boot; a fresh machine without that unit (CI's, a
+/// container) has sysfs's bare directory, so mount one as systemd would.
+fn mount_host_bpffs() -> Result<()> {
+    let mounts =
+        std::fs::read_to_string("/proc/self/mounts").context("reading /proc/self/mounts")?;
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"))
+    {
+        return Ok(());
+    }
+    let status = Command::new("mount")
+        .args([
+            "-t",
+            "bpf",
+            "-o",
+            "nosuid,nodev,noexec,mode=0700",
+            "bpf",
+            "/sys/fs/bpf",
+        ])
+        .status()
+        .context("running mount")?;
+    if !status.success() {
+        bail!("mounting a bpffs at /sys/fs/bpf failed ({status}); the host tests pin there");
+    }
+    eprintln!("mounted a bpffs at /sys/fs/bpf for the host tests (nothing was mounted there)");
+    Ok(())
 }
 
 /// Guest binaries per arch, built once.
