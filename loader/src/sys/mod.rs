@@ -85,16 +85,35 @@ impl SysError {
 /// of the call.
 pub unsafe fn bpf<A>(cmd: Cmd, attr: &mut A) -> Result<i64, SysError> {
     const { assert!(std::mem::size_of::<A>() == ATTR_SIZE) };
-    // SAFETY: the caller guarantees `attr` is a valid attribute block for `cmd`;
-    // its size is checked above.
-    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd as u32, attr as *mut A, ATTR_SIZE as u32) };
-    if ret < 0 {
-        Err(SysError {
-            cmd,
-            source: std::io::Error::last_os_error(),
-        })
-    } else {
-        Ok(ret)
+    let mut call = || {
+        // SAFETY: the caller guarantees `attr` is a valid attribute block for `cmd`;
+        // its size is checked above.
+        let ret =
+            unsafe { libc::syscall(libc::SYS_bpf, cmd as u32, attr as *mut A, ATTR_SIZE as u32) };
+        if ret < 0 {
+            Err(SysError {
+                cmd,
+                source: std::io::Error::last_os_error(),
+            })
+        } else {
+            Ok(ret)
+        }
+    };
+    match call() {
+        // Kernels before 5.11 charge maps, programs and BTF to
+        // RLIMIT_MEMLOCK and answer EPERM when it is exhausted (64 KiB by
+        // default: one mid-sized hash map). Raise it when that happens, as
+        // libbpf does, and try once more; on newer kernels (memory cgroup
+        // accounting) this never triggers, so the limit is left alone there.
+        Err(e)
+            if e.errno() == libc::EPERM
+                && matches!(cmd, Cmd::MapCreate | Cmd::ProgLoad | Cmd::BtfLoad)
+                && caps::memlock_limit().is_some()
+                && caps::raise_memlock().is_ok() =>
+        {
+            call()
+        }
+        other => other,
     }
 }
 

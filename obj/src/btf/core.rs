@@ -587,13 +587,16 @@ fn candidates(lb: &Btf, lid: TypeId, tb: &Btf) -> Result<Vec<TypeId>, BtfError> 
     let mut out = Vec::new();
     for id in tb.ids_by_essential_name_for(name, lk) {
         let tk = tb.kind_of(id)?;
+        // A forward declaration in the target is never a candidate: it has
+        // no members or size to relocate against. Kernels keep some next to
+        // the full definition (5.10's vmlinux has a `struct pt_regs` Fwd), and
+        // taking one failed the whole relocation ("Fwd has no size").
         let compat = tk == lk
             || matches!(
                 (lk, tk),
                 (Kind::Enum | Kind::Enum64, Kind::Enum | Kind::Enum64)
             )
-            || (lk == Kind::Fwd && matches!(tk, Kind::Struct | Kind::Union))
-            || (tk == Kind::Fwd && matches!(lk, Kind::Struct | Kind::Union));
+            || (lk == Kind::Fwd && matches!(tk, Kind::Struct | Kind::Union));
         if compat {
             out.push(id);
         }
