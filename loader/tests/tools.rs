@@ -735,7 +735,11 @@ fn sock_lb_child() -> TestResult {
 fn tcpconnect_shapes() -> R<Vec<&'static str>> {
     let (ebpf, failures) = EbpfLoader::new().load_each(&spec("tool_tcpconnect")?)?;
     let mut shapes = Vec::new();
-    if ebpf.program("connect_fexit").is_some() {
+    // Loading is not enough: arm64 before 6.0 verifies fexit programs but
+    // has no trampolines to attach them with (ENOTSUPP). Tools try an attach.
+    if let Some(prog) = ebpf.program("connect_fexit")
+        && attach_tracing(prog.fd(), prog.kind(), 0).is_ok()
+    {
         shapes.push("fexit");
     }
     if std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists()
