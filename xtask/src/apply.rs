@@ -177,6 +177,16 @@ fn run_in_vm(args: &Args, manifest: &Path, objects: &[(String, PathBuf)]) -> Res
         }
     }
     command.extend(args.rest.iter().cloned());
+    if args.kiln == "apply" {
+        // The VM lives only for this command: show what the apply left
+        // running (programs attached, maps pinned) before it powers off.
+        let apply = command.join(" ");
+        command = vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            format!("{apply} && echo && /bin/kiln status {GUEST_MANIFEST}"),
+        ];
+    }
     eprintln!(
         "booting kernel {} ({arch}) to run: {}",
         args.kernel,
