@@ -19,8 +19,13 @@ const IPV4_SADDR: usize = 12;
 
 /// Blocked source prefixes (`"10.0.0.0/8"` in the manifest). The value
 /// counts the packets each prefix dropped.
+///
+/// A u32, not a u64: the kernel stores an LPM trie's value right after the
+/// key's data, so with a 4-byte address it is only 4-aligned, and a 64-bit
+/// atomic add on it faults on arm64 (an alignment fault in softirq: a kernel
+/// panic, seen on Debian's 6.1 arm64 kernel).
 #[map]
-static BLOCKLIST: LpmTrie<LpmKey<4>, u64, 1024> = LpmTrie::new();
+static BLOCKLIST: LpmTrie<LpmKey<4>, u32, 1024> = LpmTrie::new();
 
 /// Packets per XDP verdict, indexed by `xdp_action` (1 = drop, 2 = pass).
 #[map]
@@ -49,7 +54,7 @@ fn verdict(ctx: &XdpContext) -> u32 {
     match BLOCKLIST.get_ptr_mut(&LpmKey::new(32, saddr)) {
         Some(hits) => {
             // SAFETY: `hits` points at the matched entry's value in the map.
-            unsafe { u64::atomic_add(hits, 1) };
+            unsafe { u32::atomic_add(hits, 1) };
             xdp_action::XDP_DROP
         }
         None => xdp_action::XDP_PASS,
