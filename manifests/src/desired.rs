@@ -165,8 +165,11 @@ pub fn resolve(manifest: &Manifest, objects: Objects) -> Result<Resolved, Vec<Di
         if !d.pin {
             errors.push(
                 manifest
-                    .error(key.span(), format!("map '{name}': pin = false is not supported by apply yet"))
-                    .help("shared maps are pinned under <pin_root>/maps so data survives upgrades; remove `pin = false`"),
+                    .error(
+                        key.span(),
+                        format!("map '{name}': pin = false: a deployment outlives `kiln apply`, so every map it keeps is pinned"),
+                    )
+                    .help("unpinned, the map would live only inside the programs using it: plan and status could not see it, `entries` could not be checked, and reloading one of the programs sharing it would give that program a new, empty map of its own; remove `pin = false`"),
             );
         }
         desired.maps.insert(

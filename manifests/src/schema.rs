@@ -212,6 +212,9 @@ pub enum Direction {
 pub struct MapDecl {
     pub object: Spanned<String>,
     /// Pin under `<pin_root>/maps/<NAME>` so the data outlives programs and upgrades.
+    /// Must stay `true`: `false` is rejected by validation (see
+    /// `desired.rs`), because an unpinned map of a deployment that outlives
+    /// the process could be neither observed nor kept across upgrades.
     #[serde(default = "yes")]
     pub pin: bool,
     pub on_upgrade: Option<Spanned<OnUpgrade>>,

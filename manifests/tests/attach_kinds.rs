@@ -11,6 +11,9 @@ use kiln_manifest::Deployment;
 use kiln_manifest::apply::ApplyOptions;
 use kiln_testkit::{Need, TestResult};
 
+mod common;
+use common::cgroup2_root;
+
 fn cycle(program: &str, attach: &str, netns: bool) -> TestResult {
     static N: AtomicUsize = AtomicUsize::new(0);
     let name = format!(
@@ -49,18 +52,8 @@ fn cycle(program: &str, attach: &str, netns: bool) -> TestResult {
         assert!(!root.exists(), "pin root left behind");
         Ok(())
     })();
-    let _ = kiln_manifest::apply::destroy(&name, &root);
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(kiln_manifest::lock::lock_dir().join(format!("{name}.lock")));
+    common::remove_deployment(&name, &root, &dir);
     result
-}
-
-fn cgroup2_root() -> Option<String> {
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(2) == Some(&"cgroup2")).then(|| f[1].to_string())
-    })
 }
 
 fn feature(name: &'static str) -> impl Fn() -> Option<String> {

@@ -90,11 +90,7 @@ impl Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        let _ = kiln_manifest::apply::destroy(&self.name, &self.root);
-        let _ = std::fs::remove_dir_all(&self.dir);
-        let _ = std::fs::remove_file(
-            kiln_manifest::lock::lock_dir().join(format!("{}.lock", self.name)),
-        );
+        common::remove_deployment(&self.name, &self.root, &self.dir);
     }
 }
 

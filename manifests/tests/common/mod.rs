@@ -124,3 +124,22 @@ entries = [ {{ key = 7, value = 70 }} ]
         obj = object.display(),
     )
 }
+
+/// Removes whatever a test deployment left: its pins (`destroy`, which
+/// detaches), its temporary directory and its lock file. For `Drop`s and
+/// cleanup paths, so it reports nothing.
+pub fn remove_deployment(name: &str, root: &Path, dir: &Path) {
+    let _ = kiln_manifest::apply::destroy(name, root);
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_file(kiln_manifest::lock::lock_dir().join(format!("{name}.lock")));
+}
+
+/// Where cgroup2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified`
+/// on a hybrid hierarchy), if it is.
+pub fn cgroup2_root() -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(2) == Some(&"cgroup2")).then(|| f[1].to_string())
+    })
+}

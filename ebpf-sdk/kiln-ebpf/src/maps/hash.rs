@@ -123,6 +123,11 @@ map_struct! {
     /// [`LpmKey<N>`](crate::bindings::LpmKey) (prefix length in bits, then
     /// the data); `BPF_F_NO_PREALLOC` is required and set by default.
     ///
+    /// The kernel stores a value right after its key's data bytes, so with
+    /// `LpmKey<4>` (IPv4) a value is only 4-aligned: a 64-bit atomic add
+    /// on it (`increment` of a u64) is an alignment fault on arm64, a kernel
+    /// panic in softirq. Count in u32s there, or keep counters elsewhere.
+    ///
     /// Minimum kernel version: 4.11.
     LpmTrie [K, V] type = BPF_MAP_TYPE_LPM_TRIE,
     fields { key: *const K, value: *const V }
