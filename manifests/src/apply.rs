@@ -24,14 +24,15 @@ use crate::desired::{Resolved, ResolvedAttach};
 use crate::live::{self, LINKS, MAPS, PROGS};
 use crate::lock::DeploymentLock;
 use crate::manifest::Manifest;
-use crate::plan::{self, Action, PinKind, Plan, ReplaceHow};
-use crate::schema::{Direction, XdpMode};
+use crate::plan::{self, Action, EntryDrift, PinKind, Plan, ReplaceHow};
+use crate::schema::{Direction, EntriesMode, XdpMode};
 
 /// A step of apply where a failure can be injected (tests, and debug builds
 /// through `KILN_FAIL_AT=<step>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     CreateMap,
+    SyncEntries,
     MigrateMap,
     LoadProgram,
     Attach,
@@ -43,8 +44,9 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 9] = [
+    pub const ALL: [Step; 10] = [
         Step::CreateMap,
+        Step::SyncEntries,
         Step::MigrateMap,
         Step::LoadProgram,
         Step::Attach,
@@ -58,6 +60,7 @@ impl Step {
     pub fn name(self) -> &'static str {
         match self {
             Step::CreateMap => "create_map",
+            Step::SyncEntries => "sync_entries",
             Step::MigrateMap => "migrate_map",
             Step::LoadProgram => "load_program",
             Step::Attach => "attach",
@@ -151,7 +154,8 @@ pub struct Outcome {
 /// Computes the plan against the live kernel (under the deployment lock).
 pub fn plan(manifest: &Manifest, resolved: &Resolved) -> Result<Plan, ApplyError> {
     let root = manifest.pin_root();
-    let observed = live::observe(&root)?;
+    let mut observed = live::observe(&root)?;
+    observed.entry_drift = live::entry_drift(&root, &resolved.desired, &observed)?;
     Ok(plan::compute(
         manifest.name(),
         root,
@@ -227,6 +231,12 @@ enum Undo {
     Restore { path: PathBuf, old: OwnedFd },
     /// A link switched to a new program: switch it back.
     Relink { link: FdLink, old_prog: Program },
+    /// Entries written into (or deleted from) a live map: their previous
+    /// values, `None` where the key was absent.
+    Entries {
+        map: Map,
+        old: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    },
 }
 
 struct Tx {
@@ -335,6 +345,10 @@ impl Tx {
                         .map_err(|e| kerr(format!("open map '{map}' to migrate"), e))?;
                     migrate_map(resolved, map, &old, &new)
                         .map_err(|e| kerr(format!("migrate map '{map}'"), e))?;
+                    if let Some(d) = resolved.desired.maps.get(map) {
+                        keep_entries(&new, d)
+                            .map_err(|e| kerr(format!("map '{map}': declared entries"), e))?;
+                    }
                     touched.insert(map.clone());
                     self.new_maps.insert(map.clone());
                     self.maps.insert(map.clone(), new);
@@ -493,8 +507,41 @@ impl Tx {
         Ok(())
     }
 
+    /// Writes the declared entries that differ into a live map (and deletes
+    /// the unlisted keys for "exact"), journaling the old values.
+    fn sync_entries(&mut self, name: &str, drift: &EntryDrift) -> Result<(), ApplyError> {
+        self.inject(Step::SyncEntries)?;
+        let map = self
+            .maps
+            .get(name)
+            .ok_or_else(|| kerr(format!("map '{name}'"), "not open (internal error)"))?
+            .try_clone()
+            .map_err(|e| kerr(format!("map '{name}'"), e))?;
+        let mut old = Vec::new();
+        let result = (|| -> Result<(), kiln_loader::MapError> {
+            for (k, v) in &drift.set {
+                let before = map.lookup_bytes(k, UpdateFlags::ANY)?;
+                map.update_bytes(k, v, UpdateFlags::ANY)?;
+                old.push((k.clone(), before));
+            }
+            for k in &drift.delete {
+                let before = map.lookup_bytes(k, UpdateFlags::ANY)?;
+                map.delete_bytes(k)?;
+                old.push((k.clone(), before));
+            }
+            Ok(())
+        })();
+        self.journal.push(Undo::Entries { map, old });
+        result.map_err(|e| kerr(format!("map '{name}': sync entries"), e))
+    }
+
     /// Phase 2: make the new generation the pinned one.
     fn commit(&mut self, plan: &Plan) -> Result<(), ApplyError> {
+        for action in &plan.actions {
+            if let Action::SyncEntries { map, drift, .. } = action {
+                self.sync_entries(map, drift)?;
+            }
+        }
         for name in self.new_maps.clone() {
             self.inject(Step::PinMap)?;
             let path = self.path(MAPS, &name);
@@ -623,6 +670,14 @@ impl Tx {
                 Undo::Relink { mut link, old_prog } => {
                     let _ = link.update(old_prog.as_fd(), None);
                 }
+                Undo::Entries { map, old } => {
+                    for (k, v) in old.iter().rev() {
+                        let _ = match v {
+                            Some(v) => map.update_bytes(k, v, UpdateFlags::ANY),
+                            None => map.delete_bytes(k).map(|_| ()),
+                        };
+                    }
+                }
             }
         }
         self.retired.clear();
@@ -632,6 +687,37 @@ impl Tx {
         self.progs.clear();
         self.maps.clear();
     }
+}
+
+/// Makes a freshly migrated map hold the declared entries, as
+/// `entries_mode` says: listed keys set to their values (for "keys", only
+/// the missing ones), and for "exact" and "keys" every other copied key
+/// deleted.
+fn keep_entries(map: &Map, want: &crate::plan::DesiredMap) -> Result<(), kiln_loader::MapError> {
+    if want.entries_mode == EntriesMode::Create {
+        return Ok(());
+    }
+    for (k, v) in &want.entries {
+        // "keys": a copied key keeps its migrated value.
+        if want.entries_mode == EntriesMode::Keys
+            && map.lookup_bytes(k, UpdateFlags::ANY)?.is_some()
+        {
+            continue;
+        }
+        map.update_bytes(k, v, UpdateFlags::ANY)?;
+    }
+    if want.entries_mode.prunes() {
+        let listed: BTreeSet<&Vec<u8>> = want.entries.iter().map(|(k, _)| k).collect();
+        let unlisted: Vec<Vec<u8>> = map
+            .keys_bytes()
+            .filter_map(Result::ok)
+            .filter(|k| !listed.contains(k))
+            .collect();
+        for k in unlisted {
+            map.delete_bytes(&k)?;
+        }
+    }
+    Ok(())
 }
 
 /// Creates `dir` and its missing parents readable by the owner only: a pin

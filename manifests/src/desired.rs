@@ -15,7 +15,7 @@ use crate::diag::Diagnostic;
 use crate::manifest::Manifest;
 use crate::objects::Objects;
 use crate::plan::{Desired, DesiredAttach, DesiredMap, DesiredProgram, LinkIdentity, MapDef};
-use crate::schema::{Attach, Direction, OnUpgrade, XdpMode};
+use crate::schema::{Attach, Direction, EntriesMode, OnUpgrade, XdpMode};
 
 /// An attachment with every name resolved on this host (ifindex, cgroup fd path...).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -162,6 +162,19 @@ pub fn resolve(manifest: &Manifest, objects: Objects) -> Result<Resolved, Vec<Di
                 ),
             }
         }
+        let entries_mode = d
+            .entries_mode
+            .as_ref()
+            .map_or(EntriesMode::Create, |m| *m.get_ref());
+        if let Some(mode) = &d.entries_mode
+            && let Some(why) = entries_mode_unsupported(*mode.get_ref(), spec.map_type)
+        {
+            errors.push(
+                manifest
+                    .error(mode.span(), format!("map '{name}': {why}"))
+                    .help("use entries_mode = \"create\" (entries seed a new map only), or a map type whose entries can be compared and deleted"),
+            );
+        }
         if !d.pin {
             errors.push(
                 manifest
@@ -185,6 +198,7 @@ pub fn resolve(manifest: &Manifest, objects: Objects) -> Result<Resolved, Vec<Di
                 declared: true,
                 btf: btf.is_some() && spec.btf_value_type_id.is_some_and(|v| v != 0),
                 entries,
+                entries_mode,
             },
         );
         map_specs.insert(name.clone(), (obj_name.clone(), spec));
@@ -254,6 +268,7 @@ pub fn resolve(manifest: &Manifest, objects: Objects) -> Result<Resolved, Vec<Di
                     declared: false,
                     btf: obj.btf.is_some() && m.btf_value_type_id.is_some_and(|v| v != 0),
                     entries: Vec::new(),
+                    entries_mode: EntriesMode::Create,
                 },
             );
             map_specs.insert(m.name.clone(), (obj_name.clone(), m.clone()));
@@ -921,5 +936,79 @@ pub fn describe(a: &ResolvedAttach) -> DesiredAttach {
         description,
         identity,
         updatable,
+    }
+}
+
+/// Why `mode` cannot be kept on a map of type `t`, if it cannot. Entries are
+/// compared value by value and, for "exact", deleted: per-CPU maps hold one
+/// value per CPU (not the one declared), arrays cannot delete a key, and maps
+/// of file descriptors or streams hold no comparable values.
+fn entries_mode_unsupported(mode: EntriesMode, t: kiln_obj::MapType) -> Option<String> {
+    use kiln_obj::MapType as M;
+    if mode == EntriesMode::Create {
+        return None;
+    }
+    let keyed = [M::HASH, M::LRU_HASH, M::LPM_TRIE];
+    let arrays = [M::ARRAY];
+    if keyed.contains(&t) || (mode == EntriesMode::Enforce && arrays.contains(&t)) {
+        return None;
+    }
+    Some(if arrays.contains(&t) {
+        format!(
+            "entries_mode = \"{}\" deletes unlisted keys, and an array's keys always exist",
+            mode.name()
+        )
+    } else {
+        format!(
+            "entries_mode = \"{}\" works on hash, LRU hash and LPM trie maps{}; this map is {}",
+            mode.name(),
+            if mode == EntriesMode::Enforce {
+                " and arrays"
+            } else {
+                ""
+            },
+            t.name()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_obj::MapType;
+
+    #[test]
+    fn entries_modes_fit_the_map_type() {
+        for t in [MapType::HASH, MapType::LRU_HASH, MapType::LPM_TRIE] {
+            for mode in [
+                EntriesMode::Create,
+                EntriesMode::Enforce,
+                EntriesMode::Exact,
+            ] {
+                assert_eq!(
+                    entries_mode_unsupported(mode, t),
+                    None,
+                    "{} {}",
+                    mode.name(),
+                    t.name()
+                );
+            }
+        }
+        assert_eq!(
+            entries_mode_unsupported(EntriesMode::Enforce, MapType::ARRAY),
+            None
+        );
+        let exact_array = entries_mode_unsupported(EntriesMode::Exact, MapType::ARRAY).unwrap();
+        assert!(exact_array.contains("always exist"), "{exact_array}");
+        assert!(entries_mode_unsupported(EntriesMode::Keys, MapType::ARRAY).is_some());
+        let percpu = entries_mode_unsupported(EntriesMode::Enforce, MapType::PERCPU_HASH).unwrap();
+        assert!(
+            percpu.contains("percpu_hash") && percpu.contains("and arrays"),
+            "{percpu}"
+        );
+        assert_eq!(
+            entries_mode_unsupported(EntriesMode::Create, MapType::PERCPU_HASH),
+            None
+        );
     }
 }

@@ -80,7 +80,9 @@ impl Deployment {
     }
 
     pub fn status(&self) -> Result<status::Status, live::ObserveError> {
-        let observed = live::observe(&self.manifest.pin_root())?;
+        let root = self.manifest.pin_root();
+        let mut observed = live::observe(&root)?;
+        observed.entry_drift = live::entry_drift(&root, &self.resolved.desired, &observed)?;
         Ok(status::compute(
             self.manifest.name(),
             &self.resolved.desired,

@@ -15,7 +15,10 @@ use kiln_loader::links::{FdLink, Link, LinkInfo, LinkTarget, LinkType};
 use kiln_loader::sys::object::OpenFlags;
 use kiln_loader::{Map, Program};
 
-use crate::plan::{LinkIdentity, LiveLink, LiveMap, LiveProgram, MapDef, Observed};
+use crate::plan::{
+    Desired, EntryDrift, LinkIdentity, LiveLink, LiveMap, LiveProgram, MapDef, Observed,
+};
+use crate::schema::EntriesMode;
 
 pub const MAPS: &str = "maps";
 pub const PROGS: &str = "progs";
@@ -34,6 +37,72 @@ pub enum ObserveError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read the entries of map '{map}': {message}")]
+    Entries { map: String, message: String },
+}
+
+/// How each live map whose entries the manifest keeps (`entries_mode`
+/// enforce or exact) differs from them, read from the map. Maps about to be
+/// created, migrated or recreated get their entries anyway and are skipped.
+pub fn entry_drift(
+    root: &Path,
+    desired: &Desired,
+    observed: &Observed,
+) -> Result<std::collections::BTreeMap<String, EntryDrift>, ObserveError> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, want) in &desired.maps {
+        if want.entries_mode == EntriesMode::Create
+            || observed
+                .maps
+                .get(name)
+                .is_none_or(|live| live.def != want.def)
+        {
+            continue;
+        }
+        let failed = |message: String| ObserveError::Entries {
+            map: name.clone(),
+            message,
+        };
+        let map = Map::from_pin(&root.join(MAPS).join(name), OpenFlags::ReadOnly)
+            .map_err(|e| failed(e.to_string()))?;
+        // LPM trie lookups match the longest prefix, not the key: which keys
+        // exist comes from walking them (also what "exact" needs anyway).
+        let walk = want.entries_mode.prunes() || want.def.map_type == kiln_obj::MapType::LPM_TRIE.0;
+        let present: std::collections::BTreeSet<Vec<u8>> = if walk {
+            map.keys_bytes()
+                .collect::<Result<_, _>>()
+                .map_err(|e| failed(e.to_string()))?
+        } else {
+            Default::default()
+        };
+        let mut drift = EntryDrift::default();
+        for (k, v) in &want.entries {
+            let live = if walk && !present.contains(k) {
+                None
+            } else if want.entries_mode == EntriesMode::Keys {
+                // Present; its value is the programs' business.
+                continue;
+            } else {
+                map.lookup_bytes(k, Default::default())
+                    .map_err(|e| failed(e.to_string()))?
+            };
+            if live.as_deref() != Some(v.as_slice()) {
+                drift.set.push((k.clone(), v.clone()));
+            }
+        }
+        if want.entries_mode.prunes() {
+            let listed: std::collections::BTreeSet<&Vec<u8>> =
+                want.entries.iter().map(|(k, _)| k).collect();
+            drift.delete = present
+                .into_iter()
+                .filter(|k| !listed.contains(k))
+                .collect();
+        }
+        if !drift.is_empty() {
+            out.insert(name.clone(), drift);
+        }
+    }
+    Ok(out)
 }
 
 /// Reads everything pinned under `root`. A missing root is an empty deployment.

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::schema::OnUpgrade;
+use crate::schema::{EntriesMode, OnUpgrade};
 
 /// The parts of a map definition that decide whether live data can be kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -53,8 +53,25 @@ pub struct DesiredMap {
     pub declared: bool,
     /// Key and value types are known from the object's BTF (migration can convert).
     pub btf: bool,
-    /// Initial entries (key bytes, value bytes), written only into a new map.
+    /// Declared entries (key bytes, value bytes): written into a new map,
+    /// and kept on a live one as `entries_mode` says.
     pub entries: Vec<(Vec<u8>, Vec<u8>)>,
+    pub entries_mode: EntriesMode,
+}
+
+/// How a live map's contents differ from its declared entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EntryDrift {
+    /// Declared entries whose key is missing or holds another value.
+    pub set: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Keys the map holds but the manifest does not list (`exact` only).
+    pub delete: Vec<Vec<u8>>,
+}
+
+impl EntryDrift {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.delete.is_empty()
+    }
 }
 
 /// Where and how a program attaches, resolved against this host.
@@ -143,6 +160,10 @@ pub struct Observed {
     pub links: BTreeMap<String, LiveLink>,
     /// Pins under the root Kiln does not recognise (not maps/progs/links).
     pub strays: Vec<PathBuf>,
+    /// Live maps whose contents differ from the entries the manifest keeps
+    /// on them (`entries_mode` enforce or exact), read from the map itself.
+    #[serde(skip)]
+    pub entry_drift: BTreeMap<String, EntryDrift>,
 }
 
 pub fn tag_hex(tag: &[u8; 8]) -> String {
@@ -184,6 +205,16 @@ pub enum Action {
         map: String,
         from: MapDef,
         to: MapDef,
+    },
+    /// Write the declared entries that differ into the live map (and, for
+    /// `entries_mode = "exact"`, delete the keys it does not list).
+    SyncEntries {
+        map: String,
+        set: usize,
+        delete: usize,
+        /// The writes and deletes themselves, as observed when planning.
+        #[serde(skip)]
+        drift: EntryDrift,
     },
     LoadProgram {
         program: String,
@@ -240,6 +271,15 @@ impl fmt::Display for Action {
                     f,
                     "! recreate map {map}: {from} -> {to} (its data is dropped)"
                 )
+            }
+            Action::SyncEntries {
+                map, set, delete, ..
+            } => {
+                write!(f, "~ sync entries of map {map}: {set} to set")?;
+                if *delete > 0 {
+                    write!(f, ", {delete} to delete")?;
+                }
+                Ok(())
             }
             Action::LoadProgram { program, reason } => {
                 write!(f, "+ load program {program} ({reason})")
@@ -352,7 +392,15 @@ pub fn compute(
                 });
                 new_maps.insert(name.clone());
             }
-            Some(live) if live.def == want.def => unchanged.push(format!("map {name}")),
+            Some(live) if live.def == want.def => match observed.entry_drift.get(name) {
+                Some(drift) if !drift.is_empty() => map_actions.push(Action::SyncEntries {
+                    map: name.clone(),
+                    set: drift.set.len(),
+                    delete: drift.delete.len(),
+                    drift: drift.clone(),
+                }),
+                _ => unchanged.push(format!("map {name}")),
+            },
             Some(live) => {
                 let (from, to) = (live.def, want.def);
                 match want.on_upgrade {
@@ -571,6 +619,7 @@ mod tests {
                 declared: true,
                 btf: false,
                 entries: vec![],
+                entries_mode: EntriesMode::Create,
             },
         );
         d.programs.insert(

@@ -219,9 +219,48 @@ pub struct MapDecl {
     pub pin: bool,
     pub on_upgrade: Option<Spanned<OnUpgrade>>,
     pub max_entries: Option<Spanned<u32>>,
-    /// Entries written when the map is created (never over live data).
+    /// Entries written when the map is created; with `entries_mode`
+    /// "enforce" or "exact", kept so on every apply.
     #[serde(default)]
     pub entries: Vec<Spanned<EntryDecl>>,
+    pub entries_mode: Option<Spanned<EntriesMode>>,
+}
+
+/// Whose word counts for a map's entries once it exists.
+#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum EntriesMode {
+    /// `entries` seed a new map; afterwards the programs and userspace own
+    /// its contents (counters, state).
+    #[default]
+    Create,
+    /// Every apply sets each listed key to its listed value; other keys
+    /// (added at run time) stay.
+    Enforce,
+    /// The map holds exactly the listed entries: every apply also deletes
+    /// the keys the manifest does not list (a blocklist, a service table).
+    Exact,
+    /// The map holds exactly the listed keys; a missing one is inserted with
+    /// its listed value, but the values of present keys belong to the
+    /// programs (a blocklist whose values count the packets each rule drops).
+    Keys,
+}
+
+impl EntriesMode {
+    /// As the manifest spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EntriesMode::Create => "create",
+            EntriesMode::Enforce => "enforce",
+            EntriesMode::Exact => "exact",
+            EntriesMode::Keys => "keys",
+        }
+    }
+
+    /// Whether keys the manifest does not list are deleted.
+    pub fn prunes(self) -> bool {
+        matches!(self, EntriesMode::Exact | EntriesMode::Keys)
+    }
 }
 
 #[derive(Deserialize, Debug, Clone)]

@@ -77,9 +77,20 @@ pub fn compute(deployment: &str, desired: &Desired, observed: &Observed) -> Stat
     for (name, want) in &desired.maps {
         let (state, detail) = match observed.maps.get(name) {
             None => (State::Missing, "not pinned".to_string()),
-            Some(live) if live.def == want.def => {
-                (State::Ok, format!("pinned, id {}, {}", live.id, live.def))
-            }
+            Some(live) if live.def == want.def => match observed.entry_drift.get(name) {
+                // Changed behind Kiln's back: the next apply puts them back.
+                Some(d) if !d.is_empty() => (
+                    State::Drifted,
+                    format!(
+                        "pinned, id {}: {} declared entries differ, {} unlisted keys (entries_mode = {})",
+                        live.id,
+                        d.set.len(),
+                        d.delete.len(),
+                        want.entries_mode.name()
+                    ),
+                ),
+                _ => (State::Ok, format!("pinned, id {}, {}", live.id, live.def)),
+            },
             Some(live) => (
                 State::Drifted,
                 format!("pinned map is {}, manifest wants {}", live.def, want.def),

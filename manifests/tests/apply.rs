@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use kiln_loader::Program;
 use kiln_loader::links::{FdLink, Link};
+use kiln_loader::maps::UpdateFlags;
+use kiln_loader::sys::object::OpenFlags;
+use kiln_loader::{Map, Program};
 use kiln_manifest::apply::{ApplyError, ApplyOptions, Step};
 use kiln_manifest::plan::{Action, ReplaceHow};
 use kiln_manifest::status::State;
@@ -262,11 +264,16 @@ fn failure_at_each_step_leaves_previous_generation() -> TestResult {
     // An upgrade that exercises every step: new code, migrated map, removed program.
     let upgrade = f.deployment(&f.v2, "max_entries = 32\non_upgrade = \"migrate\"", "")?;
     let removal = f.deployment(&f.v1, "", "enabled = false")?;
+    // Entries are synced into a live map only when it is kept, not migrated:
+    // COUNTERS[7] changed behind Kiln's back, and the manifest enforces 70.
+    let enforce = f.deployment(&f.v1, "entries_mode = \"enforce\"", "")?;
+    let counters = Map::from_pin(&f.root.join("maps/COUNTERS"), OpenFlags::ReadWrite)?;
+    counters.update_bytes(&7u32.to_ne_bytes(), &1u64.to_ne_bytes(), UpdateFlags::ANY)?;
     for step in Step::ALL {
-        let d = if step == Step::Unpin {
-            &removal
-        } else {
-            &upgrade
+        let d = match step {
+            Step::Unpin => &removal,
+            Step::SyncEntries => &enforce,
+            _ => &upgrade,
         };
         let err = d
             .apply(&ApplyOptions {
@@ -289,6 +296,12 @@ fn failure_at_each_step_leaves_previous_generation() -> TestResult {
             snapshot(&f.root)?,
             before,
             "after a failure at {}",
+            step.name()
+        );
+        assert_eq!(
+            counter(&f.root, 7)?,
+            1,
+            "after a failure at {}: COUNTERS[7] was changed",
             step.name()
         );
         // The old generation still runs.

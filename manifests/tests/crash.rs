@@ -213,8 +213,18 @@ fn crash_at(point: &'static str, recover: Recover) -> TestResult {
     // Removing a program is the only plan with an unpin; every other step is
     // on the way of an upgrade to new code with a migrated map.
     let removal = point == Step::Unpin.name();
+    // Entries are synced into a map that is kept (not migrated): the same
+    // upgrade to new code, keeping COUNTERS and enforcing its entries.
+    let sync = point == Step::SyncEntries.name();
     let target = if removal {
         f.manifest("v2.toml", "manifest_counter.bpf.o", "", "enabled = false")?
+    } else if sync {
+        f.manifest(
+            "v2.toml",
+            "manifest_counter_v2.bpf.o",
+            "entries_mode = \"enforce\"",
+            "",
+        )?
     } else {
         f.manifest(
             "v2.toml",
@@ -237,6 +247,18 @@ fn crash_at(point: &'static str, recover: Recover) -> TestResult {
         "v1 counts nothing: {before:?}"
     );
     settle(&f.root, &maps)?;
+    if sync {
+        // Behind Kiln's back, so that the apply has an entry to put back.
+        let m = kiln_loader::Map::from_pin(
+            &f.root.join("maps/COUNTERS"),
+            kiln_loader::sys::object::OpenFlags::ReadWrite,
+        )?;
+        m.update_bytes(
+            &7u32.to_ne_bytes(),
+            &1u64.to_ne_bytes(),
+            kiln_loader::maps::UpdateFlags::ANY,
+        )?;
+    }
 
     apply_and_kill_at(&target, point)?;
     if point == STAGED_PIN {

@@ -3,7 +3,7 @@
 //! reads back from the kernel after applying.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kiln_manifest::Deployment;
 use kiln_manifest::apply::ApplyOptions;
@@ -51,6 +51,23 @@ fn deployment(
     std::fs::write(&path, text)?;
     let d = Deployment::load(&path, &BTreeMap::new()).map_err(|e| e.to_string())?;
     Ok((d, root, dir))
+}
+
+/// Runs `case` on a fresh deployment of `body`, then removes whatever it
+/// left (pins, directory, lock file), whether it passed or not.
+fn with_deployment(
+    n: &str,
+    body: &str,
+    case: impl FnOnce(&Deployment, &Path, &Path) -> TestResult,
+) -> TestResult {
+    let (d, root, dir) = deployment(n, body)?;
+    let result = case(&d, &root, &dir);
+    let _ = d.destroy();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(
+        kiln_manifest::lock::lock_dir().join(format!("{}.lock", d.manifest.name())),
+    );
+    result
 }
 
 fn flow_key() -> Vec<u8> {
@@ -124,8 +141,7 @@ fn type_errors_name_the_member() -> TestResult {
 }
 
 fn applied_values_read_back() -> TestResult {
-    let (d, root, dir) = deployment("apply", MANIFEST)?;
-    let result = (|| -> TestResult {
+    with_deployment("apply", MANIFEST, |d, root, _| {
         d.apply(&ApplyOptions::default())?;
         let flows = kiln_loader::Map::from_pin(
             &root.join("maps/FLOWS"),
@@ -137,18 +153,11 @@ fn applied_values_read_back() -> TestResult {
         assert_eq!(u64::from_le_bytes(v[..8].try_into()?), 7);
         assert!(d.plan()?.is_noop());
         Ok(())
-    })();
-    let _ = d.destroy();
-    let _ = std::fs::remove_dir_all(dir);
-    let _ = std::fs::remove_file(
-        kiln_manifest::lock::lock_dir().join(format!("{}.lock", d.manifest.name())),
-    );
-    result
+    })
 }
 
 fn migration_converts_by_field_name() -> TestResult {
-    let (d, root, dir) = deployment("migrate", MANIFEST)?;
-    let result = (|| -> TestResult {
+    with_deployment("migrate", MANIFEST, |d, root, dir| {
         d.apply(&ApplyOptions::default())?;
         // Version 2 reorders and grows the FLOWS value: {on, drops, packets, bytes}.
         let v2 = kiln_testkit::bpf_object("manifest_typed_v2.bpf.o")?;
@@ -193,13 +202,184 @@ fn migration_converts_by_field_name() -> TestResult {
         );
         assert_eq!(u64::from_le_bytes(v[16..24].try_into()?), 0, "bytes: {v:?}");
         Ok(())
-    })();
-    let _ = d.destroy();
-    let _ = std::fs::remove_dir_all(dir);
-    let _ = std::fs::remove_file(
-        kiln_manifest::lock::lock_dir().join(format!("{}.lock", d.manifest.name())),
+    })
+}
+
+/// `entries_mode`: "exact" makes BLOCKED hold exactly the listed prefixes,
+/// "enforce" puts FLOWS' listed entry back and leaves run-time keys alone.
+/// Changes made behind Kiln's back show in status and plan, a failed apply
+/// puts the old values back, and the next apply converges.
+fn entries_modes_keep_live_maps() -> TestResult {
+    use kiln_loader::maps::UpdateFlags;
+    use kiln_manifest::apply::Step;
+    use kiln_manifest::plan::Action;
+    let body = MANIFEST
+        .replace(
+            "[maps.BLOCKED]\nobject = \"typed\"\n",
+            "[maps.BLOCKED]\nobject = \"typed\"\nentries_mode = \"exact\"\n",
+        )
+        .replace(
+            "[maps.FLOWS]\nobject = \"typed\"\n",
+            "[maps.FLOWS]\nobject = \"typed\"\nentries_mode = \"enforce\"\n",
+        );
+    assert!(body.contains("\"exact\"") && body.contains("\"enforce\""));
+    with_deployment("modes", &body, |d, root, dir| {
+        d.apply(&ApplyOptions::default())?;
+        let open = |m: &str| {
+            kiln_loader::Map::from_pin(
+                &root.join("maps").join(m),
+                kiln_loader::sys::object::OpenFlags::ReadWrite,
+            )
+        };
+        let (blocked, flows) = (open("BLOCKED")?, open("FLOWS")?);
+        let ten_8 = [8, 0, 0, 0, 10, 0, 0, 0];
+        let stray = [24, 0, 0, 0, 172, 16, 0, 0];
+        let mut other_flow = flow_key();
+        other_flow[0] = 2;
+        // Behind Kiln's back: a changed and an unlisted prefix, a changed
+        // and an unlisted flow.
+        blocked.update_bytes(&ten_8, &5u32.to_ne_bytes(), UpdateFlags::ANY)?;
+        blocked.update_bytes(&stray, &9u32.to_ne_bytes(), UpdateFlags::ANY)?;
+        let mut v = flows
+            .lookup_bytes(&flow_key(), UpdateFlags::ANY)?
+            .ok_or("no FLOWS entry")?;
+        v[..8].copy_from_slice(&99u64.to_le_bytes());
+        flows.update_bytes(&flow_key(), &v, UpdateFlags::ANY)?;
+        flows.update_bytes(&other_flow, &v, UpdateFlags::ANY)?;
+        let read = |m: &kiln_loader::Map, k: &[u8]| m.lookup_bytes(k, UpdateFlags::ANY);
+        let runtime_state = || -> Result<_, kiln_loader::MapError> {
+            Ok((
+                read(&blocked, &ten_8)?,
+                read(&blocked, &stray)?,
+                read(&flows, &flow_key())?,
+                read(&flows, &other_flow)?,
+            ))
+        };
+        let changed = runtime_state()?;
+
+        let status = d.status()?;
+        assert!(!status.all_ok(), "{status}");
+        let shown = status.to_string();
+        assert!(
+            shown.contains("1 declared entries differ, 1 unlisted keys (entries_mode = exact)")
+                && shown.contains(
+                    "1 declared entries differ, 0 unlisted keys (entries_mode = enforce)"
+                ),
+            "{shown}"
+        );
+        let plan = d.plan()?;
+        let syncs: Vec<(String, usize, usize)> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::SyncEntries {
+                    map, set, delete, ..
+                } => Some((map.clone(), *set, *delete)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            syncs,
+            [("BLOCKED".to_string(), 1, 1), ("FLOWS".to_string(), 1, 0)],
+            "{plan}"
+        );
+
+        // The same drift plus new global values: the sync happens, then a
+        // later step fails, and the old values come back.
+        std::fs::write(
+            dir.join("manifest.toml"),
+            std::fs::read_to_string(dir.join("manifest.toml"))?
+                .replace("enabled = true", "enabled = false"),
+        )?;
+        let d2 = Deployment::load(&dir.join("manifest.toml"), &BTreeMap::new())
+            .map_err(|e| e.to_string())?;
+        let err = d2
+            .apply(&ApplyOptions {
+                fail_at: Some(Step::PinProgram),
+                ..ApplyOptions::default()
+            })
+            .err()
+            .ok_or("apply succeeded despite the injected failure")?;
+        assert!(err.to_string().contains("pin_program"), "{err}");
+        assert_eq!(
+            runtime_state()?,
+            changed,
+            "the failed apply left entries changed"
+        );
+
+        d.apply(&ApplyOptions::default())?;
+        assert_eq!(read(&blocked, &ten_8)?, Some(1u32.to_ne_bytes().to_vec()));
+        assert_eq!(
+            read(&blocked, &stray)?,
+            None,
+            "exact kept an unlisted prefix"
+        );
+        let keys: Vec<Vec<u8>> = blocked.keys_bytes().collect::<Result<_, _>>()?;
+        assert_eq!(keys.len(), 2, "BLOCKED holds {keys:?}");
+        let v = read(&flows, &flow_key())?.ok_or("FLOWS entry gone")?;
+        assert_eq!(
+            u64::from_le_bytes(v[..8].try_into()?),
+            7,
+            "enforce did not restore it"
+        );
+        assert!(
+            read(&flows, &other_flow)?.is_some(),
+            "enforce deleted a run-time key"
+        );
+        assert!(d.plan()?.is_noop(), "{}", d.plan()?);
+        assert!(d.status()?.all_ok());
+        Ok(())
+    })
+}
+
+/// `entries_mode = "keys"`: the listed prefixes and only those, but the
+/// values (counters the programs keep per rule) are never reset.
+fn keys_mode_keeps_values() -> TestResult {
+    use kiln_loader::maps::UpdateFlags;
+    let body = MANIFEST.replace(
+        "[maps.BLOCKED]\nobject = \"typed\"\n",
+        "[maps.BLOCKED]\nobject = \"typed\"\nentries_mode = \"keys\"\n",
     );
-    result
+    assert!(body.contains("\"keys\""));
+    with_deployment("keys", &body, |d, root, _| {
+        d.apply(&ApplyOptions::default())?;
+        let blocked = kiln_loader::Map::from_pin(
+            &root.join("maps/BLOCKED"),
+            kiln_loader::sys::object::OpenFlags::ReadWrite,
+        )?;
+        let ten_8 = [8, 0, 0, 0, 10, 0, 0, 0];
+        let lan_16 = [16, 0, 0, 0, 192, 168, 0, 0];
+        let stray = [24, 0, 0, 0, 172, 16, 0, 0];
+        // A program counted on 10/8; someone removed 192.168/16 and added 172.16/24.
+        blocked.update_bytes(&ten_8, &41u32.to_ne_bytes(), UpdateFlags::ANY)?;
+        assert!(blocked.delete_bytes(&lan_16)?);
+        blocked.update_bytes(&stray, &9u32.to_ne_bytes(), UpdateFlags::ANY)?;
+        let out = d.apply(&ApplyOptions::default())?;
+        assert!(
+            out.plan
+                .to_string()
+                .contains("~ sync entries of map BLOCKED: 1 to set, 1 to delete"),
+            "{}",
+            out.plan
+        );
+        let read = |k: &[u8]| blocked.lookup_bytes(k, UpdateFlags::ANY);
+        assert_eq!(
+            read(&ten_8)?,
+            Some(41u32.to_ne_bytes().to_vec()),
+            "a counted value was reset"
+        );
+        assert_eq!(
+            read(&lan_16)?,
+            Some(2u32.to_ne_bytes().to_vec()),
+            "the listed prefix is back"
+        );
+        assert!(
+            !blocked.keys_bytes().any(|k| k.is_ok_and(|k| k == stray)),
+            "the unlisted prefix is still there"
+        );
+        assert!(d.plan()?.is_noop(), "{}", d.plan()?);
+        Ok(())
+    })
 }
 
 fn main() {
@@ -208,6 +388,16 @@ fn main() {
             "encodes_structs_enums_bitfields_strings",
             &[],
             encodes_structs_enums_bitfields_strings,
+        ),
+        kiln_testkit::test(
+            "entries_modes_keep_live_maps",
+            &[Need::Root, Need::Bpf],
+            entries_modes_keep_live_maps,
+        ),
+        kiln_testkit::test(
+            "keys_mode_keeps_values",
+            &[Need::Root, Need::Bpf],
+            keys_mode_keeps_values,
         ),
         kiln_testkit::test(
             "type_errors_name_the_member",
