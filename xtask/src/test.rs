@@ -408,7 +408,67 @@ fn host_phase() -> Result<Counts> {
     .env("KILN_TEST_STRICT", "1");
     let mut counts = run_counted(c, "host integration tests (root, KILN_TEST_STRICT=1)")?;
     counts += ebpf;
+    if counts.skipped > 0 {
+        print_skip_reasons();
+    }
     Ok(counts)
+}
+
+/// nextest counts the tests kiln-testkit marked as skipped but shows
+/// neither which nor why (the testkit prints the reason when the binary
+/// lists its tests, and nextest swallows that). List them again here, with
+/// the reason, so no skip goes unexplained.
+fn print_skip_reasons() {
+    let listed = Command::new("cargo")
+        .args([
+            "nextest",
+            "list",
+            "--workspace",
+            "-E",
+            "kind(test)",
+            "--features",
+            HOST_TEST_FEATURES,
+            "--message-format",
+            "json",
+        ])
+        .stderr(Stdio::null())
+        .output();
+    let Ok(listed) = listed else { return };
+    let Ok(list) = serde_json::from_slice::<serde_json::Value>(&listed.stdout) else {
+        return;
+    };
+    let Some(suites) = list["rust-suites"].as_object() else {
+        return;
+    };
+    println!(
+        "
+skipped on this host, and why:"
+    );
+    for suite in suites.values() {
+        let ignored = suite["testcases"]
+            .as_object()
+            .is_some_and(|t| t.values().any(|c| c["ignored"] == true));
+        let (Some(binary), true) = (suite["binary-path"].as_str(), ignored) else {
+            continue;
+        };
+        let mut cmd = Command::new(binary);
+        cmd.arg("--list")
+            .env("KILN_TEST_STRICT", "1")
+            .env("KILN_TEST_EXPLAIN_SKIPS", "1");
+        if let Some(cwd) = suite["cwd"].as_str() {
+            cmd.current_dir(cwd);
+        }
+        if let Ok(out) = cmd.output() {
+            for line in String::from_utf8_lossy(&out.stderr).lines() {
+                if let Some(reason) = line.strip_prefix("kiln-testkit: SKIP ") {
+                    println!(
+                        "  SKIP {}::{reason}",
+                        suite["binary-id"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// The host tests pin under /sys/fs/bpf, as users do. systemd mounts a

@@ -91,7 +91,10 @@ pub fn test(
 /// `cargo test` drive them), then exits.
 pub fn run(tests: Vec<Test>) -> ! {
     let args = libtest_mimic::Arguments::from_args();
-    let listing = args.list;
+    // Listing stays quiet (test runners parse it), unless the caller asks
+    // for the reasons: nextest never runs a skipped test, so `cargo xtask
+    // test` lists again with KILN_TEST_EXPLAIN_SKIPS=1 to show them.
+    let listing = args.list && std::env::var_os("KILN_TEST_EXPLAIN_SKIPS").is_none();
     let strict = std::env::var_os("KILN_TEST_STRICT").is_some_and(|v| v == "1");
     let trials = tests
         .into_iter()
