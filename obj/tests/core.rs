@@ -175,6 +175,59 @@ fn vmlinux_name_index_matches_scan() -> TestResult {
     Ok(())
 }
 
+/// `bpf_core_type_matches()` in type_matches.bpf.c against the running
+/// kernel's BTF: each TYPE_MATCHES instruction holds exactly the expected
+/// 0 or 1 after relocation (the types are ones the kernel has had in the
+/// same shape since long before 5.10).
+fn type_matches_against_vmlinux() -> TestResult {
+    use kiln_obj::CoreRelocationKind;
+    let path = kiln_testkit::bpf_object("type_matches.bpf.o")?;
+    let mut obj = ObjectSpec::parse(&std::fs::read(&path)?)?;
+    let local = Btf::parse(obj.btf.as_deref().ok_or("object has no .BTF")?)?;
+    let p = obj
+        .program("type_matches")
+        .ok_or("no program type_matches")?;
+    let mut relos = Vec::new();
+    for r in &p.core_relocations {
+        check_eq!(r.kind, CoreRelocationKind::TypeMatches);
+        relos.push((r.insn_index, local.name_of(r.type_id)?.to_owned()));
+    }
+    let expected = [
+        ("list_head", 1),
+        ("hlist_node___subset", 1),
+        ("list_head___wrong", 0),
+        ("list_head___extra", 0),
+        ("bpf_map_type___few", 1),
+        ("bpf_map_type___bogus", 0),
+        ("__u32", 1),
+        ("__u32___signed", 0),
+        ("__u32___wide", 0),
+        ("callback_head___same", 1),
+        ("callback_head___args", 0),
+        ("ethhdr___six", 1),
+        ("ethhdr___eight", 0),
+        ("kiln_no_such_type", 0),
+    ];
+    let mut names: Vec<&str> = relos.iter().map(|(_, n)| n.as_str()).collect();
+    names.sort_unstable();
+    let mut want: Vec<&str> = expected.iter().map(|(n, _)| *n).collect();
+    want.sort_unstable();
+    check_eq!(names, want);
+    let kernel = Btf::from_bytes(std::fs::read("/sys/kernel/btf/vmlinux")?)?;
+    let report = obj.relocate_core(&kernel)?;
+    check_eq!(report.applied, expected.len());
+    check_eq!(report.poisoned.len(), 0);
+    let insns = &obj.program("type_matches").ok_or("no program")?.insns;
+    for (idx, name) in &relos {
+        let want = expected.iter().find(|(n, _)| n == name).map(|e| e.1);
+        check_eq!(
+            (name.as_str(), Some(insns[*idx].imm)),
+            (name.as_str(), want)
+        );
+    }
+    Ok(())
+}
+
 fn has_vmlinux() -> Option<String> {
     (!std::path::Path::new("/sys/kernel/btf/vmlinux").exists())
         .then(|| "kernel has no /sys/kernel/btf/vmlinux".into())
@@ -186,6 +239,11 @@ fn main() {
             "relocates_against_changed_target",
             &[],
             relocates_against_changed_target,
+        ),
+        kiln_testkit::test(
+            "type_matches_against_vmlinux",
+            &[kiln_testkit::Need::Probe("vmlinux BTF", has_vmlinux)],
+            type_matches_against_vmlinux,
         ),
         kiln_testkit::test(
             "vmlinux_parses_fast",
