@@ -5,9 +5,11 @@
 
 use kiln_obj::ObjectSpec;
 use kiln_obj::btf::core::POISON_IMM;
-use kiln_obj::btf::strings::StringTable;
-use kiln_obj::btf::{Btf, EnumValue, INT_CHAR, INT_SIGNED, Kind, Member, Type, write};
+use kiln_obj::btf::{Btf, Kind};
 use kiln_testkit::TestResult;
+
+#[path = "support/core_target.rs"]
+mod core_target;
 
 macro_rules! check_eq {
     ($a:expr, $b:expr) => {{
@@ -25,71 +27,11 @@ macro_rules! check_eq {
     }};
 }
 
-fn target_btf() -> Btf {
-    let mut s = StringTable::new(vec![0]);
-    let int = |name_off, size, encoding| Type::Int {
-        name_off,
-        size,
-        encoding,
-        bit_offset: 0,
-        bits: (size * 8) as u8,
-    };
-    let m = |s: &mut StringTable, name: &str, type_id, offset| Member {
-        name_off: s.add(name),
-        type_id,
-        offset,
-    };
-    let types = vec![
-        Type::Void,
-        int(s.add("int"), 4, INT_SIGNED),             // 1
-        int(s.add("long"), 8, INT_SIGNED),            // 2
-        int(s.add("char"), 1, INT_SIGNED | INT_CHAR), // 3
-        int(s.add("unsigned int"), 4, 0),             // 4
-        Type::Array {
-            name_off: 0,
-            elem: 3,
-            index: 1,
-            nelems: 16,
-        }, // 5
-        Type::Struct {
-            // 6: the "kernel's" struct task, reordered and grown.
-            name_off: s.add("task"),
-            size: 64,
-            kind_flag: true,
-            members: vec![
-                m(&mut s, "flags", 2, 0),
-                m(&mut s, "pid", 1, 64),
-                m(&mut s, "tgid", 1, 128),
-                m(&mut s, "comm", 5, 192),
-                m(&mut s, "bits", 4, (3 << 24) | 320),
-                m(&mut s, "more", 4, (7 << 24) | 330),
-            ],
-        },
-        Type::Enum {
-            // 7
-            name_off: s.add("state"),
-            size: 4,
-            signed: false,
-            values: vec![
-                EnumValue {
-                    name_off: s.add("RUNNING"),
-                    value: 0,
-                },
-                EnumValue {
-                    name_off: s.add("SLEEPING"),
-                    value: 2,
-                },
-            ],
-        },
-    ];
-    Btf::from_bytes(write::encode(&types, s.as_bytes())).expect("valid target BTF")
-}
-
 fn relocates_against_changed_target() -> TestResult {
     let path = kiln_testkit::bpf_object("core.bpf.o")?;
     let mut obj = ObjectSpec::parse(&std::fs::read(&path)?)?;
     check_eq!(obj.programs[0].core_relocations.len(), 18);
-    let report = obj.relocate_core(&target_btf())?;
+    let report = obj.relocate_core(&core_target::core_target())?;
     check_eq!(report.applied, 17);
     check_eq!(
         report.poisoned.iter().map(|p| p.1).collect::<Vec<_>>(),
