@@ -238,6 +238,50 @@ impl Btf {
         decode(&self.data()[off..self.types.end], id)
     }
 
+    /// Whether the blob is laid out as [`super::write::encode`] writes it:
+    /// a 24-byte header with no flags, the types right after it, the strings
+    /// right after them, nothing else.
+    pub fn is_plain_layout(&self) -> bool {
+        self.types.start == HEADER_LEN
+            && self.strings.start == self.types.end
+            && self.strings.end == self.data().len()
+            && self.data()[3] == 0
+    }
+
+    /// Rewrites type `id` in place with `t`: a fix-up of values (sizes,
+    /// offsets, linkage) that keeps the kind, the name and the encoded length,
+    /// so the offset and name indexes stay valid and nothing is re-parsed.
+    pub fn replace_type(&mut self, id: TypeId, t: &Type) -> Result<(), BtfError> {
+        let bad = |reason: &str| BtfError::Type {
+            type_id: id,
+            reason: format!("cannot replace in place: {reason}"),
+        };
+        if id == 0 {
+            return Err(bad("void"));
+        }
+        if t.kind() != self.kind_of(id)? || t.name_off() != self.name_off_of(id)? {
+            return Err(bad("another kind or name"));
+        }
+        let start = self.raw_offset(id)?;
+        let end = match self.offsets.get(id as usize) {
+            Some(&next) => self.types.start + next as usize,
+            None => self.types.end,
+        };
+        let mut enc = Vec::with_capacity(end - start);
+        super::write::encode_type(t, &mut enc);
+        if enc.len() != end - start {
+            return Err(bad("another encoded length"));
+        }
+        if !matches!(self.data, Bytes::Owned(_)) {
+            self.data = Bytes::Owned(self.data().to_vec());
+        }
+        let Bytes::Owned(data) = &mut self.data else {
+            unreachable!("made owned above")
+        };
+        data[start..end].copy_from_slice(&enc);
+        Ok(())
+    }
+
     /// Every type in id order, `void` first.
     pub fn types(&self) -> impl Iterator<Item = Result<(TypeId, Type), BtfError>> + '_ {
         (0..self.len()).map(|id| self.type_by_id(id).map(|t| (id, t)))
@@ -560,31 +604,18 @@ pub fn essential_name(name: &str) -> &str {
     }
 }
 
-/// Bytes after the 12-byte header, per kind: a fixed part plus a part per
-/// `vlen` entry. Kind 0 (void) and kinds past ENUM64 are invalid in a type
-/// section (`FIXED[k] == INVALID`).
+/// [`Kind::record_layout`] by raw kind number, for the indexing loop: a
+/// fixed part and a part per `vlen` entry. Kind 0 (void) and kinds past
+/// ENUM64 are invalid in a type section (`LAYOUT[k].0 == INVALID`).
 const INVALID: u8 = u8::MAX;
-const FIXED: [u8; 32] = {
-    let mut t = [INVALID; 32];
+const LAYOUT: [(u8, u8); 32] = {
+    let mut t = [(INVALID, 0); 32];
     let mut k = 1;
-    while k <= 19 {
-        t[k] = 0;
+    while let Some(kind) = Kind::from_u32(k as u32) {
+        let (fixed, per) = kind.record_layout();
+        t[k] = (fixed as u8, per as u8);
         k += 1;
     }
-    t[Kind::Int as usize] = 4;
-    t[Kind::Var as usize] = 4;
-    t[Kind::DeclTag as usize] = 4;
-    t[Kind::Array as usize] = 12;
-    t
-};
-const PER_VLEN: [u8; 32] = {
-    let mut t = [0u8; 32];
-    t[Kind::Struct as usize] = 12;
-    t[Kind::Union as usize] = 12;
-    t[Kind::DataSec as usize] = 12;
-    t[Kind::Enum64 as usize] = 12;
-    t[Kind::Enum as usize] = 8;
-    t[Kind::FuncProto as usize] = 8;
     t
 };
 
@@ -608,15 +639,14 @@ fn index_types(types: &[u8]) -> Result<TypeIndex, BtfError> {
         let name_off = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
         let info = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
         let kind_raw = ((info >> 24) & 0x1f) as usize;
-        let fixed = FIXED[kind_raw];
+        let (fixed, per_vlen) = LAYOUT[kind_raw];
         if fixed == INVALID {
             return Err(BtfError::Type {
                 type_id: offsets.len() as u32 + 1,
                 reason: format!("unknown kind {kind_raw}"),
             });
         }
-        let end =
-            pos + 12 + fixed as usize + PER_VLEN[kind_raw] as usize * (info & 0xffff) as usize;
+        let end = pos + 12 + fixed as usize + per_vlen as usize * (info & 0xffff) as usize;
         if end > types.len() {
             return Err(BtfError::Type {
                 type_id: offsets.len() as u32 + 1,
@@ -670,8 +700,23 @@ fn decode(b: &[u8], id: TypeId) -> Result<Type, BtfError> {
         type_id: id,
         reason: "unknown kind".into(),
     })?;
-    // Words of the i-th record of `n` words after the header.
-    let rec = |i: usize, n: usize, j: usize| word(3 + i * n + j);
+    // The `vlen` records of `N` words after the header, each one
+    // turned into a value by `f`.
+    fn records<const N: usize, T>(
+        vlen: usize,
+        word: impl Fn(usize) -> Result<u32, BtfError>,
+        f: impl Fn([u32; N]) -> T,
+    ) -> Result<Vec<T>, BtfError> {
+        (0..vlen)
+            .map(|i| {
+                let mut r = [0u32; N];
+                for (j, v) in r.iter_mut().enumerate() {
+                    *v = word(3 + i * N + j)?;
+                }
+                Ok(f(r))
+            })
+            .collect()
+    }
     Ok(match kind {
         Kind::Void => Type::Void,
         Kind::Int => {
@@ -695,15 +740,11 @@ fn decode(b: &[u8], id: TypeId) -> Result<Type, BtfError> {
             nelems: word(5)?,
         },
         Kind::Struct | Kind::Union => {
-            let members = (0..vlen)
-                .map(|i| {
-                    Ok(Member {
-                        name_off: rec(i, 3, 0)?,
-                        type_id: rec(i, 3, 1)?,
-                        offset: rec(i, 3, 2)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, BtfError>>()?;
+            let members = records(vlen, word, |[name_off, type_id, offset]| Member {
+                name_off,
+                type_id,
+                offset,
+            })?;
             if kind == Kind::Struct {
                 Type::Struct {
                     name_off,
@@ -724,29 +765,19 @@ fn decode(b: &[u8], id: TypeId) -> Result<Type, BtfError> {
             name_off,
             size: size_or_type,
             signed: kind_flag,
-            values: (0..vlen)
-                .map(|i| {
-                    Ok(EnumValue {
-                        name_off: rec(i, 2, 0)?,
-                        value: rec(i, 2, 1)? as i32 as i64 as u64,
-                    })
-                })
-                .collect::<Result<_, BtfError>>()?,
+            values: records(vlen, word, |[name_off, v]| EnumValue {
+                name_off,
+                value: v as i32 as i64 as u64,
+            })?,
         },
         Kind::Enum64 => Type::Enum64 {
             name_off,
             size: size_or_type,
             signed: kind_flag,
-            values: (0..vlen)
-                .map(|i| {
-                    let lo = u64::from(rec(i, 3, 1)?);
-                    let hi = u64::from(rec(i, 3, 2)?);
-                    Ok(EnumValue {
-                        name_off: rec(i, 3, 0)?,
-                        value: (hi << 32) | lo,
-                    })
-                })
-                .collect::<Result<_, BtfError>>()?,
+            values: records(vlen, word, |[name_off, lo, hi]| EnumValue {
+                name_off,
+                value: (u64::from(hi) << 32) | u64::from(lo),
+            })?,
         },
         Kind::Fwd => Type::Fwd {
             name_off,
@@ -780,14 +811,10 @@ fn decode(b: &[u8], id: TypeId) -> Result<Type, BtfError> {
         Kind::FuncProto => Type::FuncProto {
             name_off,
             ret: size_or_type,
-            params: (0..vlen)
-                .map(|i| {
-                    Ok(Param {
-                        name_off: rec(i, 2, 0)?,
-                        type_id: rec(i, 2, 1)?,
-                    })
-                })
-                .collect::<Result<_, BtfError>>()?,
+            params: records(vlen, word, |[name_off, type_id]| Param {
+                name_off,
+                type_id,
+            })?,
         },
         Kind::Var => Type::Var {
             name_off,
@@ -797,15 +824,11 @@ fn decode(b: &[u8], id: TypeId) -> Result<Type, BtfError> {
         Kind::DataSec => Type::DataSec {
             name_off,
             size: size_or_type,
-            vars: (0..vlen)
-                .map(|i| {
-                    Ok(VarSecInfo {
-                        type_id: rec(i, 3, 0)?,
-                        offset: rec(i, 3, 1)?,
-                        size: rec(i, 3, 2)?,
-                    })
-                })
-                .collect::<Result<_, BtfError>>()?,
+            vars: records(vlen, word, |[type_id, offset, size]| VarSecInfo {
+                type_id,
+                offset,
+                size,
+            })?,
         },
         Kind::Float => Type::Float {
             name_off,
@@ -959,16 +982,13 @@ mod size_table_tests {
     use super::*;
 
     #[test]
-    fn size_tables_match_kind_extra_len() {
-        for k in 1..=19u32 {
-            let kind = Kind::from_u32(k).unwrap();
-            for vlen in [0u32, 1, 7] {
-                let ours =
-                    FIXED[k as usize] as usize + PER_VLEN[k as usize] as usize * vlen as usize;
-                assert_eq!(ours, kind.extra_len(vlen), "{kind:?} vlen {vlen}");
-            }
+    fn layout_covers_exactly_the_kinds() {
+        for (k, &layout) in LAYOUT.iter().enumerate().take(20).skip(1) {
+            let kind = Kind::from_u32(k as u32).unwrap();
+            let (fixed, per) = kind.record_layout();
+            assert_eq!(layout, (fixed as u8, per as u8), "{kind:?}");
         }
-        assert_eq!(FIXED[0], INVALID);
-        assert!(FIXED[20..].iter().all(|&f| f == INVALID));
+        assert_eq!(LAYOUT[0].0, INVALID);
+        assert!(LAYOUT[20..].iter().all(|&(f, _)| f == INVALID));
     }
 }
