@@ -170,6 +170,68 @@ fn type_matches_against_vmlinux() -> TestResult {
     Ok(())
 }
 
+/// CO-RE relocations whose type only a kernel module has (`struct
+/// veth_priv`, module veth) resolve against the module's split BTF, through
+/// the loader's kernel BTF lookup, to exactly what that BTF says.
+fn core_against_module_btf() -> TestResult {
+    use kiln_loader::externs;
+    use kiln_obj::CoreRelocationKind;
+    let path = kiln_testkit::bpf_object("core_module.bpf.o")?;
+    let pristine = ObjectSpec::parse(&std::fs::read(&path)?)?;
+    let vmlinux = externs::kernel_btf(None)?;
+    if vmlinux.find_by_name(Kind::Struct, "veth_priv").is_some() {
+        return Err("vmlinux has struct veth_priv (veth built in): nothing to test".into());
+    }
+    // vmlinux alone: the type does not exist, the size and offset are poisoned.
+    let mut obj = pristine.clone();
+    let report = obj.relocate_core(vmlinux)?;
+    check_eq!((report.applied, report.poisoned.len()), (1, 2));
+    // With the modules: the values of /sys/kernel/btf/veth.
+    let veth = externs::kernel_module_btfs()
+        .iter()
+        .find(|m| m.find_by_name(Kind::Struct, "veth_priv").is_some())
+        .ok_or("no module BTF has struct veth_priv")?;
+    let id = veth
+        .find_by_name(Kind::Struct, "veth_priv")
+        .ok_or("no veth_priv")?;
+    let t = veth.type_by_id(id)?;
+    let (members, kind_flag) = t.members().ok_or("veth_priv has no members")?;
+    let headroom = members
+        .iter()
+        .find(|m| veth.str_at(m.name_off).ok() == Some("requested_headroom"))
+        .ok_or("veth_priv has no requested_headroom")?;
+    let size = i64::from(veth.resolve_size(id)?);
+    let offset = i64::from(headroom.bit_offset(kind_flag) / 8);
+    let mut obj = pristine.clone();
+    let relos: Vec<(usize, CoreRelocationKind)> = obj.programs[0]
+        .core_relocations
+        .iter()
+        .map(|r| (r.insn_index, r.kind))
+        .collect();
+    let report = externs::relocate_core(&mut obj, None)?;
+    check_eq!((report.applied, report.poisoned.len()), (3, 0));
+    for (i, kind) in relos {
+        let want = match kind {
+            CoreRelocationKind::TypeExists => 1,
+            CoreRelocationKind::TypeSize => size,
+            CoreRelocationKind::FieldByteOffset => offset,
+            k => return Err(format!("unexpected relocation {k:?}").into()),
+        };
+        check_eq!(
+            (kind, i64::from(obj.programs[0].insns[i].imm)),
+            (kind, want)
+        );
+    }
+    eprintln!("core_against_module_btf: veth_priv size {size}, requested_headroom at {offset}");
+    Ok(())
+}
+
+fn has_module_btf() -> Option<String> {
+    (!std::path::Path::new("/sys/kernel/btf/veth").exists()).then(|| {
+        "no /sys/kernel/btf/veth: the veth module is not loaded or the kernel has no module BTF (CONFIG_DEBUG_INFO_BTF_MODULES, 5.11+); the test VMs load veth".into()
+    })
+}
+
 fn has_vmlinux() -> Option<String> {
     (!std::path::Path::new("/sys/kernel/btf/vmlinux").exists())
         .then(|| "kernel has no /sys/kernel/btf/vmlinux".into())
@@ -186,6 +248,14 @@ fn main() {
             "type_matches_against_vmlinux",
             &[kiln_testkit::Need::Probe("vmlinux BTF", has_vmlinux)],
             type_matches_against_vmlinux,
+        ),
+        kiln_testkit::test(
+            "core_against_module_btf",
+            &[
+                kiln_testkit::Need::Probe("vmlinux BTF", has_vmlinux),
+                kiln_testkit::Need::Probe("module BTF", has_module_btf),
+            ],
+            core_against_module_btf,
         ),
         kiln_testkit::test(
             "vmlinux_parses_fast",

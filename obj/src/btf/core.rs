@@ -696,25 +696,52 @@ fn candidates(lb: &Btf, lid: TypeId, tb: &Btf) -> Result<Vec<TypeId>, BtfError> 
 }
 
 /// Resolves one relocation: `Ok(None)` means "no match: poison or 0".
-fn resolve(
+/// Where the candidates of local root types are looked for: vmlinux, then
+/// (asked for only when vmlinux has none) the kernel modules' split BTF.
+struct Targets<'t, M> {
+    vmlinux: &'t Btf,
+    modules: Option<M>,
+    loaded: Vec<&'t Btf>,
+    /// Local root type id → the BTF holding its candidates, and their ids.
+    cache: HashMap<TypeId, (&'t Btf, Vec<TypeId>)>,
+}
+
+impl<'t, M: FnOnce() -> Vec<&'t Btf>> Targets<'t, M> {
+    /// libbpf's order: vmlinux's candidates when it has any, else the first
+    /// module (in the order given) that has some.
+    fn candidates(&mut self, lb: &Btf, lid: TypeId) -> Result<(&'t Btf, Vec<TypeId>), BtfError> {
+        if let Some((tb, c)) = self.cache.get(&lid) {
+            return Ok((tb, c.clone()));
+        }
+        let mut found = (self.vmlinux, candidates(lb, lid, self.vmlinux)?);
+        if found.1.is_empty() {
+            if let Some(load) = self.modules.take() {
+                self.loaded = load();
+            }
+            for &m in &self.loaded {
+                let c = candidates(lb, lid, m)?;
+                if !c.is_empty() {
+                    found = (m, c);
+                    break;
+                }
+            }
+        }
+        self.cache.insert(lid, found.clone());
+        Ok(found)
+    }
+}
+
+fn resolve<'t, M: FnOnce() -> Vec<&'t Btf>>(
     lb: &Btf,
-    tb: &Btf,
+    targets: &mut Targets<'t, M>,
     r: &CoreRelocation,
-    cache: &mut HashMap<TypeId, Vec<TypeId>>,
 ) -> Result<(Value, Option<Value>), BtfError> {
     let local = parse_spec(lb, r.type_id, &r.access, r.kind)?;
     let local_val = compute(lb, &local, r.kind, r.type_id)?;
     if r.kind == K::TypeIdLocal {
         return Ok((local_val, Some(local_val)));
     }
-    let cands = match cache.get(&r.type_id) {
-        Some(c) => c.clone(),
-        None => {
-            let c = candidates(lb, r.type_id, tb)?;
-            cache.insert(r.type_id, c.clone());
-            c
-        }
-    };
+    let (tb, cands) = targets.candidates(lb, r.type_id)?;
     let mut result: Option<Value> = None;
     for cand in cands {
         let matched = if is_field(r.kind) || is_enum_kind(r.kind) {
@@ -852,6 +879,22 @@ impl ObjectSpec {
     ///
     /// Minimum kernel version: any kernel with BTF (5.2+); CO-RE is resolved here.
     pub fn relocate_core(&mut self, target: &Btf) -> Result<CoreReport, CoreError> {
+        self.relocate_core_with_modules(target, Vec::new)
+    }
+
+    /// Like [`ObjectSpec::relocate_core`], and a relocation whose local type
+    /// has no candidate in `vmlinux` is resolved against the first kernel
+    /// module BTF that has one (as libbpf searches modules after vmlinux).
+    /// `modules` gives the modules' split BTF ([`Btf::from_bytes_split`] of
+    /// `/sys/kernel/btf/<module>` on vmlinux); it is called at most once, and
+    /// only when some type is missing from vmlinux.
+    ///
+    /// Minimum kernel version: 5.11 for module BTF in /sys/kernel/btf.
+    pub fn relocate_core_with_modules<'t>(
+        &mut self,
+        vmlinux: &'t Btf,
+        modules: impl FnOnce() -> Vec<&'t Btf>,
+    ) -> Result<CoreReport, CoreError> {
         let mut report = CoreReport::default();
         if self.programs.iter().all(|p| p.core_relocations.is_empty()) {
             return Ok(report);
@@ -884,7 +927,12 @@ impl ObjectSpec {
                 ));
             }
         };
-        let mut cache = HashMap::new();
+        let mut targets = Targets {
+            vmlinux,
+            modules: Some(modules),
+            loaded: Vec::new(),
+            cache: HashMap::new(),
+        };
         for prog in &mut self.programs {
             let relos = std::mem::take(&mut prog.core_relocations);
             for r in &relos {
@@ -895,7 +943,7 @@ impl ObjectSpec {
                         "instruction index out of range".into(),
                     ));
                 }
-                let (orig, new) = resolve(&local, target, r, &mut cache)
+                let (orig, new) = resolve(&local, &mut targets, r)
                     .map_err(|e| mk_err(&prog.name, r, e.to_string()))?;
                 match new {
                     Some(new) => {
@@ -1301,6 +1349,63 @@ mod tests {
         assert!(matches(&l, 2, &t, 6));
         assert!(!matches(&l, 4, &t, 6), "a union fwd never matches a struct");
         assert!(!matches(&l, 1, &t, 4), "fwd vs struct not behind a pointer");
+    }
+
+    /// A module's split BTF as the target: the struct is the module's, its
+    /// member types the base's (vmlinux's) and the module's.
+    #[test]
+    fn matches_against_split_btf() {
+        let t = crate::btf::read::split_tests::split(false);
+        let l = btf(|s| {
+            vec![
+                int(s, "int", 4, true),
+                strukt(s, "base_s", &[]),
+                ptr(2),
+                strukt(s, "mod_s", &[("b", 3), ("x", 1)]),
+                strukt(s, "mod_s", &[("b", 1)]),
+            ]
+        });
+        let cands = candidates(&l, 4, &t).unwrap();
+        assert_eq!(cands, [3]);
+        assert!(matches(&l, 4, &t, 3));
+        assert!(!matches(&l, 5, &t, 3), "b is a pointer in the module");
+        assert_eq!(
+            candidates(&l, 2, &t).unwrap(),
+            [2],
+            "base types are candidates too"
+        );
+    }
+
+    /// vmlinux first; the modules are asked for only when a type is not in
+    /// vmlinux, and their candidates come with the module's BTF.
+    #[test]
+    fn candidates_in_modules_only_when_vmlinux_has_none() {
+        use crate::btf::read::split_tests::{base, split};
+        let vmlinux = base();
+        let module = split(false);
+        let l = btf(|s| vec![strukt(s, "base_s", &[]), strukt(s, "mod_s", &[])]);
+        let asked = std::cell::Cell::new(0);
+        let mut t = Targets {
+            vmlinux: &vmlinux,
+            modules: Some(|| {
+                asked.set(asked.get() + 1);
+                vec![&module]
+            }),
+            loaded: Vec::new(),
+            cache: HashMap::new(),
+        };
+        let (tb, c) = t.candidates(&l, 1).unwrap();
+        assert_eq!(
+            (std::ptr::eq(tb, &*vmlinux), c, asked.get()),
+            (true, vec![2], 0)
+        );
+        let (tb, c) = t.candidates(&l, 2).unwrap();
+        assert_eq!(
+            (std::ptr::eq(tb, &module), c, asked.get()),
+            (true, vec![3], 1)
+        );
+        let (tb, _) = t.candidates(&l, 2).unwrap();
+        assert!(std::ptr::eq(tb, &module) && asked.get() == 1, "cached");
     }
 
     #[test]

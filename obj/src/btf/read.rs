@@ -55,6 +55,14 @@ pub struct Btf {
     type_index: OnceLock<NameIndex>,
     /// Name index over FUNCs, built on the first lookup of a function.
     func_index: OnceLock<NameIndex>,
+    /// Split BTF (a kernel module's, on vmlinux): the base whose types and
+    /// strings come first. Ids below `first_id` and string offsets below
+    /// `str_base` are the base's.
+    base: Option<Arc<Btf>>,
+    /// Id of this blob's first type: 1, or the base's [`Btf::len`].
+    first_id: TypeId,
+    /// Offset of this blob's string section in the combined string space.
+    str_base: u32,
 }
 
 impl std::fmt::Debug for Btf {
@@ -99,7 +107,29 @@ impl Btf {
         Self::new(Bytes::Static(data))
     }
 
+    /// Parses split BTF (`/sys/kernel/btf/<module>`): its type ids continue
+    /// after `base`'s ([`Btf::len`]) and its string offsets after the end of
+    /// `base`'s strings. Every lookup (by id, by name, string offsets) then
+    /// covers the base and this blob together, base first, so CO-RE against
+    /// the result sees vmlinux and the module's types.
+    pub fn from_bytes_split(data: Vec<u8>, base: Arc<Btf>) -> Result<Self, BtfError> {
+        Self::new_on(Bytes::Owned(data), Some(base))
+    }
+
+    /// The base of split BTF, if this is one.
+    pub fn base(&self) -> Option<&Arc<Btf>> {
+        self.base.as_ref()
+    }
+
     fn new(bytes: Bytes) -> Result<Self, BtfError> {
+        Self::new_on(bytes, None)
+    }
+
+    fn new_on(bytes: Bytes, base: Option<Arc<Btf>>) -> Result<Self, BtfError> {
+        let (first_id, str_base) = match &base {
+            Some(b) => (b.len(), b.str_end()?),
+            None => (1, 0),
+        };
         let data = bytes.get();
         if data.len() < HEADER_LEN {
             return Err(header_err(format!(
@@ -140,7 +170,9 @@ impl Btf {
         };
         let types = range(type_off, type_len, "type")?;
         let strings = range(str_off, str_len, "string")?;
-        if !strings.is_empty() && data[strings.start] != 0 {
+        // Only a base's strings must start with the empty string; split
+        // BTF's offset 0 is the base's.
+        if base.is_none() && !strings.is_empty() && data[strings.start] != 0 {
             return Err(header_err("string section does not start with NUL"));
         }
         if types.len() % 4 != 0 {
@@ -150,7 +182,7 @@ impl Btf {
             offsets,
             named_types,
             named_funcs,
-        } = index_types(&data[types.clone()])?;
+        } = index_types(&data[types.clone()], first_id)?;
         Ok(Self {
             data: bytes,
             types,
@@ -160,6 +192,9 @@ impl Btf {
             named_funcs,
             type_index: OnceLock::new(),
             func_index: OnceLock::new(),
+            base,
+            first_id,
+            str_base,
         })
     }
 
@@ -170,7 +205,35 @@ impl Btf {
 
     /// Number of type ids, including `void` (id 0).
     pub fn len(&self) -> u32 {
-        self.offsets.len() as u32 + 1
+        self.first_id + self.offsets.len() as u32
+    }
+
+    /// End of the combined string space (where a split blob's strings start).
+    fn str_end(&self) -> Result<u32, BtfError> {
+        u32::try_from(self.strings.len())
+            .ok()
+            .and_then(|n| n.checked_add(self.str_base))
+            .ok_or_else(|| header_err("string sections larger than 4 GiB"))
+    }
+
+    /// The base holding type `id`, when it is not this blob's.
+    #[inline]
+    fn base_of(&self, id: TypeId) -> Option<&Btf> {
+        if id < self.first_id {
+            self.base.as_deref()
+        } else {
+            None
+        }
+    }
+
+    /// The bytes from string offset `off` (combined space) to the end of the
+    /// section that holds it; empty when out of range.
+    fn tail(&self, off: u32) -> &[u8] {
+        match (&self.base, off.checked_sub(self.str_base)) {
+            (_, Some(own)) => tail_at(self.strings(), own),
+            (Some(b), None) => b.tail(off),
+            (None, None) => &[],
+        }
     }
 
     /// Always false: `void` exists in every BTF.
@@ -178,7 +241,7 @@ impl Btf {
         false
     }
 
-    /// The raw string section.
+    /// The raw string section (of this blob only, for split BTF).
     pub fn strings(&self) -> &[u8] {
         &self.data()[self.strings.clone()]
     }
@@ -190,13 +253,20 @@ impl Btf {
 
     /// The string at `offset` of the string section.
     pub fn str_at(&self, offset: u32) -> Result<&str, BtfError> {
-        str_at(self.strings(), offset)
+        match (&self.base, offset.checked_sub(self.str_base)) {
+            (_, Some(own)) => str_at(self.strings(), own),
+            (Some(b), None) => b.str_at(offset),
+            (None, None) => unreachable!("str_base is 0 without a base"),
+        }
     }
 
     /// The raw `name_off` of type `id` (0 for `void` and anonymous types).
     pub fn name_off_of(&self, id: TypeId) -> Result<u32, BtfError> {
         if id == 0 {
             return Ok(0);
+        }
+        if let Some(b) = self.base_of(id) {
+            return b.name_off_of(id);
         }
         let off = self.raw_offset(id)?;
         Ok(u32_at(self.data(), off).unwrap_or(0))
@@ -210,7 +280,7 @@ impl Btf {
     fn raw_offset(&self, id: TypeId) -> Result<usize, BtfError> {
         let rel = *self
             .offsets
-            .get((id as usize).wrapping_sub(1))
+            .get(id.wrapping_sub(self.first_id) as usize)
             .ok_or_else(|| BtfError::Type {
                 type_id: id,
                 reason: format!("no such type (BTF has {} types)", self.len()),
@@ -223,6 +293,9 @@ impl Btf {
         if id == 0 {
             return Ok(Kind::Void);
         }
+        if let Some(b) = self.base_of(id) {
+            return b.kind_of(id);
+        }
         let off = self.raw_offset(id)?;
         let info = u32_at(self.data(), off + 4).unwrap_or(0);
         // Validated by index_types.
@@ -233,6 +306,9 @@ impl Btf {
     pub fn type_by_id(&self, id: TypeId) -> Result<Type, BtfError> {
         if id == 0 {
             return Ok(Type::Void);
+        }
+        if let Some(b) = self.base_of(id) {
+            return b.type_by_id(id);
         }
         let off = self.raw_offset(id)?;
         decode(&self.data()[off..self.types.end], id)
@@ -256,14 +332,14 @@ impl Btf {
             type_id: id,
             reason: format!("cannot replace in place: {reason}"),
         };
-        if id == 0 {
-            return Err(bad("void"));
+        if id < self.first_id {
+            return Err(bad("void or a type of the base"));
         }
         if t.kind() != self.kind_of(id)? || t.name_off() != self.name_off_of(id)? {
             return Err(bad("another kind or name"));
         }
         let start = self.raw_offset(id)?;
-        let end = match self.offsets.get(id as usize) {
+        let end = match self.offsets.get((id - self.first_id) as usize + 1) {
             Some(&next) => self.types.start + next as usize,
             None => self.types.end,
         };
@@ -401,32 +477,38 @@ impl Btf {
         if name.is_empty() {
             return Vec::new();
         }
-        let strings = self.strings();
-        let name_at = |id: TypeId| name_bytes(strings, self.name_off_of(id).unwrap_or(0));
+        // The base's types come first (smaller ids), then this blob's.
+        let mut ids = match &self.base {
+            Some(b) => b.ids_named(name, flavors, tier),
+            None => Vec::new(),
+        };
+        let name_at = |id: TypeId| until_nul(self.tail(self.name_off_of(id).unwrap_or(0)));
         let index = match tier {
             Tier::Types => self.type_index.get_or_init(|| {
                 NameIndex::build(
                     self.named_types.len(),
                     self.named_types
                         .iter()
-                        .map(|&(id, name_off)| (id, tail_at(strings, name_off))),
+                        .map(|&(id, name_off)| (id, self.tail(name_off))),
                 )
             }),
             Tier::Funcs => self.func_index.get_or_init(|| {
                 let types = &self.data()[self.types.clone()];
                 NameIndex::build(
                     self.named_funcs,
-                    self.offsets.iter().zip(1..).filter_map(|(&rel, id)| {
-                        // In bounds: index_types checked every 12-byte header.
-                        let name_off = u32_at(types, rel as usize)?;
-                        let info = u32_at(types, rel as usize + 4)?;
-                        (name_off != 0 && (info >> 24) & 0x1f == Kind::Func as u32)
-                            .then(|| (id, tail_at(strings, name_off)))
-                    }),
+                    self.offsets
+                        .iter()
+                        .zip(self.first_id..)
+                        .filter_map(|(&rel, id)| {
+                            // In bounds: index_types checked every 12-byte header.
+                            let name_off = u32_at(types, rel as usize)?;
+                            let info = u32_at(types, rel as usize + 4)?;
+                            (name_off != 0 && (info >> 24) & 0x1f == Kind::Func as u32)
+                                .then(|| (id, self.tail(name_off)))
+                        }),
                 )
             }),
         };
-        let mut ids = Vec::new();
         index.for_each(essential_name_bytes(name), |id| {
             let n = name_at(id);
             let hit = if flavors {
@@ -510,9 +592,8 @@ fn tail_at(strings: &[u8], off: u32) -> &[u8] {
     strings.get(off as usize..).unwrap_or_default()
 }
 
-/// The NUL-terminated bytes at `off` (empty when out of range).
-fn name_bytes(strings: &[u8], off: u32) -> &[u8] {
-    let rest = strings.get(off as usize..).unwrap_or_default();
+/// `rest` up to its first NUL.
+fn until_nul(rest: &[u8]) -> &[u8] {
     let len = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
     &rest[..len]
 }
@@ -628,7 +709,7 @@ struct TypeIndex {
 
 /// One pass over the type section recording each type's start, and which
 /// types have names (for the name indexes, built later if ever).
-fn index_types(types: &[u8]) -> Result<TypeIndex, BtfError> {
+fn index_types(types: &[u8], first_id: TypeId) -> Result<TypeIndex, BtfError> {
     // Every type is at least 12 bytes: one allocation, never regrown.
     // Untouched capacity costs address space, not memory.
     let mut offsets = Vec::with_capacity(types.len() / 12);
@@ -642,14 +723,14 @@ fn index_types(types: &[u8]) -> Result<TypeIndex, BtfError> {
         let (fixed, per_vlen) = LAYOUT[kind_raw];
         if fixed == INVALID {
             return Err(BtfError::Type {
-                type_id: offsets.len() as u32 + 1,
+                type_id: first_id + offsets.len() as u32,
                 reason: format!("unknown kind {kind_raw}"),
             });
         }
         let end = pos + 12 + fixed as usize + per_vlen as usize * (info & 0xffff) as usize;
         if end > types.len() {
             return Err(BtfError::Type {
-                type_id: offsets.len() as u32 + 1,
+                type_id: first_id + offsets.len() as u32,
                 reason: format!(
                     "truncated type data: needs {} bytes, {} left in the type section",
                     end - pos,
@@ -662,14 +743,14 @@ fn index_types(types: &[u8]) -> Result<TypeIndex, BtfError> {
             if kind_raw == Kind::Func as usize {
                 named_funcs += 1;
             } else {
-                named_types.push((offsets.len() as TypeId, name_off));
+                named_types.push((first_id + offsets.len() as TypeId - 1, name_off));
             }
         }
         pos = end;
     }
     if pos != types.len() {
         return Err(BtfError::Type {
-            type_id: offsets.len() as u32 + 1,
+            type_id: first_id + offsets.len() as u32,
             reason: format!(
                 "truncated type header: {} bytes left in the type section",
                 types.len() - pos
@@ -990,5 +1071,153 @@ mod size_table_tests {
         }
         assert_eq!(LAYOUT[0].0, INVALID);
         assert!(LAYOUT[20..].iter().all(|&(f, _)| f == INVALID));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod split_tests {
+    use super::*;
+    use crate::btf::write;
+    use crate::btf::{INT_SIGNED, Member};
+
+    /// Base: 1 int, 2 struct base_s { int x; }. Strings "\0int\0base_s\0x\0".
+    pub(crate) fn base() -> Arc<Btf> {
+        let strings = b"\0int\0base_s\0x\0";
+        let types = [
+            Type::Void,
+            Type::Int {
+                name_off: 1,
+                size: 4,
+                encoding: INT_SIGNED,
+                bit_offset: 0,
+                bits: 32,
+            },
+            Type::Struct {
+                name_off: 5,
+                size: 4,
+                kind_flag: false,
+                members: vec![Member {
+                    name_off: 12,
+                    type_id: 1,
+                    offset: 0,
+                }],
+            },
+        ];
+        Arc::new(Btf::from_bytes(write::encode(&types, strings)).unwrap())
+    }
+
+    /// Split on `base()` (14 bytes of strings): 3 struct mod_s { int x;
+    /// struct base_s *b; int y; }, 4 base_s *, 5 typedef mod_t. Its own
+    /// strings start at 14; `lead_nul` puts an empty string first.
+    pub(crate) fn split(lead_nul: bool) -> Btf {
+        let mut strings = Vec::new();
+        if lead_nul {
+            strings.push(0);
+        }
+        let at = |s: &mut Vec<u8>, name: &[u8]| {
+            let off = 14 + s.len() as u32;
+            s.extend_from_slice(name);
+            s.push(0);
+            off
+        };
+        let (mod_s, b, y, mod_t) = (
+            at(&mut strings, b"mod_s"),
+            at(&mut strings, b"b"),
+            at(&mut strings, b"y"),
+            at(&mut strings, b"mod_t"),
+        );
+        let m = |name_off, type_id, offset| Member {
+            name_off,
+            type_id,
+            offset,
+        };
+        let types = [
+            Type::Void, // not written: ids start at base.len()
+            Type::Struct {
+                name_off: mod_s,
+                size: 16,
+                kind_flag: false,
+                // `x` is the base's string at offset 12.
+                members: vec![m(12, 1, 0), m(b, 4, 64), m(y, 1, 32)],
+            },
+            Type::Ptr {
+                name_off: 0,
+                target: 2,
+            },
+            Type::Typedef {
+                name_off: mod_t,
+                target: 3,
+            },
+        ];
+        Btf::from_bytes_split(write::encode(&types, &strings), base()).unwrap()
+    }
+
+    #[test]
+    fn ids_and_strings_continue_after_the_base() {
+        for lead_nul in [false, true] {
+            let s = split(lead_nul);
+            assert_eq!(s.len(), 6);
+            assert_eq!(s.base().map(|b| b.len()), Some(3));
+            assert_eq!(s.name_of(1).unwrap(), "int");
+            assert_eq!(s.name_of(2).unwrap(), "base_s");
+            assert_eq!(s.name_of(3).unwrap(), "mod_s");
+            assert_eq!(s.name_of(5).unwrap(), "mod_t");
+            assert_eq!(s.kind_of(4).unwrap(), Kind::Ptr);
+            assert_eq!(s.kind_of(2).unwrap(), Kind::Struct);
+            let (members, _) = match s.type_by_id(3).unwrap() {
+                Type::Struct { members, .. } => (members, ()),
+                t => panic!("{t:?}"),
+            };
+            let names: Vec<&str> = members
+                .iter()
+                .map(|m| s.str_at(m.name_off).unwrap())
+                .collect();
+            assert_eq!(names, ["x", "b", "y"]);
+            assert_eq!(s.resolve_size(5).unwrap(), 16);
+            assert_eq!(s.resolve_size(4).unwrap(), 8);
+            assert_eq!(s.skip_modifiers(5).unwrap().0, 3);
+            assert!(s.type_by_id(6).is_err());
+            assert!(s.str_at(14 + 100).is_err());
+        }
+    }
+
+    #[test]
+    fn names_are_found_in_the_base_and_the_module() {
+        let s = split(false);
+        assert_eq!(s.ids_by_name("int"), [1]);
+        assert_eq!(s.ids_by_name("mod_s"), [3]);
+        assert_eq!(s.find_by_name(Kind::Struct, "base_s"), Some(2));
+        assert_eq!(s.find_by_name(Kind::Typedef, "mod_t"), Some(5));
+        assert_eq!(s.find_by_name(Kind::Struct, "mod_t"), None);
+        assert_eq!(s.ids_by_essential_name("mod_s___v2"), [3]);
+        assert_eq!(s.ids_by_essential_name_for("base_s", Kind::Struct), [2]);
+    }
+
+    #[test]
+    fn split_types_can_be_fixed_up_but_base_types_cannot() {
+        let mut s = split(true);
+        let t = Type::Struct {
+            name_off: s.name_off_of(3).unwrap(),
+            size: 24,
+            kind_flag: false,
+            members: match s.type_by_id(3).unwrap() {
+                Type::Struct { members, .. } => members,
+                _ => unreachable!(),
+            },
+        };
+        s.replace_type(3, &t).unwrap();
+        assert_eq!(s.resolve_size(3).unwrap(), 24);
+        assert!(s.replace_type(2, &s.type_by_id(2).unwrap()).is_err());
+    }
+
+    #[test]
+    fn bad_split_headers_name_the_type() {
+        // A module type claiming an unknown kind: its id is after the base's.
+        let mut bad = split(false).as_bytes().to_vec();
+        bad[HEADER_LEN + 7] = 0x1f;
+        match Btf::from_bytes_split(bad, base()) {
+            Err(BtfError::Type { type_id, .. }) => assert_eq!(type_id, 3),
+            other => panic!("{other:?}"),
+        }
     }
 }
