@@ -177,8 +177,9 @@ fn link_one(
     funcs: &[Func<'_>],
     entry: usize,
 ) -> Result<ProgramSpec, ParseError> {
-    let mut insns: Vec<Insn> = Vec::new();
-    let mut origins: Vec<(usize, usize)> = Vec::new();
+    // The entry function's length is the usual size (subprograms are rare).
+    let mut insns: Vec<Insn> = Vec::with_capacity(funcs[entry].len);
+    let mut origins: Vec<(usize, usize)> = Vec::with_capacity(funcs[entry].len);
     // (function index, where it starts in `insns`).
     let mut placed: Vec<(usize, usize)> = Vec::new();
     let append = |fi: usize,

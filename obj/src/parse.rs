@@ -2,7 +2,7 @@
 //! (zero-copy through `object`), then hands them to [`crate::maps`] and
 //! [`crate::link`].
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use object::elf;
 use object::read::elf::{ElfFile64, FileHeader, SectionHeader};
@@ -67,7 +67,7 @@ pub(crate) struct Elf<'data> {
     pub sections: Vec<Section<'data>>,
     pub symbols: Vec<Symbol<'data>>,
     /// Relocations by the index of the section they apply to.
-    pub relocs: HashMap<usize, Vec<RawReloc>>,
+    pub relocs: BTreeMap<usize, Vec<RawReloc>>,
 }
 
 impl<'data> Elf<'data> {
@@ -90,7 +90,7 @@ impl<'data> Elf<'data> {
             return Err(ParseError::NotBpf { machine });
         }
         let mut sections = Vec::new();
-        let mut relocs: HashMap<usize, Vec<RawReloc>> = HashMap::new();
+        let mut relocs: BTreeMap<usize, Vec<RawReloc>> = BTreeMap::new();
         for sec in file.sections() {
             let index = sec.index().0;
             let name = sec
@@ -326,7 +326,7 @@ impl ObjectSpec {
             kernel_version,
             programs,
             maps: maps.specs,
-            btf: btf.map(|b| b.as_bytes().to_vec()),
+            btf: btf.map(Btf::into_bytes),
             externs: maps.externs,
             map_slots: maps.slots,
         })

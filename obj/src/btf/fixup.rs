@@ -20,10 +20,12 @@ pub trait ElfLayout {
 /// Sections the ELF file does not have (`.kconfig`, `.ksyms`: extern
 /// sections whose layout the loader decides) are left untouched.
 pub fn fixup_datasecs(btf: &mut Btf, elf: &dyn ElfLayout) -> Result<(), BtfError> {
-    for id in 1..btf.len() {
-        if btf.kind_of(id)? != Kind::DataSec {
-            continue;
-        }
+    // DATASECs always have a name.
+    let datasecs: Vec<TypeId> = btf
+        .named_type_ids()
+        .filter(|&id| btf.kind_of(id).ok() == Some(Kind::DataSec))
+        .collect();
+    for id in datasecs {
         let mut t = btf.type_by_id(id)?;
         let Type::DataSec {
             name_off,

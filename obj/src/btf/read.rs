@@ -251,6 +251,20 @@ impl Btf {
         self.data()
     }
 
+    /// The whole blob, without a copy when this parse owns it.
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self.data {
+            Bytes::Owned(v) => v,
+            other => other.get().to_vec(),
+        }
+    }
+
+    /// Ids of this blob's named types other than FUNCs, in id order (no
+    /// decoding: recorded while parsing).
+    pub(crate) fn named_type_ids(&self) -> impl Iterator<Item = TypeId> + '_ {
+        self.named_types.iter().map(|&(id, _)| id)
+    }
+
     /// The string at `offset` of the string section.
     pub fn str_at(&self, offset: u32) -> Result<&str, BtfError> {
         match (&self.base, offset.checked_sub(self.str_base)) {
