@@ -28,9 +28,12 @@ failed=""
 for t in $(cargo +nightly fuzz list); do
     mkdir -p "corpus/$t"
     echo "== fuzz target $t for ${secs}s"
+    dict=""
+    [ -f "$t.dict" ] && dict="-dict=$here/$t.dict"
+    # shellcheck disable=SC2086 # $dict is one word or none
     if ! cargo +nightly fuzz run --target-dir "$target_dir" "$t" "corpus/$t" -- \
         -max_total_time="$secs" -max_len=16384 -rss_limit_mb=2048 -timeout=10 \
-        -print_final_stats=1; then
+        -print_final_stats=1 $dict; then
         failed="$failed $t"
     fi
 done

@@ -9,7 +9,13 @@ objcopy=$(command -v llvm-objcopy-22 || command -v llvm-objcopy || command -v ob
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$here/corpus/parse_object" "$here/corpus/core_relocate" \
-    "$here/corpus/btf_walk" "$here/corpus/btf_ext"
+    "$here/corpus/btf_walk" "$here/corpus/btf_ext" "$here/corpus/manifest_check"
+# Manifests: the examples and the bad-input corpus (one mistake each).
+for m in "$here"/../manifests/examples/*/manifest.toml "$here"/../manifests/tests/bad/*.toml; do
+    [ -e "$m" ] || continue
+    d=$(basename "$(dirname "$m")")
+    cp "$m" "$here/corpus/manifest_check/$d-$(basename "$m" .toml)"
+done
 n=0
 for o in "$bpf"/*.bpf.o; do
     [ -e "$o" ] || continue

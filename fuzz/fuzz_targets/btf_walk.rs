@@ -1,15 +1,26 @@
 //! `Btf::parse` on arbitrary bytes, then a walk of every type through every
 //! accessor, name lookups, and a decode → encode → parse round trip that
-//! must give the same types back.
+//! must give the same types back. The same bytes are also parsed as split
+//! BTF (a module's) on the hand-built base of obj/tests/support, and walked
+//! the same way across the base and the split part.
 #![no_main]
+
+use std::sync::{Arc, OnceLock};
 
 use kiln_obj::btf::{Btf, write};
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(btf) = Btf::parse(data) else {
-        return;
-    };
+#[path = "../../obj/tests/support/core_target.rs"]
+mod core_target;
+
+fn base() -> Arc<Btf> {
+    static B: OnceLock<Arc<Btf>> = OnceLock::new();
+    B.get_or_init(|| Arc::new(core_target::core_target())).clone()
+}
+
+/// Every accessor on every id (and two past the end); each named type must
+/// be found by its name and kind.
+fn walk(btf: &Btf) {
     for id in 0..btf.len() + 2 {
         let _ = btf.kind_of(id);
         let _ = btf.resolve_size(id);
@@ -25,6 +36,16 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(split) = Btf::from_bytes_split(data.to_vec(), base()) {
+        walk(&split);
+    }
+    let Ok(btf) = Btf::parse(data) else {
+        return;
+    };
+    walk(&btf);
     if let Ok(types) = btf.to_types() {
         let bytes = write::encode(&types, btf.strings());
         let again = Btf::parse(&bytes).expect("re-encoded BTF parses");

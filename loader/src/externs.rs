@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use kiln_obj::btf::{Btf, Kind};
 use kiln_obj::{ExternKind, ExternSpec, KsymTarget};
@@ -95,7 +95,12 @@ pub fn kallsyms() -> &'static HashMap<String, u64> {
 /// The kernel's BTF (`/sys/kernel/btf/vmlinux` or an override), parsed once
 /// per path per process (a vmlinux BTF is megabytes; loads reuse the parse).
 pub fn kernel_btf(path: Option<&Path>) -> Result<&'static Btf, String> {
-    type Cache = std::sync::Mutex<HashMap<std::path::PathBuf, &'static Btf>>;
+    kernel_btf_shared(path).map(|b| &**b)
+}
+
+/// [`kernel_btf`] as the `Arc` split BTF is built on.
+fn kernel_btf_shared(path: Option<&Path>) -> Result<&'static Arc<Btf>, String> {
+    type Cache = std::sync::Mutex<HashMap<std::path::PathBuf, &'static Arc<Btf>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let path = path.unwrap_or(Path::new("/sys/kernel/btf/vmlinux"));
     let cache = CACHE.get_or_init(Default::default);
@@ -115,12 +120,52 @@ pub fn kernel_btf(path: Option<&Path>) -> Result<&'static Btf, String> {
     }
     .map_err(|e| format!("{}: {e}", path.display()))?;
     // Leaked on purpose: one parse per distinct path lives for the process.
-    let btf: &'static Btf = Box::leak(Box::new(btf));
+    let btf: &'static Arc<Btf> = Box::leak(Box::new(Arc::new(btf)));
     cache
         .lock()
         .map_err(|_| "kernel BTF cache poisoned")?
         .insert(path.to_owned(), btf);
     Ok(btf)
+}
+
+/// The BTF of every loaded kernel module (`/sys/kernel/btf/<module>`, split
+/// on vmlinux), parsed once per process, in name order. Modules whose BTF
+/// does not parse are left out. Empty before 5.11 (no module BTF) or when
+/// vmlinux BTF is missing.
+pub fn kernel_module_btfs() -> &'static [Btf] {
+    static MODULES: OnceLock<Vec<Btf>> = OnceLock::new();
+    MODULES.get_or_init(|| {
+        let Ok(vmlinux) = kernel_btf_shared(None) else {
+            return Vec::new();
+        };
+        let mut paths: Vec<_> = std::fs::read_dir("/sys/kernel/btf")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().is_some_and(|n| n != "vmlinux"))
+            .collect();
+        paths.sort();
+        paths
+            .iter()
+            .filter_map(|p| Btf::from_bytes_split(std::fs::read(p).ok()?, vmlinux.clone()).ok())
+            .collect()
+    })
+}
+
+/// CO-RE against the running kernel: vmlinux's BTF (or the one at `path`),
+/// and, for types vmlinux lacks, the loaded modules' BTF (not with `path`).
+pub fn relocate_core(
+    spec: &mut kiln_obj::ObjectSpec,
+    path: Option<&Path>,
+) -> Result<kiln_obj::btf::core::CoreReport, String> {
+    let kbtf = kernel_btf(path).map_err(|e| format!("needs the kernel's BTF: {e}"))?;
+    let modules = || match path {
+        None => kernel_module_btfs().iter().collect(),
+        Some(_) => Vec::new(),
+    };
+    spec.relocate_core_with_modules(kbtf, modules)
+        .map_err(|e| e.to_string())
 }
 
 /// Maps a BTF file the kernel exports under /sys/kernel/btf read-only, for

@@ -242,9 +242,7 @@ impl EbpfLoader {
 
     fn edit_spec(&self, spec: &mut ObjectSpec) -> Result<(), EbpfError> {
         if spec.programs.iter().any(|p| !p.core_relocations.is_empty()) {
-            let kbtf = crate::externs::kernel_btf(self.target_btf.as_deref())
-                .map_err(|e| EbpfError::Other(format!("CO-RE needs the kernel's BTF: {e}")))?;
-            spec.relocate_core(kbtf)
+            crate::externs::relocate_core(spec, self.target_btf.as_deref())
                 .map_err(|e| EbpfError::Other(format!("CO-RE: {e}")))?;
         }
         spec.resolve_kconfig(crate::externs::kconfig_value)

@@ -89,6 +89,19 @@ pub struct Resolved {
 
 /// Builds the desired state, or every problem found.
 pub fn resolve(manifest: &Manifest, objects: Objects) -> Result<Resolved, Vec<Diagnostic>> {
+    resolve_with(manifest, objects, crate::objects::prepared)
+}
+
+/// Like [`resolve`], with `prepare` standing in for
+/// [`crate::objects::prepared`] (what the loader will submit, from which the
+/// program tags are predicted). `ObjectSpec::clone` gives a resolution that
+/// reads nothing of the running kernel (no kernel BTF, kconfig or ksyms);
+/// the predicted tags then assume no CO-RE or extern relocation.
+pub fn resolve_with(
+    manifest: &Manifest,
+    objects: Objects,
+    prepare: fn(&ObjectSpec) -> ObjectSpec,
+) -> Result<Resolved, Vec<Diagnostic>> {
     let mut errors = Vec::new();
     let mut desired = Desired::default();
     let mut builds = BTreeMap::new();
@@ -317,7 +330,7 @@ pub fn resolve(manifest: &Manifest, objects: Objects) -> Result<Resolved, Vec<Di
                 continue;
             }
         };
-        let prepared = crate::objects::prepared(obj);
+        let prepared = prepare(obj);
         let insns = prepared
             .program(function)
             .unwrap_or(prog)

@@ -71,6 +71,46 @@ impl Deployment {
         Ok(Deployment { manifest, resolved })
     }
 
+    /// Parses `text` (as if read from `path`) and runs every check of
+    /// [`Deployment::load`] that needs no bpf(2) and nothing of the running
+    /// kernel's BTF: the TOML, the structure, the objects (`object`: the
+    /// parsed object for an `[objects.NAME]` name, `None` when there is
+    /// none), maps, programs, globals, entries and attach targets. Not
+    /// checked: the `requires = [...]` feature probes and perf-link support.
+    /// Attach targets are still looked up on this host (tracefs, network
+    /// interfaces, cgroup and binary paths), never in the kernel.
+    ///
+    /// The fuzz target `manifest_check` drives this.
+    pub fn check_offline(
+        path: &Path,
+        text: &str,
+        object: impl Fn(&str) -> Option<kiln_obj::ObjectSpec>,
+    ) -> Result<Self, Diagnostics> {
+        let manifest = Manifest::parse(path, text)?;
+        let mut objects = objects::Objects::default();
+        let mut errors = Vec::new();
+        for (key, _) in manifest.objects() {
+            let name = key.get_ref();
+            match object(name) {
+                Some(spec) => {
+                    objects.specs.insert(name.clone(), spec);
+                    objects.paths.insert(name.clone(), PathBuf::from(name));
+                }
+                None => errors.push(
+                    manifest
+                        .error(key.span(), format!("object '{name}' was not given"))
+                        .help("pass a parsed object for every [objects.*] table"),
+                ),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Diagnostics(errors));
+        }
+        let resolved = desired::resolve_with(&manifest, objects, kiln_obj::ObjectSpec::clone)
+            .map_err(Diagnostics)?;
+        Ok(Deployment { manifest, resolved })
+    }
+
     pub fn plan(&self) -> Result<plan::Plan, apply::ApplyError> {
         apply::plan(&self.manifest, &self.resolved)
     }

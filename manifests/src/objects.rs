@@ -144,10 +144,8 @@ pub fn load_all(
 pub fn prepared(spec: &ObjectSpec) -> ObjectSpec {
     use kiln_loader::externs;
     let mut spec = spec.clone();
-    if spec.programs.iter().any(|p| !p.core_relocations.is_empty())
-        && let Ok(kbtf) = externs::kernel_btf(None)
-    {
-        let _ = spec.relocate_core(kbtf);
+    if spec.programs.iter().any(|p| !p.core_relocations.is_empty()) {
+        let _ = externs::relocate_core(&mut spec, None);
     }
     let _ = spec.resolve_kconfig(externs::kconfig_value);
     if spec

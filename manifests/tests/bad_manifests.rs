@@ -2,7 +2,10 @@
 //! says where and what the error must be (`# expect: LINE:COL: text`); a
 //! `# needs: tracefs` line marks files whose check needs a mounted tracefs.
 //! Files named `obj_*` are checked against tests/bpf/manifest_counter.bpf.c
-//! (built to target/bpf by `cargo xtask build-ebpf`). No privileges needed.
+//! (built to target/bpf by `cargo xtask build-ebpf`). Each file also goes
+//! through `Deployment::check_offline` (no bpf(2)), which must report the
+//! same first error; `# offline: accepted` marks the files whose mistake
+//! only the kernel feature probes can see. No privileges needed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +50,30 @@ fn case(path: PathBuf) -> TestResult {
         return Err(
             format!("{file}: the error says what is wrong but not how to fix it:\n{err}").into(),
         );
+    }
+    // The kernel-free check (what the manifest_check fuzz target drives)
+    // finds the same first error, except for what only the feature probes
+    // can tell (files marked `# offline: accepted`).
+    let counter = match overrides.get("counter") {
+        Some(p) => Some(kiln_obj::ObjectSpec::parse(&std::fs::read(p)?)?),
+        None => None,
+    };
+    let offline = Deployment::check_offline(&path, &text, |_| counter.clone());
+    if text.lines().any(|l| l == "# offline: accepted") {
+        if let Err(d) = offline {
+            return Err(format!("{file}: the offline check refused it:\n{d}").into());
+        }
+    } else {
+        let offline = match offline {
+            Ok(_) => return Err(format!("{file}: the offline check accepted it").into()),
+            Err(d) => d.to_string(),
+        };
+        if offline.lines().next() != Some(first) {
+            return Err(format!(
+                "{file}: the offline check's first error differs:\n{offline}\nvs\n{first}"
+            )
+            .into());
+        }
     }
     // The binary: exit code 3 (invalid manifest) and the same message.
     let kiln = std::env::var_os("KILN_BIN")

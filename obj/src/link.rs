@@ -3,8 +3,6 @@
 //! offsets, map references, extern references, func/line info and CO-RE
 //! records moved into the program's own instruction coordinates.
 
-use std::collections::HashMap;
-
 use object::elf;
 
 use crate::btf::ext::BtfExt;
@@ -30,8 +28,35 @@ struct Func<'a> {
 struct Code<'a> {
     name: &'a str,
     insns: Vec<Insn>,
-    /// Section instruction index → symbol index.
-    relocs: HashMap<usize, usize>,
+    /// Section instruction index → symbol index + 1 of its relocation
+    /// (0: none). Dense: every lookup is one load, no hashing.
+    relocs: Vec<u32>,
+}
+
+impl Code<'_> {
+    fn reloc_at(&self, insn: usize) -> Option<usize> {
+        self.relocs
+            .get(insn)
+            .and_then(|&r| r.checked_sub(1))
+            .map(|r| r as usize)
+    }
+}
+
+/// Executable sections by ELF section index (`None`: not code).
+struct Codes<'a>(Vec<Option<Code<'a>>>);
+
+impl<'a> std::ops::Index<usize> for Codes<'a> {
+    type Output = Code<'a>;
+    fn index(&self, section: usize) -> &Code<'a> {
+        self.get(section)
+            .unwrap_or_else(|| unreachable!("section {section} is code"))
+    }
+}
+
+impl<'a> Codes<'a> {
+    fn get(&self, section: usize) -> Option<&Code<'a>> {
+        self.0.get(section).and_then(Option::as_ref)
+    }
 }
 
 fn insn_err(section: &str, insn_index: usize, reason: impl Into<String>) -> ParseError {
@@ -47,7 +72,7 @@ pub(crate) fn link_programs(
     maps: &Collected,
     ext: Option<&BtfExt>,
 ) -> Result<Vec<ProgramSpec>, ParseError> {
-    let mut codes: HashMap<usize, Code<'_>> = HashMap::new();
+    let mut codes = Codes(Vec::new());
     let mut funcs: Vec<Func<'_>> = Vec::new();
     for sec in elf
         .sections
@@ -65,7 +90,7 @@ pub(crate) fn link_programs(
             .chunks_exact(Insn::SIZE)
             .map(|c| Insn::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
             .collect();
-        let mut relocs = HashMap::new();
+        let mut relocs = vec![0u32; insns.len()];
         for r in elf.relocs.get(&sec.index).into_iter().flatten() {
             if r.offset % Insn::SIZE as u64 != 0 || r.offset as usize >= sec.data.len() {
                 return Err(ParseError::section(
@@ -76,7 +101,13 @@ pub(crate) fn link_programs(
                     ),
                 ));
             }
-            relocs.insert(r.offset as usize / Insn::SIZE, r.symbol);
+            let sym = u32::try_from(r.symbol)
+                .ok()
+                .and_then(|s| s.checked_add(1))
+                .ok_or_else(|| {
+                    ParseError::section(sec.name, format!("relocation symbol #{}", r.symbol))
+                })?;
+            relocs[r.offset as usize / Insn::SIZE] = sym;
         }
         let mut syms: Vec<_> = elf.symbols_in(sec.index).filter(|s| s.is_func()).collect();
         syms.sort_by_key(|s| s.value);
@@ -119,18 +150,18 @@ pub(crate) fn link_programs(
                 global: s.is_global(),
             });
         }
-        codes.insert(
-            sec.index,
-            Code {
-                name: sec.name,
-                insns,
-                relocs,
-            },
-        );
+        if codes.0.len() <= sec.index {
+            codes.0.resize_with(sec.index + 1, || None);
+        }
+        codes.0[sec.index] = Some(Code {
+            name: sec.name,
+            insns,
+            relocs,
+        });
     }
     let mut programs = Vec::new();
     for (fi, f) in funcs.iter().enumerate() {
-        if !f.global || codes[&f.section].name == ".text" {
+        if !f.global || codes[f.section].name == ".text" {
             continue;
         }
         programs.push(link_one(elf, maps, ext, &codes, &funcs, fi)?);
@@ -142,12 +173,13 @@ fn link_one(
     elf: &Elf<'_>,
     maps: &Collected,
     ext: Option<&BtfExt>,
-    codes: &HashMap<usize, Code<'_>>,
+    codes: &Codes<'_>,
     funcs: &[Func<'_>],
     entry: usize,
 ) -> Result<ProgramSpec, ParseError> {
-    let mut insns: Vec<Insn> = Vec::new();
-    let mut origins: Vec<(usize, usize)> = Vec::new();
+    // The entry function's length is the usual size (subprograms are rare).
+    let mut insns: Vec<Insn> = Vec::with_capacity(funcs[entry].len);
+    let mut origins: Vec<(usize, usize)> = Vec::with_capacity(funcs[entry].len);
     // (function index, where it starts in `insns`).
     let mut placed: Vec<(usize, usize)> = Vec::new();
     let append = |fi: usize,
@@ -156,7 +188,7 @@ fn link_one(
                   placed: &mut Vec<(usize, usize)>| {
         let f = &funcs[fi];
         let base = insns.len();
-        insns.extend_from_slice(&codes[&f.section].insns[f.start..f.start + f.len]);
+        insns.extend_from_slice(&codes[f.section].insns[f.start..f.start + f.len]);
         origins.extend((f.start..f.start + f.len).map(|i| (f.section, i)));
         placed.push((fi, base));
         base
@@ -167,7 +199,7 @@ fn link_one(
     let mut i = 0;
     while i < insns.len() {
         let (sec, sidx) = origins[i];
-        let code = &codes[&sec];
+        let code = &codes[sec];
         let insn = insns[i];
         let wide = insn.is_ld_imm64();
         if wide && origins.get(i + 1) != Some(&(sec, sidx + 1)) {
@@ -179,7 +211,7 @@ fn link_one(
         }
         let is_call = insn.code == CALL;
         let mut call_target: Option<(usize, i64)> = None;
-        if let Some(&sym_idx) = code.relocs.get(&sidx) {
+        if let Some(sym_idx) = code.reloc_at(sidx) {
             let sym = elf.symbols.get(sym_idx).ok_or_else(|| {
                 insn_err(
                     code.name,
@@ -279,7 +311,7 @@ fn link_one(
                             target: RelocationTarget::MapValue { map, offset },
                         });
                         insns[i].imm = 0;
-                    } else if codes.contains_key(&tsec) {
+                    } else if codes.get(tsec).is_some() {
                         let base = (sym.value / 8) as i64;
                         if is_call {
                             call_target = Some((tsec, base + i64::from(insn.imm) + 1));
@@ -336,7 +368,7 @@ fn link_one(
                         sidx,
                         format!(
                             "call target {target} is not inside any function of '{}'",
-                            codes[&tsec].name
+                            codes[tsec].name
                         ),
                     )
                 })?;
@@ -354,7 +386,7 @@ fn link_one(
     }
 
     let f = &funcs[entry];
-    let section = codes[&f.section].name;
+    let section = codes[f.section].name;
     let (kind, sleepable) = crate::section::program_kind(section);
     let mut prog = ProgramSpec {
         name: f.name.to_owned(),
@@ -378,13 +410,13 @@ fn link_one(
 fn rebase_ext(
     prog: &mut ProgramSpec,
     ext: &BtfExt,
-    codes: &HashMap<usize, Code<'_>>,
+    codes: &Codes<'_>,
     funcs: &[Func<'_>],
     placed: &[(usize, usize)],
 ) {
     for &(fi, base) in placed {
         let f = &funcs[fi];
-        let sec = codes[&f.section].name;
+        let sec = codes[f.section].name;
         // Byte offset in the section → instruction index in the program.
         let map = |off: u32| {
             let idx = off as usize / Insn::SIZE;

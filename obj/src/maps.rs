@@ -3,7 +3,7 @@
 //! and their `.name` variants) and the `.kconfig` extern section.
 //! Also collects `.kconfig` / `.ksyms` externs.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use object::elf;
 
@@ -27,9 +27,9 @@ const MAX_MAP_VALUE: u32 = 512 << 20;
 pub(crate) struct Collected {
     pub specs: Vec<MapSpec>,
     /// (section index, offset of the definition) → map index, for `.maps` and `maps`.
-    pub by_definition: HashMap<(usize, u64), usize>,
+    pub by_definition: BTreeMap<(usize, u64), usize>,
     /// Section index → global data map index.
-    pub data_by_section: HashMap<usize, usize>,
+    pub data_by_section: BTreeMap<usize, usize>,
     pub externs: Vec<ExternSpec>,
     /// Index of the `.kconfig` map in `specs`, when the object has kconfig externs.
     pub kconfig_map: Option<usize>,
@@ -88,8 +88,8 @@ fn datasec<'b>(btf: &'b Btf, name: &str) -> Option<(TypeId, Type)> {
 pub(crate) fn collect(elf: &Elf<'_>, btf: Option<&Btf>) -> Result<Collected, ParseError> {
     let mut out = Collected {
         specs: Vec::new(),
-        by_definition: HashMap::new(),
-        data_by_section: HashMap::new(),
+        by_definition: BTreeMap::new(),
+        data_by_section: BTreeMap::new(),
         externs: Vec::new(),
         kconfig_map: None,
         slots: Vec::new(),

@@ -2,7 +2,7 @@
 //! (zero-copy through `object`), then hands them to [`crate::maps`] and
 //! [`crate::link`].
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use object::elf;
 use object::read::elf::{ElfFile64, FileHeader, SectionHeader};
@@ -67,7 +67,7 @@ pub(crate) struct Elf<'data> {
     pub sections: Vec<Section<'data>>,
     pub symbols: Vec<Symbol<'data>>,
     /// Relocations by the index of the section they apply to.
-    pub relocs: HashMap<usize, Vec<RawReloc>>,
+    pub relocs: BTreeMap<usize, Vec<RawReloc>>,
 }
 
 impl<'data> Elf<'data> {
@@ -90,7 +90,7 @@ impl<'data> Elf<'data> {
             return Err(ParseError::NotBpf { machine });
         }
         let mut sections = Vec::new();
-        let mut relocs: HashMap<usize, Vec<RawReloc>> = HashMap::new();
+        let mut relocs: BTreeMap<usize, Vec<RawReloc>> = BTreeMap::new();
         for sec in file.sections() {
             let index = sec.index().0;
             let name = sec
@@ -237,17 +237,20 @@ fn bad_relocation_section(data: &[u8]) -> Option<ParseError> {
     None
 }
 
-/// Reads `.BTF`, fixes it up against the ELF tables and re-indexes it.
+/// Reads `.BTF` and fixes it up against the ELF tables, patching the few
+/// types that change (DATASECs, hidden FUNCs) where they lie.
 fn read_btf(elf: &Elf<'_>) -> Result<Option<Btf>, ParseError> {
     let Some(sec) = elf.section_by_name(".BTF") else {
         return Ok(None);
     };
-    let raw = Btf::parse(sec.data)?;
-    let mut types = raw.to_types()?;
-    fixup_datasecs(&mut types, raw.strings(), elf)?;
-    mark_hidden_funcs_static(&mut types, &raw, elf);
-    let fixed = write::encode(&types, raw.strings());
-    Ok(Some(Btf::from_bytes(fixed)?))
+    let mut btf = Btf::from_bytes(sec.data.to_vec())?;
+    if !btf.is_plain_layout() {
+        // A longer header, gaps or another section order: written plainly.
+        btf = Btf::from_bytes(write::encode(&btf.to_types()?, btf.strings()))?;
+    }
+    fixup_datasecs(&mut btf, elf)?;
+    mark_hidden_funcs_static(&mut btf, elf)?;
+    Ok(Some(btf))
 }
 
 /// A global function with hidden visibility (the Rust SDK's `memset`,
@@ -256,27 +259,33 @@ fn read_btf(elf: &Elf<'_>) -> Result<Option<Btf>, ParseError> {
 /// in its caller's context instead of as a global function with unknown
 /// arguments, which it rejects when it returns a pointer ("Global function
 /// memset() doesn't return scalar").
-fn mark_hidden_funcs_static(types: &mut [crate::btf::Type], raw: &Btf, elf: &Elf<'_>) {
-    use crate::btf::{FUNC_GLOBAL, Type};
-    let hidden: std::collections::HashSet<&str> = elf
+fn mark_hidden_funcs_static(btf: &mut Btf, elf: &Elf<'_>) -> Result<(), ParseError> {
+    use crate::btf::{FUNC_GLOBAL, FUNC_STATIC, Kind, Type};
+    for s in elf
         .symbols
         .iter()
         .filter(|s| s.is_func() && s.is_global() && s.is_hidden() && s.section.is_some())
-        .map(|s| s.name)
-        .collect();
-    if hidden.is_empty() {
-        return;
-    }
-    for t in types.iter_mut() {
-        if let Type::Func {
-            name_off, linkage, ..
-        } = t
-            && *linkage == FUNC_GLOBAL
-            && raw.str_at(*name_off).is_ok_and(|n| hidden.contains(n))
-        {
-            *linkage = crate::btf::FUNC_STATIC;
+    {
+        for id in btf.ids_by_name(s.name) {
+            if btf.kind_of(id)? != Kind::Func {
+                continue;
+            }
+            if let Type::Func {
+                name_off,
+                proto,
+                linkage: FUNC_GLOBAL,
+            } = btf.type_by_id(id)?
+            {
+                let t = Type::Func {
+                    name_off,
+                    proto,
+                    linkage: FUNC_STATIC,
+                };
+                btf.replace_type(id, &t)?;
+            }
         }
     }
+    Ok(())
 }
 
 impl ObjectSpec {
@@ -317,7 +326,7 @@ impl ObjectSpec {
             kernel_version,
             programs,
             maps: maps.specs,
-            btf: btf.map(|b| b.as_bytes().to_vec()),
+            btf: btf.map(Btf::into_bytes),
             externs: maps.externs,
             map_slots: maps.slots,
         })

@@ -5,9 +5,11 @@
 
 use kiln_obj::ObjectSpec;
 use kiln_obj::btf::core::POISON_IMM;
-use kiln_obj::btf::strings::StringTable;
-use kiln_obj::btf::{Btf, EnumValue, INT_CHAR, INT_SIGNED, Kind, Member, Type, write};
+use kiln_obj::btf::{Btf, Kind};
 use kiln_testkit::TestResult;
+
+#[path = "support/core_target.rs"]
+mod core_target;
 
 macro_rules! check_eq {
     ($a:expr, $b:expr) => {{
@@ -25,71 +27,11 @@ macro_rules! check_eq {
     }};
 }
 
-fn target_btf() -> Btf {
-    let mut s = StringTable::new(vec![0]);
-    let int = |name_off, size, encoding| Type::Int {
-        name_off,
-        size,
-        encoding,
-        bit_offset: 0,
-        bits: (size * 8) as u8,
-    };
-    let m = |s: &mut StringTable, name: &str, type_id, offset| Member {
-        name_off: s.add(name),
-        type_id,
-        offset,
-    };
-    let types = vec![
-        Type::Void,
-        int(s.add("int"), 4, INT_SIGNED),             // 1
-        int(s.add("long"), 8, INT_SIGNED),            // 2
-        int(s.add("char"), 1, INT_SIGNED | INT_CHAR), // 3
-        int(s.add("unsigned int"), 4, 0),             // 4
-        Type::Array {
-            name_off: 0,
-            elem: 3,
-            index: 1,
-            nelems: 16,
-        }, // 5
-        Type::Struct {
-            // 6: the "kernel's" struct task, reordered and grown.
-            name_off: s.add("task"),
-            size: 64,
-            kind_flag: true,
-            members: vec![
-                m(&mut s, "flags", 2, 0),
-                m(&mut s, "pid", 1, 64),
-                m(&mut s, "tgid", 1, 128),
-                m(&mut s, "comm", 5, 192),
-                m(&mut s, "bits", 4, (3 << 24) | 320),
-                m(&mut s, "more", 4, (7 << 24) | 330),
-            ],
-        },
-        Type::Enum {
-            // 7
-            name_off: s.add("state"),
-            size: 4,
-            signed: false,
-            values: vec![
-                EnumValue {
-                    name_off: s.add("RUNNING"),
-                    value: 0,
-                },
-                EnumValue {
-                    name_off: s.add("SLEEPING"),
-                    value: 2,
-                },
-            ],
-        },
-    ];
-    Btf::from_bytes(write::encode(&types, s.as_bytes())).expect("valid target BTF")
-}
-
 fn relocates_against_changed_target() -> TestResult {
     let path = kiln_testkit::bpf_object("core.bpf.o")?;
     let mut obj = ObjectSpec::parse(&std::fs::read(&path)?)?;
     check_eq!(obj.programs[0].core_relocations.len(), 18);
-    let report = obj.relocate_core(&target_btf())?;
+    let report = obj.relocate_core(&core_target::core_target())?;
     check_eq!(report.applied, 17);
     check_eq!(
         report.poisoned.iter().map(|p| p.1).collect::<Vec<_>>(),
@@ -175,6 +117,121 @@ fn vmlinux_name_index_matches_scan() -> TestResult {
     Ok(())
 }
 
+/// `bpf_core_type_matches()` in type_matches.bpf.c against the running
+/// kernel's BTF: each TYPE_MATCHES instruction holds exactly the expected
+/// 0 or 1 after relocation (the types are ones the kernel has had in the
+/// same shape since long before 5.10).
+fn type_matches_against_vmlinux() -> TestResult {
+    use kiln_obj::CoreRelocationKind;
+    let path = kiln_testkit::bpf_object("type_matches.bpf.o")?;
+    let mut obj = ObjectSpec::parse(&std::fs::read(&path)?)?;
+    let local = Btf::parse(obj.btf.as_deref().ok_or("object has no .BTF")?)?;
+    let p = obj
+        .program("type_matches")
+        .ok_or("no program type_matches")?;
+    let mut relos = Vec::new();
+    for r in &p.core_relocations {
+        check_eq!(r.kind, CoreRelocationKind::TypeMatches);
+        relos.push((r.insn_index, local.name_of(r.type_id)?.to_owned()));
+    }
+    let expected = [
+        ("list_head", 1),
+        ("hlist_node___subset", 1),
+        ("list_head___wrong", 0),
+        ("list_head___extra", 0),
+        ("bpf_map_type___few", 1),
+        ("bpf_map_type___bogus", 0),
+        ("__u32", 1),
+        ("__u32___signed", 0),
+        ("__u32___wide", 0),
+        ("callback_head___same", 1),
+        ("callback_head___args", 0),
+        ("ethhdr___six", 1),
+        ("ethhdr___eight", 0),
+        ("kiln_no_such_type", 0),
+    ];
+    let mut names: Vec<&str> = relos.iter().map(|(_, n)| n.as_str()).collect();
+    names.sort_unstable();
+    let mut want: Vec<&str> = expected.iter().map(|(n, _)| *n).collect();
+    want.sort_unstable();
+    check_eq!(names, want);
+    let kernel = Btf::from_bytes(std::fs::read("/sys/kernel/btf/vmlinux")?)?;
+    let report = obj.relocate_core(&kernel)?;
+    check_eq!(report.applied, expected.len());
+    check_eq!(report.poisoned.len(), 0);
+    let insns = &obj.program("type_matches").ok_or("no program")?.insns;
+    for (idx, name) in &relos {
+        let want = expected.iter().find(|(n, _)| n == name).map(|e| e.1);
+        check_eq!(
+            (name.as_str(), Some(insns[*idx].imm)),
+            (name.as_str(), want)
+        );
+    }
+    Ok(())
+}
+
+/// CO-RE relocations whose type only a kernel module has (`struct
+/// veth_priv`, module veth) resolve against the module's split BTF, through
+/// the loader's kernel BTF lookup, to exactly what that BTF says.
+fn core_against_module_btf() -> TestResult {
+    use kiln_loader::externs;
+    use kiln_obj::CoreRelocationKind;
+    let path = kiln_testkit::bpf_object("core_module.bpf.o")?;
+    let pristine = ObjectSpec::parse(&std::fs::read(&path)?)?;
+    let vmlinux = externs::kernel_btf(None)?;
+    if vmlinux.find_by_name(Kind::Struct, "veth_priv").is_some() {
+        return Err("vmlinux has struct veth_priv (veth built in): nothing to test".into());
+    }
+    // vmlinux alone: the type does not exist, the size and offset are poisoned.
+    let mut obj = pristine.clone();
+    let report = obj.relocate_core(vmlinux)?;
+    check_eq!((report.applied, report.poisoned.len()), (1, 2));
+    // With the modules: the values of /sys/kernel/btf/veth.
+    let veth = externs::kernel_module_btfs()
+        .iter()
+        .find(|m| m.find_by_name(Kind::Struct, "veth_priv").is_some())
+        .ok_or("no module BTF has struct veth_priv")?;
+    let id = veth
+        .find_by_name(Kind::Struct, "veth_priv")
+        .ok_or("no veth_priv")?;
+    let t = veth.type_by_id(id)?;
+    let (members, kind_flag) = t.members().ok_or("veth_priv has no members")?;
+    let headroom = members
+        .iter()
+        .find(|m| veth.str_at(m.name_off).ok() == Some("requested_headroom"))
+        .ok_or("veth_priv has no requested_headroom")?;
+    let size = i64::from(veth.resolve_size(id)?);
+    let offset = i64::from(headroom.bit_offset(kind_flag) / 8);
+    let mut obj = pristine.clone();
+    let relos: Vec<(usize, CoreRelocationKind)> = obj.programs[0]
+        .core_relocations
+        .iter()
+        .map(|r| (r.insn_index, r.kind))
+        .collect();
+    let report = externs::relocate_core(&mut obj, None)?;
+    check_eq!((report.applied, report.poisoned.len()), (3, 0));
+    for (i, kind) in relos {
+        let want = match kind {
+            CoreRelocationKind::TypeExists => 1,
+            CoreRelocationKind::TypeSize => size,
+            CoreRelocationKind::FieldByteOffset => offset,
+            k => return Err(format!("unexpected relocation {k:?}").into()),
+        };
+        check_eq!(
+            (kind, i64::from(obj.programs[0].insns[i].imm)),
+            (kind, want)
+        );
+    }
+    eprintln!("core_against_module_btf: veth_priv size {size}, requested_headroom at {offset}");
+    Ok(())
+}
+
+fn has_module_btf() -> Option<String> {
+    (!std::path::Path::new("/sys/kernel/btf/veth").exists()).then(|| {
+        "no /sys/kernel/btf/veth: the veth module is not loaded or the kernel has no module BTF (CONFIG_DEBUG_INFO_BTF_MODULES, 5.11+); the test VMs load veth".into()
+    })
+}
+
 fn has_vmlinux() -> Option<String> {
     (!std::path::Path::new("/sys/kernel/btf/vmlinux").exists())
         .then(|| "kernel has no /sys/kernel/btf/vmlinux".into())
@@ -186,6 +243,19 @@ fn main() {
             "relocates_against_changed_target",
             &[],
             relocates_against_changed_target,
+        ),
+        kiln_testkit::test(
+            "type_matches_against_vmlinux",
+            &[kiln_testkit::Need::Probe("vmlinux BTF", has_vmlinux)],
+            type_matches_against_vmlinux,
+        ),
+        kiln_testkit::test(
+            "core_against_module_btf",
+            &[
+                kiln_testkit::Need::Probe("vmlinux BTF", has_vmlinux),
+                kiln_testkit::Need::Probe("module BTF", has_module_btf),
+            ],
+            core_against_module_btf,
         ),
         kiln_testkit::test(
             "vmlinux_parses_fast",

@@ -276,90 +276,184 @@ fn types_compat(
     })
 }
 
-/// A simplified `bpf_core_types_match` (TYPE_MATCHES): names, member sets,
-/// enumerator sets, int size and signedness, array lengths must agree.
+/// libbpf's name rule for TYPE_MATCHES: an anonymous target matches only an
+/// anonymous local; otherwise the essential names (flavor suffix dropped)
+/// must be equal.
+fn names_match(lb: &Btf, loff: u32, tb: &Btf, toff: u32) -> Result<bool, BtfError> {
+    let l = lb.str_at(loff)?;
+    let t = tb.str_at(toff)?;
+    Ok(if t.is_empty() {
+        l.is_empty()
+    } else {
+        essential_name(l) == essential_name(t)
+    })
+}
+
+/// TYPE_MATCHES (`bpf_core_type_matches()`), with libbpf's
+/// `bpf_core_types_match` semantics. Typedefs and modifiers are skipped on
+/// both sides; then the names must match ([`names_match`]) and:
+/// - void matches void; ints match on byte size and signedness;
+/// - enums (ENUM or ENUM64 on either side) match when the sizes are equal
+///   and every local enumerator has a target enumerator of the same name
+///   (values are not compared);
+/// - a struct/union matches one of the same kind whose members include,
+///   for each local member, one of the same name whose type matches
+///   (recursively); behind a pointer only the kind is compared, and a
+///   forward declaration of the same kind matches too;
+/// - a forward declaration matches a forward declaration of the same
+///   kind, and behind a pointer also a struct or union of that kind;
+/// - pointers and arrays (equal lengths) match when their targets do;
+/// - function prototypes match when they have as many parameters and
+///   every parameter and the return type match.
+///
+/// Everything else (floats, functions, variables) never matches.
 fn types_match(
     lb: &Btf,
     lid: TypeId,
     tb: &Btf,
     tid: TypeId,
-    depth: usize,
+    behind_ptr: bool,
+    level: usize,
 ) -> Result<bool, BtfError> {
-    if depth > MAX_RESOLVE_DEPTH {
-        return Err(err("type chain too long"));
+    if level > MAX_RESOLVE_DEPTH {
+        return Err(err("type nesting too deep for TYPE_MATCHES"));
     }
-    let (_, l) = lb.skip_modifiers(lid)?;
-    let (_, t) = tb.skip_modifiers(tid)?;
-    let ln = essential_name(lb.str_at(l.name_off())?);
-    let tn = essential_name(tb.str_at(t.name_off())?);
-    if !ln.is_empty() && ln != tn {
+    let (mut lid, mut tid, mut behind_ptr) = (lid, tid, behind_ptr);
+    for _ in 0..MAX_RESOLVE_DEPTH {
+        let (_, l) = lb.skip_modifiers(lid)?;
+        let (_, t) = tb.skip_modifiers(tid)?;
+        if !names_match(lb, l.name_off(), tb, t.name_off())? {
+            return Ok(false);
+        }
+        let same_kind = l.kind() == t.kind();
+        match (&l, &t) {
+            (Type::Void, _) => return Ok(same_kind),
+            (Type::Fwd { union: lu, .. }, _) => {
+                return Ok(match t {
+                    Type::Fwd { union: tu, .. } => *lu == tu,
+                    Type::Struct { .. } => behind_ptr && !*lu,
+                    Type::Union { .. } => behind_ptr && *lu,
+                    _ => false,
+                });
+            }
+            (Type::Enum { .. } | Type::Enum64 { .. }, _) => return enums_match(lb, &l, tb, &t),
+            (Type::Struct { .. } | Type::Union { .. }, _) => {
+                let local_union = l.kind() == Kind::Union;
+                if behind_ptr {
+                    return Ok(
+                        same_kind || matches!(t, Type::Fwd { union, .. } if union == local_union)
+                    );
+                }
+                return Ok(same_kind && composites_match(lb, &l, tb, &t, level)?);
+            }
+            (
+                Type::Int {
+                    size: ls,
+                    encoding: le,
+                    ..
+                },
+                Type::Int {
+                    size: ts,
+                    encoding: te,
+                    ..
+                },
+            ) => {
+                return Ok(ls == ts && (le & super::INT_SIGNED) == (te & super::INT_SIGNED));
+            }
+            (Type::Ptr { target: lt, .. }, Type::Ptr { target: tt, .. }) => {
+                behind_ptr = true;
+                (lid, tid) = (*lt, *tt);
+            }
+            (
+                Type::Array {
+                    elem: le,
+                    nelems: ln,
+                    ..
+                },
+                Type::Array {
+                    elem: te,
+                    nelems: tn,
+                    ..
+                },
+            ) => {
+                if ln != tn {
+                    return Ok(false);
+                }
+                (lid, tid) = (*le, *te);
+            }
+            (
+                Type::FuncProto {
+                    ret: lr,
+                    params: lp,
+                    ..
+                },
+                Type::FuncProto {
+                    ret: tr,
+                    params: tp,
+                    ..
+                },
+            ) => {
+                if lp.len() != tp.len() {
+                    return Ok(false);
+                }
+                for (a, b) in lp.iter().zip(tp) {
+                    if !types_match(lb, a.type_id, tb, b.type_id, behind_ptr, level + 1)? {
+                        return Ok(false);
+                    }
+                }
+                (lid, tid) = (*lr, *tr);
+            }
+            _ => return Ok(false),
+        }
+    }
+    Err(err("type chain too long for TYPE_MATCHES"))
+}
+
+/// Whether every item of `local` has a partner in `target` (`pair`), and
+/// `local` is not longer than `target`.
+fn all_paired<L, T>(
+    local: &[L],
+    target: &[T],
+    mut pair: impl FnMut(&L, &T) -> Result<bool, BtfError>,
+) -> Result<bool, BtfError> {
+    if local.len() > target.len() {
         return Ok(false);
     }
-    Ok(match (&l, &t) {
-        (
-            Type::Int {
-                size: ls,
-                encoding: le,
-                ..
-            },
-            Type::Int {
-                size: ts,
-                encoding: te,
-                ..
-            },
-        ) => ls == ts && (le & 1) == (te & 1),
-        (Type::Ptr { target: lt, .. }, Type::Ptr { target: tt, .. }) => {
-            types_match(lb, *lt, tb, *tt, depth + 1)?
-        }
-        (
-            Type::Array {
-                elem: le,
-                nelems: ln,
-                ..
-            },
-            Type::Array {
-                elem: te,
-                nelems: tn,
-                ..
-            },
-        ) => ln == tn && types_match(lb, *le, tb, *te, depth + 1)?,
-        (l, t) if l.is_composite() && t.kind() == l.kind() => {
-            let (lm, _) = l.members().unwrap_or((&[], false));
-            let (tm, _) = t.members().unwrap_or((&[], false));
-            for m in lm {
-                let name = lb.str_at(m.name_off)?;
-                let mut found = false;
-                for n in tm {
-                    if tb.str_at(n.name_off)? == name {
-                        found = types_match(lb, m.type_id, tb, n.type_id, depth + 1)?;
-                        break;
-                    }
-                }
-                if !found {
-                    return Ok(false);
-                }
+    'local: for l in local {
+        for t in target {
+            if pair(l, t)? {
+                continue 'local;
             }
-            true
         }
-        (l, t) if l.enum_values().is_some() && t.enum_values().is_some() => {
-            let tv = t.enum_values().unwrap_or(&[]);
-            for v in l.enum_values().unwrap_or(&[]) {
-                let name = lb.str_at(v.name_off)?;
-                let mut found = false;
-                for w in tv {
-                    if tb.str_at(w.name_off)? == name {
-                        found = true;
-                        break;
-                    }
-                }
-                if !found {
-                    return Ok(false);
-                }
-            }
-            true
-        }
-        (Type::Fwd { .. }, _) | (_, Type::Fwd { .. }) => true,
-        (l, t) => l.kind() == t.kind() && l.own_size() == t.own_size(),
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// Enumerator sets for TYPE_MATCHES: equal sizes, and every local name
+/// present in the target (ENUM and ENUM64 match each other).
+fn enums_match(lb: &Btf, l: &Type, tb: &Btf, t: &Type) -> Result<bool, BtfError> {
+    let (Some(lv), Some(tv)) = (l.enum_values(), t.enum_values()) else {
+        return Ok(false);
+    };
+    Ok(l.own_size() == t.own_size()
+        && all_paired(lv, tv, |v, w| names_match(lb, v.name_off, tb, w.name_off))?)
+}
+
+/// Member sets for TYPE_MATCHES: each local member needs a target member
+/// of the same name whose type matches.
+fn composites_match(
+    lb: &Btf,
+    l: &Type,
+    tb: &Btf,
+    t: &Type,
+    level: usize,
+) -> Result<bool, BtfError> {
+    let (lm, _) = l.members().unwrap_or((&[], false));
+    let (tm, _) = t.members().unwrap_or((&[], false));
+    all_paired(lm, tm, |m, n| {
+        Ok(names_match(lb, m.name_off, tb, n.name_off)?
+            && types_match(lb, m.type_id, tb, n.type_id, false, level + 1)?)
     })
 }
 
@@ -605,31 +699,58 @@ fn candidates(lb: &Btf, lid: TypeId, tb: &Btf) -> Result<Vec<TypeId>, BtfError> 
 }
 
 /// Resolves one relocation: `Ok(None)` means "no match: poison or 0".
-fn resolve(
+/// Where the candidates of local root types are looked for: vmlinux, then
+/// (asked for only when vmlinux has none) the kernel modules' split BTF.
+struct Targets<'t, M> {
+    vmlinux: &'t Btf,
+    modules: Option<M>,
+    loaded: Vec<&'t Btf>,
+    /// Local root type id → the BTF holding its candidates, and their ids.
+    cache: HashMap<TypeId, (&'t Btf, Vec<TypeId>)>,
+}
+
+impl<'t, M: FnOnce() -> Vec<&'t Btf>> Targets<'t, M> {
+    /// libbpf's order: vmlinux's candidates when it has any, else the first
+    /// module (in the order given) that has some.
+    fn candidates(&mut self, lb: &Btf, lid: TypeId) -> Result<(&'t Btf, Vec<TypeId>), BtfError> {
+        if let Some((tb, c)) = self.cache.get(&lid) {
+            return Ok((tb, c.clone()));
+        }
+        let mut found = (self.vmlinux, candidates(lb, lid, self.vmlinux)?);
+        if found.1.is_empty() {
+            if let Some(load) = self.modules.take() {
+                self.loaded = load();
+            }
+            for &m in &self.loaded {
+                let c = candidates(lb, lid, m)?;
+                if !c.is_empty() {
+                    found = (m, c);
+                    break;
+                }
+            }
+        }
+        self.cache.insert(lid, found.clone());
+        Ok(found)
+    }
+}
+
+fn resolve<'t, M: FnOnce() -> Vec<&'t Btf>>(
     lb: &Btf,
-    tb: &Btf,
+    targets: &mut Targets<'t, M>,
     r: &CoreRelocation,
-    cache: &mut HashMap<TypeId, Vec<TypeId>>,
 ) -> Result<(Value, Option<Value>), BtfError> {
     let local = parse_spec(lb, r.type_id, &r.access, r.kind)?;
     let local_val = compute(lb, &local, r.kind, r.type_id)?;
     if r.kind == K::TypeIdLocal {
         return Ok((local_val, Some(local_val)));
     }
-    let cands = match cache.get(&r.type_id) {
-        Some(c) => c.clone(),
-        None => {
-            let c = candidates(lb, r.type_id, tb)?;
-            cache.insert(r.type_id, c.clone());
-            c
-        }
-    };
+    let (tb, cands) = targets.candidates(lb, r.type_id)?;
     let mut result: Option<Value> = None;
     for cand in cands {
         let matched = if is_field(r.kind) || is_enum_kind(r.kind) {
             match_spec(lb, &local, r.kind, tb, cand)?
         } else if r.kind == K::TypeMatches {
-            types_match(lb, r.type_id, tb, cand, 0)?.then(|| Spec {
+            types_match(lb, r.type_id, tb, cand, false, 0)?.then(|| Spec {
                 root: cand,
                 acc: Vec::new(),
                 bit_offset: 0,
@@ -761,6 +882,22 @@ impl ObjectSpec {
     ///
     /// Minimum kernel version: any kernel with BTF (5.2+); CO-RE is resolved here.
     pub fn relocate_core(&mut self, target: &Btf) -> Result<CoreReport, CoreError> {
+        self.relocate_core_with_modules(target, Vec::new)
+    }
+
+    /// Like [`ObjectSpec::relocate_core`], and a relocation whose local type
+    /// has no candidate in `vmlinux` is resolved against the first kernel
+    /// module BTF that has one (as libbpf searches modules after vmlinux).
+    /// `modules` gives the modules' split BTF ([`Btf::from_bytes_split`] of
+    /// `/sys/kernel/btf/<module>` on vmlinux); it is called at most once, and
+    /// only when some type is missing from vmlinux.
+    ///
+    /// Minimum kernel version: 5.11 for module BTF in /sys/kernel/btf.
+    pub fn relocate_core_with_modules<'t>(
+        &mut self,
+        vmlinux: &'t Btf,
+        modules: impl FnOnce() -> Vec<&'t Btf>,
+    ) -> Result<CoreReport, CoreError> {
         let mut report = CoreReport::default();
         if self.programs.iter().all(|p| p.core_relocations.is_empty()) {
             return Ok(report);
@@ -793,7 +930,12 @@ impl ObjectSpec {
                 ));
             }
         };
-        let mut cache = HashMap::new();
+        let mut targets = Targets {
+            vmlinux,
+            modules: Some(modules),
+            loaded: Vec::new(),
+            cache: HashMap::new(),
+        };
         for prog in &mut self.programs {
             let relos = std::mem::take(&mut prog.core_relocations);
             for r in &relos {
@@ -804,7 +946,7 @@ impl ObjectSpec {
                         "instruction index out of range".into(),
                     ));
                 }
-                let (orig, new) = resolve(&local, target, r, &mut cache)
+                let (orig, new) = resolve(&local, &mut targets, r)
                     .map_err(|e| mk_err(&prog.name, r, e.to_string()))?;
                 match new {
                     Some(new) => {
@@ -828,5 +970,466 @@ impl ObjectSpec {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::btf::strings::StringTable;
+    use crate::btf::{EnumValue, INT_SIGNED, Member, Param, write};
+
+    /// Builds a BTF from `f`'s types (index = id; 0 is void, added here).
+    fn btf(f: impl FnOnce(&mut StringTable) -> Vec<Type>) -> Btf {
+        let mut s = StringTable::new(vec![0]);
+        let mut types = vec![Type::Void];
+        types.extend(f(&mut s));
+        Btf::from_bytes(write::encode(&types, s.as_bytes())).expect("valid test BTF")
+    }
+
+    fn int(s: &mut StringTable, name: &str, size: u32, signed: bool) -> Type {
+        Type::Int {
+            name_off: s.add(name),
+            size,
+            encoding: if signed { INT_SIGNED } else { 0 },
+            bit_offset: 0,
+            bits: (size * 8) as u8,
+        }
+    }
+
+    fn composite(s: &mut StringTable, union: bool, name: &str, members: &[(&str, u32)]) -> Type {
+        let name_off = s.add(name);
+        let members = members
+            .iter()
+            .enumerate()
+            .map(|(i, (n, ty))| Member {
+                name_off: s.add(n),
+                type_id: *ty,
+                offset: if union { 0 } else { i as u32 * 64 },
+            })
+            .collect();
+        let size = 64;
+        if union {
+            Type::Union {
+                name_off,
+                size,
+                kind_flag: false,
+                members,
+            }
+        } else {
+            Type::Struct {
+                name_off,
+                size,
+                kind_flag: false,
+                members,
+            }
+        }
+    }
+
+    fn strukt(s: &mut StringTable, name: &str, members: &[(&str, u32)]) -> Type {
+        composite(s, false, name, members)
+    }
+
+    fn enm(s: &mut StringTable, name: &str, size: u32, wide: bool, values: &[(&str, u64)]) -> Type {
+        let name_off = s.add(name);
+        let values = values
+            .iter()
+            .map(|(n, v)| EnumValue {
+                name_off: s.add(n),
+                value: *v,
+            })
+            .collect();
+        if wide {
+            Type::Enum64 {
+                name_off,
+                size,
+                signed: false,
+                values,
+            }
+        } else {
+            Type::Enum {
+                name_off,
+                size,
+                signed: false,
+                values,
+            }
+        }
+    }
+
+    fn ptr(target: TypeId) -> Type {
+        Type::Ptr {
+            name_off: 0,
+            target,
+        }
+    }
+
+    fn array(elem: TypeId, nelems: u32) -> Type {
+        Type::Array {
+            name_off: 0,
+            elem,
+            index: 1,
+            nelems,
+        }
+    }
+
+    fn proto(ret: TypeId, params: &[TypeId]) -> Type {
+        Type::FuncProto {
+            name_off: 0,
+            ret,
+            params: params
+                .iter()
+                .map(|&type_id| Param {
+                    name_off: 0,
+                    type_id,
+                })
+                .collect(),
+        }
+    }
+
+    fn fwd(s: &mut StringTable, name: &str, union: bool) -> Type {
+        Type::Fwd {
+            name_off: s.add(name),
+            union,
+        }
+    }
+
+    fn matches(l: &Btf, lid: TypeId, t: &Btf, tid: TypeId) -> bool {
+        types_match(l, lid, t, tid, false, 0).expect("no BTF error")
+    }
+
+    /// The target: ids 1 int, 2 long, 3 unsigned int, 4 struct task
+    /// {pid, flags, comm, parent, state, cb, u}, 5 char[16], 6 task *,
+    /// 7 enum state {RUNNING=0, SLEEPING=2, DEAD=4}, 8 int (*)(task *, long),
+    /// 9 union u {a, b}, 10 fwd struct opaque, 11 opaque *, 12 typedef task
+    /// task_t, 13 char, 14 enum64 big.
+    fn target() -> Btf {
+        btf(|s| {
+            vec![
+                int(s, "int", 4, true),           // 1
+                int(s, "long", 8, true),          // 2
+                int(s, "unsigned int", 4, false), // 3
+                strukt(
+                    s,
+                    "task",
+                    &[
+                        ("flags", 2),
+                        ("pid", 1),
+                        ("comm", 5),
+                        ("parent", 6),
+                        ("state", 7),
+                        ("cb", 15),
+                        ("u", 9),
+                        ("", 9),
+                    ],
+                ), // 4
+                array(13, 16),                    // 5
+                ptr(4),                           // 6
+                enm(
+                    s,
+                    "state",
+                    4,
+                    false,
+                    &[("RUNNING", 0), ("SLEEPING", 2), ("DEAD", 4)],
+                ), // 7
+                proto(1, &[6, 2]),                // 8
+                composite(s, true, "u", &[("a", 1), ("b", 2)]), // 9
+                fwd(s, "opaque", false),          // 10
+                ptr(10),                          // 11
+                Type::Typedef {
+                    name_off: s.add("task_t"),
+                    target: 4,
+                }, // 12
+                int(s, "char", 1, true),          // 13
+                enm(s, "big", 8, true, &[("HUGE", 1 << 40)]), // 14
+                ptr(8),                           // 15
+            ]
+        })
+    }
+
+    #[test]
+    fn struct_with_a_subset_of_members_in_another_order_matches() {
+        let l = btf(|s| {
+            vec![
+                int(s, "int", 4, true),
+                array(4, 16),
+                strukt(s, "task___mine", &[("comm", 2), ("pid", 1)]),
+                int(s, "char", 1, true),
+            ]
+        });
+        assert!(matches(&l, 3, &target(), 4));
+    }
+
+    #[test]
+    fn struct_mismatches() {
+        let t = target();
+        // A member the target lacks.
+        let l = btf(|s| vec![int(s, "int", 4, true), strukt(s, "task", &[("nope", 1)])]);
+        assert!(!matches(&l, 2, &t, 4));
+        // pid with another size, then another signedness.
+        let l = btf(|s| vec![int(s, "int", 8, true), strukt(s, "task", &[("pid", 1)])]);
+        assert!(!matches(&l, 2, &t, 4));
+        let l = btf(|s| vec![int(s, "int", 4, false), strukt(s, "task", &[("pid", 1)])]);
+        assert!(!matches(&l, 2, &t, 4));
+        // Another name; a union of the same name is another kind.
+        let l = btf(|s| vec![int(s, "int", 4, true), strukt(s, "job", &[("pid", 1)])]);
+        assert!(!matches(&l, 2, &t, 4));
+        let l = btf(|s| {
+            vec![
+                int(s, "int", 4, true),
+                composite(s, true, "task", &[("pid", 1)]),
+            ]
+        });
+        assert!(!matches(&l, 2, &t, 4));
+        // comm as char[8] instead of char[16].
+        let l = btf(|s| {
+            vec![
+                int(s, "char", 1, true),
+                array(1, 8),
+                strukt(s, "task", &[("comm", 2)]),
+            ]
+        });
+        assert!(!matches(&l, 3, &t, 4));
+        // More members than the target has, even if all names exist.
+        let many: Vec<(String, u32)> = (0..9).map(|i| (format!("m{i}"), 1)).collect();
+        let l = btf(|s| {
+            let refs: Vec<(&str, u32)> = many.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+            vec![int(s, "int", 4, true), strukt(s, "task", &refs)]
+        });
+        assert!(!matches(&l, 2, &t, 4));
+    }
+
+    #[test]
+    fn member_names_behind_pointers_and_typedefs() {
+        let t = target();
+        // parent: a pointer to a task with members the target's task lacks
+        // still matches (behind a pointer only names and kinds count);
+        // pid through const and a typedef is still int.
+        let l = btf(|s| {
+            vec![
+                int(s, "int", 4, true),           // 1
+                strukt(s, "task", &[("zzz", 1)]), // 2
+                ptr(2),                           // 3
+                Type::Typedef {
+                    name_off: s.add("pid_t"),
+                    target: 1,
+                }, // 4
+                Type::Const {
+                    name_off: 0,
+                    target: 4,
+                }, // 5
+                strukt(s, "task", &[("parent", 3), ("pid", 5)]), // 6
+            ]
+        });
+        assert!(matches(&l, 6, &t, 4));
+        assert!(
+            !matches(&l, 2, &t, 4),
+            "zzz is checked when not behind a pointer"
+        );
+        // parent as a pointer to a struct of another name, as a plain
+        // struct, or as a pointer to a pointer: no match.
+        let l = btf(|s| {
+            vec![
+                int(s, "int", 4, true),
+                strukt(s, "other", &[]),
+                ptr(2),
+                strukt(s, "task", &[("parent", 3)]),
+            ]
+        });
+        assert!(!matches(&l, 4, &t, 4));
+        let l = btf(|s| vec![strukt(s, "task", &[]), strukt(s, "task", &[("parent", 1)])]);
+        assert!(!matches(&l, 2, &t, 4));
+        let l = btf(|s| {
+            vec![
+                strukt(s, "task", &[]),
+                ptr(1),
+                ptr(2),
+                strukt(s, "task", &[("parent", 3)]),
+            ]
+        });
+        assert!(!matches(&l, 4, &t, 4));
+        // A root typedef: the typedef's target is compared.
+        let l = btf(|s| {
+            vec![
+                int(s, "int", 4, true),
+                strukt(s, "task", &[("pid", 1)]),
+                Type::Typedef {
+                    name_off: s.add("task_t"),
+                    target: 2,
+                },
+            ]
+        });
+        assert!(matches(&l, 3, &t, 12));
+    }
+
+    #[test]
+    fn anonymous_members_match_anonymous_members() {
+        let t = target();
+        let l = btf(|s| {
+            vec![
+                int(s, "int", 4, true),
+                composite(s, true, "u", &[("a", 1)]),
+                strukt(s, "task", &[("", 2)]),
+            ]
+        });
+        assert!(matches(&l, 3, &t, 4));
+        // A named local member never matches an anonymous target one.
+        let l = btf(|s| {
+            vec![
+                int(s, "int", 4, true),
+                composite(s, true, "u", &[("a", 1)]),
+                strukt(s, "task", &[("x", 2)]),
+            ]
+        });
+        assert!(!matches(&l, 3, &t, 4));
+    }
+
+    #[test]
+    fn enums_match_by_enumerator_names_not_values() {
+        let t = target();
+        let l = btf(|s| {
+            vec![enm(
+                s,
+                "state",
+                4,
+                false,
+                &[("SLEEPING", 1), ("RUNNING", 9)],
+            )]
+        });
+        assert!(matches(&l, 1, &t, 7));
+        let l = btf(|s| vec![enm(s, "state___v1", 4, false, &[("DEAD", 4)])]);
+        assert!(matches(&l, 1, &t, 7));
+        let l = btf(|s| vec![enm(s, "state", 4, false, &[("ZOMBIE", 4)])]);
+        assert!(!matches(&l, 1, &t, 7));
+        let l = btf(|s| vec![enm(s, "state", 8, true, &[("RUNNING", 0)])]);
+        assert!(!matches(&l, 1, &t, 7), "sizes differ");
+        // ENUM and ENUM64 match each other when the sizes agree.
+        let l = btf(|s| vec![enm(s, "big", 8, false, &[("HUGE", 0)])]);
+        assert!(matches(&l, 1, &t, 14));
+        let l = btf(|s| vec![int(s, "state", 4, false)]);
+        assert!(!matches(&l, 1, &t, 7));
+    }
+
+    #[test]
+    fn function_prototypes_match_parameter_by_parameter() {
+        let t = target();
+        let l = btf(|s| {
+            vec![
+                int(s, "int", 4, true),          // 1
+                int(s, "long", 8, true),         // 2
+                strukt(s, "task", &[]),          // 3
+                ptr(3),                          // 4
+                proto(1, &[4, 2]),               // 5
+                proto(1, &[4]),                  // 6
+                proto(2, &[4, 2]),               // 7
+                proto(1, &[4, 1]),               // 8
+                ptr(5),                          // 9
+                strukt(s, "task", &[("cb", 9)]), // 10
+            ]
+        });
+        assert!(matches(&l, 5, &t, 8));
+        assert!(!matches(&l, 6, &t, 8), "parameter count");
+        assert!(!matches(&l, 7, &t, 8), "return type");
+        assert!(!matches(&l, 8, &t, 8), "second parameter");
+        assert!(
+            matches(&l, 10, &t, 4),
+            "a member that is a function pointer"
+        );
+    }
+
+    #[test]
+    fn forward_declarations() {
+        let t = target();
+        // fwd vs fwd of the same kind, not of the other kind.
+        let l = btf(|s| vec![fwd(s, "opaque", false), fwd(s, "opaque", true)]);
+        assert!(matches(&l, 1, &t, 10));
+        assert!(!matches(&l, 2, &t, 10));
+        // Behind a pointer a local struct matches a target forward
+        // declaration, and a local fwd matches the target struct.
+        let l = btf(|s| vec![strukt(s, "opaque", &[("x", 0)]), ptr(1)]);
+        assert!(matches(&l, 2, &t, 11));
+        assert!(!matches(&l, 1, &t, 10), "not behind a pointer");
+        let l = btf(|s| vec![fwd(s, "task", false), ptr(1), fwd(s, "task", true), ptr(3)]);
+        assert!(matches(&l, 2, &t, 6));
+        assert!(!matches(&l, 4, &t, 6), "a union fwd never matches a struct");
+        assert!(!matches(&l, 1, &t, 4), "fwd vs struct not behind a pointer");
+    }
+
+    /// A module's split BTF as the target: the struct is the module's, its
+    /// member types the base's (vmlinux's) and the module's.
+    #[test]
+    fn matches_against_split_btf() {
+        let t = crate::btf::read::split_tests::split(false);
+        let l = btf(|s| {
+            vec![
+                int(s, "int", 4, true),
+                strukt(s, "base_s", &[]),
+                ptr(2),
+                strukt(s, "mod_s", &[("b", 3), ("x", 1)]),
+                strukt(s, "mod_s", &[("b", 1)]),
+            ]
+        });
+        let cands = candidates(&l, 4, &t).unwrap();
+        assert_eq!(cands, [3]);
+        assert!(matches(&l, 4, &t, 3));
+        assert!(!matches(&l, 5, &t, 3), "b is a pointer in the module");
+        assert_eq!(
+            candidates(&l, 2, &t).unwrap(),
+            [2],
+            "base types are candidates too"
+        );
+    }
+
+    /// vmlinux first; the modules are asked for only when a type is not in
+    /// vmlinux, and their candidates come with the module's BTF.
+    #[test]
+    fn candidates_in_modules_only_when_vmlinux_has_none() {
+        use crate::btf::read::split_tests::{base, split};
+        let vmlinux = base();
+        let module = split(false);
+        let l = btf(|s| vec![strukt(s, "base_s", &[]), strukt(s, "mod_s", &[])]);
+        let asked = std::cell::Cell::new(0);
+        let mut t = Targets {
+            vmlinux: &vmlinux,
+            modules: Some(|| {
+                asked.set(asked.get() + 1);
+                vec![&module]
+            }),
+            loaded: Vec::new(),
+            cache: HashMap::new(),
+        };
+        let (tb, c) = t.candidates(&l, 1).unwrap();
+        assert_eq!(
+            (std::ptr::eq(tb, &*vmlinux), c, asked.get()),
+            (true, vec![2], 0)
+        );
+        let (tb, c) = t.candidates(&l, 2).unwrap();
+        assert_eq!(
+            (std::ptr::eq(tb, &module), c, asked.get()),
+            (true, vec![3], 1)
+        );
+        let (tb, _) = t.candidates(&l, 2).unwrap();
+        assert!(std::ptr::eq(tb, &module) && asked.get() == 1, "cached");
+    }
+
+    #[test]
+    fn arrays_and_ints() {
+        let t = target();
+        let l = btf(|s| vec![int(s, "char", 1, true), array(1, 16), array(1, 15)]);
+        assert!(matches(&l, 2, &t, 5));
+        assert!(!matches(&l, 3, &t, 5));
+        let l = btf(|s| {
+            vec![
+                int(s, "int", 4, true),
+                int(s, "int", 4, false),
+                Type::Float {
+                    name_off: s.add("int"),
+                    size: 4,
+                },
+            ]
+        });
+        assert!(matches(&l, 1, &t, 1));
+        assert!(!matches(&l, 2, &t, 1));
+        assert!(!matches(&l, 3, &t, 1), "a float is not an int");
+        assert!(matches(&l, 0, &t, 0), "void matches void");
     }
 }

@@ -6,7 +6,7 @@
 //! `{ sec_name_off, num_info, records[num_info] }`. Instruction offsets in
 //! the file are in bytes from the start of the ELF section.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use super::Btf;
 use super::read::MAGIC;
@@ -26,10 +26,10 @@ pub struct CoreRecord {
 #[derive(Clone, Debug, Default)]
 pub struct BtfExt {
     /// (insn byte offset, FUNC type id).
-    pub func_info: HashMap<String, Vec<(u32, u32)>>,
+    pub func_info: BTreeMap<String, Vec<(u32, u32)>>,
     /// `insn_off` is a byte offset here.
-    pub line_info: HashMap<String, Vec<LineInfo>>,
-    pub core_relos: HashMap<String, Vec<CoreRecord>>,
+    pub line_info: BTreeMap<String, Vec<LineInfo>>,
+    pub core_relos: BTreeMap<String, Vec<CoreRecord>>,
 }
 
 fn err(reason: impl Into<String>) -> ParseError {

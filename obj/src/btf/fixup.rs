@@ -3,9 +3,8 @@
 //! tables (libbpf's `btf_fixup_datasec`). The kernel also wants a DATASEC's
 //! variables sorted by offset.
 
-use super::BtfError;
-use super::strings::str_at;
 use super::types::*;
+use super::{Btf, BtfError};
 
 /// What fixing up needs from the ELF file.
 pub trait ElfLayout {
@@ -15,32 +14,28 @@ pub trait ElfLayout {
     fn symbol_offset(&self, section: &str, var: &str) -> Option<u32>;
 }
 
-/// Fixes DATASEC sizes and variable offsets in place.
+/// Fixes DATASEC sizes and variable offsets in place (each DATASEC is
+/// rewritten where it lies: nothing else is decoded or re-encoded).
 ///
 /// Sections the ELF file does not have (`.kconfig`, `.ksyms`: extern
 /// sections whose layout the loader decides) are left untouched.
-pub fn fixup_datasecs(
-    types: &mut [Type],
-    strings: &[u8],
-    elf: &dyn ElfLayout,
-) -> Result<(), BtfError> {
-    let var_names: Vec<Option<u32>> = types
-        .iter()
-        .map(|t| match t {
-            Type::Var { name_off, .. } => Some(*name_off),
-            _ => None,
-        })
+pub fn fixup_datasecs(btf: &mut Btf, elf: &dyn ElfLayout) -> Result<(), BtfError> {
+    // DATASECs always have a name.
+    let datasecs: Vec<TypeId> = btf
+        .named_type_ids()
+        .filter(|&id| btf.kind_of(id).ok() == Some(Kind::DataSec))
         .collect();
-    for (id, t) in types.iter_mut().enumerate() {
+    for id in datasecs {
+        let mut t = btf.type_by_id(id)?;
         let Type::DataSec {
             name_off,
             size,
             vars,
-        } = t
+        } = &mut t
         else {
             continue;
         };
-        let sec_name = str_at(strings, *name_off)?;
+        let sec_name = btf.str_at(*name_off)?;
         let Some(sec_size) = elf.section_size(sec_name) else {
             continue;
         };
@@ -48,15 +43,15 @@ pub fn fixup_datasecs(
             *size = sec_size;
         }
         for v in vars.iter_mut() {
-            let Some(Some(var_name_off)) = var_names.get(v.type_id as usize) else {
+            if btf.kind_of(v.type_id).ok() != Some(Kind::Var) {
                 // FUNCs in `.ksyms`; anything else is left for the kernel to judge.
                 continue;
-            };
-            let var_name = str_at(strings, *var_name_off)?;
+            }
+            let var_name = btf.name_of(v.type_id)?;
             let offset = elf
                 .symbol_offset(sec_name, var_name)
                 .ok_or_else(|| BtfError::Type {
-                    type_id: id as TypeId,
+                    type_id: id,
                     reason: format!(
                         "DATASEC '{sec_name}': variable '{var_name}' has no ELF symbol"
                     ),
@@ -64,6 +59,7 @@ pub fn fixup_datasecs(
             v.offset = offset;
         }
         vars.sort_by_key(|v| v.offset);
+        btf.replace_type(id, &t)?;
     }
     Ok(())
 }

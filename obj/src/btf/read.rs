@@ -55,6 +55,14 @@ pub struct Btf {
     type_index: OnceLock<NameIndex>,
     /// Name index over FUNCs, built on the first lookup of a function.
     func_index: OnceLock<NameIndex>,
+    /// Split BTF (a kernel module's, on vmlinux): the base whose types and
+    /// strings come first. Ids below `first_id` and string offsets below
+    /// `str_base` are the base's.
+    base: Option<Arc<Btf>>,
+    /// Id of this blob's first type: 1, or the base's [`Btf::len`].
+    first_id: TypeId,
+    /// Offset of this blob's string section in the combined string space.
+    str_base: u32,
 }
 
 impl std::fmt::Debug for Btf {
@@ -99,7 +107,29 @@ impl Btf {
         Self::new(Bytes::Static(data))
     }
 
+    /// Parses split BTF (`/sys/kernel/btf/<module>`): its type ids continue
+    /// after `base`'s ([`Btf::len`]) and its string offsets after the end of
+    /// `base`'s strings. Every lookup (by id, by name, string offsets) then
+    /// covers the base and this blob together, base first, so CO-RE against
+    /// the result sees vmlinux and the module's types.
+    pub fn from_bytes_split(data: Vec<u8>, base: Arc<Btf>) -> Result<Self, BtfError> {
+        Self::new_on(Bytes::Owned(data), Some(base))
+    }
+
+    /// The base of split BTF, if this is one.
+    pub fn base(&self) -> Option<&Arc<Btf>> {
+        self.base.as_ref()
+    }
+
     fn new(bytes: Bytes) -> Result<Self, BtfError> {
+        Self::new_on(bytes, None)
+    }
+
+    fn new_on(bytes: Bytes, base: Option<Arc<Btf>>) -> Result<Self, BtfError> {
+        let (first_id, str_base) = match &base {
+            Some(b) => (b.len(), b.str_end()?),
+            None => (1, 0),
+        };
         let data = bytes.get();
         if data.len() < HEADER_LEN {
             return Err(header_err(format!(
@@ -140,7 +170,9 @@ impl Btf {
         };
         let types = range(type_off, type_len, "type")?;
         let strings = range(str_off, str_len, "string")?;
-        if !strings.is_empty() && data[strings.start] != 0 {
+        // Only a base's strings must start with the empty string; split
+        // BTF's offset 0 is the base's.
+        if base.is_none() && !strings.is_empty() && data[strings.start] != 0 {
             return Err(header_err("string section does not start with NUL"));
         }
         if types.len() % 4 != 0 {
@@ -150,7 +182,7 @@ impl Btf {
             offsets,
             named_types,
             named_funcs,
-        } = index_types(&data[types.clone()])?;
+        } = index_types(&data[types.clone()], first_id)?;
         Ok(Self {
             data: bytes,
             types,
@@ -160,6 +192,9 @@ impl Btf {
             named_funcs,
             type_index: OnceLock::new(),
             func_index: OnceLock::new(),
+            base,
+            first_id,
+            str_base,
         })
     }
 
@@ -170,7 +205,35 @@ impl Btf {
 
     /// Number of type ids, including `void` (id 0).
     pub fn len(&self) -> u32 {
-        self.offsets.len() as u32 + 1
+        self.first_id + self.offsets.len() as u32
+    }
+
+    /// End of the combined string space (where a split blob's strings start).
+    fn str_end(&self) -> Result<u32, BtfError> {
+        u32::try_from(self.strings.len())
+            .ok()
+            .and_then(|n| n.checked_add(self.str_base))
+            .ok_or_else(|| header_err("string sections larger than 4 GiB"))
+    }
+
+    /// The base holding type `id`, when it is not this blob's.
+    #[inline]
+    fn base_of(&self, id: TypeId) -> Option<&Btf> {
+        if id < self.first_id {
+            self.base.as_deref()
+        } else {
+            None
+        }
+    }
+
+    /// The bytes from string offset `off` (combined space) to the end of the
+    /// section that holds it; empty when out of range.
+    fn tail(&self, off: u32) -> &[u8] {
+        match (&self.base, off.checked_sub(self.str_base)) {
+            (_, Some(own)) => tail_at(self.strings(), own),
+            (Some(b), None) => b.tail(off),
+            (None, None) => &[],
+        }
     }
 
     /// Always false: `void` exists in every BTF.
@@ -178,7 +241,7 @@ impl Btf {
         false
     }
 
-    /// The raw string section.
+    /// The raw string section (of this blob only, for split BTF).
     pub fn strings(&self) -> &[u8] {
         &self.data()[self.strings.clone()]
     }
@@ -188,15 +251,36 @@ impl Btf {
         self.data()
     }
 
+    /// The whole blob, without a copy when this parse owns it.
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self.data {
+            Bytes::Owned(v) => v,
+            other => other.get().to_vec(),
+        }
+    }
+
+    /// Ids of this blob's named types other than FUNCs, in id order (no
+    /// decoding: recorded while parsing).
+    pub(crate) fn named_type_ids(&self) -> impl Iterator<Item = TypeId> + '_ {
+        self.named_types.iter().map(|&(id, _)| id)
+    }
+
     /// The string at `offset` of the string section.
     pub fn str_at(&self, offset: u32) -> Result<&str, BtfError> {
-        str_at(self.strings(), offset)
+        match (&self.base, offset.checked_sub(self.str_base)) {
+            (_, Some(own)) => str_at(self.strings(), own),
+            (Some(b), None) => b.str_at(offset),
+            (None, None) => unreachable!("str_base is 0 without a base"),
+        }
     }
 
     /// The raw `name_off` of type `id` (0 for `void` and anonymous types).
     pub fn name_off_of(&self, id: TypeId) -> Result<u32, BtfError> {
         if id == 0 {
             return Ok(0);
+        }
+        if let Some(b) = self.base_of(id) {
+            return b.name_off_of(id);
         }
         let off = self.raw_offset(id)?;
         Ok(u32_at(self.data(), off).unwrap_or(0))
@@ -210,7 +294,7 @@ impl Btf {
     fn raw_offset(&self, id: TypeId) -> Result<usize, BtfError> {
         let rel = *self
             .offsets
-            .get((id as usize).wrapping_sub(1))
+            .get(id.wrapping_sub(self.first_id) as usize)
             .ok_or_else(|| BtfError::Type {
                 type_id: id,
                 reason: format!("no such type (BTF has {} types)", self.len()),
@@ -223,6 +307,9 @@ impl Btf {
         if id == 0 {
             return Ok(Kind::Void);
         }
+        if let Some(b) = self.base_of(id) {
+            return b.kind_of(id);
+        }
         let off = self.raw_offset(id)?;
         let info = u32_at(self.data(), off + 4).unwrap_or(0);
         // Validated by index_types.
@@ -234,8 +321,55 @@ impl Btf {
         if id == 0 {
             return Ok(Type::Void);
         }
+        if let Some(b) = self.base_of(id) {
+            return b.type_by_id(id);
+        }
         let off = self.raw_offset(id)?;
         decode(&self.data()[off..self.types.end], id)
+    }
+
+    /// Whether the blob is laid out as [`super::write::encode`] writes it:
+    /// a 24-byte header with no flags, the types right after it, the strings
+    /// right after them, nothing else.
+    pub fn is_plain_layout(&self) -> bool {
+        self.types.start == HEADER_LEN
+            && self.strings.start == self.types.end
+            && self.strings.end == self.data().len()
+            && self.data()[3] == 0
+    }
+
+    /// Rewrites type `id` in place with `t`: a fix-up of values (sizes,
+    /// offsets, linkage) that keeps the kind, the name and the encoded length,
+    /// so the offset and name indexes stay valid and nothing is re-parsed.
+    pub fn replace_type(&mut self, id: TypeId, t: &Type) -> Result<(), BtfError> {
+        let bad = |reason: &str| BtfError::Type {
+            type_id: id,
+            reason: format!("cannot replace in place: {reason}"),
+        };
+        if id < self.first_id {
+            return Err(bad("void or a type of the base"));
+        }
+        if t.kind() != self.kind_of(id)? || t.name_off() != self.name_off_of(id)? {
+            return Err(bad("another kind or name"));
+        }
+        let start = self.raw_offset(id)?;
+        let end = match self.offsets.get((id - self.first_id) as usize + 1) {
+            Some(&next) => self.types.start + next as usize,
+            None => self.types.end,
+        };
+        let mut enc = Vec::with_capacity(end - start);
+        super::write::encode_type(t, &mut enc);
+        if enc.len() != end - start {
+            return Err(bad("another encoded length"));
+        }
+        if !matches!(self.data, Bytes::Owned(_)) {
+            self.data = Bytes::Owned(self.data().to_vec());
+        }
+        let Bytes::Owned(data) = &mut self.data else {
+            unreachable!("made owned above")
+        };
+        data[start..end].copy_from_slice(&enc);
+        Ok(())
     }
 
     /// Every type in id order, `void` first.
@@ -357,32 +491,38 @@ impl Btf {
         if name.is_empty() {
             return Vec::new();
         }
-        let strings = self.strings();
-        let name_at = |id: TypeId| name_bytes(strings, self.name_off_of(id).unwrap_or(0));
+        // The base's types come first (smaller ids), then this blob's.
+        let mut ids = match &self.base {
+            Some(b) => b.ids_named(name, flavors, tier),
+            None => Vec::new(),
+        };
+        let name_at = |id: TypeId| until_nul(self.tail(self.name_off_of(id).unwrap_or(0)));
         let index = match tier {
             Tier::Types => self.type_index.get_or_init(|| {
                 NameIndex::build(
                     self.named_types.len(),
                     self.named_types
                         .iter()
-                        .map(|&(id, name_off)| (id, tail_at(strings, name_off))),
+                        .map(|&(id, name_off)| (id, self.tail(name_off))),
                 )
             }),
             Tier::Funcs => self.func_index.get_or_init(|| {
                 let types = &self.data()[self.types.clone()];
                 NameIndex::build(
                     self.named_funcs,
-                    self.offsets.iter().zip(1..).filter_map(|(&rel, id)| {
-                        // In bounds: index_types checked every 12-byte header.
-                        let name_off = u32_at(types, rel as usize)?;
-                        let info = u32_at(types, rel as usize + 4)?;
-                        (name_off != 0 && (info >> 24) & 0x1f == Kind::Func as u32)
-                            .then(|| (id, tail_at(strings, name_off)))
-                    }),
+                    self.offsets
+                        .iter()
+                        .zip(self.first_id..)
+                        .filter_map(|(&rel, id)| {
+                            // In bounds: index_types checked every 12-byte header.
+                            let name_off = u32_at(types, rel as usize)?;
+                            let info = u32_at(types, rel as usize + 4)?;
+                            (name_off != 0 && (info >> 24) & 0x1f == Kind::Func as u32)
+                                .then(|| (id, self.tail(name_off)))
+                        }),
                 )
             }),
         };
-        let mut ids = Vec::new();
         index.for_each(essential_name_bytes(name), |id| {
             let n = name_at(id);
             let hit = if flavors {
@@ -466,9 +606,8 @@ fn tail_at(strings: &[u8], off: u32) -> &[u8] {
     strings.get(off as usize..).unwrap_or_default()
 }
 
-/// The NUL-terminated bytes at `off` (empty when out of range).
-fn name_bytes(strings: &[u8], off: u32) -> &[u8] {
-    let rest = strings.get(off as usize..).unwrap_or_default();
+/// `rest` up to its first NUL.
+fn until_nul(rest: &[u8]) -> &[u8] {
     let len = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
     &rest[..len]
 }
@@ -560,31 +699,18 @@ pub fn essential_name(name: &str) -> &str {
     }
 }
 
-/// Bytes after the 12-byte header, per kind: a fixed part plus a part per
-/// `vlen` entry. Kind 0 (void) and kinds past ENUM64 are invalid in a type
-/// section (`FIXED[k] == INVALID`).
+/// [`Kind::record_layout`] by raw kind number, for the indexing loop: a
+/// fixed part and a part per `vlen` entry. Kind 0 (void) and kinds past
+/// ENUM64 are invalid in a type section (`LAYOUT[k].0 == INVALID`).
 const INVALID: u8 = u8::MAX;
-const FIXED: [u8; 32] = {
-    let mut t = [INVALID; 32];
+const LAYOUT: [(u8, u8); 32] = {
+    let mut t = [(INVALID, 0); 32];
     let mut k = 1;
-    while k <= 19 {
-        t[k] = 0;
+    while let Some(kind) = Kind::from_u32(k as u32) {
+        let (fixed, per) = kind.record_layout();
+        t[k] = (fixed as u8, per as u8);
         k += 1;
     }
-    t[Kind::Int as usize] = 4;
-    t[Kind::Var as usize] = 4;
-    t[Kind::DeclTag as usize] = 4;
-    t[Kind::Array as usize] = 12;
-    t
-};
-const PER_VLEN: [u8; 32] = {
-    let mut t = [0u8; 32];
-    t[Kind::Struct as usize] = 12;
-    t[Kind::Union as usize] = 12;
-    t[Kind::DataSec as usize] = 12;
-    t[Kind::Enum64 as usize] = 12;
-    t[Kind::Enum as usize] = 8;
-    t[Kind::FuncProto as usize] = 8;
     t
 };
 
@@ -597,7 +723,7 @@ struct TypeIndex {
 
 /// One pass over the type section recording each type's start, and which
 /// types have names (for the name indexes, built later if ever).
-fn index_types(types: &[u8]) -> Result<TypeIndex, BtfError> {
+fn index_types(types: &[u8], first_id: TypeId) -> Result<TypeIndex, BtfError> {
     // Every type is at least 12 bytes: one allocation, never regrown.
     // Untouched capacity costs address space, not memory.
     let mut offsets = Vec::with_capacity(types.len() / 12);
@@ -608,18 +734,17 @@ fn index_types(types: &[u8]) -> Result<TypeIndex, BtfError> {
         let name_off = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
         let info = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
         let kind_raw = ((info >> 24) & 0x1f) as usize;
-        let fixed = FIXED[kind_raw];
+        let (fixed, per_vlen) = LAYOUT[kind_raw];
         if fixed == INVALID {
             return Err(BtfError::Type {
-                type_id: offsets.len() as u32 + 1,
+                type_id: first_id + offsets.len() as u32,
                 reason: format!("unknown kind {kind_raw}"),
             });
         }
-        let end =
-            pos + 12 + fixed as usize + PER_VLEN[kind_raw] as usize * (info & 0xffff) as usize;
+        let end = pos + 12 + fixed as usize + per_vlen as usize * (info & 0xffff) as usize;
         if end > types.len() {
             return Err(BtfError::Type {
-                type_id: offsets.len() as u32 + 1,
+                type_id: first_id + offsets.len() as u32,
                 reason: format!(
                     "truncated type data: needs {} bytes, {} left in the type section",
                     end - pos,
@@ -632,14 +757,14 @@ fn index_types(types: &[u8]) -> Result<TypeIndex, BtfError> {
             if kind_raw == Kind::Func as usize {
                 named_funcs += 1;
             } else {
-                named_types.push((offsets.len() as TypeId, name_off));
+                named_types.push((first_id + offsets.len() as TypeId - 1, name_off));
             }
         }
         pos = end;
     }
     if pos != types.len() {
         return Err(BtfError::Type {
-            type_id: offsets.len() as u32 + 1,
+            type_id: first_id + offsets.len() as u32,
             reason: format!(
                 "truncated type header: {} bytes left in the type section",
                 types.len() - pos
@@ -670,8 +795,23 @@ fn decode(b: &[u8], id: TypeId) -> Result<Type, BtfError> {
         type_id: id,
         reason: "unknown kind".into(),
     })?;
-    // Words of the i-th record of `n` words after the header.
-    let rec = |i: usize, n: usize, j: usize| word(3 + i * n + j);
+    // The `vlen` records of `N` words after the header, each one
+    // turned into a value by `f`.
+    fn records<const N: usize, T>(
+        vlen: usize,
+        word: impl Fn(usize) -> Result<u32, BtfError>,
+        f: impl Fn([u32; N]) -> T,
+    ) -> Result<Vec<T>, BtfError> {
+        (0..vlen)
+            .map(|i| {
+                let mut r = [0u32; N];
+                for (j, v) in r.iter_mut().enumerate() {
+                    *v = word(3 + i * N + j)?;
+                }
+                Ok(f(r))
+            })
+            .collect()
+    }
     Ok(match kind {
         Kind::Void => Type::Void,
         Kind::Int => {
@@ -695,15 +835,11 @@ fn decode(b: &[u8], id: TypeId) -> Result<Type, BtfError> {
             nelems: word(5)?,
         },
         Kind::Struct | Kind::Union => {
-            let members = (0..vlen)
-                .map(|i| {
-                    Ok(Member {
-                        name_off: rec(i, 3, 0)?,
-                        type_id: rec(i, 3, 1)?,
-                        offset: rec(i, 3, 2)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, BtfError>>()?;
+            let members = records(vlen, word, |[name_off, type_id, offset]| Member {
+                name_off,
+                type_id,
+                offset,
+            })?;
             if kind == Kind::Struct {
                 Type::Struct {
                     name_off,
@@ -724,29 +860,19 @@ fn decode(b: &[u8], id: TypeId) -> Result<Type, BtfError> {
             name_off,
             size: size_or_type,
             signed: kind_flag,
-            values: (0..vlen)
-                .map(|i| {
-                    Ok(EnumValue {
-                        name_off: rec(i, 2, 0)?,
-                        value: rec(i, 2, 1)? as i32 as i64 as u64,
-                    })
-                })
-                .collect::<Result<_, BtfError>>()?,
+            values: records(vlen, word, |[name_off, v]| EnumValue {
+                name_off,
+                value: v as i32 as i64 as u64,
+            })?,
         },
         Kind::Enum64 => Type::Enum64 {
             name_off,
             size: size_or_type,
             signed: kind_flag,
-            values: (0..vlen)
-                .map(|i| {
-                    let lo = u64::from(rec(i, 3, 1)?);
-                    let hi = u64::from(rec(i, 3, 2)?);
-                    Ok(EnumValue {
-                        name_off: rec(i, 3, 0)?,
-                        value: (hi << 32) | lo,
-                    })
-                })
-                .collect::<Result<_, BtfError>>()?,
+            values: records(vlen, word, |[name_off, lo, hi]| EnumValue {
+                name_off,
+                value: (u64::from(hi) << 32) | u64::from(lo),
+            })?,
         },
         Kind::Fwd => Type::Fwd {
             name_off,
@@ -780,14 +906,10 @@ fn decode(b: &[u8], id: TypeId) -> Result<Type, BtfError> {
         Kind::FuncProto => Type::FuncProto {
             name_off,
             ret: size_or_type,
-            params: (0..vlen)
-                .map(|i| {
-                    Ok(Param {
-                        name_off: rec(i, 2, 0)?,
-                        type_id: rec(i, 2, 1)?,
-                    })
-                })
-                .collect::<Result<_, BtfError>>()?,
+            params: records(vlen, word, |[name_off, type_id]| Param {
+                name_off,
+                type_id,
+            })?,
         },
         Kind::Var => Type::Var {
             name_off,
@@ -797,15 +919,11 @@ fn decode(b: &[u8], id: TypeId) -> Result<Type, BtfError> {
         Kind::DataSec => Type::DataSec {
             name_off,
             size: size_or_type,
-            vars: (0..vlen)
-                .map(|i| {
-                    Ok(VarSecInfo {
-                        type_id: rec(i, 3, 0)?,
-                        offset: rec(i, 3, 1)?,
-                        size: rec(i, 3, 2)?,
-                    })
-                })
-                .collect::<Result<_, BtfError>>()?,
+            vars: records(vlen, word, |[type_id, offset, size]| VarSecInfo {
+                type_id,
+                offset,
+                size,
+            })?,
         },
         Kind::Float => Type::Float {
             name_off,
@@ -959,16 +1077,161 @@ mod size_table_tests {
     use super::*;
 
     #[test]
-    fn size_tables_match_kind_extra_len() {
-        for k in 1..=19u32 {
-            let kind = Kind::from_u32(k).unwrap();
-            for vlen in [0u32, 1, 7] {
-                let ours =
-                    FIXED[k as usize] as usize + PER_VLEN[k as usize] as usize * vlen as usize;
-                assert_eq!(ours, kind.extra_len(vlen), "{kind:?} vlen {vlen}");
-            }
+    fn layout_covers_exactly_the_kinds() {
+        for (k, &layout) in LAYOUT.iter().enumerate().take(20).skip(1) {
+            let kind = Kind::from_u32(k as u32).unwrap();
+            let (fixed, per) = kind.record_layout();
+            assert_eq!(layout, (fixed as u8, per as u8), "{kind:?}");
         }
-        assert_eq!(FIXED[0], INVALID);
-        assert!(FIXED[20..].iter().all(|&f| f == INVALID));
+        assert_eq!(LAYOUT[0].0, INVALID);
+        assert!(LAYOUT[20..].iter().all(|&(f, _)| f == INVALID));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod split_tests {
+    use super::*;
+    use crate::btf::write;
+    use crate::btf::{INT_SIGNED, Member};
+
+    /// Base: 1 int, 2 struct base_s { int x; }. Strings "\0int\0base_s\0x\0".
+    pub(crate) fn base() -> Arc<Btf> {
+        let strings = b"\0int\0base_s\0x\0";
+        let types = [
+            Type::Void,
+            Type::Int {
+                name_off: 1,
+                size: 4,
+                encoding: INT_SIGNED,
+                bit_offset: 0,
+                bits: 32,
+            },
+            Type::Struct {
+                name_off: 5,
+                size: 4,
+                kind_flag: false,
+                members: vec![Member {
+                    name_off: 12,
+                    type_id: 1,
+                    offset: 0,
+                }],
+            },
+        ];
+        Arc::new(Btf::from_bytes(write::encode(&types, strings)).unwrap())
+    }
+
+    /// Split on `base()` (14 bytes of strings): 3 struct mod_s { int x;
+    /// struct base_s *b; int y; }, 4 base_s *, 5 typedef mod_t. Its own
+    /// strings start at 14; `lead_nul` puts an empty string first.
+    pub(crate) fn split(lead_nul: bool) -> Btf {
+        let mut strings = Vec::new();
+        if lead_nul {
+            strings.push(0);
+        }
+        let at = |s: &mut Vec<u8>, name: &[u8]| {
+            let off = 14 + s.len() as u32;
+            s.extend_from_slice(name);
+            s.push(0);
+            off
+        };
+        let (mod_s, b, y, mod_t) = (
+            at(&mut strings, b"mod_s"),
+            at(&mut strings, b"b"),
+            at(&mut strings, b"y"),
+            at(&mut strings, b"mod_t"),
+        );
+        let m = |name_off, type_id, offset| Member {
+            name_off,
+            type_id,
+            offset,
+        };
+        let types = [
+            Type::Void, // not written: ids start at base.len()
+            Type::Struct {
+                name_off: mod_s,
+                size: 16,
+                kind_flag: false,
+                // `x` is the base's string at offset 12.
+                members: vec![m(12, 1, 0), m(b, 4, 64), m(y, 1, 32)],
+            },
+            Type::Ptr {
+                name_off: 0,
+                target: 2,
+            },
+            Type::Typedef {
+                name_off: mod_t,
+                target: 3,
+            },
+        ];
+        Btf::from_bytes_split(write::encode(&types, &strings), base()).unwrap()
+    }
+
+    #[test]
+    fn ids_and_strings_continue_after_the_base() {
+        for lead_nul in [false, true] {
+            let s = split(lead_nul);
+            assert_eq!(s.len(), 6);
+            assert_eq!(s.base().map(|b| b.len()), Some(3));
+            assert_eq!(s.name_of(1).unwrap(), "int");
+            assert_eq!(s.name_of(2).unwrap(), "base_s");
+            assert_eq!(s.name_of(3).unwrap(), "mod_s");
+            assert_eq!(s.name_of(5).unwrap(), "mod_t");
+            assert_eq!(s.kind_of(4).unwrap(), Kind::Ptr);
+            assert_eq!(s.kind_of(2).unwrap(), Kind::Struct);
+            let (members, _) = match s.type_by_id(3).unwrap() {
+                Type::Struct { members, .. } => (members, ()),
+                t => panic!("{t:?}"),
+            };
+            let names: Vec<&str> = members
+                .iter()
+                .map(|m| s.str_at(m.name_off).unwrap())
+                .collect();
+            assert_eq!(names, ["x", "b", "y"]);
+            assert_eq!(s.resolve_size(5).unwrap(), 16);
+            assert_eq!(s.resolve_size(4).unwrap(), 8);
+            assert_eq!(s.skip_modifiers(5).unwrap().0, 3);
+            assert!(s.type_by_id(6).is_err());
+            assert!(s.str_at(14 + 100).is_err());
+        }
+    }
+
+    #[test]
+    fn names_are_found_in_the_base_and_the_module() {
+        let s = split(false);
+        assert_eq!(s.ids_by_name("int"), [1]);
+        assert_eq!(s.ids_by_name("mod_s"), [3]);
+        assert_eq!(s.find_by_name(Kind::Struct, "base_s"), Some(2));
+        assert_eq!(s.find_by_name(Kind::Typedef, "mod_t"), Some(5));
+        assert_eq!(s.find_by_name(Kind::Struct, "mod_t"), None);
+        assert_eq!(s.ids_by_essential_name("mod_s___v2"), [3]);
+        assert_eq!(s.ids_by_essential_name_for("base_s", Kind::Struct), [2]);
+    }
+
+    #[test]
+    fn split_types_can_be_fixed_up_but_base_types_cannot() {
+        let mut s = split(true);
+        let t = Type::Struct {
+            name_off: s.name_off_of(3).unwrap(),
+            size: 24,
+            kind_flag: false,
+            members: match s.type_by_id(3).unwrap() {
+                Type::Struct { members, .. } => members,
+                _ => unreachable!(),
+            },
+        };
+        s.replace_type(3, &t).unwrap();
+        assert_eq!(s.resolve_size(3).unwrap(), 24);
+        assert!(s.replace_type(2, &s.type_by_id(2).unwrap()).is_err());
+    }
+
+    #[test]
+    fn bad_split_headers_name_the_type() {
+        // A module type claiming an unknown kind: its id is after the base's.
+        let mut bad = split(false).as_bytes().to_vec();
+        bad[HEADER_LEN + 7] = 0x1f;
+        match Btf::from_bytes_split(bad, base()) {
+            Err(BtfError::Type { type_id, .. }) => assert_eq!(type_id, 3),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -31,7 +31,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn from_u32(v: u32) -> Option<Self> {
+    pub const fn from_u32(v: u32) -> Option<Self> {
         use Kind::*;
         Some(match v {
             0 => Void,
@@ -58,16 +58,23 @@ impl Kind {
         })
     }
 
+    /// What follows the 12-byte common header of a type of this kind, in
+    /// bytes: a fixed part and a part per `vlen` entry. The one table both
+    /// the reader (bounds) and [`Kind::extra_len`] use.
+    pub const fn record_layout(self) -> (usize, usize) {
+        match self {
+            Kind::Int | Kind::Var | Kind::DeclTag => (4, 0),
+            Kind::Array => (12, 0),
+            Kind::Struct | Kind::Union | Kind::DataSec | Kind::Enum64 => (0, 12),
+            Kind::Enum | Kind::FuncProto => (0, 8),
+            _ => (0, 0),
+        }
+    }
+
     /// Bytes that follow the 12-byte common header for a type of this kind with `vlen` entries.
     pub fn extra_len(self, vlen: u32) -> usize {
-        let vlen = vlen as usize;
-        match self {
-            Kind::Int | Kind::Var | Kind::DeclTag => 4,
-            Kind::Array => 12,
-            Kind::Struct | Kind::Union | Kind::DataSec | Kind::Enum64 => 12 * vlen,
-            Kind::Enum | Kind::FuncProto => 8 * vlen,
-            _ => 0,
-        }
+        let (fixed, per) = self.record_layout();
+        fixed + per * vlen as usize
     }
 }
 

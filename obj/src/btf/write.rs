@@ -33,48 +33,22 @@ fn info(kind: Kind, vlen: usize, kind_flag: bool) -> u32 {
     ((kind_flag as u32) << 31) | ((kind as u32) << 24) | (vlen as u32 & 0xffff)
 }
 
-/// Appends one type's bytes to `out`.
+/// Appends one type's bytes to `out`: the three header words every kind
+/// has (name, info, size or type), then the kind's own words.
 pub fn encode_type(t: &Type, out: &mut Vec<u8>) {
     let mut w = |v: u32| out.extend_from_slice(&v.to_le_bytes());
-    let kind = t.kind();
-    let name_off = t.name_off();
-    match t {
-        Type::Void => {}
-        Type::Int {
-            size,
-            encoding,
-            bit_offset,
-            bits,
-            ..
-        } => {
-            w(name_off);
-            w(info(kind, 0, false));
-            w(*size);
-            w((u32::from(*encoding) << 24) | (u32::from(*bit_offset) << 16) | u32::from(*bits));
-        }
+    // (vlen, kind_flag, size or type) of the header.
+    let (vlen, kind_flag, third) = match t {
+        Type::Void => return,
+        Type::Int { size, .. } | Type::Float { size, .. } => (0, false, *size),
         Type::Ptr { target, .. }
         | Type::Typedef { target, .. }
         | Type::Volatile { target, .. }
         | Type::Const { target, .. }
         | Type::Restrict { target, .. }
-        | Type::TypeTag { target, .. } => {
-            w(name_off);
-            w(info(kind, 0, false));
-            w(*target);
-        }
-        Type::Array {
-            elem,
-            index,
-            nelems,
-            ..
-        } => {
-            w(name_off);
-            w(info(kind, 0, false));
-            w(0);
-            w(*elem);
-            w(*index);
-            w(*nelems);
-        }
+        | Type::TypeTag { target, .. }
+        | Type::DeclTag { target, .. } => (0, false, *target),
+        Type::Array { .. } => (0, false, 0),
         Type::Struct {
             size,
             kind_flag,
@@ -86,97 +60,65 @@ pub fn encode_type(t: &Type, out: &mut Vec<u8>) {
             kind_flag,
             members,
             ..
-        } => {
-            w(name_off);
-            w(info(kind, members.len(), *kind_flag));
-            w(*size);
-            for m in members {
-                w(m.name_off);
-                w(m.type_id);
-                w(m.offset);
-            }
-        }
+        } => (members.len(), *kind_flag, *size),
         Type::Enum {
             size,
             signed,
             values,
             ..
-        } => {
-            w(name_off);
-            w(info(kind, values.len(), *signed));
-            w(*size);
-            for v in values {
-                w(v.name_off);
-                w(v.value as u32);
-            }
         }
-        Type::Enum64 {
+        | Type::Enum64 {
             size,
             signed,
             values,
             ..
-        } => {
-            w(name_off);
-            w(info(kind, values.len(), *signed));
-            w(*size);
-            for v in values {
-                w(v.name_off);
-                w(v.value as u32);
-                w((v.value >> 32) as u32);
-            }
-        }
-        Type::Fwd { union, .. } => {
-            w(name_off);
-            w(info(kind, 0, *union));
-            w(0);
-        }
-        Type::Func { proto, linkage, .. } => {
-            w(name_off);
-            w(info(kind, usize::from(*linkage), false));
-            w(*proto);
-        }
-        Type::FuncProto { ret, params, .. } => {
-            w(name_off);
-            w(info(kind, params.len(), false));
-            w(*ret);
-            for p in params {
-                w(p.name_off);
-                w(p.type_id);
-            }
-        }
-        Type::Var {
-            type_id, linkage, ..
-        } => {
-            w(name_off);
-            w(info(kind, 0, false));
-            w(*type_id);
-            w(*linkage);
-        }
-        Type::DataSec { size, vars, .. } => {
-            w(name_off);
-            w(info(kind, vars.len(), false));
-            w(*size);
-            for v in vars {
-                w(v.type_id);
-                w(v.offset);
-                w(v.size);
-            }
-        }
-        Type::Float { size, .. } => {
-            w(name_off);
-            w(info(kind, 0, false));
-            w(*size);
-        }
-        Type::DeclTag {
-            target,
-            component_idx,
+        } => (values.len(), *signed, *size),
+        Type::Fwd { union, .. } => (0, *union, 0),
+        Type::Func { proto, linkage, .. } => (usize::from(*linkage), false, *proto),
+        Type::FuncProto { ret, params, .. } => (params.len(), false, *ret),
+        Type::Var { type_id, .. } => (0, false, *type_id),
+        Type::DataSec { size, vars, .. } => (vars.len(), false, *size),
+    };
+    w(t.name_off());
+    w(info(t.kind(), vlen, kind_flag));
+    w(third);
+    match t {
+        Type::Int {
+            encoding,
+            bit_offset,
+            bits,
             ..
-        } => {
-            w(name_off);
-            w(info(kind, 0, false));
-            w(*target);
-            w(*component_idx as u32);
+        } => w((u32::from(*encoding) << 24) | (u32::from(*bit_offset) << 16) | u32::from(*bits)),
+        Type::Array {
+            elem,
+            index,
+            nelems,
+            ..
+        } => [*elem, *index, *nelems].into_iter().for_each(w),
+        Type::Struct { members, .. } | Type::Union { members, .. } => {
+            members.iter().for_each(|m| {
+                [m.name_off, m.type_id, m.offset]
+                    .into_iter()
+                    .for_each(&mut w)
+            })
         }
+        Type::Enum { values, .. } => values
+            .iter()
+            .for_each(|v| [v.name_off, v.value as u32].into_iter().for_each(&mut w)),
+        Type::Enum64 { values, .. } => values.iter().for_each(|v| {
+            [v.name_off, v.value as u32, (v.value >> 32) as u32]
+                .into_iter()
+                .for_each(&mut w)
+        }),
+        Type::FuncProto { params, .. } => params
+            .iter()
+            .for_each(|p| [p.name_off, p.type_id].into_iter().for_each(&mut w)),
+        Type::Var { linkage, .. } => w(*linkage),
+        Type::DataSec { vars, .. } => vars
+            .iter()
+            .for_each(|v| [v.type_id, v.offset, v.size].into_iter().for_each(&mut w)),
+        Type::DeclTag { component_idx, .. } => w(*component_idx as u32),
+        _ => {}
     }
 }
 
