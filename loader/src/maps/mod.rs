@@ -100,6 +100,13 @@ pub enum MapError {
     },
 }
 
+impl From<sysobj::OpenError> for MapError {
+    fn from(e: sysobj::OpenError) -> Self {
+        let sysobj::OpenError { name, op, source } = e;
+        MapError::Syscall { name, op, source }
+    }
+}
+
 /// What the kernel reports about a map (`struct bpf_map_info`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapInfo {
@@ -243,23 +250,12 @@ impl Map {
 
     /// Opens the map pinned at `path`.
     pub fn from_pin(path: &Path, flags: OpenFlags) -> Result<Map, MapError> {
-        let name = path.display().to_string();
-        let fd = sysobj::obj_get(path, flags).map_err(|source| MapError::Syscall {
-            name: name.clone(),
-            op: "open pinned",
-            source,
-        })?;
-        Map::from_fd(fd, None)
+        Map::from_fd(sysobj::open_pinned(path, flags)?, None)
     }
 
     /// Opens the map with kernel id `id`.
     pub fn from_id(id: u32) -> Result<Map, MapError> {
-        let fd = sysobj::fd_by_id(IdKind::Map, id).map_err(|source| MapError::Syscall {
-            name: format!("id {id}"),
-            op: "open by id",
-            source,
-        })?;
-        Map::from_fd(fd, None)
+        Map::from_fd(sysobj::open_id(IdKind::Map, id)?, None)
     }
 
     /// Pins the map at `path` (on a bpffs).
