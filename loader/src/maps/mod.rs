@@ -479,6 +479,7 @@ impl Iterator for KeysBytes<'_> {
     }
 }
 
+mod arena;
 mod array;
 #[cfg(feature = "tokio")]
 mod async_io;
@@ -495,6 +496,7 @@ mod stack_trace;
 mod storage;
 mod xdp;
 
+pub use arena::Arena;
 pub use array::{Array, MmapArray, PerCpuArray};
 #[cfg(feature = "tokio")]
 pub use async_io::{AsyncPerfBuffers, AsyncRingBuf};
