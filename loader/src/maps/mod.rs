@@ -508,7 +508,7 @@ pub use lpm_trie::{LpmKey, LpmTrie};
 pub use perf_buffer::{PerfBuffer, PerfBuffers, PerfEventArray, PerfRecord};
 pub use queue::{Queue, Stack};
 pub use ring_buf::RingBuf;
-pub use sock::{SockHash, SockMap};
+pub use sock::{ReusePortSockArray, SockHash, SockMap};
 pub use stack_trace::StackTraceMap;
 pub use storage::FdStorage;
 pub use xdp::{CpuMap, DevMap, DevMapHash, XskMap};
