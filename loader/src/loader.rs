@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-use kiln_obj::{MapOrigin, MapSpec, ObjectSpec, Pinning, ProgramSpec};
+use kiln_obj::{MapOrigin, MapSpec, MapType, ObjectSpec, Pinning, ProgramSpec};
 
 use crate::btf::{Btf, BtfError};
-use crate::maps::{Map, MapBtf, MapError, UpdateFlags};
+use crate::maps::{Arena, Map, MapBtf, MapError, UpdateFlags};
 use crate::pin::PinError;
 use crate::programs::{LoadError, LoadOptions, Program, ProgramBtf, VerifierLogLevel};
 
@@ -57,6 +57,8 @@ pub struct Ebpf {
     reused: Vec<String>,
     /// Global variables: name → (data map name, offset, size).
     globals: BTreeMap<String, (String, u32, u32)>,
+    /// The user-space mapping of each arena map, by map name.
+    arenas: BTreeMap<String, Arena<Map>>,
 }
 
 impl EbpfLoader {
@@ -194,6 +196,20 @@ impl EbpfLoader {
         }
         // Maps of maps first (every map exists now), prog arrays once the programs are loaded.
         fill_map_slots(&spec, &ebpf, &created, SlotKind::Maps)?;
+        // The kernel refuses programs that use an arena whose user address is
+        // not set yet (no map_extra): mapping it now sets it, as libbpf does.
+        // A reused or replaced arena may be mapped by its owner already
+        // (its address is then set): no view of it here is no error.
+        for mspec in spec.maps.iter().filter(|m| m.map_type == MapType::ARENA) {
+            let map = ebpf.maps[&mspec.name].try_clone()?;
+            match Arena::new(map) {
+                Ok(arena) => {
+                    ebpf.arenas.insert(mspec.name.clone(), arena);
+                }
+                Err(e) if created.contains(mspec.name.as_str()) => return Err(e.into()),
+                Err(_) => {}
+            }
+        }
 
         let map_fds: Vec<i32> = spec
             .maps
@@ -557,6 +573,11 @@ impl Ebpf {
     }
     pub fn program(&self, name: &str) -> Option<&Program> {
         self.programs.get(name)
+    }
+    /// The memory of arena map `name`, mapped at load (one mapping per
+    /// arena and process: the kernel refuses a second one while this lives).
+    pub fn arena(&self, name: &str) -> Option<&Arena<Map>> {
+        self.arenas.get(name)
     }
     pub fn take_program(&mut self, name: &str) -> Option<Program> {
         self.programs.remove(name)

@@ -33,7 +33,7 @@ fn run_fill(ebpf: &Ebpf) -> Result<(), Error> {
 /// program's pointer, writes a word, and the program's next run reads it.
 fn program_and_user_space_share_the_page(
     ebpf: &Ebpf,
-    arena: &Arena<&kiln_loader::Map>,
+    arena: &Arena<kiln_loader::Map>,
 ) -> TestResult {
     run_fill(ebpf)?;
     let page: u64 = ebpf.global("page_addr")?;
@@ -54,20 +54,21 @@ fn program_and_user_space_share_the_page(
 }
 
 fn arena_at_map_extra_address() -> TestResult {
-    // An address free in this process, inside one 4 GiB window (the kernel's rule).
+    // An address free in this process, inside one 4 GiB window (the kernel's
+    // rule). The kernel looks for twice the arena's size at the hint: keep 4x free.
     let len = PAGES * kiln_loader::util::page_size();
     // SAFETY: a fresh anonymous reservation, unmapped right away: only its address is kept.
     let addr = unsafe {
         let p = libc::mmap(
             std::ptr::null_mut(),
-            len,
+            4 * len,
             libc::PROT_NONE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
             -1,
             0,
         );
         assert_ne!(p, libc::MAP_FAILED);
-        libc::munmap(p, len);
+        libc::munmap(p, 4 * len);
         p as u64
     };
     assert_eq!(
@@ -84,18 +85,28 @@ fn arena_at_map_extra_address() -> TestResult {
     assert_eq!(info.map_extra, addr, "map_extra reached the kernel");
     assert!(info.flags.contains(MapFlags::MMAPABLE), "{:?}", info.flags);
     assert_eq!(info.max_entries as usize, PAGES);
-    let arena = Arena::new(map)?;
+    let arena = ebpf
+        .arena("arena")
+        .ok_or("the loader did not map the arena")?;
     assert_eq!(arena.addr(), addr, "mapped at map_extra");
     assert_eq!(arena.len(), len);
-    program_and_user_space_share_the_page(&ebpf, &arena)
+    // One mapping per arena: a second is refused, naming the map.
+    let e = Arena::new(map.try_clone()?)
+        .err()
+        .ok_or("second mapping accepted")?;
+    assert!(e.to_string().contains("map 'arena'"), "{e}");
+    program_and_user_space_share_the_page(&ebpf, arena)
 }
 
 fn arena_where_the_kernel_chooses() -> TestResult {
     let ebpf = EbpfLoader::new().load(&spec()?)?;
     let map = ebpf.map("arena").ok_or("no arena")?;
     assert_eq!(map.info()?.map_extra, 0);
-    let arena = Arena::new(map)?;
-    program_and_user_space_share_the_page(&ebpf, &arena)?;
+    // Programs load only once the arena's address is set: the loader mapped it.
+    let arena = ebpf
+        .arena("arena")
+        .ok_or("the loader did not map the arena")?;
+    program_and_user_space_share_the_page(&ebpf, arena)?;
     // Bounds are checked, naming the map.
     let e = arena
         .read::<u64>(arena.len())

@@ -17,8 +17,15 @@ use super::{Map, MapError, MapFlags, Pod};
 /// allocated when user space first touches it, unless the map was created
 /// with [`MapFlags::SEGV_ON_FAULT`].
 ///
+/// [`crate::EbpfLoader`] maps an object's arenas before loading its
+/// programs (the kernel wants the address fixed by then): use
+/// [`crate::Ebpf::arena`]. The kernel allows one mapping of an arena per
+/// address range, so a second `Arena::new` on the same map fails (EBUSY)
+/// while the first lives.
+///
 /// Minimum kernel version: 6.9 (probe with
 /// `probe::probe_map_type(MapType::ARENA)`).
+#[derive(Debug)]
 pub struct Arena<M> {
     map: M,
     ptr: *mut u8,
