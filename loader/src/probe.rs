@@ -34,7 +34,7 @@ pub struct Features {
     pub bpf_link: bool,
     /// bpf_link kinds → the kernel can create them: `cgroup` (5.7), `raw_tracepoint`,
     /// `perf_event` (5.15), `netns` (flow dissector, 5.8), `xdp` (5.9),
-    /// `kprobe_multi` (5.18 with fprobe), `netfilter` (6.4), `tcx` (6.6), `sockmap` (6.10).
+    /// `kprobe_multi` (5.18 with fprobe), `netfilter` (6.4), `tcx` (6.6), `netkit` (6.7, CONFIG_NETKIT), `sockmap` (6.10).
     pub link_kinds: BTreeMap<&'static str, bool>,
     /// tcx links (attach with `BPF_TCX_INGRESS`). Minimum kernel version: 6.6.
     pub tcx: bool,
@@ -479,6 +479,17 @@ fn probe_all() -> Features {
         "sockmap",
         f.bpf_link && probe_link_kind(ProgramType::SK_SKB, AttachType::SK_SKB_STREAM_VERDICT),
     );
+    // netkit links (6.7, CONFIG_NETKIT) look the device up first: ENODEV for
+    // a missing one; EINVAL where the kernel or the driver lacks them.
+    f.link_kinds.insert(
+        "netkit",
+        f.bpf_link
+            && probe_link_errno(
+                ProgramType::SCHED_CLS,
+                AttachType::NETKIT_PRIMARY,
+                libc::ENODEV,
+            ),
+    );
     // XDP and netfilter links answer EINVAL both for a bad target and for an
     // unknown link kind, and kprobe.multi needs fprobe besides the link kind:
     // these attach for real, where it harms nothing.
@@ -627,6 +638,13 @@ fn probe_link_create() -> bool {
 
 /// LINK_CREATE of a real program of type `t` at a bad target fd.
 fn probe_link_kind(t: ProgramType, attach: AttachType) -> bool {
+    probe_link_errno(t, attach, libc::EBADF)
+}
+
+/// LINK_CREATE of a real program of type `t` at target `u32::MAX`: the link
+/// kind exists when the kernel gets as far as looking the target up and
+/// answers `errno` (a bad fd, no such device).
+fn probe_link_errno(t: ProgramType, attach: AttachType, errno: i32) -> bool {
     let Some(prog) = load_ret0(t, Some(attach)) else {
         return false;
     };
@@ -637,7 +655,7 @@ fn probe_link_kind(t: ProgramType, attach: AttachType) -> bool {
         flags: 0,
     }) {
         Ok(_) => true,
-        Err(e) => e.errno() == libc::EBADF,
+        Err(e) => e.errno() == errno,
     }
 }
 

@@ -30,22 +30,10 @@ const CPU_RUNS: u32 = 2;
 const PEER_SEEN: u32 = 3;
 /// `BPF_F_TEST_XDP_LIVE_FRAMES`.
 const LIVE_FRAMES: u32 = 1 << 1;
-/// The fixture's EtherType (IEEE local experimental).
-const KILN_PROTO: [u8; 2] = [0x88, 0xb5];
 
 fn load() -> Result<Ebpf, Error> {
     let path = kiln_testkit::bpf_object("maps_redirect.bpf.o")?;
     Ok(EbpfLoader::new().load(&ObjectSpec::parse(&std::fs::read(&path)?)?)?)
-}
-
-/// A 64-byte Ethernet frame of the fixture's EtherType carrying `payload`.
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let mut f = vec![0u8; 64];
-    f[..6].fill(0xff);
-    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
-    f[12..14].copy_from_slice(&KILN_PROTO);
-    f[14..14 + payload.len()].copy_from_slice(payload);
-    f
 }
 
 /// Injects `n` frames through `prog` as if received (BPF_F_TEST_XDP_LIVE_FRAMES):
@@ -381,37 +369,6 @@ impl XskSocket {
             })
             .collect()
     }
-}
-
-/// Sends one raw Ethernet frame out of `ifindex` (AF_PACKET).
-fn send_raw(ifindex: u32, frame: &[u8]) -> Result<(), Error> {
-    // SAFETY: socket(2) with constant arguments; the result is checked.
-    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(format!("socket(AF_PACKET): {}", std::io::Error::last_os_error()).into());
-    }
-    // SAFETY: `raw` is a fresh fd that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: an all-zero sockaddr_ll is valid; the fields that matter are set below.
-    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    to.sll_family = libc::AF_PACKET as u16;
-    to.sll_ifindex = ifindex as i32;
-    to.sll_halen = 6;
-    // SAFETY: `frame` is readable for its length and `to` is a complete sockaddr_ll.
-    let r = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (&to as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    if r < 0 {
-        return Err(format!("sendto AF_PACKET: {}", std::io::Error::last_os_error()).into());
-    }
-    Ok(())
 }
 
 fn xskmap_socket_receives_redirected_frame() -> TestResult {

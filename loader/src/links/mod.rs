@@ -19,6 +19,7 @@ pub mod iter;
 pub mod kprobe;
 pub mod multi;
 pub mod netfilter;
+pub mod netkit;
 pub mod netns;
 pub mod perf;
 pub mod prog_attach;
