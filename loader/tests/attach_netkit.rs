@@ -59,9 +59,18 @@ fn create_netkit_pair(primary: &str, peer: &str) -> Result<(), Error> {
     m.attr_u32(IFLA_NETKIT_MODE, NETKIT_L2);
     m.end_nest(data);
     m.end_nest(info);
-    RouteSocket::open()
-        .and_then(|mut s| s.request(&mut m))
+    let mut sock = RouteSocket::open().map_err(|e| format!("open rtnetlink: {e}"))?;
+    sock.request(&mut m)
         .map_err(|e| format!("create netkit pair {primary}/{peer}: {e}"))?;
+    // The new devices come up down whatever the request's flags: set IFF_UP.
+    for name in [primary, peer] {
+        let mut up = Message::new(RTM_NEWLINK, netlink::NLM_F_ACK);
+        let mut ifi = ifinfomsg_up();
+        ifi[4..8].copy_from_slice(&(netlink::ifindex(name)? as i32).to_ne_bytes());
+        up.push(&ifi);
+        sock.request(&mut up)
+            .map_err(|e| format!("set {name} up: {e}"))?;
+    }
     Ok(())
 }
 
