@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-use kiln_obj::{MapOrigin, MapSpec, ObjectSpec, Pinning, ProgramSpec};
+use kiln_obj::{MapOrigin, MapSpec, MapType, ObjectSpec, Pinning, ProgramSpec};
 
 use crate::btf::{Btf, BtfError};
-use crate::maps::{Map, MapBtf, MapError, UpdateFlags};
+use crate::maps::{Arena, Map, MapBtf, MapError, UpdateFlags};
 use crate::pin::PinError;
 use crate::programs::{LoadError, LoadOptions, Program, ProgramBtf, VerifierLogLevel};
 
@@ -57,6 +57,8 @@ pub struct Ebpf {
     reused: Vec<String>,
     /// Global variables: name → (data map name, offset, size).
     globals: BTreeMap<String, (String, u32, u32)>,
+    /// The user-space mapping of each arena map, by map name.
+    arenas: BTreeMap<String, Arena<Map>>,
 }
 
 impl EbpfLoader {
@@ -161,6 +163,9 @@ impl EbpfLoader {
         }
 
         let mut replaced = std::mem::take(&mut self.replaced);
+        // Maps this load created: only those get the object's `.values` slots
+        // (a reused pin or a replacement map keeps what it holds, as in libbpf).
+        let mut created = HashSet::new();
         for mspec in &spec.maps {
             let map = match replaced.remove(&mspec.name) {
                 Some(map) => {
@@ -171,6 +176,8 @@ impl EbpfLoader {
                     let (map, reused) = self.create_map(mspec, ebpf.btf.as_ref(), &mut guard)?;
                     if reused {
                         ebpf.reused.push(mspec.name.clone());
+                    } else {
+                        created.insert(mspec.name.as_str());
                     }
                     map
                 }
@@ -186,6 +193,22 @@ impl EbpfLoader {
                 name: name.clone(),
                 message: "replace_map names a map the object does not have".into(),
             });
+        }
+        // Maps of maps first (every map exists now), prog arrays once the programs are loaded.
+        fill_map_slots(&spec, &ebpf, &created, SlotKind::Maps)?;
+        // The kernel refuses programs that use an arena whose user address is
+        // not set yet (no map_extra): mapping it now sets it, as libbpf does.
+        // A reused or replaced arena may be mapped by its owner already
+        // (its address is then set): no view of it here is no error.
+        for mspec in spec.maps.iter().filter(|m| m.map_type == MapType::ARENA) {
+            let map = ebpf.maps[&mspec.name].try_clone()?;
+            match Arena::new(map) {
+                Ok(arena) => {
+                    ebpf.arenas.insert(mspec.name.clone(), arena);
+                }
+                Err(e) if created.contains(mspec.name.as_str()) => return Err(e.into()),
+                Err(_) => {}
+            }
         }
 
         let map_fds: Vec<i32> = spec
@@ -236,6 +259,7 @@ impl EbpfLoader {
                 Err(e) => return Err(e.into()),
             }
         }
+        fill_map_slots(&spec, &ebpf, &created, SlotKind::Programs)?;
         guard.keep();
         Ok((ebpf, failures))
     }
@@ -341,6 +365,74 @@ fn create_with_btf_fallback(
         Err(_) if map_btf.is_some() => Map::create(spec, None, inner),
         Err(e) => Err(e),
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SlotKind {
+    Maps,
+    Programs,
+}
+
+/// Stores the fds of the object's `.values = { [i] = &x }` initialisers
+/// ([`ObjectSpec::map_slots`]) of one kind into the maps this load created.
+/// A program that was not loaded (skipped, or failed under `load_each`)
+/// leaves its slot empty.
+fn fill_map_slots(
+    spec: &ObjectSpec,
+    ebpf: &Ebpf,
+    created: &HashSet<&str>,
+    kind: SlotKind,
+) -> Result<(), EbpfError> {
+    use std::os::fd::AsRawFd;
+    for slot in &spec.map_slots {
+        let outer = spec.maps.get(slot.map).ok_or_else(|| {
+            EbpfError::Other(format!(
+                "values slot names map #{} the object does not have",
+                slot.map
+            ))
+        })?;
+        let err = |message: String| EbpfError::MapSpec {
+            name: outer.name.clone(),
+            message: format!("values[{}]: {message}", slot.index),
+        };
+        let fd = match (&slot.target, kind) {
+            (kiln_obj::MapSlotTarget::Map(i), SlotKind::Maps) => {
+                let inner = spec
+                    .maps
+                    .get(*i)
+                    .ok_or_else(|| err(format!("map #{i} does not exist in the object")))?;
+                ebpf.maps
+                    .get(&inner.name)
+                    .ok_or_else(|| err(format!("map '{}' was not created", inner.name)))?
+                    .fd()
+            }
+            (kiln_obj::MapSlotTarget::Program(name), SlotKind::Programs) => {
+                if spec.program(name).is_none() {
+                    return Err(err(format!("program '{name}' is not in the object")));
+                }
+                match ebpf.programs.get(name) {
+                    Some(p) => p.fd(),
+                    None => continue,
+                }
+            }
+            _ => continue,
+        };
+        if !created.contains(outer.name.as_str()) {
+            continue;
+        }
+        let map = &ebpf.maps[&outer.name];
+        let target = match &slot.target {
+            kiln_obj::MapSlotTarget::Map(i) => format!("map '{}'", spec.maps[*i].name),
+            kiln_obj::MapSlotTarget::Program(name) => format!("program '{name}'"),
+        };
+        map.update_bytes(
+            &slot.index.to_ne_bytes(),
+            &(fd.as_raw_fd() as u32).to_ne_bytes(),
+            UpdateFlags::ANY,
+        )
+        .map_err(|e| err(format!("cannot store {target}: {e}")))?;
+    }
+    Ok(())
 }
 
 fn populate_global_data(spec: &MapSpec, map: &Map, data: &[u8]) -> Result<(), EbpfError> {
@@ -479,6 +571,11 @@ impl Ebpf {
     }
     pub fn program(&self, name: &str) -> Option<&Program> {
         self.programs.get(name)
+    }
+    /// The memory of arena map `name`, mapped at load (one mapping per
+    /// arena and process: the kernel refuses a second one while this lives).
+    pub fn arena(&self, name: &str) -> Option<&Arena<Map>> {
+        self.arenas.get(name)
     }
     pub fn take_program(&mut self, name: &str) -> Option<Program> {
         self.programs.remove(name)

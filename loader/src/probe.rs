@@ -32,7 +32,9 @@ pub struct Features {
     pub btf: BtfFeatures,
     /// BPF_LINK_CREATE exists. Minimum kernel version: 5.7.
     pub bpf_link: bool,
-    /// bpf_link kinds (`cgroup`, `perf_event`, `tcx`, `raw_tracepoint`) → the kernel can create them.
+    /// bpf_link kinds → the kernel can create them: `cgroup` (5.7), `raw_tracepoint`,
+    /// `perf_event` (5.15), `netns` (flow dissector, 5.8), `xdp` (5.9),
+    /// `kprobe_multi` (5.18 with fprobe), `netfilter` (6.4), `tcx` (6.6), `netkit` (6.7, CONFIG_NETKIT), `sockmap` (6.10).
     pub link_kinds: BTreeMap<&'static str, bool>,
     /// tcx links (attach with `BPF_TCX_INGRESS`). Minimum kernel version: 6.6.
     pub tcx: bool,
@@ -467,7 +469,110 @@ fn probe_all() -> Features {
         "perf_event",
         f.bpf_link && probe_link_kind(ProgramType::KPROBE, AttachType::PERF_EVENT),
     );
+    // Flow dissector links target a netns fd, sockmap links a map fd: the
+    // same bad-fd test as above (5.8 and 6.10).
+    f.link_kinds.insert(
+        "netns",
+        f.bpf_link && probe_link_kind(ProgramType::FLOW_DISSECTOR, AttachType::FLOW_DISSECTOR),
+    );
+    f.link_kinds.insert(
+        "sockmap",
+        f.bpf_link && probe_link_kind(ProgramType::SK_SKB, AttachType::SK_SKB_STREAM_VERDICT),
+    );
+    // netkit links (6.7, CONFIG_NETKIT) look the device up first: ENODEV for
+    // a missing one; EINVAL where the kernel or the driver lacks them.
+    f.link_kinds.insert(
+        "netkit",
+        f.bpf_link
+            && probe_link_errno(
+                ProgramType::SCHED_CLS,
+                AttachType::NETKIT_PRIMARY,
+                libc::ENODEV,
+            ),
+    );
+    // XDP and netfilter links answer EINVAL both for a bad target and for an
+    // unknown link kind, and kprobe.multi needs fprobe besides the link kind:
+    // these attach for real, where it harms nothing.
+    f.link_kinds.insert("xdp", f.bpf_link && probe_xdp_link());
+    f.link_kinds
+        .insert("netfilter", f.bpf_link && probe_netfilter_link());
+    f.link_kinds
+        .insert("kprobe_multi", f.bpf_link && probe_kprobe_multi_link());
     f
+}
+
+/// Runs `f` on a new thread moved into a new, empty network namespace, so a
+/// probe's attachment touches no real interface or hook; the namespace goes
+/// away with the thread. `None` when the namespace cannot be made.
+pub fn in_private_netns<T: Send>(f: impl FnOnce() -> T + Send) -> Option<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare(2) with a constant flag; it changes only this
+            // (fresh, short-lived) thread's network namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return None;
+            }
+            Some(f())
+        })
+        .join()
+        .ok()
+        .flatten()
+    })
+}
+
+/// An XDP link (5.9) on the loopback device of a private netns (generic mode).
+fn probe_xdp_link() -> bool {
+    const SKB_MODE: u32 = 1 << 1;
+    let Some(prog) = load_ret0(ProgramType::XDP, None) else {
+        return false;
+    };
+    in_private_netns(|| {
+        link_create(LinkCreateHead {
+            prog_fd: prog.as_raw_fd() as u32,
+            target_fd: 1, // lo, the only device of a new netns
+            attach_type: AttachType::XDP.0,
+            flags: SKB_MODE,
+        })
+        .is_ok()
+    })
+    .unwrap_or(false)
+}
+
+/// A netfilter link (6.4) at IPv4 LOCAL_OUT of a private netns.
+fn probe_netfilter_link() -> bool {
+    use crate::links::netfilter::{NetfilterFlags, NfHook, NfProto, attach_netfilter};
+    let Some(prog) = load_ret0(ProgramType::NETFILTER, Some(AttachType::NETFILTER)) else {
+        return false;
+    };
+    in_private_netns(|| {
+        attach_netfilter(
+            prog.as_fd(),
+            NfProto::Ipv4,
+            NfHook::LocalOut,
+            1,
+            NetfilterFlags::empty(),
+        )
+        .is_ok()
+    })
+    .unwrap_or(false)
+}
+
+/// A function fprobe can attach to on every kernel with BPF and networking:
+/// BPF_PROG_TEST_RUN's own tracing target, called by nothing else.
+pub const KPROBE_MULTI_PROBE_TARGET: &str = "bpf_fentry_test1";
+
+/// A kprobe.multi link (5.18, needs fprobe) on [`KPROBE_MULTI_PROBE_TARGET`].
+fn probe_kprobe_multi_link() -> bool {
+    let Some(prog) = load_ret0(ProgramType::KPROBE, Some(AttachType::TRACE_KPROBE_MULTI)) else {
+        return false;
+    };
+    crate::links::multi::attach_kprobe_multi(
+        prog.as_fd(),
+        &[KPROBE_MULTI_PROBE_TARGET],
+        false,
+        None,
+    )
+    .is_ok()
 }
 
 fn probe_batch() -> bool {
@@ -533,6 +638,13 @@ fn probe_link_create() -> bool {
 
 /// LINK_CREATE of a real program of type `t` at a bad target fd.
 fn probe_link_kind(t: ProgramType, attach: AttachType) -> bool {
+    probe_link_errno(t, attach, libc::EBADF)
+}
+
+/// LINK_CREATE of a real program of type `t` at target `u32::MAX`: the link
+/// kind exists when the kernel gets as far as looking the target up and
+/// answers `errno` (a bad fd, no such device).
+fn probe_link_errno(t: ProgramType, attach: AttachType, errno: i32) -> bool {
     let Some(prog) = load_ret0(t, Some(attach)) else {
         return false;
     };
@@ -543,7 +655,7 @@ fn probe_link_kind(t: ProgramType, attach: AttachType) -> bool {
         flags: 0,
     }) {
         Ok(_) => true,
-        Err(e) => e.errno() == libc::EBADF,
+        Err(e) => e.errno() == errno,
     }
 }
 

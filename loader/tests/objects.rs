@@ -107,8 +107,24 @@ fn no_sleepable_fentry() -> Option<String> {
         })
 }
 
+fn no_arena() -> Option<String> {
+    (!kiln_loader::probe::probe_map_type(kiln_obj::MapType::ARENA)).then(|| {
+        "kernel cannot create arena maps (6.9+; EPERM under some security policies)".into()
+    })
+}
+
+fn no_netkit_programs() -> Option<String> {
+    let ok = kiln_loader::probe::probe_program_type(
+        kiln_obj::ProgramType::SCHED_CLS,
+        Some(kiln_obj::AttachType::NETKIT_PRIMARY),
+    );
+    (!ok).then(|| "kernel refuses netkit program attach types (6.7+)".into())
+}
+
 /// Objects that need more than the oldest supported kernel (5.10) offers.
 const OBJECT_NEEDS: &[(&str, &str, Probe)] = &[
+    ("maps_arena.bpf.o", "arena", no_arena),
+    ("attach_netkit.bpf.o", "netkit", no_netkit_programs),
     ("loader_bloom.bpf.o", "bloom_filter", has_bloom_filter),
     ("attach_nf.bpf.o", "netfilter", no_netfilter),
     ("sections.bpf.o", "netfilter", no_netfilter),

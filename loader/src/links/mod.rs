@@ -19,6 +19,7 @@ pub mod iter;
 pub mod kprobe;
 pub mod multi;
 pub mod netfilter;
+pub mod netkit;
 pub mod netns;
 pub mod perf;
 pub mod prog_attach;
@@ -65,6 +66,8 @@ pub enum Mechanism {
     Tc,
     Tcx,
     SocketFilter,
+    /// `SO_ATTACH_REUSEPORT_EBPF` on a socket of a reuseport group.
+    SkReuseport,
     SockMap,
     SkLookup,
     FlowDissector,
@@ -95,6 +98,7 @@ impl Mechanism {
             Tc => "tc",
             Tcx => "tcx",
             SocketFilter => "socket_filter",
+            SkReuseport => "sk_reuseport",
             SockMap => "sockmap",
             SkLookup => "sk_lookup",
             FlowDissector => "flow_dissector",
@@ -118,7 +122,7 @@ impl Mechanism {
             Xdp | Tc | Tcx | SockMap | SkLookup | FlowDissector | Cgroup | Netfilter | Netkit => {
                 "CAP_BPF and CAP_NET_ADMIN"
             }
-            SocketFilter => "CAP_BPF for the program load; none to attach",
+            SocketFilter | SkReuseport => "CAP_BPF for the program load; none to attach",
             Link => "CAP_BPF",
         }
     }
@@ -167,7 +171,7 @@ fn eperm_hint(mechanism: Mechanism, err: &std::io::Error) -> String {
             let needed: &[Capability] = match mechanism {
                 Xdp | Tc | Tcx | SockMap | SkLookup | FlowDissector | Cgroup | Netfilter
                 | Netkit => &[Capability::Bpf, Capability::NetAdmin],
-                SocketFilter => &[],
+                SocketFilter | SkReuseport => &[],
                 Link => &[Capability::Bpf],
                 _ => &[Capability::Bpf, Capability::Perfmon],
             };

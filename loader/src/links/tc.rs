@@ -56,6 +56,18 @@ pub fn attach_tcx(
         Direction::Ingress => AttachType::TCX_INGRESS,
         Direction::Egress => AttachType::TCX_EGRESS,
     };
+    mprog_link(prog, ifindex, attach_type, anchor, Mechanism::Tcx, target)
+}
+
+/// `BPF_LINK_CREATE` on a device's multi-program hook (tcx, netkit), placed by `anchor`.
+pub(crate) fn mprog_link(
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    attach_type: AttachType,
+    anchor: TcxAnchor<'_>,
+    mechanism: Mechanism,
+    target: String,
+) -> Result<FdLink, LinkError> {
     let (flags, relative) = anchor.flags_and_fd();
     let mut attr = LinkCreateAttr {
         prog_fd: fd_u32(prog),
@@ -69,8 +81,8 @@ pub fn attach_tcx(
         ..Default::default()
     };
     let fd = link_attr::link_create(attr)
-        .map_err(|e| LinkError::sys(Mechanism::Tcx, "attach", &target, e))?;
-    Ok(FdLink::new(fd, Mechanism::Tcx, target))
+        .map_err(|e| LinkError::sys(mechanism, "attach", &target, e))?;
+    Ok(FdLink::new(fd, mechanism, target))
 }
 
 /// Attaches a sched_cls program the best way the kernel offers: a tcx link,

@@ -100,6 +100,13 @@ pub enum MapError {
     },
 }
 
+impl From<sysobj::OpenError> for MapError {
+    fn from(e: sysobj::OpenError) -> Self {
+        let sysobj::OpenError { name, op, source } = e;
+        MapError::Syscall { name, op, source }
+    }
+}
+
 /// What the kernel reports about a map (`struct bpf_map_info`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapInfo {
@@ -243,23 +250,12 @@ impl Map {
 
     /// Opens the map pinned at `path`.
     pub fn from_pin(path: &Path, flags: OpenFlags) -> Result<Map, MapError> {
-        let name = path.display().to_string();
-        let fd = sysobj::obj_get(path, flags).map_err(|source| MapError::Syscall {
-            name: name.clone(),
-            op: "open pinned",
-            source,
-        })?;
-        Map::from_fd(fd, None)
+        Map::from_fd(sysobj::open_pinned(path, flags)?, None)
     }
 
     /// Opens the map with kernel id `id`.
     pub fn from_id(id: u32) -> Result<Map, MapError> {
-        let fd = sysobj::fd_by_id(IdKind::Map, id).map_err(|source| MapError::Syscall {
-            name: format!("id {id}"),
-            op: "open by id",
-            source,
-        })?;
-        Map::from_fd(fd, None)
+        Map::from_fd(sysobj::open_id(IdKind::Map, id)?, None)
     }
 
     /// Pins the map at `path` (on a bpffs).
@@ -483,6 +479,7 @@ impl Iterator for KeysBytes<'_> {
     }
 }
 
+mod arena;
 mod array;
 #[cfg(feature = "tokio")]
 mod async_io;
@@ -499,6 +496,7 @@ mod stack_trace;
 mod storage;
 mod xdp;
 
+pub use arena::Arena;
 pub use array::{Array, MmapArray, PerCpuArray};
 #[cfg(feature = "tokio")]
 pub use async_io::{AsyncPerfBuffers, AsyncRingBuf};
@@ -510,7 +508,7 @@ pub use lpm_trie::{LpmKey, LpmTrie};
 pub use perf_buffer::{PerfBuffer, PerfBuffers, PerfEventArray, PerfRecord};
 pub use queue::{Queue, Stack};
 pub use ring_buf::RingBuf;
-pub use sock::{SockHash, SockMap};
+pub use sock::{ReusePortSockArray, SockHash, SockMap};
 pub use stack_trace::StackTraceMap;
 pub use storage::FdStorage;
 pub use xdp::{CpuMap, DevMap, DevMapHash, XskMap};

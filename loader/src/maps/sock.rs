@@ -1,4 +1,5 @@
-//! `SOCKMAP` and `SOCKHASH`: sockets for sk_msg/sk_skb redirection.
+//! `SOCKMAP` and `SOCKHASH`: sockets for sk_msg/sk_skb redirection;
+//! `REUSEPORT_SOCKARRAY`: sockets an sk_reuseport program selects from.
 
 use std::borrow::Borrow;
 use std::marker::PhantomData;
@@ -84,5 +85,47 @@ impl<M: Borrow<Map>, K: Pod> SockHash<M, K> {
     }
     pub fn keys(&self) -> impl Iterator<Item = Result<K, MapError>> + '_ {
         self.map().keys()
+    }
+}
+
+/// Index → socket of one reuseport group, for `bpf_sk_select_reuseport` in
+/// an sk_reuseport program. Values are socket fds on update (u32 or u64 by
+/// the map's value size); lookups answer the socket's cookie (8-byte values).
+///
+/// Minimum kernel version: 4.19.
+pub struct ReusePortSockArray<M> {
+    map: M,
+}
+
+impl<M: Borrow<Map>> ReusePortSockArray<M> {
+    pub fn new(map: M) -> Result<Self, MapError> {
+        map.borrow()
+            .check(&[MapType::REUSEPORT_SOCKARRAY], Some(4), None)?;
+        Ok(ReusePortSockArray { map })
+    }
+    pub fn map(&self) -> &Map {
+        self.map.borrow()
+    }
+    /// Stores `socket` (bound, with `SO_REUSEPORT`) at `index`.
+    pub fn set(
+        &self,
+        index: u32,
+        socket: BorrowedFd<'_>,
+        flags: UpdateFlags,
+    ) -> Result<(), MapError> {
+        set_sock(self.map(), &index, socket, flags)
+    }
+    /// The cookie of the socket at `index` (`SO_COOKIE`), if any. Needs 8-byte values.
+    pub fn cookie(&self, index: u32) -> Result<Option<u64>, MapError> {
+        if self.map().value_size() != 8 {
+            return Err(MapError::Other {
+                name: self.map().name().to_owned(),
+                message: "has 4-byte values: lookups need 8 (the socket cookie)".into(),
+            });
+        }
+        self.map().get(&index, UpdateFlags::ANY)
+    }
+    pub fn clear(&self, index: u32) -> Result<bool, MapError> {
+        self.map().remove(&index)
     }
 }

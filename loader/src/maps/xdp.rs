@@ -137,12 +137,18 @@ impl<M: Borrow<Map>> CpuMap<M> {
     ) -> Result<(), MapError> {
         set_pair(self.map(), &cpu, queue_size, program, flags)
     }
+    /// The queue size and the id of the program, if any.
     pub fn get(&self, cpu: u32) -> Result<Option<(u32, Option<u32>)>, MapError> {
         get_pair(self.map(), &cpu)
     }
+    /// Removes the CPU's entry (its kthread stops); false when it had none.
+    pub fn clear(&self, cpu: u32) -> Result<bool, MapError> {
+        self.map().remove(&cpu)
+    }
 }
 
-/// Queue index → AF_XDP socket.
+/// Queue index → AF_XDP socket. Values are socket fds on update; the kernel
+/// refuses lookups from user space (EOPNOTSUPP), so there is no `get`.
 ///
 /// Minimum kernel version: 4.18.
 pub struct XskMap<M> {
@@ -166,6 +172,8 @@ impl<M: Borrow<Map>> XskMap<M> {
         self.map()
             .insert(&queue, &(socket.as_raw_fd() as u32), flags)
     }
+    /// Empties the queue's slot. The kernel does not say whether it held a
+    /// socket, so this answers true for an empty slot too.
     pub fn clear(&self, queue: u32) -> Result<bool, MapError> {
         self.map().remove(&queue)
     }

@@ -50,6 +50,13 @@ pub enum ProgramError {
     Other { name: String, message: String },
 }
 
+impl From<sysobj::OpenError> for ProgramError {
+    fn from(e: sysobj::OpenError) -> Self {
+        let sysobj::OpenError { name, op, source } = e;
+        ProgramError::Syscall { name, op, source }
+    }
+}
+
 /// Everything BPF_PROG_LOAD needs beyond the instructions.
 #[derive(Clone, Default)]
 pub struct LoadOptions<'a> {
@@ -152,24 +159,12 @@ impl Program {
 
     /// Opens the program pinned at `path`.
     pub fn from_pin(path: &Path, kind: Option<ProgramKind>) -> Result<Program, ProgramError> {
-        let fd = sysobj::obj_get(path, OpenFlags::ReadWrite).map_err(|source| {
-            ProgramError::Syscall {
-                name: path.display().to_string(),
-                op: "open pinned",
-                source,
-            }
-        })?;
-        Program::from_fd(fd, kind)
+        Program::from_fd(sysobj::open_pinned(path, OpenFlags::ReadWrite)?, kind)
     }
 
     /// Opens the program with kernel id `id`.
     pub fn from_id(id: u32) -> Result<Program, ProgramError> {
-        let fd = sysobj::fd_by_id(IdKind::Prog, id).map_err(|source| ProgramError::Syscall {
-            name: format!("id {id}"),
-            op: "open by id",
-            source,
-        })?;
-        Program::from_fd(fd, None)
+        Program::from_fd(sysobj::open_id(IdKind::Prog, id)?, None)
     }
 
     pub fn pin(&self, path: &Path) -> Result<(), crate::pin::PinError> {

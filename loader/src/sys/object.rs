@@ -87,6 +87,34 @@ pub unsafe fn info_by_fd_with<T: InfoStruct>(
     unsafe { bpf(Cmd::ObjGetInfoByFd, &mut attr) }.map(drop)
 }
 
+/// A failed [`open_pinned`] or [`open_id`], with what errors call the object
+/// (its pin path, or `id N`) and the operation; maps and programs turn it
+/// into their own error type.
+#[derive(Debug)]
+pub struct OpenError {
+    pub name: String,
+    pub op: &'static str,
+    pub source: SysError,
+}
+
+/// BPF_OBJ_GET, failing with the pin path as the object's name.
+pub fn open_pinned(path: &Path, flags: OpenFlags) -> Result<OwnedFd, OpenError> {
+    obj_get(path, flags).map_err(|source| OpenError {
+        name: path.display().to_string(),
+        op: "open pinned",
+        source,
+    })
+}
+
+/// BPF_*_GET_FD_BY_ID, failing with `id N` as the object's name.
+pub fn open_id(kind: IdKind, id: u32) -> Result<OwnedFd, OpenError> {
+    fd_by_id(kind, id).map_err(|source| OpenError {
+        name: format!("id {id}"),
+        op: "open by id",
+        source,
+    })
+}
+
 /// Which id space to walk or open from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdKind {

@@ -478,3 +478,48 @@ impl Drop for TestCgroup {
         let _ = std::fs::remove_dir(&self.0);
     }
 }
+
+/// A 64-byte broadcast Ethernet frame of EtherType 0x88b5 (IEEE local
+/// experimental, which test programs filter on) carrying `payload`.
+pub fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 64];
+    f[..6].fill(0xff);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    f[12..14].copy_from_slice(&[0x88, 0xb5]);
+    f[14..14 + payload.len()].copy_from_slice(payload);
+    f
+}
+
+/// Sends one raw Ethernet frame out of `ifindex` (AF_PACKET).
+pub fn send_raw(
+    ifindex: u32,
+    frame: &[u8],
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // SAFETY: socket(2) with constant arguments; the result is checked.
+    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(format!("socket(AF_PACKET): {}", std::io::Error::last_os_error()).into());
+    }
+    // SAFETY: `raw` is a fresh fd that nothing else owns.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    // SAFETY: an all-zero sockaddr_ll is valid; the fields that matter are set below.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_ifindex = ifindex as i32;
+    to.sll_halen = 6;
+    // SAFETY: `frame` is readable for its length and `to` is a complete sockaddr_ll.
+    let r = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&to as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(format!("sendto AF_PACKET: {}", std::io::Error::last_os_error()).into());
+    }
+    Ok(())
+}
