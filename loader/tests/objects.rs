@@ -124,6 +124,8 @@ fn no_netkit_programs() -> Option<String> {
 /// Objects that need more than the oldest supported kernel (5.10) offers.
 const OBJECT_NEEDS: &[(&str, &str, Probe)] = &[
     ("maps_arena.bpf.o", "arena", no_arena),
+    ("map_extra.bpf.o", "arena", no_arena),
+    ("map_extra.bpf.o", "bloom_filter", has_bloom_filter),
     ("attach_netkit.bpf.o", "netkit", no_netkit_programs),
     ("loader_bloom.bpf.o", "bloom_filter", has_bloom_filter),
     ("attach_nf.bpf.o", "netfilter", no_netfilter),

@@ -359,6 +359,26 @@ fn btf_uint(btf: &Btf, map: &str, member: &str, id: TypeId) -> Result<u32, Parse
     }
 }
 
+/// `__ulong(name, N)` (libbpf 1.3+, for 64-bit attributes such as an
+/// arena's `map_extra` address): a member whose type is an enum with the
+/// single enumerator N (an ENUM64 when N needs it). `__uint(name, N)` is
+/// accepted too.
+fn btf_ulong(btf: &Btf, map: &str, member: &str, id: TypeId) -> Result<u64, ParseError> {
+    match btf.skip_modifiers(id)?.1 {
+        Type::Enum { values, .. } | Type::Enum64 { values, .. } => match values.as_slice() {
+            [only] => Ok(only.value),
+            _ => Err(ParseError::map(
+                map,
+                format!(
+                    "member '{member}' (type id {id}) is not __ulong(): its enum has {} values, expected one",
+                    values.len()
+                ),
+            )),
+        },
+        _ => btf_uint(btf, map, member, id).map(u64::from),
+    }
+}
+
 /// `__type(name, T)`: a pointer to T.
 fn btf_type(btf: &Btf, map: &str, member: &str, id: TypeId) -> Result<TypeId, ParseError> {
     match btf.type_by_id(id)? {
@@ -395,7 +415,7 @@ pub(crate) fn btf_map_def(
             "max_entries" => map.max_entries = uint()?,
             "map_flags" => map.map_flags = uint()?,
             "numa_node" => map.numa_node = Some(uint()?),
-            "map_extra" => map.map_extra = u64::from(uint()?),
+            "map_extra" => map.map_extra = btf_ulong(btf, name, member, m.type_id)?,
             "key_size" => key_size = Some(uint()?),
             "value_size" => value_size = Some(uint()?),
             "pinning" => {

@@ -674,6 +674,23 @@ fn has_sdk_programs() -> Option<String> {
     kiln_testkit::bpf_object("sdk-programs.bpf.o").err()
 }
 
+/// `map_extra` written with libbpf's `__ulong()` (an enum member, ENUM64
+/// for an arena's 64-bit address) and with `__uint()`.
+fn map_extra_64_bit() -> TestResult {
+    let obj = load("map_extra.bpf.o")?;
+    let extra = |name: &str| -> Result<u64, String> {
+        Ok(obj
+            .map(name)
+            .ok_or_else(|| format!("no map {name}"))?
+            .map_extra)
+    };
+    check_eq!(extra("arena")?, 1u64 << 44);
+    check_eq!(extra("bloom")?, 5);
+    check_eq!(extra("bloom_uint")?, 3);
+    check_eq!(obj.map("arena").ok_or("no arena")?.map_type, MapType::ARENA);
+    Ok(())
+}
+
 fn main() {
     kiln_testkit::run(vec![
         kiln_testkit::test(
@@ -685,6 +702,7 @@ fn main() {
             hidden_globals_become_static,
         ),
         kiln_testkit::test("btf_maps", &[], btf_maps),
+        kiln_testkit::test("map_extra_64_bit", &[], map_extra_64_bit),
         kiln_testkit::test("map_values", &[], map_values),
         kiln_testkit::test(
             "rust_counter_object",
