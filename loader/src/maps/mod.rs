@@ -518,6 +518,12 @@ impl Map {
     /// Looks up `key`; `None` when absent.
     pub fn get<K: Pod, V: Pod>(&self, key: &K, flags: UpdateFlags) -> Result<Option<V>, MapError> {
         let len = self.value_buf_len()?;
+        // The common case: the kernel writes straight into the `V` returned.
+        if len == std::mem::size_of::<V>() {
+            let mut value: V = pod::zeroed();
+            let found = self.lookup_into(bytes_of(key), pod::bytes_of_mut(&mut value), flags)?;
+            return Ok(found.then_some(value));
+        }
         // Small values (most maps) go through the stack: no allocation per lookup.
         let mut small = [0u8; 64];
         let mut big = Vec::new();
@@ -547,20 +553,60 @@ impl Map {
         self.delete_bytes(bytes_of(key))
     }
 
-    /// Every key, decoded as `K`.
+    /// Every key, decoded as `K` (whose size must be the map's key size),
+    /// by BPF_MAP_GET_NEXT_KEY into a `K` on the stack: no allocation per key.
     pub fn keys<K: Pod>(&self) -> impl Iterator<Item = Result<K, MapError>> + '_ {
-        self.keys_bytes()
-            .map(|k| k.map(|k| from_bytes(&k).expect("key buffers are key_size long")))
+        let mut prev: Option<K> = None;
+        let mut done = false;
+        std::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            if std::mem::size_of::<K>() != self.key_size as usize {
+                done = true;
+                return Some(Err(MapError::Other {
+                    name: self.name.clone(),
+                    message: format!(
+                        "keys are {} bytes, the requested key type {}",
+                        self.key_size,
+                        std::mem::size_of::<K>()
+                    ),
+                }));
+            }
+            let mut next: K = pod::zeroed();
+            let found = self.sizes().and_then(|sizes| {
+                sysmap::next_key(
+                    self.fd.as_fd(),
+                    sizes,
+                    prev.as_ref().map(bytes_of),
+                    pod::bytes_of_mut(&mut next),
+                )
+                .map_err(|e| self.sys("get next key", e))
+            });
+            match found {
+                Ok(true) => {
+                    prev = Some(next);
+                    Some(Ok(next))
+                }
+                Ok(false) => {
+                    done = true;
+                    None
+                }
+                Err(e) => {
+                    done = true;
+                    Some(Err(e))
+                }
+            }
+        })
     }
 
     /// Every (key, value) pair; a key deleted during the walk is skipped.
     pub fn entries<K: Pod, V: Pod>(&self) -> impl Iterator<Item = Result<(K, V), MapError>> + '_ {
-        self.keys_bytes().filter_map(move |k| {
-            let k = match k {
+        self.keys::<K>().filter_map(move |key| {
+            let key = match key {
                 Ok(k) => k,
                 Err(e) => return Some(Err(e)),
             };
-            let key: K = from_bytes(&k)?;
             match self.get::<K, V>(&key, UpdateFlags::ANY) {
                 Ok(Some(v)) => Some(Ok((key, v))),
                 Ok(None) => None,

@@ -28,6 +28,19 @@ pub fn bytes_of<T: Pod>(v: &T) -> &[u8] {
     unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
 }
 
+/// The bytes of a Pod value, writable: any bytes written leave a valid `T`.
+pub(crate) fn bytes_of_mut<T: Pod>(v: &mut T) -> &mut [u8] {
+    // SAFETY: `T: Pod` has no padding and accepts every bit pattern, so the
+    // bytes are initialised and whatever is written to them is a valid `T`.
+    unsafe { std::slice::from_raw_parts_mut(v as *mut T as *mut u8, std::mem::size_of::<T>()) }
+}
+
+/// A `T` of all zero bytes.
+pub(crate) fn zeroed<T: Pod>() -> T {
+    // SAFETY: `T: Pod` accepts every bit pattern, all zeros included.
+    unsafe { std::mem::zeroed() }
+}
+
 /// Reads a Pod value from the front of `bytes` (unaligned). `None` when too short.
 pub fn from_bytes<T: Pod>(bytes: &[u8]) -> Option<T> {
     if bytes.len() < std::mem::size_of::<T>() {
