@@ -343,10 +343,36 @@ fn xdp_loader_and_kiln_share_an_interface() -> TestResult {
     check(count_of_program(theirs, LIBXDP)? >= before + 3, || {
         "xdp-loader's program stopped".into()
     })?;
+
+    // Kiln adds a program to the dispatcher xdp-loader built.
+    let list = {
+        let _ns = InNetns::enter(&pair.b)?;
+        d.attach(&spec, &ebpf, "xdp_second", None)?;
+        d.list()?
+    };
+    check(
+        names(&list) == [("xdp_libxdp".into(), 30), ("xdp_second".into(), 50)],
+        || format!("{list:?}"),
+    )?;
+    let before = count_of_program(list[0].prog_id, LIBXDP)?;
+    traffic(&pair, counts, &[SECOND])?;
+    check(
+        count_of_program(list[0].prog_id, LIBXDP)? >= before + 3,
+        || "xdp-loader's program stopped after kiln's attach".into(),
+    )?;
+    let status = xdp_loader(&pair.b, &["status", "vb"])?;
+    check(
+        status.contains("xdp_second") && status.contains("xdp_libxdp"),
+        || format!("after kiln's second attach:\n{status}"),
+    )?;
+    // xdp-loader removes the whole dispatcher, Kiln's program included.
     xdp_loader(&pair.b, &["unload", "--all", "vb"])?;
     let _ns = InNetns::enter(&pair.b)?;
     check(xdp::query_xdp(ifindex)?.is_none(), || {
         "XDP program left".into()
+    })?;
+    check(d.list()?.is_empty(), || {
+        "list not empty after unload".into()
     })
 }
 

@@ -407,7 +407,13 @@ struct Dispatcher {
     _map: Map,
 }
 
-fn load_dispatcher(config: &Config, what: &str) -> Result<Dispatcher, LinkError> {
+/// Expected attach types a dispatcher is loaded with, in the order tried:
+/// the kernel only relinks a component to a dispatcher whose type and
+/// expected attach type match those of the one it was loaded for, and libxdp
+/// (through libbpf 1.x) loads its dispatchers with `BPF_XDP`, older ones with 0.
+const ATTACH_TYPES: [u32; 2] = [kiln_obj::AttachType::XDP.0, 0];
+
+fn load_dispatcher(config: &Config, attach_type: u32, what: &str) -> Result<Dispatcher, LinkError> {
     let err = |e: String| LinkError::target(M, what, e);
     let spec = MapSpec {
         name: "xdp_disp.rodata".into(),
@@ -445,6 +451,7 @@ fn load_dispatcher(config: &Config, what: &str) -> Result<Dispatcher, LinkError>
             line_info: &[],
             line_info_rec_size: kiln_obj::LINE_INFO_REC_SIZE,
         }),
+        expected_attach_type: Some(attach_type),
         ..Default::default()
     };
     let kind = ProgramKind::Xdp {
@@ -693,32 +700,42 @@ impl XdpDispatcher {
         let new_slot = order.iter().position(|o| o.2.is_none()).unwrap();
 
         let config = config_for(order.iter().map(|o| (o.1, 0)));
-        let new = load_dispatcher(&config, &what)?;
-        let ext = load_deferred(
-            spec,
-            ebpf,
-            name,
-            M,
-            &what,
-            DeferredTarget {
-                attach_prog_fd: Some(new.prog.fd()),
-                attach_btf_id: stub_btf_id(new_slot),
-                expected_attach_type: None,
-                program_kind: Some(ProgramKind::Extension {
-                    target: Some(format!("prog{new_slot}")),
-                }),
-            },
-        )?;
-        let ext_id = ext.id();
-        let progs: Vec<&Program> = order
-            .iter()
-            .map(|o| match (o.2, &current) {
-                (Some(i), Some(c)) => &c.slots[i].prog,
-                _ => &ext,
-            })
-            .collect();
-        self.install(current.as_ref(), &new, &progs, &what)?;
-        Ok(ext_id)
+        for (i, &attach_type) in ATTACH_TYPES.iter().enumerate() {
+            let new = load_dispatcher(&config, attach_type, &what)?;
+            let ext = load_deferred(
+                spec,
+                ebpf,
+                name,
+                M,
+                &what,
+                DeferredTarget {
+                    attach_prog_fd: Some(new.prog.fd()),
+                    attach_btf_id: stub_btf_id(new_slot),
+                    expected_attach_type: None,
+                    program_kind: Some(ProgramKind::Extension {
+                        target: Some(format!("prog{new_slot}")),
+                    }),
+                },
+            )?;
+            let progs: Vec<&Program> = order
+                .iter()
+                .map(|o| match (o.2, &current) {
+                    (Some(i), Some(c)) => &c.slots[i].prog,
+                    _ => &ext,
+                })
+                .collect();
+            match link_all(&new, &progs, &what) {
+                Err(e) if i + 1 < ATTACH_TYPES.len() && e.errno() == Some(libc::EINVAL) => {
+                    continue;
+                }
+                Err(e) => return Err(e),
+                Ok(links) => {
+                    self.install(current.as_ref(), &new, &progs, links, &what)?;
+                    return Ok(ext.id());
+                }
+            }
+        }
+        unreachable!("the last attach type returns")
     }
 
     /// Removes component `prog_id` from the interface's dispatcher: the
@@ -755,32 +772,28 @@ impl XdpDispatcher {
             .map(|(_, s)| s)
             .collect();
         let config = config_for(keep.iter().map(|s| (s.run, s.flags)));
-        let new = load_dispatcher(&config, &what)?;
         let progs: Vec<&Program> = keep.iter().map(|s| &s.prog).collect();
-        self.install(Some(&current), &new, &progs, &what)
+        for (i, &attach_type) in ATTACH_TYPES.iter().enumerate() {
+            let new = load_dispatcher(&config, attach_type, &what)?;
+            match link_all(&new, &progs, &what) {
+                Err(e) if i + 1 < ATTACH_TYPES.len() && e.errno() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e),
+                Ok(links) => return self.install(Some(&current), &new, &progs, links, &what),
+            }
+        }
+        unreachable!("the last attach type returns")
     }
 
-    /// Links `progs` into `new`'s slots, pins them, swaps `new` in for
-    /// `old` (or attaches it), then unpins `old`.
+    /// Pins `progs` and their `links` into `new`, swaps `new` in for `old`
+    /// (or attaches it), then unpins `old`.
     fn install(
         &self,
         old: Option<&Current>,
         new: &Dispatcher,
         progs: &[&Program],
+        mut links: Vec<FdLink>,
         what: &str,
     ) -> Result<(), LinkError> {
-        let mut links = Vec::with_capacity(progs.len());
-        for (n, p) in progs.iter().enumerate() {
-            links.push(
-                attach_freplace(p.fd(), new.prog.fd(), stub_btf_id(n)).map_err(|e| {
-                    LinkError::target(
-                        M,
-                        what,
-                        format!("linking '{}' into dispatcher slot {n}: {e}", p.name()),
-                    )
-                })?,
-            );
-        }
         let dir = self.pin_dir(new.prog.id());
         let pinned = self.pin_all(&dir, progs, &mut links, what);
         let attached = pinned.and_then(|()| {
@@ -831,6 +844,24 @@ impl XdpDispatcher {
         }
         std::fs::remove_dir(&dir).map_err(io)
     }
+}
+
+/// Links `progs` into `new`'s slots, in order.
+fn link_all(new: &Dispatcher, progs: &[&Program], what: &str) -> Result<Vec<FdLink>, LinkError> {
+    let mut links = Vec::with_capacity(progs.len());
+    for (n, p) in progs.iter().enumerate() {
+        let link = attach_freplace(p.fd(), new.prog.fd(), stub_btf_id(n)).map_err(|e| match e {
+            LinkError::Kernel { source, .. } => LinkError::kernel(
+                M,
+                "link into the dispatcher",
+                format!("{what}: '{}' in slot {n}", p.name()),
+                source,
+            ),
+            e => e,
+        })?;
+        links.push(link);
+    }
+    Ok(links)
 }
 
 /// The config of a dispatcher running `slots` (run config, program flags) in order.
