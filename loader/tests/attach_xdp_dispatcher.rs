@@ -22,6 +22,7 @@ const SECOND: u32 = 1;
 const IN_ORDER: u32 = 2;
 const DROPPER: u32 = 3;
 const LIBXDP: u32 = 4;
+const META: u32 = 5;
 
 /// The counters after `pair` carried a few packets; `keys` must all grow.
 fn traffic(
@@ -190,12 +191,15 @@ fn chain_call_actions_decide_whether_a_drop_ends_the_chain() -> TestResult {
     };
     let dropper = d.attach(&spec, &ebpf, "xdp_dropper", Some(run))?;
     let second = d.attach(&spec, &ebpf, "xdp_second", None)?;
+    // A program that changes packet data can take a slot as well.
+    let meta = d.attach(&spec, &ebpf, "xdp_meta", None)?;
     let list = d.list()?;
     check(list[0].run == run && list[0].prog_id == dropper, || {
         format!("{list:?}")
     })?;
-    traffic(&pair, counts, &[DROPPER, SECOND])?;
+    traffic(&pair, counts, &[DROPPER, SECOND, META])?;
     d.detach(dropper)?;
+    d.detach(meta)?;
     d.detach(second)?;
     check(xdp::query_xdp(ifindex)?.is_none(), || {
         "XDP program left".into()

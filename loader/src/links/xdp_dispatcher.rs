@@ -680,10 +680,11 @@ impl XdpDispatcher {
         };
         let _lock = self.lock()?;
         let current = self.current()?;
-        let mut order: Vec<(String, RunConfig, Option<usize>)> = current
+        // (kernel name, run config, program flags, slot in the current dispatcher)
+        let mut order: Vec<(String, RunConfig, u32, Option<usize>)> = current
             .iter()
             .flat_map(|c| c.slots.iter().enumerate())
-            .map(|(i, s)| (s.name.clone(), s.run, Some(i)))
+            .map(|(i, s)| (s.name.clone(), s.run, s.flags, Some(i)))
             .collect();
         if order.len() >= MAX_PROGRAMS {
             return Err(LinkError::target(
@@ -694,12 +695,12 @@ impl XdpDispatcher {
         }
         // The name it will have in the kernel, which later rebuilds sort by.
         let kname: String = name.chars().take(15).collect();
-        order.push((kname.clone(), run, None));
+        order.push((kname, run, 0, None));
         // Stable: existing programs stay ahead of a new one with the same key.
         order.sort_by(|a, b| (a.1.priority, &a.0).cmp(&(b.1.priority, &b.0)));
-        let new_slot = order.iter().position(|o| o.2.is_none()).unwrap();
+        let new_slot = order.iter().position(|o| o.3.is_none()).unwrap();
 
-        let config = config_for(order.iter().map(|o| (o.1, 0)));
+        let config = config_for(order.iter().map(|o| (o.1, o.2)));
         for (i, &attach_type) in ATTACH_TYPES.iter().enumerate() {
             let new = load_dispatcher(&config, attach_type, &what)?;
             let ext = load_deferred(
@@ -719,7 +720,7 @@ impl XdpDispatcher {
             )?;
             let progs: Vec<&Program> = order
                 .iter()
-                .map(|o| match (o.2, &current) {
+                .map(|o| match (o.3, &current) {
                     (Some(i), Some(c)) => &c.slots[i].prog,
                     _ => &ext,
                 })

@@ -80,3 +80,13 @@ int xdp_libxdp(struct xdp_md *ctx)
 	bump(4);
 	return XDP_PASS;
 }
+
+/* Changes packet data (a zero-length metadata adjustment): kernels 6.13+
+ * only let it replace a dispatcher slot that changes packet data too. */
+SEC("xdp")
+int xdp_meta(struct xdp_md *ctx)
+{
+	bpf_xdp_adjust_meta(ctx, 0);
+	bump(5);
+	return XDP_PASS;
+}
