@@ -246,6 +246,74 @@ fn errors_name_interface_and_program() -> TestResult {
     Ok(())
 }
 
+/// Whether the kernel takes `BPF_F_XDP_HAS_FRAGS` (5.18+).
+fn no_frags() -> Option<String> {
+    let go = || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let m = counters("frags_probe")?;
+        let opts = kiln_loader::programs::LoadOptions {
+            license: "GPL",
+            flags: kiln_loader::programs::ProgramFlags::XDP_HAS_FRAGS,
+            ..Default::default()
+        };
+        let kind = kiln_obj::ProgramKind::Xdp {
+            frags: true,
+            attach_type: None,
+        };
+        counter_prog_with(kind, m.fd(), 0, XDP_PASS as i32, &opts)?;
+        Ok(())
+    };
+    go().err()
+        .map(|e| format!("kernel refuses XDP programs with frags: {e}"))
+}
+
+/// A veth whose MTU needs frags takes a dispatcher of frags programs; a
+/// program without frags cannot join (the kernel refuses the rebuilt
+/// dispatcher) and the old one keeps running.
+fn frags_dispatcher_takes_a_large_mtu() -> TestResult {
+    let (pair, _pins, spec, ebpf) = setup("xdpd-frags", 45)?;
+    let (fspec, febpf) = load_object("attach_xdp_dispatcher_frags")?;
+    let frag_counts = map(&febpf, "frag_counts")?;
+    let ip = |ns: &str, dev: &str| {
+        Command::new("ip")
+            .args(["-n", ns, "link", "set", dev, "mtu", "9000"])
+            .status()
+    };
+    check(
+        ip(&pair.a, "va")?.success() && ip(&pair.b, "vb")?.success(),
+        || "cannot set MTU 9000".into(),
+    )?;
+    let _ns = InNetns::enter(&pair.b)?;
+    let ifindex = netlink::ifindex("vb")?;
+    let d = XdpDispatcher::new(ifindex);
+    let frags = d.attach(&fspec, &febpf, "xdp_frags", None)?;
+    let list = d.list()?;
+    check(list.len() == 1 && list[0].frags, || format!("{list:?}"))?;
+    let before = count(frag_counts, 0);
+    pair.ping(3)?;
+    check(
+        count_at_least(frag_counts, 0, before + 3) >= before + 3,
+        || "the frags program does not run".into(),
+    )?;
+    let e = d.attach(&spec, &ebpf, "xdp_second", None);
+    check(e.is_err(), || {
+        "a program without frags joined a dispatcher on MTU 9000".into()
+    })?;
+    let list = d.list()?;
+    check(list.len() == 1 && list[0].prog_id == frags, || {
+        format!("{list:?}")
+    })?;
+    let before = count(frag_counts, 0);
+    pair.ping(3)?;
+    check(
+        count_at_least(frag_counts, 0, before + 3) >= before + 3,
+        || "the frags program stopped after the refused attach".into(),
+    )?;
+    d.detach(frags)?;
+    check(xdp::query_xdp(ifindex)?.is_none(), || {
+        "XDP program left".into()
+    })
+}
+
 fn no_xdp_loader() -> Option<String> {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join("xdp-loader").is_file()))
@@ -392,6 +460,17 @@ fn main() {
             "chain_call_actions_decide_whether_a_drop_ends_the_chain",
             &[Need::Root, Need::Bpf, Need::NetNs, freplace],
             chain_call_actions_decide_whether_a_drop_ends_the_chain,
+        ),
+        test(
+            "frags_dispatcher_takes_a_large_mtu",
+            &[
+                Need::Root,
+                Need::Bpf,
+                Need::NetNs,
+                freplace,
+                Need::Probe("xdp.frags", no_frags),
+            ],
+            frags_dispatcher_takes_a_large_mtu,
         ),
         test(
             "errors_name_interface_and_program",

@@ -24,8 +24,8 @@
 //! compiled object: a library cannot rely on a build output at run time.
 //!
 //! Minimum kernel version: 5.10 (freplace links to a second target, which
-//! rebuilding needs); frags (`BPF_F_XDP_HAS_FRAGS`) are not propagated yet:
-//! dispatchers are loaded without them.
+//! rebuilding needs); 5.18 for a dispatcher with frags (`BPF_F_XDP_HAS_FRAGS`,
+//! used when every component is an `xdp.frags` program).
 
 use super::freplace::{DeferredTarget, attach_freplace, load_deferred};
 use super::xdp::{self, XdpFlags};
@@ -66,6 +66,8 @@ const VERSION: u8 = 2;
 /// What an unreplaced stub returns; always a chain-call action.
 const STUB_RETVAL: u32 = 31;
 const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+/// `BPF_F_XDP_HAS_FRAGS`, as the config's `program_flags` record it.
+const XDP_HAS_FRAGS: u32 = 1 << 5;
 const CONFIG_SIZE: usize = 4 + 3 * 4 * MAX_PROGRAMS;
 const DISPATCHER_NAME: &str = "xdp_dispatcher";
 const BPF_FUNC_XDP_ADJUST_TAIL: i32 = 65;
@@ -164,6 +166,9 @@ pub struct Component {
     /// Its kernel name (at most 15 bytes).
     pub name: String,
     pub run: RunConfig,
+    /// The program handles multi-buffer packets (`xdp.frags`); the
+    /// dispatcher is loaded with frags only when all of its programs do.
+    pub frags: bool,
 }
 
 /// The `struct xdp_dispatcher_config` value (little- or big-endian as the host).
@@ -413,7 +418,31 @@ struct Dispatcher {
 /// (through libbpf 1.x) loads its dispatchers with `BPF_XDP`, older ones with 0.
 const ATTACH_TYPES: [u32; 2] = [kiln_obj::AttachType::XDP.0, 0];
 
+/// Loads a dispatcher for `config`. When every slot's program handles frags,
+/// the dispatcher is loaded with `BPF_F_XDP_HAS_FRAGS` (and says so in its
+/// config); on kernels without frags (before 5.18) it is loaded without.
 fn load_dispatcher(config: &Config, attach_type: u32, what: &str) -> Result<Dispatcher, LinkError> {
+    let mut config = config.clone();
+    config.is_xdp_frags = u8::from(
+        config.num_progs > 0
+            && config.program_flags[..config.num_progs as usize]
+                .iter()
+                .all(|f| f & XDP_HAS_FRAGS != 0),
+    );
+    if config.is_xdp_frags != 0 {
+        if let Ok(d) = load_dispatcher_as(&config, attach_type, what) {
+            return Ok(d);
+        }
+        config.is_xdp_frags = 0;
+    }
+    load_dispatcher_as(&config, attach_type, what)
+}
+
+fn load_dispatcher_as(
+    config: &Config,
+    attach_type: u32,
+    what: &str,
+) -> Result<Dispatcher, LinkError> {
     let err = |e: String| LinkError::target(M, what, e);
     let spec = MapSpec {
         name: "xdp_disp.rodata".into(),
@@ -452,10 +481,15 @@ fn load_dispatcher(config: &Config, attach_type: u32, what: &str) -> Result<Disp
             line_info_rec_size: kiln_obj::LINE_INFO_REC_SIZE,
         }),
         expected_attach_type: Some(attach_type),
+        flags: if config.is_xdp_frags != 0 {
+            crate::programs::ProgramFlags::XDP_HAS_FRAGS
+        } else {
+            crate::programs::ProgramFlags::empty()
+        },
         ..Default::default()
     };
     let kind = ProgramKind::Xdp {
-        frags: false,
+        frags: config.is_xdp_frags != 0,
         attach_type: None,
     };
     let prog = Program::load(
@@ -642,6 +676,7 @@ impl XdpDispatcher {
                 prog_id: s.prog.id(),
                 name: s.name,
                 run: s.run,
+                frags: s.flags & XDP_HAS_FRAGS != 0,
             })
             .collect())
     }
@@ -695,7 +730,8 @@ impl XdpDispatcher {
         }
         // The name it will have in the kernel, which later rebuilds sort by.
         let kname: String = name.chars().take(15).collect();
-        order.push((kname, run, 0, None));
+        let frags = matches!(pspec.kind, ProgramKind::Xdp { frags: true, .. });
+        order.push((kname, run, if frags { XDP_HAS_FRAGS } else { 0 }, None));
         // Stable: existing programs stay ahead of a new one with the same key.
         order.sort_by(|a, b| (a.1.priority, &a.0).cmp(&(b.1.priority, &b.0)));
         let new_slot = order.iter().position(|o| o.3.is_none()).unwrap();
