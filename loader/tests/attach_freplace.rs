@@ -27,20 +27,6 @@ fn run(p: &kiln_loader::Program) -> Result<u32, Box<dyn std::error::Error + Send
     .retval)
 }
 
-/// Whether the kernel lets an extension load here (the host refuses tracing
-/// attachments with EPERM; the VMs allow them).
-fn no_freplace() -> Option<String> {
-    let go = || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let (_, target) = load_object("attach_freplace_target")?;
-        let (spec, ext) = load_object("attach_freplace")?;
-        let t = prog(&target, "xdp_entry")?;
-        load_extension(&spec, &ext, "drop_all", t.fd(), None)?;
-        Ok(())
-    };
-    go().err()
-        .map(|e| format!("kernel refuses freplace programs: {e}"))
-}
-
 fn freplace_changes_a_global_function_then_detaches() -> TestResult {
     let (_, target) = load_object("attach_freplace_target")?;
     let (spec, ext) = load_object("attach_freplace")?;

@@ -54,6 +54,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("zlib1g-dev", "needed to link bpf-linker"),
     ("libzstd-dev", "needed to link bpf-linker"),
     ("iproute2", "ip/tc for network tests"),
+    (
+        "xdp-tools",
+        "xdp-loader: the libxdp side of the XDP dispatcher interop test",
+    ),
 ];
 
 /// Installed when apt can, but a failure only warns: nix only checks the

@@ -5,6 +5,8 @@
 //! `ip netns`, which busybox lacks) and `bash` are dynamic, so their shared
 //! libraries and the ELF interpreter come along, found by walking `DT_NEEDED`
 //! in the extracted packages. Everything goes through the isolated apt.
+//! `xdp-loader` (xdp-tools) and the dispatcher object libxdp loads at run
+//! time come along for the XDP dispatcher interop test.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -28,7 +30,27 @@ const APPLETS: &[&str] = &[
 const DYNAMIC_TOOLS: &[(&str, &str, &str)] = &[
     ("iproute2", "bin/ip", "/bin/ip"),
     ("bash", "bin/bash", "/bin/bash"),
+    ("xdp-tools", "usr/sbin/xdp-loader", "/bin/xdp-loader"),
 ];
+
+/// (package, data file in it): copied to the same path in the guest.
+/// `{triple}` is the guest's multiarch triple.
+const DATA_FILES: &[(&str, &str)] = &[("libxdp1", "usr/lib/{triple}/bpf/xdp-dispatcher.o")];
+
+/// The cache directory name for this set of tools: a new set downloads into
+/// a new directory instead of changing one another checkout may be using.
+fn cache_key() -> String {
+    // FNV-1a: stable across compilers, unlike std's hasher.
+    let mut h: u32 = 0x811c_9dc5;
+    let parts = DYNAMIC_TOOLS
+        .iter()
+        .flat_map(|t| [t.0, t.1, t.2])
+        .chain(DATA_FILES.iter().flat_map(|t| [t.0, t.1]));
+    for b in parts.flat_map(|p| p.bytes().chain([0])) {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    format!("{h:08x}")
+}
 
 /// Host file → guest path, ready to add to an image.
 pub struct Userland {
@@ -70,7 +92,10 @@ fn is_library(pkg: &str) -> bool {
 
 /// Downloads and extracts the tools for `arch` (cached), returns what to add.
 pub fn ensure(arch: Arch) -> Result<Userland> {
-    let root = apt::cache_root().join("userland").join(arch.as_str());
+    let root =
+        apt::cache_root()
+            .join("userland")
+            .join(format!("{}-{}", arch.as_str(), cache_key()));
     let extracted = root.join("root");
     let stamp = root.join(".complete");
     if !stamp.exists() {
@@ -79,6 +104,7 @@ pub fn ensure(arch: Arch) -> Result<Userland> {
         // The tools, and the library packages they pull in, transitively.
         let mut want: Vec<String> = vec!["busybox-static".into()];
         want.extend(DYNAMIC_TOOLS.iter().map(|t| t.0.to_owned()));
+        want.extend(DATA_FILES.iter().map(|t| t.0.to_owned()));
         let mut seen = BTreeSet::new();
         let mut infos = Vec::new();
         let mut level = want;
@@ -236,6 +262,12 @@ fn collect(arch: Arch, root: &Path) -> Result<Userland> {
             .with_context(|| format!("{inside} missing in the extracted packages"))?;
         files.insert((*guest).to_owned(), host.clone());
         queue.push(host);
+    }
+    for (_, inside) in DATA_FILES {
+        let inside = inside.replace("{triple}", triple(arch));
+        let host = resolve(root, &inside)
+            .with_context(|| format!("{inside} missing in the extracted packages"))?;
+        files.insert(format!("/{inside}"), host);
     }
     let mut done = BTreeSet::new();
     while let Some(bin) = queue.pop() {

@@ -90,6 +90,7 @@ pub fn load_extension(
             attach_prog_fd: Some(target),
             attach_btf_id: btf_id,
             expected_attach_type: None,
+            program_kind: None,
         },
     )
 }
@@ -100,6 +101,9 @@ pub(crate) struct DeferredTarget<'a> {
     pub attach_prog_fd: Option<BorrowedFd<'a>>,
     pub attach_btf_id: u32,
     pub expected_attach_type: Option<u32>,
+    /// Loads the program as this kind instead of its section's (an XDP
+    /// program loaded as the `freplace` of a dispatcher slot).
+    pub program_kind: Option<kiln_obj::ProgramKind>,
 }
 
 /// Loads program `name` of `spec` against `target`, its map references
@@ -140,7 +144,8 @@ pub(crate) fn load_deferred(
         expected_attach_type: target.expected_attach_type,
         ..Default::default()
     };
-    Program::load(name, pspec.kind.clone(), &insns, &opts)
+    let kind = target.program_kind.unwrap_or_else(|| pspec.kind.clone());
+    Program::load(name, kind, &insns, &opts)
         .map_err(|e| LinkError::target(mechanism, what, e.to_string()))
 }
 

@@ -34,6 +34,7 @@ pub mod tracing;
 pub mod uprobe;
 pub mod usdt;
 pub mod xdp;
+pub mod xdp_dispatcher;
 
 pub use auto::auto_attach;
 pub use program_ext::ProgramAttach;

@@ -468,6 +468,7 @@ fn build_table(
                     attach_prog_fd: None,
                     attach_btf_id: k.struct_id,
                     expected_attach_type: Some(index as u32),
+                    program_kind: None,
                 },
             )?;
             let fd = prog.fd().as_raw_fd() as u64;

@@ -166,6 +166,24 @@ pub fn attach_xdp_netlink(
     })
 }
 
+/// Sets the netlink XDP program of `ifindex` to `prog` (`None`: removes it)
+/// in mode `flags`; with `expected`, only if that program is attached now
+/// (atomic, 5.7+).
+pub(crate) fn replace_xdp_netlink(
+    prog: Option<BorrowedFd<'_>>,
+    ifindex: u32,
+    flags: XdpFlags,
+    expected: Option<BorrowedFd<'_>>,
+) -> std::io::Result<()> {
+    set_link_xdp(
+        ifindex,
+        prog.map_or(-1, |p| p.as_raw_fd()),
+        flags,
+        expected.map(|e| e.as_raw_fd()),
+    )
+    .map_err(netlink::NetlinkError::into_io)
+}
+
 /// The XDP program attached to `ifindex` by any means: `(program id, mode)`.
 pub fn query_xdp(ifindex: u32) -> Result<Option<(u32, u8)>, LinkError> {
     let err = |e: netlink::NetlinkError| {

@@ -523,3 +523,17 @@ pub fn send_raw(
     }
     Ok(())
 }
+
+/// Whether the kernel lets an extension (freplace) load here: the host
+/// refuses tracing programs with EPERM; the VMs allow them.
+pub fn no_freplace() -> Option<String> {
+    let go = || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let (_, target) = load_object("attach_freplace_target")?;
+        let (spec, ext) = load_object("attach_freplace")?;
+        let t = prog(&target, "xdp_entry")?;
+        kiln_loader::links::freplace::load_extension(&spec, &ext, "drop_all", t.fd(), None)?;
+        Ok(())
+    };
+    go().err()
+        .map(|e| format!("kernel refuses freplace programs: {e}"))
+}
