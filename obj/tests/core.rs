@@ -1,7 +1,8 @@
 //! CO-RE against a hand-built target BTF that differs from the object's
 //! local types: fields moved, a bitfield moved and grew, an enum value
-//! changed, a type and a flavor's field are missing. Exact instruction
-//! values are checked after relocation.
+//! changed, a type and a flavor's field are missing, a forward declaration
+//! shares the struct's name. Exact instruction values are checked after
+//! relocation.
 
 use kiln_obj::ObjectSpec;
 use kiln_obj::btf::core::POISON_IMM;
@@ -80,6 +81,13 @@ fn target_btf() -> Btf {
                     value: 2,
                 },
             ],
+        },
+        // 8: a forward declaration of the same name, as some kernels' BTF
+        // (5.10's) keeps beside the full struct: never a candidate for a
+        // struct's relocations.
+        Type::Fwd {
+            name_off: s.add("task"),
+            union: false,
         },
     ];
     Btf::from_bytes(write::encode(&types, s.as_bytes())).expect("valid target BTF")

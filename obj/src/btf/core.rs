@@ -571,6 +571,10 @@ fn compute(btf: &Btf, spec: &Spec, kind: K, local_id: TypeId) -> Result<Value, B
 }
 
 /// Candidate target ids for local root type `lid`: same essential name, compatible kind.
+/// A target forward declaration is never a candidate for a local struct or
+/// union: it has no members or size to relocate against, and kernels whose
+/// BTF keeps one beside the full struct (5.10's `pt_regs`) would fail the
+/// relocation instead of matching the struct.
 fn candidates(lb: &Btf, lid: TypeId, tb: &Btf) -> Result<Vec<TypeId>, BtfError> {
     let (_, l) = lb.skip_modifiers(lid)?;
     let name = lb.str_at(lb.type_by_id(lid)?.name_off())?;
@@ -592,8 +596,7 @@ fn candidates(lb: &Btf, lid: TypeId, tb: &Btf) -> Result<Vec<TypeId>, BtfError> 
                 (lk, tk),
                 (Kind::Enum | Kind::Enum64, Kind::Enum | Kind::Enum64)
             )
-            || (lk == Kind::Fwd && matches!(tk, Kind::Struct | Kind::Union))
-            || (tk == Kind::Fwd && matches!(lk, Kind::Struct | Kind::Union));
+            || (lk == Kind::Fwd && matches!(tk, Kind::Struct | Kind::Union));
         if compat {
             out.push(id);
         }
