@@ -93,6 +93,12 @@ pub fn run(tests: Vec<Test>) -> ! {
     let args = libtest_mimic::Arguments::from_args();
     let listing = args.list;
     let strict = std::env::var_os("KILN_TEST_STRICT").is_some_and(|v| v == "1");
+    if tests
+        .iter()
+        .any(|t| t.needs.iter().any(|n| matches!(n, Need::Bpf)))
+    {
+        raise_memlock();
+    }
     let trials = tests
         .into_iter()
         .map(|t| {
@@ -121,6 +127,19 @@ pub fn run(tests: Vec<Test>) -> ! {
         })
         .collect();
     libtest_mimic::run(&args, trials).exit()
+}
+
+/// Kernels before 5.11 charge maps and programs to `RLIMIT_MEMLOCK` (64 KiB
+/// for PID 1's children unless raised). A program using kiln-loader raises
+/// it, as the `kiln` binary does; so do the tests. Best effort: without
+/// CAP_SYS_RESOURCE the limit stays and an EPERM from the kernel says so.
+fn raise_memlock() {
+    let r = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid rlimit and changes only this process.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) };
 }
 
 pub fn is_root() -> bool {
