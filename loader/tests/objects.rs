@@ -107,9 +107,29 @@ fn no_sleepable_fentry() -> Option<String> {
         })
 }
 
+fn no_bpf_cookie() -> Option<String> {
+    (!kiln_loader::probe::features().bpf_cookie)
+        .then(|| "kernel has no bpf_get_attach_cookie (5.15+)".into())
+}
+
+/// bpf_loop (5.17+), whose callback is the ld_imm64 of a function: older
+/// verifiers do not count the callback as a subprogram.
+fn no_bpf_loop() -> Option<String> {
+    let f = kiln_loader::probe::features();
+    (!f.helpers
+        .get("loop@socket_filter")
+        .copied()
+        .unwrap_or(false))
+    .then(|| "kernel has no bpf_loop (5.17+)".into())
+}
+
 /// Objects that need more than the oldest supported kernel (5.10) offers.
 const OBJECT_NEEDS: &[(&str, &str, Probe)] = &[
     ("loader_bloom.bpf.o", "bloom_filter", has_bloom_filter),
+    ("sdk-maps.bpf.o", "bloom_filter", has_bloom_filter),
+    ("attach_cookie.bpf.o", "bpf_cookie", no_bpf_cookie),
+    ("subprogs.bpf.o", "bpf_loop", no_bpf_loop),
+    ("w456.bpf.o", "bpf_loop", no_bpf_loop),
     ("attach_nf.bpf.o", "netfilter", no_netfilter),
     ("sections.bpf.o", "netfilter", no_netfilter),
     ("sections.bpf.o", "sleepable fentry", no_sleepable_fentry),

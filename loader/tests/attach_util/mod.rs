@@ -478,3 +478,17 @@ impl Drop for TestCgroup {
         let _ = std::fs::remove_dir(&self.0);
     }
 }
+
+/// `bpf_get_attach_cookie` (5.15+): the attach_cookie programs call it.
+pub fn no_bpf_cookie() -> Option<String> {
+    (!kiln_loader::probe::features().bpf_cookie)
+        .then(|| "kernel has no bpf_get_attach_cookie (needs 5.15)".into())
+}
+
+/// perf-event links (5.15+): without them a tracepoint, kprobe or uprobe
+/// attachment cannot be pinned.
+pub fn no_perf_link() -> Option<String> {
+    let f = kiln_loader::probe::features();
+    (!f.link_kinds.get("perf_event").copied().unwrap_or(false))
+        .then(|| "kernel has no perf-event links, so no pinned tracepoint (needs 5.15)".into())
+}
