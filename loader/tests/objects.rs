@@ -123,7 +123,20 @@ fn no_bpf_loop() -> Option<String> {
     .then(|| "kernel has no bpf_loop (5.17+)".into())
 }
 
-/// Objects that need more than the oldest supported kernel (5.10) offers.
+/// fentry/fexit on `do_unlinkat` resolve it in the kernel's BTF at load time;
+/// 7.x renamed it (`filename_unlinkat`).
+fn no_do_unlinkat() -> Option<String> {
+    let btf =
+        kiln_obj::btf::Btf::from_bytes(std::fs::read("/sys/kernel/btf/vmlinux").ok()?).ok()?;
+    btf.find_by_name(kiln_obj::btf::Kind::Func, "do_unlinkat")
+        .is_none()
+        .then(|| {
+            "kernel has no function do_unlinkat (renamed in 7.x) to attach fentry/fexit to".into()
+        })
+}
+
+/// Objects that need more than the oldest supported kernel (5.10) offers,
+/// or what a newer one renamed.
 const OBJECT_NEEDS: &[(&str, &str, Probe)] = &[
     ("loader_bloom.bpf.o", "bloom_filter", has_bloom_filter),
     ("sdk-maps.bpf.o", "bloom_filter", has_bloom_filter),
@@ -133,6 +146,8 @@ const OBJECT_NEEDS: &[(&str, &str, Probe)] = &[
     ("attach_nf.bpf.o", "netfilter", no_netfilter),
     ("sections.bpf.o", "netfilter", no_netfilter),
     ("sections.bpf.o", "sleepable fentry", no_sleepable_fentry),
+    ("sections.bpf.o", "do_unlinkat", no_do_unlinkat),
+    ("sdk-btf.bpf.o", "do_unlinkat", no_do_unlinkat),
 ];
 
 fn main() {
