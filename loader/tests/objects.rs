@@ -123,16 +123,34 @@ fn no_bpf_loop() -> Option<String> {
     .then(|| "kernel has no bpf_loop (5.17+)".into())
 }
 
+/// Whether the kernel's BTF has no type `name` of `kind` (`false` when it
+/// cannot be read: the load itself then says what is wrong).
+fn vmlinux_lacks(kind: kiln_obj::btf::Kind, name: &str) -> bool {
+    let Ok(data) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+        return false;
+    };
+    kiln_obj::btf::Btf::from_bytes(data).is_ok_and(|btf| btf.find_by_name(kind, name).is_none())
+}
+
 /// fentry/fexit on `do_unlinkat` resolve it in the kernel's BTF at load time;
 /// 7.x renamed it (`filename_unlinkat`).
 fn no_do_unlinkat() -> Option<String> {
-    let btf =
-        kiln_obj::btf::Btf::from_bytes(std::fs::read("/sys/kernel/btf/vmlinux").ok()?).ok()?;
-    btf.find_by_name(kiln_obj::btf::Kind::Func, "do_unlinkat")
-        .is_none()
-        .then(|| {
-            "kernel has no function do_unlinkat (renamed in 7.x) to attach fentry/fexit to".into()
-        })
+    vmlinux_lacks(kiln_obj::btf::Kind::Func, "do_unlinkat").then(|| {
+        "kernel has no function do_unlinkat (renamed in 7.x) to attach fentry/fexit to".into()
+    })
+}
+
+/// externs.bpf.o takes the per-CPU variable `bpf_prog_active` as a `__ksym`:
+/// the kernel must expose it, in /proc/kallsyms (CONFIG_KALLSYMS_ALL) or as a
+/// BTF variable. Debian's arm64 5.10 does neither.
+fn no_prog_active_ksym() -> Option<String> {
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+    let listed = kallsyms
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("bpf_prog_active"));
+    (!listed && vmlinux_lacks(kiln_obj::btf::Kind::Var, "bpf_prog_active")).then(|| {
+        "kernel exposes no data symbols (CONFIG_KALLSYMS_ALL off, no per-CPU variables in its BTF) for the __ksym bpf_prog_active".into()
+    })
 }
 
 /// Objects that need more than the oldest supported kernel (5.10) offers,
@@ -148,6 +166,7 @@ const OBJECT_NEEDS: &[(&str, &str, Probe)] = &[
     ("sections.bpf.o", "sleepable fentry", no_sleepable_fentry),
     ("sections.bpf.o", "do_unlinkat", no_do_unlinkat),
     ("sdk-btf.bpf.o", "do_unlinkat", no_do_unlinkat),
+    ("externs.bpf.o", "bpf_prog_active ksym", no_prog_active_ksym),
 ];
 
 fn main() {
