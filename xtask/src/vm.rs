@@ -623,6 +623,14 @@ fn boot_with(
                         if what == "kernel panic" && grace.is_none() {
                             grace = Some(Instant::now() + Duration::from_secs(3));
                         }
+                        // A stuck CPU fails the run already; waiting for the
+                        // whole timeout (minutes per test binary) tells nothing
+                        // more than the next 20 s of trace do.
+                        if matches!(what, "soft lockup" | "hung task" | "RCU stall")
+                            && grace.is_none()
+                        {
+                            grace = Some(Instant::now() + Duration::from_secs(20));
+                        }
                     }
                     ConsoleLine::Other => {}
                 }
