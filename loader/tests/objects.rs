@@ -26,8 +26,14 @@ fn load_object(file: String) -> TestResult {
     let path = kiln_testkit::bpf_dir().join(&file);
     let spec = ObjectSpec::parse(&std::fs::read(&path)?).map_err(|e| format!("{file}: {e}"))?;
     let (ebpf, failures) = EbpfLoader::new()
+        .verifier_log_level(kiln_loader::programs::VerifierLogLevel::Stats)
         .load_each(&spec)
         .map_err(|e| format!("{file}: {e}"))?;
+    // Per program and kernel, for the VM report's verifier statistics.
+    let test = format!("load_{}", file.trim_end_matches(".bpf.o"));
+    for (name, p) in ebpf.programs() {
+        kiln_testkit::report_verifier_stats(&test, name, p.verifier_log().unwrap_or(""));
+    }
     let mut unexpected = Vec::new();
     for (name, e) in &failures {
         let kind = &spec

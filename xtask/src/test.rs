@@ -563,6 +563,7 @@ fn run_vms(
                                 problems: vec![],
                                 first_result: None,
                                 first_binary_uptime_ms: None,
+                                verifier: vec![],
                             },
                             elapsed: Duration::ZERO,
                             accel: "-",
@@ -861,6 +862,7 @@ fn write_report(runs: &[VmRun], args: &Args) -> Result<()> {
                 "error": r.error,
                 "console_log": r.log,
                 "tests": r.verdict.tests,
+                "verifier": r.verdict.verifier,
             })
         })
         .collect();
@@ -1009,6 +1011,7 @@ mod tests {
                 problems: vec![],
                 first_result: None,
                 first_binary_uptime_ms: None,
+                verifier: vec![],
             },
             elapsed: Duration::from_secs(90),
             accel: "tcg",

@@ -705,6 +705,9 @@ pub struct Verdict {
     pub first_result: Option<Duration>,
     /// Guest uptime when the first test binary started.
     pub first_binary_uptime_ms: Option<u64>,
+    /// The verifier's statistics of the programs tests loaded (`KILN-VERIFIER`:
+    /// binary, test, program, insns, total_states, peak_states).
+    pub verifier: Vec<serde_json::Value>,
 }
 
 impl Verdict {
@@ -717,6 +720,7 @@ impl Verdict {
         let mut ends = 0;
         let mut first_result = None;
         let mut first_binary_uptime_ms = None;
+        let mut verifier = Vec::new();
         for e in &boot.events {
             let j = &e.json;
             if let Some(s) = j["seq"].as_u64() {
@@ -734,6 +738,13 @@ impl Verdict {
                         reason: j["reason"].as_str().map(str::to_owned),
                         output: None,
                     })
+                }
+                "KILN-VERIFIER" => {
+                    let mut v = j.clone();
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("seq");
+                    }
+                    verifier.push(v);
                 }
                 "KILN-OUTPUT" => {
                     let (b, t) = (field("binary"), field("test"));
@@ -823,6 +834,7 @@ impl Verdict {
             problems,
             first_result,
             first_binary_uptime_ms,
+            verifier,
         }
     }
 }

@@ -301,6 +301,25 @@ fn run_captured(
     })
 }
 
+/// kiln-testkit's `kiln-testkit: VERIFIER <test> <program> insns=N
+/// total_states=T peak_states=P` as the fields of a `KILN-VERIFIER` line.
+fn verifier_stats(line: &str) -> Option<Vec<(&'static str, Json)>> {
+    let rest = line.strip_prefix("kiln-testkit: VERIFIER ")?;
+    let mut words = rest.split_whitespace();
+    let mut fields = vec![("test", s(words.next()?)), ("program", s(words.next()?))];
+    for w in words {
+        let (k, v) = w.split_once('=')?;
+        let key = match k {
+            "insns" => "insns",
+            "total_states" => "total_states",
+            "peak_states" => "peak_states",
+            _ => continue,
+        };
+        fields.push((key, Json::N(v.parse().ok()?)));
+    }
+    Some(fields)
+}
+
 /// Runs one test binary; returns how many results it reported.
 fn run_test_binary(binary: &str, extra: &[&str], timeout: Duration) -> i64 {
     let name = Path::new(binary)
@@ -323,6 +342,12 @@ fn run_test_binary(binary: &str, extra: &[&str], timeout: Duration) -> i64 {
     let mut count = 0i64;
     let mut failed = Vec::new();
     let captured = run_captured(binary, &args, timeout, |line| {
+        if let Some(fields) = verifier_stats(line) {
+            let mut all = vec![("binary", s(&name))];
+            all.extend(fields);
+            emit("KILN-VERIFIER", &all);
+            return;
+        }
         if let Some(Line::Result { test, status }) = parser.feed(line) {
             let duration = last.elapsed().as_millis() as i64;
             last = Instant::now();
@@ -464,7 +489,30 @@ fn run_exec(program: &str, args: &[&str], timeout: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use super::json_str;
+    use super::{json_str, verifier_stats};
+
+    #[test]
+    fn verifier_stats_lines() {
+        let f = verifier_stats(
+            "kiln-testkit: VERIFIER load_maps count insns=12 total_states=3 peak_states=2",
+        )
+        .unwrap();
+        let text: Vec<String> = f
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.render()))
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "test=\"load_maps\"",
+                "program=\"count\"",
+                "insns=12",
+                "total_states=3",
+                "peak_states=2"
+            ]
+        );
+        assert!(verifier_stats("kiln-testkit: SKIP x: y").is_none());
+    }
 
     #[test]
     fn json_escapes_controls() {
