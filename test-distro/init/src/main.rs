@@ -301,10 +301,21 @@ fn run_captured(
     })
 }
 
+/// A console line split into what comes before kiln-testkit's `VERIFIER`
+/// line, if any, and that line's fields.
+fn split_verifier_stats(line: &str) -> (&str, Option<Vec<(&'static str, Json)>>) {
+    match line.find(VERIFIER) {
+        Some(at) => (&line[..at], verifier_stats(&line[at..])),
+        None => (line, None),
+    }
+}
+
+const VERIFIER: &str = "kiln-testkit: VERIFIER ";
+
 /// kiln-testkit's `kiln-testkit: VERIFIER <test> <program> insns=N
 /// total_states=T peak_states=P` as the fields of a `KILN-VERIFIER` line.
 fn verifier_stats(line: &str) -> Option<Vec<(&'static str, Json)>> {
-    let rest = line.strip_prefix("kiln-testkit: VERIFIER ")?;
+    let rest = line.strip_prefix(VERIFIER)?;
     let mut words = rest.split_whitespace();
     let mut fields = vec![("test", s(words.next()?)), ("program", s(words.next()?))];
     for w in words {
@@ -342,10 +353,15 @@ fn run_test_binary(binary: &str, extra: &[&str], timeout: Duration) -> i64 {
     let mut count = 0i64;
     let mut failed = Vec::new();
     let captured = run_captured(binary, &args, timeout, |line| {
-        if let Some(fields) = verifier_stats(line) {
+        // stderr shares the pipe with libtest's `test NAME ... ` (its verdict
+        // comes later): a stats line may follow it on the same line.
+        let (line, stats) = split_verifier_stats(line);
+        if let Some(fields) = stats {
             let mut all = vec![("binary", s(&name))];
             all.extend(fields);
             emit("KILN-VERIFIER", &all);
+        }
+        if line.is_empty() {
             return;
         }
         if let Some(Line::Result { test, status }) = parser.feed(line) {
@@ -489,7 +505,7 @@ fn run_exec(program: &str, args: &[&str], timeout: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use super::{json_str, verifier_stats};
+    use super::{json_str, split_verifier_stats, verifier_stats};
 
     #[test]
     fn verifier_stats_lines() {
@@ -512,6 +528,13 @@ mod tests {
             ]
         );
         assert!(verifier_stats("kiln-testkit: SKIP x: y").is_none());
+        // Glued to libtest's `test NAME ... ` on the shared pipe.
+        let (before, f) = split_verifier_stats(
+            "test load_maps ... kiln-testkit: VERIFIER load_maps count insns=1 peak_states=1",
+        );
+        assert_eq!(before, "test load_maps ... ");
+        assert_eq!(f.map(|f| f.len()), Some(4));
+        assert_eq!(split_verifier_stats("ok").0, "ok");
     }
 
     #[test]
