@@ -158,7 +158,11 @@ fn uprobe_cookie_reaches_the_program() -> TestResult {
 }
 
 fn main() {
-    let needs = [Need::Root, Need::Bpf];
+    let needs = [
+        Need::Root,
+        Need::Bpf,
+        Need::Probe("bpf_get_attach_cookie", no_bpf_cookie),
+    ];
     kiln_testkit::run(vec![
         test(
             "perf_event_cpu_clock_runs_on_every_cpu",
@@ -175,6 +179,7 @@ fn main() {
             &[
                 Need::Root,
                 Need::Bpf,
+                Need::Probe("bpf_get_attach_cookie", no_bpf_cookie),
                 Need::Probe("uprobe PMU", no_uprobe_pmu),
             ],
             uprobe_cookie_reaches_the_program,

@@ -189,7 +189,11 @@ fn main() {
             ),
             test(
                 "tracepoint_pinned_link_outlives_its_process",
-                &needs,
+                &[
+                    Need::Root,
+                    Need::Bpf,
+                    Need::Probe("perf-event links", no_perf_link),
+                ],
                 tracepoint_pinned_link_outlives_its_process,
             ),
         ],

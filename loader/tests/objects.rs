@@ -26,8 +26,14 @@ fn load_object(file: String) -> TestResult {
     let path = kiln_testkit::bpf_dir().join(&file);
     let spec = ObjectSpec::parse(&std::fs::read(&path)?).map_err(|e| format!("{file}: {e}"))?;
     let (ebpf, failures) = EbpfLoader::new()
+        .verifier_log_level(kiln_loader::programs::VerifierLogLevel::Stats)
         .load_each(&spec)
         .map_err(|e| format!("{file}: {e}"))?;
+    // Per program and kernel, for the VM report's verifier statistics.
+    let test = format!("load_{}", file.trim_end_matches(".bpf.o"));
+    for (name, p) in ebpf.programs() {
+        kiln_testkit::report_verifier_stats(&test, name, p.verifier_log().unwrap_or(""));
+    }
     let mut unexpected = Vec::new();
     for (name, e) in &failures {
         let kind = &spec
@@ -121,16 +127,70 @@ fn no_netkit_programs() -> Option<String> {
     (!ok).then(|| "kernel refuses netkit program attach types (6.7+)".into())
 }
 
-/// Objects that need more than the oldest supported kernel (5.10) offers.
+fn no_bpf_cookie() -> Option<String> {
+    (!kiln_loader::probe::features().bpf_cookie)
+        .then(|| "kernel has no bpf_get_attach_cookie (5.15+)".into())
+}
+
+/// bpf_loop (5.17+), whose callback is the ld_imm64 of a function: older
+/// verifiers do not count the callback as a subprogram.
+fn no_bpf_loop() -> Option<String> {
+    let f = kiln_loader::probe::features();
+    (!f.helpers
+        .get("loop@socket_filter")
+        .copied()
+        .unwrap_or(false))
+    .then(|| "kernel has no bpf_loop (5.17+)".into())
+}
+
+/// Whether the kernel's BTF has no type `name` of `kind` (`false` when it
+/// cannot be read: the load itself then says what is wrong).
+fn vmlinux_lacks(kind: kiln_obj::btf::Kind, name: &str) -> bool {
+    let Ok(data) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+        return false;
+    };
+    kiln_obj::btf::Btf::from_bytes(data).is_ok_and(|btf| btf.find_by_name(kind, name).is_none())
+}
+
+/// fentry/fexit on `do_unlinkat` resolve it in the kernel's BTF at load time;
+/// 7.x renamed it (`filename_unlinkat`).
+fn no_do_unlinkat() -> Option<String> {
+    vmlinux_lacks(kiln_obj::btf::Kind::Func, "do_unlinkat").then(|| {
+        "kernel has no function do_unlinkat (renamed in 7.x) to attach fentry/fexit to".into()
+    })
+}
+
+/// externs.bpf.o takes the per-CPU variable `bpf_prog_active` as a `__ksym`:
+/// the kernel must expose it, in /proc/kallsyms (CONFIG_KALLSYMS_ALL) or as a
+/// BTF variable. Debian's arm64 5.10 does neither.
+fn no_prog_active_ksym() -> Option<String> {
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+    let listed = kallsyms
+        .lines()
+        .any(|l| l.split_whitespace().nth(2) == Some("bpf_prog_active"));
+    (!listed && vmlinux_lacks(kiln_obj::btf::Kind::Var, "bpf_prog_active")).then(|| {
+        "kernel exposes no data symbols (CONFIG_KALLSYMS_ALL off, no per-CPU variables in its BTF) for the __ksym bpf_prog_active".into()
+    })
+}
+
+/// Objects that need more than the oldest supported kernel (5.10) offers,
+/// or what a newer one renamed.
 const OBJECT_NEEDS: &[(&str, &str, Probe)] = &[
     ("maps_arena.bpf.o", "arena", no_arena),
     ("map_extra.bpf.o", "arena", no_arena),
     ("map_extra.bpf.o", "bloom_filter", has_bloom_filter),
     ("attach_netkit.bpf.o", "netkit", no_netkit_programs),
     ("loader_bloom.bpf.o", "bloom_filter", has_bloom_filter),
+    ("sdk-maps.bpf.o", "bloom_filter", has_bloom_filter),
+    ("attach_cookie.bpf.o", "bpf_cookie", no_bpf_cookie),
+    ("subprogs.bpf.o", "bpf_loop", no_bpf_loop),
+    ("w456.bpf.o", "bpf_loop", no_bpf_loop),
     ("attach_nf.bpf.o", "netfilter", no_netfilter),
     ("sections.bpf.o", "netfilter", no_netfilter),
     ("sections.bpf.o", "sleepable fentry", no_sleepable_fentry),
+    ("sections.bpf.o", "do_unlinkat", no_do_unlinkat),
+    ("sdk-btf.bpf.o", "do_unlinkat", no_do_unlinkat),
+    ("externs.bpf.o", "bpf_prog_active ksym", no_prog_active_ksym),
 ];
 
 fn main() {

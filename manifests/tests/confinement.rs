@@ -207,16 +207,28 @@ fn apply_mounts_the_bpffs_when_absent() -> TestResult {
     Ok(())
 }
 
+/// The manifest attaches to a tracepoint, which a kernel without perf-event
+/// links (before 5.15) cannot pin: loading it is refused there. Like `kiln
+/// check`, nothing is refused where bpf(2) cannot probe (not root).
+fn no_perf_link() -> Option<String> {
+    let usable = kiln_testkit::bpf_unavailable_reason().is_none();
+    let ok =
+        kiln_manifest::features::has(kiln_loader::probe::features(), "perf_link").unwrap_or(false);
+    (usable && !ok)
+        .then(|| "tracepoint attachments cannot be pinned before perf-event links (5.15)".into())
+}
+
 fn main() {
+    let perf_links = Need::Probe("perf_link", no_perf_link);
     kiln_testkit::run(vec![
         kiln_testkit::test(
             "symlink_out_of_the_manifest_dir_is_refused",
-            &[],
+            &[perf_links],
             symlink_out_of_the_manifest_dir_is_refused,
         ),
         kiln_testkit::test(
             "pin_root_off_bpffs_is_refused",
-            &[Need::Root, Need::Bpf],
+            &[Need::Root, Need::Bpf, perf_links],
             pin_root_off_bpffs_is_refused,
         ),
         kiln_testkit::test(
@@ -235,7 +247,7 @@ fn main() {
         ),
         kiln_testkit::test(
             "pins_and_lock_are_private",
-            &[Need::Root, Need::Bpf],
+            &[Need::Root, Need::Bpf, perf_links],
             pins_and_lock_are_private,
         ),
     ]);

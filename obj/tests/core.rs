@@ -1,7 +1,8 @@
 //! CO-RE against a hand-built target BTF that differs from the object's
 //! local types: fields moved, a bitfield moved and grew, an enum value
-//! changed, a type and a flavor's field are missing. Exact instruction
-//! values are checked after relocation.
+//! changed, a type and a flavor's field are missing, a forward declaration
+//! shares the struct's name. Exact instruction values are checked after
+//! relocation.
 
 use kiln_obj::ObjectSpec;
 use kiln_obj::btf::core::POISON_IMM;

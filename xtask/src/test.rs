@@ -3,9 +3,17 @@
 //!
 //! Without `--kernel`/`--kernel-image`/`--matrix` it runs the CI suite:
 //! unit (nextest `--lib --bins` and doctests), host integration tests, then
-//! VMs for x86_64 6.1, aarch64 6.1 and x86_64 6.12. The last line is always
+//! the VMs of the whole matrix: every catalog kernel (5.10, 6.1, 6.12, 7.2)
+//! on x86_64 and aarch64, two VMs at a time on two cores (about 10 minutes
+//! under TCG with the kernels cached). `--arch` narrows it to one arch,
+//! `--kernel` to one kernel. The last line is always
 //! `N passed, N failed[, N skipped]`; any failure, timeout, kernel panic or
 //! missing `KILN-DONE` exits non-zero.
+//!
+//! Besides the console, the VM phase writes `target/vm-report.json`,
+//! `target/vm-report.junit.xml` (a testsuite per VM, for CI systems) and,
+//! across several VMs, prints a grid of the tests that did not pass on every
+//! VM with the reason each was skipped there.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
@@ -34,7 +42,8 @@ pub struct Args {
     /// Modules directory (`lib/modules/<release>`) for --kernel-image.
     #[arg(long, requires = "kernel_image")]
     modules: Option<PathBuf>,
-    /// Every catalog kernel on every arch, as many VMs at once as cores allow.
+    /// Only the VMs, every catalog kernel on every arch (what the default
+    /// run ends with), as many VMs at once as cores allow.
     #[arg(long)]
     matrix: bool,
     /// Only the host integration tests.
@@ -122,13 +131,6 @@ impl Target {
         }
     }
 }
-
-/// The CI suite's VMs.
-const DEFAULT_VMS: &[(&str, Arch)] = &[
-    ("6.1", Arch::X86_64),
-    ("6.1", Arch::Aarch64),
-    ("6.12", Arch::X86_64),
-];
 
 pub fn run(args: Args) -> Result<()> {
     let catalog = Catalog::load()?;
@@ -228,32 +230,23 @@ fn vm_targets(args: &Args, catalog: &Catalog) -> Result<Vec<Target>> {
             })
             .collect());
     }
-    if args.matrix {
-        let mut v = Vec::new();
-        for k in catalog.versions() {
-            for a in &arches {
-                v.push(Target {
-                    source: KernelSource::Catalog(k.to_owned()),
-                    arch: *a,
-                });
-            }
-        }
-        return Ok(v);
-    }
     if args.selftest {
         return Ok(vec![Target {
             source: KernelSource::Catalog("6.1".into()),
             arch: args.arch.unwrap_or(Arch::X86_64),
         }]);
     }
-    Ok(DEFAULT_VMS
-        .iter()
-        .filter(|(_, a)| args.arch.is_none_or(|x| x == *a))
-        .map(|(k, a)| Target {
-            source: KernelSource::Catalog((*k).into()),
-            arch: *a,
-        })
-        .collect())
+    // `--matrix` and the CI suite: every catalog kernel on every arch.
+    let mut v = Vec::new();
+    for k in catalog.versions() {
+        for a in &arches {
+            v.push(Target {
+                source: KernelSource::Catalog(k.to_owned()),
+                arch: *a,
+            });
+        }
+    }
+    Ok(v)
 }
 
 /// Runs a cargo command, echoing its output, and adds up the counts of
@@ -661,6 +654,7 @@ fn run_vms(
                                 problems: vec![],
                                 first_result: None,
                                 first_binary_uptime_ms: None,
+                                verifier: vec![],
                             },
                             elapsed: Duration::ZERO,
                             accel: "-",
@@ -798,8 +792,150 @@ fn report(runs: &[VmRun], args: &Args) -> Result<Counts> {
             println!("  console log: {}", r.log.display());
         }
     }
+    if runs.len() > 1 {
+        print!("{}", grid(runs));
+    }
     write_report(runs, args)?;
+    write_junit(runs)?;
     Ok(total)
+}
+
+/// Where the tests did not all pass alike: one row per test that was skipped
+/// or failed on some VM, one column per VM (P pass, S skip, F fail, - not
+/// run), each row followed by its reasons and the VMs they hold on. A test
+/// that passes everywhere has no row.
+fn grid(runs: &[VmRun]) -> String {
+    use std::fmt::Write;
+    let labels: Vec<String> = runs.iter().map(|r| r.target.label()).collect();
+    // test -> per VM: (status, reason), `None` where it did not run.
+    type Cell<'a> = Option<(&'a str, Option<&'a str>)>;
+    let mut rows: BTreeMap<String, Vec<Cell>> = BTreeMap::new();
+    for (i, r) in runs.iter().enumerate() {
+        for t in &r.verdict.tests {
+            let row = rows
+                .entry(format!("{}::{}", t.binary, t.test))
+                .or_insert_with(|| vec![None; runs.len()]);
+            row[i] = Some((t.status.as_str(), t.reason.as_deref()));
+        }
+    }
+    rows.retain(|_, v| v.iter().any(|c| !matches!(c, Some(("pass", _)))));
+    let mut out = String::new();
+    if rows.is_empty() {
+        return out;
+    }
+    let width = rows.keys().map(|k| k.len()).max().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "\nnot passed everywhere (P pass, S skip, F fail, - not run):"
+    );
+    let _ = write!(out, "{:width$}", "");
+    for l in &labels {
+        let _ = write!(out, " {l:>13}");
+    }
+    out.push('\n');
+    for (name, cells) in &rows {
+        let _ = write!(out, "{name:width$}");
+        for c in cells {
+            let mark = match c {
+                Some(("pass", _)) => "P",
+                Some(("skip", _)) => "S",
+                Some(_) => "F",
+                None => "-",
+            };
+            let _ = write!(out, " {mark:>13}");
+        }
+        out.push('\n');
+        // reason -> the VMs it holds on, in column order.
+        let mut reasons: Vec<(&str, Vec<&str>)> = Vec::new();
+        for (i, c) in cells.iter().enumerate() {
+            if let Some((status, reason)) = c
+                && *status != "pass"
+            {
+                let reason = reason.unwrap_or(if *status == "skip" {
+                    "skipped"
+                } else {
+                    "failed"
+                });
+                match reasons.iter_mut().find(|(r, _)| *r == reason) {
+                    Some((_, vms)) => vms.push(&labels[i]),
+                    None => reasons.push((reason, vec![&labels[i]])),
+                }
+            }
+        }
+        for (reason, vms) in reasons {
+            let on = if vms.len() == labels.len() && labels.len() > 1 {
+                "every VM".to_owned()
+            } else {
+                vms.join(", ")
+            };
+            let _ = writeln!(out, "    {on}: {reason}");
+        }
+    }
+    out
+}
+
+/// The VM runs as JUnit suites: one per VM; a VM that could not run or is
+/// not clean adds an error case named `(vm)`.
+fn junit_suites(runs: &[VmRun]) -> Vec<crate::junit::Suite> {
+    use crate::junit::{Case, Outcome, Suite};
+    runs.iter()
+        .map(|r| {
+            let mut cases: Vec<Case> = r
+                .verdict
+                .tests
+                .iter()
+                .map(|t| Case {
+                    classname: t.binary.clone(),
+                    name: t.test.clone(),
+                    time: Duration::from_millis(t.duration_ms),
+                    outcome: match t.status.as_str() {
+                        "pass" => Outcome::Pass,
+                        "skip" => Outcome::Skip(t.reason.clone().unwrap_or_default()),
+                        _ => Outcome::Fail {
+                            message: t.reason.clone().unwrap_or_else(|| "failed".into()),
+                            output: t.output.clone().unwrap_or_default(),
+                        },
+                    },
+                })
+                .collect();
+            let mut problems: Vec<String> = r.error.iter().cloned().collect();
+            problems.extend(r.verdict.problems.iter().cloned());
+            if !problems.is_empty() {
+                cases.push(Case {
+                    classname: "vm".into(),
+                    name: "(vm)".into(),
+                    time: r.elapsed,
+                    outcome: Outcome::Error {
+                        message: problems[0].lines().next().unwrap_or_default().to_owned(),
+                        output: format!(
+                            "{}\nconsole log: {}",
+                            problems.join("\n"),
+                            r.log.display()
+                        ),
+                    },
+                });
+            }
+            Suite {
+                name: r.target.label(),
+                properties: vec![
+                    ("kernel".into(), r.target.kernel_name()),
+                    ("arch".into(), r.target.arch.as_str().into()),
+                    ("accel".into(), r.accel.into()),
+                    ("console_log".into(), r.log.display().to_string()),
+                ],
+                time: r.elapsed,
+                cases,
+            }
+        })
+        .collect()
+}
+
+fn write_junit(runs: &[VmRun]) -> Result<()> {
+    let path = repo_root().join("target/vm-report.junit.xml");
+    std::fs::create_dir_all(path.parent().unwrap())?;
+    std::fs::write(&path, crate::junit::render("kiln-vm", &junit_suites(runs)))?;
+    println!("junit: {}", path.display());
+    Ok(())
 }
 
 fn write_report(runs: &[VmRun], args: &Args) -> Result<()> {
@@ -817,6 +953,7 @@ fn write_report(runs: &[VmRun], args: &Args) -> Result<()> {
                 "error": r.error,
                 "console_log": r.log,
                 "tests": r.verdict.tests,
+                "verifier": r.verdict.verifier,
             })
         })
         .collect();
@@ -942,6 +1079,114 @@ mod tests {
         .to_vec();
         let (c, _) = total_of(&doc);
         assert_eq!((c.passed, c.failed, c.skipped), (4, 2, 1));
+    }
+
+    fn run_of(kernel: &str, arch: Arch, tests: &[(&str, &str, Option<&str>)]) -> VmRun {
+        VmRun {
+            target: Target {
+                source: KernelSource::Catalog(kernel.into()),
+                arch,
+            },
+            verdict: Verdict {
+                tests: tests
+                    .iter()
+                    .map(|(name, status, reason)| TestRecord {
+                        binary: "kiln-loader-maps".into(),
+                        test: (*name).into(),
+                        status: (*status).into(),
+                        duration_ms: 12,
+                        reason: reason.map(String::from),
+                        output: (*status == "fail").then(|| "left: 1\nright: 2".into()),
+                    })
+                    .collect(),
+                problems: vec![],
+                first_result: None,
+                first_binary_uptime_ms: None,
+                verifier: vec![],
+            },
+            elapsed: Duration::from_secs(90),
+            accel: "tcg",
+            log: PathBuf::from(format!("target/vm-logs/{kernel}-{arch}.log")),
+            error: None,
+        }
+    }
+
+    #[test]
+    fn grid_shows_where_and_why() {
+        let bloom = Some("kernel has no bloom filter maps (5.16+)");
+        let runs = vec![
+            run_of(
+                "5.10",
+                Arch::X86_64,
+                &[("hash", "pass", None), ("bloom", "skip", bloom)],
+            ),
+            run_of(
+                "5.10",
+                Arch::Aarch64,
+                &[("hash", "fail", Some("boom")), ("bloom", "skip", bloom)],
+            ),
+            run_of("6.1", Arch::X86_64, &[("hash", "pass", None)]),
+        ];
+        let g = grid(&runs);
+        let lines: Vec<&str> = g.lines().collect();
+        assert_eq!(
+            lines[1],
+            "not passed everywhere (P pass, S skip, F fail, - not run):"
+        );
+        assert!(lines[2].ends_with("  5.10-x86_64  5.10-aarch64    6.1-x86_64"));
+        let words = |l: &str| l.split_whitespace().map(String::from).collect::<Vec<_>>();
+        assert_eq!(words(lines[3]), ["kiln-loader-maps::bloom", "S", "S", "-"]);
+        assert_eq!(
+            lines[4],
+            "    5.10-x86_64, 5.10-aarch64: kernel has no bloom filter maps (5.16+)"
+        );
+        assert_eq!(words(lines[5]), ["kiln-loader-maps::hash", "P", "F", "P"]);
+        assert_eq!(lines[6], "    5.10-aarch64: boom");
+        assert_eq!(lines.len(), 7);
+        // All green: no grid at all.
+        assert_eq!(grid(&runs[2..]), "");
+        // Skipped for one reason everywhere: said once.
+        let g = grid(&runs[..2]);
+        assert!(g.contains("\n    every VM: kernel has no bloom filter maps (5.16+)\n"));
+    }
+
+    #[test]
+    fn junit_has_a_suite_per_vm_and_an_error_for_a_broken_vm() {
+        let mut broken = run_of("7.2", Arch::Aarch64, &[("hash", "pass", None)]);
+        broken.verdict.problems = vec!["kernel panic: Kernel panic - not syncing".into()];
+        let runs = vec![
+            run_of(
+                "5.10",
+                Arch::X86_64,
+                &[
+                    ("hash", "fail", Some("boom")),
+                    ("bloom", "skip", Some("no bloom")),
+                ],
+            ),
+            broken,
+        ];
+        let suites = junit_suites(&runs);
+        assert_eq!(suites.len(), 2);
+        assert_eq!(suites[0].name, "5.10-x86_64");
+        assert_eq!(
+            suites[0].cases[0].outcome,
+            crate::junit::Outcome::Fail {
+                message: "boom".into(),
+                output: "left: 1\nright: 2".into()
+            }
+        );
+        assert_eq!(
+            suites[0].cases[1].outcome,
+            crate::junit::Outcome::Skip("no bloom".into())
+        );
+        let vm = suites[1].cases.last().unwrap();
+        assert_eq!(vm.name, "(vm)");
+        assert!(
+            matches!(&vm.outcome, crate::junit::Outcome::Error { message, output }
+            if message.starts_with("kernel panic") && output.contains("7.2-aarch64.log"))
+        );
+        let x = crate::junit::render("kiln-vm", &suites);
+        assert!(x.contains("tests=\"4\" failures=\"1\" errors=\"1\" skipped=\"1\""));
     }
 
     #[test]

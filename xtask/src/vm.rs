@@ -623,6 +623,14 @@ fn boot_with(
                         if what == "kernel panic" && grace.is_none() {
                             grace = Some(Instant::now() + Duration::from_secs(3));
                         }
+                        // A stuck CPU fails the run already; waiting for the
+                        // whole timeout (minutes per test binary) tells nothing
+                        // more than the next 20 s of trace do.
+                        if matches!(what, "soft lockup" | "hung task" | "RCU stall")
+                            && grace.is_none()
+                        {
+                            grace = Some(Instant::now() + Duration::from_secs(20));
+                        }
                     }
                     ConsoleLine::Other => {}
                 }
@@ -697,6 +705,9 @@ pub struct Verdict {
     pub first_result: Option<Duration>,
     /// Guest uptime when the first test binary started.
     pub first_binary_uptime_ms: Option<u64>,
+    /// The verifier's statistics of the programs tests loaded (`KILN-VERIFIER`:
+    /// binary, test, program, insns, total_states, peak_states).
+    pub verifier: Vec<serde_json::Value>,
 }
 
 impl Verdict {
@@ -709,6 +720,7 @@ impl Verdict {
         let mut ends = 0;
         let mut first_result = None;
         let mut first_binary_uptime_ms = None;
+        let mut verifier = Vec::new();
         for e in &boot.events {
             let j = &e.json;
             if let Some(s) = j["seq"].as_u64() {
@@ -726,6 +738,13 @@ impl Verdict {
                         reason: j["reason"].as_str().map(str::to_owned),
                         output: None,
                     })
+                }
+                "KILN-VERIFIER" => {
+                    let mut v = j.clone();
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("seq");
+                    }
+                    verifier.push(v);
                 }
                 "KILN-OUTPUT" => {
                     let (b, t) = (field("binary"), field("test"));
@@ -815,6 +834,7 @@ impl Verdict {
             problems,
             first_result,
             first_binary_uptime_ms,
+            verifier,
         }
     }
 }

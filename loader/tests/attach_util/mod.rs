@@ -524,16 +524,38 @@ pub fn send_raw(
     Ok(())
 }
 
-/// Whether the kernel lets an extension (freplace) load here: the host
-/// refuses tracing programs with EPERM; the VMs allow them.
+/// Whether the kernel lets an extension (freplace) load here (the host
+/// refuses tracing programs with EPERM; the VMs allow them) and attach:
+/// arm64 kernels before 6.0 have no BPF trampolines and answer ENOTSUPP
+/// (524) to the attachment; any other attach error is the test's to report.
 pub fn no_freplace() -> Option<String> {
-    let go = || -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        let (_, target) = load_object("attach_freplace_target")?;
-        let (spec, ext) = load_object("attach_freplace")?;
-        let t = prog(&target, "xdp_entry")?;
-        kiln_loader::links::freplace::load_extension(&spec, &ext, "drop_all", t.fd(), None)?;
-        Ok(())
+    use kiln_loader::links::freplace::{attach_freplace, load_extension, target_func_btf_id};
+    let (_, target) = load_object("attach_freplace_target").ok()?;
+    let (spec, ext) = load_object("attach_freplace").ok()?;
+    let t = prog(&target, "xdp_entry").ok()?;
+    let e = match load_extension(&spec, &ext, "drop_all", t.fd(), None) {
+        Ok(e) => e,
+        Err(e) => return Some(format!("kernel refuses freplace programs: {e}")),
     };
-    go().err()
-        .map(|e| format!("kernel refuses freplace programs: {e}"))
+    let btf_id = target_func_btf_id(t.fd(), "kiln_decide").ok()?;
+    match attach_freplace(e.fd(), t.fd(), btf_id) {
+        Err(e) if e.to_string().contains("os error 524") => Some(format!(
+            "kernel cannot attach freplace programs (no BPF trampoline on this arch before 6.0): {e}"
+        )),
+        _ => None,
+    }
+}
+
+/// `bpf_get_attach_cookie` (5.15+): the attach_cookie programs call it.
+pub fn no_bpf_cookie() -> Option<String> {
+    (!kiln_loader::probe::features().bpf_cookie)
+        .then(|| "kernel has no bpf_get_attach_cookie (needs 5.15)".into())
+}
+
+/// perf-event links (5.15+): without them a tracepoint, kprobe or uprobe
+/// attachment cannot be pinned.
+pub fn no_perf_link() -> Option<String> {
+    let f = kiln_loader::probe::features();
+    (!f.link_kinds.get("perf_event").copied().unwrap_or(false))
+        .then(|| "kernel has no perf-event links, so no pinned tracepoint (needs 5.15)".into())
 }

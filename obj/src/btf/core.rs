@@ -665,6 +665,10 @@ fn compute(btf: &Btf, spec: &Spec, kind: K, local_id: TypeId) -> Result<Value, B
 }
 
 /// Candidate target ids for local root type `lid`: same essential name, compatible kind.
+/// A target forward declaration is never a candidate for a local struct or
+/// union: it has no members or size to relocate against, and kernels whose
+/// BTF keeps one beside the full struct (5.10's `pt_regs`) would fail the
+/// relocation instead of matching the struct.
 fn candidates(lb: &Btf, lid: TypeId, tb: &Btf) -> Result<Vec<TypeId>, BtfError> {
     let (_, l) = lb.skip_modifiers(lid)?;
     let name = lb.str_at(lb.type_by_id(lid)?.name_off())?;
@@ -681,10 +685,6 @@ fn candidates(lb: &Btf, lid: TypeId, tb: &Btf) -> Result<Vec<TypeId>, BtfError> 
     let mut out = Vec::new();
     for id in tb.ids_by_essential_name_for(name, lk) {
         let tk = tb.kind_of(id)?;
-        // A forward declaration in the target is never a candidate: it has
-        // no members or size to relocate against. Kernels keep some next to
-        // the full definition (5.10's vmlinux has a `struct pt_regs` Fwd), and
-        // taking one failed the whole relocation ("Fwd has no size").
         let compat = tk == lk
             || matches!(
                 (lk, tk),

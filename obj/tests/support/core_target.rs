@@ -80,6 +80,13 @@ pub fn core_target() -> Btf {
             name_off: 0,
             target: 6,
         }, // 10
+        // 11: a forward declaration of the same name, as some kernels' BTF
+        // (5.10's pt_regs) keeps beside the full struct: never a candidate
+        // for a struct's relocations.
+        Type::Fwd {
+            name_off: s.add("task"),
+            union: false,
+        },
     ];
     Btf::from_bytes(write::encode(&types, s.as_bytes())).expect("valid target BTF")
 }

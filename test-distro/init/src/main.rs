@@ -301,6 +301,36 @@ fn run_captured(
     })
 }
 
+/// A console line split into what comes before kiln-testkit's `VERIFIER`
+/// line, if any, and that line's fields.
+fn split_verifier_stats(line: &str) -> (&str, Option<Vec<(&'static str, Json)>>) {
+    match line.find(VERIFIER) {
+        Some(at) => (&line[..at], verifier_stats(&line[at..])),
+        None => (line, None),
+    }
+}
+
+const VERIFIER: &str = "kiln-testkit: VERIFIER ";
+
+/// kiln-testkit's `kiln-testkit: VERIFIER <test> <program> insns=N
+/// total_states=T peak_states=P` as the fields of a `KILN-VERIFIER` line.
+fn verifier_stats(line: &str) -> Option<Vec<(&'static str, Json)>> {
+    let rest = line.strip_prefix(VERIFIER)?;
+    let mut words = rest.split_whitespace();
+    let mut fields = vec![("test", s(words.next()?)), ("program", s(words.next()?))];
+    for w in words {
+        let (k, v) = w.split_once('=')?;
+        let key = match k {
+            "insns" => "insns",
+            "total_states" => "total_states",
+            "peak_states" => "peak_states",
+            _ => continue,
+        };
+        fields.push((key, Json::N(v.parse().ok()?)));
+    }
+    Some(fields)
+}
+
 /// Runs one test binary; returns how many results it reported.
 fn run_test_binary(binary: &str, extra: &[&str], timeout: Duration) -> i64 {
     let name = Path::new(binary)
@@ -323,6 +353,17 @@ fn run_test_binary(binary: &str, extra: &[&str], timeout: Duration) -> i64 {
     let mut count = 0i64;
     let mut failed = Vec::new();
     let captured = run_captured(binary, &args, timeout, |line| {
+        // stderr shares the pipe with libtest's `test NAME ... ` (its verdict
+        // comes later): a stats line may follow it on the same line.
+        let (line, stats) = split_verifier_stats(line);
+        if let Some(fields) = stats {
+            let mut all = vec![("binary", s(&name))];
+            all.extend(fields);
+            emit("KILN-VERIFIER", &all);
+        }
+        if line.is_empty() {
+            return;
+        }
         if let Some(Line::Result { test, status }) = parser.feed(line) {
             let duration = last.elapsed().as_millis() as i64;
             last = Instant::now();
@@ -464,7 +505,37 @@ fn run_exec(program: &str, args: &[&str], timeout: Duration) {
 
 #[cfg(test)]
 mod tests {
-    use super::json_str;
+    use super::{json_str, split_verifier_stats, verifier_stats};
+
+    #[test]
+    fn verifier_stats_lines() {
+        let f = verifier_stats(
+            "kiln-testkit: VERIFIER load_maps count insns=12 total_states=3 peak_states=2",
+        )
+        .unwrap();
+        let text: Vec<String> = f
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.render()))
+            .collect();
+        assert_eq!(
+            text,
+            [
+                "test=\"load_maps\"",
+                "program=\"count\"",
+                "insns=12",
+                "total_states=3",
+                "peak_states=2"
+            ]
+        );
+        assert!(verifier_stats("kiln-testkit: SKIP x: y").is_none());
+        // Glued to libtest's `test NAME ... ` on the shared pipe.
+        let (before, f) = split_verifier_stats(
+            "test load_maps ... kiln-testkit: VERIFIER load_maps count insns=1 peak_states=1",
+        );
+        assert_eq!(before, "test load_maps ... ");
+        assert_eq!(f.map(|f| f.len()), Some(4));
+        assert_eq!(split_verifier_stats("ok").0, "ok");
+    }
 
     #[test]
     fn json_escapes_controls() {

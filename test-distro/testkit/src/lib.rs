@@ -96,6 +96,12 @@ pub fn run(tests: Vec<Test>) -> ! {
     // test` lists again with KILN_TEST_EXPLAIN_SKIPS=1 to show them.
     let listing = args.list && std::env::var_os("KILN_TEST_EXPLAIN_SKIPS").is_none();
     let strict = std::env::var_os("KILN_TEST_STRICT").is_some_and(|v| v == "1");
+    if tests
+        .iter()
+        .any(|t| t.needs.iter().any(|n| matches!(n, Need::Bpf)))
+    {
+        raise_memlock();
+    }
     let trials = tests
         .into_iter()
         .map(|t| {
@@ -124,6 +130,58 @@ pub fn run(tests: Vec<Test>) -> ! {
         })
         .collect();
     libtest_mimic::run(&args, trials).exit()
+}
+
+/// The verifier's summary of one load, from the log's `processed N insns
+/// (limit L) max_states_per_insn M total_states T peak_states P ...` line
+/// (log level 1 and up, the stats level 4 included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifierStats {
+    pub insns: u64,
+    pub total_states: u64,
+    pub peak_states: u64,
+}
+
+impl VerifierStats {
+    pub fn parse(log: &str) -> Option<Self> {
+        let line = log.lines().rev().find(|l| l.starts_with("processed "))?;
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let after = |key: &str| -> Option<u64> {
+            let i = words.iter().position(|w| *w == key)?;
+            words.get(i + 1)?.parse().ok()
+        };
+        Some(VerifierStats {
+            insns: after("processed")?,
+            total_states: after("total_states").unwrap_or(0),
+            peak_states: after("peak_states").unwrap_or(0),
+        })
+    }
+}
+
+/// Reports the verifier's statistics of `program`, loaded by `test`, on
+/// stderr as `kiln-testkit: VERIFIER <test> <program> insns=N total_states=T
+/// peak_states=P`; the VM runner gathers them per kernel into its report.
+/// Nothing is printed when `log` has no summary line.
+pub fn report_verifier_stats(test: &str, program: &str, log: &str) {
+    if let Some(v) = VerifierStats::parse(log) {
+        eprintln!(
+            "kiln-testkit: VERIFIER {test} {program} insns={} total_states={} peak_states={}",
+            v.insns, v.total_states, v.peak_states
+        );
+    }
+}
+
+/// Kernels before 5.11 charge maps and programs to `RLIMIT_MEMLOCK` (64 KiB
+/// for PID 1's children unless raised). A program using kiln-loader raises
+/// it, as the `kiln` binary does; so do the tests. Best effort: without
+/// CAP_SYS_RESOURCE the limit stays and an EPERM from the kernel says so.
+fn raise_memlock() {
+    let r = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid rlimit and changes only this process.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) };
 }
 
 pub fn is_root() -> bool {
@@ -194,4 +252,29 @@ pub fn repo_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verifier_summary_line() {
+        let log = "func#0 @0\nprocessed 12 insns (limit 1000000) max_states_per_insn 0 total_states 3 peak_states 2 mark_read 1\nverification time 25 usec\nstack depth 8\n";
+        assert_eq!(
+            VerifierStats::parse(log),
+            Some(VerifierStats {
+                insns: 12,
+                total_states: 3,
+                peak_states: 2
+            })
+        );
+        // Old kernels end the line early.
+        assert_eq!(
+            VerifierStats::parse("processed 7 insns (limit 131072), stack depth 0\n")
+                .map(|v| (v.insns, v.peak_states)),
+            Some((7, 0))
+        );
+        assert_eq!(VerifierStats::parse("0: (95) exit\n"), None);
+    }
 }
