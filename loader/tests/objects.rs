@@ -173,6 +173,16 @@ fn no_prog_active_ksym() -> Option<String> {
     })
 }
 
+/// core_module.bpf.o relocates against `struct veth_priv`: in vmlinux where
+/// veth is built in (the host), else in the veth module's own BTF, which
+/// kernels before 5.11 do not have.
+fn no_veth_priv() -> Option<String> {
+    let module_btf = std::path::Path::new("/sys/kernel/btf/veth").exists();
+    (!module_btf && vmlinux_lacks(kiln_obj::btf::Kind::Struct, "veth_priv")).then(|| {
+        "no BTF for struct veth_priv: veth is a module here and the kernel has no module BTF (5.11+), or veth is not loaded".into()
+    })
+}
+
 /// Objects that need more than the oldest supported kernel (5.10) offers,
 /// or what a newer one renamed.
 const OBJECT_NEEDS: &[(&str, &str, Probe)] = &[
@@ -191,6 +201,7 @@ const OBJECT_NEEDS: &[(&str, &str, Probe)] = &[
     ("sections.bpf.o", "do_unlinkat", no_do_unlinkat),
     ("sdk-btf.bpf.o", "do_unlinkat", no_do_unlinkat),
     ("externs.bpf.o", "bpf_prog_active ksym", no_prog_active_ksym),
+    ("core_module.bpf.o", "veth_priv BTF", no_veth_priv),
 ];
 
 fn main() {

@@ -236,6 +236,7 @@ fn main() {
             &[
                 Need::Root,
                 Need::Bpf,
+                perf_links,
                 Need::Probe("unshare", || {
                     let found = std::env::var_os("PATH").is_some_and(|p| {
                         std::env::split_paths(&p).any(|d| d.join("unshare").is_file())
