@@ -66,7 +66,7 @@ fn tally(cases: &[Case]) -> Tally {
 /// Escapes text for an XML attribute or element. Characters XML 1.0 cannot
 /// carry at all (most C0 controls, e.g. ANSI escapes in test output) become
 /// U+FFFD, so a stray byte cannot make the whole report unreadable.
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {

@@ -9,6 +9,7 @@ mod bench;
 mod build_ebpf;
 mod codegen;
 mod cross;
+mod html;
 mod junit;
 mod kernels;
 mod modules;

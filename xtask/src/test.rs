@@ -11,7 +11,8 @@
 //! missing `KILN-DONE` exits non-zero.
 //!
 //! Besides the console, the VM phase writes `target/vm-report.json`,
-//! `target/vm-report.junit.xml` (a testsuite per VM, for CI systems) and,
+//! `target/vm-report.junit.xml` (a testsuite per VM, for CI systems),
+//! `target/vm-report.html` (the same as one self-contained page) and,
 //! across several VMs, prints a grid of the tests that did not pass on every
 //! VM with the reason each was skipped there.
 
@@ -933,8 +934,12 @@ fn junit_suites(runs: &[VmRun]) -> Vec<crate::junit::Suite> {
 fn write_junit(runs: &[VmRun]) -> Result<()> {
     let path = repo_root().join("target/vm-report.junit.xml");
     std::fs::create_dir_all(path.parent().unwrap())?;
-    std::fs::write(&path, crate::junit::render("kiln-vm", &junit_suites(runs)))?;
+    let suites = junit_suites(runs);
+    std::fs::write(&path, crate::junit::render("kiln-vm", &suites))?;
     println!("junit: {}", path.display());
+    let html = repo_root().join("target/vm-report.html");
+    std::fs::write(&html, crate::html::render("Kiln VM test report", &suites))?;
+    println!("html: {}", html.display());
     Ok(())
 }
 

@@ -1,0 +1,197 @@
+//! The VM report as one self-contained HTML page (no scripts, no external
+//! files): a summary per VM, a grid of every test against every VM (each
+//! cell pass, skip or fail, the reason on hover and in the cell), and every
+//! failure's output. Built from the same suites as the JUnit report, so the
+//! two never disagree.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::junit::{Outcome, Suite, escape};
+
+const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:1.5em}\
+table{border-collapse:collapse;margin-bottom:1.5em}\
+th,td{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}\
+th{background:#f3f3f3}td.pass{background:#dff3df}td.skip{background:#fff4cc}\
+td.fail{background:#f8d0d0;font-weight:bold}td.none{color:#999}\
+small{color:#555}pre{background:#f6f6f6;padding:.6em;overflow-x:auto;white-space:pre-wrap}";
+
+/// Renders the page. `title` heads it.
+pub fn render(title: &str, suites: &[Suite]) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title><style>{STYLE}</style></head><body>\n<h1>{t}</h1>\n",
+        t = escape(title)
+    );
+    summary(&mut h, suites);
+    grid(&mut h, suites);
+    failures(&mut h, suites);
+    h.push_str("</body></html>\n");
+    h
+}
+
+fn summary(h: &mut String, suites: &[Suite]) {
+    h.push_str("<table><tr><th>VM</th><th>passed</th><th>failed</th><th>skipped</th><th>time</th><th>verdict</th></tr>\n");
+    for s in suites {
+        let (mut pass, mut fail, mut skip) = (0, 0, 0);
+        for c in &s.cases {
+            match c.outcome {
+                Outcome::Pass => pass += 1,
+                Outcome::Skip(_) => skip += 1,
+                Outcome::Fail { .. } | Outcome::Error { .. } => fail += 1,
+            }
+        }
+        let (class, verdict) = if fail == 0 {
+            ("pass", "ok")
+        } else {
+            ("fail", "FAIL")
+        };
+        let _ = writeln!(
+            h,
+            "<tr><td>{}</td><td>{pass}</td><td>{fail}</td><td>{skip}</td><td>{:.1} s</td><td class=\"{class}\">{verdict}</td></tr>",
+            escape(&s.name),
+            s.time.as_secs_f64()
+        );
+    }
+    h.push_str("</table>\n");
+}
+
+/// Tests as rows, VMs as columns. Tests that passed everywhere are folded
+/// into one line so the grid shows what differs between kernels.
+fn grid(h: &mut String, suites: &[Suite]) {
+    let mut rows: BTreeMap<(String, String), Vec<Option<&Outcome>>> = BTreeMap::new();
+    for (i, s) in suites.iter().enumerate() {
+        for c in &s.cases {
+            rows.entry((c.classname.clone(), c.name.clone()))
+                .or_insert_with(|| vec![None; suites.len()])[i] = Some(&c.outcome);
+        }
+    }
+    let everywhere = rows
+        .values()
+        .filter(|cells| cells.iter().all(|c| matches!(c, Some(Outcome::Pass))))
+        .count();
+    let _ = writeln!(
+        h,
+        "<h2>Tests that did not pass on every VM</h2>\n<p>{everywhere} tests passed on every VM and are not listed.</p>"
+    );
+    h.push_str("<table><tr><th>test</th>");
+    for s in suites {
+        let _ = write!(h, "<th>{}</th>", escape(&s.name));
+    }
+    h.push_str("</tr>\n");
+    for ((class, name), cells) in &rows {
+        if cells.iter().all(|c| matches!(c, Some(Outcome::Pass))) {
+            continue;
+        }
+        let _ = write!(h, "<tr><td>{}::{}</td>", escape(class), escape(name));
+        for cell in cells {
+            let _ = match cell {
+                Some(Outcome::Pass) => write!(h, "<td class=\"pass\">pass</td>"),
+                Some(Outcome::Skip(why)) => write!(
+                    h,
+                    "<td class=\"skip\" title=\"{w}\">skip<br><small>{w}</small></td>",
+                    w = escape(why)
+                ),
+                Some(Outcome::Fail { message, .. } | Outcome::Error { message, .. }) => write!(
+                    h,
+                    "<td class=\"fail\" title=\"{m}\">FAIL<br><small>{m}</small></td>",
+                    m = escape(message)
+                ),
+                None => write!(h, "<td class=\"none\">not run</td>"),
+            };
+        }
+        h.push_str("</tr>\n");
+    }
+    h.push_str("</table>\n");
+}
+
+fn failures(h: &mut String, suites: &[Suite]) {
+    let mut any = false;
+    for s in suites {
+        for c in &s.cases {
+            if let Outcome::Fail { message, output } | Outcome::Error { message, output } =
+                &c.outcome
+            {
+                if !any {
+                    h.push_str("<h2>Failures</h2>\n");
+                    any = true;
+                }
+                let _ = writeln!(
+                    h,
+                    "<h3>{} {}::{}</h3>\n<p>{}</p>\n<pre>{}</pre>",
+                    escape(&s.name),
+                    escape(&c.classname),
+                    escape(&c.name),
+                    escape(message),
+                    escape(output)
+                );
+            }
+        }
+    }
+    if !any {
+        h.push_str("<h2>Failures</h2>\n<p>None.</p>\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::junit::Case;
+    use std::time::Duration;
+
+    fn case(name: &str, outcome: Outcome) -> Case {
+        Case {
+            classname: "kiln-loader-maps".into(),
+            name: name.into(),
+            time: Duration::from_millis(5),
+            outcome,
+        }
+    }
+
+    #[test]
+    fn grid_shows_what_differs_and_every_failure() {
+        let suites = vec![
+            Suite {
+                name: "5.10-x86_64".into(),
+                properties: vec![],
+                time: Duration::from_secs(40),
+                cases: vec![
+                    case("hash", Outcome::Pass),
+                    case("bloom", Outcome::Skip("no bloom filter <5.16>".into())),
+                    case(
+                        "ring",
+                        Outcome::Fail {
+                            message: "assertion failed".into(),
+                            output: "left: 1 & right: 2".into(),
+                        },
+                    ),
+                ],
+            },
+            Suite {
+                name: "6.1-x86_64".into(),
+                properties: vec![],
+                time: Duration::from_secs(70),
+                cases: vec![
+                    case("hash", Outcome::Pass),
+                    case("bloom", Outcome::Pass),
+                    case("ring", Outcome::Pass),
+                ],
+            },
+        ];
+        let page = render("kiln <vm>", &suites);
+        assert!(page.starts_with("<!DOCTYPE html>") && page.ends_with("</html>\n"));
+        assert!(page.contains("<title>kiln &lt;vm&gt;</title>"));
+        // hash passed everywhere: folded, not a row.
+        assert!(page.contains("1 tests passed on every VM"));
+        assert!(!page.contains("<td>kiln-loader-maps::hash</td>"));
+        assert!(page.contains("<td>kiln-loader-maps::bloom</td>"));
+        assert!(page.contains("no bloom filter &lt;5.16&gt;"));
+        assert!(page.contains("<td class=\"fail\" title=\"assertion failed\">"));
+        assert!(page.contains("<pre>left: 1 &amp; right: 2</pre>"));
+        // Summary: the 5.10 VM failed, 6.1 did not.
+        assert!(page.contains("<td>5.10-x86_64</td><td>1</td><td>1</td><td>1</td>"));
+        assert!(page.contains("<td class=\"fail\">FAIL</td>"));
+        assert!(page.contains("<td>6.1-x86_64</td><td>3</td><td>0</td><td>0</td>"));
+    }
+}
