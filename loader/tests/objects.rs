@@ -220,7 +220,9 @@ fn main() {
     let mut tests: Vec<_> = files
         .into_iter()
         .map(|f| {
-            let mut needs = vec![Need::Bpf];
+            // A test binary lists its tests once per run: leaking the names is bounded.
+            let file: &'static str = Box::leak(f.clone().into_boxed_str());
+            let mut needs = vec![Need::Bpf, Need::HelpersOf(file)];
             for (_, what, probe) in OBJECT_NEEDS.iter().filter(|(n, _, _)| *n == f) {
                 needs.push(Need::Probe(what, *probe));
             }
