@@ -5,6 +5,7 @@
 //! actions, computed from the manifest and the live kernel) → apply (a
 //! transaction that builds the new generation beside the old one).
 
+pub mod agent;
 pub mod apply;
 pub mod desired;
 pub mod diag;

@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use kiln_manifest::apply::{ApplyOptions, Step};
 use kiln_manifest::{Deployment, Manifest};
 
+mod agent;
 mod object;
 mod probe;
 
@@ -71,6 +72,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep every manifest of a directory applied: on start, on every change, and every resync.
+    Agent(agent::AgentArgs),
     /// Detach and unpin everything the deployment owns, and remove its pin root.
     Destroy {
         /// The manifest (only its name and pin_root are read).
@@ -323,6 +326,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Probe { json } => probe::run(json)?,
+        Command::Agent(args) => agent::run(args)?,
         Command::Export { pin_root, name } => {
             if !pin_root.is_dir() {
                 bail!("{}: no such pin root", pin_root.display());
