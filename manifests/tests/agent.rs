@@ -396,13 +396,7 @@ fn removed_manifest_is_destroyed_only_with_prune() -> TestResult {
 }
 
 fn main() {
-    let perf_links = Need::Probe("perf_link", || {
-        let ok = kiln_manifest::features::has(kiln_loader::probe::features(), "perf_link")
-            .unwrap_or(false);
-        (!ok).then(|| {
-            "tracepoint attachments cannot be pinned before perf-event links (5.15)".into()
-        })
-    });
+    let perf_links = Need::Probe("perf_link", common::no_perf_link);
     let needs = &[Need::Root, Need::Bpf, perf_links];
     kiln_testkit::run(vec![
         kiln_testkit::test(

@@ -143,3 +143,11 @@ pub fn cgroup2_root() -> Option<String> {
         (f.get(2) == Some(&"cgroup2")).then(|| f[1].to_string())
     })
 }
+
+/// Why tracepoint attachments cannot be pinned here (before perf-event
+/// links, 5.15), or `None`; as `Need::Probe` takes it.
+pub fn no_perf_link() -> Option<String> {
+    let ok =
+        kiln_manifest::features::has(kiln_loader::probe::features(), "perf_link").unwrap_or(false);
+    (!ok).then(|| "tracepoint attachments cannot be pinned before perf-event links (5.15)".into())
+}
