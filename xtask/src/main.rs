@@ -9,6 +9,7 @@ mod bench;
 mod build_ebpf;
 mod codegen;
 mod cross;
+mod dist;
 mod html;
 mod junit;
 mod kernels;
@@ -43,6 +44,8 @@ enum Command {
     Kernels(kernels::Args),
     /// Kiln against libbpf on the same workloads (alternating rounds); --json, --quick.
     Bench(bench::Args),
+    /// Static `kiln` binaries and an OCI image of them (target/dist); --podman runs it.
+    Dist(dist::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,5 +58,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run(args),
         Command::Kernels(args) => kernels::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Dist(args) => dist::run(args),
     }
 }
