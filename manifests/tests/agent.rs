@@ -121,7 +121,7 @@ struct AgentProcess {
 
 impl AgentProcess {
     fn start(dir: &Path, extra: &[&str]) -> Result<Self, Error> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        let mut child = Command::new(common::kiln_bin())
             .args(["agent", "--dir"])
             .arg(dir)
             .args(["--resync", "2", "--debounce-ms", "100"])

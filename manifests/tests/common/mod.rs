@@ -151,3 +151,12 @@ pub fn no_perf_link() -> Option<String> {
         kiln_manifest::features::has(kiln_loader::probe::features(), "perf_link").unwrap_or(false);
     (!ok).then(|| "tracepoint attachments cannot be pinned before perf-event links (5.15)".into())
 }
+
+/// The `kiln` binary under test: `$KILN_BIN` (the VMs put it at /bin/kiln),
+/// else the one cargo built beside this test.
+pub fn kiln_bin() -> std::path::PathBuf {
+    std::env::var_os("KILN_BIN").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_BIN_EXE_kiln")),
+        std::path::PathBuf::from,
+    )
+}
