@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod compat;
 pub mod desired;
 pub mod diag;
 pub mod export;
@@ -69,6 +70,22 @@ impl Deployment {
         if !missing.is_empty() {
             return Err(Diagnostics(missing));
         }
+        Ok(Deployment { manifest, resolved })
+    }
+
+    /// Like [`Deployment::load_with`], but nothing of the running kernel is
+    /// read: no feature probes, no kernel BTF (program tags are then
+    /// predicted without CO-RE). For questions about other kernels
+    /// (`kiln check --kernels`).
+    pub fn load_offline(
+        path: &Path,
+        overrides: &BTreeMap<String, PathBuf>,
+        allow_outside: bool,
+    ) -> Result<Self, Diagnostics> {
+        let manifest = Manifest::load_with(path, allow_outside)?;
+        let objects = objects::load_all(&manifest, overrides).map_err(Diagnostics)?;
+        let resolved = desired::resolve_with(&manifest, objects, kiln_obj::ObjectSpec::clone)
+            .map_err(Diagnostics)?;
         Ok(Deployment { manifest, resolved })
     }
 

@@ -12,6 +12,7 @@ mod cross;
 mod dist;
 mod html;
 mod junit;
+mod kernel_btf;
 mod kernels;
 mod modules;
 mod setup;

@@ -11,6 +11,7 @@ use kiln_manifest::apply::{ApplyOptions, Step};
 use kiln_manifest::{Deployment, Manifest};
 
 mod agent;
+mod compat;
 mod object;
 mod probe;
 
@@ -28,7 +29,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Parse and validate a manifest against its objects and this host; change nothing.
-    Check(Target),
+    /// With --kernels: whether its programs find what they need in other kernels (offline).
+    Check {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        kernels: compat::KernelArgs,
+    },
     /// Show what `apply` would do, computed from the manifest and the live kernel.
     Plan {
         #[command(flatten)]
@@ -117,6 +124,12 @@ struct Target {
 
 impl Target {
     fn load(&self) -> anyhow::Result<Deployment> {
+        let overrides = self.overrides()?;
+        Deployment::load_with(&self.manifest, &overrides, self.allow_outside).map_err(invalid)
+    }
+
+    /// `--object NAME=PATH` pairs.
+    fn overrides(&self) -> anyhow::Result<BTreeMap<String, PathBuf>> {
         let mut overrides = BTreeMap::new();
         for o in &self.objects {
             let Some((name, path)) = o.split_once('=') else {
@@ -126,7 +139,7 @@ impl Target {
             };
             overrides.insert(name.to_string(), PathBuf::from(path));
         }
-        Deployment::load_with(&self.manifest, &overrides, self.allow_outside).map_err(invalid)
+        Ok(overrides)
     }
 }
 
@@ -230,7 +243,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check(target) => {
+        Command::Check { target, kernels } if kernels.wanted() => {
+            return compat::run(&target, &kernels);
+        }
+        Command::Check { target, .. } => {
             let d = target.load()?;
             println!(
                 "{}: ok ({} program(s), {} map(s), pin root {})",
