@@ -170,6 +170,46 @@ fn any_btf_file_is_a_kernel() -> TestResult {
     Ok(())
 }
 
+/// The verifier of the running kernel agrees with the offline answer for
+/// it: `read_state` is refused exactly where `kiln check --kernel-btf`
+/// says the field is missing, and `read_pid` loads everywhere. In the VMs
+/// this is the same question asked of 5.10, 6.1, 6.12 and 7.2 for real.
+fn the_verifier_agrees_with_the_offline_answer() -> TestResult {
+    let dir = scratch("verifier")?;
+    let m = manifest(&dir)?;
+    let out = Command::new(common::kiln_bin())
+        .arg("check")
+        .arg(&m)
+        .args(["--kernel-btf", "this=/sys/kernel/btf/vmlinux"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let offline_missing = text
+        .lines()
+        .any(|l| l.starts_with("program read_state ") && l.contains("MISSING"));
+
+    let bytes = std::fs::read(kiln_testkit::bpf_object("compat_renamed.bpf.o")?)?;
+    let spec = kiln_obj::ObjectSpec::parse(&bytes)?;
+    let (ebpf, failures) = kiln_loader::EbpfLoader::new().load_each(&spec)?;
+    let refused: Vec<&str> = failures.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(
+        ebpf.program("read_pid").is_some(),
+        "read_pid did not load: {failures:?}"
+    );
+    assert_eq!(
+        refused.contains(&"read_state"),
+        offline_missing,
+        "kiln check said read_state is {} here, the verifier {}:\n{text}\n{failures:?}",
+        if offline_missing { "missing" } else { "fine" },
+        if refused.is_empty() {
+            "loaded it"
+        } else {
+            "refused it"
+        }
+    );
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
 fn main() {
     kiln_testkit::run(vec![
         kiln_testkit::test(
@@ -184,6 +224,11 @@ fn main() {
                     .then(|| "kernel has no /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF)".into())
             })],
             any_btf_file_is_a_kernel,
+        ),
+        kiln_testkit::test(
+            "the_verifier_agrees_with_the_offline_answer",
+            &[Need::Bpf, Need::HelpersOf("compat_renamed.bpf.o")],
+            the_verifier_agrees_with_the_offline_answer,
         ),
     ]);
 }
