@@ -24,6 +24,7 @@ use serde::Serialize;
 
 use crate::Deployment;
 use crate::apply::ApplyOptions;
+use crate::desired::ResolvedAttach;
 
 /// How the agent runs.
 #[derive(Clone, Debug)]
@@ -39,6 +40,11 @@ pub struct AgentOptions {
     pub prune: bool,
     /// Log lines as JSON objects instead of text.
     pub json_logs: bool,
+    /// Hold tracepoint, kprobe and uprobe attachments open in the agent
+    /// even where the kernel could pin them (testing; a fleet that wants
+    /// them to end with the agent). Where it cannot (no perf-event links,
+    /// before 5.15) they are always held.
+    pub hold_perf_attachments: bool,
     pub apply: ApplyOptions,
 }
 
@@ -66,10 +72,27 @@ pub struct ManifestState {
     pub last_success_unix: Option<u64>,
     /// Per program, as the kernel counts it (zero unless run-time stats are on).
     pub programs: Vec<ProgramStats>,
+    /// Attachments the kernel cannot pin here, held open by the agent.
+    pub held: Vec<HeldAttachment>,
     /// Digest of the manifest and its objects when last applied: a plan with
     /// actions for unchanged inputs is drift, for changed ones a rollout.
     #[serde(skip)]
     pub applied_inputs: Option<[u8; 32]>,
+}
+
+/// An attachment the agent holds open (a perf event before 5.15).
+#[derive(Clone, Debug, Serialize)]
+pub struct HeldAttachment {
+    pub program: String,
+    pub prog_id: u32,
+    pub target: String,
+}
+
+/// The live side of a [`HeldAttachment`]: dropping it detaches.
+struct Held {
+    prog_id: u32,
+    target: String,
+    _link: Box<dyn kiln_loader::links::Link>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -116,6 +139,8 @@ pub enum AgentError {
 pub struct Agent {
     opts: AgentOptions,
     state: Arc<Mutex<AgentState>>,
+    /// By (manifest file, program).
+    held: BTreeMap<(String, String), Held>,
 }
 
 impl Agent {
@@ -127,6 +152,7 @@ impl Agent {
         Agent {
             opts,
             state: Arc::new(Mutex::new(state)),
+            held: BTreeMap::new(),
         }
     }
 
@@ -180,11 +206,16 @@ impl Agent {
             }
             self.pass();
         }
+        let held = self.held.len();
         self.log(
             "info",
             None,
             "stopped",
-            "stopping; every applied program stays attached (the pins hold it)",
+            &if held == 0 {
+                "stopping; every applied program stays attached (the pins hold it)".to_string()
+            } else {
+                format!("stopping; pinned attachments stay, the {held} held by the agent end with it (this kernel cannot pin them); they come back when it starts again")
+            },
         );
         Ok(())
     }
@@ -214,13 +245,11 @@ impl Agent {
 
     fn reconcile(&mut self, file: &str, path: &Path) {
         let started = Instant::now();
-        let result = Deployment::load(path, &BTreeMap::new())
-            .map_err(|d| d.to_string())
-            .and_then(|d| {
-                d.apply(&self.opts.apply)
-                    .map(|outcome| (d, outcome))
-                    .map_err(|e| error_chain(&e))
-            });
+        let result = self.load(path).and_then(|(d, hold)| {
+            let outcome = d.apply(&self.opts.apply).map_err(|e| error_chain(&e))?;
+            self.hold(file, &d, &hold)?;
+            Ok((d, outcome))
+        });
         let seconds = started.elapsed().as_secs_f64();
         match result {
             Ok((d, outcome)) => {
@@ -242,6 +271,16 @@ impl Agent {
                     m.last_apply_seconds = seconds;
                     m.last_success_unix = Some(unix_now());
                     m.programs = programs;
+                    m.held = self
+                        .held
+                        .iter()
+                        .filter(|((f, _), _)| f == file)
+                        .map(|((_, program), h)| HeldAttachment {
+                            program: program.clone(),
+                            prog_id: h.prog_id,
+                            target: h.target.clone(),
+                        })
+                        .collect();
                     if drift {
                         m.drift_repaired += 1;
                     } else if changed {
@@ -284,6 +323,96 @@ impl Agent {
         }
     }
 
+    /// The deployment to apply, and the perf-event attachments the agent
+    /// must hold itself: where the kernel cannot pin them, those programs
+    /// are applied with `attach = "none"` (loaded and pinned) and attached
+    /// by [`Agent::hold`].
+    fn load(&self, path: &Path) -> Result<(Deployment, Vec<(String, ResolvedAttach)>), String> {
+        let plain = || Deployment::load(path, &BTreeMap::new()).map_err(|d| d.to_string());
+        if !self.opts.hold_perf_attachments && crate::features::can_pin_perf_attachments() {
+            return plain().map(|d| (d, Vec::new()));
+        }
+        let offline =
+            Deployment::load_offline(path, &BTreeMap::new(), false).map_err(|d| d.to_string())?;
+        let hold: Vec<(String, ResolvedAttach)> = offline
+            .resolved
+            .builds
+            .iter()
+            .filter_map(|(name, b)| match &b.attach {
+                Some(
+                    a @ (ResolvedAttach::Tracepoint { .. }
+                    | ResolvedAttach::Kprobe { .. }
+                    | ResolvedAttach::Uprobe { .. }),
+                ) => Some((name.clone(), a.clone())),
+                _ => None,
+            })
+            .collect();
+        if hold.is_empty() {
+            return plain().map(|d| (d, hold));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut doc: toml::Table = text
+            .parse()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        for (name, _) in &hold {
+            if let Some(program) = doc
+                .get_mut("programs")
+                .and_then(|p| p.get_mut(name))
+                .and_then(toml::Value::as_table_mut)
+            {
+                program.insert("attach".into(), toml::Value::String("none".into()));
+            }
+        }
+        let derived = toml::to_string(&doc).map_err(|e| format!("{}: {e}", path.display()))?;
+        let d = Deployment::from_text(path, &derived).map_err(|d| d.to_string())?;
+        Ok((d, hold))
+    }
+
+    /// Attaches each program of `hold` (pinned by the apply) and keeps the
+    /// attachment open; a program replaced by the apply is attached anew
+    /// before the old attachment is dropped.
+    fn hold(
+        &mut self,
+        file: &str,
+        d: &Deployment,
+        hold: &[(String, ResolvedAttach)],
+    ) -> Result<(), String> {
+        let root = d.manifest.pin_root();
+        for (name, how) in hold {
+            let pin = root.join(crate::live::PROGS).join(name);
+            let prog = kiln_loader::Program::from_pin(&pin, None)
+                .map_err(|e| format!("program '{name}' at {}: {e}", pin.display()))?;
+            let key = (file.to_string(), name.clone());
+            if self.held.get(&key).is_some_and(|h| h.prog_id == prog.id()) {
+                continue;
+            }
+            let link = crate::apply::attach(prog.fd(), how)
+                .map_err(|e| format!("program '{name}': holding its attachment: {e}"))?;
+            let target = crate::desired::describe(how).description;
+            self.log(
+                "info",
+                Some(file),
+                "holding",
+                &format!(
+                    "program '{name}' (id {}) attached to {target}, held by the agent (this kernel cannot pin it)",
+                    prog.id()
+                ),
+            );
+            // The old attachment, if any, detaches here: after the new one runs.
+            self.held.insert(
+                key,
+                Held {
+                    prog_id: prog.id(),
+                    target,
+                    _link: link,
+                },
+            );
+        }
+        self.held
+            .retain(|(f, program), _| f != file || hold.iter().any(|(n, _)| n == program));
+        Ok(())
+    }
+
     /// Manifests that left the directory: destroyed with `prune`, else left
     /// running and forgotten.
     fn forget_removed(&mut self, files: &[(String, PathBuf)]) {
@@ -315,6 +444,7 @@ impl Agent {
                 );
                 continue;
             }
+            self.held.retain(|(f, _), _| f != &m.file);
             match crate::apply::destroy(name, root) {
                 Ok(removed) => self.log(
                     "info",
@@ -634,6 +764,12 @@ pub fn metrics(st: &AgentState) -> String {
         "gauge",
         "Duration of the last pass of the manifest.",
         per(&|m| format!("{:.6}", m.last_apply_seconds)),
+    );
+    family(
+        "kiln_deployment_held_attachments",
+        "gauge",
+        "Attachments held open by the agent because the kernel cannot pin them.",
+        per(&|m| m.held.len().to_string()),
     );
     let programs = |f: &dyn Fn(&ProgramStats) -> String| -> Vec<(String, String)> {
         st.manifests

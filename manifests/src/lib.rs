@@ -52,6 +52,20 @@ impl Deployment {
         allow_outside: bool,
     ) -> Result<Self, Diagnostics> {
         let manifest = Manifest::load_with(path, allow_outside)?;
+        Self::from_manifest(manifest, overrides, path)
+    }
+
+    /// [`Deployment::load`] of `text` as if read from `path` (relative
+    /// object paths resolve from its directory).
+    pub fn from_text(path: &Path, text: &str) -> Result<Self, Diagnostics> {
+        Self::from_manifest(Manifest::parse(path, text)?, &BTreeMap::new(), path)
+    }
+
+    fn from_manifest(
+        manifest: Manifest,
+        overrides: &BTreeMap<String, PathBuf>,
+        path: &Path,
+    ) -> Result<Self, Diagnostics> {
         for name in overrides.keys() {
             if !manifest.objects().any(|(k, _)| k.get_ref() == name) {
                 return Err(Diagnostics(vec![

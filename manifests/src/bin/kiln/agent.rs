@@ -29,6 +29,11 @@ pub struct AgentArgs {
     listen: Option<String>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Hold tracepoint, kprobe and uprobe attachments open in the agent
+    /// instead of pinning them (always so where the kernel cannot pin them,
+    /// before 5.15); they end when the agent stops.
+    #[arg(long)]
+    hold_perf_attachments: bool,
     /// Where a rejected program's whole verifier log is written (default: the temporary directory).
     #[arg(long, value_name = "DIR")]
     verifier_log_dir: Option<PathBuf>,
@@ -64,6 +69,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         debounce: Duration::from_millis(args.debounce_ms),
         prune: args.prune,
         json_logs: args.log_format == LogFormat::Json,
+        hold_perf_attachments: args.hold_perf_attachments,
         apply: ApplyOptions {
             verifier_log_dir: args.verifier_log_dir,
             ..ApplyOptions::default()
