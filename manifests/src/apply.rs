@@ -154,8 +154,7 @@ pub struct Outcome {
 /// Computes the plan against the live kernel (under the deployment lock).
 pub fn plan(manifest: &Manifest, resolved: &Resolved) -> Result<Plan, ApplyError> {
     let root = manifest.pin_root();
-    let mut observed = live::observe(&root)?;
-    observed.entry_drift = live::entry_drift(&root, &resolved.desired, &observed)?;
+    let observed = live::observe_deployment(&root, &resolved.desired)?;
     Ok(plan::compute(
         manifest.name(),
         root,
@@ -337,12 +336,25 @@ impl Tx {
                     self.new_maps.insert(map.clone());
                     self.maps.insert(map.clone(), m);
                 }
+                Action::RepinMap { map, id, .. } => {
+                    // Pinned again at commit, like a new map; the programs
+                    // that found it keep using it.
+                    let m = live::unpinned_map_by_id(map, *id)
+                        .map_err(|e| kerr(format!("re-pin map '{map}'"), e))?;
+                    touched.insert(map.clone());
+                    self.new_maps.insert(map.clone());
+                    self.maps.insert(map.clone(), m);
+                }
                 Action::MigrateMap { map, .. } => {
                     let new = self.create_map(resolved, map)?;
                     self.inject(Step::MigrateMap)?;
-                    let old_path = self.path(MAPS, map);
-                    let old = Map::from_pin(&old_path, OpenFlags::ReadOnly)
-                        .map_err(|e| kerr(format!("open map '{map}' to migrate"), e))?;
+                    // An unpinned map found through its programs was opened
+                    // by the re-pin step before this one.
+                    let old = match self.maps.remove(map) {
+                        Some(found) => found,
+                        None => Map::from_pin(&self.path(MAPS, map), OpenFlags::ReadOnly)
+                            .map_err(|e| kerr(format!("open map '{map}' to migrate"), e))?,
+                    };
                     migrate_map(resolved, map, &old, &new)
                         .map_err(|e| kerr(format!("migrate map '{map}'"), e))?;
                     if let Some(d) = resolved.desired.maps.get(map) {

@@ -15,7 +15,7 @@ use crate::diag::Diagnostic;
 use crate::manifest::Manifest;
 use crate::objects::Objects;
 use crate::plan::{Desired, DesiredAttach, DesiredMap, DesiredProgram, LinkIdentity, MapDef};
-use crate::schema::{Attach, Direction, EntriesMode, OnUpgrade, XdpMode};
+use crate::schema::{Attach, Direction, EntriesMode, OnShrink, OnUpgrade, XdpMode};
 
 /// An attachment with every name resolved on this host (ifindex, cgroup fd path...).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -208,6 +208,10 @@ pub fn resolve_with(
                     .on_upgrade
                     .as_ref()
                     .map_or(OnUpgrade::Keep, |o| *o.get_ref()),
+                on_shrink: d
+                    .on_shrink
+                    .as_ref()
+                    .map_or(OnShrink::Refuse, |o| *o.get_ref()),
                 declared: true,
                 btf: btf.is_some() && spec.btf_value_type_id.is_some_and(|v| v != 0),
                 entries,
@@ -278,6 +282,7 @@ pub fn resolve_with(
                     object: obj_name.clone(),
                     def: def_of(m),
                     on_upgrade: OnUpgrade::Keep,
+                    on_shrink: OnShrink::Refuse,
                     declared: false,
                     btf: obj.btf.is_some() && m.btf_value_type_id.is_some_and(|v| v != 0),
                     entries: Vec::new(),

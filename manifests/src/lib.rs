@@ -121,8 +121,7 @@ impl Deployment {
 
     pub fn status(&self) -> Result<status::Status, live::ObserveError> {
         let root = self.manifest.pin_root();
-        let mut observed = live::observe(&root)?;
-        observed.entry_drift = live::entry_drift(&root, &self.resolved.desired, &observed)?;
+        let observed = live::observe_deployment(&root, &self.resolved.desired)?;
         Ok(status::compute(
             self.manifest.name(),
             &self.resolved.desired,

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::schema::{EntriesMode, OnUpgrade};
+use crate::schema::{EntriesMode, OnShrink, OnUpgrade};
 
 /// The parts of a map definition that decide whether live data can be kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -49,6 +49,8 @@ pub struct DesiredMap {
     pub object: String,
     pub def: MapDef,
     pub on_upgrade: OnUpgrade,
+    /// Whether a migration to a smaller map may drop live entries.
+    pub on_shrink: OnShrink,
     /// Declared in the manifest (undeclared maps of used objects are kept too).
     pub declared: bool,
     /// Key and value types are known from the object's BTF (migration can convert).
@@ -129,6 +131,14 @@ pub struct LiveMap {
     pub btf_id: u32,
 }
 
+/// A map whose pin was removed while a program of the deployment still uses it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnpinnedMap {
+    pub map: LiveMap,
+    /// The program (by manifest name) through which it was found.
+    pub via_program: String,
+}
+
 /// A pinned program as the kernel reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LiveProgram {
@@ -160,6 +170,15 @@ pub struct Observed {
     pub links: BTreeMap<String, LiveLink>,
     /// Pins under the root Kiln does not recognise (not maps/progs/links).
     pub strays: Vec<PathBuf>,
+    /// Desired maps whose pin is gone but which the deployment's running
+    /// programs still use: found through the programs' map ids, so their
+    /// data can be re-pinned instead of replaced by an empty map.
+    pub unpinned_maps: BTreeMap<String, UnpinnedMap>,
+    /// Live entry counts that matter to a planned shrink: for each desired
+    /// map whose live `max_entries` is larger than the manifest's, how many
+    /// live entries would not fit (array slots past the new end that hold
+    /// data, or hash entries beyond the new capacity).
+    pub entries_over: BTreeMap<String, usize>,
     /// Live maps whose contents differ from the entries the manifest keeps
     /// on them (`entries_mode` enforce or exact), read from the map itself.
     #[serde(skip)]
@@ -168,6 +187,10 @@ pub struct Observed {
 
 pub fn tag_hex(tag: &[u8; 8]) -> String {
     tag.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn ser_tag<S: serde::Serializer>(tag: &[u8; 8], s: S) -> Result<S::Ok, S::Error> {
@@ -194,11 +217,22 @@ pub enum Action {
         def: MapDef,
         entries: usize,
     },
+    /// Pin again a live map whose pin was removed, found through a running
+    /// program of the deployment (its data is kept).
+    RepinMap {
+        map: String,
+        id: u32,
+        via_program: String,
+    },
     /// Create the new map and copy the entries that fit, then replace the pin.
     MigrateMap {
         map: String,
         from: MapDef,
         to: MapDef,
+        /// Live entries that do not fit the smaller map and are dropped
+        /// (only with `on_shrink = "drop"`).
+        #[serde(skip_serializing_if = "is_zero")]
+        dropped: usize,
     },
     /// Create the new map empty (old data dropped), then replace the pin.
     RecreateMap {
@@ -260,11 +294,29 @@ impl fmt::Display for Action {
                 }
                 Ok(())
             }
-            Action::MigrateMap { map, from, to } => {
-                write!(
-                    f,
-                    "~ migrate map {map}: {from} -> {to} (entries that fit are copied)"
-                )
+            Action::RepinMap {
+                map,
+                id,
+                via_program,
+            } => write!(
+                f,
+                "~ re-pin map {map} found through program {via_program} (id {id}; its pin was removed, its data is kept)"
+            ),
+            Action::MigrateMap {
+                map,
+                from,
+                to,
+                dropped,
+            } => {
+                write!(f, "~ migrate map {map}: {from} -> {to} (")?;
+                if *dropped > 0 {
+                    write!(
+                        f,
+                        "{dropped} live entries do not fit and are dropped, on_shrink = \"drop\")"
+                    )
+                } else {
+                    write!(f, "entries that fit are copied)")
+                }
             }
             Action::RecreateMap { map, from, to } => {
                 write!(
@@ -365,6 +417,15 @@ pub enum PlanError {
         from: MapDef,
         to: MapDef,
     },
+    #[error(
+        "map '{map}' would shrink from {from} to {to} entries while it holds data that does not fit: {over} live entries would be dropped\n  help: raise max_entries in [maps.{map}], or set on_shrink = \"drop\" there to migrate anyway and drop them"
+    )]
+    ShrinkDropsData {
+        map: String,
+        from: u32,
+        to: u32,
+        over: usize,
+    },
 }
 
 /// Computes the actions that take `observed` to `desired`.
@@ -383,7 +444,11 @@ pub fn compute(
     let mut new_maps = BTreeSet::new();
 
     for (name, want) in &desired.maps {
-        match observed.maps.get(name) {
+        let unpinned = observed.unpinned_maps.get(name);
+        // A map whose pin is gone but whose programs still run is the live
+        // map: its data is kept, never replaced by an empty one.
+        let live = observed.maps.get(name).or_else(|| unpinned.map(|u| &u.map));
+        match live {
             None => {
                 map_actions.push(Action::CreateMap {
                     map: name.clone(),
@@ -392,15 +457,25 @@ pub fn compute(
                 });
                 new_maps.insert(name.clone());
             }
-            Some(live) if live.def == want.def => match observed.entry_drift.get(name) {
-                Some(drift) if !drift.is_empty() => map_actions.push(Action::SyncEntries {
-                    map: name.clone(),
-                    set: drift.set.len(),
-                    delete: drift.delete.len(),
-                    drift: drift.clone(),
-                }),
-                _ => unchanged.push(format!("map {name}")),
-            },
+            Some(live) if live.def == want.def => {
+                if let Some(u) = unpinned {
+                    map_actions.push(Action::RepinMap {
+                        map: name.clone(),
+                        id: u.map.id,
+                        via_program: u.via_program.clone(),
+                    });
+                }
+                match observed.entry_drift.get(name) {
+                    Some(drift) if !drift.is_empty() => map_actions.push(Action::SyncEntries {
+                        map: name.clone(),
+                        set: drift.set.len(),
+                        delete: drift.delete.len(),
+                        drift: drift.clone(),
+                    }),
+                    _ if unpinned.is_some() => {}
+                    _ => unchanged.push(format!("map {name}")),
+                }
+            }
             Some(live) => {
                 let (from, to) = (live.def, want.def);
                 match want.on_upgrade {
@@ -431,10 +506,28 @@ pub fn compute(
                                 to,
                             });
                         }
+                        let over = observed.entries_over.get(name).copied().unwrap_or(0);
+                        if over > 0 && want.on_shrink != OnShrink::Drop {
+                            return Err(PlanError::ShrinkDropsData {
+                                map: name.clone(),
+                                from: from.max_entries,
+                                to: to.max_entries,
+                                over,
+                            });
+                        }
+                        // The migration reads the old map from its pin.
+                        if let Some(u) = unpinned {
+                            map_actions.push(Action::RepinMap {
+                                map: name.clone(),
+                                id: u.map.id,
+                                via_program: u.via_program.clone(),
+                            });
+                        }
                         map_actions.push(Action::MigrateMap {
                             map: name.clone(),
                             from,
                             to,
+                            dropped: over,
                         });
                     }
                 }
@@ -473,6 +566,7 @@ pub fn compute(
                         observed
                             .maps
                             .get(*m)
+                            .or_else(|| observed.unpinned_maps.get(*m).map(|u| &u.map))
                             .is_some_and(|lm| !live.map_ids.contains(&lm.id))
                     })
                     .map(String::as_str)
@@ -616,6 +710,7 @@ mod tests {
                 object: "counter".into(),
                 def: DEF,
                 on_upgrade: OnUpgrade::Keep,
+                on_shrink: OnShrink::Refuse,
                 declared: true,
                 btf: false,
                 entries: vec![],

@@ -76,7 +76,16 @@ pub fn compute(deployment: &str, desired: &Desired, observed: &Observed) -> Stat
     let mut items = Vec::new();
     for (name, want) in &desired.maps {
         let (state, detail) = match observed.maps.get(name) {
-            None => (State::Missing, "not pinned".to_string()),
+            None => match observed.unpinned_maps.get(name) {
+                Some(u) => (
+                    State::Drifted,
+                    format!(
+                        "pin removed, but still live as id {} used by program {} (apply re-pins it with its data)",
+                        u.map.id, u.via_program
+                    ),
+                ),
+                None => (State::Missing, "not pinned".to_string()),
+            },
             Some(live) if live.def == want.def => match observed.entry_drift.get(name) {
                 // Changed behind Kiln's back: the next apply puts them back.
                 Some(d) if !d.is_empty() => (
