@@ -156,7 +156,24 @@ pub fn resolve_with(
                 false,
             );
             match (k, v) {
-                (Ok(k), Ok(v)) => entries.push((k, v)),
+                (Ok(k), Ok(v)) => {
+                    if let Some(problem) = entry_key_problem(&spec, &entries, &k) {
+                        errors.push(
+                            manifest
+                                .error(
+                                    e.key.span(),
+                                    format!(
+                                        "map '{name}': key{}: {}",
+                                        short(e.key.get_ref()),
+                                        problem.0
+                                    ),
+                                )
+                                .help(problem.1),
+                        );
+                    } else {
+                        entries.push((k, v));
+                    }
+                }
                 (Err(msg), _) => errors.push(
                     manifest
                         .error(
@@ -420,6 +437,88 @@ fn kiln_values(
 
 /// A value for a message: scalars shown, tables and arrays not (the error
 /// names the member at fault).
+/// Why the kernel would not hold `key` as one more entry of a map made from
+/// `spec` beside the `earlier` ones (message, help), if it would not: a key
+/// listed twice (for LPM tries: the same prefix once masked, as the trie
+/// compares them), an array index past the end, or one entry more than
+/// `max_entries`. Without this check the entries would never converge: every
+/// apply would write one of the values over the other.
+fn entry_key_problem(
+    spec: &MapSpec,
+    earlier: &[(Vec<u8>, Vec<u8>)],
+    key: &[u8],
+) -> Option<(String, String)> {
+    let lpm = spec.map_type == kiln_obj::MapType::LPM_TRIE;
+    let canonical = |k: &[u8]| if lpm { masked_lpm_key(k) } else { k.to_vec() };
+    let this = canonical(key);
+    if earlier.iter().any(|(k, _)| canonical(k) == this) {
+        return Some(if lpm {
+            (
+                "the same prefix as an earlier entry once the bits past the prefix length are masked, which is how the LPM trie compares keys".into(),
+                "list each prefix once; write it with the bits past the prefix length zeroed (e.g. \"10.0.0.0/8\")".into(),
+            )
+        } else {
+            (
+                "listed twice".into(),
+                "list each key once: with two values for one key, every apply would write one over the other".into(),
+            )
+        });
+    }
+    let is_array =
+        [kiln_obj::MapType::ARRAY, kiln_obj::MapType::PERCPU_ARRAY].contains(&spec.map_type);
+    if is_array {
+        let index = key
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes);
+        if let Some(index) = index
+            && index >= spec.max_entries
+        {
+            return Some((
+                format!(
+                    "index {index} is past the end of the array (max_entries = {})",
+                    spec.max_entries
+                ),
+                format!(
+                    "use an index below {}, or raise max_entries",
+                    spec.max_entries
+                ),
+            ));
+        }
+    } else if earlier.len() >= spec.max_entries as usize {
+        return Some((
+            format!(
+                "one entry more than max_entries = {} holds",
+                spec.max_entries
+            ),
+            format!(
+                "list at most {} entries, or raise max_entries",
+                spec.max_entries
+            ),
+        ));
+    }
+    None
+}
+
+/// An LPM trie key (`u32` prefix length, then the data) with the data bits
+/// past the prefix length cleared.
+fn masked_lpm_key(key: &[u8]) -> Vec<u8> {
+    let mut out = key.to_vec();
+    let Some(prefix) = key
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_ne_bytes)
+    else {
+        return out;
+    };
+    for (i, byte) in out.iter_mut().skip(4).enumerate() {
+        let bit = (i * 8) as u64;
+        let keep = u64::from(prefix).saturating_sub(bit).min(8);
+        *byte &= !(0xffu16 >> keep) as u8;
+    }
+    out
+}
+
 fn short(v: &toml::Value) -> String {
     match v {
         toml::Value::Table(_) | toml::Value::Array(_) => String::new(),
@@ -994,6 +1093,28 @@ fn entries_mode_unsupported(mode: EntriesMode, t: kiln_obj::MapType) -> Option<S
 mod tests {
     use super::*;
     use kiln_obj::MapType;
+
+    #[test]
+    fn lpm_keys_compare_masked() {
+        let key = |prefix: u32, data: [u8; 4]| {
+            let mut k = prefix.to_ne_bytes().to_vec();
+            k.extend(data);
+            k
+        };
+        assert_eq!(
+            masked_lpm_key(&key(8, [10, 1, 2, 3])),
+            key(8, [10, 0, 0, 0])
+        );
+        assert_eq!(
+            masked_lpm_key(&key(12, [10, 0xff, 2, 3])),
+            key(12, [10, 0xf0, 0, 0])
+        );
+        assert_eq!(
+            masked_lpm_key(&key(32, [1, 2, 3, 4])),
+            key(32, [1, 2, 3, 4])
+        );
+        assert_eq!(masked_lpm_key(&key(0, [1, 2, 3, 4])), key(0, [0; 4]));
+    }
 
     #[test]
     fn entries_modes_fit_the_map_type() {

@@ -2,7 +2,8 @@
 //! says where and what the error must be (`# expect: LINE:COL: text`); a
 //! `# needs: tracefs` line marks files whose check needs a mounted tracefs.
 //! Files named `obj_*` are checked against tests/bpf/manifest_counter.bpf.c
-//! (built to target/bpf by `cargo xtask build-ebpf`). Each file also goes
+//! (built to target/bpf by `cargo xtask build-ebpf`), or against the object
+//! a `# object: NAME.bpf.o` line names, given as `[objects.counter]`. Each file also goes
 //! through `Deployment::check_offline` (no bpf(2)), which must report the
 //! same first error; `# offline: accepted` marks the files whose mistake
 //! only the kernel feature probes can see. No privileges needed.
@@ -32,10 +33,11 @@ fn case(path: PathBuf) -> TestResult {
     let file = path.file_name().unwrap().to_string_lossy().into_owned();
     let mut overrides = BTreeMap::new();
     if file.starts_with("obj_") {
-        overrides.insert(
-            "counter".to_string(),
-            kiln_testkit::bpf_object("manifest_counter.bpf.o")?,
-        );
+        let object = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# object: "))
+            .unwrap_or("manifest_counter.bpf.o");
+        overrides.insert("counter".to_string(), kiln_testkit::bpf_object(object)?);
     }
     let err = match Deployment::load(&path, &overrides) {
         Ok(_) => return Err(format!("{file}: accepted, expected `{expect}`").into()),
