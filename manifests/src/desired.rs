@@ -985,7 +985,13 @@ pub fn describe(a: &ResolvedAttach) -> DesiredAttach {
             ),
             Some(LinkIdentity {
                 link_type: LINK_XDP,
-                target: vec![u64::from(*ifindex)],
+                // "auto": whichever mode the kernel chose matches.
+                target: match mode {
+                    XdpMode::Auto => vec![u64::from(*ifindex)],
+                    XdpMode::Generic => vec![u64::from(*ifindex), 2],
+                    XdpMode::Native => vec![u64::from(*ifindex), 4],
+                    XdpMode::Offload => vec![u64::from(*ifindex), 8],
+                },
             }),
             true,
         ),

@@ -17,7 +17,7 @@ const LINK_XDP: u32 = 6;
 const LINK_NETFILTER: u32 = 10;
 const LINK_TCX: u32 = 11;
 
-fn ifname(ifindex: u64) -> Option<String> {
+pub(crate) fn ifname(ifindex: u64) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: `buf` holds IF_NAMESIZE bytes, as if_indextoname requires.
     let p = unsafe { libc::if_indextoname(u32::try_from(ifindex).ok()?, buf.as_mut_ptr()) };

@@ -16,8 +16,8 @@ use kiln_loader::sys::object::OpenFlags;
 use kiln_loader::{Map, Program};
 
 use crate::plan::{
-    Desired, EntryDrift, LinkIdentity, LiveLink, LiveMap, LiveProgram, MapDef, Observed,
-    UnpinnedMap,
+    Desired, EntryDrift, HookHolder, LINK_XDP, LinkIdentity, LiveLink, LiveMap, LiveProgram,
+    MapDef, Observed, UnpinnedMap, xdp_mode_name,
 };
 use crate::schema::EntriesMode;
 
@@ -51,7 +51,73 @@ pub fn observe_deployment(root: &Path, desired: &Desired) -> Result<Observed, Ob
     observed.unpinned_maps = unpinned_maps(desired, &observed);
     observed.entry_drift = entry_drift(root, desired, &observed)?;
     observed.entries_over = entries_over(root, desired, &observed)?;
+    observed.hook_holders = hook_holders(desired, &observed);
     Ok(observed)
+}
+
+/// For each desired XDP program: a program that is not this deployment's
+/// (neither pinned under its root nor run by one of its links) in the XDP
+/// slots that would keep the program from attaching on its interface.
+fn hook_holders(
+    desired: &Desired,
+    observed: &Observed,
+) -> std::collections::BTreeMap<String, HookHolder> {
+    let ours: std::collections::BTreeSet<u32> = observed
+        .programs
+        .values()
+        .map(|p| p.id)
+        .chain(observed.links.values().map(|l| l.prog_id))
+        .collect();
+    let mut out = std::collections::BTreeMap::new();
+    for (name, want) in &desired.programs {
+        let Some(id) = want.attach.as_ref().and_then(|a| a.identity.as_ref()) else {
+            continue;
+        };
+        if id.link_type != LINK_XDP {
+            continue;
+        }
+        let Some(ifindex) = id.target.first().and_then(|i| u32::try_from(*i).ok()) else {
+            continue;
+        };
+        let Ok(attached) = kiln_loader::links::xdp::query_xdp_modes(ifindex) else {
+            continue;
+        };
+        let slots = [
+            (2u64, attached.generic),
+            (4, attached.native),
+            (8, attached.offload),
+        ];
+        // The kernel runs one interface's XDP in generic or native mode,
+        // never both: either slot blocks the other. Offload is apart.
+        let wanted_mode = id.target.get(1).copied();
+        let blocks = |mode: u64| match wanted_mode {
+            None => true,
+            Some(8) => mode == 8,
+            Some(_) => mode != 8,
+        };
+        let held = slots.into_iter().find_map(|(mode, prog)| {
+            let prog = prog?;
+            (blocks(mode) && !ours.contains(&prog)).then_some((mode, prog))
+        });
+        if let Some((mode, prog_id)) = held {
+            let prog_name = Program::from_id(prog_id)
+                .ok()
+                .and_then(|p| p.info().ok())
+                .map(|i| i.name)
+                .unwrap_or_default();
+            let interface = crate::export::ifname(u64::from(ifindex))
+                .unwrap_or_else(|| format!("interface index {ifindex}"));
+            out.insert(
+                name.clone(),
+                HookHolder {
+                    hook: format!("XDP on {interface} ({} mode)", xdp_mode_name(mode)),
+                    prog_id,
+                    prog_name,
+                },
+            );
+        }
+    }
+    out
 }
 
 /// The kernel-visible name of a map created under `name` (what map info reports).
@@ -431,7 +497,18 @@ pub fn link_at(path: &Path) -> Option<LiveLink> {
 /// A link's identity in the words [`crate::desired::describe`] uses.
 pub fn identity(info: &LinkInfo) -> LinkIdentity {
     let target = match &info.target {
-        LinkTarget::Xdp { ifindex } => vec![u64::from(*ifindex)],
+        // The mode is not in link info: the interface says which of its
+        // XDP slots runs the link's program.
+        LinkTarget::Xdp { ifindex } => {
+            let mut t = vec![u64::from(*ifindex)];
+            if let Some(mode) = kiln_loader::links::xdp::query_xdp_modes(*ifindex)
+                .ok()
+                .and_then(|a| a.mode_of(info.prog_id))
+            {
+                t.push(u64::from(mode.bits()));
+            }
+            t
+        }
         LinkTarget::Device {
             ifindex,
             attach_type,

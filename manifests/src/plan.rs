@@ -97,6 +97,53 @@ pub struct LinkIdentity {
     pub target: Vec<u64>,
 }
 
+impl LinkIdentity {
+    /// Whether a live link with identity `live` is this attachment: same
+    /// type, and the live target starts with every word this one names (a
+    /// desired XDP attachment in mode "auto" names the interface only; the
+    /// kernel reports the mode it chose as one more word).
+    pub fn matches(&self, live: &LinkIdentity) -> bool {
+        self.link_type == live.link_type && live.target.starts_with(&self.target)
+    }
+}
+
+/// The words of an XDP link's identity: interface index, then the mode the
+/// kernel runs it in (`XDP_FLAGS_SKB_MODE`, `_DRV_MODE`, `_HW_MODE`).
+pub const LINK_XDP: u32 = 6;
+
+/// How a manifest spells an XDP mode word of a link identity.
+pub fn xdp_mode_name(word: u64) -> &'static str {
+    match word {
+        2 => "generic",
+        4 => "native",
+        8 => "offload",
+        _ => "unknown",
+    }
+}
+
+/// Whether the only difference is the XDP mode on the same interface.
+fn xdp_mode_only(want: &LinkIdentity, live: &LinkIdentity) -> bool {
+    want.link_type == LINK_XDP
+        && live.link_type == LINK_XDP
+        && want.target.first() == live.target.first()
+}
+
+/// Why a live link is not the desired attachment, in the user's words.
+pub fn target_change(want: &LinkIdentity, live: &LinkIdentity) -> String {
+    if want.link_type == LINK_XDP
+        && live.link_type == LINK_XDP
+        && want.target.first() == live.target.first()
+        && let (Some(w), Some(l)) = (want.target.get(1), live.target.get(1))
+    {
+        return format!(
+            "XDP mode changed: the kernel runs it in {} mode, the manifest wants {}",
+            xdp_mode_name(*l),
+            xdp_mode_name(*w)
+        );
+    }
+    "attach target changed".into()
+}
+
 /// A program the deployment wants.
 #[derive(Clone, Debug)]
 pub struct DesiredProgram {
@@ -139,6 +186,15 @@ pub struct UnpinnedMap {
     pub via_program: String,
 }
 
+/// A program of someone else on the hook a desired program attaches to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HookHolder {
+    /// For messages: `xdp on lo (generic mode)`.
+    pub hook: String,
+    pub prog_id: u32,
+    pub prog_name: String,
+}
+
 /// A pinned program as the kernel reports it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LiveProgram {
@@ -179,6 +235,9 @@ pub struct Observed {
     /// live entries would not fit (array slots past the new end that hold
     /// data, or hash entries beyond the new capacity).
     pub entries_over: BTreeMap<String, usize>,
+    /// Desired XDP programs whose hook (interface and mode) already runs a
+    /// program that is not this deployment's: attaching would fail busy.
+    pub hook_holders: BTreeMap<String, HookHolder>,
     /// Live maps whose contents differ from the entries the manifest keeps
     /// on them (`entries_mode` enforce or exact), read from the map itself.
     #[serde(skip)]
@@ -268,6 +327,14 @@ pub enum Action {
         link: String,
         reason: String,
     },
+    /// Detach the live link, then attach again on the same hook in another
+    /// XDP mode: the kernel cannot run one interface's XDP in generic and
+    /// native mode at once, so for an instant neither runs.
+    Reattach {
+        program: String,
+        target: String,
+        reason: String,
+    },
     Unpin {
         kind: PinKind,
         name: String,
@@ -350,6 +417,14 @@ impl fmt::Display for Action {
                 }
             ),
             Action::Detach { link, reason } => write!(f, "- detach {link} ({reason})"),
+            Action::Reattach {
+                program,
+                target,
+                reason,
+            } => write!(
+                f,
+                "~ re-attach {program} to {target} ({reason}; detached first, so for an instant no XDP program runs there)"
+            ),
             Action::Unpin { kind, name, reason } => {
                 let kind = match kind {
                     PinKind::Map => "map",
@@ -426,6 +501,11 @@ pub enum PlanError {
         to: u32,
         over: usize,
     },
+    #[error(
+        "program '{program}' cannot attach: {} already runs program id {} '{}', which is not this deployment's\n  help: detach that program first (`bpftool net detach` / its owner's tool), or attach this one in another mode or on another interface",
+        .holder.hook, .holder.prog_id, .holder.prog_name
+    )]
+    HookHeld { program: String, holder: HookHolder },
 }
 
 /// Computes the actions that take `observed` to `desired`.
@@ -597,20 +677,31 @@ pub fn compute(
                 link: name.clone(),
                 reason: "the manifest no longer attaches it".into(),
             }),
-            (Some(att), None) => link_actions.push(Action::Attach {
-                program: name.clone(),
-                target: att.description.clone(),
-            }),
+            (Some(att), None) => {
+                refuse_held_hook(name, observed)?;
+                link_actions.push(Action::Attach {
+                    program: name.clone(),
+                    target: att.description.clone(),
+                });
+            }
             (Some(att), Some(live_link)) => {
-                let same_target = att
+                let changed = att
                     .identity
                     .as_ref()
-                    .is_none_or(|id| *id == live_link.identity);
+                    .filter(|id| !id.matches(&live_link.identity));
                 let bound_to_pinned = live.is_some_and(|p| p.id == live_link.prog_id);
-                if !same_target {
+                if let Some(want_id) = changed.filter(|id| xdp_mode_only(id, &live_link.identity)) {
+                    refuse_held_hook(name, observed)?;
+                    link_actions.push(Action::Reattach {
+                        program: name.clone(),
+                        target: att.description.clone(),
+                        reason: target_change(want_id, &live_link.identity),
+                    });
+                } else if let Some(want_id) = changed {
+                    refuse_held_hook(name, observed)?;
                     link_actions.push(Action::Detach {
                         link: name.clone(),
-                        reason: "attach target changed".into(),
+                        reason: target_change(want_id, &live_link.identity),
                     });
                     link_actions.push(Action::Attach {
                         program: name.clone(),
@@ -681,9 +772,22 @@ pub fn compute(
     })
 }
 
+/// Refuses a new attachment of `program` to a hook someone else holds.
+fn refuse_held_hook(program: &str, observed: &Observed) -> Result<(), PlanError> {
+    match observed.hook_holders.get(program) {
+        Some(holder) => Err(PlanError::HookHeld {
+            program: program.to_string(),
+            holder: holder.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 fn action_is_about(a: &Action, program: &str) -> bool {
     match a {
-        Action::Attach { program: p, .. } | Action::Replace { program: p, .. } => p == program,
+        Action::Attach { program: p, .. }
+        | Action::Replace { program: p, .. }
+        | Action::Reattach { program: p, .. } => p == program,
         Action::Detach { link, .. } => link == program,
         _ => false,
     }

@@ -4,7 +4,9 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::plan::{Desired, Observed, tag_hex};
+use crate::plan::{
+    Desired, LINK_XDP, LinkIdentity, Observed, tag_hex, target_change, xdp_mode_name,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -36,6 +38,11 @@ pub struct Status {
 }
 
 impl Status {
+    /// The item of the declared map or program `name`.
+    pub fn item(&self, name: &str) -> Option<&ItemStatus> {
+        self.items.iter().find(|i| i.name == name)
+    }
+
     pub fn all_ok(&self) -> bool {
         self.items.iter().all(|i| i.state == State::Ok) && self.extra.is_empty()
     }
@@ -68,6 +75,21 @@ impl fmt::Display for Status {
         } else {
             write!(f, "differs from the manifest: `kiln apply` fixes it")
         }
+    }
+}
+
+/// The attachment as the kernel reports it: for XDP the mode comes from the
+/// interface (the manifest's "auto" shows as the mode the kernel chose).
+fn observed_target(description: &str, live: &LinkIdentity) -> String {
+    match (live.link_type, live.target.get(1)) {
+        (LINK_XDP, Some(mode)) => {
+            let place = description.split(" (").next().unwrap_or(description);
+            format!(
+                "{place} ({} mode, as the kernel reports)",
+                xdp_mode_name(*mode)
+            )
+        }
+        _ => description.to_string(),
     }
 }
 
@@ -149,18 +171,28 @@ pub fn compute(deployment: &str, desired: &Desired, observed: &Observed) -> Stat
                 ),
             ),
             (Some(_), Some(att), Some(l))
-                if att.identity.as_ref().is_some_and(|id| *id != l.identity) =>
+                if att
+                    .identity
+                    .as_ref()
+                    .is_some_and(|id| !id.matches(&l.identity)) =>
             {
+                let why = att
+                    .identity
+                    .as_ref()
+                    .map(|id| target_change(id, &l.identity))
+                    .unwrap_or_default();
                 (
                     State::Drifted,
-                    format!("attached elsewhere than {}", att.description),
+                    format!("attached elsewhere than {} ({why})", att.description),
                 )
             }
             (Some(p), Some(att), Some(l)) => (
                 State::Ok,
                 format!(
                     "attached to {}, prog id {}, link id {}",
-                    att.description, p.id, l.id
+                    observed_target(&att.description, &l.identity),
+                    p.id,
+                    l.id
                 ),
             ),
         };

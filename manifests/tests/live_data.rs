@@ -40,9 +40,7 @@ fn unpinned_map_is_found_through_its_programs_and_repinned() -> TestResult {
 
     let status = d.status()?;
     let item = status
-        .items
-        .iter()
-        .find(|i| i.name == "COUNTERS")
+        .item("COUNTERS")
         .ok_or("no status item for COUNTERS")?;
     assert_eq!(item.state, State::Drifted, "{status}");
     assert!(item.detail.contains(&format!("id {id}")), "{status}");

@@ -184,10 +184,21 @@ impl Fixture {
         map_extra: &str,
         exec_extra: &str,
     ) -> Result<Deployment, String> {
-        let text = counter_manifest(&self.name, &self.root, object, map_extra, exec_extra);
-        let path = self.dir.join("manifest.toml");
+        self.load(&counter_manifest(
+            &self.name, &self.root, object, map_extra, exec_extra,
+        ))
+    }
+
+    /// Writes `text` as the fixture's manifest and loads it.
+    pub fn load(&self, text: &str) -> Result<Deployment, String> {
+        let path = self.manifest_path();
         std::fs::write(&path, text).map_err(|e| e.to_string())?;
         Deployment::load(&path, &BTreeMap::new()).map_err(|d| d.to_string())
+    }
+
+    /// Where [`Fixture::load`] writes the manifest.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.dir.join("manifest.toml")
     }
 }
 

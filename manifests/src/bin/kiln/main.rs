@@ -229,6 +229,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(target) => {
             let d = target.load()?;
+            let problems = d.live_problems();
+            if !problems.is_empty() {
+                return Err(invalid(kiln_manifest::Diagnostics(problems)));
+            }
             println!(
                 "{}: ok ({} program(s), {} map(s), pin root {})",
                 target.manifest.display(),
