@@ -238,6 +238,7 @@ pub fn resolve_with(
         map_specs.insert(name.clone(), (obj_name.clone(), spec));
     }
 
+    let mut clashes = std::collections::BTreeSet::new();
     for (key, decl) in manifest.programs() {
         let name = key.get_ref();
         let d = decl.get_ref();
@@ -282,7 +283,9 @@ pub fn resolve_with(
                 uses.push(m.name.clone());
             }
             if let Some((other_obj, _)) = map_specs.get(&m.name) {
-                if other_obj != obj_name {
+                // Once per object and map, however many programs and
+                // instructions use it.
+                if other_obj != obj_name && clashes.insert((obj_name.clone(), m.name.clone())) {
                     errors.push(
                         manifest
                             .error(key.span(), format!("program '{name}' uses map '{}' of object '{obj_name}', but that name is already taken by object '{other_obj}'", m.name))

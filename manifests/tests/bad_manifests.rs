@@ -98,7 +98,7 @@ fn case(path: PathBuf) -> TestResult {
 }
 
 /// The other exit codes of the binary: usage errors are 64, a missing
-/// manifest file is an invalid manifest (3).
+/// manifest file is a missing input (66).
 fn exit_codes() -> TestResult {
     let kiln = std::env::var_os("KILN_BIN")
         .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from);
@@ -114,7 +114,7 @@ fn exit_codes() -> TestResult {
     assert_eq!(code(&["--help"])?, Some(0), "--help");
     assert_eq!(
         code(&["check", "/nonexistent/kiln.toml"])?,
-        Some(3),
+        Some(66),
         "missing manifest"
     );
     Ok(())
