@@ -243,6 +243,7 @@ pub fn resolve_with(
         let name = key.get_ref();
         let d = decl.get_ref();
         if !d.enabled {
+            desired.disabled.insert(name.clone());
             continue;
         }
         let obj_name = d.object.get_ref();

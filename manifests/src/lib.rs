@@ -155,10 +155,17 @@ impl Deployment {
     pub fn status(&self) -> Result<status::Status, live::ObserveError> {
         let root = self.manifest.pin_root();
         let observed = live::observe_deployment(&root, &self.resolved.desired)?;
+        let plan = plan::compute(
+            self.manifest.name(),
+            root,
+            &self.resolved.desired,
+            &observed,
+        );
         Ok(status::compute(
             self.manifest.name(),
             &self.resolved.desired,
             &observed,
+            plan.as_ref(),
         ))
     }
 

@@ -167,6 +167,9 @@ pub struct DesiredProgram {
 pub struct Desired {
     pub maps: BTreeMap<String, DesiredMap>,
     pub programs: BTreeMap<String, DesiredProgram>,
+    /// Programs declared with `enabled = false`: not wanted in the kernel,
+    /// but still the manifest's (not "removed", not "extra").
+    pub disabled: BTreeSet<String>,
 }
 
 /// A pinned map as the kernel reports it.
@@ -639,18 +642,7 @@ pub fn compute(
                     .collect();
                 // A live program bound to a map that is no longer the pinned
                 // one (replaced behind our back) must be reloaded too.
-                let rebound: Vec<&str> = want
-                    .maps
-                    .iter()
-                    .filter(|m| {
-                        observed
-                            .maps
-                            .get(*m)
-                            .or_else(|| observed.unpinned_maps.get(*m).map(|u| &u.map))
-                            .is_some_and(|lm| !live.map_ids.contains(&lm.id))
-                    })
-                    .map(String::as_str)
-                    .collect();
+                let rebound = stale_maps(want, live, observed);
                 if !renewed.is_empty() {
                     Some(format!("uses new map(s) {}", renewed.join(", ")))
                 } else if !rebound.is_empty() {
@@ -726,11 +718,18 @@ pub fn compute(
     }
 
     // What the deployment owns but no longer wants.
+    let why_unwanted = |name: &str| {
+        if desired.disabled.contains(name) {
+            "disabled: enabled = false"
+        } else {
+            "removed from the manifest"
+        }
+    };
     for name in observed.links.keys() {
         if !desired.programs.contains_key(name) {
             cleanup.push(Action::Detach {
                 link: name.clone(),
-                reason: "program removed from the manifest".into(),
+                reason: format!("program {}", why_unwanted(name)),
             });
         }
     }
@@ -739,7 +738,7 @@ pub fn compute(
             cleanup.push(Action::Unpin {
                 kind: PinKind::Program,
                 name: name.clone(),
-                reason: "removed from the manifest".into(),
+                reason: why_unwanted(name).into(),
             });
         }
     }
@@ -770,6 +769,27 @@ pub fn compute(
         actions,
         unchanged,
     })
+}
+
+/// The maps of `want` that the live program is not bound to: their pin now
+/// holds another map (replaced behind Kiln's back), so the program writes
+/// where nobody reads.
+pub fn stale_maps<'a>(
+    want: &'a DesiredProgram,
+    live: &LiveProgram,
+    observed: &Observed,
+) -> Vec<&'a str> {
+    want.maps
+        .iter()
+        .filter(|m| {
+            observed
+                .maps
+                .get(*m)
+                .or_else(|| observed.unpinned_maps.get(*m).map(|u| &u.map))
+                .is_some_and(|lm| !live.map_ids.contains(&lm.id))
+        })
+        .map(String::as_str)
+        .collect()
 }
 
 /// Refuses a new attachment of `program` to a hook someone else holds.

@@ -5,7 +5,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::plan::{
-    Desired, LINK_XDP, LinkIdentity, Observed, tag_hex, target_change, xdp_mode_name,
+    Desired, LINK_XDP, LinkIdentity, Observed, stale_maps, tag_hex, target_change, xdp_mode_name,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -35,6 +35,10 @@ pub struct Status {
     pub items: Vec<ItemStatus>,
     /// Pinned under the root but not declared.
     pub extra: Vec<String>,
+    /// Why `kiln apply` would refuse to converge (the plan's error, from
+    /// the same observation), when it would.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apply_refuses: Option<String>,
 }
 
 impl Status {
@@ -72,6 +76,11 @@ impl fmt::Display for Status {
         }
         if self.all_ok() {
             write!(f, "all as declared")
+        } else if let Some(why) = &self.apply_refuses {
+            write!(
+                f,
+                "differs from the manifest, and `kiln apply` would refuse: {why}"
+            )
         } else {
             write!(f, "differs from the manifest: `kiln apply` fixes it")
         }
@@ -93,8 +102,15 @@ fn observed_target(description: &str, live: &LinkIdentity) -> String {
     }
 }
 
-/// Compares the desired state with what the kernel shows.
-pub fn compute(deployment: &str, desired: &Desired, observed: &Observed) -> Status {
+/// Compares the desired state with what the kernel shows; `plan` is the
+/// plan computed from the same observation (its error is what apply would
+/// refuse).
+pub fn compute(
+    deployment: &str,
+    desired: &Desired,
+    observed: &Observed,
+    plan: Result<&crate::plan::Plan, &crate::plan::PlanError>,
+) -> Status {
     let mut items = Vec::new();
     for (name, want) in &desired.maps {
         let (state, detail) = match observed.maps.get(name) {
@@ -151,6 +167,14 @@ pub fn compute(deployment: &str, desired: &Desired, observed: &Observed) -> Stat
                 State::Drifted,
                 "live read-only globals differ from the manifest's".to_string(),
             ),
+            (Some(p), _, _) if !stale_maps(want, p, observed).is_empty() => (
+                State::Drifted,
+                format!(
+                    "bound to map(s) no longer pinned (the pin holds another map): {}; the kernel's map ids for it: {:?}",
+                    stale_maps(want, p, observed).join(", "),
+                    p.map_ids
+                ),
+            ),
             (Some(p), None, None) => (
                 State::Ok,
                 format!("loaded, id {}, not attached (attach = none)", p.id),
@@ -204,6 +228,38 @@ pub fn compute(deployment: &str, desired: &Desired, observed: &Observed) -> Stat
             run_cnt: live.map(|p| p.run_cnt).filter(|n| *n > 0),
         });
     }
+    for name in &desired.disabled {
+        let loaded = observed.programs.get(name);
+        let attached = observed.links.get(name);
+        let (state, detail) = match (loaded, attached) {
+            (None, None) => (
+                State::Ok,
+                "disabled (enabled = false), not loaded".to_string(),
+            ),
+            (_, Some(l)) => (
+                State::Drifted,
+                format!(
+                    "disabled (enabled = false) but still attached (link id {}): apply detaches and unpins it",
+                    l.id
+                ),
+            ),
+            (Some(p), None) => (
+                State::Drifted,
+                format!(
+                    "disabled (enabled = false) but still loaded (id {}): apply unpins it",
+                    p.id
+                ),
+            ),
+        };
+        items.push(ItemStatus {
+            kind: "program",
+            name: name.clone(),
+            state,
+            detail,
+            run_cnt: None,
+        });
+    }
+    let declared = |k: &String| desired.programs.contains_key(k) || desired.disabled.contains(k);
     let mut extra = Vec::new();
     extra.extend(
         observed
@@ -216,14 +272,14 @@ pub fn compute(deployment: &str, desired: &Desired, observed: &Observed) -> Stat
         observed
             .programs
             .keys()
-            .filter(|k| !desired.programs.contains_key(*k))
+            .filter(|k| !declared(k))
             .map(|k| format!("progs/{k}")),
     );
     extra.extend(
         observed
             .links
             .keys()
-            .filter(|k| !desired.programs.contains_key(*k))
+            .filter(|k| !declared(k))
             .map(|k| format!("links/{k}")),
     );
     extra.extend(observed.strays.iter().map(|p| p.display().to_string()));
@@ -231,5 +287,6 @@ pub fn compute(deployment: &str, desired: &Desired, observed: &Observed) -> Stat
         deployment: deployment.to_string(),
         items,
         extra,
+        apply_refuses: plan.err().map(|e| e.to_string()),
     }
 }

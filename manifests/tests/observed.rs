@@ -146,6 +146,88 @@ fn xdp_hook_held_by_another_program_is_named() -> TestResult {
     Ok(())
 }
 
+fn a_replaced_map_pin_is_drift_in_status_as_in_plan() -> TestResult {
+    let f = Fixture::new()?;
+    let d = f.deployment(&f.v1, "", "")?;
+    d.apply(&ApplyOptions::default())?;
+    // Behind Kiln's back: a new map of the same shape takes the pin.
+    let path = f.root.join("maps/COUNTERS");
+    let spec = kiln_obj::ObjectSpec::parse(&std::fs::read(&f.v1)?)?;
+    let other = kiln_loader::Map::create(spec.map("COUNTERS").ok_or("no COUNTERS")?, None, None)?;
+    std::fs::remove_file(&path)?;
+    other.pin(&path)?;
+
+    let status = d.status()?;
+    assert!(!status.all_ok(), "{status}");
+    for program in ["count_exec", "count_packets"] {
+        let item = status.item(program).ok_or("no status item")?;
+        assert_eq!(item.state, State::Drifted, "{status}");
+        assert!(
+            item.detail.contains("bound to map(s) no longer pinned"),
+            "{status}"
+        );
+    }
+    let plan = d.plan()?;
+    assert!(
+        plan.actions.iter().any(|a| matches!(a, Action::LoadProgram { reason, .. } if reason.contains("no longer pinned"))),
+        "{plan}"
+    );
+    d.apply(&ApplyOptions::default())?;
+    assert!(d.status()?.all_ok(), "{}", d.status()?);
+    Ok(())
+}
+
+fn disabled_programs_are_the_manifests_own() -> TestResult {
+    let f = Fixture::new()?;
+    f.deployment(&f.v1, "", "")?
+        .apply(&ApplyOptions::default())?;
+    let d = f.deployment(&f.v1, "", "enabled = false")?;
+    let status = d.status()?;
+    assert!(status.extra.is_empty(), "{status}");
+    let item = status.item("count_exec").ok_or("no status item")?;
+    assert_eq!(item.state, State::Drifted, "{status}");
+    assert!(
+        item.detail
+            .contains("disabled (enabled = false) but still attached"),
+        "{status}"
+    );
+    let plan = d.plan()?.to_string();
+    assert!(!plan.contains("removed from the manifest"), "{plan}");
+    assert!(
+        plan.contains("- detach count_exec (program disabled: enabled = false)"),
+        "{plan}"
+    );
+    d.apply(&ApplyOptions::default())?;
+    let status = d.status()?;
+    assert!(status.all_ok(), "{status}");
+    assert!(
+        status
+            .to_string()
+            .contains("disabled (enabled = false), not loaded"),
+        "{status}"
+    );
+    Ok(())
+}
+
+fn status_does_not_advise_an_apply_that_would_refuse() -> TestResult {
+    let f = Fixture::new()?;
+    f.deployment(&f.v1, "", "")?
+        .apply(&ApplyOptions::default())?;
+    // A new max_entries under on_upgrade = "keep": apply refuses it.
+    let d = f.deployment(&f.v1, "max_entries = 32", "")?;
+    assert!(matches!(
+        d.plan(),
+        Err(ApplyError::Plan(PlanError::IncompatibleMap { .. }))
+    ));
+    let text = d.status()?.to_string();
+    assert!(!text.contains("`kiln apply` fixes it"), "{text}");
+    assert!(
+        text.contains("`kiln apply` would refuse: map 'COUNTERS' changed"),
+        "{text}"
+    );
+    Ok(())
+}
+
 fn main() {
     let needs = &counter_needs();
     kiln_testkit::run(vec![
@@ -153,6 +235,21 @@ fn main() {
             "xdp_mode_change_is_planned_and_status_reads_the_kernel",
             needs,
             xdp_mode_change_is_planned_and_status_reads_the_kernel,
+        ),
+        kiln_testkit::test(
+            "a_replaced_map_pin_is_drift_in_status_as_in_plan",
+            needs,
+            a_replaced_map_pin_is_drift_in_status_as_in_plan,
+        ),
+        kiln_testkit::test(
+            "disabled_programs_are_the_manifests_own",
+            needs,
+            disabled_programs_are_the_manifests_own,
+        ),
+        kiln_testkit::test(
+            "status_does_not_advise_an_apply_that_would_refuse",
+            needs,
+            status_does_not_advise_an_apply_that_would_refuse,
         ),
         kiln_testkit::test(
             "xdp_hook_held_by_another_program_is_named",
