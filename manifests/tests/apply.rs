@@ -415,7 +415,7 @@ fn export_round_trips_to_a_noop() -> TestResult {
         .apply(&ApplyOptions::default())?;
     let text = kiln_manifest::export::export(&f.name, &f.root)?;
     assert!(
-        text.contains("attach = { xdp = { interface = \"lo\" } }"),
+        text.contains("attach = { xdp = { interface = \"lo\", mode = \"generic\" } }"),
         "{text}"
     );
     let path = f.dir.join("exported.toml");

@@ -3,23 +3,18 @@
 //! failure, messages that name the real problem.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use kiln_manifest::apply::ApplyOptions;
 use kiln_testkit::TestResult;
 
 mod common;
-use common::{Fixture, counter_needs};
-
-fn kiln() -> PathBuf {
-    std::env::var_os("KILN_BIN")
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from)
-}
+use common::{Fixture, counter_needs, kiln_bin};
 
 /// Runs `kiln ARGS`: exit code, stdout, stderr.
 fn run(args: &[&str], manifest: &Path) -> Result<(i32, String, String), std::io::Error> {
-    let out = Command::new(kiln()).args(args).arg(manifest).output()?;
+    let out = Command::new(kiln_bin()).args(args).arg(manifest).output()?;
     Ok((
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -32,7 +27,7 @@ fn closed_pipe_and_full_disk_do_not_panic() -> TestResult {
     f.deployment(&f.v1, "", "")?;
     let manifest = f.manifest_path();
     // `kiln plan | head -0`: the reader is gone before kiln writes.
-    let mut child = Command::new(kiln())
+    let mut child = Command::new(kiln_bin())
         .arg("plan")
         .arg(&manifest)
         .stdout(Stdio::piped())
@@ -50,7 +45,7 @@ fn closed_pipe_and_full_disk_do_not_panic() -> TestResult {
     assert!(stderr.is_empty(), "a closed pipe is not an error: {stderr}");
 
     // `kiln apply > /dev/full`: the apply happens, the lost report is an error.
-    let out = Command::new(kiln())
+    let out = Command::new(kiln_bin())
         .arg("apply")
         .arg(&manifest)
         .stdout(std::fs::File::options().write(true).open("/dev/full")?)
@@ -151,7 +146,7 @@ fn waiting_for_the_lock_is_said() -> TestResult {
     let f = Fixture::new()?;
     let d = f.deployment(&f.v1, "", "")?;
     let lock = kiln_manifest::lock::DeploymentLock::acquire(&f.name)?;
-    let mut child = Command::new(kiln())
+    let mut child = Command::new(kiln_bin())
         .arg("apply")
         .arg(f.manifest_path())
         .stdout(Stdio::null())

@@ -1,8 +1,6 @@
 //! What `check`, `plan` and `status` say comes from the kernel: the XDP mode
 //! the interface reports, the holder of a busy XDP hook.
 
-use std::path::PathBuf;
-
 use kiln_loader::EbpfLoader;
 use kiln_loader::links::xdp::{XdpFlags, attach_xdp_link, query_xdp_modes};
 use kiln_manifest::apply::{ApplyError, ApplyOptions, Step};
@@ -11,12 +9,7 @@ use kiln_manifest::status::State;
 use kiln_testkit::TestResult;
 
 mod common;
-use common::{Fixture, counter_manifest, counter_needs};
-
-fn kiln() -> PathBuf {
-    std::env::var_os("KILN_BIN")
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from)
-}
+use common::{Fixture, counter_manifest, counter_needs, kiln_bin};
 
 fn ifindex(name: &str) -> Result<u32, String> {
     let c = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
@@ -135,7 +128,7 @@ fn xdp_hook_held_by_another_program_is_named() -> TestResult {
     );
 
     // `kiln check` says the same, at the program's line, exit 3.
-    let out = std::process::Command::new(kiln())
+    let out = std::process::Command::new(kiln_bin())
         .arg("check")
         .arg(f.manifest_path())
         .output()?;

@@ -221,3 +221,9 @@ pub fn counter_needs() -> [kiln_testkit::Need; 4] {
     });
     [Need::Root, Need::Bpf, Need::NetNs, perf_links]
 }
+
+/// The `kiln` binary under test (`$KILN_BIN` in the VMs).
+pub fn kiln_bin() -> PathBuf {
+    std::env::var_os("KILN_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from)
+}

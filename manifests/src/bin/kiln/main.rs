@@ -74,7 +74,7 @@ enum Command {
     Export {
         /// The deployment's pin root (e.g. /sys/fs/bpf/kiln/quickstart).
         pin_root: PathBuf,
-        /// Deployment name (default: the pin root's last component).
+        /// Deployment name (default, for a pin root under /sys/fs/bpf/kiln: its last component).
         #[arg(long)]
         name: Option<String>,
     },
@@ -161,6 +161,11 @@ mod exit {
     pub const NO_INPUT: u8 = 66;
 }
 
+/// A command line that cannot work (beyond what clap checks).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
 /// A file named on the command line that cannot be the command's input.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -213,6 +218,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     }
     if e.downcast_ref::<NoInput>().is_some() {
         return exit::NO_INPUT;
+    }
+    if e.downcast_ref::<Usage>().is_some() {
+        return exit::USAGE;
     }
     let privilege = e.chain().any(|c| {
         c.downcast_ref::<kiln_manifest::privilege::MissingPrivilege>()
@@ -417,12 +425,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !pin_root.is_dir() {
                 return Err(NoInput(format!("{}: no such pin root", pin_root.display())).into());
             }
-            let name = name.unwrap_or_else(|| {
-                pin_root
+            // The name picks the lock and the default pin root: guessing it
+            // from a custom pin root would make the exported manifest take
+            // another deployment's lock.
+            let default_base = std::path::Path::new(kiln_manifest::manifest::DEFAULT_PIN_BASE);
+            let name = match name {
+                Some(n) => n,
+                None if pin_root.parent() == Some(default_base) => pin_root
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            });
+                    .unwrap_or_default(),
+                None => {
+                    return Err(Usage(format!(
+                        "{}: not under {}, so the deployment's name cannot be read from it; pass --name NAME (the [deployment] name of the manifest that applied it)",
+                        pin_root.display(),
+                        default_base.display()
+                    ))
+                    .into());
+                }
+            };
             let text = kiln_manifest::export::export(&name, &pin_root)?;
             outln!("{}", text.trim_end());
         }
