@@ -895,12 +895,13 @@ fn migrate_map(resolved: &Resolved, name: &str, old: &Map, new: &Map) -> Result<
 }
 
 /// Attaches, retrying briefly while the hook is busy: the kernel releases a
-/// link whose last pin was just removed from a workqueue, a moment later.
+/// link whose last pin was just removed from a workqueue, a moment later
+/// (EBUSY; EEXIST while an XDP link of the other mode is still there).
 fn attach(prog: BorrowedFd<'_>, how: &ResolvedAttach) -> Result<Box<dyn Link>, String> {
     let mut tries = 0;
     loop {
         match attach_once(prog, how) {
-            Err(e) if e.errno() == Some(libc::EBUSY) && tries < 40 => {
+            Err(e) if matches!(e.errno(), Some(libc::EBUSY | libc::EEXIST)) && tries < 40 => {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(25));
             }

@@ -293,6 +293,7 @@ pub fn entry_drift(
             || observed
                 .maps
                 .get(name)
+                .or_else(|| observed.unpinned_maps.get(name).map(|u| &u.map))
                 .is_none_or(|live| live.def != want.def)
         {
             continue;
@@ -301,8 +302,7 @@ pub fn entry_drift(
             map: name.clone(),
             message,
         };
-        let map = Map::from_pin(&root.join(MAPS).join(name), OpenFlags::ReadOnly)
-            .map_err(|e| failed(e.to_string()))?;
+        let map = open_live_map(root, name, observed, OpenFlags::ReadOnly).map_err(failed)?;
         // LPM trie lookups match the longest prefix, not the key: which keys
         // exist comes from walking them (also what "exact" needs anyway).
         let walk = want.entries_mode.prunes() || want.def.map_type == kiln_obj::MapType::LPM_TRIE.0;

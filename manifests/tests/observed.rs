@@ -9,16 +9,7 @@ use kiln_manifest::status::State;
 use kiln_testkit::TestResult;
 
 mod common;
-use common::{Fixture, counter_manifest, counter_needs, kiln_bin};
-
-fn ifindex(name: &str) -> Result<u32, String> {
-    let c = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
-    // SAFETY: `c` is a NUL-terminated string alive for the call.
-    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
-        0 => Err(format!("no interface {name}")),
-        i => Ok(i),
-    }
-}
+use common::{Fixture, counter_manifest, counter_needs, ifindex, kiln_bin};
 
 /// The counter manifest with its XDP program on `interface` in `mode`.
 fn xdp_manifest(f: &Fixture, interface: &str, mode: &str) -> String {

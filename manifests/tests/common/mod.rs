@@ -227,3 +227,13 @@ pub fn kiln_bin() -> PathBuf {
     std::env::var_os("KILN_BIN")
         .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from)
 }
+
+/// The index of network interface `name` in this thread's namespace.
+pub fn ifindex(name: &str) -> Result<u32, String> {
+    let c = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
+    // SAFETY: `c` is a NUL-terminated string alive for the call.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(format!("no interface {name}")),
+        i => Ok(i),
+    }
+}
