@@ -963,6 +963,96 @@ mod tests {
     }
 
     #[test]
+    fn an_unpinned_map_still_used_is_repinned_not_recreated() {
+        let mut o = live_matching();
+        let map = o.maps.remove("COUNTERS").unwrap();
+        o.unpinned_maps.insert(
+            "COUNTERS".into(),
+            UnpinnedMap {
+                map,
+                via_program: "count_packets".into(),
+            },
+        );
+        let p = plan(&desired(), &o).unwrap();
+        assert_eq!(
+            p.actions,
+            vec![Action::RepinMap {
+                map: "COUNTERS".into(),
+                id: 10,
+                via_program: "count_packets".into()
+            }],
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn shrinking_below_the_live_entries_needs_on_shrink_drop() {
+        let mut d = desired();
+        let want = d.maps.get_mut("COUNTERS").unwrap();
+        want.def.max_entries = 4;
+        want.on_upgrade = OnUpgrade::Migrate;
+        let mut o = live_matching();
+        o.entries_over.insert("COUNTERS".into(), 3);
+        let err = plan(&d, &o).unwrap_err();
+        assert!(
+            matches!(err, PlanError::ShrinkDropsData { over: 3, .. }),
+            "{err}"
+        );
+        d.maps.get_mut("COUNTERS").unwrap().on_shrink = OnShrink::Drop;
+        let p = plan(&d, &o).unwrap();
+        assert!(
+            matches!(&p.actions[0], Action::MigrateMap { dropped: 3, .. }),
+            "{p}"
+        );
+        assert!(
+            p.to_string()
+                .contains("3 live entries do not fit and are dropped")
+        );
+    }
+
+    #[test]
+    fn xdp_mode_change_is_a_reattach_and_a_held_hook_refuses() {
+        let mut d = desired();
+        let att = d
+            .programs
+            .get_mut("count_packets")
+            .unwrap()
+            .attach
+            .as_mut()
+            .unwrap();
+        att.identity.as_mut().unwrap().target = vec![1, 4];
+        let mut o = live_matching();
+        o.links.get_mut("count_packets").unwrap().identity.target = vec![1, 2];
+        let p = plan(&d, &o).unwrap();
+        assert!(
+            matches!(&p.actions[..], [Action::Reattach { reason, .. }] if reason.contains("generic mode, the manifest wants native")),
+            "{p}"
+        );
+        o.hook_holders.insert(
+            "count_packets".into(),
+            HookHolder {
+                hook: "XDP on lo (native mode)".into(),
+                prog_id: 99,
+                prog_name: "other".into(),
+            },
+        );
+        let err = plan(&d, &o).unwrap_err();
+        assert!(err.to_string().contains("program id 99 'other'"), "{err}");
+        // "auto" matches whichever mode the kernel chose.
+        d.programs
+            .get_mut("count_packets")
+            .unwrap()
+            .attach
+            .as_mut()
+            .unwrap()
+            .identity
+            .as_mut()
+            .unwrap()
+            .target = vec![1];
+        assert!(plan(&d, &o).unwrap().is_noop());
+    }
+
+    #[test]
     fn removed_link_is_drift_and_reattached() {
         let mut o = live_matching();
         o.links.clear();
