@@ -763,6 +763,18 @@ pub fn resolve_attach(
                         "use prerouting, input, forward, output or postrouting".to_string(),
                     )
                 })? as u32;
+            // The kernel keeps the first and last priorities for
+            // netfilter's own hooks (NF_IP_PRI_FIRST / _LAST): EINVAL.
+            if *priority == i32::MIN || *priority == i32::MAX {
+                return Err((
+                    format!("netfilter priority {priority} is reserved by the kernel"),
+                    format!(
+                        "use a priority between {} and {}",
+                        i32::MIN + 1,
+                        i32::MAX - 1
+                    ),
+                ));
+            }
             ResolvedAttach::Netfilter {
                 pf,
                 hooknum,
