@@ -139,6 +139,8 @@ pub fn resolve_with(
         let lpm = spec.map_type == kiln_obj::MapType::LPM_TRIE;
         let btf = object_btf(obj);
         let mut entries = Vec::new();
+        // Keys as the kernel compares them, to find those listed twice.
+        let mut seen_keys = std::collections::BTreeSet::new();
         for e in &d.entries {
             let e = e.get_ref();
             let k = kiln_values(
@@ -157,7 +159,7 @@ pub fn resolve_with(
             );
             match (k, v) {
                 (Ok(k), Ok(v)) => {
-                    if let Some(problem) = entry_key_problem(&spec, &entries, &k) {
+                    if let Some(problem) = entry_key_problem(&spec, &mut seen_keys, &k) {
                         errors.push(
                             manifest
                                 .error(
@@ -442,20 +444,24 @@ fn kiln_values(
 /// A value for a message: scalars shown, tables and arrays not (the error
 /// names the member at fault).
 /// Why the kernel would not hold `key` as one more entry of a map made from
-/// `spec` beside the `earlier` ones (message, help), if it would not: a key
+/// `spec` beside the `earlier` keys (message, help), if it would not, else
+/// adds it to them: a key
 /// listed twice (for LPM tries: the same prefix once masked, as the trie
 /// compares them), an array index past the end, or one entry more than
 /// `max_entries`. Without this check the entries would never converge: every
 /// apply would write one of the values over the other.
 fn entry_key_problem(
     spec: &MapSpec,
-    earlier: &[(Vec<u8>, Vec<u8>)],
+    earlier: &mut std::collections::BTreeSet<Vec<u8>>,
     key: &[u8],
 ) -> Option<(String, String)> {
     let lpm = spec.map_type == kiln_obj::MapType::LPM_TRIE;
-    let canonical = |k: &[u8]| if lpm { masked_lpm_key(k) } else { k.to_vec() };
-    let this = canonical(key);
-    if earlier.iter().any(|(k, _)| canonical(k) == this) {
+    let this = if lpm {
+        masked_lpm_key(key)
+    } else {
+        key.to_vec()
+    };
+    if earlier.contains(&this) {
         return Some(if lpm {
             (
                 "the same prefix as an earlier entry once the bits past the prefix length are masked, which is how the LPM trie compares keys".into(),
@@ -501,6 +507,7 @@ fn entry_key_problem(
             ),
         ));
     }
+    earlier.insert(this);
     None
 }
 
