@@ -163,12 +163,17 @@ fn unpinned_maps(
                     continue;
                 };
                 let Ok(mi) = map.info() else { continue };
-                // The same map: its name, type, and key and value sizes
-                // (max_entries and flags may be what the manifest changes).
+                // The same map: its name; when the kernel keeps only part
+                // of the name, its type and key and value sizes too. Any
+                // other difference (max_entries, flags, a new shape) is an
+                // upgrade the manifest's on_upgrade decides, as for a
+                // pinned map.
+                let truncated = kernel_name.len() < name.len();
                 if mi.name != kernel_name
-                    || mi.map_type.0 != want.def.map_type
-                    || mi.key_size != want.def.key_size
-                    || mi.value_size != want.def.value_size
+                    || (truncated
+                        && (mi.map_type.0 != want.def.map_type
+                            || mi.key_size != want.def.key_size
+                            || mi.value_size != want.def.value_size))
                 {
                     continue;
                 }
