@@ -17,6 +17,7 @@ pub mod lock;
 pub mod manifest;
 pub mod migrate;
 pub mod objects;
+pub mod ownership;
 pub mod plan;
 pub mod privilege;
 pub mod schema;

@@ -33,6 +33,8 @@ pub struct Status {
     pub items: Vec<ItemStatus>,
     /// Pinned under the root but not declared.
     pub extra: Vec<String>,
+    /// Under the root but not the deployment's: shown, left alone, no drift.
+    pub foreign: Vec<String>,
 }
 
 impl Status {
@@ -62,6 +64,9 @@ impl fmt::Display for Status {
         }
         for e in &self.extra {
             writeln!(f, "  extra    {e:<24} not declared in the manifest")?;
+        }
+        for e in &self.foreign {
+            writeln!(f, "  foreign  {e:<24} not this deployment's; left alone")?;
         }
         if self.all_ok() {
             write!(f, "all as declared")
@@ -190,5 +195,10 @@ pub fn compute(deployment: &str, desired: &Desired, observed: &Observed) -> Stat
         deployment: deployment.to_string(),
         items,
         extra,
+        foreign: observed
+            .foreign
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
     }
 }

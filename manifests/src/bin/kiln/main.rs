@@ -55,6 +55,9 @@ enum Command {
         /// Where a rejected program's whole verifier log is written (default: the temporary directory).
         #[arg(long, value_name = "DIR")]
         verifier_log_dir: Option<PathBuf>,
+        /// On a pin root holding pins but no Kiln record: take over the pins at this manifest's paths (only those).
+        #[arg(long)]
+        adopt: bool,
     },
     /// Each declared map and program: desired against observed. Exit code 2 on drift.
     Status {
@@ -270,6 +273,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             fail_at,
             verifier_log_dir,
+            adopt,
         } => {
             let d = target.load()?;
             // Kernels before 5.11 charge maps and programs to RLIMIT_MEMLOCK;
@@ -277,6 +281,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _ = kiln_loader::sys::caps::raise_memlock();
             let mut opts = ApplyOptions {
                 verifier_log_dir,
+                adopt,
                 ..ApplyOptions::default()
             };
             let fail_at = fail_at.or_else(|| {
@@ -357,16 +362,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Destroy { manifest } => {
             let m = Manifest::load(&manifest).map_err(invalid)?;
-            let removed = kiln_manifest::apply::destroy(m.name(), &m.pin_root())?;
-            for r in &removed {
+            let done = kiln_manifest::apply::destroy_owned(m.name(), &m.pin_root())?;
+            for r in &done.removed {
                 println!("- unpinned {r}");
             }
-            println!(
-                "deployment {}: destroyed ({} pin(s) removed, {} gone)",
-                m.name(),
-                removed.len(),
-                m.pin_root().display()
-            );
+            for p in &done.left {
+                println!("= left alone {} (not this deployment's)", p.display());
+            }
+            if done.left.is_empty() {
+                println!(
+                    "deployment {}: destroyed ({} pin(s) removed, {} gone)",
+                    m.name(),
+                    done.removed.len(),
+                    m.pin_root().display()
+                );
+            } else {
+                println!(
+                    "deployment {}: destroyed ({} pin(s) removed); {} stays, holding {} foreign item(s)",
+                    m.name(),
+                    done.removed.len(),
+                    m.pin_root().display(),
+                    done.left.len()
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
