@@ -161,7 +161,8 @@ pub struct Outcome {
 /// Computes the plan against the live kernel (under the deployment lock).
 /// It refuses what apply would refuse about the pin root and its owner.
 pub fn plan(manifest: &Manifest, resolved: &Resolved) -> Result<Plan, ApplyError> {
-    plan_claimed(manifest, resolved, false).map(|(plan, _)| plan)
+    let lock_seen = ownership::lock_seen(manifest.name());
+    plan_claimed(manifest, resolved, false, lock_seen).map(|(plan, _)| plan)
 }
 
 /// The plan, and how the deployment takes hold of its pin root: only what
@@ -170,6 +171,7 @@ fn plan_claimed(
     manifest: &Manifest,
     resolved: &Resolved,
     adopt: bool,
+    lock_seen: bool,
 ) -> Result<(Plan, Claim), ApplyError> {
     let root = manifest.pin_root();
     ownership::check_root(&root)?;
@@ -180,6 +182,7 @@ fn plan_claimed(
         &resolved.desired,
         &mut observed,
         adopt,
+        lock_seen,
     )?;
     ownership::check_occupied(manifest.name(), &root, &resolved.desired, &observed)?;
     observed.entry_drift = live::entry_drift(&root, &resolved.desired, &observed)?;
@@ -216,10 +219,12 @@ pub fn apply(
     if !kiln_loader::pin::is_on_bpffs(existing).unwrap_or(false) {
         return Err(ApplyError::NotBpffs(root));
     }
+    let lock_seen = ownership::lock_seen(manifest.name());
     let _lock = DeploymentLock::acquire(manifest.name())?;
     // A staged pin left by a killed apply is one of the deployment's strays:
     // the plan removes it.
-    let (plan, claim) = plan_claimed(manifest, resolved, opts.adopt)?;
+    let (plan, claim) = plan_claimed(manifest, resolved, opts.adopt, lock_seen)
+        .inspect_err(|e| refused(e, manifest.name(), lock_seen))?;
     let mut ledger = claim.ledger;
     notes.extend(claim.note);
     // Recorded before anything changes, so they are owned from here on.
@@ -971,6 +976,19 @@ fn attach_once(
     }
 }
 
+/// A run that created the lock file and then found the pin root unclaimed
+/// must not leave the lock file as evidence of a deployment.
+fn refused(e: &ApplyError, name: &str, lock_seen: bool) {
+    if !lock_seen
+        && matches!(
+            e,
+            ApplyError::Ownership(ownership::OwnershipError::Unclaimed { .. })
+        )
+    {
+        ownership::unprove_lock(name);
+    }
+}
+
 /// What `destroy` did.
 #[derive(Debug, Default)]
 pub struct Destroyed {
@@ -1000,6 +1018,7 @@ pub fn destroy_owned(manifest_name: &str, root: &Path) -> Result<Destroyed, Appl
             vec![kiln_loader::sys::caps::Capability::Bpf],
         )?;
     }
+    let lock_seen = ownership::lock_seen(manifest_name);
     let _lock = DeploymentLock::acquire(manifest_name)?;
     let mut done = Destroyed::default();
     if !root.exists() {
@@ -1033,7 +1052,10 @@ pub fn destroy_owned(manifest_name: &str, root: &Path) -> Result<Destroyed, Appl
                 &plan::Desired::default(),
                 &mut observed,
                 false,
-            )?;
+                lock_seen,
+            )
+            .map_err(ApplyError::from)
+            .inspect_err(|e| refused(e, manifest_name, lock_seen))?;
             let mut l = claim.ledger;
             for rel in &claim.adopt {
                 l.record(rel, Origin::Adopted)?;

@@ -394,16 +394,38 @@ pub struct Claim {
     pub note: Option<String>,
 }
 
+fn lock_path(name: &str) -> PathBuf {
+    crate::lock::lock_dir().join(format!("{name}.lock"))
+}
+
+/// Whether the lock file of deployment `name` proves that an apply of this
+/// name ran since boot (`/run` is cleared at boot, as the bpffs is): it
+/// exists and is empty. Read before taking the lock, which creates it.
+pub fn lock_seen(name: &str) -> bool {
+    std::fs::metadata(lock_path(name)).is_ok_and(|m| m.is_file() && m.len() == 0)
+}
+
+/// After a refusal by an apply or destroy that created the lock file:
+/// marks it (its content is free, `flock` ignores it) so that it proves
+/// nothing to the next run.
+pub fn unprove_lock(name: &str) {
+    let _ = std::fs::write(
+        lock_path(name),
+        "taken by a run that found the pin root unclaimed: no evidence of a deployment\n",
+    );
+}
+
 /// Decides how the deployment `name` takes hold of its pin root, and moves
 /// everything it does not own into `observed.foreign`. Pure but for reading
-/// the record, the lock file and the pin root: the adoptions are written by
-/// the caller ([`Ledger::record`]).
+/// the record and the pin root: the adoptions are written by the caller
+/// ([`Ledger::record`]). `lock_seen`: see [`lock_seen`].
 pub fn claim(
     root: &Path,
     name: &str,
     desired: &Desired,
     observed: &mut Observed,
     adopt: bool,
+    lock_seen: bool,
 ) -> Result<Claim, OwnershipError> {
     if let Some(ledger) = Ledger::read(root)? {
         if ledger.name() != name {
@@ -429,7 +451,7 @@ pub fn claim(
             note: None,
         });
     }
-    if legacy_proven(root, name, observed) {
+    if lock_seen && legacy_layout(root, observed) {
         let mut adopt: Vec<String> = [MAPS, PROGS, LINKS]
             .into_iter()
             .filter(|d| root.join(d).is_dir())
@@ -527,13 +549,9 @@ fn disown(o: &mut Observed, root: &Path, rel: &str) {
     }
 }
 
-/// An earlier Kiln's deployment: the lock file of this name exists, and the
-/// pin root holds nothing but its layout.
-fn legacy_proven(root: &Path, name: &str, observed: &Observed) -> bool {
-    crate::lock::lock_dir()
-        .join(format!("{name}.lock"))
-        .is_file()
-        && observed.foreign.is_empty()
+/// The pin root holds nothing but an earlier Kiln's layout.
+fn legacy_layout(root: &Path, observed: &Observed) -> bool {
+    observed.foreign.is_empty()
         && observed.strays.iter().all(|p| {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().ends_with(crate::apply::STAGING_SUFFIX))
@@ -690,9 +708,9 @@ mod tests {
         let root = Path::new("/nonexistent-kiln-test/root");
         let mut o = Observed::default();
         o.foreign.push(root.join("bpftool_map"));
-        let err = claim(root, "t", &Desired::default(), &mut o, false).unwrap_err();
+        let err = claim(root, "t", &Desired::default(), &mut o, false, true).unwrap_err();
         assert!(err.to_string().contains("bpftool_map"), "{err}");
-        let c = claim(root, "t", &Desired::default(), &mut o, true).unwrap();
+        let c = claim(root, "t", &Desired::default(), &mut o, true, true).unwrap();
         assert!(c.adopt.is_empty());
         assert_eq!(o.foreign, vec![root.join("bpftool_map")]);
     }

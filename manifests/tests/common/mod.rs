@@ -152,6 +152,46 @@ pub fn no_perf_link() -> Option<String> {
     (!ok).then(|| "tracepoint attachments cannot be pinned before perf-event links (5.15)".into())
 }
 
+/// Pins, at `path`, a map of another tool (as `bpftool map create` would
+/// make it: a hash u32 -> u64) holding `key` = `value`, with kiln-loader's
+/// raw calls so that it works in the test VMs too.
+pub fn pin_foreign_map(path: &Path, key: u32, value: u64) -> Result<(), String> {
+    let spec = kiln_obj::MapSpec {
+        name: "foreign".into(),
+        map_type: kiln_obj::MapType::HASH,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 16,
+        map_flags: 0,
+        numa_node: None,
+        map_extra: 0,
+        pinning: kiln_obj::Pinning::None,
+        origin: kiln_obj::MapOrigin::BtfMaps,
+        initial_data: None,
+        btf_key_type_id: None,
+        btf_value_type_id: None,
+        inner: None,
+        variables: vec![],
+    };
+    let map = Map::create(&spec, None, None).map_err(|e| e.to_string())?;
+    map.update_bytes(&key.to_ne_bytes(), &value.to_ne_bytes(), UpdateFlags::ANY)
+        .map_err(|e| e.to_string())?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    map.pin(path).map_err(|e| e.to_string())
+}
+
+/// The value at `key` of the u32 -> u64 map pinned at `path`.
+pub fn pinned_value(path: &Path, key: u32) -> Result<Option<u64>, String> {
+    let map =
+        Map::from_pin(path, OpenFlags::ReadOnly).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(map
+        .lookup_bytes(&key.to_ne_bytes(), UpdateFlags::ANY)
+        .map_err(|e| e.to_string())?
+        .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or_default())))
+}
+
 /// The `kiln` binary under test: `$KILN_BIN` (the VMs put it at /bin/kiln),
 /// else the one cargo built beside this test.
 pub fn kiln_bin() -> std::path::PathBuf {
@@ -159,4 +199,16 @@ pub fn kiln_bin() -> std::path::PathBuf {
         || std::path::PathBuf::from(env!("CARGO_BIN_EXE_kiln")),
         std::path::PathBuf::from,
     )
+}
+
+/// What the counter deployment needs: root, bpf(), a network namespace of
+/// its own, and pinnable tracepoint links (perf-event links, 5.15).
+pub fn counter_needs() -> Vec<kiln_testkit::Need> {
+    use kiln_testkit::Need;
+    vec![
+        Need::Root,
+        Need::Bpf,
+        Need::NetNs,
+        Need::Probe("perf_link", no_perf_link),
+    ]
 }
