@@ -120,6 +120,8 @@ pub struct Ledger {
     written: bool,
     /// This process created the pin root.
     created_root: bool,
+    /// This process wrote the record.
+    created_record: bool,
 }
 
 impl Ledger {
@@ -132,6 +134,7 @@ impl Ledger {
             owned: BTreeMap::new(),
             written: false,
             created_root: false,
+            created_record: false,
         }
     }
 
@@ -175,6 +178,7 @@ impl Ledger {
             owned,
             written: true,
             created_root: false,
+            created_record: false,
         }))
     }
 
@@ -283,17 +287,20 @@ impl Ledger {
         Ok(())
     }
 
-    /// Undoes a first apply that failed: when this process created the
+    /// Undoes a first apply that failed: when this process wrote the
     /// record and nothing but the pin root is owned, removes the record and
-    /// the (then empty) pin root it created.
+    /// the pin root if it created it (and it is empty).
     pub fn discard_if_unused(&mut self) {
-        if !self.created_root || self.owned.keys().any(|k| k != ".") {
+        if !self.created_record || self.owned.keys().any(|k| k != ".") {
             return;
         }
         if self.remove().is_ok() {
-            let _ = std::fs::remove_dir(&self.root);
+            if self.created_root {
+                let _ = std::fs::remove_dir(&self.root);
+            }
             self.owned.clear();
             self.created_root = false;
+            self.created_record = false;
         }
     }
 
@@ -315,6 +322,7 @@ impl Ledger {
             Err(e) => return Err(io(&identity)(e)),
         }
         self.written = true;
+        self.created_record = true;
         if created_root {
             self.created_root = true;
             self.write_entry(".", Origin::Created)?;

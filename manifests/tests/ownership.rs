@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kiln_manifest::Deployment;
-use kiln_manifest::apply::{ApplyError, ApplyOptions};
+use kiln_manifest::apply::{ApplyError, ApplyOptions, Step};
 use kiln_manifest::ownership::{Ledger, Origin, OwnershipError, STATE_DIR};
 use kiln_testkit::{Need, TestResult};
 
@@ -234,6 +234,47 @@ fn foreign_pin_at_a_manifest_path_is_refused() -> TestResult {
     Ok(())
 }
 
+fn failed_first_apply_leaves_nothing_behind() -> TestResult {
+    let f = Fixture::new()?;
+    let d = f.deployment(&f.v1, "")?;
+    let fail = |step| ApplyOptions {
+        fail_at: Some(step),
+        ..adopt()
+    };
+    // Into a fresh pin root: no pin root, no record afterwards.
+    d.apply(&fail(Step::PinLink))
+        .err()
+        .ok_or("the failure was not injected")?;
+    assert!(
+        !f.base.exists() || !f.root.exists(),
+        "the failed apply left {}",
+        f.root.display()
+    );
+    // Beside another tool's pins: they stay, and no record is left either.
+    pin_foreign(&f.root)?;
+    // Every step a first apply goes through (it never migrates, syncs,
+    // replaces or unpins).
+    for step in [
+        Step::CreateMap,
+        Step::LoadProgram,
+        Step::Attach,
+        Step::PinMap,
+        Step::PinProgram,
+        Step::PinLink,
+    ] {
+        if d.apply(&fail(step)).is_ok() {
+            return Err(format!("no failure injected at {}", step.name()).into());
+        }
+        assert_foreign_intact(&f.root, &format!("after a failure at {}", step.name()))?;
+        assert!(
+            !f.root.join(STATE_DIR).exists(),
+            "a failure at {} left a record",
+            step.name()
+        );
+    }
+    Ok(())
+}
+
 fn nested_pin_roots_and_the_mount_point_are_refused() -> TestResult {
     let f = Fixture::new()?;
     let outer = f.deployment(&f.v1, "")?;
@@ -434,6 +475,11 @@ fn main() {
             "foreign_pin_at_a_manifest_path_is_refused",
             needs,
             foreign_pin_at_a_manifest_path_is_refused,
+        ),
+        kiln_testkit::test(
+            "failed_first_apply_leaves_nothing_behind",
+            needs,
+            failed_first_apply_leaves_nothing_behind,
         ),
         kiln_testkit::test(
             "nested_pin_roots_and_the_mount_point_are_refused",
