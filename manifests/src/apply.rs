@@ -235,17 +235,20 @@ pub fn apply(
         ledger.prune_absent()?;
     }
     if plan.is_noop() {
+        let mut warnings = Vec::new();
+        readers_access(manifest, &ledger, &mut notes, &mut warnings);
         return Ok(Outcome {
             plan,
             notes,
-            warnings: Vec::new(),
+            warnings,
         });
     }
     let mut tx = Tx::new(manifest.pin_root(), opts.clone(), ledger);
     let result = tx.build(&plan, resolved).and_then(|()| tx.commit(&plan));
     match result {
         Ok(()) => {
-            let warnings = tx.finish();
+            let mut warnings = tx.finish();
+            readers_access(manifest, &tx.ledger, &mut notes, &mut warnings);
             Ok(Outcome {
                 plan,
                 notes,
@@ -256,6 +259,35 @@ pub fn apply(
             tx.rollback();
             Err(e)
         }
+    }
+}
+
+/// Past the commit: gives `[deployment] readers` read access to the maps
+/// (or takes it back), saying what changed and what still blocks the group.
+fn readers_access(
+    manifest: &Manifest,
+    ledger: &Ledger,
+    notes: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    let readers = manifest.readers();
+    match ownership::apply_readers(ledger, readers) {
+        Ok((changed, blocked)) => {
+            if !changed.is_empty() {
+                notes.push(match readers {
+                    Some(gid) => format!("maps readable by group {gid}: {}", changed.join(", ")),
+                    None => format!("maps readable by root only: {}", changed.join(", ")),
+                });
+            }
+            if let (Some(gid), false) = (readers, blocked.is_empty()) {
+                let dirs: Vec<String> = blocked.iter().map(|p| p.display().to_string()).collect();
+                warnings.push(format!(
+                    "group {gid} cannot pass through {} (no search permission for it): give it one (chmod o+x, or chgrp and g+x), or its members cannot reach the maps",
+                    dirs.join(", ")
+                ));
+            }
+        }
+        Err(e) => warnings.push(format!("setting the readers' access: {e}")),
     }
 }
 

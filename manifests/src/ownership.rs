@@ -683,9 +683,108 @@ pub fn check_root(root: &Path) -> Result<(), OwnershipError> {
     Ok(())
 }
 
+/// The group id `group` names: a number, or a name in the system's group
+/// database.
+pub fn group_id(group: &str) -> Option<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Some(gid);
+    }
+    let name = std::ffi::CString::new(group).ok()?;
+    let mut size = 4096;
+    // The group's member list can outgrow the buffer: retry larger, bounded.
+    while size <= 1 << 20 {
+        let mut buf = vec![0u8; size];
+        // SAFETY: an all-zero `group` is a valid out-parameter.
+        let mut grp: libc::group = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer refers to memory we own for the call's
+        // duration, `buf.len()` is its size, and `name` is NUL-terminated.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                name.as_ptr(),
+                &mut grp,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        if rc == libc::ERANGE {
+            size *= 4;
+            continue;
+        }
+        return (rc == 0 && !found.is_null()).then_some(grp.gr_gid);
+    }
+    None
+}
+
+/// Gives the group `readers` read access to the deployment's maps, or (with
+/// `None`) takes it back: map pins 0640 (0600), the pin root and `maps/`
+/// 0750 (0700), owned by that group. Only owned paths are touched. Returns
+/// what it changed, and the directories above the pin root that the group
+/// cannot pass through (the bpffs mount is often 0700).
+pub fn apply_readers(
+    ledger: &Ledger,
+    readers: Option<u32>,
+) -> Result<(Vec<String>, Vec<PathBuf>), OwnershipError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut changed = Vec::new();
+    for rel in ledger.owned().keys() {
+        let dir = rel == "." || rel == MAPS;
+        let map = rel.strip_prefix(MAPS).is_some_and(|r| r.starts_with('/'));
+        if !dir && !map {
+            continue;
+        }
+        let path = ledger.root().join(rel);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let private = if dir { 0o700 } else { 0o600 };
+        let mode = match readers {
+            Some(_) if dir => 0o750,
+            Some(_) => 0o640,
+            None => private,
+        };
+        if let Some(gid) = readers
+            && meta.gid() != gid
+        {
+            std::os::unix::fs::chown(&path, None, Some(gid)).map_err(io(&path))?;
+            changed.push(rel.clone());
+        }
+        if meta.mode() & 0o777 != mode {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(io(&path))?;
+            changed.push(rel.clone());
+        }
+    }
+    changed.dedup();
+    let mut blocked = Vec::new();
+    if let Some(gid) = readers {
+        for a in ledger.root().ancestors().skip(1) {
+            if let Ok(m) = std::fs::metadata(a) {
+                let passes = m.mode() & 0o001 != 0 || (m.gid() == gid && m.mode() & 0o010 != 0);
+                if !passes {
+                    blocked.push(a.to_path_buf());
+                }
+            }
+            if is_mount_point(a) {
+                break;
+            }
+        }
+    }
+    Ok((changed, blocked))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn groups_by_number_and_name() {
+        assert_eq!(group_id("4242"), Some(4242));
+        assert_eq!(group_id("no-such-group-kiln"), None);
+        assert_eq!(group_id("root"), Some(0));
+        assert_eq!(group_id("a\0b"), None);
+    }
 
     #[test]
     fn record_paths_are_plain_and_relative() {

@@ -275,6 +275,73 @@ fn failed_first_apply_leaves_nothing_behind() -> TestResult {
     Ok(())
 }
 
+/// Mode and group of `path`.
+fn mode_of(path: &Path) -> Result<(u32, u32), String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((m.mode() & 0o7777, m.gid()))
+}
+
+fn readers_group_may_read_the_maps() -> TestResult {
+    let f = Fixture::new()?;
+    let gid = 4242;
+    let migrate = "max_entries = 32\non_upgrade = \"migrate\"";
+    let with_readers = |object: &Path, readers: &str| -> Result<Deployment, String> {
+        let map_extra = if object == f.v2 { migrate } else { "" };
+        let text = counter_manifest(&f.name, &f.root, object, map_extra, "").replacen(
+            "allow_outside = true\n",
+            &format!("allow_outside = true\n{readers}"),
+            1,
+        );
+        let path = f.dir.join("readers.toml");
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        Deployment::load(&path, &BTreeMap::new()).map_err(|d| d.to_string())
+    };
+    let readers = format!("readers = \"{gid}\"\n");
+    let out = with_readers(&f.v1, &readers)?.apply(&ApplyOptions::default())?;
+    assert!(
+        out.notes.iter().any(|n| n.contains("readable by group")),
+        "{:?}",
+        out.notes
+    );
+    // The group reads the maps and passes through the directories to them;
+    // programs, links and the record stay root's alone.
+    for (p, want) in [
+        (".", (0o750, gid)),
+        ("maps", (0o750, gid)),
+        ("maps/COUNTERS", (0o640, gid)),
+    ] {
+        assert_eq!(mode_of(&f.root.join(p))?, want, "{p}");
+    }
+    for (p, want) in [
+        ("progs", 0o700),
+        ("links", 0o700),
+        (STATE_DIR, 0o700),
+        ("progs/count_exec", 0o600),
+        ("links/count_packets", 0o600),
+    ] {
+        assert_eq!(mode_of(&f.root.join(p))?.0, want, "{p}");
+    }
+    // An upgrade re-pins the map: the new pin gets the same access.
+    let before = kiln_manifest::live::map_at(&f.root.join("maps/COUNTERS")).map(|m| m.id);
+    with_readers(&f.v2, &readers)?.apply(&ApplyOptions::default())?;
+    let after = kiln_manifest::live::map_at(&f.root.join("maps/COUNTERS")).map(|m| m.id);
+    assert_ne!(before, after, "the upgrade did not re-pin the map");
+    assert_eq!(mode_of(&f.root.join("maps/COUNTERS"))?, (0o640, gid));
+    // Without readers, the next apply (a no-op otherwise) takes it back.
+    let out = with_readers(&f.v2, "")?.apply(&ApplyOptions::default())?;
+    assert!(out.plan.is_noop(), "{}", out.plan);
+    assert_eq!(mode_of(&f.root.join("maps/COUNTERS"))?.0, 0o600);
+    assert_eq!(mode_of(&f.root)?.0, 0o700);
+    assert_eq!(mode_of(&f.root.join("maps"))?.0, 0o700);
+    // An unknown group is a manifest error, with its line.
+    let err = with_readers(&f.v2, "readers = \"no-such-group-kiln\"\n")
+        .err()
+        .ok_or("an unknown group was accepted")?;
+    assert!(err.contains("no group 'no-such-group-kiln'"), "{err}");
+    Ok(())
+}
+
 fn nested_pin_roots_and_the_mount_point_are_refused() -> TestResult {
     let f = Fixture::new()?;
     let outer = f.deployment(&f.v1, "")?;
@@ -480,6 +547,11 @@ fn main() {
             "failed_first_apply_leaves_nothing_behind",
             needs,
             failed_first_apply_leaves_nothing_behind,
+        ),
+        kiln_testkit::test(
+            "readers_group_may_read_the_maps",
+            needs,
+            readers_group_may_read_the_maps,
         ),
         kiln_testkit::test(
             "nested_pin_roots_and_the_mount_point_are_refused",
