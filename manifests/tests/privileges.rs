@@ -161,6 +161,85 @@ fn object_load_as_nobody_names_cap_bpf() -> TestResult {
     expect_refusal(code, &err, &["CAP_BPF"], &case)
 }
 
+/// The capabilities `kiln check --json` says a first apply needs.
+fn check_says(manifest: &Path) -> Result<Vec<String>, String> {
+    let out = Command::new(kiln_bin())
+        .args(["check", "--json"])
+        .arg(manifest)
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "kiln check failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
+    let caps = v["capabilities"]
+        .as_array()
+        .ok_or(format!("no capabilities: {text}"))?;
+    Ok(caps
+        .iter()
+        .filter(|c| c["only_when_deployed"] == false)
+        .filter_map(|c| c["capability"].as_str().map(str::to_string))
+        .collect())
+}
+
+/// This process's bounding set, as capsh names the capabilities.
+fn bounding_set() -> Result<Vec<String>, String> {
+    let out = Command::new("capsh")
+        .arg("--print")
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Bounding set ="))
+        .ok_or(format!("no bounding set in: {text}"))?;
+    Ok(line.split(',').map(str::to_string).collect())
+}
+
+fn check_names_exactly_what_apply_needs() -> TestResult {
+    let case = Case::new("exact", TRACEPOINT)?;
+    let needed = check_says(&case.manifest)?;
+    assert_eq!(
+        needed,
+        ["CAP_BPF", "CAP_PERFMON"],
+        "for a tracepoint program"
+    );
+    // Any one of them dropped (and CAP_SYS_ADMIN, which stands in for
+    // both): refused, naming it, nothing left behind.
+    for cap in &needed {
+        let drop = format!("--drop={},cap_sys_admin", cap.to_lowercase());
+        let (code, err) = run(
+            &["capsh", drop.as_str()],
+            &[Path::new("apply"), &case.manifest],
+        )?;
+        expect_refusal(code, &err, &[cap.as_str()], &case)?;
+    }
+    // Exactly those (every other capability out of the bounding set, so
+    // root's exec cannot regain it): the apply goes through.
+    let wanted: Vec<String> = needed.iter().map(|c| c.to_lowercase()).collect();
+    let others: Vec<String> = bounding_set()?
+        .into_iter()
+        .filter(|c| !wanted.contains(c))
+        .collect();
+    let drop = format!("--drop={}", others.join(","));
+    let (code, err) = run(
+        &["capsh", drop.as_str()],
+        &[Path::new("apply"), &case.manifest],
+    )?;
+    assert_eq!(code, 0, "apply with exactly {needed:?} failed:\n{err}");
+    assert!(case.root.join("links/count_exec").exists(), "{err}");
+    let (code, err) = run(
+        &["capsh", "--drop=cap_net_raw"],
+        &[Path::new("destroy"), &case.manifest],
+    )?;
+    assert_eq!(code, 0, "{err}");
+    Ok(())
+}
+
 fn main() {
     let nobody = &[
         Need::Root,
@@ -197,6 +276,21 @@ fn main() {
             "apply_without_bpf_caps_names_them",
             capsh,
             apply_without_bpf_caps_names_them,
+        ),
+        kiln_testkit::test(
+            "check_names_exactly_what_apply_needs",
+            &[
+                Need::Root,
+                Need::Bpf,
+                Need::Probe("capsh", || missing_tool("capsh")),
+                Need::Probe("perf_link", || {
+                    let ok =
+                        kiln_manifest::features::has(kiln_loader::probe::features(), "perf_link")
+                            .unwrap_or(false);
+                    (!ok).then(|| "tracepoint links cannot be pinned before 5.15".into())
+                }),
+            ],
+            check_names_exactly_what_apply_needs,
         ),
     ]);
 }

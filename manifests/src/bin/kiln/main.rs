@@ -28,13 +28,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Parse and validate a manifest against its objects and this host; change nothing.
+    /// Parse and validate a manifest against its objects and this host, and say which privileges applying it needs; change nothing.
     /// With --kernels: whether its programs find what they need in other kernels (offline).
     Check {
         #[command(flatten)]
         target: Target,
         #[command(flatten)]
         kernels: compat::KernelArgs,
+        /// The result and the privileges as JSON (`--kernels-json` for the --kernels report).
+        #[arg(long = "json", id = "check_json")]
+        json: bool,
     },
     /// Show what `apply` would do, computed from the manifest and the live kernel.
     Plan {
@@ -246,18 +249,57 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { target, kernels } if kernels.wanted() => {
+        Command::Check {
+            target, kernels, ..
+        } if kernels.wanted() => {
             return compat::run(&target, &kernels);
         }
-        Command::Check { target, .. } => {
+        Command::Check { target, json, .. } => {
             let d = target.load()?;
-            println!(
-                "{}: ok ({} program(s), {} map(s), pin root {})",
-                target.manifest.display(),
-                d.resolved.desired.programs.len(),
-                d.resolved.desired.maps.len(),
-                d.manifest.pin_root().display()
-            );
+            let reasons = kiln_manifest::privilege::reasons(&d.resolved);
+            let root = d.manifest.pin_root();
+            // Where a non-root apply must be able to write: the pin root, or
+            // the directory it is created in.
+            let writable = root
+                .ancestors()
+                .find(|a| a.exists())
+                .unwrap_or(&root)
+                .to_path_buf();
+            if json {
+                let v = serde_json::json!({
+                    "manifest": target.manifest,
+                    "programs": d.resolved.desired.programs.len(),
+                    "maps": d.resolved.desired.maps.len(),
+                    "pin_root": root,
+                    "capabilities": reasons,
+                    "writable": writable,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{}: ok ({} program(s), {} map(s), pin root {})",
+                    target.manifest.display(),
+                    d.resolved.desired.programs.len(),
+                    d.resolved.desired.maps.len(),
+                    root.display()
+                );
+                println!("privileges to apply it as a non-root user:");
+                for r in &reasons {
+                    let when = if r.only_when_deployed {
+                        " (once deployed)"
+                    } else {
+                        ""
+                    };
+                    print!("  {:<14} {}{when}", r.capability, r.why);
+                    if !r.programs.is_empty() {
+                        print!(": {}", r.programs.join(", "));
+                    }
+                    println!();
+                }
+                println!("  write access   to {}", writable.display());
+                let caps: Vec<&str> = reasons.iter().map(|r| r.capability).collect();
+                println!("  systemd:       AmbientCapabilities={}", caps.join(" "));
+            }
         }
         Command::Plan { target, json } => {
             let d = target.load()?;
