@@ -116,6 +116,8 @@ pub struct Ledger {
     name: String,
     /// Owned paths relative to the root ("." for the root itself).
     owned: BTreeMap<String, Origin>,
+    /// The record entry (symlink) of each owned path.
+    entries: BTreeMap<String, PathBuf>,
     /// The record exists on the bpffs (otherwise it is written on first use).
     written: bool,
     /// This process created the pin root.
@@ -132,6 +134,7 @@ impl Ledger {
             root: root.to_path_buf(),
             name: name.to_string(),
             owned: BTreeMap::new(),
+            entries: BTreeMap::new(),
             written: false,
             created_root: false,
             created_record: false,
@@ -150,6 +153,7 @@ impl Ledger {
             Err(e) => return Err(io(&identity)(e)),
         };
         let mut owned = BTreeMap::new();
+        let mut entries = BTreeMap::new();
         for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
             let entry = entry.map_err(io(&dir))?;
             let file = entry.file_name().to_string_lossy().into_owned();
@@ -170,12 +174,14 @@ impl Ledger {
                     message: format!("'{rel}' is not a plain path under the pin root"),
                 });
             }
-            owned.insert(rel, origin);
+            owned.insert(rel.clone(), origin);
+            entries.insert(rel, path);
         }
         Ok(Some(Ledger {
             root: root.to_path_buf(),
             name,
             owned,
+            entries,
             written: true,
             created_root: false,
             created_record: false,
@@ -226,24 +232,24 @@ impl Ledger {
             return Ok(false);
         }
         self.write_identity()?;
-        self.write_entry(rel, origin)?;
+        let entry = self.write_entry(rel, origin)?;
         self.owned.insert(rel.to_string(), origin);
+        self.entries.insert(rel.to_string(), entry);
         Ok(true)
     }
 
     /// Forgets `rel` (after it was removed).
     pub fn forget(&mut self, rel: &str) -> Result<(), OwnershipError> {
-        let Some(origin) = self.owned.get(rel).copied() else {
+        if self.owned.remove(rel).is_none() {
             return Ok(());
-        };
-        if let Some(path) = self.find_entry(rel, origin)? {
+        }
+        if let Some(path) = self.entries.remove(rel) {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io(&path)(e)),
             }
         }
-        self.owned.remove(rel);
         Ok(())
     }
 
@@ -299,6 +305,7 @@ impl Ledger {
                 let _ = std::fs::remove_dir(&self.root);
             }
             self.owned.clear();
+            self.entries.clear();
             self.created_root = false;
             self.created_record = false;
         }
@@ -325,8 +332,9 @@ impl Ledger {
         self.created_record = true;
         if created_root {
             self.created_root = true;
-            self.write_entry(".", Origin::Created)?;
+            let entry = self.write_entry(".", Origin::Created)?;
             self.owned.insert(".".into(), Origin::Created);
+            self.entries.insert(".".into(), entry);
         }
         Ok(())
     }
@@ -339,16 +347,17 @@ impl Ledger {
         format!("{prefix}{:016x}", fnv1a(rel).wrapping_add(probe))
     }
 
-    fn write_entry(&self, rel: &str, origin: Origin) -> Result<(), OwnershipError> {
+    /// Writes the entry of `rel`; returns its path.
+    fn write_entry(&self, rel: &str, origin: Origin) -> Result<PathBuf, OwnershipError> {
         let dir = self.root.join(STATE_DIR);
         // Linear probing on the (vanishingly rare) hash collision.
         for probe in 0..64 {
             let path = dir.join(Self::entry_name(rel, origin, probe));
             match std::os::unix::fs::symlink(rel, &path) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(path),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     if std::fs::read_link(&path).is_ok_and(|t| t == Path::new(rel)) {
-                        return Ok(());
+                        return Ok(path);
                     }
                 }
                 Err(e) => return Err(io(&path)(e)),
@@ -358,20 +367,6 @@ impl Ledger {
             path: dir,
             message: format!("no free entry for '{rel}'"),
         })
-    }
-
-    fn find_entry(&self, rel: &str, origin: Origin) -> Result<Option<PathBuf>, OwnershipError> {
-        let dir = self.root.join(STATE_DIR);
-        for probe in 0..64 {
-            let path = dir.join(Self::entry_name(rel, origin, probe));
-            match std::fs::read_link(&path) {
-                Ok(t) if t == Path::new(rel) => return Ok(Some(path)),
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(io(&path)(e)),
-            }
-        }
-        Ok(None)
     }
 }
 
