@@ -163,7 +163,8 @@ impl Deployment {
         ))
     }
 
-    /// Removes everything pinned under the pin root (only that).
+    /// Removes what the deployment owns under its pin root (its record
+    /// says what), leaving anything else there alone.
     pub fn destroy(&self) -> Result<Vec<String>, apply::ApplyError> {
         apply::destroy(self.manifest.name(), &self.manifest.pin_root())
     }
