@@ -7,10 +7,8 @@ use std::process::Command;
 
 use kiln_testkit::{Need, TestResult};
 
-fn kiln_bin() -> PathBuf {
-    std::env::var_os("KILN_BIN")
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from)
-}
+mod common;
+use common::kiln_bin;
 
 fn missing_tool(name: &str) -> Option<String> {
     let found = std::env::var_os("PATH")
@@ -200,14 +198,12 @@ fn bounding_set() -> Result<Vec<String>, String> {
     Ok(line.split(',').map(str::to_string).collect())
 }
 
-fn check_names_exactly_what_apply_needs() -> TestResult {
-    let case = Case::new("exact", TRACEPOINT)?;
+/// `kiln check` prints `expected` for `attach`; apply goes through with
+/// exactly those and fails naming each one dropped.
+fn check_names_exactly_what_apply_needs(tag: &str, attach: &str, expected: &[&str]) -> TestResult {
+    let case = Case::new(tag, attach)?;
     let needed = check_says(&case.manifest)?;
-    assert_eq!(
-        needed,
-        ["CAP_BPF", "CAP_PERFMON"],
-        "for a tracepoint program"
-    );
+    assert_eq!(needed, expected, "for {attach}");
     // Any one of them dropped (and CAP_SYS_ADMIN, which stands in for
     // both): refused, naming it, nothing left behind.
     for cap in &needed {
@@ -231,7 +227,7 @@ fn check_names_exactly_what_apply_needs() -> TestResult {
         &[Path::new("apply"), &case.manifest],
     )?;
     assert_eq!(code, 0, "apply with exactly {needed:?} failed:\n{err}");
-    assert!(case.root.join("links/count_exec").exists(), "{err}");
+    assert!(case.root.join("links").is_dir(), "nothing attached: {err}");
     let (code, err) = run(
         &["capsh", "--drop=cap_net_raw"],
         &[Path::new("destroy"), &case.manifest],
@@ -290,7 +286,31 @@ fn main() {
                     (!ok).then(|| "tracepoint links cannot be pinned before 5.15".into())
                 }),
             ],
-            check_names_exactly_what_apply_needs,
+            || {
+                check_names_exactly_what_apply_needs(
+                    "exact-tp",
+                    TRACEPOINT,
+                    &["CAP_BPF", "CAP_PERFMON"],
+                )
+            },
+        ),
+        kiln_testkit::test(
+            "check_names_exactly_what_an_xdp_apply_needs",
+            &[
+                Need::Root,
+                Need::Bpf,
+                Need::NetNs,
+                Need::Probe("capsh", || missing_tool("capsh")),
+            ],
+            || {
+                // XDP on a `lo` of this test's own (kiln inherits the namespace).
+                common::private_netns()?;
+                check_names_exactly_what_apply_needs(
+                    "exact-xdp",
+                    XDP,
+                    &["CAP_BPF", "CAP_NET_ADMIN"],
+                )
+            },
         ),
     ]);
 }
