@@ -236,6 +236,99 @@ fn check_names_exactly_what_apply_needs(tag: &str, attach: &str, expected: &[&st
     Ok(())
 }
 
+/// Mounts a bpffs at `dir` with `options`; the kernel's error if refused.
+fn mount_bpffs(dir: &Path, options: &str) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let target = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    let data = std::ffi::CString::new(options).map_err(|e| e.to_string())?;
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(format!(
+            "mount -t bpf -o {options}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Why this kernel has no bpffs delegation (BPF tokens, 6.9+), or `None`.
+fn no_token_mounts() -> Option<String> {
+    let dir = std::env::temp_dir().join(format!("kiln-priv-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let r = mount_bpffs(&dir, "delegate_cmds=prog_load");
+    if r.is_ok() {
+        let c = std::ffi::CString::new(dir.display().to_string()).ok()?;
+        // SAFETY: a NUL-terminated path; unmounting what we just mounted.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+    let _ = std::fs::remove_dir(&dir);
+    r.err()
+        .map(|e| format!("no bpffs delegation (BPF tokens, 6.9+): {e}"))
+}
+
+fn check_prints_a_delegation_the_kernel_accepts() -> TestResult {
+    let case = Case::new("token", &format!("{TRACEPOINT}\n{XDP}"))?;
+    let out = Command::new(kiln_bin())
+        .args(["check", "--json"])
+        .arg(&case.manifest)
+        .output()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let d = &v["token_delegation"];
+    let names = |k: &str| -> Vec<String> {
+        d[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        names("cmds"),
+        ["map_create", "btf_load", "prog_load"],
+        "{v}"
+    );
+    assert_eq!(names("progs"), ["tracepoint", "xdp"], "{v}");
+    assert!(names("maps").contains(&"hash".to_string()), "{v}");
+    // A tracepoint program is loaded without an expected attach type (0).
+    assert!(
+        names("attachs").contains(&"cgroup_inet_ingress".to_string()),
+        "{v}"
+    );
+    let options: Vec<String> = ["cmds", "maps", "progs", "attachs"]
+        .iter()
+        .map(|k| format!("delegate_{k}={}", names(k).join(":")))
+        .collect();
+    let options = options.join(",");
+    // The kernel parses each name against its own enums: a wrong one is EINVAL.
+    let dir = case.dir.join("delegated");
+    std::fs::create_dir_all(&dir)?;
+    mount_bpffs(&dir, &options)?;
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    let c = std::ffi::CString::new(dir.display().to_string())?;
+    // SAFETY: a NUL-terminated path; unmounting what this test mounted.
+    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    let line = mounts
+        .lines()
+        .find(|l| l.contains(&dir.display().to_string()))
+        .ok_or("the delegated bpffs is not in /proc/mounts")?;
+    for k in ["cmds", "maps", "progs", "attachs"] {
+        for n in names(k) {
+            assert!(line.contains(&n), "{n} not delegated: {line}");
+        }
+    }
+    Ok(())
+}
+
 fn main() {
     let nobody = &[
         Need::Root,
@@ -293,6 +386,15 @@ fn main() {
                     &["CAP_BPF", "CAP_PERFMON"],
                 )
             },
+        ),
+        kiln_testkit::test(
+            "check_prints_a_delegation_the_kernel_accepts",
+            &[
+                Need::Root,
+                Need::Bpf,
+                Need::Probe("bpffs delegation", no_token_mounts),
+            ],
+            check_prints_a_delegation_the_kernel_accepts,
         ),
         kiln_testkit::test(
             "check_names_exactly_what_an_xdp_apply_needs",

@@ -257,6 +257,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { target, json, .. } => {
             let d = target.load()?;
             let reasons = kiln_manifest::privilege::reasons(&d.resolved);
+            let token = kiln_manifest::privilege::delegation(&d.resolved);
             let root = d.manifest.pin_root();
             // Where a non-root apply must be able to write: the pin root, or
             // the directory it is created in.
@@ -273,6 +274,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "pin_root": root,
                     "capabilities": reasons,
                     "writable": writable,
+                    "token_delegation": token,
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -299,6 +301,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("  write access   to {}", writable.display());
                 let caps: Vec<&str> = reasons.iter().map(|r| r.capability).collect();
                 println!("  systemd:       AmbientCapabilities={}", caps.join(" "));
+                println!(
+                    "a BPF token (6.9+) for these loads needs a bpffs mounted with (`kiln apply` does not load through tokens yet):"
+                );
+                println!("  -o {}", token.mount_options());
             }
         }
         Command::Plan { target, json } => {
