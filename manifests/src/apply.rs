@@ -221,10 +221,10 @@ pub fn apply(
     }
     let lock_seen = ownership::lock_seen(manifest.name());
     let _lock = DeploymentLock::acquire(manifest.name())?;
+    ownership::mark_lock(manifest.name());
     // A staged pin left by a killed apply is one of the deployment's strays:
     // the plan removes it.
-    let (plan, claim) = plan_claimed(manifest, resolved, opts.adopt, lock_seen)
-        .inspect_err(|e| refused(e, manifest.name(), lock_seen))?;
+    let (plan, claim) = plan_claimed(manifest, resolved, opts.adopt, lock_seen)?;
     let mut ledger = claim.ledger;
     notes.extend(claim.note);
     // Recorded before anything changes, so they are owned from here on.
@@ -1008,19 +1008,6 @@ fn attach_once(
     }
 }
 
-/// A run that created the lock file and then found the pin root unclaimed
-/// must not leave the lock file as evidence of a deployment.
-fn refused(e: &ApplyError, name: &str, lock_seen: bool) {
-    if !lock_seen
-        && matches!(
-            e,
-            ApplyError::Ownership(ownership::OwnershipError::Unclaimed { .. })
-        )
-    {
-        ownership::unprove_lock(name);
-    }
-}
-
 /// What `destroy` did.
 #[derive(Debug, Default)]
 pub struct Destroyed {
@@ -1052,6 +1039,7 @@ pub fn destroy_owned(manifest_name: &str, root: &Path) -> Result<Destroyed, Appl
     }
     let lock_seen = ownership::lock_seen(manifest_name);
     let _lock = DeploymentLock::acquire(manifest_name)?;
+    ownership::mark_lock(manifest_name);
     let mut done = Destroyed::default();
     if !root.exists() {
         return Ok(done);
@@ -1085,9 +1073,7 @@ pub fn destroy_owned(manifest_name: &str, root: &Path) -> Result<Destroyed, Appl
                 &mut observed,
                 false,
                 lock_seen,
-            )
-            .map_err(ApplyError::from)
-            .inspect_err(|e| refused(e, manifest_name, lock_seen))?;
+            )?;
             let mut l = claim.ledger;
             for rel in &claim.adopt {
                 l.record(rel, Origin::Adopted)?;

@@ -401,21 +401,28 @@ fn lock_path(name: &str) -> PathBuf {
     crate::lock::lock_dir().join(format!("{name}.lock"))
 }
 
-/// Whether the lock file of deployment `name` proves that an apply of this
-/// name ran since boot (`/run` is cleared at boot, as the bpffs is): it
-/// exists and is empty. Read before taking the lock, which creates it.
+/// What this Kiln writes into every lock file it takes (`flock` ignores
+/// the content): Kiln before ownership records never wrote one.
+const LOCK_MARK: &str = "kiln: deployment with ownership records\n";
+
+/// Whether the lock file of deployment `name` proves that a Kiln from
+/// before ownership records applied this name since boot (`/run` is
+/// cleared at boot, as the bpffs is): it exists and is empty, since this
+/// Kiln marks every lock file it takes ([`mark_lock`]). Read before taking
+/// the lock, which creates it.
 pub fn lock_seen(name: &str) -> bool {
     std::fs::metadata(lock_path(name)).is_ok_and(|m| m.is_file() && m.len() == 0)
 }
 
-/// After a refusal by an apply or destroy that created the lock file:
-/// marks it (its content is free, `flock` ignores it) so that it proves
-/// nothing to the next run.
-pub fn unprove_lock(name: &str) {
-    let _ = std::fs::write(
-        lock_path(name),
-        "taken by a run that found the pin root unclaimed: no evidence of a deployment\n",
-    );
+/// Marks the lock file of `name` (held by this process) as taken by a
+/// Kiln that keeps ownership records, so that it never passes for a legacy
+/// deployment's, whatever happens to the pin root later (a failed first
+/// apply, a destroy, another tool's pins in the same place).
+pub fn mark_lock(name: &str) {
+    let path = lock_path(name);
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+        let _ = std::fs::write(&path, LOCK_MARK);
+    }
 }
 
 /// Decides how the deployment `name` takes hold of its pin root, and moves

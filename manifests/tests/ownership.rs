@@ -475,8 +475,12 @@ fn legacy_layout_is_recognised_only_with_its_lock() -> TestResult {
     let f = Fixture::new()?;
     let d = f.deployment(&f.v1, "")?;
     d.apply(&ApplyOptions::default())?;
-    // What an apply of the code before ownership records left behind.
+    // What an apply of the code before ownership records left behind: the
+    // same layout without a record, and an empty lock file (this Kiln marks
+    // every lock file it takes).
     std::fs::remove_dir_all(f.root.join(STATE_DIR))?;
+    let lock = kiln_manifest::lock::lock_dir().join(format!("{}.lock", f.name));
+    std::fs::write(&lock, "")?;
     let out = d.apply(&ApplyOptions::default())?;
     assert!(out.plan.is_noop(), "{}", out.plan);
     assert!(
@@ -496,7 +500,7 @@ fn legacy_layout_is_recognised_only_with_its_lock() -> TestResult {
     }
     // Without the lock file of this boot, the same layout proves nothing.
     std::fs::remove_dir_all(f.root.join(STATE_DIR))?;
-    std::fs::remove_file(kiln_manifest::lock::lock_dir().join(format!("{}.lock", f.name)))?;
+    std::fs::remove_file(&lock)?;
     assert!(matches!(
         d.plan(),
         Err(ApplyError::Ownership(OwnershipError::Unclaimed { .. }))
@@ -511,7 +515,7 @@ fn legacy_layout_is_recognised_only_with_its_lock() -> TestResult {
     );
     // --adopt takes it over; destroy then removes it all.
     // (The refused destroy took the lock, so the lock file exists again,
-    // marked as proving nothing.)
+    // marked by this Kiln: it proves nothing.)
     let out = d.apply(&adopt())?;
     assert!(
         out.notes.iter().any(|n| n.contains("--adopt: recorded")),
@@ -527,6 +531,23 @@ fn legacy_layout_is_recognised_only_with_its_lock() -> TestResult {
     for p in ["maps/COUNTERS", "progs/count_exec", "links/count_exec"] {
         assert!(!f.root.join(p).exists(), "destroy left {p}");
     }
+    Ok(())
+}
+
+/// After a destroy, the lock file of the name stays: it must not make a
+/// layout another tool pins later in the same place pass for Kiln's.
+fn lock_of_a_destroyed_deployment_proves_nothing() -> TestResult {
+    let f = Fixture::new()?;
+    let d = f.deployment(&f.v1, "")?;
+    d.apply(&ApplyOptions::default())?;
+    d.destroy()?;
+    assert!(!f.root.exists());
+    pin_foreign_map(&f.root.join("maps/COUNTERS"), 1, 9)?;
+    assert!(matches!(
+        d.apply(&ApplyOptions::default()),
+        Err(ApplyError::Ownership(OwnershipError::Unclaimed { .. }))
+    ));
+    assert_eq!(pinned_value(&f.root.join("maps/COUNTERS"), 1)?, Some(9));
     Ok(())
 }
 
@@ -567,6 +588,11 @@ fn main() {
             "adopt_records_exactly_what_it_adopted",
             needs,
             adopt_records_exactly_what_it_adopted,
+        ),
+        kiln_testkit::test(
+            "lock_of_a_destroyed_deployment_proves_nothing",
+            needs,
+            lock_of_a_destroyed_deployment_proves_nothing,
         ),
         kiln_testkit::test(
             "legacy_layout_is_recognised_only_with_its_lock",
