@@ -1016,6 +1016,8 @@ pub struct Destroyed {
     /// What stays under the pin root because the deployment does not own it
     /// (the pin root, its record and the directories holding these stay too).
     pub left: Vec<PathBuf>,
+    /// The pin root itself was removed (Kiln created it and it is empty).
+    pub root_removed: bool,
 }
 
 /// Removes everything the deployment owns: links first (programs stop
@@ -1132,6 +1134,7 @@ pub fn destroy_owned(manifest_name: &str, root: &Path) -> Result<Destroyed, Appl
     ledger.remove()?;
     if root_owned {
         std::fs::remove_dir(root).map_err(|e| kerr(format!("remove {}", root.display()), e))?;
+        done.root_removed = true;
     }
     Ok(done)
 }

@@ -419,10 +419,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if done.left.is_empty() {
                 println!(
-                    "deployment {}: destroyed ({} pin(s) removed, {} gone)",
+                    "deployment {}: destroyed ({} pin(s) removed, {} {})",
                     m.name(),
                     done.removed.len(),
-                    m.pin_root().display()
+                    m.pin_root().display(),
+                    if done.root_removed || !m.pin_root().exists() {
+                        "gone"
+                    } else {
+                        "stays (it was there before Kiln)"
+                    }
                 );
             } else {
                 println!(
