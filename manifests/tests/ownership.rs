@@ -528,6 +528,8 @@ fn legacy_layout_is_recognised_only_with_its_lock() -> TestResult {
         f.root.exists(),
         "a pin root Kiln did not record as created is removed"
     );
+    let again = kiln_manifest::apply::destroy_owned(&f.name, &f.root)?;
+    assert!(!again.root_removed && again.removed.is_empty(), "{again:?}");
     for p in ["maps/COUNTERS", "progs/count_exec", "links/count_exec"] {
         assert!(!f.root.join(p).exists(), "destroy left {p}");
     }
