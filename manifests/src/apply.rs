@@ -24,6 +24,7 @@ use crate::desired::{Resolved, ResolvedAttach};
 use crate::live::{self, LINKS, MAPS, PROGS};
 use crate::lock::DeploymentLock;
 use crate::manifest::Manifest;
+use crate::ownership::{self, Claim, Ledger, Origin};
 use crate::plan::{self, Action, EntryDrift, PinKind, Plan, ReplaceHow};
 use crate::schema::{Direction, EntriesMode, XdpMode};
 
@@ -88,6 +89,9 @@ pub struct ApplyOptions {
     /// Where a rejected program's whole verifier log is written (default:
     /// the temporary directory); the error shows its tail and the path.
     pub verifier_log_dir: Option<PathBuf>,
+    /// `kiln apply --adopt`: on a pin root with pins but no Kiln record,
+    /// take over the pins at this manifest's paths (and only those).
+    pub adopt: bool,
 }
 
 /// The pause point between pinning an object under its staging name and
@@ -96,7 +100,8 @@ pub struct ApplyOptions {
 pub const STAGED_PIN: &str = "staged_pin";
 
 /// Suffix of a pin being staged (bpffs refuses dots in names, so none here).
-/// Leftovers of a killed apply are removed by the next apply and by destroy.
+/// A staged pin belongs to whoever owns the path it is staged for; the
+/// leftovers of a killed apply are removed by the next apply and by destroy.
 pub const STAGING_SUFFIX: &str = "__kiln_new";
 
 /// Blocks forever once `point` is reached (see [`ApplyOptions::pause_at`]).
@@ -124,6 +129,8 @@ pub enum ApplyError {
     Lock(#[from] crate::lock::LockError),
     #[error(transparent)]
     Privilege(#[from] crate::privilege::MissingPrivilege),
+    #[error(transparent)]
+    Ownership(#[from] ownership::OwnershipError),
     #[error("{what}: {message}")]
     Kernel { what: String, message: String },
     #[error(
@@ -152,15 +159,36 @@ pub struct Outcome {
 }
 
 /// Computes the plan against the live kernel (under the deployment lock).
+/// It refuses what apply would refuse about the pin root and its owner.
 pub fn plan(manifest: &Manifest, resolved: &Resolved) -> Result<Plan, ApplyError> {
+    let lock_seen = ownership::lock_seen(manifest.name());
+    plan_claimed(manifest, resolved, false, lock_seen).map(|(plan, _)| plan)
+}
+
+/// The plan, and how the deployment takes hold of its pin root: only what
+/// it owns is in the observed state the plan starts from.
+fn plan_claimed(
+    manifest: &Manifest,
+    resolved: &Resolved,
+    adopt: bool,
+    lock_seen: bool,
+) -> Result<(Plan, Claim), ApplyError> {
     let root = manifest.pin_root();
-    let observed = live::observe_deployment(&root, &resolved.desired)?;
-    Ok(plan::compute(
+    ownership::check_root(&root)?;
+    let mut observed = live::observe(&root)?;
+    let claim = ownership::claim(
+        &root,
         manifest.name(),
-        root,
         &resolved.desired,
-        &observed,
-    )?)
+        &mut observed,
+        adopt,
+        lock_seen,
+    )?;
+    ownership::check_occupied(manifest.name(), &root, &resolved.desired, &observed)?;
+    // Only what the deployment owns is looked into further.
+    live::complete_observation(&root, &resolved.desired, &mut observed)?;
+    let plan = plan::compute(manifest.name(), root, &resolved.desired, &observed)?;
+    Ok((plan, claim))
 }
 
 /// Plans and executes. An unchanged deployment gives an empty plan and does nothing.
@@ -192,23 +220,36 @@ pub fn apply(
     if !kiln_loader::pin::is_on_bpffs(existing).unwrap_or(false) {
         return Err(ApplyError::NotBpffs(root));
     }
+    let lock_seen = ownership::lock_seen(manifest.name());
     let _lock = DeploymentLock::acquire(manifest.name())?;
-    // A killed apply may have left a staged pin; under the lock nobody else
-    // is staging, so every one is a leftover.
-    remove_staged(&root)?;
-    let plan = plan(manifest, resolved)?;
+    ownership::mark_lock(manifest.name());
+    // A staged pin left by a killed apply is one of the deployment's strays:
+    // the plan removes it.
+    let (plan, claim) = plan_claimed(manifest, resolved, opts.adopt, lock_seen)?;
+    let mut ledger = claim.ledger;
+    notes.extend(claim.note);
+    // Recorded before anything changes, so they are owned from here on.
+    for rel in &claim.adopt {
+        ledger.record(rel, Origin::Adopted)?;
+    }
+    if ledger.is_written() {
+        ledger.prune_absent()?;
+    }
     if plan.is_noop() {
+        let mut warnings = Vec::new();
+        readers_access(manifest, &ledger, &mut notes, &mut warnings);
         return Ok(Outcome {
             plan,
             notes,
-            warnings: Vec::new(),
+            warnings,
         });
     }
-    let mut tx = Tx::new(manifest.pin_root(), opts.clone());
+    let mut tx = Tx::new(manifest.pin_root(), opts.clone(), ledger);
     let result = tx.build(&plan, resolved).and_then(|()| tx.commit(&plan));
     match result {
         Ok(()) => {
-            let warnings = tx.finish();
+            let mut warnings = tx.finish();
+            readers_access(manifest, &tx.ledger, &mut notes, &mut warnings);
             Ok(Outcome {
                 plan,
                 notes,
@@ -219,6 +260,35 @@ pub fn apply(
             tx.rollback();
             Err(e)
         }
+    }
+}
+
+/// Past the commit: gives `[deployment] readers` read access to the maps
+/// (or takes it back), saying what changed and what still blocks the group.
+fn readers_access(
+    manifest: &Manifest,
+    ledger: &Ledger,
+    notes: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    let readers = manifest.readers();
+    match ownership::apply_readers(ledger, readers) {
+        Ok((changed, blocked)) => {
+            if !changed.is_empty() {
+                notes.push(match readers {
+                    Some(gid) => format!("maps readable by group {gid}: {}", changed.join(", ")),
+                    None => format!("maps readable by root only: {}", changed.join(", ")),
+                });
+            }
+            if let (Some(gid), false) = (readers, blocked.is_empty()) {
+                let dirs: Vec<String> = blocked.iter().map(|p| p.display().to_string()).collect();
+                warnings.push(format!(
+                    "group {gid} cannot pass through {} (no search permission for it): give it one (chmod o+x, or chgrp and g+x), or its members cannot reach the maps",
+                    dirs.join(", ")
+                ));
+            }
+        }
+        Err(e) => warnings.push(format!("setting the readers' access: {e}")),
     }
 }
 
@@ -245,6 +315,13 @@ enum Undo {
         map: Map,
         old: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     },
+    /// A path recorded as owned before it was created: forget it.
+    Forget(String),
+    /// An owned path forgotten after it was removed: record it again
+    /// (before the pin is restored).
+    Record(String, Origin),
+    /// A directory this apply created.
+    RemoveDir(PathBuf),
 }
 
 struct Tx {
@@ -263,10 +340,13 @@ struct Tx {
     btfs: BTreeMap<String, Option<Btf>>,
     /// Attachments made at commit, after their old link is detached.
     reattach: BTreeMap<String, ResolvedAttach>,
+    /// What the deployment owns; every pin and directory is recorded here
+    /// before it is made and forgotten after it is removed.
+    ledger: Ledger,
 }
 
 impl Tx {
-    fn new(root: PathBuf, opts: ApplyOptions) -> Self {
+    fn new(root: PathBuf, opts: ApplyOptions, ledger: Ledger) -> Self {
         Tx {
             root,
             opts,
@@ -278,6 +358,7 @@ impl Tx {
             journal: Vec::new(),
             btfs: BTreeMap::new(),
             reattach: BTreeMap::new(),
+            ledger,
         }
     }
 
@@ -491,7 +572,8 @@ impl Tx {
     /// Pins `fd` at `path`, replacing whatever is there; journals the undo.
     fn pin_replace(&mut self, fd: BorrowedFd<'_>, path: &Path) -> Result<(), ApplyError> {
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        create_private_dir(&dir)?;
+        self.make_dir(&dir)?;
+        self.own(path)?;
         let old = if path.exists() {
             // Flags must be 0: links and programs refuse BPF_F_RDONLY.
             Some(
@@ -512,19 +594,56 @@ impl Tx {
         Ok(())
     }
 
-    /// Removes a pin, journaling how to put it back.
-    fn unpin(&mut self, path: &Path) -> Result<(), ApplyError> {
-        self.inject(Step::Unpin)?;
-        if !path.exists() {
+    /// Records `path` as owned before it is pinned or created (write-ahead),
+    /// journaling the undo.
+    fn own(&mut self, path: &Path) -> Result<(), ApplyError> {
+        let Some(rel) = self.ledger.relative(path) else {
+            return Ok(());
+        };
+        if self.ledger.record(&rel, Origin::Created)? {
+            self.journal.push(Undo::Forget(rel));
+        }
+        Ok(())
+    }
+
+    /// Creates a directory under the pin root (and the root itself) when
+    /// missing, recorded as owned first.
+    fn make_dir(&mut self, dir: &Path) -> Result<(), ApplyError> {
+        if dir.is_dir() {
             return Ok(());
         }
-        let old = sysobj::obj_get(path, OpenFlags::ReadWrite)
-            .map_err(|e| kerr(format!("open {}", path.display()), e))?;
-        std::fs::remove_file(path).map_err(|e| kerr(format!("unpin {}", path.display()), e))?;
-        self.journal.push(Undo::Restore {
-            path: path.to_path_buf(),
-            old,
-        });
+        self.own(dir)?;
+        create_private_dir(dir)?;
+        self.journal.push(Undo::RemoveDir(dir.to_path_buf()));
+        Ok(())
+    }
+
+    /// Removes an owned pin, journaling how to put it back.
+    fn unpin(&mut self, path: &Path) -> Result<(), ApplyError> {
+        self.inject(Step::Unpin)?;
+        let rel = self.ledger.relative(path).unwrap_or_default();
+        let Some(origin) = self.ledger.owned().get(&rel).copied().or_else(|| {
+            // A staged pin: owned through the path it was staged for.
+            self.ledger.owns(&rel).then_some(Origin::Created)
+        }) else {
+            return Err(kerr(
+                format!("unpin {}", path.display()),
+                "not recorded as this deployment's (internal error: the plan never removes foreign pins)",
+            ));
+        };
+        if path.exists() {
+            let old = sysobj::obj_get(path, OpenFlags::ReadWrite)
+                .map_err(|e| kerr(format!("open {}", path.display()), e))?;
+            std::fs::remove_file(path).map_err(|e| kerr(format!("unpin {}", path.display()), e))?;
+            self.journal.push(Undo::Restore {
+                path: path.to_path_buf(),
+                old,
+            });
+        }
+        if self.ledger.owned().contains_key(&rel) {
+            self.ledger.forget(&rel)?;
+            self.journal.push(Undo::Record(rel, origin));
+        }
         Ok(())
     }
 
@@ -653,13 +772,7 @@ impl Tx {
                     PinKind::Link => self.path(LINKS, name),
                     PinKind::Other => PathBuf::from(name),
                 };
-                if path.is_dir() {
-                    // A stray directory: only remove it when empty, never recurse into unknown pins.
-                    self.inject(Step::Unpin)?;
-                    let _ = std::fs::remove_dir(&path);
-                } else {
-                    self.unpin(&path)?;
-                }
+                self.unpin(&path)?;
             }
         }
         Ok(())
@@ -771,8 +884,18 @@ impl Tx {
                         };
                     }
                 }
+                Undo::Forget(rel) => {
+                    let _ = self.ledger.forget(&rel);
+                }
+                Undo::Record(rel, origin) => {
+                    let _ = self.ledger.record(&rel, origin);
+                }
+                Undo::RemoveDir(dir) => {
+                    let _ = std::fs::remove_dir(&dir);
+                }
             }
         }
+        self.ledger.discard_if_unused();
         self.retired.clear();
         for (_, mut link) in std::mem::take(&mut self.links) {
             let _ = link.detach();
@@ -822,27 +945,6 @@ fn create_private_dir(dir: &Path) -> Result<(), ApplyError> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| kerr(format!("create {}", dir.display()), e))
-}
-
-/// Removes pins left under their staging name by a killed apply.
-fn remove_staged(root: &Path) -> Result<(), ApplyError> {
-    for dir in [MAPS, PROGS, LINKS] {
-        let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
-            continue;
-        };
-        for entry in rd.flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .ends_with(STAGING_SUFFIX)
-            {
-                let p = entry.path();
-                std::fs::remove_file(&p)
-                    .map_err(|e| kerr(format!("remove staged pin {}", p.display()), e))?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Pins `fd` at `path` atomically: pin beside it, then rename over it.
@@ -1002,9 +1104,29 @@ fn attach_once(
     }
 }
 
+/// What `destroy` did.
+#[derive(Debug, Default)]
+pub struct Destroyed {
+    /// The pins removed, relative to the pin root.
+    pub removed: Vec<String>,
+    /// What stays under the pin root because the deployment does not own it
+    /// (the pin root, its record and the directories holding these stay too).
+    pub left: Vec<PathBuf>,
+    /// The pin root itself was removed (Kiln created it and it is empty).
+    pub root_removed: bool,
+}
+
 /// Removes everything the deployment owns: links first (programs stop
-/// running), then programs, then maps, then the directories.
+/// running), then programs, then maps, then the directories. Returns the
+/// pins removed.
 pub fn destroy(manifest_name: &str, root: &Path) -> Result<Vec<String>, ApplyError> {
+    destroy_owned(manifest_name, root).map(|d| d.removed)
+}
+
+/// [`destroy`], also saying what was left alone. Only what the deployment's
+/// record names is removed (pins, and its directories once empty); a pin
+/// root off bpffs is never touched.
+pub fn destroy_owned(manifest_name: &str, root: &Path) -> Result<Destroyed, ApplyError> {
     if root.exists() {
         // Links are opened from their pins to detach them: CAP_BPF; bpffs
         // itself grants unpinning by file mode.
@@ -1013,39 +1135,132 @@ pub fn destroy(manifest_name: &str, root: &Path) -> Result<Vec<String>, ApplyErr
             vec![kiln_loader::sys::caps::Capability::Bpf],
         )?;
     }
+    let lock_seen = ownership::lock_seen(manifest_name);
     let _lock = DeploymentLock::acquire(manifest_name)?;
-    let mut removed = Vec::new();
+    ownership::mark_lock(manifest_name);
+    let mut done = Destroyed::default();
     if !root.exists() {
-        return Ok(removed);
+        return Ok(done);
     }
-    for dir in [LINKS, PROGS, MAPS] {
-        let d = root.join(dir);
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        let mut paths: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        paths.sort();
-        for p in paths {
-            if dir == LINKS
-                && let Ok(mut l) = FdLink::from_pin(&p)
+    if !kiln_loader::pin::is_on_bpffs(root).unwrap_or(false) {
+        return Err(ApplyError::NotBpffs(root.to_path_buf()));
+    }
+    if ownership::is_mount_point(root) {
+        return Err(ownership::OwnershipError::MountPoint {
+            root: root.to_path_buf(),
+        }
+        .into());
+    }
+    let mut ledger = match Ledger::read(root)? {
+        Some(l) if l.name() != manifest_name => {
+            return Err(ownership::OwnershipError::BelongsTo {
+                root: root.to_path_buf(),
+                name: manifest_name.to_string(),
+                other: l.name().to_string(),
+            }
+            .into());
+        }
+        Some(l) => l,
+        None => {
+            // No record: only a layout an earlier Kiln provably made is ours.
+            let mut observed = live::observe(root)?;
+            let claim = ownership::claim(
+                root,
+                manifest_name,
+                &plan::Desired::default(),
+                &mut observed,
+                false,
+                lock_seen,
+            )?;
+            let mut l = claim.ledger;
+            for rel in &claim.adopt {
+                l.record(rel, Origin::Adopted)?;
+            }
+            l
+        }
+    };
+    let owned: Vec<String> = ledger.owned().keys().cloned().collect();
+    let (dirs, mut pins): (Vec<String>, Vec<String>) =
+        owned.into_iter().partition(|rel| root.join(rel).is_dir());
+    let rank = |rel: &String| match rel.split('/').next() {
+        Some(LINKS) => 0,
+        Some(PROGS) => 1,
+        Some(MAPS) => 2,
+        _ => 3,
+    };
+    pins.sort_by_key(|rel| (rank(rel), rel.clone()));
+    for rel in pins {
+        let path = root.join(&rel);
+        let staged = path.with_file_name(format!(
+            "{}{STAGING_SUFFIX}",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        for p in [&staged, &path] {
+            if p.symlink_metadata().is_err() {
+                continue;
+            }
+            if rank(&rel) == 0
+                && let Ok(mut l) = FdLink::from_pin(p)
             {
                 let _ = l.detach();
             }
-            std::fs::remove_file(&p).map_err(|e| kerr(format!("unpin {}", p.display()), e))?;
-            removed.push(format!(
-                "{dir}/{}",
-                p.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            ));
+            std::fs::remove_file(p).map_err(|e| kerr(format!("unpin {}", p.display()), e))?;
+            if p == &path {
+                done.removed.push(rel.clone());
+            }
         }
-        std::fs::remove_dir(&d).map_err(|e| kerr(format!("remove {}", d.display()), e))?;
+        // Forgotten only once gone: a kill before leaves it recorded.
+        ledger.forget(&rel)?;
     }
-    std::fs::remove_dir(root).map_err(|e| {
-        kerr(
-            format!("remove {}", root.display()),
-            format!("{e} (something not created by kiln is pinned there; it was left alone)"),
-        )
-    })?;
-    Ok(removed)
+    // Deepest first; a directory still holding foreign pins stays recorded.
+    let mut dirs: Vec<String> = dirs.into_iter().filter(|d| d != ".").collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    for rel in dirs {
+        if std::fs::remove_dir(root.join(&rel)).is_ok() {
+            ledger.forget(&rel)?;
+        }
+    }
+    done.left = foreign_under(root, &ledger);
+    if !done.left.is_empty() {
+        return Ok(done);
+    }
+    let root_owned = ledger.owned().contains_key(".");
+    ledger.remove()?;
+    if root_owned {
+        std::fs::remove_dir(root).map_err(|e| kerr(format!("remove {}", root.display()), e))?;
+        done.root_removed = true;
+    }
+    Ok(done)
+}
+
+/// Every entry under `root` but the record and the deployment's own
+/// directories, descended into (bounded): what a destroy left alone.
+fn foreign_under(root: &Path, ledger: &Ledger) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut queue = vec![root.to_path_buf()];
+    while let Some(dir) = queue.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if dir == root && e.file_name() == ownership::STATE_DIR {
+                continue;
+            }
+            if out.len() >= 1000 {
+                return out;
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                queue.push(p.clone());
+                if ledger.relative(&p).is_some_and(|rel| ledger.owns(&rel)) {
+                    continue;
+                }
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
 }

@@ -17,6 +17,7 @@ pub mod lock;
 pub mod manifest;
 pub mod migrate;
 pub mod objects;
+pub mod ownership;
 pub mod plan;
 pub mod privilege;
 pub mod schema;
@@ -201,7 +202,8 @@ impl Deployment {
         ))
     }
 
-    /// Removes everything pinned under the pin root (only that).
+    /// Removes what the deployment owns under its pin root (its record
+    /// says what), leaving anything else there alone.
     pub fn destroy(&self) -> Result<Vec<String>, apply::ApplyError> {
         apply::destroy(self.manifest.name(), &self.manifest.pin_root())
     }

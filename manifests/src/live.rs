@@ -15,6 +15,7 @@ use kiln_loader::links::{FdLink, Link, LinkInfo, LinkTarget, LinkType};
 use kiln_loader::sys::object::OpenFlags;
 use kiln_loader::{Map, Program};
 
+use crate::ownership::{Ledger, STATE_DIR};
 use crate::plan::{
     Desired, EntryDrift, HookHolder, LINK_XDP, LinkIdentity, LiveLink, LiveMap, LiveProgram,
     MapDef, Observed, UnpinnedMap, xdp_mode_name,
@@ -40,6 +41,8 @@ pub enum ObserveError {
     },
     #[error("cannot read the entries of map '{map}': {message}")]
     Entries { map: String, message: String },
+    #[error(transparent)]
+    Ownership(#[from] crate::ownership::OwnershipError),
 }
 
 /// The one observation `plan`, `apply` and `status` all work from: the pins
@@ -48,11 +51,23 @@ pub enum ObserveError {
 /// declared ones, and what a smaller map would not hold.
 pub fn observe_deployment(root: &Path, desired: &Desired) -> Result<Observed, ObserveError> {
     let mut observed = observe(root)?;
-    observed.unpinned_maps = unpinned_maps(desired, &observed);
-    observed.entry_drift = entry_drift(root, desired, &observed)?;
-    observed.entries_over = entries_over(root, desired, &observed)?;
-    observed.hook_holders = hook_holders(desired, &observed);
+    complete_observation(root, desired, &mut observed)?;
     Ok(observed)
+}
+
+/// What [`observe`] leaves out because it needs the desired state: maps
+/// whose pins were removed (found through the programs), entry drift,
+/// live entries over the declared size, and foreign holders of XDP hooks.
+pub fn complete_observation(
+    root: &Path,
+    desired: &Desired,
+    observed: &mut Observed,
+) -> Result<(), ObserveError> {
+    observed.unpinned_maps = unpinned_maps(desired, observed);
+    observed.entry_drift = entry_drift(root, desired, observed)?;
+    observed.entries_over = entries_over(root, desired, observed)?;
+    observed.hook_holders = hook_holders(desired, observed);
+    Ok(())
 }
 
 /// For each desired XDP program: a program that is not this deployment's
@@ -348,59 +363,65 @@ pub fn entry_drift(
     Ok(out)
 }
 
-/// Reads everything pinned under `root`. A missing root is an empty deployment.
+/// Reads everything pinned under `root`, sorted by ownership: the layout
+/// items the deployment owns (by its record under the root, see
+/// [`crate::ownership`]) are its maps, programs and links; its other pins
+/// are strays; everything else is foreign. Without a record, every layout
+/// item counts as the deployment's (the apply decides whether to claim it:
+/// a legacy layout, `--adopt`, or a refusal) and the rest is foreign. A
+/// missing root is an empty deployment.
 pub fn observe(root: &Path) -> Result<Observed, ObserveError> {
     let mut o = Observed::default();
     if !root.exists() {
         return Ok(o);
     }
-    // Without bpf(2) every pin would look foreign and be planned for removal.
+    // Without bpf(2) every pin would look foreign.
     if !kiln_loader::probe::probe_program_type(kiln_obj::ProgramType::SOCKET_FILTER, None) {
         return Err(ObserveError::NoBpf(root.to_path_buf()));
     }
+    let ledger = Ledger::read(root)?;
+    // Owned per the record; `None`: no record (everything is a candidate).
+    let owned = |p: &Path| -> Option<bool> {
+        let l = ledger.as_ref()?;
+        Some(l.relative(p).is_some_and(|rel| l.owns(&rel)))
+    };
     for entry in list(root)? {
-        let name = entry
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if ![MAPS, PROGS, LINKS].contains(&name.as_str()) || !entry.is_dir() {
+        let name = file_name(&entry);
+        if name == STATE_DIR || ([MAPS, PROGS, LINKS].contains(&name.as_str()) && entry.is_dir()) {
+            continue;
+        }
+        if owned(&entry) == Some(true) && !entry.is_dir() {
             o.strays.push(entry);
+        } else {
+            o.foreign.push(entry);
         }
     }
-    for path in list(&root.join(MAPS))? {
-        if is_staged(&path) {
-            o.strays.push(path);
-            continue;
-        }
-        match map_at(&path) {
-            Some(m) => {
-                o.maps.insert(file_name(&path), m);
+    for (dir, kind) in [(MAPS, 0), (PROGS, 1), (LINKS, 2)] {
+        for path in list(&root.join(dir))? {
+            let mine = owned(&path);
+            if mine == Some(false) {
+                o.foreign.push(path);
+                continue;
             }
-            None => o.strays.push(path),
-        }
-    }
-    for path in list(&root.join(PROGS))? {
-        if is_staged(&path) {
-            o.strays.push(path);
-            continue;
-        }
-        match program_at(&path) {
-            Some(p) => {
-                o.programs.insert(file_name(&path), p);
+            if is_staged(&path) {
+                o.strays.push(path);
+                continue;
             }
-            None => o.strays.push(path),
-        }
-    }
-    for path in list(&root.join(LINKS))? {
-        if is_staged(&path) {
-            o.strays.push(path);
-            continue;
-        }
-        match link_at(&path) {
-            Some(l) => {
-                o.links.insert(file_name(&path), l);
+            let name = file_name(&path);
+            let found = match kind {
+                0 => map_at(&path).map(|m| o.maps.insert(name, m)).is_some(),
+                1 => program_at(&path)
+                    .map(|p| o.programs.insert(name, p))
+                    .is_some(),
+                _ => link_at(&path).map(|l| o.links.insert(name, l)).is_some(),
+            };
+            if !found {
+                if mine == Some(true) && !path.is_dir() {
+                    o.strays.push(path);
+                } else {
+                    o.foreign.push(path);
+                }
             }
-            None => o.strays.push(path),
         }
     }
     Ok(o)

@@ -88,6 +88,12 @@ impl Manifest {
         &self.source.path
     }
 
+    /// The group that may read the maps (`[deployment] readers`), as a gid.
+    pub fn readers(&self) -> Option<u32> {
+        let group = self.file.deployment.get_ref().readers.as_ref()?;
+        crate::ownership::group_id(group.get_ref())
+    }
+
     /// The directory everything of this deployment is pinned under.
     pub fn pin_root(&self) -> PathBuf {
         match &self.file.deployment.get_ref().pin_root {
@@ -149,6 +155,17 @@ impl Manifest {
                         .help(help),
                 );
             }
+        }
+        if let Some(group) = &dep.readers
+            && crate::ownership::group_id(group.get_ref()).is_none()
+        {
+            out.push(
+                self.error(
+                    group.span(),
+                    format!("readers: no group '{}' on this host", group.get_ref()),
+                )
+                .help("name a group of the system's group database (`getent group`), or give its number"),
+            );
         }
         for (kind, name) in self
             .programs()

@@ -227,7 +227,8 @@ pub struct Observed {
     pub maps: BTreeMap<String, LiveMap>,
     pub programs: BTreeMap<String, LiveProgram>,
     pub links: BTreeMap<String, LiveLink>,
-    /// Pins under the root Kiln does not recognise (not maps/progs/links).
+    /// Pins this deployment owns outside its layout (such as a staged pin
+    /// left by a killed apply): removed by the next apply.
     pub strays: Vec<PathBuf>,
     /// Desired maps whose pin is gone but which the deployment's running
     /// programs still use: found through the programs' map ids, so their
@@ -241,6 +242,9 @@ pub struct Observed {
     /// Desired XDP programs whose hook (interface and mode) already runs a
     /// program that is not this deployment's: attaching would fail busy.
     pub hook_holders: BTreeMap<String, HookHolder>,
+    /// Everything under the pin root this deployment does not own (another
+    /// tool's pins, another deployment's): shown, never touched.
+    pub foreign: Vec<PathBuf>,
     /// Live maps whose contents differ from the entries the manifest keeps
     /// on them (`entries_mode` enforce or exact), read from the map itself.
     #[serde(skip)]
@@ -449,6 +453,8 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// Declared items that are already as desired.
     pub unchanged: Vec<String>,
+    /// Pins under the pin root that the deployment does not own: left alone.
+    pub foreign: Vec<PathBuf>,
 }
 
 impl Plan {
@@ -465,6 +471,13 @@ impl fmt::Display for Plan {
             self.deployment,
             self.pin_root.display()
         )?;
+        for p in &self.foreign {
+            writeln!(
+                f,
+                "  = foreign {} (not this deployment's; left alone)",
+                p.display()
+            )?;
+        }
         if self.actions.is_empty() {
             return write!(f, "no changes");
         }
@@ -755,7 +768,7 @@ pub fn compute(
         cleanup.push(Action::Unpin {
             kind: PinKind::Other,
             name: path.display().to_string(),
-            reason: "not part of this deployment's layout".into(),
+            reason: "this deployment's, outside its layout (left by an interrupted apply)".into(),
         });
     }
 
@@ -768,6 +781,7 @@ pub fn compute(
         pin_root,
         actions,
         unchanged,
+        foreign: observed.foreign.clone(),
     })
 }
 

@@ -37,6 +37,10 @@ pub struct DeploymentDecl {
     /// not ship beside it).
     #[serde(default)]
     pub allow_outside: bool,
+    /// A group (name or number) that may read the deployment's maps: their
+    /// pins become 0640 and the directories leading to them 0750, owned by
+    /// that group. Unset: everything is readable by root only.
+    pub readers: Option<Spanned<String>>,
 }
 
 /// `[objects.NAME]`: where an eBPF ELF object comes from.

@@ -39,6 +39,8 @@ pub struct Status {
     /// the same observation), when it would.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub apply_refuses: Option<String>,
+    /// Under the root but not the deployment's: shown, left alone, no drift.
+    pub foreign: Vec<String>,
 }
 
 impl Status {
@@ -73,6 +75,9 @@ impl fmt::Display for Status {
         }
         for e in &self.extra {
             writeln!(f, "  extra    {e:<24} not declared in the manifest")?;
+        }
+        for e in &self.foreign {
+            writeln!(f, "  foreign  {e:<24} not this deployment's; left alone")?;
         }
         if self.all_ok() {
             write!(f, "all as declared")
@@ -288,5 +293,10 @@ pub fn compute(
         items,
         extra,
         apply_refuses: plan.err().map(|e| e.to_string()),
+        foreign: observed
+            .foreign
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
     }
 }

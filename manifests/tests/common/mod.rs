@@ -243,3 +243,43 @@ pub fn ifindex(name: &str) -> Result<u32, String> {
         i => Ok(i),
     }
 }
+
+/// Pins, at `path`, a map of another tool (as `bpftool map create` would
+/// make it: a hash u32 -> u64) holding `key` = `value`, with kiln-loader's
+/// raw calls so that it works in the test VMs too.
+pub fn pin_foreign_map(path: &Path, key: u32, value: u64) -> Result<(), String> {
+    let spec = kiln_obj::MapSpec {
+        name: "foreign".into(),
+        map_type: kiln_obj::MapType::HASH,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 16,
+        map_flags: 0,
+        numa_node: None,
+        map_extra: 0,
+        pinning: kiln_obj::Pinning::None,
+        origin: kiln_obj::MapOrigin::BtfMaps,
+        initial_data: None,
+        btf_key_type_id: None,
+        btf_value_type_id: None,
+        inner: None,
+        variables: vec![],
+    };
+    let map = Map::create(&spec, None, None).map_err(|e| e.to_string())?;
+    map.update_bytes(&key.to_ne_bytes(), &value.to_ne_bytes(), UpdateFlags::ANY)
+        .map_err(|e| e.to_string())?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    map.pin(path).map_err(|e| e.to_string())
+}
+
+/// The value at `key` of the u32 -> u64 map pinned at `path`.
+pub fn pinned_value(path: &Path, key: u32) -> Result<Option<u64>, String> {
+    let map =
+        Map::from_pin(path, OpenFlags::ReadOnly).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(map
+        .lookup_bytes(&key.to_ne_bytes(), UpdateFlags::ANY)
+        .map_err(|e| e.to_string())?
+        .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or_default())))
+}

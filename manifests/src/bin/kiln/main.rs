@@ -17,6 +17,13 @@ macro_rules! outln {
     };
 }
 
+/// Prints on stdout without panicking, no newline.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_out(format_args!($($arg)*))
+    };
+}
+
 /// Prints a line on stderr without panicking.
 macro_rules! errln {
     ($($arg:tt)*) => {
@@ -43,13 +50,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Parse and validate a manifest against its objects and this host; change nothing.
+    /// Parse and validate a manifest against its objects and this host, and say which privileges applying it needs; change nothing.
     /// With --kernels: whether its programs find what they need in other kernels (offline).
     Check {
         #[command(flatten)]
         target: Target,
         #[command(flatten)]
         kernels: compat::KernelArgs,
+        /// The result and the privileges as JSON (`--kernels-json` for the --kernels report).
+        #[arg(long = "json", id = "check_json")]
+        json: bool,
     },
     /// Show what `apply` would do, computed from the manifest and the live kernel.
     Plan {
@@ -70,6 +80,9 @@ enum Command {
         /// Where a rejected program's whole verifier log is written (default: the temporary directory).
         #[arg(long, value_name = "DIR")]
         verifier_log_dir: Option<PathBuf>,
+        /// On a pin root holding pins but no Kiln record: take over the pins at this manifest's paths (only those).
+        #[arg(long)]
+        adopt: bool,
     },
     /// Each declared map and program: desired against observed. Exit code 2 on drift.
     Status {
@@ -330,7 +343,7 @@ impl Command {
             | Command::Probe { json }
             | Command::Object(ObjectCommand::Inspect { json, .. })
             | Command::Object(ObjectCommand::Load { json, .. }) => *json,
-            Command::Check { kernels, .. } => kernels.json(),
+            Command::Check { kernels, json, .. } => *json || kernels.json(),
             Command::Agent(_) | Command::Export { .. } | Command::Destroy { .. } => false,
         }
     }
@@ -338,22 +351,67 @@ impl Command {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check { target, kernels } if kernels.wanted() => {
+        Command::Check {
+            target, kernels, ..
+        } if kernels.wanted() => {
             return compat::run(&target, &kernels);
         }
-        Command::Check { target, .. } => {
+        Command::Check { target, json, .. } => {
             let d = target.load()?;
             let problems = d.live_problems();
             if !problems.is_empty() {
                 return Err(invalid(kiln_manifest::Diagnostics(problems)));
             }
-            outln!(
-                "{}: ok ({} program(s), {} map(s), pin root {})",
-                target.manifest.display(),
-                d.resolved.desired.programs.len(),
-                d.resolved.desired.maps.len(),
-                d.manifest.pin_root().display()
-            );
+            let reasons = kiln_manifest::privilege::reasons(&d.resolved);
+            let token = kiln_manifest::privilege::delegation(&d.resolved);
+            let root = d.manifest.pin_root();
+            // Where a non-root apply must be able to write: the pin root, or
+            // the directory it is created in.
+            let writable = root
+                .ancestors()
+                .find(|a| a.exists())
+                .unwrap_or(&root)
+                .to_path_buf();
+            if json {
+                let v = serde_json::json!({
+                    "manifest": target.manifest,
+                    "programs": d.resolved.desired.programs.len(),
+                    "maps": d.resolved.desired.maps.len(),
+                    "pin_root": root,
+                    "capabilities": reasons,
+                    "writable": writable,
+                    "token_delegation": token,
+                });
+                outln!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                outln!(
+                    "{}: ok ({} program(s), {} map(s), pin root {})",
+                    target.manifest.display(),
+                    d.resolved.desired.programs.len(),
+                    d.resolved.desired.maps.len(),
+                    root.display()
+                );
+                outln!("privileges to apply it as a non-root user:");
+                for r in &reasons {
+                    let when = if r.only_when_deployed {
+                        " (once deployed)"
+                    } else {
+                        ""
+                    };
+                    out!("  {:<14} {}{when}", r.capability, r.why);
+                    if !r.programs.is_empty() {
+                        out!(": {}", r.programs.join(", "));
+                    }
+                    outln!("");
+                }
+                outln!("  write access   to {}", writable.display());
+                let caps: Vec<&str> = reasons.iter().map(|r| r.capability).collect();
+                outln!("  systemd:       AmbientCapabilities={}", caps.join(" "));
+                outln!(
+                    "a BPF token (6.9+) for these loads needs a bpffs mounted with (`kiln apply` does not load through tokens yet):"
+                );
+                outln!("  -o {}", token.mount_options());
+            }
         }
         Command::Plan { target, json } => {
             let d = target.load()?;
@@ -369,6 +427,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             fail_at,
             verifier_log_dir,
+            adopt,
         } => {
             let d = target.load()?;
             // Kernels before 5.11 charge maps and programs to RLIMIT_MEMLOCK;
@@ -376,6 +435,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _ = kiln_loader::sys::caps::raise_memlock();
             let mut opts = ApplyOptions {
                 verifier_log_dir,
+                adopt,
                 ..ApplyOptions::default()
             };
             let fail_at = fail_at.or_else(|| {
@@ -471,16 +531,34 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Destroy { manifest } => {
             input_file(&manifest, "manifest file")?;
             let m = Manifest::load(&manifest).map_err(invalid)?;
-            let removed = kiln_manifest::apply::destroy(m.name(), &m.pin_root())?;
-            for r in &removed {
+            let done = kiln_manifest::apply::destroy_owned(m.name(), &m.pin_root())?;
+            for r in &done.removed {
                 outln!("- unpinned {r}");
             }
-            outln!(
-                "deployment {}: destroyed ({} pin(s) removed, {} gone)",
-                m.name(),
-                removed.len(),
-                m.pin_root().display()
-            );
+            for p in &done.left {
+                outln!("= left alone {} (not this deployment's)", p.display());
+            }
+            if done.left.is_empty() {
+                outln!(
+                    "deployment {}: destroyed ({} pin(s) removed, {} {})",
+                    m.name(),
+                    done.removed.len(),
+                    m.pin_root().display(),
+                    if done.root_removed || !m.pin_root().exists() {
+                        "gone"
+                    } else {
+                        "stays (it was there before Kiln)"
+                    }
+                );
+            } else {
+                outln!(
+                    "deployment {}: destroyed ({} pin(s) removed); {} stays, holding {} foreign item(s)",
+                    m.name(),
+                    done.removed.len(),
+                    m.pin_root().display(),
+                    done.left.len()
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
