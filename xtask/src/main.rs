@@ -13,6 +13,7 @@ mod html;
 mod junit;
 mod kernels;
 mod modules;
+mod prebuilt;
 mod setup;
 mod test;
 mod userland;

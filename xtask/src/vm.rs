@@ -258,6 +258,10 @@ pub fn guest_image(
     for (host, guest) in &tools.files {
         image.add_file(guest, host, 0o755)?;
     }
+    // Test programs that need a C compiler, built on the host for this arch.
+    for (host, guest) in crate::prebuilt::build(kernel.arch)? {
+        image.add_file(&guest, &host, 0o755)?;
+    }
     image.add_symlink("/var/run", "/run")?;
     for (link, target) in &tools.symlinks {
         image.add_symlink(link, target)?;

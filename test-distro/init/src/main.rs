@@ -222,6 +222,8 @@ fn run_captured(
         .env("RUST_BACKTRACE", "1")
         // Tests that run the operator binary find it here (see manifests/tests).
         .env("KILN_BIN", "/bin/kiln")
+        // C test programs built on the host (xtask's prebuilt.rs): the guest has no `cc`.
+        .env("KILN_PREBUILT_DIR", "/kiln/prebuilt")
         .stdin(Stdio::null())
         .stdout(Stdio::from(write.try_clone()?))
         .stderr(Stdio::from(write));
