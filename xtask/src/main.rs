@@ -10,6 +10,7 @@ mod build_ebpf;
 mod codegen;
 mod cross;
 mod html;
+mod image;
 mod junit;
 mod kernels;
 mod modules;
@@ -18,6 +19,7 @@ mod setup;
 mod test;
 mod userland;
 mod vm;
+mod vm_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +46,11 @@ enum Command {
     Kernels(kernels::Args),
     /// Kiln against libbpf on the same workloads (alternating rounds); --json, --quick.
     Bench(bench::Args),
+    /// Run any command in the test distro: `cargo xtask vm [--kernel V] [--arch A] -- CMD ARGS...`.
+    Vm(vm_cmd::Args),
+    /// (The runner's own tests.) Boot any file as a kernel, without the up-front checks.
+    #[command(hide = true)]
+    BootRaw(vm_cmd::RawArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,5 +63,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run(args),
         Command::Kernels(args) => kernels::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Vm(args) => vm_cmd::run(args),
+        Command::BootRaw(args) => vm_cmd::boot_raw(args),
     }
 }

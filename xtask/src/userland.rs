@@ -61,7 +61,7 @@ pub struct Userland {
     pub symlinks: Vec<(String, String)>,
 }
 
-fn triple(arch: Arch) -> &'static str {
+pub fn triple(arch: Arch) -> &'static str {
     match arch {
         Arch::X86_64 => "x86_64-linux-gnu",
         Arch::Aarch64 => "aarch64-linux-gnu",
@@ -198,7 +198,7 @@ fn normalise(p: &Path) -> String {
 }
 
 /// (interpreter, needed sonames) of an ELF executable or library.
-fn elf_deps(path: &Path) -> Result<(Option<String>, Vec<String>)> {
+pub fn elf_deps(path: &Path) -> Result<(Option<String>, Vec<String>)> {
     use object::read::elf::{ElfFile64, ProgramHeader};
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let elf = ElfFile64::<object::Endianness>::parse(&*data)

@@ -27,7 +27,7 @@
 
 use std::fmt;
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -94,6 +94,25 @@ impl FromStr for Arch {
             _ => bail!("unknown arch `{s}` (x86_64 or aarch64)"),
         }
     }
+}
+
+/// Which kernel to boot, as `cargo xtask test` and `cargo xtask vm` take it.
+#[derive(clap::Args, Clone, Default)]
+pub struct KernelArgs {
+    /// A catalog kernel (5.10, 6.1, 6.12, 7.2).
+    #[arg(long)]
+    pub kernel: Option<String>,
+    /// Guest architecture (x86_64, aarch64); with --kernel-image, the image's by default.
+    #[arg(long)]
+    pub arch: Option<Arch>,
+    /// Boot this kernel image instead of a catalog kernel (checked first:
+    /// its arch and release are read from its header).
+    #[arg(long, conflicts_with = "kernel")]
+    pub kernel_image: Option<PathBuf>,
+    /// Modules directory (`lib/modules/<release>`) for --kernel-image; its
+    /// release must be the image's.
+    #[arg(long, requires = "kernel_image")]
+    pub modules: Option<PathBuf>,
 }
 
 /// A command to run in a fresh VM.
@@ -195,15 +214,23 @@ impl Plan {
     }
 
     pub fn exec(&mut self, timeout: Duration, command: &[String]) -> Result<()> {
+        self.command_step(&format!("exec\t{}", timeout.as_secs()), command)
+    }
+
+    /// A command run in `cwd` with its output streamed (`KILN-STDOUT`).
+    pub fn run(&mut self, timeout: Duration, cwd: &str, command: &[String]) -> Result<()> {
+        check_fields(&[cwd.to_owned()])?;
+        self.command_step(&format!("run\t{}\t{cwd}", timeout.as_secs()), command)
+    }
+
+    /// `head` (the step's own fields) then the command, one field a word.
+    fn command_step(&mut self, head: &str, command: &[String]) -> Result<()> {
         check_fields(command)?;
         if command.is_empty() {
             bail!("empty command");
         }
-        self.text.push_str(&format!(
-            "exec\t{}\t{}\n",
-            timeout.as_secs(),
-            command.join("\t")
-        ));
+        self.text
+            .push_str(&format!("{head}\t{}\n", command.join("\t")));
         Ok(())
     }
 }
@@ -366,6 +393,11 @@ pub struct Boot {
     pub accel: &'static str,
     pub log: PathBuf,
     pub qemu_status: Option<i32>,
+    /// Why the guest never reached `/init`, when it did not: QEMU's own
+    /// refusal, a panic, or no console output at all (see [`init_problem`]).
+    pub init_problem: Option<String>,
+    /// The runner got SIGINT/SIGTERM and stopped this VM.
+    pub interrupted: bool,
 }
 
 /// One console line, classified.
@@ -493,7 +525,128 @@ fn qemu_command(spec: &BootSpec, accel: &str) -> Command {
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
+    die_with_parent(&mut c);
     c
+}
+
+/// QEMU must not outlive the runner, however the runner ends (a signal
+/// that kills it outright included): the kernel sends QEMU SIGKILL when the
+/// thread that started it exits. Every boot waits for its QEMU on the
+/// thread that spawned it, so that thread outlives QEMU in a normal run.
+fn die_with_parent(c: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: runs in the forked child before exec; prctl, getppid and kill
+    // are async-signal-safe system calls on integers, nothing is allocated.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The runner died between fork and prctl: nobody would kill us.
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            Ok(())
+        })
+    };
+}
+
+/// The signal (SIGINT, SIGTERM) that asked the runner to stop, 0 if none.
+static INTERRUPT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_interrupt(sig: libc::c_int) {
+    INTERRUPT.store(sig, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// SIGINT and SIGTERM stop the running VMs (their QEMU killed) and let the
+/// runner write its report, marked interrupted. A second signal kills the
+/// runner at once (the handler is reset after the first); QEMU then dies
+/// with it (see [`die_with_parent`]).
+pub fn stop_on_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction with a handler that only stores to an
+        // atomic (async-signal-safe); SA_RESETHAND restores the default
+        // after one delivery.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            act.sa_flags = libc::SA_RESETHAND;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(sig, &act, std::ptr::null_mut());
+        }
+    }
+}
+
+/// The signal that interrupted this run, if one did.
+pub fn interrupted() -> Option<i32> {
+    match INTERRUPT.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        sig => Some(sig),
+    }
+}
+
+/// How long a guest may take to reach `/init` (its first protocol line).
+/// Every catalog kernel gets there in under 15 s under TCG on an idle
+/// 2-core machine; the margin covers a loaded one. Not hours: a kernel that
+/// never gets there is found out in seconds. `KILN_INIT_DEADLINE_SECS`
+/// changes it for slower hosts.
+pub fn init_deadline() -> Duration {
+    std::env::var("KILN_INIT_DEADLINE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(45), Duration::from_secs)
+}
+
+/// Why a guest that printed no protocol line never got to `/init`, from what
+/// QEMU and the console said.
+fn init_problem(
+    spec: &BootSpec,
+    out: &Boot,
+    qemu_stderr: &[String],
+    console: &[String],
+    waited: Duration,
+) -> String {
+    let image = spec.vmlinuz.display();
+    if out.qemu_status.is_some_and(|c| c != 0) && !qemu_stderr.is_empty() {
+        return format!(
+            "QEMU refused to boot {image} (exit status {}): {}",
+            out.qemu_status.unwrap_or(-1),
+            qemu_stderr.join(" | ")
+        );
+    }
+    if let Some(panic) = out.health.iter().find(|h| h.what == "kernel panic") {
+        return format!(
+            "the kernel panicked before /init ran: {}",
+            panic.trace.first().map(String::as_str).unwrap_or_default()
+        );
+    }
+    let console_name = match spec.arch {
+        Arch::X86_64 => "ttyS0",
+        Arch::Aarch64 => "ttyAMA0",
+    };
+    if console.is_empty() {
+        return format!(
+            "no console output in {:.0} s and /init never ran: {image} is likely not a kernel for {} \
+             (an image of another arch, or not a kernel at all), or it does not write to {console_name}",
+            waited.as_secs_f64(),
+            spec.arch
+        );
+    }
+    let tail = &console[console.len().saturating_sub(5)..];
+    format!(
+        "the kernel started but never ran /init within {:.0} s (a panic or hang before init, \
+         or no initramfs support); its last console lines:\n    {}",
+        waited.as_secs_f64(),
+        tail.join("\n    ")
+    )
 }
 
 /// Boots with KVM when it has been shown to work (a first boot under KVM that
@@ -543,6 +696,12 @@ fn boot_with(
             cmd.get_program()
         )
     })?;
+    // For wrappers and the runner's own tests, which must tell our QEMU
+    // from any other.
+    if let Some(f) = std::env::var_os("KILN_QEMU_PID_FILE") {
+        std::fs::write(&f, child.id().to_string())
+            .with_context(|| format!("writing {}", Path::new(&f).display()))?;
+    }
     let (tx, rx) = mpsc::channel::<String>();
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
@@ -577,7 +736,14 @@ fn boot_with(
         accel,
         log: spec.log.clone(),
         qemu_status: None,
+        init_problem: None,
+        interrupted: false,
     };
+    let init_by = start + init_deadline();
+    let mut reached_init = false;
+    let mut qemu_stderr: Vec<String> = Vec::new();
+    // The console (not QEMU's stderr) before init, the last lines only.
+    let mut console: Vec<String> = Vec::new();
     // After the end (DONE, panic), QEMU gets a few seconds to exit on its own
     // and the trace after a panic is still collected.
     let mut grace: Option<Instant> = None;
@@ -590,6 +756,13 @@ fn boot_with(
         if let Some(g) = grace {
             deadline = deadline.min(g);
         }
+        if !reached_init && grace.is_none() {
+            deadline = deadline.min(init_by);
+        }
+        if interrupted().is_some() {
+            out.interrupted = true;
+            break;
+        }
         if now >= deadline {
             if grace.is_none() {
                 out.timed_out = true;
@@ -599,6 +772,16 @@ fn boot_with(
         match rx.recv_timeout((deadline - now).min(Duration::from_millis(500))) {
             Ok(line) => {
                 writeln!(log, "{line}")?;
+                if !reached_init {
+                    if let Some(q) = line.strip_prefix("qemu: ") {
+                        qemu_stderr.push(q.to_owned());
+                    } else if !line.trim().is_empty() && !line.contains("KILN-") {
+                        if console.len() == 200 {
+                            console.remove(0);
+                        }
+                        console.push(line.clone());
+                    }
+                }
                 if let Some(last) = out.health.last_mut() {
                     if last.trace.len() < 60 {
                         last.trace.push(line.clone());
@@ -606,6 +789,7 @@ fn boot_with(
                 }
                 match classify(&line) {
                     ConsoleLine::Protocol { kind, json } => {
+                        reached_init = true;
                         let ev = Event {
                             kind,
                             json,
@@ -645,7 +829,11 @@ fn boot_with(
                     // Drain what the readers still hold.
                     while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
                         writeln!(log, "{line}")?;
+                        if let Some(q) = line.strip_prefix("qemu: ") {
+                            qemu_stderr.push(q.to_owned());
+                        }
                         if let ConsoleLine::Protocol { kind, json } = classify(&line) {
+                            reached_init = true;
                             let ev = Event {
                                 kind,
                                 json,
@@ -675,6 +863,22 @@ fn boot_with(
         )?;
     }
     out.elapsed = start.elapsed();
+    if !reached_init && !out.interrupted {
+        out.init_problem = Some(init_problem(
+            spec,
+            &out,
+            &qemu_stderr,
+            &console,
+            out.elapsed,
+        ));
+    }
+    if out.interrupted {
+        writeln!(
+            log,
+            "# the runner was interrupted (signal {})",
+            interrupted().unwrap_or(0)
+        )?;
+    }
     log.flush()?;
     Ok(out)
 }
@@ -797,7 +1001,18 @@ impl Verdict {
         for g in &boot.garbled {
             problems.push(format!("unreadable protocol line: {g}"));
         }
+        if boot.interrupted {
+            problems.push(format!(
+                "interrupted: the runner got signal {} and stopped the VM after {:.0} s",
+                interrupted().unwrap_or(0),
+                boot.elapsed.as_secs_f64()
+            ));
+        }
         match &done {
+            _ if boot.interrupted => {}
+            None if boot.init_problem.is_some() => {
+                problems.insert(0, boot.init_problem.clone().unwrap_or_default())
+            }
             None if boot.timed_out => problems.push(format!(
                 "the VM timed out after {:.0} s without KILN-DONE",
                 boot.elapsed.as_secs_f64()
@@ -897,6 +1112,8 @@ mod tests {
             accel: "tcg",
             log: PathBuf::new(),
             qemu_status: Some(0),
+            init_problem: None,
+            interrupted: false,
         }
     }
 

@@ -11,6 +11,10 @@
 //!   run with `--test-threads=1`.
 //! - `exec<TAB>TIMEOUT_SECS<TAB>PROGRAM[<TAB>ARG...]`: any command; its exit
 //!   status and output are reported in one `KILN-EXEC` line.
+//! - `run<TAB>TIMEOUT_SECS<TAB>CWD<TAB>PROGRAM[<TAB>ARG...]`: any command
+//!   run in directory CWD (`cargo xtask vm`), its output streamed as it
+//!   comes, one `KILN-STDOUT` line per line, then a `KILN-EXEC` line with
+//!   its exit status and no output.
 //!
 //! Every line this program prints starts with a `KILN-` prefix followed by a
 //! JSON object that carries a sequence number (`seq`), so the host can tell
@@ -127,6 +131,9 @@ fn main() {
             ["exec", timeout, program, args @ ..] => {
                 run_exec(program, args, parse_timeout(timeout, lineno))
             }
+            ["run", timeout, cwd, program, args @ ..] => {
+                run_streamed(program, args, cwd, parse_timeout(timeout, lineno))
+            }
             _ => emit(
                 "KILN-EVENT",
                 &[
@@ -206,11 +213,15 @@ struct Captured {
 fn run_captured(
     program: &str,
     args: &[String],
+    cwd: Option<&str>,
     timeout: Duration,
     mut on_line: impl FnMut(&str),
 ) -> std::io::Result<Captured> {
     let (read, write) = sys::pipe()?;
     let mut cmd = Command::new(program);
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
     cmd.args(args)
         .env_clear()
         .env("PATH", "/bin:/usr/bin:/sbin:/usr/sbin")
@@ -354,7 +365,7 @@ fn run_test_binary(binary: &str, extra: &[&str], timeout: Duration) -> i64 {
     let mut parser = libtest::Parser::default();
     let mut count = 0i64;
     let mut failed = Vec::new();
-    let captured = run_captured(binary, &args, timeout, |line| {
+    let captured = run_captured(binary, &args, None, timeout, |line| {
         // stderr shares the pipe with libtest's `test NAME ... ` (its verdict
         // comes later): a stats line may follow it on the same line.
         let (line, stats) = split_verifier_stats(line);
@@ -483,7 +494,7 @@ fn tail(lines: &[String], n: usize) -> String {
 
 fn run_exec(program: &str, args: &[&str], timeout: Duration) {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    match run_captured(program, &args, timeout, |_| {}) {
+    match run_captured(program, &args, None, timeout, |_| {}) {
         Ok(c) => emit(
             "KILN-EXEC",
             &[
@@ -503,6 +514,27 @@ fn run_exec(program: &str, args: &[&str], timeout: Duration) {
             ],
         ),
     }
+}
+
+/// Runs a user's command, each output line sent as it arrives.
+fn run_streamed(program: &str, args: &[&str], cwd: &str, timeout: Duration) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let result = run_captured(program, &args, Some(cwd), timeout, |line| {
+        emit("KILN-STDOUT", &[("line", s(line))])
+    });
+    let (exit, timed_out, error) = match result {
+        Ok(c) => (c.exit.map_or(-1, i64::from), c.timed_out, String::new()),
+        Err(e) => (-1, false, format!("cannot run {program}: {e}")),
+    };
+    emit(
+        "KILN-EXEC",
+        &[
+            ("program", s(program)),
+            ("exit", Json::N(exit)),
+            ("timed_out", Json::N(timed_out as i64)),
+            ("output", s(error)),
+        ],
+    );
 }
 
 #[cfg(test)]
