@@ -158,6 +158,17 @@ impl Catalog {
         self.kernels.iter().map(|k| k.version.as_str()).collect()
     }
 
+    /// The kernels `nix develop` offers: the entries with a nixpkgs attribute,
+    /// then the Nix-only ones (what kernels/nix-kernels.nix reads).
+    pub fn nix_versions(&self) -> Vec<&str> {
+        self.kernels
+            .iter()
+            .filter(|k| k.nix.is_some())
+            .map(|k| k.version.as_str())
+            .chain(self.nix_only.iter().map(|k| k.version.as_str()))
+            .collect()
+    }
+
     pub fn arches(&self) -> Result<Vec<Arch>> {
         self.arches.iter().map(|a| a.parse()).collect()
     }
@@ -172,8 +183,9 @@ impl Catalog {
             .map(|k| {
                 format!(
                     "\n{version} is one of the kernels only Nix provides (nixpkgs {}): inside `nix develop`, \
-                     `cargo xtask test --kernel {version}` boots it.",
-                    k.nix
+                     `cargo xtask test --kernel {version}` boots it (`nix develop` offers {}).",
+                    k.nix,
+                    self.nix_versions().join(", ")
                 )
             })
             .unwrap_or_default();
