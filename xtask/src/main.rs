@@ -18,6 +18,7 @@ mod prebuilt;
 mod setup;
 mod test;
 mod userland;
+mod verifier_trend;
 mod vm;
 mod vm_cmd;
 

@@ -822,6 +822,19 @@ fn report(runs: &[VmRun], args: &Args) -> Result<Counts> {
     }
     write_report(runs, args)?;
     write_junit(runs)?;
+    if !args.selftest {
+        let now: crate::verifier_trend::Numbers = runs
+            .iter()
+            .map(|r| {
+                (
+                    r.target.label(),
+                    crate::verifier_trend::of_records(&r.verdict.verifier),
+                )
+            })
+            .collect();
+        let path = repo_root().join("target/vm-verifier-last.json");
+        crate::verifier_trend::compare_and_store(&path, &now)?;
+    }
     Ok(total)
 }
 
