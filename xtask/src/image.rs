@@ -321,6 +321,47 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn modules_of_another_release_are_refused() {
+        let dir = std::env::temp_dir().join(format!("kiln-mods-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = dir.join("bzImage");
+        std::fs::write(&image, fake_bzimage("6.1.0-57-cloud-amd64")).unwrap();
+        let modules = dir.join("lib/modules/6.12.9+deb13-cloud-amd64");
+        std::fs::create_dir_all(&modules).unwrap();
+        std::fs::write(
+            modules.join("veth.ko"),
+            fake_module("6.12.9+deb13-cloud-amd64"),
+        )
+        .unwrap();
+        let e = check_custom(&image, Some(&modules), None).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("holds modules of release 6.12.9+deb13-cloud-amd64")
+                && e.contains("is release 6.1.0-57-cloud-amd64"),
+            "{e}"
+        );
+    }
+
+    /// A relocatable ELF with nothing but a `.modinfo` section.
+    fn fake_module(release: &str) -> Vec<u8> {
+        use object::write::Object;
+        let mut obj = Object::new(
+            object::BinaryFormat::Elf,
+            object::Architecture::X86_64,
+            object::Endianness::Little,
+        );
+        let section = obj.add_section(
+            Vec::new(),
+            b".modinfo".to_vec(),
+            object::SectionKind::ReadOnlyData,
+        );
+        let info = format!("name=veth\0vermagic={release} SMP mod_unload modversions \0");
+        obj.append_section_data(section, info.as_bytes(), 1);
+        obj.write().unwrap()
+    }
+
+    #[test]
     fn cached_catalog_kernels_are_read() {
         // Whatever catalog kernels this machine has fetched: each must be
         // recognised as its own arch, with a release.
@@ -339,7 +380,13 @@ pub(crate) mod tests {
                         if name.starts_with("vmlinuz") && f.is_file() {
                             let k = inspect(&f).unwrap();
                             assert_eq!(k.arch, arch, "{}", f.display());
-                            assert!(k.release.is_some(), "{}: {k:?}", f.display());
+                            let release = k.release.clone().unwrap();
+                            // Its own modules match; any other release is refused.
+                            let modules = v.path().join("lib/modules").join(&release);
+                            if modules.is_dir() {
+                                assert_eq!(modules_release(&modules).unwrap(), release);
+                                check_custom(&f, Some(&modules), Some(arch)).unwrap();
+                            }
                         }
                     }
                 }
