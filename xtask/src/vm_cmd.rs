@@ -51,8 +51,14 @@ pub fn run(args: Args) -> Result<()> {
     // The image's paths have no leading `/`.
     let present: BTreeSet<String> = image.paths().map(|p| format!("/{p}")).collect();
     for f in &files {
+        let guest = guest_path(f);
+        // `/bin/sh` and the like: the guest's own tool answers to that path.
+        if present.contains(&guest) {
+            eprintln!("note: the guest has its own {guest}; the host's is not copied");
+            continue;
+        }
         image
-            .add_file(&guest_path(f), f, 0o755)
+            .add_file(&guest, f, 0o755)
             .with_context(|| format!("adding {}", f.display()))?;
     }
     for (host, guest) in libraries(&files, arch)? {

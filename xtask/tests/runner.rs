@@ -1,5 +1,6 @@
 //! The VM runner never hangs and never leaks QEMU: a guest that never
-//! reaches `/init` fails within 60 s with the likely cause named, QEMU's
+//! reaches `/init` fails after 30 s of QEMU's CPU (within 60 s on a machine
+//! with a core free) with the likely cause named, QEMU's
 //! own refusal is quoted, SIGTERM or SIGKILL to the runner leaves no QEMU
 //! behind, and a wrong `--kernel-image` or `--modules` is refused before
 //! anything is built or booted.
@@ -78,7 +79,7 @@ fn text_of(out: &Output) -> String {
     )
 }
 
-fn never_reaching_init_fails_within_60_s_with_the_cause() -> TestResult {
+fn never_reaching_init_fails_in_seconds_with_the_cause() -> TestResult {
     let scratch = Scratch::new("deadline")?;
     let image = write_spinner(&scratch.0)?;
     let start = Instant::now();
@@ -86,7 +87,17 @@ fn never_reaching_init_fails_within_60_s_with_the_cause() -> TestResult {
     let took = start.elapsed();
     let text = text_of(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(took < Duration::from_secs(60), "took {took:?}:\n{text}");
+    // The runner stops it after 30 s of QEMU's CPU time (a loaded machine
+    // must not fail healthy boots that are merely slow): within 60 s of wall
+    // time when QEMU has half a core or more, never at the hour-long timeout.
+    assert!(
+        text.contains("s (30 s of QEMU's CPU)") || text.contains("s (31 s of QEMU's CPU)"),
+        "not stopped by the /init budget:\n{text}"
+    );
+    assert!(took < Duration::from_secs(300), "took {took:?}:\n{text}");
+    if took >= Duration::from_secs(60) {
+        eprintln!("note: {took:?} of wall time for 30 s of CPU: this machine is loaded");
+    }
     assert!(
         text.contains("no console output in")
             && text.contains("/init never ran")
@@ -239,13 +250,67 @@ fn wrong_images_are_refused_before_booting() -> TestResult {
     Ok(())
 }
 
+/// Whether the catalog's 6.1 kernel for this host's arch is in the cache
+/// (`cargo xtask kernels fetch`, or any earlier VM run): this test boots it
+/// but does not download it.
+fn no_cached_kernel() -> Option<String> {
+    let arch = if cfg!(target_arch = "aarch64") {
+        "aarch64"
+    } else {
+        "x86_64"
+    };
+    let home = std::env::var_os("KILN_CACHE_DIR").map_or_else(
+        || {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/kiln")
+        },
+        PathBuf::from,
+    );
+    let dir = home.join("kernels").join(arch);
+    let cached = std::fs::read_dir(&dir).is_ok_and(|rd| {
+        rd.filter_map(|e| e.ok()).any(|e| {
+            e.file_name().to_string_lossy().starts_with("6.1.")
+                && e.path().join(".complete").exists()
+        })
+    });
+    (!cached).then(|| {
+        format!(
+            "no cached 6.1 kernel under {} (`cargo xtask kernels fetch`)",
+            dir.display()
+        )
+    })
+}
+
+fn vm_command_streams_output_and_exits_with_its_status() -> TestResult {
+    let scratch = Scratch::new("vmcmd")?;
+    let script = scratch.0.join("hello.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho \"hello from $(uname -r) with $1\"\necho to-stderr >&2\nls /sys/fs/bpf >/dev/null && exit 7\n",
+    )?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let out = xtask()
+        .current_dir(&scratch.0)
+        .args(["vm", "--kernel", "6.1", "--", "./hello.sh", "an-argument"])
+        .output()?;
+    let text = text_of(&out);
+    assert_eq!(out.status.code(), Some(7), "{text}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("hello from 6.1.") && stdout.contains("with an-argument"),
+        "{text}"
+    );
+    assert!(stdout.contains("to-stderr"), "{text}");
+    Ok(())
+}
+
 fn main() {
     let arm = &[Need::Probe("qemu-system-aarch64", no_qemu_aarch64)];
     kiln_testkit::run(vec![
         test(
-            "never_reaching_init_fails_within_60_s_with_the_cause",
+            "never_reaching_init_fails_in_seconds_with_the_cause",
             arm,
-            never_reaching_init_fails_within_60_s_with_the_cause,
+            never_reaching_init_fails_in_seconds_with_the_cause,
         ),
         test(
             "qemu_refusal_is_quoted",
@@ -262,6 +327,14 @@ fn main() {
             "wrong_images_are_refused_before_booting",
             &[],
             wrong_images_are_refused_before_booting,
+        ),
+        test(
+            "vm_command_streams_output_and_exits_with_its_status",
+            &[
+                Need::Probe("qemu-system-x86_64", no_qemu_x86),
+                Need::Probe("cached kernel", no_cached_kernel),
+            ],
+            vm_command_streams_output_and_exits_with_its_status,
         ),
     ]);
 }
