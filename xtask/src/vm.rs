@@ -217,6 +217,14 @@ impl Plan {
         self.command_step(&format!("exec\t{}", timeout.as_secs()), command)
     }
 
+    /// A file of the image copied to `to` after the mounts (which hide what
+    /// the image holds under /tmp or /run).
+    pub fn copy(&mut self, from: &str, to: &str) -> Result<()> {
+        check_fields(&[from.to_owned(), to.to_owned()])?;
+        self.text.push_str(&format!("copy\t{from}\t{to}\n"));
+        Ok(())
+    }
+
     /// A command run in `cwd` with its output streamed (`KILN-STDOUT`).
     pub fn run(&mut self, timeout: Duration, cwd: &str, command: &[String]) -> Result<()> {
         check_fields(&[cwd.to_owned()])?;
@@ -1008,6 +1016,11 @@ impl Verdict {
                     "module" if field("status") == "failed" => problems.push(format!(
                         "module {} failed to load: {}",
                         field("name"),
+                        field("error")
+                    )),
+                    "copy-failed" => problems.push(format!(
+                        "copying {} failed: {}",
+                        field("what"),
                         field("error")
                     )),
                     "mount-failed" => problems.push(format!(

@@ -45,9 +45,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut plan = Plan::default();
     let timeout = Duration::from_secs(args.timeout);
     let cwd_text = cwd.to_string_lossy().into_owned();
-    plan.run(timeout, &cwd_text, &command)?;
     let mut image = vm::guest_image(&kernel, &bins, crate::modules::TEST_MODULES, &mut plan)?;
-    image.add_dir(&cwd_text)?;
     // The image's paths have no leading `/`.
     let present: BTreeSet<String> = image.paths().map(|p| format!("/{p}")).collect();
     for f in &files {
@@ -57,10 +55,14 @@ pub fn run(args: Args) -> Result<()> {
             eprintln!("note: the guest has its own {guest}; the host's is not copied");
             continue;
         }
+        // Staged in the image, put in place once /tmp and /run are mounted.
+        let staged = format!("{HOST_FILES}{guest}");
         image
-            .add_file(&guest, f, 0o755)
+            .add_file(&staged, f, 0o755)
             .with_context(|| format!("adding {}", f.display()))?;
+        plan.copy(&staged, &guest)?;
     }
+    plan.run(timeout, &cwd_text, &command)?;
     for (host, guest) in libraries(&files, arch)? {
         // The guest's own glibc (Debian bookworm, as the host's) stays.
         if !present.contains(&guest) {
@@ -200,6 +202,9 @@ fn absolute(cwd: &Path, path: &Path) -> PathBuf {
     }
     out
 }
+
+/// Where the host's files wait in the image for init to copy them in place.
+const HOST_FILES: &str = "/kiln/host";
 
 fn guest_path(host: &Path) -> String {
     host.to_string_lossy().into_owned()

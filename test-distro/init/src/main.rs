@@ -12,9 +12,12 @@
 //! - `exec<TAB>TIMEOUT_SECS<TAB>PROGRAM[<TAB>ARG...]`: any command; its exit
 //!   status and output are reported in one `KILN-EXEC` line.
 //! - `run<TAB>TIMEOUT_SECS<TAB>CWD<TAB>PROGRAM[<TAB>ARG...]`: any command
-//!   run in directory CWD (`cargo xtask vm`), its output streamed as it
-//!   comes, one `KILN-STDOUT` line per line, then a `KILN-EXEC` line with
-//!   its exit status and no output.
+//!   run in directory CWD (created if missing; `cargo xtask vm`), its output
+//!   streamed as it comes, one `KILN-STDOUT` line per line, then a
+//!   `KILN-EXEC` line with its exit status and no output.
+//! - `copy<TAB>FROM<TAB>TO`: copies a file of the image to where the
+//!   mounts would hide it (a host file under `/tmp` goes to the guest's
+//!   `/tmp`, a tmpfs mounted over the image's).
 //!
 //! Every line this program prints starts with a `KILN-` prefix followed by a
 //! JSON object that carries a sequence number (`seq`), so the host can tell
@@ -131,6 +134,7 @@ fn main() {
             ["exec", timeout, program, args @ ..] => {
                 run_exec(program, args, parse_timeout(timeout, lineno))
             }
+            ["copy", from, to] => copy_file(from, to),
             ["run", timeout, cwd, program, args @ ..] => {
                 run_streamed(program, args, cwd, parse_timeout(timeout, lineno))
             }
@@ -516,9 +520,28 @@ fn run_exec(program: &str, args: &[&str], timeout: Duration) {
     }
 }
 
+fn copy_file(from: &str, to: &str) {
+    let copied = Path::new(to)
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::copy(from, to));
+    if let Err(e) = copied {
+        emit(
+            "KILN-EVENT",
+            &[
+                ("event", s("copy-failed")),
+                ("what", s(format!("{from} -> {to}"))),
+                ("error", s(e.to_string())),
+            ],
+        );
+    }
+}
+
 /// Runs a user's command, each output line sent as it arrives.
 fn run_streamed(program: &str, args: &[&str], cwd: &str, timeout: Duration) {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    // The host's working directory; a missing one would fail the spawn.
+    let _ = std::fs::create_dir_all(cwd);
     let result = run_captured(program, &args, Some(cwd), timeout, |line| {
         emit("KILN-STDOUT", &[("line", s(line))])
     });
