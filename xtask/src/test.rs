@@ -960,6 +960,7 @@ fn junit_suites(runs: &[VmRun]) -> Vec<crate::junit::Suite> {
                     ("arch".into(), r.target.arch.as_str().into()),
                     ("accel".into(), r.accel.into()),
                     ("console_log".into(), r.log.display().to_string()),
+                    ("rerun".into(), r.target.rerun_args()),
                 ],
                 time: r.elapsed,
                 cases,
