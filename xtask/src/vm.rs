@@ -4,8 +4,11 @@
 //!
 //! ```ignore
 //! let out = crate::vm::run_in_vm(crate::vm::VmRequest {
-//!     kernel: "6.1".into(),                  // a catalog version (kernels/catalog.toml)
-//!     arch: crate::vm::Arch::X86_64,
+//!     kernel: crate::vm::KernelArgs {         // a catalog version (default 6.1) or an image
+//!         kernel: Some("6.1".into()),
+//!         arch: Some(crate::vm::Arch::X86_64),
+//!         ..Default::default()
+//!     },
 //!     files: vec![(host_path, "/kiln/obj/fw.bpf.o".into())],
 //!     command: vec!["/bin/kiln".into(), "apply".into(), "/kiln/m.toml".into()],
 //!     modules: vec!["veth".into()],          // loaded (with dependencies) before the command
@@ -115,11 +118,32 @@ pub struct KernelArgs {
     pub modules: Option<PathBuf>,
 }
 
+/// The kernel to boot and the guest's arch: a catalog kernel (default 6.1,
+/// on the host's arch), or an image checked before anything is built.
+pub fn resolve_kernel(k: &KernelArgs) -> Result<(KernelFiles, Arch)> {
+    if let Some(path) = &k.kernel_image {
+        let image = crate::image::check_custom(path, k.modules.as_deref(), k.arch)?;
+        let release = image.release.unwrap_or_else(|| "custom".into());
+        let files = KernelFiles {
+            version: release.clone(),
+            arch: image.arch,
+            release,
+            vmlinuz: path.clone(),
+            modules: k.modules.clone(),
+        };
+        return Ok((files, image.arch));
+    }
+    let arch = k.arch.unwrap_or(Arch::host());
+    let version = k.kernel.as_deref().unwrap_or("6.1");
+    let catalog = crate::kernels::Catalog::load()?;
+    catalog.entry(version)?;
+    Ok((crate::kernels::ensure(&catalog, version, arch)?, arch))
+}
+
 /// A command to run in a fresh VM.
 pub struct VmRequest {
-    /// Catalog version (`6.1`, ...).
-    pub kernel: String,
-    pub arch: Arch,
+    /// The kernel and arch (a catalog version, default 6.1, or an image).
+    pub kernel: KernelArgs,
     /// (host path, absolute guest path).
     pub files: Vec<(PathBuf, String)>,
     /// Program and arguments (no tabs or newlines).
@@ -139,9 +163,8 @@ pub struct VmOutcome {
 
 /// Boots `req.kernel` on `req.arch` with the files and runs the command.
 pub fn run_in_vm(req: VmRequest) -> Result<VmOutcome> {
-    let catalog = crate::kernels::Catalog::load()?;
-    let kernel = crate::kernels::ensure(&catalog, &req.kernel, req.arch)?;
-    let bins = crate::cross::build_guest_bins(req.arch)?;
+    let (kernel, arch) = resolve_kernel(&req.kernel)?;
+    let bins = crate::cross::build_guest_bins(arch)?;
     let mut plan = Plan::default();
     plan.exec(req.timeout, &req.command)?;
     let modules: Vec<&str> = req.modules.iter().map(String::as_str).collect();
@@ -153,13 +176,13 @@ pub fn run_in_vm(req: VmRequest) -> Result<VmOutcome> {
     }
     image.add_bytes("/kiln/plan", plan.text.clone(), 0o644)?;
     let initrd = image.build_cached(&initramfs_cache())?;
-    let label = format!("exec-{}-{}", kernel.version, req.arch);
+    let label = format!("exec-{}-{arch}", kernel.version);
     let boot = boot(
         &BootSpec {
-            arch: req.arch,
+            arch,
             vmlinuz: kernel.vmlinuz.clone(),
             initrd,
-            timeout: req.timeout + boot_allowance(req.arch),
+            timeout: req.timeout + boot_allowance(arch),
             log: log_path(&label),
             label,
         },

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::kernels::{Catalog, KernelFiles};
 use crate::vm::{self, Arch, BootSpec, Plan, Verdict};
 
 #[derive(clap::Args)]
@@ -38,7 +37,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     vm::stop_on_signals();
-    let (kernel, arch) = kernel_for(&args)?;
+    let (kernel, arch) = vm::resolve_kernel(&args.vm)?;
     let cwd = std::env::current_dir().context("reading the working directory")?;
     let (command, files) = guest_files(&args.command, &args.files, &cwd)?;
     let bins = crate::cross::build_guest_bins(arch)?;
@@ -124,28 +123,6 @@ pub fn run(args: Args) -> Result<()> {
         _ => 1,
     };
     std::process::exit(code)
-}
-
-/// The kernel to boot and the guest's arch; a custom image is checked
-/// before anything is built.
-fn kernel_for(args: &Args) -> Result<(KernelFiles, Arch)> {
-    if let Some(path) = &args.vm.kernel_image {
-        let image = crate::image::check_custom(path, args.vm.modules.as_deref(), args.vm.arch)?;
-        let release = image.release.unwrap_or_else(|| "custom".into());
-        let files = KernelFiles {
-            version: release.clone(),
-            arch: image.arch,
-            release,
-            vmlinuz: path.clone(),
-            modules: args.vm.modules.clone(),
-        };
-        return Ok((files, image.arch));
-    }
-    let arch = args.vm.arch.unwrap_or(Arch::host());
-    let version = args.vm.kernel.as_deref().unwrap_or("6.1");
-    let catalog = Catalog::load()?;
-    catalog.entry(version)?;
-    Ok((crate::kernels::ensure(&catalog, version, arch)?, arch))
 }
 
 /// The command as the guest runs it (a program path made absolute) and the
