@@ -154,8 +154,7 @@ pub struct Outcome {
 /// Computes the plan against the live kernel (under the deployment lock).
 pub fn plan(manifest: &Manifest, resolved: &Resolved) -> Result<Plan, ApplyError> {
     let root = manifest.pin_root();
-    let mut observed = live::observe(&root)?;
-    observed.entry_drift = live::entry_drift(&root, &resolved.desired, &observed)?;
+    let observed = live::observe_deployment(&root, &resolved.desired)?;
     Ok(plan::compute(
         manifest.name(),
         root,
@@ -231,6 +230,15 @@ enum Undo {
     Restore { path: PathBuf, old: OwnedFd },
     /// A link switched to a new program: switch it back.
     Relink { link: FdLink, old_prog: Program },
+    /// An XDP link detached to attach in another mode: detach the new
+    /// link, attach the old program in its old mode again and pin it.
+    Reattach {
+        program: String,
+        path: PathBuf,
+        old_prog: Program,
+        ifindex: u32,
+        flags: kiln_loader::links::xdp::XdpFlags,
+    },
     /// Entries written into (or deleted from) a live map: their previous
     /// values, `None` where the key was absent.
     Entries {
@@ -253,6 +261,8 @@ struct Tx {
     retired: Vec<FdLink>,
     journal: Vec<Undo>,
     btfs: BTreeMap<String, Option<Btf>>,
+    /// Attachments made at commit, after their old link is detached.
+    reattach: BTreeMap<String, ResolvedAttach>,
 }
 
 impl Tx {
@@ -267,6 +277,7 @@ impl Tx {
             retired: Vec::new(),
             journal: Vec::new(),
             btfs: BTreeMap::new(),
+            reattach: BTreeMap::new(),
         }
     }
 
@@ -337,12 +348,25 @@ impl Tx {
                     self.new_maps.insert(map.clone());
                     self.maps.insert(map.clone(), m);
                 }
+                Action::RepinMap { map, id, .. } => {
+                    // Pinned again at commit, like a new map; the programs
+                    // that found it keep using it.
+                    let m = live::unpinned_map_by_id(map, *id)
+                        .map_err(|e| kerr(format!("re-pin map '{map}'"), e))?;
+                    touched.insert(map.clone());
+                    self.new_maps.insert(map.clone());
+                    self.maps.insert(map.clone(), m);
+                }
                 Action::MigrateMap { map, .. } => {
                     let new = self.create_map(resolved, map)?;
                     self.inject(Step::MigrateMap)?;
-                    let old_path = self.path(MAPS, map);
-                    let old = Map::from_pin(&old_path, OpenFlags::ReadOnly)
-                        .map_err(|e| kerr(format!("open map '{map}' to migrate"), e))?;
+                    // An unpinned map found through its programs was opened
+                    // by the re-pin step before this one.
+                    let old = match self.maps.remove(map) {
+                        Some(found) => found,
+                        None => Map::from_pin(&self.path(MAPS, map), OpenFlags::ReadOnly)
+                            .map_err(|e| kerr(format!("open map '{map}' to migrate"), e))?,
+                    };
                     migrate_map(resolved, map, &old, &new)
                         .map_err(|e| kerr(format!("migrate map '{map}'"), e))?;
                     if let Some(d) = resolved.desired.maps.get(map) {
@@ -374,6 +398,13 @@ impl Tx {
             }
         }
         for action in &plan.actions {
+            if let Action::Reattach { program, .. } = action
+                && let Some(how) = &resolved.builds[program].attach
+            {
+                self.reattach.insert(program.clone(), how.clone());
+            }
+        }
+        for action in &plan.actions {
             match action {
                 Action::Attach { program, .. }
                 | Action::Replace {
@@ -384,17 +415,7 @@ impl Tx {
                     self.inject(Step::Attach)?;
                     let build = &resolved.builds[program];
                     let Some(how) = &build.attach else { continue };
-                    let pinned;
-                    let prog_fd = match self.progs.get(program) {
-                        Some(p) => p.as_fd(),
-                        None => {
-                            pinned = Program::from_pin(&self.path(PROGS, program), None)
-                                .map_err(|e| kerr(format!("open pinned program '{program}'"), e))?;
-                            pinned.as_fd()
-                        }
-                    };
-                    let link = attach(prog_fd, how)
-                        .map_err(|e| kerr(format!("attach program '{program}'"), e))?;
+                    let link = self.attach_program(program, how)?;
                     self.links.insert(program.clone(), link);
                 }
                 _ => {}
@@ -593,6 +614,7 @@ impl Tx {
                         .map_err(|e| kerr(format!("switch link of '{program}'"), e))?;
                     self.journal.push(Undo::Relink { link, old_prog });
                 }
+                Action::Reattach { program, .. } => self.reattach(program)?,
                 Action::Detach { link, .. } => {
                     let path = self.path(LINKS, link);
                     if let Ok(old) = FdLink::from_pin(&path) {
@@ -643,6 +665,59 @@ impl Tx {
         Ok(())
     }
 
+    /// Detaches `program`'s XDP link and attaches its (new or pinned)
+    /// program in the manifest's mode; the new link is pinned with the others.
+    fn reattach(&mut self, program: &str) -> Result<(), ApplyError> {
+        self.inject(Step::Attach)?;
+        let how = self.reattach[program].clone();
+        let path = self.path(LINKS, program);
+        let mut old =
+            FdLink::from_pin(&path).map_err(|e| kerr(format!("open link of '{program}'"), e))?;
+        let info = old
+            .info()
+            .map_err(|e| kerr(format!("link of '{program}'"), e))?;
+        let kiln_loader::links::LinkTarget::Xdp { ifindex } = info.target else {
+            return Err(kerr(format!("link of '{program}'"), "not an XDP link"));
+        };
+        let flags = kiln_loader::links::xdp::query_xdp_modes(ifindex)
+            .map_err(|e| kerr(format!("XDP modes of '{program}'s interface"), e))?
+            .mode_of(info.prog_id)
+            .unwrap_or_default();
+        let old_prog = Program::from_id(info.prog_id)
+            .map_err(|e| kerr(format!("program attached to '{program}'"), e))?;
+        old.detach()
+            .map_err(|e| kerr(format!("detach the link of '{program}'"), e))?;
+        let _ = std::fs::remove_file(&path);
+        self.journal.push(Undo::Reattach {
+            program: program.to_string(),
+            path,
+            old_prog,
+            ifindex,
+            flags,
+        });
+        let link = self.attach_program(program, &how)?;
+        self.links.insert(program.to_string(), link);
+        Ok(())
+    }
+
+    /// Attaches `program` as `how` says: the one this apply loaded, else the pinned one.
+    fn attach_program(
+        &self,
+        program: &str,
+        how: &ResolvedAttach,
+    ) -> Result<Box<dyn Link>, ApplyError> {
+        let pinned;
+        let prog_fd = match self.progs.get(program) {
+            Some(p) => p.as_fd(),
+            None => {
+                pinned = Program::from_pin(&self.path(PROGS, program), None)
+                    .map_err(|e| kerr(format!("open pinned program '{program}'"), e))?;
+                pinned.as_fd()
+            }
+        };
+        attach(prog_fd, how).map_err(|e| kerr(format!("attach program '{program}'"), e))
+    }
+
     /// Phase 3: the new generation is committed; let the old links go.
     fn finish(&mut self) -> Vec<String> {
         let mut warnings = Vec::new();
@@ -669,6 +744,24 @@ impl Tx {
                 }
                 Undo::Relink { mut link, old_prog } => {
                     let _ = link.update(old_prog.as_fd(), None);
+                }
+                Undo::Reattach {
+                    program,
+                    path,
+                    old_prog,
+                    ifindex,
+                    flags,
+                } => {
+                    // One XDP mode at a time: the new link goes first.
+                    if let Some(mut new) = self.links.remove(&program) {
+                        let _ = new.detach();
+                    }
+                    if let Ok(link) =
+                        kiln_loader::links::xdp::attach_xdp_link(old_prog.as_fd(), ifindex, flags)
+                        && let Some(fd) = link.fd()
+                    {
+                        let _ = pin_at(fd, &path, &ApplyOptions::default());
+                    }
                 }
                 Undo::Entries { map, old } => {
                     for (k, v) in old.iter().rev() {
@@ -802,12 +895,13 @@ fn migrate_map(resolved: &Resolved, name: &str, old: &Map, new: &Map) -> Result<
 }
 
 /// Attaches, retrying briefly while the hook is busy: the kernel releases a
-/// link whose last pin was just removed from a workqueue, a moment later.
-fn attach(prog: BorrowedFd<'_>, how: &ResolvedAttach) -> Result<Box<dyn Link>, String> {
+/// link whose last pin was just removed from a workqueue, a moment later
+/// (EBUSY; EEXIST while an XDP link of the other mode is still there).
+pub fn attach(prog: BorrowedFd<'_>, how: &ResolvedAttach) -> Result<Box<dyn Link>, String> {
     let mut tries = 0;
     loop {
         match attach_once(prog, how) {
-            Err(e) if e.errno() == Some(libc::EBUSY) && tries < 40 => {
+            Err(e) if matches!(e.errno(), Some(libc::EBUSY | libc::EEXIST)) && tries < 40 => {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(25));
             }

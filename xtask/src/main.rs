@@ -9,9 +9,11 @@ mod bench;
 mod build_ebpf;
 mod codegen;
 mod cross;
+mod dist;
 mod html;
 mod image;
 mod junit;
+mod kernel_btf;
 mod kernels;
 mod modules;
 mod prebuilt;
@@ -47,6 +49,8 @@ enum Command {
     Kernels(kernels::Args),
     /// Kiln against libbpf on the same workloads (alternating rounds); --json, --quick.
     Bench(bench::Args),
+    /// Static `kiln` binaries and an OCI image of them (target/dist); --podman runs it.
+    Dist(dist::Args),
     /// Run any command in the test distro: `cargo xtask vm [--kernel V] [--arch A] -- CMD ARGS...`.
     Vm(vm_cmd::Args),
     /// (The runner's own tests.) Boot any file as a kernel, without the up-front checks.
@@ -64,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run(args),
         Command::Kernels(args) => kernels::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Dist(args) => dist::run(args),
         Command::Vm(args) => vm_cmd::run(args),
         Command::BootRaw(args) => vm_cmd::boot_raw(args),
     }
