@@ -1,20 +1,16 @@
 //! Without the capabilities it needs, `kiln` says which one is missing,
 //! exits with code 4 and leaves nothing behind. Runs the binary as user
-//! nobody (`setpriv`) and as root with capabilities dropped (`capsh`).
+//! nobody and as root with capabilities dropped, both done by the harness
+//! (`kiln_testkit::privilege`), so no setpriv or capsh is needed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use kiln_testkit::privilege::{self, Cap};
 use kiln_testkit::{Need, TestResult};
 
 mod common;
 use common::kiln_bin;
-
-fn missing_tool(name: &str) -> Option<String> {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()));
-    (!found).then(|| format!("{name} is not installed"))
-}
 
 /// A manifest in a directory user nobody can read; removed on drop.
 struct Case {
@@ -63,33 +59,31 @@ impl Drop for Case {
 const TRACEPOINT: &str = "[programs.count_exec]\nobject = \"counter\"\nattach = { tracepoint = { category = \"sched\", name = \"sched_process_exec\" } }\n";
 const XDP: &str = "[programs.count_packets]\nobject = \"counter\"\nattach = { xdp = { interface = \"lo\", mode = \"generic\" } }\n";
 
-/// Runs `prefix... kiln args...`: exit code and stderr.
-fn run(prefix: &[&str], args: &[&Path]) -> Result<(i32, String), String> {
+/// Who runs `kiln` in a test.
+enum As<'a> {
+    /// User nobody, no capabilities.
+    Nobody,
+    /// Root without these capabilities.
+    RootWithout(&'a [Cap]),
+}
+
+/// Runs `kiln args...` with the privileges of `who`: exit code and stderr.
+fn run(who: As, args: &[&Path]) -> Result<(i32, String), String> {
     let kiln = kiln_bin();
-    let mut cmd = Command::new(prefix[0]);
-    cmd.args(&prefix[1..]);
-    if prefix[0] == "capsh" {
-        // capsh runs a shell command after `--`.
-        let line: Vec<String> = std::iter::once(kiln.display().to_string())
-            .chain(args.iter().map(|a| format!("'{}'", a.display())))
-            .collect();
-        cmd.arg("--").arg("-c").arg(line.join(" "));
-    } else {
-        cmd.arg(&kiln).args(args);
-    }
-    let out = cmd.output().map_err(|e| format!("{}: {e}", prefix[0]))?;
+    let mut cmd = Command::new(&kiln);
+    cmd.args(args);
+    match who {
+        As::Nobody => privilege::as_nobody(&mut cmd),
+        As::RootWithout(caps) => privilege::without_caps(&mut cmd, caps),
+    };
+    let out = cmd
+        .output()
+        .map_err(|e| format!("{}: {e}", kiln.display()))?;
     Ok((
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
 }
-
-const NOBODY: &[&str] = &[
-    "setpriv",
-    "--reuid=65534",
-    "--regid=65534",
-    "--clear-groups",
-];
 
 fn expect_refusal(code: i32, stderr: &str, caps: &[&str], case: &Case) -> TestResult {
     assert_eq!(
@@ -112,14 +106,14 @@ fn expect_refusal(code: i32, stderr: &str, caps: &[&str], case: &Case) -> TestRe
 
 fn apply_as_nobody_names_cap_bpf() -> TestResult {
     let case = Case::new("nobody", TRACEPOINT)?;
-    let (code, err) = run(NOBODY, &[Path::new("apply"), &case.manifest])?;
+    let (code, err) = run(As::Nobody, &[Path::new("apply"), &case.manifest])?;
     expect_refusal(code, &err, &["CAP_BPF", "CAP_PERFMON"], &case)
 }
 
 fn apply_without_net_admin_names_it() -> TestResult {
     let case = Case::new("netadmin", XDP)?;
     let (code, err) = run(
-        &["capsh", "--drop=cap_net_admin"],
+        As::RootWithout(&[Cap::NET_ADMIN]),
         &[Path::new("apply"), &case.manifest],
     )?;
     expect_refusal(code, &err, &["CAP_NET_ADMIN"], &case)?;
@@ -133,7 +127,7 @@ fn apply_without_net_admin_names_it() -> TestResult {
 fn apply_without_bpf_caps_names_them() -> TestResult {
     let case = Case::new("dropped", TRACEPOINT)?;
     let (code, err) = run(
-        &["capsh", "--drop=cap_bpf,cap_perfmon,cap_sys_admin"],
+        As::RootWithout(&[Cap::BPF, Cap::PERFMON, Cap::SYS_ADMIN]),
         &[Path::new("apply"), &case.manifest],
     )?;
     expect_refusal(code, &err, &["CAP_BPF", "CAP_PERFMON"], &case)
@@ -146,7 +140,7 @@ fn status_as_nobody_is_a_privilege_error() -> TestResult {
     let text = std::fs::read_to_string(&case.manifest)?;
     let text = text.replace(&case.root.display().to_string(), "/sys/fs/bpf");
     std::fs::write(&case.manifest, text)?;
-    let (code, err) = run(NOBODY, &[Path::new("status"), &case.manifest])?;
+    let (code, err) = run(As::Nobody, &[Path::new("status"), &case.manifest])?;
     assert_eq!(code, 4, "{err}");
     assert!(err.contains("CAP_BPF"), "{err}");
     Ok(())
@@ -155,7 +149,7 @@ fn status_as_nobody_is_a_privilege_error() -> TestResult {
 fn object_load_as_nobody_names_cap_bpf() -> TestResult {
     let case = Case::new("object", "")?;
     let obj = kiln_testkit::bpf_object("manifest_counter.bpf.o")?;
-    let (code, err) = run(NOBODY, &[Path::new("object"), Path::new("load"), &obj])?;
+    let (code, err) = run(As::Nobody, &[Path::new("object"), Path::new("load"), &obj])?;
     expect_refusal(code, &err, &["CAP_BPF"], &case)
 }
 
@@ -330,40 +324,31 @@ fn check_prints_a_delegation_the_kernel_accepts() -> TestResult {
 }
 
 fn main() {
-    let nobody = &[
-        Need::Root,
-        Need::Bpf,
-        Need::Probe("setpriv", || missing_tool("setpriv")),
-    ];
-    let capsh = &[
-        Need::Root,
-        Need::Bpf,
-        Need::Probe("capsh", || missing_tool("capsh")),
-    ];
+    let needs = &[Need::Root, Need::Bpf];
     kiln_testkit::run(vec![
         kiln_testkit::test(
             "apply_as_nobody_names_cap_bpf",
-            nobody,
+            needs,
             apply_as_nobody_names_cap_bpf,
         ),
         kiln_testkit::test(
             "object_load_as_nobody_names_cap_bpf",
-            nobody,
+            needs,
             object_load_as_nobody_names_cap_bpf,
         ),
         kiln_testkit::test(
             "status_as_nobody_is_a_privilege_error",
-            nobody,
+            needs,
             status_as_nobody_is_a_privilege_error,
         ),
         kiln_testkit::test(
             "apply_without_net_admin_names_it",
-            capsh,
+            needs,
             apply_without_net_admin_names_it,
         ),
         kiln_testkit::test(
             "apply_without_bpf_caps_names_them",
-            capsh,
+            needs,
             apply_without_bpf_caps_names_them,
         ),
         kiln_testkit::test(
