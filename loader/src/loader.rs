@@ -296,18 +296,7 @@ impl EbpfLoader {
             m.max_entries = *n;
         }
         for m in &mut spec.maps {
-            // Global data is memory-mappable where the kernel allows, so user
-            // space can read and write variables without syscalls (libbpf does the same).
-            if matches!(m.origin, MapOrigin::GlobalData { .. }) && crate::probe::mmapable_arrays() {
-                m.map_flags |= crate::maps::MapFlags::MMAPABLE.bits();
-            }
-            // libbpf's convention: a perf event array sized 0 gets one slot per possible CPU.
-            if m.map_type == kiln_obj::MapType::PERF_EVENT_ARRAY && m.max_entries == 0 {
-                m.max_entries = crate::util::nr_possible_cpus().map_err(|e| EbpfError::MapSpec {
-                    name: m.name.clone(),
-                    message: format!("cannot size a perf event array: {e}"),
-                })? as u32;
-            }
+            finish_map_spec(m)?;
         }
         for (name, bytes, required) in &self.globals {
             set_global(spec, name, bytes, *required)?;
@@ -344,6 +333,25 @@ impl EbpfLoader {
         }
         Ok((map, false))
     }
+}
+
+/// The kernel-dependent parts of a map's definition, filled in as this
+/// loader creates the map: global data memory-mappable where the kernel
+/// allows (so user space reads and writes variables without syscalls), a
+/// perf event array sized 0 given one slot per possible CPU (both libbpf's
+/// conventions). Whoever predicts the definition of a map this loader will
+/// create (a planner comparing it with a pinned one) calls this too.
+pub fn finish_map_spec(m: &mut MapSpec) -> Result<(), EbpfError> {
+    if matches!(m.origin, MapOrigin::GlobalData { .. }) && crate::probe::mmapable_arrays() {
+        m.map_flags |= crate::maps::MapFlags::MMAPABLE.bits();
+    }
+    if m.map_type == kiln_obj::MapType::PERF_EVENT_ARRAY && m.max_entries == 0 {
+        m.max_entries = crate::util::nr_possible_cpus().map_err(|e| EbpfError::MapSpec {
+            name: m.name.clone(),
+            message: format!("cannot size a perf event array: {e}"),
+        })? as u32;
+    }
+    Ok(())
 }
 
 fn create_with_btf_fallback(

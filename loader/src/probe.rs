@@ -693,19 +693,23 @@ fn load_ret0(t: ProgramType, eat: Option<AttachType>) -> Option<std::os::fd::Own
     .ok()
 }
 
-/// Attaches a pass-through tc program to loopback with a tcx link and closes it
-/// at once (the link's fd is the only reference, so the program detaches).
+/// Attaches a pass-through tc program with a tcx link to the loopback device
+/// of a private netns (never the host's: a probe touches nothing real) and
+/// closes it at once (the link's fd is the only reference).
 fn probe_tcx() -> bool {
     let Some(prog) = load_ret0(ProgramType::SCHED_CLS, Some(AttachType::TCX_INGRESS)) else {
         return false;
     };
-    let r = link_create(LinkCreateHead {
-        prog_fd: prog.as_raw_fd() as u32,
-        target_fd: 1, // ifindex of lo
-        attach_type: AttachType::TCX_INGRESS.0,
-        flags: 0,
-    });
-    r.is_ok()
+    in_private_netns(|| {
+        link_create(LinkCreateHead {
+            prog_fd: prog.as_raw_fd() as u32,
+            target_fd: 1, // lo, the only device of a new netns
+            attach_type: AttachType::TCX_INGRESS.0,
+            flags: 0,
+        })
+        .is_ok()
+    })
+    .unwrap_or(false)
 }
 
 fn probe_bind_map() -> bool {

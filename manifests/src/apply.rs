@@ -15,9 +15,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use kiln_loader::links::{FdLink, Link};
-use kiln_loader::maps::{MapBtf, UpdateFlags};
+use kiln_loader::maps::UpdateFlags;
 use kiln_loader::sys::object::{self as sysobj, OpenFlags};
-use kiln_loader::{Btf, EbpfLoader, Map, Program};
+use kiln_loader::{EbpfLoader, Map, Program};
 use kiln_obj::MapOrigin;
 
 use crate::desired::{Resolved, ResolvedAttach};
@@ -252,7 +252,6 @@ struct Tx {
     /// Old links to detach once the new generation is committed.
     retired: Vec<FdLink>,
     journal: Vec<Undo>,
-    btfs: BTreeMap<String, Option<Btf>>,
 }
 
 impl Tx {
@@ -266,7 +265,6 @@ impl Tx {
             links: BTreeMap::new(),
             retired: Vec::new(),
             journal: Vec::new(),
-            btfs: BTreeMap::new(),
         }
     }
 
@@ -283,82 +281,27 @@ impl Tx {
         self.root.join(dir).join(name)
     }
 
-    fn btf(&mut self, resolved: &Resolved, object: &str) -> Option<&Btf> {
-        self.btfs
-            .entry(object.to_string())
-            .or_insert_with(|| {
-                // The object's BTF as the loader would upload it (sanitized
-                // for this kernel; type ids unchanged).
-                let spec = resolved.objects.specs.get(object)?;
-                let bytes = spec
-                    .btf_for_kernel(kiln_loader::probe::btf_features())
-                    .ok()??;
-                Btf::load(&bytes).ok()
-            })
-            .as_ref()
-    }
-
-    fn create_map(&mut self, resolved: &Resolved, name: &str) -> Result<Map, ApplyError> {
-        self.inject(Step::CreateMap)?;
-        let (object, spec) = resolved
-            .map_specs
-            .get(name)
-            .ok_or_else(|| kerr(format!("map '{name}'"), "no specification (internal error)"))?;
-        let spec = spec.clone();
-        let btf = self.btf(resolved, object).map(|b| MapBtf {
-            fd: b.fd(),
-            key_type_id: spec.btf_key_type_id.unwrap_or(0),
-            value_type_id: spec.btf_value_type_id.unwrap_or(0),
-        });
-        let with_btf = btf.filter(|b| b.value_type_id != 0);
-        let map = match Map::create(&spec, with_btf, None) {
-            Ok(m) => m,
-            Err(_) if with_btf.is_some() => Map::create(&spec, None, None)
-                .map_err(|e| kerr(format!("create map '{name}'"), e))?,
-            Err(e) => return Err(kerr(format!("create map '{name}'"), e)),
-        };
-        Ok(map)
-    }
-
     /// Phase 1: everything held by fds only.
     fn build(&mut self, plan: &Plan, resolved: &Resolved) -> Result<(), ApplyError> {
-        let mut touched = BTreeSet::new();
+        // Maps this apply makes anew (created, recreated or migrated) and
+        // programs it loads; everything else of the deployment is reused.
+        let mut renew = BTreeSet::new();
+        let mut load = BTreeSet::new();
         for action in &plan.actions {
             match action {
-                Action::CreateMap { map, .. } | Action::RecreateMap { map, .. } => {
-                    let m = self.create_map(resolved, map)?;
-                    if let Some(d) = resolved.desired.maps.get(map) {
-                        for (k, v) in &d.entries {
-                            m.update_bytes(k, v, UpdateFlags::ANY)
-                                .map_err(|e| kerr(format!("map '{map}': initial entry"), e))?;
-                        }
-                    }
-                    touched.insert(map.clone());
-                    self.new_maps.insert(map.clone());
-                    self.maps.insert(map.clone(), m);
+                Action::CreateMap { map, .. }
+                | Action::RecreateMap { map, .. }
+                | Action::MigrateMap { map, .. } => {
+                    renew.insert(map.as_str());
                 }
-                Action::MigrateMap { map, .. } => {
-                    let new = self.create_map(resolved, map)?;
-                    self.inject(Step::MigrateMap)?;
-                    let old_path = self.path(MAPS, map);
-                    let old = Map::from_pin(&old_path, OpenFlags::ReadOnly)
-                        .map_err(|e| kerr(format!("open map '{map}' to migrate"), e))?;
-                    migrate_map(resolved, map, &old, &new)
-                        .map_err(|e| kerr(format!("migrate map '{map}'"), e))?;
-                    if let Some(d) = resolved.desired.maps.get(map) {
-                        keep_entries(&new, d)
-                            .map_err(|e| kerr(format!("map '{map}': declared entries"), e))?;
-                    }
-                    touched.insert(map.clone());
-                    self.new_maps.insert(map.clone());
-                    self.maps.insert(map.clone(), new);
+                Action::LoadProgram { program, .. } => {
+                    load.insert(program.as_str());
                 }
                 _ => {}
             }
         }
-        // Every other desired map is reused from its pin.
         for name in resolved.desired.maps.keys() {
-            if touched.contains(name) {
+            if renew.contains(name.as_str()) {
                 continue;
             }
             let path = self.path(MAPS, name);
@@ -366,11 +309,48 @@ impl Tx {
                 .map_err(|e| kerr(format!("open pinned map '{name}'"), e))?;
             self.maps.insert(name.clone(), m);
         }
+        // One load per object, as libbpf does: its programs share its global
+        // data and its BTF, and the loader creates every map kind itself.
+        let objects: BTreeSet<&str> = renew
+            .iter()
+            .filter_map(|m| resolved.map_specs.get(*m).map(|(o, _)| o.as_str()))
+            .chain(load.iter().map(|p| resolved.builds[*p].object.as_str()))
+            .collect();
+        for object in objects {
+            self.load_object(resolved, object, &renew, &load)?;
+        }
         for action in &plan.actions {
-            if let Action::LoadProgram { program, .. } = action {
-                self.inject(Step::LoadProgram)?;
-                let prog = self.load_program(resolved, program)?;
-                self.progs.insert(program.clone(), prog);
+            match action {
+                Action::CreateMap { map, .. } | Action::RecreateMap { map, .. } => {
+                    // Global data got its contents from the load (and
+                    // read-only data is frozen now).
+                    let global_data = resolved.map_specs.get(map).is_some_and(|(_, spec)| {
+                        matches!(spec.origin, MapOrigin::GlobalData { .. })
+                    });
+                    if let Some(d) = resolved.desired.maps.get(map)
+                        && !global_data
+                    {
+                        let m = &self.maps[map];
+                        for (k, v) in &d.entries {
+                            m.update_bytes(k, v, UpdateFlags::ANY)
+                                .map_err(|e| kerr(format!("map '{map}': initial entry"), e))?;
+                        }
+                    }
+                }
+                Action::MigrateMap { map, .. } => {
+                    self.inject(Step::MigrateMap)?;
+                    let old_path = self.path(MAPS, map);
+                    let old = Map::from_pin(&old_path, OpenFlags::ReadOnly)
+                        .map_err(|e| kerr(format!("open map '{map}' to migrate"), e))?;
+                    let new = &self.maps[map];
+                    migrate_map(resolved, map, &old, new)
+                        .map_err(|e| kerr(format!("migrate map '{map}'"), e))?;
+                    if let Some(d) = resolved.desired.maps.get(map) {
+                        keep_entries(new, d)
+                            .map_err(|e| kerr(format!("map '{map}': declared entries"), e))?;
+                    }
+                }
+                _ => {}
             }
         }
         for action in &plan.actions {
@@ -403,68 +383,143 @@ impl Tx {
         Ok(())
     }
 
-    fn load_program(&mut self, resolved: &Resolved, name: &str) -> Result<Program, ApplyError> {
-        let build = &resolved.builds[name];
-        let spec = &resolved.objects.specs[&build.object];
+    /// Loads `object` once through the loader: the programs this apply
+    /// loads (the others skipped), the deployment's maps of the object it
+    /// renews created by the loader, the others handed in from their pins
+    /// (each checked once against the object's definition).
+    fn load_object(
+        &mut self,
+        resolved: &Resolved,
+        object: &str,
+        renew: &BTreeSet<&str>,
+        load: &BTreeSet<&str>,
+    ) -> Result<(), ApplyError> {
+        let spec = &resolved.objects.specs[object];
+        // Function name -> the manifest's programs loading it.
+        let mut functions: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for program in load {
+            let build = &resolved.builds[*program];
+            if build.object == object {
+                functions
+                    .entry(build.function.as_str())
+                    .or_default()
+                    .push(program);
+            }
+        }
         let mut loader = EbpfLoader::new();
         for p in &spec.programs {
-            if p.name != build.function {
+            if !functions.contains_key(p.name.as_str()) {
                 loader.skip_program(&p.name);
             }
         }
-        for m in &spec.maps {
-            if matches!(m.origin, MapOrigin::GlobalData { .. }) {
+        let mut created = Vec::new();
+        for (name, (owner, want)) in &resolved.map_specs {
+            if owner != object {
                 continue;
             }
-            if let Some(shared) = self.maps.get(&m.name) {
-                let (_, want) = &resolved.map_specs[&m.name];
-                if want.max_entries != m.max_entries {
-                    loader.map_max_entries(&m.name, want.max_entries);
-                }
-                let handle = shared
-                    .try_clone()
-                    .map_err(|e| kerr(format!("map '{}'", m.name), e))?;
-                loader.replace_map(&m.name, handle);
+            if spec
+                .map(&want.name)
+                .is_some_and(|m| m.max_entries != want.max_entries)
+            {
+                loader.map_max_entries(&want.name, want.max_entries);
+            }
+            if renew.contains(name.as_str()) {
+                self.inject(Step::CreateMap)?;
+                created.push((name, &want.name));
+                continue;
+            }
+            let handle = self.maps[name]
+                .try_clone()
+                .map_err(|e| kerr(format!("map '{name}'"), e))?;
+            loader.replace_map(&want.name, handle);
+        }
+        // The object's globals, as every program of it in the manifest sets
+        // them (resolve refused conflicting values).
+        let mut globals = BTreeMap::new();
+        for build in resolved.builds.values().filter(|b| b.object == object) {
+            for (gname, bytes) in &build.globals {
+                globals.entry(gname.as_str()).or_insert(bytes.as_slice());
             }
         }
-        for (gname, bytes) in &build.globals {
+        for (gname, bytes) in globals {
             loader.set_global(gname, bytes);
         }
-        let mut ebpf = loader.load(spec).map_err(|e| {
-            let mut message = e.to_string();
-            if let kiln_loader::EbpfError::Program(le) = &e {
-                let dir = self
-                    .opts
-                    .verifier_log_dir
-                    .clone()
-                    .unwrap_or_else(std::env::temp_dir);
-                match le.save_log(&dir) {
-                    Ok(Some(path)) => {
-                        message += &format!("\n  full verifier log: {}", path.display());
-                    }
-                    Ok(None) => {}
-                    Err(err) => {
-                        message += &format!(
-                            "\n  (could not keep the full verifier log in {}: {err})",
-                            dir.display()
-                        );
-                    }
-                }
+        for _ in functions.values().flatten() {
+            self.inject(Step::LoadProgram)?;
+        }
+        let mut ebpf = loader
+            .load(spec)
+            .map_err(|e| self.load_error(resolved, object, e))?;
+        for (name, spec_name) in created {
+            let map = ebpf.take_map(spec_name).ok_or_else(|| {
+                kerr(
+                    format!("map '{name}' of object '{object}'"),
+                    "the loader did not create it",
+                )
+            })?;
+            self.new_maps.insert(name.clone());
+            self.maps.insert(name.clone(), map);
+        }
+        for (function, programs) in functions {
+            let prog = ebpf.take_program(function).ok_or_else(|| {
+                kerr(
+                    format!("load function '{function}' of object '{object}'"),
+                    "the loader did not return it",
+                )
+            })?;
+            for program in programs {
+                let handle = prog
+                    .try_clone()
+                    .map_err(|e| kerr(format!("program '{program}'"), e))?;
+                self.progs.insert(program.to_string(), handle);
             }
-            kerr(
-                format!(
-                    "load program '{name}' (function '{}' of object '{}')",
-                    build.function, build.object
-                ),
-                message,
-            )
-        })?;
-        ebpf.take_program(&build.function).ok_or_else(|| {
-            kerr(
-                format!("load program '{name}'"),
-                "the loader did not return it",
-            )
-        })
+        }
+        Ok(())
+    }
+
+    /// A failed object load, named as the manifest names it, with the whole
+    /// verifier log kept in a file.
+    fn load_error(
+        &self,
+        resolved: &Resolved,
+        object: &str,
+        e: kiln_loader::EbpfError,
+    ) -> ApplyError {
+        let mut message = e.to_string();
+        let kiln_loader::EbpfError::Program(le) = &e else {
+            return kerr(format!("load object '{object}'"), message);
+        };
+        let dir = self
+            .opts
+            .verifier_log_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        match le.save_log(&dir) {
+            Ok(Some(path)) => {
+                message += &format!("\n  full verifier log: {}", path.display());
+            }
+            Ok(None) => {}
+            Err(err) => {
+                message += &format!(
+                    "\n  (could not keep the full verifier log in {}: {err})",
+                    dir.display()
+                );
+            }
+        }
+        let programs: Vec<&str> = resolved
+            .builds
+            .iter()
+            .filter(|(_, b)| b.object == object && b.function == le.program())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        kerr(
+            format!(
+                "load program '{}' (function '{}' of object '{object}')",
+                programs.join("', '"),
+                le.program()
+            ),
+            message,
+        )
     }
 
     /// Pins `fd` at `path`, replacing whatever is there; journals the undo.

@@ -107,6 +107,19 @@ pub fn resolve_with(
     let mut builds = BTreeMap::new();
     let mut map_specs: BTreeMap<String, (String, MapSpec)> = BTreeMap::new();
 
+    // Each object is prepared (CO-RE, externs) and its BTF parsed once, however
+    // many programs and maps of it the manifest names.
+    let btfs: BTreeMap<&str, Option<kiln_obj::btf::Btf>> = objects
+        .specs
+        .iter()
+        .map(|(name, obj)| (name.as_str(), object_btf(obj)))
+        .collect();
+
+    // Global-data maps of the deployment: map name -> (object, index).
+    let mut global_data: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    // Global data declared in [maps.*] (as `kiln export` writes it): its policy.
+    let mut global_upgrade: BTreeMap<String, OnUpgrade> = BTreeMap::new();
+
     // Declared maps first: they carry settings.
     for (key, decl) in manifest.maps() {
         let name = key.get_ref();
@@ -115,6 +128,30 @@ pub fn resolve_with(
         let Some(obj) = objects.specs.get(obj_name) else {
             continue;
         };
+        let path = &objects.paths[obj_name];
+        if let Some(idx) = obj.maps.iter().position(|m| {
+            matches!(&m.origin, MapOrigin::GlobalData { section } if global_data_pin_name(path, section) == *name)
+        }) {
+            if !d.entries.is_empty() || d.entries_mode.is_some() || d.max_entries.as_ref().is_some_and(|m| *m.get_ref() != 1) {
+                errors.push(
+                    manifest
+                        .error(key.span(), format!("map '{name}' is the global data of object '{obj_name}': it holds one value, the object's variables"))
+                        .help("set its variables with `globals = { ... }` on a program of the object; here only `on_upgrade` applies"),
+                );
+                continue;
+            }
+            let mut spec = obj.maps[idx].clone();
+            if let Err(e) = kiln_loader::loader::finish_map_spec(&mut spec) {
+                errors.push(manifest.error(key.span(), e.to_string()));
+                continue;
+            }
+            global_data.insert(name.clone(), (obj_name.clone(), idx));
+            if let Some(o) = &d.on_upgrade {
+                global_upgrade.insert(name.clone(), *o.get_ref());
+            }
+            map_specs.insert(name.clone(), (obj_name.clone(), spec));
+            continue;
+        }
         let Some(spec) = obj
             .map(name)
             .filter(|m| !matches!(m.origin, MapOrigin::GlobalData { .. }))
@@ -125,7 +162,7 @@ pub fn resolve_with(
                         key.span(),
                         format!(
                             "map '{name}' is not in object '{obj_name}' (it has: {})",
-                            shared_map_names(obj)
+                            shared_map_names(obj, path)
                         ),
                     )
                     .help("use one of the names listed, as the object's source spells it"),
@@ -136,20 +173,18 @@ pub fn resolve_with(
         if let Some(max) = &d.max_entries {
             spec.max_entries = *max.get_ref();
         }
+        if let Err(e) = kiln_loader::loader::finish_map_spec(&mut spec) {
+            errors.push(manifest.error(key.span(), e.to_string()));
+            continue;
+        }
         let lpm = spec.map_type == kiln_obj::MapType::LPM_TRIE;
-        let btf = object_btf(obj);
+        let btf = btfs.get(obj_name.as_str()).and_then(Option::as_ref);
         let mut entries = Vec::new();
         for e in &d.entries {
             let e = e.get_ref();
-            let k = kiln_values(
-                btf.as_ref(),
-                spec.btf_key_type_id,
-                &e.key,
-                spec.key_size,
-                lpm,
-            );
+            let k = kiln_values(btf, spec.btf_key_type_id, &e.key, spec.key_size, lpm);
             let v = kiln_values(
-                btf.as_ref(),
+                btf,
                 spec.btf_value_type_id,
                 &e.value,
                 spec.value_size,
@@ -212,10 +247,16 @@ pub fn resolve_with(
                 btf: btf.is_some() && spec.btf_value_type_id.is_some_and(|v| v != 0),
                 entries,
                 entries_mode,
+                frozen: false,
             },
         );
         map_specs.insert(name.clone(), (obj_name.clone(), spec));
     }
+
+    let mut prepared: BTreeMap<String, ObjectSpec> = BTreeMap::new();
+    // Globals per object: programs of one object share one load, so one
+    // `.rodata`/`.data`/`.bss` (as libbpf does). Value and the program that set it.
+    let mut object_globals: BTreeMap<String, BTreeMap<String, (Vec<u8>, String)>> = BTreeMap::new();
 
     for (key, decl) in manifest.programs() {
         let name = key.get_ref();
@@ -247,48 +288,71 @@ pub fn resolve_with(
             );
             continue;
         };
-        // Shared maps this program uses.
+        if let Some(why) = loads_only_with_its_target(&prog.kind) {
+            errors.push(
+                manifest
+                    .error(key.span(), format!("program '{name}': {why}"))
+                    .help("remove this program from the manifest; `kiln object load` lists how such programs load"),
+            );
+            continue;
+        }
+        // Maps this program uses: shared maps by their name, global data
+        // by its pin name.
         let mut uses = Vec::new();
         for r in &prog.relocations {
             let idx = match r.target {
                 RelocationTarget::Map { map } | RelocationTarget::MapValue { map, .. } => map,
             };
             let Some(m) = obj.maps.get(idx) else { continue };
-            if matches!(m.origin, MapOrigin::GlobalData { .. }) {
-                continue;
+            let map_name = match &m.origin {
+                MapOrigin::GlobalData { section } => {
+                    global_data_pin_name(&objects.paths[obj_name], section)
+                }
+                _ => m.name.clone(),
+            };
+            if !uses.contains(&map_name) {
+                uses.push(map_name.clone());
             }
-            if !uses.contains(&m.name) {
-                uses.push(m.name.clone());
-            }
-            if let Some((other_obj, _)) = map_specs.get(&m.name) {
+            if let Some((other_obj, _)) = map_specs.get(&map_name) {
                 if other_obj != obj_name {
                     errors.push(
                         manifest
-                            .error(key.span(), format!("program '{name}' uses map '{}' of object '{obj_name}', but that name is already taken by object '{other_obj}'", m.name))
-                            .help("map names are unique per deployment (one pin per name): rename one of the maps"),
+                            .error(key.span(), format!("program '{name}' uses map '{map_name}' of object '{obj_name}', but that name is already taken by object '{other_obj}'"))
+                            .help("map names are unique per deployment (one pin per name; global data is pinned under libbpf's name for it, `<object file prefix>_bss` or the section name): rename one of the maps or sections, or one of the object files"),
                     );
                 }
                 continue;
             }
-            // An undeclared map: kept like a declared one with default settings.
-            desired.maps.insert(
-                m.name.clone(),
-                DesiredMap {
-                    name: m.name.clone(),
-                    object: obj_name.clone(),
-                    def: def_of(m),
-                    on_upgrade: OnUpgrade::Keep,
-                    declared: false,
-                    btf: obj.btf.is_some() && m.btf_value_type_id.is_some_and(|v| v != 0),
-                    entries: Vec::new(),
-                    entries_mode: EntriesMode::Create,
-                },
-            );
-            map_specs.insert(m.name.clone(), (obj_name.clone(), m.clone()));
+            let mut spec = m.clone();
+            if let Err(e) = kiln_loader::loader::finish_map_spec(&mut spec) {
+                errors.push(manifest.error(key.span(), format!("program '{name}': {e}")));
+                continue;
+            }
+            if matches!(m.origin, MapOrigin::GlobalData { .. }) {
+                global_data.insert(map_name.clone(), (obj_name.clone(), idx));
+            } else {
+                // An undeclared map: kept like a declared one with default settings.
+                desired.maps.insert(
+                    map_name.clone(),
+                    DesiredMap {
+                        name: map_name.clone(),
+                        object: obj_name.clone(),
+                        def: def_of(&spec),
+                        on_upgrade: OnUpgrade::Keep,
+                        declared: false,
+                        btf: obj.btf.is_some() && m.btf_value_type_id.is_some_and(|v| v != 0),
+                        entries: Vec::new(),
+                        entries_mode: EntriesMode::Create,
+                        frozen: false,
+                    },
+                );
+            }
+            map_specs.insert(map_name, (obj_name.clone(), spec));
         }
         // Globals.
         let mut globals = Vec::new();
-        let btf = object_btf(obj);
+        let btf = btfs.get(obj_name.as_str()).and_then(Option::as_ref);
+        let shared = object_globals.entry(obj_name.clone()).or_default();
         for (gkey, gval) in &d.globals {
             let gname = gkey.get_ref();
             let found = obj
@@ -308,13 +372,26 @@ pub fn resolve_with(
                 );
                 continue;
             };
-            match kiln_values(btf.as_ref(), Some(var.btf_type_id), gval, var.size, false) {
+            match kiln_values(btf, Some(var.btf_type_id), gval, var.size, false) {
                 Err(msg) => errors.push(
                     manifest
                         .error(gval.span(), format!("global '{gname}': {msg}"))
                         .help(format!("'{gname}' is {} bytes", var.size)),
                 ),
-                Ok(bytes) => globals.push((gname.clone(), bytes)),
+                Ok(bytes) => {
+                    match shared.get(gname) {
+                        Some((other, by)) if *other != bytes => errors.push(
+                            manifest
+                                .error(gval.span(), format!("global '{gname}': program '{by}' of object '{obj_name}' sets it to another value"))
+                                .help("the programs of one object share its global data (one .rodata, .data and .bss, as with libbpf): give the global one value, or load the other program from its own [objects.*] table"),
+                        ),
+                        Some(_) => {}
+                        None => {
+                            shared.insert(gname.clone(), (bytes.clone(), name.clone()));
+                        }
+                    }
+                    globals.push((gname.clone(), bytes));
+                }
             }
         }
         // Attachment.
@@ -330,43 +407,13 @@ pub fn resolve_with(
                 continue;
             }
         };
-        let prepared = prepare(obj);
+        let prepared = prepared
+            .entry(obj_name.clone())
+            .or_insert_with(|| prepare(obj));
         let insns = prepared
             .program(function)
             .unwrap_or(prog)
             .resolved_insns(|_| 0);
-        // Read-only data the program binds, with the manifest's globals in
-        // place: a global change is a program change even if the code is not.
-        let mut rodata = Vec::new();
-        let mut seen = Vec::new();
-        for r in &prog.relocations {
-            let idx = match r.target {
-                RelocationTarget::Map { map } | RelocationTarget::MapValue { map, .. } => map,
-            };
-            let Some(m) = obj
-                .maps
-                .get(idx)
-                .filter(|m| matches!(&m.origin, MapOrigin::GlobalData { section } if section.starts_with(".rodata")))
-            else {
-                continue;
-            };
-            if seen.contains(&idx) {
-                continue;
-            }
-            seen.push(idx);
-            let mut bytes = m.initial_data.clone().unwrap_or_default();
-            bytes.resize(m.value_size as usize, 0);
-            for (gname, gbytes) in &globals {
-                if let Some(v) = m.variables.iter().find(|v| v.name == *gname) {
-                    let start = v.offset as usize;
-                    if let Some(slot) = bytes.get_mut(start..start + gbytes.len()) {
-                        slot.copy_from_slice(gbytes);
-                    }
-                }
-            }
-            rodata.push(bytes);
-        }
-        rodata.sort();
         desired.programs.insert(
             name.clone(),
             DesiredProgram {
@@ -375,7 +422,8 @@ pub fn resolve_with(
                 function: function.to_string(),
                 prog_type: prog.kind.program_type().0,
                 tags: crate::tag::candidate_tags(&insns),
-                rodata,
+                // Filled in below, once every program's globals are known.
+                rodata: Vec::new(),
                 maps: uses,
                 attach: attach.as_ref().map(describe),
             },
@@ -391,6 +439,70 @@ pub fn resolve_with(
         );
     }
 
+    // Global data with every global the object's programs set: the maps'
+    // initial contents, and for read-only data what the programs bind (a
+    // change there is a program change even if the code is not).
+    let mut contents: BTreeMap<&str, (bool, Vec<u8>)> = BTreeMap::new();
+    for (map_name, (obj_name, idx)) in &global_data {
+        let obj = prepared.get(obj_name).unwrap_or(&objects.specs[obj_name]);
+        let Some(m) = obj.maps.get(*idx) else {
+            continue;
+        };
+        let mut bytes = m.initial_data.clone().unwrap_or_default();
+        bytes.resize(m.value_size as usize, 0);
+        for (gname, (gbytes, _)) in object_globals.get(obj_name).into_iter().flatten() {
+            if let Some(v) = m.variables.iter().find(|v| v.name == *gname) {
+                let start = v.offset as usize;
+                if let Some(slot) = bytes.get_mut(start..start + gbytes.len()) {
+                    slot.copy_from_slice(gbytes);
+                }
+            }
+        }
+        let read_only = m.is_read_only_data();
+        let (_, spec) = &map_specs[map_name];
+        desired.maps.insert(
+            map_name.clone(),
+            DesiredMap {
+                name: map_name.clone(),
+                object: obj_name.clone(),
+                def: def_of(spec),
+                // Global data is the object's: by default a new layout
+                // starts from the object's initial values.
+                on_upgrade: global_upgrade
+                    .get(map_name)
+                    .copied()
+                    .unwrap_or(OnUpgrade::Recreate),
+                declared: global_upgrade.contains_key(map_name),
+                btf: false,
+                // Read-only data is written once, at creation, and frozen:
+                // other contents need a new map.
+                entries: if read_only {
+                    vec![(0u32.to_ne_bytes().to_vec(), bytes.clone())]
+                } else {
+                    Vec::new()
+                },
+                entries_mode: if read_only {
+                    EntriesMode::Enforce
+                } else {
+                    EntriesMode::Create
+                },
+                frozen: read_only,
+            },
+        );
+        contents.insert(map_name.as_str(), (read_only, bytes));
+    }
+    for want in desired.programs.values_mut() {
+        let mut rodata: Vec<Vec<u8>> = want
+            .maps
+            .iter()
+            .filter_map(|m| contents.get(m.as_str()))
+            .filter(|(read_only, _)| *read_only)
+            .map(|(_, bytes)| bytes.clone())
+            .collect();
+        rodata.sort();
+        want.rodata = rodata;
+    }
+
     if errors.is_empty() {
         Ok(Resolved {
             desired,
@@ -401,6 +513,61 @@ pub fn resolve_with(
     } else {
         Err(errors)
     }
+}
+
+/// Why a program of this kind cannot be loaded on its own, if it cannot:
+/// the loader loads struct_ops programs with their `.struct_ops` table and
+/// freplace programs against the program they replace a function of.
+fn loads_only_with_its_target(kind: &ProgramKind) -> Option<&'static str> {
+    match kind {
+        ProgramKind::StructOps { .. } => Some(
+            "a struct_ops program loads only with the .struct_ops table that names it, which a manifest cannot declare yet",
+        ),
+        ProgramKind::Extension { .. } => Some(
+            "a freplace program loads only against the program it replaces a function of, which a manifest cannot name yet",
+        ),
+        _ => None,
+    }
+}
+
+/// The pin name libbpf gives the global-data map of `section` in the object
+/// file at `path`: the map is named `<object prefix><section>` (the object's
+/// file name up to its first dot, as much of it as fits beside a suffix of
+/// at least 7 characters in BPF_OBJ_NAME_LEN - 1; no prefix for a section
+/// with a second dot, like `.rodata.str1.1`), characters the kernel refuses
+/// in map names replaced by `_`, and `.`, which bpffs refuses, by `_`.
+// One rule with libbpf's `internal_map_name` and `sanitize_pin_path`; to be
+// replaced by kiln-obj's pin-name function once it lands.
+pub fn global_data_pin_name(path: &Path, section: &str) -> String {
+    const NAME_MAX: usize = 15; // BPF_OBJ_NAME_LEN - 1
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let object: String = file
+        .chars()
+        .take(NAME_MAX)
+        .take_while(|c| *c != '.')
+        .collect();
+    let suffix_len = section.len().clamp(7, NAME_MAX);
+    let prefix_len = if section.get(1..).is_some_and(|s| s.contains('.')) {
+        0
+    } else {
+        (NAME_MAX - suffix_len).min(object.len())
+    };
+    object
+        .chars()
+        .take(prefix_len)
+        .chain(section.chars())
+        .take(NAME_MAX)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn kiln_values(
@@ -426,12 +593,14 @@ fn object_btf(obj: &ObjectSpec) -> Option<kiln_obj::btf::Btf> {
     kiln_obj::btf::Btf::parse(obj.btf.as_deref()?).ok()
 }
 
-fn shared_map_names(obj: &ObjectSpec) -> String {
-    let names: Vec<&str> = obj
+fn shared_map_names(obj: &ObjectSpec, path: &Path) -> String {
+    let names: Vec<String> = obj
         .maps
         .iter()
-        .filter(|m| !matches!(m.origin, MapOrigin::GlobalData { .. }))
-        .map(|m| m.name.as_str())
+        .map(|m| match &m.origin {
+            MapOrigin::GlobalData { section } => global_data_pin_name(path, section),
+            _ => m.name.clone(),
+        })
         .collect();
     if names.is_empty() {
         "no maps".into()
@@ -989,6 +1158,27 @@ fn entries_mode_unsupported(mode: EntriesMode, t: kiln_obj::MapType) -> Option<S
 mod tests {
     use super::*;
     use kiln_obj::MapType;
+
+    #[test]
+    fn global_data_pins_follow_libbpf_names() {
+        let file = Path::new("/x/manifest_counter.bpf.o");
+        assert_eq!(global_data_pin_name(file, ".bss"), "manifest_bss");
+        assert_eq!(global_data_pin_name(file, ".rodata"), "manifest_rodata");
+        assert_eq!(global_data_pin_name(file, ".kconfig"), "manifes_kconfig");
+        // libbpf's own example: 8 characters of the object, 7 of the section.
+        let file = Path::new("my_object_name.o");
+        assert_eq!(global_data_pin_name(file, ".rodata"), "my_objec_rodata");
+        // A second dot: a custom section, named alone.
+        assert_eq!(
+            global_data_pin_name(file, ".rodata.str1.1"),
+            "_rodata_str1_1"
+        );
+        assert_eq!(
+            global_data_pin_name(file, ".data.very_long_section"),
+            "_data_very_long"
+        );
+        assert_eq!(global_data_pin_name(Path::new("a-b.o"), ".bss"), "a_b_bss");
+    }
 
     #[test]
     fn entries_modes_fit_the_map_type() {

@@ -89,12 +89,22 @@ impl Deployment {
         let manifest = Manifest::parse(path, text)?;
         let mut objects = objects::Objects::default();
         let mut errors = Vec::new();
-        for (key, _) in manifest.objects() {
+        for (key, decl) in manifest.objects() {
             let name = key.get_ref();
             match object(name) {
                 Some(spec) => {
                     objects.specs.insert(name.clone(), spec);
-                    objects.paths.insert(name.clone(), PathBuf::from(name));
+                    // The file name it would have: global data is pinned
+                    // under a name derived from it.
+                    let decl = decl.get_ref();
+                    let file = match (&decl.path, &decl.source) {
+                        (Some(p), _) => PathBuf::from(p.get_ref()),
+                        (None, source) => PathBuf::from(format!(
+                            "{}.bpf.o",
+                            objects::source_stem(source.as_ref().map_or(name, |s| s.get_ref()))
+                        )),
+                    };
+                    objects.paths.insert(name.clone(), file);
                 }
                 None => errors.push(
                     manifest
