@@ -615,7 +615,7 @@ pub fn def_of(m: &MapSpec) -> MapDef {
         key_size: m.key_size,
         value_size: m.value_size,
         max_entries: m.max_entries,
-        map_flags: m.map_flags,
+        map_flags: kiln_loader::pin::reported_map_flags(m),
     }
 }
 

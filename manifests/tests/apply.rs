@@ -486,13 +486,7 @@ fn export_round_trips_to_a_noop() -> TestResult {
 }
 
 fn main() {
-    let perf_links = Need::Probe("perf_link", || {
-        let ok = kiln_manifest::features::has(kiln_loader::probe::features(), "perf_link")
-            .unwrap_or(false);
-        (!ok).then(|| {
-            "tracepoint attachments cannot be pinned before perf-event links (5.15)".into()
-        })
-    });
+    let perf_links = common::perf_links();
     let needs = &[Need::Root, Need::Bpf, Need::NetNs, perf_links];
     kiln_testkit::run(vec![
         kiln_testkit::test(

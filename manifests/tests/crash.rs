@@ -321,13 +321,7 @@ fn crash_at(point: &'static str, recover: Recover) -> TestResult {
 }
 
 fn main() {
-    let perf_links = Need::Probe("perf_link", || {
-        let ok = kiln_manifest::features::has(kiln_loader::probe::features(), "perf_link")
-            .unwrap_or(false);
-        (!ok).then(|| {
-            "tracepoint attachments cannot be pinned before perf-event links (5.15)".into()
-        })
-    });
+    let perf_links = common::perf_links();
     let needs = &[Need::Root, Need::Bpf, Need::NetNs, perf_links];
     let mut points: Vec<&'static str> = Step::ALL.iter().map(|s| s.name()).collect();
     points.push(STAGED_PIN);

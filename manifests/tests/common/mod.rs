@@ -6,6 +6,7 @@ use std::path::Path;
 use kiln_loader::Map;
 use kiln_loader::maps::UpdateFlags;
 use kiln_loader::sys::object::OpenFlags;
+use kiln_testkit::Need;
 
 /// Moves this test thread into a new network namespace with `lo` up.
 pub fn private_netns() -> Result<(), String> {
@@ -141,5 +142,16 @@ pub fn cgroup2_root() -> Option<String> {
     mounts.lines().find_map(|l| {
         let f: Vec<&str> = l.split_whitespace().collect();
         (f.get(2) == Some(&"cgroup2")).then(|| f[1].to_string())
+    })
+}
+
+/// Tracepoint attachments are pinned as perf-event links, which came in 5.15.
+pub fn perf_links() -> Need {
+    Need::Probe("perf_link", || {
+        let ok = kiln_manifest::features::has(kiln_loader::probe::features(), "perf_link")
+            .unwrap_or(false);
+        (!ok).then(|| {
+            "tracepoint attachments cannot be pinned before perf-event links (5.15)".into()
+        })
     })
 }
