@@ -231,6 +231,13 @@ enum Undo {
     Restore { path: PathBuf, old: OwnedFd },
     /// A link switched to a new program: switch it back.
     Relink { link: FdLink, old_prog: Program },
+    /// A program array slot pointed at a new program: point it back at
+    /// the old one (or empty it).
+    Slot {
+        map: Map,
+        index: u32,
+        old: Option<Program>,
+    },
     /// Entries written into (or deleted from) a live map: their previous
     /// values, `None` where the key was absent.
     Entries {
@@ -249,6 +256,9 @@ struct Tx {
     progs: BTreeMap<String, Program>,
     /// Links created by this apply.
     links: BTreeMap<String, Box<dyn Link>>,
+    /// Program array slots (map, index, program) of reused maps that must
+    /// point at a program this apply reloads: switched at commit.
+    slots: Vec<(String, u32, String)>,
     /// Old links to detach once the new generation is committed.
     retired: Vec<FdLink>,
     journal: Vec<Undo>,
@@ -263,6 +273,7 @@ impl Tx {
             new_maps: BTreeSet::new(),
             progs: BTreeMap::new(),
             links: BTreeMap::new(),
+            slots: Vec::new(),
             retired: Vec::new(),
             journal: Vec::new(),
         }
@@ -460,6 +471,7 @@ impl Tx {
             self.new_maps.insert(name.clone());
             self.maps.insert(name.clone(), map);
         }
+        self.program_slots(resolved, object, renew, &functions)?;
         for (function, programs) in functions {
             let prog = ebpf.take_program(function).ok_or_else(|| {
                 kerr(
@@ -473,6 +485,57 @@ impl Tx {
                     .map_err(|e| kerr(format!("program '{program}'"), e))?;
                 self.progs.insert(program.to_string(), handle);
             }
+        }
+        Ok(())
+    }
+
+    /// Keeps the `.values` of the object's program arrays pointing at the
+    /// deployment's programs: a new array gets the pinned programs this
+    /// apply does not reload (the loader filled in those it loaded); a
+    /// reused one gets the reloaded programs, at commit.
+    fn program_slots(
+        &mut self,
+        resolved: &Resolved,
+        object: &str,
+        renew: &BTreeSet<&str>,
+        loaded: &BTreeMap<&str, Vec<&str>>,
+    ) -> Result<(), ApplyError> {
+        let spec = &resolved.objects.specs[object];
+        for slot in &spec.map_slots {
+            let kiln_obj::MapSlotTarget::Program(function) = &slot.target else {
+                continue;
+            };
+            let Some(outer) = spec.maps.get(slot.map) else {
+                continue;
+            };
+            let Some((map, _)) = resolved
+                .map_specs
+                .iter()
+                .find(|(_, (owner, want))| owner == object && want.name == outer.name)
+            else {
+                continue;
+            };
+            if let Some(programs) = loaded.get(function.as_str()) {
+                if !renew.contains(map.as_str()) {
+                    self.slots
+                        .push((map.clone(), slot.index, programs[0].to_string()));
+                }
+                continue;
+            }
+            if !renew.contains(map.as_str()) {
+                continue;
+            }
+            let Some((program, _)) = resolved
+                .builds
+                .iter()
+                .find(|(_, b)| b.object == object && b.function == *function)
+            else {
+                continue;
+            };
+            let pinned = Program::from_pin(&self.path(PROGS, program), None)
+                .map_err(|e| kerr(format!("open pinned program '{program}'"), e))?;
+            set_slot(&self.maps[map], slot.index, Some(&pinned))
+                .map_err(|e| kerr(format!("map '{map}': values[{}]", slot.index), e))?;
         }
         Ok(())
     }
@@ -616,6 +679,21 @@ impl Tx {
                 .map_err(|e| kerr("dup", e))?;
             self.pin_replace(fd.as_fd(), &path)?;
         }
+        for (name, index, program) in std::mem::take(&mut self.slots) {
+            let map = self.maps[&name]
+                .try_clone()
+                .map_err(|e| kerr(format!("map '{name}'"), e))?;
+            // A program array reads back the id of the program in a slot.
+            let old = map
+                .lookup_bytes(&index.to_ne_bytes(), UpdateFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|id| Some(u32::from_ne_bytes(id.get(..4)?.try_into().ok()?)))
+                .and_then(|id| Program::from_id(id).ok());
+            set_slot(&map, index, Some(&self.progs[&program]))
+                .map_err(|e| kerr(format!("map '{name}': values[{index}]"), e))?;
+            self.journal.push(Undo::Slot { map, index, old });
+        }
         for action in &plan.actions {
             match action {
                 Action::Replace {
@@ -725,6 +803,9 @@ impl Tx {
                 Undo::Relink { mut link, old_prog } => {
                     let _ = link.update(old_prog.as_fd(), None);
                 }
+                Undo::Slot { map, index, old } => {
+                    let _ = set_slot(&map, index, old.as_ref());
+                }
                 Undo::Entries { map, old } => {
                     for (k, v) in old.iter().rev() {
                         let _ = match v {
@@ -773,6 +854,20 @@ fn keep_entries(map: &Map, want: &crate::plan::DesiredMap) -> Result<(), kiln_lo
         }
     }
     Ok(())
+}
+
+/// Points slot `index` of program array `map` at `prog`, or empties it.
+fn set_slot(map: &Map, index: u32, prog: Option<&Program>) -> Result<(), kiln_loader::MapError> {
+    use std::os::fd::AsRawFd;
+    let key = index.to_ne_bytes();
+    match prog {
+        Some(p) => map.update_bytes(
+            &key,
+            &(p.fd().as_raw_fd() as u32).to_ne_bytes(),
+            UpdateFlags::ANY,
+        ),
+        None => map.delete_bytes(&key).map(|_| ()),
+    }
 }
 
 /// Creates `dir` and its missing parents readable by the owner only: a pin

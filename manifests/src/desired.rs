@@ -258,6 +258,18 @@ pub fn resolve_with(
     // `.rodata`/`.data`/`.bss` (as libbpf does). Value and the program that set it.
     let mut object_globals: BTreeMap<String, BTreeMap<String, (Vec<u8>, String)>> = BTreeMap::new();
 
+    // (object, function) of every enabled program: what a program array's
+    // `.values` may name.
+    let declared_functions: Vec<(&str, &str)> = manifest
+        .programs()
+        .filter(|(_, d)| d.get_ref().enabled)
+        .map(|(key, d)| {
+            let d = d.get_ref();
+            let function = d.function.as_ref().map_or(key.get_ref(), |f| f.get_ref());
+            (d.object.get_ref().as_str(), function.as_str())
+        })
+        .collect();
+
     for (key, decl) in manifest.programs() {
         let name = key.get_ref();
         let d = decl.get_ref();
@@ -310,8 +322,22 @@ pub fn resolve_with(
                 }
                 _ => m.name.clone(),
             };
-            if !uses.contains(&map_name) {
-                uses.push(map_name.clone());
+            if uses.contains(&map_name) {
+                continue;
+            }
+            uses.push(map_name.clone());
+            // A program array keeps what its `.values` name running: the
+            // deployment must load (and pin) each of them.
+            for slot in obj.map_slots.iter().filter(|s| s.map == idx) {
+                if let kiln_obj::MapSlotTarget::Program(target) = &slot.target
+                    && !declared_functions.contains(&(obj_name.as_str(), target.as_str()))
+                {
+                    errors.push(
+                        manifest
+                            .error(key.span(), format!("program '{name}' uses map '{map_name}', whose `.values` hold program '{target}' of object '{obj_name}' at index {}, which the manifest does not declare", slot.index))
+                            .help(format!("declare it: [programs.{target}] with object = \"{obj_name}\" and attach = \"none\"")),
+                    );
+                }
             }
             if let Some((other_obj, _)) = map_specs.get(&map_name) {
                 if other_obj != obj_name {

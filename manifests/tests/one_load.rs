@@ -272,6 +272,51 @@ fn reloading_one_program_keeps_sharing_the_pinned_maps() -> TestResult {
     Ok(())
 }
 
+fn a_reloaded_tail_call_target_replaces_the_old_one_in_its_slot() -> TestResult {
+    let f = Fixture::new("tl")?;
+    let d = f.deployment(true)?;
+    d.apply(&ApplyOptions::default())?;
+    let old_id = f.program("shared_tail")?.id();
+    // Drift: the pin is gone, so apply loads shared_tail again, alone; the
+    // pinned program array must then run the new one.
+    std::fs::remove_file(f.root.join("progs/shared_tail"))?;
+    let out = d.apply(&ApplyOptions::default())?;
+    assert!(
+        out.plan
+            .actions
+            .iter()
+            .all(|a| !matches!(a, Action::CreateMap { .. })),
+        "{}",
+        out.plan
+    );
+    let new_id = f.program("shared_tail")?.id();
+    assert_ne!(new_id, old_id);
+    let slot = f
+        .map("jumps")?
+        .lookup_bytes(&1u32.to_ne_bytes(), UpdateFlags::ANY)?
+        .ok_or("jumps[1] is empty")?;
+    assert_eq!(u32::from_ne_bytes(slot[..4].try_into()?), new_id);
+    f.exec_counted(2)?;
+    assert_eq!(f.bss_global("tail_hits")?, 2);
+
+    // A program array naming a program the manifest leaves out is refused.
+    let text = std::fs::read_to_string(f.dir.join("manifest.toml"))?.replace(
+        "[programs.shared_tail]\nobject = \"shared\"\nattach = \"none\"\n",
+        "",
+    );
+    let path = f.dir.join("no_tail.toml");
+    std::fs::write(&path, text)?;
+    let err = Deployment::load(&path, &BTreeMap::new())
+        .err()
+        .ok_or("a manifest without the tail-call target was accepted")?
+        .to_string();
+    assert!(
+        err.contains("whose `.values` hold program 'shared_tail'"),
+        "{err}"
+    );
+    Ok(())
+}
+
 fn main() {
     let perf_links = common::perf_links();
     let needs = &[Need::Root, Need::Bpf, perf_links];
@@ -285,6 +330,11 @@ fn main() {
             "reloading_one_program_keeps_sharing_the_pinned_maps",
             needs,
             reloading_one_program_keeps_sharing_the_pinned_maps,
+        ),
+        kiln_testkit::test(
+            "a_reloaded_tail_call_target_replaces_the_old_one_in_its_slot",
+            needs,
+            a_reloaded_tail_call_target_replaces_the_old_one_in_its_slot,
         ),
     ]);
 }
