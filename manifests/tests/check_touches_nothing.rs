@@ -1,6 +1,6 @@
 //! `kiln check` changes nothing: its feature probes attach nothing to a real
 //! interface (the tcx probe once attached to `lo` and detached again) and it
-//! pins nothing.
+//! pins nothing. It probes only what its manifest needs, once per boot.
 //!
 //! The test moves into a network namespace of its own and runs `kiln check`
 //! there (a child inherits the namespace; the test verifies it did), so the
@@ -77,6 +77,8 @@ fn check_attaches_and_pins_nothing() -> TestResult {
         .arg(r#"readlink /proc/self/ns/net && exec "$0" check "$1""#)
         .arg(&kiln)
         .arg(&manifest)
+        // Probe for real, not from what an earlier command cached.
+        .env("KILN_PROBE_CACHE", "off")
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let _ = std::fs::remove_dir_all(&dir);
@@ -105,13 +107,83 @@ fn check_attaches_and_pins_nothing() -> TestResult {
     Ok(())
 }
 
+/// `kiln check` probes only the features its manifest requires, and a
+/// later command reads the verdicts from the per-boot cache instead of
+/// probing again.
+fn probes_are_lazy_and_kept_for_the_boot() -> TestResult {
+    let name = format!("kiln-probecache-{}", std::process::id());
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir)?;
+    let cache = dir.join("cache");
+    let object = kiln_testkit::bpf_object("manifest_counter.bpf.o")?;
+    let manifest = dir.join("manifest.toml");
+    std::fs::write(
+        &manifest,
+        common::counter_manifest(&name, &dir.join("pins"), &object, "", ""),
+    )?;
+    let kiln = std::env::var_os("KILN_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from);
+    let check = || {
+        std::process::Command::new(&kiln)
+            .arg("check")
+            .arg(&manifest)
+            .env("KILN_PROBE_CACHE", &cache)
+            .output()
+    };
+    let first = check()?;
+    let result = (|| -> TestResult {
+        assert!(
+            first.status.success(),
+            "{}",
+            String::from_utf8_lossy(&first.stderr)
+        );
+        let file = std::fs::read_dir(&cache)?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("probes-"))
+            })
+            .ok_or("no probe cache written")?;
+        let text = std::fs::read_to_string(&file)?;
+        for probed in ["tracepoint=1", "xdp=1", "socket_filter=1"] {
+            assert!(
+                text.lines().any(|l| l == probed),
+                "{probed} missing:\n{text}"
+            );
+        }
+        // Lazy: nothing the manifest does not need.
+        for unasked in ["tcx=", "sk_lookup=", "hash_of_maps=", "batch_ops="] {
+            assert!(!text.contains(unasked), "{unasked} was probed:\n{text}");
+        }
+        // The next command believes the cache: a verdict planted there wins.
+        std::fs::write(&file, text.replace("xdp=1", "xdp=0"))?;
+        let second = check()?;
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert!(
+            !second.status.success() && stderr.contains("this kernel lacks 'xdp'"),
+            "the second check probed again: {stderr}"
+        );
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 fn main() {
     let tcx = Need::Probe("tcx", || {
         (!kiln_loader::probe::features().tcx).then(|| "no tcx links (6.6+)".into())
     });
-    kiln_testkit::run(vec![kiln_testkit::test(
-        "check_attaches_and_pins_nothing",
-        &[Need::Root, Need::Bpf, Need::NetNs, tcx],
-        check_attaches_and_pins_nothing,
-    )]);
+    kiln_testkit::run(vec![
+        kiln_testkit::test(
+            "check_attaches_and_pins_nothing",
+            &[Need::Root, Need::Bpf, Need::NetNs, tcx],
+            check_attaches_and_pins_nothing,
+        ),
+        kiln_testkit::test(
+            "probes_are_lazy_and_kept_for_the_boot",
+            &[Need::Root, Need::Bpf],
+            probes_are_lazy_and_kept_for_the_boot,
+        ),
+    ]);
 }
