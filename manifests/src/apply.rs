@@ -463,9 +463,11 @@ impl Tx {
         for _ in functions.values().flatten() {
             self.inject(Step::LoadProgram)?;
         }
-        let mut ebpf = loader
-            .load(spec)
-            .map_err(|e| self.load_error(resolved, object, e))?;
+        let loaded = match resolved.prepared.get(object) {
+            Some(prepared) => loader.load_prepared(prepared),
+            None => loader.load(spec),
+        };
+        let mut ebpf = loaded.map_err(|e| self.load_error(resolved, object, e))?;
         for (name, spec_name) in created {
             let map = ebpf.take_map(spec_name).ok_or_else(|| {
                 kerr(

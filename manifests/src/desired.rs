@@ -85,6 +85,10 @@ pub struct Resolved {
     /// Final map specs of the shared maps (max_entries applied), by name.
     pub map_specs: BTreeMap<String, (String, MapSpec)>,
     pub objects: Objects,
+    /// Objects as the loader prepared them for this kernel (those of the
+    /// programs, where preparing worked): apply loads these, so each object
+    /// is prepared once per process.
+    pub prepared: BTreeMap<String, ObjectSpec>,
 }
 
 /// Builds the desired state, or every problem found.
@@ -94,13 +98,13 @@ pub fn resolve(manifest: &Manifest, objects: Objects) -> Result<Resolved, Vec<Di
 
 /// Like [`resolve`], with `prepare` standing in for
 /// [`crate::objects::prepared`] (what the loader will submit, from which the
-/// program tags are predicted). `ObjectSpec::clone` gives a resolution that
-/// reads nothing of the running kernel (no kernel BTF, kconfig or ksyms);
-/// the predicted tags then assume no CO-RE or extern relocation.
+/// program tags are predicted). `|_| None` gives a resolution that reads
+/// nothing of the running kernel (no kernel BTF, kconfig or ksyms); the
+/// predicted tags then assume no CO-RE or extern relocation.
 pub fn resolve_with(
     manifest: &Manifest,
     objects: Objects,
-    prepare: fn(&ObjectSpec) -> ObjectSpec,
+    prepare: fn(&ObjectSpec) -> Option<ObjectSpec>,
 ) -> Result<Resolved, Vec<Diagnostic>> {
     let mut errors = Vec::new();
     let mut desired = Desired::default();
@@ -253,7 +257,7 @@ pub fn resolve_with(
         map_specs.insert(name.clone(), (obj_name.clone(), spec));
     }
 
-    let mut prepared: BTreeMap<String, ObjectSpec> = BTreeMap::new();
+    let mut prepared: BTreeMap<String, Option<ObjectSpec>> = BTreeMap::new();
     // Globals per object: programs of one object share one load, so one
     // `.rodata`/`.data`/`.bss` (as libbpf does). Value and the program that set it.
     let mut object_globals: BTreeMap<String, BTreeMap<String, (Vec<u8>, String)>> = BTreeMap::new();
@@ -433,11 +437,11 @@ pub fn resolve_with(
                 continue;
             }
         };
-        let prepared = prepared
-            .entry(obj_name.clone())
-            .or_insert_with(|| prepare(obj));
         let insns = prepared
-            .program(function)
+            .entry(obj_name.clone())
+            .or_insert_with(|| prepare(obj))
+            .as_ref()
+            .and_then(|p| p.program(function))
             .unwrap_or(prog)
             .resolved_insns(|_| 0);
         desired.programs.insert(
@@ -470,7 +474,10 @@ pub fn resolve_with(
     // change there is a program change even if the code is not).
     let mut contents: BTreeMap<&str, (bool, Vec<u8>)> = BTreeMap::new();
     for (map_name, (obj_name, idx)) in &global_data {
-        let obj = prepared.get(obj_name).unwrap_or(&objects.specs[obj_name]);
+        let obj = prepared
+            .get(obj_name)
+            .and_then(Option::as_ref)
+            .unwrap_or(&objects.specs[obj_name]);
         let Some(m) = obj.maps.get(*idx) else {
             continue;
         };
@@ -535,6 +542,10 @@ pub fn resolve_with(
             builds,
             map_specs,
             objects,
+            prepared: prepared
+                .into_iter()
+                .filter_map(|(name, p)| Some((name, p?)))
+                .collect(),
         })
     } else {
         Err(errors)

@@ -116,8 +116,7 @@ impl Deployment {
         if !errors.is_empty() {
             return Err(Diagnostics(errors));
         }
-        let resolved = desired::resolve_with(&manifest, objects, kiln_obj::ObjectSpec::clone)
-            .map_err(Diagnostics)?;
+        let resolved = desired::resolve_with(&manifest, objects, |_| None).map_err(Diagnostics)?;
         Ok(Deployment { manifest, resolved })
     }
 
