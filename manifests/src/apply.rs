@@ -996,7 +996,7 @@ fn migrate_map(resolved: &Resolved, name: &str, old: &Map, new: &Map) -> Result<
 
 /// Attaches, retrying briefly while the hook is busy: the kernel releases a
 /// link whose last pin was just removed from a workqueue, a moment later.
-fn attach(prog: BorrowedFd<'_>, how: &ResolvedAttach) -> Result<Box<dyn Link>, String> {
+pub fn attach(prog: BorrowedFd<'_>, how: &ResolvedAttach) -> Result<Box<dyn Link>, String> {
     let mut tries = 0;
     loop {
         match attach_once(prog, how) {

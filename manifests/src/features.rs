@@ -102,7 +102,7 @@ pub fn check_perf_links(
         })
         .collect();
     // Probe only when it matters, and only what matters.
-    if perf.is_empty() || !probes_usable() || probe("perf_link") != Some(false) {
+    if perf.is_empty() || can_pin_perf_attachments() {
         return Vec::new();
     }
     let mut out = Vec::new();
@@ -110,10 +110,17 @@ pub fn check_perf_links(
         out.push(
             manifest
                 .error(decl.get_ref().attach.span(), format!("program '{}': this kernel cannot pin perf-event attachments (tracepoint, kprobe, uprobe), so the attachment would end with this process", key.get_ref()))
-                .help("use a kernel with perf-event links (5.15+), or attach with raw_tracepoint / tp_btf / fentry, which pin on 5.7+"),
+                .help("use a kernel with perf-event links (5.15+); attach with raw_tracepoint / tp_btf / fentry, which pin on 5.7+; or run `kiln agent`, which holds such attachments for as long as it runs"),
         );
     }
     out
+}
+
+/// Whether tracepoint, kprobe and uprobe attachments can be pinned here
+/// (perf-event links, 5.15; probed through bpf_cookie, which came with
+/// them). Where bpf(2) cannot probe (not root), nothing is refused.
+pub fn can_pin_perf_attachments() -> bool {
+    !probes_usable() || probe("perf_link") != Some(false)
 }
 
 /// Checks `requires`. When bpf(2) itself is unusable here (not root), the

@@ -5,7 +5,9 @@
 //! actions, computed from the manifest and the live kernel) → apply (a
 //! transaction that builds the new generation beside the old one).
 
+pub mod agent;
 pub mod apply;
+pub mod compat;
 pub mod desired;
 pub mod diag;
 pub mod export;
@@ -50,6 +52,20 @@ impl Deployment {
         allow_outside: bool,
     ) -> Result<Self, Diagnostics> {
         let manifest = Manifest::load_with(path, allow_outside)?;
+        Self::from_manifest(manifest, overrides, path)
+    }
+
+    /// [`Deployment::load`] of `text` as if read from `path` (relative
+    /// object paths resolve from its directory).
+    pub fn from_text(path: &Path, text: &str) -> Result<Self, Diagnostics> {
+        Self::from_manifest(Manifest::parse(path, text)?, &BTreeMap::new(), path)
+    }
+
+    fn from_manifest(
+        manifest: Manifest,
+        overrides: &BTreeMap<String, PathBuf>,
+        path: &Path,
+    ) -> Result<Self, Diagnostics> {
         for name in overrides.keys() {
             if !manifest.objects().any(|(k, _)| k.get_ref() == name) {
                 return Err(Diagnostics(vec![
@@ -68,6 +84,21 @@ impl Deployment {
         if !missing.is_empty() {
             return Err(Diagnostics(missing));
         }
+        Ok(Deployment { manifest, resolved })
+    }
+
+    /// Like [`Deployment::load_with`], but nothing of the running kernel is
+    /// read: no feature probes, no kernel BTF (program tags are then
+    /// predicted without CO-RE). For questions about other kernels
+    /// (`kiln check --kernels`).
+    pub fn load_offline(
+        path: &Path,
+        overrides: &BTreeMap<String, PathBuf>,
+        allow_outside: bool,
+    ) -> Result<Self, Diagnostics> {
+        let manifest = Manifest::load_with(path, allow_outside)?;
+        let objects = objects::load_all(&manifest, overrides).map_err(Diagnostics)?;
+        let resolved = desired::resolve_with(&manifest, objects, |_| None).map_err(Diagnostics)?;
         Ok(Deployment { manifest, resolved })
     }
 

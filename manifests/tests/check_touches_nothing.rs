@@ -69,8 +69,7 @@ fn check_attaches_and_pins_nothing() -> TestResult {
         tcx_revision(AttachType::TCX_INGRESS)?,
         tcx_revision(AttachType::TCX_EGRESS)?,
     );
-    let kiln = std::env::var_os("KILN_BIN")
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from);
+    let kiln = common::kiln_bin();
     // The shell prints the namespace the child runs in, then becomes kiln.
     let out = std::process::Command::new("/bin/sh")
         .arg("-c")
@@ -121,8 +120,7 @@ fn probes_are_lazy_and_kept_for_the_boot() -> TestResult {
         &manifest,
         common::counter_manifest(&name, &dir.join("pins"), &object, "", ""),
     )?;
-    let kiln = std::env::var_os("KILN_BIN")
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from);
+    let kiln = common::kiln_bin();
     let check = || {
         std::process::Command::new(&kiln)
             .arg("check")

@@ -349,6 +349,36 @@ pub fn is_static(path: &Path) -> Result<bool> {
     Ok(file.section_by_name(".interp").is_none())
 }
 
+/// Builds `kiln` for `arch`, statically (`release`: the release profile,
+/// stripped of debug info), and returns the binary.
+pub fn build_kiln(arch: Arch, release: bool) -> Result<PathBuf> {
+    let triple = target_triple(arch);
+    eprintln!(
+        "building kiln for {arch} (static, {triple}, {}) ...",
+        if release { "release" } else { "dev" }
+    );
+    let mut c = cargo(arch)?;
+    c.args([
+        "build",
+        "--target",
+        triple,
+        "-p",
+        "kiln-manifest",
+        "--bin",
+        "kiln",
+    ]);
+    if release {
+        c.arg("--release")
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
+            .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+    }
+    run_json(c, &format!("kiln for {arch}"))?
+        .into_iter()
+        .find(|b| b.1 == "kiln")
+        .map(|b| b.3)
+        .context("cargo built no kiln")
+}
+
 #[cfg(test)]
 mod package_name_tests {
     #[test]

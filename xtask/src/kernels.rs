@@ -41,6 +41,16 @@ enum Sub {
     },
     /// Check the cached packages against the lock's sha256.
     Verify,
+    /// Extract each kernel's BTF once into ~/.cache/kiln/btf/ARCH/VERSION.btf,
+    /// for `kiln check --kernels` (fetches the kernel first if needed).
+    Btf {
+        /// Kernel versions (default: the whole catalog).
+        #[arg(long)]
+        kernel: Vec<String>,
+        /// Architectures (default: the catalog's).
+        #[arg(long)]
+        arch: Vec<Arch>,
+    },
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -81,6 +91,12 @@ pub fn run(args: Args) -> Result<()> {
             Ok(())
         }
         Sub::Verify => verify(),
+        Sub::Btf { kernel, arch } => {
+            for (v, a, path) in crate::kernel_btf::ensure_all(&kernel, &arch)? {
+                println!("{v} {a}: {}", path.display());
+            }
+            Ok(())
+        }
     }
 }
 

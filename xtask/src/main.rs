@@ -9,8 +9,10 @@ mod bench;
 mod build_ebpf;
 mod codegen;
 mod cross;
+mod dist;
 mod html;
 mod junit;
+mod kernel_btf;
 mod kernels;
 mod modules;
 mod setup;
@@ -43,6 +45,8 @@ enum Command {
     Kernels(kernels::Args),
     /// Kiln against libbpf on the same workloads (alternating rounds); --json, --quick.
     Bench(bench::Args),
+    /// Static `kiln` binaries and an OCI image of them (target/dist); --podman runs it.
+    Dist(dist::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,5 +59,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run(args),
         Command::Kernels(args) => kernels::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Dist(args) => dist::run(args),
     }
 }

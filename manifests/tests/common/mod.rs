@@ -145,13 +145,23 @@ pub fn cgroup2_root() -> Option<String> {
     })
 }
 
+/// Why tracepoint attachments cannot be pinned here (before perf-event
+/// links, 5.15), or `None`; as `Need::Probe` takes it.
+pub fn no_perf_link() -> Option<String> {
+    let ok = kiln_manifest::features::probe("perf_link").unwrap_or(false);
+    (!ok).then(|| "tracepoint attachments cannot be pinned before perf-event links (5.15)".into())
+}
+
+/// The `kiln` binary under test: `$KILN_BIN` (the VMs put it at /bin/kiln),
+/// else the one cargo built beside this test.
+pub fn kiln_bin() -> std::path::PathBuf {
+    std::env::var_os("KILN_BIN").map_or_else(
+        || std::path::PathBuf::from(env!("CARGO_BIN_EXE_kiln")),
+        std::path::PathBuf::from,
+    )
+}
+
 /// Tracepoint attachments are pinned as perf-event links, which came in 5.15.
 pub fn perf_links() -> Need {
-    Need::Probe("perf_link", || {
-        let ok = kiln_manifest::features::has(kiln_loader::probe::features(), "perf_link")
-            .unwrap_or(false);
-        (!ok).then(|| {
-            "tracepoint attachments cannot be pinned before perf-event links (5.15)".into()
-        })
-    })
+    Need::Probe("perf_link", no_perf_link)
 }

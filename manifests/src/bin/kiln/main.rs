@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use kiln_manifest::apply::{ApplyOptions, Step};
 use kiln_manifest::{Deployment, Manifest};
 
+mod agent;
+mod compat;
 mod object;
 mod probe;
 
@@ -27,7 +29,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Parse and validate a manifest against its objects and this host; change nothing.
-    Check(Target),
+    /// With --kernels: whether its programs find what they need in other kernels (offline).
+    Check {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        kernels: compat::KernelArgs,
+    },
     /// Show what `apply` would do, computed from the manifest and the live kernel.
     Plan {
         #[command(flatten)]
@@ -71,6 +79,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep every manifest of a directory applied: on start, on every change, and every resync.
+    Agent(agent::AgentArgs),
     /// Detach and unpin everything the deployment owns, and remove its pin root.
     Destroy {
         /// The manifest (only its name and pin_root are read).
@@ -114,6 +124,12 @@ struct Target {
 
 impl Target {
     fn load(&self) -> anyhow::Result<Deployment> {
+        let overrides = self.overrides()?;
+        Deployment::load_with(&self.manifest, &overrides, self.allow_outside).map_err(invalid)
+    }
+
+    /// `--object NAME=PATH` pairs.
+    fn overrides(&self) -> anyhow::Result<BTreeMap<String, PathBuf>> {
         let mut overrides = BTreeMap::new();
         for o in &self.objects {
             let Some((name, path)) = o.split_once('=') else {
@@ -123,7 +139,7 @@ impl Target {
             };
             overrides.insert(name.to_string(), PathBuf::from(path));
         }
-        Deployment::load_with(&self.manifest, &overrides, self.allow_outside).map_err(invalid)
+        Ok(overrides)
     }
 }
 
@@ -227,7 +243,10 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check(target) => {
+        Command::Check { target, kernels } if kernels.wanted() => {
+            return compat::run(&target, &kernels);
+        }
+        Command::Check { target, .. } => {
             let d = target.load()?;
             println!(
                 "{}: ok ({} program(s), {} map(s), pin root {})",
@@ -323,6 +342,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Probe { json } => probe::run(json)?,
+        Command::Agent(args) => agent::run(args)?,
         Command::Export { pin_root, name } => {
             if !pin_root.is_dir() {
                 bail!("{}: no such pin root", pin_root.display());
