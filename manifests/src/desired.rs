@@ -413,7 +413,7 @@ pub fn resolve_with(
                         Some((other, by)) if *other != bytes => errors.push(
                             manifest
                                 .error(gval.span(), format!("global '{gname}': program '{by}' of object '{obj_name}' sets it to another value"))
-                                .help("the programs of one object share its global data (one .rodata, .data and .bss, as with libbpf): give the global one value, or load the other program from its own [objects.*] table"),
+                                .help("the programs of one object share its global data (one .rodata, .data and .bss, as with libbpf): give the global one value, or load the other program from a copy of the object file under another name, declared as another [objects.*] table"),
                         ),
                         Some(_) => {}
                         None => {
