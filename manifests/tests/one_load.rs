@@ -99,8 +99,12 @@ attach = "none"
     }
 
     fn exec_counted(&self, times: usize) -> Result<(), String> {
+        use std::os::unix::process::CommandExt;
         for _ in 0..times {
+            // The comm is the file's name; argv[0] stays "true" for a
+            // multi-call /bin/true (busybox in the VMs picks by argv[0]).
             let status = std::process::Command::new(self.dir.join(&self.comm))
+                .arg0("true")
                 .status()
                 .map_err(|e| e.to_string())?;
             if !status.success() {
