@@ -38,6 +38,7 @@ pub mod netlink;
 pub mod perf_event;
 pub mod pin;
 pub mod probe;
+mod probe_cache;
 pub mod programs;
 pub mod sys;
 pub mod util;

@@ -127,7 +127,7 @@ impl EbpfLoader {
     /// Loads everything; the first failure aborts (created maps are closed,
     /// pins made by this load are removed).
     pub fn load(&mut self, spec: &ObjectSpec) -> Result<Ebpf, EbpfError> {
-        self.load_inner(spec, false).map(|(ebpf, _)| ebpf)
+        self.load_inner(spec, false, false).map(|(ebpf, _)| ebpf)
     }
 
     /// Loads every program it can (like `bpftool prog loadall`): maps must all
@@ -136,16 +136,20 @@ impl EbpfLoader {
         &mut self,
         spec: &ObjectSpec,
     ) -> Result<(Ebpf, Vec<(String, LoadError)>), EbpfError> {
-        self.load_inner(spec, true)
+        self.load_inner(spec, true, false)
     }
 
     fn load_inner(
         &mut self,
         spec: &ObjectSpec,
         keep_going: bool,
+        prepared: bool,
     ) -> Result<(Ebpf, Vec<(String, LoadError)>), EbpfError> {
         let mut spec = spec.clone();
-        self.edit_spec(&mut spec)?;
+        if !prepared {
+            self.prepare_in_place(&mut spec)?;
+        }
+        self.apply_options(&mut spec)?;
         let mut guard = PinGuard::default();
         let mut ebpf = Ebpf::default();
 
@@ -264,7 +268,22 @@ impl EbpfLoader {
         Ok((ebpf, failures))
     }
 
-    fn edit_spec(&self, spec: &mut ObjectSpec) -> Result<(), EbpfError> {
+    /// The object as this loader submits it to the running kernel: CO-RE
+    /// relocated against the kernel's BTF, `__kconfig` and `__ksym` externs
+    /// resolved. What a planner predicts program tags from; give the result
+    /// to [`EbpfLoader::load_prepared`] so the load does not prepare again.
+    pub fn prepare(&self, spec: &ObjectSpec) -> Result<ObjectSpec, EbpfError> {
+        let mut spec = spec.clone();
+        self.prepare_in_place(&mut spec)?;
+        Ok(spec)
+    }
+
+    /// Like [`EbpfLoader::load`], of a spec [`EbpfLoader::prepare`] returned.
+    pub fn load_prepared(&mut self, prepared: &ObjectSpec) -> Result<Ebpf, EbpfError> {
+        self.load_inner(prepared, false, true).map(|(ebpf, _)| ebpf)
+    }
+
+    fn prepare_in_place(&self, spec: &mut ObjectSpec) -> Result<(), EbpfError> {
         if spec.programs.iter().any(|p| !p.core_relocations.is_empty()) {
             crate::externs::relocate_core(spec, self.target_btf.as_deref())
                 .map_err(|e| EbpfError::Other(format!("CO-RE: {e}")))?;
@@ -288,6 +307,11 @@ impl EbpfLoader {
                 })?;
             }
         }
+        Ok(())
+    }
+
+    /// This load's own edits: sizes, kernel-dependent map definitions, globals.
+    fn apply_options(&self, spec: &mut ObjectSpec) -> Result<(), EbpfError> {
         for (name, n) in &self.max_entries {
             let m = spec.map_mut(name).ok_or_else(|| EbpfError::MapSpec {
                 name: name.clone(),
@@ -296,18 +320,7 @@ impl EbpfLoader {
             m.max_entries = *n;
         }
         for m in &mut spec.maps {
-            // Global data is memory-mappable where the kernel allows, so user
-            // space can read and write variables without syscalls (libbpf does the same).
-            if matches!(m.origin, MapOrigin::GlobalData { .. }) && crate::probe::mmapable_arrays() {
-                m.map_flags |= crate::maps::MapFlags::MMAPABLE.bits();
-            }
-            // libbpf's convention: a perf event array sized 0 gets one slot per possible CPU.
-            if m.map_type == kiln_obj::MapType::PERF_EVENT_ARRAY && m.max_entries == 0 {
-                m.max_entries = crate::util::nr_possible_cpus().map_err(|e| EbpfError::MapSpec {
-                    name: m.name.clone(),
-                    message: format!("cannot size a perf event array: {e}"),
-                })? as u32;
-            }
+            finish_map_spec(m)?;
         }
         for (name, bytes, required) in &self.globals {
             set_global(spec, name, bytes, *required)?;
@@ -344,6 +357,25 @@ impl EbpfLoader {
         }
         Ok((map, false))
     }
+}
+
+/// The kernel-dependent parts of a map's definition, filled in as this
+/// loader creates the map: global data memory-mappable where the kernel
+/// allows (so user space reads and writes variables without syscalls), a
+/// perf event array sized 0 given one slot per possible CPU (both libbpf's
+/// conventions). Whoever predicts the definition of a map this loader will
+/// create (a planner comparing it with a pinned one) calls this too.
+pub fn finish_map_spec(m: &mut MapSpec) -> Result<(), EbpfError> {
+    if matches!(m.origin, MapOrigin::GlobalData { .. }) && crate::probe::mmapable_arrays() {
+        m.map_flags |= crate::maps::MapFlags::MMAPABLE.bits();
+    }
+    if m.map_type == kiln_obj::MapType::PERF_EVENT_ARRAY && m.max_entries == 0 {
+        m.max_entries = crate::util::nr_possible_cpus().map_err(|e| EbpfError::MapSpec {
+            name: m.name.clone(),
+            message: format!("cannot size a perf event array: {e}"),
+        })? as u32;
+    }
+    Ok(())
 }
 
 fn create_with_btf_fallback(

@@ -15,9 +15,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use kiln_loader::links::{FdLink, Link};
-use kiln_loader::maps::{MapBtf, UpdateFlags};
+use kiln_loader::maps::UpdateFlags;
 use kiln_loader::sys::object::{self as sysobj, OpenFlags};
-use kiln_loader::{Btf, EbpfLoader, Map, Program};
+use kiln_loader::{EbpfLoader, Map, Program};
 use kiln_obj::MapOrigin;
 
 use crate::desired::{Resolved, ResolvedAttach};
@@ -221,7 +221,7 @@ pub fn apply(
         return Err(ApplyError::NotBpffs(root));
     }
     let lock_seen = ownership::lock_seen(manifest.name());
-    let _lock = DeploymentLock::acquire(manifest.name())?;
+    let lock = DeploymentLock::acquire(manifest.name())?;
     ownership::mark_lock(manifest.name());
     // A staged pin left by a killed apply is one of the deployment's strays:
     // the plan removes it.
@@ -248,8 +248,14 @@ pub fn apply(
     let result = tx.build(&plan, resolved).and_then(|()| tx.commit(&plan));
     match result {
         Ok(()) => {
-            let mut warnings = tx.finish();
+            let retired = tx.finish();
+            let mut warnings = Vec::new();
             readers_access(manifest, &tx.ledger, &mut notes, &mut warnings);
+            drop(tx);
+            // Only the kernel's teardown of the replaced links is left:
+            // another apply of this deployment need not wait for it.
+            drop(lock);
+            warnings.extend(detach_all(retired));
             Ok(Outcome {
                 plan,
                 notes,
@@ -309,6 +315,13 @@ enum Undo {
         ifindex: u32,
         flags: kiln_loader::links::xdp::XdpFlags,
     },
+    /// A program array slot pointed at a new program: point it back at
+    /// the old one (or empty it).
+    Slot {
+        map: Map,
+        index: u32,
+        old: Option<Program>,
+    },
     /// Entries written into (or deleted from) a live map: their previous
     /// values, `None` where the key was absent.
     Entries {
@@ -334,10 +347,12 @@ struct Tx {
     progs: BTreeMap<String, Program>,
     /// Links created by this apply.
     links: BTreeMap<String, Box<dyn Link>>,
+    /// Program array slots (map, index, program) of reused maps that must
+    /// point at a program this apply reloads: switched at commit.
+    slots: Vec<(String, u32, String)>,
     /// Old links to detach once the new generation is committed.
     retired: Vec<FdLink>,
     journal: Vec<Undo>,
-    btfs: BTreeMap<String, Option<Btf>>,
     /// Attachments made at commit, after their old link is detached.
     reattach: BTreeMap<String, ResolvedAttach>,
     /// What the deployment owns; every pin and directory is recorded here
@@ -354,9 +369,9 @@ impl Tx {
             new_maps: BTreeSet::new(),
             progs: BTreeMap::new(),
             links: BTreeMap::new(),
+            slots: Vec::new(),
             retired: Vec::new(),
             journal: Vec::new(),
-            btfs: BTreeMap::new(),
             reattach: BTreeMap::new(),
             ledger,
         }
@@ -375,95 +390,42 @@ impl Tx {
         self.root.join(dir).join(name)
     }
 
-    fn btf(&mut self, resolved: &Resolved, object: &str) -> Option<&Btf> {
-        self.btfs
-            .entry(object.to_string())
-            .or_insert_with(|| {
-                // The object's BTF as the loader would upload it (sanitized
-                // for this kernel; type ids unchanged).
-                let spec = resolved.objects.specs.get(object)?;
-                let bytes = spec
-                    .btf_for_kernel(kiln_loader::probe::btf_features())
-                    .ok()??;
-                Btf::load(&bytes).ok()
-            })
-            .as_ref()
-    }
-
-    fn create_map(&mut self, resolved: &Resolved, name: &str) -> Result<Map, ApplyError> {
-        self.inject(Step::CreateMap)?;
-        let (object, spec) = resolved
-            .map_specs
-            .get(name)
-            .ok_or_else(|| kerr(format!("map '{name}'"), "no specification (internal error)"))?;
-        let spec = spec.clone();
-        let btf = self.btf(resolved, object).map(|b| MapBtf {
-            fd: b.fd(),
-            key_type_id: spec.btf_key_type_id.unwrap_or(0),
-            value_type_id: spec.btf_value_type_id.unwrap_or(0),
-        });
-        let with_btf = btf.filter(|b| b.value_type_id != 0);
-        let map = match Map::create(&spec, with_btf, None) {
-            Ok(m) => m,
-            Err(_) if with_btf.is_some() => Map::create(&spec, None, None)
-                .map_err(|e| kerr(format!("create map '{name}'"), e))?,
-            Err(e) => return Err(kerr(format!("create map '{name}'"), e)),
-        };
-        Ok(map)
-    }
-
     /// Phase 1: everything held by fds only.
     fn build(&mut self, plan: &Plan, resolved: &Resolved) -> Result<(), ApplyError> {
-        let mut touched = BTreeSet::new();
+        // Maps this apply makes anew (created, recreated or migrated) and
+        // programs it loads; everything else of the deployment is reused.
+        let mut renew = BTreeSet::new();
+        let mut load = BTreeSet::new();
+        // Maps whose pin was removed, found through their programs.
+        let mut found: BTreeMap<String, Map> = BTreeMap::new();
         for action in &plan.actions {
             match action {
-                Action::CreateMap { map, .. } | Action::RecreateMap { map, .. } => {
-                    let m = self.create_map(resolved, map)?;
-                    if let Some(d) = resolved.desired.maps.get(map) {
-                        for (k, v) in &d.entries {
-                            m.update_bytes(k, v, UpdateFlags::ANY)
-                                .map_err(|e| kerr(format!("map '{map}': initial entry"), e))?;
-                        }
-                    }
-                    touched.insert(map.clone());
-                    self.new_maps.insert(map.clone());
-                    self.maps.insert(map.clone(), m);
+                Action::CreateMap { map, .. }
+                | Action::RecreateMap { map, .. }
+                | Action::MigrateMap { map, .. } => {
+                    renew.insert(map.as_str());
                 }
                 Action::RepinMap { map, id, .. } => {
                     // Pinned again at commit, like a new map; the programs
-                    // that found it keep using it.
+                    // that found it keep using it (or, migrated, it is the
+                    // old side of the migration).
                     let m = live::unpinned_map_by_id(map, *id)
                         .map_err(|e| kerr(format!("re-pin map '{map}'"), e))?;
-                    touched.insert(map.clone());
-                    self.new_maps.insert(map.clone());
-                    self.maps.insert(map.clone(), m);
+                    found.insert(map.clone(), m);
                 }
-                Action::MigrateMap { map, .. } => {
-                    let new = self.create_map(resolved, map)?;
-                    self.inject(Step::MigrateMap)?;
-                    // An unpinned map found through its programs was opened
-                    // by the re-pin step before this one.
-                    let old = match self.maps.remove(map) {
-                        Some(found) => found,
-                        None => Map::from_pin(&self.path(MAPS, map), OpenFlags::ReadOnly)
-                            .map_err(|e| kerr(format!("open map '{map}' to migrate"), e))?,
-                    };
-                    migrate_map(resolved, map, &old, &new)
-                        .map_err(|e| kerr(format!("migrate map '{map}'"), e))?;
-                    if let Some(d) = resolved.desired.maps.get(map) {
-                        keep_entries(&new, d)
-                            .map_err(|e| kerr(format!("map '{map}': declared entries"), e))?;
-                    }
-                    touched.insert(map.clone());
-                    self.new_maps.insert(map.clone());
-                    self.maps.insert(map.clone(), new);
+                Action::LoadProgram { program, .. } => {
+                    load.insert(program.as_str());
                 }
                 _ => {}
             }
         }
-        // Every other desired map is reused from its pin.
         for name in resolved.desired.maps.keys() {
-            if touched.contains(name) {
+            if renew.contains(name.as_str()) {
+                continue;
+            }
+            if let Some(m) = found.remove(name) {
+                self.new_maps.insert(name.clone());
+                self.maps.insert(name.clone(), m);
                 continue;
             }
             let path = self.path(MAPS, name);
@@ -471,11 +433,51 @@ impl Tx {
                 .map_err(|e| kerr(format!("open pinned map '{name}'"), e))?;
             self.maps.insert(name.clone(), m);
         }
+        // One load per object, as libbpf does: its programs share its global
+        // data and its BTF, and the loader creates every map kind itself.
+        let objects: BTreeSet<&str> = renew
+            .iter()
+            .filter_map(|m| resolved.map_specs.get(*m).map(|(o, _)| o.as_str()))
+            .chain(load.iter().map(|p| resolved.builds[*p].object.as_str()))
+            .collect();
+        for object in objects {
+            self.load_object(resolved, object, &renew, &load)?;
+        }
         for action in &plan.actions {
-            if let Action::LoadProgram { program, .. } = action {
-                self.inject(Step::LoadProgram)?;
-                let prog = self.load_program(resolved, program)?;
-                self.progs.insert(program.clone(), prog);
+            match action {
+                Action::CreateMap { map, .. } | Action::RecreateMap { map, .. } => {
+                    // Global data got its contents from the load (and
+                    // read-only data is frozen now).
+                    let global_data = resolved.map_specs.get(map).is_some_and(|(_, spec)| {
+                        matches!(spec.origin, MapOrigin::GlobalData { .. })
+                    });
+                    if let Some(d) = resolved.desired.maps.get(map)
+                        && !global_data
+                    {
+                        let m = &self.maps[map];
+                        for (k, v) in &d.entries {
+                            m.update_bytes(k, v, UpdateFlags::ANY)
+                                .map_err(|e| kerr(format!("map '{map}': initial entry"), e))?;
+                        }
+                    }
+                }
+                Action::MigrateMap { map, .. } => {
+                    self.inject(Step::MigrateMap)?;
+                    // An unpinned map found through its programs is the old side.
+                    let old = match found.remove(map) {
+                        Some(m) => m,
+                        None => Map::from_pin(&self.path(MAPS, map), OpenFlags::ReadOnly)
+                            .map_err(|e| kerr(format!("open map '{map}' to migrate"), e))?,
+                    };
+                    let new = &self.maps[map];
+                    migrate_map(resolved, map, &old, new)
+                        .map_err(|e| kerr(format!("migrate map '{map}'"), e))?;
+                    if let Some(d) = resolved.desired.maps.get(map) {
+                        keep_entries(new, d)
+                            .map_err(|e| kerr(format!("map '{map}': declared entries"), e))?;
+                    }
+                }
+                _ => {}
             }
         }
         for action in &plan.actions {
@@ -505,68 +507,197 @@ impl Tx {
         Ok(())
     }
 
-    fn load_program(&mut self, resolved: &Resolved, name: &str) -> Result<Program, ApplyError> {
-        let build = &resolved.builds[name];
-        let spec = &resolved.objects.specs[&build.object];
+    /// Loads `object` once through the loader: the programs this apply
+    /// loads (the others skipped), the deployment's maps of the object it
+    /// renews created by the loader, the others handed in from their pins
+    /// (each checked once against the object's definition).
+    fn load_object(
+        &mut self,
+        resolved: &Resolved,
+        object: &str,
+        renew: &BTreeSet<&str>,
+        load: &BTreeSet<&str>,
+    ) -> Result<(), ApplyError> {
+        let spec = &resolved.objects.specs[object];
+        // Function name -> the manifest's programs loading it.
+        let mut functions: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for program in load {
+            let build = &resolved.builds[*program];
+            if build.object == object {
+                functions
+                    .entry(build.function.as_str())
+                    .or_default()
+                    .push(program);
+            }
+        }
         let mut loader = EbpfLoader::new();
         for p in &spec.programs {
-            if p.name != build.function {
+            if !functions.contains_key(p.name.as_str()) {
                 loader.skip_program(&p.name);
             }
         }
-        for m in &spec.maps {
-            if matches!(m.origin, MapOrigin::GlobalData { .. }) {
+        let mut created = Vec::new();
+        for (name, (owner, want)) in &resolved.map_specs {
+            if owner != object {
                 continue;
             }
-            if let Some(shared) = self.maps.get(&m.name) {
-                let (_, want) = &resolved.map_specs[&m.name];
-                if want.max_entries != m.max_entries {
-                    loader.map_max_entries(&m.name, want.max_entries);
-                }
-                let handle = shared
-                    .try_clone()
-                    .map_err(|e| kerr(format!("map '{}'", m.name), e))?;
-                loader.replace_map(&m.name, handle);
+            if spec
+                .map(&want.name)
+                .is_some_and(|m| m.max_entries != want.max_entries)
+            {
+                loader.map_max_entries(&want.name, want.max_entries);
+            }
+            if renew.contains(name.as_str()) {
+                self.inject(Step::CreateMap)?;
+                created.push((name, &want.name));
+                continue;
+            }
+            let handle = self.maps[name]
+                .try_clone()
+                .map_err(|e| kerr(format!("map '{name}'"), e))?;
+            loader.replace_map(&want.name, handle);
+        }
+        // The object's globals, as every program of it in the manifest sets
+        // them (resolve refused conflicting values).
+        let mut globals = BTreeMap::new();
+        for build in resolved.builds.values().filter(|b| b.object == object) {
+            for (gname, bytes) in &build.globals {
+                globals.entry(gname.as_str()).or_insert(bytes.as_slice());
             }
         }
-        for (gname, bytes) in &build.globals {
+        for (gname, bytes) in globals {
             loader.set_global(gname, bytes);
         }
-        let mut ebpf = loader.load(spec).map_err(|e| {
-            let mut message = e.to_string();
-            if let kiln_loader::EbpfError::Program(le) = &e {
-                let dir = self
-                    .opts
-                    .verifier_log_dir
-                    .clone()
-                    .unwrap_or_else(std::env::temp_dir);
-                match le.save_log(&dir) {
-                    Ok(Some(path)) => {
-                        message += &format!("\n  full verifier log: {}", path.display());
-                    }
-                    Ok(None) => {}
-                    Err(err) => {
-                        message += &format!(
-                            "\n  (could not keep the full verifier log in {}: {err})",
-                            dir.display()
-                        );
-                    }
-                }
+        for _ in functions.values().flatten() {
+            self.inject(Step::LoadProgram)?;
+        }
+        let loaded = match resolved.prepared.get(object) {
+            Some(prepared) => loader.load_prepared(prepared),
+            None => loader.load(spec),
+        };
+        let mut ebpf = loaded.map_err(|e| self.load_error(resolved, object, e))?;
+        for (name, spec_name) in created {
+            let map = ebpf.take_map(spec_name).ok_or_else(|| {
+                kerr(
+                    format!("map '{name}' of object '{object}'"),
+                    "the loader did not create it",
+                )
+            })?;
+            self.new_maps.insert(name.clone());
+            self.maps.insert(name.clone(), map);
+        }
+        self.program_slots(resolved, object, renew, &functions)?;
+        for (function, programs) in functions {
+            let prog = ebpf.take_program(function).ok_or_else(|| {
+                kerr(
+                    format!("load function '{function}' of object '{object}'"),
+                    "the loader did not return it",
+                )
+            })?;
+            for program in programs {
+                let handle = prog
+                    .try_clone()
+                    .map_err(|e| kerr(format!("program '{program}'"), e))?;
+                self.progs.insert(program.to_string(), handle);
             }
-            kerr(
-                format!(
-                    "load program '{name}' (function '{}' of object '{}')",
-                    build.function, build.object
-                ),
-                message,
-            )
-        })?;
-        ebpf.take_program(&build.function).ok_or_else(|| {
-            kerr(
-                format!("load program '{name}'"),
-                "the loader did not return it",
-            )
-        })
+        }
+        Ok(())
+    }
+
+    /// Keeps the `.values` of the object's program arrays pointing at the
+    /// deployment's programs: a new array gets the pinned programs this
+    /// apply does not reload (the loader filled in those it loaded); a
+    /// reused one gets the reloaded programs, at commit.
+    fn program_slots(
+        &mut self,
+        resolved: &Resolved,
+        object: &str,
+        renew: &BTreeSet<&str>,
+        loaded: &BTreeMap<&str, Vec<&str>>,
+    ) -> Result<(), ApplyError> {
+        let spec = &resolved.objects.specs[object];
+        for slot in &spec.map_slots {
+            let kiln_obj::MapSlotTarget::Program(function) = &slot.target else {
+                continue;
+            };
+            let Some(outer) = spec.maps.get(slot.map) else {
+                continue;
+            };
+            let Some((map, _)) = resolved
+                .map_specs
+                .iter()
+                .find(|(_, (owner, want))| owner == object && want.name == outer.name)
+            else {
+                continue;
+            };
+            if let Some(programs) = loaded.get(function.as_str()) {
+                if !renew.contains(map.as_str()) {
+                    self.slots
+                        .push((map.clone(), slot.index, programs[0].to_string()));
+                }
+                continue;
+            }
+            if !renew.contains(map.as_str()) {
+                continue;
+            }
+            let Some((program, _)) = resolved
+                .builds
+                .iter()
+                .find(|(_, b)| b.object == object && b.function == *function)
+            else {
+                continue;
+            };
+            let pinned = Program::from_pin(&self.path(PROGS, program), None)
+                .map_err(|e| kerr(format!("open pinned program '{program}'"), e))?;
+            set_slot(&self.maps[map], slot.index, Some(&pinned))
+                .map_err(|e| kerr(format!("map '{map}': values[{}]", slot.index), e))?;
+        }
+        Ok(())
+    }
+
+    /// A failed object load, named as the manifest names it, with the whole
+    /// verifier log kept in a file.
+    fn load_error(
+        &self,
+        resolved: &Resolved,
+        object: &str,
+        e: kiln_loader::EbpfError,
+    ) -> ApplyError {
+        let mut message = e.to_string();
+        let kiln_loader::EbpfError::Program(le) = &e else {
+            return kerr(format!("load object '{object}'"), message);
+        };
+        let dir = self
+            .opts
+            .verifier_log_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        match le.save_log(&dir) {
+            Ok(Some(path)) => {
+                message += &format!("\n  full verifier log: {}", path.display());
+            }
+            Ok(None) => {}
+            Err(err) => {
+                message += &format!(
+                    "\n  (could not keep the full verifier log in {}: {err})",
+                    dir.display()
+                );
+            }
+        }
+        let programs: Vec<&str> = resolved
+            .builds
+            .iter()
+            .filter(|(_, b)| b.object == object && b.function == le.program())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        kerr(
+            format!(
+                "load program '{}' (function '{}' of object '{object}')",
+                programs.join("', '"),
+                le.program()
+            ),
+            message,
+        )
     }
 
     /// Pins `fd` at `path`, replacing whatever is there; journals the undo.
@@ -701,6 +832,21 @@ impl Tx {
                 .map_err(|e| kerr("dup", e))?;
             self.pin_replace(fd.as_fd(), &path)?;
         }
+        for (name, index, program) in std::mem::take(&mut self.slots) {
+            let map = self.maps[&name]
+                .try_clone()
+                .map_err(|e| kerr(format!("map '{name}'"), e))?;
+            // A program array reads back the id of the program in a slot.
+            let old = map
+                .lookup_bytes(&index.to_ne_bytes(), UpdateFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|id| Some(u32::from_ne_bytes(id.get(..4)?.try_into().ok()?)))
+                .and_then(|id| Program::from_id(id).ok());
+            set_slot(&map, index, Some(&self.progs[&program]))
+                .map_err(|e| kerr(format!("map '{name}': values[{index}]"), e))?;
+            self.journal.push(Undo::Slot { map, index, old });
+        }
         for action in &plan.actions {
             match action {
                 Action::Replace {
@@ -831,17 +977,12 @@ impl Tx {
         attach(prog_fd, how).map_err(|e| kerr(format!("attach program '{program}'"), e))
     }
 
-    /// Phase 3: the new generation is committed; let the old links go.
-    fn finish(&mut self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        for mut old in self.retired.drain(..) {
-            if let Err(e) = old.detach() {
-                warnings.push(format!("detaching a replaced link: {e}"));
-            }
-        }
+    /// Phase 3: the new generation is committed: the old links to let go
+    /// (see [`detach_all`]).
+    fn finish(&mut self) -> Vec<FdLink> {
         self.journal.clear();
         // Links created here are pinned now; dropping the handles keeps them.
-        warnings
+        std::mem::take(&mut self.retired)
     }
 
     /// Undoes the commit steps done so far, newest first. Build-phase objects
@@ -876,6 +1017,9 @@ impl Tx {
                         let _ = pin_at(fd, &path, &ApplyOptions::default());
                     }
                 }
+                Undo::Slot { map, index, old } => {
+                    let _ = set_slot(&map, index, old.as_ref());
+                }
                 Undo::Entries { map, old } => {
                     for (k, v) in old.iter().rev() {
                         let _ = match v {
@@ -904,6 +1048,47 @@ impl Tx {
         self.maps.clear();
     }
 }
+
+/// Detaches replaced links, each on a thread of its own (at most
+/// [`DETACH_THREADS`] at a time): closing some links waits for an RCU grace
+/// period in the kernel, and concurrent detaches overlap those waits instead
+/// of adding them up (200 tracepoint links: one wait, not 200).
+fn detach_all(links: Vec<FdLink>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut links = links.into_iter().peekable();
+    while links.peek().is_some() {
+        let batch: Vec<FdLink> = links.by_ref().take(DETACH_THREADS).collect();
+        std::thread::scope(|s| {
+            let mut running = Vec::new();
+            for mut link in batch {
+                let detach = move || {
+                    let r = link.detach();
+                    drop(link);
+                    r.map_err(|e| format!("detaching a replaced link: {e}"))
+                };
+                // Without a thread to spare, the closure is dropped, and
+                // with it the link's last fd: closing it lets the link go too.
+                if let Ok(h) = std::thread::Builder::new()
+                    .stack_size(64 * 1024)
+                    .spawn_scoped(s, detach)
+                {
+                    running.push(h);
+                }
+            }
+            for h in running {
+                match h.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(w)) => warnings.push(w),
+                    Err(_) => warnings.push("a link detach thread panicked".into()),
+                }
+            }
+        });
+    }
+    warnings
+}
+
+/// How many replaced links [`detach_all`] lets go of at once.
+const DETACH_THREADS: usize = 128;
 
 /// Makes a freshly migrated map hold the declared entries, as
 /// `entries_mode` says: listed keys set to their values (for "keys", only
@@ -934,6 +1119,20 @@ fn keep_entries(map: &Map, want: &crate::plan::DesiredMap) -> Result<(), kiln_lo
         }
     }
     Ok(())
+}
+
+/// Points slot `index` of program array `map` at `prog`, or empties it.
+fn set_slot(map: &Map, index: u32, prog: Option<&Program>) -> Result<(), kiln_loader::MapError> {
+    use std::os::fd::AsRawFd;
+    let key = index.to_ne_bytes();
+    match prog {
+        Some(p) => map.update_bytes(
+            &key,
+            &(p.fd().as_raw_fd() as u32).to_ne_bytes(),
+            UpdateFlags::ANY,
+        ),
+        None => map.delete_bytes(&key).map(|_| ()),
+    }
 }
 
 /// Creates `dir` and its missing parents readable by the owner only: a pin

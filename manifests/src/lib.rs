@@ -99,8 +99,7 @@ impl Deployment {
     ) -> Result<Self, Diagnostics> {
         let manifest = Manifest::load_with(path, allow_outside)?;
         let objects = objects::load_all(&manifest, overrides).map_err(Diagnostics)?;
-        let resolved = desired::resolve_with(&manifest, objects, kiln_obj::ObjectSpec::clone)
-            .map_err(Diagnostics)?;
+        let resolved = desired::resolve_with(&manifest, objects, |_| None).map_err(Diagnostics)?;
         Ok(Deployment { manifest, resolved })
     }
 
@@ -122,12 +121,22 @@ impl Deployment {
         let manifest = Manifest::parse(path, text)?;
         let mut objects = objects::Objects::default();
         let mut errors = Vec::new();
-        for (key, _) in manifest.objects() {
+        for (key, decl) in manifest.objects() {
             let name = key.get_ref();
             match object(name) {
                 Some(spec) => {
                     objects.specs.insert(name.clone(), spec);
-                    objects.paths.insert(name.clone(), PathBuf::from(name));
+                    // The file name it would have: global data is pinned
+                    // under a name derived from it.
+                    let decl = decl.get_ref();
+                    let file = match (&decl.path, &decl.source) {
+                        (Some(p), _) => PathBuf::from(p.get_ref()),
+                        (None, source) => PathBuf::from(format!(
+                            "{}.bpf.o",
+                            objects::source_stem(source.as_ref().map_or(name, |s| s.get_ref()))
+                        )),
+                    };
+                    objects.paths.insert(name.clone(), file);
                 }
                 None => errors.push(
                     manifest
@@ -139,8 +148,7 @@ impl Deployment {
         if !errors.is_empty() {
             return Err(Diagnostics(errors));
         }
-        let resolved = desired::resolve_with(&manifest, objects, kiln_obj::ObjectSpec::clone)
-            .map_err(Diagnostics)?;
+        let resolved = desired::resolve_with(&manifest, objects, |_| None).map_err(Diagnostics)?;
         Ok(Deployment { manifest, resolved })
     }
 

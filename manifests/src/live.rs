@@ -376,7 +376,7 @@ pub fn observe(root: &Path) -> Result<Observed, ObserveError> {
         return Ok(o);
     }
     // Without bpf(2) every pin would look foreign.
-    if !kiln_loader::probe::probe_program_type(kiln_obj::ProgramType::SOCKET_FILTER, None) {
+    if kiln_loader::probe::feature("socket_filter") != Some(true) {
         return Err(ObserveError::NoBpf(root.to_path_buf()));
     }
     let ledger = Ledger::read(root)?;

@@ -59,6 +59,9 @@ pub struct DesiredMap {
     /// and kept on a live one as `entries_mode` says.
     pub entries: Vec<(Vec<u8>, Vec<u8>)>,
     pub entries_mode: EntriesMode,
+    /// Read-only global data (`.rodata*`, `.kconfig`): frozen once written,
+    /// so entries that differ mean a new map, not a write.
+    pub frozen: bool,
 }
 
 /// How a live map's contents differ from its declared entries.
@@ -562,6 +565,15 @@ pub fn compute(
                     });
                 }
                 match observed.entry_drift.get(name) {
+                    // Frozen read-only data cannot be written: a new map.
+                    Some(drift) if !drift.is_empty() && want.frozen => {
+                        map_actions.push(Action::RecreateMap {
+                            map: name.clone(),
+                            from: live.def,
+                            to: want.def,
+                        });
+                        new_maps.insert(name.clone());
+                    }
                     Some(drift) if !drift.is_empty() => map_actions.push(Action::SyncEntries {
                         map: name.clone(),
                         set: drift.set.len(),
@@ -853,6 +865,7 @@ mod tests {
                 btf: false,
                 entries: vec![],
                 entries_mode: EntriesMode::Create,
+                frozen: false,
             },
         );
         d.programs.insert(
@@ -1021,6 +1034,32 @@ mod tests {
         assert!(
             p.to_string()
                 .contains("3 live entries do not fit and are dropped")
+        );
+    }
+
+    #[test]
+    fn other_read_only_data_is_a_new_map_not_a_write() {
+        let mut d = desired();
+        let rodata = d.maps.get_mut("COUNTERS").unwrap();
+        rodata.frozen = true;
+        rodata.entries = vec![(vec![0; 4], vec![5; 8])];
+        rodata.entries_mode = EntriesMode::Enforce;
+        let mut o = live_matching();
+        o.entry_drift.insert(
+            "COUNTERS".into(),
+            EntryDrift {
+                set: vec![(vec![0; 4], vec![5; 8])],
+                delete: vec![],
+            },
+        );
+        let p = plan(&d, &o).unwrap();
+        assert!(
+            matches!(&p.actions[0], Action::RecreateMap { map, .. } if map == "COUNTERS"),
+            "{p}"
+        );
+        assert!(
+            matches!(&p.actions[1], Action::LoadProgram { reason, .. } if reason.contains("COUNTERS")),
+            "{p}"
         );
     }
 

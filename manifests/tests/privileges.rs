@@ -179,17 +179,28 @@ fn check_says(manifest: &Path) -> Result<Vec<String>, String> {
 }
 
 /// This process's bounding set, as capsh names the capabilities.
-fn bounding_set() -> Result<Vec<String>, String> {
-    let out = Command::new("capsh")
-        .arg("--print")
-        .output()
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
+/// The capability `kiln check` names (`CAP_BPF`), by its number.
+fn cap_named(name: &str) -> Result<Cap, String> {
+    Ok(Cap(match name {
+        "CAP_NET_ADMIN" => 12,
+        "CAP_NET_RAW" => 13,
+        "CAP_SYS_ADMIN" => 21,
+        "CAP_SYS_RESOURCE" => 24,
+        "CAP_PERFMON" => 38,
+        "CAP_BPF" => 39,
+        other => return Err(format!("kiln check named an unknown capability {other}")),
+    }))
+}
+
+/// This process's bounding set, from `/proc/self/status` (`CapBnd`).
+fn bounding_set() -> Result<Vec<Cap>, String> {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    let mask = status
         .lines()
-        .find_map(|l| l.strip_prefix("Bounding set ="))
-        .ok_or(format!("no bounding set in: {text}"))?;
-    Ok(line.split(',').map(str::to_string).collect())
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .ok_or("no CapBnd in /proc/self/status")?;
+    Ok((0..64).filter(|c| mask & (1 << c) != 0).map(Cap).collect())
 }
 
 /// `kiln check` prints `expected` for `attach`; apply goes through with
@@ -201,29 +212,30 @@ fn check_names_exactly_what_apply_needs(tag: &str, attach: &str, expected: &[&st
     // Any one of them dropped (and CAP_SYS_ADMIN, which stands in for
     // both): refused, naming it, nothing left behind.
     for cap in &needed {
-        let drop = format!("--drop={},cap_sys_admin", cap.to_lowercase());
         let (code, err) = run(
-            &["capsh", drop.as_str()],
+            As::RootWithout(&[cap_named(cap)?, Cap::SYS_ADMIN]),
             &[Path::new("apply"), &case.manifest],
         )?;
         expect_refusal(code, &err, &[cap.as_str()], &case)?;
     }
     // Exactly those (every other capability out of the bounding set, so
     // root's exec cannot regain it): the apply goes through.
-    let wanted: Vec<String> = needed.iter().map(|c| c.to_lowercase()).collect();
-    let others: Vec<String> = bounding_set()?
+    let wanted = needed
+        .iter()
+        .map(|c| cap_named(c))
+        .collect::<Result<Vec<Cap>, String>>()?;
+    let others: Vec<Cap> = bounding_set()?
         .into_iter()
         .filter(|c| !wanted.contains(c))
         .collect();
-    let drop = format!("--drop={}", others.join(","));
     let (code, err) = run(
-        &["capsh", drop.as_str()],
+        As::RootWithout(&others),
         &[Path::new("apply"), &case.manifest],
     )?;
     assert_eq!(code, 0, "apply with exactly {needed:?} failed:\n{err}");
     assert!(case.root.join("links").is_dir(), "nothing attached: {err}");
     let (code, err) = run(
-        &["capsh", "--drop=cap_net_raw"],
+        As::RootWithout(&[Cap(13)]),
         &[Path::new("destroy"), &case.manifest],
     )?;
     assert_eq!(code, 0, "{err}");
@@ -353,17 +365,7 @@ fn main() {
         ),
         kiln_testkit::test(
             "check_names_exactly_what_apply_needs",
-            &[
-                Need::Root,
-                Need::Bpf,
-                Need::Probe("capsh", || missing_tool("capsh")),
-                Need::Probe("perf_link", || {
-                    let ok =
-                        kiln_manifest::features::has(kiln_loader::probe::features(), "perf_link")
-                            .unwrap_or(false);
-                    (!ok).then(|| "tracepoint links cannot be pinned before 5.15".into())
-                }),
-            ],
+            &[Need::Root, Need::Bpf, common::perf_links()],
             || {
                 check_names_exactly_what_apply_needs(
                     "exact-tp",
@@ -383,12 +385,7 @@ fn main() {
         ),
         kiln_testkit::test(
             "check_names_exactly_what_an_xdp_apply_needs",
-            &[
-                Need::Root,
-                Need::Bpf,
-                Need::NetNs,
-                Need::Probe("capsh", || missing_tool("capsh")),
-            ],
+            &[Need::Root, Need::Bpf, Need::NetNs],
             || {
                 // XDP on a `lo` of this test's own (kiln inherits the namespace).
                 common::private_netns()?;

@@ -70,7 +70,7 @@ impl Arch {
     }
 
     /// libbpf's `__TARGET_ARCH_*` for C programs.
-    fn c_define(self) -> &'static str {
+    pub(crate) fn c_define(self) -> &'static str {
         match self {
             Arch::X86_64 => "-D__TARGET_ARCH_x86",
             Arch::Aarch64 => "-D__TARGET_ARCH_arm64",
@@ -80,7 +80,7 @@ impl Arch {
     /// Where `<asm/types.h>` for this arch lives (linux-libc-dev, or the
     /// arm64 cross package; the x86 one serves as a fallback: the BPF-relevant
     /// asm headers are the generic ones on both).
-    fn asm_include(self) -> &'static str {
+    pub(crate) fn asm_include(self) -> &'static str {
         match self {
             Arch::Aarch64 if Path::new("/usr/aarch64-linux-gnu/include/asm").is_dir() => {
                 "-I/usr/aarch64-linux-gnu/include"

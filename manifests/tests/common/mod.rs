@@ -10,6 +10,7 @@ use kiln_manifest::Deployment;
 use kiln_loader::Map;
 use kiln_loader::maps::UpdateFlags;
 use kiln_loader::sys::object::OpenFlags;
+use kiln_testkit::Need;
 
 /// Moves this test thread into a new network namespace with `lo` up.
 pub fn private_netns() -> Result<(), String> {
@@ -151,8 +152,7 @@ pub fn cgroup2_root() -> Option<String> {
 /// Why tracepoint attachments cannot be pinned here (before perf-event
 /// links, 5.15), or `None`; as `Need::Probe` takes it.
 pub fn no_perf_link() -> Option<String> {
-    let ok =
-        kiln_manifest::features::has(kiln_loader::probe::features(), "perf_link").unwrap_or(false);
+    let ok = kiln_manifest::features::probe("perf_link").unwrap_or(false);
     (!ok).then(|| "tracepoint attachments cannot be pinned before perf-event links (5.15)".into())
 }
 
@@ -282,4 +282,9 @@ pub fn pinned_value(path: &Path, key: u32) -> Result<Option<u64>, String> {
         .lookup_bytes(&key.to_ne_bytes(), UpdateFlags::ANY)
         .map_err(|e| e.to_string())?
         .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or_default())))
+}
+
+/// Tracepoint attachments are pinned as perf-event links, which came in 5.15.
+pub fn perf_links() -> Need {
+    Need::Probe("perf_link", no_perf_link)
 }
