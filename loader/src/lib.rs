@@ -43,6 +43,12 @@ pub mod sys;
 pub mod util;
 
 pub use btf::Btf;
-pub use loader::{Ebpf, EbpfError, EbpfLoader};
+/// The object model the loader takes ([`ObjectSpec`] and its parts), so a
+/// user needs no second dependency to edit a spec before loading it.
+pub use kiln_obj as obj;
+pub use kiln_obj::{
+    AttachType, MapSpec, MapType, ObjectSpec, ParseError, ProgramKind, ProgramSpec, ProgramType,
+};
+pub use loader::{Ebpf, EbpfError, EbpfLoader, load, load_file};
 pub use maps::{Map, MapError, MapInfo, Pod};
 pub use programs::{LoadError, Program, ProgramInfo};
