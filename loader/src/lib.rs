@@ -52,3 +52,21 @@ pub use kiln_obj::{
 pub use loader::{Ebpf, EbpfError, EbpfLoader, load, load_file};
 pub use maps::{Map, MapError, MapInfo, Pod};
 pub use programs::{LoadError, Program, ProgramInfo};
+
+/// Compile-time check: the handles a program shares between threads (a ring
+/// or perf buffer drained by one thread and polled by another, links kept in
+/// a shared registry) are `Send + Sync`, as aya's are.
+const _: () = {
+    const fn send_sync<T: Send + Sync + ?Sized>() {}
+    send_sync::<Ebpf>();
+    send_sync::<Map>();
+    send_sync::<Program>();
+    send_sync::<maps::RingBuf<Map>>();
+    send_sync::<maps::RingBuf<&Map>>();
+    send_sync::<maps::PerfBuffers>();
+    send_sync::<Box<dyn links::Link>>();
+    #[cfg(feature = "tokio")]
+    send_sync::<maps::AsyncRingBuf<Map>>();
+    #[cfg(feature = "tokio")]
+    send_sync::<maps::AsyncPerfBuffers>();
+};
