@@ -32,6 +32,13 @@ pub enum EbpfError {
     ProgramSpec { name: String, message: String },
     #[error("{0}")]
     Other(String),
+    /// [`Ebpf::set_global`] on a constant: its data map (`.rodata`) was
+    /// frozen after load.
+    #[error(
+        "global '{name}' is in '{map}', which is frozen after load (read-only for programs and \
+         userspace): give its value before load with EbpfLoader::set_global"
+    )]
+    FrozenGlobal { name: String, map: String },
     /// The bytes given to [`EbpfLoader::load_bytes`] or [`load`] are not an
     /// eBPF object this loader reads.
     #[error("parsing the eBPF object")]
@@ -674,8 +681,21 @@ impl Ebpf {
                 message: "lies outside its data map".into(),
             })?
             .copy_from_slice(crate::maps::bytes_of(value));
-        map.update_bytes(&key, &data, UpdateFlags::ANY)?;
-        Ok(())
+        match map.update_bytes(&key, &data, UpdateFlags::ANY) {
+            // The loader froze this read-only data map after filling it
+            // (`.rodata`, `.kconfig`): EPERM here means frozen, not a
+            // missing privilege.
+            Err(MapError::Syscall { source, .. })
+                if source.errno() == libc::EPERM
+                    && map.flags().contains(crate::maps::MapFlags::RDONLY_PROG) =>
+            {
+                Err(EbpfError::FrozenGlobal {
+                    name: name.to_owned(),
+                    map: map.name().to_owned(),
+                })
+            }
+            other => Ok(other?),
+        }
     }
 
     fn global_slot<T>(&self, name: &str) -> Result<(&Map, usize, usize), EbpfError> {
