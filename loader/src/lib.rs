@@ -1,6 +1,9 @@
 //! `kiln-loader`: the userspace library over bpf(2).
 //!
-//! - [`EbpfLoader`] turns a `kiln_obj::ObjectSpec` into live maps and programs ([`Ebpf`]).
+//! - [`load`] / [`load_file`] load an object's bytes (from `include_bytes!` or
+//!   `kiln_build::include_object!`, at any alignment) or file with defaults;
+//!   [`EbpfLoader`] takes options and turns an [`ObjectSpec`] (re-exported
+//!   from `kiln_obj`, as [`obj`]) into live maps and programs ([`Ebpf`]).
 //! - [`maps`]: [`Map`] owns a map fd; typed views per map family over [`Pod`] keys and values.
 //! - [`programs`]: [`Program`] owns a program fd; verifier logs, test runs, info, pins.
 //! - [`pin`]: bpffs pinning and the compatibility check before reusing a pinned map.
@@ -12,11 +15,10 @@
 //! use kiln_loader::EbpfLoader;
 //! use kiln_loader::maps::{HashMap, RingBuf, UpdateFlags};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let spec = kiln_obj::ObjectSpec::parse(&std::fs::read("target/bpf/loader_maps.bpf.o")?)?;
 //! let mut ebpf = EbpfLoader::new()
 //!     .set_global("increment", &2u64.to_ne_bytes())
 //!     .map_pin_path("/sys/fs/bpf/myapp")
-//!     .load(&spec)?; // a verifier rejection prints the log's tail and the source line
+//!     .load_file("target/bpf/loader_maps.bpf.o")?; // a verifier rejection prints the log's tail and the source line
 //! let hash: HashMap<_, u32, u64> = HashMap::new(ebpf.map("hash").unwrap())?;
 //! hash.insert(&1, &10, UpdateFlags::ANY)?;
 //! let mut ring = RingBuf::new(ebpf.take_map("events").unwrap())?;
