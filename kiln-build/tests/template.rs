@@ -86,6 +86,20 @@ fn template_project_builds_and_counts_execs() -> TestResult {
     kiln_loader::EbpfLoader::new()
         .load_file(&copied)
         .map_err(|e| format!("the copied object does not load: {e}"))?;
+    // The manifest names that object, its program and its map (`kiln check`).
+    let manifest = project.join("manifest.toml");
+    let deployment = kiln_manifest::Deployment::load(&manifest, &Default::default())
+        .map_err(|e| format!("{}: {e}", manifest.display()))?;
+    let desired = &deployment.resolved.desired;
+    if desired.programs.len() != 1 || desired.maps.len() != 1 {
+        return Err(format!(
+            "{}: {} programs and {} maps, expected 1 and 1",
+            manifest.display(),
+            desired.programs.len(),
+            desired.maps.len()
+        )
+        .into());
+    }
 
     let mut child = Command::new(target_dir.join("debug/hello"))
         .arg("3")
