@@ -518,7 +518,10 @@ pub fn show(cmd: &Command) -> String {
 pub struct Aligned<Bytes: ?Sized>(pub Bytes);
 
 /// The eBPF object [`EbpfBuild`] built for package `$name`, embedded with
-/// `include_bytes!` at an 8-byte aligned address, as `&'static [u8]`.
+/// `include_bytes!` at an 8-byte aligned address (ELF readers need aligned
+/// headers), as `&'static [u8]`. The crate using it lists kiln-build under
+/// `[dependencies]` as well as `[build-dependencies]`; kiln-build has no
+/// dependencies of its own besides `thiserror`.
 #[macro_export]
 macro_rules! include_object {
     ($name:literal) => {{

@@ -57,7 +57,10 @@ pub use programs::{LoadError, Program, ProgramInfo};
 
 /// Compile-time check: the handles a program shares between threads (a ring
 /// or perf buffer drained by one thread and polled by another, links kept in
-/// a shared registry) are `Send + Sync`, as aya's are.
+/// a shared registry) are `Send + Sync`, as aya's are. `RingBuf` and
+/// `PerfBuffer` state why in their `unsafe impl`s; the async wrappers are
+/// tokio `AsyncFd`s over them and inherit it; every `Link` holds only owned
+/// fds and plain data, and the trait now requires `Send + Sync` of new ones.
 const _: () = {
     const fn send_sync<T: Send + Sync + ?Sized>() {}
     send_sync::<Ebpf>();
