@@ -115,10 +115,14 @@ pub fn check_perf_links(
 
 /// Whether tracepoint, kprobe and uprobe attachments can be pinned here
 /// (perf-event links, 5.15; probed through bpf_cookie, which came with
-/// them). Where bpf(2) cannot probe (not root), nothing is refused.
+/// them). Where bpf(2) cannot probe (not root), nothing is refused; nor
+/// without CAP_PERFMON, which the probe's tracing program needs whatever
+/// the kernel (the privilege check names the capability).
 pub fn can_pin_perf_attachments() -> bool {
     let f = features();
-    !probes_usable(f) || f.bpf_cookie
+    let perfmon =
+        kiln_loader::sys::caps::missing(&[kiln_loader::sys::caps::Capability::Perfmon]).is_empty();
+    !probes_usable(f) || !perfmon || f.bpf_cookie
 }
 
 /// Checks `requires`. When bpf(2) itself is unusable here (not root), the

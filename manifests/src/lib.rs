@@ -17,6 +17,7 @@ pub mod lock;
 pub mod manifest;
 pub mod migrate;
 pub mod objects;
+pub mod ownership;
 pub mod plan;
 pub mod privilege;
 pub mod schema;
@@ -143,6 +144,39 @@ impl Deployment {
         Ok(Deployment { manifest, resolved })
     }
 
+    /// What apply would refuse because of the running kernel rather than
+    /// the file, as diagnostics at the manifest's lines: an XDP hook
+    /// already held by a program that is not this deployment's. Without
+    /// bpf(2) access nothing can be seen, and nothing is reported.
+    pub fn live_problems(&self) -> Vec<Diagnostic> {
+        let root = self.manifest.pin_root();
+        let Ok(observed) = live::observe_deployment(&root, &self.resolved.desired) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (program, holder) in &observed.hook_holders {
+            let Some((_, decl)) = self
+                .manifest
+                .programs()
+                .find(|(k, _)| k.get_ref() == program)
+            else {
+                continue;
+            };
+            out.push(
+                self.manifest
+                    .error(
+                        decl.get_ref().attach.span(),
+                        format!(
+                            "program '{program}': {} already runs program id {} '{}', which is not this deployment's",
+                            holder.hook, holder.prog_id, holder.prog_name
+                        ),
+                    )
+                    .help("detach that program first (its owner's tool, or `bpftool net detach`), or attach this one in another mode or on another interface"),
+            );
+        }
+        out
+    }
+
     pub fn plan(&self) -> Result<plan::Plan, apply::ApplyError> {
         apply::plan(&self.manifest, &self.resolved)
     }
@@ -153,16 +187,23 @@ impl Deployment {
 
     pub fn status(&self) -> Result<status::Status, live::ObserveError> {
         let root = self.manifest.pin_root();
-        let mut observed = live::observe(&root)?;
-        observed.entry_drift = live::entry_drift(&root, &self.resolved.desired, &observed)?;
+        let observed = live::observe_deployment(&root, &self.resolved.desired)?;
+        let plan = plan::compute(
+            self.manifest.name(),
+            root,
+            &self.resolved.desired,
+            &observed,
+        );
         Ok(status::compute(
             self.manifest.name(),
             &self.resolved.desired,
             &observed,
+            plan.as_ref(),
         ))
     }
 
-    /// Removes everything pinned under the pin root (only that).
+    /// Removes what the deployment owns under its pin root (its record
+    /// says what), leaving anything else there alone.
     pub fn destroy(&self) -> Result<Vec<String>, apply::ApplyError> {
         apply::destroy(self.manifest.name(), &self.manifest.pin_root())
     }

@@ -280,6 +280,13 @@ pub fn build_guest_tests(arch: Arch) -> Result<BuiltTests> {
     Ok(out)
 }
 
+/// Integration tests about the host's toolchain, not the kernel: they build
+/// eBPF programs from the repository's sources with rustc and bpf-linker,
+/// which the guest does not carry (and should not: nothing in them differs
+/// by kernel). They run in the host phase only, so a VM's grid holds no skip
+/// for them.
+const HOST_TOOLCHAIN_TESTS: &[(&str, &str)] = &[("kiln-ebpf", "build_ebpf")];
+
 /// The integration-test targets of workspace package `name` that need no
 /// optional feature (cargo refuses `--test X` when X has unmet
 /// `required-features`; those run on the host with their features).
@@ -310,7 +317,11 @@ fn runnable_test_targets(name: &str) -> Result<Vec<String>> {
                 .as_array()
                 .is_some_and(|f| !f.is_empty());
             let tname = t["name"].as_str().unwrap_or_default().to_owned();
-            if is_test && needs_features {
+            if is_test && HOST_TOOLCHAIN_TESTS.contains(&(name, tname.as_str())) {
+                eprintln!(
+                    "note: {name} test `{tname}` tests the host's toolchain; it runs on the host only"
+                );
+            } else if is_test && needs_features {
                 eprintln!(
                     "note: {name} test `{tname}` needs optional features; it runs on the host only"
                 );

@@ -22,6 +22,11 @@ pub mod helpers;
 
 pub use libtest_mimic::Failed;
 
+/// Prebuilt C test programs in the guest (`$KILN_PREBUILT_DIR`).
+pub mod prebuilt;
+/// Running a command as nobody or without some capabilities (no setpriv/capsh).
+pub mod privilege;
+
 /// What a test body returns; `?` works on any error type.
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 

@@ -77,7 +77,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     });
     if let Some(addr) = &args.listen {
         let local = kiln_manifest::agent::serve(addr, agent.state())?;
-        eprintln!("kiln agent: serving /healthz /readyz /metrics /status on http://{local}");
+        errln!("kiln agent: serving /healthz /readyz /metrics /status on http://{local}");
     }
     agent.run(&STOP)?;
     Ok(())

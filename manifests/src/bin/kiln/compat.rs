@@ -31,6 +31,10 @@ pub struct KernelArgs {
 }
 
 impl KernelArgs {
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
     pub fn wanted(&self) -> bool {
         !self.kernels.is_empty() || !self.kernel_btf.is_empty()
     }
@@ -58,14 +62,14 @@ pub fn run(target: &Target, args: &KernelArgs) -> anyhow::Result<ExitCode> {
     }
     let report = compat::check(&d.resolved, &kernels);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!(
+        outln!(
             "{}: against {} kernel(s) ({arch})",
             target.manifest.display(),
             kernels.len()
         );
-        println!("{report}");
+        outln!("{report}");
     }
     Ok(if report.all_ok() {
         ExitCode::SUCCESS
