@@ -357,7 +357,10 @@ impl Command {
             | Command::Object(ObjectCommand::Inspect { json, .. })
             | Command::Object(ObjectCommand::Load { json, .. }) => *json,
             Command::Check { kernels, json, .. } => *json || kernels.json(),
-            Command::Agent(_) | Command::Export { .. } | Command::Destroy { .. } => false,
+            Command::Agent(_)
+            | Command::Export { .. }
+            | Command::Destroy { .. }
+            | Command::New { .. } => false,
         }
     }
 }
