@@ -32,6 +32,43 @@ pub enum EbpfError {
     ProgramSpec { name: String, message: String },
     #[error("{0}")]
     Other(String),
+    /// [`Ebpf::set_global`] on a constant: its data map (`.rodata`) was
+    /// frozen after load.
+    #[error(
+        "global '{name}' is in '{map}', which is frozen after load (read-only for programs and \
+         userspace): give its value before load with EbpfLoader::set_global"
+    )]
+    FrozenGlobal { name: String, map: String },
+    /// The bytes given to [`EbpfLoader::load_bytes`] or [`load`] are not an
+    /// eBPF object this loader reads.
+    #[error("parsing the eBPF object")]
+    Parse(#[source] kiln_obj::ParseError),
+    /// [`EbpfLoader::load_file`] or [`load_file`] could not read the file.
+    #[error("reading eBPF object {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file given to [`EbpfLoader::load_file`] is not an eBPF object this loader reads.
+    #[error("parsing eBPF object {}", path.display())]
+    ParseFile {
+        path: PathBuf,
+        #[source]
+        source: kiln_obj::ParseError,
+    },
+}
+
+/// Parses and loads an eBPF object from its bytes with default options:
+/// `kiln_loader::load(include_bytes!(...))`. The bytes may sit at any
+/// address (misaligned input is copied). Use [`EbpfLoader`] for options.
+pub fn load(bytes: &[u8]) -> Result<Ebpf, EbpfError> {
+    EbpfLoader::new().load_bytes(bytes)
+}
+
+/// Reads, parses and loads the eBPF object at `path` with default options.
+pub fn load_file(path: impl AsRef<Path>) -> Result<Ebpf, EbpfError> {
+    EbpfLoader::new().load_file(path)
 }
 
 /// Builder of one load. Every option edits the spec before anything reaches the kernel.
@@ -128,6 +165,29 @@ impl EbpfLoader {
     /// pins made by this load are removed).
     pub fn load(&mut self, spec: &ObjectSpec) -> Result<Ebpf, EbpfError> {
         self.load_inner(spec, false, false).map(|(ebpf, _)| ebpf)
+    }
+
+    /// Parses `bytes` as an eBPF ELF object and loads it like [`Self::load`].
+    /// Misaligned bytes (an `include_bytes!` without an aligned wrapper) are
+    /// copied, not refused.
+    pub fn load_bytes(&mut self, bytes: &[u8]) -> Result<Ebpf, EbpfError> {
+        let spec = ObjectSpec::parse(bytes).map_err(EbpfError::Parse)?;
+        self.load(&spec)
+    }
+
+    /// Reads the eBPF object at `path` and loads it like [`Self::load`];
+    /// errors name the file.
+    pub fn load_file(&mut self, path: impl AsRef<Path>) -> Result<Ebpf, EbpfError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| EbpfError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let spec = ObjectSpec::parse(&bytes).map_err(|source| EbpfError::ParseFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.load(&spec)
     }
 
     /// Loads every program it can (like `bpftool prog loadall`): maps must all
@@ -653,8 +713,21 @@ impl Ebpf {
                 message: "lies outside its data map".into(),
             })?
             .copy_from_slice(crate::maps::bytes_of(value));
-        map.update_bytes(&key, &data, UpdateFlags::ANY)?;
-        Ok(())
+        match map.update_bytes(&key, &data, UpdateFlags::ANY) {
+            // The loader froze this read-only data map after filling it
+            // (`.rodata`, `.kconfig`): EPERM here means frozen, not a
+            // missing privilege.
+            Err(MapError::Syscall { source, .. })
+                if source.errno() == libc::EPERM
+                    && map.flags().contains(crate::maps::MapFlags::RDONLY_PROG) =>
+            {
+                Err(EbpfError::FrozenGlobal {
+                    name: name.to_owned(),
+                    map: map.name().to_owned(),
+                })
+            }
+            other => Ok(other?),
+        }
     }
 
     fn global_slot<T>(&self, name: &str) -> Result<(&Map, usize, usize), EbpfError> {

@@ -247,5 +247,55 @@ fn main() {
             Ok(())
         }));
     }
+    tests.push(test(
+        "load_bytes_at_any_alignment",
+        &[Need::Bpf],
+        load_bytes_at_any_alignment,
+    ));
+    tests.push(test(
+        "load_file_names_the_file",
+        &[],
+        load_file_names_the_file,
+    ));
     kiln_testkit::run(tests);
+}
+
+/// `include_bytes!` places an object at any address: `kiln_loader::load`
+/// must take it at an odd one as it does at an aligned one, and garbage must
+/// still be reported as garbage.
+fn load_bytes_at_any_alignment() -> TestResult {
+    let bytes = std::fs::read(kiln_testkit::bpf_object("loader_maps.bpf.o")?)?;
+    let mut shifted = vec![0u8; bytes.len() + 1];
+    shifted[1..].copy_from_slice(&bytes);
+    let odd = &shifted[1..];
+    assert_ne!(
+        odd.as_ptr().align_offset(8),
+        0,
+        "the copy must sit misaligned"
+    );
+    let ebpf = kiln_loader::load(odd).map_err(|e| format!("misaligned load: {e}"))?;
+    if ebpf.map("hash").is_none() {
+        return Err("the misaligned object loaded without its map 'hash'".into());
+    }
+    let err = match kiln_loader::load(&shifted[..64]) {
+        Ok(_) => return Err("64 bytes of a truncated object loaded".into()),
+        Err(e) => e,
+    };
+    if !matches!(err, kiln_loader::EbpfError::Parse(_)) {
+        return Err(format!("garbage input gave {err:?}, not a parse error").into());
+    }
+    Ok(())
+}
+
+fn load_file_names_the_file() -> TestResult {
+    let missing = std::env::temp_dir().join("kiln-no-such-object.bpf.o");
+    let err = match kiln_loader::load_file(&missing) {
+        Ok(_) => return Err("a missing file loaded".into()),
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    if !msg.contains("kiln-no-such-object.bpf.o") {
+        return Err(format!("the error does not name the file: {msg}").into());
+    }
+    Ok(())
 }

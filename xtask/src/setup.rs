@@ -394,14 +394,8 @@ fn missing_packages(wanted: &[(&'static str, &'static str)]) -> Vec<(&'static st
 }
 
 pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KILN_CACHE_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(dir).join("kiln");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".cache/kiln")
+    // kiln-build looks for bpf-linker here too, from users' build scripts.
+    kiln_build::cache_dir()
 }
 
 fn bpf_linker_root() -> PathBuf {

@@ -114,6 +114,19 @@ enum Command {
         /// The manifest (only its name and pin_root are read).
         manifest: PathBuf,
     },
+    /// Start a project: an eBPF crate, a userspace crate that builds and
+    /// loads it, and a manifest, in a new directory (its README says the rest).
+    New {
+        /// The project's name (lowercase letters, digits, '-', '_').
+        name: String,
+        /// Where to write it (default: ./NAME); must not exist.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// A Kiln checkout to take the crates from by path (default: the one
+        /// this kiln was built from, if present, else Kiln's git repository).
+        #[arg(long, value_name = "CHECKOUT")]
+        kiln_path: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -344,7 +357,10 @@ impl Command {
             | Command::Object(ObjectCommand::Inspect { json, .. })
             | Command::Object(ObjectCommand::Load { json, .. }) => *json,
             Command::Check { kernels, json, .. } => *json || kernels.json(),
-            Command::Agent(_) | Command::Export { .. } | Command::Destroy { .. } => false,
+            Command::Agent(_)
+            | Command::Export { .. }
+            | Command::Destroy { .. }
+            | Command::New { .. } => false,
         }
     }
 }
@@ -501,6 +517,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Probe { json } => probe::run(json)?,
+        Command::New {
+            name,
+            dir,
+            kiln_path,
+        } => {
+            use kiln_build::template::{self, KilnSource};
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let source = match kiln_path {
+                Some(p) => KilnSource::Checkout(std::path::absolute(&p)?),
+                None => KilnSource::default_for_this_build(),
+            };
+            template::create(&name, &dir, &source)?;
+            println!(
+                "{}: created; `cd {} && cargo build`, then see README.md",
+                dir.display(),
+                dir.display()
+            );
+        }
         Command::Agent(args) => agent::run(args)?,
         Command::Export { pin_root, name } => {
             if !pin_root.is_dir() {
