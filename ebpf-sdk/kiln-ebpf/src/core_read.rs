@@ -15,6 +15,7 @@
 //! Minimum kernel version: 5.5 (`bpf_probe_read_kernel`), with kernel BTF.
 
 #[rustfmt::skip]
+#[allow(clippy::len_without_is_empty, reason = "accessors are named after kernel fields")]
 mod generated;
 
 pub use generated::*;
