@@ -202,6 +202,8 @@ const OBJECT_NEEDS: &[(&str, &str, Probe)] = &[
     ("sdk-btf.bpf.o", "do_unlinkat", no_do_unlinkat),
     ("externs.bpf.o", "bpf_prog_active ksym", no_prog_active_ksym),
     ("core_module.bpf.o", "veth_priv BTF", no_veth_priv),
+    // The SDK's macros for the newest program types (netkit is the newest).
+    ("sdk-hooks-new.bpf.o", "netkit", no_netkit_programs),
 ];
 
 fn main() {

@@ -13,6 +13,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 use kiln_loader::EbpfLoader;
 use kiln_loader::links::raw_tracepoint::attach_raw_tracepoint;
 use kiln_loader::maps::{Array, Pod};
@@ -170,14 +172,7 @@ fn connect_with_options(port: u16) -> Result<OwnedFd, std::io::Error> {
     // SOCK_RCVBUF_LOCK in sk_userlocks; TCP_NAGLE_OFF in tcp_sock.nonagle.
     set(libc::SOL_SOCKET, libc::SO_RCVBUF, 65536)?;
     set(libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
-    let addr = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: port.to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes([127, 0, 0, 1]),
-        },
-        sin_zero: [0; 8],
-    };
+    let addr = common::loopback_v4(port);
     // SAFETY: `addr` is a valid sockaddr_in for the call's duration.
     let r = unsafe {
         libc::connect(
