@@ -39,6 +39,7 @@
 //! The `core.toml` format is described in this crate's README.md; a
 //! complete example is `ebpf-sdk/examples/core-tracer`.
 
+pub mod bindgen;
 mod check;
 mod compile;
 mod emit;
