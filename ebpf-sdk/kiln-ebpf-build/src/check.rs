@@ -114,6 +114,11 @@ pub fn check(spec: &Spec, kernel: &KernelBtf) -> Result<Vec<String>, Error> {
             }
         }
     }
+    for k in &spec.kfuncs {
+        if btf.find_by_name(Kind::Func, &k.name).is_none() {
+            report(k.line, k.weak, format!("kfunc {} does not exist", k.name));
+        }
+    }
     if problems.is_empty() {
         Ok(warnings)
     } else {

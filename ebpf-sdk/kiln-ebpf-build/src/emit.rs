@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::Error;
-use crate::spec::{Enum, Field, FieldType, Segment, Spec, Struct, local_name};
+use crate::spec::{Enum, Field, FieldType, KType, Kfunc, Segment, Spec, Struct, local_name};
 
 /// The generated sources: C for clang, Rust to `include!` (items only, no
 /// inner attributes, so it works both as a module file and under `include!`).
@@ -44,6 +44,9 @@ pub fn generate(spec: &Spec, prefix: &str) -> Result<Generated, Error> {
     }
     for e in &spec.enums {
         g.enumeration(e);
+    }
+    for k in &spec.kfuncs {
+        g.kfunc(k);
     }
     Ok(Generated {
         c: g.c.trim_end().to_string() + "\n",
@@ -389,6 +392,101 @@ impl Gen<'_> {
             }
         }
         self.wrappers.push_str("}\n");
+    }
+
+    /// A kfunc: an extern in `.ksyms` (libbpf's `__ksym`, the loader patches
+    /// the call with the kernel's BTF id), a C wrapper that calls it, and a
+    /// Rust function of the kfunc's name.
+    fn kfunc(&mut self, k: &Kfunc) {
+        let p = self.prefix;
+        let params: Vec<String> = k
+            .args
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("{} a{i}", t.c()))
+            .collect();
+        let params = if params.is_empty() {
+            "void".to_string()
+        } else {
+            params.join(", ")
+        };
+        let names: Vec<String> = (0..k.args.len()).map(|i| format!("a{i}")).collect();
+        let weak = if k.weak { " __attribute__((weak))" } else { "" };
+        for t in k.args.iter().chain([&k.ret]) {
+            if let KType::PtrStruct(s) = t {
+                // A definition, not a declaration: libbpf checks a kfunc's
+                // prototype against the kernel's and a FWD is not a STRUCT.
+                let decl = format!("struct {s} {{}};\n");
+                if !self.c.contains(&decl) {
+                    self.c.push_str(&decl);
+                }
+            }
+        }
+        let _ = write!(
+            self.c,
+            "extern {ret} {name}({params}) __attribute__((section(\".ksyms\"))){weak};\n\n\
+             KILN_INLINE {ret} {p}_kfunc_{name}({params})\n{{\n\t{ret_kw}{name}({args});\n}}\n\n",
+            ret = k.ret.c(),
+            name = k.name,
+            ret_kw = if k.ret == KType::Void { "" } else { "return " },
+            args = names.join(", "),
+        );
+        let rust_params: Vec<String> = k
+            .args
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("a{i}: {}", t.rust()))
+            .collect();
+        let ret = k.ret.rust();
+        let c_fn = format!("{p}_kfunc_{}", k.name);
+        let _ = writeln!(
+            self.externs,
+            "        pub fn {c_fn}({}) -> {ret};",
+            rust_params.join(", ")
+        );
+        let unused: Vec<String> = k
+            .args
+            .iter()
+            .enumerate()
+            .map(|(i, t)| format!("_a{i}: {}", t.rust()))
+            .collect();
+        let zero = match k.ret {
+            KType::Void => "()",
+            KType::Int(_) => "0",
+            _ => "core::ptr::null_mut()",
+        };
+        let _ = write!(
+            self.host,
+            "    pub unsafe fn {c_fn}({}) -> {ret} {{\n        {zero}\n    }}\n",
+            unused.join(", ")
+        );
+        let doc = k.doc.as_deref().unwrap_or("A kernel function (kfunc).");
+        let _ = write!(
+            self.wrappers,
+            "\n/// {doc}\n///\n/// The kfunc `{name}`, resolved by the loader against the kernel's BTF.\n\
+             ///\n/// # Safety\n/// The kernel's contract for `{name}` (the verifier checks it at load).\n\
+             #[inline(always)]\n#[allow(dead_code)]\npub unsafe fn {name}({params}) -> {ret} {{\n\
+             \x20   // SAFETY: forwarded to the caller.\n    unsafe {{ kiln_core_sys::{c_fn}({args}) }}\n}}\n",
+            name = k.name,
+            params = rust_params.join(", "),
+            args = names.join(", "),
+        );
+        if k.weak {
+            let exists = format!("{p}_kfunc_{}__exists", k.name);
+            let _ = write!(
+                self.c,
+                "KILN_INLINE __u32 {exists}(void)\n{{\n\treturn {} != 0;\n}}\n\n",
+                k.name
+            );
+            self.declare(&exists, "", Ret::Bool);
+            let _ = write!(
+                self.wrappers,
+                "\n/// Whether the running kernel has the kfunc `{name}` (a weak extern).\n\
+                 #[inline(always)]\n#[allow(dead_code)]\npub fn {name}_exists() -> bool {{\n\
+                 {SAFETY}        let v = unsafe {{ kiln_core_sys::{exists}() }};\n    v != 0\n}}\n",
+                name = k.name
+            );
+        }
     }
 
     /// A wrapper method without `self` over a relocated constant.

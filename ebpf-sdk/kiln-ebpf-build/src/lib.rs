@@ -209,6 +209,15 @@ values = [
     { name = "stream", c = "SOCK_STREAM" },
     { name = "bogus", c = "SOCK_BOGUS", optional = true },
 ]
+
+[[kfunc]]
+name = "bpf_task_from_pid"
+args = ["i32"]
+ret = "*task_struct"
+
+[[kfunc]]
+name = "bpf_kiln_made_up"
+weak = true
 "#;
 
     fn spec(text: &str) -> Spec {
@@ -239,8 +248,15 @@ values = [
         assert!(c.contains("__builtin_preserve_type_info(*(struct sock___kiln_core_t *)0, 0)"));
         assert!(c.contains("__builtin_preserve_enum_value(*(enum sock_type *)SOCK_BOGUS, 0)"));
         assert!(c.contains("__builtin_preserve_enum_value(*(enum sock_type *)SOCK_STREAM, 1)"));
+        // kfuncs: `.ksyms` externs (weak when optional), the kernel's struct
+        // defined (libbpf rejects a FWD in a kfunc prototype).
+        assert!(c.contains("struct task_struct {};"));
+        assert!(c.contains("extern struct task_struct * bpf_task_from_pid(__s32 a0) __attribute__((section(\".ksyms\")));"), "{c}");
+        assert!(c.contains("extern void bpf_kiln_made_up(void) __attribute__((section(\".ksyms\"))) __attribute__((weak));"), "{c}");
         let r = &g.rust;
         for sig in [
+            "pub unsafe fn bpf_task_from_pid(a0: i32) -> *mut c_void {",
+            "pub fn bpf_kiln_made_up_exists() -> bool {",
             "pub fn me(&self) -> Sock {",
             "pub fn userlocks(&self) -> u8 {",
             "pub fn made_up_exists() -> bool {",

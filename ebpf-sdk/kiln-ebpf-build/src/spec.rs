@@ -14,6 +14,20 @@ struct RawSpec {
     structs: Vec<RawStruct>,
     #[serde(default, rename = "enum")]
     enums: Vec<RawEnum>,
+    #[serde(default, rename = "kfunc")]
+    kfuncs: Vec<RawKfunc>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKfunc {
+    name: Spanned<String>,
+    #[serde(default)]
+    args: Vec<String>,
+    ret: Option<String>,
+    doc: Option<String>,
+    #[serde(default)]
+    weak: bool,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +82,68 @@ pub struct Spec {
     pub(crate) path: PathBuf,
     pub(crate) structs: Vec<Struct>,
     pub(crate) enums: Vec<Enum>,
+    pub(crate) kfuncs: Vec<Kfunc>,
+}
+
+/// A kernel function (kfunc) the program calls: an extern in `.ksyms` the
+/// loader resolves against the kernel's BTF.
+pub(crate) struct Kfunc {
+    pub name: String,
+    pub args: Vec<KType>,
+    pub ret: KType,
+    pub doc: Option<String>,
+    /// May be missing: the call is then never made (check `<name>_exists()`).
+    pub weak: bool,
+    pub line: usize,
+}
+
+/// A kfunc argument or return type.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum KType {
+    Void,
+    Int(IntType),
+    /// `*<int>`.
+    PtrInt(IntType),
+    /// `*void`.
+    PtrVoid,
+    /// `*<struct name>`: the kernel's struct, by its name.
+    PtrStruct(String),
+}
+
+impl KType {
+    fn parse(s: &str) -> Option<KType> {
+        let s = s.trim();
+        let int = |s: &str| INTS.iter().find(|t| t.rust == s).copied();
+        Some(match s.strip_prefix('*') {
+            None if s == "void" => KType::Void,
+            None => KType::Int(int(s)?),
+            Some("void") => KType::PtrVoid,
+            Some(t) => match int(t) {
+                Some(i) => KType::PtrInt(i),
+                None if is_ident(t) => KType::PtrStruct(t.to_owned()),
+                None => return None,
+            },
+        })
+    }
+
+    pub fn c(&self) -> String {
+        match self {
+            KType::Void => "void".into(),
+            KType::Int(t) => t.c.into(),
+            KType::PtrInt(t) => format!("{} *", t.c),
+            KType::PtrVoid => "void *".into(),
+            KType::PtrStruct(s) => format!("struct {s} *"),
+        }
+    }
+
+    pub fn rust(&self) -> String {
+        match self {
+            KType::Void => "()".into(),
+            KType::Int(t) => t.rust.into(),
+            KType::PtrInt(t) => format!("*mut {}", t.rust),
+            KType::PtrVoid | KType::PtrStruct(_) => "*mut c_void".into(),
+        }
+    }
 }
 
 impl Spec {
@@ -421,10 +497,47 @@ pub fn parse(text: &str, origin: &Path) -> Result<Spec, Error> {
             }
         }
     }
+    let mut kfuncs: Vec<Kfunc> = Vec::new();
+    for k in raw.kfuncs {
+        let line = line_of(k.name.span());
+        let name = k.name.into_inner();
+        let at = |what: String| err(line, format!("kfunc {name}: {what}"));
+        if !is_ident(&name) {
+            return Err(at("not an identifier".into()));
+        }
+        if kfuncs.iter().any(|o| o.name == name) {
+            return Err(at("declared twice".into()));
+        }
+        let ty = |s: &str| {
+            KType::parse(s).ok_or_else(|| {
+                at(format!(
+                    "type {s:?}: expected void, u8..i64, *<int>, *void or *<struct>"
+                ))
+            })
+        };
+        let args = k
+            .args
+            .iter()
+            .map(|a| ty(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        if args.contains(&KType::Void) || args.len() > 5 {
+            return Err(at("up to five arguments, none void".into()));
+        }
+        let ret = ty(k.ret.as_deref().unwrap_or("void"))?;
+        kfuncs.push(Kfunc {
+            name,
+            args,
+            ret,
+            doc: k.doc,
+            weak: k.weak,
+            line,
+        });
+    }
     Ok(Spec {
         path: origin.to_path_buf(),
         structs,
         enums,
+        kfuncs,
     })
 }
 
