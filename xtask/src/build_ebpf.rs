@@ -459,6 +459,10 @@ impl<'a> Builder<'a> {
             "-C debuginfo=2".to_string(),
             format!("--remap-path-prefix={root}={REMAPPED_ROOT}"),
             format!("--remap-path-prefix={cargo_home}=/cargo"),
+            // Last, so it wins over the checkout's prefix: build scripts'
+            // outputs (kiln-ebpf-build's `include!`d accessors) live under the
+            // target dir, which differs between checkouts and builds.
+            format!("--remap-path-prefix={}=/kiln-target", target_dir.display()),
         ];
         // x86_64 is kiln-ebpf's default layout; the flag is only added for
         // other arches so x86 objects stay what they were.

@@ -1,4 +1,4 @@
-//! clang → LLVM bitcode → a static archive bpf-linker links into the program.
+//! clang → LLVM bitcode, handed to bpf-linker as one more input of the final link.
 
 use std::path::Path;
 use std::process::Command;
