@@ -183,6 +183,13 @@ fn no_veth_priv() -> Option<String> {
     })
 }
 
+/// kfunc-demo.bpf.o (the SDK's kfuncs from Rust) calls bpf_task_from_pid
+/// (6.2+) and the bpf_iter_num iterator (6.4+).
+fn no_iter_num_kfuncs() -> Option<String> {
+    vmlinux_lacks(kiln_obj::btf::Kind::Func, "bpf_iter_num_new")
+        .then(|| "kernel has no bpf_iter_num kfuncs (6.4+)".into())
+}
+
 /// Objects that need more than the oldest supported kernel (5.10) offers,
 /// or what a newer one renamed.
 const OBJECT_NEEDS: &[(&str, &str, Probe)] = &[
@@ -202,6 +209,13 @@ const OBJECT_NEEDS: &[(&str, &str, Probe)] = &[
     ("sdk-btf.bpf.o", "do_unlinkat", no_do_unlinkat),
     ("externs.bpf.o", "bpf_prog_active ksym", no_prog_active_ksym),
     ("core_module.bpf.o", "veth_priv BTF", no_veth_priv),
+    // The SDK's macros for the newest program types (netkit is the newest).
+    ("sdk-hooks-new.bpf.o", "netkit", no_netkit_programs),
+    (
+        "kfunc-demo.bpf.o",
+        "bpf_iter_num kfuncs",
+        no_iter_num_kfuncs,
+    ),
 ];
 
 fn main() {

@@ -2,7 +2,7 @@
 //! stable path, `target/bpf/<name>.bpf.o`.
 //!
 //! - every `*.bpf.c` outside `target/` and `.git/` → `target/bpf/<stem>.bpf.o` (clang-22);
-//! - every Rust crate under `ebpf-sdk/programs/` or `manifests/examples/` whose
+//! - every Rust crate under `ebpf-sdk/programs/`, `ebpf-sdk/examples/` or `manifests/examples/` whose
 //!   Cargo.toml says `[package.metadata.kiln] ebpf = true` →
 //!   `target/bpf/<package>.bpf.o` (Debian's cargo and rustc, bpf-linker).
 //!
@@ -457,6 +457,10 @@ impl<'a> Builder<'a> {
         let mut extra_rustflags = vec![
             format!("--remap-path-prefix={root}={REMAPPED_ROOT}"),
             format!("--remap-path-prefix={cargo_home}=/cargo"),
+            // Last, so it wins over the checkout's prefix: build scripts'
+            // outputs (kiln-ebpf-build's `include!`d accessors) live under the
+            // target dir, which differs between checkouts and builds.
+            format!("--remap-path-prefix={}=/kiln-target", target_dir.display()),
         ];
         // x86_64 is kiln-ebpf's default layout; the flag is only added for
         // other arches so x86 objects stay what they were.
@@ -479,6 +483,8 @@ impl<'a> Builder<'a> {
         let mut inputs = rust_inputs(dir);
         inputs.extend(rust_inputs(&self.root.join("ebpf-sdk/kiln-ebpf")));
         inputs.extend(rust_inputs(&self.root.join("ebpf-sdk/kiln-ebpf-macros")));
+        // Program crates' build scripts generate CO-RE accessors with it.
+        inputs.extend(rust_inputs(&self.root.join("ebpf-sdk/kiln-ebpf-build")));
         inputs.push(self.tc.rustc.clone());
         inputs.push(self.tc.bpf_linker.clone());
         let stamp = stamp_of(&command_line, &inputs);
@@ -499,6 +505,8 @@ impl<'a> Builder<'a> {
         let mut inputs = rust_inputs(dir);
         inputs.extend(rust_inputs(&self.root.join("ebpf-sdk/kiln-ebpf")));
         inputs.extend(rust_inputs(&self.root.join("ebpf-sdk/kiln-ebpf-macros")));
+        // Program crates' build scripts generate CO-RE accessors with it.
+        inputs.extend(rust_inputs(&self.root.join("ebpf-sdk/kiln-ebpf-build")));
         inputs.push(self.tc.rustc.clone());
         inputs.push(self.tc.bpf_linker.clone());
         self.write_stamp(name, &stamp_of(&command_line, &inputs))?;
@@ -571,7 +579,11 @@ fn discover(root: &Path) -> anyhow::Result<BTreeMap<String, Source>> {
         add(stem, Source::C(p))?;
     }
     let mut manifests = Vec::new();
-    for base in ["ebpf-sdk/programs", "manifests/examples"] {
+    for base in [
+        "ebpf-sdk/programs",
+        "ebpf-sdk/examples",
+        "manifests/examples",
+    ] {
         let base = root.join(base);
         if base.is_dir() {
             walk(&base, &mut |p| {

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
+pub mod btf_bindgen;
 mod core_access;
 
 #[derive(clap::Args)]

@@ -41,6 +41,8 @@ enum Command {
     BuildEbpf(build_ebpf::Args),
     /// Regenerate checked-in code (eBPF helper bindings); --check fails when stale.
     Codegen(codegen::Args),
+    /// `#[repr(C)]` Rust definitions of kernel types from BTF (--btf FILE, default the running kernel's).
+    BtfBindgen(codegen::btf_bindgen::Args),
     /// Build a manifest's programs, then apply it (on the host, or with --vm in the test distro).
     Apply(apply::Args),
     /// Run the tests: unit, host, and VMs across kernels and arches.
@@ -64,6 +66,7 @@ fn main() -> anyhow::Result<()> {
         Command::Setup(args) => setup::run(args),
         Command::BuildEbpf(args) => build_ebpf::run(args),
         Command::Codegen(args) => codegen::run(args),
+        Command::BtfBindgen(args) => codegen::btf_bindgen::run(args),
         Command::Apply(args) => apply::run(args),
         Command::Test(args) => test::run(args),
         Command::Kernels(args) => kernels::run(args),

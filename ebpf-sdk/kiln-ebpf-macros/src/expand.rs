@@ -230,6 +230,83 @@ pub fn section(kind: &str, attr: TokenStream) -> Result<(String, &'static str)> 
             none()?;
             ("flow_dissector".into(), "SkBuffContext")
         }
+        "fmod_ret" => (
+            format!("fmod_ret/{}", one("kernel function")?),
+            "BtfContext",
+        ),
+        "freplace" => (
+            format!("freplace/{}", one("function to replace")?),
+            "BtfContext",
+        ),
+        "iter" | "struct_ops" => {
+            let ctx = if kind == "iter" {
+                "IterContext"
+            } else {
+                "BtfContext"
+            };
+            match a.as_slice() {
+                [(t, _)] if !t.is_empty() => (format!("{kind}/{t}"), ctx),
+                [(t, _), (s, _)] if !t.is_empty() && s == "sleepable" => {
+                    (format!("{kind}.s/{t}"), ctx)
+                }
+                _ => {
+                    return err(format!(
+                        "#[{kind}] takes (\"name\") or (\"name\", sleepable)"
+                    ));
+                }
+            }
+        }
+        "netfilter" => {
+            none()?;
+            ("netfilter".into(), "NetfilterContext")
+        }
+        "kprobe_multi" | "kretprobe_multi" => (
+            format!(
+                "{}/{}",
+                kind.replace('_', "."),
+                one("kernel function pattern")?
+            ),
+            "ProbeContext",
+        ),
+        "uprobe_multi" | "uretprobe_multi" | "usdt" => match a.as_slice() {
+            [] => (kind.replace('_', "."), "ProbeContext"),
+            [(t, _)] if !t.is_empty() => {
+                (format!("{}/{t}", kind.replace('_', ".")), "ProbeContext")
+            }
+            _ => {
+                return err(format!(
+                    "#[{kind}] takes nothing or one \"binary:...\" target"
+                ));
+            }
+        },
+        "ksyscall" | "kretsyscall" => (format!("{kind}/{}", one("syscall name")?), "ProbeContext"),
+        "cgroup_sysctl" => {
+            none()?;
+            ("cgroup/sysctl".into(), "SysctlContext")
+        }
+        "cgroup_device" => {
+            none()?;
+            ("cgroup/dev".into(), "DeviceContext")
+        }
+        "cgroup_sockopt" => (
+            format!("cgroup/{}", choice(&["getsockopt", "setsockopt"])?),
+            "SockoptContext",
+        ),
+        "sk_reuseport" => match a.as_slice() {
+            [] => ("sk_reuseport".into(), "SkReuseportContext"),
+            _ => (
+                format!("sk_reuseport/{}", choice(&["migrate"])?),
+                "SkReuseportContext",
+            ),
+        },
+        "syscall" => {
+            none()?;
+            ("syscall".into(), "SyscallContext")
+        }
+        "netkit" => (
+            format!("netkit/{}", choice(&["primary", "peer"])?),
+            "TcContext",
+        ),
         other => return err(format!("unknown program kind {other}")),
     })
 }
@@ -346,6 +423,54 @@ mod tests {
         assert_eq!(sec("sk_lookup", quote!()), "sk_lookup");
         assert_eq!(sec("perf_event", quote!()), "perf_event");
         assert_eq!(sec("flow_dissector", quote!()), "flow_dissector");
+    }
+
+    /// The program types added for parity with libbpf: each gives libbpf's
+    /// section name (libbpf's `section_defs`), so libbpf loads the objects too.
+    #[test]
+    fn more_section_names() {
+        for (kind, attr, want) in [
+            (
+                "fmod_ret",
+                quote!("bpf_modify_return_test"),
+                "fmod_ret/bpf_modify_return_test",
+            ),
+            ("freplace", quote!("xdp_main"), "freplace/xdp_main"),
+            ("iter", quote!("task"), "iter/task"),
+            ("iter", quote!("task", sleepable), "iter.s/task"),
+            ("struct_ops", quote!("cong_avoid"), "struct_ops/cong_avoid"),
+            ("struct_ops", quote!("init", sleepable), "struct_ops.s/init"),
+            ("netfilter", quote!(), "netfilter"),
+            ("kprobe_multi", quote!("tcp_*"), "kprobe.multi/tcp_*"),
+            ("kretprobe_multi", quote!("tcp_*"), "kretprobe.multi/tcp_*"),
+            ("uprobe_multi", quote!(), "uprobe.multi"),
+            (
+                "uprobe_multi",
+                quote!("/bin/x:f*"),
+                "uprobe.multi//bin/x:f*",
+            ),
+            ("uretprobe_multi", quote!(), "uretprobe.multi"),
+            ("usdt", quote!(), "usdt"),
+            ("usdt", quote!("/bin/x:prov:name"), "usdt//bin/x:prov:name"),
+            ("ksyscall", quote!("openat"), "ksyscall/openat"),
+            ("kretsyscall", quote!("openat"), "kretsyscall/openat"),
+            ("cgroup_sysctl", quote!(), "cgroup/sysctl"),
+            ("cgroup_device", quote!(), "cgroup/dev"),
+            ("cgroup_sockopt", quote!(getsockopt), "cgroup/getsockopt"),
+            ("cgroup_sockopt", quote!(setsockopt), "cgroup/setsockopt"),
+            ("sk_reuseport", quote!(), "sk_reuseport"),
+            ("sk_reuseport", quote!(migrate), "sk_reuseport/migrate"),
+            ("syscall", quote!(), "syscall"),
+            ("netkit", quote!(primary), "netkit/primary"),
+            ("netkit", quote!(peer), "netkit/peer"),
+        ] {
+            assert_eq!(sec(kind, attr), want, "#[{kind}]");
+        }
+        assert!(section("iter", quote!()).is_err());
+        assert!(section("iter", quote!("task", fast)).is_err());
+        assert!(section("cgroup_sockopt", quote!()).is_err());
+        assert!(section("netkit", quote!(both)).is_err());
+        assert!(section("syscall", quote!(x)).is_err());
     }
 
     #[test]

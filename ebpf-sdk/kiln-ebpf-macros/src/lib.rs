@@ -87,6 +87,49 @@ program_attr! {
     perf_event,
     /// `SEC("flow_dissector")`. Context: `SkBuffContext`.
     flow_dissector,
+    /// `SEC("fmod_ret/<function>")`: runs before an error-injectable kernel
+    /// function and may replace its return value. Context: `BtfContext`.
+    fmod_ret,
+    /// `SEC("freplace/<function>")`: replaces a global function of another
+    /// loaded program. Context: `BtfContext`.
+    freplace,
+    /// `SEC("iter/<target>")` (`task`, `bpf_map`, `tcp`, ...), or
+    /// `SEC("iter.s/<target>")` with `#[iter("task", sleepable)]`. Context: `IterContext`.
+    iter,
+    /// `SEC("struct_ops/<name>")`, or `SEC("struct_ops.s/<name>")` with
+    /// `sleepable`: one operation of a struct_ops map. Context: `BtfContext`.
+    struct_ops,
+    /// `SEC("netfilter")` (6.4+ netfilter links). Context: `NetfilterContext`.
+    netfilter,
+    /// `SEC("kprobe.multi/<pattern>")`: many kernel functions by glob. Context: `ProbeContext`.
+    kprobe_multi,
+    /// `SEC("kretprobe.multi/<pattern>")`. Context: `ProbeContext`.
+    kretprobe_multi,
+    /// `SEC("uprobe.multi")` or `SEC("uprobe.multi/<binary>:<pattern>")`. Context: `ProbeContext`.
+    uprobe_multi,
+    /// `SEC("uretprobe.multi")` or `SEC("uretprobe.multi/<binary>:<pattern>")`. Context: `ProbeContext`.
+    uretprobe_multi,
+    /// `SEC("usdt")` or `SEC("usdt/<binary>:<provider>:<name>")`: a USDT
+    /// probe (the loader resolves the note's argument specs). Context: `ProbeContext`.
+    usdt,
+    /// `SEC("ksyscall/<syscall>")`: a kprobe on the arch's syscall entry. Context: `ProbeContext`.
+    ksyscall,
+    /// `SEC("kretsyscall/<syscall>")`. Context: `ProbeContext`.
+    kretsyscall,
+    /// `SEC("cgroup/sysctl")`: sysctl reads and writes in a cgroup. Context: `SysctlContext`.
+    cgroup_sysctl,
+    /// `SEC("cgroup/dev")`: device access in a cgroup. Context: `DeviceContext`.
+    cgroup_device,
+    /// `SEC("cgroup/getsockopt")` or `SEC("cgroup/setsockopt")`. Context: `SockoptContext`.
+    cgroup_sockopt,
+    /// `SEC("sk_reuseport")`, or `SEC("sk_reuseport/migrate")` with
+    /// `#[sk_reuseport(migrate)]`. Context: `SkReuseportContext`.
+    sk_reuseport,
+    /// `SEC("syscall")`: run with BPF_PROG_TEST_RUN, may call bpf() itself
+    /// (5.14+). Context: `SyscallContext`.
+    syscall,
+    /// `SEC("netkit/primary")` or `SEC("netkit/peer")` (6.7+). Context: `TcContext`.
+    netkit,
 }
 
 /// Internal to `kiln_ebpf::log!`: `__log_section!("fmt"; <static item>)`

@@ -334,3 +334,61 @@ mod tests {
         assert_eq!(size_of::<pt_regs>(), 21 * 8);
     }
 }
+
+/// `struct bpf_sysctl` (`cgroup/sysctl`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct bpf_sysctl {
+    /// 1 for a write, 0 for a read.
+    pub write: u32,
+    pub file_pos: u32,
+}
+
+/// `struct bpf_cgroup_dev_ctx` (`cgroup/dev`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct bpf_cgroup_dev_ctx {
+    /// `BPF_DEVCG_DEV_*` type in the low 16 bits, `BPF_DEVCG_ACC_*` above.
+    pub access_type: u32,
+    pub major: u32,
+    pub minor: u32,
+}
+
+/// `struct bpf_sockopt` (`cgroup/getsockopt`, `cgroup/setsockopt`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct bpf_sockopt {
+    pub sk: u64,
+    pub optval: u64,
+    pub optval_end: u64,
+    pub level: i32,
+    pub optname: i32,
+    pub optlen: i32,
+    pub retval: i32,
+}
+
+/// `struct sk_reuseport_md` (`sk_reuseport`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct sk_reuseport_md {
+    pub data: u64,
+    pub data_end: u64,
+    pub len: u32,
+    pub eth_protocol: u32,
+    pub ip_protocol: u32,
+    pub bind_inany: u32,
+    pub hash: u32,
+    pub _pad: u32,
+    pub sk: u64,
+    pub migrating_sk: u64,
+}
+
+/// `struct bpf_nf_ctx` (`netfilter`): kernel pointers, read as BTF-typed.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct bpf_nf_ctx {
+    /// `const struct nf_hook_state *`.
+    pub state: u64,
+    /// `struct sk_buff *`.
+    pub skb: u64,
+}

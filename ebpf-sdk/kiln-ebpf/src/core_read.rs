@@ -6,8 +6,11 @@
 //! those with `preserve_access_index`, bpf-linker links the bitcode into the
 //! program, so the object carries `.BTF.ext` CO-RE relocations and the loader
 //! adjusts every field offset to the running kernel. See the SDK's README for
-//! why this goes through C. To read another field, add it to `core.toml` and
-//! run `cargo xtask codegen core`.
+//! why this goes through C. A program crate reads other fields (any kernel
+//! type, enum value or kfunc) by declaring them in a `core.toml` of its own
+//! with the `kiln-ebpf-build` build-script crate, without touching the SDK;
+//! fields every program wants go into the SDK's `core.toml` (then run
+//! `cargo xtask codegen core`).
 //!
 //! Reads never fault: a bad pointer gives zeroes (a null wrapper for pointer
 //! fields), like libbpf's `BPF_CORE_READ`.
@@ -15,6 +18,7 @@
 //! Minimum kernel version: 5.5 (`bpf_probe_read_kernel`), with kernel BTF.
 
 #[rustfmt::skip]
+#[allow(clippy::len_without_is_empty, reason = "accessors are named after kernel fields")]
 mod generated;
 
 pub use generated::*;

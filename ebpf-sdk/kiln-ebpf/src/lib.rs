@@ -43,6 +43,11 @@ pub use global::{Global, GlobalMut};
 #[doc(hidden)]
 pub use kiln_ebpf_macros::__log_section;
 pub use kiln_ebpf_macros::{
+    cgroup_device, cgroup_sockopt, cgroup_sysctl, fmod_ret, freplace, iter, kprobe_multi,
+    kretprobe_multi, kretsyscall, ksyscall, netfilter, netkit, sk_reuseport, struct_ops, syscall,
+    uprobe_multi, uretprobe_multi, usdt,
+};
+pub use kiln_ebpf_macros::{
     cgroup_skb, cgroup_sock, cgroup_sock_addr, classifier, fentry, fexit, flow_dissector, kprobe,
     kretprobe, lsm, map, perf_event, raw_tracepoint, sk_lookup, sk_msg, sk_skb, sock_ops,
     socket_filter, tc, tcx, tp_btf, tracepoint, uprobe, uretprobe, xdp,

@@ -34,6 +34,13 @@ const CASES: &[Case] = &[
         programs: &["core_sys_enter", "core_sock_state"],
         pinned_maps: &[],
     },
+    // CO-RE declared by a crate outside the SDK (its own core.toml): local
+    // types with a per-crate ___flavor, bitfield and enum relocations.
+    Case {
+        object: "core-tracer.bpf.o",
+        programs: &["trace_exec", "trace_connect"],
+        pinned_maps: &[],
+    },
     Case {
         object: "sdk-maps.bpf.o",
         programs: &["maps_xdp", "maps_sk_msg", "maps_sk_skb", "maps_sock_ops"],

@@ -4,9 +4,15 @@
 
 use core::ffi::c_void;
 
+mod hooks;
 mod packet;
 mod sock;
 mod trace;
+
+pub use hooks::{
+    DeviceContext, IterContext, NetfilterContext, SkReuseportContext, SockoptContext,
+    SyscallContext, SysctlContext,
+};
 
 pub use packet::{SkBuffContext, TcContext, XdpContext};
 pub use sock::{SkLookupContext, SkMsgContext, SockAddrContext, SockContext, SockOpsContext};
