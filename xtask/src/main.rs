@@ -8,6 +8,7 @@ mod apt;
 mod bench;
 mod build_ebpf;
 mod codegen;
+mod conformance;
 mod cross;
 mod html;
 mod junit;
@@ -43,6 +44,8 @@ enum Command {
     Kernels(kernels::Args),
     /// Kiln against libbpf on the same workloads (alternating rounds); --json, --quick.
     Bench(bench::Args),
+    /// Kiln against libbpf on objects built here from published sources (kernel selftests); --json.
+    Conformance(conformance::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,5 +58,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run(args),
         Command::Kernels(args) => kernels::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Conformance(args) => conformance::run(args),
     }
 }

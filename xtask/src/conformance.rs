@@ -1,0 +1,416 @@
+//! `cargo xtask conformance [--json] [--jobs N]`: Kiln against libbpf on
+//! objects nobody here wrote (issue 13).
+//!
+//! The corpus comes through package registries only: the kernel's BPF
+//! selftests programs from Debian's `linux-source-6.1` (fetched with
+//! `apt-get download`, only the BPF subtree unpacked), built here with the
+//! flags of their own Makefile by clang-22 against a `vmlinux.h` of the
+//! running kernel. Sources and objects are cached under
+//! `~/.cache/kiln/conformance/`, keyed by package version, flags, compiler
+//! and `vmlinux.h`, so a second run builds nothing. A source clang refuses
+//! is counted as "not built" with clang's first error line.
+//!
+//! The comparison itself is the `kiln-conformance` binary (it takes any
+//! directory of objects, so a guest with bpftool can run it too), with the
+//! known differences of `conformance/known-differences.toml`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+use kiln_conformance::report::NotBuilt;
+
+use crate::apt::{cache_root, hex};
+use crate::build_ebpf::repo_root;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print every object's comparison as JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Parallel compiles and comparisons (default: the CPUs available).
+    #[arg(long)]
+    jobs: Option<usize>,
+}
+
+/// The Debian package whose kernel tree holds the selftests programs.
+const KERNEL_SOURCE_PACKAGE: &str = "linux-source-6.1";
+const SELFTESTS: &str = "tools/testing/selftests/bpf";
+
+/// One source tree of the corpus, ready to build.
+struct Corpus {
+    /// Short name, also the object directory's prefix.
+    name: String,
+    /// What the cache key covers besides the compiler and vmlinux.h.
+    identity: String,
+    /// `(source, object file name, extra flags)`.
+    sources: Vec<(PathBuf, String, Vec<String>)>,
+    /// Flags common to every source of the tree.
+    flags: Vec<String>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let tc = crate::setup::ensure()?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let root = cache_root().join("conformance");
+    let start = Instant::now();
+
+    let vmlinux = vmlinux_h(&tc.bpftool, &root.join("include"))?;
+    let corpora = vec![selftests(&root, &vmlinux)?];
+
+    let clang_version = output(Command::new(&tc.clang).arg("--version"))?;
+    let vmlinux_hash = hex(&Sha256::digest(std::fs::read(&vmlinux)?));
+    let mut dirs = Vec::new();
+    let mut not_built = Vec::new();
+    for c in &corpora {
+        let key = hex(&Sha256::digest(format!(
+            "{}\n{}\n{clang_version}\n{vmlinux_hash}",
+            c.identity,
+            c.flags.join(" ")
+        )))[..16]
+            .to_owned();
+        let dir = root.join("objects").join(format!("{}-{key}", c.name));
+        let refused = build(&tc.clang, c, &dir, jobs)?;
+        not_built.extend(refused);
+        dirs.push(dir);
+    }
+    let built_in = start.elapsed();
+    if !args.json {
+        println!(
+            "corpus ready in {:.1} s: {}",
+            built_in.as_secs_f64(),
+            dirs.iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
+    let not_built_file = root.join("not-built.json");
+    std::fs::write(&not_built_file, serde_json::to_vec(&not_built)?)?;
+    let repo = repo_root();
+    let st = Command::new("cargo")
+        .current_dir(&repo)
+        .args(["build", "--quiet", "-p", "kiln-conformance"])
+        .status()
+        .context("running cargo build -p kiln-conformance")?;
+    if !st.success() {
+        bail!("building kiln-conformance failed");
+    }
+    let mut cmd = Command::new(repo.join("target/debug/kiln-conformance"));
+    cmd.arg("--jobs")
+        .arg(jobs.to_string())
+        .arg("--known")
+        .arg(repo.join("conformance/known-differences.toml"))
+        .arg("--not-built")
+        .arg(&not_built_file)
+        .args(&dirs);
+    if args.json {
+        cmd.arg("--json");
+    }
+    let st = cmd.status().context("running kiln-conformance")?;
+    if !args.json {
+        println!(
+            "conformance: {:.1} s in all (corpus {:.1} s)",
+            start.elapsed().as_secs_f64(),
+            built_in.as_secs_f64()
+        );
+    }
+    if !st.success() {
+        bail!(
+            "conformance: Kiln differs from libbpf where the known differences file does not say so"
+        );
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `vmlinux.h` of the running kernel (regenerated when its BTF changes).
+fn vmlinux_h(bpftool: &Path, dir: &Path) -> Result<PathBuf> {
+    let btf = Path::new("/sys/kernel/btf/vmlinux");
+    let stamp = hex(&Sha256::digest(
+        std::fs::read(btf).with_context(|| format!("reading {}", btf.display()))?,
+    ));
+    let header = dir.join("vmlinux.h");
+    let stamp_file = dir.join("vmlinux.h.btf-sha256");
+    if header.is_file() && std::fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp) {
+        return Ok(header);
+    }
+    std::fs::create_dir_all(dir)?;
+    let text = output(
+        Command::new(bpftool)
+            .args(["btf", "dump", "file"])
+            .arg(btf)
+            .args(["format", "c"]),
+    )?;
+    std::fs::write(&header, text)?;
+    std::fs::write(&stamp_file, stamp)?;
+    Ok(header)
+}
+
+/// The selftests programs of Debian's kernel source, with the include tree
+/// their Makefile sets up (`tools/include` with libbpf's headers installed
+/// in it, the selftests directory, the tools' uapi headers).
+fn selftests(root: &Path, vmlinux: &Path) -> Result<Corpus> {
+    let policy = output(Command::new("apt-cache").args(["policy", KERNEL_SOURCE_PACKAGE]))?;
+    let version = policy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate: "))
+        .filter(|v| *v != "(none)")
+        .with_context(|| {
+            format!("apt knows no {KERNEL_SOURCE_PACKAGE} (is bookworm-security in the sources?)")
+        })?
+        .to_owned();
+    let tree = root
+        .join("src")
+        .join(format!("{KERNEL_SOURCE_PACKAGE}_{version}"));
+    let done = tree.join(".unpacked");
+    if !done.exists() {
+        unpack_kernel_source(root, &version, &tree)?;
+        std::fs::write(&done, "")?;
+    }
+    let top = tree.join(KERNEL_SOURCE_PACKAGE);
+    let st = top.join(SELFTESTS);
+    // `make install_headers` of libbpf, plus the generated helper definitions.
+    let include = tree.join("include");
+    let bpf_inc = include.join("bpf");
+    if !bpf_inc.join("bpf_helper_defs.h").exists() {
+        std::fs::create_dir_all(&bpf_inc)?;
+        for e in std::fs::read_dir(top.join("tools/lib/bpf"))? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "h") {
+                std::fs::copy(&p, bpf_inc.join(p.file_name().unwrap_or_default()))?;
+            }
+        }
+        let defs = Command::new("python3")
+            .arg(top.join("scripts/bpf_doc.py"))
+            .args(["--header", "--file"])
+            .arg(top.join("include/uapi/linux/bpf.h"))
+            .output();
+        match defs {
+            Ok(o) if o.status.success() => {
+                std::fs::write(bpf_inc.join("bpf_helper_defs.h"), o.stdout)?
+            }
+            // Without python3, libbpf-dev's generated header (libbpf 1.1, the
+            // same era as 6.1) stands in.
+            _ => {
+                std::fs::copy(
+                    "/usr/include/bpf/bpf_helper_defs.h",
+                    bpf_inc.join("bpf_helper_defs.h"),
+                )
+                .context("no python3 to generate bpf_helper_defs.h, and no libbpf-dev copy")?;
+            }
+        }
+    }
+    std::fs::copy(vmlinux, include.join("vmlinux.h"))?;
+
+    // The Makefile's BPF_CFLAGS + CLANG_CFLAGS of the test_progs flavour and
+    // its CLANG_BPF_BUILD_RULE (-O2 -mcpu=v3), less -Werror: clang-22 warns
+    // where the clang of 2022 did not, and warnings do not change the code.
+    let mut flags: Vec<String> = [
+        "-g",
+        "-O2",
+        "--target=bpfel",
+        "-mcpu=v3",
+        "-D__TARGET_ARCH_x86",
+        "-mlittle-endian",
+        "-Wno-compare-distinct-pointer-types",
+        "-DENABLE_ATOMICS_TESTS",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for i in [&include, &st, &top.join("tools/include/uapi")] {
+        flags.push(format!("-I{}", i.display()));
+    }
+    flags.extend(sys_includes()?);
+    let mut sources = Vec::new();
+    for e in std::fs::read_dir(st.join("progs"))? {
+        let p = e?.path();
+        if p.extension().is_none_or(|x| x != "c") {
+            continue;
+        }
+        let stem = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let extra = if stem == "test_l4lb_noinline" || stem == "test_xdp_noinline" {
+            vec!["-fno-inline".to_owned()]
+        } else {
+            Vec::new()
+        };
+        sources.push((p, format!("{stem}.bpf.o"), extra));
+    }
+    sources.sort();
+    Ok(Corpus {
+        name: "selftests-6.1".into(),
+        identity: format!("{KERNEL_SOURCE_PACKAGE} {version}"),
+        sources,
+        flags,
+    })
+}
+
+/// `apt-get download` the package, then unpack only the BPF subtree and the
+/// headers it includes from the kernel tarball inside it.
+fn unpack_kernel_source(root: &Path, version: &str, tree: &Path) -> Result<()> {
+    let dl = root.join("dl");
+    std::fs::create_dir_all(&dl)?;
+    let deb = dl.join(format!(
+        "{KERNEL_SOURCE_PACKAGE}_{}_all.deb",
+        version.replace(':', "%3a")
+    ));
+    if !deb.exists() {
+        let st = Command::new("apt-get")
+            .current_dir(&dl)
+            .args(["download", &format!("{KERNEL_SOURCE_PACKAGE}={version}")])
+            .status()
+            .context("running apt-get download")?;
+        if !st.success() || !deb.exists() {
+            bail!("apt-get download {KERNEL_SOURCE_PACKAGE}={version} failed");
+        }
+    }
+    let partial = tree.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial)?;
+    let script = format!(
+        "set -o pipefail; dpkg-deb --fsys-tarfile '{deb}' | tar -xO ./usr/src/{pkg}.tar.xz | xz -dc | \
+         tar -x -C '{out}' --wildcards '{pkg}/{SELFTESTS}/*' '{pkg}/tools/lib/bpf/*' \
+         '{pkg}/tools/include/*' '{pkg}/include/uapi/linux/bpf.h' '{pkg}/scripts/bpf_doc.py'",
+        deb = deb.display(),
+        pkg = KERNEL_SOURCE_PACKAGE,
+        out = partial.display()
+    );
+    let st = Command::new("bash")
+        .args(["-c", &script])
+        .status()
+        .context("unpacking the kernel source")?;
+    if !st.success() {
+        bail!("unpacking {} failed", deb.display());
+    }
+    let _ = std::fs::remove_dir_all(tree);
+    std::fs::rename(&partial, tree)?;
+    Ok(())
+}
+
+/// The system include directories, as the selftests Makefile passes them
+/// (`-idirafter`), from what clang itself searches.
+fn sys_includes() -> Result<Vec<String>> {
+    let out = Command::new("clang-22")
+        .args(["-v", "-E", "-x", "c", "-"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running clang-22 -v")?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    let mut in_list = false;
+    let mut v = Vec::new();
+    for l in text.lines() {
+        if l.starts_with("#include <...> search starts here:") {
+            in_list = true;
+        } else if l.starts_with("End of search list.") {
+            break;
+        } else if in_list {
+            v.push(format!("-idirafter{}", l.trim()));
+        }
+    }
+    Ok(v)
+}
+
+/// Builds every source not built yet into `dir`; a refusal is kept as
+/// `<object>.refused` (clang's first error line), so it is not retried.
+/// Returns the refused ones.
+fn build(clang: &Path, corpus: &Corpus, dir: &Path, jobs: usize) -> Result<Vec<NotBuilt>> {
+    std::fs::create_dir_all(dir)?;
+    let next = Mutex::new(0usize);
+    let errors = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| {
+                loop {
+                    let i = {
+                        let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
+                        *n += 1;
+                        *n - 1
+                    };
+                    let Some((src, name, extra)) = corpus.sources.get(i) else {
+                        break;
+                    };
+                    if let Err(e) = build_one(clang, corpus, src, name, extra, dir) {
+                        errors
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(format!("{name}: {e:#}"));
+                    }
+                }
+            });
+        }
+    });
+    let errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Some(e) = errors.first() {
+        bail!("building the corpus: {e}");
+    }
+    let mut refused = Vec::new();
+    for (_, name, _) in &corpus.sources {
+        let r = dir.join(format!("{name}.refused"));
+        if let Ok(error) = std::fs::read_to_string(&r) {
+            refused.push(NotBuilt {
+                object: name.clone(),
+                error,
+            });
+        }
+    }
+    Ok(refused)
+}
+
+fn build_one(
+    clang: &Path,
+    corpus: &Corpus,
+    src: &Path,
+    name: &str,
+    extra: &[String],
+    dir: &Path,
+) -> Result<()> {
+    let obj = dir.join(name);
+    let refused = dir.join(format!("{name}.refused"));
+    if obj.exists() || refused.exists() {
+        return Ok(());
+    }
+    let tmp = dir.join(format!("{name}.tmp"));
+    let out = Command::new(clang)
+        .args(&corpus.flags)
+        .args(extra)
+        .arg("-c")
+        .arg(src)
+        .arg("-o")
+        .arg(&tmp)
+        .output()
+        .with_context(|| format!("running {}", clang.display()))?;
+    if out.status.success() {
+        std::fs::rename(&tmp, &obj)?;
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err
+            .lines()
+            .find(|l| l.contains("error:"))
+            .or_else(|| err.lines().next())
+            .unwrap_or("clang failed")
+            .replace(&format!("{}/", src.parent().unwrap_or(src).display()), "");
+        std::fs::write(&refused, first)?;
+    }
+    Ok(())
+}
