@@ -1,4 +1,4 @@
-//! `kiln-conformance [--json] [--jobs N] [--known FILE] [--not-built FILE] PATH...`
+//! `kiln-conformance [--json] [--jobs N] [--known FILE] [--not-built FILE] [--report FILE] PATH...`
 //!
 //! Compares every `*.o` under the PATHs (files or directories), each in a
 //! child process of its own (`--one OBJ`, which prints that object's report
@@ -20,6 +20,8 @@ struct Args {
     jobs: usize,
     known: Option<PathBuf>,
     not_built: Option<PathBuf>,
+    /// Where to write the JSON report as well (whatever prints).
+    report: Option<PathBuf>,
     one: Option<PathBuf>,
     paths: Vec<PathBuf>,
 }
@@ -30,6 +32,7 @@ fn parse_args() -> anyhow::Result<Args> {
         jobs: std::thread::available_parallelism().map_or(2, |n| n.get()),
         known: None,
         not_built: None,
+        report: None,
         one: None,
         paths: Vec::new(),
     };
@@ -52,6 +55,7 @@ fn parse_args() -> anyhow::Result<Args> {
             }
             Some("--known") => a.known = Some(value("--known")?),
             Some("--not-built") => a.not_built = Some(value("--not-built")?),
+            Some("--report") => a.report = Some(value("--report")?),
             Some("--one") => a.one = Some(value("--one")?),
             Some(s) if s.starts_with("--") => bail!("unknown option {s}"),
             _ => a.paths.push(PathBuf::from(arg)),
@@ -165,9 +169,20 @@ fn main() -> anyhow::Result<()> {
     let mut reports = results.into_inner().unwrap_or_else(|e| e.into_inner());
     reports.sort_by(|a, b| a.object.cmp(&b.object));
     report::apply_known(&mut reports, &known);
+    let stale: Vec<_> = report::stale_known(&reports, &known)
+        .into_iter()
+        .map(|k| {
+            format!(
+                "{} {} [{}]",
+                k.object,
+                k.program.as_deref().unwrap_or("*"),
+                k.class
+            )
+        })
+        .collect();
     let seconds = start.elapsed().as_secs_f64();
     let summary = report::summarize(&reports, &not_built);
-    if args.json {
+    {
         let kinds: Vec<_> = report::kinds(&reports)
             .into_iter()
             .map(|(class, kind, count, example)| {
@@ -180,11 +195,22 @@ fn main() -> anyhow::Result<()> {
             "kinds": kinds,
             "objects": reports,
             "not_built": not_built,
+            "stale_known": stale,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
+        let text = serde_json::to_string_pretty(&v)?;
+        if let Some(p) = &args.report {
+            std::fs::write(p, &text).with_context(|| format!("writing {}", p.display()))?;
+        }
+        if args.json {
+            println!("{text}");
+        }
+    }
+    if !args.json {
         eprintln!();
         print!("{}", report::render_table(&reports, &not_built));
+        for k in &stale {
+            println!("known difference no longer seen (remove it from the file): {k}");
+        }
         println!(
             "compared {} objects in {seconds:.1} s ({} jobs)",
             reports.len(),

@@ -12,7 +12,8 @@
 //!
 //! The comparison itself is the `kiln-conformance` binary (it takes any
 //! directory of objects, so a guest with bpftool can run it too), with the
-//! known differences of `conformance/known-differences.toml`.
+//! known differences of `conformance/known-differences.toml`; the whole
+//! report is also written to `target/conformance.json`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,6 +52,8 @@ struct Corpus {
     sources: Vec<(PathBuf, String, Vec<String>)>,
     /// Flags common to every source of the tree.
     flags: Vec<String>,
+    /// Statically linked objects: `(object file name, the objects linked)`.
+    links: Vec<(String, Vec<String>)>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -78,6 +81,7 @@ pub fn run(args: Args) -> Result<()> {
         let dir = root.join("objects").join(format!("{}-{key}", c.name));
         let refused = build(&tc.clang, c, &dir, jobs)?;
         not_built.extend(refused);
+        not_built.extend(link(&tc.bpftool, c, &dir)?);
         dirs.push(dir);
     }
     let built_in = start.elapsed();
@@ -110,6 +114,8 @@ pub fn run(args: Args) -> Result<()> {
         .arg(repo.join("conformance/known-differences.toml"))
         .arg("--not-built")
         .arg(&not_built_file)
+        .arg("--report")
+        .arg(repo.join("target/conformance.json"))
         .args(&dirs);
     if args.json {
         cmd.arg("--json");
@@ -258,12 +264,90 @@ fn selftests(root: &Path, vmlinux: &Path) -> Result<Corpus> {
         sources.push((p, format!("{stem}.bpf.o"), extra));
     }
     sources.sort();
+    let makefile = std::fs::read_to_string(st.join("Makefile"))
+        .with_context(|| format!("reading {}/Makefile", st.display()))?;
     Ok(Corpus {
+        links: linked_skeletons(&makefile),
         name: "selftests-6.1".into(),
         identity: format!("{KERNEL_SOURCE_PACKAGE} {version}"),
         sources,
         flags,
     })
+}
+
+/// The selftests Makefile's statically linked skeletons
+/// (`linked_funcs.skel.h-deps := linked_funcs1.bpf.o linked_funcs2.bpf.o`).
+fn linked_skeletons(makefile: &str) -> Vec<(String, Vec<String>)> {
+    makefile
+        .lines()
+        .filter_map(|l| {
+            let (lhs, rhs) = l.split_once(":=")?;
+            let skel = lhs.trim().strip_suffix(".skel.h-deps")?;
+            let deps: Vec<String> = rhs.split_whitespace().map(str::to_owned).collect();
+            (!deps.is_empty()).then(|| (format!("{skel}.linked.bpf.o"), deps))
+        })
+        .collect()
+}
+
+/// Links each statically linked object as the selftests build does
+/// (`bpftool gen object`, three times over, the last result kept).
+fn link(bpftool: &Path, corpus: &Corpus, dir: &Path) -> Result<Vec<NotBuilt>> {
+    let mut refused = Vec::new();
+    for (name, deps) in &corpus.links {
+        let obj = dir.join(name);
+        let marker = dir.join(format!("{name}.refused"));
+        if let Ok(error) = std::fs::read_to_string(&marker) {
+            refused.push(NotBuilt {
+                object: name.clone(),
+                error,
+            });
+            continue;
+        }
+        if obj.exists() {
+            continue;
+        }
+        let mut inputs: Vec<PathBuf> = deps.iter().map(|d| dir.join(d)).collect();
+        let mut error = inputs
+            .iter()
+            .find(|p| !p.exists())
+            .map(|p| format!("input {} was not built", p.display()));
+        for pass in 1..=3 {
+            if error.is_some() {
+                break;
+            }
+            let out = dir.join(format!("{name}.pass{pass}"));
+            let o = Command::new(bpftool)
+                .args(["gen", "object"])
+                .arg(&out)
+                .args(&inputs)
+                .output()
+                .with_context(|| format!("running {} gen object", bpftool.display()))?;
+            if !o.status.success() {
+                let e = String::from_utf8_lossy(&o.stderr);
+                error = Some(
+                    e.lines()
+                        .find(|l| l.contains("rror"))
+                        .unwrap_or("bpftool gen object failed")
+                        .to_owned(),
+                );
+            }
+            inputs = vec![out];
+        }
+        match error {
+            None => std::fs::rename(&inputs[0], &obj)?,
+            Some(error) => {
+                std::fs::write(&marker, &error)?;
+                refused.push(NotBuilt {
+                    object: name.clone(),
+                    error,
+                });
+            }
+        }
+        for pass in 1..=3 {
+            let _ = std::fs::remove_file(dir.join(format!("{name}.pass{pass}")));
+        }
+    }
+    Ok(refused)
 }
 
 /// `apt-get download` the package, then unpack only the BPF subtree and the
