@@ -253,11 +253,14 @@ pub fn stale_known<'a>(reports: &[ObjectReport], known: &'a [Known]) -> Vec<&'a 
         .iter()
         .filter(|k| k.object == "*" || reports.iter().any(|r| r.object == k.object))
         .filter(|k| {
-            !reports.iter().any(|r| {
-                r.differences
-                    .iter()
-                    .any(|d| d.known.as_deref() == Some(k.reason.as_str()) && d.class == k.class)
-            })
+            !reports
+                .iter()
+                .filter(|r| k.object == "*" || r.object == k.object)
+                .any(|r| {
+                    r.differences.iter().any(|d| {
+                        d.known.as_deref() == Some(k.reason.as_str()) && d.class == k.class
+                    })
+                })
         })
         .collect()
 }

@@ -5,7 +5,10 @@
 //! selftests programs from Debian's `linux-source-6.1` (fetched with
 //! `apt-get download`, only the BPF subtree unpacked), built here with the
 //! flags of their own Makefile by clang-22 against a `vmlinux.h` of the
-//! running kernel. Sources and objects are cached under
+//! running kernel, plus the statically linked objects of that Makefile
+//! (`bpftool gen object`); and the sched_ext schedulers published on
+//! crates.io (fetched with `cargo fetch`), built with `scx_cargo`'s flags and
+//! headers. Sources and objects are cached under
 //! `~/.cache/kiln/conformance/`, keyed by package version, flags, compiler
 //! and `vmlinux.h`, so a second run builds nothing. A source clang refuses
 //! is counted as "not built" with clang's first error line.
@@ -65,7 +68,13 @@ pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
 
     let vmlinux = vmlinux_h(&tc.bpftool, &root.join("include"))?;
-    let corpora = vec![selftests(&root, &vmlinux)?];
+    let mut corpora = vec![selftests(&root, &vmlinux)?];
+    // The sched_ext schedulers are a second corpus; without them the
+    // selftests still run (say why, never fail the whole suite on a fetch).
+    match scx(&root) {
+        Ok(c) => corpora.push(c),
+        Err(e) => eprintln!("conformance: sched_ext schedulers left out: {e:#}"),
+    }
 
     let clang_version = output(Command::new(&tc.clang).arg("--version"))?;
     let vmlinux_hash = hex(&Sha256::digest(std::fs::read(&vmlinux)?));
@@ -390,6 +399,163 @@ fn unpack_kernel_source(root: &Path, version: &str, tree: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(tree);
     std::fs::rename(&partial, tree)?;
     Ok(())
+}
+
+/// The sched_ext schedulers published on crates.io, at one version.
+const SCX_VERSION: &str = "1.1.4";
+const SCX_SCHEDULERS: &[&str] = &[
+    "scx_rusty",
+    "scx_lavd",
+    "scx_bpfland",
+    "scx_flash",
+    "scx_layered",
+    "scx_p2dq",
+    "scx_cosmos",
+];
+
+/// The sched_ext schedulers' BPF sources, fetched with cargo (a throwaway
+/// manifest that depends on them), built the way `scx_cargo::BpfBuilder`
+/// builds them: its flags, its header tree (`bpf_h` plus the vmlinux.h it
+/// ships per arch), libbpf's headers from `libbpf-sys`, every source of a
+/// scheduler compiled then linked into one object.
+fn scx(root: &Path) -> Result<Corpus> {
+    let dir = root.join("crates");
+    std::fs::create_dir_all(dir.join("src"))?;
+    let mut manifest = String::from(
+        "[package]\nname = \"kiln-conformance-corpus\"\nversion = \"0.0.0\"\nedition = \"2021\"\npublish = false\n\n[dependencies]\nscx_cargo = \"=VERSION\"\n",
+    );
+    for s in SCX_SCHEDULERS {
+        manifest.push_str(&format!("{s} = \"=VERSION\"\n"));
+    }
+    let manifest = manifest.replace("VERSION", SCX_VERSION);
+    if std::fs::read_to_string(dir.join("Cargo.toml"))
+        .ok()
+        .as_deref()
+        != Some(manifest.as_str())
+    {
+        std::fs::write(dir.join("Cargo.toml"), &manifest)?;
+    }
+    std::fs::write(dir.join("src/lib.rs"), "")?;
+    output(
+        Command::new("cargo")
+            .args(["fetch", "--quiet", "--manifest-path"])
+            .arg(dir.join("Cargo.toml")),
+    )?;
+    let meta = output(
+        Command::new("cargo")
+            .args(["metadata", "--format-version", "1", "--manifest-path"])
+            .arg(dir.join("Cargo.toml")),
+    )?;
+    let meta: serde_json::Value = serde_json::from_str(&meta)?;
+    let listed = |name: &str| -> Result<PathBuf> {
+        meta["packages"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+            .and_then(|p| p["manifest_path"].as_str())
+            .and_then(|m| Path::new(m).parent().map(Path::to_path_buf))
+            .with_context(|| format!("cargo metadata does not list {name}"))
+    };
+    let scx_cargo = listed("scx_cargo")?;
+    let libbpf_sys = listed("libbpf-sys")?;
+    // Binary-only crates (most schedulers) are fetched but left out of the
+    // metadata ("missing a lib target"): they sit beside scx_cargo's source.
+    let crate_dir = |name: &str| -> Result<PathBuf> {
+        listed(name).or_else(|_| {
+            let d = scx_cargo
+                .parent()
+                .map(|p| p.join(format!("{name}-{SCX_VERSION}")))
+                .filter(|d| d.join("build.rs").is_file());
+            d.with_context(|| format!("{name} {SCX_VERSION} was not fetched"))
+        })
+    };
+
+    // BpfBuilder's header tree: bpf_h, then the vmlinux/ of vmlinux.tar.zst.
+    let headers = dir.join(format!("bpf_h-{SCX_VERSION}"));
+    if !headers.join(".unpacked").exists() {
+        let _ = std::fs::remove_dir_all(&headers);
+        std::fs::create_dir_all(headers.join("libbpf/bpf"))?;
+        let script = format!(
+            "set -e; cp -a '{h}/.' '{out}/'; tmp=$(mktemp -d); tar --zstd -xf '{v}' -C \"$tmp\"; \
+             cp -a \"$tmp/vmlinux/.\" '{out}/'; rm -rf \"$tmp\"; cp '{l}'/*.h '{out}/libbpf/bpf/'",
+            h = scx_cargo.join("bpf_h").display(),
+            v = scx_cargo.join("vmlinux.tar.zst").display(),
+            l = libbpf_sys.join("libbpf/src").display(),
+            out = headers.display()
+        );
+        let st = Command::new("bash").args(["-c", &script]).status()?;
+        if !st.success() {
+            bail!("unpacking scx_cargo's headers failed (is zstd installed?)");
+        }
+        std::fs::write(headers.join(".unpacked"), "")?;
+    }
+    let mut flags: Vec<String> = [
+        "-g",
+        "-O2",
+        "-Wall",
+        "-Wno-compare-distinct-pointer-types",
+        "-D__TARGET_ARCH_x86",
+        "-mcpu=v4",
+        "-mllvm",
+        "-disable-ldsx",
+        "-mllvm",
+        "-disable-gotox",
+        "-mlittle-endian",
+        "--target=bpfel",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    flags.extend(sys_includes()?);
+    for i in ["arch/x86", "", "bpf-compat", "libbpf"] {
+        flags.push(format!("-I{}", headers.join(i).display()));
+    }
+    flags.push("-D__SCX_TARGET_ARCH_x86".into());
+
+    let (mut sources, mut links) = (Vec::new(), Vec::new());
+    for sched in SCX_SCHEDULERS {
+        let cdir = crate_dir(sched)?;
+        let build_rs = std::fs::read_to_string(cdir.join("build.rs"))?;
+        let srcs = builder_sources(&build_rs);
+        if srcs.len() == 1 {
+            sources.push((cdir.join(&srcs[0]), format!("{sched}.bpf.o"), Vec::new()));
+            continue;
+        }
+        let mut parts = Vec::new();
+        for src in &srcs {
+            let stem = src.trim_end_matches(".bpf.c").replace('/', "-");
+            // Not `.o`: only the linked object is compared.
+            let part = format!("{sched}-{stem}.part");
+            sources.push((cdir.join(src), part.clone(), Vec::new()));
+            parts.push(part);
+        }
+        links.push((format!("{sched}.bpf.o"), parts));
+    }
+    Ok(Corpus {
+        name: format!("scx-{SCX_VERSION}"),
+        identity: format!(
+            "sched_ext schedulers {SCX_VERSION}: {}",
+            SCX_SCHEDULERS.join(" ")
+        ),
+        sources,
+        flags,
+        links,
+    })
+}
+
+/// The sources a scheduler's build.rs hands to `BpfBuilder`
+/// (`enable_skel("src/bpf/main.bpf.c", ..)`, then each `add_source(..)`).
+fn builder_sources(build_rs: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    for call in [".enable_skel(\"", ".add_source(\""] {
+        let mut rest = build_rs;
+        while let Some(at) = rest.find(call) {
+            rest = &rest[at + call.len()..];
+            if let Some(end) = rest.find('"') {
+                v.push(rest[..end].to_owned());
+            }
+        }
+    }
+    v
 }
 
 /// The system include directories, as the selftests Makefile passes them

@@ -44,7 +44,7 @@ enum Command {
     Kernels(kernels::Args),
     /// Kiln against libbpf on the same workloads (alternating rounds); --json, --quick.
     Bench(bench::Args),
-    /// Kiln against libbpf on objects built here from published sources (kernel selftests); --json.
+    /// Kiln against libbpf on objects built here from published sources (kernel selftests, sched_ext schedulers); --json.
     Conformance(conformance::Args),
 }
 
