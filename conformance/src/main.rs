@@ -129,6 +129,18 @@ fn main() -> anyhow::Result<()> {
             "usage: kiln-conformance [--json] [--jobs N] [--known FILE] [--not-built FILE] PATH..."
         );
     }
+    // Checked once here rather than failing every object the same way.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "kiln-conformance needs root: it loads programs and mounts a private bpffs per object"
+        );
+    }
+    if Command::new("bpftool").arg("version").output().is_err() {
+        bail!(
+            "kiln-conformance needs bpftool (libbpf's side of the comparison); install it (Debian: bpftool)"
+        );
+    }
     let known = match &args.known {
         Some(p) => report::read_known(p)?,
         None => Vec::new(),

@@ -39,10 +39,28 @@ pub struct Args {
     /// Parallel compiles and comparisons (default: the CPUs available).
     #[arg(long)]
     jobs: Option<usize>,
+    /// Also the selftests of trixie's `linux-source-6.12` (through an
+    /// isolated apt; about twice the objects, so not part of the default run).
+    #[arg(long)]
+    with_6_12: bool,
 }
 
-/// The Debian package whose kernel tree holds the selftests programs.
-const KERNEL_SOURCE_PACKAGE: &str = "linux-source-6.1";
+/// A Debian package whose kernel tree holds selftests programs.
+struct KernelSource {
+    package: &'static str,
+    /// `None`: the system's own apt (bookworm and bookworm-security);
+    /// otherwise an isolated apt on this suite and its security suite.
+    suite: Option<&'static str>,
+}
+
+const LINUX_6_1: KernelSource = KernelSource {
+    package: "linux-source-6.1",
+    suite: None,
+};
+const LINUX_6_12: KernelSource = KernelSource {
+    package: "linux-source-6.12",
+    suite: Some("trixie"),
+};
 const SELFTESTS: &str = "tools/testing/selftests/bpf";
 
 /// One source tree of the corpus, ready to build.
@@ -68,7 +86,10 @@ pub fn run(args: Args) -> Result<()> {
     let start = Instant::now();
 
     let vmlinux = vmlinux_h(&tc.bpftool, &root.join("include"))?;
-    let mut corpora = vec![selftests(&root, &vmlinux)?];
+    let mut corpora = vec![selftests(&root, &vmlinux, &LINUX_6_1)?];
+    if args.with_6_12 {
+        corpora.push(selftests(&root, &vmlinux, &LINUX_6_12)?);
+    }
     // The sched_ext schedulers are a second corpus; without them the
     // selftests still run (say why, never fail the whole suite on a fetch).
     match scx(&root) {
@@ -182,25 +203,16 @@ fn vmlinux_h(bpftool: &Path, dir: &Path) -> Result<PathBuf> {
 /// The selftests programs of Debian's kernel source, with the include tree
 /// their Makefile sets up (`tools/include` with libbpf's headers installed
 /// in it, the selftests directory, the tools' uapi headers).
-fn selftests(root: &Path, vmlinux: &Path) -> Result<Corpus> {
-    let policy = output(Command::new("apt-cache").args(["policy", KERNEL_SOURCE_PACKAGE]))?;
-    let version = policy
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Candidate: "))
-        .filter(|v| *v != "(none)")
-        .with_context(|| {
-            format!("apt knows no {KERNEL_SOURCE_PACKAGE} (is bookworm-security in the sources?)")
-        })?
-        .to_owned();
-    let tree = root
-        .join("src")
-        .join(format!("{KERNEL_SOURCE_PACKAGE}_{version}"));
+fn selftests(root: &Path, vmlinux: &Path, source: &KernelSource) -> Result<Corpus> {
+    let pkg = source.package;
+    let (version, deb) = fetch_kernel_source(root, source)?;
+    let tree = root.join("src").join(format!("{pkg}_{version}"));
     let done = tree.join(".unpacked");
     if !done.exists() {
-        unpack_kernel_source(root, &version, &tree)?;
+        unpack_kernel_source(&deb, pkg, &tree)?;
         std::fs::write(&done, "")?;
     }
-    let top = tree.join(KERNEL_SOURCE_PACKAGE);
+    let top = tree.join(pkg);
     let st = top.join(SELFTESTS);
     // `make install_headers` of libbpf, plus the generated helper definitions.
     let include = tree.join("include");
@@ -254,6 +266,14 @@ fn selftests(root: &Path, vmlinux: &Path) -> Result<Corpus> {
     for i in [&include, &st, &top.join("tools/include/uapi")] {
         flags.push(format!("-I{}", i.display()));
     }
+    let makefile = std::fs::read_to_string(st.join("Makefile"))
+        .with_context(|| format!("reading {}/Makefile", st.display()))?;
+    // Later Makefiles add these to BPF_CFLAGS.
+    for f in ["-std=gnu11", "-fno-strict-aliasing"] {
+        if makefile.contains(f) {
+            flags.push(f.to_owned());
+        }
+    }
     flags.extend(sys_includes()?);
     let mut sources = Vec::new();
     for e in std::fs::read_dir(st.join("progs"))? {
@@ -273,12 +293,10 @@ fn selftests(root: &Path, vmlinux: &Path) -> Result<Corpus> {
         sources.push((p, format!("{stem}.bpf.o"), extra));
     }
     sources.sort();
-    let makefile = std::fs::read_to_string(st.join("Makefile"))
-        .with_context(|| format!("reading {}/Makefile", st.display()))?;
     Ok(Corpus {
         links: linked_skeletons(&makefile),
-        name: "selftests-6.1".into(),
-        identity: format!("{KERNEL_SOURCE_PACKAGE} {version}"),
+        name: format!("selftests-{}", pkg.trim_start_matches("linux-source-")),
+        identity: format!("{pkg} {version}"),
         sources,
         flags,
     })
@@ -359,25 +377,46 @@ fn link(bpftool: &Path, corpus: &Corpus, dir: &Path) -> Result<Vec<NotBuilt>> {
     Ok(refused)
 }
 
-/// `apt-get download` the package, then unpack only the BPF subtree and the
-/// headers it includes from the kernel tarball inside it.
-fn unpack_kernel_source(root: &Path, version: &str, tree: &Path) -> Result<()> {
+/// The newest version of the kernel source package and its downloaded .deb.
+fn fetch_kernel_source(root: &Path, source: &KernelSource) -> Result<(String, PathBuf)> {
+    let pkg = source.package;
     let dl = root.join("dl");
     std::fs::create_dir_all(&dl)?;
-    let deb = dl.join(format!(
-        "{KERNEL_SOURCE_PACKAGE}_{}_all.deb",
-        version.replace(':', "%3a")
-    ));
+    if let Some(suite) = source.suite {
+        let apt = crate::apt::IsolatedApt::new(&[suite], true, "amd64")?;
+        apt.update(false)?;
+        let mut versions = apt.show(pkg)?;
+        versions.sort_by(|a, b| crate::apt::compare_versions(&b.version, &a.version));
+        let newest = versions
+            .first()
+            .with_context(|| format!("{suite} has no {pkg}"))?;
+        let deb = apt.download(newest, &dl)?;
+        return Ok((newest.version.clone(), deb));
+    }
+    let policy = output(Command::new("apt-cache").args(["policy", pkg]))?;
+    let version = policy
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Candidate: "))
+        .filter(|v| *v != "(none)")
+        .with_context(|| format!("apt knows no {pkg} (is bookworm-security in the sources?)"))?
+        .to_owned();
+    let deb = dl.join(format!("{pkg}_{}_all.deb", version.replace(':', "%3a")));
     if !deb.exists() {
         let st = Command::new("apt-get")
             .current_dir(&dl)
-            .args(["download", &format!("{KERNEL_SOURCE_PACKAGE}={version}")])
+            .args(["download", &format!("{pkg}={version}")])
             .status()
             .context("running apt-get download")?;
         if !st.success() || !deb.exists() {
-            bail!("apt-get download {KERNEL_SOURCE_PACKAGE}={version} failed");
+            bail!("apt-get download {pkg}={version} failed");
         }
     }
+    Ok((version, deb))
+}
+
+/// Unpacks only the BPF subtree and the headers it includes from the kernel
+/// tarball inside the package.
+fn unpack_kernel_source(deb: &Path, pkg: &str, tree: &Path) -> Result<()> {
     let partial = tree.with_extension("partial");
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial)?;
@@ -386,7 +425,6 @@ fn unpack_kernel_source(root: &Path, version: &str, tree: &Path) -> Result<()> {
          tar -x -C '{out}' --wildcards '{pkg}/{SELFTESTS}/*' '{pkg}/tools/lib/bpf/*' \
          '{pkg}/tools/include/*' '{pkg}/include/uapi/linux/bpf.h' '{pkg}/scripts/bpf_doc.py'",
         deb = deb.display(),
-        pkg = KERNEL_SOURCE_PACKAGE,
         out = partial.display()
     );
     let st = Command::new("bash")
