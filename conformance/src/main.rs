@@ -1,6 +1,7 @@
 //! `kiln-conformance [--json] [--jobs N] [--known FILE] [--not-built FILE] [--report FILE] PATH...`
 //!
-//! Compares every `*.o` under the PATHs (files or directories), each in a
+//! Compares every `*.o` under the PATHs (files or directories; `LABEL=PATH`
+//! names its objects `LABEL/file.o` in the report), each in a
 //! child process of its own (`--one OBJ`, which prints that object's report
 //! as JSON), prints the table (or everything as JSON) and exits 1 when a
 //! difference is not in the known differences file.
@@ -64,18 +65,28 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-fn objects(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+/// Every object under `paths`, with the prefix its report names it by: a
+/// `LABEL=PATH` argument names its objects `LABEL/file.o`, so two corpora
+/// can hold objects of the same file name.
+fn objects(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, Option<String>)>> {
     let mut v = Vec::new();
-    for p in paths {
+    for arg in paths {
+        let text = arg.to_string_lossy();
+        let (label, p) = match text.split_once('=') {
+            Some((label, rest)) if !label.contains('/') && !label.is_empty() => {
+                (Some(label.to_owned()), PathBuf::from(rest))
+            }
+            _ => (None, arg.clone()),
+        };
         if p.is_dir() {
-            for e in std::fs::read_dir(p).with_context(|| format!("reading {}", p.display()))? {
+            for e in std::fs::read_dir(&p).with_context(|| format!("reading {}", p.display()))? {
                 let e = e?.path();
                 if e.extension().is_some_and(|x| x == "o") {
-                    v.push(e);
+                    v.push((e, label.clone()));
                 }
             }
         } else {
-            v.push(p.clone());
+            v.push((p, label));
         }
     }
     v.sort();
@@ -167,8 +178,13 @@ fn main() -> anyhow::Result<()> {
                         *n += 1;
                         i
                     };
-                    let Some(obj) = objs.get(i) else { break };
-                    let r = compare_in_child(&exe, obj);
+                    let Some((obj, label)) = objs.get(i) else {
+                        break;
+                    };
+                    let mut r = compare_in_child(&exe, obj);
+                    if let Some(label) = label {
+                        r.object = format!("{label}/{}", r.object);
+                    }
                     if !args.json {
                         eprint!(".");
                         let _ = std::io::stderr().flush();

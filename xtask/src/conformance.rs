@@ -75,6 +75,8 @@ struct Corpus {
     flags: Vec<String>,
     /// Statically linked objects: `(object file name, the objects linked)`.
     links: Vec<(String, Vec<String>)>,
+    /// Prefix of its objects' names in the report (`linux-6.12/x.bpf.o`).
+    label: Option<String>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -109,10 +111,21 @@ pub fn run(args: Args) -> Result<()> {
         )))[..16]
             .to_owned();
         let dir = root.join("objects").join(format!("{}-{key}", c.name));
-        let refused = build(&tc.clang, c, &dir, jobs)?;
+        let mut refused = build(&tc.clang, c, &dir, jobs)?;
+        refused.extend(link(&tc.bpftool, c, &dir)?);
+        // The default corpora name objects by file name alone (what the
+        // known differences file says); an extra kernel tree is labelled.
+        let label = c.label.as_deref();
+        for r in &mut refused {
+            if let Some(l) = label {
+                r.object = format!("{l}/{}", r.object);
+            }
+        }
         not_built.extend(refused);
-        not_built.extend(link(&tc.bpftool, c, &dir)?);
-        dirs.push(dir);
+        dirs.push(match label {
+            Some(l) => format!("{l}={}", dir.display()).into(),
+            None => dir,
+        });
     }
     let built_in = start.elapsed();
     if !args.json {
@@ -296,6 +309,7 @@ fn selftests(root: &Path, vmlinux: &Path, source: &KernelSource) -> Result<Corpu
     Ok(Corpus {
         links: linked_skeletons(&makefile),
         name: format!("selftests-{}", pkg.trim_start_matches("linux-source-")),
+        label: source.suite.map(|_| pkg.replace("linux-source-", "linux-")),
         identity: format!("{pkg} {version}"),
         sources,
         flags,
@@ -570,6 +584,7 @@ fn scx(root: &Path) -> Result<Corpus> {
     }
     Ok(Corpus {
         name: format!("scx-{SCX_VERSION}"),
+        label: None,
         identity: format!(
             "sched_ext schedulers {SCX_VERSION}: {}",
             SCX_SCHEDULERS.join(" ")
