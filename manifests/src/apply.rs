@@ -24,6 +24,7 @@ use crate::desired::{Resolved, ResolvedAttach};
 use crate::live::{self, LINKS, MAPS, PROGS};
 use crate::lock::DeploymentLock;
 use crate::manifest::Manifest;
+use crate::ownership::{self, Claim, Ledger, Origin};
 use crate::plan::{self, Action, EntryDrift, PinKind, Plan, ReplaceHow};
 use crate::schema::{Direction, EntriesMode, XdpMode};
 
@@ -88,6 +89,9 @@ pub struct ApplyOptions {
     /// Where a rejected program's whole verifier log is written (default:
     /// the temporary directory); the error shows its tail and the path.
     pub verifier_log_dir: Option<PathBuf>,
+    /// `kiln apply --adopt`: on a pin root with pins but no Kiln record,
+    /// take over the pins at this manifest's paths (and only those).
+    pub adopt: bool,
 }
 
 /// The pause point between pinning an object under its staging name and
@@ -96,7 +100,8 @@ pub struct ApplyOptions {
 pub const STAGED_PIN: &str = "staged_pin";
 
 /// Suffix of a pin being staged (bpffs refuses dots in names, so none here).
-/// Leftovers of a killed apply are removed by the next apply and by destroy.
+/// A staged pin belongs to whoever owns the path it is staged for; the
+/// leftovers of a killed apply are removed by the next apply and by destroy.
 pub const STAGING_SUFFIX: &str = "__kiln_new";
 
 /// Blocks forever once `point` is reached (see [`ApplyOptions::pause_at`]).
@@ -124,6 +129,8 @@ pub enum ApplyError {
     Lock(#[from] crate::lock::LockError),
     #[error(transparent)]
     Privilege(#[from] crate::privilege::MissingPrivilege),
+    #[error(transparent)]
+    Ownership(#[from] ownership::OwnershipError),
     #[error("{what}: {message}")]
     Kernel { what: String, message: String },
     #[error(
@@ -152,16 +159,36 @@ pub struct Outcome {
 }
 
 /// Computes the plan against the live kernel (under the deployment lock).
+/// It refuses what apply would refuse about the pin root and its owner.
 pub fn plan(manifest: &Manifest, resolved: &Resolved) -> Result<Plan, ApplyError> {
+    let lock_seen = ownership::lock_seen(manifest.name());
+    plan_claimed(manifest, resolved, false, lock_seen).map(|(plan, _)| plan)
+}
+
+/// The plan, and how the deployment takes hold of its pin root: only what
+/// it owns is in the observed state the plan starts from.
+fn plan_claimed(
+    manifest: &Manifest,
+    resolved: &Resolved,
+    adopt: bool,
+    lock_seen: bool,
+) -> Result<(Plan, Claim), ApplyError> {
     let root = manifest.pin_root();
+    ownership::check_root(&root)?;
     let mut observed = live::observe(&root)?;
-    observed.entry_drift = live::entry_drift(&root, &resolved.desired, &observed)?;
-    Ok(plan::compute(
+    let claim = ownership::claim(
+        &root,
         manifest.name(),
-        root,
         &resolved.desired,
-        &observed,
-    )?)
+        &mut observed,
+        adopt,
+        lock_seen,
+    )?;
+    ownership::check_occupied(manifest.name(), &root, &resolved.desired, &observed)?;
+    // Only what the deployment owns is looked into further.
+    live::complete_observation(&root, &resolved.desired, &mut observed)?;
+    let plan = plan::compute(manifest.name(), root, &resolved.desired, &observed)?;
+    Ok((plan, claim))
 }
 
 /// Plans and executes. An unchanged deployment gives an empty plan and does nothing.
@@ -193,23 +220,36 @@ pub fn apply(
     if !kiln_loader::pin::is_on_bpffs(existing).unwrap_or(false) {
         return Err(ApplyError::NotBpffs(root));
     }
+    let lock_seen = ownership::lock_seen(manifest.name());
     let _lock = DeploymentLock::acquire(manifest.name())?;
-    // A killed apply may have left a staged pin; under the lock nobody else
-    // is staging, so every one is a leftover.
-    remove_staged(&root)?;
-    let plan = plan(manifest, resolved)?;
+    ownership::mark_lock(manifest.name());
+    // A staged pin left by a killed apply is one of the deployment's strays:
+    // the plan removes it.
+    let (plan, claim) = plan_claimed(manifest, resolved, opts.adopt, lock_seen)?;
+    let mut ledger = claim.ledger;
+    notes.extend(claim.note);
+    // Recorded before anything changes, so they are owned from here on.
+    for rel in &claim.adopt {
+        ledger.record(rel, Origin::Adopted)?;
+    }
+    if ledger.is_written() {
+        ledger.prune_absent()?;
+    }
     if plan.is_noop() {
+        let mut warnings = Vec::new();
+        readers_access(manifest, &ledger, &mut notes, &mut warnings);
         return Ok(Outcome {
             plan,
             notes,
-            warnings: Vec::new(),
+            warnings,
         });
     }
-    let mut tx = Tx::new(manifest.pin_root(), opts.clone());
+    let mut tx = Tx::new(manifest.pin_root(), opts.clone(), ledger);
     let result = tx.build(&plan, resolved).and_then(|()| tx.commit(&plan));
     match result {
         Ok(()) => {
-            let warnings = tx.finish();
+            let mut warnings = tx.finish();
+            readers_access(manifest, &tx.ledger, &mut notes, &mut warnings);
             Ok(Outcome {
                 plan,
                 notes,
@@ -223,6 +263,35 @@ pub fn apply(
     }
 }
 
+/// Past the commit: gives `[deployment] readers` read access to the maps
+/// (or takes it back), saying what changed and what still blocks the group.
+fn readers_access(
+    manifest: &Manifest,
+    ledger: &Ledger,
+    notes: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    let readers = manifest.readers();
+    match ownership::apply_readers(ledger, readers) {
+        Ok((changed, blocked)) => {
+            if !changed.is_empty() {
+                notes.push(match readers {
+                    Some(gid) => format!("maps readable by group {gid}: {}", changed.join(", ")),
+                    None => format!("maps readable by root only: {}", changed.join(", ")),
+                });
+            }
+            if let (Some(gid), false) = (readers, blocked.is_empty()) {
+                let dirs: Vec<String> = blocked.iter().map(|p| p.display().to_string()).collect();
+                warnings.push(format!(
+                    "group {gid} cannot pass through {} (no search permission for it): give it one (chmod o+x, or chgrp and g+x), or its members cannot reach the maps",
+                    dirs.join(", ")
+                ));
+            }
+        }
+        Err(e) => warnings.push(format!("setting the readers' access: {e}")),
+    }
+}
+
 /// How to undo one commit step.
 enum Undo {
     /// A pin that did not exist before.
@@ -231,12 +300,28 @@ enum Undo {
     Restore { path: PathBuf, old: OwnedFd },
     /// A link switched to a new program: switch it back.
     Relink { link: FdLink, old_prog: Program },
+    /// An XDP link detached to attach in another mode: detach the new
+    /// link, attach the old program in its old mode again and pin it.
+    Reattach {
+        program: String,
+        path: PathBuf,
+        old_prog: Program,
+        ifindex: u32,
+        flags: kiln_loader::links::xdp::XdpFlags,
+    },
     /// Entries written into (or deleted from) a live map: their previous
     /// values, `None` where the key was absent.
     Entries {
         map: Map,
         old: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     },
+    /// A path recorded as owned before it was created: forget it.
+    Forget(String),
+    /// An owned path forgotten after it was removed: record it again
+    /// (before the pin is restored).
+    Record(String, Origin),
+    /// A directory this apply created.
+    RemoveDir(PathBuf),
 }
 
 struct Tx {
@@ -253,10 +338,15 @@ struct Tx {
     retired: Vec<FdLink>,
     journal: Vec<Undo>,
     btfs: BTreeMap<String, Option<Btf>>,
+    /// Attachments made at commit, after their old link is detached.
+    reattach: BTreeMap<String, ResolvedAttach>,
+    /// What the deployment owns; every pin and directory is recorded here
+    /// before it is made and forgotten after it is removed.
+    ledger: Ledger,
 }
 
 impl Tx {
-    fn new(root: PathBuf, opts: ApplyOptions) -> Self {
+    fn new(root: PathBuf, opts: ApplyOptions, ledger: Ledger) -> Self {
         Tx {
             root,
             opts,
@@ -267,6 +357,8 @@ impl Tx {
             retired: Vec::new(),
             journal: Vec::new(),
             btfs: BTreeMap::new(),
+            reattach: BTreeMap::new(),
+            ledger,
         }
     }
 
@@ -337,12 +429,25 @@ impl Tx {
                     self.new_maps.insert(map.clone());
                     self.maps.insert(map.clone(), m);
                 }
+                Action::RepinMap { map, id, .. } => {
+                    // Pinned again at commit, like a new map; the programs
+                    // that found it keep using it.
+                    let m = live::unpinned_map_by_id(map, *id)
+                        .map_err(|e| kerr(format!("re-pin map '{map}'"), e))?;
+                    touched.insert(map.clone());
+                    self.new_maps.insert(map.clone());
+                    self.maps.insert(map.clone(), m);
+                }
                 Action::MigrateMap { map, .. } => {
                     let new = self.create_map(resolved, map)?;
                     self.inject(Step::MigrateMap)?;
-                    let old_path = self.path(MAPS, map);
-                    let old = Map::from_pin(&old_path, OpenFlags::ReadOnly)
-                        .map_err(|e| kerr(format!("open map '{map}' to migrate"), e))?;
+                    // An unpinned map found through its programs was opened
+                    // by the re-pin step before this one.
+                    let old = match self.maps.remove(map) {
+                        Some(found) => found,
+                        None => Map::from_pin(&self.path(MAPS, map), OpenFlags::ReadOnly)
+                            .map_err(|e| kerr(format!("open map '{map}' to migrate"), e))?,
+                    };
                     migrate_map(resolved, map, &old, &new)
                         .map_err(|e| kerr(format!("migrate map '{map}'"), e))?;
                     if let Some(d) = resolved.desired.maps.get(map) {
@@ -374,6 +479,13 @@ impl Tx {
             }
         }
         for action in &plan.actions {
+            if let Action::Reattach { program, .. } = action
+                && let Some(how) = &resolved.builds[program].attach
+            {
+                self.reattach.insert(program.clone(), how.clone());
+            }
+        }
+        for action in &plan.actions {
             match action {
                 Action::Attach { program, .. }
                 | Action::Replace {
@@ -384,17 +496,7 @@ impl Tx {
                     self.inject(Step::Attach)?;
                     let build = &resolved.builds[program];
                     let Some(how) = &build.attach else { continue };
-                    let pinned;
-                    let prog_fd = match self.progs.get(program) {
-                        Some(p) => p.as_fd(),
-                        None => {
-                            pinned = Program::from_pin(&self.path(PROGS, program), None)
-                                .map_err(|e| kerr(format!("open pinned program '{program}'"), e))?;
-                            pinned.as_fd()
-                        }
-                    };
-                    let link = attach(prog_fd, how)
-                        .map_err(|e| kerr(format!("attach program '{program}'"), e))?;
+                    let link = self.attach_program(program, how)?;
                     self.links.insert(program.clone(), link);
                 }
                 _ => {}
@@ -470,7 +572,8 @@ impl Tx {
     /// Pins `fd` at `path`, replacing whatever is there; journals the undo.
     fn pin_replace(&mut self, fd: BorrowedFd<'_>, path: &Path) -> Result<(), ApplyError> {
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        create_private_dir(&dir)?;
+        self.make_dir(&dir)?;
+        self.own(path)?;
         let old = if path.exists() {
             // Flags must be 0: links and programs refuse BPF_F_RDONLY.
             Some(
@@ -491,19 +594,56 @@ impl Tx {
         Ok(())
     }
 
-    /// Removes a pin, journaling how to put it back.
-    fn unpin(&mut self, path: &Path) -> Result<(), ApplyError> {
-        self.inject(Step::Unpin)?;
-        if !path.exists() {
+    /// Records `path` as owned before it is pinned or created (write-ahead),
+    /// journaling the undo.
+    fn own(&mut self, path: &Path) -> Result<(), ApplyError> {
+        let Some(rel) = self.ledger.relative(path) else {
+            return Ok(());
+        };
+        if self.ledger.record(&rel, Origin::Created)? {
+            self.journal.push(Undo::Forget(rel));
+        }
+        Ok(())
+    }
+
+    /// Creates a directory under the pin root (and the root itself) when
+    /// missing, recorded as owned first.
+    fn make_dir(&mut self, dir: &Path) -> Result<(), ApplyError> {
+        if dir.is_dir() {
             return Ok(());
         }
-        let old = sysobj::obj_get(path, OpenFlags::ReadWrite)
-            .map_err(|e| kerr(format!("open {}", path.display()), e))?;
-        std::fs::remove_file(path).map_err(|e| kerr(format!("unpin {}", path.display()), e))?;
-        self.journal.push(Undo::Restore {
-            path: path.to_path_buf(),
-            old,
-        });
+        self.own(dir)?;
+        create_private_dir(dir)?;
+        self.journal.push(Undo::RemoveDir(dir.to_path_buf()));
+        Ok(())
+    }
+
+    /// Removes an owned pin, journaling how to put it back.
+    fn unpin(&mut self, path: &Path) -> Result<(), ApplyError> {
+        self.inject(Step::Unpin)?;
+        let rel = self.ledger.relative(path).unwrap_or_default();
+        let Some(origin) = self.ledger.owned().get(&rel).copied().or_else(|| {
+            // A staged pin: owned through the path it was staged for.
+            self.ledger.owns(&rel).then_some(Origin::Created)
+        }) else {
+            return Err(kerr(
+                format!("unpin {}", path.display()),
+                "not recorded as this deployment's (internal error: the plan never removes foreign pins)",
+            ));
+        };
+        if path.exists() {
+            let old = sysobj::obj_get(path, OpenFlags::ReadWrite)
+                .map_err(|e| kerr(format!("open {}", path.display()), e))?;
+            std::fs::remove_file(path).map_err(|e| kerr(format!("unpin {}", path.display()), e))?;
+            self.journal.push(Undo::Restore {
+                path: path.to_path_buf(),
+                old,
+            });
+        }
+        if self.ledger.owned().contains_key(&rel) {
+            self.ledger.forget(&rel)?;
+            self.journal.push(Undo::Record(rel, origin));
+        }
         Ok(())
     }
 
@@ -593,6 +733,7 @@ impl Tx {
                         .map_err(|e| kerr(format!("switch link of '{program}'"), e))?;
                     self.journal.push(Undo::Relink { link, old_prog });
                 }
+                Action::Reattach { program, .. } => self.reattach(program)?,
                 Action::Detach { link, .. } => {
                     let path = self.path(LINKS, link);
                     if let Ok(old) = FdLink::from_pin(&path) {
@@ -631,16 +772,63 @@ impl Tx {
                     PinKind::Link => self.path(LINKS, name),
                     PinKind::Other => PathBuf::from(name),
                 };
-                if path.is_dir() {
-                    // A stray directory: only remove it when empty, never recurse into unknown pins.
-                    self.inject(Step::Unpin)?;
-                    let _ = std::fs::remove_dir(&path);
-                } else {
-                    self.unpin(&path)?;
-                }
+                self.unpin(&path)?;
             }
         }
         Ok(())
+    }
+
+    /// Detaches `program`'s XDP link and attaches its (new or pinned)
+    /// program in the manifest's mode; the new link is pinned with the others.
+    fn reattach(&mut self, program: &str) -> Result<(), ApplyError> {
+        self.inject(Step::Attach)?;
+        let how = self.reattach[program].clone();
+        let path = self.path(LINKS, program);
+        let mut old =
+            FdLink::from_pin(&path).map_err(|e| kerr(format!("open link of '{program}'"), e))?;
+        let info = old
+            .info()
+            .map_err(|e| kerr(format!("link of '{program}'"), e))?;
+        let kiln_loader::links::LinkTarget::Xdp { ifindex } = info.target else {
+            return Err(kerr(format!("link of '{program}'"), "not an XDP link"));
+        };
+        let flags = kiln_loader::links::xdp::query_xdp_modes(ifindex)
+            .map_err(|e| kerr(format!("XDP modes of '{program}'s interface"), e))?
+            .mode_of(info.prog_id)
+            .unwrap_or_default();
+        let old_prog = Program::from_id(info.prog_id)
+            .map_err(|e| kerr(format!("program attached to '{program}'"), e))?;
+        old.detach()
+            .map_err(|e| kerr(format!("detach the link of '{program}'"), e))?;
+        let _ = std::fs::remove_file(&path);
+        self.journal.push(Undo::Reattach {
+            program: program.to_string(),
+            path,
+            old_prog,
+            ifindex,
+            flags,
+        });
+        let link = self.attach_program(program, &how)?;
+        self.links.insert(program.to_string(), link);
+        Ok(())
+    }
+
+    /// Attaches `program` as `how` says: the one this apply loaded, else the pinned one.
+    fn attach_program(
+        &self,
+        program: &str,
+        how: &ResolvedAttach,
+    ) -> Result<Box<dyn Link>, ApplyError> {
+        let pinned;
+        let prog_fd = match self.progs.get(program) {
+            Some(p) => p.as_fd(),
+            None => {
+                pinned = Program::from_pin(&self.path(PROGS, program), None)
+                    .map_err(|e| kerr(format!("open pinned program '{program}'"), e))?;
+                pinned.as_fd()
+            }
+        };
+        attach(prog_fd, how).map_err(|e| kerr(format!("attach program '{program}'"), e))
     }
 
     /// Phase 3: the new generation is committed; let the old links go.
@@ -670,6 +858,24 @@ impl Tx {
                 Undo::Relink { mut link, old_prog } => {
                     let _ = link.update(old_prog.as_fd(), None);
                 }
+                Undo::Reattach {
+                    program,
+                    path,
+                    old_prog,
+                    ifindex,
+                    flags,
+                } => {
+                    // One XDP mode at a time: the new link goes first.
+                    if let Some(mut new) = self.links.remove(&program) {
+                        let _ = new.detach();
+                    }
+                    if let Ok(link) =
+                        kiln_loader::links::xdp::attach_xdp_link(old_prog.as_fd(), ifindex, flags)
+                        && let Some(fd) = link.fd()
+                    {
+                        let _ = pin_at(fd, &path, &ApplyOptions::default());
+                    }
+                }
                 Undo::Entries { map, old } => {
                     for (k, v) in old.iter().rev() {
                         let _ = match v {
@@ -678,8 +884,18 @@ impl Tx {
                         };
                     }
                 }
+                Undo::Forget(rel) => {
+                    let _ = self.ledger.forget(&rel);
+                }
+                Undo::Record(rel, origin) => {
+                    let _ = self.ledger.record(&rel, origin);
+                }
+                Undo::RemoveDir(dir) => {
+                    let _ = std::fs::remove_dir(&dir);
+                }
             }
         }
+        self.ledger.discard_if_unused();
         self.retired.clear();
         for (_, mut link) in std::mem::take(&mut self.links) {
             let _ = link.detach();
@@ -729,27 +945,6 @@ fn create_private_dir(dir: &Path) -> Result<(), ApplyError> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| kerr(format!("create {}", dir.display()), e))
-}
-
-/// Removes pins left under their staging name by a killed apply.
-fn remove_staged(root: &Path) -> Result<(), ApplyError> {
-    for dir in [MAPS, PROGS, LINKS] {
-        let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
-            continue;
-        };
-        for entry in rd.flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .ends_with(STAGING_SUFFIX)
-            {
-                let p = entry.path();
-                std::fs::remove_file(&p)
-                    .map_err(|e| kerr(format!("remove staged pin {}", p.display()), e))?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Pins `fd` at `path` atomically: pin beside it, then rename over it.
@@ -802,12 +997,13 @@ fn migrate_map(resolved: &Resolved, name: &str, old: &Map, new: &Map) -> Result<
 }
 
 /// Attaches, retrying briefly while the hook is busy: the kernel releases a
-/// link whose last pin was just removed from a workqueue, a moment later.
-fn attach(prog: BorrowedFd<'_>, how: &ResolvedAttach) -> Result<Box<dyn Link>, String> {
+/// link whose last pin was just removed from a workqueue, a moment later
+/// (EBUSY; EEXIST while an XDP link of the other mode is still there).
+pub fn attach(prog: BorrowedFd<'_>, how: &ResolvedAttach) -> Result<Box<dyn Link>, String> {
     let mut tries = 0;
     loop {
         match attach_once(prog, how) {
-            Err(e) if e.errno() == Some(libc::EBUSY) && tries < 40 => {
+            Err(e) if matches!(e.errno(), Some(libc::EBUSY | libc::EEXIST)) && tries < 40 => {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(25));
             }
@@ -908,9 +1104,29 @@ fn attach_once(
     }
 }
 
+/// What `destroy` did.
+#[derive(Debug, Default)]
+pub struct Destroyed {
+    /// The pins removed, relative to the pin root.
+    pub removed: Vec<String>,
+    /// What stays under the pin root because the deployment does not own it
+    /// (the pin root, its record and the directories holding these stay too).
+    pub left: Vec<PathBuf>,
+    /// The pin root itself was removed (Kiln created it and it is empty).
+    pub root_removed: bool,
+}
+
 /// Removes everything the deployment owns: links first (programs stop
-/// running), then programs, then maps, then the directories.
+/// running), then programs, then maps, then the directories. Returns the
+/// pins removed.
 pub fn destroy(manifest_name: &str, root: &Path) -> Result<Vec<String>, ApplyError> {
+    destroy_owned(manifest_name, root).map(|d| d.removed)
+}
+
+/// [`destroy`], also saying what was left alone. Only what the deployment's
+/// record names is removed (pins, and its directories once empty); a pin
+/// root off bpffs is never touched.
+pub fn destroy_owned(manifest_name: &str, root: &Path) -> Result<Destroyed, ApplyError> {
     if root.exists() {
         // Links are opened from their pins to detach them: CAP_BPF; bpffs
         // itself grants unpinning by file mode.
@@ -919,39 +1135,132 @@ pub fn destroy(manifest_name: &str, root: &Path) -> Result<Vec<String>, ApplyErr
             vec![kiln_loader::sys::caps::Capability::Bpf],
         )?;
     }
+    let lock_seen = ownership::lock_seen(manifest_name);
     let _lock = DeploymentLock::acquire(manifest_name)?;
-    let mut removed = Vec::new();
+    ownership::mark_lock(manifest_name);
+    let mut done = Destroyed::default();
     if !root.exists() {
-        return Ok(removed);
+        return Ok(done);
     }
-    for dir in [LINKS, PROGS, MAPS] {
-        let d = root.join(dir);
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        let mut paths: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        paths.sort();
-        for p in paths {
-            if dir == LINKS
-                && let Ok(mut l) = FdLink::from_pin(&p)
+    if !kiln_loader::pin::is_on_bpffs(root).unwrap_or(false) {
+        return Err(ApplyError::NotBpffs(root.to_path_buf()));
+    }
+    if ownership::is_mount_point(root) {
+        return Err(ownership::OwnershipError::MountPoint {
+            root: root.to_path_buf(),
+        }
+        .into());
+    }
+    let mut ledger = match Ledger::read(root)? {
+        Some(l) if l.name() != manifest_name => {
+            return Err(ownership::OwnershipError::BelongsTo {
+                root: root.to_path_buf(),
+                name: manifest_name.to_string(),
+                other: l.name().to_string(),
+            }
+            .into());
+        }
+        Some(l) => l,
+        None => {
+            // No record: only a layout an earlier Kiln provably made is ours.
+            let mut observed = live::observe(root)?;
+            let claim = ownership::claim(
+                root,
+                manifest_name,
+                &plan::Desired::default(),
+                &mut observed,
+                false,
+                lock_seen,
+            )?;
+            let mut l = claim.ledger;
+            for rel in &claim.adopt {
+                l.record(rel, Origin::Adopted)?;
+            }
+            l
+        }
+    };
+    let owned: Vec<String> = ledger.owned().keys().cloned().collect();
+    let (dirs, mut pins): (Vec<String>, Vec<String>) =
+        owned.into_iter().partition(|rel| root.join(rel).is_dir());
+    let rank = |rel: &String| match rel.split('/').next() {
+        Some(LINKS) => 0,
+        Some(PROGS) => 1,
+        Some(MAPS) => 2,
+        _ => 3,
+    };
+    pins.sort_by_key(|rel| (rank(rel), rel.clone()));
+    for rel in pins {
+        let path = root.join(&rel);
+        let staged = path.with_file_name(format!(
+            "{}{STAGING_SUFFIX}",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        for p in [&staged, &path] {
+            if p.symlink_metadata().is_err() {
+                continue;
+            }
+            if rank(&rel) == 0
+                && let Ok(mut l) = FdLink::from_pin(p)
             {
                 let _ = l.detach();
             }
-            std::fs::remove_file(&p).map_err(|e| kerr(format!("unpin {}", p.display()), e))?;
-            removed.push(format!(
-                "{dir}/{}",
-                p.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            ));
+            std::fs::remove_file(p).map_err(|e| kerr(format!("unpin {}", p.display()), e))?;
+            if p == &path {
+                done.removed.push(rel.clone());
+            }
         }
-        std::fs::remove_dir(&d).map_err(|e| kerr(format!("remove {}", d.display()), e))?;
+        // Forgotten only once gone: a kill before leaves it recorded.
+        ledger.forget(&rel)?;
     }
-    std::fs::remove_dir(root).map_err(|e| {
-        kerr(
-            format!("remove {}", root.display()),
-            format!("{e} (something not created by kiln is pinned there; it was left alone)"),
-        )
-    })?;
-    Ok(removed)
+    // Deepest first; a directory still holding foreign pins stays recorded.
+    let mut dirs: Vec<String> = dirs.into_iter().filter(|d| d != ".").collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    for rel in dirs {
+        if std::fs::remove_dir(root.join(&rel)).is_ok() {
+            ledger.forget(&rel)?;
+        }
+    }
+    done.left = foreign_under(root, &ledger);
+    if !done.left.is_empty() {
+        return Ok(done);
+    }
+    let root_owned = ledger.owned().contains_key(".");
+    ledger.remove()?;
+    if root_owned {
+        std::fs::remove_dir(root).map_err(|e| kerr(format!("remove {}", root.display()), e))?;
+        done.root_removed = true;
+    }
+    Ok(done)
+}
+
+/// Every entry under `root` but the record and the deployment's own
+/// directories, descended into (bounded): what a destroy left alone.
+fn foreign_under(root: &Path, ledger: &Ledger) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut queue = vec![root.to_path_buf()];
+    while let Some(dir) = queue.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if dir == root && e.file_name() == ownership::STATE_DIR {
+                continue;
+            }
+            if out.len() >= 1000 {
+                return out;
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                queue.push(p.clone());
+                if ledger.relative(&p).is_some_and(|rel| ledger.owns(&rel)) {
+                    continue;
+                }
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
 }

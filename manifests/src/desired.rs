@@ -15,7 +15,7 @@ use crate::diag::Diagnostic;
 use crate::manifest::Manifest;
 use crate::objects::Objects;
 use crate::plan::{Desired, DesiredAttach, DesiredMap, DesiredProgram, LinkIdentity, MapDef};
-use crate::schema::{Attach, Direction, EntriesMode, OnUpgrade, XdpMode};
+use crate::schema::{Attach, Direction, EntriesMode, OnShrink, OnUpgrade, XdpMode};
 
 /// An attachment with every name resolved on this host (ifindex, cgroup fd path...).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -139,6 +139,8 @@ pub fn resolve_with(
         let lpm = spec.map_type == kiln_obj::MapType::LPM_TRIE;
         let btf = object_btf(obj);
         let mut entries = Vec::new();
+        // Keys as the kernel compares them, to find those listed twice.
+        let mut seen_keys = std::collections::BTreeSet::new();
         for e in &d.entries {
             let e = e.get_ref();
             let k = kiln_values(
@@ -156,7 +158,24 @@ pub fn resolve_with(
                 false,
             );
             match (k, v) {
-                (Ok(k), Ok(v)) => entries.push((k, v)),
+                (Ok(k), Ok(v)) => {
+                    if let Some(problem) = entry_key_problem(&spec, &mut seen_keys, &k) {
+                        errors.push(
+                            manifest
+                                .error(
+                                    e.key.span(),
+                                    format!(
+                                        "map '{name}': key{}: {}",
+                                        short(e.key.get_ref()),
+                                        problem.0
+                                    ),
+                                )
+                                .help(problem.1),
+                        );
+                    } else {
+                        entries.push((k, v));
+                    }
+                }
                 (Err(msg), _) => errors.push(
                     manifest
                         .error(
@@ -208,6 +227,10 @@ pub fn resolve_with(
                     .on_upgrade
                     .as_ref()
                     .map_or(OnUpgrade::Keep, |o| *o.get_ref()),
+                on_shrink: d
+                    .on_shrink
+                    .as_ref()
+                    .map_or(OnShrink::Refuse, |o| *o.get_ref()),
                 declared: true,
                 btf: btf.is_some() && spec.btf_value_type_id.is_some_and(|v| v != 0),
                 entries,
@@ -217,10 +240,12 @@ pub fn resolve_with(
         map_specs.insert(name.clone(), (obj_name.clone(), spec));
     }
 
+    let mut clashes = std::collections::BTreeSet::new();
     for (key, decl) in manifest.programs() {
         let name = key.get_ref();
         let d = decl.get_ref();
         if !d.enabled {
+            desired.disabled.insert(name.clone());
             continue;
         }
         let obj_name = d.object.get_ref();
@@ -261,7 +286,9 @@ pub fn resolve_with(
                 uses.push(m.name.clone());
             }
             if let Some((other_obj, _)) = map_specs.get(&m.name) {
-                if other_obj != obj_name {
+                // Once per object and map, however many programs and
+                // instructions use it.
+                if other_obj != obj_name && clashes.insert((obj_name.clone(), m.name.clone())) {
                     errors.push(
                         manifest
                             .error(key.span(), format!("program '{name}' uses map '{}' of object '{obj_name}', but that name is already taken by object '{other_obj}'", m.name))
@@ -278,6 +305,7 @@ pub fn resolve_with(
                     object: obj_name.clone(),
                     def: def_of(m),
                     on_upgrade: OnUpgrade::Keep,
+                    on_shrink: OnShrink::Refuse,
                     declared: false,
                     btf: obj.btf.is_some() && m.btf_value_type_id.is_some_and(|v| v != 0),
                     entries: Vec::new(),
@@ -415,6 +443,93 @@ fn kiln_values(
 
 /// A value for a message: scalars shown, tables and arrays not (the error
 /// names the member at fault).
+/// Why the kernel would not hold `key` as one more entry of a map made from
+/// `spec` beside the `earlier` keys (message, help), if it would not, else
+/// adds it to them: a key
+/// listed twice (for LPM tries: the same prefix once masked, as the trie
+/// compares them), an array index past the end, or one entry more than
+/// `max_entries`. Without this check the entries would never converge: every
+/// apply would write one of the values over the other.
+fn entry_key_problem(
+    spec: &MapSpec,
+    earlier: &mut std::collections::BTreeSet<Vec<u8>>,
+    key: &[u8],
+) -> Option<(String, String)> {
+    let lpm = spec.map_type == kiln_obj::MapType::LPM_TRIE;
+    let this = if lpm {
+        masked_lpm_key(key)
+    } else {
+        key.to_vec()
+    };
+    if earlier.contains(&this) {
+        return Some(if lpm {
+            (
+                "the same prefix as an earlier entry once the bits past the prefix length are masked, which is how the LPM trie compares keys".into(),
+                "list each prefix once; write it with the bits past the prefix length zeroed (e.g. \"10.0.0.0/8\")".into(),
+            )
+        } else {
+            (
+                "listed twice".into(),
+                "list each key once: with two values for one key, every apply would write one over the other".into(),
+            )
+        });
+    }
+    let is_array =
+        [kiln_obj::MapType::ARRAY, kiln_obj::MapType::PERCPU_ARRAY].contains(&spec.map_type);
+    if is_array {
+        let index = key
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes);
+        if let Some(index) = index
+            && index >= spec.max_entries
+        {
+            return Some((
+                format!(
+                    "index {index} is past the end of the array (max_entries = {})",
+                    spec.max_entries
+                ),
+                format!(
+                    "use an index below {}, or raise max_entries",
+                    spec.max_entries
+                ),
+            ));
+        }
+    } else if earlier.len() >= spec.max_entries as usize {
+        return Some((
+            format!(
+                "one entry more than max_entries = {} holds",
+                spec.max_entries
+            ),
+            format!(
+                "list at most {} entries, or raise max_entries",
+                spec.max_entries
+            ),
+        ));
+    }
+    earlier.insert(this);
+    None
+}
+
+/// An LPM trie key (`u32` prefix length, then the data) with the data bits
+/// past the prefix length cleared.
+fn masked_lpm_key(key: &[u8]) -> Vec<u8> {
+    let mut out = key.to_vec();
+    let Some(prefix) = key
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_ne_bytes)
+    else {
+        return out;
+    };
+    for (i, byte) in out.iter_mut().skip(4).enumerate() {
+        let bit = (i * 8) as u64;
+        let keep = u64::from(prefix).saturating_sub(bit).min(8);
+        *byte &= !(0xffu16 >> keep) as u8;
+    }
+    out
+}
+
 fn short(v: &toml::Value) -> String {
     match v {
         toml::Value::Table(_) | toml::Value::Array(_) => String::new(),
@@ -655,6 +770,18 @@ pub fn resolve_attach(
                         "use prerouting, input, forward, output or postrouting".to_string(),
                     )
                 })? as u32;
+            // The kernel keeps the first and last priorities for
+            // netfilter's own hooks (NF_IP_PRI_FIRST / _LAST): EINVAL.
+            if *priority == i32::MIN || *priority == i32::MAX {
+                return Err((
+                    format!("netfilter priority {priority} is reserved by the kernel"),
+                    format!(
+                        "use a priority between {} and {}",
+                        i32::MIN + 1,
+                        i32::MAX - 1
+                    ),
+                ));
+            }
             ResolvedAttach::Netfilter {
                 pf,
                 hooknum,
@@ -881,7 +1008,13 @@ pub fn describe(a: &ResolvedAttach) -> DesiredAttach {
             ),
             Some(LinkIdentity {
                 link_type: LINK_XDP,
-                target: vec![u64::from(*ifindex)],
+                // "auto": whichever mode the kernel chose matches.
+                target: match mode {
+                    XdpMode::Auto => vec![u64::from(*ifindex)],
+                    XdpMode::Generic => vec![u64::from(*ifindex), 2],
+                    XdpMode::Native => vec![u64::from(*ifindex), 4],
+                    XdpMode::Offload => vec![u64::from(*ifindex), 8],
+                },
             }),
             true,
         ),
@@ -989,6 +1122,28 @@ fn entries_mode_unsupported(mode: EntriesMode, t: kiln_obj::MapType) -> Option<S
 mod tests {
     use super::*;
     use kiln_obj::MapType;
+
+    #[test]
+    fn lpm_keys_compare_masked() {
+        let key = |prefix: u32, data: [u8; 4]| {
+            let mut k = prefix.to_ne_bytes().to_vec();
+            k.extend(data);
+            k
+        };
+        assert_eq!(
+            masked_lpm_key(&key(8, [10, 1, 2, 3])),
+            key(8, [10, 0, 0, 0])
+        );
+        assert_eq!(
+            masked_lpm_key(&key(12, [10, 0xff, 2, 3])),
+            key(12, [10, 0xf0, 0, 0])
+        );
+        assert_eq!(
+            masked_lpm_key(&key(32, [1, 2, 3, 4])),
+            key(32, [1, 2, 3, 4])
+        );
+        assert_eq!(masked_lpm_key(&key(0, [1, 2, 3, 4])), key(0, [0; 4]));
+    }
 
     #[test]
     fn entries_modes_fit_the_map_type() {

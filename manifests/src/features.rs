@@ -99,11 +99,7 @@ pub fn check_perf_links(
     // tcx link among others, tens of milliseconds of RCU waits that a
     // deployment without perf-event attachments (and its no-op re-apply)
     // should not pay.
-    if perf.is_empty() {
-        return Vec::new();
-    }
-    let f = features();
-    if !probes_usable(f) || f.bpf_cookie {
+    if perf.is_empty() || can_pin_perf_attachments() {
         return Vec::new();
     }
     let mut out = Vec::new();
@@ -111,10 +107,22 @@ pub fn check_perf_links(
         out.push(
             manifest
                 .error(decl.get_ref().attach.span(), format!("program '{}': this kernel cannot pin perf-event attachments (tracepoint, kprobe, uprobe), so the attachment would end with this process", key.get_ref()))
-                .help("use a kernel with perf-event links (5.15+), or attach with raw_tracepoint / tp_btf / fentry, which pin on 5.7+"),
+                .help("use a kernel with perf-event links (5.15+); attach with raw_tracepoint / tp_btf / fentry, which pin on 5.7+; or run `kiln agent`, which holds such attachments for as long as it runs"),
         );
     }
     out
+}
+
+/// Whether tracepoint, kprobe and uprobe attachments can be pinned here
+/// (perf-event links, 5.15; probed through bpf_cookie, which came with
+/// them). Where bpf(2) cannot probe (not root), nothing is refused; nor
+/// without CAP_PERFMON, which the probe's tracing program needs whatever
+/// the kernel (the privilege check names the capability).
+pub fn can_pin_perf_attachments() -> bool {
+    let f = features();
+    let perfmon =
+        kiln_loader::sys::caps::missing(&[kiln_loader::sys::caps::Capability::Perfmon]).is_empty();
+    !probes_usable(f) || !perfmon || f.bpf_cookie
 }
 
 /// Checks `requires`. When bpf(2) itself is unusable here (not root), the

@@ -51,6 +51,11 @@ pub fn resolve_path(
     let decl = decl.get_ref();
     if let Some(p) = &decl.path {
         let path = manifest.dir.join(p.get_ref());
+        if path.is_dir() {
+            return Err(manifest
+                .error(p.span(), format!("object '{name}': {} is a directory, not an object file", path.display()))
+                .help("point `path` at the .bpf.o file itself, or use `source = ...` for a crate directory"));
+        }
         if !path.is_file() {
             return Err(manifest
                 .error(p.span(), format!("object '{name}': {} does not exist", path.display()))
