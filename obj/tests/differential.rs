@@ -2,21 +2,22 @@
 //! fixtures and the Rust SDK objects) is loaded twice into the running
 //! kernel, once by libbpf (`bpftool prog loadall`, a reference tool only)
 //! and once by Kiln (`kiln_obj::ObjectSpec::parse` + `kiln_loader`), and the
-//! kernel's translated instructions of each program are compared, with map
-//! ids replaced by a description of the map and kernel addresses masked.
+//! kernel's translated instructions of each program are compared, normalised
+//! by `kiln_loader::programs::xlated` (map ids replaced by a description of
+//! the map, kernel addresses masked, subprograms in one canonical order), the
+//! same normaliser the conformance suite uses on objects we do not write.
 //!
 //! Equal xlated code means Kiln's relocations (maps, global data, subprogram
 //! calls, CO-RE against vmlinux) produced what libbpf's did, as the verifier
 //! saw it. Objects libbpf itself cannot load, or that pin maps by name under
 //! /sys/fs/bpf, are listed as not compared (stderr), never counted as passes.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use kiln_loader::programs::xlated::normalized_xlated;
 use kiln_obj::{ObjectSpec, Pinning};
 use kiln_testkit::{Need, TestResult};
 
@@ -25,9 +26,6 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 const BPF_OBJ_GET: u32 = 7;
 const BPF_MAP_GET_FD_BY_ID: u32 = 14;
 const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
-const LD_IMM64: u8 = 0x18;
-const PSEUDO_MAP_FD: u8 = 1;
-const PSEUDO_MAP_VALUE: u8 = 2;
 
 /// bpf(2) with a 128-byte attribute buffer (tail zeros are what the kernel expects).
 fn bpf(cmd: u32, attr: &mut [u8; 128]) -> std::io::Result<i64> {
@@ -55,9 +53,6 @@ fn put32(b: &mut [u8], off: usize, v: u32) {
 fn put64(b: &mut [u8], off: usize, v: u64) {
     b[off..off + 8].copy_from_slice(&v.to_le_bytes());
 }
-fn get32(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-}
 
 fn owned(fd: i64) -> OwnedFd {
     // SAFETY: `fd` was just returned by bpf(2) and is owned by nobody else.
@@ -80,88 +75,6 @@ fn info_by_fd(fd: BorrowedFd<'_>, info: &mut [u8]) -> Result<(), Error> {
     put64(&mut attr, 8, info.as_mut_ptr() as u64);
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map_err(|e| format!("BPF_OBJ_GET_INFO_BY_FD: {e}"))?;
     Ok(())
-}
-
-/// What identifies a map across the two loads: its shape and the part of
-/// its name both loaders share (global data maps are prefixed with an
-/// object name that differs; 15-character truncation may cut either).
-fn map_label(id: u32) -> Result<String, Error> {
-    let mut attr = [0u8; 128];
-    put32(&mut attr, 0, id);
-    let fd = owned(bpf(BPF_MAP_GET_FD_BY_ID, &mut attr).map_err(|e| format!("map id {id}: {e}"))?);
-    let mut info = [0u8; 128];
-    info_by_fd(fd.as_fd(), &mut info)?;
-    let name_bytes = &info[24..40];
-    let end = name_bytes.iter().position(|&b| b == 0).unwrap_or(16);
-    let name = String::from_utf8_lossy(&name_bytes[..end]).into_owned();
-    let name = match name.find('.') {
-        Some(dot) => name[dot..].to_owned(),
-        None => name,
-    };
-    Ok(format!(
-        "{name} type {} key {} value {} max {}",
-        get32(&info, 0),
-        get32(&info, 8),
-        get32(&info, 12),
-        get32(&info, 16)
-    ))
-}
-
-/// The program's translated instructions, one readable line each, with map
-/// ids turned into map labels and kernel addresses masked.
-fn xlated(fd: BorrowedFd<'_>) -> Result<Vec<String>, Error> {
-    // struct bpf_prog_info: xlated_prog_len @20, xlated_prog_insns @32.
-    let mut info = [0u8; 256];
-    info_by_fd(fd, &mut info)?;
-    let len = get32(&info, 20) as usize;
-    if len == 0 {
-        return Err("xlated_prog_len is 0 (not root, or kptr restrictions?)".into());
-    }
-    let mut insns = vec![0u8; len];
-    let mut info = [0u8; 256];
-    put32(&mut info, 20, len as u32);
-    put64(&mut info, 32, insns.as_mut_ptr() as u64);
-    info_by_fd(fd, &mut info)?;
-    let mut labels: HashMap<u32, String> = HashMap::new();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i + 8 <= insns.len() {
-        let b = &insns[i..i + 8];
-        let (code, regs) = (b[0], b[1]);
-        let off = i16::from_le_bytes([b[2], b[3]]);
-        let imm = get32(b, 4);
-        if code == LD_IMM64 && i + 16 <= insns.len() {
-            let next_imm = get32(&insns, i + 12);
-            let src = regs >> 4;
-            let dst = regs & 0xf;
-            let text = match src {
-                PSEUDO_MAP_FD | PSEUDO_MAP_VALUE => {
-                    let label = match labels.entry(imm) {
-                        Entry::Occupied(e) => e.into_mut(),
-                        Entry::Vacant(e) => e.insert(map_label(imm)?),
-                    };
-                    format!("ld_imm64 r{dst} = map({label}) src {src} +{next_imm}")
-                }
-                0 => {
-                    let v = (u64::from(next_imm) << 32) | u64::from(imm);
-                    if v >> 48 == 0xffff {
-                        format!("ld_imm64 r{dst} = <kernel address>")
-                    } else {
-                        format!("ld_imm64 r{dst} = {v:#x}")
-                    }
-                }
-                _ => format!("ld_imm64 r{dst} src {src} = <masked>"),
-            };
-            out.push(text);
-            i += 16;
-            continue;
-        }
-        out.push(format!(
-            "{code:#04x} regs {regs:#04x} off {off} imm {imm:#x}"
-        ));
-        i += 8;
-    }
-    Ok(out)
 }
 
 const BPF_MAP_LOOKUP_ELEM: u32 = 1;
@@ -316,7 +229,7 @@ fn compare_object(path: &Path) -> Result<Outcome, Error> {
         }
         let name = entry.file_name().to_string_lossy().into_owned();
         let fd = obj_get(&entry.path())?;
-        theirs.push((name, xlated(fd.as_fd())?));
+        theirs.push((name, normalized_xlated(fd.as_fd())?));
     }
     theirs.sort();
     if theirs.is_empty() {
@@ -339,7 +252,7 @@ fn compare_object(path: &Path) -> Result<Outcome, Error> {
             ));
             continue;
         };
-        let got = xlated(prog.fd())?;
+        let got = normalized_xlated(prog.fd())?;
         if &got != want {
             let first = got
                 .iter()

@@ -8,6 +8,7 @@ mod apt;
 mod bench;
 mod build_ebpf;
 mod codegen;
+mod conformance;
 mod cross;
 mod dist;
 mod html;
@@ -58,6 +59,8 @@ enum Command {
     /// (The runner's own tests.) Boot any file as a kernel, without the up-front checks.
     #[command(hide = true)]
     BootRaw(vm_cmd::RawArgs),
+    /// Kiln against libbpf on objects built here from published sources (kernel selftests, sched_ext schedulers); --json.
+    Conformance(conformance::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,5 +77,6 @@ fn main() -> anyhow::Result<()> {
         Command::Dist(args) => dist::run(args),
         Command::Vm(args) => vm_cmd::run(args),
         Command::BootRaw(args) => vm_cmd::boot_raw(args),
+        Command::Conformance(args) => conformance::run(args),
     }
 }

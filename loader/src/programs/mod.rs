@@ -16,6 +16,7 @@ use crate::sys::prog::{self as sysprog, ProgLoad};
 use crate::util::c_name;
 
 mod verifier;
+pub mod xlated;
 pub use crate::sys::prog::{TestRun, TestRunResult};
 pub use verifier::{LoadError, VerifierLogLevel, failing_insn};
 
