@@ -45,6 +45,7 @@ pub struct EbpfLoader {
     skipped: HashSet<String>,
     target_btf: Option<PathBuf>,
     require_btf: bool,
+    object_name: String,
 }
 
 /// The live objects of one loaded [`ObjectSpec`].
@@ -59,6 +60,9 @@ pub struct Ebpf {
     globals: BTreeMap<String, (String, u32, u32)>,
     /// The user-space mapping of each arena map, by map name.
     arenas: BTreeMap<String, Arena<Map>>,
+    /// Why the programs were loaded without the object's BTF (only on a
+    /// kernel without BTF support).
+    btf_dropped: Option<String>,
 }
 
 impl EbpfLoader {
@@ -66,8 +70,17 @@ impl EbpfLoader {
         Self::default()
     }
 
-    /// Pins maps marked `LIBBPF_PIN_BY_NAME` as `<dir>/<map name>`, reusing a
-    /// compatible map already pinned there.
+    /// The object's name, as libbpf derives it from the file name
+    /// ([`kiln_obj::object_name_from_path`]): global data maps get libbpf's
+    /// names from it in the kernel (`counter.rodata`) and in pins
+    /// ([`MapSpec::pin_name`]). Default: none (`.rodata`).
+    pub fn object_name(&mut self, name: &str) -> &mut Self {
+        self.object_name = name.to_owned();
+        self
+    }
+
+    /// Pins maps marked `LIBBPF_PIN_BY_NAME` as `<dir>/<pin name>`
+    /// ([`MapSpec::pin_name`]), reusing a compatible map already pinned there.
     pub fn map_pin_path(&mut self, dir: impl AsRef<Path>) -> &mut Self {
         self.map_pin_path = Some(dir.as_ref().to_owned());
         self
@@ -117,8 +130,11 @@ impl EbpfLoader {
         self
     }
 
-    /// Fails the load when the kernel refuses the object's BTF (default: load
-    /// without it, losing source lines in verifier logs and map BTF).
+    /// Fails the load when the kernel refuses the object's BTF even where the
+    /// kernel has no BTF support at all (by default only that case loads
+    /// without BTF, with a warning on stderr and [`Ebpf::btf_dropped`] set;
+    /// a kernel with BTF support that refuses the object's BTF always fails
+    /// the load).
     pub fn require_btf(&mut self, yes: bool) -> &mut Self {
         self.require_btf = yes;
         self
@@ -146,6 +162,10 @@ impl EbpfLoader {
     ) -> Result<(Ebpf, Vec<(String, LoadError)>), EbpfError> {
         let mut spec = spec.clone();
         self.edit_spec(&mut spec)?;
+        if self.map_pin_path.is_some() {
+            spec.map_pin_names(&self.object_name)
+                .map_err(|e| EbpfError::Other(e.to_string()))?;
+        }
         let mut guard = PinGuard::default();
         let mut ebpf = Ebpf::default();
 
@@ -157,8 +177,18 @@ impl EbpfLoader {
         if let Some(bytes) = btf_bytes.as_deref() {
             match Btf::load(bytes) {
                 Ok(btf) => ebpf.btf = Some(btf),
-                Err(e) if self.require_btf => return Err(e.into()),
-                Err(_) => {}
+                // Programs without their BTF lose func and line info, and
+                // everything that needs them (kptrs, bpf_obj_new, exceptions,
+                // local storage, source lines in the verifier's log): only a
+                // kernel without BTF support at all may go on without it.
+                Err(e) if self.require_btf || crate::probe::features().btf_load => {
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    let reason = format!("this kernel has no BTF support ({})", e.source);
+                    eprintln!("warning: loading the programs without their BTF: {reason}");
+                    ebpf.btf_dropped = Some(reason);
+                }
             }
         }
 
@@ -301,12 +331,9 @@ impl EbpfLoader {
             if matches!(m.origin, MapOrigin::GlobalData { .. }) && crate::probe::mmapable_arrays() {
                 m.map_flags |= crate::maps::MapFlags::MMAPABLE.bits();
             }
-            // libbpf's convention: a perf event array sized 0 gets one slot per possible CPU.
-            if m.map_type == kiln_obj::MapType::PERF_EVENT_ARRAY && m.max_entries == 0 {
-                m.max_entries = crate::util::nr_possible_cpus().map_err(|e| EbpfError::MapSpec {
-                    name: m.name.clone(),
-                    message: format!("cannot size a perf event array: {e}"),
-                })? as u32;
+            size_like_libbpf(m)?;
+            if let Some(inner) = &mut m.inner {
+                size_like_libbpf(inner)?;
             }
         }
         for (name, bytes, required) in &self.globals {
@@ -322,7 +349,7 @@ impl EbpfLoader {
         guard: &mut PinGuard,
     ) -> Result<(Map, bool), EbpfError> {
         let pin_path = match (spec.pinning, &self.map_pin_path) {
-            (Pinning::ByName, Some(dir)) => Some(dir.join(&spec.name)),
+            (Pinning::ByName, Some(dir)) => Some(dir.join(spec.pin_name(&self.object_name))),
             _ => None,
         };
         if let Some(path) = &pin_path {
@@ -331,10 +358,17 @@ impl EbpfLoader {
             }
         }
         let inner = match &spec.inner {
-            Some(inner) => Some(create_with_btf_fallback(inner, None, None)?),
+            // With the object's BTF, as libbpf creates it: an inner local
+            // storage map needs its key and value types.
+            Some(inner) => Some(create_with_btf_fallback(inner, &inner.name, btf, None)?),
             None => None,
         };
-        let map = create_with_btf_fallback(spec, btf, inner.as_ref().map(|m| m.fd()))?;
+        let map = create_with_btf_fallback(
+            spec,
+            &spec.libbpf_name(&self.object_name),
+            btf,
+            inner.as_ref().map(|m| m.fd()),
+        )?;
         if let Some(data) = &spec.initial_data {
             populate_global_data(spec, &map, data)?;
         }
@@ -346,8 +380,46 @@ impl EbpfLoader {
     }
 }
 
+/// libbpf's sizing conventions, which objects written for it rely on: a
+/// perf event array sized 0 gets one slot per possible CPU, and a ring
+/// buffer's size is rounded up to a power-of-2 number of pages (the kernel
+/// refuses any other). Inner map templates included.
+fn size_like_libbpf(m: &mut MapSpec) -> Result<(), EbpfError> {
+    if m.map_type == MapType::PERF_EVENT_ARRAY && m.max_entries == 0 {
+        m.max_entries = crate::util::nr_possible_cpus().map_err(|e| EbpfError::MapSpec {
+            name: m.name.clone(),
+            message: format!("cannot size a perf event array: {e}"),
+        })? as u32;
+    }
+    if matches!(m.map_type, MapType::RINGBUF | MapType::USER_RINGBUF) {
+        m.max_entries = ring_size(m.max_entries, crate::util::page_size() as u32);
+    }
+    Ok(())
+}
+
+/// The smallest power-of-2 multiple of `page` at least `size` (libbpf's
+/// `adjust_ringbuf_sz`); 0 and sizes nothing fits stay as they are, for the
+/// kernel to refuse.
+fn ring_size(size: u32, page: u32) -> u32 {
+    if size == 0 || page == 0 {
+        return size;
+    }
+    if size % page == 0 && (size / page).is_power_of_two() {
+        return size;
+    }
+    let mut n = page;
+    while n <= size {
+        match n.checked_mul(2) {
+            Some(next) => n = next,
+            None => return size,
+        }
+    }
+    n
+}
+
 fn create_with_btf_fallback(
     spec: &MapSpec,
+    kernel_name: &str,
     btf: Option<&Btf>,
     inner: Option<BorrowedFd<'_>>,
 ) -> Result<Map, MapError> {
@@ -359,10 +431,10 @@ fn create_with_btf_fallback(
         }),
         _ => None,
     };
-    match Map::create(spec, map_btf, inner) {
+    match Map::create_named(spec, kernel_name, map_btf, inner) {
         Ok(m) => Ok(m),
         // Old kernels refuse BTF for some map types: the map works without it.
-        Err(_) if map_btf.is_some() => Map::create(spec, None, inner),
+        Err(_) if map_btf.is_some() => Map::create_named(spec, kernel_name, None, inner),
         Err(e) => Err(e),
     }
 }
@@ -587,7 +659,11 @@ impl Ebpf {
     pub fn btf_fd(&self) -> Option<BorrowedFd<'_>> {
         self.btf.as_ref().map(|b| b.as_fd())
     }
-    /// Names of maps that were reused from an existing pin.
+    /// Why the object's programs were loaded without its BTF (no func or
+    /// line info), or `None` when they have it (or the object has none).
+    pub fn btf_dropped(&self) -> Option<&str> {
+        self.btf_dropped.as_deref()
+    }
     /// Reads global variable `name` (from `.data`, `.bss`, `.rodata`...) as
     /// the kernel sees it now. `T` must be the variable's size.
     pub fn global<T: crate::Pod>(&self, name: &str) -> Result<T, EbpfError> {
@@ -647,7 +723,23 @@ impl Ebpf {
         Ok((map, *offset as usize, *size as usize))
     }
 
+    /// Names of maps that were reused from an existing pin.
     pub fn reused_maps(&self) -> &[String] {
         &self.reused
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ring_size;
+
+    #[test]
+    fn ring_sizes_round_up_to_power_of_two_pages() {
+        assert_eq!(ring_size(4096, 4096), 4096);
+        assert_eq!(ring_size(3 * 4096, 4096), 4 * 4096);
+        assert_eq!(ring_size(3 * 4096 + 1, 4096), 4 * 4096);
+        assert_eq!(ring_size(100, 4096), 4096);
+        assert_eq!(ring_size(0, 4096), 0);
+        assert_eq!(ring_size(u32::MAX, 4096), u32::MAX);
     }
 }

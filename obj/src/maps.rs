@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use object::elf;
 
-use crate::btf::{Btf, INT_BOOL, INT_CHAR, INT_SIGNED, Type, TypeId, VAR_EXTERN};
+use crate::btf::{Btf, INT_BOOL, INT_SIGNED, Type, TypeId, VAR_EXTERN};
 use crate::parse::Elf;
 use crate::{
     ExternKind, ExternSpec, GlobalVariable, KconfigValueKind, MapOrigin, MapSlot, MapSlotTarget,
@@ -565,8 +565,8 @@ fn externs(elf: &Elf<'_>, btf: &Btf, out: &mut Collected) -> Result<(), ParseErr
             map.map_flags = BPF_F_RDONLY_PROG;
             map.initial_data = Some(vec![0; size as usize]);
             map.variables = variables;
-            // The DATASEC's own layout is 0-sized in the object; the kernel
-            // would reject it as the value type, so no BTF value id here.
+            // Its DATASEC becomes the value type once `parse` has laid it
+            // out like this map (`fixup_extern_datasecs`).
             let _ = id;
             out.kconfig_map = Some(out.specs.len());
             out.specs.push(map);
@@ -622,24 +622,34 @@ fn align_of(btf: &Btf, id: TypeId) -> Result<u32, crate::btf::BtfError> {
     })
 }
 
+/// libbpf's `find_kcfg_type`: the declarations a `.kconfig` extern may have.
 fn kconfig_kind(btf: &Btf, type_id: TypeId) -> Option<KconfigValueKind> {
     let (_, t) = btf.skip_modifiers(type_id).ok()?;
     Some(match t {
-        Type::Int { encoding, size, .. } if encoding & INT_BOOL != 0 && size == 1 => {
-            KconfigValueKind::Bool
+        Type::Int { encoding, size, .. } if encoding & INT_BOOL != 0 => {
+            (size == 1).then_some(KconfigValueKind::Bool)?
         }
+        Type::Int { size: 1, .. } => KconfigValueKind::Char,
         Type::Int {
-            encoding, size: 1, ..
-        } if encoding & INT_CHAR != 0 => KconfigValueKind::Tristate,
-        Type::Int { encoding, .. } => KconfigValueKind::Int {
+            encoding,
+            size: 2 | 4 | 8,
+            ..
+        } => KconfigValueKind::Int {
             signed: encoding & INT_SIGNED != 0,
         },
-        Type::Enum { name_off, .. } if btf.str_at(name_off).ok() == Some("libbpf_tristate") => {
+        Type::Enum {
+            name_off, size: 4, ..
+        }
+        | Type::Enum64 { name_off, .. }
+            if btf.str_at(name_off).ok() == Some("libbpf_tristate") =>
+        {
             KconfigValueKind::Tristate
         }
-        Type::Enum { signed, .. } | Type::Enum64 { signed, .. } => KconfigValueKind::Int { signed },
-        Type::Array { elem, .. } => match btf.skip_modifiers(elem).ok()?.1 {
-            Type::Int { size: 1, .. } => KconfigValueKind::CharArray,
+        // Not recursive: a malformed BTF could make an array its own element.
+        Type::Array { elem, nelems, .. } if nelems > 0 => match btf.skip_modifiers(elem).ok()?.1 {
+            Type::Int {
+                size: 1, encoding, ..
+            } if encoding & INT_BOOL == 0 => KconfigValueKind::CharArray,
             _ => return None,
         },
         _ => return None,

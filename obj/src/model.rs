@@ -473,8 +473,10 @@ pub enum ExternKind {
 pub enum KconfigValueKind {
     /// `bool`: y → 1, n/unset → 0.
     Bool,
-    /// `char` (or `enum libbpf_tristate`): y → 'y'/1, m → 'm'/2, n → 'n'/0.
+    /// `enum libbpf_tristate`: y → 1, m → 2, n → 0.
     Tristate,
+    /// A one-byte integer (`char`, `__u8`...): y/m/n → the letter, or a number.
+    Char,
     /// A signed or unsigned integer of `size` bytes.
     Int { signed: bool },
     /// `char[N]`: a string value.
