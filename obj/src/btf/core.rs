@@ -775,10 +775,18 @@ fn resolve<'t, M: FnOnce() -> Vec<&'t Btf>>(
             }
         }
     }
+    // libbpf's rule when no candidate matches: every type-based relocation
+    // (exists, matches, size, target id) and the two existence checks
+    // compute 0; field offsets and sizes and enum values are poisoned.
     if result.is_none()
         && matches!(
             r.kind,
-            K::FieldExists | K::TypeExists | K::TypeMatches | K::EnumValueExists
+            K::FieldExists
+                | K::TypeExists
+                | K::TypeMatches
+                | K::TypeSize
+                | K::TypeIdTarget
+                | K::EnumValueExists
         )
     {
         result = Some(Value {
