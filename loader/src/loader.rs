@@ -63,6 +63,10 @@ pub struct Ebpf {
     /// Why the programs were loaded without the object's BTF (only on a
     /// kernel without BTF support).
     btf_dropped: Option<String>,
+    /// Programs left for a later load against their target (struct_ops,
+    /// freplace, skipped ones), prepared like the loaded ones: CO-RE
+    /// relocated, externs resolved.
+    deferred: BTreeMap<String, ProgramSpec>,
 }
 
 impl EbpfLoader {
@@ -262,6 +266,7 @@ impl EbpfLoader {
         };
         for pspec in &spec.programs {
             if self.skipped.contains(&pspec.name) {
+                ebpf.deferred.insert(pspec.name.clone(), pspec.clone());
                 continue;
             }
             // struct_ops programs take their attach target (struct type and
@@ -272,6 +277,7 @@ impl EbpfLoader {
                 pspec.kind,
                 kiln_obj::ProgramKind::StructOps { .. } | kiln_obj::ProgramKind::Extension { .. }
             ) {
+                ebpf.deferred.insert(pspec.name.clone(), pspec.clone());
                 continue;
             }
             match load_program(
@@ -643,6 +649,11 @@ impl Ebpf {
     }
     pub fn program(&self, name: &str) -> Option<&Program> {
         self.programs.get(name)
+    }
+    /// A program this load left for later (struct_ops, freplace, skipped),
+    /// as prepared for the kernel: CO-RE relocated, externs resolved.
+    pub fn deferred_program(&self, name: &str) -> Option<&ProgramSpec> {
+        self.deferred.get(name)
     }
     /// The memory of arena map `name`, mapped at load (one mapping per
     /// arena and process: the kernel refuses a second one while this lives).

@@ -211,21 +211,13 @@ fn too_old() -> Option<String> {
     None
 }
 
-fn has_bpftool() -> Option<String> {
-    let ok = Command::new("bpftool")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    (!ok).then(|| "bpftool (the libbpf reference) is not installed".into())
-}
-
 fn main() {
     let needs = &[Need::Root, Need::Bpf, Need::Probe("kernel 6.2+", too_old)];
     let with_libbpf = &[
         Need::Root,
         Need::Bpf,
         Need::Probe("kernel 6.2+", too_old),
-        Need::Probe("bpftool", has_bpftool),
+        Need::Probe("bpftool", kiln_testkit::bpftool_missing),
     ];
     kiln_testkit::run(vec![
         test(
