@@ -238,6 +238,13 @@ impl EbpfLoader {
             let map = ebpf.maps[&mspec.name].try_clone()?;
             match Arena::new(map) {
                 Ok(arena) => {
+                    if let Some(data) = mspec
+                        .initial_data
+                        .as_ref()
+                        .filter(|_| created.contains(mspec.name.as_str()))
+                    {
+                        arena.write_bytes(arena_globals_offset(mspec, data.len()), data)?;
+                    }
                     ebpf.arenas.insert(mspec.name.clone(), arena);
                 }
                 Err(e) if created.contains(mspec.name.as_str()) => return Err(e.into()),
@@ -345,6 +352,7 @@ impl EbpfLoader {
         for (name, bytes, required) in &self.globals {
             set_global(spec, name, bytes, *required)?;
         }
+        place_arena_globals(spec)?;
         Ok(())
     }
 
@@ -375,7 +383,13 @@ impl EbpfLoader {
             btf,
             inner.as_ref().map(|m| m.fd()),
         )?;
-        if let Some(data) = &spec.initial_data {
+        // An arena's initial data (its `__arena` globals) is copied into the
+        // arena once it is mapped, not written as an element.
+        if let Some(data) = spec
+            .initial_data
+            .as_ref()
+            .filter(|_| spec.map_type != MapType::ARENA)
+        {
             populate_global_data(spec, &map, data)?;
         }
         if let Some(path) = pin_path {
@@ -384,6 +398,61 @@ impl EbpfLoader {
         }
         Ok((map, false))
     }
+}
+
+/// Where an arena's `__arena` globals of `len` bytes go: at its end (the
+/// last pages they fill) where the kernel allows any offset in an
+/// `ld_imm64`, else at its start; libbpf's placement, for the same
+/// instructions.
+fn arena_globals_offset(arena: &MapSpec, len: usize) -> usize {
+    let page = crate::util::page_size();
+    let size = arena.max_entries as usize * page;
+    if crate::probe::ldimm64_full_range_off() {
+        size.saturating_sub(len.next_multiple_of(page))
+    } else {
+        0
+    }
+}
+
+/// Moves the references to `__arena` globals to where the loader places
+/// them in their arena, after checking that they fit.
+fn place_arena_globals(spec: &mut ObjectSpec) -> Result<(), EbpfError> {
+    let Some((index, arena)) = spec
+        .maps
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.map_type == MapType::ARENA && m.initial_data.is_some())
+    else {
+        return Ok(());
+    };
+    let len = arena.initial_data.as_ref().map_or(0, Vec::len);
+    let page = crate::util::page_size();
+    if len.next_multiple_of(page) > arena.max_entries as usize * page {
+        return Err(EbpfError::MapSpec {
+            name: arena.name.clone(),
+            message: format!(
+                "{} pages cannot hold {len} bytes of __arena globals",
+                arena.max_entries
+            ),
+        });
+    }
+    let base = u32::try_from(arena_globals_offset(arena, len)).map_err(|_| EbpfError::MapSpec {
+        name: arena.name.clone(),
+        message: "arena larger than an instruction offset".into(),
+    })?;
+    for p in &mut spec.programs {
+        for r in &mut p.relocations {
+            if let kiln_obj::RelocationTarget::MapValue { map, offset } = &mut r.target
+                && *map == index
+            {
+                *offset = offset.checked_add(base).ok_or_else(|| EbpfError::MapSpec {
+                    name: spec.maps[index].name.clone(),
+                    message: "__arena global beyond an instruction's offset range".into(),
+                })?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// libbpf's sizing conventions, which objects written for it rely on: a

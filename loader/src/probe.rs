@@ -219,6 +219,45 @@ pub fn probe_program_type(t: ProgramType, eat: Option<AttachType>) -> bool {
     ok || !log.trim().is_empty()
 }
 
+/// Whether an `ld_imm64` of a map value may carry any offset (the verifier
+/// no longer limits direct offsets, for arenas: libbpf's
+/// `FEAT_LDIMM64_FULL_RANGE_OFF`). libbpf then puts an object's `__arena`
+/// globals at the end of the arena instead of its start, and so does Kiln,
+/// for the same instructions. Probed once: a 1-byte array's value at offset
+/// 2^30 is refused either way, but older kernels say why in these words.
+pub fn ldimm64_full_range_off() -> bool {
+    static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *F.get_or_init(|| {
+        let Ok(map) = map_create(MapCreateAttr {
+            map_type: MapType::ARRAY.0,
+            key_size: 4,
+            value_size: 1,
+            max_entries: 1,
+            ..Default::default()
+        }) else {
+            return false;
+        };
+        use std::os::fd::AsRawFd;
+        let insns = [
+            Insn {
+                code: 0x18,
+                regs: 1 | (2 << 4), // r1 = BPF_PSEUDO_MAP_VALUE
+                off: 0,
+                imm: map.as_raw_fd(),
+            },
+            Insn {
+                code: 0,
+                regs: 0,
+                off: 0,
+                imm: 1 << 30,
+            },
+            RET0[1],
+        ];
+        let (loaded, log) = try_load(ProgramType::SOCKET_FILTER, None, &insns, 0);
+        !loaded && !log.is_empty() && !log.contains("direct value offset of")
+    })
+}
+
 /// Whether programs of type `t` may call helper `id`.
 pub fn probe_helper(t: ProgramType, id: i32) -> bool {
     let insns = [

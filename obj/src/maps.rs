@@ -35,7 +35,13 @@ pub(crate) struct Collected {
     pub kconfig_map: Option<usize>,
     /// Initial prog array / map-of-maps entries from `.rel.maps`.
     pub slots: Vec<MapSlot>,
+    /// `.addr_space.1` (`__arena` globals): its section index, the arena
+    /// map's index and the section's size.
+    pub arena: Option<(usize, usize, u64)>,
 }
+
+/// The section clang puts `__arena` (address space 1) globals in.
+const ARENA_SECTION: &str = ".addr_space.1";
 
 /// Where a `.maps` definition sits and where its `values` array starts.
 struct BtfMapDef {
@@ -93,6 +99,7 @@ pub(crate) fn collect(elf: &Elf<'_>, btf: Option<&Btf>) -> Result<Collected, Par
         externs: Vec::new(),
         kconfig_map: None,
         slots: Vec::new(),
+        arena: None,
     };
     if let Some(sec) = elf.section_by_name("maps") {
         legacy_maps(elf, sec.index, sec.data, &mut out)?;
@@ -159,7 +166,51 @@ pub(crate) fn collect(elf: &Elf<'_>, btf: Option<&Btf>) -> Result<Collected, Par
     if let Some(btf) = btf {
         externs(elf, btf, &mut out)?;
     }
+    arena_globals(elf, &mut out)?;
     Ok(out)
+}
+
+/// `__arena` globals (libbpf 1.4+): their section's bytes become the
+/// initial data of the object's one arena map, which the loader copies into
+/// the arena; references to them are relocated into that map.
+fn arena_globals(elf: &Elf<'_>, out: &mut Collected) -> Result<(), ParseError> {
+    let Some(sec) = elf.section_by_name(ARENA_SECTION).filter(|s| s.size > 0) else {
+        return Ok(());
+    };
+    let mut arenas = out
+        .specs
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.map_type == MapType::ARENA);
+    let (index, map) = arenas.next().ok_or_else(|| {
+        ParseError::section(
+            ARENA_SECTION,
+            "__arena globals need an arena map declared in SEC(\".maps\")",
+        )
+    })?;
+    if let Some((_, other)) = arenas.next() {
+        return Err(ParseError::section(
+            ARENA_SECTION,
+            format!(
+                "__arena globals need one arena map, the object has '{}' and '{}'",
+                map.name, other.name
+            ),
+        ));
+    }
+    if sec.size > u64::from(MAX_MAP_VALUE) {
+        return Err(ParseError::section(
+            ARENA_SECTION,
+            format!("{} bytes of __arena globals: too large", sec.size),
+        ));
+    }
+    let data = if sec.sh_type == elf::SHT_NOBITS {
+        vec![0; sec.size as usize]
+    } else {
+        sec.data.to_vec()
+    };
+    out.specs[index].initial_data = Some(data);
+    out.arena = Some((sec.index, index, sec.size));
+    Ok(())
 }
 
 fn legacy_maps(

@@ -292,7 +292,9 @@ pub struct MapSpec {
     pub map_extra: u64,
     pub pinning: Pinning,
     pub origin: MapOrigin,
-    /// Initial bytes of the value at key 0 for global data maps (`.bss`: zeros).
+    /// Initial bytes of the value at key 0 for global data maps (`.bss`:
+    /// zeros); for an arena map, the initial bytes of its `__arena` globals
+    /// (`.addr_space.1`), which the loader copies into the arena.
     pub initial_data: Option<Vec<u8>>,
     /// BTF type ids in [`ObjectSpec::btf`], when the object carries them.
     pub btf_key_type_id: Option<u32>,
@@ -332,6 +334,8 @@ pub enum RelocationTarget {
     /// `ld_imm64 rX, map` → `BPF_PSEUDO_MAP_FD` with the map's fd. `map` indexes [`ObjectSpec::maps`].
     Map { map: usize },
     /// `ld_imm64 rX, &global + offset` → `BPF_PSEUDO_MAP_VALUE` with the fd and offset.
+    /// For an arena map (`__arena` globals) the offset is into the globals'
+    /// bytes; the loader adds where it places them in the arena.
     MapValue { map: usize, offset: u32 },
 }
 
