@@ -5,7 +5,8 @@
 //! kernel's translated instructions of each program are compared, with map
 //! ids replaced by a description of the map and kernel addresses masked.
 //!
-//! Equal xlated code means Kiln's relocations (maps, global data, subprogram
+//! The func_info and line_info counts the kernel kept are compared too (a
+//! program loaded without its BTF differs). Equal xlated code means Kiln's relocations (maps, global data, subprogram
 //! calls, CO-RE against vmlinux) produced what libbpf's did, as the verifier
 //! saw it. Objects libbpf itself cannot load, or that pin maps by name under
 //! /sys/fs/bpf, are listed as not compared (stderr), never counted as passes.
@@ -117,6 +118,13 @@ fn xlated(fd: BorrowedFd<'_>) -> Result<Vec<String>, Error> {
     if len == 0 {
         return Err("xlated_prog_len is 0 (not root, or kptr restrictions?)".into());
     }
+    // nr_func_info @144, nr_line_info @148: the program's BTF, compared as
+    // a last line (Kiln must not load without what libbpf loads with).
+    let btf_line = format!(
+        "func_info {} line_info {}",
+        get32(&info, 144),
+        get32(&info, 148)
+    );
     let mut insns = vec![0u8; len];
     let mut info = [0u8; 256];
     put32(&mut info, 20, len as u32);
@@ -161,6 +169,7 @@ fn xlated(fd: BorrowedFd<'_>) -> Result<Vec<String>, Error> {
         ));
         i += 8;
     }
+    out.push(btf_line);
     Ok(out)
 }
 
@@ -420,6 +429,52 @@ fn xlated_matches_libbpf() -> TestResult {
     Ok(())
 }
 
+/// Statically linked objects (`bpftool gen object` output: BTF deduplicated
+/// and renumbered, DATASECs laid out by the linker) verify to libbpf's
+/// instructions too. Linked here from fixtures with CO-RE type ids, kconfig
+/// and kfuncs, subprograms, global data, map slots and USDT.
+fn linked_objects_match_libbpf() -> TestResult {
+    let dir = PinDir(std::env::temp_dir().join(format!("kiln-linked-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0)?;
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for stem in [
+        "core_types",
+        "dropin",
+        "globals",
+        "loader_slots",
+        "attach_usdt",
+        "tool_execsnoop",
+    ] {
+        let input = kiln_testkit::bpf_object(&format!("{stem}.bpf.o"))?;
+        let linked = dir.0.join(format!("{stem}.bpf.o"));
+        let out = Command::new("bpftool")
+            .args(["gen", "object"])
+            .arg(&linked)
+            .arg(&input)
+            .output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "bpftool gen object {stem}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        match compare_object(&linked) {
+            Ok(Outcome::Compared { .. }) => compared += 1,
+            Ok(Outcome::NotCompared(why)) => eprintln!("linked: NOT COMPARED {stem}: {why}"),
+            Err(e) => failures.push(format!("linked {e}")),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(failures.join("\n").into());
+    }
+    if compared < 3 {
+        return Err(format!("only {compared} linked objects compared").into());
+    }
+    Ok(())
+}
+
 fn has_bpftool() -> Option<String> {
     Command::new("bpftool")
         .arg("version")
@@ -431,9 +486,13 @@ fn has_bpftool() -> Option<String> {
 }
 
 fn main() {
-    kiln_testkit::run(vec![kiln_testkit::test(
-        "xlated_matches_libbpf",
-        &[Need::Root, Need::Bpf, Need::Probe("bpftool", has_bpftool)],
-        xlated_matches_libbpf,
-    )]);
+    let needs = &[Need::Root, Need::Bpf, Need::Probe("bpftool", has_bpftool)];
+    kiln_testkit::run(vec![
+        kiln_testkit::test("xlated_matches_libbpf", needs, xlated_matches_libbpf),
+        kiln_testkit::test(
+            "linked_objects_match_libbpf",
+            needs,
+            linked_objects_match_libbpf,
+        ),
+    ]);
 }

@@ -595,9 +595,18 @@ fn compute(btf: &Btf, spec: &Spec, kind: K, local_id: TypeId) -> Result<Value, B
             validate: true,
         })
     };
+    // Type ids in an instruction change when objects are linked (`bpftool
+    // gen object` renumbers BTF): libbpf never checks them, nor does Kiln.
+    let type_id = |id: TypeId| {
+        Ok(Value {
+            value: u64::from(id),
+            size: 0,
+            validate: false,
+        })
+    };
     match kind {
-        K::TypeIdLocal => plain(u64::from(local_id)),
-        K::TypeIdTarget => plain(u64::from(spec.root)),
+        K::TypeIdLocal => type_id(local_id),
+        K::TypeIdTarget => type_id(spec.root),
         K::TypeExists | K::TypeMatches | K::FieldExists | K::EnumValueExists => plain(1),
         K::TypeSize => plain(u64::from(btf.resolve_size(spec.root)?)),
         K::EnumValue => {
