@@ -185,7 +185,7 @@ impl EbpfLoader {
                 // everything that needs them (kptrs, bpf_obj_new, exceptions,
                 // local storage, source lines in the verifier's log): only a
                 // kernel without BTF support at all may go on without it.
-                Err(e) if self.require_btf || crate::probe::features().btf_load => {
+                Err(e) if self.require_btf || crate::probe::btf_loads() => {
                     return Err(e.into());
                 }
                 Err(e) => {
@@ -272,7 +272,7 @@ impl EbpfLoader {
             None
         };
         for pspec in &spec.programs {
-            if self.skipped.contains(&pspec.name) {
+            if self.skipped.contains(&pspec.name) || !pspec.autoload {
                 ebpf.deferred.insert(pspec.name.clone(), pspec.clone());
                 continue;
             }
@@ -296,6 +296,7 @@ impl EbpfLoader {
                 kbtf,
             ) {
                 Ok(prog) => {
+                    bind_read_only_data(&prog, &spec, &ebpf);
                     ebpf.programs.insert(pspec.name.clone(), prog);
                 }
                 Err(e) if keep_going => failures.push((pspec.name.clone(), e)),
@@ -397,6 +398,23 @@ impl EbpfLoader {
             guard.pins.push(path);
         }
         Ok((map, false))
+    }
+}
+
+/// Binds the object's `.rodata*` maps to a loaded program, as libbpf does
+/// (BPF_PROG_BIND_MAP, 5.10+): they live as long as the program, and tools
+/// listing its maps (`bpftool prog show`, metadata in `.rodata`) see them
+/// even where the code does not reference them. Best effort, like libbpf's.
+fn bind_read_only_data(prog: &Program, spec: &ObjectSpec, ebpf: &Ebpf) {
+    if !crate::probe::prog_bind_map() {
+        return;
+    }
+    for m in spec.maps.iter().filter(|m| {
+        matches!(&m.origin, MapOrigin::GlobalData { section } if section.starts_with(".rodata"))
+    }) {
+        if let Some(map) = ebpf.maps.get(&m.name) {
+            let _ = prog.bind_map(map.fd());
+        }
     }
 }
 

@@ -91,10 +91,27 @@ pub fn features() -> &'static Features {
     F.get_or_init(probe_all)
 }
 
+/// (BTF loads at all, what it accepts), probed once.
+fn btf_probed() -> (bool, BtfFeatures) {
+    static B: OnceLock<(bool, BtfFeatures)> = OnceLock::new();
+    *B.get_or_init(probe_btf)
+}
+
 /// BTF features for kiln-obj's sanitizer, probed once.
 pub fn btf_features() -> BtfFeatures {
-    static B: OnceLock<BtfFeatures> = OnceLock::new();
-    *B.get_or_init(|| probe_btf().1)
+    btf_probed().1
+}
+
+/// Whether the kernel loads BTF at all (4.18+), probed once: only without
+/// it may a loader go on without an object's BTF.
+pub fn btf_loads() -> bool {
+    btf_probed().0
+}
+
+/// Whether BPF_PROG_BIND_MAP works (5.10+), probed once.
+pub fn prog_bind_map() -> bool {
+    static B: OnceLock<bool> = OnceLock::new();
+    *B.get_or_init(probe_bind_map)
 }
 
 /// The kernel's name of a program type (`socket_filter`, `xdp`, ...), as bpftool prints it.

@@ -39,6 +39,14 @@ fn every_program_keeps_its_btf() -> TestResult {
     let (_, spec) = object()?;
     let ebpf = load(&spec)?;
     assert_eq!(ebpf.btf_dropped(), None);
+    // libbpf binds every .rodata* map to every program, referenced or not.
+    let rodata: Vec<u32> = spec
+        .maps
+        .iter()
+        .filter(|m| m.name.starts_with(".rodata"))
+        .map(|m| Ok(ebpf.map(&m.name).ok_or("rodata map missing")?.info()?.id))
+        .collect::<Result<_, Error>>()?;
+    assert_eq!(rodata.len(), 3, ".rodata, .rodata.factor, .rodata.str1.1");
     for name in PROGRAMS {
         let p = ebpf.program(name).ok_or(format!("{name} not loaded"))?;
         let pspec = spec.program(name).ok_or("not in the spec")?;
@@ -47,7 +55,36 @@ fn every_program_keeps_its_btf() -> TestResult {
         assert!(lines > 0, "{name}: no line_info in the kernel");
         assert_eq!(funcs as usize, pspec.func_info.len(), "{name}: func_info");
         assert_eq!(lines as usize, pspec.line_info.len(), "{name}: line_info");
+        let bound = program_info(p.fd())?.map_ids;
+        for id in &rodata {
+            if kiln_loader::probe::prog_bind_map() {
+                assert!(
+                    bound.contains(id),
+                    "{name}: rodata map {id} not in {bound:?}"
+                );
+            }
+        }
     }
+    Ok(())
+}
+
+/// SEC("?socket") programs are left alone, as libbpf leaves them (this one
+/// would not verify), until the caller turns autoload on.
+fn autoload_off_programs_stay_unloaded() -> TestResult {
+    let path = kiln_testkit::bpf_object("autoload.bpf.o")?;
+    let mut spec = ObjectSpec::parse(&std::fs::read(&path)?)?;
+    let optional = spec.program("optional").ok_or("no program optional")?;
+    assert!(!optional.autoload);
+    assert!(spec.program("always").ok_or("no program always")?.autoload);
+    let ebpf = EbpfLoader::new().load(&spec)?;
+    assert!(ebpf.program("always").is_some());
+    assert!(ebpf.program("optional").is_none());
+    spec.program_mut("optional").ok_or("no optional")?.autoload = true;
+    let err = EbpfLoader::new()
+        .load(&spec)
+        .err()
+        .ok_or("the broken program loaded")?;
+    assert!(err.to_string().contains("optional"), "{err}");
     Ok(())
 }
 
@@ -226,6 +263,11 @@ fn main() {
             every_program_keeps_its_btf,
         ),
         test("btf_matches_libbpf", with_libbpf, btf_matches_libbpf),
+        test(
+            "autoload_off_programs_stay_unloaded",
+            &[Need::Root, Need::Bpf],
+            autoload_off_programs_stay_unloaded,
+        ),
         test(
             "kconfig_externs_read_what_libbpf_writes",
             needs,

@@ -122,6 +122,31 @@ fn deferred_programs_are_reported_as_such() -> TestResult {
     Ok(())
 }
 
+/// A SEC("?socket") program is deferred (autoload off), which is not a
+/// failure: libbpf does not load it either, so the exit code is 0.
+fn autoload_off_is_deferred_not_failed() -> TestResult {
+    let path = kiln_testkit::bpf_object("autoload.bpf.o")?;
+    let (out, v) = kiln(&[os("object"), os("load"), os("--json"), path.as_os_str()])?;
+    assert_eq!(
+        v["summary"],
+        serde_json::json!({"loaded": 1, "deferred": 1, "failed": 0})
+    );
+    assert!(out.status.success(), "{v}");
+    let optional = v["programs"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "optional"))
+        .ok_or("optional missing from the report")?;
+    assert_eq!(optional["status"], "deferred");
+    assert!(
+        optional["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("autoload"),
+        "{optional}"
+    );
+    Ok(())
+}
+
 /// Removes a bpffs directory tree on drop.
 struct Pins(PathBuf);
 
@@ -336,6 +361,11 @@ fn main() {
         "deferred_programs_are_reported_as_such",
         &bpf,
         deferred_programs_are_reported_as_such,
+    ));
+    tests.push(kiln_testkit::test(
+        "autoload_off_is_deferred_not_failed",
+        &bpf,
+        autoload_off_is_deferred_not_failed,
     ));
     tests.push(kiln_testkit::test(
         "freplace_loads_with_its_target",

@@ -402,7 +402,12 @@ fn link_one(
 
     let f = &funcs[entry];
     let section = codes[f.section].name;
-    let (kind, sleepable) = crate::section::program_kind(section);
+    // libbpf's SEC("?name"): like SEC("name"), but not loaded by default.
+    let (autoload, plain) = match section.strip_prefix('?') {
+        Some(rest) => (false, rest),
+        None => (true, section),
+    };
+    let (kind, sleepable) = crate::section::program_kind(plain);
     let mut prog = ProgramSpec {
         name: f.name.to_owned(),
         section: section.to_owned(),
@@ -410,6 +415,7 @@ fn link_one(
         insns,
         relocations,
         sleepable,
+        autoload,
         func_info: Vec::new(),
         line_info: Vec::new(),
         core_relocations: Vec::new(),

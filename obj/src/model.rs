@@ -354,6 +354,10 @@ pub struct ProgramSpec {
     pub relocations: Vec<Relocation>,
     /// `BPF_F_SLEEPABLE` (the `.s` section forms).
     pub sleepable: bool,
+    /// Loaded with the object (libbpf's autoload): false for `SEC("?...")`
+    /// programs, which load only when asked for (they are often written to
+    /// be refused, or for one kernel among several). Set it before loading.
+    pub autoload: bool,
     /// `bpf_func_info` records (insn index, BTF FUNC id) for the program and
     /// each appended subprogram, in [`ProgramSpec::insns`] coordinates.
     pub func_info: Vec<FuncInfo>,

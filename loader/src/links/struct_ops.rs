@@ -411,7 +411,8 @@ pub fn load_struct_ops_programs(
         return Ok(out);
     }
     let kbtf = running_kernel(file)?;
-    for ops in &specs {
+    // SEC("?.struct_ops"): a table libbpf does not create by default.
+    for ops in specs.iter().filter(|o| !o.section.starts_with('?')) {
         let what = format!("{} ({})", ops.name, ops.type_name);
         let k = match kernel_ops(kbtf, &ops.type_name, &what) {
             Ok(k) => k,
@@ -429,6 +430,9 @@ pub fn load_struct_ops_programs(
         };
         for m in &ops.members {
             let Some(pname) = &m.program else { continue };
+            if spec.program(pname).is_some_and(|p| !p.autoload) {
+                continue;
+            }
             let Some(index) = members
                 .iter()
                 .position(|km| k.btf.str_at(km.name_off).is_ok_and(|n| n == m.name))

@@ -248,8 +248,17 @@ impl Outcome {
     }
 }
 
+/// Why autoload-off programs are not loaded (not a failure: libbpf does not
+/// load them either).
+const AUTOLOAD_OFF: &str =
+    "autoload off: SEC(\"?...\") programs load only when asked for, as with libbpf";
+
 /// Why a program the loader left alone was not loaded.
-fn deferral(kind: &ProgramKind, name: &str) -> String {
+fn deferral(p: &kiln_obj::ProgramSpec) -> String {
+    if !p.autoload {
+        return AUTOLOAD_OFF.into();
+    }
+    let (kind, name) = (&p.kind, &p.name);
     match kind {
         ProgramKind::Extension { .. } => format!(
             "freplace: needs the program it replaces a function of (--attach-target {name}=PINNED_PROG[:FUNC])"
@@ -360,7 +369,7 @@ pub fn load(
         }
         outcomes
             .entry(p.name.clone())
-            .or_insert_with(|| Outcome::Deferred(deferral(&p.kind, &p.name)));
+            .or_insert_with(|| Outcome::Deferred(deferral(p)));
     }
 
     let mut pinned = Vec::new();
@@ -402,7 +411,11 @@ pub fn load(
     let loaded = count(|o| matches!(o, Outcome::Loaded(_)));
     let deferred = count(|o| matches!(o, Outcome::Deferred(_)));
     let failed = count(|o| matches!(o, Outcome::Failed { .. }));
-    let ok = deferred == 0 && failed == 0;
+    // Exit 0 when everything libbpf would load loaded.
+    let ok = failed == 0
+        && outcomes
+            .values()
+            .all(|o| !matches!(o, Outcome::Deferred(why) if why != AUTOLOAD_OFF));
     // Func and line info records the kernel kept: no BTF means no source
     // lines in the verifier's messages and no BTF-based features.
     let btf_counts = |p: &kiln_loader::Program| {
