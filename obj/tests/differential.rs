@@ -438,21 +438,24 @@ fn linked_objects_match_libbpf() -> TestResult {
     std::fs::create_dir_all(&dir.0)?;
     let mut failures = Vec::new();
     let mut compared = 0;
-    for stem in [
-        "core_types",
-        "dropin",
-        "globals",
-        "loader_slots",
-        "attach_usdt",
-        "tool_execsnoop",
+    for inputs in [
+        &["core_types"][..],
+        &["dropin"],
+        &["globals"],
+        &["loader_slots"],
+        &["attach_usdt"],
+        &["tool_execsnoop"],
+        // Two files, each with a static `hits` in .data.
+        &["linked_a", "linked_b"],
     ] {
-        let input = kiln_testkit::bpf_object(&format!("{stem}.bpf.o"))?;
+        let stem = inputs.join("+");
         let linked = dir.0.join(format!("{stem}.bpf.o"));
-        let out = Command::new("bpftool")
-            .args(["gen", "object"])
-            .arg(&linked)
-            .arg(&input)
-            .output()?;
+        let mut link = Command::new("bpftool");
+        link.args(["gen", "object"]).arg(&linked);
+        for i in inputs {
+            link.arg(kiln_testkit::bpf_object(&format!("{i}.bpf.o"))?);
+        }
+        let out = link.output()?;
         if !out.status.success() {
             return Err(format!(
                 "bpftool gen object {stem}: {}",

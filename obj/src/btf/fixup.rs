@@ -39,13 +39,24 @@ pub fn fixup_datasecs(btf: &mut Btf, elf: &dyn ElfLayout) -> Result<(), BtfError
         let Some(sec_size) = elf.section_size(sec_name) else {
             continue;
         };
-        if *size == 0 {
-            *size = sec_size;
+        // A linker (`bpftool gen object`) has laid the section out already,
+        // with every variable at its place: only clang's 0-sized DATASECs
+        // need offsets, and there only the global variables (clang places
+        // static ones itself, and two statics of linked files can share a
+        // name), as libbpf's `btf_fixup_datasec` does.
+        if *size != 0 {
+            vars.sort_by_key(|v| v.offset);
+            btf.replace_type(id, &t)?;
+            continue;
         }
+        *size = sec_size;
         for v in vars.iter_mut() {
-            if btf.kind_of(v.type_id).ok() != Some(Kind::Var) {
-                // FUNCs in `.ksyms`; anything else is left for the kernel to judge.
-                continue;
+            match btf.type_by_id(v.type_id) {
+                Ok(Type::Var { linkage, .. }) if linkage != VAR_STATIC && linkage != VAR_EXTERN => {
+                }
+                // Statics and externs, FUNCs in `.ksyms`; anything else is
+                // left for the kernel to judge.
+                _ => continue,
             }
             let var_name = btf.name_of(v.type_id)?;
             let offset = elf
