@@ -337,12 +337,19 @@ pub fn resolve_with(
             .resolved_insns(|_| 0);
         // Read-only data the program binds, with the manifest's globals in
         // place: a global change is a program change even if the code is not.
+        // The loader binds every `.rodata*` map of the object to each program
+        // where the kernel can (as libbpf does), else only those it references.
         let mut rodata = Vec::new();
         let mut seen = Vec::new();
-        for r in &prog.relocations {
-            let idx = match r.target {
-                RelocationTarget::Map { map } | RelocationTarget::MapValue { map, .. } => map,
-            };
+        let referenced = prog.relocations.iter().map(|r| match r.target {
+            RelocationTarget::Map { map } | RelocationTarget::MapValue { map, .. } => map,
+        });
+        let bound: Vec<usize> = if kiln_loader::probe::prog_bind_map() {
+            (0..obj.maps.len()).collect()
+        } else {
+            referenced.collect()
+        };
+        for idx in bound {
             let Some(m) = obj
                 .maps
                 .get(idx)
