@@ -249,7 +249,13 @@ fn type_relocations_against_vmlinux() -> TestResult {
     }
     let vmlinux = Btf::from_bytes(std::fs::read("/sys/kernel/btf/vmlinux")?)?;
     let report = obj.relocate_core(&vmlinux)?;
-    check_eq!(report.poisoned.len(), 0);
+    // Only the guarded arena enum value may be poisoned (kernels before 6.9
+    // have none), as libbpf poisons it; the guard makes it dead code.
+    for (_, _, what) in &report.poisoned {
+        if !what.starts_with("EnumValue of 'bpf_map_type___mine'") {
+            return Err(format!("poisoned: {what}").into());
+        }
+    }
     let p = obj.program("core_types").ok_or("no program core_types")?;
     let value = |kind: K, name: &str| -> Result<i64, String> {
         let (at, ..) = relos
