@@ -2,7 +2,10 @@
   description = "Kiln: a pure-Rust eBPF toolchain (object parser, loader, SDK, manifests, VM test distro)";
 
   inputs = {
-    nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
+    # A fixed revision (nixos-25.11, 2026-05-10), so `nix develop` gives the
+    # same tools and kernels everywhere; move it on purpose, with the
+    # catalog's `nix` attributes checked against it.
+    nixpkgs.url = "github:NixOS/nixpkgs/8fd9daa3db09ced9700431c5b7ad0e8ba199b575";
     # Nightly with rust-src: the eBPF SDK builds `core` for bpfel with -Z build-std
     # where Debian's prebuilt bpfel `core` (libstd-rust-web-dev-bpf) is not available.
     rust-overlay = {
@@ -27,14 +30,11 @@
           };
           # The test kernels `cargo xtask test` picks up inside `nix develop`:
           # $KILN_NIX_KERNELS/<version>/ is the kernel derivation (bzImage or
-          # Image, plus lib/modules/<release>/ of its modules).
-          nixKernels = {
-            "5.10" = pkgs.linuxPackages_5_10.kernel;
-            "5.15" = pkgs.linuxPackages_5_15.kernel;
-            "6.1" = pkgs.linuxPackages_6_1.kernel;
-            "6.6" = pkgs.linuxPackages_6_6.kernel;
-            "6.12" = pkgs.linuxPackages_6_12.kernel;
-          };
+          # Image, plus lib/modules/<release>/ of its modules). The list is
+          # kernels/catalog.toml's (its `nix` attributes and `[[nix_only]]`).
+          nixKernels = builtins.listToAttrs (map
+            (k: { name = k.version; value = pkgs.${k.attr}.kernel; })
+            (import ./kernels/nix-kernels.nix { }));
           kernelFarm = pkgs.linkFarm "kiln-nix-kernels"
             (lib.mapAttrsToList (version: kernel: { name = version; path = kernel; }) nixKernels);
         in

@@ -66,12 +66,11 @@ fuzz_target!(|data: &[u8]| {
         Ok(d) => {
             let desired = &d.resolved.desired;
             let empty = Observed::default();
-            if let Ok(plan) =
-                plan::compute(d.manifest.name(), d.manifest.pin_root(), desired, &empty)
-            {
+            let plan = plan::compute(d.manifest.name(), d.manifest.pin_root(), desired, &empty);
+            if let Ok(plan) = &plan {
                 let _ = plan.to_string();
             }
-            let _ = status::compute(d.manifest.name(), desired, &empty);
+            let _ = status::compute(d.manifest.name(), desired, &empty, plan.as_ref());
         }
         // Rendering the diagnostics walks the spans into the text.
         Err(e) => {

@@ -1,6 +1,9 @@
 //! `kiln-loader`: the userspace library over bpf(2).
 //!
-//! - [`EbpfLoader`] turns a `kiln_obj::ObjectSpec` into live maps and programs ([`Ebpf`]).
+//! - [`load`] / [`load_file`] load an object's bytes (from `include_bytes!` or
+//!   `kiln_build::include_object!`, at any alignment) or file with defaults;
+//!   [`EbpfLoader`] takes options and turns an [`ObjectSpec`] (re-exported
+//!   from `kiln_obj`, as [`obj`]) into live maps and programs ([`Ebpf`]).
 //! - [`maps`]: [`Map`] owns a map fd; typed views per map family over [`Pod`] keys and values.
 //! - [`programs`]: [`Program`] owns a program fd; verifier logs, test runs, info, pins.
 //! - [`pin`]: bpffs pinning and the compatibility check before reusing a pinned map.
@@ -12,11 +15,10 @@
 //! use kiln_loader::EbpfLoader;
 //! use kiln_loader::maps::{HashMap, RingBuf, UpdateFlags};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let spec = kiln_obj::ObjectSpec::parse(&std::fs::read("target/bpf/loader_maps.bpf.o")?)?;
 //! let mut ebpf = EbpfLoader::new()
 //!     .set_global("increment", &2u64.to_ne_bytes())
 //!     .map_pin_path("/sys/fs/bpf/myapp")
-//!     .load(&spec)?; // a verifier rejection prints the log's tail and the source line
+//!     .load_file("target/bpf/loader_maps.bpf.o")?; // a verifier rejection prints the log's tail and the source line
 //! let hash: HashMap<_, u32, u64> = HashMap::new(ebpf.map("hash").unwrap())?;
 //! hash.insert(&1, &10, UpdateFlags::ANY)?;
 //! let mut ring = RingBuf::new(ebpf.take_map("events").unwrap())?;
@@ -38,11 +40,39 @@ pub mod netlink;
 pub mod perf_event;
 pub mod pin;
 pub mod probe;
+mod probe_cache;
 pub mod programs;
 pub mod sys;
 pub mod util;
 
 pub use btf::Btf;
-pub use loader::{Ebpf, EbpfError, EbpfLoader};
+/// The object model the loader takes ([`ObjectSpec`] and its parts), so a
+/// user needs no second dependency to edit a spec before loading it.
+pub use kiln_obj as obj;
+pub use kiln_obj::{
+    AttachType, MapSpec, MapType, ObjectSpec, ParseError, ProgramKind, ProgramSpec, ProgramType,
+};
+pub use loader::{Ebpf, EbpfError, EbpfLoader, load, load_file};
 pub use maps::{Map, MapError, MapInfo, Pod};
 pub use programs::{LoadError, Program, ProgramInfo};
+
+/// Compile-time check: the handles a program shares between threads (a ring
+/// or perf buffer drained by one thread and polled by another, links kept in
+/// a shared registry) are `Send + Sync`, as aya's are. `RingBuf` and
+/// `PerfBuffer` state why in their `unsafe impl`s; the async wrappers are
+/// tokio `AsyncFd`s over them and inherit it; every `Link` holds only owned
+/// fds and plain data, and the trait now requires `Send + Sync` of new ones.
+const _: () = {
+    const fn send_sync<T: Send + Sync + ?Sized>() {}
+    send_sync::<Ebpf>();
+    send_sync::<Map>();
+    send_sync::<Program>();
+    send_sync::<maps::RingBuf<Map>>();
+    send_sync::<maps::RingBuf<&Map>>();
+    send_sync::<maps::PerfBuffers>();
+    send_sync::<Box<dyn links::Link>>();
+    #[cfg(feature = "tokio")]
+    send_sync::<maps::AsyncRingBuf<Map>>();
+    #[cfg(feature = "tokio")]
+    send_sync::<maps::AsyncPerfBuffers>();
+};

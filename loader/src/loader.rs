@@ -32,6 +32,43 @@ pub enum EbpfError {
     ProgramSpec { name: String, message: String },
     #[error("{0}")]
     Other(String),
+    /// [`Ebpf::set_global`] on a constant: its data map (`.rodata`) was
+    /// frozen after load.
+    #[error(
+        "global '{name}' is in '{map}', which is frozen after load (read-only for programs and \
+         userspace): give its value before load with EbpfLoader::set_global"
+    )]
+    FrozenGlobal { name: String, map: String },
+    /// The bytes given to [`EbpfLoader::load_bytes`] or [`load`] are not an
+    /// eBPF object this loader reads.
+    #[error("parsing the eBPF object")]
+    Parse(#[source] kiln_obj::ParseError),
+    /// [`EbpfLoader::load_file`] or [`load_file`] could not read the file.
+    #[error("reading eBPF object {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file given to [`EbpfLoader::load_file`] is not an eBPF object this loader reads.
+    #[error("parsing eBPF object {}", path.display())]
+    ParseFile {
+        path: PathBuf,
+        #[source]
+        source: kiln_obj::ParseError,
+    },
+}
+
+/// Parses and loads an eBPF object from its bytes with default options:
+/// `kiln_loader::load(include_bytes!(...))`. The bytes may sit at any
+/// address (misaligned input is copied). Use [`EbpfLoader`] for options.
+pub fn load(bytes: &[u8]) -> Result<Ebpf, EbpfError> {
+    EbpfLoader::new().load_bytes(bytes)
+}
+
+/// Reads, parses and loads the eBPF object at `path` with default options.
+pub fn load_file(path: impl AsRef<Path>) -> Result<Ebpf, EbpfError> {
+    EbpfLoader::new().load_file(path)
 }
 
 /// Builder of one load. Every option edits the spec before anything reaches the kernel.
@@ -147,7 +184,30 @@ impl EbpfLoader {
     /// Loads everything; the first failure aborts (created maps are closed,
     /// pins made by this load are removed).
     pub fn load(&mut self, spec: &ObjectSpec) -> Result<Ebpf, EbpfError> {
-        self.load_inner(spec, false).map(|(ebpf, _)| ebpf)
+        self.load_inner(spec, false, false).map(|(ebpf, _)| ebpf)
+    }
+
+    /// Parses `bytes` as an eBPF ELF object and loads it like [`Self::load`].
+    /// Misaligned bytes (an `include_bytes!` without an aligned wrapper) are
+    /// copied, not refused.
+    pub fn load_bytes(&mut self, bytes: &[u8]) -> Result<Ebpf, EbpfError> {
+        let spec = ObjectSpec::parse(bytes).map_err(EbpfError::Parse)?;
+        self.load(&spec)
+    }
+
+    /// Reads the eBPF object at `path` and loads it like [`Self::load`];
+    /// errors name the file.
+    pub fn load_file(&mut self, path: impl AsRef<Path>) -> Result<Ebpf, EbpfError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| EbpfError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let spec = ObjectSpec::parse(&bytes).map_err(|source| EbpfError::ParseFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.load(&spec)
     }
 
     /// Loads every program it can (like `bpftool prog loadall`): maps must all
@@ -156,16 +216,20 @@ impl EbpfLoader {
         &mut self,
         spec: &ObjectSpec,
     ) -> Result<(Ebpf, Vec<(String, LoadError)>), EbpfError> {
-        self.load_inner(spec, true)
+        self.load_inner(spec, true, false)
     }
 
     fn load_inner(
         &mut self,
         spec: &ObjectSpec,
         keep_going: bool,
+        prepared: bool,
     ) -> Result<(Ebpf, Vec<(String, LoadError)>), EbpfError> {
         let mut spec = spec.clone();
-        self.edit_spec(&mut spec)?;
+        if !prepared {
+            self.prepare_in_place(&mut spec)?;
+        }
+        self.apply_options(&mut spec)?;
         if self.map_pin_path.is_some() {
             spec.map_pin_names(&self.object_name)
                 .map_err(|e| EbpfError::Other(e.to_string()))?;
@@ -308,7 +372,22 @@ impl EbpfLoader {
         Ok((ebpf, failures))
     }
 
-    fn edit_spec(&self, spec: &mut ObjectSpec) -> Result<(), EbpfError> {
+    /// The object as this loader submits it to the running kernel: CO-RE
+    /// relocated against the kernel's BTF, `__kconfig` and `__ksym` externs
+    /// resolved. What a planner predicts program tags from; give the result
+    /// to [`EbpfLoader::load_prepared`] so the load does not prepare again.
+    pub fn prepare(&self, spec: &ObjectSpec) -> Result<ObjectSpec, EbpfError> {
+        let mut spec = spec.clone();
+        self.prepare_in_place(&mut spec)?;
+        Ok(spec)
+    }
+
+    /// Like [`EbpfLoader::load`], of a spec [`EbpfLoader::prepare`] returned.
+    pub fn load_prepared(&mut self, prepared: &ObjectSpec) -> Result<Ebpf, EbpfError> {
+        self.load_inner(prepared, false, true).map(|(ebpf, _)| ebpf)
+    }
+
+    fn prepare_in_place(&self, spec: &mut ObjectSpec) -> Result<(), EbpfError> {
         if spec.programs.iter().any(|p| !p.core_relocations.is_empty()) {
             crate::externs::relocate_core(spec, self.target_btf.as_deref())
                 .map_err(|e| EbpfError::Other(format!("CO-RE: {e}")))?;
@@ -332,6 +411,11 @@ impl EbpfLoader {
                 })?;
             }
         }
+        Ok(())
+    }
+
+    /// This load's own edits: sizes, kernel-dependent map definitions, globals.
+    fn apply_options(&self, spec: &mut ObjectSpec) -> Result<(), EbpfError> {
         for (name, n) in &self.max_entries {
             let m = spec.map_mut(name).ok_or_else(|| EbpfError::MapSpec {
                 name: name.clone(),
@@ -340,14 +424,9 @@ impl EbpfLoader {
             m.max_entries = *n;
         }
         for m in &mut spec.maps {
-            // Global data is memory-mappable where the kernel allows, so user
-            // space can read and write variables without syscalls (libbpf does the same).
-            if matches!(m.origin, MapOrigin::GlobalData { .. }) && crate::probe::mmapable_arrays() {
-                m.map_flags |= crate::maps::MapFlags::MMAPABLE.bits();
-            }
-            size_like_libbpf(m)?;
+            finish_map_spec(m)?;
             if let Some(inner) = &mut m.inner {
-                size_like_libbpf(inner)?;
+                finish_map_spec(inner)?;
             }
         }
         for (name, bytes, required) in &self.globals {
@@ -473,11 +552,17 @@ fn place_arena_globals(spec: &mut ObjectSpec) -> Result<(), EbpfError> {
     Ok(())
 }
 
-/// libbpf's sizing conventions, which objects written for it rely on: a
-/// perf event array sized 0 gets one slot per possible CPU, and a ring
-/// buffer's size is rounded up to a power-of-2 number of pages (the kernel
-/// refuses any other). Inner map templates included.
-fn size_like_libbpf(m: &mut MapSpec) -> Result<(), EbpfError> {
+/// The kernel-dependent parts of a map's definition, filled in as this
+/// loader creates the map: global data memory-mappable where the kernel
+/// allows (so user space reads and writes variables without syscalls), a
+/// perf event array sized 0 given one slot per possible CPU, a ring
+/// buffer's size rounded up to a power-of-2 number of pages (the kernel
+/// refuses any other; inner map templates too) (libbpf's conventions). Whoever predicts the definition of a map this loader will
+/// create (a planner comparing it with a pinned one) calls this too.
+pub fn finish_map_spec(m: &mut MapSpec) -> Result<(), EbpfError> {
+    if matches!(m.origin, MapOrigin::GlobalData { .. }) && crate::probe::mmapable_arrays() {
+        m.map_flags |= crate::maps::MapFlags::MMAPABLE.bits();
+    }
     if m.map_type == MapType::PERF_EVENT_ARRAY && m.max_entries == 0 {
         m.max_entries = crate::util::nr_possible_cpus().map_err(|e| EbpfError::MapSpec {
             name: m.name.clone(),
@@ -795,8 +880,21 @@ impl Ebpf {
                 message: "lies outside its data map".into(),
             })?
             .copy_from_slice(crate::maps::bytes_of(value));
-        map.update_bytes(&key, &data, UpdateFlags::ANY)?;
-        Ok(())
+        match map.update_bytes(&key, &data, UpdateFlags::ANY) {
+            // The loader froze this read-only data map after filling it
+            // (`.rodata`, `.kconfig`): EPERM here means frozen, not a
+            // missing privilege.
+            Err(MapError::Syscall { source, .. })
+                if source.errno() == libc::EPERM
+                    && map.flags().contains(crate::maps::MapFlags::RDONLY_PROG) =>
+            {
+                Err(EbpfError::FrozenGlobal {
+                    name: name.to_owned(),
+                    map: map.name().to_owned(),
+                })
+            }
+            other => Ok(other?),
+        }
     }
 
     fn global_slot<T>(&self, name: &str) -> Result<(&Map, usize, usize), EbpfError> {

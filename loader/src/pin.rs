@@ -160,9 +160,22 @@ pub fn unpin(path: &Path) -> std::io::Result<()> {
     std::fs::remove_file(path)
 }
 
+/// The flags the kernel reports for a map created from `spec`: devmaps and
+/// cpumaps get `BPF_F_RDONLY_PROG` from the kernel itself (programs must not
+/// write through the pointer a lookup returns), though creating one with
+/// that flag is refused.
+pub fn reported_map_flags(spec: &MapSpec) -> u32 {
+    use kiln_obj::MapType as T;
+    if [T::DEVMAP, T::DEVMAP_HASH, T::CPUMAP].contains(&spec.map_type) {
+        spec.map_flags | crate::maps::MapFlags::RDONLY_PROG.bits()
+    } else {
+        spec.map_flags
+    }
+}
+
 /// Compares a pinned map with what the object wants; the error names the first difference.
 pub fn check_compatible(spec: &MapSpec, pinned: &MapInfo, path: &Path) -> Result<(), PinError> {
-    let wanted_flags = spec.map_flags;
+    let wanted_flags = reported_map_flags(spec);
     let checks: [(&'static str, String, String); 5] = [
         (
             "type",

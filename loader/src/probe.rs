@@ -97,6 +97,74 @@ fn btf_probed() -> (bool, BtfFeatures) {
     *B.get_or_init(probe_btf)
 }
 
+/// Feature `name` (a program or map type name, or one of `bpf_link`,
+/// `tcx`, `btf`, `ringbuf`, `bpf_cookie`, `batch_ops`, `mmapable_arrays`,
+/// `prog_bind_map`): probed only when first asked, unlike [`features`],
+/// which probes everything. The verdict is kept for the process and, as
+/// root, for the rest of the boot (a root-only cache in `/run/kiln`), so a
+/// later command pays nothing. `None`: no such feature.
+pub fn feature(name: &str) -> Option<bool> {
+    use std::sync::Mutex;
+    static KNOWN: Mutex<Option<BTreeMap<String, bool>>> = Mutex::new(None);
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    let known = known.get_or_insert_with(crate::probe_cache::read);
+    if let Some(v) = known.get(name) {
+        return Some(*v);
+    }
+    let v = probe_one(name)?;
+    known.insert(name.to_owned(), v);
+    // Without bpf(2) every probe fails: that says nothing about the kernel.
+    if v || probe_one("socket_filter") == Some(true) {
+        crate::probe_cache::store(&BTreeMap::from([(name.to_owned(), v)]));
+    }
+    Some(v)
+}
+
+/// Every name [`feature`] answers for.
+pub fn feature_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = PROGRAM_TYPES.iter().map(|(n, _, _)| *n).collect();
+    names.extend(
+        (1..=33u32)
+            .map(MapType)
+            .filter(|t| *t != MapType::STRUCT_OPS)
+            .map(MapType::name),
+    );
+    names.extend([
+        "bpf_link",
+        "tcx",
+        "btf",
+        "ringbuf",
+        "bpf_cookie",
+        "batch_ops",
+        "mmapable_arrays",
+        "prog_bind_map",
+    ]);
+    names
+}
+
+fn probe_one(name: &str) -> Option<bool> {
+    if let Some((_, t, eat)) = PROGRAM_TYPES.iter().find(|(n, _, _)| *n == name) {
+        return Some(probe_program_type(*t, *eat));
+    }
+    if let Some(t) = (1..=33u32)
+        .map(MapType)
+        .find(|t| *t != MapType::STRUCT_OPS && t.name() == name)
+    {
+        return Some(probe_map_type(t));
+    }
+    Some(match name {
+        "bpf_link" => probe_link_create(),
+        "tcx" => probe_tcx(),
+        "btf" => btf_ok(&[int_type(1)], b"\0int\0"),
+        "ringbuf" => probe_map_type(MapType::RINGBUF),
+        "bpf_cookie" => probe_helper(ProgramType::KPROBE, 174),
+        "batch_ops" => probe_batch(),
+        "mmapable_arrays" => mmapable_arrays(),
+        "prog_bind_map" => probe_bind_map(),
+        _ => return None,
+    })
+}
+
 /// BTF features for kiln-obj's sanitizer, probed once.
 pub fn btf_features() -> BtfFeatures {
     btf_probed().1
@@ -108,10 +176,9 @@ pub fn btf_loads() -> bool {
     btf_probed().0
 }
 
-/// Whether BPF_PROG_BIND_MAP works (5.10+), probed once.
+/// Whether BPF_PROG_BIND_MAP works (5.10+), probed once ([`feature`]).
 pub fn prog_bind_map() -> bool {
-    static B: OnceLock<bool> = OnceLock::new();
-    *B.get_or_init(probe_bind_map)
+    feature("prog_bind_map").unwrap_or(false)
 }
 
 /// The kernel's name of a program type (`socket_filter`, `xdp`, ...), as bpftool prints it.
@@ -749,19 +816,23 @@ fn load_ret0(t: ProgramType, eat: Option<AttachType>) -> Option<std::os::fd::Own
     .ok()
 }
 
-/// Attaches a pass-through tc program to loopback with a tcx link and closes it
-/// at once (the link's fd is the only reference, so the program detaches).
+/// Attaches a pass-through tc program with a tcx link to the loopback device
+/// of a private netns (never the host's: a probe touches nothing real) and
+/// closes it at once (the link's fd is the only reference).
 fn probe_tcx() -> bool {
     let Some(prog) = load_ret0(ProgramType::SCHED_CLS, Some(AttachType::TCX_INGRESS)) else {
         return false;
     };
-    let r = link_create(LinkCreateHead {
-        prog_fd: prog.as_raw_fd() as u32,
-        target_fd: 1, // ifindex of lo
-        attach_type: AttachType::TCX_INGRESS.0,
-        flags: 0,
-    });
-    r.is_ok()
+    in_private_netns(|| {
+        link_create(LinkCreateHead {
+            prog_fd: prog.as_raw_fd() as u32,
+            target_fd: 1, // lo, the only device of a new netns
+            attach_type: AttachType::TCX_INGRESS.0,
+            flags: 0,
+        })
+        .is_ok()
+    })
+    .unwrap_or(false)
 }
 
 fn probe_bind_map() -> bool {

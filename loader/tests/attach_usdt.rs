@@ -1,5 +1,5 @@
 //! USDT: a small C target (attach_util/usdt_target.c, compiled here with
-//! `cc`) carries a hand-written `.note.stapsdt` probe `kiln:hit(i, 77)`
+//! `cc`, or in the test distro prebuilt by `cargo xtask test`) carries a hand-written `.note.stapsdt` probe `kiln:hit(i, 77)`
 //! guarded by a semaphore; a program written against libbpf's
 //! `<bpf/usdt.bpf.h>` counts the hits and reads both arguments.
 
@@ -26,6 +26,11 @@ fn build_target(tag: &str, opt: &str) -> Res<(PathBuf, PathBuf)> {
     let dir = std::env::temp_dir().join(format!("kiln-usdt-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let bin = dir.join("usdt_target");
+    // A copy, not the shared file: each test attaches to an inode of its own.
+    if let Some(prebuilt) = kiln_testkit::prebuilt::find(&prebuilt_name(opt)) {
+        std::fs::copy(&prebuilt, &bin)?;
+        return Ok((dir, bin));
+    }
     let out = Command::new("cc")
         .arg(opt)
         .arg("-o")
@@ -43,10 +48,25 @@ fn build_target(tag: &str, opt: &str) -> Res<(PathBuf, PathBuf)> {
     Ok((dir, bin))
 }
 
-fn no_cc() -> Option<String> {
+/// The name `cargo xtask test` gives the target built with `opt`.
+fn prebuilt_name(opt: &str) -> String {
+    format!("usdt_target{opt}")
+}
+
+/// The target comes prebuilt (the test distro) or `cc` builds it (the host).
+fn no_target() -> Option<String> {
+    if ["-O0", "-O1"]
+        .iter()
+        .all(|opt| kiln_testkit::prebuilt::find(&prebuilt_name(opt)).is_some())
+    {
+        return None;
+    }
     match Command::new("cc").arg("--version").output() {
         Ok(o) if o.status.success() => None,
-        _ => Some("no C compiler `cc` to build the USDT target".into()),
+        _ => Some(
+            "no prebuilt USDT target ($KILN_PREBUILT_DIR) and no C compiler `cc` to build it"
+                .into(),
+        ),
     }
 }
 
@@ -182,13 +202,13 @@ fn main() {
     let needs = &[
         Need::Root,
         Need::Bpf,
-        Need::Probe("cc", no_cc),
+        Need::Probe("USDT target", no_target),
         Need::Probe("bpf cookies", no_cookies),
     ];
     kiln_testkit::run(vec![
         test(
             "usdt_notes_and_arguments_decode",
-            &[Need::Probe("cc", no_cc)],
+            &[Need::Probe("USDT target", no_target)],
             notes_and_arguments_decode,
         ),
         test("usdt_register_arguments_o1", needs, || {
@@ -197,7 +217,7 @@ fn main() {
         test(
             "usdt_pid_attach_fires_only_in_that_process",
             // Runs without BPF cookies too: the address map stands in.
-            &[Need::Root, Need::Bpf, Need::Probe("cc", no_cc)],
+            &[Need::Root, Need::Bpf, Need::Probe("USDT target", no_target)],
             pid_attach_fires_only_in_that_process,
         ),
         test("usdt_stack_arguments_o0", needs, || {

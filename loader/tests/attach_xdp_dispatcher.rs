@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 const OBJ: &str = "attach_xdp_dispatcher";
+const OBJ_FILE: &str = "attach_xdp_dispatcher.bpf.o";
 const FIRST: u32 = 0;
 const SECOND: u32 = 1;
 const IN_ORDER: u32 = 2;
@@ -450,15 +451,17 @@ fn xdp_loader_and_kiln_share_an_interface() -> TestResult {
 
 fn main() {
     let freplace = Need::Probe("freplace", no_freplace);
+    // Every test loads the whole object, xdp_meta's bpf_xdp_adjust_meta included.
+    let helpers = Need::HelpersOf(OBJ_FILE);
     kiln_testkit::run(vec![
         test(
             "programs_run_in_priority_order_until_one_drops",
-            &[Need::Root, Need::Bpf, Need::NetNs, freplace],
+            &[Need::Root, Need::Bpf, Need::NetNs, helpers, freplace],
             programs_run_in_priority_order_until_one_drops,
         ),
         test(
             "chain_call_actions_decide_whether_a_drop_ends_the_chain",
-            &[Need::Root, Need::Bpf, Need::NetNs, freplace],
+            &[Need::Root, Need::Bpf, Need::NetNs, helpers, freplace],
             chain_call_actions_decide_whether_a_drop_ends_the_chain,
         ),
         test(
@@ -467,6 +470,7 @@ fn main() {
                 Need::Root,
                 Need::Bpf,
                 Need::NetNs,
+                helpers,
                 freplace,
                 Need::Probe("xdp.frags", no_frags),
             ],
@@ -474,7 +478,7 @@ fn main() {
         ),
         test(
             "errors_name_interface_and_program",
-            &[Need::Root, Need::Bpf, Need::NetNs],
+            &[Need::Root, Need::Bpf, Need::NetNs, helpers],
             errors_name_interface_and_program,
         ),
         test(
@@ -483,6 +487,7 @@ fn main() {
                 Need::Root,
                 Need::Bpf,
                 Need::NetNs,
+                helpers,
                 freplace,
                 Need::Probe("xdp-loader", no_xdp_loader),
             ],

@@ -199,6 +199,21 @@ fn global_data() -> TestResult {
             .is_err(),
         ".rodata is frozen"
     );
+    // Writing a constant after load says why it cannot, not "not permitted".
+    let e = ebpf
+        .set_global("increment", &7u64)
+        .err()
+        .ok_or("a frozen .rodata global was written after load")?;
+    assert!(
+        matches!(&e, kiln_loader::EbpfError::FrozenGlobal { name, .. } if name == "increment"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("frozen"), "{e}");
+    assert_eq!(
+        ebpf.global::<u64>("increment")?,
+        5,
+        "the value is unchanged"
+    );
     let e = EbpfLoader::new()
         .set_global("increment", &[1u8; 4])
         .load(&spec)

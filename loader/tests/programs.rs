@@ -45,6 +45,20 @@ fn verifier_failure_names_program_and_line() -> TestResult {
         "only the log's tail is shown:\n{msg}"
     );
     assert_eq!(e.errno(), Some(libc::EACCES));
+    // The verifier said why: no capability, lockdown or RLIMIT hint anywhere
+    // in the chain (that EACCES is its verdict, not a privilege problem).
+    let mut chain = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        chain.push_str(&format!("\n{c}"));
+        cause = c.source();
+    }
+    for hint in ["CAP_", "lockdown", "RLIMIT", "not accessible to this user"] {
+        assert!(
+            !chain.contains(hint),
+            "hint {hint:?} on a verifier rejection:\n{chain}"
+        );
+    }
     assert!(e.reason().contains("invalid mem access"), "{}", e.reason());
     assert!(
         e.log().is_some_and(|l| l.contains("processed")),

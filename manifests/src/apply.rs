@@ -15,15 +15,16 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use kiln_loader::links::{FdLink, Link};
-use kiln_loader::maps::{MapBtf, UpdateFlags};
+use kiln_loader::maps::UpdateFlags;
 use kiln_loader::sys::object::{self as sysobj, OpenFlags};
-use kiln_loader::{Btf, EbpfLoader, Map, Program};
+use kiln_loader::{EbpfLoader, Map, Program};
 use kiln_obj::MapOrigin;
 
 use crate::desired::{Resolved, ResolvedAttach};
 use crate::live::{self, LINKS, MAPS, PROGS};
 use crate::lock::DeploymentLock;
 use crate::manifest::Manifest;
+use crate::ownership::{self, Claim, Ledger, Origin};
 use crate::plan::{self, Action, EntryDrift, PinKind, Plan, ReplaceHow};
 use crate::schema::{Direction, EntriesMode, XdpMode};
 
@@ -88,6 +89,9 @@ pub struct ApplyOptions {
     /// Where a rejected program's whole verifier log is written (default:
     /// the temporary directory); the error shows its tail and the path.
     pub verifier_log_dir: Option<PathBuf>,
+    /// `kiln apply --adopt`: on a pin root with pins but no Kiln record,
+    /// take over the pins at this manifest's paths (and only those).
+    pub adopt: bool,
 }
 
 /// The pause point between pinning an object under its staging name and
@@ -96,7 +100,8 @@ pub struct ApplyOptions {
 pub const STAGED_PIN: &str = "staged_pin";
 
 /// Suffix of a pin being staged (bpffs refuses dots in names, so none here).
-/// Leftovers of a killed apply are removed by the next apply and by destroy.
+/// A staged pin belongs to whoever owns the path it is staged for; the
+/// leftovers of a killed apply are removed by the next apply and by destroy.
 pub const STAGING_SUFFIX: &str = "__kiln_new";
 
 /// Blocks forever once `point` is reached (see [`ApplyOptions::pause_at`]).
@@ -124,6 +129,8 @@ pub enum ApplyError {
     Lock(#[from] crate::lock::LockError),
     #[error(transparent)]
     Privilege(#[from] crate::privilege::MissingPrivilege),
+    #[error(transparent)]
+    Ownership(#[from] ownership::OwnershipError),
     #[error("{what}: {message}")]
     Kernel { what: String, message: String },
     #[error(
@@ -152,16 +159,36 @@ pub struct Outcome {
 }
 
 /// Computes the plan against the live kernel (under the deployment lock).
+/// It refuses what apply would refuse about the pin root and its owner.
 pub fn plan(manifest: &Manifest, resolved: &Resolved) -> Result<Plan, ApplyError> {
+    let lock_seen = ownership::lock_seen(manifest.name());
+    plan_claimed(manifest, resolved, false, lock_seen).map(|(plan, _)| plan)
+}
+
+/// The plan, and how the deployment takes hold of its pin root: only what
+/// it owns is in the observed state the plan starts from.
+fn plan_claimed(
+    manifest: &Manifest,
+    resolved: &Resolved,
+    adopt: bool,
+    lock_seen: bool,
+) -> Result<(Plan, Claim), ApplyError> {
     let root = manifest.pin_root();
+    ownership::check_root(&root)?;
     let mut observed = live::observe(&root)?;
-    observed.entry_drift = live::entry_drift(&root, &resolved.desired, &observed)?;
-    Ok(plan::compute(
+    let claim = ownership::claim(
+        &root,
         manifest.name(),
-        root,
         &resolved.desired,
-        &observed,
-    )?)
+        &mut observed,
+        adopt,
+        lock_seen,
+    )?;
+    ownership::check_occupied(manifest.name(), &root, &resolved.desired, &observed)?;
+    // Only what the deployment owns is looked into further.
+    live::complete_observation(&root, &resolved.desired, &mut observed)?;
+    let plan = plan::compute(manifest.name(), root, &resolved.desired, &observed)?;
+    Ok((plan, claim))
 }
 
 /// Plans and executes. An unchanged deployment gives an empty plan and does nothing.
@@ -193,23 +220,42 @@ pub fn apply(
     if !kiln_loader::pin::is_on_bpffs(existing).unwrap_or(false) {
         return Err(ApplyError::NotBpffs(root));
     }
-    let _lock = DeploymentLock::acquire(manifest.name())?;
-    // A killed apply may have left a staged pin; under the lock nobody else
-    // is staging, so every one is a leftover.
-    remove_staged(&root)?;
-    let plan = plan(manifest, resolved)?;
+    let lock_seen = ownership::lock_seen(manifest.name());
+    let lock = DeploymentLock::acquire(manifest.name())?;
+    ownership::mark_lock(manifest.name());
+    // A staged pin left by a killed apply is one of the deployment's strays:
+    // the plan removes it.
+    let (plan, claim) = plan_claimed(manifest, resolved, opts.adopt, lock_seen)?;
+    let mut ledger = claim.ledger;
+    notes.extend(claim.note);
+    // Recorded before anything changes, so they are owned from here on.
+    for rel in &claim.adopt {
+        ledger.record(rel, Origin::Adopted)?;
+    }
+    if ledger.is_written() {
+        ledger.prune_absent()?;
+    }
     if plan.is_noop() {
+        let mut warnings = Vec::new();
+        readers_access(manifest, &ledger, &mut notes, &mut warnings);
         return Ok(Outcome {
             plan,
             notes,
-            warnings: Vec::new(),
+            warnings,
         });
     }
-    let mut tx = Tx::new(manifest.pin_root(), opts.clone());
+    let mut tx = Tx::new(manifest.pin_root(), opts.clone(), ledger);
     let result = tx.build(&plan, resolved).and_then(|()| tx.commit(&plan));
     match result {
         Ok(()) => {
-            let warnings = tx.finish();
+            let retired = tx.finish();
+            let mut warnings = Vec::new();
+            readers_access(manifest, &tx.ledger, &mut notes, &mut warnings);
+            drop(tx);
+            // Only the kernel's teardown of the replaced links is left:
+            // another apply of this deployment need not wait for it.
+            drop(lock);
+            warnings.extend(detach_all(retired));
             Ok(Outcome {
                 plan,
                 notes,
@@ -223,6 +269,35 @@ pub fn apply(
     }
 }
 
+/// Past the commit: gives `[deployment] readers` read access to the maps
+/// (or takes it back), saying what changed and what still blocks the group.
+fn readers_access(
+    manifest: &Manifest,
+    ledger: &Ledger,
+    notes: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) {
+    let readers = manifest.readers();
+    match ownership::apply_readers(ledger, readers) {
+        Ok((changed, blocked)) => {
+            if !changed.is_empty() {
+                notes.push(match readers {
+                    Some(gid) => format!("maps readable by group {gid}: {}", changed.join(", ")),
+                    None => format!("maps readable by root only: {}", changed.join(", ")),
+                });
+            }
+            if let (Some(gid), false) = (readers, blocked.is_empty()) {
+                let dirs: Vec<String> = blocked.iter().map(|p| p.display().to_string()).collect();
+                warnings.push(format!(
+                    "group {gid} cannot pass through {} (no search permission for it): give it one (chmod o+x, or chgrp and g+x), or its members cannot reach the maps",
+                    dirs.join(", ")
+                ));
+            }
+        }
+        Err(e) => warnings.push(format!("setting the readers' access: {e}")),
+    }
+}
+
 /// How to undo one commit step.
 enum Undo {
     /// A pin that did not exist before.
@@ -231,12 +306,35 @@ enum Undo {
     Restore { path: PathBuf, old: OwnedFd },
     /// A link switched to a new program: switch it back.
     Relink { link: FdLink, old_prog: Program },
+    /// An XDP link detached to attach in another mode: detach the new
+    /// link, attach the old program in its old mode again and pin it.
+    Reattach {
+        program: String,
+        path: PathBuf,
+        old_prog: Program,
+        ifindex: u32,
+        flags: kiln_loader::links::xdp::XdpFlags,
+    },
+    /// A program array slot pointed at a new program: point it back at
+    /// the old one (or empty it).
+    Slot {
+        map: Map,
+        index: u32,
+        old: Option<Program>,
+    },
     /// Entries written into (or deleted from) a live map: their previous
     /// values, `None` where the key was absent.
     Entries {
         map: Map,
         old: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     },
+    /// A path recorded as owned before it was created: forget it.
+    Forget(String),
+    /// An owned path forgotten after it was removed: record it again
+    /// (before the pin is restored).
+    Record(String, Origin),
+    /// A directory this apply created.
+    RemoveDir(PathBuf),
 }
 
 struct Tx {
@@ -249,14 +347,21 @@ struct Tx {
     progs: BTreeMap<String, Program>,
     /// Links created by this apply.
     links: BTreeMap<String, Box<dyn Link>>,
+    /// Program array slots (map, index, program) of reused maps that must
+    /// point at a program this apply reloads: switched at commit.
+    slots: Vec<(String, u32, String)>,
     /// Old links to detach once the new generation is committed.
     retired: Vec<FdLink>,
     journal: Vec<Undo>,
-    btfs: BTreeMap<String, Option<Btf>>,
+    /// Attachments made at commit, after their old link is detached.
+    reattach: BTreeMap<String, ResolvedAttach>,
+    /// What the deployment owns; every pin and directory is recorded here
+    /// before it is made and forgotten after it is removed.
+    ledger: Ledger,
 }
 
 impl Tx {
-    fn new(root: PathBuf, opts: ApplyOptions) -> Self {
+    fn new(root: PathBuf, opts: ApplyOptions, ledger: Ledger) -> Self {
         Tx {
             root,
             opts,
@@ -264,9 +369,11 @@ impl Tx {
             new_maps: BTreeSet::new(),
             progs: BTreeMap::new(),
             links: BTreeMap::new(),
+            slots: Vec::new(),
             retired: Vec::new(),
             journal: Vec::new(),
-            btfs: BTreeMap::new(),
+            reattach: BTreeMap::new(),
+            ledger,
         }
     }
 
@@ -283,82 +390,42 @@ impl Tx {
         self.root.join(dir).join(name)
     }
 
-    fn btf(&mut self, resolved: &Resolved, object: &str) -> Option<&Btf> {
-        self.btfs
-            .entry(object.to_string())
-            .or_insert_with(|| {
-                // The object's BTF as the loader would upload it (sanitized
-                // for this kernel; type ids unchanged).
-                let spec = resolved.objects.specs.get(object)?;
-                let bytes = spec
-                    .btf_for_kernel(kiln_loader::probe::btf_features())
-                    .ok()??;
-                Btf::load(&bytes).ok()
-            })
-            .as_ref()
-    }
-
-    fn create_map(&mut self, resolved: &Resolved, name: &str) -> Result<Map, ApplyError> {
-        self.inject(Step::CreateMap)?;
-        let (object, spec) = resolved
-            .map_specs
-            .get(name)
-            .ok_or_else(|| kerr(format!("map '{name}'"), "no specification (internal error)"))?;
-        let spec = spec.clone();
-        let btf = self.btf(resolved, object).map(|b| MapBtf {
-            fd: b.fd(),
-            key_type_id: spec.btf_key_type_id.unwrap_or(0),
-            value_type_id: spec.btf_value_type_id.unwrap_or(0),
-        });
-        let with_btf = btf.filter(|b| b.value_type_id != 0);
-        let map = match Map::create(&spec, with_btf, None) {
-            Ok(m) => m,
-            Err(_) if with_btf.is_some() => Map::create(&spec, None, None)
-                .map_err(|e| kerr(format!("create map '{name}'"), e))?,
-            Err(e) => return Err(kerr(format!("create map '{name}'"), e)),
-        };
-        Ok(map)
-    }
-
     /// Phase 1: everything held by fds only.
     fn build(&mut self, plan: &Plan, resolved: &Resolved) -> Result<(), ApplyError> {
-        let mut touched = BTreeSet::new();
+        // Maps this apply makes anew (created, recreated or migrated) and
+        // programs it loads; everything else of the deployment is reused.
+        let mut renew = BTreeSet::new();
+        let mut load = BTreeSet::new();
+        // Maps whose pin was removed, found through their programs.
+        let mut found: BTreeMap<String, Map> = BTreeMap::new();
         for action in &plan.actions {
             match action {
-                Action::CreateMap { map, .. } | Action::RecreateMap { map, .. } => {
-                    let m = self.create_map(resolved, map)?;
-                    if let Some(d) = resolved.desired.maps.get(map) {
-                        for (k, v) in &d.entries {
-                            m.update_bytes(k, v, UpdateFlags::ANY)
-                                .map_err(|e| kerr(format!("map '{map}': initial entry"), e))?;
-                        }
-                    }
-                    touched.insert(map.clone());
-                    self.new_maps.insert(map.clone());
-                    self.maps.insert(map.clone(), m);
+                Action::CreateMap { map, .. }
+                | Action::RecreateMap { map, .. }
+                | Action::MigrateMap { map, .. } => {
+                    renew.insert(map.as_str());
                 }
-                Action::MigrateMap { map, .. } => {
-                    let new = self.create_map(resolved, map)?;
-                    self.inject(Step::MigrateMap)?;
-                    let old_path = self.path(MAPS, map);
-                    let old = Map::from_pin(&old_path, OpenFlags::ReadOnly)
-                        .map_err(|e| kerr(format!("open map '{map}' to migrate"), e))?;
-                    migrate_map(resolved, map, &old, &new)
-                        .map_err(|e| kerr(format!("migrate map '{map}'"), e))?;
-                    if let Some(d) = resolved.desired.maps.get(map) {
-                        keep_entries(&new, d)
-                            .map_err(|e| kerr(format!("map '{map}': declared entries"), e))?;
-                    }
-                    touched.insert(map.clone());
-                    self.new_maps.insert(map.clone());
-                    self.maps.insert(map.clone(), new);
+                Action::RepinMap { map, id, .. } => {
+                    // Pinned again at commit, like a new map; the programs
+                    // that found it keep using it (or, migrated, it is the
+                    // old side of the migration).
+                    let m = live::unpinned_map_by_id(map, *id)
+                        .map_err(|e| kerr(format!("re-pin map '{map}'"), e))?;
+                    found.insert(map.clone(), m);
+                }
+                Action::LoadProgram { program, .. } => {
+                    load.insert(program.as_str());
                 }
                 _ => {}
             }
         }
-        // Every other desired map is reused from its pin.
         for name in resolved.desired.maps.keys() {
-            if touched.contains(name) {
+            if renew.contains(name.as_str()) {
+                continue;
+            }
+            if let Some(m) = found.remove(name) {
+                self.new_maps.insert(name.clone());
+                self.maps.insert(name.clone(), m);
                 continue;
             }
             let path = self.path(MAPS, name);
@@ -366,11 +433,58 @@ impl Tx {
                 .map_err(|e| kerr(format!("open pinned map '{name}'"), e))?;
             self.maps.insert(name.clone(), m);
         }
+        // One load per object, as libbpf does: its programs share its global
+        // data and its BTF, and the loader creates every map kind itself.
+        let objects: BTreeSet<&str> = renew
+            .iter()
+            .filter_map(|m| resolved.map_specs.get(*m).map(|(o, _)| o.as_str()))
+            .chain(load.iter().map(|p| resolved.builds[*p].object.as_str()))
+            .collect();
+        for object in objects {
+            self.load_object(resolved, object, &renew, &load)?;
+        }
         for action in &plan.actions {
-            if let Action::LoadProgram { program, .. } = action {
-                self.inject(Step::LoadProgram)?;
-                let prog = self.load_program(resolved, program)?;
-                self.progs.insert(program.clone(), prog);
+            match action {
+                Action::CreateMap { map, .. } | Action::RecreateMap { map, .. } => {
+                    // Global data got its contents from the load (and
+                    // read-only data is frozen now).
+                    let global_data = resolved.map_specs.get(map).is_some_and(|(_, spec)| {
+                        matches!(spec.origin, MapOrigin::GlobalData { .. })
+                    });
+                    if let Some(d) = resolved.desired.maps.get(map)
+                        && !global_data
+                    {
+                        let m = &self.maps[map];
+                        for (k, v) in &d.entries {
+                            m.update_bytes(k, v, UpdateFlags::ANY)
+                                .map_err(|e| kerr(format!("map '{map}': initial entry"), e))?;
+                        }
+                    }
+                }
+                Action::MigrateMap { map, .. } => {
+                    self.inject(Step::MigrateMap)?;
+                    // An unpinned map found through its programs is the old side.
+                    let old = match found.remove(map) {
+                        Some(m) => m,
+                        None => Map::from_pin(&self.path(MAPS, map), OpenFlags::ReadOnly)
+                            .map_err(|e| kerr(format!("open map '{map}' to migrate"), e))?,
+                    };
+                    let new = &self.maps[map];
+                    migrate_map(resolved, map, &old, new)
+                        .map_err(|e| kerr(format!("migrate map '{map}'"), e))?;
+                    if let Some(d) = resolved.desired.maps.get(map) {
+                        keep_entries(new, d)
+                            .map_err(|e| kerr(format!("map '{map}': declared entries"), e))?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        for action in &plan.actions {
+            if let Action::Reattach { program, .. } = action
+                && let Some(how) = &resolved.builds[program].attach
+            {
+                self.reattach.insert(program.clone(), how.clone());
             }
         }
         for action in &plan.actions {
@@ -384,17 +498,7 @@ impl Tx {
                     self.inject(Step::Attach)?;
                     let build = &resolved.builds[program];
                     let Some(how) = &build.attach else { continue };
-                    let pinned;
-                    let prog_fd = match self.progs.get(program) {
-                        Some(p) => p.as_fd(),
-                        None => {
-                            pinned = Program::from_pin(&self.path(PROGS, program), None)
-                                .map_err(|e| kerr(format!("open pinned program '{program}'"), e))?;
-                            pinned.as_fd()
-                        }
-                    };
-                    let link = attach(prog_fd, how)
-                        .map_err(|e| kerr(format!("attach program '{program}'"), e))?;
+                    let link = self.attach_program(program, how)?;
                     self.links.insert(program.clone(), link);
                 }
                 _ => {}
@@ -403,74 +507,204 @@ impl Tx {
         Ok(())
     }
 
-    fn load_program(&mut self, resolved: &Resolved, name: &str) -> Result<Program, ApplyError> {
-        let build = &resolved.builds[name];
-        let spec = &resolved.objects.specs[&build.object];
+    /// Loads `object` once through the loader: the programs this apply
+    /// loads (the others skipped), the deployment's maps of the object it
+    /// renews created by the loader, the others handed in from their pins
+    /// (each checked once against the object's definition).
+    fn load_object(
+        &mut self,
+        resolved: &Resolved,
+        object: &str,
+        renew: &BTreeSet<&str>,
+        load: &BTreeSet<&str>,
+    ) -> Result<(), ApplyError> {
+        let spec = &resolved.objects.specs[object];
+        // Function name -> the manifest's programs loading it.
+        let mut functions: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for program in load {
+            let build = &resolved.builds[*program];
+            if build.object == object {
+                functions
+                    .entry(build.function.as_str())
+                    .or_default()
+                    .push(program);
+            }
+        }
         let mut loader = EbpfLoader::new();
         for p in &spec.programs {
-            if p.name != build.function {
+            if !functions.contains_key(p.name.as_str()) {
                 loader.skip_program(&p.name);
             }
         }
-        for m in &spec.maps {
-            if matches!(m.origin, MapOrigin::GlobalData { .. }) {
+        let mut created = Vec::new();
+        for (name, (owner, want)) in &resolved.map_specs {
+            if owner != object {
                 continue;
             }
-            if let Some(shared) = self.maps.get(&m.name) {
-                let (_, want) = &resolved.map_specs[&m.name];
-                if want.max_entries != m.max_entries {
-                    loader.map_max_entries(&m.name, want.max_entries);
-                }
-                let handle = shared
-                    .try_clone()
-                    .map_err(|e| kerr(format!("map '{}'", m.name), e))?;
-                loader.replace_map(&m.name, handle);
+            if spec
+                .map(&want.name)
+                .is_some_and(|m| m.max_entries != want.max_entries)
+            {
+                loader.map_max_entries(&want.name, want.max_entries);
+            }
+            if renew.contains(name.as_str()) {
+                self.inject(Step::CreateMap)?;
+                created.push((name, &want.name));
+                continue;
+            }
+            let handle = self.maps[name]
+                .try_clone()
+                .map_err(|e| kerr(format!("map '{name}'"), e))?;
+            loader.replace_map(&want.name, handle);
+        }
+        // The object's globals, as every program of it in the manifest sets
+        // them (resolve refused conflicting values).
+        let mut globals = BTreeMap::new();
+        for build in resolved.builds.values().filter(|b| b.object == object) {
+            for (gname, bytes) in &build.globals {
+                globals.entry(gname.as_str()).or_insert(bytes.as_slice());
             }
         }
-        for (gname, bytes) in &build.globals {
+        for (gname, bytes) in globals {
             loader.set_global(gname, bytes);
         }
-        let mut ebpf = loader.load(spec).map_err(|e| {
-            let mut message = e.to_string();
-            if let kiln_loader::EbpfError::Program(le) = &e {
-                let dir = self
-                    .opts
-                    .verifier_log_dir
-                    .clone()
-                    .unwrap_or_else(std::env::temp_dir);
-                match le.save_log(&dir) {
-                    Ok(Some(path)) => {
-                        message += &format!("\n  full verifier log: {}", path.display());
-                    }
-                    Ok(None) => {}
-                    Err(err) => {
-                        message += &format!(
-                            "\n  (could not keep the full verifier log in {}: {err})",
-                            dir.display()
-                        );
-                    }
-                }
+        for _ in functions.values().flatten() {
+            self.inject(Step::LoadProgram)?;
+        }
+        let loaded = match resolved.prepared.get(object) {
+            Some(prepared) => loader.load_prepared(prepared),
+            None => loader.load(spec),
+        };
+        let mut ebpf = loaded.map_err(|e| self.load_error(resolved, object, e))?;
+        for (name, spec_name) in created {
+            let map = ebpf.take_map(spec_name).ok_or_else(|| {
+                kerr(
+                    format!("map '{name}' of object '{object}'"),
+                    "the loader did not create it",
+                )
+            })?;
+            self.new_maps.insert(name.clone());
+            self.maps.insert(name.clone(), map);
+        }
+        self.program_slots(resolved, object, renew, &functions)?;
+        for (function, programs) in functions {
+            let prog = ebpf.take_program(function).ok_or_else(|| {
+                kerr(
+                    format!("load function '{function}' of object '{object}'"),
+                    "the loader did not return it",
+                )
+            })?;
+            for program in programs {
+                let handle = prog
+                    .try_clone()
+                    .map_err(|e| kerr(format!("program '{program}'"), e))?;
+                self.progs.insert(program.to_string(), handle);
             }
-            kerr(
-                format!(
-                    "load program '{name}' (function '{}' of object '{}')",
-                    build.function, build.object
-                ),
-                message,
-            )
-        })?;
-        ebpf.take_program(&build.function).ok_or_else(|| {
-            kerr(
-                format!("load program '{name}'"),
-                "the loader did not return it",
-            )
-        })
+        }
+        Ok(())
+    }
+
+    /// Keeps the `.values` of the object's program arrays pointing at the
+    /// deployment's programs: a new array gets the pinned programs this
+    /// apply does not reload (the loader filled in those it loaded); a
+    /// reused one gets the reloaded programs, at commit.
+    fn program_slots(
+        &mut self,
+        resolved: &Resolved,
+        object: &str,
+        renew: &BTreeSet<&str>,
+        loaded: &BTreeMap<&str, Vec<&str>>,
+    ) -> Result<(), ApplyError> {
+        let spec = &resolved.objects.specs[object];
+        for slot in &spec.map_slots {
+            let kiln_obj::MapSlotTarget::Program(function) = &slot.target else {
+                continue;
+            };
+            let Some(outer) = spec.maps.get(slot.map) else {
+                continue;
+            };
+            let Some((map, _)) = resolved
+                .map_specs
+                .iter()
+                .find(|(_, (owner, want))| owner == object && want.name == outer.name)
+            else {
+                continue;
+            };
+            if let Some(programs) = loaded.get(function.as_str()) {
+                if !renew.contains(map.as_str()) {
+                    self.slots
+                        .push((map.clone(), slot.index, programs[0].to_string()));
+                }
+                continue;
+            }
+            if !renew.contains(map.as_str()) {
+                continue;
+            }
+            let Some((program, _)) = resolved
+                .builds
+                .iter()
+                .find(|(_, b)| b.object == object && b.function == *function)
+            else {
+                continue;
+            };
+            let pinned = Program::from_pin(&self.path(PROGS, program), None)
+                .map_err(|e| kerr(format!("open pinned program '{program}'"), e))?;
+            set_slot(&self.maps[map], slot.index, Some(&pinned))
+                .map_err(|e| kerr(format!("map '{map}': values[{}]", slot.index), e))?;
+        }
+        Ok(())
+    }
+
+    /// A failed object load, named as the manifest names it, with the whole
+    /// verifier log kept in a file.
+    fn load_error(
+        &self,
+        resolved: &Resolved,
+        object: &str,
+        e: kiln_loader::EbpfError,
+    ) -> ApplyError {
+        let mut message = e.to_string();
+        let kiln_loader::EbpfError::Program(le) = &e else {
+            return kerr(format!("load object '{object}'"), message);
+        };
+        let dir = self
+            .opts
+            .verifier_log_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        match le.save_log(&dir) {
+            Ok(Some(path)) => {
+                message += &format!("\n  full verifier log: {}", path.display());
+            }
+            Ok(None) => {}
+            Err(err) => {
+                message += &format!(
+                    "\n  (could not keep the full verifier log in {}: {err})",
+                    dir.display()
+                );
+            }
+        }
+        let programs: Vec<&str> = resolved
+            .builds
+            .iter()
+            .filter(|(_, b)| b.object == object && b.function == le.program())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        kerr(
+            format!(
+                "load program '{}' (function '{}' of object '{object}')",
+                programs.join("', '"),
+                le.program()
+            ),
+            message,
+        )
     }
 
     /// Pins `fd` at `path`, replacing whatever is there; journals the undo.
     fn pin_replace(&mut self, fd: BorrowedFd<'_>, path: &Path) -> Result<(), ApplyError> {
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        create_private_dir(&dir)?;
+        self.make_dir(&dir)?;
+        self.own(path)?;
         let old = if path.exists() {
             // Flags must be 0: links and programs refuse BPF_F_RDONLY.
             Some(
@@ -491,19 +725,56 @@ impl Tx {
         Ok(())
     }
 
-    /// Removes a pin, journaling how to put it back.
-    fn unpin(&mut self, path: &Path) -> Result<(), ApplyError> {
-        self.inject(Step::Unpin)?;
-        if !path.exists() {
+    /// Records `path` as owned before it is pinned or created (write-ahead),
+    /// journaling the undo.
+    fn own(&mut self, path: &Path) -> Result<(), ApplyError> {
+        let Some(rel) = self.ledger.relative(path) else {
+            return Ok(());
+        };
+        if self.ledger.record(&rel, Origin::Created)? {
+            self.journal.push(Undo::Forget(rel));
+        }
+        Ok(())
+    }
+
+    /// Creates a directory under the pin root (and the root itself) when
+    /// missing, recorded as owned first.
+    fn make_dir(&mut self, dir: &Path) -> Result<(), ApplyError> {
+        if dir.is_dir() {
             return Ok(());
         }
-        let old = sysobj::obj_get(path, OpenFlags::ReadWrite)
-            .map_err(|e| kerr(format!("open {}", path.display()), e))?;
-        std::fs::remove_file(path).map_err(|e| kerr(format!("unpin {}", path.display()), e))?;
-        self.journal.push(Undo::Restore {
-            path: path.to_path_buf(),
-            old,
-        });
+        self.own(dir)?;
+        create_private_dir(dir)?;
+        self.journal.push(Undo::RemoveDir(dir.to_path_buf()));
+        Ok(())
+    }
+
+    /// Removes an owned pin, journaling how to put it back.
+    fn unpin(&mut self, path: &Path) -> Result<(), ApplyError> {
+        self.inject(Step::Unpin)?;
+        let rel = self.ledger.relative(path).unwrap_or_default();
+        let Some(origin) = self.ledger.owned().get(&rel).copied().or_else(|| {
+            // A staged pin: owned through the path it was staged for.
+            self.ledger.owns(&rel).then_some(Origin::Created)
+        }) else {
+            return Err(kerr(
+                format!("unpin {}", path.display()),
+                "not recorded as this deployment's (internal error: the plan never removes foreign pins)",
+            ));
+        };
+        if path.exists() {
+            let old = sysobj::obj_get(path, OpenFlags::ReadWrite)
+                .map_err(|e| kerr(format!("open {}", path.display()), e))?;
+            std::fs::remove_file(path).map_err(|e| kerr(format!("unpin {}", path.display()), e))?;
+            self.journal.push(Undo::Restore {
+                path: path.to_path_buf(),
+                old,
+            });
+        }
+        if self.ledger.owned().contains_key(&rel) {
+            self.ledger.forget(&rel)?;
+            self.journal.push(Undo::Record(rel, origin));
+        }
         Ok(())
     }
 
@@ -561,6 +832,21 @@ impl Tx {
                 .map_err(|e| kerr("dup", e))?;
             self.pin_replace(fd.as_fd(), &path)?;
         }
+        for (name, index, program) in std::mem::take(&mut self.slots) {
+            let map = self.maps[&name]
+                .try_clone()
+                .map_err(|e| kerr(format!("map '{name}'"), e))?;
+            // A program array reads back the id of the program in a slot.
+            let old = map
+                .lookup_bytes(&index.to_ne_bytes(), UpdateFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|id| Some(u32::from_ne_bytes(id.get(..4)?.try_into().ok()?)))
+                .and_then(|id| Program::from_id(id).ok());
+            set_slot(&map, index, Some(&self.progs[&program]))
+                .map_err(|e| kerr(format!("map '{name}': values[{index}]"), e))?;
+            self.journal.push(Undo::Slot { map, index, old });
+        }
         for action in &plan.actions {
             match action {
                 Action::Replace {
@@ -593,6 +879,7 @@ impl Tx {
                         .map_err(|e| kerr(format!("switch link of '{program}'"), e))?;
                     self.journal.push(Undo::Relink { link, old_prog });
                 }
+                Action::Reattach { program, .. } => self.reattach(program)?,
                 Action::Detach { link, .. } => {
                     let path = self.path(LINKS, link);
                     if let Ok(old) = FdLink::from_pin(&path) {
@@ -631,29 +918,71 @@ impl Tx {
                     PinKind::Link => self.path(LINKS, name),
                     PinKind::Other => PathBuf::from(name),
                 };
-                if path.is_dir() {
-                    // A stray directory: only remove it when empty, never recurse into unknown pins.
-                    self.inject(Step::Unpin)?;
-                    let _ = std::fs::remove_dir(&path);
-                } else {
-                    self.unpin(&path)?;
-                }
+                self.unpin(&path)?;
             }
         }
         Ok(())
     }
 
-    /// Phase 3: the new generation is committed; let the old links go.
-    fn finish(&mut self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        for mut old in self.retired.drain(..) {
-            if let Err(e) = old.detach() {
-                warnings.push(format!("detaching a replaced link: {e}"));
+    /// Detaches `program`'s XDP link and attaches its (new or pinned)
+    /// program in the manifest's mode; the new link is pinned with the others.
+    fn reattach(&mut self, program: &str) -> Result<(), ApplyError> {
+        self.inject(Step::Attach)?;
+        let how = self.reattach[program].clone();
+        let path = self.path(LINKS, program);
+        let mut old =
+            FdLink::from_pin(&path).map_err(|e| kerr(format!("open link of '{program}'"), e))?;
+        let info = old
+            .info()
+            .map_err(|e| kerr(format!("link of '{program}'"), e))?;
+        let kiln_loader::links::LinkTarget::Xdp { ifindex } = info.target else {
+            return Err(kerr(format!("link of '{program}'"), "not an XDP link"));
+        };
+        let flags = kiln_loader::links::xdp::query_xdp_modes(ifindex)
+            .map_err(|e| kerr(format!("XDP modes of '{program}'s interface"), e))?
+            .mode_of(info.prog_id)
+            .unwrap_or_default();
+        let old_prog = Program::from_id(info.prog_id)
+            .map_err(|e| kerr(format!("program attached to '{program}'"), e))?;
+        old.detach()
+            .map_err(|e| kerr(format!("detach the link of '{program}'"), e))?;
+        let _ = std::fs::remove_file(&path);
+        self.journal.push(Undo::Reattach {
+            program: program.to_string(),
+            path,
+            old_prog,
+            ifindex,
+            flags,
+        });
+        let link = self.attach_program(program, &how)?;
+        self.links.insert(program.to_string(), link);
+        Ok(())
+    }
+
+    /// Attaches `program` as `how` says: the one this apply loaded, else the pinned one.
+    fn attach_program(
+        &self,
+        program: &str,
+        how: &ResolvedAttach,
+    ) -> Result<Box<dyn Link>, ApplyError> {
+        let pinned;
+        let prog_fd = match self.progs.get(program) {
+            Some(p) => p.as_fd(),
+            None => {
+                pinned = Program::from_pin(&self.path(PROGS, program), None)
+                    .map_err(|e| kerr(format!("open pinned program '{program}'"), e))?;
+                pinned.as_fd()
             }
-        }
+        };
+        attach(prog_fd, how).map_err(|e| kerr(format!("attach program '{program}'"), e))
+    }
+
+    /// Phase 3: the new generation is committed: the old links to let go
+    /// (see [`detach_all`]).
+    fn finish(&mut self) -> Vec<FdLink> {
         self.journal.clear();
         // Links created here are pinned now; dropping the handles keeps them.
-        warnings
+        std::mem::take(&mut self.retired)
     }
 
     /// Undoes the commit steps done so far, newest first. Build-phase objects
@@ -670,6 +999,27 @@ impl Tx {
                 Undo::Relink { mut link, old_prog } => {
                     let _ = link.update(old_prog.as_fd(), None);
                 }
+                Undo::Reattach {
+                    program,
+                    path,
+                    old_prog,
+                    ifindex,
+                    flags,
+                } => {
+                    // One XDP mode at a time: the new link goes first.
+                    if let Some(mut new) = self.links.remove(&program) {
+                        let _ = new.detach();
+                    }
+                    if let Ok(link) =
+                        kiln_loader::links::xdp::attach_xdp_link(old_prog.as_fd(), ifindex, flags)
+                        && let Some(fd) = link.fd()
+                    {
+                        let _ = pin_at(fd, &path, &ApplyOptions::default());
+                    }
+                }
+                Undo::Slot { map, index, old } => {
+                    let _ = set_slot(&map, index, old.as_ref());
+                }
                 Undo::Entries { map, old } => {
                     for (k, v) in old.iter().rev() {
                         let _ = match v {
@@ -678,8 +1028,18 @@ impl Tx {
                         };
                     }
                 }
+                Undo::Forget(rel) => {
+                    let _ = self.ledger.forget(&rel);
+                }
+                Undo::Record(rel, origin) => {
+                    let _ = self.ledger.record(&rel, origin);
+                }
+                Undo::RemoveDir(dir) => {
+                    let _ = std::fs::remove_dir(&dir);
+                }
             }
         }
+        self.ledger.discard_if_unused();
         self.retired.clear();
         for (_, mut link) in std::mem::take(&mut self.links) {
             let _ = link.detach();
@@ -688,6 +1048,47 @@ impl Tx {
         self.maps.clear();
     }
 }
+
+/// Detaches replaced links, each on a thread of its own (at most
+/// [`DETACH_THREADS`] at a time): closing some links waits for an RCU grace
+/// period in the kernel, and concurrent detaches overlap those waits instead
+/// of adding them up (200 tracepoint links: one wait, not 200).
+fn detach_all(links: Vec<FdLink>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut links = links.into_iter().peekable();
+    while links.peek().is_some() {
+        let batch: Vec<FdLink> = links.by_ref().take(DETACH_THREADS).collect();
+        std::thread::scope(|s| {
+            let mut running = Vec::new();
+            for mut link in batch {
+                let detach = move || {
+                    let r = link.detach();
+                    drop(link);
+                    r.map_err(|e| format!("detaching a replaced link: {e}"))
+                };
+                // Without a thread to spare, the closure is dropped, and
+                // with it the link's last fd: closing it lets the link go too.
+                if let Ok(h) = std::thread::Builder::new()
+                    .stack_size(64 * 1024)
+                    .spawn_scoped(s, detach)
+                {
+                    running.push(h);
+                }
+            }
+            for h in running {
+                match h.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(w)) => warnings.push(w),
+                    Err(_) => warnings.push("a link detach thread panicked".into()),
+                }
+            }
+        });
+    }
+    warnings
+}
+
+/// How many replaced links [`detach_all`] lets go of at once.
+const DETACH_THREADS: usize = 128;
 
 /// Makes a freshly migrated map hold the declared entries, as
 /// `entries_mode` says: listed keys set to their values (for "keys", only
@@ -720,6 +1121,20 @@ fn keep_entries(map: &Map, want: &crate::plan::DesiredMap) -> Result<(), kiln_lo
     Ok(())
 }
 
+/// Points slot `index` of program array `map` at `prog`, or empties it.
+fn set_slot(map: &Map, index: u32, prog: Option<&Program>) -> Result<(), kiln_loader::MapError> {
+    use std::os::fd::AsRawFd;
+    let key = index.to_ne_bytes();
+    match prog {
+        Some(p) => map.update_bytes(
+            &key,
+            &(p.fd().as_raw_fd() as u32).to_ne_bytes(),
+            UpdateFlags::ANY,
+        ),
+        None => map.delete_bytes(&key).map(|_| ()),
+    }
+}
+
 /// Creates `dir` and its missing parents readable by the owner only: a pin
 /// root lists what runs in the kernel, and bpffs grants access by file mode.
 fn create_private_dir(dir: &Path) -> Result<(), ApplyError> {
@@ -729,27 +1144,6 @@ fn create_private_dir(dir: &Path) -> Result<(), ApplyError> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| kerr(format!("create {}", dir.display()), e))
-}
-
-/// Removes pins left under their staging name by a killed apply.
-fn remove_staged(root: &Path) -> Result<(), ApplyError> {
-    for dir in [MAPS, PROGS, LINKS] {
-        let Ok(rd) = std::fs::read_dir(root.join(dir)) else {
-            continue;
-        };
-        for entry in rd.flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .ends_with(STAGING_SUFFIX)
-            {
-                let p = entry.path();
-                std::fs::remove_file(&p)
-                    .map_err(|e| kerr(format!("remove staged pin {}", p.display()), e))?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Pins `fd` at `path` atomically: pin beside it, then rename over it.
@@ -802,12 +1196,13 @@ fn migrate_map(resolved: &Resolved, name: &str, old: &Map, new: &Map) -> Result<
 }
 
 /// Attaches, retrying briefly while the hook is busy: the kernel releases a
-/// link whose last pin was just removed from a workqueue, a moment later.
-fn attach(prog: BorrowedFd<'_>, how: &ResolvedAttach) -> Result<Box<dyn Link>, String> {
+/// link whose last pin was just removed from a workqueue, a moment later
+/// (EBUSY; EEXIST while an XDP link of the other mode is still there).
+pub fn attach(prog: BorrowedFd<'_>, how: &ResolvedAttach) -> Result<Box<dyn Link>, String> {
     let mut tries = 0;
     loop {
         match attach_once(prog, how) {
-            Err(e) if e.errno() == Some(libc::EBUSY) && tries < 40 => {
+            Err(e) if matches!(e.errno(), Some(libc::EBUSY | libc::EEXIST)) && tries < 40 => {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(25));
             }
@@ -908,9 +1303,29 @@ fn attach_once(
     }
 }
 
+/// What `destroy` did.
+#[derive(Debug, Default)]
+pub struct Destroyed {
+    /// The pins removed, relative to the pin root.
+    pub removed: Vec<String>,
+    /// What stays under the pin root because the deployment does not own it
+    /// (the pin root, its record and the directories holding these stay too).
+    pub left: Vec<PathBuf>,
+    /// The pin root itself was removed (Kiln created it and it is empty).
+    pub root_removed: bool,
+}
+
 /// Removes everything the deployment owns: links first (programs stop
-/// running), then programs, then maps, then the directories.
+/// running), then programs, then maps, then the directories. Returns the
+/// pins removed.
 pub fn destroy(manifest_name: &str, root: &Path) -> Result<Vec<String>, ApplyError> {
+    destroy_owned(manifest_name, root).map(|d| d.removed)
+}
+
+/// [`destroy`], also saying what was left alone. Only what the deployment's
+/// record names is removed (pins, and its directories once empty); a pin
+/// root off bpffs is never touched.
+pub fn destroy_owned(manifest_name: &str, root: &Path) -> Result<Destroyed, ApplyError> {
     if root.exists() {
         // Links are opened from their pins to detach them: CAP_BPF; bpffs
         // itself grants unpinning by file mode.
@@ -919,39 +1334,132 @@ pub fn destroy(manifest_name: &str, root: &Path) -> Result<Vec<String>, ApplyErr
             vec![kiln_loader::sys::caps::Capability::Bpf],
         )?;
     }
+    let lock_seen = ownership::lock_seen(manifest_name);
     let _lock = DeploymentLock::acquire(manifest_name)?;
-    let mut removed = Vec::new();
+    ownership::mark_lock(manifest_name);
+    let mut done = Destroyed::default();
     if !root.exists() {
-        return Ok(removed);
+        return Ok(done);
     }
-    for dir in [LINKS, PROGS, MAPS] {
-        let d = root.join(dir);
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        let mut paths: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        paths.sort();
-        for p in paths {
-            if dir == LINKS
-                && let Ok(mut l) = FdLink::from_pin(&p)
+    if !kiln_loader::pin::is_on_bpffs(root).unwrap_or(false) {
+        return Err(ApplyError::NotBpffs(root.to_path_buf()));
+    }
+    if ownership::is_mount_point(root) {
+        return Err(ownership::OwnershipError::MountPoint {
+            root: root.to_path_buf(),
+        }
+        .into());
+    }
+    let mut ledger = match Ledger::read(root)? {
+        Some(l) if l.name() != manifest_name => {
+            return Err(ownership::OwnershipError::BelongsTo {
+                root: root.to_path_buf(),
+                name: manifest_name.to_string(),
+                other: l.name().to_string(),
+            }
+            .into());
+        }
+        Some(l) => l,
+        None => {
+            // No record: only a layout an earlier Kiln provably made is ours.
+            let mut observed = live::observe(root)?;
+            let claim = ownership::claim(
+                root,
+                manifest_name,
+                &plan::Desired::default(),
+                &mut observed,
+                false,
+                lock_seen,
+            )?;
+            let mut l = claim.ledger;
+            for rel in &claim.adopt {
+                l.record(rel, Origin::Adopted)?;
+            }
+            l
+        }
+    };
+    let owned: Vec<String> = ledger.owned().keys().cloned().collect();
+    let (dirs, mut pins): (Vec<String>, Vec<String>) =
+        owned.into_iter().partition(|rel| root.join(rel).is_dir());
+    let rank = |rel: &String| match rel.split('/').next() {
+        Some(LINKS) => 0,
+        Some(PROGS) => 1,
+        Some(MAPS) => 2,
+        _ => 3,
+    };
+    pins.sort_by_key(|rel| (rank(rel), rel.clone()));
+    for rel in pins {
+        let path = root.join(&rel);
+        let staged = path.with_file_name(format!(
+            "{}{STAGING_SUFFIX}",
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        for p in [&staged, &path] {
+            if p.symlink_metadata().is_err() {
+                continue;
+            }
+            if rank(&rel) == 0
+                && let Ok(mut l) = FdLink::from_pin(p)
             {
                 let _ = l.detach();
             }
-            std::fs::remove_file(&p).map_err(|e| kerr(format!("unpin {}", p.display()), e))?;
-            removed.push(format!(
-                "{dir}/{}",
-                p.file_name()
-                    .map(|n| n.to_string_lossy())
-                    .unwrap_or_default()
-            ));
+            std::fs::remove_file(p).map_err(|e| kerr(format!("unpin {}", p.display()), e))?;
+            if p == &path {
+                done.removed.push(rel.clone());
+            }
         }
-        std::fs::remove_dir(&d).map_err(|e| kerr(format!("remove {}", d.display()), e))?;
+        // Forgotten only once gone: a kill before leaves it recorded.
+        ledger.forget(&rel)?;
     }
-    std::fs::remove_dir(root).map_err(|e| {
-        kerr(
-            format!("remove {}", root.display()),
-            format!("{e} (something not created by kiln is pinned there; it was left alone)"),
-        )
-    })?;
-    Ok(removed)
+    // Deepest first; a directory still holding foreign pins stays recorded.
+    let mut dirs: Vec<String> = dirs.into_iter().filter(|d| d != ".").collect();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
+    for rel in dirs {
+        if std::fs::remove_dir(root.join(&rel)).is_ok() {
+            ledger.forget(&rel)?;
+        }
+    }
+    done.left = foreign_under(root, &ledger);
+    if !done.left.is_empty() {
+        return Ok(done);
+    }
+    let root_owned = ledger.owned().contains_key(".");
+    ledger.remove()?;
+    if root_owned {
+        std::fs::remove_dir(root).map_err(|e| kerr(format!("remove {}", root.display()), e))?;
+        done.root_removed = true;
+    }
+    Ok(done)
+}
+
+/// Every entry under `root` but the record and the deployment's own
+/// directories, descended into (bounded): what a destroy left alone.
+fn foreign_under(root: &Path, ledger: &Ledger) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut queue = vec![root.to_path_buf()];
+    while let Some(dir) = queue.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if dir == root && e.file_name() == ownership::STATE_DIR {
+                continue;
+            }
+            if out.len() >= 1000 {
+                return out;
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                queue.push(p.clone());
+                if ledger.relative(&p).is_some_and(|rel| ledger.owns(&rel)) {
+                    continue;
+                }
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
 }

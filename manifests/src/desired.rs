@@ -15,7 +15,7 @@ use crate::diag::Diagnostic;
 use crate::manifest::Manifest;
 use crate::objects::Objects;
 use crate::plan::{Desired, DesiredAttach, DesiredMap, DesiredProgram, LinkIdentity, MapDef};
-use crate::schema::{Attach, Direction, EntriesMode, OnUpgrade, XdpMode};
+use crate::schema::{Attach, Direction, EntriesMode, OnShrink, OnUpgrade, XdpMode};
 
 /// An attachment with every name resolved on this host (ifindex, cgroup fd path...).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +85,10 @@ pub struct Resolved {
     /// Final map specs of the shared maps (max_entries applied), by name.
     pub map_specs: BTreeMap<String, (String, MapSpec)>,
     pub objects: Objects,
+    /// Objects as the loader prepared them for this kernel (those of the
+    /// programs, where preparing worked): apply loads these, so each object
+    /// is prepared once per process.
+    pub prepared: BTreeMap<String, ObjectSpec>,
 }
 
 /// Builds the desired state, or every problem found.
@@ -94,18 +98,31 @@ pub fn resolve(manifest: &Manifest, objects: Objects) -> Result<Resolved, Vec<Di
 
 /// Like [`resolve`], with `prepare` standing in for
 /// [`crate::objects::prepared`] (what the loader will submit, from which the
-/// program tags are predicted). `ObjectSpec::clone` gives a resolution that
-/// reads nothing of the running kernel (no kernel BTF, kconfig or ksyms);
-/// the predicted tags then assume no CO-RE or extern relocation.
+/// program tags are predicted). `|_| None` gives a resolution that reads
+/// nothing of the running kernel (no kernel BTF, kconfig or ksyms); the
+/// predicted tags then assume no CO-RE or extern relocation.
 pub fn resolve_with(
     manifest: &Manifest,
     objects: Objects,
-    prepare: fn(&ObjectSpec) -> ObjectSpec,
+    prepare: fn(&ObjectSpec) -> Option<ObjectSpec>,
 ) -> Result<Resolved, Vec<Diagnostic>> {
     let mut errors = Vec::new();
     let mut desired = Desired::default();
     let mut builds = BTreeMap::new();
     let mut map_specs: BTreeMap<String, (String, MapSpec)> = BTreeMap::new();
+
+    // Each object is prepared (CO-RE, externs) and its BTF parsed once, however
+    // many programs and maps of it the manifest names.
+    let btfs: BTreeMap<&str, Option<kiln_obj::btf::Btf>> = objects
+        .specs
+        .iter()
+        .map(|(name, obj)| (name.as_str(), object_btf(obj)))
+        .collect();
+
+    // Global-data maps of the deployment: map name -> (object, index).
+    let mut global_data: BTreeMap<String, (String, usize)> = BTreeMap::new();
+    // Global data declared in [maps.*] (as `kiln export` writes it): its policy.
+    let mut global_upgrade: BTreeMap<String, OnUpgrade> = BTreeMap::new();
 
     // Declared maps first: they carry settings.
     for (key, decl) in manifest.maps() {
@@ -115,6 +132,30 @@ pub fn resolve_with(
         let Some(obj) = objects.specs.get(obj_name) else {
             continue;
         };
+        let path = &objects.paths[obj_name];
+        if let Some(idx) = obj.maps.iter().position(|m| {
+            matches!(&m.origin, MapOrigin::GlobalData { section } if global_data_pin_name(path, section) == *name)
+        }) {
+            if !d.entries.is_empty() || d.entries_mode.is_some() || d.max_entries.as_ref().is_some_and(|m| *m.get_ref() != 1) {
+                errors.push(
+                    manifest
+                        .error(key.span(), format!("map '{name}' is the global data of object '{obj_name}': it holds one value, the object's variables"))
+                        .help("set its variables with `globals = { ... }` on a program of the object; here only `on_upgrade` applies"),
+                );
+                continue;
+            }
+            let mut spec = obj.maps[idx].clone();
+            if let Err(e) = kiln_loader::loader::finish_map_spec(&mut spec) {
+                errors.push(manifest.error(key.span(), e.to_string()));
+                continue;
+            }
+            global_data.insert(name.clone(), (obj_name.clone(), idx));
+            if let Some(o) = &d.on_upgrade {
+                global_upgrade.insert(name.clone(), *o.get_ref());
+            }
+            map_specs.insert(name.clone(), (obj_name.clone(), spec));
+            continue;
+        }
         let Some(spec) = obj
             .map(name)
             .filter(|m| !matches!(m.origin, MapOrigin::GlobalData { .. }))
@@ -125,7 +166,7 @@ pub fn resolve_with(
                         key.span(),
                         format!(
                             "map '{name}' is not in object '{obj_name}' (it has: {})",
-                            shared_map_names(obj)
+                            shared_map_names(obj, path)
                         ),
                     )
                     .help("use one of the names listed, as the object's source spells it"),
@@ -136,27 +177,44 @@ pub fn resolve_with(
         if let Some(max) = &d.max_entries {
             spec.max_entries = *max.get_ref();
         }
+        if let Err(e) = kiln_loader::loader::finish_map_spec(&mut spec) {
+            errors.push(manifest.error(key.span(), e.to_string()));
+            continue;
+        }
         let lpm = spec.map_type == kiln_obj::MapType::LPM_TRIE;
-        let btf = object_btf(obj);
+        let btf = btfs.get(obj_name.as_str()).and_then(Option::as_ref);
         let mut entries = Vec::new();
+        // Keys as the kernel compares them, to find those listed twice.
+        let mut seen_keys = std::collections::BTreeSet::new();
         for e in &d.entries {
             let e = e.get_ref();
-            let k = kiln_values(
-                btf.as_ref(),
-                spec.btf_key_type_id,
-                &e.key,
-                spec.key_size,
-                lpm,
-            );
+            let k = kiln_values(btf, spec.btf_key_type_id, &e.key, spec.key_size, lpm);
             let v = kiln_values(
-                btf.as_ref(),
+                btf,
                 spec.btf_value_type_id,
                 &e.value,
                 spec.value_size,
                 false,
             );
             match (k, v) {
-                (Ok(k), Ok(v)) => entries.push((k, v)),
+                (Ok(k), Ok(v)) => {
+                    if let Some(problem) = entry_key_problem(&spec, &mut seen_keys, &k) {
+                        errors.push(
+                            manifest
+                                .error(
+                                    e.key.span(),
+                                    format!(
+                                        "map '{name}': key{}: {}",
+                                        short(e.key.get_ref()),
+                                        problem.0
+                                    ),
+                                )
+                                .help(problem.1),
+                        );
+                    } else {
+                        entries.push((k, v));
+                    }
+                }
                 (Err(msg), _) => errors.push(
                     manifest
                         .error(
@@ -208,19 +266,43 @@ pub fn resolve_with(
                     .on_upgrade
                     .as_ref()
                     .map_or(OnUpgrade::Keep, |o| *o.get_ref()),
+                on_shrink: d
+                    .on_shrink
+                    .as_ref()
+                    .map_or(OnShrink::Refuse, |o| *o.get_ref()),
                 declared: true,
                 btf: btf.is_some() && spec.btf_value_type_id.is_some_and(|v| v != 0),
                 entries,
                 entries_mode,
+                frozen: false,
             },
         );
         map_specs.insert(name.clone(), (obj_name.clone(), spec));
     }
 
+    let mut clashes = std::collections::BTreeSet::new();
+    let mut prepared: BTreeMap<String, Option<ObjectSpec>> = BTreeMap::new();
+    // Globals per object: programs of one object share one load, so one
+    // `.rodata`/`.data`/`.bss` (as libbpf does). Value and the program that set it.
+    let mut object_globals: BTreeMap<String, BTreeMap<String, (Vec<u8>, String)>> = BTreeMap::new();
+
+    // (object, function) of every enabled program: what a program array's
+    // `.values` may name.
+    let declared_functions: Vec<(&str, &str)> = manifest
+        .programs()
+        .filter(|(_, d)| d.get_ref().enabled)
+        .map(|(key, d)| {
+            let d = d.get_ref();
+            let function = d.function.as_ref().map_or(key.get_ref(), |f| f.get_ref());
+            (d.object.get_ref().as_str(), function.as_str())
+        })
+        .collect();
+
     for (key, decl) in manifest.programs() {
         let name = key.get_ref();
         let d = decl.get_ref();
         if !d.enabled {
+            desired.disabled.insert(name.clone());
             continue;
         }
         let obj_name = d.object.get_ref();
@@ -247,48 +329,88 @@ pub fn resolve_with(
             );
             continue;
         };
-        // Shared maps this program uses.
+        if let Some(why) = loads_only_with_its_target(&prog.kind) {
+            errors.push(
+                manifest
+                    .error(key.span(), format!("program '{name}': {why}"))
+                    .help("remove this program from the manifest; `kiln object load` lists how such programs load"),
+            );
+            continue;
+        }
+        // Maps this program uses: shared maps by their name, global data
+        // by its pin name.
         let mut uses = Vec::new();
         for r in &prog.relocations {
             let idx = match r.target {
                 RelocationTarget::Map { map } | RelocationTarget::MapValue { map, .. } => map,
             };
             let Some(m) = obj.maps.get(idx) else { continue };
-            if matches!(m.origin, MapOrigin::GlobalData { .. }) {
+            let map_name = match &m.origin {
+                MapOrigin::GlobalData { section } => {
+                    global_data_pin_name(&objects.paths[obj_name], section)
+                }
+                _ => m.name.clone(),
+            };
+            if uses.contains(&map_name) {
                 continue;
             }
-            if !uses.contains(&m.name) {
-                uses.push(m.name.clone());
-            }
-            if let Some((other_obj, _)) = map_specs.get(&m.name) {
-                if other_obj != obj_name {
+            uses.push(map_name.clone());
+            // A program array keeps what its `.values` name running: the
+            // deployment must load (and pin) each of them.
+            for slot in obj.map_slots.iter().filter(|s| s.map == idx) {
+                if let kiln_obj::MapSlotTarget::Program(target) = &slot.target
+                    && !declared_functions.contains(&(obj_name.as_str(), target.as_str()))
+                {
                     errors.push(
                         manifest
-                            .error(key.span(), format!("program '{name}' uses map '{}' of object '{obj_name}', but that name is already taken by object '{other_obj}'", m.name))
-                            .help("map names are unique per deployment (one pin per name): rename one of the maps"),
+                            .error(key.span(), format!("program '{name}' uses map '{map_name}', whose `.values` hold program '{target}' of object '{obj_name}' at index {}, which the manifest does not declare", slot.index))
+                            .help(format!("declare it: [programs.{target}] with object = \"{obj_name}\" and attach = \"none\"")),
+                    );
+                }
+            }
+            if let Some((other_obj, _)) = map_specs.get(&map_name) {
+                // Once per object and map, however many programs and
+                // instructions use it.
+                if other_obj != obj_name && clashes.insert((obj_name.clone(), map_name.clone())) {
+                    errors.push(
+                        manifest
+                            .error(key.span(), format!("program '{name}' uses map '{map_name}' of object '{obj_name}', but that name is already taken by object '{other_obj}'"))
+                            .help("map names are unique per deployment (one pin per name; global data is pinned under libbpf's name for it, `<object file prefix>_bss` or the section name): rename one of the maps or sections, or one of the object files"),
                     );
                 }
                 continue;
             }
-            // An undeclared map: kept like a declared one with default settings.
-            desired.maps.insert(
-                m.name.clone(),
-                DesiredMap {
-                    name: m.name.clone(),
-                    object: obj_name.clone(),
-                    def: def_of(m),
-                    on_upgrade: OnUpgrade::Keep,
-                    declared: false,
-                    btf: obj.btf.is_some() && m.btf_value_type_id.is_some_and(|v| v != 0),
-                    entries: Vec::new(),
-                    entries_mode: EntriesMode::Create,
-                },
-            );
-            map_specs.insert(m.name.clone(), (obj_name.clone(), m.clone()));
+            let mut spec = m.clone();
+            if let Err(e) = kiln_loader::loader::finish_map_spec(&mut spec) {
+                errors.push(manifest.error(key.span(), format!("program '{name}': {e}")));
+                continue;
+            }
+            if matches!(m.origin, MapOrigin::GlobalData { .. }) {
+                global_data.insert(map_name.clone(), (obj_name.clone(), idx));
+            } else {
+                // An undeclared map: kept like a declared one with default settings.
+                desired.maps.insert(
+                    map_name.clone(),
+                    DesiredMap {
+                        name: map_name.clone(),
+                        object: obj_name.clone(),
+                        def: def_of(&spec),
+                        on_upgrade: OnUpgrade::Keep,
+                        on_shrink: OnShrink::Refuse,
+                        declared: false,
+                        btf: obj.btf.is_some() && m.btf_value_type_id.is_some_and(|v| v != 0),
+                        entries: Vec::new(),
+                        entries_mode: EntriesMode::Create,
+                        frozen: false,
+                    },
+                );
+            }
+            map_specs.insert(map_name, (obj_name.clone(), spec));
         }
         // Globals.
         let mut globals = Vec::new();
-        let btf = object_btf(obj);
+        let btf = btfs.get(obj_name.as_str()).and_then(Option::as_ref);
+        let shared = object_globals.entry(obj_name.clone()).or_default();
         for (gkey, gval) in &d.globals {
             let gname = gkey.get_ref();
             let found = obj
@@ -308,13 +430,26 @@ pub fn resolve_with(
                 );
                 continue;
             };
-            match kiln_values(btf.as_ref(), Some(var.btf_type_id), gval, var.size, false) {
+            match kiln_values(btf, Some(var.btf_type_id), gval, var.size, false) {
                 Err(msg) => errors.push(
                     manifest
                         .error(gval.span(), format!("global '{gname}': {msg}"))
                         .help(format!("'{gname}' is {} bytes", var.size)),
                 ),
-                Ok(bytes) => globals.push((gname.clone(), bytes)),
+                Ok(bytes) => {
+                    match shared.get(gname) {
+                        Some((other, by)) if *other != bytes => errors.push(
+                            manifest
+                                .error(gval.span(), format!("global '{gname}': program '{by}' of object '{obj_name}' sets it to another value"))
+                                .help("the programs of one object share its global data (one .rodata, .data and .bss, as with libbpf): give the global one value, or load the other program from a copy of the object file under another name, declared as another [objects.*] table"),
+                        ),
+                        Some(_) => {}
+                        None => {
+                            shared.insert(gname.clone(), (bytes.clone(), name.clone()));
+                        }
+                    }
+                    globals.push((gname.clone(), bytes));
+                }
             }
         }
         // Attachment.
@@ -330,50 +465,13 @@ pub fn resolve_with(
                 continue;
             }
         };
-        let prepared = prepare(obj);
         let insns = prepared
-            .program(function)
+            .entry(obj_name.clone())
+            .or_insert_with(|| prepare(obj))
+            .as_ref()
+            .and_then(|p| p.program(function))
             .unwrap_or(prog)
             .resolved_insns(|_| 0);
-        // Read-only data the program binds, with the manifest's globals in
-        // place: a global change is a program change even if the code is not.
-        // The loader binds every `.rodata*` map of the object to each program
-        // where the kernel can (as libbpf does), else only those it references.
-        let mut rodata = Vec::new();
-        let mut seen = Vec::new();
-        let referenced = prog.relocations.iter().map(|r| match r.target {
-            RelocationTarget::Map { map } | RelocationTarget::MapValue { map, .. } => map,
-        });
-        let bound: Vec<usize> = if kiln_loader::probe::prog_bind_map() {
-            (0..obj.maps.len()).collect()
-        } else {
-            referenced.collect()
-        };
-        for idx in bound {
-            let Some(m) = obj
-                .maps
-                .get(idx)
-                .filter(|m| matches!(&m.origin, MapOrigin::GlobalData { section } if section.starts_with(".rodata")))
-            else {
-                continue;
-            };
-            if seen.contains(&idx) {
-                continue;
-            }
-            seen.push(idx);
-            let mut bytes = m.initial_data.clone().unwrap_or_default();
-            bytes.resize(m.value_size as usize, 0);
-            for (gname, gbytes) in &globals {
-                if let Some(v) = m.variables.iter().find(|v| v.name == *gname) {
-                    let start = v.offset as usize;
-                    if let Some(slot) = bytes.get_mut(start..start + gbytes.len()) {
-                        slot.copy_from_slice(gbytes);
-                    }
-                }
-            }
-            rodata.push(bytes);
-        }
-        rodata.sort();
         desired.programs.insert(
             name.clone(),
             DesiredProgram {
@@ -382,7 +480,8 @@ pub fn resolve_with(
                 function: function.to_string(),
                 prog_type: prog.kind.program_type().0,
                 tags: crate::tag::candidate_tags(&insns),
-                rodata,
+                // Filled in below, once every program's globals are known.
+                rodata: Vec::new(),
                 maps: uses,
                 attach: attach.as_ref().map(describe),
             },
@@ -398,16 +497,165 @@ pub fn resolve_with(
         );
     }
 
+    // Global data with every global the object's programs set: the maps'
+    // initial contents, and for read-only data what the programs bind (a
+    // change there is a program change even if the code is not).
+    let mut contents: BTreeMap<&str, (bool, Vec<u8>)> = BTreeMap::new();
+    let object_of = |obj_name: &str| {
+        prepared
+            .get(obj_name)
+            .and_then(Option::as_ref)
+            .unwrap_or(&objects.specs[obj_name])
+    };
+    // A global data map's initial value with the manifest's globals in place.
+    let initial = |obj_name: &str, m: &kiln_obj::MapSpec| {
+        let mut bytes = m.initial_data.clone().unwrap_or_default();
+        bytes.resize(m.value_size as usize, 0);
+        for (gname, (gbytes, _)) in object_globals.get(obj_name).into_iter().flatten() {
+            if let Some(v) = m.variables.iter().find(|v| v.name == *gname) {
+                let start = v.offset as usize;
+                if let Some(slot) = bytes.get_mut(start..start + gbytes.len()) {
+                    slot.copy_from_slice(gbytes);
+                }
+            }
+        }
+        bytes
+    };
+    for (map_name, (obj_name, idx)) in &global_data {
+        let obj = object_of(obj_name);
+        let Some(m) = obj.maps.get(*idx) else {
+            continue;
+        };
+        let bytes = initial(obj_name, m);
+        let read_only = m.is_read_only_data();
+        let (_, spec) = &map_specs[map_name];
+        desired.maps.insert(
+            map_name.clone(),
+            DesiredMap {
+                name: map_name.clone(),
+                object: obj_name.clone(),
+                def: def_of(spec),
+                // Global data is the object's: by default a new layout
+                // starts from the object's initial values.
+                on_upgrade: global_upgrade
+                    .get(map_name)
+                    .copied()
+                    .unwrap_or(OnUpgrade::Recreate),
+                on_shrink: OnShrink::Refuse,
+                declared: global_upgrade.contains_key(map_name),
+                btf: false,
+                // Read-only data is written once, at creation, and frozen:
+                // other contents need a new map.
+                entries: if read_only {
+                    vec![(0u32.to_ne_bytes().to_vec(), bytes.clone())]
+                } else {
+                    Vec::new()
+                },
+                entries_mode: if read_only {
+                    EntriesMode::Enforce
+                } else {
+                    EntriesMode::Create
+                },
+                frozen: read_only,
+            },
+        );
+        contents.insert(map_name.as_str(), (read_only, bytes));
+    }
+    // The loader binds every `.rodata*` map of an object to each of its
+    // programs where the kernel can (as libbpf does), so the live program
+    // lists them all; else only the read-only data it references.
+    let binds_all = kiln_loader::probe::prog_bind_map();
+    for want in desired.programs.values_mut() {
+        let mut rodata: Vec<Vec<u8>> = if binds_all {
+            object_of(&want.object)
+                .maps
+                .iter()
+                .filter(|m| {
+                    matches!(&m.origin, MapOrigin::GlobalData { section } if section.starts_with(".rodata"))
+                })
+                .map(|m| initial(&want.object, m))
+                .collect()
+        } else {
+            want.maps
+                .iter()
+                .filter_map(|m| contents.get(m.as_str()))
+                .filter(|(read_only, _)| *read_only)
+                .map(|(_, bytes)| bytes.clone())
+                .collect()
+        };
+        rodata.sort();
+        want.rodata = rodata;
+    }
+
     if errors.is_empty() {
         Ok(Resolved {
             desired,
             builds,
             map_specs,
             objects,
+            prepared: prepared
+                .into_iter()
+                .filter_map(|(name, p)| Some((name, p?)))
+                .collect(),
         })
     } else {
         Err(errors)
     }
+}
+
+/// Why a program of this kind cannot be loaded on its own, if it cannot:
+/// the loader loads struct_ops programs with their `.struct_ops` table and
+/// freplace programs against the program they replace a function of.
+fn loads_only_with_its_target(kind: &ProgramKind) -> Option<&'static str> {
+    match kind {
+        ProgramKind::StructOps { .. } => Some(
+            "a struct_ops program loads only with the .struct_ops table that names it, which a manifest cannot declare yet",
+        ),
+        ProgramKind::Extension { .. } => Some(
+            "a freplace program loads only against the program it replaces a function of, which a manifest cannot name yet",
+        ),
+        _ => None,
+    }
+}
+
+/// The pin name libbpf gives the global-data map of `section` in the object
+/// file at `path`: the map is named `<object prefix><section>` (the object's
+/// file name up to its first dot, as much of it as fits beside a suffix of
+/// at least 7 characters in BPF_OBJ_NAME_LEN - 1; no prefix for a section
+/// with a second dot, like `.rodata.str1.1`), characters the kernel refuses
+/// in map names replaced by `_`, and `.`, which bpffs refuses, by `_`.
+// One rule with libbpf's `internal_map_name` and `sanitize_pin_path`; to be
+// replaced by kiln-obj's pin-name function once it lands.
+pub fn global_data_pin_name(path: &Path, section: &str) -> String {
+    const NAME_MAX: usize = 15; // BPF_OBJ_NAME_LEN - 1
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let object: String = file
+        .chars()
+        .take(NAME_MAX)
+        .take_while(|c| *c != '.')
+        .collect();
+    let suffix_len = section.len().clamp(7, NAME_MAX);
+    let prefix_len = if section.get(1..).is_some_and(|s| s.contains('.')) {
+        0
+    } else {
+        (NAME_MAX - suffix_len).min(object.len())
+    };
+    object
+        .chars()
+        .take(prefix_len)
+        .chain(section.chars())
+        .take(NAME_MAX)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 fn kiln_values(
@@ -422,6 +670,93 @@ fn kiln_values(
 
 /// A value for a message: scalars shown, tables and arrays not (the error
 /// names the member at fault).
+/// Why the kernel would not hold `key` as one more entry of a map made from
+/// `spec` beside the `earlier` keys (message, help), if it would not, else
+/// adds it to them: a key
+/// listed twice (for LPM tries: the same prefix once masked, as the trie
+/// compares them), an array index past the end, or one entry more than
+/// `max_entries`. Without this check the entries would never converge: every
+/// apply would write one of the values over the other.
+fn entry_key_problem(
+    spec: &MapSpec,
+    earlier: &mut std::collections::BTreeSet<Vec<u8>>,
+    key: &[u8],
+) -> Option<(String, String)> {
+    let lpm = spec.map_type == kiln_obj::MapType::LPM_TRIE;
+    let this = if lpm {
+        masked_lpm_key(key)
+    } else {
+        key.to_vec()
+    };
+    if earlier.contains(&this) {
+        return Some(if lpm {
+            (
+                "the same prefix as an earlier entry once the bits past the prefix length are masked, which is how the LPM trie compares keys".into(),
+                "list each prefix once; write it with the bits past the prefix length zeroed (e.g. \"10.0.0.0/8\")".into(),
+            )
+        } else {
+            (
+                "listed twice".into(),
+                "list each key once: with two values for one key, every apply would write one over the other".into(),
+            )
+        });
+    }
+    let is_array =
+        [kiln_obj::MapType::ARRAY, kiln_obj::MapType::PERCPU_ARRAY].contains(&spec.map_type);
+    if is_array {
+        let index = key
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes);
+        if let Some(index) = index
+            && index >= spec.max_entries
+        {
+            return Some((
+                format!(
+                    "index {index} is past the end of the array (max_entries = {})",
+                    spec.max_entries
+                ),
+                format!(
+                    "use an index below {}, or raise max_entries",
+                    spec.max_entries
+                ),
+            ));
+        }
+    } else if earlier.len() >= spec.max_entries as usize {
+        return Some((
+            format!(
+                "one entry more than max_entries = {} holds",
+                spec.max_entries
+            ),
+            format!(
+                "list at most {} entries, or raise max_entries",
+                spec.max_entries
+            ),
+        ));
+    }
+    earlier.insert(this);
+    None
+}
+
+/// An LPM trie key (`u32` prefix length, then the data) with the data bits
+/// past the prefix length cleared.
+fn masked_lpm_key(key: &[u8]) -> Vec<u8> {
+    let mut out = key.to_vec();
+    let Some(prefix) = key
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_ne_bytes)
+    else {
+        return out;
+    };
+    for (i, byte) in out.iter_mut().skip(4).enumerate() {
+        let bit = (i * 8) as u64;
+        let keep = u64::from(prefix).saturating_sub(bit).min(8);
+        *byte &= !(0xffu16 >> keep) as u8;
+    }
+    out
+}
+
 fn short(v: &toml::Value) -> String {
     match v {
         toml::Value::Table(_) | toml::Value::Array(_) => String::new(),
@@ -433,12 +768,14 @@ fn object_btf(obj: &ObjectSpec) -> Option<kiln_obj::btf::Btf> {
     kiln_obj::btf::Btf::parse(obj.btf.as_deref()?).ok()
 }
 
-fn shared_map_names(obj: &ObjectSpec) -> String {
-    let names: Vec<&str> = obj
+fn shared_map_names(obj: &ObjectSpec, path: &Path) -> String {
+    let names: Vec<String> = obj
         .maps
         .iter()
-        .filter(|m| !matches!(m.origin, MapOrigin::GlobalData { .. }))
-        .map(|m| m.name.as_str())
+        .map(|m| match &m.origin {
+            MapOrigin::GlobalData { section } => global_data_pin_name(path, section),
+            _ => m.name.clone(),
+        })
         .collect();
     if names.is_empty() {
         "no maps".into()
@@ -453,7 +790,7 @@ pub fn def_of(m: &MapSpec) -> MapDef {
         key_size: m.key_size,
         value_size: m.value_size,
         max_entries: m.max_entries,
-        map_flags: m.map_flags,
+        map_flags: kiln_loader::pin::reported_map_flags(m),
     }
 }
 
@@ -662,6 +999,18 @@ pub fn resolve_attach(
                         "use prerouting, input, forward, output or postrouting".to_string(),
                     )
                 })? as u32;
+            // The kernel keeps the first and last priorities for
+            // netfilter's own hooks (NF_IP_PRI_FIRST / _LAST): EINVAL.
+            if *priority == i32::MIN || *priority == i32::MAX {
+                return Err((
+                    format!("netfilter priority {priority} is reserved by the kernel"),
+                    format!(
+                        "use a priority between {} and {}",
+                        i32::MIN + 1,
+                        i32::MAX - 1
+                    ),
+                ));
+            }
             ResolvedAttach::Netfilter {
                 pf,
                 hooknum,
@@ -888,7 +1237,13 @@ pub fn describe(a: &ResolvedAttach) -> DesiredAttach {
             ),
             Some(LinkIdentity {
                 link_type: LINK_XDP,
-                target: vec![u64::from(*ifindex)],
+                // "auto": whichever mode the kernel chose matches.
+                target: match mode {
+                    XdpMode::Auto => vec![u64::from(*ifindex)],
+                    XdpMode::Generic => vec![u64::from(*ifindex), 2],
+                    XdpMode::Native => vec![u64::from(*ifindex), 4],
+                    XdpMode::Offload => vec![u64::from(*ifindex), 8],
+                },
             }),
             true,
         ),
@@ -996,6 +1351,49 @@ fn entries_mode_unsupported(mode: EntriesMode, t: kiln_obj::MapType) -> Option<S
 mod tests {
     use super::*;
     use kiln_obj::MapType;
+
+    #[test]
+    fn lpm_keys_compare_masked() {
+        let key = |prefix: u32, data: [u8; 4]| {
+            let mut k = prefix.to_ne_bytes().to_vec();
+            k.extend(data);
+            k
+        };
+        assert_eq!(
+            masked_lpm_key(&key(8, [10, 1, 2, 3])),
+            key(8, [10, 0, 0, 0])
+        );
+        assert_eq!(
+            masked_lpm_key(&key(12, [10, 0xff, 2, 3])),
+            key(12, [10, 0xf0, 0, 0])
+        );
+        assert_eq!(
+            masked_lpm_key(&key(32, [1, 2, 3, 4])),
+            key(32, [1, 2, 3, 4])
+        );
+        assert_eq!(masked_lpm_key(&key(0, [1, 2, 3, 4])), key(0, [0; 4]));
+    }
+
+    #[test]
+    fn global_data_pins_follow_libbpf_names() {
+        let file = Path::new("/x/manifest_counter.bpf.o");
+        assert_eq!(global_data_pin_name(file, ".bss"), "manifest_bss");
+        assert_eq!(global_data_pin_name(file, ".rodata"), "manifest_rodata");
+        assert_eq!(global_data_pin_name(file, ".kconfig"), "manifes_kconfig");
+        // libbpf's own example: 8 characters of the object, 7 of the section.
+        let file = Path::new("my_object_name.o");
+        assert_eq!(global_data_pin_name(file, ".rodata"), "my_objec_rodata");
+        // A second dot: a custom section, named alone.
+        assert_eq!(
+            global_data_pin_name(file, ".rodata.str1.1"),
+            "_rodata_str1_1"
+        );
+        assert_eq!(
+            global_data_pin_name(file, ".data.very_long_section"),
+            "_data_very_long"
+        );
+        assert_eq!(global_data_pin_name(Path::new("a-b.o"), ".bss"), "a_b_bss");
+    }
 
     #[test]
     fn entries_modes_fit_the_map_type() {

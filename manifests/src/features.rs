@@ -4,24 +4,13 @@
 
 use std::path::Path;
 
-use kiln_loader::probe::{Features, features};
+use kiln_loader::probe::Features;
 
 use crate::diag::Diagnostic;
 use crate::manifest::Manifest;
 
 /// Features that are not a program or map type name.
-const SPECIAL: &[&str] = &[
-    "bpf_link",
-    "tcx",
-    "btf",
-    "ringbuf",
-    "bpf_cookie",
-    "batch_ops",
-    "mmapable_arrays",
-    "kprobes",
-    "uprobes",
-    "tracefs",
-];
+const SPECIAL: &[&str] = &["perf_link", "kprobes", "uprobes", "tracefs"];
 
 /// Whether `name` is present: `Some(bool)`, or `None` for an unknown name.
 pub fn has(f: &Features, name: &str) -> Option<bool> {
@@ -31,17 +20,35 @@ pub fn has(f: &Features, name: &str) -> Option<bool> {
     if let Some(v) = f.map_types.get(name) {
         return Some(*v);
     }
+    if let Some(v) = on_the_host(name) {
+        return Some(v);
+    }
     Some(match name {
         "bpf_link" => f.bpf_link,
         "tcx" => f.tcx,
         "btf" => f.btf_load,
         "ringbuf" => f.ringbuf,
-        "bpf_cookie" => f.bpf_cookie,
-        // Perf-event bpf_links (pinnable tracepoint/kprobe/uprobe
-        // attachments) came with attach cookies, in 5.15.
-        "perf_link" => f.bpf_cookie,
+        "bpf_cookie" | "perf_link" => f.bpf_cookie,
         "batch_ops" => f.batch_ops,
         "mmapable_arrays" => f.mmapable_arrays,
+        _ => return None,
+    })
+}
+
+/// Like [`has`], probing only `name` (each verdict kept for the boot by
+/// the loader): what a command that needs a few features asks.
+pub fn probe(name: &str) -> Option<bool> {
+    on_the_host(name).or_else(|| match name {
+        // Perf-event bpf_links (pinnable tracepoint/kprobe/uprobe
+        // attachments) came with attach cookies, in 5.15.
+        "perf_link" => kiln_loader::probe::feature("bpf_cookie"),
+        _ => kiln_loader::probe::feature(name),
+    })
+}
+
+/// Features seen in the file system rather than probed with bpf(2).
+fn on_the_host(name: &str) -> Option<bool> {
+    Some(match name {
         "kprobes" => Path::new("/sys/bus/event_source/devices/kprobe").exists(),
         "uprobes" => Path::new("/sys/bus/event_source/devices/uprobe").exists(),
         "tracefs" => [
@@ -54,9 +61,11 @@ pub fn has(f: &Features, name: &str) -> Option<bool> {
     })
 }
 
-fn known(f: &Features) -> Vec<String> {
-    let mut v: Vec<String> = f.program_types.keys().map(|k| k.to_string()).collect();
-    v.extend(f.map_types.keys().map(|k| k.to_string()));
+fn known() -> Vec<String> {
+    let mut v: Vec<String> = kiln_loader::probe::feature_names()
+        .into_iter()
+        .map(String::from)
+        .collect();
     v.extend(SPECIAL.iter().map(|s| s.to_string()));
     v.sort();
     v.dedup();
@@ -65,11 +74,8 @@ fn known(f: &Features) -> Vec<String> {
 
 /// Whether the probes say anything: when bpf(2) is refused (not root) every
 /// probe fails, and "missing" would be a lie.
-fn probes_usable(f: &Features) -> bool {
-    f.program_types
-        .get("socket_filter")
-        .copied()
-        .unwrap_or(false)
+fn probes_usable() -> bool {
+    kiln_loader::probe::feature("socket_filter") == Some(true)
 }
 
 /// Programs whose attachment is a perf event (tracepoint, kprobe, uprobe)
@@ -95,15 +101,8 @@ pub fn check_perf_links(
             })
         })
         .collect();
-    // Probe only when it matters: the full probe set creates and closes a
-    // tcx link among others, tens of milliseconds of RCU waits that a
-    // deployment without perf-event attachments (and its no-op re-apply)
-    // should not pay.
-    if perf.is_empty() {
-        return Vec::new();
-    }
-    let f = features();
-    if !probes_usable(f) || f.bpf_cookie {
+    // Probe only when it matters, and only what matters.
+    if perf.is_empty() || can_pin_perf_attachments() {
         return Vec::new();
     }
     let mut out = Vec::new();
@@ -111,10 +110,21 @@ pub fn check_perf_links(
         out.push(
             manifest
                 .error(decl.get_ref().attach.span(), format!("program '{}': this kernel cannot pin perf-event attachments (tracepoint, kprobe, uprobe), so the attachment would end with this process", key.get_ref()))
-                .help("use a kernel with perf-event links (5.15+), or attach with raw_tracepoint / tp_btf / fentry, which pin on 5.7+"),
+                .help("use a kernel with perf-event links (5.15+); attach with raw_tracepoint / tp_btf / fentry, which pin on 5.7+; or run `kiln agent`, which holds such attachments for as long as it runs"),
         );
     }
     out
+}
+
+/// Whether tracepoint, kprobe and uprobe attachments can be pinned here
+/// (perf-event links, 5.15; probed through bpf_cookie, which came with
+/// them). Where bpf(2) cannot probe (not root), nothing is refused; nor
+/// without CAP_PERFMON, which the probe's tracing program needs whatever
+/// the kernel (the privilege check names the capability).
+pub fn can_pin_perf_attachments() -> bool {
+    let permitted =
+        kiln_loader::sys::caps::missing(&[kiln_loader::sys::caps::Capability::Perfmon]).is_empty();
+    !probes_usable() || !permitted || probe("perf_link") != Some(false)
 }
 
 /// Checks `requires`. When bpf(2) itself is unusable here (not root), the
@@ -124,15 +134,14 @@ pub fn check(manifest: &Manifest) -> Vec<Diagnostic> {
     if reqs.is_empty() {
         return Vec::new();
     }
-    let f = features();
-    let usable = probes_usable(f);
+    let usable = probes_usable();
     let mut out = Vec::new();
     for r in reqs {
-        match has(f, r.get_ref()) {
+        match probe(r.get_ref()) {
             None => out.push(
                 manifest
                     .error(r.span(), format!("unknown kernel feature '{}'", r.get_ref()))
-                    .help(format!("known features: {}", known(f).join(", "))),
+                    .help(format!("known features: {}", known().join(", "))),
             ),
             Some(false) if usable => out.push(
                 manifest

@@ -5,7 +5,9 @@
 //! actions, computed from the manifest and the live kernel) → apply (a
 //! transaction that builds the new generation beside the old one).
 
+pub mod agent;
 pub mod apply;
+pub mod compat;
 pub mod desired;
 pub mod diag;
 pub mod export;
@@ -15,6 +17,7 @@ pub mod lock;
 pub mod manifest;
 pub mod migrate;
 pub mod objects;
+pub mod ownership;
 pub mod plan;
 pub mod privilege;
 pub mod schema;
@@ -50,6 +53,20 @@ impl Deployment {
         allow_outside: bool,
     ) -> Result<Self, Diagnostics> {
         let manifest = Manifest::load_with(path, allow_outside)?;
+        Self::from_manifest(manifest, overrides, path)
+    }
+
+    /// [`Deployment::load`] of `text` as if read from `path` (relative
+    /// object paths resolve from its directory).
+    pub fn from_text(path: &Path, text: &str) -> Result<Self, Diagnostics> {
+        Self::from_manifest(Manifest::parse(path, text)?, &BTreeMap::new(), path)
+    }
+
+    fn from_manifest(
+        manifest: Manifest,
+        overrides: &BTreeMap<String, PathBuf>,
+        path: &Path,
+    ) -> Result<Self, Diagnostics> {
         for name in overrides.keys() {
             if !manifest.objects().any(|(k, _)| k.get_ref() == name) {
                 return Err(Diagnostics(vec![
@@ -71,6 +88,21 @@ impl Deployment {
         Ok(Deployment { manifest, resolved })
     }
 
+    /// Like [`Deployment::load_with`], but nothing of the running kernel is
+    /// read: no feature probes, no kernel BTF (program tags are then
+    /// predicted without CO-RE). For questions about other kernels
+    /// (`kiln check --kernels`).
+    pub fn load_offline(
+        path: &Path,
+        overrides: &BTreeMap<String, PathBuf>,
+        allow_outside: bool,
+    ) -> Result<Self, Diagnostics> {
+        let manifest = Manifest::load_with(path, allow_outside)?;
+        let objects = objects::load_all(&manifest, overrides).map_err(Diagnostics)?;
+        let resolved = desired::resolve_with(&manifest, objects, |_| None).map_err(Diagnostics)?;
+        Ok(Deployment { manifest, resolved })
+    }
+
     /// Parses `text` (as if read from `path`) and runs every check of
     /// [`Deployment::load`] that needs no bpf(2) and nothing of the running
     /// kernel's BTF: the TOML, the structure, the objects (`object`: the
@@ -89,12 +121,22 @@ impl Deployment {
         let manifest = Manifest::parse(path, text)?;
         let mut objects = objects::Objects::default();
         let mut errors = Vec::new();
-        for (key, _) in manifest.objects() {
+        for (key, decl) in manifest.objects() {
             let name = key.get_ref();
             match object(name) {
                 Some(spec) => {
                     objects.specs.insert(name.clone(), spec);
-                    objects.paths.insert(name.clone(), PathBuf::from(name));
+                    // The file name it would have: global data is pinned
+                    // under a name derived from it.
+                    let decl = decl.get_ref();
+                    let file = match (&decl.path, &decl.source) {
+                        (Some(p), _) => PathBuf::from(p.get_ref()),
+                        (None, source) => PathBuf::from(format!(
+                            "{}.bpf.o",
+                            objects::source_stem(source.as_ref().map_or(name, |s| s.get_ref()))
+                        )),
+                    };
+                    objects.paths.insert(name.clone(), file);
                 }
                 None => errors.push(
                     manifest
@@ -106,9 +148,41 @@ impl Deployment {
         if !errors.is_empty() {
             return Err(Diagnostics(errors));
         }
-        let resolved = desired::resolve_with(&manifest, objects, kiln_obj::ObjectSpec::clone)
-            .map_err(Diagnostics)?;
+        let resolved = desired::resolve_with(&manifest, objects, |_| None).map_err(Diagnostics)?;
         Ok(Deployment { manifest, resolved })
+    }
+
+    /// What apply would refuse because of the running kernel rather than
+    /// the file, as diagnostics at the manifest's lines: an XDP hook
+    /// already held by a program that is not this deployment's. Without
+    /// bpf(2) access nothing can be seen, and nothing is reported.
+    pub fn live_problems(&self) -> Vec<Diagnostic> {
+        let root = self.manifest.pin_root();
+        let Ok(observed) = live::observe_deployment(&root, &self.resolved.desired) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (program, holder) in &observed.hook_holders {
+            let Some((_, decl)) = self
+                .manifest
+                .programs()
+                .find(|(k, _)| k.get_ref() == program)
+            else {
+                continue;
+            };
+            out.push(
+                self.manifest
+                    .error(
+                        decl.get_ref().attach.span(),
+                        format!(
+                            "program '{program}': {} already runs program id {} '{}', which is not this deployment's",
+                            holder.hook, holder.prog_id, holder.prog_name
+                        ),
+                    )
+                    .help("detach that program first (its owner's tool, or `bpftool net detach`), or attach this one in another mode or on another interface"),
+            );
+        }
+        out
     }
 
     pub fn plan(&self) -> Result<plan::Plan, apply::ApplyError> {
@@ -121,16 +195,23 @@ impl Deployment {
 
     pub fn status(&self) -> Result<status::Status, live::ObserveError> {
         let root = self.manifest.pin_root();
-        let mut observed = live::observe(&root)?;
-        observed.entry_drift = live::entry_drift(&root, &self.resolved.desired, &observed)?;
+        let observed = live::observe_deployment(&root, &self.resolved.desired)?;
+        let plan = plan::compute(
+            self.manifest.name(),
+            root,
+            &self.resolved.desired,
+            &observed,
+        );
         Ok(status::compute(
             self.manifest.name(),
             &self.resolved.desired,
             &observed,
+            plan.as_ref(),
         ))
     }
 
-    /// Removes everything pinned under the pin root (only that).
+    /// Removes what the deployment owns under its pin root (its record
+    /// says what), leaving anything else there alone.
     pub fn destroy(&self) -> Result<Vec<String>, apply::ApplyError> {
         apply::destroy(self.manifest.name(), &self.manifest.pin_root())
     }

@@ -15,8 +15,10 @@ use kiln_loader::links::{FdLink, Link, LinkInfo, LinkTarget, LinkType};
 use kiln_loader::sys::object::OpenFlags;
 use kiln_loader::{Map, Program};
 
+use crate::ownership::{Ledger, STATE_DIR};
 use crate::plan::{
-    Desired, EntryDrift, LinkIdentity, LiveLink, LiveMap, LiveProgram, MapDef, Observed,
+    Desired, EntryDrift, HookHolder, LINK_XDP, LinkIdentity, LiveLink, LiveMap, LiveProgram,
+    MapDef, Observed, UnpinnedMap, xdp_mode_name,
 };
 use crate::schema::EntriesMode;
 
@@ -39,6 +41,262 @@ pub enum ObserveError {
     },
     #[error("cannot read the entries of map '{map}': {message}")]
     Entries { map: String, message: String },
+    #[error(transparent)]
+    Ownership(#[from] crate::ownership::OwnershipError),
+}
+
+/// The one observation `plan`, `apply` and `status` all work from: the pins
+/// under `root`, the maps whose pins were removed but which the
+/// deployment's programs still use, how live entries differ from the
+/// declared ones, and what a smaller map would not hold.
+pub fn observe_deployment(root: &Path, desired: &Desired) -> Result<Observed, ObserveError> {
+    let mut observed = observe(root)?;
+    complete_observation(root, desired, &mut observed)?;
+    Ok(observed)
+}
+
+/// What [`observe`] leaves out because it needs the desired state: maps
+/// whose pins were removed (found through the programs), entry drift,
+/// live entries over the declared size, and foreign holders of XDP hooks.
+pub fn complete_observation(
+    root: &Path,
+    desired: &Desired,
+    observed: &mut Observed,
+) -> Result<(), ObserveError> {
+    observed.unpinned_maps = unpinned_maps(desired, observed);
+    observed.entry_drift = entry_drift(root, desired, observed)?;
+    observed.entries_over = entries_over(root, desired, observed)?;
+    observed.hook_holders = hook_holders(desired, observed);
+    Ok(())
+}
+
+/// For each desired XDP program: a program that is not this deployment's
+/// (neither pinned under its root nor run by one of its links) in the XDP
+/// slots that would keep the program from attaching on its interface.
+fn hook_holders(
+    desired: &Desired,
+    observed: &Observed,
+) -> std::collections::BTreeMap<String, HookHolder> {
+    let ours: std::collections::BTreeSet<u32> = observed
+        .programs
+        .values()
+        .map(|p| p.id)
+        .chain(observed.links.values().map(|l| l.prog_id))
+        .collect();
+    let mut out = std::collections::BTreeMap::new();
+    for (name, want) in &desired.programs {
+        let Some(id) = want.attach.as_ref().and_then(|a| a.identity.as_ref()) else {
+            continue;
+        };
+        if id.link_type != LINK_XDP {
+            continue;
+        }
+        let Some(ifindex) = id.target.first().and_then(|i| u32::try_from(*i).ok()) else {
+            continue;
+        };
+        let Ok(attached) = kiln_loader::links::xdp::query_xdp_modes(ifindex) else {
+            continue;
+        };
+        let slots = [
+            (2u64, attached.generic),
+            (4, attached.native),
+            (8, attached.offload),
+        ];
+        // The kernel runs one interface's XDP in generic or native mode,
+        // never both: either slot blocks the other. Offload is apart.
+        let wanted_mode = id.target.get(1).copied();
+        let blocks = |mode: u64| match wanted_mode {
+            None => true,
+            Some(8) => mode == 8,
+            Some(_) => mode != 8,
+        };
+        let held = slots.into_iter().find_map(|(mode, prog)| {
+            let prog = prog?;
+            (blocks(mode) && !ours.contains(&prog)).then_some((mode, prog))
+        });
+        if let Some((mode, prog_id)) = held {
+            let prog_name = Program::from_id(prog_id)
+                .ok()
+                .and_then(|p| p.info().ok())
+                .map(|i| i.name)
+                .unwrap_or_default();
+            let interface = crate::export::ifname(u64::from(ifindex))
+                .unwrap_or_else(|| format!("interface index {ifindex}"));
+            out.insert(
+                name.clone(),
+                HookHolder {
+                    hook: format!("XDP on {interface} ({} mode)", xdp_mode_name(mode)),
+                    prog_id,
+                    prog_name,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// The kernel-visible name of a map created under `name` (what map info reports).
+fn kernel_map_name(name: &str) -> String {
+    let raw = kiln_loader::sys::attr::object_name(name);
+    raw.iter()
+        .take_while(|b| **b != 0)
+        .map(|b| char::from(*b))
+        .collect()
+}
+
+/// Desired maps that have no pin but are still used by a running program of
+/// the deployment (pinned, or attached through a pinned link): the map of
+/// that name and shape among the program's `map_ids`.
+fn unpinned_maps(
+    desired: &Desired,
+    observed: &Observed,
+) -> std::collections::BTreeMap<String, UnpinnedMap> {
+    let mut out = std::collections::BTreeMap::new();
+    // Every running program of the deployment, by manifest name: the pinned
+    // one, and the one a pinned link runs when that differs.
+    let mut running: Vec<(String, u32)> = Vec::new();
+    for (name, p) in &observed.programs {
+        running.push((name.clone(), p.id));
+    }
+    for (name, l) in &observed.links {
+        if !running.iter().any(|(_, id)| *id == l.prog_id) {
+            running.push((name.clone(), l.prog_id));
+        }
+    }
+    for (name, want) in &desired.maps {
+        if observed.maps.contains_key(name) {
+            continue;
+        }
+        let kernel_name = kernel_map_name(name);
+        'search: for (prog_name, prog_id) in &running {
+            let Ok(prog) = Program::from_id(*prog_id) else {
+                continue;
+            };
+            let Ok(info) = prog.info() else { continue };
+            for map_id in &info.map_ids {
+                let Ok(map) = Map::from_id(*map_id) else {
+                    continue;
+                };
+                let Ok(mi) = map.info() else { continue };
+                // The same map: its name; when the kernel keeps only part
+                // of the name, its type and key and value sizes too. Any
+                // other difference (max_entries, flags, a new shape) is an
+                // upgrade the manifest's on_upgrade decides, as for a
+                // pinned map.
+                let truncated = kernel_name.len() < name.len();
+                if mi.name != kernel_name
+                    || (truncated
+                        && (mi.map_type.0 != want.def.map_type
+                            || mi.key_size != want.def.key_size
+                            || mi.value_size != want.def.value_size))
+                {
+                    continue;
+                }
+                out.insert(
+                    name.clone(),
+                    UnpinnedMap {
+                        map: LiveMap {
+                            id: mi.id,
+                            def: MapDef {
+                                map_type: mi.map_type.0,
+                                key_size: mi.key_size,
+                                value_size: mi.value_size,
+                                max_entries: mi.max_entries,
+                                map_flags: mi.flags.bits(),
+                            },
+                            btf_id: mi.btf_id,
+                        },
+                        via_program: prog_name.clone(),
+                    },
+                );
+                break 'search;
+            }
+        }
+    }
+    out
+}
+
+/// Opens the live map of `name`: its pin, or, when the pin was removed, the
+/// map found through a running program (by id, checked to be the same map).
+pub fn open_live_map(
+    root: &Path,
+    name: &str,
+    observed: &Observed,
+    flags: OpenFlags,
+) -> Result<Map, String> {
+    if let Some(u) = observed.unpinned_maps.get(name) {
+        return unpinned_map_by_id(name, u.map.id);
+    }
+    Map::from_pin(&root.join(MAPS).join(name), flags).map_err(|e| e.to_string())
+}
+
+/// The unpinned map `name` found as `id` when planning, if it is still that
+/// map (ids are not reused while a map lives, but it may have gone).
+pub fn unpinned_map_by_id(name: &str, id: u32) -> Result<Map, String> {
+    let gone = || format!("map id {id} (the unpinned map {name}) is gone");
+    let map = Map::from_id(id).map_err(|_| gone())?;
+    let info = map.info().map_err(|e| e.to_string())?;
+    if info.name != kernel_map_name(name) {
+        return Err(gone());
+    }
+    Ok(map)
+}
+
+/// For each desired map whose live `max_entries` exceeds the manifest's:
+/// how many live entries a map of the new size could not hold. Array
+/// slots past the new end count when they hold a non-zero value; other
+/// maps count the entries beyond the new capacity.
+fn entries_over(
+    root: &Path,
+    desired: &Desired,
+    observed: &Observed,
+) -> Result<std::collections::BTreeMap<String, usize>, ObserveError> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, want) in &desired.maps {
+        let Some(live) = observed
+            .maps
+            .get(name)
+            .or_else(|| observed.unpinned_maps.get(name).map(|u| &u.map))
+        else {
+            continue;
+        };
+        if live.def.max_entries <= want.def.max_entries {
+            continue;
+        }
+        let failed = |message: String| ObserveError::Entries {
+            map: name.clone(),
+            message,
+        };
+        let map = open_live_map(root, name, observed, OpenFlags::ReadOnly).map_err(failed)?;
+        let is_array = [
+            kiln_obj::MapType::ARRAY.0,
+            kiln_obj::MapType::PERCPU_ARRAY.0,
+        ]
+        .contains(&live.def.map_type);
+        let over = if is_array {
+            let mut n = 0;
+            for index in want.def.max_entries..live.def.max_entries {
+                let v = map
+                    .lookup_bytes(&index.to_ne_bytes(), Default::default())
+                    .map_err(|e| failed(e.to_string()))?;
+                if v.is_some_and(|v| v.iter().any(|b| *b != 0)) {
+                    n += 1;
+                }
+            }
+            n
+        } else {
+            let mut count = 0usize;
+            for key in map.keys_bytes() {
+                key.map_err(|e| failed(e.to_string()))?;
+                count += 1;
+            }
+            count.saturating_sub(want.def.max_entries as usize)
+        };
+        if over > 0 {
+            out.insert(name.clone(), over);
+        }
+    }
+    Ok(out)
 }
 
 /// How each live map whose entries the manifest keeps (`entries_mode`
@@ -55,6 +313,7 @@ pub fn entry_drift(
             || observed
                 .maps
                 .get(name)
+                .or_else(|| observed.unpinned_maps.get(name).map(|u| &u.map))
                 .is_none_or(|live| live.def != want.def)
         {
             continue;
@@ -63,8 +322,7 @@ pub fn entry_drift(
             map: name.clone(),
             message,
         };
-        let map = Map::from_pin(&root.join(MAPS).join(name), OpenFlags::ReadOnly)
-            .map_err(|e| failed(e.to_string()))?;
+        let map = open_live_map(root, name, observed, OpenFlags::ReadOnly).map_err(failed)?;
         // LPM trie lookups match the longest prefix, not the key: which keys
         // exist comes from walking them (also what "exact" needs anyway).
         let walk = want.entries_mode.prunes() || want.def.map_type == kiln_obj::MapType::LPM_TRIE.0;
@@ -105,59 +363,65 @@ pub fn entry_drift(
     Ok(out)
 }
 
-/// Reads everything pinned under `root`. A missing root is an empty deployment.
+/// Reads everything pinned under `root`, sorted by ownership: the layout
+/// items the deployment owns (by its record under the root, see
+/// [`crate::ownership`]) are its maps, programs and links; its other pins
+/// are strays; everything else is foreign. Without a record, every layout
+/// item counts as the deployment's (the apply decides whether to claim it:
+/// a legacy layout, `--adopt`, or a refusal) and the rest is foreign. A
+/// missing root is an empty deployment.
 pub fn observe(root: &Path) -> Result<Observed, ObserveError> {
     let mut o = Observed::default();
     if !root.exists() {
         return Ok(o);
     }
-    // Without bpf(2) every pin would look foreign and be planned for removal.
-    if !kiln_loader::probe::probe_program_type(kiln_obj::ProgramType::SOCKET_FILTER, None) {
+    // Without bpf(2) every pin would look foreign.
+    if kiln_loader::probe::feature("socket_filter") != Some(true) {
         return Err(ObserveError::NoBpf(root.to_path_buf()));
     }
+    let ledger = Ledger::read(root)?;
+    // Owned per the record; `None`: no record (everything is a candidate).
+    let owned = |p: &Path| -> Option<bool> {
+        let l = ledger.as_ref()?;
+        Some(l.relative(p).is_some_and(|rel| l.owns(&rel)))
+    };
     for entry in list(root)? {
-        let name = entry
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if ![MAPS, PROGS, LINKS].contains(&name.as_str()) || !entry.is_dir() {
+        let name = file_name(&entry);
+        if name == STATE_DIR || ([MAPS, PROGS, LINKS].contains(&name.as_str()) && entry.is_dir()) {
+            continue;
+        }
+        if owned(&entry) == Some(true) && !entry.is_dir() {
             o.strays.push(entry);
+        } else {
+            o.foreign.push(entry);
         }
     }
-    for path in list(&root.join(MAPS))? {
-        if is_staged(&path) {
-            o.strays.push(path);
-            continue;
-        }
-        match map_at(&path) {
-            Some(m) => {
-                o.maps.insert(file_name(&path), m);
+    for (dir, kind) in [(MAPS, 0), (PROGS, 1), (LINKS, 2)] {
+        for path in list(&root.join(dir))? {
+            let mine = owned(&path);
+            if mine == Some(false) {
+                o.foreign.push(path);
+                continue;
             }
-            None => o.strays.push(path),
-        }
-    }
-    for path in list(&root.join(PROGS))? {
-        if is_staged(&path) {
-            o.strays.push(path);
-            continue;
-        }
-        match program_at(&path) {
-            Some(p) => {
-                o.programs.insert(file_name(&path), p);
+            if is_staged(&path) {
+                o.strays.push(path);
+                continue;
             }
-            None => o.strays.push(path),
-        }
-    }
-    for path in list(&root.join(LINKS))? {
-        if is_staged(&path) {
-            o.strays.push(path);
-            continue;
-        }
-        match link_at(&path) {
-            Some(l) => {
-                o.links.insert(file_name(&path), l);
+            let name = file_name(&path);
+            let found = match kind {
+                0 => map_at(&path).map(|m| o.maps.insert(name, m)).is_some(),
+                1 => program_at(&path)
+                    .map(|p| o.programs.insert(name, p))
+                    .is_some(),
+                _ => link_at(&path).map(|l| o.links.insert(name, l)).is_some(),
+            };
+            if !found {
+                if mine == Some(true) && !path.is_dir() {
+                    o.strays.push(path);
+                } else {
+                    o.foreign.push(path);
+                }
             }
-            None => o.strays.push(path),
         }
     }
     Ok(o)
@@ -259,7 +523,18 @@ pub fn link_at(path: &Path) -> Option<LiveLink> {
 /// A link's identity in the words [`crate::desired::describe`] uses.
 pub fn identity(info: &LinkInfo) -> LinkIdentity {
     let target = match &info.target {
-        LinkTarget::Xdp { ifindex } => vec![u64::from(*ifindex)],
+        // The mode is not in link info: the interface says which of its
+        // XDP slots runs the link's program.
+        LinkTarget::Xdp { ifindex } => {
+            let mut t = vec![u64::from(*ifindex)];
+            if let Some(mode) = kiln_loader::links::xdp::query_xdp_modes(*ifindex)
+                .ok()
+                .and_then(|a| a.mode_of(info.prog_id))
+            {
+                t.push(u64::from(mode.bits()));
+            }
+            t
+        }
         LinkTarget::Device {
             ifindex,
             attach_type,

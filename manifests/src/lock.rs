@@ -3,6 +3,7 @@
 //! the lock when the process dies, so a crashed apply never wedges the next.
 
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
@@ -34,7 +35,8 @@ pub fn lock_dir() -> PathBuf {
 }
 
 impl DeploymentLock {
-    /// Blocks until no other apply of `name` runs.
+    /// Blocks until no other apply of `name` runs, saying so on stderr
+    /// when it has to wait.
     pub fn acquire(name: &str) -> Result<Self, LockError> {
         let dir = lock_dir();
         let path = dir.join(format!("{name}.lock"));
@@ -58,6 +60,18 @@ impl DeploymentLock {
                 path: path.clone(),
                 source,
             })?;
+        // SAFETY: flock on a descriptor we own; no memory is passed.
+        let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if free {
+            return Ok(DeploymentLock { _file: file });
+        }
+        // Another apply or destroy of this deployment runs: say why nothing
+        // happens yet, rather than wait silently.
+        let _ = writeln!(
+            std::io::stderr(),
+            "kiln: waiting for another apply or destroy of deployment '{name}' to finish (it holds {})",
+            path.display()
+        );
         loop {
             // SAFETY: flock on a descriptor we own; no memory is passed.
             let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };

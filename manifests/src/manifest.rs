@@ -88,6 +88,12 @@ impl Manifest {
         &self.source.path
     }
 
+    /// The group that may read the maps (`[deployment] readers`), as a gid.
+    pub fn readers(&self) -> Option<u32> {
+        let group = self.file.deployment.get_ref().readers.as_ref()?;
+        crate::ownership::group_id(group.get_ref())
+    }
+
     /// The directory everything of this deployment is pinned under.
     pub fn pin_root(&self) -> PathBuf {
         match &self.file.deployment.get_ref().pin_root {
@@ -143,7 +149,23 @@ impl Manifest {
                     )
                     .help("write the pin root without '..', e.g. \"/sys/fs/bpf/kiln/<name>\", so it is plain where the deployment pins"),
                 );
+            } else if let Some((problem, help)) = pin_root_problem(root.get_ref()) {
+                out.push(
+                    self.error(root.span(), format!("pin_root: {problem}"))
+                        .help(help),
+                );
             }
+        }
+        if let Some(group) = &dep.readers
+            && crate::ownership::group_id(group.get_ref()).is_none()
+        {
+            out.push(
+                self.error(
+                    group.span(),
+                    format!("readers: no group '{}' on this host", group.get_ref()),
+                )
+                .help("name a group of the system's group database (`getent group`), or give its number"),
+            );
         }
         for (kind, name) in self
             .programs()
@@ -237,6 +259,21 @@ impl Manifest {
         for (name, map) in self.maps() {
             check_object_ref("map", name.get_ref(), &map.get_ref().object, &mut out);
             if let Some(max) = &map.get_ref().max_entries
+                && *max.get_ref() > MAX_ENTRIES_LIMIT
+            {
+                out.push(
+                    self.error(
+                        max.span(),
+                        format!(
+                            "map '{}': max_entries = {} is more than the kernel accepts ({MAX_ENTRIES_LIMIT})",
+                            name.get_ref(),
+                            max.get_ref()
+                        ),
+                    )
+                    .help(format!("give at most {MAX_ENTRIES_LIMIT}, or remove the key to keep the object's value")),
+                );
+            }
+            if let Some(max) = &map.get_ref().max_entries
                 && *max.get_ref() == 0
             {
                 out.push(
@@ -250,6 +287,50 @@ impl Manifest {
         }
         out
     }
+}
+
+/// The largest `max_entries` the kernel takes for any map type: hash maps
+/// round it up to a power of two of buckets in 32 bits, arrays index with a
+/// 32-bit mask (`E2BIG` above 2^31).
+pub const MAX_ENTRIES_LIMIT: u32 = 1 << 31;
+
+/// The longest file name a bpffs directory (any Linux file system) holds.
+const NAME_MAX: usize = 255;
+
+/// What the kernel would refuse in an absolute pin root (problem, help): a
+/// NUL byte (no path can hold one), a component longer than 255 bytes, or
+/// a '.' in a component below the bpffs mount at `/sys/fs/bpf` (bpffs
+/// refuses dots in names).
+fn pin_root_problem(root: &str) -> Option<(String, String)> {
+    if root.contains('\0') {
+        return Some((
+            "contains a NUL character, which no path can hold".into(),
+            "remove the \\u0000 from the pin root".into(),
+        ));
+    }
+    let path = Path::new(root);
+    if let Some(long) = path
+        .components()
+        .map(|c| c.as_os_str().len())
+        .find(|n| *n > NAME_MAX)
+    {
+        return Some((
+            format!("a component is {long} bytes long; file names hold at most {NAME_MAX}"),
+            "shorten that directory name".into(),
+        ));
+    }
+    if let Ok(below) = path.strip_prefix(kiln_loader::pin::DEFAULT_BPFFS)
+        && let Some(dotted) = below
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .find(|c| c.contains('.'))
+    {
+        return Some((
+            format!("directory '{dotted}' has a '.', which bpffs refuses in names"),
+            "use letters, digits, '-' and '_' in the directories under /sys/fs/bpf".into(),
+        ));
+    }
+    None
 }
 
 /// Whether `p` has a `..` component.
@@ -284,6 +365,18 @@ fn toml_help(message: &str) -> Option<String> {
         Some("use one of the values listed above".into())
     } else if message.starts_with("invalid type") {
         Some("change the value to the type expected here".into())
+    } else if message.starts_with("invalid value") {
+        Some(match message.rsplit_once("expected ") {
+            Some((_, want)) if want.starts_with('u') || want.starts_with('i') => format!(
+                "give a whole number that fits {want}{}",
+                if want.starts_with('u') {
+                    " (not negative)"
+                } else {
+                    ""
+                }
+            ),
+            _ => "change the value to one of the kind expected here".into(),
+        })
     } else if message.contains("duplicate key") {
         Some("each key may appear once per table; remove one".into())
     } else {
@@ -343,6 +436,73 @@ entries = [ { key = 0, value = 0 } ]
                 interface: "lo".into(),
                 mode: crate::schema::XdpMode::Generic
             }
+        );
+    }
+
+    /// The JSON schema (what editors check) and `kiln` accept exactly the
+    /// same deployment, program and map names, and the same max_entries.
+    #[test]
+    fn json_schema_names_match_kiln() {
+        const PATTERN: &str = "^[A-Za-z0-9_-]{1,200}$";
+        let text = include_str!("../schema/kiln-manifest.schema.json");
+        let schema: serde_json::Value = serde_json::from_str(text).unwrap();
+        let props = &schema["properties"];
+        assert_eq!(
+            props["deployment"]["properties"]["name"]["pattern"],
+            PATTERN
+        );
+        assert_eq!(props["programs"]["propertyNames"]["pattern"], PATTERN);
+        assert_eq!(props["maps"]["propertyNames"]["pattern"], PATTERN);
+        assert_eq!(
+            props["maps"]["additionalProperties"]["properties"]["max_entries"]["maximum"],
+            u64::from(MAX_ENTRIES_LIMIT)
+        );
+        // PATTERN read by hand: 1 to 200 of [A-Za-z0-9_-].
+        let schema_accepts = |n: &str| {
+            (1..=200).contains(&n.len())
+                && n.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        for name in [
+            "quickstart",
+            "a.b",
+            "-x",
+            "x_y-z",
+            "",
+            "a/b",
+            "é",
+            "a b",
+            &"n".repeat(200),
+            &"n".repeat(201),
+            "a\0b",
+        ] {
+            assert_eq!(valid_name(name), schema_accepts(name), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn pin_roots_the_kernel_refuses() {
+        for (root, why) in [
+            ("/sys/fs/bpf/a\0b", "NUL"),
+            (&format!("/sys/fs/bpf/{}", "x".repeat(300)), "300 bytes"),
+            ("/sys/fs/bpf/my.app", "'my.app' has a '.'"),
+        ] {
+            let text = GOOD.replace(
+                "name = \"quickstart\"",
+                &format!(
+                    "name = \"quickstart\"\npin_root = {}",
+                    toml::Value::String(root.into())
+                ),
+            );
+            let err = parse(&text).unwrap_err();
+            assert!(err.contains(why) && err.contains("help:"), "{err}");
+        }
+        let err = parse(&GOOD.replace("max_entries = 16", "max_entries = 4294967295")).unwrap_err();
+        assert!(err.contains("more than the kernel accepts"), "{err}");
+        let err = parse(&GOOD.replace("max_entries = 16", "max_entries = -1")).unwrap_err();
+        assert!(
+            !err.contains("strings need quotes") && err.contains("not negative"),
+            "{err}"
         );
     }
 

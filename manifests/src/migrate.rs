@@ -41,37 +41,140 @@ pub fn kernel_btf(id: u32) -> Result<Btf, String> {
     Btf::parse(&buf).map_err(|e| format!("BTF id {id}: {e}"))
 }
 
+/// Elements read and written per batch: what a migration holds in memory,
+/// whatever the size of the map.
+const CHUNK: usize = 4096;
+
 /// Copies every entry of `old` into `new`, converting through BTF when both
 /// sides have it. Entries that do not fit (a smaller new map) are skipped.
 /// Returns the number of entries copied.
+///
+/// Streams in chunks of [`CHUNK`] elements with batch lookups and updates
+/// (5.6+); per entry, still streaming, where the kernel or the map type has
+/// no batch operations.
 pub fn copy_entries(
     old: &Map,
     new: &Map,
     types: Option<(Side<'_>, Side<'_>)>,
 ) -> Result<usize, String> {
-    let (nk, nv) = (new.key_size() as usize, new.value_size() as usize);
-    let keys: Vec<Vec<u8>> = old.keys_bytes().filter_map(Result::ok).collect();
+    let sizes = Sizes {
+        key: new.key_size() as usize,
+        value: new.value_buf_len().map_err(|e| e.to_string())?,
+    };
+    let convert = |k: &[u8], v: &[u8]| -> Result<(Vec<u8>, Vec<u8>), String> {
+        match &types {
+            Some((from, to)) => Ok((
+                one(from.btf, from.key, to.btf, to.key, k, sizes.key)
+                    .map_err(|e| format!("key: {e}"))?,
+                one(from.btf, from.value, to.btf, to.value, v, sizes.value)
+                    .map_err(|e| format!("value: {e}"))?,
+            )),
+            None if k.len() == sizes.key && v.len() == sizes.value => Ok((k.to_vec(), v.to_vec())),
+            None => {
+                Err("key or value size changed and the maps carry no BTF to convert entries".into())
+            }
+        }
+    };
+    match copy_by_batches(old, new, sizes, &convert)? {
+        Some(copied) => Ok(copied),
+        None => copy_one_by_one(old, new, &convert),
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Sizes {
+    key: usize,
+    value: usize,
+}
+
+type Convert<'a> = dyn Fn(&[u8], &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> + 'a;
+
+/// The batch copy; `None` when the first batch lookup is refused as
+/// unsupported (nothing copied yet).
+fn copy_by_batches(
+    old: &Map,
+    new: &Map,
+    to: Sizes,
+    convert: &Convert<'_>,
+) -> Result<Option<usize>, String> {
+    const ENOTSUPP: i32 = 524;
+    let ks = old.key_size() as usize;
+    let vs = old.value_buf_len().map_err(|e| e.to_string())?;
+    let mut chunk = CHUNK.min(old.max_entries().max(1) as usize);
+    let (mut keys, mut values) = (vec![0u8; chunk * ks], vec![0u8; chunk * vs]);
+    let mut tokens = [vec![0u8; ks.max(4)], vec![0u8; ks.max(4)]];
+    let (mut out_keys, mut out_values) = (Vec::new(), Vec::new());
+    let mut first = true;
     let mut copied = 0;
-    for k in keys {
+    loop {
+        let [in_tok, out_tok] = &mut tokens;
+        let r = old.lookup_batch_bytes(
+            false,
+            (!first).then_some(&in_tok[..]),
+            out_tok,
+            &mut keys,
+            &mut values,
+            chunk as u32,
+        );
+        let got = match r {
+            Ok(r) => r,
+            Err(e) => match e.errno() {
+                Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP) if first => return Ok(None),
+                // A hash bucket holds more elements than a chunk: read it whole.
+                Some(libc::ENOSPC) if chunk < old.max_entries() as usize => {
+                    chunk = chunk.saturating_mul(2).min(old.max_entries() as usize);
+                    keys.resize(chunk * ks, 0);
+                    values.resize(chunk * vs, 0);
+                    continue;
+                }
+                _ => return Err(e.to_string()),
+            },
+        };
+        first = false;
+        out_keys.clear();
+        out_values.clear();
+        for i in 0..got.count as usize {
+            let (k, v) = convert(&keys[i * ks..(i + 1) * ks], &values[i * vs..(i + 1) * vs])?;
+            out_keys.extend_from_slice(&k);
+            out_values.extend_from_slice(&v);
+        }
+        copied += write_chunk(new, to, &out_keys, &out_values);
+        if got.done {
+            return Ok(Some(copied));
+        }
+        tokens.swap(0, 1);
+    }
+}
+
+/// Writes converted entries, all at once where they fit; when the batch is
+/// refused (a smaller new map filling up), one by one, skipping the misfits.
+fn write_chunk(new: &Map, to: Sizes, keys: &[u8], values: &[u8]) -> usize {
+    let n = keys.len() / to.key.max(1);
+    if new
+        .update_batch_bytes(keys, values, UpdateFlags::ANY)
+        .is_ok()
+    {
+        return n;
+    }
+    keys.chunks_exact(to.key.max(1))
+        .zip(values.chunks_exact(to.value.max(1)))
+        .filter(|(k, v)| new.update_bytes(k, v, UpdateFlags::ANY).is_ok())
+        .count()
+}
+
+/// The copy for maps without batch operations: key by key as the walk
+/// finds them (never every key first).
+fn copy_one_by_one(old: &Map, new: &Map, convert: &Convert<'_>) -> Result<usize, String> {
+    let mut copied = 0;
+    for k in old.keys_bytes() {
+        let k = k.map_err(|e| e.to_string())?;
         let Some(v) = old
             .lookup_bytes(&k, UpdateFlags::ANY)
             .map_err(|e| e.to_string())?
         else {
             continue;
         };
-        let (k2, v2) = match &types {
-            Some((from, to)) => (
-                one(from.btf, from.key, to.btf, to.key, &k, nk).map_err(|e| format!("key: {e}"))?,
-                one(from.btf, from.value, to.btf, to.value, &v, nv)
-                    .map_err(|e| format!("value: {e}"))?,
-            ),
-            None if k.len() == nk && v.len() == nv => (k, v),
-            None => {
-                return Err(
-                    "key or value size changed and the maps carry no BTF to convert entries".into(),
-                );
-            }
-        };
+        let (k2, v2) = convert(&k, &v)?;
         if new.update_bytes(&k2, &v2, UpdateFlags::ANY).is_ok() {
             copied += 1;
         }

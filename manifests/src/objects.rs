@@ -51,6 +51,11 @@ pub fn resolve_path(
     let decl = decl.get_ref();
     if let Some(p) = &decl.path {
         let path = manifest.dir.join(p.get_ref());
+        if path.is_dir() {
+            return Err(manifest
+                .error(p.span(), format!("object '{name}': {} is a directory, not an object file", path.display()))
+                .help("point `path` at the .bpf.o file itself, or use `source = ...` for a crate directory"));
+        }
         if !path.is_file() {
             return Err(manifest
                 .error(p.span(), format!("object '{name}': {} does not exist", path.display()))
@@ -136,30 +141,14 @@ pub fn load_all(
     }
 }
 
-/// The object as the loader will submit it to this kernel: CO-RE relocated
-/// against the kernel's BTF, kconfig and ksym externs resolved. The program
-/// tags the planner predicts are computed from this, so they match what the
-/// kernel computes. Steps that fail here are left undone (the load itself
-/// then reports the failure with its context).
-pub fn prepared(spec: &ObjectSpec) -> ObjectSpec {
-    use kiln_loader::externs;
-    let mut spec = spec.clone();
-    if spec.programs.iter().any(|p| !p.core_relocations.is_empty()) {
-        let _ = externs::relocate_core(&mut spec, None);
-    }
-    let _ = spec.resolve_kconfig(externs::kconfig_value);
-    if spec
-        .programs
-        .iter()
-        .any(|p| !p.extern_relocations.is_empty())
-    {
-        let kbtf = externs::kernel_btf(None).ok();
-        let ext = spec.externs.clone();
-        for p in &mut spec.programs {
-            let _ = p.resolve_ksyms(&ext, |i| externs::resolve_ksym(&ext[i], kbtf));
-        }
-    }
-    spec
+/// The object as the loader will submit it to this kernel (the loader's own
+/// preparation: CO-RE relocated against the kernel's BTF, kconfig and ksym
+/// externs resolved). The program tags the planner predicts are computed
+/// from this, so they match what the kernel computes, and apply loads this
+/// very spec. `None` when a step fails: the load then reports the failure
+/// with its context.
+pub fn prepared(spec: &ObjectSpec) -> Option<ObjectSpec> {
+    kiln_loader::EbpfLoader::new().prepare(spec).ok()
 }
 
 /// The one place that asks kiln-obj to parse an ELF.

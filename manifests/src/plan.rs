@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::schema::{EntriesMode, OnUpgrade};
+use crate::schema::{EntriesMode, OnShrink, OnUpgrade};
 
 /// The parts of a map definition that decide whether live data can be kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -49,6 +49,8 @@ pub struct DesiredMap {
     pub object: String,
     pub def: MapDef,
     pub on_upgrade: OnUpgrade,
+    /// Whether a migration to a smaller map may drop live entries.
+    pub on_shrink: OnShrink,
     /// Declared in the manifest (undeclared maps of used objects are kept too).
     pub declared: bool,
     /// Key and value types are known from the object's BTF (migration can convert).
@@ -57,6 +59,9 @@ pub struct DesiredMap {
     /// and kept on a live one as `entries_mode` says.
     pub entries: Vec<(Vec<u8>, Vec<u8>)>,
     pub entries_mode: EntriesMode,
+    /// Read-only global data (`.rodata*`, `.kconfig`): frozen once written,
+    /// so entries that differ mean a new map, not a write.
+    pub frozen: bool,
 }
 
 /// How a live map's contents differ from its declared entries.
@@ -95,6 +100,53 @@ pub struct LinkIdentity {
     pub target: Vec<u64>,
 }
 
+impl LinkIdentity {
+    /// Whether a live link with identity `live` is this attachment: same
+    /// type, and the live target starts with every word this one names (a
+    /// desired XDP attachment in mode "auto" names the interface only; the
+    /// kernel reports the mode it chose as one more word).
+    pub fn matches(&self, live: &LinkIdentity) -> bool {
+        self.link_type == live.link_type && live.target.starts_with(&self.target)
+    }
+}
+
+/// The words of an XDP link's identity: interface index, then the mode the
+/// kernel runs it in (`XDP_FLAGS_SKB_MODE`, `_DRV_MODE`, `_HW_MODE`).
+pub const LINK_XDP: u32 = 6;
+
+/// How a manifest spells an XDP mode word of a link identity.
+pub fn xdp_mode_name(word: u64) -> &'static str {
+    match word {
+        2 => "generic",
+        4 => "native",
+        8 => "offload",
+        _ => "unknown",
+    }
+}
+
+/// Whether the only difference is the XDP mode on the same interface.
+fn xdp_mode_only(want: &LinkIdentity, live: &LinkIdentity) -> bool {
+    want.link_type == LINK_XDP
+        && live.link_type == LINK_XDP
+        && want.target.first() == live.target.first()
+}
+
+/// Why a live link is not the desired attachment, in the user's words.
+pub fn target_change(want: &LinkIdentity, live: &LinkIdentity) -> String {
+    if want.link_type == LINK_XDP
+        && live.link_type == LINK_XDP
+        && want.target.first() == live.target.first()
+        && let (Some(w), Some(l)) = (want.target.get(1), live.target.get(1))
+    {
+        return format!(
+            "XDP mode changed: the kernel runs it in {} mode, the manifest wants {}",
+            xdp_mode_name(*l),
+            xdp_mode_name(*w)
+        );
+    }
+    "attach target changed".into()
+}
+
 /// A program the deployment wants.
 #[derive(Clone, Debug)]
 pub struct DesiredProgram {
@@ -118,6 +170,9 @@ pub struct DesiredProgram {
 pub struct Desired {
     pub maps: BTreeMap<String, DesiredMap>,
     pub programs: BTreeMap<String, DesiredProgram>,
+    /// Programs declared with `enabled = false`: not wanted in the kernel,
+    /// but still the manifest's (not "removed", not "extra").
+    pub disabled: BTreeSet<String>,
 }
 
 /// A pinned map as the kernel reports it.
@@ -127,6 +182,23 @@ pub struct LiveMap {
     pub def: MapDef,
     /// The map's BTF object id (0: created without BTF).
     pub btf_id: u32,
+}
+
+/// A map whose pin was removed while a program of the deployment still uses it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnpinnedMap {
+    pub map: LiveMap,
+    /// The program (by manifest name) through which it was found.
+    pub via_program: String,
+}
+
+/// A program of someone else on the hook a desired program attaches to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HookHolder {
+    /// For messages: `xdp on lo (generic mode)`.
+    pub hook: String,
+    pub prog_id: u32,
+    pub prog_name: String,
 }
 
 /// A pinned program as the kernel reports it.
@@ -158,8 +230,24 @@ pub struct Observed {
     pub maps: BTreeMap<String, LiveMap>,
     pub programs: BTreeMap<String, LiveProgram>,
     pub links: BTreeMap<String, LiveLink>,
-    /// Pins under the root Kiln does not recognise (not maps/progs/links).
+    /// Pins this deployment owns outside its layout (such as a staged pin
+    /// left by a killed apply): removed by the next apply.
     pub strays: Vec<PathBuf>,
+    /// Desired maps whose pin is gone but which the deployment's running
+    /// programs still use: found through the programs' map ids, so their
+    /// data can be re-pinned instead of replaced by an empty map.
+    pub unpinned_maps: BTreeMap<String, UnpinnedMap>,
+    /// Live entry counts that matter to a planned shrink: for each desired
+    /// map whose live `max_entries` is larger than the manifest's, how many
+    /// live entries would not fit (array slots past the new end that hold
+    /// data, or hash entries beyond the new capacity).
+    pub entries_over: BTreeMap<String, usize>,
+    /// Desired XDP programs whose hook (interface and mode) already runs a
+    /// program that is not this deployment's: attaching would fail busy.
+    pub hook_holders: BTreeMap<String, HookHolder>,
+    /// Everything under the pin root this deployment does not own (another
+    /// tool's pins, another deployment's): shown, never touched.
+    pub foreign: Vec<PathBuf>,
     /// Live maps whose contents differ from the entries the manifest keeps
     /// on them (`entries_mode` enforce or exact), read from the map itself.
     #[serde(skip)]
@@ -168,6 +256,10 @@ pub struct Observed {
 
 pub fn tag_hex(tag: &[u8; 8]) -> String {
     tag.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn ser_tag<S: serde::Serializer>(tag: &[u8; 8], s: S) -> Result<S::Ok, S::Error> {
@@ -194,11 +286,22 @@ pub enum Action {
         def: MapDef,
         entries: usize,
     },
+    /// Pin again a live map whose pin was removed, found through a running
+    /// program of the deployment (its data is kept).
+    RepinMap {
+        map: String,
+        id: u32,
+        via_program: String,
+    },
     /// Create the new map and copy the entries that fit, then replace the pin.
     MigrateMap {
         map: String,
         from: MapDef,
         to: MapDef,
+        /// Live entries that do not fit the smaller map and are dropped
+        /// (only with `on_shrink = "drop"`).
+        #[serde(skip_serializing_if = "is_zero")]
+        dropped: usize,
     },
     /// Create the new map empty (old data dropped), then replace the pin.
     RecreateMap {
@@ -234,6 +337,14 @@ pub enum Action {
         link: String,
         reason: String,
     },
+    /// Detach the live link, then attach again on the same hook in another
+    /// XDP mode: the kernel cannot run one interface's XDP in generic and
+    /// native mode at once, so for an instant neither runs.
+    Reattach {
+        program: String,
+        target: String,
+        reason: String,
+    },
     Unpin {
         kind: PinKind,
         name: String,
@@ -260,11 +371,29 @@ impl fmt::Display for Action {
                 }
                 Ok(())
             }
-            Action::MigrateMap { map, from, to } => {
-                write!(
-                    f,
-                    "~ migrate map {map}: {from} -> {to} (entries that fit are copied)"
-                )
+            Action::RepinMap {
+                map,
+                id,
+                via_program,
+            } => write!(
+                f,
+                "~ re-pin map {map} found through program {via_program} (id {id}; its pin was removed, its data is kept)"
+            ),
+            Action::MigrateMap {
+                map,
+                from,
+                to,
+                dropped,
+            } => {
+                write!(f, "~ migrate map {map}: {from} -> {to} (")?;
+                if *dropped > 0 {
+                    write!(
+                        f,
+                        "{dropped} live entries do not fit and are dropped, on_shrink = \"drop\")"
+                    )
+                } else {
+                    write!(f, "entries that fit are copied)")
+                }
             }
             Action::RecreateMap { map, from, to } => {
                 write!(
@@ -298,6 +427,14 @@ impl fmt::Display for Action {
                 }
             ),
             Action::Detach { link, reason } => write!(f, "- detach {link} ({reason})"),
+            Action::Reattach {
+                program,
+                target,
+                reason,
+            } => write!(
+                f,
+                "~ re-attach {program} to {target} ({reason}; detached first, so for an instant no XDP program runs there)"
+            ),
             Action::Unpin { kind, name, reason } => {
                 let kind = match kind {
                     PinKind::Map => "map",
@@ -319,6 +456,8 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// Declared items that are already as desired.
     pub unchanged: Vec<String>,
+    /// Pins under the pin root that the deployment does not own: left alone.
+    pub foreign: Vec<PathBuf>,
 }
 
 impl Plan {
@@ -335,6 +474,13 @@ impl fmt::Display for Plan {
             self.deployment,
             self.pin_root.display()
         )?;
+        for p in &self.foreign {
+            writeln!(
+                f,
+                "  = foreign {} (not this deployment's; left alone)",
+                p.display()
+            )?;
+        }
         if self.actions.is_empty() {
             return write!(f, "no changes");
         }
@@ -365,6 +511,20 @@ pub enum PlanError {
         from: MapDef,
         to: MapDef,
     },
+    #[error(
+        "map '{map}' would shrink from {from} to {to} entries while it holds data that does not fit: {over} live entries would be dropped\n  help: raise max_entries in [maps.{map}], or set on_shrink = \"drop\" there to migrate anyway and drop them"
+    )]
+    ShrinkDropsData {
+        map: String,
+        from: u32,
+        to: u32,
+        over: usize,
+    },
+    #[error(
+        "program '{program}' cannot attach: {} already runs program id {} '{}', which is not this deployment's\n  help: detach that program first (`bpftool net detach` / its owner's tool), or attach this one in another mode or on another interface",
+        .holder.hook, .holder.prog_id, .holder.prog_name
+    )]
+    HookHeld { program: String, holder: HookHolder },
 }
 
 /// Computes the actions that take `observed` to `desired`.
@@ -383,7 +543,11 @@ pub fn compute(
     let mut new_maps = BTreeSet::new();
 
     for (name, want) in &desired.maps {
-        match observed.maps.get(name) {
+        let unpinned = observed.unpinned_maps.get(name);
+        // A map whose pin is gone but whose programs still run is the live
+        // map: its data is kept, never replaced by an empty one.
+        let live = observed.maps.get(name).or_else(|| unpinned.map(|u| &u.map));
+        match live {
             None => {
                 map_actions.push(Action::CreateMap {
                     map: name.clone(),
@@ -392,15 +556,34 @@ pub fn compute(
                 });
                 new_maps.insert(name.clone());
             }
-            Some(live) if live.def == want.def => match observed.entry_drift.get(name) {
-                Some(drift) if !drift.is_empty() => map_actions.push(Action::SyncEntries {
-                    map: name.clone(),
-                    set: drift.set.len(),
-                    delete: drift.delete.len(),
-                    drift: drift.clone(),
-                }),
-                _ => unchanged.push(format!("map {name}")),
-            },
+            Some(live) if live.def == want.def => {
+                if let Some(u) = unpinned {
+                    map_actions.push(Action::RepinMap {
+                        map: name.clone(),
+                        id: u.map.id,
+                        via_program: u.via_program.clone(),
+                    });
+                }
+                match observed.entry_drift.get(name) {
+                    // Frozen read-only data cannot be written: a new map.
+                    Some(drift) if !drift.is_empty() && want.frozen => {
+                        map_actions.push(Action::RecreateMap {
+                            map: name.clone(),
+                            from: live.def,
+                            to: want.def,
+                        });
+                        new_maps.insert(name.clone());
+                    }
+                    Some(drift) if !drift.is_empty() => map_actions.push(Action::SyncEntries {
+                        map: name.clone(),
+                        set: drift.set.len(),
+                        delete: drift.delete.len(),
+                        drift: drift.clone(),
+                    }),
+                    _ if unpinned.is_some() => {}
+                    _ => unchanged.push(format!("map {name}")),
+                }
+            }
             Some(live) => {
                 let (from, to) = (live.def, want.def);
                 match want.on_upgrade {
@@ -431,10 +614,28 @@ pub fn compute(
                                 to,
                             });
                         }
+                        let over = observed.entries_over.get(name).copied().unwrap_or(0);
+                        if over > 0 && want.on_shrink != OnShrink::Drop {
+                            return Err(PlanError::ShrinkDropsData {
+                                map: name.clone(),
+                                from: from.max_entries,
+                                to: to.max_entries,
+                                over,
+                            });
+                        }
+                        // The migration reads the old map from its pin.
+                        if let Some(u) = unpinned {
+                            map_actions.push(Action::RepinMap {
+                                map: name.clone(),
+                                id: u.map.id,
+                                via_program: u.via_program.clone(),
+                            });
+                        }
                         map_actions.push(Action::MigrateMap {
                             map: name.clone(),
                             from,
                             to,
+                            dropped: over,
                         });
                     }
                 }
@@ -466,17 +667,7 @@ pub fn compute(
                     .collect();
                 // A live program bound to a map that is no longer the pinned
                 // one (replaced behind our back) must be reloaded too.
-                let rebound: Vec<&str> = want
-                    .maps
-                    .iter()
-                    .filter(|m| {
-                        observed
-                            .maps
-                            .get(*m)
-                            .is_some_and(|lm| !live.map_ids.contains(&lm.id))
-                    })
-                    .map(String::as_str)
-                    .collect();
+                let rebound = stale_maps(want, live, observed);
                 if !renewed.is_empty() {
                     Some(format!("uses new map(s) {}", renewed.join(", ")))
                 } else if !rebound.is_empty() {
@@ -503,20 +694,31 @@ pub fn compute(
                 link: name.clone(),
                 reason: "the manifest no longer attaches it".into(),
             }),
-            (Some(att), None) => link_actions.push(Action::Attach {
-                program: name.clone(),
-                target: att.description.clone(),
-            }),
+            (Some(att), None) => {
+                refuse_held_hook(name, observed)?;
+                link_actions.push(Action::Attach {
+                    program: name.clone(),
+                    target: att.description.clone(),
+                });
+            }
             (Some(att), Some(live_link)) => {
-                let same_target = att
+                let changed = att
                     .identity
                     .as_ref()
-                    .is_none_or(|id| *id == live_link.identity);
+                    .filter(|id| !id.matches(&live_link.identity));
                 let bound_to_pinned = live.is_some_and(|p| p.id == live_link.prog_id);
-                if !same_target {
+                if let Some(want_id) = changed.filter(|id| xdp_mode_only(id, &live_link.identity)) {
+                    refuse_held_hook(name, observed)?;
+                    link_actions.push(Action::Reattach {
+                        program: name.clone(),
+                        target: att.description.clone(),
+                        reason: target_change(want_id, &live_link.identity),
+                    });
+                } else if let Some(want_id) = changed {
+                    refuse_held_hook(name, observed)?;
                     link_actions.push(Action::Detach {
                         link: name.clone(),
-                        reason: "attach target changed".into(),
+                        reason: target_change(want_id, &live_link.identity),
                     });
                     link_actions.push(Action::Attach {
                         program: name.clone(),
@@ -541,11 +743,18 @@ pub fn compute(
     }
 
     // What the deployment owns but no longer wants.
+    let why_unwanted = |name: &str| {
+        if desired.disabled.contains(name) {
+            "disabled: enabled = false"
+        } else {
+            "removed from the manifest"
+        }
+    };
     for name in observed.links.keys() {
         if !desired.programs.contains_key(name) {
             cleanup.push(Action::Detach {
                 link: name.clone(),
-                reason: "program removed from the manifest".into(),
+                reason: format!("program {}", why_unwanted(name)),
             });
         }
     }
@@ -554,7 +763,7 @@ pub fn compute(
             cleanup.push(Action::Unpin {
                 kind: PinKind::Program,
                 name: name.clone(),
-                reason: "removed from the manifest".into(),
+                reason: why_unwanted(name).into(),
             });
         }
     }
@@ -571,7 +780,7 @@ pub fn compute(
         cleanup.push(Action::Unpin {
             kind: PinKind::Other,
             name: path.display().to_string(),
-            reason: "not part of this deployment's layout".into(),
+            reason: "this deployment's, outside its layout (left by an interrupted apply)".into(),
         });
     }
 
@@ -584,12 +793,47 @@ pub fn compute(
         pin_root,
         actions,
         unchanged,
+        foreign: observed.foreign.clone(),
     })
+}
+
+/// The maps of `want` that the live program is not bound to: their pin now
+/// holds another map (replaced behind Kiln's back), so the program writes
+/// where nobody reads.
+pub fn stale_maps<'a>(
+    want: &'a DesiredProgram,
+    live: &LiveProgram,
+    observed: &Observed,
+) -> Vec<&'a str> {
+    want.maps
+        .iter()
+        .filter(|m| {
+            observed
+                .maps
+                .get(*m)
+                .or_else(|| observed.unpinned_maps.get(*m).map(|u| &u.map))
+                .is_some_and(|lm| !live.map_ids.contains(&lm.id))
+        })
+        .map(String::as_str)
+        .collect()
+}
+
+/// Refuses a new attachment of `program` to a hook someone else holds.
+fn refuse_held_hook(program: &str, observed: &Observed) -> Result<(), PlanError> {
+    match observed.hook_holders.get(program) {
+        Some(holder) => Err(PlanError::HookHeld {
+            program: program.to_string(),
+            holder: holder.clone(),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn action_is_about(a: &Action, program: &str) -> bool {
     match a {
-        Action::Attach { program: p, .. } | Action::Replace { program: p, .. } => p == program,
+        Action::Attach { program: p, .. }
+        | Action::Replace { program: p, .. }
+        | Action::Reattach { program: p, .. } => p == program,
         Action::Detach { link, .. } => link == program,
         _ => false,
     }
@@ -616,10 +860,12 @@ mod tests {
                 object: "counter".into(),
                 def: DEF,
                 on_upgrade: OnUpgrade::Keep,
+                on_shrink: OnShrink::Refuse,
                 declared: true,
                 btf: false,
                 entries: vec![],
                 entries_mode: EntriesMode::Create,
+                frozen: false,
             },
         );
         d.programs.insert(
@@ -741,6 +987,122 @@ mod tests {
             matches!(&p.actions[1], Action::LoadProgram { reason, .. } if reason.contains("COUNTERS"))
         );
         assert!(matches!(&p.actions[2], Action::Replace { .. }));
+    }
+
+    #[test]
+    fn an_unpinned_map_still_used_is_repinned_not_recreated() {
+        let mut o = live_matching();
+        let map = o.maps.remove("COUNTERS").unwrap();
+        o.unpinned_maps.insert(
+            "COUNTERS".into(),
+            UnpinnedMap {
+                map,
+                via_program: "count_packets".into(),
+            },
+        );
+        let p = plan(&desired(), &o).unwrap();
+        assert_eq!(
+            p.actions,
+            vec![Action::RepinMap {
+                map: "COUNTERS".into(),
+                id: 10,
+                via_program: "count_packets".into()
+            }],
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn shrinking_below_the_live_entries_needs_on_shrink_drop() {
+        let mut d = desired();
+        let want = d.maps.get_mut("COUNTERS").unwrap();
+        want.def.max_entries = 4;
+        want.on_upgrade = OnUpgrade::Migrate;
+        let mut o = live_matching();
+        o.entries_over.insert("COUNTERS".into(), 3);
+        let err = plan(&d, &o).unwrap_err();
+        assert!(
+            matches!(err, PlanError::ShrinkDropsData { over: 3, .. }),
+            "{err}"
+        );
+        d.maps.get_mut("COUNTERS").unwrap().on_shrink = OnShrink::Drop;
+        let p = plan(&d, &o).unwrap();
+        assert!(
+            matches!(&p.actions[0], Action::MigrateMap { dropped: 3, .. }),
+            "{p}"
+        );
+        assert!(
+            p.to_string()
+                .contains("3 live entries do not fit and are dropped")
+        );
+    }
+
+    #[test]
+    fn other_read_only_data_is_a_new_map_not_a_write() {
+        let mut d = desired();
+        let rodata = d.maps.get_mut("COUNTERS").unwrap();
+        rodata.frozen = true;
+        rodata.entries = vec![(vec![0; 4], vec![5; 8])];
+        rodata.entries_mode = EntriesMode::Enforce;
+        let mut o = live_matching();
+        o.entry_drift.insert(
+            "COUNTERS".into(),
+            EntryDrift {
+                set: vec![(vec![0; 4], vec![5; 8])],
+                delete: vec![],
+            },
+        );
+        let p = plan(&d, &o).unwrap();
+        assert!(
+            matches!(&p.actions[0], Action::RecreateMap { map, .. } if map == "COUNTERS"),
+            "{p}"
+        );
+        assert!(
+            matches!(&p.actions[1], Action::LoadProgram { reason, .. } if reason.contains("COUNTERS")),
+            "{p}"
+        );
+    }
+
+    #[test]
+    fn xdp_mode_change_is_a_reattach_and_a_held_hook_refuses() {
+        let mut d = desired();
+        let att = d
+            .programs
+            .get_mut("count_packets")
+            .unwrap()
+            .attach
+            .as_mut()
+            .unwrap();
+        att.identity.as_mut().unwrap().target = vec![1, 4];
+        let mut o = live_matching();
+        o.links.get_mut("count_packets").unwrap().identity.target = vec![1, 2];
+        let p = plan(&d, &o).unwrap();
+        assert!(
+            matches!(&p.actions[..], [Action::Reattach { reason, .. }] if reason.contains("generic mode, the manifest wants native")),
+            "{p}"
+        );
+        o.hook_holders.insert(
+            "count_packets".into(),
+            HookHolder {
+                hook: "XDP on lo (native mode)".into(),
+                prog_id: 99,
+                prog_name: "other".into(),
+            },
+        );
+        let err = plan(&d, &o).unwrap_err();
+        assert!(err.to_string().contains("program id 99 'other'"), "{err}");
+        // "auto" matches whichever mode the kernel chose.
+        d.programs
+            .get_mut("count_packets")
+            .unwrap()
+            .attach
+            .as_mut()
+            .unwrap()
+            .identity
+            .as_mut()
+            .unwrap()
+            .target = vec![1];
+        assert!(plan(&d, &o).unwrap().is_noop());
     }
 
     #[test]

@@ -2,7 +2,6 @@
 //! capabilities an apply needs, so a missing one is named up front instead
 //! of surfacing as an EPERM halfway through.
 
-use std::collections::BTreeSet;
 use std::fmt;
 
 use kiln_loader::sys::caps::{self, Capability};
@@ -35,47 +34,85 @@ impl fmt::Display for MissingPrivilege {
     }
 }
 
-/// What the attachments of `resolved` need: CAP_BPF always, CAP_PERFMON for
-/// tracing attachments, CAP_NET_ADMIN for networking ones, and CAP_SYS_ADMIN
-/// when an existing deployment is upgraded (programs are opened by id).
+/// Why a manifest needs one capability: what for, and which programs.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Reason {
+    pub capability: &'static str,
+    /// Needed only once the deployment exists (re-apply, upgrade, rollback).
+    pub only_when_deployed: bool,
+    pub why: String,
+    pub programs: Vec<String>,
+}
+
+/// The capabilities a non-root `kiln apply` of `resolved` needs, each with
+/// its reason, in a fixed reading order: CAP_BPF always (maps, programs);
+/// CAP_PERFMON for tracing attachments; CAP_NET_ADMIN for networking ones;
+/// CAP_SYS_ADMIN once deployed, because the live programs, maps and links
+/// are opened by id (`BPF_*_GET_FD_BY_ID` needs it).
+pub fn reasons(resolved: &Resolved) -> Vec<Reason> {
+    let mut tracing = Vec::new();
+    let mut network = Vec::new();
+    for (name, build) in &resolved.builds {
+        let kind = match &build.attach {
+            Some(ResolvedAttach::Tracepoint { .. }) => ("tracepoint", &mut tracing),
+            Some(ResolvedAttach::RawTracepoint { .. }) => ("raw_tracepoint", &mut tracing),
+            Some(ResolvedAttach::Tracing { .. }) => ("fentry/fexit/tp_btf/lsm", &mut tracing),
+            Some(ResolvedAttach::Kprobe { .. }) => ("kprobe", &mut tracing),
+            Some(ResolvedAttach::Uprobe { .. }) => ("uprobe", &mut tracing),
+            Some(ResolvedAttach::Xdp { .. }) => ("xdp", &mut network),
+            Some(ResolvedAttach::Tcx { .. }) => ("tcx", &mut network),
+            Some(ResolvedAttach::Cgroup { .. }) => ("cgroup", &mut network),
+            Some(ResolvedAttach::SkLookup { .. }) => ("sk_lookup", &mut network),
+            Some(ResolvedAttach::Netfilter { .. }) => ("netfilter", &mut network),
+            None => continue,
+        };
+        kind.1.push(format!("{name} ({})", kind.0));
+    }
+    let mut out = vec![Reason {
+        capability: Capability::Bpf.name(),
+        only_when_deployed: false,
+        why: "create maps, load programs, pin them".into(),
+        programs: Vec::new(),
+    }];
+    if !tracing.is_empty() {
+        out.push(Reason {
+            capability: Capability::Perfmon.name(),
+            only_when_deployed: false,
+            why: "attach tracing programs".into(),
+            programs: tracing,
+        });
+    }
+    if !network.is_empty() {
+        out.push(Reason {
+            capability: Capability::NetAdmin.name(),
+            only_when_deployed: false,
+            why: "attach networking programs".into(),
+            programs: network,
+        });
+    }
+    out.push(Reason {
+        capability: Capability::SysAdmin.name(),
+        only_when_deployed: true,
+        why: "re-apply, upgrade, rollback: the live programs and maps are opened by id".into(),
+        programs: Vec::new(),
+    });
+    out
+}
+
+/// What the attachments of `resolved` need (see [`reasons`]); CAP_SYS_ADMIN
+/// only when an existing deployment is upgraded.
 pub fn needed(resolved: &Resolved, upgrade: bool) -> Vec<Capability> {
-    let mut need = BTreeSet::from([Capability::Bpf]);
-    for build in resolved.builds.values() {
-        match &build.attach {
-            Some(
-                ResolvedAttach::Tracepoint { .. }
-                | ResolvedAttach::RawTracepoint { .. }
-                | ResolvedAttach::Tracing { .. }
-                | ResolvedAttach::Kprobe { .. }
-                | ResolvedAttach::Uprobe { .. },
-            ) => {
-                need.insert(Capability::Perfmon);
-            }
-            Some(
-                ResolvedAttach::Xdp { .. }
-                | ResolvedAttach::Tcx { .. }
-                | ResolvedAttach::Cgroup { .. }
-                | ResolvedAttach::SkLookup { .. }
-                | ResolvedAttach::Netfilter { .. },
-            ) => {
-                need.insert(Capability::NetAdmin);
-            }
-            None => {}
-        }
-    }
-    if upgrade {
-        need.insert(Capability::SysAdmin);
-    }
-    // In a fixed reading order (the derived Ord follows the kernel's numbers).
-    [
+    let all = [
         Capability::Bpf,
         Capability::Perfmon,
         Capability::NetAdmin,
         Capability::SysAdmin,
-    ]
-    .into_iter()
-    .filter(|c| need.contains(c))
-    .collect()
+    ];
+    reasons(resolved)
+        .iter()
+        .filter(|r| upgrade || !r.only_when_deployed)
+        .filter_map(|r| all.into_iter().find(|c| c.name() == r.capability))
+        .collect()
 }
 
 /// Fails, naming what is missing, unless this process holds `needed`
@@ -90,4 +127,137 @@ pub fn check(operation: &str, needed: Vec<Capability>) -> Result<(), MissingPriv
         needed,
         missing,
     })
+}
+
+/// What a bpffs must delegate for a BPF token (kernel 6.9+) to cover the
+/// loads of `resolved`: the mount options `delegate_cmds`, `delegate_maps`,
+/// `delegate_progs` and `delegate_attachs`, in the kernel's names.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Delegation {
+    pub cmds: Vec<&'static str>,
+    pub maps: Vec<&'static str>,
+    pub progs: Vec<&'static str>,
+    /// The expected attach type of every program load. A program without
+    /// one is loaded with 0, which the token checks as `cgroup_inet_ingress`.
+    pub attachs: Vec<&'static str>,
+}
+
+impl Delegation {
+    /// As `mount -t bpf -o ...` takes them.
+    pub fn mount_options(&self) -> String {
+        [
+            ("delegate_cmds", &self.cmds),
+            ("delegate_maps", &self.maps),
+            ("delegate_progs", &self.progs),
+            ("delegate_attachs", &self.attachs),
+        ]
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", v.join(":")))
+        .collect::<Vec<_>>()
+        .join(",")
+    }
+}
+
+/// The kernel's names of `enum bpf_attach_type` (without `BPF_`), by value.
+const ATTACH_TYPE_NAMES: [&str; 56] = [
+    "cgroup_inet_ingress",
+    "cgroup_inet_egress",
+    "cgroup_inet_sock_create",
+    "cgroup_sock_ops",
+    "sk_skb_stream_parser",
+    "sk_skb_stream_verdict",
+    "cgroup_device",
+    "sk_msg_verdict",
+    "cgroup_inet4_bind",
+    "cgroup_inet6_bind",
+    "cgroup_inet4_connect",
+    "cgroup_inet6_connect",
+    "cgroup_inet4_post_bind",
+    "cgroup_inet6_post_bind",
+    "cgroup_udp4_sendmsg",
+    "cgroup_udp6_sendmsg",
+    "lirc_mode2",
+    "flow_dissector",
+    "cgroup_sysctl",
+    "cgroup_udp4_recvmsg",
+    "cgroup_udp6_recvmsg",
+    "cgroup_getsockopt",
+    "cgroup_setsockopt",
+    "trace_raw_tp",
+    "trace_fentry",
+    "trace_fexit",
+    "modify_return",
+    "lsm_mac",
+    "trace_iter",
+    "cgroup_inet4_getpeername",
+    "cgroup_inet6_getpeername",
+    "cgroup_inet4_getsockname",
+    "cgroup_inet6_getsockname",
+    "xdp_devmap",
+    "cgroup_inet_sock_release",
+    "xdp_cpumap",
+    "sk_lookup",
+    "xdp",
+    "sk_skb_verdict",
+    "sk_reuseport_select",
+    "sk_reuseport_select_or_migrate",
+    "perf_event",
+    "trace_kprobe_multi",
+    "lsm_cgroup",
+    "struct_ops",
+    "netfilter",
+    "tcx_ingress",
+    "tcx_egress",
+    "trace_uprobe_multi",
+    "cgroup_unix_connect",
+    "cgroup_unix_sendmsg",
+    "cgroup_unix_recvmsg",
+    "cgroup_unix_getpeername",
+    "cgroup_unix_getsockname",
+    "netkit_primary",
+    "netkit_peer",
+];
+
+/// The delegation a token needs for `resolved` (see [`Delegation`]): every
+/// map of the objects it loads from (global data included), every program
+/// type and expected attach type it loads.
+pub fn delegation(resolved: &Resolved) -> Delegation {
+    let mut maps = std::collections::BTreeSet::new();
+    let mut progs = std::collections::BTreeSet::new();
+    let mut attachs = std::collections::BTreeSet::new();
+    let mut btf = false;
+    for build in resolved.builds.values() {
+        let Some(spec) = resolved.objects.specs.get(&build.object) else {
+            continue;
+        };
+        btf |= spec.btf.is_some();
+        maps.extend(spec.maps.iter().map(|m| m.map_type.name()));
+        if let Some(p) = spec.programs.iter().find(|p| p.name == build.function) {
+            progs.insert(kiln_loader::probe::program_type_name(p.kind.program_type()));
+            let attach = p.kind.expected_attach_type().map_or(0, |a| a.0);
+            attachs.insert(
+                ATTACH_TYPE_NAMES
+                    .get(attach as usize)
+                    .copied()
+                    .unwrap_or("unknown"),
+            );
+        }
+    }
+    let mut cmds = Vec::new();
+    if !maps.is_empty() {
+        cmds.push("map_create");
+    }
+    if btf {
+        cmds.push("btf_load");
+    }
+    if !progs.is_empty() {
+        cmds.push("prog_load");
+    }
+    Delegation {
+        cmds,
+        maps: maps.into_iter().collect(),
+        progs: progs.into_iter().collect(),
+        attachs: attachs.into_iter().collect(),
+    }
 }

@@ -37,6 +37,10 @@ pub struct DeploymentDecl {
     /// not ship beside it).
     #[serde(default)]
     pub allow_outside: bool,
+    /// A group (name or number) that may read the deployment's maps: their
+    /// pins become 0640 and the directories leading to them 0750, owned by
+    /// that group. Unset: everything is readable by root only.
+    pub readers: Option<Spanned<String>>,
 }
 
 /// `[objects.NAME]`: where an eBPF ELF object comes from.
@@ -218,6 +222,9 @@ pub struct MapDecl {
     #[serde(default = "yes")]
     pub pin: bool,
     pub on_upgrade: Option<Spanned<OnUpgrade>>,
+    /// With `on_upgrade = "migrate"` to a smaller `max_entries`: whether live
+    /// entries that do not fit may be dropped (refused by default).
+    pub on_shrink: Option<Spanned<OnShrink>>,
     pub max_entries: Option<Spanned<u32>>,
     /// Entries written when the map is created; with `entries_mode`
     /// "enforce" or "exact", kept so on every apply.
@@ -283,6 +290,17 @@ pub enum OnUpgrade {
     Migrate,
     /// Refuse any change to this map's definition.
     Refuse,
+}
+
+/// What a migration to a smaller map does with live entries that do not fit.
+#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnShrink {
+    /// Refuse the apply, naming how many entries would be lost.
+    #[default]
+    Refuse,
+    /// Migrate anyway; the plan says how many entries are dropped.
+    Drop,
 }
 
 #[cfg(test)]

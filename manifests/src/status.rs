@@ -4,7 +4,9 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::plan::{Desired, Observed, tag_hex};
+use crate::plan::{
+    Desired, LINK_XDP, LinkIdentity, Observed, stale_maps, tag_hex, target_change, xdp_mode_name,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -33,9 +35,20 @@ pub struct Status {
     pub items: Vec<ItemStatus>,
     /// Pinned under the root but not declared.
     pub extra: Vec<String>,
+    /// Why `kiln apply` would refuse to converge (the plan's error, from
+    /// the same observation), when it would.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub apply_refuses: Option<String>,
+    /// Under the root but not the deployment's: shown, left alone, no drift.
+    pub foreign: Vec<String>,
 }
 
 impl Status {
+    /// The item of the declared map or program `name`.
+    pub fn item(&self, name: &str) -> Option<&ItemStatus> {
+        self.items.iter().find(|i| i.name == name)
+    }
+
     pub fn all_ok(&self) -> bool {
         self.items.iter().all(|i| i.state == State::Ok) && self.extra.is_empty()
     }
@@ -63,20 +76,59 @@ impl fmt::Display for Status {
         for e in &self.extra {
             writeln!(f, "  extra    {e:<24} not declared in the manifest")?;
         }
+        for e in &self.foreign {
+            writeln!(f, "  foreign  {e:<24} not this deployment's; left alone")?;
+        }
         if self.all_ok() {
             write!(f, "all as declared")
+        } else if let Some(why) = &self.apply_refuses {
+            write!(
+                f,
+                "differs from the manifest, and `kiln apply` would refuse: {why}"
+            )
         } else {
             write!(f, "differs from the manifest: `kiln apply` fixes it")
         }
     }
 }
 
-/// Compares the desired state with what the kernel shows.
-pub fn compute(deployment: &str, desired: &Desired, observed: &Observed) -> Status {
+/// The attachment as the kernel reports it: for XDP the mode comes from the
+/// interface (the manifest's "auto" shows as the mode the kernel chose).
+fn observed_target(description: &str, live: &LinkIdentity) -> String {
+    match (live.link_type, live.target.get(1)) {
+        (LINK_XDP, Some(mode)) => {
+            let place = description.split(" (").next().unwrap_or(description);
+            format!(
+                "{place} ({} mode, as the kernel reports)",
+                xdp_mode_name(*mode)
+            )
+        }
+        _ => description.to_string(),
+    }
+}
+
+/// Compares the desired state with what the kernel shows; `plan` is the
+/// plan computed from the same observation (its error is what apply would
+/// refuse).
+pub fn compute(
+    deployment: &str,
+    desired: &Desired,
+    observed: &Observed,
+    plan: Result<&crate::plan::Plan, &crate::plan::PlanError>,
+) -> Status {
     let mut items = Vec::new();
     for (name, want) in &desired.maps {
         let (state, detail) = match observed.maps.get(name) {
-            None => (State::Missing, "not pinned".to_string()),
+            None => match observed.unpinned_maps.get(name) {
+                Some(u) => (
+                    State::Drifted,
+                    format!(
+                        "pin removed, but still live as id {} used by program {} (apply re-pins it with its data)",
+                        u.map.id, u.via_program
+                    ),
+                ),
+                None => (State::Missing, "not pinned".to_string()),
+            },
             Some(live) if live.def == want.def => match observed.entry_drift.get(name) {
                 // Changed behind Kiln's back: the next apply puts them back.
                 Some(d) if !d.is_empty() => (
@@ -120,6 +172,14 @@ pub fn compute(deployment: &str, desired: &Desired, observed: &Observed) -> Stat
                 State::Drifted,
                 "live read-only globals differ from the manifest's".to_string(),
             ),
+            (Some(p), _, _) if !stale_maps(want, p, observed).is_empty() => (
+                State::Drifted,
+                format!(
+                    "bound to map(s) no longer pinned (the pin holds another map): {}; the kernel's map ids for it: {:?}",
+                    stale_maps(want, p, observed).join(", "),
+                    p.map_ids
+                ),
+            ),
             (Some(p), None, None) => (
                 State::Ok,
                 format!("loaded, id {}, not attached (attach = none)", p.id),
@@ -140,18 +200,28 @@ pub fn compute(deployment: &str, desired: &Desired, observed: &Observed) -> Stat
                 ),
             ),
             (Some(_), Some(att), Some(l))
-                if att.identity.as_ref().is_some_and(|id| *id != l.identity) =>
+                if att
+                    .identity
+                    .as_ref()
+                    .is_some_and(|id| !id.matches(&l.identity)) =>
             {
+                let why = att
+                    .identity
+                    .as_ref()
+                    .map(|id| target_change(id, &l.identity))
+                    .unwrap_or_default();
                 (
                     State::Drifted,
-                    format!("attached elsewhere than {}", att.description),
+                    format!("attached elsewhere than {} ({why})", att.description),
                 )
             }
             (Some(p), Some(att), Some(l)) => (
                 State::Ok,
                 format!(
                     "attached to {}, prog id {}, link id {}",
-                    att.description, p.id, l.id
+                    observed_target(&att.description, &l.identity),
+                    p.id,
+                    l.id
                 ),
             ),
         };
@@ -163,6 +233,38 @@ pub fn compute(deployment: &str, desired: &Desired, observed: &Observed) -> Stat
             run_cnt: live.map(|p| p.run_cnt).filter(|n| *n > 0),
         });
     }
+    for name in &desired.disabled {
+        let loaded = observed.programs.get(name);
+        let attached = observed.links.get(name);
+        let (state, detail) = match (loaded, attached) {
+            (None, None) => (
+                State::Ok,
+                "disabled (enabled = false), not loaded".to_string(),
+            ),
+            (_, Some(l)) => (
+                State::Drifted,
+                format!(
+                    "disabled (enabled = false) but still attached (link id {}): apply detaches and unpins it",
+                    l.id
+                ),
+            ),
+            (Some(p), None) => (
+                State::Drifted,
+                format!(
+                    "disabled (enabled = false) but still loaded (id {}): apply unpins it",
+                    p.id
+                ),
+            ),
+        };
+        items.push(ItemStatus {
+            kind: "program",
+            name: name.clone(),
+            state,
+            detail,
+            run_cnt: None,
+        });
+    }
+    let declared = |k: &String| desired.programs.contains_key(k) || desired.disabled.contains(k);
     let mut extra = Vec::new();
     extra.extend(
         observed
@@ -175,14 +277,14 @@ pub fn compute(deployment: &str, desired: &Desired, observed: &Observed) -> Stat
         observed
             .programs
             .keys()
-            .filter(|k| !desired.programs.contains_key(*k))
+            .filter(|k| !declared(k))
             .map(|k| format!("progs/{k}")),
     );
     extra.extend(
         observed
             .links
             .keys()
-            .filter(|k| !desired.programs.contains_key(*k))
+            .filter(|k| !declared(k))
             .map(|k| format!("links/{k}")),
     );
     extra.extend(observed.strays.iter().map(|p| p.display().to_string()));
@@ -190,5 +292,11 @@ pub fn compute(deployment: &str, desired: &Desired, observed: &Observed) -> Stat
         deployment: deployment.to_string(),
         items,
         extra,
+        apply_refuses: plan.err().map(|e| e.to_string()),
+        foreign: observed
+            .foreign
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
     }
 }

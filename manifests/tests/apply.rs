@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use kiln_loader::links::{FdLink, Link};
 use kiln_loader::maps::UpdateFlags;
@@ -22,56 +21,10 @@ use kiln_manifest::{Deployment, live};
 use kiln_testkit::{Need, TestResult};
 
 mod common;
-use common::{counter, counter_manifest, exec_true, private_netns, send_udp};
+use common::{Fixture, counter, exec_true, send_udp};
 
 /// Tests that load the v2 object and count its programs must not overlap.
 static V2_USERS: Mutex<()> = Mutex::new(());
-
-struct Fixture {
-    name: String,
-    dir: PathBuf,
-    root: PathBuf,
-    v1: PathBuf,
-    v2: PathBuf,
-}
-
-impl Fixture {
-    fn new() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let n = N.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id();
-        let name = format!("kiln-test-{pid}-{n}");
-        let dir = std::env::temp_dir().join(&name);
-        std::fs::create_dir_all(&dir)?;
-        private_netns()?;
-        Ok(Fixture {
-            root: PathBuf::from("/sys/fs/bpf").join(&name),
-            name,
-            dir,
-            v1: kiln_testkit::bpf_object("manifest_counter.bpf.o")?,
-            v2: kiln_testkit::bpf_object("manifest_counter_v2.bpf.o")?,
-        })
-    }
-
-    /// Writes the manifest (with `extra` appended to `[maps.COUNTERS]`) and loads it with `object`.
-    fn deployment(
-        &self,
-        object: &Path,
-        map_extra: &str,
-        exec_extra: &str,
-    ) -> Result<Deployment, String> {
-        let text = counter_manifest(&self.name, &self.root, object, map_extra, exec_extra);
-        let path = self.dir.join("manifest.toml");
-        std::fs::write(&path, text).map_err(|e| e.to_string())?;
-        Deployment::load(&path, &BTreeMap::new()).map_err(|d| d.to_string())
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        common::remove_deployment(&self.name, &self.root, &self.dir);
-    }
-}
 
 fn map_id(root: &Path) -> u32 {
     live::map_at(&root.join("maps/COUNTERS")).map_or(0, |m| m.id)
@@ -149,7 +102,13 @@ fn apply_from_nothing_then_noop_then_destroy() -> TestResult {
     assert!(status.all_ok(), "{status}");
 
     let removed = d.destroy()?;
-    assert_eq!(removed.len(), 5, "{removed:?}");
+    // Two links, two programs, COUNTERS and the object's `.rodata` (the
+    // `step` global), pinned under libbpf's name for it.
+    assert_eq!(removed.len(), 6, "{removed:?}");
+    assert!(
+        removed.iter().any(|r| r == "maps/manifest_rodata"),
+        "{removed:?}"
+    );
     assert!(!f.root.exists(), "pin root left behind");
     Ok(())
 }
@@ -462,7 +421,7 @@ fn export_round_trips_to_a_noop() -> TestResult {
         .apply(&ApplyOptions::default())?;
     let text = kiln_manifest::export::export(&f.name, &f.root)?;
     assert!(
-        text.contains("attach = { xdp = { interface = \"lo\" } }"),
+        text.contains("attach = { xdp = { interface = \"lo\", mode = \"generic\" } }"),
         "{text}"
     );
     let path = f.dir.join("exported.toml");
@@ -480,13 +439,7 @@ fn export_round_trips_to_a_noop() -> TestResult {
 }
 
 fn main() {
-    let perf_links = Need::Probe("perf_link", || {
-        let ok = kiln_manifest::features::has(kiln_loader::probe::features(), "perf_link")
-            .unwrap_or(false);
-        (!ok).then(|| {
-            "tracepoint attachments cannot be pinned before perf-event links (5.15)".into()
-        })
-    });
+    let perf_links = common::perf_links();
     let needs = &[Need::Root, Need::Bpf, Need::NetNs, perf_links];
     kiln_testkit::run(vec![
         kiln_testkit::test(

@@ -2,7 +2,8 @@
 //! says where and what the error must be (`# expect: LINE:COL: text`); a
 //! `# needs: tracefs` line marks files whose check needs a mounted tracefs.
 //! Files named `obj_*` are checked against tests/bpf/manifest_counter.bpf.c
-//! (built to target/bpf by `cargo xtask build-ebpf`). Each file also goes
+//! (built to target/bpf by `cargo xtask build-ebpf`), or against the object
+//! a `# object: NAME.bpf.o` line names, given as `[objects.counter]`. Each file also goes
 //! through `Deployment::check_offline` (no bpf(2)), which must report the
 //! same first error; `# offline: accepted` marks the files whose mistake
 //! only the kernel feature probes can see. No privileges needed.
@@ -32,10 +33,11 @@ fn case(path: PathBuf) -> TestResult {
     let file = path.file_name().unwrap().to_string_lossy().into_owned();
     let mut overrides = BTreeMap::new();
     if file.starts_with("obj_") {
-        overrides.insert(
-            "counter".to_string(),
-            kiln_testkit::bpf_object("manifest_counter.bpf.o")?,
-        );
+        let object = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# object: "))
+            .unwrap_or("manifest_counter.bpf.o");
+        overrides.insert("counter".to_string(), kiln_testkit::bpf_object(object)?);
     }
     let err = match Deployment::load(&path, &overrides) {
         Ok(_) => return Err(format!("{file}: accepted, expected `{expect}`").into()),
@@ -96,7 +98,7 @@ fn case(path: PathBuf) -> TestResult {
 }
 
 /// The other exit codes of the binary: usage errors are 64, a missing
-/// manifest file is an invalid manifest (3).
+/// manifest file is a missing input (66).
 fn exit_codes() -> TestResult {
     let kiln = std::env::var_os("KILN_BIN")
         .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from);
@@ -112,7 +114,7 @@ fn exit_codes() -> TestResult {
     assert_eq!(code(&["--help"])?, Some(0), "--help");
     assert_eq!(
         code(&["check", "/nonexistent/kiln.toml"])?,
-        Some(3),
+        Some(66),
         "missing manifest"
     );
     Ok(())

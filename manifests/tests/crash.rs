@@ -7,6 +7,9 @@
 //! there, re-runs the apply and compares what the kernel holds with what is
 //! pinned. Kernel objects are attributed to the deployment through the
 //! COUNTERS map ids it ever had, so other processes' programs never count.
+//! Another tool's maps sit under the pin root throughout (at the top and in
+//! Kiln's own `maps/`): after every kill and recovery they are still there
+//! with their data, and destroy leaves them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -20,14 +23,49 @@ use kiln_loader::links::FdLink;
 use kiln_loader::sys::object::{IdKind, next_id};
 use kiln_manifest::apply::{STAGED_PIN, Step};
 use kiln_manifest::{Deployment, live};
-use kiln_testkit::{Need, TestResult};
+use kiln_testkit::TestResult;
 
 mod common;
-use common::{counter, counter_manifest, exec_true, private_netns, send_udp};
+use common::{
+    counter, counter_manifest, exec_true, kiln_bin, pin_foreign_map, pinned_value, private_netns,
+    send_udp,
+};
 
-fn kiln_bin() -> PathBuf {
-    std::env::var_os("KILN_BIN")
-        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from)
+/// Another tool's maps under the pin root, and the value each holds at key 1.
+fn foreign(root: &Path) -> [(PathBuf, u64); 2] {
+    [
+        (root.join("other_tool"), 41),
+        (root.join("maps/other_tool"), 42),
+    ]
+}
+
+fn foreign_intact(root: &Path, when: &str) -> Result<(), String> {
+    for (p, v) in foreign(root) {
+        let got = pinned_value(&p, 1).map_err(|e| format!("{when}: {e}"))?;
+        if got != Some(v) {
+            return Err(format!("{when}: {} holds {got:?}, not {v}", p.display()));
+        }
+    }
+    Ok(())
+}
+
+/// After destroy only the foreign pins are left; once they go too, a
+/// second destroy removes the pin root.
+fn destroyed_but_foreign(f: &Fixture, target: &Path) -> Result<(), String> {
+    foreign_intact(&f.root, "after destroy")?;
+    for p in ["maps/COUNTERS", "progs", "links"] {
+        if f.root.join(p).exists() {
+            return Err(format!("destroy left {p}"));
+        }
+    }
+    for (p, _) in foreign(&f.root) {
+        std::fs::remove_file(&p).map_err(|e| e.to_string())?;
+    }
+    f.kiln("destroy", target)?;
+    if f.root.exists() {
+        return Err(format!("destroy left {}", f.root.display()));
+    }
+    Ok(())
 }
 
 struct Fixture {
@@ -91,6 +129,8 @@ impl Fixture {
 impl Drop for Fixture {
     fn drop(&mut self) {
         common::remove_deployment(&self.name, &self.root, &self.dir);
+        // The other tool's pins, which destroy leaves.
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
@@ -247,6 +287,9 @@ fn crash_at(point: &'static str, recover: Recover) -> TestResult {
         "v1 counts nothing: {before:?}"
     );
     settle(&f.root, &maps)?;
+    for (p, v) in foreign(&f.root) {
+        pin_foreign_map(&p, 1, v)?;
+    }
     if sync {
         // Behind Kiln's back, so that the apply has an entry to put back.
         let m = kiln_loader::Map::from_pin(
@@ -273,9 +316,10 @@ fn crash_at(point: &'static str, recover: Recover) -> TestResult {
         maps.insert(id);
     }
 
+    foreign_intact(&f.root, &format!("after the kill at {point}"))?;
     if let Recover::Destroy = recover {
         f.kiln("destroy", &target)?;
-        assert!(!f.root.exists(), "destroy left {}", f.root.display());
+        destroyed_but_foreign(&f, &target)?;
         return all_gone(&maps).map_err(|e| format!("after destroy: {e}").into());
     }
 
@@ -291,6 +335,8 @@ fn crash_at(point: &'static str, recover: Recover) -> TestResult {
     );
     let o = live::observe(&f.root)?;
     assert!(o.strays.is_empty(), "strays left: {:?}", o.strays);
+    assert_eq!(o.foreign.len(), 2, "{:?}", o.foreign);
+    foreign_intact(&f.root, "after the recovering apply")?;
     settle(&f.root, &maps)?;
 
     // No data lost: the migrated map kept what v1 counted.
@@ -316,19 +362,12 @@ fn crash_at(point: &'static str, recover: Recover) -> TestResult {
     }
 
     f.kiln("destroy", &target)?;
-    assert!(!f.root.exists(), "destroy left {}", f.root.display());
+    destroyed_but_foreign(&f, &target)?;
     all_gone(&maps).map_err(|e| format!("after destroy: {e}").into())
 }
 
 fn main() {
-    let perf_links = Need::Probe("perf_link", || {
-        let ok = kiln_manifest::features::has(kiln_loader::probe::features(), "perf_link")
-            .unwrap_or(false);
-        (!ok).then(|| {
-            "tracepoint attachments cannot be pinned before perf-event links (5.15)".into()
-        })
-    });
-    let needs = &[Need::Root, Need::Bpf, Need::NetNs, perf_links];
+    let needs = &common::counter_needs();
     let mut points: Vec<&'static str> = Step::ALL.iter().map(|s| s.name()).collect();
     points.push(STAGED_PIN);
     let mut tests = Vec::new();

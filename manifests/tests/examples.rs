@@ -1,7 +1,8 @@
 //! The manifests of `manifests/examples/`, as shipped, against the kernel:
 //! each one applies, re-applies as a no-op, does its job where a user would
 //! see it (packets dropped or delivered, bytes counted, exec records read,
-//! a latency histogram filled), and `destroy` leaves nothing pinned.
+//! a latency histogram filled), `kiln export` of what runs applies as a
+//! no-op, and `destroy` leaves nothing pinned.
 //!
 //! A test reads the example's manifest.toml and changes only what must be
 //! unique to run beside other tests: the deployment name, the pin root
@@ -113,7 +114,28 @@ impl Example {
         );
         let status = d.status()?;
         assert!(status.all_ok(), "{status}");
+        self.export_round_trips()?;
         Ok(d)
+    }
+
+    /// `kiln export` of the running deployment, applied with the example's
+    /// object, is a no-op: the export says everything that runs.
+    fn export_round_trips(&self) -> TestResult {
+        let text = kiln_manifest::export::export(&self.name, &self.root)?;
+        let path = self.dir.join("exported.toml");
+        std::fs::write(&path, &text)?;
+        let [(_, object)] = self.objects.iter().collect::<Vec<_>>()[..] else {
+            return Err("the export round trip expects one object per example".into());
+        };
+        let objects = BTreeMap::from([("main".to_string(), object.clone())]);
+        let plan = Deployment::load(&path, &objects)
+            .map_err(|d| d.to_string())?
+            .plan()?;
+        assert!(
+            plan.is_noop(),
+            "export does not round-trip:\n{plan}\n{text}"
+        );
+        Ok(())
     }
 
     /// Destroys the deployment and checks that the pin root is gone.

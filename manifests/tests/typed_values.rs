@@ -157,8 +157,26 @@ fn applied_values_read_back() -> TestResult {
 }
 
 fn migration_converts_by_field_name() -> TestResult {
-    with_deployment("migrate", MANIFEST, |d, root, dir| {
+    migrate_flows(false)
+}
+
+/// The same migration when FLOWS' pin was removed behind Kiln's back: the
+/// live map is found through the program that uses it, not replaced.
+fn migration_from_a_map_found_through_its_program() -> TestResult {
+    migrate_flows(true)
+}
+
+fn migrate_flows(unpin_first: bool) -> TestResult {
+    let n = if unpin_first {
+        "migrate-found"
+    } else {
+        "migrate"
+    };
+    with_deployment(n, MANIFEST, move |d, root, dir| {
         d.apply(&ApplyOptions::default())?;
+        if unpin_first {
+            std::fs::remove_file(root.join("maps/FLOWS"))?;
+        }
         // Version 2 reorders and grows the FLOWS value: {on, drops, packets, bytes}.
         let v2 = kiln_testkit::bpf_object("manifest_typed_v2.bpf.o")?;
         let v1 = kiln_testkit::bpf_object("manifest_typed.bpf.o")?;
@@ -178,6 +196,14 @@ fn migration_converts_by_field_name() -> TestResult {
         let out = d2.apply(&ApplyOptions::default())?;
         assert!(
             out.plan.actions.iter().any(|a| matches!(a, kiln_manifest::plan::Action::MigrateMap { map, .. } if map == "FLOWS")),
+            "{}",
+            out.plan
+        );
+        assert_eq!(
+            out.plan.actions.iter().any(
+                |a| matches!(a, kiln_manifest::plan::Action::RepinMap { map, .. } if map == "FLOWS")
+            ),
+            unpin_first,
             "{}",
             out.plan
         );
@@ -413,6 +439,11 @@ fn main() {
             "migration_converts_by_field_name",
             &[Need::Root, Need::Bpf],
             migration_converts_by_field_name,
+        ),
+        kiln_testkit::test(
+            "migration_from_a_map_found_through_its_program",
+            &[Need::Root, Need::Bpf],
+            migration_from_a_map_found_through_its_program,
         ),
     ]);
 }

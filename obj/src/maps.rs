@@ -274,7 +274,12 @@ fn legacy_maps(
 
 fn btf_maps(btf: &Btf, index: usize, out: &mut Collected) -> Result<Vec<BtfMapDef>, ParseError> {
     let Some((_, Type::DataSec { vars, .. })) = datasec(btf, ".maps") else {
-        return Err(ParseError::section(".maps", "no DATASEC '.maps' in .BTF"));
+        return Err(ParseError::section(
+            ".maps",
+            "no DATASEC '.maps' in .BTF: the object was built without its maps' debug info \
+             (clang needs -g; a Rust crate -C debuginfo=2 and -C link-arg=--btf, which \
+             kiln-build and cargo xtask build-ebpf pass)",
+        ));
     };
     let mut defs = Vec::with_capacity(vars.len());
     for v in vars {

@@ -316,6 +316,21 @@ impl ObjectSpec {
     /// bounds-checked and reported with the section, symbol, instruction or
     /// BTF type it came from.
     pub fn parse(data: &[u8]) -> Result<ObjectSpec, ParseError> {
+        // The ELF reader needs its headers 8-byte aligned, and `include_bytes!`
+        // gives no such promise: copy misaligned input rather than reporting
+        // a sound object as an unreadable one.
+        if data.as_ptr().align_offset(8) != 0 {
+            let mut buf = vec![0u8; data.len() + 7];
+            let start = buf.as_ptr().align_offset(8);
+            if let Some(aligned) = buf.get_mut(start..start + data.len()) {
+                aligned.copy_from_slice(data);
+                return Self::parse_aligned(aligned);
+            }
+        }
+        Self::parse_aligned(data)
+    }
+
+    fn parse_aligned(data: &[u8]) -> Result<ObjectSpec, ParseError> {
         let elf = Elf::read(data)?;
         let license = match elf.section_by_name("license") {
             Some(s) => {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use crate::vm::{self, Arch};
+use crate::vm;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,12 +23,9 @@ pub struct Args {
     /// Run in a VM of the test distro even when this host could apply.
     #[arg(long)]
     vm: bool,
-    /// Catalog kernel of the VM.
-    #[arg(long, default_value = "6.1")]
-    kernel: String,
-    /// Guest architecture of the VM (default: the host's).
-    #[arg(long)]
-    arch: Option<Arch>,
+    /// The VM's kernel (default: catalog 6.1 on the host's arch; or --kernel-image).
+    #[command(flatten)]
+    target: vm::KernelArgs,
     /// The kiln subcommand to run instead of `apply` (plan, status, destroy, check).
     #[arg(long, default_value = "apply")]
     kiln: String,
@@ -55,6 +52,10 @@ pub fn run(args: Args) -> Result<()> {
             "--kiln {}: use apply, plan, status, destroy or check",
             args.kiln
         );
+    }
+    // A wrong --kernel-image is refused before minutes of builds.
+    if let Some(image) = &args.target.kernel_image {
+        crate::image::check_custom(image, args.target.modules.as_deref(), args.target.arch)?;
     }
     // build_all runs the setup check first (quick when all is installed).
     crate::build_ebpf::build_all().context("building the eBPF programs")?;
@@ -151,11 +152,6 @@ fn build_kiln(root: &Path) -> Result<PathBuf> {
 }
 
 fn run_in_vm(args: &Args, manifest: &Path, objects: &[(String, PathBuf)]) -> Result<()> {
-    let arch = args.arch.unwrap_or(if cfg!(target_arch = "aarch64") {
-        Arch::Aarch64
-    } else {
-        Arch::X86_64
-    });
     const GUEST_MANIFEST: &str = "/kiln/apply/manifest.toml";
     let mut files = vec![(manifest.to_path_buf(), GUEST_MANIFEST.to_string())];
     let mut command = vec![
@@ -187,14 +183,19 @@ fn run_in_vm(args: &Args, manifest: &Path, objects: &[(String, PathBuf)]) -> Res
             format!("{apply} && echo && /bin/kiln status {GUEST_MANIFEST}"),
         ];
     }
+    let kernel = match (&args.target.kernel_image, &args.target.kernel) {
+        (Some(image), _) => image.display().to_string(),
+        (None, version) => version.clone().unwrap_or_else(|| "6.1".into()),
+    };
     eprintln!(
-        "booting kernel {} ({arch}) to run: {}",
-        args.kernel,
+        "booting kernel {kernel} ({}) to run: {}",
+        args.target
+            .arch
+            .map_or_else(|| "the host's arch".to_owned(), |a| a.to_string()),
         command.join(" ")
     );
     let out = vm::run_in_vm(vm::VmRequest {
-        kernel: args.kernel.clone(),
-        arch,
+        kernel: args.target.clone(),
         files,
         command,
         modules: Vec::new(),

@@ -11,8 +11,8 @@
 //! Comparisons use CPU time (user + system of the timed thread: syscalls,
 //! the verifier and page faults included), because the wall clock of a
 //! machine shared with builds measures the neighbours; wall medians are in
-//! the JSON. W7 times the whole `kiln` process: CPU from getrusage of the
-//! child, and wall clock.
+//! the JSON. W7 and W8 time the whole `kiln` process: CPU from getrusage
+//! of the child, and wall clock (W8 beside a whole `bpftool` process).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,6 +21,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 
 use crate::build_ebpf;
+
+mod scale;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,6 +35,9 @@ pub struct Args {
     /// CI size: two rounds.
     #[arg(long)]
     quick: bool,
+    /// Only the workloads whose id starts with this (`W8`, `W5`...).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 /// What a target says about the Kiln/libbpf time ratio (or W7's absolute time).
@@ -270,7 +275,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let libbpf_bench = target.join("bench/libbpf-bench");
     build_libbpf_harness(&root.join("bench/libbpf-bench.c"), &libbpf_bench)?;
 
-    let mut rows: Vec<Row> = WORKLOADS
+    let wanted = |id: &str| args.only.as_deref().is_none_or(|p| id.starts_with(p));
+    let workloads: Vec<&Workload> = WORKLOADS.iter().filter(|w| wanted(w.id)).collect();
+    let mut rows: Vec<Row> = workloads
         .iter()
         .map(|w| Row {
             id: w.id,
@@ -285,7 +292,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     for round in 0..rounds {
         eprintln!("bench: round {}/{rounds}", round + 1);
-        for (w, row) in WORKLOADS.iter().zip(&mut rows) {
+        for (w, row) in workloads.iter().zip(&mut rows) {
             let sides: [(&Path, bool); 2] = [(&kiln_bench, true), (&libbpf_bench, false)];
             let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             let mut counts = [0u64; 2];
@@ -311,7 +318,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    rows.extend(bench_apply(&kiln, &root, &bpf, rounds)?);
+    if wanted("W7") {
+        rows.extend(bench_apply(&kiln, &root, &bpf, rounds)?);
+    }
+    if wanted("W8") {
+        rows.extend(scale::bench(&kiln, &target, rounds)?);
+    }
 
     if args.json {
         for r in &rows {

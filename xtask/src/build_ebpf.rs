@@ -27,6 +27,7 @@ use std::process::Command;
 use std::time::UNIX_EPOCH;
 
 use anyhow::{Context, bail};
+use kiln_build::show;
 use sha2::{Digest, Sha256};
 
 use crate::setup::{self, RustRoute, Toolchain};
@@ -70,7 +71,7 @@ impl Arch {
     }
 
     /// libbpf's `__TARGET_ARCH_*` for C programs.
-    fn c_define(self) -> &'static str {
+    pub(crate) fn c_define(self) -> &'static str {
         match self {
             Arch::X86_64 => "-D__TARGET_ARCH_x86",
             Arch::Aarch64 => "-D__TARGET_ARCH_arm64",
@@ -80,7 +81,7 @@ impl Arch {
     /// Where `<asm/types.h>` for this arch lives (linux-libc-dev, or the
     /// arm64 cross package; the x86 one serves as a fallback: the BPF-relevant
     /// asm headers are the generic ones on both).
-    fn asm_include(self) -> &'static str {
+    pub(crate) fn asm_include(self) -> &'static str {
         match self {
             Arch::Aarch64 if Path::new("/usr/aarch64-linux-gnu/include/asm").is_dir() => {
                 "-I/usr/aarch64-linux-gnu/include"
@@ -453,80 +454,27 @@ impl<'a> Builder<'a> {
                 std::env::var("HOME").unwrap_or_else(|_| "/root".into())
             )
         });
-        let mut rustflags = vec![
-            "-C link-arg=--btf".to_string(),
-            "-C target-cpu=v3".to_string(),
-            "-C debuginfo=2".to_string(),
+        let mut extra_rustflags = vec![
             format!("--remap-path-prefix={root}={REMAPPED_ROOT}"),
             format!("--remap-path-prefix={cargo_home}=/cargo"),
         ];
         // x86_64 is kiln-ebpf's default layout; the flag is only added for
         // other arches so x86 objects stay what they were.
         if self.arch != Arch::X86_64 {
-            rustflags.push(format!("--cfg bpf_target_arch=\"{}\"", self.arch.name()));
+            extra_rustflags.push(format!("--cfg bpf_target_arch=\"{}\"", self.arch.name()));
         }
-        let rustflags = rustflags.join(" ");
-        let mut cmd = Command::new(&self.tc.cargo);
-        // rustup's `cargo +nightly`, or the nightly cargo on PATH (Nix).
-        if let RustRoute::Nightly { toolchain: Some(t) } = &self.tc.rust_route {
-            cmd.arg(format!("+{t}"));
-        }
-        cmd.arg("build");
-        if let RustRoute::Nightly { .. } = &self.tc.rust_route {
-            // No prebuilt core for bpfel: build it from rust-src. Not
-            // compiler-builtins-mem: kiln-ebpf defines memset & co itself.
-            cmd.args(["-Z", "build-std=core"]);
-        }
-        cmd.arg("--release")
-            .args(["--target", "bpfel-unknown-none"])
-            .arg("--manifest-path")
-            .arg(dir.join("Cargo.toml"))
-            .arg("--target-dir")
-            .arg(target_dir);
-        // The profile is ours, not each crate's: the verifier-friendly settings
-        // hold for every program without each author copying them.
-        for (k, v) in [
-            ("panic", "\"abort\""),
-            ("overflow-checks", "false"),
-            ("debug-assertions", "false"),
-            ("debug", "2"),
-            ("lto", "true"),
-            ("codegen-units", "1"),
-            ("opt-level", "3"),
-            ("incremental", "false"),
-        ] {
-            cmd.arg("--config").arg(format!("profile.release.{k}={v}"));
-        }
-        if !self.verbose {
-            cmd.arg("--quiet");
-        }
-        match &self.tc.rust_route {
-            RustRoute::Debian => {
-                cmd.env("RUSTC", &self.tc.rustc);
-            }
-            RustRoute::Nightly { .. } => {
-                // The nightly's own rustc (rustup picks it from `+nightly`),
-                // and the shim's tools by path: under Nix they are not
-                // called clang-22/llvm-ar-22.
-                cmd.env_remove("RUSTC")
-                    .env("KILN_CLANG", &self.tc.clang)
-                    .env("KILN_LLVM_AR", &self.tc.llvm_ar);
-            }
-        }
-        cmd.env(
-            "CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER",
-            &self.tc.bpf_linker,
-        )
-        .env("CARGO_ENCODED_RUSTFLAGS", rustflags.replace(' ', "\x1f"))
-        // rustup's wrappers and an outer cargo's variables must not leak in:
-        // only Debian's rustc has a `core` for bpfel.
-        .env_remove("RUSTFLAGS")
-        .env_remove("RUSTUP_TOOLCHAIN")
-        .env_remove("RUSTC_WRAPPER")
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET")
-        .current_dir(dir);
+        // The flags, profile and environment are kiln-build's, the same a
+        // user's build.rs gets.
+        let toolchain = kiln_build_toolchain(self.tc);
+        let build = kiln_build::CargoBuild {
+            toolchain: &toolchain,
+            crate_dir: dir,
+            target_dir,
+            extra_rustflags,
+            verbose: self.verbose,
+        };
+        let rustflags = build.rustflags();
+        let mut cmd = build.command();
         let command_line = format!("{} RUSTFLAGS={rustflags}", show(&cmd));
         let mut inputs = rust_inputs(dir);
         inputs.extend(rust_inputs(&self.root.join("ebpf-sdk/kiln-ebpf")));
@@ -538,7 +486,7 @@ impl<'a> Builder<'a> {
             return Ok(true);
         }
         self.run(&mut cmd, &format!("crate {package} ({})", dir.display()))?;
-        let artifact = target_dir.join("bpfel-unknown-none/release").join(package);
+        let artifact = build.artifact(package);
         if !artifact.is_file() {
             bail!(
                 "crate {package} ({}): cargo succeeded but {} is missing; is it a `[[bin]]` crate with #![no_main]?",
@@ -568,6 +516,27 @@ impl<'a> Builder<'a> {
     fn write_stamp(&self, name: &str, stamp: &str) -> anyhow::Result<()> {
         let p = self.stamp_path(name);
         std::fs::write(&p, stamp).with_context(|| format!("writing {}", p.display()))
+    }
+}
+
+/// The setup's toolchain as kiln-build takes it.
+fn kiln_build_toolchain(tc: &Toolchain) -> kiln_build::Toolchain {
+    let core = match &tc.rust_route {
+        RustRoute::Debian => kiln_build::Core::Prebuilt {
+            rustc: tc.rustc.clone(),
+        },
+        // The nightly's own rustc (rustup picks it from `+nightly`), and the
+        // shim's tools by path: under Nix they are not called clang-22/llvm-ar-22.
+        RustRoute::Nightly { toolchain } => kiln_build::Core::BuildStd {
+            toolchain: toolchain.clone(),
+            clang: tc.clang.clone(),
+            llvm_ar: tc.llvm_ar.clone(),
+        },
+    };
+    kiln_build::Toolchain {
+        cargo: tc.cargo.clone(),
+        core,
+        bpf_linker: tc.bpf_linker.clone(),
     }
 }
 
@@ -729,15 +698,6 @@ fn write_if_changed(to: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, to).with_context(|| format!("renaming to {}", to.display()))?;
     Ok(())
-}
-
-fn show(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        s.push_str(&a.to_string_lossy());
-    }
-    s
 }
 
 #[cfg(test)]

@@ -280,6 +280,13 @@ pub fn build_guest_tests(arch: Arch) -> Result<BuiltTests> {
     Ok(out)
 }
 
+/// Integration tests about the host's toolchain, not the kernel: they build
+/// eBPF programs from the repository's sources with rustc and bpf-linker,
+/// which the guest does not carry (and should not: nothing in them differs
+/// by kernel). They run in the host phase only, so a VM's grid holds no skip
+/// for them.
+const HOST_TOOLCHAIN_TESTS: &[(&str, &str)] = &[("kiln-ebpf", "build_ebpf")];
+
 /// The integration-test targets of workspace package `name` that need no
 /// optional feature (cargo refuses `--test X` when X has unmet
 /// `required-features`; those run on the host with their features).
@@ -310,7 +317,11 @@ fn runnable_test_targets(name: &str) -> Result<Vec<String>> {
                 .as_array()
                 .is_some_and(|f| !f.is_empty());
             let tname = t["name"].as_str().unwrap_or_default().to_owned();
-            if is_test && needs_features {
+            if is_test && HOST_TOOLCHAIN_TESTS.contains(&(name, tname.as_str())) {
+                eprintln!(
+                    "note: {name} test `{tname}` tests the host's toolchain; it runs on the host only"
+                );
+            } else if is_test && needs_features {
                 eprintln!(
                     "note: {name} test `{tname}` needs optional features; it runs on the host only"
                 );
@@ -347,6 +358,36 @@ pub fn is_static(path: &Path) -> Result<bool> {
         object::File::parse(&*data).with_context(|| format!("parsing {}", path.display()))?;
     use object::Object;
     Ok(file.section_by_name(".interp").is_none())
+}
+
+/// Builds `kiln` for `arch`, statically (`release`: the release profile,
+/// stripped of debug info), and returns the binary.
+pub fn build_kiln(arch: Arch, release: bool) -> Result<PathBuf> {
+    let triple = target_triple(arch);
+    eprintln!(
+        "building kiln for {arch} (static, {triple}, {}) ...",
+        if release { "release" } else { "dev" }
+    );
+    let mut c = cargo(arch)?;
+    c.args([
+        "build",
+        "--target",
+        triple,
+        "-p",
+        "kiln-manifest",
+        "--bin",
+        "kiln",
+    ]);
+    if release {
+        c.arg("--release")
+            .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
+            .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+    }
+    run_json(c, &format!("kiln for {arch}"))?
+        .into_iter()
+        .find(|b| b.1 == "kiln")
+        .map(|b| b.3)
+        .context("cargo built no kiln")
 }
 
 #[cfg(test)]

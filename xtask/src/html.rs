@@ -1,7 +1,8 @@
 //! The VM report as one self-contained HTML page (no scripts, no external
-//! files): a summary per VM, a grid of every test against every VM (each
-//! cell pass, skip or fail, the reason on hover and in the cell), and every
-//! failure's output. Built from the same suites as the JUnit report, so the
+//! files): a summary per VM, every failure first (its output and the
+//! command that re-runs it), then a grid of every test against every VM
+//! (each cell pass, skip or fail, the reason on hover and in the cell, a
+//! failed cell linked to its failure). Built from the same suites as the JUnit report, so the
 //! two never disagree.
 
 use std::collections::BTreeMap;
@@ -25,8 +26,8 @@ pub fn render(title: &str, suites: &[Suite]) -> String {
         t = escape(title)
     );
     summary(&mut h, suites);
-    grid(&mut h, suites);
     failures(&mut h, suites);
+    grid(&mut h, suites);
     h.push_str("</body></html>\n");
     h
 }
@@ -60,17 +61,17 @@ fn summary(h: &mut String, suites: &[Suite]) {
 /// Tests as rows, VMs as columns. Tests that passed everywhere are folded
 /// into one line so the grid shows what differs between kernels.
 fn grid(h: &mut String, suites: &[Suite]) {
-    let mut rows: BTreeMap<(String, String), Vec<Option<&Outcome>>> = BTreeMap::new();
+    // Each cell: the outcome and its (suite, case) anchor.
+    type Cell<'a> = Option<(&'a Outcome, String)>;
+    let mut rows: BTreeMap<(String, String), Vec<Cell>> = BTreeMap::new();
     for (i, s) in suites.iter().enumerate() {
-        for c in &s.cases {
+        for (j, c) in s.cases.iter().enumerate() {
             rows.entry((c.classname.clone(), c.name.clone()))
-                .or_insert_with(|| vec![None; suites.len()])[i] = Some(&c.outcome);
+                .or_insert_with(|| vec![None; suites.len()])[i] = Some((&c.outcome, anchor(i, j)));
         }
     }
-    let everywhere = rows
-        .values()
-        .filter(|cells| cells.iter().all(|c| matches!(c, Some(Outcome::Pass))))
-        .count();
+    let passed = |cells: &Vec<Cell>| cells.iter().all(|c| matches!(c, Some((Outcome::Pass, _))));
+    let everywhere = rows.values().filter(|cells| passed(cells)).count();
     let _ = writeln!(
         h,
         "<h2>Tests that did not pass on every VM</h2>\n<p>{everywhere} tests passed on every VM and are not listed.</p>"
@@ -81,23 +82,25 @@ fn grid(h: &mut String, suites: &[Suite]) {
     }
     h.push_str("</tr>\n");
     for ((class, name), cells) in &rows {
-        if cells.iter().all(|c| matches!(c, Some(Outcome::Pass))) {
+        if passed(cells) {
             continue;
         }
         let _ = write!(h, "<tr><td>{}::{}</td>", escape(class), escape(name));
         for cell in cells {
             let _ = match cell {
-                Some(Outcome::Pass) => write!(h, "<td class=\"pass\">pass</td>"),
-                Some(Outcome::Skip(why)) => write!(
+                Some((Outcome::Pass, _)) => write!(h, "<td class=\"pass\">pass</td>"),
+                Some((Outcome::Skip(why), _)) => write!(
                     h,
                     "<td class=\"skip\" title=\"{w}\">skip<br><small>{w}</small></td>",
                     w = escape(why)
                 ),
-                Some(Outcome::Fail { message, .. } | Outcome::Error { message, .. }) => write!(
-                    h,
-                    "<td class=\"fail\" title=\"{m}\">FAIL<br><small>{m}</small></td>",
-                    m = escape(message)
-                ),
+                Some((Outcome::Fail { message, .. } | Outcome::Error { message, .. }, id)) => {
+                    write!(
+                        h,
+                        "<td class=\"fail\" title=\"{m}\"><a href=\"#{id}\">FAIL</a><br><small>{m}</small></td>",
+                        m = escape(message)
+                    )
+                }
                 None => write!(h, "<td class=\"none\">not run</td>"),
             };
         }
@@ -106,10 +109,20 @@ fn grid(h: &mut String, suites: &[Suite]) {
     h.push_str("</table>\n");
 }
 
+/// The id of case `j` of suite `i`, the grid's link to its failure.
+fn anchor(i: usize, j: usize) -> String {
+    format!("fail-{i}-{j}")
+}
+
 fn failures(h: &mut String, suites: &[Suite]) {
     let mut any = false;
-    for s in suites {
-        for c in &s.cases {
+    for (i, s) in suites.iter().enumerate() {
+        let rerun = s
+            .properties
+            .iter()
+            .find(|(k, _)| k == "rerun")
+            .map(|(_, v)| v.as_str());
+        for (j, c) in s.cases.iter().enumerate() {
             if let Outcome::Fail { message, output } | Outcome::Error { message, output } =
                 &c.outcome
             {
@@ -119,13 +132,28 @@ fn failures(h: &mut String, suites: &[Suite]) {
                 }
                 let _ = writeln!(
                     h,
-                    "<h3>{} {}::{}</h3>\n<p>{}</p>\n<pre>{}</pre>",
+                    "<h3 id=\"{}\">{} {}::{}</h3>\n<p>{}</p>\n<pre>{}</pre>",
+                    anchor(i, j),
                     escape(&s.name),
                     escape(&c.classname),
                     escape(&c.name),
                     escape(message),
                     escape(output)
                 );
+                if let Some(args) = rerun {
+                    // `(vm)`, `(timeout)`: the VM or the whole binary, no test filter.
+                    let command = if c.classname == "vm" {
+                        format!("cargo xtask test {args}")
+                    } else if c.name.starts_with('(') {
+                        format!("cargo xtask test {args} --binary {}", c.classname)
+                    } else {
+                        format!(
+                            "cargo xtask test {args} --binary {} -- {} --exact",
+                            c.classname, c.name
+                        )
+                    };
+                    let _ = writeln!(h, "<p>re-run: <code>{}</code></p>", escape(&command));
+                }
             }
         }
     }
@@ -179,7 +207,16 @@ mod tests {
                 ],
             },
         ];
+        let mut suites = suites;
+        suites[0].properties = vec![("rerun".into(), "--kernel 5.10 --arch x86_64".into())];
         let page = render("kiln <vm>", &suites);
+        // Failures first, linked from the grid, with the command that re-runs each.
+        assert!(page.find("<h2>Failures</h2>") < page.find("<h2>Tests that did not pass"));
+        assert!(page.contains("<a href=\"#fail-0-2\">FAIL</a>"));
+        assert!(page.contains("<h3 id=\"fail-0-2\">5.10-x86_64 kiln-loader-maps::ring</h3>"));
+        assert!(page.contains(
+            "re-run: <code>cargo xtask test --kernel 5.10 --arch x86_64 --binary kiln-loader-maps -- ring --exact</code>"
+        ));
         assert!(page.starts_with("<!DOCTYPE html>") && page.ends_with("</html>\n"));
         assert!(page.contains("<title>kiln &lt;vm&gt;</title>"));
         // hash passed everywhere: folded, not a row.
@@ -187,7 +224,7 @@ mod tests {
         assert!(!page.contains("<td>kiln-loader-maps::hash</td>"));
         assert!(page.contains("<td>kiln-loader-maps::bloom</td>"));
         assert!(page.contains("no bloom filter &lt;5.16&gt;"));
-        assert!(page.contains("<td class=\"fail\" title=\"assertion failed\">"));
+        assert!(page.contains("<td class=\"fail\" title=\"assertion failed\"><a "));
         assert!(page.contains("<pre>left: 1 &amp; right: 2</pre>"));
         // Summary: the 5.10 VM failed, 6.1 did not.
         assert!(page.contains("<td>5.10-x86_64</td><td>1</td><td>1</td><td>1</td>"));

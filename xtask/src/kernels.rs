@@ -41,6 +41,16 @@ enum Sub {
     },
     /// Check the cached packages against the lock's sha256.
     Verify,
+    /// Extract each kernel's BTF once into ~/.cache/kiln/btf/ARCH/VERSION.btf,
+    /// for `kiln check --kernels` (fetches the kernel first if needed).
+    Btf {
+        /// Kernel versions (default: the whole catalog).
+        #[arg(long)]
+        kernel: Vec<String>,
+        /// Architectures (default: the catalog's).
+        #[arg(long)]
+        arch: Vec<Arch>,
+    },
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -81,6 +91,12 @@ pub fn run(args: Args) -> Result<()> {
             Ok(())
         }
         Sub::Verify => verify(),
+        Sub::Btf { kernel, arch } => {
+            for (v, a, path) in crate::kernel_btf::ensure_all(&kernel, &arch)? {
+                println!("{v} {a}: {}", path.display());
+            }
+            Ok(())
+        }
     }
 }
 
@@ -91,6 +107,9 @@ pub struct Catalog {
     pub arches: Vec<String>,
     #[serde(rename = "kernel")]
     pub kernels: Vec<CatalogEntry>,
+    /// Kernels only `nix develop` provides (no Debian package).
+    #[serde(default)]
+    pub nix_only: Vec<NixOnlyKernel>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +128,18 @@ pub struct CatalogEntry {
     pub extra: Vec<String>,
     pub vmlinuz: Vec<String>,
     pub modules: Vec<String>,
+    /// The nixpkgs attribute of this kernel (`linuxPackages_6_1`), where
+    /// nixpkgs has one: flake.nix offers it in `nix develop`.
+    #[serde(default)]
+    pub nix: Option<String>,
+}
+
+/// A kernel that only Nix provides: `[[nix_only]]` in the catalog.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NixOnlyKernel {
+    pub version: String,
+    pub nix: String,
 }
 
 pub fn repo_root() -> PathBuf {
@@ -143,6 +174,17 @@ impl Catalog {
         self.kernels.iter().map(|k| k.version.as_str()).collect()
     }
 
+    /// The kernels `nix develop` offers: the entries with a nixpkgs attribute,
+    /// then the Nix-only ones (what kernels/nix-kernels.nix reads).
+    pub fn nix_versions(&self) -> Vec<&str> {
+        self.kernels
+            .iter()
+            .filter(|k| k.nix.is_some())
+            .map(|k| k.version.as_str())
+            .chain(self.nix_only.iter().map(|k| k.version.as_str()))
+            .collect()
+    }
+
     pub fn arches(&self) -> Result<Vec<Arch>> {
         self.arches.iter().map(|a| a.parse()).collect()
     }
@@ -150,9 +192,22 @@ impl Catalog {
     /// The entry for `version`, or an error that names the available ones and
     /// how to bring another kernel.
     pub fn entry(&self, version: &str) -> Result<&CatalogEntry> {
+        let nix_only = self
+            .nix_only
+            .iter()
+            .find(|k| k.version == version)
+            .map(|k| {
+                format!(
+                    "\n{version} is one of the kernels only Nix provides (nixpkgs {}): inside `nix develop`, \
+                     `cargo xtask test --kernel {version}` boots it (`nix develop` offers {}).",
+                    k.nix,
+                    self.nix_versions().join(", ")
+                )
+            })
+            .unwrap_or_default();
         self.kernels.iter().find(|k| k.version == version).with_context(|| {
             format!(
-                "kernel {version} is not in kernels/catalog.toml; available: {}.\n\
+                "kernel {version} is not in kernels/catalog.toml; available: {}.{nix_only}\n\
                  To test another kernel, bring its image: `cargo xtask test --kernel-image PATH [--modules DIR] --arch A`\n\
                  (inside `nix develop`, a nixpkgs kernel works: e.g. KILN_NIX_KERNELS=$(nix build --print-out-paths nixpkgs#linux_5_15) \
                  and `--kernel-image $KILN_NIX_KERNELS/bzImage`).",
@@ -612,5 +667,112 @@ mod tests {
         );
         assert_eq!(glob_first(&d, "boot/vmlinuz-*"), None);
         std::fs::remove_dir_all(&d).unwrap();
+    }
+}
+
+/// The one list of kernels: flake.nix must take its kernels from the
+/// catalog (through kernels/nix-kernels.nix), never name its own.
+#[cfg(test)]
+mod flake_tests {
+    use super::*;
+
+    /// (version, nixpkgs attribute) the catalog gives Nix.
+    fn catalog_nix_kernels(c: &Catalog) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = c
+            .kernels
+            .iter()
+            .filter_map(|k| Some((k.version.clone(), k.nix.clone()?)))
+            .chain(
+                c.nix_only
+                    .iter()
+                    .map(|k| (k.version.clone(), k.nix.clone())),
+            )
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn flake_kernels_are_the_catalogs() {
+        let root = repo_root();
+        let flake = std::fs::read_to_string(root.join("flake.nix")).unwrap();
+        assert!(
+            flake.contains("import ./kernels/nix-kernels.nix"),
+            "flake.nix does not read its kernels from the catalog (kernels/nix-kernels.nix)"
+        );
+        // A second list would drift: no nixpkgs kernel attribute by name.
+        assert!(
+            !flake.contains("linuxPackages_")
+                && !flake.contains("linux_5")
+                && !flake.contains("linux_6"),
+            "flake.nix names kernels of its own; add them to kernels/catalog.toml instead"
+        );
+        let catalog = Catalog::load().unwrap();
+        let want = catalog_nix_kernels(&catalog);
+        for (version, attr) in &want {
+            let v = version.replace('.', "_");
+            assert_eq!(*attr, format!("linuxPackages_{v}"), "kernel {version}");
+        }
+        // Nix itself reads the catalog, where it is installed (setup's
+        // optional nix-bin): the flake's list must be the catalog's.
+        let out = std::process::Command::new("nix-instantiate")
+            .current_dir(&root)
+            .args(["--eval", "--strict", "--json", "-E"])
+            .arg("import ./kernels/nix-kernels.nix {}")
+            .output();
+        let Ok(out) = out else {
+            eprintln!(
+                "note: nix-instantiate is not installed; the flake's evaluation is not checked"
+            );
+            return;
+        };
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let mut got: Vec<(String, String)> = list
+            .iter()
+            .map(|k| {
+                (
+                    k["version"].as_str().unwrap().to_owned(),
+                    k["attr"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "the flake's kernels are not the catalog's");
+        // Every Debian kernel without a nixpkgs attribute is said so in the
+        // catalog by leaving `nix` out; 5.15 and 6.6 come from Nix only.
+        let only: Vec<&str> = catalog
+            .nix_only
+            .iter()
+            .map(|k| k.version.as_str())
+            .collect();
+        assert_eq!(only, ["5.15", "6.6"]);
+    }
+
+    #[test]
+    fn flake_pins_nixpkgs() {
+        let flake = std::fs::read_to_string(repo_root().join("flake.nix")).unwrap();
+        let url = flake
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("nixpkgs.url = \""))
+            .and_then(|l| l.split('"').next())
+            .expect("flake.nix has a nixpkgs.url");
+        let rev = url.rsplit('/').next().unwrap_or_default();
+        assert!(
+            rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()),
+            "nixpkgs is not pinned to a revision: {url}"
+        );
+    }
+
+    #[test]
+    fn a_nix_only_kernel_is_refused_with_where_to_get_it() {
+        let c = Catalog::load().unwrap();
+        let e = format!("{:#}", c.entry("5.15").unwrap_err());
+        assert!(e.contains("available: 5.10, 6.1, 6.12, 7.2"), "{e}");
+        assert!(e.contains("nix develop"), "{e}");
     }
 }

@@ -9,14 +9,20 @@ mod bench;
 mod build_ebpf;
 mod codegen;
 mod cross;
+mod dist;
 mod html;
+mod image;
 mod junit;
+mod kernel_btf;
 mod kernels;
 mod modules;
+mod prebuilt;
 mod setup;
 mod test;
 mod userland;
+mod verifier_trend;
 mod vm;
+mod vm_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -43,6 +49,13 @@ enum Command {
     Kernels(kernels::Args),
     /// Kiln against libbpf on the same workloads (alternating rounds); --json, --quick.
     Bench(bench::Args),
+    /// Static `kiln` binaries and an OCI image of them (target/dist); --podman runs it.
+    Dist(dist::Args),
+    /// Run any command in the test distro: `cargo xtask vm [--kernel V] [--arch A] -- CMD ARGS...`.
+    Vm(vm_cmd::Args),
+    /// (The runner's own tests.) Boot any file as a kernel, without the up-front checks.
+    #[command(hide = true)]
+    BootRaw(vm_cmd::RawArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,5 +68,8 @@ fn main() -> anyhow::Result<()> {
         Command::Test(args) => test::run(args),
         Command::Kernels(args) => kernels::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Dist(args) => dist::run(args),
+        Command::Vm(args) => vm_cmd::run(args),
+        Command::BootRaw(args) => vm_cmd::boot_raw(args),
     }
 }

@@ -62,7 +62,17 @@ const PACKAGES: &[(&str, &str)] = &[
 
 /// Installed when apt can, but a failure only warns: nix only checks the
 /// flake's syntax and nothing else depends on it.
-const OPTIONAL_PACKAGES: &[(&str, &str)] = &[("nix-bin", "checks the Nix flake's syntax")];
+const OPTIONAL_PACKAGES: &[(&str, &str)] = &[
+    ("nix-bin", "checks the Nix flake's syntax"),
+    (
+        "podman",
+        "runs the kiln image in `cargo xtask dist --podman`",
+    ),
+    (
+        "python3-venv",
+        "installs kubernetes-validate for `cargo xtask dist --check-deploy`",
+    ),
+];
 
 /// Debian's Rust for eBPF: not needed when a nightly with rust-src builds `core`.
 const DEBIAN_RUST_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf"];
@@ -383,15 +393,9 @@ fn missing_packages(wanted: &[(&'static str, &'static str)]) -> Vec<(&'static st
         .collect()
 }
 
-fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KILN_CACHE_DIR") {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(dir).join("kiln");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".cache/kiln")
+pub fn cache_dir() -> PathBuf {
+    // kiln-build looks for bpf-linker here too, from users' build scripts.
+    kiln_build::cache_dir()
 }
 
 fn bpf_linker_root() -> PathBuf {

@@ -31,18 +31,10 @@ use crate::vm::{self, Arch, BootSpec, Plan, TestRecord, Verdict};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Run only the VM of this catalog kernel (5.10, 6.1, 6.12, 7.2).
-    #[arg(long)]
-    kernel: Option<String>,
-    /// Guest architecture (default: every arch of the catalog with --kernel, the host's with --kernel-image).
-    #[arg(long)]
-    arch: Option<Arch>,
-    /// Boot this kernel image instead of a catalog kernel.
-    #[arg(long, conflicts_with = "kernel")]
-    kernel_image: Option<PathBuf>,
-    /// Modules directory (`lib/modules/<release>`) for --kernel-image.
-    #[arg(long, requires = "kernel_image")]
-    modules: Option<PathBuf>,
+    /// Only the VM of this kernel (default: every catalog kernel; with
+    /// --kernel and no --arch, every arch of the catalog).
+    #[command(flatten)]
+    vm: vm::KernelArgs,
     /// Only the VMs, every catalog kernel on every arch (what the default
     /// run ends with), as many VMs at once as cores allow.
     #[arg(long)]
@@ -95,6 +87,8 @@ enum KernelSource {
     Image {
         path: PathBuf,
         modules: Option<PathBuf>,
+        /// From the image's header (`image::inspect`), when it has one.
+        release: Option<String>,
     },
 }
 
@@ -108,7 +102,9 @@ impl Target {
     fn label(&self) -> String {
         match &self.source {
             KernelSource::Catalog(v) => format!("{v}-{}", self.arch),
-            KernelSource::Image { .. } => format!("custom-{}", self.arch),
+            KernelSource::Image { release, .. } => {
+                format!("{}-{}", release.as_deref().unwrap_or("custom"), self.arch)
+            }
         }
     }
 
@@ -122,7 +118,7 @@ impl Target {
     fn rerun_args(&self) -> String {
         match &self.source {
             KernelSource::Catalog(v) => format!("--kernel {v} --arch {}", self.arch),
-            KernelSource::Image { path, modules } => {
+            KernelSource::Image { path, modules, .. } => {
                 let m = modules
                     .as_ref()
                     .map(|m| format!(" --modules {}", m.display()))
@@ -137,14 +133,14 @@ pub fn run(args: Args) -> Result<()> {
     let catalog = Catalog::load()?;
     // A kernel we do not have fails before anything is built (a nixpkgs
     // kernel from `nix develop` counts as one we have).
-    if let Some(k) = &args.kernel {
-        if nix_kernel(k, args.arch.unwrap_or(Arch::host())).is_none() {
+    if let Some(k) = &args.vm.kernel {
+        if nix_kernel(k, args.vm.arch.unwrap_or(Arch::host())).is_none() {
             catalog.entry(k)?;
         }
     }
     let vm_targets = vm_targets(&args, &catalog)?;
     let specific_vm =
-        args.kernel.is_some() || args.kernel_image.is_some() || args.matrix || args.selftest;
+        args.vm.kernel.is_some() || args.vm.kernel_image.is_some() || args.matrix || args.selftest;
     let (unit, host, vms) = if specific_vm {
         (false, false, true)
     } else {
@@ -199,26 +195,26 @@ fn counts_text(c: Counts) -> String {
 }
 
 fn vm_targets(args: &Args, catalog: &Catalog) -> Result<Vec<Target>> {
-    let arches = match args.arch {
+    let arches = match args.vm.arch {
         Some(a) => vec![a],
         None => catalog.arches()?,
     };
-    if let Some(path) = &args.kernel_image {
-        if !path.is_file() {
-            bail!("--kernel-image {}: no such file", path.display());
-        }
-        let arch = args.arch.unwrap_or(Arch::X86_64);
+    if let Some(path) = &args.vm.kernel_image {
+        // Before anything is built: the wrong arch, a file that is no
+        // kernel, or modules of another release are refused here, by name.
+        let image = crate::image::check_custom(path, args.vm.modules.as_deref(), args.vm.arch)?;
         return Ok(vec![Target {
             source: KernelSource::Image {
                 path: path.clone(),
-                modules: args.modules.clone(),
+                modules: args.vm.modules.clone(),
+                release: image.release,
             },
-            arch,
+            arch: image.arch,
         }]);
     }
-    if let Some(k) = &args.kernel {
+    if let Some(k) = &args.vm.kernel {
         if catalog.entry(k).is_err() {
-            let arch = args.arch.unwrap_or(Arch::host());
+            let arch = args.vm.arch.unwrap_or(Arch::host());
             if let Some(source) = nix_kernel(k, arch) {
                 return Ok(vec![Target { source, arch }]);
             }
@@ -234,7 +230,7 @@ fn vm_targets(args: &Args, catalog: &Catalog) -> Result<Vec<Target>> {
     if args.selftest {
         return Ok(vec![Target {
             source: KernelSource::Catalog("6.1".into()),
-            arch: args.arch.unwrap_or(Arch::X86_64),
+            arch: args.vm.arch.unwrap_or(Arch::X86_64),
         }]);
     }
     // `--matrix` and the CI suite: every catalog kernel on every arch.
@@ -530,10 +526,14 @@ fn build_for(targets: &[Target], with_tests: bool, filters: &[String]) -> Result
 fn kernel_files(t: &Target, catalog: &Catalog) -> Result<KernelFiles> {
     match &t.source {
         KernelSource::Catalog(v) => crate::kernels::ensure(catalog, v, t.arch),
-        KernelSource::Image { path, modules } => Ok(KernelFiles {
-            version: "custom".into(),
+        KernelSource::Image {
+            path,
+            modules,
+            release,
+        } => Ok(KernelFiles {
+            version: release.clone().unwrap_or_else(|| "custom".into()),
             arch: t.arch,
-            release: "custom".into(),
+            release: release.clone().unwrap_or_else(|| "custom".into()),
             vmlinuz: path.clone(),
             modules: modules.clone(),
         }),
@@ -639,6 +639,10 @@ fn run_vms(
         for _ in 0..jobs.min(targets.len()) {
             s.spawn(|| {
                 loop {
+                    // After SIGINT/SIGTERM no new VM starts.
+                    if vm::interrupted().is_some() {
+                        break;
+                    }
                     let Some(t) = queue.lock().unwrap().pop() else {
                         break;
                     };
@@ -676,6 +680,10 @@ fn run_vms(
 }
 
 fn vm_phase(args: &Args, catalog: &Catalog, targets: &[Target]) -> Result<Counts> {
+    vm::stop_on_signals();
+    // The previous run's report must not pass for this one's: until this
+    // run writes its own, the report says a run started and did not finish.
+    write_unfinished_report()?;
     let mut ebpf = build_ebpf_counted();
     // Each guest gets the objects of its own arch (target/bpf/<arch>/).
     if targets.iter().any(|t| t.arch == Arch::Aarch64)
@@ -692,6 +700,22 @@ fn vm_phase(args: &Args, catalog: &Catalog, targets: &[Target]) -> Result<Counts
     let runs = run_vms(targets, catalog, &builds, args, None);
     let mut counts = report(&runs, args)?;
     counts += ebpf;
+    if let Some(sig) = vm::interrupted() {
+        let not_run: Vec<String> = targets
+            .iter()
+            .filter(|t| !runs.iter().any(|r| r.target.label() == t.label()))
+            .map(Target::label)
+            .collect();
+        println!(
+            "\nINTERRUPTED by signal {sig}: the report is marked interrupted{}",
+            if not_run.is_empty() {
+                String::new()
+            } else {
+                format!("; not run: {}", not_run.join(", "))
+            }
+        );
+        std::process::exit(128 + sig);
+    }
     for f in &builds.failed {
         println!("\nFAILED to build the integration tests of {f}: not run in the VMs");
         counts.failed += 1;
@@ -798,6 +822,19 @@ fn report(runs: &[VmRun], args: &Args) -> Result<Counts> {
     }
     write_report(runs, args)?;
     write_junit(runs)?;
+    if !args.selftest {
+        let now: crate::verifier_trend::Numbers = runs
+            .iter()
+            .map(|r| {
+                (
+                    r.target.label(),
+                    crate::verifier_trend::of_records(&r.verdict.verifier),
+                )
+            })
+            .collect();
+        let path = repo_root().join("target/vm-verifier-last.json");
+        crate::verifier_trend::compare_and_store(&path, &now)?;
+    }
     Ok(total)
 }
 
@@ -923,6 +960,7 @@ fn junit_suites(runs: &[VmRun]) -> Vec<crate::junit::Suite> {
                     ("arch".into(), r.target.arch.as_str().into()),
                     ("accel".into(), r.accel.into()),
                     ("console_log".into(), r.log.display().to_string()),
+                    ("rerun".into(), r.target.rerun_args()),
                 ],
                 time: r.elapsed,
                 cases,
@@ -938,7 +976,12 @@ fn write_junit(runs: &[VmRun]) -> Result<()> {
     std::fs::write(&path, crate::junit::render("kiln-vm", &suites))?;
     println!("junit: {}", path.display());
     let html = repo_root().join("target/vm-report.html");
-    std::fs::write(&html, crate::html::render("Kiln VM test report", &suites))?;
+    let title = if vm::interrupted().is_some() {
+        "Kiln VM test report (INTERRUPTED: not every VM ran to the end)"
+    } else {
+        "Kiln VM test report"
+    };
+    std::fs::write(&html, crate::html::render(title, &suites))?;
     println!("html: {}", html.display());
     Ok(())
 }
@@ -962,11 +1005,45 @@ fn write_report(runs: &[VmRun], args: &Args) -> Result<()> {
             })
         })
         .collect();
-    let doc = serde_json::json!({ "selftest": args.selftest, "vms": vms });
+    let doc = serde_json::json!({
+        "selftest": args.selftest,
+        "interrupted": vm::interrupted().is_some(),
+        "vms": vms,
+    });
     let path = repo_root().join("target/vm-report.json");
     std::fs::create_dir_all(path.parent().unwrap())?;
     std::fs::write(&path, serde_json::to_string_pretty(&doc)?)?;
     println!("report: {}", path.display());
+    Ok(())
+}
+
+/// Replaces the previous run's reports with ones that say this run has not
+/// finished: if it is killed before it writes its own (even by SIGKILL),
+/// nobody reads the old results as current.
+fn write_unfinished_report() -> Result<()> {
+    let target = repo_root().join("target");
+    std::fs::create_dir_all(&target)?;
+    let doc = serde_json::json!({
+        "interrupted": true,
+        "note": "this run started and has not finished (or was killed before writing its report)",
+        "vms": [],
+    });
+    std::fs::write(
+        target.join("vm-report.json"),
+        serde_json::to_string_pretty(&doc)?,
+    )?;
+    let suites: Vec<crate::junit::Suite> = Vec::new();
+    std::fs::write(
+        target.join("vm-report.junit.xml"),
+        crate::junit::render("kiln-vm (unfinished)", &suites),
+    )?;
+    std::fs::write(
+        target.join("vm-report.html"),
+        crate::html::render(
+            "Kiln VM test report: run unfinished or interrupted",
+            &suites,
+        ),
+    )?;
     Ok(())
 }
 
@@ -1244,6 +1321,7 @@ fn nix_kernel_in(farm: &std::path::Path, version: &str, arch: Arch) -> Option<Ke
     Some(KernelSource::Image {
         path: image,
         modules,
+        release: None,
     })
 }
 
@@ -1270,6 +1348,7 @@ mod nix_kernel_tests {
             Some(KernelSource::Image {
                 path,
                 modules: Some(m),
+                ..
             }) => {
                 assert!(path.ends_with(format!("5.15/{image}")));
                 assert!(m.ends_with("lib/modules/5.15.180"));

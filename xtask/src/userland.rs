@@ -6,7 +6,8 @@
 //! libraries and the ELF interpreter come along, found by walking `DT_NEEDED`
 //! in the extracted packages. Everything goes through the isolated apt.
 //! `xdp-loader` (xdp-tools) and the dispatcher object libxdp loads at run
-//! time come along for the XDP dispatcher interop test.
+//! time come along for the XDP dispatcher interop test, and `bpftool` (the
+//! libbpf reference) for the libbpf interop and differential tests.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -31,6 +32,8 @@ const DYNAMIC_TOOLS: &[(&str, &str, &str)] = &[
     ("iproute2", "bin/ip", "/bin/ip"),
     ("bash", "bin/bash", "/bin/bash"),
     ("xdp-tools", "usr/sbin/xdp-loader", "/bin/xdp-loader"),
+    // Where Debian installs it: the interop test looks in the usual places.
+    ("bpftool", "usr/sbin/bpftool", "/usr/sbin/bpftool"),
 ];
 
 /// (package, data file in it): copied to the same path in the guest.
@@ -58,7 +61,7 @@ pub struct Userland {
     pub symlinks: Vec<(String, String)>,
 }
 
-fn triple(arch: Arch) -> &'static str {
+pub fn triple(arch: Arch) -> &'static str {
     match arch {
         Arch::X86_64 => "x86_64-linux-gnu",
         Arch::Aarch64 => "aarch64-linux-gnu",
@@ -195,7 +198,7 @@ fn normalise(p: &Path) -> String {
 }
 
 /// (interpreter, needed sonames) of an ELF executable or library.
-fn elf_deps(path: &Path) -> Result<(Option<String>, Vec<String>)> {
+pub fn elf_deps(path: &Path) -> Result<(Option<String>, Vec<String>)> {
     use object::read::elf::{ElfFile64, ProgramHeader};
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let elf = ElfFile64::<object::Endianness>::parse(&*data)

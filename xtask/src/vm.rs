@@ -4,8 +4,11 @@
 //!
 //! ```ignore
 //! let out = crate::vm::run_in_vm(crate::vm::VmRequest {
-//!     kernel: "6.1".into(),                  // a catalog version (kernels/catalog.toml)
-//!     arch: crate::vm::Arch::X86_64,
+//!     kernel: crate::vm::KernelArgs {         // a catalog version (default 6.1) or an image
+//!         kernel: Some("6.1".into()),
+//!         arch: Some(crate::vm::Arch::X86_64),
+//!         ..Default::default()
+//!     },
 //!     files: vec![(host_path, "/kiln/obj/fw.bpf.o".into())],
 //!     command: vec!["/bin/kiln".into(), "apply".into(), "/kiln/m.toml".into()],
 //!     modules: vec!["veth".into()],          // loaded (with dependencies) before the command
@@ -27,7 +30,7 @@
 
 use std::fmt;
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -96,11 +99,51 @@ impl FromStr for Arch {
     }
 }
 
+/// Which kernel to boot, as `cargo xtask test` and `cargo xtask vm` take it.
+#[derive(clap::Args, Clone, Default)]
+pub struct KernelArgs {
+    /// A catalog kernel (5.10, 6.1, 6.12, 7.2).
+    #[arg(long)]
+    pub kernel: Option<String>,
+    /// Guest architecture (x86_64, aarch64); with --kernel-image, the image's by default.
+    #[arg(long)]
+    pub arch: Option<Arch>,
+    /// Boot this kernel image instead of a catalog kernel (checked first:
+    /// its arch and release are read from its header).
+    #[arg(long, conflicts_with = "kernel")]
+    pub kernel_image: Option<PathBuf>,
+    /// Modules directory (`lib/modules/<release>`) for --kernel-image; its
+    /// release must be the image's.
+    #[arg(long, requires = "kernel_image")]
+    pub modules: Option<PathBuf>,
+}
+
+/// The kernel to boot and the guest's arch: a catalog kernel (default 6.1,
+/// on the host's arch), or an image checked before anything is built.
+pub fn resolve_kernel(k: &KernelArgs) -> Result<(KernelFiles, Arch)> {
+    if let Some(path) = &k.kernel_image {
+        let image = crate::image::check_custom(path, k.modules.as_deref(), k.arch)?;
+        let release = image.release.unwrap_or_else(|| "custom".into());
+        let files = KernelFiles {
+            version: release.clone(),
+            arch: image.arch,
+            release,
+            vmlinuz: path.clone(),
+            modules: k.modules.clone(),
+        };
+        return Ok((files, image.arch));
+    }
+    let arch = k.arch.unwrap_or(Arch::host());
+    let version = k.kernel.as_deref().unwrap_or("6.1");
+    let catalog = crate::kernels::Catalog::load()?;
+    catalog.entry(version)?;
+    Ok((crate::kernels::ensure(&catalog, version, arch)?, arch))
+}
+
 /// A command to run in a fresh VM.
 pub struct VmRequest {
-    /// Catalog version (`6.1`, ...).
-    pub kernel: String,
-    pub arch: Arch,
+    /// The kernel and arch (a catalog version, default 6.1, or an image).
+    pub kernel: KernelArgs,
     /// (host path, absolute guest path).
     pub files: Vec<(PathBuf, String)>,
     /// Program and arguments (no tabs or newlines).
@@ -120,9 +163,8 @@ pub struct VmOutcome {
 
 /// Boots `req.kernel` on `req.arch` with the files and runs the command.
 pub fn run_in_vm(req: VmRequest) -> Result<VmOutcome> {
-    let catalog = crate::kernels::Catalog::load()?;
-    let kernel = crate::kernels::ensure(&catalog, &req.kernel, req.arch)?;
-    let bins = crate::cross::build_guest_bins(req.arch)?;
+    let (kernel, arch) = resolve_kernel(&req.kernel)?;
+    let bins = crate::cross::build_guest_bins(arch)?;
     let mut plan = Plan::default();
     plan.exec(req.timeout, &req.command)?;
     let modules: Vec<&str> = req.modules.iter().map(String::as_str).collect();
@@ -134,13 +176,13 @@ pub fn run_in_vm(req: VmRequest) -> Result<VmOutcome> {
     }
     image.add_bytes("/kiln/plan", plan.text.clone(), 0o644)?;
     let initrd = image.build_cached(&initramfs_cache())?;
-    let label = format!("exec-{}-{}", kernel.version, req.arch);
+    let label = format!("exec-{}-{arch}", kernel.version);
     let boot = boot(
         &BootSpec {
-            arch: req.arch,
+            arch,
             vmlinuz: kernel.vmlinuz.clone(),
             initrd,
-            timeout: req.timeout + boot_allowance(req.arch),
+            timeout: req.timeout + boot_allowance(arch),
             log: log_path(&label),
             label,
         },
@@ -195,15 +237,31 @@ impl Plan {
     }
 
     pub fn exec(&mut self, timeout: Duration, command: &[String]) -> Result<()> {
+        self.command_step(&format!("exec\t{}", timeout.as_secs()), command)
+    }
+
+    /// A file of the image copied to `to` after the mounts (which hide what
+    /// the image holds under /tmp or /run).
+    pub fn copy(&mut self, from: &str, to: &str) -> Result<()> {
+        check_fields(&[from.to_owned(), to.to_owned()])?;
+        self.text.push_str(&format!("copy\t{from}\t{to}\n"));
+        Ok(())
+    }
+
+    /// A command run in `cwd` with its output streamed (`KILN-STDOUT`).
+    pub fn run(&mut self, timeout: Duration, cwd: &str, command: &[String]) -> Result<()> {
+        check_fields(&[cwd.to_owned()])?;
+        self.command_step(&format!("run\t{}\t{cwd}", timeout.as_secs()), command)
+    }
+
+    /// `head` (the step's own fields) then the command, one field a word.
+    fn command_step(&mut self, head: &str, command: &[String]) -> Result<()> {
         check_fields(command)?;
         if command.is_empty() {
             bail!("empty command");
         }
-        self.text.push_str(&format!(
-            "exec\t{}\t{}\n",
-            timeout.as_secs(),
-            command.join("\t")
-        ));
+        self.text
+            .push_str(&format!("{head}\t{}\n", command.join("\t")));
         Ok(())
     }
 }
@@ -257,6 +315,10 @@ pub fn guest_image(
     let tools = crate::userland::ensure(kernel.arch)?;
     for (host, guest) in &tools.files {
         image.add_file(guest, host, 0o755)?;
+    }
+    // Test programs that need a C compiler, built on the host for this arch.
+    for (host, guest) in crate::prebuilt::build(kernel.arch)? {
+        image.add_file(&guest, &host, 0o755)?;
     }
     image.add_symlink("/var/run", "/run")?;
     for (link, target) in &tools.symlinks {
@@ -362,6 +424,11 @@ pub struct Boot {
     pub accel: &'static str,
     pub log: PathBuf,
     pub qemu_status: Option<i32>,
+    /// Why the guest never reached `/init`, when it did not: QEMU's own
+    /// refusal, a panic, or no console output at all (see [`init_problem`]).
+    pub init_problem: Option<String>,
+    /// The runner got SIGINT/SIGTERM and stopped this VM.
+    pub interrupted: bool,
 }
 
 /// One console line, classified.
@@ -489,7 +556,154 @@ fn qemu_command(spec: &BootSpec, accel: &str) -> Command {
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
+    die_with_parent(&mut c);
     c
+}
+
+/// QEMU must not outlive the runner, however the runner ends (a signal
+/// that kills it outright included): the kernel sends QEMU SIGKILL when the
+/// thread that started it exits. Every boot waits for its QEMU on the
+/// thread that spawned it, so that thread outlives QEMU in a normal run.
+fn die_with_parent(c: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: runs in the forked child before exec; prctl, getppid and kill
+    // are async-signal-safe system calls on integers, nothing is allocated.
+    unsafe {
+        c.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The runner died between fork and prctl: nobody would kill us.
+            if libc::getppid() != parent {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+            Ok(())
+        })
+    };
+}
+
+/// The signal (SIGINT, SIGTERM) that asked the runner to stop, 0 if none.
+static INTERRUPT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_interrupt(sig: libc::c_int) {
+    INTERRUPT.store(sig, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// SIGINT and SIGTERM stop the running VMs (their QEMU killed) and let the
+/// runner write its report, marked interrupted. A second signal kills the
+/// runner at once (the handler is reset after the first); QEMU then dies
+/// with it (see [`die_with_parent`]).
+pub fn stop_on_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: a zeroed sigaction with a handler that only stores to an
+        // atomic (async-signal-safe); SA_RESETHAND restores the default
+        // after one delivery.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = on_interrupt as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            act.sa_flags = libc::SA_RESETHAND;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(sig, &act, std::ptr::null_mut());
+        }
+    }
+}
+
+/// The signal that interrupted this run, if one did.
+pub fn interrupted() -> Option<i32> {
+    match INTERRUPT.load(std::sync::atomic::Ordering::SeqCst) {
+        0 => None,
+        sig => Some(sig),
+    }
+}
+
+/// How much CPU time QEMU may spend before the guest reaches `/init` (its
+/// first protocol line). CPU time, not wall time: on a machine shared with
+/// builds, a 6.1 guest took 27 s of wall time to get there (3.5 s idle),
+/// while what it costs QEMU stays about the same. Every catalog kernel gets
+/// there in under 15 s of CPU under TCG; a kernel that never does (another
+/// arch's image spins without a word) is stopped after 30 s of CPU, within
+/// about 30 s on a machine with a core free. `KILN_INIT_DEADLINE_SECS`
+/// changes it.
+pub fn init_cpu_budget() -> Duration {
+    std::env::var("KILN_INIT_DEADLINE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(Duration::from_secs(30), Duration::from_secs)
+}
+
+/// However starved of CPU QEMU is, a guest that has not reached `/init`
+/// after this much wall time is stopped.
+const INIT_WALL_CAP: Duration = Duration::from_secs(300);
+
+/// User plus system CPU time of process `pid` (fields 14 and 15 of
+/// `/proc/PID/stat`), or `None` once it is gone.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from its `)`.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf reads a configuration value and has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| Duration::from_millis(ticks * 1000 / hz as u64))
+}
+
+/// Why a guest that printed no protocol line never got to `/init`, from what
+/// QEMU and the console said.
+fn init_problem(
+    spec: &BootSpec,
+    out: &Boot,
+    qemu_stderr: &[String],
+    console: &[String],
+    waited: Duration,
+    qemu_cpu: Option<Duration>,
+) -> String {
+    let waited = match qemu_cpu {
+        Some(cpu) => format!(
+            "{:.0} s ({:.0} s of QEMU's CPU)",
+            waited.as_secs_f64(),
+            cpu.as_secs_f64()
+        ),
+        None => format!("{:.0} s", waited.as_secs_f64()),
+    };
+    let image = spec.vmlinuz.display();
+    if out.qemu_status.is_some_and(|c| c != 0) && !qemu_stderr.is_empty() {
+        return format!(
+            "QEMU refused to boot {image} (exit status {}): {}",
+            out.qemu_status.unwrap_or(-1),
+            qemu_stderr.join(" | ")
+        );
+    }
+    if let Some(panic) = out.health.iter().find(|h| h.what == "kernel panic") {
+        return format!(
+            "the kernel panicked before /init ran: {}",
+            panic.trace.first().map(String::as_str).unwrap_or_default()
+        );
+    }
+    let console_name = match spec.arch {
+        Arch::X86_64 => "ttyS0",
+        Arch::Aarch64 => "ttyAMA0",
+    };
+    if console.is_empty() {
+        return format!(
+            "no console output in {waited} and /init never ran: {image} is likely not a kernel for {} \
+             (an image of another arch, or not a kernel at all), or it does not write to {console_name}",
+            spec.arch
+        );
+    }
+    let tail = &console[console.len().saturating_sub(5)..];
+    format!(
+        "the kernel started but never ran /init within {waited} (a panic or hang before init, \
+         or no initramfs support); its last console lines:\n    {}",
+        tail.join("\n    ")
+    )
 }
 
 /// Boots with KVM when it has been shown to work (a first boot under KVM that
@@ -539,6 +753,12 @@ fn boot_with(
             cmd.get_program()
         )
     })?;
+    // For wrappers and the runner's own tests, which must tell our QEMU
+    // from any other.
+    if let Some(f) = std::env::var_os("KILN_QEMU_PID_FILE") {
+        std::fs::write(&f, child.id().to_string())
+            .with_context(|| format!("writing {}", Path::new(&f).display()))?;
+    }
     let (tx, rx) = mpsc::channel::<String>();
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
@@ -573,7 +793,15 @@ fn boot_with(
         accel,
         log: spec.log.clone(),
         qemu_status: None,
+        init_problem: None,
+        interrupted: false,
     };
+    let init_budget = init_cpu_budget();
+    let init_by = start + INIT_WALL_CAP;
+    let mut reached_init = false;
+    let mut qemu_stderr: Vec<String> = Vec::new();
+    // The console (not QEMU's stderr) before init, the last lines only.
+    let mut console: Vec<String> = Vec::new();
     // After the end (DONE, panic), QEMU gets a few seconds to exit on its own
     // and the trace after a panic is still collected.
     let mut grace: Option<Instant> = None;
@@ -586,6 +814,20 @@ fn boot_with(
         if let Some(g) = grace {
             deadline = deadline.min(g);
         }
+        if !reached_init && grace.is_none() {
+            deadline = deadline.min(init_by);
+        }
+        if interrupted().is_some() {
+            out.interrupted = true;
+            break;
+        }
+        if !reached_init
+            && grace.is_none()
+            && cpu_time(child.id()).is_some_and(|used| used >= init_budget)
+        {
+            out.timed_out = true;
+            break;
+        }
         if now >= deadline {
             if grace.is_none() {
                 out.timed_out = true;
@@ -595,6 +837,16 @@ fn boot_with(
         match rx.recv_timeout((deadline - now).min(Duration::from_millis(500))) {
             Ok(line) => {
                 writeln!(log, "{line}")?;
+                if !reached_init {
+                    if let Some(q) = line.strip_prefix("qemu: ") {
+                        qemu_stderr.push(q.to_owned());
+                    } else if !line.trim().is_empty() && !line.contains("KILN-") {
+                        if console.len() == 200 {
+                            console.remove(0);
+                        }
+                        console.push(line.clone());
+                    }
+                }
                 if let Some(last) = out.health.last_mut() {
                     if last.trace.len() < 60 {
                         last.trace.push(line.clone());
@@ -602,6 +854,7 @@ fn boot_with(
                 }
                 match classify(&line) {
                     ConsoleLine::Protocol { kind, json } => {
+                        reached_init = true;
                         let ev = Event {
                             kind,
                             json,
@@ -641,7 +894,11 @@ fn boot_with(
                     // Drain what the readers still hold.
                     while let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
                         writeln!(log, "{line}")?;
+                        if let Some(q) = line.strip_prefix("qemu: ") {
+                            qemu_stderr.push(q.to_owned());
+                        }
                         if let ConsoleLine::Protocol { kind, json } = classify(&line) {
+                            reached_init = true;
                             let ev = Event {
                                 kind,
                                 json,
@@ -660,6 +917,7 @@ fn boot_with(
             }
         }
     }
+    let qemu_cpu = cpu_time(child.id());
     if child.try_wait()?.is_none() {
         // SIGKILL to the QEMU we started (by its pid, through the handle).
         let _ = child.kill();
@@ -671,6 +929,23 @@ fn boot_with(
         )?;
     }
     out.elapsed = start.elapsed();
+    if !reached_init && !out.interrupted {
+        out.init_problem = Some(init_problem(
+            spec,
+            &out,
+            &qemu_stderr,
+            &console,
+            out.elapsed,
+            qemu_cpu,
+        ));
+    }
+    if out.interrupted {
+        writeln!(
+            log,
+            "# the runner was interrupted (signal {})",
+            interrupted().unwrap_or(0)
+        )?;
+    }
     log.flush()?;
     Ok(out)
 }
@@ -766,6 +1041,11 @@ impl Verdict {
                         field("name"),
                         field("error")
                     )),
+                    "copy-failed" => problems.push(format!(
+                        "copying {} failed: {}",
+                        field("what"),
+                        field("error")
+                    )),
                     "mount-failed" => problems.push(format!(
                         "mounting {} failed: {}",
                         field("what"),
@@ -793,7 +1073,18 @@ impl Verdict {
         for g in &boot.garbled {
             problems.push(format!("unreadable protocol line: {g}"));
         }
+        if boot.interrupted {
+            problems.push(format!(
+                "interrupted: the runner got signal {} and stopped the VM after {:.0} s",
+                interrupted().unwrap_or(0),
+                boot.elapsed.as_secs_f64()
+            ));
+        }
         match &done {
+            _ if boot.interrupted => {}
+            None if boot.init_problem.is_some() => {
+                problems.insert(0, boot.init_problem.clone().unwrap_or_default())
+            }
             None if boot.timed_out => problems.push(format!(
                 "the VM timed out after {:.0} s without KILN-DONE",
                 boot.elapsed.as_secs_f64()
@@ -893,6 +1184,8 @@ mod tests {
             accel: "tcg",
             log: PathBuf::new(),
             qemu_status: Some(0),
+            init_problem: None,
+            interrupted: false,
         }
     }
 

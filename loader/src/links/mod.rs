@@ -256,7 +256,7 @@ impl LinkError {
 }
 
 /// A live attachment of a program to a hook.
-pub trait Link: fmt::Debug + Send {
+pub trait Link: fmt::Debug + Send + Sync {
     fn mechanism(&self) -> Mechanism;
 
     /// What the program is attached to, for messages (`tracepoint syscalls/sys_enter_getpid`).

@@ -11,7 +11,7 @@ use kiln_obj::AttachType;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 /// Something to undo when the perf event goes away (a legacy tracefs probe).
-pub(crate) trait Cleanup: std::fmt::Debug + Send {}
+pub(crate) trait Cleanup: std::fmt::Debug + Send + Sync {}
 
 /// A program running on one perf event.
 #[derive(Debug)]

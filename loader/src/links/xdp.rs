@@ -33,7 +33,15 @@ const IFLA_XDP_FD: u16 = 1;
 const IFLA_XDP_ATTACHED: u16 = 2;
 const IFLA_XDP_FLAGS: u16 = 3;
 const IFLA_XDP_PROG_ID: u16 = 4;
+const IFLA_XDP_DRV_PROG_ID: u16 = 5;
+const IFLA_XDP_SKB_PROG_ID: u16 = 6;
+const IFLA_XDP_HW_PROG_ID: u16 = 7;
 const IFLA_XDP_EXPECTED_FD: u16 = 8;
+/// `XDP_ATTACHED_*` of `IFLA_XDP_ATTACHED`.
+const XDP_ATTACHED_DRV: u8 = 1;
+const XDP_ATTACHED_SKB: u8 = 2;
+const XDP_ATTACHED_HW: u8 = 3;
+const XDP_ATTACHED_MULTI: u8 = 4;
 const MODES: XdpFlags = XdpFlags::SKB_MODE
     .union(XdpFlags::DRV_MODE)
     .union(XdpFlags::HW_MODE);
@@ -184,8 +192,8 @@ pub(crate) fn replace_xdp_netlink(
     .map_err(netlink::NetlinkError::into_io)
 }
 
-/// The XDP program attached to `ifindex` by any means: `(program id, mode)`.
-pub fn query_xdp(ifindex: u32) -> Result<Option<(u32, u8)>, LinkError> {
+/// The nested `IFLA_XDP` attribute of `ifindex` (`RTM_GETLINK`), if any.
+fn xdp_attribute(ifindex: u32) -> Result<Option<Vec<u8>>, LinkError> {
     let err = |e: netlink::NetlinkError| {
         LinkError::kernel(Mechanism::Xdp, "query", target(ifindex), e.into_io())
     };
@@ -193,19 +201,74 @@ pub fn query_xdp(ifindex: u32) -> Result<Option<(u32, u8)>, LinkError> {
     let mut m = Message::new(netlink::RTM_GETLINK, 0);
     m.push(&netlink::ifinfomsg(ifindex));
     let replies = sock.request(&mut m).map_err(err)?;
-    for r in replies {
-        let Some(attrs) = r.payload.get(16..) else {
-            continue;
-        };
-        if let Some(xdp) = netlink::find_attr(attrs, IFLA_XDP) {
-            let mode = netlink::find_attr(xdp, IFLA_XDP_ATTACHED)
-                .and_then(|v| v.first().copied())
-                .unwrap_or(0);
-            let id = netlink::attr_u32(xdp, IFLA_XDP_PROG_ID).unwrap_or(0);
-            return Ok((mode != 0).then_some((id, mode)));
-        }
+    Ok(replies.iter().find_map(|r| {
+        let attrs = r.payload.get(16..)?;
+        netlink::find_attr(attrs, IFLA_XDP).map(<[u8]>::to_vec)
+    }))
+}
+
+/// The XDP program attached to `ifindex` by any means: `(program id, mode)`.
+pub fn query_xdp(ifindex: u32) -> Result<Option<(u32, u8)>, LinkError> {
+    let Some(xdp) = xdp_attribute(ifindex)? else {
+        return Ok(None);
+    };
+    let mode = netlink::find_attr(&xdp, IFLA_XDP_ATTACHED)
+        .and_then(|v| v.first().copied())
+        .unwrap_or(0);
+    let id = netlink::attr_u32(&xdp, IFLA_XDP_PROG_ID).unwrap_or(0);
+    Ok((mode != 0).then_some((id, mode)))
+}
+
+/// The programs an interface runs in each XDP mode (by program id): a
+/// device can hold one generic (skb), one native (driver) and one
+/// offloaded program at once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpAttached {
+    /// `XDP_FLAGS_SKB_MODE`.
+    pub generic: Option<u32>,
+    /// `XDP_FLAGS_DRV_MODE`.
+    pub native: Option<u32>,
+    /// `XDP_FLAGS_HW_MODE`.
+    pub offload: Option<u32>,
+}
+
+impl XdpAttached {
+    /// The mode `prog_id` runs in on this interface, as `XdpFlags`.
+    pub fn mode_of(&self, prog_id: u32) -> Option<XdpFlags> {
+        [
+            (self.generic, XdpFlags::SKB_MODE),
+            (self.native, XdpFlags::DRV_MODE),
+            (self.offload, XdpFlags::HW_MODE),
+        ]
+        .into_iter()
+        .find_map(|(id, mode)| (id == Some(prog_id)).then_some(mode))
     }
-    Ok(None)
+}
+
+/// What runs on `ifindex`'s XDP hook in each mode, links and netlink
+/// attachments alike (read with `RTM_GETLINK`).
+pub fn query_xdp_modes(ifindex: u32) -> Result<XdpAttached, LinkError> {
+    let mut out = XdpAttached::default();
+    let Some(xdp) = xdp_attribute(ifindex)? else {
+        return Ok(out);
+    };
+    let attached = netlink::find_attr(&xdp, IFLA_XDP_ATTACHED)
+        .and_then(|v| v.first().copied())
+        .unwrap_or(0);
+    let id = |kind| netlink::attr_u32(&xdp, kind).filter(|id| *id != 0);
+    // One mode: the kernel reports only IFLA_XDP_PROG_ID; several: one id per mode.
+    match attached {
+        XDP_ATTACHED_DRV => out.native = id(IFLA_XDP_PROG_ID),
+        XDP_ATTACHED_SKB => out.generic = id(IFLA_XDP_PROG_ID),
+        XDP_ATTACHED_HW => out.offload = id(IFLA_XDP_PROG_ID),
+        XDP_ATTACHED_MULTI => {
+            out.native = id(IFLA_XDP_DRV_PROG_ID);
+            out.generic = id(IFLA_XDP_SKB_PROG_ID);
+            out.offload = id(IFLA_XDP_HW_PROG_ID);
+        }
+        _ => {}
+    }
+    Ok(out)
 }
 
 /// Removes the netlink-attached XDP program of `ifindex` (mode `flags`).

@@ -100,6 +100,16 @@ pub enum MapError {
     },
 }
 
+impl MapError {
+    /// The errno the kernel answered, when a bpf(2) call failed.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            MapError::Syscall { source, .. } => Some(source.errno()),
+            _ => None,
+        }
+    }
+}
+
 impl From<sysobj::OpenError> for MapError {
     fn from(e: sysobj::OpenError) -> Self {
         let sysobj::OpenError { name, op, source } = e;

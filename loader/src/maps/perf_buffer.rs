@@ -144,6 +144,11 @@ pub struct PerfBuffer {
 
 // SAFETY: the mapping is owned by this value; head/tail are accessed atomically.
 unsafe impl Send for PerfBuffer {}
+// SAFETY: through `&PerfBuffer` a thread can only read `cpu()` and use the
+// fd; the ring's data and `data_tail` are read and written only by
+// `read_events`, which takes `&mut self`, and the scratch buffer likewise, so
+// shared references never race on the mapping or the Vec.
+unsafe impl Sync for PerfBuffer {}
 
 impl PerfBuffer {
     pub fn cpu(&self) -> u32 {

@@ -33,6 +33,12 @@ pub struct RingBuf<M> {
 
 // SAFETY: the mappings are owned by this value; positions are accessed atomically.
 unsafe impl<M: Send> Send for RingBuf<M> {}
+// SAFETY: through `&RingBuf` a thread can only poll the map fd (`wait`),
+// read `map()` (shared only when `M: Sync`) and load the positions
+// atomically; records are read and the consumer position is written only by
+// `next` and `drain`, which take `&mut self`, so no two threads ever consume
+// at once and the raw pointers are never written through a shared reference.
+unsafe impl<M: Sync> Sync for RingBuf<M> {}
 
 fn mmap(map: &Map, len: usize, prot: i32, offset: usize) -> Result<*mut u8, MapError> {
     // SAFETY: a fresh shared mapping of the ring buffer fd; the kernel validates length, protection and offset.

@@ -174,6 +174,18 @@ impl Program {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+    /// A second handle on the same kernel program (one program pinned or
+    /// attached under two names).
+    pub fn try_clone(&self) -> std::io::Result<Program> {
+        Ok(Program {
+            fd: self.fd.try_clone()?,
+            name: self.name.clone(),
+            kind: self.kind.clone(),
+            tag: self.tag,
+            id: self.id,
+            verifier_log: None,
+        })
+    }
     pub fn into_fd(self) -> OwnedFd {
         self.fd
     }

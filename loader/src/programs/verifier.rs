@@ -25,27 +25,60 @@ pub enum VerifierLogLevel {
 }
 
 /// A program the kernel refused.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum LoadError {
     /// The verifier (or the load path before it) rejected the program.
-    #[error("{}", verifier_message(.program, .source, .log, .source_line.as_ref()))]
     Verifier {
         program: String,
-        #[source]
         source: SysError,
         /// The whole log at level 1.
         log: String,
         /// `file:line: text` of the failing instruction, when the object has line info.
         source_line: Option<String>,
     },
-    #[error("program '{program}': {source}")]
     Syscall {
         program: String,
-        #[source]
         source: SysError,
     },
-    #[error("program '{program}': {message}")]
-    Invalid { program: String, message: String },
+    Invalid {
+        program: String,
+        message: String,
+    },
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoadError::Verifier {
+                program,
+                source,
+                log,
+                source_line,
+            } => f.write_str(&verifier_message(
+                program,
+                source,
+                log,
+                source_line.as_ref(),
+            )),
+            LoadError::Syscall { program, source } => write!(f, "program '{program}': {source}"),
+            LoadError::Invalid { program, message } => write!(f, "program '{program}': {message}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            // A rejection the verifier explained: the errno is its verdict
+            // (EACCES, EINVAL), not a privilege problem, so the syscall
+            // error and its capability/lockdown/RLIMIT hint stay out of the
+            // chain. With an empty log the load failed before verification
+            // (EPERM from a missing capability): then the hint is the point.
+            LoadError::Verifier { log, .. } if !log.trim().is_empty() => None,
+            LoadError::Verifier { source, .. } | LoadError::Syscall { source, .. } => Some(source),
+            LoadError::Invalid { .. } => None,
+        }
+    }
 }
 
 impl LoadError {

@@ -62,13 +62,29 @@ pub enum Cmd {
 
 /// A failed bpf(2) call: which command, and the errno. On EPERM/EACCES the
 /// message names the capability the command needs and the ones this process lacks.
-#[derive(Debug, thiserror::Error)]
-#[error("bpf({cmd:?}) failed: {source}{}", caps::eperm_hint(*.cmd, self.errno()))]
+///
+/// It prints its errno itself and so is the end of an error chain: returning
+/// the `io::Error` as its source too would print "Permission denied" twice.
+#[derive(Debug)]
 pub struct SysError {
     pub cmd: Cmd,
-    #[source]
     pub source: std::io::Error,
 }
+
+impl std::fmt::Display for SysError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "bpf({:?}) failed: {}{}",
+            self.cmd,
+            self.source,
+            caps::eperm_hint(self.cmd, self.errno())
+        )
+    }
+}
+
+/// No `source()`: the errno is already in the message.
+impl std::error::Error for SysError {}
 
 impl SysError {
     pub fn errno(&self) -> i32 {
@@ -127,4 +143,20 @@ pub unsafe fn bpf_fd<A>(cmd: Cmd, attr: &mut A) -> Result<OwnedFd, SysError> {
     let fd = unsafe { bpf(cmd, attr)? };
     // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sys_error_prints_its_errno_once_in_a_chain() {
+        let e = SysError {
+            cmd: Cmd::MapUpdateElem,
+            source: std::io::Error::from_raw_os_error(libc::EPERM),
+        };
+        assert!(std::error::Error::source(&e).is_none());
+        let text = e.to_string();
+        assert_eq!(text.matches("Operation not permitted").count(), 1, "{text}");
+    }
 }

@@ -1,11 +1,16 @@
 //! Helpers shared by the kernel-facing manifest tests.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use kiln_manifest::Deployment;
 
 use kiln_loader::Map;
 use kiln_loader::maps::UpdateFlags;
 use kiln_loader::sys::object::OpenFlags;
+use kiln_testkit::Need;
 
 /// Moves this test thread into a new network namespace with `lo` up.
 pub fn private_netns() -> Result<(), String> {
@@ -142,4 +147,144 @@ pub fn cgroup2_root() -> Option<String> {
         let f: Vec<&str> = l.split_whitespace().collect();
         (f.get(2) == Some(&"cgroup2")).then(|| f[1].to_string())
     })
+}
+
+/// Why tracepoint attachments cannot be pinned here (before perf-event
+/// links, 5.15), or `None`; as `Need::Probe` takes it.
+pub fn no_perf_link() -> Option<String> {
+    let ok = kiln_manifest::features::probe("perf_link").unwrap_or(false);
+    (!ok).then(|| "tracepoint attachments cannot be pinned before perf-event links (5.15)".into())
+}
+
+/// A test deployment of the counter manifest: its own name, pin root
+/// (`/sys/fs/bpf/kiln-test-<pid>-<n>`), temporary directory and network
+/// namespace, removed on drop.
+pub struct Fixture {
+    pub name: String,
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub v1: PathBuf,
+    pub v2: PathBuf,
+}
+
+impl Fixture {
+    pub fn new() -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let name = format!("kiln-test-{pid}-{n}");
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir)?;
+        private_netns()?;
+        Ok(Fixture {
+            root: PathBuf::from("/sys/fs/bpf").join(&name),
+            name,
+            dir,
+            v1: kiln_testkit::bpf_object("manifest_counter.bpf.o")?,
+            v2: kiln_testkit::bpf_object("manifest_counter_v2.bpf.o")?,
+        })
+    }
+
+    /// Writes the manifest (with `extra` appended to `[maps.COUNTERS]`) and loads it with `object`.
+    pub fn deployment(
+        &self,
+        object: &Path,
+        map_extra: &str,
+        exec_extra: &str,
+    ) -> Result<Deployment, String> {
+        self.load(&counter_manifest(
+            &self.name, &self.root, object, map_extra, exec_extra,
+        ))
+    }
+
+    /// Writes `text` as the fixture's manifest and loads it.
+    pub fn load(&self, text: &str) -> Result<Deployment, String> {
+        let path = self.manifest_path();
+        std::fs::write(&path, text).map_err(|e| e.to_string())?;
+        Deployment::load(&path, &BTreeMap::new()).map_err(|d| d.to_string())
+    }
+
+    /// Where [`Fixture::load`] writes the manifest.
+    pub fn manifest_path(&self) -> PathBuf {
+        self.dir.join("manifest.toml")
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        remove_deployment(&self.name, &self.root, &self.dir);
+    }
+}
+
+/// What the counter deployment needs: root, bpf(2), a network namespace for
+/// its XDP program on `lo`, and perf-event links to pin its tracepoint.
+pub fn counter_needs() -> [kiln_testkit::Need; 4] {
+    use kiln_testkit::Need;
+    [
+        Need::Root,
+        Need::Bpf,
+        Need::NetNs,
+        Need::Probe("perf_link", no_perf_link),
+    ]
+}
+
+/// The `kiln` binary under test (`$KILN_BIN` in the VMs).
+pub fn kiln_bin() -> PathBuf {
+    std::env::var_os("KILN_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kiln")), PathBuf::from)
+}
+
+/// The index of network interface `name` in this thread's namespace.
+pub fn ifindex(name: &str) -> Result<u32, String> {
+    let c = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
+    // SAFETY: `c` is a NUL-terminated string alive for the call.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(format!("no interface {name}")),
+        i => Ok(i),
+    }
+}
+
+/// Pins, at `path`, a map of another tool (as `bpftool map create` would
+/// make it: a hash u32 -> u64) holding `key` = `value`, with kiln-loader's
+/// raw calls so that it works in the test VMs too.
+pub fn pin_foreign_map(path: &Path, key: u32, value: u64) -> Result<(), String> {
+    let spec = kiln_obj::MapSpec {
+        name: "foreign".into(),
+        map_type: kiln_obj::MapType::HASH,
+        key_size: 4,
+        value_size: 8,
+        max_entries: 16,
+        map_flags: 0,
+        numa_node: None,
+        map_extra: 0,
+        pinning: kiln_obj::Pinning::None,
+        origin: kiln_obj::MapOrigin::BtfMaps,
+        initial_data: None,
+        btf_key_type_id: None,
+        btf_value_type_id: None,
+        inner: None,
+        variables: vec![],
+    };
+    let map = Map::create(&spec, None, None).map_err(|e| e.to_string())?;
+    map.update_bytes(&key.to_ne_bytes(), &value.to_ne_bytes(), UpdateFlags::ANY)
+        .map_err(|e| e.to_string())?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    map.pin(path).map_err(|e| e.to_string())
+}
+
+/// The value at `key` of the u32 -> u64 map pinned at `path`.
+pub fn pinned_value(path: &Path, key: u32) -> Result<Option<u64>, String> {
+    let map =
+        Map::from_pin(path, OpenFlags::ReadOnly).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(map
+        .lookup_bytes(&key.to_ne_bytes(), UpdateFlags::ANY)
+        .map_err(|e| e.to_string())?
+        .map(|v| u64::from_ne_bytes(v[..8].try_into().unwrap_or_default())))
+}
+
+/// Tracepoint attachments are pinned as perf-event links, which came in 5.15.
+pub fn perf_links() -> Need {
+    Need::Probe("perf_link", no_perf_link)
 }

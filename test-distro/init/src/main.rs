@@ -11,6 +11,13 @@
 //!   run with `--test-threads=1`.
 //! - `exec<TAB>TIMEOUT_SECS<TAB>PROGRAM[<TAB>ARG...]`: any command; its exit
 //!   status and output are reported in one `KILN-EXEC` line.
+//! - `run<TAB>TIMEOUT_SECS<TAB>CWD<TAB>PROGRAM[<TAB>ARG...]`: any command
+//!   run in directory CWD (created if missing; `cargo xtask vm`), its output
+//!   streamed as it comes, one `KILN-STDOUT` line per line, then a
+//!   `KILN-EXEC` line with its exit status and no output.
+//! - `copy<TAB>FROM<TAB>TO`: copies a file of the image to where the
+//!   mounts would hide it (a host file under `/tmp` goes to the guest's
+//!   `/tmp`, a tmpfs mounted over the image's).
 //!
 //! Every line this program prints starts with a `KILN-` prefix followed by a
 //! JSON object that carries a sequence number (`seq`), so the host can tell
@@ -127,6 +134,10 @@ fn main() {
             ["exec", timeout, program, args @ ..] => {
                 run_exec(program, args, parse_timeout(timeout, lineno))
             }
+            ["copy", from, to] => copy_file(from, to),
+            ["run", timeout, cwd, program, args @ ..] => {
+                run_streamed(program, args, cwd, parse_timeout(timeout, lineno))
+            }
             _ => emit(
                 "KILN-EVENT",
                 &[
@@ -206,11 +217,15 @@ struct Captured {
 fn run_captured(
     program: &str,
     args: &[String],
+    cwd: Option<&str>,
     timeout: Duration,
     mut on_line: impl FnMut(&str),
 ) -> std::io::Result<Captured> {
     let (read, write) = sys::pipe()?;
     let mut cmd = Command::new(program);
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
     cmd.args(args)
         .env_clear()
         .env("PATH", "/bin:/usr/bin:/sbin:/usr/sbin")
@@ -222,6 +237,8 @@ fn run_captured(
         .env("RUST_BACKTRACE", "1")
         // Tests that run the operator binary find it here (see manifests/tests).
         .env("KILN_BIN", "/bin/kiln")
+        // C test programs built on the host (xtask's prebuilt.rs): the guest has no `cc`.
+        .env("KILN_PREBUILT_DIR", "/kiln/prebuilt")
         .stdin(Stdio::null())
         .stdout(Stdio::from(write.try_clone()?))
         .stderr(Stdio::from(write));
@@ -352,7 +369,7 @@ fn run_test_binary(binary: &str, extra: &[&str], timeout: Duration) -> i64 {
     let mut parser = libtest::Parser::default();
     let mut count = 0i64;
     let mut failed = Vec::new();
-    let captured = run_captured(binary, &args, timeout, |line| {
+    let captured = run_captured(binary, &args, None, timeout, |line| {
         // stderr shares the pipe with libtest's `test NAME ... ` (its verdict
         // comes later): a stats line may follow it on the same line.
         let (line, stats) = split_verifier_stats(line);
@@ -481,7 +498,7 @@ fn tail(lines: &[String], n: usize) -> String {
 
 fn run_exec(program: &str, args: &[&str], timeout: Duration) {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    match run_captured(program, &args, timeout, |_| {}) {
+    match run_captured(program, &args, None, timeout, |_| {}) {
         Ok(c) => emit(
             "KILN-EXEC",
             &[
@@ -501,6 +518,46 @@ fn run_exec(program: &str, args: &[&str], timeout: Duration) {
             ],
         ),
     }
+}
+
+fn copy_file(from: &str, to: &str) {
+    let copied = Path::new(to)
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::copy(from, to));
+    if let Err(e) = copied {
+        emit(
+            "KILN-EVENT",
+            &[
+                ("event", s("copy-failed")),
+                ("what", s(format!("{from} -> {to}"))),
+                ("error", s(e.to_string())),
+            ],
+        );
+    }
+}
+
+/// Runs a user's command, each output line sent as it arrives.
+fn run_streamed(program: &str, args: &[&str], cwd: &str, timeout: Duration) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    // The host's working directory; a missing one would fail the spawn.
+    let _ = std::fs::create_dir_all(cwd);
+    let result = run_captured(program, &args, Some(cwd), timeout, |line| {
+        emit("KILN-STDOUT", &[("line", s(line))])
+    });
+    let (exit, timed_out, error) = match result {
+        Ok(c) => (c.exit.map_or(-1, i64::from), c.timed_out, String::new()),
+        Err(e) => (-1, false, format!("cannot run {program}: {e}")),
+    };
+    emit(
+        "KILN-EXEC",
+        &[
+            ("program", s(program)),
+            ("exit", Json::N(exit)),
+            ("timed_out", Json::N(timed_out as i64)),
+            ("output", s(error)),
+        ],
+    );
 }
 
 #[cfg(test)]

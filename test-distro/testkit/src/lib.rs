@@ -18,7 +18,14 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub mod helpers;
+
 pub use libtest_mimic::Failed;
+
+/// Prebuilt C test programs in the guest (`$KILN_PREBUILT_DIR`).
+pub mod prebuilt;
+/// Running a command as nobody or without some capabilities (no setpriv/capsh).
+pub mod privilege;
 
 /// What a test body returns; `?` works on any error type.
 pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -36,6 +43,10 @@ pub enum Need {
     NetNs,
     /// A probe of the caller's: `Some(reason)` when the need is unmet.
     Probe(&'static str, fn() -> Option<String>),
+    /// Every helper the object (a file name in [`bpf_dir`]) calls is granted
+    /// to the program type of its section, probed by a bare load per helper
+    /// ([`helpers`]): kernels of one release differ in what they grant.
+    HelpersOf(&'static str),
 }
 
 impl Need {
@@ -58,6 +69,7 @@ impl Need {
                 }
             }
             Need::Probe(_, probe) => probe(),
+            Need::HelpersOf(file) => helpers::object_helpers_unmet(file),
         }
     }
 
@@ -105,12 +117,17 @@ pub fn run(tests: Vec<Test>) -> ! {
     let trials = tests
         .into_iter()
         .map(|t| {
-            let unmet: Vec<(bool, String)> = t
-                .needs
-                .iter()
-                .filter_map(|n| n.unmet_reason().map(|r| (n.is_strict(), r)))
-                .collect();
             let name = t.name.clone();
+            // Probes load programs: a run of one test (nextest runs each in its
+            // own process) probes only that test's needs. Listing probes all.
+            let unmet: Vec<(bool, String)> = if args.list || is_selected(&args, &name) {
+                t.needs
+                    .iter()
+                    .filter_map(|n| n.unmet_reason().map(|r| (n.is_strict(), r)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
             if let Some((_, reason)) = unmet.iter().find(|(is_strict, _)| strict && *is_strict) {
                 let reason = reason.clone();
                 return libtest_mimic::Trial::test(name, move || {
@@ -130,6 +147,18 @@ pub fn run(tests: Vec<Test>) -> ! {
         })
         .collect();
     libtest_mimic::run(&args, trials).exit()
+}
+
+/// Whether libtest's filters (`NAME`, `--exact`, `--skip`) keep `name`.
+fn is_selected(args: &libtest_mimic::Arguments, name: &str) -> bool {
+    let matches = |pattern: &str| {
+        if args.exact {
+            name == pattern
+        } else {
+            name.contains(pattern)
+        }
+    };
+    args.filter.as_deref().is_none_or(matches) && !args.skip.iter().any(|s| matches(s))
 }
 
 /// The verifier's summary of one load, from the log's `processed N insns

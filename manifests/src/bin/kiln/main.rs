@@ -10,7 +10,31 @@ use clap::{Args, Parser, Subcommand};
 use kiln_manifest::apply::{ApplyOptions, Step};
 use kiln_manifest::{Deployment, Manifest};
 
+/// Prints a line on stdout without panicking (see [`output`]).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::output::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Prints on stdout without panicking, no newline.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::output::write_out(format_args!($($arg)*))
+    };
+}
+
+/// Prints a line on stderr without panicking.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::output::write_err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+mod agent;
+mod compat;
 mod object;
+mod output;
 mod probe;
 
 #[derive(Parser)]
@@ -26,8 +50,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Parse and validate a manifest against its objects and this host; change nothing.
-    Check(Target),
+    /// Parse and validate a manifest against its objects and this host, and say which privileges applying it needs; change nothing.
+    /// With --kernels: whether its programs find what they need in other kernels (offline).
+    Check {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        kernels: compat::KernelArgs,
+        /// The result and the privileges as JSON (`--kernels-json` for the --kernels report).
+        #[arg(long = "json", id = "check_json")]
+        json: bool,
+    },
     /// Show what `apply` would do, computed from the manifest and the live kernel.
     Plan {
         #[command(flatten)]
@@ -47,6 +80,9 @@ enum Command {
         /// Where a rejected program's whole verifier log is written (default: the temporary directory).
         #[arg(long, value_name = "DIR")]
         verifier_log_dir: Option<PathBuf>,
+        /// On a pin root holding pins but no Kiln record: take over the pins at this manifest's paths (only those).
+        #[arg(long)]
+        adopt: bool,
     },
     /// Each declared map and program: desired against observed. Exit code 2 on drift.
     Status {
@@ -59,7 +95,7 @@ enum Command {
     Export {
         /// The deployment's pin root (e.g. /sys/fs/bpf/kiln/quickstart).
         pin_root: PathBuf,
-        /// Deployment name (default: the pin root's last component).
+        /// Deployment name (default, for a pin root under /sys/fs/bpf/kiln: its last component).
         #[arg(long)]
         name: Option<String>,
     },
@@ -71,10 +107,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep every manifest of a directory applied: on start, on every change, and every resync.
+    Agent(agent::AgentArgs),
     /// Detach and unpin everything the deployment owns, and remove its pin root.
     Destroy {
         /// The manifest (only its name and pin_root are read).
         manifest: PathBuf,
+    },
+    /// Start a project: an eBPF crate, a userspace crate that builds and
+    /// loads it, and a manifest, in a new directory (its README says the rest).
+    New {
+        /// The project's name (lowercase letters, digits, '-', '_').
+        name: String,
+        /// Where to write it (default: ./NAME); must not exist.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// A Kiln checkout to take the crates from by path (default: the one
+        /// this kiln was built from, if present, else Kiln's git repository).
+        #[arg(long, value_name = "CHECKOUT")]
+        kiln_path: Option<PathBuf>,
     },
 }
 
@@ -118,6 +169,13 @@ struct Target {
 
 impl Target {
     fn load(&self) -> anyhow::Result<Deployment> {
+        let overrides = self.overrides()?;
+        input_file(&self.manifest, "manifest file")?;
+        Deployment::load_with(&self.manifest, &overrides, self.allow_outside).map_err(invalid)
+    }
+
+    /// `--object NAME=PATH` pairs.
+    fn overrides(&self) -> anyhow::Result<BTreeMap<String, PathBuf>> {
         let mut overrides = BTreeMap::new();
         for o in &self.objects {
             let Some((name, path)) = o.split_once('=') else {
@@ -127,7 +185,7 @@ impl Target {
             };
             overrides.insert(name.to_string(), PathBuf::from(path));
         }
-        Deployment::load_with(&self.manifest, &overrides, self.allow_outside).map_err(invalid)
+        Ok(overrides)
     }
 }
 
@@ -144,15 +202,42 @@ mod exit {
     pub const PRIVILEGE: u8 = 4;
     /// The command line is wrong (sysexits' EX_USAGE).
     pub const USAGE: u8 = 64;
+    /// A file or directory named on the command line is missing or is not
+    /// what the command reads (sysexits' EX_NOINPUT).
+    pub const NO_INPUT: u8 = 66;
 }
 
-/// A manifest that failed validation (the diagnostics, rendered).
+/// A command line that cannot work (beyond what clap checks).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct Invalid(String);
+struct Usage(String);
+
+/// A file named on the command line that cannot be the command's input.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct NoInput(String);
+
+/// Checks that `path`, named on the command line as a `what`, is a file.
+fn input_file(path: &std::path::Path, what: &str) -> anyhow::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => {
+            Err(NoInput(format!("{}: is a directory, not a {what}", path.display())).into())
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(NoInput(format!("{}: no such {what}", path.display())).into())
+        }
+        Err(e) => Err(NoInput(format!("{}: cannot read the {what}: {e}", path.display())).into()),
+    }
+}
+
+/// A manifest that failed validation.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Invalid(kiln_manifest::Diagnostics);
 
 fn invalid(d: kiln_manifest::Diagnostics) -> anyhow::Error {
-    Invalid(d.to_string()).into()
+    Invalid(d).into()
 }
 
 /// The error and its causes, each once: library errors often repeat their
@@ -176,6 +261,12 @@ fn render(e: &anyhow::Error) -> String {
 fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<Invalid>().is_some() {
         return exit::INVALID;
+    }
+    if e.downcast_ref::<NoInput>().is_some() {
+        return exit::NO_INPUT;
+    }
+    if e.downcast_ref::<Usage>().is_some() {
+        return exit::USAGE;
     }
     let privilege = e.chain().any(|c| {
         c.downcast_ref::<kiln_manifest::privilege::MissingPrivilege>()
@@ -203,6 +294,22 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     exit::FAILURE
 }
 
+/// The error as JSON, for `--json` callers that read stdout only: the
+/// message, the exit code, and for an invalid manifest each diagnostic
+/// (file, line, col, message, help).
+fn error_json(e: &anyhow::Error, code: u8) -> serde_json::Value {
+    let diagnostics = e
+        .downcast_ref::<Invalid>()
+        .map(|Invalid(d)| serde_json::to_value(&d.0).unwrap_or_default());
+    serde_json::json!({
+        "error": {
+            "message": render(e),
+            "exit_code": code,
+            "diagnostics": diagnostics.unwrap_or_else(|| serde_json::json!([])),
+        }
+    })
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -215,39 +322,124 @@ fn main() -> ExitCode {
             };
         }
     };
-    match run(cli) {
+    let json = cli.command.json();
+    let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {
+            let code = exit_code(&e);
+            if json {
+                outln!("{:#}", error_json(&e, code));
+            }
             let msg = render(&e);
             if msg.starts_with("error:") {
-                eprintln!("{msg}");
+                errln!("{msg}");
             } else {
-                eprintln!("error: {msg}");
+                errln!("error: {msg}");
             }
-            ExitCode::from(exit_code(&e))
+            return ExitCode::from(code);
+        }
+    };
+    // A closed pipe ends the output quietly (as `ls | head`); any other
+    // failure to write (a full disk) is an error, after the work was done.
+    if let Some(e) = output::write_failure() {
+        errln!(
+            "error: cannot write the output: {e} (the command itself completed; `kiln status` shows the kernel's state)"
+        );
+        return ExitCode::from(exit::FAILURE);
+    }
+    code
+}
+
+impl Command {
+    /// Whether the command was asked for JSON on stdout.
+    fn json(&self) -> bool {
+        match self {
+            Command::Plan { json, .. }
+            | Command::Apply { json, .. }
+            | Command::Status { json, .. }
+            | Command::Probe { json }
+            | Command::Object(ObjectCommand::Inspect { json, .. })
+            | Command::Object(ObjectCommand::Load { json, .. }) => *json,
+            Command::Check { kernels, json, .. } => *json || kernels.json(),
+            Command::Agent(_)
+            | Command::Export { .. }
+            | Command::Destroy { .. }
+            | Command::New { .. } => false,
         }
     }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Check(target) => {
+        Command::Check {
+            target, kernels, ..
+        } if kernels.wanted() => {
+            return compat::run(&target, &kernels);
+        }
+        Command::Check { target, json, .. } => {
             let d = target.load()?;
-            println!(
-                "{}: ok ({} program(s), {} map(s), pin root {})",
-                target.manifest.display(),
-                d.resolved.desired.programs.len(),
-                d.resolved.desired.maps.len(),
-                d.manifest.pin_root().display()
-            );
+            let problems = d.live_problems();
+            if !problems.is_empty() {
+                return Err(invalid(kiln_manifest::Diagnostics(problems)));
+            }
+            let reasons = kiln_manifest::privilege::reasons(&d.resolved);
+            let token = kiln_manifest::privilege::delegation(&d.resolved);
+            let root = d.manifest.pin_root();
+            // Where a non-root apply must be able to write: the pin root, or
+            // the directory it is created in.
+            let writable = root
+                .ancestors()
+                .find(|a| a.exists())
+                .unwrap_or(&root)
+                .to_path_buf();
+            if json {
+                let v = serde_json::json!({
+                    "manifest": target.manifest,
+                    "programs": d.resolved.desired.programs.len(),
+                    "maps": d.resolved.desired.maps.len(),
+                    "pin_root": root,
+                    "capabilities": reasons,
+                    "writable": writable,
+                    "token_delegation": token,
+                });
+                outln!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                outln!(
+                    "{}: ok ({} program(s), {} map(s), pin root {})",
+                    target.manifest.display(),
+                    d.resolved.desired.programs.len(),
+                    d.resolved.desired.maps.len(),
+                    root.display()
+                );
+                outln!("privileges to apply it as a non-root user:");
+                for r in &reasons {
+                    let when = if r.only_when_deployed {
+                        " (once deployed)"
+                    } else {
+                        ""
+                    };
+                    out!("  {:<14} {}{when}", r.capability, r.why);
+                    if !r.programs.is_empty() {
+                        out!(": {}", r.programs.join(", "));
+                    }
+                    outln!("");
+                }
+                outln!("  write access   to {}", writable.display());
+                let caps: Vec<&str> = reasons.iter().map(|r| r.capability).collect();
+                outln!("  systemd:       AmbientCapabilities={}", caps.join(" "));
+                outln!(
+                    "a BPF token (6.9+) for these loads needs a bpffs mounted with (`kiln apply` does not load through tokens yet):"
+                );
+                outln!("  -o {}", token.mount_options());
+            }
         }
         Command::Plan { target, json } => {
             let d = target.load()?;
             let plan = d.plan()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&plan)?);
+                outln!("{}", serde_json::to_string_pretty(&plan)?);
             } else {
-                println!("{plan}");
+                outln!("{plan}");
             }
         }
         Command::Apply {
@@ -255,6 +447,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             fail_at,
             verifier_log_dir,
+            adopt,
         } => {
             let d = target.load()?;
             // Kernels before 5.11 charge maps and programs to RLIMIT_MEMLOCK;
@@ -262,6 +455,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let _ = kiln_loader::sys::caps::raise_memlock();
             let mut opts = ApplyOptions {
                 verifier_log_dir,
+                adopt,
                 ..ApplyOptions::default()
             };
             let fail_at = fail_at.or_else(|| {
@@ -287,27 +481,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "apply failed; nothing changed (the previous generation, if any, still runs)",
             )?;
             for n in &outcome.notes {
-                eprintln!("note: {n}");
+                errln!("note: {n}");
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&outcome.plan)?);
+                outln!("{}", serde_json::to_string_pretty(&outcome.plan)?);
             } else if outcome.plan.is_noop() {
-                println!("deployment {}: no changes", outcome.plan.deployment);
+                outln!("deployment {}: no changes", outcome.plan.deployment);
             } else {
-                println!("{}", outcome.plan);
-                println!("applied.");
+                outln!("{}", outcome.plan);
+                outln!("applied.");
             }
             for w in outcome.warnings {
-                eprintln!("warning: {w}");
+                errln!("warning: {w}");
             }
         }
         Command::Status { target, json } => {
             let d = target.load()?;
             let status = d.status()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                outln!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                println!("{status}");
+                outln!("{status}");
             }
             if !status.all_ok() {
                 return Ok(ExitCode::from(exit::DRIFT));
@@ -328,30 +522,82 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Probe { json } => probe::run(json)?,
+        Command::New {
+            name,
+            dir,
+            kiln_path,
+        } => {
+            use kiln_build::template::{self, KilnSource};
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let source = match kiln_path {
+                Some(p) => KilnSource::Checkout(std::path::absolute(&p)?),
+                None => KilnSource::default_for_this_build(),
+            };
+            template::create(&name, &dir, &source)?;
+            println!(
+                "{}: created; `cd {} && cargo build`, then see README.md",
+                dir.display(),
+                dir.display()
+            );
+        }
+        Command::Agent(args) => agent::run(args)?,
         Command::Export { pin_root, name } => {
             if !pin_root.is_dir() {
-                bail!("{}: no such pin root", pin_root.display());
+                return Err(NoInput(format!("{}: no such pin root", pin_root.display())).into());
             }
-            let name = name.unwrap_or_else(|| {
-                pin_root
+            // The name picks the lock and the default pin root: guessing it
+            // from a custom pin root would make the exported manifest take
+            // another deployment's lock.
+            let default_base = std::path::Path::new(kiln_manifest::manifest::DEFAULT_PIN_BASE);
+            let name = match name {
+                Some(n) => n,
+                None if pin_root.parent() == Some(default_base) => pin_root
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            });
-            print!("{}", kiln_manifest::export::export(&name, &pin_root)?);
+                    .unwrap_or_default(),
+                None => {
+                    return Err(Usage(format!(
+                        "{}: not under {}, so the deployment's name cannot be read from it; pass --name NAME (the [deployment] name of the manifest that applied it)",
+                        pin_root.display(),
+                        default_base.display()
+                    ))
+                    .into());
+                }
+            };
+            let text = kiln_manifest::export::export(&name, &pin_root)?;
+            outln!("{}", text.trim_end());
         }
         Command::Destroy { manifest } => {
+            input_file(&manifest, "manifest file")?;
             let m = Manifest::load(&manifest).map_err(invalid)?;
-            let removed = kiln_manifest::apply::destroy(m.name(), &m.pin_root())?;
-            for r in &removed {
-                println!("- unpinned {r}");
+            let done = kiln_manifest::apply::destroy_owned(m.name(), &m.pin_root())?;
+            for r in &done.removed {
+                outln!("- unpinned {r}");
             }
-            println!(
-                "deployment {}: destroyed ({} pin(s) removed, {} gone)",
-                m.name(),
-                removed.len(),
-                m.pin_root().display()
-            );
+            for p in &done.left {
+                outln!("= left alone {} (not this deployment's)", p.display());
+            }
+            if done.left.is_empty() {
+                outln!(
+                    "deployment {}: destroyed ({} pin(s) removed, {} {})",
+                    m.name(),
+                    done.removed.len(),
+                    m.pin_root().display(),
+                    if done.root_removed || !m.pin_root().exists() {
+                        "gone"
+                    } else {
+                        "stays (it was there before Kiln)"
+                    }
+                );
+            } else {
+                outln!(
+                    "deployment {}: destroyed ({} pin(s) removed); {} stays, holding {} foreign item(s)",
+                    m.name(),
+                    done.removed.len(),
+                    m.pin_root().display(),
+                    done.left.len()
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

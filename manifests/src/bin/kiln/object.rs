@@ -110,18 +110,18 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
                 "name": e.name, "kind": extern_kind(&e.kind), "weak": e.weak,
             })).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{} (license {}, {})",
         path.display(),
         spec.license,
         if spec.btf.is_some() { "BTF" } else { "no BTF" }
     );
-    println!("programs:");
+    outln!("programs:");
     for p in &spec.programs {
-        println!(
+        outln!(
             "  {:<24} {:<28} {:<16} {:>6} insns  relocs: {} map, {} core, {} extern{}",
             p.name,
             p.section,
@@ -135,9 +135,9 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
                 .unwrap_or_default(),
         );
     }
-    println!("maps:");
+    outln!("maps:");
     for m in &spec.maps {
-        println!(
+        outln!(
             "  {:<24} {:<18} key {:>4}  value {:>6}  max {:>8}  flags {:#x}  pin {}  ({})",
             m.name,
             m.map_type.name(),
@@ -150,9 +150,9 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
         );
     }
     if !spec.externs.is_empty() {
-        println!("externs:");
+        outln!("externs:");
         for e in &spec.externs {
-            println!(
+            outln!(
                 "  {:<24} {}{}",
                 e.name,
                 extern_kind(&e.kind),
@@ -401,7 +401,7 @@ pub fn load(
                 log_files.insert(name.clone(), p.display().to_string());
             }
             Ok(None) => {}
-            Err(err) => eprintln!(
+            Err(err) => errln!(
                 "warning: could not keep the verifier log of '{name}' in {}: {err}",
                 log_dir.display()
             ),
@@ -471,7 +471,7 @@ pub fn load(
             }).collect::<Vec<_>>(),
             "pinned": pinned.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ok);
     }
     for p in &spec.programs {
@@ -483,29 +483,29 @@ pub fn load(
                 } else {
                     "no BTF".to_owned()
                 };
-                println!("{:<24} loaded (id {}, {btf})", p.name, prog.id());
+                outln!("{:<24} loaded (id {}, {btf})", p.name, prog.id());
             }
-            Outcome::Deferred(reason) => println!("{:<24} deferred: {reason}", p.name),
+            Outcome::Deferred(reason) => outln!("{:<24} deferred: {reason}", p.name),
             Outcome::Failed { reason, detail, .. } => {
-                println!("{:<24} FAILED: {reason}", p.name);
+                outln!("{:<24} FAILED: {reason}", p.name);
                 for line in detail.lines().skip(1) {
-                    println!("    {line}");
+                    outln!("    {line}");
                 }
                 if let Some(f) = log_files.get(&p.name) {
-                    println!("    full verifier log: {f}");
+                    outln!("    full verifier log: {f}");
                 }
             }
         }
     }
     if let Some(why) = ebpf.btf_dropped() {
-        println!("the programs were loaded without the object's BTF: {why}");
+        outln!("the programs were loaded without the object's BTF: {why}");
     }
     for r in ebpf.reused_maps() {
-        println!("map {r}: reused the compatible pinned map");
+        outln!("map {r}: reused the compatible pinned map");
     }
     for p in &pinned {
-        println!("pinned {}", p.display());
+        outln!("pinned {}", p.display());
     }
-    println!("{loaded} loaded, {deferred} deferred, {failed} failed");
+    outln!("{loaded} loaded, {deferred} deferred, {failed} failed");
     Ok(ok)
 }

@@ -4,19 +4,19 @@
 pub fn run(json: bool) -> anyhow::Result<()> {
     let f = kiln_loader::probe::features();
     if json {
-        println!("{}", f.to_json());
+        outln!("{}", f.to_json());
         return Ok(());
     }
     let yes = |b: bool| if b { "yes" } else { "no" };
     let list = |title: &str, items: Vec<(String, bool)>| {
         let (ok, missing): (Vec<_>, Vec<_>) = items.into_iter().partition(|(_, v)| *v);
-        println!("{title}: {} supported", ok.len());
-        println!(
+        outln!("{title}: {} supported", ok.len());
+        outln!(
             "  yes: {}",
             ok.into_iter().map(|(k, _)| k).collect::<Vec<_>>().join(" ")
         );
         if !missing.is_empty() {
-            println!(
+            outln!(
                 "  no:  {}",
                 missing
                     .into_iter()
@@ -61,7 +61,7 @@ pub fn run(json: bool) -> anyhow::Result<()> {
         .map(|(k, v)| (k.to_string(), v))
         .collect(),
     );
-    println!("bpf_link: {}", yes(f.bpf_link));
+    outln!("bpf_link: {}", yes(f.bpf_link));
     list(
         "link kinds",
         f.link_kinds
@@ -69,11 +69,11 @@ pub fn run(json: bool) -> anyhow::Result<()> {
             .map(|(k, v)| (k.to_string(), *v))
             .collect(),
     );
-    println!("tcx: {}", yes(f.tcx));
-    println!("ringbuf: {}", yes(f.ringbuf));
-    println!("mmapable arrays: {}", yes(f.mmapable_arrays));
-    println!("batch ops: {}", yes(f.batch_ops));
-    println!("bpf cookie: {}", yes(f.bpf_cookie));
-    println!("prog bind map: {}", yes(f.prog_bind_map));
+    outln!("tcx: {}", yes(f.tcx));
+    outln!("ringbuf: {}", yes(f.ringbuf));
+    outln!("mmapable arrays: {}", yes(f.mmapable_arrays));
+    outln!("batch ops: {}", yes(f.batch_ops));
+    outln!("bpf cookie: {}", yes(f.bpf_cookie));
+    outln!("prog bind map: {}", yes(f.prog_bind_map));
     Ok(())
 }
