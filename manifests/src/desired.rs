@@ -619,43 +619,11 @@ fn loads_only_with_its_target(kind: &ProgramKind) -> Option<&'static str> {
 }
 
 /// The pin name libbpf gives the global-data map of `section` in the object
-/// file at `path`: the map is named `<object prefix><section>` (the object's
-/// file name up to its first dot, as much of it as fits beside a suffix of
-/// at least 7 characters in BPF_OBJ_NAME_LEN - 1; no prefix for a section
-/// with a second dot, like `.rodata.str1.1`), characters the kernel refuses
-/// in map names replaced by `_`, and `.`, which bpffs refuses, by `_`.
-// One rule with libbpf's `internal_map_name` and `sanitize_pin_path`; to be
-// replaced by kiln-obj's pin-name function once it lands.
+/// file at `path` (`<object prefix><section>` with `.` made `_`): kiln-obj's
+/// one rule, [`kiln_obj::global_data_pin_name`] (`MapSpec::pin_name`), with
+/// the object named as libbpf names it from its file.
 pub fn global_data_pin_name(path: &Path, section: &str) -> String {
-    const NAME_MAX: usize = 15; // BPF_OBJ_NAME_LEN - 1
-    let file = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let object: String = file
-        .chars()
-        .take(NAME_MAX)
-        .take_while(|c| *c != '.')
-        .collect();
-    let suffix_len = section.len().clamp(7, NAME_MAX);
-    let prefix_len = if section.get(1..).is_some_and(|s| s.contains('.')) {
-        0
-    } else {
-        (NAME_MAX - suffix_len).min(object.len())
-    };
-    object
-        .chars()
-        .take(prefix_len)
-        .chain(section.chars())
-        .take(NAME_MAX)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    kiln_obj::global_data_pin_name(&kiln_obj::object_name_from_path(path), section)
 }
 
 fn kiln_values(

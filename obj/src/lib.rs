@@ -23,4 +23,4 @@ pub use ext_api::{FUNC_INFO_REC_SIZE, LINE_INFO_REC_SIZE};
 pub use externs::{ExternError, KsymTarget, encode_kconfig};
 pub use insn::Insn;
 pub use model::*;
-pub use names::{BPF_OBJ_NAME_LEN, PinNameCollision, object_name_from_path};
+pub use names::{BPF_OBJ_NAME_LEN, PinNameCollision, global_data_pin_name, object_name_from_path};

@@ -62,6 +62,13 @@ fn internal_map_name(object_name: &str, section: &str) -> String {
     String::from_utf8_lossy(&name).into_owned()
 }
 
+/// [`MapSpec::pin_name`] of the global data map of `section` (`.rodata`,
+/// `.data.A`, `.kconfig`...) in object `object_name`, for callers that have
+/// the section rather than the map.
+pub fn global_data_pin_name(object_name: &str, section: &str) -> String {
+    internal_map_name(object_name, section).replace('.', "_")
+}
+
 impl MapSpec {
     /// The map's name as libbpf reports it and gives it to the kernel
     /// (`bpf_map__name`) when the object is named `object_name` (see
@@ -85,7 +92,10 @@ impl MapSpec {
     /// manifest's pin layout. [`ObjectSpec::map_pin_names`] checks that no
     /// two maps of an object share one.
     pub fn pin_name(&self, object_name: &str) -> String {
-        self.libbpf_name(object_name).replace('.', "_")
+        match &self.origin {
+            MapOrigin::GlobalData { section } => global_data_pin_name(object_name, section),
+            MapOrigin::BtfMaps | MapOrigin::Legacy => self.name.replace('.', "_"),
+        }
     }
 }
 
