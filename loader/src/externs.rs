@@ -51,29 +51,36 @@ pub fn parse_config(text: &str) -> HashMap<String, String> {
     out
 }
 
-/// Answers a `.kconfig` extern: kernel config entries and libbpf's specials.
+/// Answers a `.kconfig` extern: kernel config entries and libbpf's virtual
+/// `LINUX_*` externs. Those are numbers, as libbpf sets them, so they suit
+/// any integer, `char` or `bool` declaration.
 pub fn kconfig_value(name: &str) -> Option<String> {
     match name {
         "LINUX_KERNEL_VERSION" => Some(crate::util::kernel_version_code().to_string()),
-        "LINUX_HAS_BPF_COOKIE" => Some(
-            if crate::probe::features().bpf_cookie {
-                "y"
-            } else {
-                "n"
-            }
-            .into(),
-        ),
-        "LINUX_HAS_SYSCALL_WRAPPER" => Some(if has_syscall_wrapper() { "y" } else { "n" }.into()),
+        "LINUX_HAS_BPF_COOKIE" => Some(u8::from(crate::probe::features().bpf_cookie).to_string()),
+        "LINUX_HAS_SYSCALL_WRAPPER" => Some(u8::from(has_syscall_wrapper()).to_string()),
         _ => kernel_config().get(name).cloned(),
     }
 }
 
+/// libbpf's `FEAT_SYSCALL_WRAPPER`: whether a kprobe on the arch's wrapped
+/// `bpf` syscall (`__x64_sys_bpf`...) works. libbpf tries one; the kprobe
+/// PMU and the symbol are what that needs. Without kprobes the answer is no,
+/// as libbpf's, since the value only names kprobe targets (and a different
+/// value would verify to different instructions).
 fn has_syscall_wrapper() -> bool {
-    kallsyms().keys().any(|k| {
-        k.starts_with("__x64_sys_")
-            || k.starts_with("__arm64_sys_")
-            || k.starts_with("__s390x_sys_")
-    })
+    let prefix = match std::env::consts::ARCH {
+        "x86_64" => "x64",
+        "x86" => "ia32",
+        "aarch64" => "arm64",
+        "s390x" => "s390x",
+        "arm" => "arm",
+        "riscv64" => "riscv",
+        "powerpc64" | "powerpc" => "powerpc",
+        _ => return false,
+    };
+    Path::new("/sys/bus/event_source/devices/kprobe/type").exists()
+        && kallsyms().contains_key(&format!("__{prefix}_sys_bpf"))
 }
 
 /// `/proc/kallsyms` as name → address (0 everywhere without CAP_SYSLOG).

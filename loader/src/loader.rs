@@ -82,6 +82,7 @@ pub struct EbpfLoader {
     skipped: HashSet<String>,
     target_btf: Option<PathBuf>,
     require_btf: bool,
+    object_name: String,
 }
 
 /// The live objects of one loaded [`ObjectSpec`].
@@ -96,6 +97,13 @@ pub struct Ebpf {
     globals: BTreeMap<String, (String, u32, u32)>,
     /// The user-space mapping of each arena map, by map name.
     arenas: BTreeMap<String, Arena<Map>>,
+    /// Why the programs were loaded without the object's BTF (only on a
+    /// kernel without BTF support).
+    btf_dropped: Option<String>,
+    /// Programs left for a later load against their target (struct_ops,
+    /// freplace, skipped ones), prepared like the loaded ones: CO-RE
+    /// relocated, externs resolved.
+    deferred: BTreeMap<String, ProgramSpec>,
 }
 
 impl EbpfLoader {
@@ -103,8 +111,17 @@ impl EbpfLoader {
         Self::default()
     }
 
-    /// Pins maps marked `LIBBPF_PIN_BY_NAME` as `<dir>/<map name>`, reusing a
-    /// compatible map already pinned there.
+    /// The object's name, as libbpf derives it from the file name
+    /// ([`kiln_obj::object_name_from_path`]): global data maps get libbpf's
+    /// names from it in the kernel (`counter.rodata`) and in pins
+    /// ([`MapSpec::pin_name`]). Default: none (`.rodata`).
+    pub fn object_name(&mut self, name: &str) -> &mut Self {
+        self.object_name = name.to_owned();
+        self
+    }
+
+    /// Pins maps marked `LIBBPF_PIN_BY_NAME` as `<dir>/<pin name>`
+    /// ([`MapSpec::pin_name`]), reusing a compatible map already pinned there.
     pub fn map_pin_path(&mut self, dir: impl AsRef<Path>) -> &mut Self {
         self.map_pin_path = Some(dir.as_ref().to_owned());
         self
@@ -154,8 +171,11 @@ impl EbpfLoader {
         self
     }
 
-    /// Fails the load when the kernel refuses the object's BTF (default: load
-    /// without it, losing source lines in verifier logs and map BTF).
+    /// Fails the load when the kernel refuses the object's BTF even where the
+    /// kernel has no BTF support at all (by default only that case loads
+    /// without BTF, with a warning on stderr and [`Ebpf::btf_dropped`] set;
+    /// a kernel with BTF support that refuses the object's BTF always fails
+    /// the load).
     pub fn require_btf(&mut self, yes: bool) -> &mut Self {
         self.require_btf = yes;
         self
@@ -210,6 +230,10 @@ impl EbpfLoader {
             self.prepare_in_place(&mut spec)?;
         }
         self.apply_options(&mut spec)?;
+        if self.map_pin_path.is_some() {
+            spec.map_pin_names(&self.object_name)
+                .map_err(|e| EbpfError::Other(e.to_string()))?;
+        }
         let mut guard = PinGuard::default();
         let mut ebpf = Ebpf::default();
 
@@ -221,8 +245,18 @@ impl EbpfLoader {
         if let Some(bytes) = btf_bytes.as_deref() {
             match Btf::load(bytes) {
                 Ok(btf) => ebpf.btf = Some(btf),
-                Err(e) if self.require_btf => return Err(e.into()),
-                Err(_) => {}
+                // Programs without their BTF lose func and line info, and
+                // everything that needs them (kptrs, bpf_obj_new, exceptions,
+                // local storage, source lines in the verifier's log): only a
+                // kernel without BTF support at all may go on without it.
+                Err(e) if self.require_btf || crate::probe::btf_loads() => {
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    let reason = format!("this kernel has no BTF support ({})", e.source);
+                    eprintln!("warning: loading the programs without their BTF: {reason}");
+                    ebpf.btf_dropped = Some(reason);
+                }
             }
         }
 
@@ -268,6 +302,13 @@ impl EbpfLoader {
             let map = ebpf.maps[&mspec.name].try_clone()?;
             match Arena::new(map) {
                 Ok(arena) => {
+                    if let Some(data) = mspec
+                        .initial_data
+                        .as_ref()
+                        .filter(|_| created.contains(mspec.name.as_str()))
+                    {
+                        arena.write_bytes(arena_globals_offset(mspec, data.len()), data)?;
+                    }
                     ebpf.arenas.insert(mspec.name.clone(), arena);
                 }
                 Err(e) if created.contains(mspec.name.as_str()) => return Err(e.into()),
@@ -295,7 +336,8 @@ impl EbpfLoader {
             None
         };
         for pspec in &spec.programs {
-            if self.skipped.contains(&pspec.name) {
+            if self.skipped.contains(&pspec.name) || !pspec.autoload {
+                ebpf.deferred.insert(pspec.name.clone(), pspec.clone());
                 continue;
             }
             // struct_ops programs take their attach target (struct type and
@@ -306,6 +348,7 @@ impl EbpfLoader {
                 pspec.kind,
                 kiln_obj::ProgramKind::StructOps { .. } | kiln_obj::ProgramKind::Extension { .. }
             ) {
+                ebpf.deferred.insert(pspec.name.clone(), pspec.clone());
                 continue;
             }
             match load_program(
@@ -317,6 +360,7 @@ impl EbpfLoader {
                 kbtf,
             ) {
                 Ok(prog) => {
+                    bind_read_only_data(&prog, &spec, &ebpf);
                     ebpf.programs.insert(pspec.name.clone(), prog);
                 }
                 Err(e) if keep_going => failures.push((pspec.name.clone(), e)),
@@ -381,10 +425,14 @@ impl EbpfLoader {
         }
         for m in &mut spec.maps {
             finish_map_spec(m)?;
+            if let Some(inner) = &mut m.inner {
+                finish_map_spec(inner)?;
+            }
         }
         for (name, bytes, required) in &self.globals {
             set_global(spec, name, bytes, *required)?;
         }
+        place_arena_globals(spec)?;
         Ok(())
     }
 
@@ -395,7 +443,7 @@ impl EbpfLoader {
         guard: &mut PinGuard,
     ) -> Result<(Map, bool), EbpfError> {
         let pin_path = match (spec.pinning, &self.map_pin_path) {
-            (Pinning::ByName, Some(dir)) => Some(dir.join(&spec.name)),
+            (Pinning::ByName, Some(dir)) => Some(dir.join(spec.pin_name(&self.object_name))),
             _ => None,
         };
         if let Some(path) = &pin_path {
@@ -404,11 +452,24 @@ impl EbpfLoader {
             }
         }
         let inner = match &spec.inner {
-            Some(inner) => Some(create_with_btf_fallback(inner, None, None)?),
+            // With the object's BTF, as libbpf creates it: an inner local
+            // storage map needs its key and value types.
+            Some(inner) => Some(create_with_btf_fallback(inner, &inner.name, btf, None)?),
             None => None,
         };
-        let map = create_with_btf_fallback(spec, btf, inner.as_ref().map(|m| m.fd()))?;
-        if let Some(data) = &spec.initial_data {
+        let map = create_with_btf_fallback(
+            spec,
+            &spec.libbpf_name(&self.object_name),
+            btf,
+            inner.as_ref().map(|m| m.fd()),
+        )?;
+        // An arena's initial data (its `__arena` globals) is copied into the
+        // arena once it is mapped, not written as an element.
+        if let Some(data) = spec
+            .initial_data
+            .as_ref()
+            .filter(|_| spec.map_type != MapType::ARENA)
+        {
             populate_global_data(spec, &map, data)?;
         }
         if let Some(path) = pin_path {
@@ -419,27 +480,124 @@ impl EbpfLoader {
     }
 }
 
+/// Binds the object's `.rodata*` maps to a loaded program, as libbpf does
+/// (BPF_PROG_BIND_MAP, 5.10+): they live as long as the program, and tools
+/// listing its maps (`bpftool prog show`, metadata in `.rodata`) see them
+/// even where the code does not reference them. Best effort, like libbpf's.
+fn bind_read_only_data(prog: &Program, spec: &ObjectSpec, ebpf: &Ebpf) {
+    if !crate::probe::prog_bind_map() {
+        return;
+    }
+    for m in spec.maps.iter().filter(|m| {
+        matches!(&m.origin, MapOrigin::GlobalData { section } if section.starts_with(".rodata"))
+    }) {
+        if let Some(map) = ebpf.maps.get(&m.name) {
+            let _ = prog.bind_map(map.fd());
+        }
+    }
+}
+
+/// Where an arena's `__arena` globals of `len` bytes go: at its end (the
+/// last pages they fill) where the kernel allows any offset in an
+/// `ld_imm64`, else at its start; libbpf's placement, for the same
+/// instructions.
+fn arena_globals_offset(arena: &MapSpec, len: usize) -> usize {
+    let page = crate::util::page_size();
+    let size = arena.max_entries as usize * page;
+    if crate::probe::ldimm64_full_range_off() {
+        size.saturating_sub(len.next_multiple_of(page))
+    } else {
+        0
+    }
+}
+
+/// Moves the references to `__arena` globals to where the loader places
+/// them in their arena, after checking that they fit.
+fn place_arena_globals(spec: &mut ObjectSpec) -> Result<(), EbpfError> {
+    let Some((index, arena)) = spec
+        .maps
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.map_type == MapType::ARENA && m.initial_data.is_some())
+    else {
+        return Ok(());
+    };
+    let len = arena.initial_data.as_ref().map_or(0, Vec::len);
+    let page = crate::util::page_size();
+    if len.next_multiple_of(page) > arena.max_entries as usize * page {
+        return Err(EbpfError::MapSpec {
+            name: arena.name.clone(),
+            message: format!(
+                "{} pages cannot hold {len} bytes of __arena globals",
+                arena.max_entries
+            ),
+        });
+    }
+    let base = u32::try_from(arena_globals_offset(arena, len)).map_err(|_| EbpfError::MapSpec {
+        name: arena.name.clone(),
+        message: "arena larger than an instruction offset".into(),
+    })?;
+    for p in &mut spec.programs {
+        for r in &mut p.relocations {
+            if let kiln_obj::RelocationTarget::MapValue { map, offset } = &mut r.target
+                && *map == index
+            {
+                *offset = offset.checked_add(base).ok_or_else(|| EbpfError::MapSpec {
+                    name: spec.maps[index].name.clone(),
+                    message: "__arena global beyond an instruction's offset range".into(),
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The kernel-dependent parts of a map's definition, filled in as this
 /// loader creates the map: global data memory-mappable where the kernel
 /// allows (so user space reads and writes variables without syscalls), a
-/// perf event array sized 0 given one slot per possible CPU (both libbpf's
-/// conventions). Whoever predicts the definition of a map this loader will
+/// perf event array sized 0 given one slot per possible CPU, a ring
+/// buffer's size rounded up to a power-of-2 number of pages (the kernel
+/// refuses any other; inner map templates too) (libbpf's conventions). Whoever predicts the definition of a map this loader will
 /// create (a planner comparing it with a pinned one) calls this too.
 pub fn finish_map_spec(m: &mut MapSpec) -> Result<(), EbpfError> {
     if matches!(m.origin, MapOrigin::GlobalData { .. }) && crate::probe::mmapable_arrays() {
         m.map_flags |= crate::maps::MapFlags::MMAPABLE.bits();
     }
-    if m.map_type == kiln_obj::MapType::PERF_EVENT_ARRAY && m.max_entries == 0 {
+    if m.map_type == MapType::PERF_EVENT_ARRAY && m.max_entries == 0 {
         m.max_entries = crate::util::nr_possible_cpus().map_err(|e| EbpfError::MapSpec {
             name: m.name.clone(),
             message: format!("cannot size a perf event array: {e}"),
         })? as u32;
     }
+    if matches!(m.map_type, MapType::RINGBUF | MapType::USER_RINGBUF) {
+        m.max_entries = ring_size(m.max_entries, crate::util::page_size() as u32);
+    }
     Ok(())
+}
+
+/// The smallest power-of-2 multiple of `page` at least `size` (libbpf's
+/// `adjust_ringbuf_sz`); 0 and sizes nothing fits stay as they are, for the
+/// kernel to refuse.
+fn ring_size(size: u32, page: u32) -> u32 {
+    if size == 0 || page == 0 {
+        return size;
+    }
+    if size % page == 0 && (size / page).is_power_of_two() {
+        return size;
+    }
+    let mut n = page;
+    while n <= size {
+        match n.checked_mul(2) {
+            Some(next) => n = next,
+            None => return size,
+        }
+    }
+    n
 }
 
 fn create_with_btf_fallback(
     spec: &MapSpec,
+    kernel_name: &str,
     btf: Option<&Btf>,
     inner: Option<BorrowedFd<'_>>,
 ) -> Result<Map, MapError> {
@@ -451,10 +609,10 @@ fn create_with_btf_fallback(
         }),
         _ => None,
     };
-    match Map::create(spec, map_btf, inner) {
+    match Map::create_named(spec, kernel_name, map_btf, inner) {
         Ok(m) => Ok(m),
         // Old kernels refuse BTF for some map types: the map works without it.
-        Err(_) if map_btf.is_some() => Map::create(spec, None, inner),
+        Err(_) if map_btf.is_some() => Map::create_named(spec, kernel_name, None, inner),
         Err(e) => Err(e),
     }
 }
@@ -664,6 +822,11 @@ impl Ebpf {
     pub fn program(&self, name: &str) -> Option<&Program> {
         self.programs.get(name)
     }
+    /// A program this load left for later (struct_ops, freplace, skipped),
+    /// as prepared for the kernel: CO-RE relocated, externs resolved.
+    pub fn deferred_program(&self, name: &str) -> Option<&ProgramSpec> {
+        self.deferred.get(name)
+    }
     /// The memory of arena map `name`, mapped at load (one mapping per
     /// arena and process: the kernel refuses a second one while this lives).
     pub fn arena(&self, name: &str) -> Option<&Arena<Map>> {
@@ -679,7 +842,11 @@ impl Ebpf {
     pub fn btf_fd(&self) -> Option<BorrowedFd<'_>> {
         self.btf.as_ref().map(|b| b.as_fd())
     }
-    /// Names of maps that were reused from an existing pin.
+    /// Why the object's programs were loaded without its BTF (no func or
+    /// line info), or `None` when they have it (or the object has none).
+    pub fn btf_dropped(&self) -> Option<&str> {
+        self.btf_dropped.as_deref()
+    }
     /// Reads global variable `name` (from `.data`, `.bss`, `.rodata`...) as
     /// the kernel sees it now. `T` must be the variable's size.
     pub fn global<T: crate::Pod>(&self, name: &str) -> Result<T, EbpfError> {
@@ -752,7 +919,23 @@ impl Ebpf {
         Ok((map, *offset as usize, *size as usize))
     }
 
+    /// Names of maps that were reused from an existing pin.
     pub fn reused_maps(&self) -> &[String] {
         &self.reused
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ring_size;
+
+    #[test]
+    fn ring_sizes_round_up_to_power_of_two_pages() {
+        assert_eq!(ring_size(4096, 4096), 4096);
+        assert_eq!(ring_size(3 * 4096, 4096), 4 * 4096);
+        assert_eq!(ring_size(3 * 4096 + 1, 4096), 4 * 4096);
+        assert_eq!(ring_size(100, 4096), 4096);
+        assert_eq!(ring_size(0, 4096), 0);
+        assert_eq!(ring_size(u32::MAX, 4096), u32::MAX);
     }
 }

@@ -91,6 +91,12 @@ pub fn features() -> &'static Features {
     F.get_or_init(probe_all)
 }
 
+/// (BTF loads at all, what it accepts), probed once.
+fn btf_probed() -> (bool, BtfFeatures) {
+    static B: OnceLock<(bool, BtfFeatures)> = OnceLock::new();
+    *B.get_or_init(probe_btf)
+}
+
 /// Feature `name` (a program or map type name, or one of `bpf_link`,
 /// `tcx`, `btf`, `ringbuf`, `bpf_cookie`, `batch_ops`, `mmapable_arrays`,
 /// `prog_bind_map`): probed only when first asked, unlike [`features`],
@@ -161,8 +167,18 @@ fn probe_one(name: &str) -> Option<bool> {
 
 /// BTF features for kiln-obj's sanitizer, probed once.
 pub fn btf_features() -> BtfFeatures {
-    static B: OnceLock<BtfFeatures> = OnceLock::new();
-    *B.get_or_init(|| probe_btf().1)
+    btf_probed().1
+}
+
+/// Whether the kernel loads BTF at all (4.18+), probed once: only without
+/// it may a loader go on without an object's BTF.
+pub fn btf_loads() -> bool {
+    btf_probed().0
+}
+
+/// Whether BPF_PROG_BIND_MAP works (5.10+), probed once ([`feature`]).
+pub fn prog_bind_map() -> bool {
+    feature("prog_bind_map").unwrap_or(false)
 }
 
 /// The kernel's name of a program type (`socket_filter`, `xdp`, ...), as bpftool prints it.
@@ -285,6 +301,45 @@ pub fn probe_program_type(t: ProgramType, eat: Option<AttachType>) -> bool {
     let flags = if t == ProgramType::SYSCALL { 1 << 4 } else { 0 };
     let (ok, log) = try_load(t, eat, &RET0, flags);
     ok || !log.trim().is_empty()
+}
+
+/// Whether an `ld_imm64` of a map value may carry any offset (the verifier
+/// no longer limits direct offsets, for arenas: libbpf's
+/// `FEAT_LDIMM64_FULL_RANGE_OFF`). libbpf then puts an object's `__arena`
+/// globals at the end of the arena instead of its start, and so does Kiln,
+/// for the same instructions. Probed once: a 1-byte array's value at offset
+/// 2^30 is refused either way, but older kernels say why in these words.
+pub fn ldimm64_full_range_off() -> bool {
+    static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *F.get_or_init(|| {
+        let Ok(map) = map_create(MapCreateAttr {
+            map_type: MapType::ARRAY.0,
+            key_size: 4,
+            value_size: 1,
+            max_entries: 1,
+            ..Default::default()
+        }) else {
+            return false;
+        };
+        use std::os::fd::AsRawFd;
+        let insns = [
+            Insn {
+                code: 0x18,
+                regs: 1 | (2 << 4), // r1 = BPF_PSEUDO_MAP_VALUE
+                off: 0,
+                imm: map.as_raw_fd(),
+            },
+            Insn {
+                code: 0,
+                regs: 0,
+                off: 0,
+                imm: 1 << 30,
+            },
+            RET0[1],
+        ];
+        let (loaded, log) = try_load(ProgramType::SOCKET_FILTER, None, &insns, 0);
+        !loaded && !log.is_empty() && !log.contains("direct value offset of")
+    })
 }
 
 /// Whether programs of type `t` may call helper `id`.

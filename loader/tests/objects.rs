@@ -67,10 +67,11 @@ fn load_object(file: String) -> TestResult {
         .chain(failures.iter().map(|(n, _)| n.as_str()))
         .collect();
     for p in &spec.programs {
-        let deferred = matches!(
-            p.kind,
-            ProgramKind::StructOps { .. } | ProgramKind::Extension { .. }
-        );
+        let deferred = !p.autoload
+            || matches!(
+                p.kind,
+                ProgramKind::StructOps { .. } | ProgramKind::Extension { .. }
+            );
         assert_eq!(
             accounted.contains(p.name.as_str()),
             !deferred,
@@ -190,10 +191,18 @@ fn no_iter_num_kfuncs() -> Option<String> {
         .then(|| "kernel has no bpf_iter_num kfuncs (6.4+)".into())
 }
 
+/// Cgroup local storage maps and the task kfuncs dropin.bpf.o uses: 6.2+.
+fn no_cgrp_storage() -> Option<String> {
+    (!kiln_loader::probe::probe_map_type(kiln_obj::MapType::CGRP_STORAGE))
+        .then(|| "no cgroup local storage maps (kernel 6.2+)".into())
+}
+
 /// Objects that need more than the oldest supported kernel (5.10) offers,
 /// or what a newer one renamed.
 const OBJECT_NEEDS: &[(&str, &str, Probe)] = &[
     ("maps_arena.bpf.o", "arena", no_arena),
+    ("arena_globals.bpf.o", "arena", no_arena),
+    ("dropin.bpf.o", "cgroup local storage", no_cgrp_storage),
     ("map_extra.bpf.o", "arena", no_arena),
     ("map_extra.bpf.o", "bloom_filter", has_bloom_filter),
     ("attach_netkit.bpf.o", "netkit", no_netkit_programs),

@@ -501,14 +501,14 @@ pub fn resolve_with(
     // initial contents, and for read-only data what the programs bind (a
     // change there is a program change even if the code is not).
     let mut contents: BTreeMap<&str, (bool, Vec<u8>)> = BTreeMap::new();
-    for (map_name, (obj_name, idx)) in &global_data {
-        let obj = prepared
+    let object_of = |obj_name: &str| {
+        prepared
             .get(obj_name)
             .and_then(Option::as_ref)
-            .unwrap_or(&objects.specs[obj_name]);
-        let Some(m) = obj.maps.get(*idx) else {
-            continue;
-        };
+            .unwrap_or(&objects.specs[obj_name])
+    };
+    // A global data map's initial value with the manifest's globals in place.
+    let initial = |obj_name: &str, m: &kiln_obj::MapSpec| {
         let mut bytes = m.initial_data.clone().unwrap_or_default();
         bytes.resize(m.value_size as usize, 0);
         for (gname, (gbytes, _)) in object_globals.get(obj_name).into_iter().flatten() {
@@ -519,6 +519,14 @@ pub fn resolve_with(
                 }
             }
         }
+        bytes
+    };
+    for (map_name, (obj_name, idx)) in &global_data {
+        let obj = object_of(obj_name);
+        let Some(m) = obj.maps.get(*idx) else {
+            continue;
+        };
+        let bytes = initial(obj_name, m);
         let read_only = m.is_read_only_data();
         let (_, spec) = &map_specs[map_name];
         desired.maps.insert(
@@ -553,14 +561,28 @@ pub fn resolve_with(
         );
         contents.insert(map_name.as_str(), (read_only, bytes));
     }
+    // The loader binds every `.rodata*` map of an object to each of its
+    // programs where the kernel can (as libbpf does), so the live program
+    // lists them all; else only the read-only data it references.
+    let binds_all = kiln_loader::probe::prog_bind_map();
     for want in desired.programs.values_mut() {
-        let mut rodata: Vec<Vec<u8>> = want
-            .maps
-            .iter()
-            .filter_map(|m| contents.get(m.as_str()))
-            .filter(|(read_only, _)| *read_only)
-            .map(|(_, bytes)| bytes.clone())
-            .collect();
+        let mut rodata: Vec<Vec<u8>> = if binds_all {
+            object_of(&want.object)
+                .maps
+                .iter()
+                .filter(|m| {
+                    matches!(&m.origin, MapOrigin::GlobalData { section } if section.starts_with(".rodata"))
+                })
+                .map(|m| initial(&want.object, m))
+                .collect()
+        } else {
+            want.maps
+                .iter()
+                .filter_map(|m| contents.get(m.as_str()))
+                .filter(|(read_only, _)| *read_only)
+                .map(|(_, bytes)| bytes.clone())
+                .collect()
+        };
         rodata.sort();
         want.rodata = rodata;
     }
@@ -597,43 +619,11 @@ fn loads_only_with_its_target(kind: &ProgramKind) -> Option<&'static str> {
 }
 
 /// The pin name libbpf gives the global-data map of `section` in the object
-/// file at `path`: the map is named `<object prefix><section>` (the object's
-/// file name up to its first dot, as much of it as fits beside a suffix of
-/// at least 7 characters in BPF_OBJ_NAME_LEN - 1; no prefix for a section
-/// with a second dot, like `.rodata.str1.1`), characters the kernel refuses
-/// in map names replaced by `_`, and `.`, which bpffs refuses, by `_`.
-// One rule with libbpf's `internal_map_name` and `sanitize_pin_path`; to be
-// replaced by kiln-obj's pin-name function once it lands.
+/// file at `path` (`<object prefix><section>` with `.` made `_`): kiln-obj's
+/// one rule, [`kiln_obj::global_data_pin_name`] (`MapSpec::pin_name`), with
+/// the object named as libbpf names it from its file.
 pub fn global_data_pin_name(path: &Path, section: &str) -> String {
-    const NAME_MAX: usize = 15; // BPF_OBJ_NAME_LEN - 1
-    let file = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let object: String = file
-        .chars()
-        .take(NAME_MAX)
-        .take_while(|c| *c != '.')
-        .collect();
-    let suffix_len = section.len().clamp(7, NAME_MAX);
-    let prefix_len = if section.get(1..).is_some_and(|s| s.contains('.')) {
-        0
-    } else {
-        (NAME_MAX - suffix_len).min(object.len())
-    };
-    object
-        .chars()
-        .take(prefix_len)
-        .chain(section.chars())
-        .take(NAME_MAX)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    kiln_obj::global_data_pin_name(&kiln_obj::object_name_from_path(path), section)
 }
 
 fn kiln_values(

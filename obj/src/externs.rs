@@ -48,7 +48,13 @@ fn invalid(name: &str, reason: impl Into<String>) -> ExternError {
 }
 
 /// Encodes a kernel-config style value (`y`, `m`, `n`, `42`, `0x2a`,
-/// `"text"`) for an extern of `kind` and `size` bytes.
+/// `"text"`) for an extern of `kind` and `size` bytes, by libbpf's rules
+/// (`set_kcfg_value_tri`, `_num`, `_str`): `y`/`m`/`n` suit `bool` (not
+/// `m`), `enum libbpf_tristate` (1, 2, 0) and `char` (the letter); numbers
+/// suit any integer width they fit, `char`, and `bool` when 0 or 1 (libbpf's
+/// own `LINUX_*` values); quoted text suits `char[N]`, truncated to N - 1
+/// bytes. `n` also reads as 0 (or "") for an integer or string: it is what
+/// a `# CONFIG_X is not set` line means.
 pub fn encode_kconfig(
     name: &str,
     kind: KconfigValueKind,
@@ -57,61 +63,112 @@ pub fn encode_kconfig(
 ) -> Result<Vec<u8>, ExternError> {
     let size = size as usize;
     let mut out = vec![0u8; size];
-    match kind {
-        KconfigValueKind::Bool => {
-            out[0] = match raw {
-                "y" => 1,
-                "n" => 0,
-                _ => return Err(invalid(name, format!("bool expects y or n, got '{raw}'"))),
-            }
-        }
-        KconfigValueKind::Tristate => {
-            // libbpf: `char` externs take the letter, tristate enums the number.
-            out[0] = match (raw, size) {
-                ("y", 1) => b'y',
-                ("m", 1) => b'm',
-                ("n", 1) => b'n',
+    let raw = raw.trim();
+    match (raw.as_bytes().first(), kind) {
+        (Some(b'n'), KconfigValueKind::Int { .. } | KconfigValueKind::CharArray) if raw == "n" => {}
+        (Some(&letter @ (b'y' | b'n' | b'm')), _) => {
+            let value: u64 = match (kind, letter) {
+                (KconfigValueKind::Bool, b'm') => {
+                    return Err(invalid(
+                        name,
+                        "value 'm' implies a tristate or char type, not bool",
+                    ));
+                }
+                (KconfigValueKind::Bool | KconfigValueKind::Tristate, b'y') => 1,
+                (KconfigValueKind::Tristate, b'm') => 2,
+                (KconfigValueKind::Bool | KconfigValueKind::Tristate, _) => 0,
+                (KconfigValueKind::Char, l) => u64::from(l),
                 _ => {
                     return Err(invalid(
                         name,
-                        format!("tristate expects y, m or n, got '{raw}'"),
+                        format!(
+                            "value '{raw}' implies a bool, tristate or char type, not {}",
+                            kind_name(kind)
+                        ),
                     ));
                 }
-            }
-        }
-        KconfigValueKind::Int { signed } => {
-            let v: i128 = if let Some(hex) = raw.strip_prefix("0x") {
-                i128::from_str_radix(hex, 16)
-            } else {
-                raw.parse()
-            }
-            .map_err(|_| invalid(name, format!("'{raw}' is not an integer")))?;
-            let bits = (size * 8) as u32;
-            let fits = if signed {
-                bits >= 128 || (v >= -(1i128 << (bits - 1)) && v < (1i128 << (bits - 1)))
-            } else {
-                v >= 0 && (bits >= 128 || v < (1i128 << bits))
             };
-            if !fits || size > 8 {
-                return Err(invalid(name, format!("{raw} does not fit in {size} bytes")));
-            }
-            out.copy_from_slice(&(v as i64).to_le_bytes()[..size]);
+            put_num(&mut out, value);
         }
-        KconfigValueKind::CharArray => {
+        (Some(b'"'), KconfigValueKind::CharArray) => {
             let s = raw
                 .strip_prefix('"')
                 .and_then(|r| r.strip_suffix('"'))
-                .ok_or_else(|| invalid(name, format!("string value must be quoted, got {raw}")))?;
-            if s.len() >= size {
-                return Err(invalid(
-                    name,
-                    format!("string of {} bytes does not fit in char[{size}]", s.len()),
-                ));
+                .ok_or_else(|| invalid(name, format!("invalid string value {raw}")))?;
+            // libbpf truncates a long string (with a warning), keeping the NUL.
+            let n = s.len().min(size.saturating_sub(1));
+            out[..n].copy_from_slice(&s.as_bytes()[..n]);
+        }
+        (Some(b'"'), _) => {
+            return Err(invalid(
+                name,
+                format!("value {raw} implies a char array, not {}", kind_name(kind)),
+            ));
+        }
+        _ => {
+            let v = parse_u64(raw)
+                .ok_or_else(|| invalid(name, format!("'{raw}' is not an integer")))?;
+            match kind {
+                KconfigValueKind::Int { .. } | KconfigValueKind::Char => {}
+                KconfigValueKind::Bool if v <= 1 => {}
+                _ => {
+                    return Err(invalid(
+                        name,
+                        format!(
+                            "value {raw} implies an integer type, not {}",
+                            kind_name(kind)
+                        ),
+                    ));
+                }
             }
-            out[..s.len()].copy_from_slice(s.as_bytes());
+            let signed = matches!(kind, KconfigValueKind::Int { signed: true });
+            let bits = (size * 8) as u32;
+            let fits = match (size, signed) {
+                (8, _) => true,
+                (1 | 2 | 4, true) => v.wrapping_add(1 << (bits - 1)) < (1 << bits),
+                (1 | 2 | 4, false) => v >> bits == 0,
+                _ => false,
+            };
+            if !fits {
+                return Err(invalid(name, format!("{raw} does not fit in {size} bytes")));
+            }
+            put_num(&mut out, v);
         }
     }
     Ok(out)
+}
+
+fn kind_name(kind: KconfigValueKind) -> &'static str {
+    match kind {
+        KconfigValueKind::Bool => "bool",
+        KconfigValueKind::Tristate => "enum libbpf_tristate",
+        KconfigValueKind::Char => "char",
+        KconfigValueKind::Int { .. } => "an integer",
+        KconfigValueKind::CharArray => "a char array",
+    }
+}
+
+/// Little-endian, as wide as `out` (at most 8 bytes).
+fn put_num(out: &mut [u8], v: u64) {
+    let n = out.len().min(8);
+    out[..n].copy_from_slice(&v.to_le_bytes()[..n]);
+}
+
+/// `strtoull(s, NULL, 0)` over the whole string: decimal, `0x` hex, `0`
+/// octal, and a leading `-` that wraps as C's does.
+fn parse_u64(s: &str) -> Option<u64> {
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let v = if let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        u64::from_str_radix(hex, 16).ok()?
+    } else if s.len() > 1 && s.starts_with('0') {
+        u64::from_str_radix(&s[1..], 8).ok()?
+    } else {
+        s.parse().ok()?
+    };
+    Some(if neg { v.wrapping_neg() } else { v })
 }
 
 impl ObjectSpec {
@@ -258,6 +315,7 @@ mod tests {
             encode_kconfig("X", int, 4, "0x10").unwrap(),
             vec![16, 0, 0, 0]
         );
+        assert_eq!(encode_kconfig("X", int, 2, "010").unwrap(), vec![8, 0]);
         assert!(encode_kconfig("X", int, 1, "300").is_err());
         assert_eq!(
             encode_kconfig("X", KconfigValueKind::Int { signed: true }, 2, "-2").unwrap(),
@@ -267,13 +325,54 @@ mod tests {
             encode_kconfig("X", KconfigValueKind::Bool, 1, "y").unwrap(),
             vec![1]
         );
+        assert!(encode_kconfig("X", KconfigValueKind::Bool, 1, "m").is_err());
         assert_eq!(
-            encode_kconfig("X", KconfigValueKind::Tristate, 1, "m").unwrap(),
+            encode_kconfig("X", KconfigValueKind::Char, 1, "m").unwrap(),
             vec![b'm']
+        );
+        assert_eq!(
+            encode_kconfig("X", KconfigValueKind::Tristate, 4, "m").unwrap(),
+            vec![2, 0, 0, 0]
+        );
+        assert_eq!(
+            encode_kconfig("X", KconfigValueKind::Tristate, 4, "y").unwrap(),
+            vec![1, 0, 0, 0]
         );
         assert_eq!(
             encode_kconfig("X", KconfigValueKind::CharArray, 4, "\"ab\"").unwrap(),
             b"ab\0\0".to_vec()
         );
+        // Truncated like libbpf, keeping the NUL.
+        assert_eq!(
+            encode_kconfig("X", KconfigValueKind::CharArray, 4, "\"abcdef\"").unwrap(),
+            b"abc\0".to_vec()
+        );
+        assert!(encode_kconfig("X", int, 4, "\"ab\"").is_err());
+        assert!(encode_kconfig("X", int, 4, "y").is_err());
+        assert_eq!(encode_kconfig("X", int, 4, "n").unwrap(), vec![0; 4]);
+    }
+
+    /// libbpf's virtual `LINUX_*` externs take a number and suit any
+    /// integer width, `bool` and `char` (`LINUX_HAS_SYSCALL_WRAPPER`).
+    #[test]
+    fn virtual_values_suit_every_integer_declaration() {
+        for (kind, size, want) in [
+            (KconfigValueKind::Bool, 1, vec![1]),
+            (KconfigValueKind::Char, 1, vec![1]),
+            (KconfigValueKind::Int { signed: true }, 4, vec![1, 0, 0, 0]),
+            (
+                KconfigValueKind::Int { signed: false },
+                8,
+                vec![1, 0, 0, 0, 0, 0, 0, 0],
+            ),
+            (KconfigValueKind::Int { signed: false }, 2, vec![1, 0]),
+        ] {
+            assert_eq!(
+                encode_kconfig("LINUX_HAS_SYSCALL_WRAPPER", kind, size, "1").unwrap(),
+                want,
+                "{kind:?}"
+            );
+        }
+        assert!(encode_kconfig("LINUX_X", KconfigValueKind::Bool, 1, "2").is_err());
     }
 }

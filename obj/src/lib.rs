@@ -14,6 +14,7 @@ pub mod insn;
 mod link;
 mod maps;
 pub mod model;
+mod names;
 mod parse;
 pub mod section;
 
@@ -22,3 +23,4 @@ pub use ext_api::{FUNC_INFO_REC_SIZE, LINE_INFO_REC_SIZE};
 pub use externs::{ExternError, KsymTarget, encode_kconfig};
 pub use insn::Insn;
 pub use model::*;
+pub use names::{BPF_OBJ_NAME_LEN, PinNameCollision, global_data_pin_name, object_name_from_path};

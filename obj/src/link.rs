@@ -281,7 +281,18 @@ fn link_one(
                             target: RelocationTarget::Map { map },
                         });
                         insns[i].imm = 0;
-                    } else if let Some(&map) = maps.data_by_section.get(&tsec) {
+                    } else if let Some((map, size, arena)) = maps
+                        .arena
+                        .filter(|&(sec, ..)| sec == tsec)
+                        .map(|(_, map, size)| (map, size, true))
+                        .or_else(|| {
+                            maps.data_by_section.get(&tsec).map(|&map| {
+                                (map, u64::from(maps.specs[map].value_size.max(1)), false)
+                            })
+                        })
+                    {
+                        // Global data, or `__arena` globals: offsets into
+                        // their bytes, which the loader places in the arena.
                         if !wide {
                             return Err(insn_err(
                                 code.name,
@@ -295,15 +306,19 @@ fn link_one(
                         let offset = sym.value.wrapping_add(insn.imm as i64 as u64);
                         let offset = u32::try_from(offset)
                             .ok()
-                            .filter(|&o| o < maps.specs[map].value_size.max(1))
+                            .filter(|&o| u64::from(o) < size)
                             .ok_or_else(|| {
                                 insn_err(
                                     code.name,
                                     sidx,
-                                    format!(
-                                        "offset {offset:#x} is outside section '{}'",
-                                        maps.specs[map].name
-                                    ),
+                                    if arena {
+                                        format!("offset {offset:#x} is outside the __arena globals")
+                                    } else {
+                                        format!(
+                                            "offset {offset:#x} is outside section '{}'",
+                                            maps.specs[map].name
+                                        )
+                                    },
                                 )
                             })?;
                         relocations.push(Relocation {
@@ -387,7 +402,12 @@ fn link_one(
 
     let f = &funcs[entry];
     let section = codes[f.section].name;
-    let (kind, sleepable) = crate::section::program_kind(section);
+    // libbpf's SEC("?name"): like SEC("name"), but not loaded by default.
+    let (autoload, plain) = match section.strip_prefix('?') {
+        Some(rest) => (false, rest),
+        None => (true, section),
+    };
+    let (kind, sleepable) = crate::section::program_kind(plain);
     let mut prog = ProgramSpec {
         name: f.name.to_owned(),
         section: section.to_owned(),
@@ -395,6 +415,7 @@ fn link_one(
         insns,
         relocations,
         sleepable,
+        autoload,
         func_info: Vec::new(),
         line_info: Vec::new(),
         core_relocations: Vec::new(),

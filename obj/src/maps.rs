@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use object::elf;
 
-use crate::btf::{Btf, INT_BOOL, INT_CHAR, INT_SIGNED, Type, TypeId, VAR_EXTERN};
+use crate::btf::{Btf, INT_BOOL, INT_SIGNED, Type, TypeId, VAR_EXTERN};
 use crate::parse::Elf;
 use crate::{
     ExternKind, ExternSpec, GlobalVariable, KconfigValueKind, MapOrigin, MapSlot, MapSlotTarget,
@@ -35,7 +35,13 @@ pub(crate) struct Collected {
     pub kconfig_map: Option<usize>,
     /// Initial prog array / map-of-maps entries from `.rel.maps`.
     pub slots: Vec<MapSlot>,
+    /// `.addr_space.1` (`__arena` globals): its section index, the arena
+    /// map's index and the section's size.
+    pub arena: Option<(usize, usize, u64)>,
 }
+
+/// The section clang puts `__arena` (address space 1) globals in.
+const ARENA_SECTION: &str = ".addr_space.1";
 
 /// Where a `.maps` definition sits and where its `values` array starts.
 struct BtfMapDef {
@@ -93,6 +99,7 @@ pub(crate) fn collect(elf: &Elf<'_>, btf: Option<&Btf>) -> Result<Collected, Par
         externs: Vec::new(),
         kconfig_map: None,
         slots: Vec::new(),
+        arena: None,
     };
     if let Some(sec) = elf.section_by_name("maps") {
         legacy_maps(elf, sec.index, sec.data, &mut out)?;
@@ -159,7 +166,51 @@ pub(crate) fn collect(elf: &Elf<'_>, btf: Option<&Btf>) -> Result<Collected, Par
     if let Some(btf) = btf {
         externs(elf, btf, &mut out)?;
     }
+    arena_globals(elf, &mut out)?;
     Ok(out)
+}
+
+/// `__arena` globals (libbpf 1.4+): their section's bytes become the
+/// initial data of the object's one arena map, which the loader copies into
+/// the arena; references to them are relocated into that map.
+fn arena_globals(elf: &Elf<'_>, out: &mut Collected) -> Result<(), ParseError> {
+    let Some(sec) = elf.section_by_name(ARENA_SECTION).filter(|s| s.size > 0) else {
+        return Ok(());
+    };
+    let mut arenas = out
+        .specs
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.map_type == MapType::ARENA);
+    let (index, map) = arenas.next().ok_or_else(|| {
+        ParseError::section(
+            ARENA_SECTION,
+            "__arena globals need an arena map declared in SEC(\".maps\")",
+        )
+    })?;
+    if let Some((_, other)) = arenas.next() {
+        return Err(ParseError::section(
+            ARENA_SECTION,
+            format!(
+                "__arena globals need one arena map, the object has '{}' and '{}'",
+                map.name, other.name
+            ),
+        ));
+    }
+    if sec.size > u64::from(MAX_MAP_VALUE) {
+        return Err(ParseError::section(
+            ARENA_SECTION,
+            format!("{} bytes of __arena globals: too large", sec.size),
+        ));
+    }
+    let data = if sec.sh_type == elf::SHT_NOBITS {
+        vec![0; sec.size as usize]
+    } else {
+        sec.data.to_vec()
+    };
+    out.specs[index].initial_data = Some(data);
+    out.arena = Some((sec.index, index, sec.size));
+    Ok(())
 }
 
 fn legacy_maps(
@@ -570,8 +621,8 @@ fn externs(elf: &Elf<'_>, btf: &Btf, out: &mut Collected) -> Result<(), ParseErr
             map.map_flags = BPF_F_RDONLY_PROG;
             map.initial_data = Some(vec![0; size as usize]);
             map.variables = variables;
-            // The DATASEC's own layout is 0-sized in the object; the kernel
-            // would reject it as the value type, so no BTF value id here.
+            // Its DATASEC becomes the value type once `parse` has laid it
+            // out like this map (`fixup_extern_datasecs`).
             let _ = id;
             out.kconfig_map = Some(out.specs.len());
             out.specs.push(map);
@@ -627,24 +678,34 @@ fn align_of(btf: &Btf, id: TypeId) -> Result<u32, crate::btf::BtfError> {
     })
 }
 
+/// libbpf's `find_kcfg_type`: the declarations a `.kconfig` extern may have.
 fn kconfig_kind(btf: &Btf, type_id: TypeId) -> Option<KconfigValueKind> {
     let (_, t) = btf.skip_modifiers(type_id).ok()?;
     Some(match t {
-        Type::Int { encoding, size, .. } if encoding & INT_BOOL != 0 && size == 1 => {
-            KconfigValueKind::Bool
+        Type::Int { encoding, size, .. } if encoding & INT_BOOL != 0 => {
+            (size == 1).then_some(KconfigValueKind::Bool)?
         }
+        Type::Int { size: 1, .. } => KconfigValueKind::Char,
         Type::Int {
-            encoding, size: 1, ..
-        } if encoding & INT_CHAR != 0 => KconfigValueKind::Tristate,
-        Type::Int { encoding, .. } => KconfigValueKind::Int {
+            encoding,
+            size: 2 | 4 | 8,
+            ..
+        } => KconfigValueKind::Int {
             signed: encoding & INT_SIGNED != 0,
         },
-        Type::Enum { name_off, .. } if btf.str_at(name_off).ok() == Some("libbpf_tristate") => {
+        Type::Enum {
+            name_off, size: 4, ..
+        }
+        | Type::Enum64 { name_off, .. }
+            if btf.str_at(name_off).ok() == Some("libbpf_tristate") =>
+        {
             KconfigValueKind::Tristate
         }
-        Type::Enum { signed, .. } | Type::Enum64 { signed, .. } => KconfigValueKind::Int { signed },
-        Type::Array { elem, .. } => match btf.skip_modifiers(elem).ok()?.1 {
-            Type::Int { size: 1, .. } => KconfigValueKind::CharArray,
+        // Not recursive: a malformed BTF could make an array its own element.
+        Type::Array { elem, nelems, .. } if nelems > 0 => match btf.skip_modifiers(elem).ok()?.1 {
+            Type::Int {
+                size: 1, encoding, ..
+            } if encoding & INT_BOOL == 0 => KconfigValueKind::CharArray,
             _ => return None,
         },
         _ => return None,

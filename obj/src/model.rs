@@ -292,7 +292,9 @@ pub struct MapSpec {
     pub map_extra: u64,
     pub pinning: Pinning,
     pub origin: MapOrigin,
-    /// Initial bytes of the value at key 0 for global data maps (`.bss`: zeros).
+    /// Initial bytes of the value at key 0 for global data maps (`.bss`:
+    /// zeros); for an arena map, the initial bytes of its `__arena` globals
+    /// (`.addr_space.1`), which the loader copies into the arena.
     pub initial_data: Option<Vec<u8>>,
     /// BTF type ids in [`ObjectSpec::btf`], when the object carries them.
     pub btf_key_type_id: Option<u32>,
@@ -332,6 +334,8 @@ pub enum RelocationTarget {
     /// `ld_imm64 rX, map` → `BPF_PSEUDO_MAP_FD` with the map's fd. `map` indexes [`ObjectSpec::maps`].
     Map { map: usize },
     /// `ld_imm64 rX, &global + offset` → `BPF_PSEUDO_MAP_VALUE` with the fd and offset.
+    /// For an arena map (`__arena` globals) the offset is into the globals'
+    /// bytes; the loader adds where it places them in the arena.
     MapValue { map: usize, offset: u32 },
 }
 
@@ -350,6 +354,10 @@ pub struct ProgramSpec {
     pub relocations: Vec<Relocation>,
     /// `BPF_F_SLEEPABLE` (the `.s` section forms).
     pub sleepable: bool,
+    /// Loaded with the object (libbpf's autoload): false for `SEC("?...")`
+    /// programs, which load only when asked for (they are often written to
+    /// be refused, or for one kernel among several). Set it before loading.
+    pub autoload: bool,
     /// `bpf_func_info` records (insn index, BTF FUNC id) for the program and
     /// each appended subprogram, in [`ProgramSpec::insns`] coordinates.
     pub func_info: Vec<FuncInfo>,
@@ -473,8 +481,10 @@ pub enum ExternKind {
 pub enum KconfigValueKind {
     /// `bool`: y → 1, n/unset → 0.
     Bool,
-    /// `char` (or `enum libbpf_tristate`): y → 'y'/1, m → 'm'/2, n → 'n'/0.
+    /// `enum libbpf_tristate`: y → 1, m → 2, n → 0.
     Tristate,
+    /// A one-byte integer (`char`, `__u8`...): y/m/n → the letter, or a number.
+    Char,
     /// A signed or unsigned integer of `size` bytes.
     Int { signed: bool },
     /// `char[N]`: a string value.

@@ -288,6 +288,27 @@ fn mark_hidden_funcs_static(btf: &mut Btf, elf: &Elf<'_>) -> Result<(), ParseErr
     Ok(())
 }
 
+/// The `.kconfig` and `.ksyms` DATASECs made loadable, with the `.kconfig`
+/// map's value typed by its DATASEC as libbpf does.
+fn fixup_extern_datasecs(maps: &mut crate::maps::Collected, btf: Btf) -> Result<Btf, ParseError> {
+    use crate::{ExternKind, MapType};
+    let kconfig_size = maps.kconfig_map.map_or(0, |i| maps.specs[i].value_size);
+    let externs = &maps.externs;
+    let offset = |name: &str| {
+        externs.iter().find_map(|e| match e.kind {
+            ExternKind::Kconfig { offset, .. } if e.name == name => Some(offset),
+            _ => None,
+        })
+    };
+    let btf = crate::btf::fixup::fixup_extern_datasecs(btf, offset, kconfig_size)?;
+    if let Some(i) = maps.kconfig_map {
+        let map = &mut maps.specs[i];
+        debug_assert_eq!(map.map_type, MapType::ARRAY);
+        map.btf_value_type_id = btf.id_by_name(".kconfig", crate::btf::Kind::DataSec);
+    }
+    Ok(btf)
+}
+
 impl ObjectSpec {
     /// Parses an eBPF ELF object (clang `-target bpf` or bpf-linker output).
     ///
@@ -330,7 +351,11 @@ impl ObjectSpec {
             None => None,
         };
         let btf = read_btf(&elf)?;
-        let maps = crate::maps::collect(&elf, btf.as_ref())?;
+        let mut maps = crate::maps::collect(&elf, btf.as_ref())?;
+        let btf = match btf {
+            Some(btf) => Some(fixup_extern_datasecs(&mut maps, btf)?),
+            None => None,
+        };
         let ext = match (elf.section_by_name(".BTF.ext"), &btf) {
             (Some(sec), Some(btf)) => Some(crate::btf::ext::BtfExt::parse(sec.data, btf)?),
             _ => None,

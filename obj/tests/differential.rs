@@ -7,7 +7,8 @@
 //! the map, kernel addresses masked, subprograms in one canonical order), the
 //! same normaliser the conformance suite uses on objects we do not write.
 //!
-//! Equal xlated code means Kiln's relocations (maps, global data, subprogram
+//! The func_info and line_info counts the kernel kept are compared too (a
+//! program loaded without its BTF differs). Equal xlated code means Kiln's relocations (maps, global data, subprogram
 //! calls, CO-RE against vmlinux) produced what libbpf's did, as the verifier
 //! saw it. Objects libbpf itself cannot load, or that pin maps by name under
 //! /sys/fs/bpf, are listed as not compared (stderr), never counted as passes.
@@ -75,6 +76,19 @@ fn info_by_fd(fd: BorrowedFd<'_>, info: &mut [u8]) -> Result<(), Error> {
     put64(&mut attr, 8, info.as_mut_ptr() as u64);
     bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map_err(|e| format!("BPF_OBJ_GET_INFO_BY_FD: {e}"))?;
     Ok(())
+}
+
+/// The normalised xlated code, and as a last line the func_info and
+/// line_info counts the kernel kept (Kiln must not load without the BTF
+/// libbpf loads with).
+fn xlated_with_btf(fd: BorrowedFd<'_>) -> Result<Vec<String>, Error> {
+    let mut lines = normalized_xlated(fd)?;
+    let (_, ext) = kiln_loader::programs::xlated::xlated_raw(fd)?;
+    lines.push(format!(
+        "func_info {} line_info {}",
+        ext.func_info, ext.line_info
+    ));
+    Ok(lines)
 }
 
 const BPF_MAP_LOOKUP_ELEM: u32 = 1;
@@ -229,7 +243,7 @@ fn compare_object(path: &Path) -> Result<Outcome, Error> {
         }
         let name = entry.file_name().to_string_lossy().into_owned();
         let fd = obj_get(&entry.path())?;
-        theirs.push((name, normalized_xlated(fd.as_fd())?));
+        theirs.push((name, xlated_with_btf(fd.as_fd())?));
     }
     theirs.sort();
     if theirs.is_empty() {
@@ -252,7 +266,7 @@ fn compare_object(path: &Path) -> Result<Outcome, Error> {
             ));
             continue;
         };
-        let got = normalized_xlated(prog.fd())?;
+        let got = xlated_with_btf(prog.fd())?;
         if &got != want {
             let first = got
                 .iter()
@@ -333,6 +347,55 @@ fn xlated_matches_libbpf() -> TestResult {
     Ok(())
 }
 
+/// Statically linked objects (`bpftool gen object` output: BTF deduplicated
+/// and renumbered, DATASECs laid out by the linker) verify to libbpf's
+/// instructions too. Linked here from fixtures with CO-RE type ids, kconfig
+/// and kfuncs, subprograms, global data, map slots and USDT.
+fn linked_objects_match_libbpf() -> TestResult {
+    let dir = PinDir(std::env::temp_dir().join(format!("kiln-linked-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0)?;
+    let mut failures = Vec::new();
+    let mut compared = 0;
+    for inputs in [
+        &["core_types"][..],
+        &["dropin"],
+        &["globals"],
+        &["loader_slots"],
+        &["attach_usdt"],
+        &["tool_execsnoop"],
+        // Two files, each with a static `hits` in .data.
+        &["linked_a", "linked_b"],
+    ] {
+        let stem = inputs.join("+");
+        let linked = dir.0.join(format!("{stem}.bpf.o"));
+        let mut link = Command::new("bpftool");
+        link.args(["gen", "object"]).arg(&linked);
+        for i in inputs {
+            link.arg(kiln_testkit::bpf_object(&format!("{i}.bpf.o"))?);
+        }
+        let out = link.output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "bpftool gen object {stem}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        match compare_object(&linked) {
+            Ok(Outcome::Compared { .. }) => compared += 1,
+            Ok(Outcome::NotCompared(why)) => eprintln!("linked: NOT COMPARED {stem}: {why}"),
+            Err(e) => failures.push(format!("linked {e}")),
+        }
+    }
+    if !failures.is_empty() {
+        return Err(failures.join("\n").into());
+    }
+    if compared < 3 {
+        return Err(format!("only {compared} linked objects compared").into());
+    }
+    Ok(())
+}
+
 fn has_bpftool() -> Option<String> {
     Command::new("bpftool")
         .arg("version")
@@ -344,9 +407,13 @@ fn has_bpftool() -> Option<String> {
 }
 
 fn main() {
-    kiln_testkit::run(vec![kiln_testkit::test(
-        "xlated_matches_libbpf",
-        &[Need::Root, Need::Bpf, Need::Probe("bpftool", has_bpftool)],
-        xlated_matches_libbpf,
-    )]);
+    let needs = &[Need::Root, Need::Bpf, Need::Probe("bpftool", has_bpftool)];
+    kiln_testkit::run(vec![
+        kiln_testkit::test("xlated_matches_libbpf", needs, xlated_matches_libbpf),
+        kiln_testkit::test(
+            "linked_objects_match_libbpf",
+            needs,
+            linked_objects_match_libbpf,
+        ),
+    ]);
 }

@@ -691,6 +691,73 @@ fn map_extra_64_bit() -> TestResult {
     Ok(())
 }
 
+/// `__arena` globals (.addr_space.1): their bytes become the arena map's
+/// initial data and every reference to them a value reference into it.
+fn arena_globals() -> TestResult {
+    let obj = load("arena_globals.bpf.o")?;
+    let arena = obj.map_index("arena").ok_or("no arena map")?;
+    let data = obj.maps[arena]
+        .initial_data
+        .as_deref()
+        .ok_or("arena has no initial data")?;
+    let word = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().unwrap_or_default());
+    check_eq!(data.len(), 32);
+    check_eq!(word(0), 40); // counter
+    check_eq!(
+        &data[8..24],
+        &[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0]
+    );
+    check_eq!(word(24), 0); // zeroed
+    let p = obj.program("bump").ok_or("no bump")?;
+    let mut offsets: Vec<u32> = p
+        .relocations
+        .iter()
+        .filter_map(|r| match r.target {
+            RelocationTarget::MapValue { map, offset } if map == arena => Some(offset),
+            _ => None,
+        })
+        .collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    check_eq!(offsets, [0, 8, 24]);
+    Ok(())
+}
+
+/// `.kconfig` and `.ksyms` come out of parsing as the kernel's BTF loader
+/// takes them: no extern linkage, no FUNC inside a DATASEC, sections sized,
+/// and the `.kconfig` map typed by its DATASEC (libbpf's rewrite).
+fn extern_datasecs_are_loadable() -> TestResult {
+    use kiln_obj::btf::{Btf, FUNC_EXTERN, Kind, Type, VAR_EXTERN};
+    let obj = load("externs.bpf.o")?;
+    let btf = Btf::parse(obj.btf.as_deref().ok_or("no BTF")?)?;
+    for t in btf.types() {
+        let (id, t) = t?;
+        match t {
+            Type::Var { linkage, .. } => ensure(linkage != VAR_EXTERN, format!("VAR {id} extern"))?,
+            Type::Func { linkage, .. } => {
+                ensure(linkage != FUNC_EXTERN, format!("FUNC {id} extern"))?
+            }
+            Type::DataSec { vars, size, .. } => {
+                for v in &vars {
+                    ensure(
+                        btf.kind_of(v.type_id)? == Kind::Var,
+                        format!("DATASEC {id} holds type {}", v.type_id),
+                    )?;
+                    ensure(v.offset + v.size <= size, format!("DATASEC {id}: {v:?}"))?;
+                }
+            }
+            _ => {}
+        }
+    }
+    let kconfig = obj.map(".kconfig").ok_or("no .kconfig map")?;
+    let id = btf
+        .id_by_name(".kconfig", Kind::DataSec)
+        .ok_or("no .kconfig DATASEC")?;
+    check_eq!(kconfig.btf_value_type_id, Some(id));
+    check_eq!(btf.resolve_size(id)?, kconfig.value_size);
+    Ok(())
+}
+
 fn main() {
     kiln_testkit::run(vec![
         kiln_testkit::test(
@@ -715,6 +782,12 @@ fn main() {
         kiln_testkit::test("subprograms", &[], subprograms),
         kiln_testkit::test("section_names", &[], section_names),
         kiln_testkit::test("externs", &[], externs),
+        kiln_testkit::test(
+            "extern_datasecs_are_loadable",
+            &[],
+            extern_datasecs_are_loadable,
+        ),
+        kiln_testkit::test("arena_globals", &[], arena_globals),
         kiln_testkit::test("malformed_inputs", &[], malformed_inputs),
     ]);
 }

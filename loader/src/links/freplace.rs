@@ -57,7 +57,9 @@ pub fn target_func_btf_id(target: BorrowedFd<'_>, func: &str) -> Result<u32, Lin
 
 /// Loads the `freplace/FUNC` program `name` of `spec` (maps resolved from
 /// `ebpf`, loaded from the same spec) as a replacement for `func` in `target`
-/// (default: the function its section names).
+/// (default: the function its section names). An `fentry/FUNC` or
+/// `fexit/FUNC` program loads the same way, tracing `func` of the BPF
+/// program `target` (skip it in the object's load first).
 pub fn load_extension(
     spec: &ObjectSpec,
     ebpf: &Ebpf,
@@ -71,11 +73,18 @@ pub fn load_extension(
     let func = match (func, &pspec.kind) {
         (Some(f), _) => f.to_owned(),
         (None, kiln_obj::ProgramKind::Extension { target: Some(t) }) => t.clone(),
+        // fentry/fexit on a function of a BPF program.
+        (
+            None,
+            kiln_obj::ProgramKind::Tracing {
+                target: Some(t), ..
+            },
+        ) => t.clone(),
         _ => {
             return Err(LinkError::target(
                 M,
                 name,
-                "not a freplace/FUNC program: name the function to replace",
+                "not a freplace/FUNC or fentry/FUNC program: name the target function",
             ));
         }
     };
@@ -116,8 +125,10 @@ pub(crate) fn load_deferred(
     what: &str,
     target: DeferredTarget<'_>,
 ) -> Result<Program, LinkError> {
-    let pspec = spec
-        .program(name)
+    // As the loader prepared it (CO-RE, kfuncs), when it left it for later.
+    let pspec = ebpf
+        .deferred_program(name)
+        .or_else(|| spec.program(name))
         .ok_or_else(|| LinkError::target(mechanism, name, "no such program in the object"))?;
     let mut fds = Vec::with_capacity(spec.maps.len());
     for m in &spec.maps {

@@ -381,6 +381,96 @@ fn running_kernel(var: &str) -> Result<&'static Btf, LinkError> {
     crate::externs::kernel_btf(None).map_err(|e| LinkError::target(M, var, e))
 }
 
+/// What became of one program named by a struct_ops variable in
+/// [`load_struct_ops_programs`].
+#[derive(Debug)]
+pub enum StructOpsProgram {
+    /// Loaded against the kernel's struct and member.
+    Loaded(Program),
+    /// Not loadable on this kernel: it has no such struct_ops type.
+    KernelLacks(String),
+    /// The kernel refused it (the verifier's reason inside).
+    Failed(LinkError),
+}
+
+/// Loads every program the struct_ops variables of `elf` name, each against
+/// its kernel struct and member, without creating or registering any table:
+/// what libbpf's `bpf_object__load` (and `bpftool prog loadall`) does. A
+/// struct the kernel does not have leaves its programs
+/// [`StructOpsProgram::KernelLacks`]. `spec` and `ebpf`: the object as
+/// parsed and as loaded (for its maps, BTF and prepared programs).
+pub fn load_struct_ops_programs(
+    elf: &[u8],
+    spec: &ObjectSpec,
+    ebpf: &Ebpf,
+    file: &str,
+) -> Result<Vec<(String, StructOpsProgram)>, LinkError> {
+    let mut out = Vec::new();
+    let specs = struct_ops_specs(elf, file)?;
+    if specs.is_empty() {
+        return Ok(out);
+    }
+    let kbtf = running_kernel(file)?;
+    // SEC("?.struct_ops"): a table libbpf does not create by default.
+    for ops in specs.iter().filter(|o| !o.section.starts_with('?')) {
+        let what = format!("{} ({})", ops.name, ops.type_name);
+        let k = match kernel_ops(kbtf, &ops.type_name, &what) {
+            Ok(k) => k,
+            Err(e) => {
+                for m in &ops.members {
+                    if let Some(p) = &m.program {
+                        out.push((p.clone(), StructOpsProgram::KernelLacks(e.to_string())));
+                    }
+                }
+                continue;
+            }
+        };
+        let Ok(Type::Struct { members, .. }) = k.btf.type_by_id(k.struct_id) else {
+            return Err(LinkError::target(M, &what, "kernel struct unreadable"));
+        };
+        for m in &ops.members {
+            let Some(pname) = &m.program else { continue };
+            if spec.program(pname).is_some_and(|p| !p.autoload) {
+                continue;
+            }
+            let Some(index) = members
+                .iter()
+                .position(|km| k.btf.str_at(km.name_off).is_ok_and(|n| n == m.name))
+            else {
+                out.push((
+                    pname.clone(),
+                    StructOpsProgram::KernelLacks(format!(
+                        "{what}: the kernel's struct has no member {}",
+                        m.name
+                    )),
+                ));
+                continue;
+            };
+            let result = load_deferred(
+                spec,
+                ebpf,
+                pname,
+                M,
+                &format!("{what}.{}", m.name),
+                DeferredTarget {
+                    attach_prog_fd: None,
+                    attach_btf_id: k.struct_id,
+                    expected_attach_type: Some(index as u32),
+                    program_kind: None,
+                },
+            );
+            out.push((
+                pname.clone(),
+                match result {
+                    Ok(p) => StructOpsProgram::Loaded(p),
+                    Err(e) => StructOpsProgram::Failed(e),
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// [`register_struct_ops`] from an already parsed [`StructOpsSpec`] and the
 /// kernel BTF to register against.
 pub fn register_with(

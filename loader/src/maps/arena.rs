@@ -131,6 +131,27 @@ impl<M: Borrow<Map>> Arena<M> {
         Ok(unsafe { std::ptr::read_volatile(p) })
     }
 
+    /// Copies `bytes` to byte `offset`.
+    pub fn write_bytes(&self, offset: usize, bytes: &[u8]) -> Result<(), MapError> {
+        if offset
+            .checked_add(bytes.len())
+            .is_none_or(|end| end > self.len)
+        {
+            return Err(MapError::Other {
+                name: self.map().name().to_owned(),
+                message: format!(
+                    "{} bytes at offset {offset} are outside the arena's {} bytes",
+                    bytes.len(),
+                    self.len
+                ),
+            });
+        }
+        // SAFETY: offset + len <= self.len (checked): inside the writable
+        // mapping, which `bytes` (a Rust slice) cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(offset), bytes.len()) };
+        Ok(())
+    }
+
     /// Writes a `V` at byte `offset`.
     pub fn write<V: Pod>(&self, offset: usize, value: &V) -> Result<(), MapError> {
         let p = self.at::<V>(offset)?;

@@ -256,6 +256,10 @@ pub struct ProgramInfo {
     pub jited_len: u32,
     pub map_ids: Vec<u32>,
     pub btf_id: u32,
+    /// `bpf_func_info` and `bpf_line_info` records the kernel kept (0
+    /// without program BTF: no source lines in the verifier's log or dumps).
+    pub nr_func_info: u32,
+    pub nr_line_info: u32,
     pub load_time_ns: u64,
     pub gpl_compatible: bool,
 }
@@ -287,6 +291,8 @@ pub fn program_info(fd: BorrowedFd<'_>) -> Result<ProgramInfo, SysError> {
         jited_len: first.jited_prog_len,
         map_ids,
         btf_id: first.btf_id,
+        nr_func_info: first.nr_func_info,
+        nr_line_info: first.nr_line_info,
         load_time_ns: first.load_time,
         gpl_compatible: first.flags & 1 != 0,
     })

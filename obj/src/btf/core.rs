@@ -595,9 +595,18 @@ fn compute(btf: &Btf, spec: &Spec, kind: K, local_id: TypeId) -> Result<Value, B
             validate: true,
         })
     };
+    // Type ids in an instruction change when objects are linked (`bpftool
+    // gen object` renumbers BTF): libbpf never checks them, nor does Kiln.
+    let type_id = |id: TypeId| {
+        Ok(Value {
+            value: u64::from(id),
+            size: 0,
+            validate: false,
+        })
+    };
     match kind {
-        K::TypeIdLocal => plain(u64::from(local_id)),
-        K::TypeIdTarget => plain(u64::from(spec.root)),
+        K::TypeIdLocal => type_id(local_id),
+        K::TypeIdTarget => type_id(spec.root),
         K::TypeExists | K::TypeMatches | K::FieldExists | K::EnumValueExists => plain(1),
         K::TypeSize => plain(u64::from(btf.resolve_size(spec.root)?)),
         K::EnumValue => {
@@ -775,10 +784,18 @@ fn resolve<'t, M: FnOnce() -> Vec<&'t Btf>>(
             }
         }
     }
+    // libbpf's rule when no candidate matches: every type-based relocation
+    // (exists, matches, size, target id) and the two existence checks
+    // compute 0; field offsets and sizes and enum values are poisoned.
     if result.is_none()
         && matches!(
             r.kind,
-            K::FieldExists | K::TypeExists | K::TypeMatches | K::EnumValueExists
+            K::FieldExists
+                | K::TypeExists
+                | K::TypeMatches
+                | K::TypeSize
+                | K::TypeIdTarget
+                | K::EnumValueExists
         )
     {
         result = Some(Value {

@@ -262,6 +262,16 @@ pub fn bpf_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bpf")
 }
 
+/// For `Need::Probe`: why bpftool, the libbpf reference tests compare with,
+/// cannot run here (`None` when it can). Never a runtime dependency of Kiln.
+pub fn bpftool_missing() -> Option<String> {
+    let ok = std::process::Command::new("bpftool")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (!ok).then(|| "bpftool (the libbpf reference) is not installed".into())
+}
+
 /// The path of a built eBPF object, or an error telling how to build it.
 pub fn bpf_object(file_name: &str) -> Result<PathBuf, String> {
     let path = bpf_dir().join(file_name);

@@ -146,6 +146,10 @@ enum ObjectCommand {
         /// Where a rejected program's whole verifier log is written (default: the temporary directory).
         #[arg(long, value_name = "DIR")]
         verifier_log_dir: Option<PathBuf>,
+        /// The BPF program a freplace or fentry/fexit program attaches to: a pinned
+        /// program's path or `id:N`, and the function (default: the section's).
+        #[arg(long = "attach-target", value_name = "PROG=TARGET[:FUNC]")]
+        attach_targets: Vec<object::AttachTarget>,
         #[arg(long)]
         json: bool,
     },
@@ -508,11 +512,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             path,
             pin_dir,
             verifier_log_dir,
+            attach_targets,
             json,
         }) => {
             let _ = kiln_loader::sys::caps::raise_memlock();
             let log_dir = verifier_log_dir.unwrap_or_else(std::env::temp_dir);
-            if !object::load(&path, pin_dir.as_deref(), &log_dir, json)? {
+            if !object::load(&path, pin_dir.as_deref(), &log_dir, json, &attach_targets)? {
                 return Ok(ExitCode::FAILURE);
             }
         }

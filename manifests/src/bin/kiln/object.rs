@@ -163,21 +163,157 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Pin file name of a map: global data sections lose their leading dot.
-fn pin_name(name: &str) -> &str {
-    name.strip_prefix('.').unwrap_or(name)
+/// `--attach-target PROG=TARGET[:FUNC]`: the BPF program a freplace or
+/// fentry/fexit program of the object attaches to (a pinned program's path,
+/// or `id:N`), and the function in it (default: the one the section names).
+#[derive(Clone, Debug)]
+pub struct AttachTarget {
+    pub program: String,
+    pub target: String,
+    pub func: Option<String>,
 }
 
-/// Loads every program of the object (maps first), reports each program's
-/// verdict, pins what loaded under `pin_dir`. Returns false if any program failed.
+impl std::str::FromStr for AttachTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (program, rest) = s.split_once('=').ok_or_else(|| {
+            format!("--attach-target {s}: expected PROG=TARGET[:FUNC], e.g. ext=/sys/fs/bpf/xdp_main:handle")
+        })?;
+        // A trailing `:name` is the function, unless the whole is an existing path.
+        let (target, func) = match rest.rsplit_once(':') {
+            Some((t, f))
+                if !t.is_empty()
+                    && t != "id"
+                    && !Path::new(rest).exists()
+                    && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') =>
+            {
+                (t.to_owned(), Some(f.to_owned()))
+            }
+            _ => (rest.to_owned(), None),
+        };
+        if program.is_empty() || target.is_empty() {
+            return Err(format!("--attach-target {s}: expected PROG=TARGET[:FUNC]"));
+        }
+        Ok(AttachTarget {
+            program: program.to_owned(),
+            target,
+            func,
+        })
+    }
+}
+
+fn open_target(t: &AttachTarget) -> anyhow::Result<kiln_loader::Program> {
+    let prog = match t.target.strip_prefix("id:") {
+        Some(id) => kiln_loader::Program::from_id(
+            id.parse()
+                .with_context(|| format!("--attach-target {}: bad program id", t.program))?,
+        ),
+        None => kiln_loader::Program::from_pin(Path::new(&t.target), None),
+    };
+    prog.with_context(|| format!("--attach-target {}: opening {}", t.program, t.target))
+}
+
+/// What became of one program of the object.
+enum Outcome {
+    Loaded(kiln_loader::Program),
+    /// Not loaded, and why: what it needs that neither the object nor the
+    /// command line gives.
+    Deferred(String),
+    /// The kernel refused it.
+    Failed {
+        reason: String,
+        detail: String,
+        errno: Option<i32>,
+        log: Option<String>,
+    },
+}
+
+impl Outcome {
+    fn failed(e: &kiln_loader::LoadError) -> Self {
+        Outcome::Failed {
+            reason: e.reason(),
+            detail: e.to_string(),
+            errno: e.errno(),
+            log: e.log().map(str::to_owned),
+        }
+    }
+    fn failed_link(e: &kiln_loader::links::LinkError) -> Self {
+        let text = e.to_string();
+        Outcome::Failed {
+            reason: text.lines().next().unwrap_or_default().to_owned(),
+            detail: text,
+            errno: None,
+            log: None,
+        }
+    }
+}
+
+/// Why autoload-off programs are not loaded (not a failure: libbpf does not
+/// load them either).
+const AUTOLOAD_OFF: &str =
+    "autoload off: SEC(\"?...\") programs load only when asked for, as with libbpf";
+
+/// Why a program the loader left alone was not loaded.
+fn deferral(p: &kiln_obj::ProgramSpec) -> String {
+    if !p.autoload {
+        return AUTOLOAD_OFF.into();
+    }
+    let (kind, name) = (&p.kind, &p.name);
+    match kind {
+        ProgramKind::Extension { .. } => format!(
+            "freplace: needs the program it replaces a function of (--attach-target {name}=PINNED_PROG[:FUNC])"
+        ),
+        ProgramKind::StructOps { .. } => {
+            "struct_ops: no struct_ops variable of the object uses it".into()
+        }
+        _ => "not loaded".into(),
+    }
+}
+
+/// Loads every program of the object (maps first), like `bpftool prog
+/// loadall`: the rest of the object's programs, freplace and fentry/fexit
+/// programs given a target with `--attach-target`, and the programs of each
+/// struct_ops variable whose struct the kernel has (loaded, not registered).
+/// Reports each program as loaded, deferred (with what it needs) or failed
+/// (with the verifier's reason), and pins what loaded under `pin_dir`.
+/// Returns false unless every program loaded.
 pub fn load(
     path: &Path,
     pin_dir: Option<&Path>,
     log_dir: &Path,
     json: bool,
+    attach_targets: &[AttachTarget],
 ) -> anyhow::Result<bool> {
-    let spec = parse(path)?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let spec = ObjectSpec::parse(&bytes).with_context(|| format!("parsing {}", path.display()))?;
+    let object_name = kiln_obj::object_name_from_path(path);
+    let pin_names = match pin_dir {
+        Some(_) => Some(
+            spec.map_pin_names(&object_name)
+                .map_err(|e| anyhow::anyhow!("{}: cannot pin its maps: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    for t in attach_targets {
+        let p = spec.program(&t.program).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--attach-target {}: {} has no such program",
+                t.program,
+                path.display()
+            )
+        })?;
+        if !matches!(
+            p.kind,
+            ProgramKind::Extension { .. } | ProgramKind::Tracing { .. }
+        ) {
+            anyhow::bail!(
+                "--attach-target {}: only freplace and fentry/fexit programs take a target program",
+                t.program
+            );
+        }
+    }
     let mut loader = EbpfLoader::new();
+    loader.object_name(&object_name);
     if let Some(dir) = pin_dir {
         // Owner-only, like a deployment's pin root: bpffs grants access by mode.
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
@@ -185,27 +321,78 @@ pub fn load(
             .with_context(|| format!("creating {}", dir.display()))?;
         loader.map_pin_path(dir);
     }
+    for t in attach_targets {
+        loader.skip_program(&t.program);
+    }
     let (ebpf, failures) = loader
         .load_each(&spec)
         .with_context(|| format!("loading {}", path.display()))?;
-    let mut pinned = Vec::new();
-    if let Some(dir) = pin_dir {
-        for (name, prog) in ebpf.programs() {
-            let p = dir.join(name);
-            prog.pin(&p)?;
-            pinned.push(p);
+
+    let mut outcomes: std::collections::BTreeMap<String, Outcome> = Default::default();
+    for (name, e) in &failures {
+        outcomes.insert(name.clone(), Outcome::failed(e));
+    }
+    for t in attach_targets {
+        let target = open_target(t)?;
+        let outcome = match kiln_loader::links::freplace::load_extension(
+            &spec,
+            &ebpf,
+            &t.program,
+            target.fd(),
+            t.func.as_deref(),
+        ) {
+            Ok(p) => Outcome::Loaded(p),
+            Err(e) => Outcome::failed_link(&e),
+        };
+        outcomes.insert(t.program.clone(), outcome);
+    }
+    if spec
+        .programs
+        .iter()
+        .any(|p| matches!(p.kind, ProgramKind::StructOps { .. }))
+    {
+        use kiln_loader::links::struct_ops::{StructOpsProgram, load_struct_ops_programs};
+        let file = path.display().to_string();
+        for (name, r) in load_struct_ops_programs(&bytes, &spec, &ebpf, &file)? {
+            let outcome = match r {
+                StructOpsProgram::Loaded(p) => Outcome::Loaded(p),
+                StructOpsProgram::KernelLacks(why) => Outcome::Deferred(why),
+                StructOpsProgram::Failed(e) => Outcome::failed_link(&e),
+            };
+            outcomes.insert(name, outcome);
         }
-        for (name, map) in ebpf.maps() {
-            let p = dir.join(pin_name(name));
-            let by_name = spec.map(name).is_some_and(|m| m.pinning == Pinning::ByName);
+    }
+    let mut ebpf = ebpf;
+    for p in &spec.programs {
+        if let Some(prog) = ebpf.take_program(&p.name) {
+            outcomes.insert(p.name.clone(), Outcome::Loaded(prog));
+        }
+        outcomes
+            .entry(p.name.clone())
+            .or_insert_with(|| Outcome::Deferred(deferral(p)));
+    }
+
+    let mut pinned = Vec::new();
+    if let (Some(dir), Some(pin_names)) = (pin_dir, &pin_names) {
+        for (name, o) in &outcomes {
+            if let Outcome::Loaded(prog) = o {
+                let p = dir.join(name);
+                prog.pin(&p)?;
+                pinned.push(p);
+            }
+        }
+        for (m, pin_name) in spec.maps.iter().zip(pin_names) {
+            let Some(map) = ebpf.map(&m.name) else {
+                continue;
+            };
+            let p = dir.join(pin_name);
             // BY_NAME maps were pinned (or reused) by the loader itself.
-            if !by_name {
+            if m.pinning != Pinning::ByName {
                 map.pin(&p)?;
             }
             pinned.push(p);
         }
     }
-    let ok = failures.is_empty();
     // The message shows the log's tail; the whole log goes to a file.
     let mut log_files = std::collections::BTreeMap::new();
     for (name, e) in &failures {
@@ -220,58 +407,98 @@ pub fn load(
             ),
         }
     }
+    let count = |f: fn(&Outcome) -> bool| outcomes.values().filter(|o| f(o)).count();
+    let loaded = count(|o| matches!(o, Outcome::Loaded(_)));
+    let deferred = count(|o| matches!(o, Outcome::Deferred(_)));
+    let failed = count(|o| matches!(o, Outcome::Failed { .. }));
+    // Exit 0 when everything libbpf would load loaded.
+    let ok = failed == 0
+        && outcomes
+            .values()
+            .all(|o| !matches!(o, Outcome::Deferred(why) if why != AUTOLOAD_OFF));
+    // Func and line info records the kernel kept: no BTF means no source
+    // lines in the verifier's messages and no BTF-based features.
+    let btf_counts = |p: &kiln_loader::Program| {
+        p.info()
+            .map(|i| (i.nr_func_info, i.nr_line_info))
+            .unwrap_or((0, 0))
+    };
     if json {
         let progs: Vec<_> = spec
             .programs
             .iter()
-            .map(|p| {
-                match (
-                    ebpf.program(&p.name),
-                    failures.iter().find(|(n, _)| *n == p.name),
-                ) {
-                    (Some(prog), _) => json!({"name": p.name, "loaded": true, "id": prog.id()}),
-                    (None, Some((_, e))) => json!({
-                        "name": p.name, "loaded": false, "reason": e.reason(),
-                        "errno": e.errno(), "log": e.log(),
-                        "log_file": log_files.get(&p.name),
-                    }),
-                    (None, None) => json!({
-                        "name": p.name, "loaded": false,
-                        "reason": "loads when attached (struct_ops/freplace need their target)",
-                    }),
+            .map(|p| match &outcomes[&p.name] {
+                Outcome::Loaded(prog) => {
+                    let (funcs, lines) = btf_counts(prog);
+                    json!({
+                        "name": p.name, "section": p.section, "status": "loaded",
+                        "loaded": true, "id": prog.id(),
+                        "btf": funcs > 0, "func_info": funcs, "line_info": lines,
+                    })
                 }
+                Outcome::Deferred(reason) => json!({
+                    "name": p.name, "section": p.section, "status": "deferred",
+                    "loaded": false, "reason": reason,
+                }),
+                Outcome::Failed {
+                    reason, errno, log, ..
+                } => json!({
+                    "name": p.name, "section": p.section, "status": "failed",
+                    "loaded": false, "reason": reason, "errno": errno, "log": log,
+                    "log_file": log_files.get(&p.name),
+                }),
             })
             .collect();
         let v = json!({
             "path": path.display().to_string(),
             "ok": ok,
+            "summary": {"loaded": loaded, "deferred": deferred, "failed": failed},
+            "btf": {
+                "in_object": spec.btf.is_some(),
+                "loaded": ebpf.btf_fd().is_some(),
+                "dropped_reason": ebpf.btf_dropped(),
+            },
             "programs": progs,
-            "maps": ebpf.maps().map(|(n, m)| json!({"name": n, "id": m.info().map(|i| i.id).ok(), "reused": ebpf.reused_maps().iter().any(|r| r == n)})).collect::<Vec<_>>(),
+            "maps": spec.maps.iter().zip(0..).filter_map(|(m, i)| {
+                let map = ebpf.map(&m.name)?;
+                Some(json!({
+                    "name": m.name,
+                    "kernel_name": m.libbpf_name(&object_name),
+                    "pin_name": pin_names.as_ref().map(|n: &Vec<String>| n[i].clone()),
+                    "id": map.info().map(|i| i.id).ok(),
+                    "reused": ebpf.reused_maps().contains(&m.name),
+                }))
+            }).collect::<Vec<_>>(),
             "pinned": pinned.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ok);
     }
     for p in &spec.programs {
-        match ebpf.program(&p.name) {
-            Some(prog) => outln!("{:<24} loaded (id {})", p.name, prog.id()),
-            None => match failures.iter().find(|(n, _)| *n == p.name) {
-                Some((_, e)) => {
-                    outln!("{:<24} FAILED: {}", p.name, e.reason());
-                    for line in e.to_string().lines().skip(1) {
-                        outln!("    {line}");
-                    }
-                    if let Some(f) = log_files.get(&p.name) {
-                        outln!("    full verifier log: {f}");
-                    }
+        match &outcomes[&p.name] {
+            Outcome::Loaded(prog) => {
+                let (funcs, lines) = btf_counts(prog);
+                let btf = if funcs > 0 {
+                    format!("BTF: {funcs} func, {lines} line info")
+                } else {
+                    "no BTF".to_owned()
+                };
+                outln!("{:<24} loaded (id {}, {btf})", p.name, prog.id());
+            }
+            Outcome::Deferred(reason) => outln!("{:<24} deferred: {reason}", p.name),
+            Outcome::Failed { reason, detail, .. } => {
+                outln!("{:<24} FAILED: {reason}", p.name);
+                for line in detail.lines().skip(1) {
+                    outln!("    {line}");
                 }
-                // struct_ops and freplace programs need their target to load.
-                None => outln!(
-                    "{:<24} not loaded: loads when attached (needs its target)",
-                    p.name
-                ),
-            },
+                if let Some(f) = log_files.get(&p.name) {
+                    outln!("    full verifier log: {f}");
+                }
+            }
         }
+    }
+    if let Some(why) = ebpf.btf_dropped() {
+        outln!("the programs were loaded without the object's BTF: {why}");
     }
     for r in ebpf.reused_maps() {
         outln!("map {r}: reused the compatible pinned map");
@@ -279,5 +506,6 @@ pub fn load(
     for p in &pinned {
         outln!("pinned {}", p.display());
     }
+    outln!("{loaded} loaded, {deferred} deferred, {failed} failed");
     Ok(ok)
 }
