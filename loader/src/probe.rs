@@ -176,6 +176,14 @@ pub fn program_type_name(t: ProgramType) -> &'static str {
         .map_or("unknown", |(name, _, _)| name)
 }
 
+/// Whether the kernel has BPF tokens (BPF_TOKEN_CREATE, 6.9+), probed once.
+/// Whether this process may create one depends on its user namespace and
+/// bpffs: see [`crate::token::Token`].
+pub fn tokens() -> bool {
+    static T: OnceLock<bool> = OnceLock::new();
+    *T.get_or_init(crate::sys::token::token_create_known)
+}
+
 /// Whether `BPF_F_MMAPABLE` arrays exist (cached separately: the loader asks on every load).
 pub fn mmapable_arrays() -> bool {
     static M: OnceLock<bool> = OnceLock::new();
