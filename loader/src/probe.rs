@@ -162,7 +162,17 @@ fn probe_one(name: &str) -> Option<bool> {
 /// BTF features for kiln-obj's sanitizer, probed once.
 pub fn btf_features() -> BtfFeatures {
     static B: OnceLock<BtfFeatures> = OnceLock::new();
-    *B.get_or_init(|| probe_btf().1)
+    if let Some(known) = B.get() {
+        return *known;
+    }
+    let (load, features) = probe_btf();
+    // A refusal of every BTF load says nothing about the kernel when it
+    // comes from the caller's privileges (a user namespace before its BPF
+    // token is in scope): kept only once BTF loads.
+    if load {
+        let _ = B.set(features);
+    }
+    features
 }
 
 /// The kernel's name of a program type (`socket_filter`, `xdp`, ...), as bpftool prints it.

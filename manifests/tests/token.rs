@@ -80,7 +80,7 @@ impl Case {
             .collect())
     }
 
-    /// `kiln apply --token` then `kiln status`, as nobody in a user
+    /// `kiln apply --token`, `kiln status`, `kiln apply` again, as nobody in a user
     /// namespace whose bpffs delegates `options`.
     fn apply_delegated(
         &self,
@@ -90,7 +90,7 @@ impl Case {
         let mut sh = Command::new("/bin/sh");
         sh.arg("-c")
             .arg(format!(
-                "'{k}' apply --token {BPFFS} '{m}' && '{k}' status --token {BPFFS} '{m}'",
+                "'{k}' apply --token {BPFFS} '{m}' && '{k}' status --token {BPFFS} '{m}' && '{k}' apply --token {BPFFS} '{m}'",
                 k = kiln.display(),
                 m = self.manifest.display()
             ))
@@ -135,6 +135,14 @@ fn applies_through_a_delegated_token() -> TestResult {
     assert!(
         stdout.contains("applied") || stdout.contains("create"),
         "apply printed no actions:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("all as declared"),
+        "status after the apply:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("no changes"),
+        "a second apply through the token must change nothing:\n{stdout}"
     );
     // The program runs in the kernel: an exec anywhere counts.
     let pin = run.bpffs_path().join("kiln/token-ok/maps/EXECS");
