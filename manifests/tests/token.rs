@@ -90,7 +90,7 @@ impl Case {
         let mut sh = Command::new("/bin/sh");
         sh.arg("-c")
             .arg(format!(
-                "'{k}' apply --token {BPFFS} '{m}' && '{k}' status --token {BPFFS} '{m}' && '{k}' apply --token {BPFFS} '{m}'",
+                "cat /proc/self/uid_map && '{k}' apply --token {BPFFS} '{m}' && '{k}' status --token {BPFFS} '{m}' && '{k}' apply --token {BPFFS} '{m}'",
                 k = kiln.display(),
                 m = self.manifest.display()
             ))
@@ -135,6 +135,13 @@ fn applies_through_a_delegated_token() -> TestResult {
     assert!(
         stdout.contains("applied") || stdout.contains("create"),
         "apply printed no actions:\n{stdout}"
+    );
+    // Root inside, nobody outside: no capability in the initial namespace.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.split_whitespace().eq(["0", "65534", "1"])),
+        "the apply did not run as nobody in its own user namespace:\n{stdout}"
     );
     assert!(
         stdout.contains("all as declared"),
