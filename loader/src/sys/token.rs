@@ -78,3 +78,38 @@ pub fn with_token<R>(token: BorrowedFd<'_>, f: impl FnOnce() -> R) -> R {
 pub fn in_scope() -> Option<RawFd> {
     IN_SCOPE.with(Cell::get)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn scopes_nest_and_restore_even_on_unwind() {
+        let outer = std::fs::File::open("/").unwrap();
+        let inner = std::fs::File::open("/").unwrap();
+        assert_eq!(in_scope(), None);
+        with_token(outer.as_fd(), || {
+            assert_eq!(in_scope(), Some(outer.as_raw_fd()));
+            with_token(inner.as_fd(), || {
+                assert_eq!(in_scope(), Some(inner.as_raw_fd()));
+            });
+            assert_eq!(in_scope(), Some(outer.as_raw_fd()));
+            let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                with_token(inner.as_fd(), || panic!("load failed"))
+            }));
+            assert!(unwound.is_err());
+            assert_eq!(in_scope(), Some(outer.as_raw_fd()));
+        });
+        assert_eq!(in_scope(), None);
+        let other_thread = std::thread::scope(|s| {
+            s.spawn(|| with_token(outer.as_fd(), || std::thread::spawn(in_scope).join()))
+                .join()
+        });
+        assert_eq!(
+            other_thread.unwrap().unwrap(),
+            None,
+            "the scope is this thread's only"
+        );
+    }
+}
