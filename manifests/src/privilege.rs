@@ -351,6 +351,23 @@ pub fn missing_delegation(
     missing
 }
 
+/// The programs a token alone cannot attach: tracepoints, kprobes and
+/// uprobes attach through `perf_event_open`, which the kernel checks against
+/// the initial namespace (`kernel.perf_event_paranoid`, CAP_PERFMON), not
+/// against a token. A raw tracepoint attaches with bpf() alone.
+pub fn beyond_token(resolved: &Resolved) -> Vec<String> {
+    resolved
+        .builds
+        .iter()
+        .filter_map(|(name, build)| match &build.attach {
+            Some(ResolvedAttach::Tracepoint { .. }) => Some(format!("{name} (tracepoint)")),
+            Some(ResolvedAttach::Kprobe { .. }) => Some(format!("{name} (kprobe)")),
+            Some(ResolvedAttach::Uprobe { .. }) => Some(format!("{name} (uprobe)")),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A refusal of a load through a BPF token, with what the bpffs lacks.
 #[derive(Debug, thiserror::Error)]
 #[error("through the BPF token: {0}")]

@@ -438,6 +438,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "a BPF token (6.9+, `kiln apply --token BPFFS`) for these loads needs a bpffs mounted with:"
                 );
                 outln!("  -o {}", token.mount_options());
+                let perf = kiln_manifest::privilege::beyond_token(&d.resolved);
+                if !perf.is_empty() {
+                    outln!(
+                        "  through perf_event_open, beyond what a token grants (kernel.perf_event_paranoid=-1 or CAP_PERFMON in the initial namespace; a raw_tracepoint needs neither): {}",
+                        perf.join(", ")
+                    );
+                }
             }
         }
         Command::Plan { target, json } => {
