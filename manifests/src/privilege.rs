@@ -373,6 +373,16 @@ pub fn beyond_token(resolved: &Resolved) -> Vec<String> {
 #[error("through the BPF token: {0}")]
 pub struct TokenRefusal(pub String);
 
+/// What to add to a failed apply through a token from `bpffs`: the
+/// refusal, when bpf() refused something through the token (`refused`) or
+/// the mount does not delegate all the manifest needs; `None` when the
+/// failure has nothing to do with the token.
+pub fn token_refusal(resolved: &Resolved, bpffs: &Path, refused: bool) -> Option<TokenRefusal> {
+    let undelegated = mounted_delegation(bpffs)
+        .is_none_or(|mounted| !missing_delegation(&delegation(resolved), &mounted).is_empty());
+    (refused || undelegated).then(|| TokenRefusal(token_eperm_hint(resolved, bpffs)))
+}
+
 /// Why a load through a token from `bpffs` answered EPERM: the delegation
 /// the manifest needs that the mount lacks, or, when it has it all, the
 /// capability the token cannot stand in for.

@@ -498,18 +498,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let outcome = match &token {
                 Some(token) => token.scope(|| d.apply(&opts)).map_err(|e| {
                     let refused = kiln_loader::sys::token::take_refusal().is_some();
-                    let e = anyhow::Error::new(e);
-                    let needed = kiln_manifest::privilege::delegation(&d.resolved);
-                    let undelegated = kiln_manifest::privilege::mounted_delegation(token.bpffs())
-                        .is_none_or(|m| {
-                            !kiln_manifest::privilege::missing_delegation(&needed, &m).is_empty()
-                        });
-                    if refused || undelegated {
-                        e.context(kiln_manifest::privilege::TokenRefusal(
-                            kiln_manifest::privilege::token_eperm_hint(&d.resolved, token.bpffs()),
-                        ))
-                    } else {
-                        e
+                    let why = kiln_manifest::privilege::token_refusal(
+                        &d.resolved,
+                        token.bpffs(),
+                        refused,
+                    );
+                    match why {
+                        Some(why) => anyhow::Error::new(e).context(why),
+                        None => anyhow::Error::new(e),
                     }
                 }),
                 None => d.apply(&opts).map_err(anyhow::Error::new),
