@@ -43,6 +43,7 @@ pub mod probe;
 mod probe_cache;
 pub mod programs;
 pub mod sys;
+pub mod token;
 pub mod util;
 
 pub use btf::Btf;
@@ -55,6 +56,7 @@ pub use kiln_obj::{
 pub use loader::{Ebpf, EbpfError, EbpfLoader, load, load_file};
 pub use maps::{Map, MapError, MapInfo, Pod};
 pub use programs::{LoadError, Program, ProgramInfo};
+pub use token::{Token, TokenError};
 
 /// Compile-time check: the handles a program shares between threads (a ring
 /// or perf buffer drained by one thread and polled by another, links kept in

@@ -83,6 +83,7 @@ pub struct EbpfLoader {
     target_btf: Option<PathBuf>,
     require_btf: bool,
     object_name: String,
+    token: Option<crate::Token>,
 }
 
 /// The live objects of one loaded [`ObjectSpec`].
@@ -210,6 +211,12 @@ impl EbpfLoader {
         self.load(&spec)
     }
 
+    /// Creates the maps, BTF and programs through `token` (kernel 6.9+).
+    pub fn token(&mut self, token: crate::Token) -> &mut Self {
+        self.token = Some(token);
+        self
+    }
+
     /// Loads every program it can (like `bpftool prog loadall`): maps must all
     /// succeed; program failures are returned beside the loaded object.
     pub fn load_each(
@@ -220,6 +227,18 @@ impl EbpfLoader {
     }
 
     fn load_inner(
+        &mut self,
+        spec: &ObjectSpec,
+        keep_going: bool,
+        prepared: bool,
+    ) -> Result<(Ebpf, Vec<(String, LoadError)>), EbpfError> {
+        match self.token.clone() {
+            Some(token) => token.scope(|| self.load_scoped(spec, keep_going, prepared)),
+            None => self.load_scoped(spec, keep_going, prepared),
+        }
+    }
+
+    fn load_scoped(
         &mut self,
         spec: &ObjectSpec,
         keep_going: bool,

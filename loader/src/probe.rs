@@ -94,7 +94,17 @@ pub fn features() -> &'static Features {
 /// (BTF loads at all, what it accepts), probed once.
 fn btf_probed() -> (bool, BtfFeatures) {
     static B: OnceLock<(bool, BtfFeatures)> = OnceLock::new();
-    *B.get_or_init(probe_btf)
+    if let Some(known) = B.get() {
+        return *known;
+    }
+    let probed = probe_btf();
+    // A refusal of every BTF load says nothing about the kernel when it
+    // comes from the caller's privileges (a user namespace before its BPF
+    // token is in scope): kept only once BTF loads.
+    if probed.0 {
+        let _ = B.set(probed);
+    }
+    probed
 }
 
 /// Feature `name` (a program or map type name, or one of `bpf_link`,
@@ -190,6 +200,14 @@ pub fn program_type_name(t: ProgramType) -> &'static str {
         .iter()
         .find(|(_, pt, _)| *pt == t)
         .map_or("unknown", |(name, _, _)| name)
+}
+
+/// Whether the kernel has BPF tokens (BPF_TOKEN_CREATE, 6.9+), probed once.
+/// Whether this process may create one depends on its user namespace and
+/// bpffs: see [`crate::token::Token`].
+pub fn tokens() -> bool {
+    static T: OnceLock<bool> = OnceLock::new();
+    *T.get_or_init(crate::sys::token::token_create_known)
 }
 
 /// Whether `BPF_F_MMAPABLE` arrays exist (cached separately: the loader asks on every load).

@@ -33,7 +33,9 @@ fn file() -> Option<PathBuf> {
         Capability::NetAdmin,
         Capability::SysAdmin,
     ];
-    if !root || !missing(&all).is_empty() {
+    // In a user namespace, capabilities reach bpf() only through a BPF
+    // token, so the probes answer for its delegation, not for the kernel.
+    if !root || !missing(&all).is_empty() || crate::sys::caps::in_child_user_namespace() {
         return None;
     }
     let dir = match std::env::var_os("KILN_PROBE_CACHE") {

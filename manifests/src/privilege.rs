@@ -2,7 +2,9 @@
 //! capabilities an apply needs, so a missing one is named up front instead
 //! of surfacing as an EPERM halfway through.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 
 use kiln_loader::sys::caps::{self, Capability};
 
@@ -259,5 +261,187 @@ pub fn delegation(resolved: &Resolved) -> Delegation {
         maps: maps.into_iter().collect(),
         progs: progs.into_iter().collect(),
         attachs: attachs.into_iter().collect(),
+    }
+}
+
+/// The `delegate_*` options of the bpffs mounted at `bpffs`, as the kernel
+/// shows them in `/proc/self/mountinfo` (option → names, `any` included);
+/// `None` when no bpffs is mounted exactly there.
+pub fn mounted_delegation(bpffs: &Path) -> Option<BTreeMap<String, Vec<String>>> {
+    let target = std::fs::canonicalize(bpffs).ok()?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // The last line for a mount point is the mount on top, the one a path reaches.
+    mountinfo.lines().rev().find_map(|line| {
+        let (mount, fs) = line.split_once(" - ")?;
+        let mount_point = unescape_mountinfo(mount.split(' ').nth(4)?);
+        let mut fs = fs.split(' ');
+        if fs.next()? != "bpf" || Path::new(&mount_point) != target {
+            return None;
+        }
+        Some(parse_delegation(fs.nth(1).unwrap_or("")))
+    })
+}
+
+/// Mountinfo writes space, tab, newline and backslash as octal escapes.
+fn unescape_mountinfo(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut rest = field;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let code = rest
+            .get(i + 1..i + 4)
+            .and_then(|o| u8::from_str_radix(o, 8).ok());
+        match code {
+            Some(c) => {
+                out.push(char::from(c));
+                rest = &rest[i + 4..];
+            }
+            None => {
+                out.push('\\');
+                rest = &rest[i + 1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `delegate_cmds=map_create:btf_load,...` out of a bpffs's super options.
+pub fn parse_delegation(super_options: &str) -> BTreeMap<String, Vec<String>> {
+    super_options
+        .split(',')
+        .filter_map(|o| o.split_once('='))
+        .filter(|(k, _)| k.starts_with("delegate_"))
+        .map(|(k, v)| (k.to_owned(), v.split(':').map(str::to_owned).collect()))
+        .collect()
+}
+
+/// What `needed` asks of a token that the bpffs options `mounted` do not
+/// delegate, as `delegate_maps=hash` items (empty when all is delegated).
+pub fn missing_delegation(
+    needed: &Delegation,
+    mounted: &BTreeMap<String, Vec<String>>,
+) -> Vec<String> {
+    let Delegation {
+        cmds,
+        maps,
+        progs,
+        attachs,
+    } = needed;
+    let mut missing = Vec::new();
+    for (option, names) in [
+        ("delegate_cmds", cmds),
+        ("delegate_maps", maps),
+        ("delegate_progs", progs),
+        ("delegate_attachs", attachs),
+    ] {
+        let granted = mounted.get(option).map(Vec::as_slice).unwrap_or_default();
+        if granted.iter().any(|g| g == "any") {
+            continue;
+        }
+        let lacking: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !granted.iter().any(|g| g == n))
+            .collect();
+        if !lacking.is_empty() {
+            missing.push(format!("{option}={}", lacking.join(":")));
+        }
+    }
+    missing
+}
+
+/// The programs a token alone cannot attach: tracepoints, kprobes and
+/// uprobes attach through `perf_event_open`, which the kernel checks against
+/// the initial namespace (`kernel.perf_event_paranoid`, CAP_PERFMON), not
+/// against a token. A raw tracepoint attaches with bpf() alone.
+pub fn beyond_token(resolved: &Resolved) -> Vec<String> {
+    resolved
+        .builds
+        .iter()
+        .filter_map(|(name, build)| match &build.attach {
+            Some(ResolvedAttach::Tracepoint { .. }) => Some(format!("{name} (tracepoint)")),
+            Some(ResolvedAttach::Kprobe { .. }) => Some(format!("{name} (kprobe)")),
+            Some(ResolvedAttach::Uprobe { .. }) => Some(format!("{name} (uprobe)")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A refusal of a load through a BPF token, with what the bpffs lacks.
+#[derive(Debug, thiserror::Error)]
+#[error("through the BPF token: {0}")]
+pub struct TokenRefusal(pub String);
+
+/// What to add to a failed apply through a token from `bpffs`: the
+/// refusal, when bpf() refused something through the token (`refused`) or
+/// the mount does not delegate all the manifest needs; `None` when the
+/// failure has nothing to do with the token.
+pub fn token_refusal(resolved: &Resolved, bpffs: &Path, refused: bool) -> Option<TokenRefusal> {
+    let undelegated = mounted_delegation(bpffs)
+        .is_none_or(|mounted| !missing_delegation(&delegation(resolved), &mounted).is_empty());
+    (refused || undelegated).then(|| TokenRefusal(token_eperm_hint(resolved, bpffs)))
+}
+
+/// Why a load through a token from `bpffs` answered EPERM: the delegation
+/// the manifest needs that the mount lacks, or, when it has it all, the
+/// capability the token cannot stand in for.
+pub fn token_eperm_hint(resolved: &Resolved, bpffs: &Path) -> String {
+    let needed = delegation(resolved);
+    let Some(mounted) = mounted_delegation(bpffs) else {
+        return format!(
+            "no bpffs is mounted at {} (a token needs one mounted with -o {})",
+            bpffs.display(),
+            needed.mount_options()
+        );
+    };
+    let missing = missing_delegation(&needed, &mounted);
+    if missing.is_empty() {
+        return format!(
+            "the bpffs at {} delegates everything this manifest loads ({}); the refusal is the attachment's or a LSM's (a token covers map_create, btf_load and prog_load; attaching still needs what the hook asks of the user namespace, and tracepoints through perf events need kernel.perf_event_paranoid <= 0 or CAP_PERFMON)",
+            bpffs.display(),
+            needed.mount_options()
+        );
+    }
+    format!(
+        "the bpffs at {} does not delegate {}: mount it with -o {}",
+        bpffs.display(),
+        missing.join(", "),
+        needed.mount_options()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_what_the_mount_does_not_delegate() {
+        let needed = Delegation {
+            cmds: vec!["map_create", "btf_load", "prog_load"],
+            maps: vec!["array", "hash"],
+            progs: vec!["raw_tracepoint"],
+            attachs: vec!["cgroup_inet_ingress"],
+        };
+        let mounted = parse_delegation(
+            "rw,uid=0,delegate_cmds=map_create:prog_load,delegate_maps=hash,delegate_progs=any,delegate_attachs=cgroup_inet_ingress",
+        );
+        assert_eq!(
+            missing_delegation(&needed, &mounted),
+            ["delegate_cmds=btf_load", "delegate_maps=array"]
+        );
+        assert!(
+            missing_delegation(
+                &needed,
+                &parse_delegation(&format!("rw,{}", needed.mount_options()))
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_mountinfo(r"/sys/fs/my\040bpf"), "/sys/fs/my bpf");
+        assert_eq!(unescape_mountinfo(r"/a\\b"), r"/a\\b");
     }
 }

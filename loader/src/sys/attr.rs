@@ -63,7 +63,12 @@ attr_fields!(
     BtfLoadAttr,
     TestRunAttr,
     ProgBindMapAttr,
+    TokenCreateAttr,
 );
+
+/// `BPF_F_TOKEN_FD`: the token fd field of MAP_CREATE, BTF_LOAD or PROG_LOAD
+/// is set (in `map_flags`, `btf_flags`, `prog_flags`). Minimum kernel version: 6.9.
+pub const BPF_F_TOKEN_FD: u32 = 1 << 16;
 
 /// Copies `name` into a kernel object name (15 bytes + NUL), keeping only the
 /// characters the kernel accepts (alphanumerics, `_`, `.`).
@@ -161,6 +166,9 @@ pub struct ProgLoadAttr {
     pub core_relos: u64,
     pub core_relo_rec_size: u32,
     pub log_true_size: u32,
+    /// With `BPF_F_TOKEN_FD` in `prog_flags` (6.9+).
+    pub prog_token_fd: i32,
+    pub _pad0: u32,
 }
 
 /// BPF_OBJ_PIN, BPF_OBJ_GET.
@@ -201,6 +209,18 @@ pub struct BtfLoadAttr {
     pub btf_log_size: u32,
     pub btf_log_level: u32,
     pub btf_log_true_size: u32,
+    /// `BPF_F_TOKEN_FD` when `btf_token_fd` is set (6.9+).
+    pub btf_flags: u32,
+    pub btf_token_fd: i32,
+}
+
+/// BPF_TOKEN_CREATE (6.9+): `bpffs_fd` is the root of a bpffs mounted with
+/// `delegate_*` options in the caller's user namespace.
+#[repr(C)]
+#[derive(Clone, Copy, Default, Debug)]
+pub struct TokenCreateAttr {
+    pub flags: u32,
+    pub bpffs_fd: u32,
 }
 
 /// BPF_PROG_TEST_RUN.
@@ -352,6 +372,11 @@ mod tests {
         assert_eq!(offset_of!(MapCreateAttr, btf_fd), 48);
         assert_eq!(offset_of!(MapCreateAttr, map_extra), 64);
         assert_eq!(size_of::<MapCreateAttr>(), 80);
+        assert_eq!(offset_of!(MapCreateAttr, map_token_fd), 76);
+        assert_eq!(offset_of!(ProgLoadAttr, prog_token_fd), 144);
+        assert_eq!(offset_of!(BtfLoadAttr, btf_flags), 32);
+        assert_eq!(offset_of!(BtfLoadAttr, btf_token_fd), 36);
+        assert_eq!(offset_of!(TokenCreateAttr, bpffs_fd), 4);
         assert_eq!(size_of::<MapElemAttr>(), 32);
         assert_eq!(offset_of!(MapBatchAttr, count), 32);
         assert_eq!(offset_of!(MapBatchAttr, elem_flags), 40);

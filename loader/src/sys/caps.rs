@@ -148,6 +148,15 @@ pub fn raise_memlock() -> Result<(), String> {
     ))
 }
 
+/// Whether this process is outside the initial user namespace (whose
+/// `uid_map` maps every id to itself), where capabilities do not reach bpf().
+pub fn in_child_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| {
+        let fields: Vec<&str> = map.split_whitespace().collect();
+        fields != ["0", "0", "4294967295"]
+    })
+}
+
 /// The explanation appended to an EPERM/EACCES from `cmd`: which capability
 /// the command needs and, when readable, which of them this process lacks.
 pub fn eperm_hint(cmd: Cmd, errno: i32) -> String {
@@ -167,6 +176,9 @@ pub fn eperm_hint(cmd: Cmd, errno: i32) -> String {
         s += "; tracing programs also CAP_PERFMON, networking ones CAP_NET_ADMIN";
     }
     match effective().map(|eff| missing_from(eff, needed)) {
+        _ if in_child_user_namespace() => {
+            s += "; this process is in a user namespace, where capabilities count for bpf() only through a BPF token from a bpffs that delegates the command, map, program and attach types";
+        }
         Some(m) if !m.is_empty() => {
             let names: Vec<&str> = m.iter().map(|c| c.name()).collect();
             s += &format!("; this process lacks {}", names.join(", "));

@@ -6,11 +6,18 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
-use super::attr::{Attr, MapBatchAttr, MapCreateAttr, MapElemAttr};
+use super::attr::{Attr, BPF_F_TOKEN_FD, MapBatchAttr, MapCreateAttr, MapElemAttr};
 use super::{Cmd, SysError, bpf, bpf_fd};
 
 /// Creates a map.
-pub fn map_create(attr: MapCreateAttr) -> Result<OwnedFd, SysError> {
+/// With a token in scope ([`super::token::with_token`]), the map is created through it.
+pub fn map_create(mut attr: MapCreateAttr) -> Result<OwnedFd, SysError> {
+    if let Some(token) = super::token::in_scope()
+        && attr.map_flags & BPF_F_TOKEN_FD == 0
+    {
+        attr.map_token_fd = token;
+        attr.map_flags |= BPF_F_TOKEN_FD;
+    }
     let mut attr = Attr::new(attr);
     // SAFETY: MAP_CREATE only reads integers from the attribute block.
     unsafe { bpf_fd(Cmd::MapCreate, &mut attr) }

@@ -12,6 +12,7 @@ pub mod link_attr;
 pub mod map;
 pub mod object;
 pub mod prog;
+pub mod token;
 
 /// Size of the attribute buffer handed to the kernel. The kernel accepts a
 /// larger buffer as long as the bytes it does not know are zero.
@@ -115,7 +116,7 @@ pub unsafe fn bpf<A>(cmd: Cmd, attr: &mut A) -> Result<i64, SysError> {
             Ok(ret)
         }
     };
-    match call() {
+    let result = match call() {
         // Kernels before 5.11 charge maps, programs and BTF to
         // RLIMIT_MEMLOCK and answer EPERM when it is exhausted (64 KiB by
         // default: one mid-sized hash map). Raise it when that happens, as
@@ -130,7 +131,13 @@ pub unsafe fn bpf<A>(cmd: Cmd, attr: &mut A) -> Result<i64, SysError> {
             call()
         }
         other => other,
+    };
+    if let Err(e) = &result
+        && e.errno() == libc::EPERM
+    {
+        token::note_refusal(cmd);
     }
+    result
 }
 
 /// Like [`bpf`], for the commands that return a new file descriptor.

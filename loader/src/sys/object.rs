@@ -6,7 +6,9 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::attr::{Attr, BtfLoadAttr, GetIdAttr, InfoByFdAttr, InfoStruct, ObjPinAttr};
+use super::attr::{
+    Attr, BPF_F_TOKEN_FD, BtfLoadAttr, GetIdAttr, InfoByFdAttr, InfoStruct, ObjPinAttr,
+};
 use super::{Cmd, SysError, bpf, bpf_fd};
 
 fn c_path(cmd: Cmd, path: &Path) -> Result<CString, SysError> {
@@ -160,7 +162,8 @@ pub fn fd_by_id(kind: IdKind, id: u32) -> Result<OwnedFd, SysError> {
     unsafe { bpf_fd(cmd, &mut attr) }
 }
 
-/// BPF_BTF_LOAD. With `log`, the kernel explains a rejection there.
+/// BPF_BTF_LOAD. With `log`, the kernel explains a rejection there. With a
+/// token in scope ([`super::token::with_token`]), the BTF is loaded through it.
 pub fn btf_load(btf: &[u8], log: Option<(u32, &mut [u8])>) -> Result<OwnedFd, SysError> {
     let (level, size, buf) = match log {
         Some((level, buf)) => (
@@ -170,6 +173,7 @@ pub fn btf_load(btf: &[u8], log: Option<(u32, &mut [u8])>) -> Result<OwnedFd, Sy
         ),
         None => (0, 0, 0),
     };
+    let token = super::token::in_scope();
     let mut attr = Attr::new(BtfLoadAttr {
         btf: btf.as_ptr() as u64,
         btf_log_buf: buf,
@@ -177,6 +181,8 @@ pub fn btf_load(btf: &[u8], log: Option<(u32, &mut [u8])>) -> Result<OwnedFd, Sy
         btf_log_size: size,
         btf_log_level: level,
         btf_log_true_size: 0,
+        btf_flags: token.map_or(0, |_| BPF_F_TOKEN_FD),
+        btf_token_fd: token.unwrap_or(0),
     });
     // SAFETY: `btf` is readable for `btf_size` bytes and the log writable for `btf_log_size`.
     unsafe { bpf_fd(Cmd::BtfLoad, &mut attr) }

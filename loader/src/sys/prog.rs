@@ -5,7 +5,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
 use kiln_obj::Insn;
 
-use super::attr::{Attr, ProgBindMapAttr, ProgLoadAttr, TestRunAttr};
+use super::attr::{Attr, BPF_F_TOKEN_FD, ProgBindMapAttr, ProgLoadAttr, TestRunAttr};
 use super::{Cmd, SysError, bpf, bpf_fd};
 
 /// Everything BPF_PROG_LOAD reads, borrowed for the duration of the call.
@@ -39,7 +39,8 @@ pub struct ProgLoadFailure {
     pub log_true_size: u32,
 }
 
-/// BPF_PROG_LOAD.
+/// BPF_PROG_LOAD. With a token in scope ([`super::token::with_token`]), the
+/// program is loaded through it.
 pub fn prog_load(p: ProgLoad<'_>) -> Result<OwnedFd, ProgLoadFailure> {
     let (log_level, log_size, log_buf) = match p.log {
         Some((level, buf)) => (
@@ -59,6 +60,7 @@ pub fn prog_load(p: ProgLoad<'_>) -> Result<OwnedFd, ProgLoadFailure> {
         None => (0, 0, 0),
     };
     let fd_u32 = |fd: Option<BorrowedFd<'_>>| fd.map_or(0, |fd| fd.as_raw_fd() as u32);
+    let token = super::token::in_scope().filter(|_| p.prog_flags & BPF_F_TOKEN_FD == 0);
     let mut attr = Attr::new(ProgLoadAttr {
         prog_type: p.prog_type,
         insn_cnt: p.insns.len() as u32,
@@ -68,7 +70,7 @@ pub fn prog_load(p: ProgLoad<'_>) -> Result<OwnedFd, ProgLoadFailure> {
         log_size,
         log_buf,
         kern_version: p.kern_version,
-        prog_flags: p.prog_flags,
+        prog_flags: p.prog_flags | token.map_or(0, |_| BPF_F_TOKEN_FD),
         prog_name: p.name,
         prog_ifindex: p.ifindex,
         expected_attach_type: p.expected_attach_type.unwrap_or(0),
@@ -81,6 +83,7 @@ pub fn prog_load(p: ProgLoad<'_>) -> Result<OwnedFd, ProgLoadFailure> {
         line_info_cnt,
         attach_btf_id: p.attach_btf_id,
         attach_prog_fd: fd_u32(p.attach_prog_fd.or(p.attach_btf_obj_fd)),
+        prog_token_fd: token.unwrap_or(0),
         ..Default::default()
     });
     // SAFETY: `Insn` is the kernel's 8-byte `struct bpf_insn`; every pointer

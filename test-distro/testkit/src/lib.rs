@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 pub mod helpers;
+pub mod userns;
 
 pub use libtest_mimic::Failed;
 

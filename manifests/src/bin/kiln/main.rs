@@ -83,6 +83,9 @@ enum Command {
         /// On a pin root holding pins but no Kiln record: take over the pins at this manifest's paths (only those).
         #[arg(long)]
         adopt: bool,
+        /// Load maps, BTF and programs through a BPF token (6.9+) created from the bpffs mounted at BPFFS with delegate_* options (inside a user namespace).
+        #[arg(long, value_name = "BPFFS")]
+        token: Option<PathBuf>,
     },
     /// Each declared map and program: desired against observed. Exit code 2 on drift.
     Status {
@@ -90,6 +93,9 @@ enum Command {
         target: Target,
         #[arg(long)]
         json: bool,
+        /// As for `apply --token`: where bpf() answers only through a BPF token (a user namespace).
+        #[arg(long, value_name = "BPFFS")]
+        token: Option<PathBuf>,
     },
     /// Write a manifest describing what is pinned under a pin root.
     Export {
@@ -268,6 +274,11 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<Usage>().is_some() {
         return exit::USAGE;
     }
+    if e.downcast_ref::<kiln_manifest::privilege::TokenRefusal>()
+        .is_some()
+    {
+        return exit::PRIVILEGE;
+    }
     let privilege = e.chain().any(|c| {
         c.downcast_ref::<kiln_manifest::privilege::MissingPrivilege>()
             .is_some()
@@ -428,9 +439,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let caps: Vec<&str> = reasons.iter().map(|r| r.capability).collect();
                 outln!("  systemd:       AmbientCapabilities={}", caps.join(" "));
                 outln!(
-                    "a BPF token (6.9+) for these loads needs a bpffs mounted with (`kiln apply` does not load through tokens yet):"
+                    "a BPF token (6.9+, `kiln apply --token BPFFS`) for these loads needs a bpffs mounted with:"
                 );
                 outln!("  -o {}", token.mount_options());
+                let perf = kiln_manifest::privilege::beyond_token(&d.resolved);
+                if !perf.is_empty() {
+                    outln!(
+                        "  through perf_event_open, beyond what a token grants (kernel.perf_event_paranoid=-1 or CAP_PERFMON in the initial namespace; a raw_tracepoint needs neither): {}",
+                        perf.join(", ")
+                    );
+                }
             }
         }
         Command::Plan { target, json } => {
@@ -448,8 +466,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             fail_at,
             verifier_log_dir,
             adopt,
+            token,
         } => {
             let d = target.load()?;
+            let token = token
+                .map(|bpffs| kiln_loader::Token::from_bpffs(&bpffs))
+                .transpose()?;
             // Kernels before 5.11 charge maps and programs to RLIMIT_MEMLOCK;
             // when raising it is refused, an EPERM from the kernel says so.
             let _ = kiln_loader::sys::caps::raise_memlock();
@@ -477,7 +499,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     format!("unknown step '{step}' (steps: {})", all.join(", "))
                 })?);
             }
-            let outcome = d.apply(&opts).context(
+            let outcome = match &token {
+                Some(token) => token.scope(|| d.apply(&opts)).map_err(|e| {
+                    let refused = kiln_loader::sys::token::take_refusal().is_some();
+                    let why = kiln_manifest::privilege::token_refusal(
+                        &d.resolved,
+                        token.bpffs(),
+                        refused,
+                    );
+                    match why {
+                        Some(why) => anyhow::Error::new(e).context(why),
+                        None => anyhow::Error::new(e),
+                    }
+                }),
+                None => d.apply(&opts).map_err(anyhow::Error::new),
+            }
+            .context(
                 "apply failed; nothing changed (the previous generation, if any, still runs)",
             )?;
             for n in &outcome.notes {
@@ -495,9 +532,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 errln!("warning: {w}");
             }
         }
-        Command::Status { target, json } => {
+        Command::Status {
+            target,
+            json,
+            token,
+        } => {
             let d = target.load()?;
-            let status = d.status()?;
+            let status = match token {
+                Some(bpffs) => kiln_loader::Token::from_bpffs(&bpffs)?.scope(|| d.status())?,
+                None => d.status()?,
+            };
             if json {
                 outln!("{}", serde_json::to_string_pretty(&status)?);
             } else {
