@@ -114,6 +114,25 @@ fn no_sleepable_fentry() -> Option<String> {
         })
 }
 
+/// Whether the kernel lets sdk-hooks.bpf.o's `fmod_ret/bpf_modify_return_test`
+/// modify its target: only the verifier's own "is not modifiable" verdict
+/// means it cannot (kernels without CONFIG_FUNCTION_ERROR_INJECTION, such as
+/// Debian's 6.1 cloud build); any other outcome runs the test.
+fn no_modifiable_return() -> Option<String> {
+    let path = kiln_testkit::bpf_dir().join("sdk-hooks.bpf.o");
+    let spec = ObjectSpec::parse(&std::fs::read(path).ok()?).ok()?;
+    let (_, failures) = EbpfLoader::new().load_each(&spec).ok()?;
+    failures
+        .iter()
+        .find(|(n, e)| {
+            n == "prog_fmod_ret" && e.log().is_some_and(|l| l.contains("is not modifiable"))
+        })
+        .map(|_| {
+            "kernel cannot attach fmod_ret to bpf_modify_return_test (no function error injection)"
+                .into()
+        })
+}
+
 fn no_arena() -> Option<String> {
     (!kiln_loader::probe::probe_map_type(kiln_obj::MapType::ARENA)).then(|| {
         "kernel cannot create arena maps (6.9+; EPERM under some security policies)".into()
@@ -220,6 +239,8 @@ const OBJECT_NEEDS: &[(&str, &str, Probe)] = &[
     ("core_module.bpf.o", "veth_priv BTF", no_veth_priv),
     // The SDK's macros for the newest program types (netkit is the newest).
     ("sdk-hooks-new.bpf.o", "netkit", no_netkit_programs),
+    ("sdk-hooks-new.bpf.o", "netfilter", no_netfilter),
+    ("sdk-hooks.bpf.o", "fmod_ret", no_modifiable_return),
     (
         "kfunc-demo.bpf.o",
         "bpf_iter_num kfuncs",

@@ -537,7 +537,7 @@ fn qemu_command(spec: &BootSpec, accel: &str) -> Command {
         "-accel",
         accel,
         "-m",
-        "1024",
+        "2048",
         "-nodefaults",
         "-display",
         "none",
