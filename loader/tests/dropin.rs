@@ -255,6 +255,7 @@ fn main() {
         Need::Bpf,
         Need::Probe("kernel 6.2+", too_old),
         Need::Probe("bpftool", kiln_testkit::bpftool_missing),
+        Need::Probe("kernel config", kiln_testkit::kernel_config_missing),
     ];
     kiln_testkit::run(vec![
         test(

@@ -54,7 +54,19 @@ pub struct Reason {
 pub fn reasons(resolved: &Resolved) -> Vec<Reason> {
     let mut tracing = Vec::new();
     let mut network = Vec::new();
+    // Tracepoint, kprobe and uprobe attachments go through perf_event_open.
+    let mut perf_events = Vec::new();
     for (name, build) in &resolved.builds {
+        if matches!(
+            build.attach,
+            Some(
+                ResolvedAttach::Tracepoint { .. }
+                    | ResolvedAttach::Kprobe { .. }
+                    | ResolvedAttach::Uprobe { .. }
+            )
+        ) {
+            perf_events.push(name.clone());
+        }
         let kind = match &build.attach {
             Some(ResolvedAttach::Tracepoint { .. }) => ("tracepoint", &mut tracing),
             Some(ResolvedAttach::RawTracepoint { .. }) => ("raw_tracepoint", &mut tracing),
@@ -92,6 +104,22 @@ pub fn reasons(resolved: &Resolved) -> Vec<Reason> {
             programs: network,
         });
     }
+    // Debian's kernels (and others carrying its patch) default to
+    // kernel.perf_event_paranoid = 3, which refuses perf_event_open to
+    // anyone without CAP_SYS_ADMIN, CAP_PERFMON or not.
+    let paranoid = perf_event_paranoid();
+    if !perf_events.is_empty() && paranoid.is_some_and(|p| p >= 3) {
+        out.push(Reason {
+            capability: Capability::SysAdmin.name(),
+            only_when_deployed: false,
+            why: format!(
+                "perf_event_open for tracepoint, kprobe and uprobe attachments (kernel.perf_event_paranoid = {} here allows it only with CAP_SYS_ADMIN); also re-apply, upgrade, rollback",
+                paranoid.unwrap_or(3)
+            ),
+            programs: perf_events,
+        });
+        return out;
+    }
     out.push(Reason {
         capability: Capability::SysAdmin.name(),
         only_when_deployed: true,
@@ -99,6 +127,15 @@ pub fn reasons(resolved: &Resolved) -> Vec<Reason> {
         programs: Vec::new(),
     });
     out
+}
+
+/// `kernel.perf_event_paranoid`, when it can be read.
+fn perf_event_paranoid() -> Option<i32> {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// What the attachments of `resolved` need (see [`reasons`]); CAP_SYS_ADMIN

@@ -273,6 +273,21 @@ pub fn bpftool_missing() -> Option<String> {
     (!ok).then(|| "bpftool (the libbpf reference) is not installed".into())
 }
 
+/// Why libbpf cannot resolve `__kconfig` externs here, or `None`: it reads
+/// the running kernel's configuration from `/boot/config-RELEASE` or
+/// `/proc/config.gz` and refuses an object that needs it when neither
+/// exists (the test VMs carry no kernel config yet).
+pub fn kernel_config_missing() -> Option<String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let boot = PathBuf::from(format!("/boot/config-{}", release.trim()));
+    (!boot.exists() && !std::path::Path::new("/proc/config.gz").exists()).then(|| {
+        format!(
+            "libbpf reads __kconfig values from {} or /proc/config.gz, and this system has neither (the test VMs carry no kernel config)",
+            boot.display()
+        )
+    })
+}
+
 /// The path of a built eBPF object, or an error telling how to build it.
 pub fn bpf_object(file_name: &str) -> Result<PathBuf, String> {
     let path = bpf_dir().join(file_name);
