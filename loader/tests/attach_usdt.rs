@@ -170,6 +170,17 @@ fn pid_attach_fires_only_in_that_process() -> TestResult {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
+        // Attaching by pid reads the process's mappings: wait until the
+        // child has exec'd the target (a loaded machine or VM may be slower
+        // than this thread).
+        let maps = format!("/proc/{}/maps", child.id());
+        let target = bin.display().to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(&maps).is_ok_and(|m| m.contains(&target))
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let opts = UsdtOptions {
             pid: Some(child.id() as i32),
             cookie: COOKIE,
