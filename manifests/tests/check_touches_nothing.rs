@@ -180,7 +180,7 @@ fn main() {
         ),
         kiln_testkit::test(
             "probes_are_lazy_and_kept_for_the_boot",
-            &[Need::Root, Need::Bpf],
+            &[Need::Root, Need::Bpf, common::perf_links()],
             probes_are_lazy_and_kept_for_the_boot,
         ),
     ]);

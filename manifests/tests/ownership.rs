@@ -584,7 +584,7 @@ fn main() {
         ),
         kiln_testkit::test(
             "pin_root_off_bpffs_is_never_removed",
-            &[Need::Root, Need::Bpf],
+            &[Need::Root, Need::Bpf, common::perf_links()],
             pin_root_off_bpffs_is_never_removed,
         ),
         kiln_testkit::test(

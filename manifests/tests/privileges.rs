@@ -270,8 +270,17 @@ fn mount_bpffs(dir: &Path, options: &str) -> Result<(), String> {
 fn no_token_mounts() -> Option<String> {
     let dir = std::env::temp_dir().join(format!("kiln-priv-probe-{}", std::process::id()));
     std::fs::create_dir_all(&dir).ok()?;
-    let r = mount_bpffs(&dir, "delegate_cmds=prog_load");
+    let mut r = mount_bpffs(&dir, "delegate_cmds=prog_load");
     if r.is_ok() {
+        // Kernels before 6.9 take unknown bpffs options silently: the
+        // mount must show the delegation.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let shown = mounts
+            .lines()
+            .any(|l| l.contains(&dir.display().to_string()) && l.contains("delegate_cmds"));
+        if !shown {
+            r = Err("the mount ignored delegate_cmds".into());
+        }
         let c = std::ffi::CString::new(dir.display().to_string()).ok()?;
         // SAFETY: a NUL-terminated path; unmounting what we just mounted.
         unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };

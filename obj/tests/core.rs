@@ -291,9 +291,20 @@ fn type_relocations_against_vmlinux() -> TestResult {
     check_eq!(value(K::TypeSize, "kiln_task_t")?, 0);
     check_eq!(value(K::TypeMatches, "kiln_u64_alias")?, 0);
     if let Some(ring) = vmlinux.id_by_name("bpf_map_type", Kind::Enum) {
-        let _ = ring;
         check_eq!(value(K::EnumValue, "bpf_map_type")?, 27); // BPF_MAP_TYPE_RINGBUF
-        check_eq!(value(K::EnumValueExists, "bpf_map_type___mine")?, 1);
+        // The flavor names BPF_MAP_TYPE_ARENA (6.9+).
+        let arena = match vmlinux.type_by_id(ring)? {
+            kiln_obj::btf::Type::Enum { values, .. } => values.iter().any(|v| {
+                vmlinux
+                    .str_at(v.name_off)
+                    .is_ok_and(|n| n == "BPF_MAP_TYPE_ARENA")
+            }),
+            _ => false,
+        };
+        check_eq!(
+            value(K::EnumValueExists, "bpf_map_type___mine")?,
+            i64::from(arena)
+        );
     }
     Ok(())
 }

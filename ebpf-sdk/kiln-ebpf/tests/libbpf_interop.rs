@@ -213,7 +213,20 @@ fn main() {
             "libbpf_loads_{}",
             case.object.trim_end_matches(".bpf.o").replace('-', "_")
         );
-        tests.push(test(name, &needs, move || load_with_libbpf(case)));
+        // What libbpf needs of the kernel for the whole object to load.
+        let mut case_needs = needs.to_vec();
+        match case.object {
+            "sdk-maps.bpf.o" => case_needs.push(Need::Probe("bloom filter maps", || {
+                (!kiln_loader::probe::probe_map_type(kiln_obj::MapType::BLOOM_FILTER))
+                    .then(|| "kernel has no bloom filter maps (5.16+)".into())
+            })),
+            "sdk-programs.bpf.o" => case_needs.push(Need::Probe(
+                "xdp.frags",
+                kiln_testkit::helpers::xdp_frags_refused,
+            )),
+            _ => {}
+        }
+        tests.push(test(name, &case_needs, move || load_with_libbpf(case)));
     }
     kiln_testkit::run(tests);
 }

@@ -233,6 +233,42 @@ fn probe_helper(u: HelperUse) -> Option<String> {
         .map(|line| line.trim().to_string())
 }
 
+/// Why this kernel refuses XDP programs with `BPF_F_XDP_HAS_FRAGS` (5.18+),
+/// probed with a bare `r0 = XDP_PASS; exit`, or `None`.
+pub fn xdp_frags_refused() -> Option<String> {
+    let insns: [u64; 2] = [0xb7 | (2u64 << 32), 0x95];
+    let license = c"GPL";
+    let mut attr = [0u32; 36];
+    attr[0] = 6; // BPF_PROG_TYPE_XDP
+    attr[1] = insns.len() as u32;
+    let ptr = insns.as_ptr() as u64;
+    attr[2] = ptr as u32;
+    attr[3] = (ptr >> 32) as u32;
+    let lic = license.as_ptr() as u64;
+    attr[4] = lic as u32;
+    attr[5] = (lic >> 32) as u32;
+    attr[11] = 1 << 5; // prog_flags: BPF_F_XDP_HAS_FRAGS
+    // SAFETY: BPF_PROG_LOAD reads `size` bytes of `attr` and the
+    // instructions and license it points to, all alive for the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr) as u32,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: fd was just returned by the kernel and is owned by nobody else.
+        unsafe { libc::close(fd as i32) };
+        return None;
+    }
+    Some(format!(
+        "kernel refuses XDP programs with frags (5.18+): {}",
+        std::io::Error::last_os_error()
+    ))
+}
+
 /// `LINUX_VERSION_CODE` of the running kernel: kprobe programs needed it
 /// before 5.0.
 fn kernel_version_code() -> u32 {
