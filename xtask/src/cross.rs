@@ -187,19 +187,8 @@ pub fn build_guest_bins(arch: Arch) -> Result<GuestBinaries> {
     let init = find("kiln-init").context("cargo built no kiln-init")?;
     // `kiln` is built apart: while it does not compile, the tests still run
     // (a guest without /bin/kiln only fails what uses it).
-    eprintln!("building kiln for {arch} (static, {triple}) ...");
-    let mut c = cargo(arch)?;
-    c.args([
-        "build",
-        "--target",
-        triple,
-        "-p",
-        "kiln-manifest",
-        "--bin",
-        "kiln",
-    ]);
-    let kiln = match run_json(c, &format!("kiln for {arch}")) {
-        Ok(b) => b.into_iter().find(|b| b.1 == "kiln").map(|b| b.3),
+    let kiln = match build_kiln(arch, false) {
+        Ok(path) => Some(path),
         Err(e) => {
             eprintln!("!!! {e:#}: the guest will have no /bin/kiln");
             None

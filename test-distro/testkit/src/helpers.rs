@@ -184,13 +184,15 @@ pub fn helper_refused(u: HelperUse) -> Option<String> {
     verdict
 }
 
-fn probe_helper(u: HelperUse) -> Option<String> {
-    // call HELPER; r0 = 0; exit
-    let insns: [u64; 3] = [
-        u64::from(BPF_CALL_OPCODE) | (u64::from(u.helper) << 32),
-        0xb7,
-        0x95,
-    ];
+/// Loads `insns` as a program of `prog_type` (with `expected_attach_type`
+/// and `prog_flags`) and closes it: `Ok` when the kernel took it, else its
+/// error and the verifier's log.
+fn bare_load(
+    prog_type: u32,
+    expected_attach_type: u32,
+    prog_flags: u32,
+    insns: &[u64],
+) -> Result<(), (std::io::Error, String)> {
     let license = c"GPL";
     let mut log = vec![0u8; 64 * 1024];
     // union bpf_attr for BPF_PROG_LOAD, as u32 words: prog_type, insn_cnt,
@@ -198,19 +200,20 @@ fn probe_helper(u: HelperUse) -> Option<String> {
     // kern_version, prog_flags, prog_name[16], prog_ifindex,
     // expected_attach_type.
     let mut attr = [0u32; 36];
-    attr[0] = u.prog_type;
-    attr[1] = insns.len() as u32;
     let put64 = |attr: &mut [u32; 36], at: usize, v: u64| {
         attr[at] = v as u32;
         attr[at + 1] = (v >> 32) as u32;
     };
+    attr[0] = prog_type;
+    attr[1] = insns.len() as u32;
     put64(&mut attr, 2, insns.as_ptr() as u64);
     put64(&mut attr, 4, license.as_ptr() as u64);
     attr[6] = 1;
     attr[7] = log.len() as u32;
     put64(&mut attr, 8, log.as_mut_ptr() as u64);
     attr[10] = kernel_version_code();
-    attr[17] = u.expected_attach_type;
+    attr[11] = prog_flags;
+    attr[17] = expected_attach_type;
     // SAFETY: BPF_PROG_LOAD reads `size` bytes of `attr`, a live buffer of
     // that size; the kernel reads `insns` and `license` and writes at most
     // `log_size` bytes into `log`, all of which outlive the call.
@@ -225,9 +228,21 @@ fn probe_helper(u: HelperUse) -> Option<String> {
     if fd >= 0 {
         // SAFETY: fd was just returned by the kernel and is owned by nobody else.
         unsafe { libc::close(fd as i32) };
-        return None;
+        return Ok(());
     }
+    let err = std::io::Error::last_os_error();
     let log = String::from_utf8_lossy(&log[..log.iter().position(|&c| c == 0).unwrap_or(0)]);
+    Err((err, log.into_owned()))
+}
+
+fn probe_helper(u: HelperUse) -> Option<String> {
+    // call HELPER; r0 = 0; exit
+    let insns = [
+        u64::from(BPF_CALL_OPCODE) | (u64::from(u.helper) << 32),
+        0xb7,
+        0x95,
+    ];
+    let (_, log) = bare_load(u.prog_type, u.expected_attach_type, 0, &insns).err()?;
     log.lines()
         .find(|line| REFUSALS.iter().any(|r| line.contains(r)))
         .map(|line| line.trim().to_string())
@@ -236,36 +251,12 @@ fn probe_helper(u: HelperUse) -> Option<String> {
 /// Why this kernel refuses XDP programs with `BPF_F_XDP_HAS_FRAGS` (5.18+),
 /// probed with a bare `r0 = XDP_PASS; exit`, or `None`.
 pub fn xdp_frags_refused() -> Option<String> {
-    let insns: [u64; 2] = [0xb7 | (2u64 << 32), 0x95];
-    let license = c"GPL";
-    let mut attr = [0u32; 36];
-    attr[0] = 6; // BPF_PROG_TYPE_XDP
-    attr[1] = insns.len() as u32;
-    let ptr = insns.as_ptr() as u64;
-    attr[2] = ptr as u32;
-    attr[3] = (ptr >> 32) as u32;
-    let lic = license.as_ptr() as u64;
-    attr[4] = lic as u32;
-    attr[5] = (lic >> 32) as u32;
-    attr[11] = 1 << 5; // prog_flags: BPF_F_XDP_HAS_FRAGS
-    // SAFETY: BPF_PROG_LOAD reads `size` bytes of `attr` and the
-    // instructions and license it points to, all alive for the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr) as u32,
-        )
-    };
-    if fd >= 0 {
-        // SAFETY: fd was just returned by the kernel and is owned by nobody else.
-        unsafe { libc::close(fd as i32) };
-        return None;
-    }
+    const XDP: u32 = 6;
+    const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
+    let insns = [0xb7 | (2u64 << 32), 0x95];
+    let (err, _) = bare_load(XDP, 0, BPF_F_XDP_HAS_FRAGS, &insns).err()?;
     Some(format!(
-        "kernel refuses XDP programs with frags (5.18+): {}",
-        std::io::Error::last_os_error()
+        "kernel refuses XDP programs with frags (5.18+): {err}"
     ))
 }
 
