@@ -272,7 +272,7 @@ impl EbpfLoader {
                     return Err(e.into());
                 }
                 Err(e) => {
-                    let reason = format!("this kernel has no BTF support ({})", e.source);
+                    let reason = format!("this kernel has no BTF support ({})", e.sys_error());
                     eprintln!("warning: loading the programs without their BTF: {reason}");
                     ebpf.btf_dropped = Some(reason);
                 }

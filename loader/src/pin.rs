@@ -1,6 +1,6 @@
 //! Pinning under bpffs, and the compatibility check before a pinned map is reused.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use kiln_obj::MapSpec;
@@ -9,9 +9,12 @@ use crate::maps::{Map, MapInfo};
 use crate::sys::SysError;
 use crate::sys::object::{self as sysobj};
 
+pub use crate::sys::object::OpenFlags;
+
 /// `BPF_FS_MAGIC` as `statfs(2)` reports it for a bpffs mount.
 pub const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
+/// A failed pin, unpin or open under bpffs; each names the object and the path.
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
     #[error(
@@ -35,6 +38,12 @@ pub enum PinError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("cannot open the pin {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: SysError,
     },
     #[error("map '{name}': pinned map at {path} has {what} {pinned}, object wants {wanted}")]
     Incompatible {
@@ -150,6 +159,18 @@ pub fn pin_fd(fd: BorrowedFd<'_>, path: &Path, name: &str) -> Result<(), PinErro
     check_bpffs(path, name)?;
     sysobj::obj_pin(fd, path).map_err(|source| PinError::Pin {
         name: name.to_owned(),
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Opens whatever object (map, program or link) is pinned at `path` and
+/// returns a new descriptor for it. Programs and links open only with
+/// [`OpenFlags::ReadWrite`]. Typed handles: [`Map::from_pin`],
+/// [`Program::from_pin`](crate::Program::from_pin).
+pub fn open_pinned(path: impl AsRef<Path>, flags: OpenFlags) -> Result<OwnedFd, PinError> {
+    let path = path.as_ref();
+    sysobj::obj_get(path, flags).map_err(|source| PinError::Open {
         path: path.to_owned(),
         source,
     })

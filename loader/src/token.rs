@@ -107,3 +107,16 @@ impl AsFd for Token {
         self.fd.as_fd()
     }
 }
+
+/// Whether a [`Token::scope`] is active on this thread (its MAP_CREATE,
+/// BTF_LOAD and PROG_LOAD carry the token).
+pub fn in_scope() -> bool {
+    crate::sys::token::in_scope().is_some()
+}
+
+/// The command this thread last had refused with EPERM while a token was in
+/// scope, cleared by the call: callers explain a failure through the token
+/// with it (the bpffs did not delegate that command, map, program or attach type).
+pub fn take_refusal() -> Option<crate::BpfCommand> {
+    crate::sys::token::take_refusal()
+}

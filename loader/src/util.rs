@@ -78,6 +78,13 @@ pub fn c_name(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
+/// The name the kernel keeps for a map or program created under `name`
+/// (what its info reports): at most 15 bytes, only ASCII alphanumerics, `_`
+/// and `.`.
+pub fn kernel_object_name(name: &str) -> String {
+    c_name(&crate::sys::attr::object_name(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -141,7 +141,7 @@ fn test_run_info_and_pin() -> TestResult {
     assert_eq!(&out[..64], &packet[..], "the packet comes back unchanged");
 
     // With run-time stats on, runs are counted.
-    let stats = kiln_loader::sys::object::enable_run_time_stats()?;
+    let stats = kiln_loader::programs::enable_run_time_stats()?;
     let before = prog.info()?.run_cnt;
     prog.test_run(TestRun {
         data_in: Some(&packet),

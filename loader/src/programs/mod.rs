@@ -17,6 +17,7 @@ use crate::util::c_name;
 
 mod verifier;
 pub mod xlated;
+pub use crate::sys::link_attr::QueryResult;
 pub use crate::sys::prog::{TestRun, TestRunResult};
 pub use verifier::{LoadError, VerifierLogLevel, failing_insn};
 
@@ -239,6 +240,45 @@ impl AsFd for Program {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// Where [`query_attached`] looks: the object a program is attached to.
+#[derive(Clone, Copy, Debug)]
+pub enum QueryTarget<'a> {
+    /// A cgroup directory or network namespace (`/proc/PID/ns/net`) opened by the caller.
+    Fd(BorrowedFd<'a>),
+    /// A network interface (tcx, netkit, XDP).
+    Ifindex(u32),
+}
+
+/// The programs (and, from 6.6, links) attached at `target` for
+/// `attach_type`, with the hook's revision (`BPF_PROG_QUERY`).
+/// Minimum kernel version: 4.15 (cgroups), 5.1 (flow dissector), 6.6 (tcx).
+pub fn query_attached(
+    target: QueryTarget<'_>,
+    attach_type: kiln_obj::AttachType,
+) -> Result<QueryResult, SysError> {
+    use std::os::fd::AsRawFd;
+    let target = match target {
+        QueryTarget::Fd(fd) => fd.as_raw_fd() as u32,
+        QueryTarget::Ifindex(ifindex) => ifindex,
+    };
+    crate::sys::link_attr::prog_query(target, attach_type.0)
+}
+
+/// Run-time statistics switched on for every program (`BPF_ENABLE_STATS`):
+/// while this value lives, [`ProgramInfo::run_cnt`] and
+/// [`ProgramInfo::run_time_ns`] count. Minimum kernel version: 5.8.
+#[derive(Debug)]
+pub struct RunTimeStats {
+    _fd: OwnedFd,
+}
+
+/// Switches run-time statistics on until the returned guard is dropped. Needs CAP_SYS_ADMIN.
+pub fn enable_run_time_stats() -> Result<RunTimeStats, SysError> {
+    Ok(RunTimeStats {
+        _fd: sysobj::enable_run_time_stats()?,
+    })
 }
 
 /// What the kernel reports about a program (`struct bpf_prog_info`).

@@ -124,11 +124,25 @@ pub fn memlock_limit() -> Option<u64> {
     (r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur)
 }
 
+/// `RLIMIT_MEMLOCK` could not be raised to unlimited.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot raise RLIMIT_MEMLOCK ({} KiB) to unlimited; kernels before 5.11 charge eBPF maps and programs to it, so loads may fail with EPERM (grant CAP_SYS_RESOURCE or run `ulimit -l unlimited` first)",
+    .limit / 1024
+)]
+pub struct MemlockError {
+    /// The soft limit that stays in force, in bytes.
+    pub limit: u64,
+    /// Why setrlimit(2) refused.
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Raises `RLIMIT_MEMLOCK` to unlimited. Kernels before 5.11 charge maps and
 /// programs to it (newer ones to the memory cgroup, where this is harmless);
 /// raising the hard limit needs CAP_SYS_RESOURCE. On failure, the error says
 /// what the limit is and why it matters.
-pub fn raise_memlock() -> Result<(), String> {
+pub fn raise_memlock() -> Result<(), MemlockError> {
     if memlock_limit().is_none() {
         return Ok(());
     }
@@ -140,12 +154,10 @@ pub fn raise_memlock() -> Result<(), String> {
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } == 0 {
         return Ok(());
     }
-    let err = std::io::Error::last_os_error();
-    Err(format!(
-        "cannot raise RLIMIT_MEMLOCK ({} KiB) to unlimited: {err}; kernels before 5.11 charge eBPF maps and programs to it, so loads may fail with EPERM (grant {} or run `ulimit -l unlimited` first)",
-        memlock_limit().unwrap_or(0) / 1024,
-        Capability::SysResource
-    ))
+    Err(MemlockError {
+        source: std::io::Error::last_os_error(),
+        limit: memlock_limit().unwrap_or(0),
+    })
 }
 
 /// Whether this process is outside the initial user namespace (whose
@@ -217,6 +229,7 @@ mod tests {
         match raise_memlock() {
             Ok(()) => assert_eq!(memlock_limit(), None, "raised to unlimited"),
             Err(e) => {
+                let e = e.to_string();
                 assert!(
                     e.contains("RLIMIT_MEMLOCK") && e.contains("CAP_SYS_RESOURCE"),
                     "{e}"

@@ -297,10 +297,13 @@ pub fn prog_attach(attr: ProgAttachAttr, detach: bool) -> Result<(), SysError> {
 /// What `BPF_PROG_QUERY` reports for one hook.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueryResult {
+    /// The flags the hook was attached with (`BPF_F_ALLOW_MULTI`, ...).
     pub attach_flags: u32,
+    /// The attached programs' ids, in the order they run.
     pub prog_ids: Vec<u32>,
     /// Link ids parallel to `prog_ids` (0 for a non-link attachment); empty on kernels before 6.6.
     pub link_ids: Vec<u32>,
+    /// The hook's revision, bumped by every change (tcx, netkit; 0 elsewhere).
     pub revision: u64,
 }
 
@@ -410,4 +413,31 @@ pub fn u32_at(buf: &[u64], offset: usize) -> u32 {
 /// The u64 at byte `offset` (8-aligned) of an info buffer.
 pub fn u64_at(buf: &[u64], offset: usize) -> u64 {
     buf.get(offset / 8).copied().unwrap_or(0)
+}
+
+/// Whether this kernel knows `BPF_LINK_CREATE` (5.7): a bad program fd
+/// answers EBADF where the command exists, EINVAL where it does not.
+pub fn link_create_known() -> bool {
+    match link_create(LinkCreateAttr {
+        prog_fd: u32::MAX,
+        ..Default::default()
+    }) {
+        Ok(_) => true,
+        Err(e) => e.errno() == libc::EBADF,
+    }
+}
+
+/// Whether this kernel knows `BPF_RAW_TRACEPOINT_OPEN` (4.17): a bad
+/// program fd answers EBADF where the command exists.
+pub fn raw_tracepoint_open_known() -> bool {
+    let mut attr = Attr::new(RawTracepointOpenAttr {
+        prog_fd: u32::MAX,
+        ..Default::default()
+    });
+    // SAFETY: integers only (a NULL name); a success would return a new fd,
+    // which `bpf_fd` owns and closes.
+    match unsafe { bpf_fd(Cmd::RawTracepointOpen, &mut attr) } {
+        Ok(_) => true,
+        Err(e) => e.errno() == libc::EBADF,
+    }
 }
