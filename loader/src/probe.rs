@@ -11,7 +11,6 @@ use std::sync::OnceLock;
 use kiln_obj::btf::BtfFeatures;
 use kiln_obj::{AttachType, Insn, MapType, ProgramType};
 
-use crate::sys::Cmd;
 use crate::sys::attr::MapCreateAttr;
 use crate::sys::link_attr::{LinkCreateAttr, link_create};
 use crate::sys::map::map_create;
@@ -734,20 +733,8 @@ fn probe_batch() -> bool {
     };
     let (mut keys, mut values, mut out) = ([0u8; 4], [0u8; 4], [0u8; 4]);
     // An empty map answers ENOENT when batches exist, EINVAL when the command is unknown.
-    crate::sys::map::batch(
-        Cmd::MapLookupBatch,
-        map.as_fd(),
-        crate::sys::map::ElemSizes { key: 4, value: 4 },
-        crate::sys::map::Batch {
-            in_batch: None,
-            out_batch: Some(&mut out),
-            keys: &mut keys,
-            values: &mut values,
-            count: 1,
-            elem_flags: 0,
-        },
-    )
-    .is_ok()
+    map.lookup_batch_bytes(false, None, &mut out, &mut keys, &mut values, 1)
+        .is_ok()
 }
 
 fn probe_link_create() -> bool {

@@ -45,7 +45,7 @@ fn child() -> Result<(), Box<dyn std::error::Error>> {
     );
     let hash = token.scope(|| {
         // BPF_MAP_TYPE_HASH: not delegated.
-        attach_util::create_map("undelegated", MapType::HASH, 4, 4, 1)
+        attach_util::create_map("undelegated", MapType::HASH, 4, 4, 1, 0)
     });
     match hash {
         Ok(_) => println!("hash through token: created"),

@@ -342,7 +342,9 @@ impl Link for StructOpsLink {
                 key: 4,
                 value: self.value_size,
             };
-            sysmap::delete(self.map.as_fd(), sizes, &0u32.to_ne_bytes())
+            // SAFETY: `self.map` was created by `register` with key size 4
+            // and value size `self.value_size`.
+            unsafe { sysmap::delete(self.map.as_fd(), sizes, &0u32.to_ne_bytes()) }
                 .map_err(|e| LinkError::sys(M, "unregister", self.target(), e))?;
         }
         Ok(())
@@ -622,7 +624,9 @@ fn build_table(
         key: 4,
         value: value.len(),
     };
-    sysmap::update(map.as_fd(), sizes, Some(&0u32.to_ne_bytes()), &value, 0)
+    // SAFETY: the map was created just above with key size 4 and value
+    // size `k.value_size`, the length of `value`.
+    unsafe { sysmap::update(map.as_fd(), sizes, Some(&0u32.to_ne_bytes()), &value, 0) }
         .map_err(|e| LinkError::sys(M, "fill map", &what, e))?;
     Ok(Table {
         what,

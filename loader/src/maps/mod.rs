@@ -84,11 +84,31 @@ pub enum MapError {
         actual: u32,
         expected: usize,
     },
+    /// A byte buffer handed to a map operation does not have the size the
+    /// map's definition gives it (key size, value size, or per-CPU value
+    /// buffer: the value size rounded up to 8, times the possible CPUs).
+    #[error(
+        "map '{name}': {op}: the {what} buffer has {actual} bytes, the map's definition needs {expected}"
+    )]
+    BufferSize {
+        name: String,
+        op: &'static str,
+        what: &'static str,
+        actual: usize,
+        expected: usize,
+    },
     #[error("map '{name}': index {index} is out of bounds (max_entries {max_entries})")]
     OutOfBounds {
         name: String,
         index: u32,
         max_entries: u32,
+    },
+    /// [`Map::insert_per_cpu`] was given a value count other than the number of possible CPUs.
+    #[error("map '{name}': {given} per-CPU values given, the system has {possible} possible CPUs")]
+    PerCpuCount {
+        name: String,
+        given: usize,
+        possible: usize,
     },
     #[error("map '{name}': {message}")]
     Other { name: String, message: String },
@@ -342,6 +362,28 @@ impl Map {
         }
     }
 
+    /// `Err(BufferSize)` unless `actual == expected`.
+    pub(crate) fn check_buf(
+        &self,
+        op: &'static str,
+        what: &'static str,
+        actual: usize,
+        expected: usize,
+    ) -> Result<(), MapError> {
+        if actual == expected {
+            return Ok(());
+        }
+        Err(MapError::BufferSize {
+            name: self.name.clone(),
+            op,
+            what,
+            actual,
+            expected,
+        })
+    }
+
+    /// The sizes the kernel reads and writes for one element of this map,
+    /// from its definition (as created, or as the kernel reported it).
     pub(crate) fn sizes(&self) -> Result<ElemSizes, MapError> {
         Ok(ElemSizes {
             key: self.key_size as usize,
@@ -402,44 +444,65 @@ impl Map {
         value: &mut [u8],
         flags: UpdateFlags,
     ) -> Result<bool, MapError> {
-        sysmap::lookup(
-            self.fd.as_fd(),
-            self.sizes()?,
-            Some(key),
-            value,
-            flags.bits(),
-            false,
-        )
+        let sizes = self.sizes()?;
+        self.check_buf("lookup", "key", key.len(), sizes.key)?;
+        self.check_buf("lookup", "value", value.len(), sizes.value)?;
+        // SAFETY: `sizes` are this map's own, and both buffers were checked
+        // to hold exactly that many bytes.
+        unsafe {
+            sysmap::lookup(
+                self.fd.as_fd(),
+                sizes,
+                Some(key),
+                value,
+                flags.bits(),
+                false,
+            )
+        }
         .map_err(|e| self.sys("lookup", e))
     }
 
+    /// Creates or replaces `key`'s value. `key` has the map's key size and
+    /// `value` [`Map::value_buf_len`] bytes.
     pub fn update_bytes(
         &self,
         key: &[u8],
         value: &[u8],
         flags: UpdateFlags,
     ) -> Result<(), MapError> {
-        sysmap::update(
-            self.fd.as_fd(),
-            self.sizes()?,
-            Some(key),
-            value,
-            flags.bits(),
-        )
-        .map_err(|e| self.sys("update", e))
+        let sizes = self.sizes()?;
+        self.check_buf("update", "key", key.len(), sizes.key)?;
+        self.check_buf("update", "value", value.len(), sizes.value)?;
+        // SAFETY: `sizes` are this map's own; both buffers hold exactly that many bytes.
+        unsafe { sysmap::update(self.fd.as_fd(), sizes, Some(key), value, flags.bits()) }
+            .map_err(|e| self.sys("update", e))
     }
 
     /// Deletes a key; false when it was absent.
     pub fn delete_bytes(&self, key: &[u8]) -> Result<bool, MapError> {
-        sysmap::delete(self.fd.as_fd(), self.sizes()?, key).map_err(|e| self.sys("delete", e))
+        let sizes = self.sizes()?;
+        self.check_buf("delete", "key", key.len(), sizes.key)?;
+        // SAFETY: `sizes` are this map's own; the key holds exactly that many bytes.
+        unsafe { sysmap::delete(self.fd.as_fd(), sizes, key) }.map_err(|e| self.sys("delete", e))
     }
 
     /// The key after `key` (`None`: the first key); `None` at the end.
     pub fn next_key_bytes(&self, key: Option<&[u8]>) -> Result<Option<Vec<u8>>, MapError> {
         let mut next = vec![0u8; self.key_size as usize];
-        let found = sysmap::next_key(self.fd.as_fd(), self.sizes()?, key, &mut next)
-            .map_err(|e| self.sys("get next key", e))?;
+        let found = self.next_key_into(key, &mut next)?;
         Ok(found.then_some(next))
+    }
+
+    /// BPF_MAP_GET_NEXT_KEY into `next`, both keys checked against the map's key size.
+    fn next_key_into(&self, key: Option<&[u8]>, next: &mut [u8]) -> Result<bool, MapError> {
+        let sizes = self.sizes()?;
+        if let Some(key) = key {
+            self.check_buf("get next key", "key", key.len(), sizes.key)?;
+        }
+        self.check_buf("get next key", "next key", next.len(), sizes.key)?;
+        // SAFETY: `sizes` are this map's own; both keys hold exactly the key size.
+        unsafe { sysmap::next_key(self.fd.as_fd(), sizes, key, next) }
+            .map_err(|e| self.sys("get next key", e))
     }
 
     /// Every key, by BPF_MAP_GET_NEXT_KEY.
@@ -527,6 +590,7 @@ pub use xdp::{CpuMap, DevMap, DevMapHash, XskMap};
 impl Map {
     /// Looks up `key`; `None` when absent.
     pub fn get<K: Pod, V: Pod>(&self, key: &K, flags: UpdateFlags) -> Result<Option<V>, MapError> {
+        self.check_pod_sizes::<K, V>()?;
         let len = self.value_buf_len()?;
         // The common case: the kernel writes straight into the `V` returned.
         if len == std::mem::size_of::<V>() {
@@ -555,11 +619,13 @@ impl Map {
         value: &V,
         flags: UpdateFlags,
     ) -> Result<(), MapError> {
+        self.check_pod_sizes::<K, V>()?;
         self.update_bytes(bytes_of(key), bytes_of(value), flags)
     }
 
     /// Removes `key`; false when it was absent.
     pub fn remove<K: Pod>(&self, key: &K) -> Result<bool, MapError> {
+        self.check(&[self.map_type], Some(std::mem::size_of::<K>()), None)?;
         self.delete_bytes(bytes_of(key))
     }
 
@@ -572,27 +638,12 @@ impl Map {
             if done {
                 return None;
             }
-            if std::mem::size_of::<K>() != self.key_size as usize {
-                done = true;
-                return Some(Err(MapError::Other {
-                    name: self.name.clone(),
-                    message: format!(
-                        "keys are {} bytes, the requested key type {}",
-                        self.key_size,
-                        std::mem::size_of::<K>()
-                    ),
-                }));
-            }
             let mut next: K = pod::zeroed();
-            let found = self.sizes().and_then(|sizes| {
-                sysmap::next_key(
-                    self.fd.as_fd(),
-                    sizes,
-                    prev.as_ref().map(bytes_of),
-                    pod::bytes_of_mut(&mut next),
-                )
-                .map_err(|e| self.sys("get next key", e))
-            });
+            let found = self
+                .check(&[self.map_type], Some(std::mem::size_of::<K>()), None)
+                .and_then(|()| {
+                    self.next_key_into(prev.as_ref().map(bytes_of), pod::bytes_of_mut(&mut next))
+                });
             match found {
                 Ok(true) => {
                     prev = Some(next);
@@ -630,6 +681,7 @@ impl Map {
         &self,
         key: &K,
     ) -> Result<Option<PerCpuValues<V>>, MapError> {
+        self.check_pod_sizes::<K, V>()?;
         let mut buf = vec![0u8; self.value_buf_len()?];
         if !self.lookup_into(bytes_of(key), &mut buf, UpdateFlags::ANY)? {
             return Ok(None);
@@ -647,18 +699,26 @@ impl Map {
         values: &PerCpuValues<V>,
         flags: UpdateFlags,
     ) -> Result<(), MapError> {
+        self.check_pod_sizes::<K, V>()?;
         let n = crate::util::nr_possible_cpus().map_err(|e| self.io(e))?;
         if values.len() != n {
-            return Err(MapError::Other {
+            return Err(MapError::PerCpuCount {
                 name: self.name.clone(),
-                message: format!(
-                    "{} per-CPU values given, the system has {n} possible CPUs",
-                    values.len()
-                ),
+                given: values.len(),
+                possible: n,
             });
         }
         let buf = values.to_slots(self.value_size as usize);
         self.update_bytes(bytes_of(key), &buf, flags)
+    }
+
+    /// Checks `K` and `V` have the map's key and value sizes (`WrongSize` otherwise).
+    fn check_pod_sizes<K, V>(&self) -> Result<(), MapError> {
+        self.check(
+            &[self.map_type],
+            Some(std::mem::size_of::<K>()),
+            Some(std::mem::size_of::<V>()),
+        )
     }
 
     /// Checks the value type's size against the map's (errors name the map).

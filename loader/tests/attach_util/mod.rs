@@ -26,7 +26,7 @@ fn i(code: u8, regs: u8, off: i16, imm: i32) -> Insn {
 
 /// An array map of 8 u64 counters.
 pub fn counters(name: &str) -> Result<Map, Box<dyn std::error::Error + Send + Sync>> {
-    Ok(create_map(name, MapType::ARRAY, 4, 8, 8)?)
+    Ok(create_map(name, MapType::ARRAY, 4, 8, 8, 0)?)
 }
 
 /// A map created from a bare definition (no BTF, no pin).
@@ -36,6 +36,7 @@ pub fn create_map(
     key_size: u32,
     value_size: u32,
     max_entries: u32,
+    map_flags: u32,
 ) -> Result<Map, kiln_loader::MapError> {
     let spec = MapSpec {
         name: name.into(),
@@ -43,7 +44,7 @@ pub fn create_map(
         key_size,
         value_size,
         max_entries,
-        map_flags: 0,
+        map_flags,
         numa_node: None,
         map_extra: 0,
         pinning: Pinning::None,
