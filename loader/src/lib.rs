@@ -60,7 +60,7 @@ pub use kiln_obj as obj;
 pub use kiln_obj::{
     AttachType, MapSpec, MapType, ObjectSpec, ParseError, ProgramKind, ProgramSpec, ProgramType,
 };
-pub use loader::{Ebpf, EbpfError, EbpfLoader, load, load_file};
+pub use loader::{Ebpf, EbpfError, EbpfLoader, GlobalProblem, MapSpecProblem, load, load_file};
 pub use maps::{Map, MapError, MapInfo, Pod};
 pub use pin::OpenFlags;
 pub use programs::{LoadError, Program, ProgramInfo};
@@ -70,6 +70,7 @@ pub use sys::Cmd as BpfCommand;
 pub use sys::SysError;
 /// Flags of `BPF_PROG_ATTACH` and of the mprog (tcx, netkit) links.
 pub use sys::link_attr::AttachFlags;
+pub use sys::permission_denied;
 pub use token::{Token, TokenError};
 
 /// Compile-time check: the handles a program shares between threads (a ring

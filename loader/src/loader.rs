@@ -24,14 +24,51 @@ pub enum EbpfError {
     Program(#[from] LoadError),
     #[error(transparent)]
     Btf(#[from] BtfError),
-    #[error("global '{name}': {message}")]
-    Global { name: String, message: String },
-    #[error("map '{name}': {message}")]
-    MapSpec { name: String, message: String },
-    #[error("program '{name}': {message}")]
-    ProgramSpec { name: String, message: String },
-    #[error("{0}")]
-    Other(String),
+    /// A global variable cannot be set or read as asked.
+    #[error("global '{name}': {problem}")]
+    Global {
+        /// The variable.
+        name: String,
+        /// What is wrong.
+        #[source]
+        problem: GlobalProblem,
+    },
+    /// A map of the object cannot be set up as asked.
+    #[error("map '{name}': {problem}")]
+    MapSpec {
+        /// The map.
+        name: String,
+        /// What is wrong.
+        #[source]
+        problem: MapSpecProblem,
+    },
+    /// A program's `__ksym` externs do not resolve against the kernel.
+    #[error("program '{name}': ksym externs: {source}")]
+    Ksym {
+        /// The program.
+        name: String,
+        /// The extern that does not resolve.
+        #[source]
+        source: kiln_obj::ExternError,
+    },
+    /// A `.values` initialiser names a map index the object does not have.
+    #[error("values slot names map #{map} the object does not have")]
+    SlotMap {
+        /// The index into the object's maps.
+        map: usize,
+    },
+    /// Two maps would share one pin path under `map_pin_path`.
+    #[error("map pin names: {0}")]
+    PinNames(#[source] kiln_obj::PinNameCollision),
+    /// The object's BTF cannot be rewritten for what this kernel accepts.
+    #[error("object BTF: {0}")]
+    ObjectBtf(#[source] kiln_obj::btf::BtfError),
+    /// CO-RE relocation against the running kernel failed.
+    #[error(transparent)]
+    Core(#[from] crate::externs::CoreError),
+    /// A `__kconfig` extern has no value on this kernel.
+    #[error("kconfig externs: {0}")]
+    Kconfig(#[source] kiln_obj::ExternError),
     /// [`Ebpf::set_global`] on a constant: its data map (`.rodata`) was
     /// frozen after load.
     #[error(
@@ -57,6 +94,114 @@ pub enum EbpfError {
         #[source]
         source: kiln_obj::ParseError,
     },
+}
+
+/// What is wrong with a global variable ([`EbpfError::Global`]).
+#[derive(Debug, thiserror::Error)]
+pub enum GlobalProblem {
+    /// [`EbpfLoader::set_global`] was given another number of bytes than the variable has.
+    #[error("is {object} bytes in the object, {given} given")]
+    SizeMismatch {
+        /// The variable's size in the object.
+        object: u32,
+        /// The bytes given.
+        given: usize,
+    },
+    /// No data section of the object declares the variable.
+    #[error("no such global variable in the object's data sections")]
+    NotInDataSections,
+    /// The loaded object has no variable of this name.
+    #[error("no such global variable in the object")]
+    NotInObject,
+    /// The Rust type's size differs from the variable's.
+    #[error("is {size} bytes, the Rust type has {rust}")]
+    RustSize {
+        /// The variable's size.
+        size: u32,
+        /// `size_of` the Rust type.
+        rust: usize,
+    },
+    /// The variable's data map was taken out of the [`Ebpf`].
+    #[error("its data map '{map}' was taken")]
+    MapTaken {
+        /// The data map.
+        map: String,
+    },
+    /// The data map has no element 0 (it always has one after a load).
+    #[error("data map '{map}' has no element 0")]
+    NoElement {
+        /// The data map.
+        map: String,
+    },
+    /// The variable's offset and size lie past the data map's value.
+    #[error("lies outside its data map")]
+    OutsideMap,
+}
+
+/// What is wrong with a map of the object ([`EbpfError::MapSpec`]).
+#[derive(Debug, thiserror::Error)]
+pub enum MapSpecProblem {
+    /// A loader option names a map the object does not have.
+    #[error("{option} names a map the object does not have")]
+    NotInObject {
+        /// The option (`replace_map`, `map_max_entries`).
+        option: &'static str,
+    },
+    /// The arena has fewer pages than its `__arena` globals need.
+    #[error("{pages} pages cannot hold {bytes} bytes of __arena globals")]
+    ArenaTooSmall {
+        /// The arena's pages (`max_entries`).
+        pages: u32,
+        /// Bytes of `__arena` globals.
+        bytes: usize,
+    },
+    /// The arena is larger than an instruction's offset can address.
+    #[error("arena larger than an instruction offset")]
+    ArenaTooLarge,
+    /// An `__arena` global lies beyond an instruction's offset range.
+    #[error("__arena global beyond an instruction's offset range")]
+    ArenaGlobalOutOfRange,
+    /// The number of possible CPUs, which sizes a perf event array, is unreadable.
+    #[error("cannot size a perf event array: {0}")]
+    PerfEventArraySize(#[source] std::io::Error),
+    /// A `.values` initialiser names a map the object does not have.
+    #[error("values[{index}]: map #{map} does not exist in the object")]
+    SlotMapMissing {
+        /// The slot's key.
+        index: u32,
+        /// The index into the object's maps.
+        map: usize,
+    },
+    /// A `.values` initialiser names a map this load did not create.
+    #[error("values[{index}]: map '{map}' was not created")]
+    SlotMapNotCreated {
+        /// The slot's key.
+        index: u32,
+        /// The inner map.
+        map: String,
+    },
+    /// A `.values` initialiser names a program the object does not have.
+    #[error("values[{index}]: program '{program}' is not in the object")]
+    SlotProgramMissing {
+        /// The slot's key.
+        index: u32,
+        /// The program.
+        program: String,
+    },
+    /// Storing a `.values` initialiser failed.
+    #[error("values[{index}]: cannot store {target}: {source}")]
+    SlotStore {
+        /// The slot's key.
+        index: u32,
+        /// `map 'x'` or `program 'y'`.
+        target: String,
+        /// The failed update.
+        #[source]
+        source: Box<MapError>,
+    },
+    /// The map given to `replace_map` does not match the object's definition.
+    #[error("replacement map does not match: {0}")]
+    Replacement(#[source] Box<PinError>),
 }
 
 /// Parses and loads an eBPF object from its bytes with default options:
@@ -251,7 +396,7 @@ impl EbpfLoader {
         self.apply_options(&mut spec)?;
         if self.map_pin_path.is_some() {
             spec.map_pin_names(&self.object_name)
-                .map_err(|e| EbpfError::Other(e.to_string()))?;
+                .map_err(EbpfError::PinNames)?;
         }
         let mut guard = PinGuard::default();
         let mut ebpf = Ebpf::default();
@@ -260,7 +405,7 @@ impl EbpfLoader {
         // (type ids stay the same, so map and func_info ids remain valid).
         let btf_bytes = spec
             .btf_for_kernel(crate::probe::btf_features())
-            .map_err(|e| EbpfError::Other(format!("object BTF: {e}")))?;
+            .map_err(EbpfError::ObjectBtf)?;
         if let Some(bytes) = btf_bytes.as_deref() {
             match Btf::load(bytes) {
                 Ok(btf) => ebpf.btf = Some(btf),
@@ -308,7 +453,9 @@ impl EbpfLoader {
         if let Some(name) = replaced.keys().next() {
             return Err(EbpfError::MapSpec {
                 name: name.clone(),
-                message: "replace_map names a map the object does not have".into(),
+                problem: MapSpecProblem::NotInObject {
+                    option: "replace_map",
+                },
             });
         }
         // Maps of maps first (every map exists now), prog arrays once the programs are loaded.
@@ -409,10 +556,10 @@ impl EbpfLoader {
     fn prepare_in_place(&self, spec: &mut ObjectSpec) -> Result<(), EbpfError> {
         if spec.programs.iter().any(|p| !p.core_relocations.is_empty()) {
             crate::externs::relocate_core(spec, self.target_btf.as_deref())
-                .map_err(|e| EbpfError::Other(format!("CO-RE: {e}")))?;
+                .map_err(EbpfError::Core)?;
         }
         spec.resolve_kconfig(crate::externs::kconfig_value)
-            .map_err(|e| EbpfError::Other(format!("kconfig externs: {e}")))?;
+            .map_err(EbpfError::Kconfig)?;
         if spec
             .programs
             .iter()
@@ -424,9 +571,9 @@ impl EbpfLoader {
                 p.resolve_ksyms(&externs, |i| {
                     crate::externs::resolve_ksym(&externs[i], kbtf)
                 })
-                .map_err(|e| EbpfError::ProgramSpec {
+                .map_err(|source| EbpfError::Ksym {
                     name: p.name.clone(),
-                    message: format!("ksym externs: {e}"),
+                    source,
                 })?;
             }
         }
@@ -438,7 +585,9 @@ impl EbpfLoader {
         for (name, n) in &self.max_entries {
             let m = spec.map_mut(name).ok_or_else(|| EbpfError::MapSpec {
                 name: name.clone(),
-                message: "map_max_entries names a map the object does not have".into(),
+                problem: MapSpecProblem::NotInObject {
+                    option: "map_max_entries",
+                },
             })?;
             m.max_entries = *n;
         }
@@ -546,15 +695,15 @@ fn place_arena_globals(spec: &mut ObjectSpec) -> Result<(), EbpfError> {
     if len.next_multiple_of(page) > arena.max_entries as usize * page {
         return Err(EbpfError::MapSpec {
             name: arena.name.clone(),
-            message: format!(
-                "{} pages cannot hold {len} bytes of __arena globals",
-                arena.max_entries
-            ),
+            problem: MapSpecProblem::ArenaTooSmall {
+                pages: arena.max_entries,
+                bytes: len,
+            },
         });
     }
     let base = u32::try_from(arena_globals_offset(arena, len)).map_err(|_| EbpfError::MapSpec {
         name: arena.name.clone(),
-        message: "arena larger than an instruction offset".into(),
+        problem: MapSpecProblem::ArenaTooLarge,
     })?;
     for p in &mut spec.programs {
         for r in &mut p.relocations {
@@ -563,7 +712,7 @@ fn place_arena_globals(spec: &mut ObjectSpec) -> Result<(), EbpfError> {
             {
                 *offset = offset.checked_add(base).ok_or_else(|| EbpfError::MapSpec {
                     name: spec.maps[index].name.clone(),
-                    message: "__arena global beyond an instruction's offset range".into(),
+                    problem: MapSpecProblem::ArenaGlobalOutOfRange,
                 })?;
             }
         }
@@ -585,7 +734,7 @@ pub fn finish_map_spec(m: &mut MapSpec) -> Result<(), EbpfError> {
     if m.map_type == MapType::PERF_EVENT_ARRAY && m.max_entries == 0 {
         m.max_entries = crate::util::nr_possible_cpus().map_err(|e| EbpfError::MapSpec {
             name: m.name.clone(),
-            message: format!("cannot size a perf event array: {e}"),
+            problem: MapSpecProblem::PerfEventArraySize(e),
         })? as u32;
     }
     if matches!(m.map_type, MapType::RINGBUF | MapType::USER_RINGBUF) {
@@ -654,30 +803,37 @@ fn fill_map_slots(
 ) -> Result<(), EbpfError> {
     use std::os::fd::AsRawFd;
     for slot in &spec.map_slots {
-        let outer = spec.maps.get(slot.map).ok_or_else(|| {
-            EbpfError::Other(format!(
-                "values slot names map #{} the object does not have",
-                slot.map
-            ))
-        })?;
-        let err = |message: String| EbpfError::MapSpec {
+        let outer = spec
+            .maps
+            .get(slot.map)
+            .ok_or(EbpfError::SlotMap { map: slot.map })?;
+        let index = slot.index;
+        let err = |problem: MapSpecProblem| EbpfError::MapSpec {
             name: outer.name.clone(),
-            message: format!("values[{}]: {message}", slot.index),
+            problem,
         };
         let fd = match (&slot.target, kind) {
             (kiln_obj::MapSlotTarget::Map(i), SlotKind::Maps) => {
                 let inner = spec
                     .maps
                     .get(*i)
-                    .ok_or_else(|| err(format!("map #{i} does not exist in the object")))?;
+                    .ok_or_else(|| err(MapSpecProblem::SlotMapMissing { index, map: *i }))?;
                 ebpf.maps
                     .get(&inner.name)
-                    .ok_or_else(|| err(format!("map '{}' was not created", inner.name)))?
+                    .ok_or_else(|| {
+                        err(MapSpecProblem::SlotMapNotCreated {
+                            index,
+                            map: inner.name.clone(),
+                        })
+                    })?
                     .fd()
             }
             (kiln_obj::MapSlotTarget::Program(name), SlotKind::Programs) => {
                 if spec.program(name).is_none() {
-                    return Err(err(format!("program '{name}' is not in the object")));
+                    return Err(err(MapSpecProblem::SlotProgramMissing {
+                        index,
+                        program: name.clone(),
+                    }));
                 }
                 match ebpf.programs.get(name) {
                     Some(p) => p.fd(),
@@ -699,7 +855,13 @@ fn fill_map_slots(
             &(fd.as_raw_fd() as u32).to_ne_bytes(),
             UpdateFlags::ANY,
         )
-        .map_err(|e| err(format!("cannot store {target}: {e}")))?;
+        .map_err(|source| {
+            err(MapSpecProblem::SlotStore {
+                index,
+                target,
+                source: Box::new(source),
+            })
+        })?;
     }
     Ok(())
 }
@@ -719,7 +881,7 @@ fn check_replacement(spec: &MapSpec, map: &Map) -> Result<(), EbpfError> {
     crate::pin::check_compatible(spec, &info, Path::new("(replace_map)")).map_err(|e| {
         EbpfError::MapSpec {
             name: spec.name.clone(),
-            message: format!("replacement map does not match: {e}"),
+            problem: MapSpecProblem::Replacement(Box::new(e)),
         }
     })
 }
@@ -740,7 +902,10 @@ fn set_global(
         if var.size as usize != bytes.len() {
             return Err(EbpfError::Global {
                 name: name.to_owned(),
-                message: format!("is {} bytes in the object, {} given", var.size, bytes.len()),
+                problem: GlobalProblem::SizeMismatch {
+                    object: var.size,
+                    given: bytes.len(),
+                },
             });
         }
         let data = map.initial_data.get_or_insert_with(Vec::new);
@@ -754,7 +919,7 @@ fn set_global(
     if required {
         return Err(EbpfError::Global {
             name: name.to_owned(),
-            message: "no such global variable in the object's data sections".into(),
+            problem: GlobalProblem::NotInDataSections,
         });
     }
     Ok(())
@@ -874,13 +1039,15 @@ impl Ebpf {
             .lookup_bytes(&0u32.to_ne_bytes(), UpdateFlags::ANY)?
             .ok_or_else(|| EbpfError::Global {
                 name: name.to_owned(),
-                message: format!("data map '{}' has no element 0", map.name()),
+                problem: GlobalProblem::NoElement {
+                    map: map.name().to_owned(),
+                },
             })?;
         let bytes = value
             .get(offset..offset + size)
             .ok_or_else(|| EbpfError::Global {
                 name: name.to_owned(),
-                message: "lies outside its data map".into(),
+                problem: GlobalProblem::OutsideMap,
             })?;
         Ok(crate::maps::from_bytes(bytes).expect("size checked"))
     }
@@ -896,7 +1063,7 @@ impl Ebpf {
         data.get_mut(offset..offset + size)
             .ok_or_else(|| EbpfError::Global {
                 name: name.to_owned(),
-                message: "lies outside its data map".into(),
+                problem: GlobalProblem::OutsideMap,
             })?
             .copy_from_slice(crate::maps::bytes_of(value));
         match map.update_bytes(&key, &data, UpdateFlags::ANY) {
@@ -917,24 +1084,25 @@ impl Ebpf {
     }
 
     fn global_slot<T>(&self, name: &str) -> Result<(&Map, usize, usize), EbpfError> {
-        let err = |message: String| EbpfError::Global {
+        let err = |problem: GlobalProblem| EbpfError::Global {
             name: name.to_owned(),
-            message,
+            problem,
         };
         let (map_name, offset, size) = self
             .globals
             .get(name)
-            .ok_or_else(|| err("no such global variable in the object".into()))?;
+            .ok_or_else(|| err(GlobalProblem::NotInObject))?;
         if *size as usize != std::mem::size_of::<T>() {
-            return Err(err(format!(
-                "is {size} bytes, the Rust type has {}",
-                std::mem::size_of::<T>()
-            )));
+            return Err(err(GlobalProblem::RustSize {
+                size: *size,
+                rust: std::mem::size_of::<T>(),
+            }));
         }
-        let map = self
-            .maps
-            .get(map_name)
-            .ok_or_else(|| err(format!("its data map '{map_name}' was taken")))?;
+        let map = self.maps.get(map_name).ok_or_else(|| {
+            err(GlobalProblem::MapTaken {
+                map: map_name.clone(),
+            })
+        })?;
         Ok((map, *offset as usize, *size as usize))
     }
 

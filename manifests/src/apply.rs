@@ -132,8 +132,13 @@ pub enum ApplyError {
     Privilege(#[from] crate::privilege::MissingPrivilege),
     #[error(transparent)]
     Ownership(#[from] ownership::OwnershipError),
-    #[error("{what}: {message}")]
-    Kernel { what: String, message: String },
+    /// A kernel or filesystem operation failed; `source` says why.
+    #[error("{what}: {source}")]
+    Kernel {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(
         "pin root {0} is not on a bpffs, so nothing could outlive this process\n  help: mount one (`mount -t bpf bpf /sys/fs/bpf`) or set [deployment] pin_root under a bpffs mount"
     )]
@@ -142,10 +147,13 @@ pub enum ApplyError {
     Injected(Step),
 }
 
-fn kerr(what: impl Into<String>, e: impl std::fmt::Display) -> ApplyError {
+fn kerr(
+    what: impl Into<String>,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> ApplyError {
     ApplyError::Kernel {
         what: what.into(),
-        message: e.to_string(),
+        source: source.into(),
     }
 }
 

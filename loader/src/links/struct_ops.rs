@@ -380,7 +380,7 @@ pub fn struct_ops_spec(elf: &[u8], var: &str) -> Result<StructOpsSpec, LinkError
 }
 
 fn running_kernel(var: &str) -> Result<&'static Btf, LinkError> {
-    crate::externs::kernel_btf(None).map_err(|e| LinkError::target(M, var, e))
+    crate::externs::kernel_btf(None).map_err(|e| LinkError::target(M, var, e.to_string()))
 }
 
 /// What became of one program named by a struct_ops variable in

@@ -169,11 +169,31 @@ pub fn in_child_user_namespace() -> bool {
     })
 }
 
-/// The explanation appended to an EPERM/EACCES from `cmd`: which capability
-/// the command needs and, when readable, which of them this process lacks.
+/// The explanation appended to a refusal of `cmd` for want of privilege:
+/// which capability the command needs and, when readable, which of them
+/// this process lacks. Only EPERM is such a refusal, and EACCES on a pin
+/// path (file permissions); a verifier rejection (EACCES or EINVAL from
+/// PROG_LOAD) gets no hint: its log says why.
 pub fn eperm_hint(cmd: Cmd, errno: i32) -> String {
-    if errno != libc::EPERM && errno != libc::EACCES {
-        return String::new();
+    match (errno, cmd) {
+        (libc::EACCES, Cmd::ObjGet | Cmd::ObjPin) => {
+            return " (the pin or its directory is not accessible to this user)".into();
+        }
+        (libc::EPERM, _) => {}
+        _ => return String::new(),
+    }
+    // A map refuses writes from user space once frozen (BPF_MAP_FREEZE, as
+    // the loader does to `.rodata`) or when its fd was opened read-only.
+    if matches!(
+        cmd,
+        Cmd::MapUpdateElem
+            | Cmd::MapDeleteElem
+            | Cmd::MapLookupAndDeleteElem
+            | Cmd::MapUpdateBatch
+            | Cmd::MapDeleteBatch
+            | Cmd::MapLookupAndDeleteBatch
+    ) {
+        return " (the map is frozen, or this fd of it was opened read-only: user space cannot write it)".into();
     }
     let needed = needed_for(cmd);
     if needed.is_empty() {
@@ -241,6 +261,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn hints_only_where_privilege_refused() {
+        // A verifier rejection: the log explains it, not the capabilities.
+        assert_eq!(eperm_hint(Cmd::ProgLoad, libc::EACCES), "");
+        assert_eq!(eperm_hint(Cmd::ProgLoad, libc::EINVAL), "");
+        assert_eq!(eperm_hint(Cmd::MapCreate, libc::E2BIG), "");
+        assert!(eperm_hint(Cmd::ProgLoad, libc::EPERM).starts_with(" (needs CAP_BPF"));
+        assert_eq!(
+            eperm_hint(Cmd::MapUpdateElem, libc::EPERM),
+            " (the map is frozen, or this fd of it was opened read-only: user space cannot write it)"
+        );
+        assert_eq!(
+            eperm_hint(Cmd::ObjGet, libc::EACCES),
+            " (the pin or its directory is not accessible to this user)"
+        );
     }
 
     #[test]

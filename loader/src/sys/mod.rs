@@ -68,7 +68,9 @@ pub enum Cmd {
 /// the `io::Error` as its source too would print "Permission denied" twice.
 #[derive(Debug)]
 pub struct SysError {
+    /// The command that failed.
     pub cmd: Cmd,
+    /// The errno, as an `io::Error` (printed in the message, not a `source`).
     pub source: std::io::Error,
 }
 
@@ -88,9 +90,27 @@ impl std::fmt::Display for SysError {
 impl std::error::Error for SysError {}
 
 impl SysError {
+    /// The errno the kernel answered.
     pub fn errno(&self) -> i32 {
         self.source.raw_os_error().unwrap_or(0)
     }
+
+    /// Whether the kernel refused the call for want of privilege (EPERM):
+    /// capabilities, a LSM, lockdown, `kernel.unprivileged_bpf_disabled`, a
+    /// token that does not delegate the command, or (before 5.11) RLIMIT_MEMLOCK.
+    pub fn is_permission_denied(&self) -> bool {
+        self.errno() == libc::EPERM
+    }
+}
+
+/// Whether any error in `error`'s chain is a bpf(2) call the kernel refused
+/// for want of privilege ([`SysError::is_permission_denied`]): what a CLI
+/// maps to its "insufficient privilege" exit code.
+pub fn permission_denied(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| {
+        e.downcast_ref::<SysError>()
+            .is_some_and(SysError::is_permission_denied)
+    })
 }
 
 /// Calls bpf(2) with `attr`, a `#[repr(C)]` value of exactly [`ATTR_SIZE`] bytes.

@@ -286,8 +286,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 c.downcast_ref::<kiln_manifest::apply::ApplyError>(),
                 Some(kiln_manifest::apply::ApplyError::Privilege(_))
             )
-            || c.downcast_ref::<kiln_loader::SysError>()
-                .is_some_and(|s| s.errno() == libc::EPERM)
+            || kiln_loader::permission_denied(c)
             || matches!(
                 c.downcast_ref::<kiln_manifest::live::ObserveError>(),
                 Some(kiln_manifest::live::ObserveError::NoBpf(_))
