@@ -140,6 +140,22 @@ fn test_run_info_and_pin() -> TestResult {
     assert_eq!(r.data_out_len, 64);
     assert_eq!(&out[..64], &packet[..], "the packet comes back unchanged");
 
+    // A zero-length out-buffer is no buffer: the kernel reads size 0 as "no
+    // limit" and would copy all 64 bytes to wherever the empty slice points.
+    let mut guard = [[0x5au8; 8]; 2];
+    let (empty, after) = guard.split_at_mut(1);
+    let r = prog.test_run(TestRun {
+        data_in: Some(&packet),
+        data_out: Some(&mut empty[0][..0]),
+        ..Default::default()
+    })?;
+    assert_eq!(r.retval, 0);
+    assert_eq!(
+        (empty[0], after[0]),
+        ([0x5a; 8], [0x5a; 8]),
+        "nothing written"
+    );
+
     // With run-time stats on, runs are counted.
     let stats = kiln_loader::programs::enable_run_time_stats()?;
     let before = prog.info()?.run_cnt;

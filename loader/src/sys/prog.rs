@@ -124,8 +124,12 @@ pub struct TestRunResult {
 }
 
 /// BPF_PROG_TEST_RUN.
-pub fn test_run(fd: BorrowedFd<'_>, io: TestRun<'_>) -> Result<TestRunResult, SysError> {
-    let len = |s: Option<usize>| s.unwrap_or(0) as u32;
+pub fn test_run(fd: BorrowedFd<'_>, mut io: TestRun<'_>) -> Result<TestRunResult, SysError> {
+    // The kernel reads a zero out-size as "no limit" and copies the whole
+    // packet or context out: an empty out-buffer must reach it as no buffer.
+    io.data_out = io.data_out.filter(|b| !b.is_empty());
+    io.ctx_out = io.ctx_out.filter(|b| !b.is_empty());
+    let len = |s: Option<usize>| s.unwrap_or(0).min(u32::MAX as usize) as u32;
     let data_size_out = len(io.data_out.as_deref().map(<[u8]>::len));
     let ctx_size_out = len(io.ctx_out.as_deref().map(<[u8]>::len));
     let mut attr = Attr::new(TestRunAttr {
@@ -144,7 +148,10 @@ pub fn test_run(fd: BorrowedFd<'_>, io: TestRun<'_>) -> Result<TestRunResult, Sy
         ..Default::default()
     });
     // SAFETY: in-buffers are readable and out-buffers writable for the sizes
-    // passed beside them; the kernel writes at most `*_size_out` bytes.
+    // passed beside them (lengths clamped to u32, never above the slice); the
+    // kernel writes at most `*_size_out` bytes, and an out-buffer is never
+    // passed with size 0 (above). Kernels before 4.20 ignore
+    // `data_size_out`; Kiln's oldest supported kernel is 5.10.
     unsafe { bpf(Cmd::ProgTestRun, &mut attr) }?;
     let a = attr.get();
     Ok(TestRunResult {
