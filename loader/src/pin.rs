@@ -39,9 +39,12 @@ pub enum PinError {
         #[source]
         source: std::io::Error,
     },
+    /// BPF_OBJ_GET of a pin failed (no such pin, not a bpffs, no access).
     #[error("cannot open the pin {path}: {source}")]
     Open {
+        /// The pin.
         path: PathBuf,
+        /// The failed bpf(2) call.
         #[source]
         source: SysError,
     },

@@ -271,19 +271,40 @@ fn parse_operand(op: &str, arch: UsdtArch) -> Option<(UsdtArgKind, u64, i16)> {
 pub enum UsdtArgError {
     /// The token has no `SIZE@` prefix.
     #[error("argument {token:?}: no SIZE@")]
-    NoSize { token: String },
+    NoSize {
+        /// The argument's spec.
+        token: String,
+    },
     /// The size is not a number.
     #[error("argument {token:?}: bad size")]
-    BadSize { token: String },
+    BadSize {
+        /// The argument's spec.
+        token: String,
+    },
     /// The size is not 1, 2, 4 or 8 bytes.
     #[error("argument {token:?}: size {size} is not 1, 2, 4 or 8")]
-    Size { token: String, size: i32 },
+    Size {
+        /// The argument's spec.
+        token: String,
+        /// The size given (negative: signed).
+        size: i32,
+    },
     /// The operand is no register, memory or constant form this architecture has.
     #[error("argument {token:?}: operand not understood for {arch:?}")]
-    Operand { token: String, arch: UsdtArch },
+    Operand {
+        /// The argument's spec.
+        token: String,
+        /// The architecture decoded for.
+        arch: UsdtArch,
+    },
     /// More arguments than the BPF-side decoder holds.
     #[error("{count} arguments: at most {max}")]
-    TooMany { count: usize, max: usize },
+    TooMany {
+        /// Arguments in the spec.
+        count: usize,
+        /// What the decoder holds.
+        max: usize,
+    },
 }
 
 /// Where a file offset is mapped in a process could not be found ([`runtime_address`]).
@@ -292,22 +313,29 @@ pub enum RuntimeAddressError {
     /// The binary could not be examined.
     #[error("{}: {source}", path.display())]
     Stat {
+        /// The binary.
         path: std::path::PathBuf,
+        /// Why stat(2) failed.
         #[source]
         source: std::io::Error,
     },
     /// The process's memory map could not be read (it exited, or ptrace access is refused).
     #[error("/proc/{pid}/maps: {source}")]
     Maps {
+        /// The process.
         pid: i32,
+        /// Why reading failed.
         #[source]
         source: std::io::Error,
     },
     /// No mapping of the file covers the offset.
     #[error("{} offset {offset:#x} is not mapped in process {pid}", path.display())]
     NotMapped {
+        /// The binary.
         path: std::path::PathBuf,
+        /// The file offset looked for.
         offset: u64,
+        /// The process.
         pid: i32,
     },
 }

@@ -91,10 +91,15 @@ pub enum MapError {
         "map '{name}': {op}: the {what} buffer has {actual} bytes, the map's definition needs {expected}"
     )]
     BufferSize {
+        /// The map.
         name: String,
+        /// The operation (`lookup`, `update batch`, ...).
         op: &'static str,
+        /// Which buffer (`key`, `value`, `keys`, `out_batch`, ...).
         what: &'static str,
+        /// The buffer's length.
         actual: usize,
+        /// The length the map's definition gives it.
         expected: usize,
     },
     #[error("map '{name}': index {index} is out of bounds (max_entries {max_entries})")]
@@ -106,8 +111,11 @@ pub enum MapError {
     /// [`Map::insert_per_cpu`] was given a value count other than the number of possible CPUs.
     #[error("map '{name}': {given} per-CPU values given, the system has {possible} possible CPUs")]
     PerCpuCount {
+        /// The map.
         name: String,
+        /// Values given.
         given: usize,
+        /// Possible CPUs of this system.
         possible: usize,
     },
     #[error("map '{name}': {message}")]

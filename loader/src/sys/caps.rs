@@ -13,12 +13,16 @@ pub enum Capability {
     Bpf = 39,
     /// Minimum kernel version: 5.8 (before, CAP_SYS_ADMIN covered it).
     Perfmon = 38,
+    /// Networking hooks (XDP, tc, netfilter, cgroup socket programs).
     NetAdmin = 12,
+    /// Everything, on kernels before 5.8; walking objects by id on all.
     SysAdmin = 21,
+    /// Raising `RLIMIT_MEMLOCK` past its hard limit.
     SysResource = 24,
 }
 
 impl Capability {
+    /// The capability's name as `capabilities(7)` spells it (`CAP_BPF`).
     pub fn name(self) -> &'static str {
         match self {
             Capability::NetAdmin => "CAP_NET_ADMIN",

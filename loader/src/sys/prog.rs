@@ -102,24 +102,32 @@ pub fn prog_load(p: ProgLoad<'_>) -> Result<OwnedFd, ProgLoadFailure> {
 /// Minimum kernel version: 4.12 (ctx since 5.2, syscall programs since 5.14).
 #[derive(Default)]
 pub struct TestRun<'a> {
+    /// The packet the program runs on.
     pub data_in: Option<&'a [u8]>,
     /// Space for the packet after the run; the result says how much was written.
     pub data_out: Option<&'a mut [u8]>,
+    /// The context (`struct __sk_buff`, `struct xdp_md`, raw_tp arguments, ...).
     pub ctx_in: Option<&'a [u8]>,
+    /// Space for the context after the run.
     pub ctx_out: Option<&'a mut [u8]>,
     /// Run this many times (0 or 1: once); the duration is then an average.
     pub repeat: u32,
     /// `BPF_F_TEST_RUN_ON_CPU` (1) or `BPF_F_TEST_XDP_LIVE_FRAMES` (2).
     pub flags: u32,
+    /// The CPU to run on, with `BPF_F_TEST_RUN_ON_CPU`.
     pub cpu: u32,
 }
 
 /// What the kernel reported back from a test run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TestRunResult {
+    /// The program's return value.
     pub retval: u32,
+    /// Nanoseconds per run (the average over `repeat` runs).
     pub duration_ns: u32,
+    /// Bytes of the packet after the run (what `data_out` received, or would have).
     pub data_out_len: u32,
+    /// Bytes of the context after the run.
     pub ctx_out_len: u32,
 }
 
