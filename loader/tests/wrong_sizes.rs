@@ -4,8 +4,8 @@
 //! once let the kernel overwrite the next 7 bytes).
 
 use kiln_loader::maps::{
-    Array, BloomFilter, HashMap, LpmKey, LpmTrie, PerCpuArray, PerCpuHashMap, PerCpuValues, Queue,
-    Stack, UpdateFlags,
+    Array, BloomFilter, HashMap, LpmKey, LpmTrie, MmapArray, PerCpuArray, PerCpuHashMap,
+    PerCpuValues, Queue, Stack, UpdateFlags,
 };
 use kiln_loader::{Map, MapError, MapType};
 use kiln_testkit::{Need, TestResult, test};
@@ -13,6 +13,7 @@ use kiln_testkit::{Need, TestResult, test};
 mod attach_util;
 
 const NO_PREALLOC: u32 = 1;
+const MMAPABLE: u32 = 1 << 10;
 
 fn map(name: &str, t: MapType, key: u32, value: u32, flags: u32) -> Result<Map, MapError> {
     attach_util::create_map(name, t, key, value, 8, flags)
@@ -321,6 +322,40 @@ fn bloom_filter_checks_its_value_type() -> TestResult {
     Ok(())
 }
 
+/// Memory-mapped elements sit at strides of the value size rounded to 8: a
+/// type aligned to 16 lands misaligned at odd strides of 24 bytes, which a
+/// volatile read must not touch.
+fn mmap_array_checks_bounds_and_alignment() -> TestResult {
+    let m = map("ws_mmap", MapType::ARRAY, 4, 24, MMAPABLE)?;
+    let mm = MmapArray::new(&m)?;
+    mm.write(0, &7u128)?;
+    assert_eq!(mm.read::<u128>(0)?, 7);
+    match mm.read::<u128>(1) {
+        Err(MapError::Other { message, .. }) => assert_eq!(
+            message,
+            format!(
+                "element 1 is not aligned for a {}-byte-aligned type",
+                std::mem::align_of::<u128>()
+            )
+        ),
+        Ok(_) if std::mem::align_of::<u128>() <= 8 => {}
+        other => return Err(format!("misaligned read: {other:?}").into()),
+    }
+    match mm.read::<[u64; 4]>(0) {
+        Err(MapError::OutOfBounds { index: 0, .. }) => {}
+        other => return Err(format!("a 32-byte read of a 24-byte element: {other:?}").into()),
+    }
+    match mm.read::<u64>(8) {
+        Err(MapError::OutOfBounds {
+            index: 8,
+            max_entries: 8,
+            ..
+        }) => {}
+        other => return Err(format!("index past max_entries: {other:?}").into()),
+    }
+    Ok(())
+}
+
 fn probe(name: &'static str, t: MapType, key: u32, value: u32, flags: u32) -> Option<String> {
     kiln_testkit::map_type_unavailable(name, t.0, key, value, flags)
 }
@@ -337,6 +372,10 @@ fn no_queue() -> Option<String> {
 }
 fn no_bloom_filter() -> Option<String> {
     probe("bloom filter", MapType::BLOOM_FILTER, 0, 8, 0)
+}
+
+fn no_mmapable_array() -> Option<String> {
+    probe("memory-mappable array", MapType::ARRAY, 4, 24, MMAPABLE)
 }
 
 fn main() {
@@ -367,6 +406,11 @@ fn main() {
             "keyless_maps_check_their_value_type",
             &with(Need::Probe("queue", no_queue)),
             keyless_maps_check_their_value_type,
+        ),
+        test(
+            "mmap_array_checks_bounds_and_alignment",
+            &with(Need::Probe("mmapable_array", no_mmapable_array)),
+            mmap_array_checks_bounds_and_alignment,
         ),
         test(
             "bloom_filter_checks_its_value_type",

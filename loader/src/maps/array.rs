@@ -139,8 +139,12 @@ impl MmapArray {
         })
     }
 
-    fn at(&self, index: u32, size: usize) -> Result<*mut u8, MapError> {
-        if index >= self.entries || size > self.value_size {
+    /// Element `index` as a pointer to a `V`: in bounds, with room for a `V`,
+    /// and aligned for it (volatile reads and writes need alignment; elements
+    /// sit at 8-byte strides of a page-aligned mapping, so only a `V` aligned
+    /// to more than 8 can miss).
+    fn at<V>(&self, index: u32) -> Result<*mut V, MapError> {
+        if index >= self.entries || std::mem::size_of::<V>() > self.value_size {
             return Err(MapError::OutOfBounds {
                 name: self.name.clone(),
                 index,
@@ -148,15 +152,26 @@ impl MmapArray {
             });
         }
         // SAFETY: index < entries, so the offset stays inside the mapping of `len` bytes.
-        Ok(unsafe { self.ptr.add(index as usize * self.value_size) })
+        let p = unsafe { self.ptr.add(index as usize * self.value_size) };
+        if !p.cast::<V>().is_aligned() {
+            return Err(MapError::Other {
+                name: self.name.clone(),
+                message: format!(
+                    "element {index} is not aligned for a {}-byte-aligned type",
+                    std::mem::align_of::<V>()
+                ),
+            });
+        }
+        Ok(p.cast())
     }
 
     /// Reads element `index` (or the `V` at its start).
     pub fn read<V: Pod>(&self, index: u32) -> Result<V, MapError> {
-        let p = self.at(index, std::mem::size_of::<V>())?;
-        // SAFETY: `p` is inside the mapping with room for a V (checked in `at`); V is Pod; read_volatile
-        // because programs write concurrently.
-        Ok(unsafe { std::ptr::read_volatile(p as *const V) })
+        let p = self.at::<V>(index)?;
+        // SAFETY: `p` is inside the mapping, aligned, with room for a V
+        // (checked in `at`); V is Pod; read_volatile because programs write
+        // concurrently.
+        Ok(unsafe { std::ptr::read_volatile(p) })
     }
 
     /// Reads a `V` at byte `offset` of element 0 (global variables at their section offsets).
@@ -172,10 +187,10 @@ impl MmapArray {
     }
 
     pub fn write<V: Pod>(&self, index: u32, value: &V) -> Result<(), MapError> {
-        let p = self.at(index, std::mem::size_of::<V>())?;
+        let p = self.at::<V>(index)?;
         self.writable_check()?;
         // SAFETY: as in `read`, and the mapping is writable (checked).
-        unsafe { std::ptr::write_volatile(p as *mut V, *value) };
+        unsafe { std::ptr::write_volatile(p, *value) };
         Ok(())
     }
 
