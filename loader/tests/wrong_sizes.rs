@@ -331,10 +331,10 @@ fn mmap_array_checks_bounds_and_alignment() -> TestResult {
     mm.write(0, &7u128)?;
     assert_eq!(mm.read::<u128>(0)?, 7);
     match mm.read::<u128>(1) {
-        Err(MapError::Other { message, .. }) => assert_eq!(
-            message,
+        Err(e @ MapError::Misaligned { offset: 24, .. }) => assert_eq!(
+            e.to_string(),
             format!(
-                "element 1 is not aligned for a {}-byte-aligned type",
+                "map 'ws_mmap': offset 24 is not aligned for a {}-byte-aligned type",
                 std::mem::align_of::<u128>()
             )
         ),

@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use kiln_obj::MapType;
 
 use super::hash_map::PerCpuValues;
-use super::{Map, MapError, MapFlags, Pod, UpdateFlags, bytes_of, from_bytes};
+use super::{Map, MapError, MapFlags, Pod, Unsuited, UpdateFlags, bytes_of, from_bytes};
 
 /// An array of `V`, indexed by `u32`. Elements always exist (zeroed at creation).
 ///
@@ -49,9 +49,9 @@ impl<M: Borrow<Map>, V: Pod> Array<M, V> {
         bounds(self.map(), index)?;
         self.map()
             .get(&index, UpdateFlags::ANY)?
-            .ok_or_else(|| MapError::Other {
+            .ok_or_else(|| MapError::MissingIndex {
                 name: self.map().name().to_owned(),
-                message: format!("index {index} missing from an array"),
+                index,
             })
     }
     pub fn set(&self, index: u32, value: &V, flags: UpdateFlags) -> Result<(), MapError> {
@@ -92,10 +92,9 @@ impl MmapArray {
     pub fn new(map: &Map) -> Result<MmapArray, MapError> {
         map.check(&[MapType::ARRAY], Some(4), None)?;
         if !map.flags().contains(MapFlags::MMAPABLE) {
-            return Err(MapError::Other {
+            return Err(MapError::Unsuited {
                 name: map.name().to_owned(),
-                message: "was not created with BPF_F_MMAPABLE, so it cannot be memory-mapped"
-                    .into(),
+                reason: Unsuited::NotMmapable,
             });
         }
         let value_size = map.value_size() as usize;
@@ -154,12 +153,10 @@ impl MmapArray {
         // SAFETY: index < entries, so the offset stays inside the mapping of `len` bytes.
         let p = unsafe { self.ptr.add(index as usize * self.value_size) };
         if !p.cast::<V>().is_aligned() {
-            return Err(MapError::Other {
+            return Err(MapError::Misaligned {
                 name: self.name.clone(),
-                message: format!(
-                    "element {index} is not aligned for a {}-byte-aligned type",
-                    std::mem::align_of::<V>()
-                ),
+                offset: index as usize * self.value_size,
+                align: std::mem::align_of::<V>(),
             });
         }
         Ok(p.cast())
@@ -198,9 +195,9 @@ impl MmapArray {
         if self.writable {
             Ok(())
         } else {
-            Err(MapError::Other {
+            Err(MapError::Unsuited {
                 name: self.name.clone(),
-                message: "is mapped read-only (frozen or BPF_F_RDONLY)".into(),
+                reason: Unsuited::ReadOnlyMapping,
             })
         }
     }
@@ -210,9 +207,11 @@ impl MmapArray {
             .checked_add(n)
             .is_none_or(|end| end > self.value_size * self.entries as usize)
         {
-            return Err(MapError::Other {
+            return Err(MapError::OutsideMapping {
                 name: self.name.clone(),
-                message: format!("bytes {offset}..{} are outside the mapped map", offset + n),
+                offset,
+                len: n,
+                mapped: self.value_size * self.entries as usize,
             });
         }
         Ok(())
@@ -279,9 +278,9 @@ impl<M: Borrow<Map>, V: Pod> PerCpuArray<M, V> {
         bounds(self.map(), index)?;
         self.map()
             .get_per_cpu(&index)?
-            .ok_or_else(|| MapError::Other {
+            .ok_or_else(|| MapError::MissingIndex {
                 name: self.map().name().to_owned(),
-                message: format!("index {index} missing from an array"),
+                index,
             })
     }
     pub fn set(

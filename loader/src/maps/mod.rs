@@ -118,13 +118,89 @@ pub enum MapError {
         /// Possible CPUs of this system.
         possible: usize,
     },
-    #[error("map '{name}': {message}")]
-    Other { name: String, message: String },
+    /// The map's definition does not allow the operation.
+    #[error("map '{name}': {reason}")]
+    Unsuited {
+        /// The map.
+        name: String,
+        /// What the definition lacks.
+        reason: Unsuited,
+    },
+    /// An array lookup found no element (arrays always have every index
+    /// below `max_entries`; a map-in-map's inner template may not).
+    #[error("map '{name}': index {index} missing from an array")]
+    MissingIndex {
+        /// The map.
+        name: String,
+        /// The index looked up.
+        index: u32,
+    },
+    /// Bytes at `offset` lie outside a memory-mapped map (array or arena).
+    #[error("map '{name}': {len} bytes at offset {offset} are outside its {mapped} mapped bytes")]
+    OutsideMapping {
+        /// The map.
+        name: String,
+        /// The first byte asked for.
+        offset: usize,
+        /// Bytes asked for.
+        len: usize,
+        /// Bytes the mapping holds.
+        mapped: usize,
+    },
+    /// A memory-mapped access at `offset` is not aligned for its type.
+    #[error("map '{name}': offset {offset} is not aligned for a {align}-byte-aligned type")]
+    Misaligned {
+        /// The map.
+        name: String,
+        /// The offset in the mapping.
+        offset: usize,
+        /// The type's alignment.
+        align: usize,
+    },
+    /// The kernel mapped an arena elsewhere than its `map_extra` address.
+    #[error("map '{name}': mapped at {mapped:#x}, not at its map_extra address {wanted:#x}")]
+    ArenaAddress {
+        /// The map.
+        name: String,
+        /// Where the mapping landed.
+        mapped: u64,
+        /// The arena's address.
+        wanted: u64,
+    },
     #[error("map '{name}': {source}")]
     Io {
         name: String,
         #[source]
         source: std::io::Error,
+    },
+}
+
+/// What a map's definition lacks for an operation ([`MapError::Unsuited`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unsuited {
+    /// Memory-mapping needs `BPF_F_MMAPABLE` at creation (arrays: 5.5, arenas: 6.9).
+    #[error("was not created with BPF_F_MMAPABLE, so it cannot be memory-mapped")]
+    NotMmapable,
+    /// The mapping is read-only: the map is frozen or was created `BPF_F_RDONLY`.
+    #[error("is mapped read-only (frozen or BPF_F_RDONLY)")]
+    ReadOnlyMapping,
+    /// A devmap or cpumap with 4-byte values holds no program fd.
+    #[error("has 4-byte values: it cannot hold a program (needs 8-byte values, kernel 5.8+)")]
+    NoProgramSlot,
+    /// A sockmap with 4-byte values cannot return socket cookies.
+    #[error("has 4-byte values: lookups need 8 (the socket cookie)")]
+    NoCookie,
+    /// A stack trace map's values are arrays of u64 addresses.
+    #[error("value size {value_size} is not a multiple of 8 (u64 addresses)")]
+    StackValueSize {
+        /// The map's value size.
+        value_size: u32,
+    },
+    /// Perf buffers are a power-of-two number of pages.
+    #[error("perf buffer page count {pages} is not a power of two")]
+    PerfPages {
+        /// The page count asked for.
+        pages: usize,
     },
 }
 

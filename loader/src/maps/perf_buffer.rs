@@ -45,9 +45,9 @@ impl<M: Borrow<Map>> PerfEventArray<M> {
     pub fn open(&self, cpu: u32, page_count: usize) -> Result<PerfBuffer, MapError> {
         let map = self.map();
         if !page_count.is_power_of_two() {
-            return Err(MapError::Other {
+            return Err(MapError::Unsuited {
                 name: map.name().to_owned(),
-                message: format!("perf buffer page count {page_count} is not a power of two"),
+                reason: super::Unsuited::PerfPages { pages: page_count },
             });
         }
         let mut attr = PerfEventAttr::new(PerfType::SOFTWARE, sw::BPF_OUTPUT);

@@ -118,9 +118,9 @@ impl<M: Borrow<Map>> ReusePortSockArray<M> {
     /// The cookie of the socket at `index` (`SO_COOKIE`), if any. Needs 8-byte values.
     pub fn cookie(&self, index: u32) -> Result<Option<u64>, MapError> {
         if self.map().value_size() != 8 {
-            return Err(MapError::Other {
+            return Err(MapError::Unsuited {
                 name: self.map().name().to_owned(),
-                message: "has 4-byte values: lookups need 8 (the socket cookie)".into(),
+                reason: super::Unsuited::NoCookie,
             });
         }
         self.map().get(&index, UpdateFlags::ANY)

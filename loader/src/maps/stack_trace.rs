@@ -18,12 +18,11 @@ impl<M: Borrow<Map>> StackTraceMap<M> {
         let m = map.borrow();
         m.check(&[MapType::STACK_TRACE], Some(4), None)?;
         if m.value_size() % 8 != 0 {
-            return Err(MapError::Other {
+            return Err(MapError::Unsuited {
                 name: m.name().to_owned(),
-                message: format!(
-                    "value size {} is not a multiple of 8 (u64 addresses)",
-                    m.value_size()
-                ),
+                reason: super::Unsuited::StackValueSize {
+                    value_size: m.value_size(),
+                },
             });
         }
         Ok(StackTraceMap { map })

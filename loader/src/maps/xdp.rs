@@ -26,11 +26,9 @@ fn set_pair<K: Pod>(
 ) -> Result<(), MapError> {
     if map.value_size() == 4 {
         if prog.is_some() {
-            return Err(MapError::Other {
+            return Err(MapError::Unsuited {
                 name: map.name().to_owned(),
-                message:
-                    "has 4-byte values: it cannot hold a program (needs 8-byte values, kernel 5.8+)"
-                        .into(),
+                reason: super::Unsuited::NoProgramSlot,
             });
         }
         return map.insert(key, &first, flags);

@@ -48,8 +48,6 @@ pub enum ProgramError {
         #[source]
         source: SysError,
     },
-    #[error("program '{name}': {message}")]
-    Other { name: String, message: String },
 }
 
 impl From<sysobj::OpenError> for ProgramError {
