@@ -1,0 +1,179 @@
+//! EbpfLogger end to end: sdk-log's socket filter logs at every level
+//! through `KILN_LOGS`; BPF_PROG_TEST_RUN runs it (the trigger), the logger's
+//! thread forwards the records, and a capturing `log::Log` must hold each
+//! one with its level, target and formatted text.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use kiln_loader::EbpfLoader;
+use kiln_loader::programs::TestRun;
+use kiln_log::EbpfLogger;
+use kiln_testkit::{Need, TestResult, bpf_object, test};
+use log::{Level, LevelFilter};
+
+/// One record as a user's logger sees it.
+#[derive(Debug, Clone, PartialEq)]
+struct Captured {
+    level: Level,
+    target: String,
+    file: Option<String>,
+    text: String,
+}
+
+/// A `log::Log` that keeps every record (each test has its own, so tests
+/// running side by side in one process do not see each other's records).
+struct Capture(Mutex<Vec<Captured>>);
+
+impl Capture {
+    const fn new() -> Capture {
+        Capture(Mutex::new(Vec::new()))
+    }
+    fn records(&self) -> Vec<Captured> {
+        self.0.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(Captured {
+                level: record.level(),
+                target: record.target().to_owned(),
+                file: record.file().map(str::to_owned),
+                text: record.args().to_string(),
+            });
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// An Ethernet frame carrying the start of an IPv4 header.
+fn packet() -> Vec<u8> {
+    let mut p = vec![0u8; 12];
+    p.extend([0x08, 0x00]);
+    p.extend([0x45, 0x00, 0x00, 0x32]);
+    p.resize(64, 0);
+    p
+}
+
+/// Loads sdk-log with `level`, starts the logger into `capture`, runs the
+/// program once; returns the logger (still running) and the program's
+/// return value (the packet length it logged).
+fn load_and_trigger(
+    level: LevelFilter,
+    capture: &'static Capture,
+) -> Result<(EbpfLogger, u32), Box<dyn std::error::Error + Send + Sync>> {
+    let object = std::fs::read(bpf_object("sdk-log.bpf.o")?)?;
+    let mut loader = EbpfLoader::new();
+    kiln_log::set_level(&mut loader, level);
+    let mut ebpf = loader.load_bytes(&object)?;
+    let logger = EbpfLogger::init_with_logger(&mut ebpf, &object, capture)?;
+    let prog = ebpf.program("log_packet").ok_or("no program log_packet")?;
+    let run = prog.test_run(TestRun {
+        data_in: Some(&packet()),
+        ..Default::default()
+    })?;
+    Ok((logger, run.retval))
+}
+
+fn forwards_every_level_to_log() -> TestResult {
+    static CAPTURE: Capture = Capture::new();
+    let (logger, len) = load_and_trigger(LevelFilter::Trace, &CAPTURE)?;
+    // The thread forwards on its own while running, without a stop.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while CAPTURE.records().len() < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    logger.stop();
+    let got: Vec<(Level, String, String)> = CAPTURE
+        .records()
+        .into_iter()
+        .map(|c| (c.level, c.target, c.text))
+        .collect();
+    let record = |level, text: &str| (level, "sdk_log".to_owned(), text.to_owned());
+    assert_eq!(
+        got,
+        [
+            record(
+                Level::Info,
+                &format!("packet of {len} bytes, head 45000032")
+            ),
+            record(
+                Level::Warn,
+                "signed -5 hex 0xdeadbeef padded 000000ab bool true"
+            ),
+            record(Level::Error, "no arguments, {braces} kept"),
+            record(Level::Debug, "name kiln-log bytes abc"),
+            record(Level::Trace, "small 1 -2 3 -4"),
+        ]
+    );
+    assert_eq!(
+        CAPTURE.records()[0].file.as_deref(),
+        Some("src/main.rs"),
+        "the call site's file"
+    );
+    Ok(())
+}
+
+/// `set_level(Warn)` before load: the program writes only ERROR and WARN
+/// records, so nothing else reaches the logger.
+fn level_set_from_userspace() -> TestResult {
+    static CAPTURE: Capture = Capture::new();
+    let (logger, _) = load_and_trigger(LevelFilter::Warn, &CAPTURE)?;
+    // Dropping the logger forwards what is still in the ring.
+    drop(logger);
+    let levels: Vec<Level> = CAPTURE.records().iter().map(|c| c.level).collect();
+    assert_eq!(levels, [Level::Warn, Level::Error]);
+    Ok(())
+}
+
+/// `LevelFilter::Off` silences every call site.
+fn level_off_logs_nothing() -> TestResult {
+    static CAPTURE: Capture = Capture::new();
+    let (logger, _) = load_and_trigger(LevelFilter::Off, &CAPTURE)?;
+    logger.stop();
+    assert_eq!(CAPTURE.records(), []);
+    Ok(())
+}
+
+/// An object without `KILN_LOGS` is refused with a reason.
+fn object_without_logs_is_an_error() -> TestResult {
+    let object = std::fs::read(bpf_object("sdk-maps.bpf.o")?)?;
+    let mut ebpf = kiln_loader::load(&object)?;
+    static CAPTURE: Capture = Capture::new();
+    let err = match EbpfLogger::init_with_logger(&mut ebpf, &object, &CAPTURE) {
+        Ok(_) => return Err("a logger for an object that does not log".into()),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("no KILN_LOGS map"), "{err}");
+    Ok(())
+}
+
+fn main() {
+    kiln_testkit::run(vec![
+        test(
+            "forwards_every_level_to_log",
+            &[Need::Bpf],
+            forwards_every_level_to_log,
+        ),
+        test(
+            "level_set_from_userspace",
+            &[Need::Bpf],
+            level_set_from_userspace,
+        ),
+        test(
+            "level_off_logs_nothing",
+            &[Need::Bpf],
+            level_off_logs_nothing,
+        ),
+        test(
+            "object_without_logs_is_an_error",
+            &[Need::Bpf],
+            object_without_logs_is_an_error,
+        ),
+    ]);
+}
