@@ -584,7 +584,7 @@ pub struct ObjectSpec {
     /// to be sanitized for a kernel and uploaded. `None` when the object has none.
     pub btf: Option<Vec<u8>>,
     /// `extern` declarations in `.kconfig` and `.ksyms`, to be resolved by the
-    /// loader (see [`ObjectSpec::resolve_kconfig`] and [`ObjectSpec::resolve_ksyms`]).
+    /// loader (see [`ObjectSpec::resolve_kconfig`] and [`ProgramSpec::resolve_ksyms`]).
     pub externs: Vec<ExternSpec>,
     /// Initial entries of prog arrays and maps of maps, written in C as
     /// `.values = { [i] = &prog_or_map }` on a `.maps` definition. The loader
