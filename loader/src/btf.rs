@@ -16,8 +16,10 @@ pub struct Btf {
 #[derive(Debug, thiserror::Error)]
 #[error("the kernel refused the object's BTF: {source}{}", log_tail(.log))]
 pub struct BtfError {
+    /// The kernel's answer.
     #[source]
     pub source: SysError,
+    /// The kernel's BTF verifier log.
     pub log: String,
 }
 
@@ -51,6 +53,7 @@ impl Btf {
         }
     }
 
+    /// The loaded BTF's file descriptor.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }

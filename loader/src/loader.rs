@@ -16,20 +16,43 @@ use crate::programs::{LoadError, LoadOptions, Program, ProgramBtf, VerifierLogLe
 /// Errors of [`EbpfLoader::load`]; each names the map, program or global at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
+    /// Creating, reusing or filling a map failed.
     #[error(transparent)]
     Map(#[from] MapError),
+    /// Pinning a map, or reusing a pinned one, failed.
     #[error(transparent)]
     Pin(#[from] PinError),
+    /// The kernel refused a program (the verifier log is in the error).
     #[error(transparent)]
     Program(#[from] LoadError),
+    /// The object's BTF could not be prepared or loaded.
     #[error(transparent)]
     Btf(#[from] BtfError),
+    /// A global given to [`EbpfLoader::set_global`] does not exist or has another size.
     #[error("global '{name}': {message}")]
-    Global { name: String, message: String },
+    Global {
+        /// The global's name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A map of the object cannot be created as declared.
     #[error("map '{name}': {message}")]
-    MapSpec { name: String, message: String },
+    MapSpec {
+        /// The map's name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A program of the object cannot be prepared (CO-RE, externs, attach target).
     #[error("program '{name}': {message}")]
-    ProgramSpec { name: String, message: String },
+    ProgramSpec {
+        /// The program's name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Anything else, in words.
     #[error("{0}")]
     Other(String),
     /// [`Ebpf::set_global`] on a constant: its data map (`.rodata`) was
@@ -38,7 +61,12 @@ pub enum EbpfError {
         "global '{name}' is in '{map}', which is frozen after load (read-only for programs and \
          userspace): give its value before load with EbpfLoader::set_global"
     )]
-    FrozenGlobal { name: String, map: String },
+    FrozenGlobal {
+        /// The global's name.
+        name: String,
+        /// Its data map (`.rodata`, `.rodata.NAME`).
+        map: String,
+    },
     /// The bytes given to [`EbpfLoader::load_bytes`] or [`load`] are not an
     /// eBPF object this loader reads.
     #[error("parsing the eBPF object")]
@@ -46,14 +74,18 @@ pub enum EbpfError {
     /// [`EbpfLoader::load_file`] or [`load_file`] could not read the file.
     #[error("reading eBPF object {}", path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         #[source]
         source: std::io::Error,
     },
     /// The file given to [`EbpfLoader::load_file`] is not an eBPF object this loader reads.
     #[error("parsing eBPF object {}", path.display())]
     ParseFile {
+        /// The file.
         path: PathBuf,
+        /// What is malformed.
         #[source]
         source: kiln_obj::ParseError,
     },
@@ -108,6 +140,7 @@ pub struct Ebpf {
 }
 
 impl EbpfLoader {
+    /// A loader with default options: no pins, the object's own globals and sizes, verifier log only on failure.
     pub fn new() -> Self {
         Self::default()
     }
@@ -142,6 +175,7 @@ impl EbpfLoader {
         self
     }
 
+    /// Overrides the `max_entries` of map `name` (a ring buffer's size in bytes).
     pub fn map_max_entries(&mut self, name: &str, n: u32) -> &mut Self {
         self.max_entries.push((name.to_owned(), n));
         self
@@ -154,6 +188,7 @@ impl EbpfLoader {
         self
     }
 
+    /// How much the verifier logs. A failed load always carries the log.
     pub fn verifier_log_level(&mut self, level: VerifierLogLevel) -> &mut Self {
         self.log_level = level;
         self
@@ -826,18 +861,23 @@ impl Drop for PinGuard {
 }
 
 impl Ebpf {
+    /// The map `name` (global data maps by section: `.rodata`, `.bss`, ...).
     pub fn map(&self, name: &str) -> Option<&Map> {
         self.maps.get(name)
     }
+    /// The map `name`, mutably.
     pub fn map_mut(&mut self, name: &str) -> Option<&mut Map> {
         self.maps.get_mut(name)
     }
+    /// Takes map `name` out of the object, to own it (a [`RingBuf`](crate::maps::RingBuf) on a thread of its own, say).
     pub fn take_map(&mut self, name: &str) -> Option<Map> {
         self.maps.remove(name)
     }
+    /// Every map, by name.
     pub fn maps(&self) -> impl Iterator<Item = (&str, &Map)> {
         self.maps.iter().map(|(k, v)| (k.as_str(), v))
     }
+    /// The loaded program `name` (its function name).
     pub fn program(&self, name: &str) -> Option<&Program> {
         self.programs.get(name)
     }
@@ -851,9 +891,11 @@ impl Ebpf {
     pub fn arena(&self, name: &str) -> Option<&Arena<Map>> {
         self.arenas.get(name)
     }
+    /// Takes program `name` out of the object, to own it.
     pub fn take_program(&mut self, name: &str) -> Option<Program> {
         self.programs.remove(name)
     }
+    /// Every loaded program, by name.
     pub fn programs(&self) -> impl Iterator<Item = (&str, &Program)> {
         self.programs.iter().map(|(k, v)| (k.as_str(), v))
     }

@@ -38,6 +38,7 @@ pub struct Features {
     pub link_kinds: BTreeMap<&'static str, bool>,
     /// tcx links (attach with `BPF_TCX_INGRESS`). Minimum kernel version: 6.6.
     pub tcx: bool,
+    /// `BPF_MAP_TYPE_RINGBUF`. Minimum kernel version: 5.8.
     pub ringbuf: bool,
     /// `BPF_F_MMAPABLE` arrays. Minimum kernel version: 5.5.
     pub mmapable_arrays: bool,
