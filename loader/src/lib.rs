@@ -30,6 +30,7 @@
 //! # Ok(())
 //! # }
 //! ```
+#![deny(missing_docs)]
 
 pub mod btf;
 pub mod externs;

@@ -94,11 +94,36 @@ pub enum EbpfError {
 /// Parses and loads an eBPF object from its bytes with default options:
 /// `kiln_loader::load(include_bytes!(...))`. The bytes may sit at any
 /// address (misaligned input is copied). Use [`EbpfLoader`] for options.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // In a real program: include_bytes!(concat!(env!("OUT_DIR"), "/prog.bpf.o")),
+/// // or kiln_build::include_object!.
+/// let bytes = std::fs::read("target/bpf/counter.bpf.o")?;
+/// let ebpf = kiln_loader::load(&bytes)?;
+/// for (name, program) in ebpf.programs() {
+///     println!("{name}: {:?}, id {}", program.program_type(), program.id());
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub fn load(bytes: &[u8]) -> Result<Ebpf, EbpfError> {
     EbpfLoader::new().load_bytes(bytes)
 }
 
 /// Reads, parses and loads the eBPF object at `path` with default options.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// match kiln_loader::load_file("target/bpf/counter.bpf.o") {
+///     Ok(ebpf) => println!("{} maps", ebpf.maps().count()),
+///     // A verifier rejection carries the log and the failing source line;
+///     // the alternate form prints the whole chain of causes.
+///     Err(e) => eprintln!("{e:#}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub fn load_file(path: impl AsRef<Path>) -> Result<Ebpf, EbpfError> {
     EbpfLoader::new().load_file(path)
 }
@@ -156,6 +181,19 @@ impl EbpfLoader {
 
     /// Pins maps marked `LIBBPF_PIN_BY_NAME` as `<dir>/<pin name>`
     /// ([`MapSpec::pin_name`]), reusing a compatible map already pinned there.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // The first run creates and pins the maps; later runs (or other
+    /// // processes) reuse them, so counts survive a restart.
+    /// let ebpf = kiln_loader::EbpfLoader::new()
+    ///     .map_pin_path("/sys/fs/bpf/myapp")
+    ///     .load_file("target/bpf/counter.bpf.o")?;
+    /// // Any map or program can also be pinned by hand.
+    /// ebpf.map("COUNTERS").ok_or("no map")?.pin("/sys/fs/bpf/myapp-counters".as_ref())?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn map_pin_path(&mut self, dir: impl AsRef<Path>) -> &mut Self {
         self.map_pin_path = Some(dir.as_ref().to_owned());
         self
@@ -163,6 +201,18 @@ impl EbpfLoader {
 
     /// Sets a global variable's initial value (a `const volatile` in `.rodata`
     /// or a variable in `.data`/`.bss`). `bytes` must be exactly the variable's size.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // In the program: `static TARGET_TGID: Global<u32> = Global::new(0);`
+    /// // (kiln-ebpf) or `const volatile __u32 target_tgid = 0;` (C).
+    /// let ebpf = kiln_loader::EbpfLoader::new()
+    ///     .set_global("TARGET_TGID", &std::process::id().to_ne_bytes())
+    ///     .load_file("target/bpf/sdk-core.bpf.o")?;
+    /// # let _ = ebpf;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_global(&mut self, name: &str, bytes: &[u8]) -> &mut Self {
         self.globals.push((name.to_owned(), bytes.to_vec(), true));
         self
@@ -929,6 +979,17 @@ impl Ebpf {
 
     /// Writes global variable `name` in place (read-modify-write of the data
     /// map's single element; frozen `.rodata` refuses).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ebpf = kiln_loader::load_file("target/bpf/globals.bpf.o")?;
+    /// // A `.data`/`.bss` variable can change while the programs run.
+    /// ebpf.set_global("counter", &5u64)?;
+    /// let now: u64 = ebpf.global("counter")?;
+    /// assert_eq!(now, 5);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_global<T: crate::Pod>(&self, name: &str, value: &T) -> Result<(), EbpfError> {
         let (map, offset, size) = self.global_slot::<T>(name)?;
         let key = 0u32.to_ne_bytes();

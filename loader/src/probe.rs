@@ -87,6 +87,13 @@ impl Features {
 }
 
 /// Probes once per process and returns the cached answer.
+///
+/// ```no_run
+/// let features = kiln_loader::probe::features();
+/// if features.map_types.get("ringbuf") == Some(&true) {
+///     println!("ring buffers (5.8+) are available");
+/// }
+/// ```
 pub fn features() -> &'static Features {
     static F: OnceLock<Features> = OnceLock::new();
     F.get_or_init(probe_all)

@@ -83,6 +83,7 @@ impl<M: Borrow<Map>> Arena<M> {
         })
     }
 
+    /// The arena map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
@@ -97,6 +98,7 @@ impl<M: Borrow<Map>> Arena<M> {
         self.len
     }
 
+    /// Whether the arena has no pages.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -264,6 +264,19 @@ impl Program {
     }
 
     /// Runs the program once or `repeat` times on `run`'s input (BPF_PROG_TEST_RUN).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use kiln_loader::programs::TestRun;
+    ///
+    /// let ebpf = kiln_loader::load_file("target/bpf/sdk-log.bpf.o")?;
+    /// let program = ebpf.program("log_packet").ok_or("no program log_packet")?;
+    /// let packet = [0u8; 64];
+    /// let result = program.test_run(TestRun { data_in: Some(&packet), ..Default::default() })?;
+    /// println!("returned {} in {} ns", result.retval, result.duration_ns);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn test_run(&self, run: TestRun<'_>) -> Result<TestRunResult, ProgramError> {
         sysprog::test_run(self.fd.as_fd(), run).map_err(|source| ProgramError::Syscall {
             name: self.name.clone(),
