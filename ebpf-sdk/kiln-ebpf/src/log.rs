@@ -5,7 +5,7 @@
 //! (never loaded into the kernel: no code refers to it), keyed by a 32-bit id
 //! hashed from the call site. At run time the program writes only the id, the
 //! level and the arguments, as tagged little-endian values, into the ring
-//! buffer map [`KILN_LOGS`]. The `kiln-log` crate reads the section from the
+//! buffer map `KILN_LOGS`. The `kiln-log` crate reads the section from the
 //! same object file and turns each record back into text.
 //!
 //! Verifier-friendly by construction: a record's size is a constant of the
