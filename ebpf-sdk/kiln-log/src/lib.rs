@@ -131,9 +131,13 @@ pub enum LogError {
     /// The `KILN_LOGS` ring buffer could not be mapped.
     #[error("mapping the {LOG_MAP} ring buffer")]
     Ring(#[source] kiln_loader::MapError),
-    /// The forwarding thread could not be started.
-    #[error("starting the kiln-log thread")]
+    /// The forwarding thread could not be started, or the ring buffer not
+    /// registered with tokio.
+    #[error("starting the kiln-log thread or task")]
     Thread(#[source] std::io::Error),
+    /// [`EbpfLogger::init_async`] was called outside a tokio runtime.
+    #[error("EbpfLogger::init_async needs a tokio runtime: call it from within one")]
+    NoRuntime,
 }
 
 /// One call site's format, as stored in the object.

@@ -114,10 +114,68 @@ impl EbpfLogger {
         Self::spawn(ebpf, object, Sink::Tracing)
     }
 
-    fn spawn(ebpf: &mut Ebpf, object: &[u8], sink: Sink) -> Result<EbpfLogger, LogError> {
+    /// Like [`EbpfLogger::init`], as a task of the current tokio runtime that
+    /// awaits the ring buffer instead of polling it (feature `tokio`). Abort
+    /// the task to stop; records still in the ring are then dropped.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let object = std::fs::read("target/bpf/sdk-log.bpf.o")?;
+    /// let mut ebpf = kiln_loader::load(&object)?;
+    /// let logger = kiln_log::EbpfLogger::init_async(&mut ebpf, &object)?;
+    /// // ... attach and run ...
+    /// logger.abort();
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tokio")]
+    pub fn init_async(
+        ebpf: &mut Ebpf,
+        object: &[u8],
+    ) -> Result<tokio::task::JoinHandle<()>, LogError> {
+        Self::spawn_async(ebpf, object, Sink::GlobalLog)
+    }
+
+    /// Like [`EbpfLogger::init_async`], with records going to `logger`.
+    #[cfg(feature = "tokio")]
+    pub fn init_async_with_logger(
+        ebpf: &mut Ebpf,
+        object: &[u8],
+        logger: &'static dyn log::Log,
+    ) -> Result<tokio::task::JoinHandle<()>, LogError> {
+        Self::spawn_async(ebpf, object, Sink::Log(logger))
+    }
+
+    #[cfg(feature = "tokio")]
+    fn spawn_async(
+        ebpf: &mut Ebpf,
+        object: &[u8],
+        sink: Sink,
+    ) -> Result<tokio::task::JoinHandle<()>, LogError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| LogError::NoRuntime)?;
+        let (decoder, ring) = Self::open(ebpf, object)?;
+        // Registering with the reactor needs the runtime's context.
+        let _entered = runtime.enter();
+        let mut ring = kiln_loader::maps::AsyncRingBuf::new(ring).map_err(LogError::Thread)?;
+        Ok(runtime.spawn(async move {
+            loop {
+                if let Err(e) = ring.read(|raw| forward(sink, decoder.decode(raw))).await {
+                    forward_error(sink, &format!("kiln-log stops reading {LOG_MAP}: {e}"));
+                    return;
+                }
+            }
+        }))
+    }
+
+    fn open(ebpf: &mut Ebpf, object: &[u8]) -> Result<(Decoder, RingBuf<Map>), LogError> {
         let decoder = Decoder::from_object(object)?;
         let map: Map = ebpf.take_map(LOG_MAP).ok_or(LogError::NoLogMap)?;
         let ring = RingBuf::new(map).map_err(LogError::Ring)?;
+        Ok((decoder, ring))
+    }
+
+    fn spawn(ebpf: &mut Ebpf, object: &[u8], sink: Sink) -> Result<EbpfLogger, LogError> {
+        let (decoder, ring) = Self::open(ebpf, object)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
             .name("kiln-log".into())

@@ -3,7 +3,6 @@
 //! thread forwards the records, and a capturing `log::Log` must hold each
 //! one with its level, target and formatted text.
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kiln_loader::EbpfLoader;
@@ -12,53 +11,8 @@ use kiln_log::EbpfLogger;
 use kiln_testkit::{Need, TestResult, bpf_object, test};
 use log::{Level, LevelFilter};
 
-/// One record as a user's logger sees it.
-#[derive(Debug, Clone, PartialEq)]
-struct Captured {
-    level: Level,
-    target: String,
-    file: Option<String>,
-    text: String,
-}
-
-/// A `log::Log` that keeps every record (each test has its own, so tests
-/// running side by side in one process do not see each other's records).
-struct Capture(Mutex<Vec<Captured>>);
-
-impl Capture {
-    const fn new() -> Capture {
-        Capture(Mutex::new(Vec::new()))
-    }
-    fn records(&self) -> Vec<Captured> {
-        self.0.lock().map(|v| v.clone()).unwrap_or_default()
-    }
-}
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        if let Ok(mut v) = self.0.lock() {
-            v.push(Captured {
-                level: record.level(),
-                target: record.target().to_owned(),
-                file: record.file().map(str::to_owned),
-                text: record.args().to_string(),
-            });
-        }
-    }
-    fn flush(&self) {}
-}
-
-/// An Ethernet frame carrying the start of an IPv4 header.
-fn packet() -> Vec<u8> {
-    let mut p = vec![0u8; 12];
-    p.extend([0x08, 0x00]);
-    p.extend([0x45, 0x00, 0x00, 0x32]);
-    p.resize(64, 0);
-    p
-}
+mod support;
+use support::{Capture, packet};
 
 /// Loads sdk-log with `level`, starts the logger into `capture`, runs the
 /// program once; returns the logger (still running) and the program's
@@ -94,23 +48,7 @@ fn forwards_every_level_to_log() -> TestResult {
         .into_iter()
         .map(|c| (c.level, c.target, c.text))
         .collect();
-    let record = |level, text: &str| (level, "sdk_log".to_owned(), text.to_owned());
-    assert_eq!(
-        got,
-        [
-            record(
-                Level::Info,
-                &format!("packet of {len} bytes, head 45000032")
-            ),
-            record(
-                Level::Warn,
-                "signed -5 hex 0xdeadbeef padded 000000ab bool true"
-            ),
-            record(Level::Error, "no arguments, {braces} kept"),
-            record(Level::Debug, "name kiln-log bytes abc"),
-            record(Level::Trace, "small 1 -2 3 -4"),
-        ]
-    );
+    assert_eq!(got, support::every_level(len));
     assert_eq!(
         CAPTURE.records()[0].file.as_deref(),
         Some("src/main.rs"),
