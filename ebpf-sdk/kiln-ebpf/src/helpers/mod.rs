@@ -1,7 +1,10 @@
 //! BPF helpers: every raw helper (generated from the kernel's UAPI header by
 //! `cargo xtask codegen`) and safe wrappers for the common ones.
 
+/// Every helper of the kernel's UAPI header, by its C name, with the
+/// header's own description (generated: see `cargo xtask codegen`).
 #[rustfmt::skip]
+#[allow(missing_docs, reason = "generated from linux/bpf.h; the helpers' documentation is the kernel's")]
 pub mod generated;
 
 use core::ffi::c_void;
