@@ -7,7 +7,8 @@
 //! - [`maps`]: [`Map`] owns a map fd; typed views per map family over [`Pod`] keys and values.
 //! - [`programs`]: [`Program`] owns a program fd; verifier logs, test runs, info, pins.
 //! - [`pin`]: bpffs pinning and the compatibility check before reusing a pinned map.
-//! - [`sys`]: the only bpf(2) call site, with typed attribute structs.
+//! - `sys`: the only bpf(2) call site, with typed attribute structs (not an
+//!   API: the typed maps and programs above check sizes before a call).
 //! - [`probe`]: kernel features found by trying, cached per process.
 //! - [`externs`]: values for `__kconfig` / `__ksym` externs; the kernel's BTF.
 //!
