@@ -375,7 +375,7 @@ fn build_ebpf_counted() -> Counts {
 
 /// Features the host integration run turns on so that every `[[test]]` with
 /// `required-features` is built and run.
-const HOST_TEST_FEATURES: &str = "kiln-loader/tokio,kiln-log/tokio";
+const HOST_TEST_FEATURES: &str = "kiln-loader/tokio,kiln-log/tokio,kiln-log/tracing";
 
 fn host_phase() -> Result<Counts> {
     let ebpf = build_ebpf_counted();

@@ -6,13 +6,12 @@
 use std::time::{Duration, Instant};
 
 use kiln_loader::EbpfLoader;
-use kiln_loader::programs::TestRun;
 use kiln_log::EbpfLogger;
 use kiln_testkit::{Need, TestResult, bpf_object, test};
 use log::{Level, LevelFilter};
 
 mod support;
-use support::{Capture, packet};
+use support::Capture;
 
 /// Loads sdk-log with `level`, starts the logger into `capture`, runs the
 /// program once; returns the logger (still running) and the program's
@@ -26,12 +25,8 @@ fn load_and_trigger(
     kiln_log::set_level(&mut loader, level);
     let mut ebpf = loader.load_bytes(&object)?;
     let logger = EbpfLogger::init_with_logger(&mut ebpf, &object, capture)?;
-    let prog = ebpf.program("log_packet").ok_or("no program log_packet")?;
-    let run = prog.test_run(TestRun {
-        data_in: Some(&packet()),
-        ..Default::default()
-    })?;
-    Ok((logger, run.retval))
+    let len = support::run_log_packet(&ebpf)?;
+    Ok((logger, len))
 }
 
 fn forwards_every_level_to_log() -> TestResult {

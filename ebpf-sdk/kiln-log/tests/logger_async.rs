@@ -4,12 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use kiln_loader::programs::TestRun;
 use kiln_log::{EbpfLogger, LogError};
 use kiln_testkit::{Need, TestResult, bpf_object, test};
 
 mod support;
-use support::{Capture, packet};
+use support::Capture;
 
 fn forwards_from_a_tokio_task() -> TestResult {
     static CAPTURE: Capture = Capture::new();
@@ -20,13 +19,7 @@ fn forwards_from_a_tokio_task() -> TestResult {
         .build()?;
     let task = runtime
         .block_on(async { EbpfLogger::init_async_with_logger(&mut ebpf, &object, &CAPTURE) })?;
-    let prog = ebpf.program("log_packet").ok_or("no program log_packet")?;
-    let len = prog
-        .test_run(TestRun {
-            data_in: Some(&packet()),
-            ..Default::default()
-        })?
-        .retval;
+    let len = support::run_log_packet(&ebpf)?;
     // The task runs while the runtime is driven: wait on it, bounded.
     let deadline = Instant::now() + Duration::from_secs(5);
     runtime.block_on(async {

@@ -70,3 +70,16 @@ pub fn every_level(len: u32) -> Vec<(Level, String, String)> {
         record(Level::Trace, "small 1 -2 3 -4"),
     ]
 }
+
+/// Runs sdk-log's `log_packet` once on [`packet`] (BPF_PROG_TEST_RUN, the
+/// trigger); returns the length it logged (the packet after Ethernet).
+pub fn run_log_packet(
+    ebpf: &kiln_loader::Ebpf,
+) -> Result<u32, Box<dyn std::error::Error + Send + Sync>> {
+    let prog = ebpf.program("log_packet").ok_or("no program log_packet")?;
+    let run = prog.test_run(kiln_loader::programs::TestRun {
+        data_in: Some(&packet()),
+        ..Default::default()
+    })?;
+    Ok(run.retval)
+}
