@@ -135,7 +135,7 @@ pub enum LogError {
     /// registered with tokio.
     #[error("starting the kiln-log thread or task")]
     Thread(#[source] std::io::Error),
-    /// [`EbpfLogger::init_async`] was called outside a tokio runtime.
+    /// `EbpfLogger::init_async` (feature `tokio`) was called outside a tokio runtime.
     #[error("EbpfLogger::init_async needs a tokio runtime: call it from within one")]
     NoRuntime,
 }
