@@ -35,6 +35,7 @@
 //! # Ok(())
 //! # }
 //! ```
+#![deny(missing_docs)]
 
 pub mod btf;
 pub mod caps;

@@ -16,12 +16,16 @@ use crate::programs::{LoadError, LoadOptions, Program, ProgramBtf, VerifierLogLe
 /// Errors of [`EbpfLoader::load`]; each names the map, program or global at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
+    /// Creating, reusing or filling a map failed.
     #[error(transparent)]
     Map(#[from] MapError),
+    /// Pinning a map, or reusing a pinned one, failed.
     #[error(transparent)]
     Pin(#[from] PinError),
+    /// The kernel refused a program (the verifier log is in the error).
     #[error(transparent)]
     Program(#[from] LoadError),
+    /// The object's BTF could not be prepared or loaded.
     #[error(transparent)]
     Btf(#[from] BtfError),
     /// A global variable cannot be set or read as asked.
@@ -75,7 +79,12 @@ pub enum EbpfError {
         "global '{name}' is in '{map}', which is frozen after load (read-only for programs and \
          userspace): give its value before load with EbpfLoader::set_global"
     )]
-    FrozenGlobal { name: String, map: String },
+    FrozenGlobal {
+        /// The global's name.
+        name: String,
+        /// Its data map (`.rodata`, `.rodata.NAME`).
+        map: String,
+    },
     /// The bytes given to [`EbpfLoader::load_bytes`] or [`load`] are not an
     /// eBPF object this loader reads.
     #[error("parsing the eBPF object")]
@@ -83,14 +92,18 @@ pub enum EbpfError {
     /// [`EbpfLoader::load_file`] or [`load_file`] could not read the file.
     #[error("reading eBPF object {}", path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         #[source]
         source: std::io::Error,
     },
     /// The file given to [`EbpfLoader::load_file`] is not an eBPF object this loader reads.
     #[error("parsing eBPF object {}", path.display())]
     ParseFile {
+        /// The file.
         path: PathBuf,
+        /// What is malformed.
         #[source]
         source: kiln_obj::ParseError,
     },
@@ -207,11 +220,36 @@ pub enum MapSpecProblem {
 /// Parses and loads an eBPF object from its bytes with default options:
 /// `kiln_loader::load(include_bytes!(...))`. The bytes may sit at any
 /// address (misaligned input is copied). Use [`EbpfLoader`] for options.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // In a real program: include_bytes!(concat!(env!("OUT_DIR"), "/prog.bpf.o")),
+/// // or kiln_build::include_object!.
+/// let bytes = std::fs::read("target/bpf/counter.bpf.o")?;
+/// let ebpf = kiln_loader::load(&bytes)?;
+/// for (name, program) in ebpf.programs() {
+///     println!("{name}: {:?}, id {}", program.program_type(), program.id());
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub fn load(bytes: &[u8]) -> Result<Ebpf, EbpfError> {
     EbpfLoader::new().load_bytes(bytes)
 }
 
 /// Reads, parses and loads the eBPF object at `path` with default options.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// match kiln_loader::load_file("target/bpf/counter.bpf.o") {
+///     Ok(ebpf) => println!("{} maps", ebpf.maps().count()),
+///     // A verifier rejection carries the log and the failing source line;
+///     // the alternate form prints the whole chain of causes.
+///     Err(e) => eprintln!("{e:#}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub fn load_file(path: impl AsRef<Path>) -> Result<Ebpf, EbpfError> {
     EbpfLoader::new().load_file(path)
 }
@@ -253,6 +291,7 @@ pub struct Ebpf {
 }
 
 impl EbpfLoader {
+    /// A loader with default options: no pins, the object's own globals and sizes, verifier log only on failure.
     pub fn new() -> Self {
         Self::default()
     }
@@ -268,6 +307,19 @@ impl EbpfLoader {
 
     /// Pins maps marked `LIBBPF_PIN_BY_NAME` as `<dir>/<pin name>`
     /// ([`MapSpec::pin_name`]), reusing a compatible map already pinned there.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // The first run creates and pins the maps; later runs (or other
+    /// // processes) reuse them, so counts survive a restart.
+    /// let ebpf = kiln_loader::EbpfLoader::new()
+    ///     .map_pin_path("/sys/fs/bpf/myapp")
+    ///     .load_file("target/bpf/counter.bpf.o")?;
+    /// // Any map or program can also be pinned by hand.
+    /// ebpf.map("COUNTERS").ok_or("no map")?.pin("/sys/fs/bpf/myapp-counters".as_ref())?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn map_pin_path(&mut self, dir: impl AsRef<Path>) -> &mut Self {
         self.map_pin_path = Some(dir.as_ref().to_owned());
         self
@@ -275,6 +327,18 @@ impl EbpfLoader {
 
     /// Sets a global variable's initial value (a `const volatile` in `.rodata`
     /// or a variable in `.data`/`.bss`). `bytes` must be exactly the variable's size.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // In the program: `static TARGET_TGID: Global<u32> = Global::new(0);`
+    /// // (kiln-ebpf) or `const volatile __u32 target_tgid = 0;` (C).
+    /// let ebpf = kiln_loader::EbpfLoader::new()
+    ///     .set_global("TARGET_TGID", &std::process::id().to_ne_bytes())
+    ///     .load_file("target/bpf/sdk-core.bpf.o")?;
+    /// # let _ = ebpf;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_global(&mut self, name: &str, bytes: &[u8]) -> &mut Self {
         self.globals.push((name.to_owned(), bytes.to_vec(), true));
         self
@@ -287,6 +351,7 @@ impl EbpfLoader {
         self
     }
 
+    /// Overrides the `max_entries` of map `name` (a ring buffer's size in bytes).
     pub fn map_max_entries(&mut self, name: &str, n: u32) -> &mut Self {
         self.max_entries.push((name.to_owned(), n));
         self
@@ -299,6 +364,7 @@ impl EbpfLoader {
         self
     }
 
+    /// How much the verifier logs. A failed load always carries the log.
     pub fn verifier_log_level(&mut self, level: VerifierLogLevel) -> &mut Self {
         self.log_level = level;
         self
@@ -991,18 +1057,23 @@ impl Drop for PinGuard {
 }
 
 impl Ebpf {
+    /// The map `name` (global data maps by section: `.rodata`, `.bss`, ...).
     pub fn map(&self, name: &str) -> Option<&Map> {
         self.maps.get(name)
     }
+    /// The map `name`, mutably.
     pub fn map_mut(&mut self, name: &str) -> Option<&mut Map> {
         self.maps.get_mut(name)
     }
+    /// Takes map `name` out of the object, to own it (a [`RingBuf`](crate::maps::RingBuf) on a thread of its own, say).
     pub fn take_map(&mut self, name: &str) -> Option<Map> {
         self.maps.remove(name)
     }
+    /// Every map, by name.
     pub fn maps(&self) -> impl Iterator<Item = (&str, &Map)> {
         self.maps.iter().map(|(k, v)| (k.as_str(), v))
     }
+    /// The loaded program `name` (its function name).
     pub fn program(&self, name: &str) -> Option<&Program> {
         self.programs.get(name)
     }
@@ -1016,9 +1087,11 @@ impl Ebpf {
     pub fn arena(&self, name: &str) -> Option<&Arena<Map>> {
         self.arenas.get(name)
     }
+    /// Takes program `name` out of the object, to own it.
     pub fn take_program(&mut self, name: &str) -> Option<Program> {
         self.programs.remove(name)
     }
+    /// Every loaded program, by name.
     pub fn programs(&self) -> impl Iterator<Item = (&str, &Program)> {
         self.programs.iter().map(|(k, v)| (k.as_str(), v))
     }
@@ -1054,6 +1127,17 @@ impl Ebpf {
 
     /// Writes global variable `name` in place (read-modify-write of the data
     /// map's single element; frozen `.rodata` refuses).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ebpf = kiln_loader::load_file("target/bpf/globals.bpf.o")?;
+    /// // A `.data`/`.bss` variable can change while the programs run.
+    /// ebpf.set_global("counter", &5u64)?;
+    /// let now: u64 = ebpf.global("counter")?;
+    /// assert_eq!(now, 5);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_global<T: crate::Pod>(&self, name: &str, value: &T) -> Result<(), EbpfError> {
         let (map, offset, size) = self.global_slot::<T>(name)?;
         let key = 0u32.to_ne_bytes();

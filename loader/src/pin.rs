@@ -17,25 +17,45 @@ pub const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 /// A failed pin, unpin or open under bpffs; each names the object and the path.
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
+    /// The pin directory is not on a bpf filesystem.
     #[error(
         "cannot pin '{name}' at {path}: {path} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)"
     )]
-    NotBpffs { name: String, path: PathBuf },
+    NotBpffs {
+        /// The pinned object's name.
+        name: String,
+        /// The pin path.
+        path: PathBuf,
+    },
+    /// BPF_OBJ_PIN failed.
     #[error("cannot pin '{name}' at {path}: {source}")]
     Pin {
+        /// The pinned object's name.
         name: String,
+        /// The pin path.
         path: PathBuf,
+        /// Why.
         #[source]
         source: SysError,
     },
+    /// The pin path would leave its directory.
     #[error(
         "cannot pin '{name}' at {path}: the path has a '..' component, so the pin could land outside its directory (rename the object or pick a plain pin directory)"
     )]
-    Escapes { name: String, path: PathBuf },
+    Escapes {
+        /// The pinned object's name.
+        name: String,
+        /// The pin path.
+        path: PathBuf,
+    },
+    /// A file system operation on the pin path failed.
     #[error("'{name}': {path}: {source}")]
     Io {
+        /// The pinned object's name.
         name: String,
+        /// The pin path.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -48,12 +68,18 @@ pub enum PinError {
         #[source]
         source: SysError,
     },
+    /// A map pinned at the path differs from the object's definition.
     #[error("map '{name}': pinned map at {path} has {what} {pinned}, object wants {wanted}")]
     Incompatible {
+        /// The pinned object's name.
         name: String,
+        /// The pin path.
         path: PathBuf,
+        /// What differs (`type`, `key size`, ...).
         what: &'static str,
+        /// The pinned map's value.
         pinned: String,
+        /// The object's value.
         wanted: String,
     },
 }

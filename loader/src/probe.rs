@@ -38,6 +38,7 @@ pub struct Features {
     pub link_kinds: BTreeMap<&'static str, bool>,
     /// tcx links (attach with `BPF_TCX_INGRESS`). Minimum kernel version: 6.6.
     pub tcx: bool,
+    /// `BPF_MAP_TYPE_RINGBUF`. Minimum kernel version: 5.8.
     pub ringbuf: bool,
     /// `BPF_F_MMAPABLE` arrays. Minimum kernel version: 5.5.
     pub mmapable_arrays: bool,
@@ -86,6 +87,13 @@ impl Features {
 }
 
 /// Probes once per process and returns the cached answer.
+///
+/// ```no_run
+/// let features = kiln_loader::probe::features();
+/// if features.map_types.get("ringbuf") == Some(&true) {
+///     println!("ring buffers (5.8+) are available");
+/// }
+/// ```
 pub fn features() -> &'static Features {
     static F: OnceLock<Features> = OnceLock::new();
     F.get_or_init(probe_all)

@@ -18,15 +18,21 @@ use crate::sys::token::{token_create, with_token};
 /// A failed [`Token::from_bpffs`], naming the bpffs.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
+    /// The bpffs could not be opened.
     #[error("opening the bpffs {path} for a BPF token: {source}")]
     Open {
+        /// The bpffs mount.
         path: PathBuf,
+        /// Why it could not be opened.
         #[source]
         source: std::io::Error,
     },
+    /// BPF_TOKEN_CREATE failed (the bpffs has no delegation, or the kernel is older than 6.9).
     #[error("creating a BPF token from {path}: {source}{}", token_hint(source.errno()))]
     Create {
+        /// The bpffs mount.
         path: PathBuf,
+        /// The kernel's answer.
         #[source]
         source: SysError,
     },

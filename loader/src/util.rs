@@ -48,6 +48,7 @@ pub fn online_cpus() -> Result<Vec<u32>, std::io::Error> {
         .ok_or_else(|| std::io::Error::other(format!("{path}: cannot parse {text:?}")))
 }
 
+/// The system's page size in bytes.
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };

@@ -33,7 +33,7 @@ const CHUNK: usize = 4096;
 /// sides have it. Entries that do not fit (a smaller new map) are skipped.
 /// Returns the number of entries copied.
 ///
-/// Streams in chunks of [`CHUNK`] elements with batch lookups and updates
+/// Streams in chunks of `CHUNK` elements with batch lookups and updates
 /// (5.6+); per entry, still streaming, where the kernel or the map type has
 /// no batch operations.
 pub fn copy_entries(

@@ -57,8 +57,11 @@ pub struct StructOpsSpec {
 /// A member of a struct_ops variable, in the object's layout.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StructOpsMember {
+    /// The member's name.
     pub name: String,
+    /// Its offset in the struct, in bytes.
     pub offset: u32,
+    /// Its size in bytes.
     pub size: u32,
     /// The program whose address the member holds.
     pub program: Option<String>,

@@ -39,7 +39,9 @@ const FUNC_GET_ATTACH_COOKIE: i32 = 174;
 /// One probe site of a binary.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsdtNote {
+    /// The provider (`libc`, `python`, ...).
     pub provider: String,
+    /// The probe's name.
     pub name: String,
     /// The site's address, corrected for prelinking (`.stapsdt.base`).
     pub pc: u64,
@@ -165,10 +167,13 @@ pub enum UsdtArgKind {
 /// One decoded argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UsdtArg {
+    /// Where the value is.
     pub kind: UsdtArgKind,
+    /// The constant, or the offset added to the register before dereferencing.
     pub val_off: u64,
     /// Offset of the register in the architecture's `struct pt_regs`.
     pub reg_off: i16,
+    /// Whether the value is signed.
     pub signed: bool,
     /// Size in bytes (1, 2, 4 or 8).
     pub size: u8,
@@ -177,7 +182,9 @@ pub struct UsdtArg {
 /// Instruction sets whose argument syntax is decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UsdtArch {
+    /// x86_64 (AT&T syntax: `-4@%eax`, `8@16(%rbp)`).
     X86_64,
+    /// arm64 (`-4@x0`, `8@[sp, 16]`).
     Aarch64,
 }
 

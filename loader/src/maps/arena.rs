@@ -84,6 +84,7 @@ impl<M: Borrow<Map>> Arena<M> {
         })
     }
 
+    /// The arena map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
@@ -98,6 +99,7 @@ impl<M: Borrow<Map>> Arena<M> {
         self.len
     }
 
+    /// Whether the arena has no pages.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -12,6 +12,20 @@ use super::{Map, MapError, MapFlags, Pod, Unsuited, UpdateFlags, bytes_of, from_
 /// An array of `V`, indexed by `u32`. Elements always exist (zeroed at creation).
 ///
 /// Minimum kernel version: 3.19 (mmap: 5.5).
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use kiln_loader::maps::{Array, UpdateFlags};
+///
+/// let ebpf = kiln_loader::load_file("target/bpf/loader_maps.bpf.o")?;
+/// let array: Array<_, u64> = Array::new(ebpf.map("counters").ok_or("no map")?)?;
+/// array.set(0, &42, UpdateFlags::ANY)?;
+/// assert_eq!(array.get(0)?, 42);
+/// // An index past max_entries is an error, not a kernel write.
+/// assert!(array.get(array.len()).is_err());
+/// # Ok(())
+/// # }
+/// ```
 pub struct Array<M, V> {
     map: M,
     _types: PhantomData<V>,
@@ -29,6 +43,7 @@ fn bounds(map: &Map, index: u32) -> Result<(), MapError> {
 }
 
 impl<M: Borrow<Map>, V: Pod> Array<M, V> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow().check_sizes::<u32, V>(&[MapType::ARRAY])?;
         Ok(Array {
@@ -36,15 +51,19 @@ impl<M: Borrow<Map>, V: Pod> Array<M, V> {
             _types: PhantomData,
         })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
+    /// The number of entries (`max_entries`).
     pub fn len(&self) -> u32 {
         self.map().max_entries()
     }
+    /// Whether the map has no entries (`max_entries` 0).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The value at `index` (an error past `max_entries`).
     pub fn get(&self, index: u32) -> Result<V, MapError> {
         bounds(self.map(), index)?;
         self.map()
@@ -54,6 +73,7 @@ impl<M: Borrow<Map>, V: Pod> Array<M, V> {
                 index,
             })
     }
+    /// Writes `value` at `index` (an error past `max_entries`).
     pub fn set(&self, index: u32, value: &V, flags: UpdateFlags) -> Result<(), MapError> {
         bounds(self.map(), index)?;
         self.map().insert(&index, value, flags)
@@ -89,6 +109,9 @@ unsafe impl Send for MmapArray {}
 unsafe impl Sync for MmapArray {}
 
 impl MmapArray {
+    /// Maps the memory of an array created with `BPF_F_MMAPABLE` (read-only for a frozen map).
+    ///
+    /// Minimum kernel version: 5.5.
     pub fn new(map: &Map) -> Result<MmapArray, MapError> {
         map.check(&[MapType::ARRAY], Some(4), None)?;
         if !map.flags().contains(MapFlags::MMAPABLE) {
@@ -183,6 +206,7 @@ impl MmapArray {
         self.copy_in(offset, bytes_of(value))
     }
 
+    /// Writes `value` at `index`, straight to the map's memory.
     pub fn write<V: Pod>(&self, index: u32, value: &V) -> Result<(), MapError> {
         let p = self.at::<V>(index)?;
         self.writable_check()?;
@@ -217,6 +241,7 @@ impl MmapArray {
         Ok(())
     }
 
+    /// Copies `out.len()` bytes at byte `offset` out of the map's memory.
     pub fn copy_out(&self, offset: usize, out: &mut [u8]) -> Result<(), MapError> {
         self.range(offset, out.len())?;
         for (i, b) in out.iter_mut().enumerate() {
@@ -226,6 +251,7 @@ impl MmapArray {
         Ok(())
     }
 
+    /// Copies `data` into the map's memory at byte `offset`.
     pub fn copy_in(&self, offset: usize, data: &[u8]) -> Result<(), MapError> {
         self.range(offset, data.len())?;
         self.writable_check()?;
@@ -236,6 +262,7 @@ impl MmapArray {
         Ok(())
     }
 
+    /// Whether the mapping is writable (not for frozen `.rodata` maps).
     pub fn is_writable(&self) -> bool {
         self.writable
     }
@@ -251,12 +278,25 @@ impl Drop for MmapArray {
 /// A per-CPU array: each index holds one `V` per possible CPU.
 ///
 /// Minimum kernel version: 4.6.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use kiln_loader::maps::PerCpuArray;
+///
+/// let ebpf = kiln_loader::load_file("target/bpf/loader_maps.bpf.o")?;
+/// let packets: PerCpuArray<_, u64> = PerCpuArray::new(ebpf.map("pc_array").ok_or("no map")?)?;
+/// let per_cpu = packets.get(0)?;
+/// println!("{} CPUs, {} in all", per_cpu.len(), per_cpu.iter().sum::<u64>());
+/// # Ok(())
+/// # }
+/// ```
 pub struct PerCpuArray<M, V> {
     map: M,
     _types: PhantomData<V>,
 }
 
 impl<M: Borrow<Map>, V: Pod> PerCpuArray<M, V> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow()
             .check_sizes::<u32, V>(&[MapType::PERCPU_ARRAY])?;
@@ -265,15 +305,19 @@ impl<M: Borrow<Map>, V: Pod> PerCpuArray<M, V> {
             _types: PhantomData,
         })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
+    /// The number of entries (`max_entries`).
     pub fn len(&self) -> u32 {
         self.map().max_entries()
     }
+    /// Whether the map has no entries (`max_entries` 0).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Every CPU's value at `index`.
     pub fn get(&self, index: u32) -> Result<PerCpuValues<V>, MapError> {
         bounds(self.map(), index)?;
         self.map()
@@ -283,6 +327,7 @@ impl<M: Borrow<Map>, V: Pod> PerCpuArray<M, V> {
                 index,
             })
     }
+    /// Writes every CPU's value at `index`.
     pub fn set(
         &self,
         index: u32,

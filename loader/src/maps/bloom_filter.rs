@@ -18,6 +18,7 @@ pub struct BloomFilter<M, V> {
 }
 
 impl<M: Borrow<Map>, V: Pod> BloomFilter<M, V> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow().check(
             &[MapType::BLOOM_FILTER],
@@ -29,9 +30,11 @@ impl<M: Borrow<Map>, V: Pod> BloomFilter<M, V> {
             _types: PhantomData,
         })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
+    /// Adds `value` to the filter.
     pub fn insert(&self, value: &V) -> Result<(), MapError> {
         let m = self.map();
         let sizes = m.sizes()?;

@@ -21,25 +21,45 @@ pub struct MapFlags(u32);
 
 bitflags::bitflags! {
     impl MapFlags: u32 {
+        /// `BPF_F_NO_PREALLOC`: allocate hash entries on demand.
         const NO_PREALLOC = 1 << 0;
+        /// `BPF_F_NO_COMMON_LRU`: one LRU list per CPU.
         const NO_COMMON_LRU = 1 << 1;
+        /// `BPF_F_NUMA_NODE`: allocate on the given NUMA node.
         const NUMA_NODE = 1 << 2;
+        /// `BPF_F_RDONLY`: read-only for userspace.
         const RDONLY = 1 << 3;
+        /// `BPF_F_WRONLY`: write-only for userspace.
         const WRONLY = 1 << 4;
+        /// `BPF_F_STACK_BUILD_ID`: stack traces as build id and offset.
         const STACK_BUILD_ID = 1 << 5;
+        /// `BPF_F_ZERO_SEED`: hash with seed 0 (testing).
         const ZERO_SEED = 1 << 6;
+        /// `BPF_F_RDONLY_PROG`: read-only for programs.
         const RDONLY_PROG = 1 << 7;
+        /// `BPF_F_WRONLY_PROG`: write-only for programs.
         const WRONLY_PROG = 1 << 8;
+        /// `BPF_F_CLONE`: storage cloned to a new socket.
         const CLONE = 1 << 9;
+        /// `BPF_F_MMAPABLE`: array memory can be mmap'd (5.5).
         const MMAPABLE = 1 << 10;
+        /// `BPF_F_PRESERVE_ELEMS`: perf event array entries survive their fd (5.10).
         const PRESERVE_ELEMS = 1 << 11;
+        /// `BPF_F_INNER_MAP`: an inner map whose replacements may differ in `max_entries` (5.10).
         const INNER_MAP = 1 << 12;
+        /// `BPF_F_LINK`: a struct_ops map attached through a bpf_link (6.4).
         const LINK = 1 << 13;
+        /// `BPF_F_PATH_FD`: pin paths relative to a directory fd (6.5).
         const PATH_FD = 1 << 14;
+        /// `BPF_F_VTYPE_BTF_OBJ_FD`: a struct_ops value type from a module's BTF (6.9).
         const VTYPE_BTF_OBJ_FD = 1 << 15;
+        /// `BPF_F_TOKEN_FD`: created with a BPF token (6.9).
         const TOKEN_FD = 1 << 16;
+        /// `BPF_F_SEGV_ON_FAULT`: an arena whose unmapped pages fault in userspace (6.9).
         const SEGV_ON_FAULT = 1 << 17;
+        /// `BPF_F_NO_USER_CONV`: arena pointers left as kernel addresses (6.9).
         const NO_USER_CONV = 1 << 18;
+        // Flags newer than this list survive a round trip through the kernel.
         const _ = !0;
     }
 }
@@ -64,24 +84,37 @@ bitflags::bitflags! {
 /// Errors of map operations; each names the map.
 #[derive(Debug, thiserror::Error)]
 pub enum MapError {
+    /// A bpf(2) call on the map failed.
     #[error("map '{name}': {op} failed: {source}")]
     Syscall {
+        /// The map's name.
         name: String,
+        /// The bpf(2) command (`lookup`, `update`, ...).
         op: &'static str,
+        /// The kernel's answer.
         #[source]
         source: SysError,
     },
+    /// The map is not of the type the typed view needs.
     #[error("map '{name}' is of type {actual}, expected {expected}")]
     WrongType {
+        /// The map's name.
         name: String,
+        /// What the map has.
         actual: &'static str,
+        /// What the Rust type needs.
         expected: String,
     },
+    /// The map's key or value size differs from the Rust type's.
     #[error("map '{name}': {what} is {actual} bytes, but the Rust type has {expected}")]
     WrongSize {
+        /// The map's name.
         name: String,
+        /// `key` or `value`.
         what: &'static str,
+        /// What the map has.
         actual: u32,
+        /// What the Rust type needs.
         expected: usize,
     },
     /// A byte buffer handed to a map operation does not have the size the
@@ -102,10 +135,14 @@ pub enum MapError {
         /// The length the map's definition gives it.
         expected: usize,
     },
+    /// An array index at or past `max_entries`.
     #[error("map '{name}': index {index} is out of bounds (max_entries {max_entries})")]
     OutOfBounds {
+        /// The map's name.
         name: String,
+        /// The index.
         index: u32,
+        /// The map's capacity.
         max_entries: u32,
     },
     /// [`Map::insert_per_cpu`] was given a value count other than the number of possible CPUs.
@@ -167,9 +204,12 @@ pub enum MapError {
         /// The arena's address.
         wanted: u64,
     },
+    /// A non-bpf(2) system call on the map failed (mmap, poll).
     #[error("map '{name}': {source}")]
     Io {
+        /// The map's name.
         name: String,
+        /// The kernel's answer.
         #[source]
         source: std::io::Error,
     },
@@ -224,16 +264,27 @@ impl From<sysobj::OpenError> for MapError {
 /// What the kernel reports about a map (`struct bpf_map_info`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapInfo {
+    /// The map type.
     pub map_type: MapType,
+    /// The map's id (`bpftool map show`).
     pub id: u32,
+    /// Key size in bytes.
     pub key_size: u32,
+    /// Value size in bytes.
     pub value_size: u32,
+    /// Capacity.
     pub max_entries: u32,
+    /// Creation flags.
     pub flags: MapFlags,
+    /// The name given at creation (at most 15 bytes).
     pub name: String,
+    /// Its BTF object's id (0: none).
     pub btf_id: u32,
+    /// The key's BTF type id.
     pub btf_key_type_id: u32,
+    /// The value's BTF type id.
     pub btf_value_type_id: u32,
+    /// `map_extra` (Bloom filter hashes, arena address; 5.16).
     pub map_extra: u64,
 }
 
@@ -263,8 +314,11 @@ pub fn map_info(fd: BorrowedFd<'_>) -> Result<MapInfo, SysError> {
 /// BTF to create a map with: the object's BTF fd and the key/value type ids.
 #[derive(Clone, Copy, Debug)]
 pub struct MapBtf<'a> {
+    /// The BTF object (loaded with the map's object).
     pub fd: BorrowedFd<'a>,
+    /// The key's type in it.
     pub key_type_id: u32,
+    /// The value's type in it.
     pub value_type_id: u32,
 }
 
@@ -377,9 +431,11 @@ impl Map {
         crate::pin::pin_fd(self.fd.as_fd(), path, &self.name)
     }
 
+    /// The map's file descriptor.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+    /// The map's file descriptor, owned: the map stays alive as long as it is open.
     pub fn into_fd(self) -> OwnedFd {
         self.fd
     }
@@ -392,21 +448,27 @@ impl Map {
             ..*self
         })
     }
+    /// The map's name in the object (for errors and pins).
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// The map's type.
     pub fn map_type(&self) -> MapType {
         self.map_type
     }
+    /// Key size in bytes.
     pub fn key_size(&self) -> u32 {
         self.key_size
     }
+    /// Value size in bytes (of one CPU's value for per-CPU maps).
     pub fn value_size(&self) -> u32 {
         self.value_size
     }
+    /// Capacity in entries (a ring buffer's size in bytes).
     pub fn max_entries(&self) -> u32 {
         self.max_entries
     }
+    /// Creation flags.
     pub fn flags(&self) -> MapFlags {
         self.flags
     }
@@ -697,6 +759,7 @@ impl Map {
         Ok(from_bytes(buf))
     }
 
+    /// Writes `value` at `key`; the Rust types' sizes are checked against the map's.
     pub fn insert<K: Pod, V: Pod>(
         &self,
         key: &K,

@@ -47,9 +47,11 @@ macro_rules! keyless_map {
         pub struct $name<M, V>(Keyless<M, V>);
 
         impl<M: Borrow<Map>, V: Pod> $name<M, V> {
+            /// Wraps `map`, checking its type and value size against the Rust type.
             pub fn new(map: M) -> Result<Self, MapError> {
                 Keyless::new(map, $t).map($name)
             }
+            /// The underlying map.
             pub fn map(&self) -> &Map {
                 self.0.map.borrow()
             }

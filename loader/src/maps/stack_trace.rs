@@ -14,6 +14,7 @@ pub struct StackTraceMap<M> {
 }
 
 impl<M: Borrow<Map>> StackTraceMap<M> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         let m = map.borrow();
         m.check(&[MapType::STACK_TRACE], Some(4), None)?;
@@ -27,6 +28,7 @@ impl<M: Borrow<Map>> StackTraceMap<M> {
         }
         Ok(StackTraceMap { map })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
@@ -47,9 +49,11 @@ impl<M: Borrow<Map>> StackTraceMap<M> {
         }
         Ok(Some(ips))
     }
+    /// Deletes stack trace `id`; returns whether it existed.
     pub fn remove(&self, id: u32) -> Result<bool, MapError> {
         self.map().remove(&id)
     }
+    /// Every stored stack id.
     pub fn ids(&self) -> impl Iterator<Item = Result<u32, MapError>> + '_ {
         self.map().keys()
     }

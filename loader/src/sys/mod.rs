@@ -3,6 +3,9 @@
 //! `union bpf_attr` is modelled as one `#[repr(C)]` struct per command family
 //! (in `attr.rs`), each zero-padded to [`ATTR_SIZE`] so that the kernel's
 //! "unused tail must be zero" check always holds.
+// The raw layer mirrors the kernel's uapi names and is on its way to
+// being crate-private; the public API above it is what is documented.
+#![allow(missing_docs)]
 
 use std::os::fd::{FromRawFd, OwnedFd};
 
