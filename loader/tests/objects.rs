@@ -19,7 +19,9 @@ fn expected_failure(file: &str, kind: &ProgramKind, name: &str, errno: Option<i3
         ProgramKind::Extension { .. } | ProgramKind::StructOps { .. } => true,
         _ => false,
     };
-    host_limited || (file == "loader_bad.bpf.o" && name == "unchecked")
+    host_limited
+        || (file == "loader_bad.bpf.o" && name == "unchecked")
+        || (file == "loader_bad_inline.bpf.o" && name == "unchecked_inline")
 }
 
 fn load_object(file: String) -> TestResult {
@@ -284,6 +286,7 @@ fn main() {
     for own in [
         "loader_maps.bpf.o",
         "loader_bad.bpf.o",
+        "loader_bad_inline.bpf.o",
         "loader_pinned.bpf.o",
     ] {
         tests.push(test(format!("fixture_present_{own}"), &[], move || {

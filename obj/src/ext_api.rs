@@ -54,18 +54,81 @@ impl ObjectSpec {
 
     /// `file:line: source text` for instruction `insn` of `program`: the last
     /// line_info record at or before it. For naming the code a verifier
-    /// error points at.
+    /// error points at. When that line belongs to an inlined function from
+    /// another file (a C header's `static inline`, Rust's `core`), the
+    /// nearest line of the enclosing function's own file follows on a second
+    /// line, `inlined into file:line: text`: that is where the user's mistake
+    /// usually is.
     pub fn source_line(&self, program: &str, insn: usize) -> Option<String> {
         let prog = self.program(program)?;
         let btf = Btf::parse(self.btf.as_ref()?).ok()?;
-        let li = prog
-            .line_info
+        let lines = &prog.line_info;
+        let at = lines.iter().rposition(|l| l.insn_off as usize <= insn)?;
+        let show = |l: &crate::LineInfo| {
+            let file = btf.str_at(l.file_name_off).ok()?;
+            let text = btf.str_at(l.line_off).ok().unwrap_or("");
+            let file = file.rsplit('/').next().unwrap_or(file);
+            Some(match text.trim() {
+                "" => format!("{file}:{}", l.line()),
+                text => format!("{file}:{}: {text}", l.line()),
+            })
+        };
+        let failing = show(&lines[at])?;
+        let file_of = |l: &crate::LineInfo| btf.str_at(l.file_name_off).ok();
+        let function = enclosing_function(prog, insn);
+        let in_function = lines.get(function.clone()).unwrap_or_default();
+        let own_file = in_function
             .iter()
-            .rev()
-            .find(|l| l.insn_off as usize <= insn)?;
-        let file = btf.str_at(li.file_name_off).ok()?;
-        let text = btf.str_at(li.line_off).ok().unwrap_or("");
-        let file = file.rsplit('/').next().unwrap_or(file);
-        Some(format!("{file}:{}: {}", li.line(), text.trim()))
+            .filter_map(file_of)
+            .find(|f| !is_library_file(f))
+            .or_else(|| in_function.first().and_then(file_of))?;
+        if file_of(&lines[at]) == Some(own_file) {
+            return Some(failing);
+        }
+        // The statement that called the inlined code usually resumes right
+        // after its body; before it is only the previous statement.
+        let is_own = |l: &&crate::LineInfo| file_of(l) == Some(own_file);
+        let after = lines.get(at + 1..function.end).unwrap_or_default();
+        let before = lines.get(function.start..at).unwrap_or_default();
+        let caller = after
+            .iter()
+            .find(is_own)
+            .or_else(|| before.iter().rev().find(is_own));
+        Some(match caller.and_then(show) {
+            Some(caller) => format!("{failing}\n  inlined into {caller}"),
+            None => failing,
+        })
     }
+}
+
+/// The range of `prog.line_info` that belongs to the function (main program
+/// or subprogram, from `func_info`) holding instruction `insn`.
+fn enclosing_function(prog: &ProgramSpec, insn: usize) -> std::ops::Range<usize> {
+    let start = prog
+        .func_info
+        .iter()
+        .map(|f| f.insn_off as usize)
+        .filter(|&off| off <= insn)
+        .max()
+        .unwrap_or(0);
+    let end = prog
+        .func_info
+        .iter()
+        .map(|f| f.insn_off as usize)
+        .filter(|&off| off > insn)
+        .min()
+        .unwrap_or(usize::MAX);
+    let lines = &prog.line_info;
+    let first = lines.partition_point(|l| (l.insn_off as usize) < start);
+    let last = lines.partition_point(|l| (l.insn_off as usize) < end);
+    first..last
+}
+
+/// Whether a line_info file name is a toolchain's library rather than the
+/// program's own code: Rust's `core`/`alloc` (`/rustc/<hash>/library/...`,
+/// `/usr/lib/rustlib/...`), a crate from the registry, or a system header.
+fn is_library_file(path: &str) -> bool {
+    ["/rustc/", "/rustlib/", "/.cargo/registry/", "/usr/include/"]
+        .iter()
+        .any(|dir| path.contains(dir))
 }
