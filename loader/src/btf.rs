@@ -17,7 +17,7 @@ pub struct Btf {
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     /// The kernel refused a BTF blob; `log` is its explanation.
-    #[error("the kernel refused the object's BTF: {source}{}", log_tail(.log))]
+    #[error("the kernel refused the object's BTF{}", log_tail(.log))]
     Load {
         /// The failed BPF_BTF_LOAD.
         #[source]
@@ -26,7 +26,7 @@ pub enum BtfError {
         log: String,
     },
     /// Opening or reading the BTF object with this kernel id failed.
-    #[error("BTF id {id}: {op} failed: {source}")]
+    #[error("BTF id {id}: {op} failed")]
     Kernel {
         /// The BTF object's id.
         id: u32,

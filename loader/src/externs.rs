@@ -13,7 +13,7 @@ use kiln_obj::{ExternKind, ExternSpec, KsymTarget};
 #[derive(Debug, thiserror::Error)]
 pub enum KernelBtfError {
     /// The file could not be read (no `CONFIG_DEBUG_INFO_BTF`, or a wrong path).
-    #[error("cannot read the kernel's BTF {}: {source}", path.display())]
+    #[error("cannot read the kernel's BTF {}", path.display())]
     Read {
         /// The BTF file.
         path: PathBuf,
@@ -22,7 +22,7 @@ pub enum KernelBtfError {
         source: std::io::Error,
     },
     /// The file is not BTF this crate reads.
-    #[error("cannot parse the kernel's BTF {}: {source}", path.display())]
+    #[error("cannot parse the kernel's BTF {}", path.display())]
     Parse {
         /// The BTF file.
         path: PathBuf,
@@ -39,10 +39,10 @@ pub enum KernelBtfError {
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
     /// The kernel's BTF, which CO-RE relocates against, is unavailable.
-    #[error("CO-RE needs the kernel's BTF: {0}")]
+    #[error("CO-RE needs the kernel's BTF")]
     KernelBtf(#[source] KernelBtfError),
     /// A relocation found no match in the kernel's types.
-    #[error("CO-RE: {0}")]
+    #[error("CO-RE")]
     Relocate(#[source] kiln_obj::btf::core::CoreError),
 }
 

@@ -73,6 +73,7 @@ pub use sys::SysError;
 pub use sys::link_attr::AttachFlags;
 pub use sys::permission_denied;
 pub use token::{Token, TokenError};
+pub use util::error_chain;
 
 /// Compile-time check: the handles a program shares between threads (a ring
 /// or perf buffer drained by one thread and polled by another, links kept in

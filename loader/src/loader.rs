@@ -29,7 +29,7 @@ pub enum EbpfError {
     #[error(transparent)]
     Btf(#[from] BtfError),
     /// A global variable cannot be set or read as asked.
-    #[error("global '{name}': {problem}")]
+    #[error("global '{name}'")]
     Global {
         /// The variable.
         name: String,
@@ -38,7 +38,7 @@ pub enum EbpfError {
         problem: GlobalProblem,
     },
     /// A map of the object cannot be set up as asked.
-    #[error("map '{name}': {problem}")]
+    #[error("map '{name}'")]
     MapSpec {
         /// The map.
         name: String,
@@ -47,7 +47,7 @@ pub enum EbpfError {
         problem: MapSpecProblem,
     },
     /// A program's `__ksym` externs do not resolve against the kernel.
-    #[error("program '{name}': ksym externs: {source}")]
+    #[error("program '{name}': ksym externs")]
     Ksym {
         /// The program.
         name: String,
@@ -62,16 +62,16 @@ pub enum EbpfError {
         map: usize,
     },
     /// Two maps would share one pin path under `map_pin_path`.
-    #[error("map pin names: {0}")]
+    #[error("map pin names")]
     PinNames(#[source] kiln_obj::PinNameCollision),
     /// The object's BTF cannot be rewritten for what this kernel accepts.
-    #[error("object BTF: {0}")]
+    #[error("object BTF")]
     ObjectBtf(#[source] kiln_obj::btf::BtfError),
     /// CO-RE relocation against the running kernel failed.
     #[error(transparent)]
     Core(#[from] crate::externs::CoreError),
     /// A `__kconfig` extern has no value on this kernel.
-    #[error("kconfig externs: {0}")]
+    #[error("kconfig externs")]
     Kconfig(#[source] kiln_obj::ExternError),
     /// [`Ebpf::set_global`] on a constant: its data map (`.rodata`) was
     /// frozen after load.
@@ -175,7 +175,7 @@ pub enum MapSpecProblem {
     #[error("__arena global beyond an instruction's offset range")]
     ArenaGlobalOutOfRange,
     /// The number of possible CPUs, which sizes a perf event array, is unreadable.
-    #[error("cannot size a perf event array: {0}")]
+    #[error("cannot size a perf event array")]
     PerfEventArraySize(#[source] std::io::Error),
     /// A `.values` initialiser names a map the object does not have.
     #[error("values[{index}]: map #{map} does not exist in the object")]
@@ -202,7 +202,7 @@ pub enum MapSpecProblem {
         program: String,
     },
     /// Storing a `.values` initialiser failed.
-    #[error("values[{index}]: cannot store {target}: {source}")]
+    #[error("values[{index}]: cannot store {target}")]
     SlotStore {
         /// The slot's key.
         index: u32,
@@ -213,7 +213,7 @@ pub enum MapSpecProblem {
         source: Box<MapError>,
     },
     /// The map given to `replace_map` does not match the object's definition.
-    #[error("replacement map does not match: {0}")]
+    #[error("replacement map does not match")]
     Replacement(#[source] Box<PinError>),
 }
 

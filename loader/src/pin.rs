@@ -28,7 +28,7 @@ pub enum PinError {
         path: PathBuf,
     },
     /// BPF_OBJ_PIN failed.
-    #[error("cannot pin '{name}' at {path}: {source}")]
+    #[error("cannot pin '{name}' at {path}")]
     Pin {
         /// The pinned object's name.
         name: String,
@@ -49,7 +49,7 @@ pub enum PinError {
         path: PathBuf,
     },
     /// A file system operation on the pin path failed.
-    #[error("'{name}': {path}: {source}")]
+    #[error("'{name}': {path}")]
     Io {
         /// The pinned object's name.
         name: String,
@@ -60,7 +60,7 @@ pub enum PinError {
         source: std::io::Error,
     },
     /// BPF_OBJ_GET of a pin failed (no such pin, not a bpffs, no access).
-    #[error("cannot open the pin {path}: {source}")]
+    #[error("cannot open the pin {path}")]
     Open {
         /// The pin.
         path: PathBuf,

@@ -19,7 +19,7 @@ use crate::sys::token::{token_create, with_token};
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
     /// The bpffs could not be opened.
-    #[error("opening the bpffs {path} for a BPF token: {source}")]
+    #[error("opening the bpffs {path} for a BPF token")]
     Open {
         /// The bpffs mount.
         path: PathBuf,
@@ -28,7 +28,7 @@ pub enum TokenError {
         source: std::io::Error,
     },
     /// BPF_TOKEN_CREATE failed (the bpffs has no delegation, or the kernel is older than 6.9).
-    #[error("creating a BPF token from {path}: {source}{}", token_hint(source.errno()))]
+    #[error("creating a BPF token from {path}{}", token_hint(source.errno()))]
     Create {
         /// The bpffs mount.
         path: PathBuf,

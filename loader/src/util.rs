@@ -86,6 +86,17 @@ pub fn kernel_object_name(name: &str) -> String {
     c_name(&crate::sys::attr::object_name(name))
 }
 
+/// `error` and each error of its `source()` chain, joined by ": ": what
+/// anyhow's `{:#}` prints. Kiln's errors print their own context only and
+/// leave the cause to the chain, so `to_string()` alone drops the cause;
+/// this is the whole story in one line, each cause once.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

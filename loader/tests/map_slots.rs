@@ -77,7 +77,7 @@ fn bad_slot_names_map_and_index() -> TestResult {
         target: MapSlotTarget::Program("nowhere".into()),
     });
     let e = EbpfLoader::new().load(&spec).err().ok_or("loaded")?;
-    let msg = e.to_string();
+    let msg = kiln_loader::error_chain(&e);
     assert!(
         msg.contains("map 'jumps': values[3]: program 'nowhere'"),
         "{msg}"
@@ -92,7 +92,7 @@ fn bad_slot_names_map_and_index() -> TestResult {
         target: MapSlotTarget::Map(a),
     });
     let e = EbpfLoader::new().load(&spec).err().ok_or("loaded")?;
-    let msg = e.to_string();
+    let msg = kiln_loader::error_chain(&e);
     assert!(
         msg.contains("map 'outer': values[7]: cannot store map 'counter_a'"),
         "{msg}"

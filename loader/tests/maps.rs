@@ -199,7 +199,7 @@ fn global_data() -> TestResult {
         .ok_or(".rodata was written after load: it is not frozen")?;
     // The EPERM of a frozen map says so, with no capability or lockdown hint.
     assert_eq!(
-        e.to_string(),
+        kiln_loader::error_chain(&e),
         "map '.rodata': update failed: bpf(MapUpdateElem) failed: Operation not permitted \
          (os error 1) (the map is frozen, or this fd of it was opened read-only: user space \
          cannot write it)"
@@ -227,7 +227,7 @@ fn global_data() -> TestResult {
         .err()
         .ok_or("wrong size accepted")?;
     assert!(
-        e.to_string().contains("global 'increment': is 8 bytes"),
+        kiln_loader::error_chain(&e).contains("global 'increment': is 8 bytes"),
         "{e}"
     );
     Ok(())
@@ -478,8 +478,7 @@ fn replace_map_shares_state() -> TestResult {
         .err()
         .ok_or("mismatch accepted")?;
     assert!(
-        e.to_string()
-            .contains("map 'counters': replacement map does not match"),
+        kiln_loader::error_chain(&e).contains("map 'counters': replacement map does not match"),
         "{e}"
     );
     Ok(())

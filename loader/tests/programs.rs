@@ -12,15 +12,18 @@ fn spec(file: &str) -> Result<ObjectSpec, Box<dyn std::error::Error + Send + Syn
     )?)?)
 }
 
+/// The verifier's rejection of `spec`, which must not load.
+fn verifier_rejection(spec: &ObjectSpec) -> Result<LoadError, String> {
+    match EbpfLoader::new().load(spec) {
+        Ok(_) => Err("the unchecked program loaded".into()),
+        Err(EbpfError::Program(e @ LoadError::Verifier { .. })) => Ok(e),
+        Err(err) => Err(format!("expected a verifier error, got {err}")),
+    }
+}
+
 fn verifier_failure_names_program_and_line() -> TestResult {
     let spec = spec("loader_bad.bpf.o")?;
-    let err = EbpfLoader::new()
-        .load(&spec)
-        .err()
-        .ok_or("the unchecked program loaded")?;
-    let EbpfError::Program(e @ LoadError::Verifier { .. }) = &err else {
-        return Err(format!("expected a verifier error, got {err}").into());
-    };
+    let e = &verifier_rejection(&spec)?;
     let msg = e.to_string();
     assert!(
         msg.starts_with("program 'unchecked': the kernel refused"),
@@ -30,12 +33,8 @@ fn verifier_failure_names_program_and_line() -> TestResult {
         msg.contains("invalid mem access 'map_value_or_null'"),
         "{msg}"
     );
-    // The failing load `*v == 42` is line 13 of the fixture.
-    let bad_line =
-        std::fs::read_to_string(kiln_testkit::repo_dir().join("loader/tests/bpf/loader_bad.bpf.c"))
-            .ok()
-            .and_then(|s| s.lines().position(|l| l.contains("KILN-BAD-LINE")))
-            .map_or(13, |i| i + 1);
+    // The failing load `*v == 42`.
+    let bad_line = fixture_line("loader_bad.bpf.c", "KILN-BAD-LINE")?;
     assert!(
         msg.contains(&format!("loader_bad.bpf.c:{bad_line}")),
         "message lacks the source line:\n{msg}"
@@ -47,12 +46,8 @@ fn verifier_failure_names_program_and_line() -> TestResult {
     assert_eq!(e.errno(), Some(libc::EACCES));
     // The verifier said why: no capability, lockdown or RLIMIT hint anywhere
     // in the chain (that EACCES is its verdict, not a privilege problem).
-    let mut chain = err.to_string();
-    let mut cause = std::error::Error::source(&err);
-    while let Some(c) = cause {
-        chain.push_str(&format!("\n{c}"));
-        cause = c.source();
-    }
+    let chain = kiln_loader::error_chain(e);
+    assert_eq!(chain.matches("Permission denied").count(), 1, "{chain}");
     for hint in ["CAP_", "lockdown", "RLIMIT", "not accessible to this user"] {
         assert!(
             !chain.contains(hint),
@@ -75,6 +70,33 @@ fn verifier_failure_names_program_and_line() -> TestResult {
     // skip_program drops the bad one and the load succeeds.
     let ebpf = EbpfLoader::new().skip_program("unchecked").load(&spec)?;
     assert!(ebpf.program("unchecked").is_none());
+    Ok(())
+}
+
+/// The line of `file` (in loader/tests/bpf) that carries `marker`.
+fn fixture_line(file: &str, marker: &str) -> Result<usize, String> {
+    let path = kiln_testkit::repo_dir().join("loader/tests/bpf").join(file);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .position(|l| l.contains(marker))
+        .map(|i| i + 1)
+        .ok_or_else(|| format!("no {marker} in {}", path.display()))
+}
+
+/// A rejection inside a header's inlined helper names the helper's line and
+/// the line of the program's own file that called it, where the missing
+/// NULL check belongs.
+fn verifier_failure_in_inlined_helper_names_the_caller() -> TestResult {
+    let msg = verifier_rejection(&spec("loader_bad_inline.bpf.o")?)?.to_string();
+    let helper = fixture_line("loader_bad_inline.h", "KILN-INLINE-LINE")?;
+    let caller = fixture_line("loader_bad_inline.bpf.c", "KILN-CALLER-LINE")?;
+    // The fixtures are built without their text in line_info (a remapped
+    // compilation directory), so file and line are what there is to name.
+    let expected = format!(
+        "failing instruction 7 is at loader_bad_inline.h:{helper}\n  inlined into \
+         loader_bad_inline.bpf.c:{caller}"
+    );
+    assert!(msg.contains(&expected), "expected {expected:?} in:\n{msg}");
     Ok(())
 }
 
@@ -223,7 +245,7 @@ fn kernel_objects_by_id_and_pin() -> TestResult {
         .err()
         .ok_or("BTF id u32::MAX opened")?;
     assert_eq!(
-        e.to_string(),
+        kiln_loader::error_chain(&e),
         "BTF id 4294967295: open failed: bpf(BtfGetFdById) failed: No such file or directory (os \
          error 2)"
     );
@@ -233,7 +255,7 @@ fn kernel_objects_by_id_and_pin() -> TestResult {
         .err()
         .ok_or("a missing pin opened")?;
     assert_eq!(
-        e.to_string(),
+        kiln_loader::error_chain(&e),
         "cannot open the pin /sys/fs/bpf/kiln-seal-test-no-such-pin: bpf(ObjGet) failed: No such \
          file or directory (os error 2)"
     );
@@ -254,6 +276,11 @@ fn main() {
             "verifier_failure_names_program_and_line",
             &[Need::Bpf],
             verifier_failure_names_program_and_line,
+        ),
+        test(
+            "verifier_failure_in_inlined_helper_names_the_caller",
+            &[Need::Bpf],
+            verifier_failure_in_inlined_helper_names_the_caller,
         ),
         test("log_buffer_grows", &[Need::Bpf], log_buffer_grows),
         test(

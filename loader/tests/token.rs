@@ -27,7 +27,7 @@ fn child() -> Result<(), Box<dyn std::error::Error>> {
     let spec = kiln_obj::ObjectSpec::parse(&std::fs::read(kiln_testkit::bpf_object(OBJECT)?)?)?;
     match EbpfLoader::new().load(&spec) {
         Ok(_) => println!("without token: loaded"),
-        Err(e) => println!("without token: {e}"),
+        Err(e) => println!("without token: {}", kiln_loader::error_chain(&e)),
     }
     let token = Token::from_bpffs(BPFFS)?;
     let ebpf = EbpfLoader::new().token(token.clone()).load(&spec)?;

@@ -115,19 +115,19 @@ pub struct AgentState {
 /// Why the agent could not run at all.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
-    #[error("manifest directory {}: {source}", .dir.display())]
+    #[error("manifest directory {}", .dir.display())]
     Dir {
         dir: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("inotify on {}: {source}", .dir.display())]
+    #[error("inotify on {}", .dir.display())]
     Watch {
         dir: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("listening on {addr}: {source}")]
+    #[error("listening on {addr}")]
     Listen {
         addr: String,
         #[source]
@@ -246,7 +246,9 @@ impl Agent {
     fn reconcile(&mut self, file: &str, path: &Path) {
         let started = Instant::now();
         let result = self.load(path).and_then(|(d, hold)| {
-            let outcome = d.apply(&self.opts.apply).map_err(|e| error_chain(&e))?;
+            let outcome = d
+                .apply(&self.opts.apply)
+                .map_err(|e| kiln_loader::error_chain(&e))?;
             self.hold(file, &d, &hold)?;
             Ok((d, outcome))
         });
@@ -459,7 +461,7 @@ impl Agent {
                     "error",
                     Some(&m.file),
                     "destroy_failed",
-                    &format!("deployment {name}: {}", error_chain(&e)),
+                    &format!("deployment {name}: {}", kiln_loader::error_chain(&e)),
                 ),
             }
         }
@@ -489,20 +491,6 @@ impl Agent {
         // A closed stderr must not stop the reconciler.
         let _ = writeln!(std::io::stderr().lock(), "{line}");
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cause = c.source();
-    }
-    out
 }
 
 /// SHA-256 of the manifest's bytes and of each object file it names.

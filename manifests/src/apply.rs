@@ -124,7 +124,7 @@ fn pause(opts: &ApplyOptions, point: &str) {
 pub enum ApplyError {
     #[error(transparent)]
     Observe(#[from] live::ObserveError),
-    #[error("{0}")]
+    #[error(transparent)]
     Plan(#[from] plan::PlanError),
     #[error(transparent)]
     Lock(#[from] crate::lock::LockError),
@@ -133,7 +133,7 @@ pub enum ApplyError {
     #[error(transparent)]
     Ownership(#[from] ownership::OwnershipError),
     /// A kernel or filesystem operation failed; `source` says why.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Kernel {
         what: String,
         #[source]

@@ -39,13 +39,13 @@ pub enum CompatError {
         arch: String,
         path: PathBuf,
     },
-    #[error("kernel BTF {}: {source}", .path.display())]
+    #[error("kernel BTF {}", .path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("kernel BTF {}: {source}", .path.display())]
+    #[error("kernel BTF {}", .path.display())]
     Parse {
         path: PathBuf,
         #[source]

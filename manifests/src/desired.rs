@@ -146,7 +146,7 @@ pub fn resolve_with(
             }
             let mut spec = obj.maps[idx].clone();
             if let Err(e) = kiln_loader::loader::finish_map_spec(&mut spec) {
-                errors.push(manifest.error(key.span(), e.to_string()));
+                errors.push(manifest.error(key.span(), kiln_loader::error_chain(&e)));
                 continue;
             }
             global_data.insert(name.clone(), (obj_name.clone(), idx));
@@ -178,7 +178,7 @@ pub fn resolve_with(
             spec.max_entries = *max.get_ref();
         }
         if let Err(e) = kiln_loader::loader::finish_map_spec(&mut spec) {
-            errors.push(manifest.error(key.span(), e.to_string()));
+            errors.push(manifest.error(key.span(), kiln_loader::error_chain(&e)));
             continue;
         }
         let lpm = spec.map_type == kiln_obj::MapType::LPM_TRIE;
@@ -382,7 +382,10 @@ pub fn resolve_with(
             }
             let mut spec = m.clone();
             if let Err(e) = kiln_loader::loader::finish_map_spec(&mut spec) {
-                errors.push(manifest.error(key.span(), format!("program '{name}': {e}")));
+                errors.push(manifest.error(
+                    key.span(),
+                    format!("program '{name}': {}", kiln_loader::error_chain(&e)),
+                ));
                 continue;
             }
             if matches!(m.origin, MapOrigin::GlobalData { .. }) {

@@ -33,7 +33,7 @@ pub enum ObserveError {
         "cannot read the pins under {0}: bpf(2) is not permitted here (needs CAP_BPF; reading the programs' maps by id needs CAP_SYS_ADMIN)\n  help: run as root, or grant CAP_BPF and CAP_SYS_ADMIN (plus CAP_NET_ADMIN / CAP_PERFMON to apply networking / tracing attachments)"
     )]
     NoBpf(PathBuf),
-    #[error("cannot list {path}: {source}")]
+    #[error("cannot list {path}")]
     List {
         path: PathBuf,
         #[source]

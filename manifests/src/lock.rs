@@ -10,13 +10,13 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("cannot open the deployment lock {path}: {source}")]
+    #[error("cannot open the deployment lock {path}")]
     Open {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot take the deployment lock {path}: {source}")]
+    #[error("cannot take the deployment lock {path}")]
     Lock {
         path: PathBuf,
         #[source]

@@ -20,9 +20,11 @@ pub struct Side<'a> {
 
 /// Reads a BTF object back from the kernel by id.
 pub fn kernel_btf(id: u32) -> Result<Btf, String> {
-    let btf = kiln_loader::Btf::from_kernel_id(id).map_err(|e| e.to_string())?;
-    let buf = btf.bytes().map_err(|e| format!("read BTF id {id}: {e}"))?;
-    Btf::parse(&buf).map_err(|e| format!("BTF id {id}: {e}"))
+    let btf = kiln_loader::Btf::from_kernel_id(id).map_err(|e| kiln_loader::error_chain(&e))?;
+    let buf = btf
+        .bytes()
+        .map_err(|e| format!("read BTF id {id}: {}", kiln_loader::error_chain(&e)))?;
+    Btf::parse(&buf).map_err(|e| format!("BTF id {id}: {}", kiln_loader::error_chain(&e)))
 }
 
 /// Elements read and written per batch: what a migration holds in memory,
@@ -43,7 +45,9 @@ pub fn copy_entries(
 ) -> Result<usize, String> {
     let sizes = Sizes {
         key: new.key_size() as usize,
-        value: new.value_buf_len().map_err(|e| e.to_string())?,
+        value: new
+            .value_buf_len()
+            .map_err(|e| kiln_loader::error_chain(&e))?,
     };
     let convert = |k: &[u8], v: &[u8]| -> Result<(Vec<u8>, Vec<u8>), String> {
         match &types {
@@ -83,7 +87,9 @@ fn copy_by_batches(
 ) -> Result<Option<usize>, String> {
     const ENOTSUPP: i32 = 524;
     let ks = old.key_size() as usize;
-    let vs = old.value_buf_len().map_err(|e| e.to_string())?;
+    let vs = old
+        .value_buf_len()
+        .map_err(|e| kiln_loader::error_chain(&e))?;
     let mut chunk = CHUNK.min(old.max_entries().max(1) as usize);
     let (mut keys, mut values) = (vec![0u8; chunk * ks], vec![0u8; chunk * vs]);
     let mut tokens = [vec![0u8; ks.max(4)], vec![0u8; ks.max(4)]];
@@ -151,10 +157,10 @@ fn write_chunk(new: &Map, to: Sizes, keys: &[u8], values: &[u8]) -> usize {
 fn copy_one_by_one(old: &Map, new: &Map, convert: &Convert<'_>) -> Result<usize, String> {
     let mut copied = 0;
     for k in old.keys_bytes() {
-        let k = k.map_err(|e| e.to_string())?;
+        let k = k.map_err(|e| kiln_loader::error_chain(&e))?;
         let Some(v) = old
             .lookup_bytes(&k, UpdateFlags::ANY)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| kiln_loader::error_chain(&e))?
         else {
             continue;
         };
@@ -236,8 +242,12 @@ fn conv(
     src: &[u8],
     dst: &mut [u8],
 ) -> Result<(), String> {
-    let (_, ft) = fb.skip_modifiers(from).map_err(|e| e.to_string())?;
-    let (_, tt) = tb.skip_modifiers(to).map_err(|e| e.to_string())?;
+    let (_, ft) = fb
+        .skip_modifiers(from)
+        .map_err(|e| kiln_loader::error_chain(&e))?;
+    let (_, tt) = tb
+        .skip_modifiers(to)
+        .map_err(|e| kiln_loader::error_chain(&e))?;
     if let (Some((fs, fsigned)), Some((ts, _))) = (int_of(&ft), int_of(&tt)) {
         let v = read_int(src, fs, fsigned)?;
         let bytes = v.to_le_bytes();
@@ -286,12 +296,16 @@ fn conv(
                     let fw = if fbits > 0 {
                         fbits
                     } else {
-                        fb.resolve_size(old.type_id).map_err(|e| e.to_string())? * 8
+                        fb.resolve_size(old.type_id)
+                            .map_err(|e| kiln_loader::error_chain(&e))?
+                            * 8
                     };
                     let tw = if tbits > 0 {
                         tbits
                     } else {
-                        tb.resolve_size(m.type_id).map_err(|e| e.to_string())? * 8
+                        tb.resolve_size(m.type_id)
+                            .map_err(|e| kiln_loader::error_chain(&e))?
+                            * 8
                     };
                     let v = get_bits(src, fo, fw);
                     put_bits(dst, to_, tw.min(128), v);
@@ -319,8 +333,12 @@ fn conv(
                 ..
             },
         ) => {
-            let fsz = fb.resolve_size(*fe).map_err(|e| e.to_string())? as usize;
-            let tsz = tb.resolve_size(*te).map_err(|e| e.to_string())? as usize;
+            let fsz = fb
+                .resolve_size(*fe)
+                .map_err(|e| kiln_loader::error_chain(&e))? as usize;
+            let tsz = tb
+                .resolve_size(*te)
+                .map_err(|e| kiln_loader::error_chain(&e))? as usize;
             for i in 0..(*fnum).min(*tnum) as usize {
                 let s = src.get(i * fsz..).ok_or("array outside the old value")?;
                 let d = dst
@@ -331,8 +349,12 @@ fn conv(
             Ok(())
         }
         _ => {
-            let fs = fb.resolve_size(from).map_err(|e| e.to_string())? as usize;
-            let ts = tb.resolve_size(to).map_err(|e| e.to_string())? as usize;
+            let fs = fb
+                .resolve_size(from)
+                .map_err(|e| kiln_loader::error_chain(&e))? as usize;
+            let ts = tb
+                .resolve_size(to)
+                .map_err(|e| kiln_loader::error_chain(&e))? as usize;
             if fs != ts {
                 return Err(format!(
                     "{:?} of {fs} bytes cannot become {:?} of {ts} bytes",

@@ -153,7 +153,7 @@ pub fn prepared(spec: &ObjectSpec) -> Option<ObjectSpec> {
 
 /// The one place that asks kiln-obj to parse an ELF.
 pub fn parse_object(bytes: &[u8]) -> Result<ObjectSpec, String> {
-    ObjectSpec::parse(bytes).map_err(|e| e.to_string())
+    ObjectSpec::parse(bytes).map_err(|e| kiln_loader::error_chain(&e))
 }
 
 #[cfg(test)]

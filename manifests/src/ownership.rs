@@ -94,7 +94,7 @@ pub enum OwnershipError {
     Occupied { name: String, path: PathBuf },
     #[error("ownership record {path}: {message}")]
     Record { path: PathBuf, message: String },
-    #[error("ownership record {path}: {source}")]
+    #[error("ownership record {path}")]
     Io {
         path: PathBuf,
         #[source]

@@ -56,7 +56,9 @@ fn write_typed(
     off: usize,
     bit_off: u32,
 ) -> Result<(), String> {
-    let (id, ty) = btf.skip_modifiers(id).map_err(|e| e.to_string())?;
+    let (id, ty) = btf
+        .skip_modifiers(id)
+        .map_err(|e| kiln_loader::error_chain(&e))?;
     let ty = match ty {
         Type::Var { type_id, .. } => return write_typed(btf, type_id, value, out, off, bit_off),
         t => t,
@@ -164,8 +166,12 @@ fn write_typed(
             )),
         },
         Type::Array { elem, nelems, .. } => {
-            let esize = btf.resolve_size(elem).map_err(|e| e.to_string())? as usize;
-            let (_, ety) = btf.skip_modifiers(elem).map_err(|e| e.to_string())?;
+            let esize = btf
+                .resolve_size(elem)
+                .map_err(|e| kiln_loader::error_chain(&e))? as usize;
+            let (_, ety) = btf
+                .skip_modifiers(elem)
+                .map_err(|e| kiln_loader::error_chain(&e))?;
             match value {
                 toml::Value::String(s) if esize == 1 && matches!(ety, Type::Int { .. }) => {
                     if s.len() > nelems as usize {

@@ -35,6 +35,24 @@ fn apply_of_a_rejected_program_explains_itself() -> TestResult {
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let result = (|| -> TestResult {
         assert_eq!(out.status.code(), Some(1), "{stderr}");
+        // The chain on one line, the errno once, and no capability,
+        // lockdown or RLIMIT hint: the verifier said why.
+        assert_eq!(
+            stderr.lines().find(|l| l.starts_with("error: ")),
+            Some(
+                "error: apply failed; nothing changed (the previous generation, if any, still \
+                 runs): load program 'unchecked' (function 'unchecked' of object 'bad'): program \
+                 'unchecked': the kernel refused to load it: Permission denied (os error 13)"
+            ),
+            "{stderr}"
+        );
+        assert_eq!(stderr.matches("Permission denied").count(), 1, "{stderr}");
+        for hint in ["CAP_", "lockdown", "RLIMIT"] {
+            assert!(
+                !stderr.contains(hint),
+                "hint {hint:?} on a rejection:\n{stderr}"
+            );
+        }
         for want in [
             "program 'unchecked'",
             "R0 invalid mem access 'map_value_or_null'",

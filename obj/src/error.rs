@@ -8,7 +8,7 @@ use crate::btf::BtfError;
 #[non_exhaustive]
 pub enum ParseError {
     /// The bytes are not an ELF file the `object` crate can read.
-    #[error("not a readable ELF file: {0}")]
+    #[error("not a readable ELF file")]
     Elf(#[from] object::read::Error),
     /// An ELF file for another machine than eBPF.
     #[error("not an eBPF object: ELF machine {machine}, expected EM_BPF (247)")]
@@ -62,7 +62,7 @@ pub enum ParseError {
         reason: String,
     },
     /// The `.BTF` section is malformed.
-    #[error(".BTF: {0}")]
+    #[error(".BTF")]
     Btf(#[from] BtfError),
     /// The `.BTF.ext` section is malformed.
     #[error(".BTF.ext: {0}")]

@@ -78,7 +78,11 @@ fn refused(bytes: &[u8], needles: &[&str]) -> TestResult {
     match ObjectSpec::parse(bytes) {
         Ok(_) => Err(format!("accepted; expected an error with {needles:?}").into()),
         Err(e) => {
-            let msg = e.to_string();
+            // The whole chain, as a CLI prints it: causes are sources.
+            let msg = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(": ");
             eprintln!("refused as expected: {msg}");
             for n in needles {
                 if !msg.contains(n) {

@@ -19,7 +19,7 @@ use kiln_obj::btf::{Btf, BtfError, INT_SIGNED, Kind, Member, Type, TypeId};
 pub enum BindgenError {
     #[error("no struct, union, enum or typedef named {0} in the BTF")]
     NotFound(String),
-    #[error("malformed BTF: {0}")]
+    #[error("malformed BTF")]
     Btf(#[from] BtfError),
 }
 

@@ -54,13 +54,13 @@ pub use spec::{Spec, parse};
 /// Everything that can go wrong, naming the file, line, type or field.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Toml {
         path: PathBuf,
         #[source]
@@ -73,7 +73,7 @@ pub enum Error {
         line: usize,
         what: String,
     },
-    #[error("{path}: not a valid BTF blob: {source}")]
+    #[error("{path}: not a valid BTF blob")]
     Btf {
         path: PathBuf,
         #[source]
@@ -86,7 +86,7 @@ pub enum Error {
         kernel: String,
         problems: Vec<String>,
     },
-    #[error("{what}: cannot run {tool}: {source} (install clang-22 or set KILN_CLANG)")]
+    #[error("{what}: cannot run {tool} (install clang-22 or set KILN_CLANG)")]
     Tool {
         what: String,
         tool: String,

@@ -201,7 +201,7 @@ impl fmt::Display for Mechanism {
 #[non_exhaustive]
 pub enum LinkError {
     /// The kernel refused: errno, and on EPERM the capability that is missing.
-    #[error("{mechanism}: {op} {target}: {source}{}", eperm_hint(*.mechanism, .source))]
+    #[error("{mechanism}: {op} {target}{}", eperm_hint(*.mechanism, .source))]
     Kernel {
         /// How the program was being attached.
         mechanism: Mechanism,

@@ -318,7 +318,7 @@ pub enum UsdtArgError {
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeAddressError {
     /// The binary could not be examined.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Stat {
         /// The binary.
         path: std::path::PathBuf,
@@ -327,7 +327,7 @@ pub enum RuntimeAddressError {
         source: std::io::Error,
     },
     /// The process's memory map could not be read (it exited, or ptrace access is refused).
-    #[error("/proc/{pid}/maps: {source}")]
+    #[error("/proc/{pid}/maps")]
     Maps {
         /// The process.
         pid: i32,

@@ -85,7 +85,7 @@ bitflags::bitflags! {
 #[derive(Debug, thiserror::Error)]
 pub enum MapError {
     /// A bpf(2) call on the map failed.
-    #[error("map '{name}': {op} failed: {source}")]
+    #[error("map '{name}': {op} failed")]
     Syscall {
         /// The map's name.
         name: String,
@@ -205,7 +205,7 @@ pub enum MapError {
         wanted: u64,
     },
     /// A non-bpf(2) system call on the map failed (mmap, poll).
-    #[error("map '{name}': {source}")]
+    #[error("map '{name}'")]
     Io {
         /// The map's name.
         name: String,

@@ -50,7 +50,7 @@ bitflags::bitflags! {
 #[derive(Debug, thiserror::Error)]
 pub enum ProgramError {
     /// A bpf(2) call on the program failed.
-    #[error("program '{name}': {op} failed: {source}")]
+    #[error("program '{name}': {op} failed")]
     Syscall {
         /// The program's name.
         name: String,

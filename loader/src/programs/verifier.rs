@@ -68,7 +68,7 @@ impl std::fmt::Display for LoadError {
                 log,
                 source_line.as_ref(),
             )),
-            LoadError::Syscall { program, source } => write!(f, "program '{program}': {source}"),
+            LoadError::Syscall { program, .. } => write!(f, "program '{program}': cannot load it"),
             LoadError::Invalid { program, message } => write!(f, "program '{program}': {message}"),
         }
     }
@@ -160,11 +160,17 @@ impl LoadError {
 const TAIL_LINES: usize = 20;
 
 fn verifier_message(program: &str, source: &SysError, log: &str, line: Option<&String>) -> String {
-    let mut s = format!(
-        "program '{program}': the kernel refused to load it: {}",
-        source.source
-    );
     let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    // With an empty log the `SysError` is this error's source and prints the
+    // errno itself; with a log it is left out of the chain, so say it here.
+    let mut s = if lines.is_empty() {
+        format!("program '{program}': the kernel refused to load it")
+    } else {
+        format!(
+            "program '{program}': the kernel refused to load it: {}",
+            source.source
+        )
+    };
     if lines.is_empty() {
         s.push_str("\n  (the verifier log is empty: the failure happened before verification, e.g. a missing capability or an unsupported program type)");
     } else {

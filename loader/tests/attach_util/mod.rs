@@ -551,7 +551,7 @@ pub fn no_freplace() -> Option<String> {
     };
     let btf_id = target_func_btf_id(t.fd(), "kiln_decide").ok()?;
     match attach_freplace(e.fd(), t.fd(), btf_id) {
-        Err(e) if e.to_string().contains("os error 524") => Some(format!(
+        Err(e) if kiln_loader::error_chain(&e).contains("os error 524") => Some(format!(
             "kernel cannot attach freplace programs (no BPF trampoline on this arch before 6.0): {e}"
         )),
         _ => None,

@@ -249,18 +249,7 @@ fn invalid(d: kiln_manifest::Diagnostics) -> anyhow::Error {
 /// The error and its causes, each once: library errors often repeat their
 /// source in their own message, which `{:#}` would print twice.
 fn render(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
+    format!("{e:#}")
 }
 
 /// The exit code for an error: the most specific kind found in its chain.
