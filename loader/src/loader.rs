@@ -1000,15 +1000,15 @@ fn load_program(
     kernel_btf: Option<&kiln_obj::btf::Btf>,
 ) -> Result<Program, LoadError> {
     // tp_btf/fentry/fexit/lsm/iter programs name their target at load time.
-    let attach_btf_id =
-        match crate::links::tracing::btf_target_name(&pspec.kind) {
-            Some(_) => crate::links::tracing::vmlinux_attach_btf_id(&pspec.kind, kernel_btf)
-                .map_err(|e| LoadError::Invalid {
-                    program: pspec.name.clone(),
-                    message: e.to_string(),
-                })?,
-            None => None,
-        };
+    let attach_btf_id = match crate::links::tracing::btf_target_name(&pspec.kind) {
+        Some(_) => crate::links::tracing::vmlinux_attach_btf_id(&pspec.kind, kernel_btf).map_err(
+            |source| LoadError::AttachTarget {
+                program: pspec.name.clone(),
+                source,
+            },
+        )?,
+        None => None,
+    };
     let insns = pspec.resolved_insns(|i| map_fds.get(i).copied().unwrap_or(-1));
     let (func_info, line_info) = (pspec.func_info_bytes(), pspec.line_info_bytes());
     let source_line = |insn: u32| spec.source_line(&pspec.name, insn as usize);

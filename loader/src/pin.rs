@@ -294,7 +294,7 @@ pub fn reuse_pinned_map(spec: &MapSpec, path: &Path) -> Result<Option<Map>, PinE
         .map_err(|e| PinError::Io {
             name: spec.name.clone(),
             path: path.to_owned(),
-            source: std::io::Error::other(e.to_string()),
+            source: std::io::Error::other(crate::error_chain(&e)),
         })
 }
 

@@ -128,7 +128,7 @@ pub fn load_all(
                 }
                 Err(e) => errors.push(
                     manifest
-                        .error(key.span(), format!("object '{name}': {} is not a loadable eBPF object: {e}", path.display()))
+                        .error(key.span(), format!("object '{name}': {} is not a loadable eBPF object: {}", path.display(), kiln_loader::error_chain(&e)))
                         .help("rebuild it with `cargo xtask build-ebpf`; objects must be little-endian eBPF ELF files"),
                 ),
             },
@@ -152,8 +152,8 @@ pub fn prepared(spec: &ObjectSpec) -> Option<ObjectSpec> {
 }
 
 /// The one place that asks kiln-obj to parse an ELF.
-pub fn parse_object(bytes: &[u8]) -> Result<ObjectSpec, String> {
-    ObjectSpec::parse(bytes).map_err(|e| kiln_loader::error_chain(&e))
+pub fn parse_object(bytes: &[u8]) -> Result<ObjectSpec, kiln_obj::ParseError> {
+    ObjectSpec::parse(bytes)
 }
 
 #[cfg(test)]

@@ -92,8 +92,13 @@ pub enum OwnershipError {
         "{path} is pinned by something other than deployment '{name}', at a path the manifest needs\n  help: remove it, or take it over with `kiln apply --adopt` (only while the pin root has no Kiln record yet)"
     )]
     Occupied { name: String, path: PathBuf },
-    #[error("ownership record {path}: {message}")]
-    Record { path: PathBuf, message: String },
+    /// A record entry points outside the pin root (a tampered record).
+    #[error("ownership record {path}: '{target}' is not a plain path under the pin root")]
+    RecordOutside { path: PathBuf, target: String },
+    /// Every entry name for `rel` in the record directory is taken by
+    /// something else.
+    #[error("ownership record {dir}: no free entry for '{rel}'")]
+    RecordFull { dir: PathBuf, rel: String },
     #[error("ownership record {path}")]
     Io {
         path: PathBuf,
@@ -169,10 +174,7 @@ impl Ledger {
             let rel = target.to_string_lossy().into_owned();
             if !is_plain_relative(&rel) {
                 // Never let a tampered record point outside the pin root.
-                return Err(OwnershipError::Record {
-                    path,
-                    message: format!("'{rel}' is not a plain path under the pin root"),
-                });
+                return Err(OwnershipError::RecordOutside { path, target: rel });
             }
             owned.insert(rel.clone(), origin);
             entries.insert(rel, path);
@@ -363,9 +365,9 @@ impl Ledger {
                 Err(e) => return Err(io(&path)(e)),
             }
         }
-        Err(OwnershipError::Record {
-            path: dir,
-            message: format!("no free entry for '{rel}'"),
+        Err(OwnershipError::RecordFull {
+            dir,
+            rel: rel.to_owned(),
         })
     }
 }

@@ -157,7 +157,7 @@ pub(crate) fn load_deferred(
     };
     let kind = target.program_kind.unwrap_or_else(|| pspec.kind.clone());
     Program::load(name, kind, &insns, &opts)
-        .map_err(|e| LinkError::target(mechanism, what, e.to_string()))
+        .map_err(|e| LinkError::target(mechanism, what, crate::error_chain(&e)))
 }
 
 /// Links an extension over function `btf_id` of `target` (as resolved by

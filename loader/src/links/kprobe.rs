@@ -168,7 +168,7 @@ pub fn attach_kprobe_tracefs(
         event: format!("kiln/{name}"),
     };
     let id = super::tracepoint::tracepoint_id("kiln", &name)
-        .map_err(|e| LinkError::target(m, &target, e.to_string()))?;
+        .map_err(|e| LinkError::target(m, &target, crate::error_chain(&e)))?;
     let attr = PerfEventAttr::probe(PerfType::TRACEPOINT, id);
     let perf = perf_event::perf_event_open(&attr, -1, 0)
         .map_err(|e| LinkError::kernel(m, "perf_event_open", &target, e))?;

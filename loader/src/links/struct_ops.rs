@@ -383,7 +383,7 @@ pub fn struct_ops_spec(elf: &[u8], var: &str) -> Result<StructOpsSpec, LinkError
 }
 
 fn running_kernel(var: &str) -> Result<&'static Btf, LinkError> {
-    crate::externs::kernel_btf(None).map_err(|e| LinkError::target(M, var, e.to_string()))
+    crate::externs::kernel_btf(None).map_err(|e| LinkError::target(M, var, crate::error_chain(&e)))
 }
 
 /// What became of one program named by a struct_ops variable in
@@ -424,7 +424,10 @@ pub fn load_struct_ops_programs(
             Err(e) => {
                 for m in &ops.members {
                     if let Some(p) = &m.program {
-                        out.push((p.clone(), StructOpsProgram::KernelLacks(e.to_string())));
+                        out.push((
+                            p.clone(),
+                            StructOpsProgram::KernelLacks(crate::error_chain(&e)),
+                        ));
                     }
                 }
                 continue;

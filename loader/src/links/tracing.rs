@@ -56,7 +56,7 @@ pub fn vmlinux_attach_btf_id(
     let btf = match vmlinux {
         Some(b) => b,
         None => crate::externs::kernel_btf(None)
-            .map_err(|e| LinkError::target(mechanism, &name, e.to_string()))?,
+            .map_err(|e| LinkError::target(mechanism, &name, crate::error_chain(&e)))?,
     };
     btf.id_by_name(&name, btf_kind).map(Some).ok_or_else(|| {
         LinkError::target(

@@ -592,7 +592,7 @@ pub fn attach_usdt(
             .ok_or_else(|| err(&target, format!("the object has no {IP_MAP} map")))?;
         let m = m
             .try_clone()
-            .map_err(|e| err(&target, format!("{IP_MAP}: {e}")))?;
+            .map_err(|e| err(&target, format!("{IP_MAP}: {}", crate::error_chain(&e))))?;
         Some((pid, m))
     } else {
         None
@@ -624,7 +624,12 @@ pub fn attach_usdt(
     }
     let map_id = specs
         .info()
-        .map_err(|e| err(&target, format!("map {}: {e}", specs.name())))?
+        .map_err(|e| {
+            err(
+                &target,
+                format!("map {}: {}", specs.name(), crate::error_chain(&e)),
+            )
+        })?
         .id;
     let mut link = UsdtLink {
         target: target.clone(),
@@ -658,12 +663,12 @@ pub fn attach_usdt(
                 &spec_bytes(&args, opts.cookie),
                 Default::default(),
             )
-            .map_err(|e| err(&site, format!("write spec: {e}")))?;
+            .map_err(|e| err(&site, format!("write spec: {}", crate::error_chain(&e))))?;
         if let (Some(pid), Some(m)) = (ip_pid, &link.ip_map) {
-            let ip =
-                runtime_address(pid, path, n.file_offset).map_err(|e| err(&site, e.to_string()))?;
+            let ip = runtime_address(pid, path, n.file_offset)
+                .map_err(|e| err(&site, crate::error_chain(&e)))?;
             m.update_bytes(&ip.to_ne_bytes(), &id.to_ne_bytes(), Default::default())
-                .map_err(|e| err(&site, format!("{IP_MAP}: {e}")))?;
+                .map_err(|e| err(&site, format!("{IP_MAP}: {}", crate::error_chain(&e))))?;
             link.ips.push(ip);
         }
         let perf = attach_uprobe_ref_ctr(

@@ -470,13 +470,13 @@ fn load_dispatcher_as(
         inner: None,
         variables: vec![],
     };
-    let map = Map::create(&spec, None, None).map_err(|e| err(e.to_string()))?;
+    let map = Map::create(&spec, None, None).map_err(|e| err(crate::error_chain(&e)))?;
     map.update_bytes(&0u32.to_ne_bytes(), &config.to_bytes(), UpdateFlags::ANY)
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(crate::error_chain(&e)))?;
     // Frozen read-only: the verifier knows how many slots are enabled and
     // prunes the calls to the others.
-    map.freeze().map_err(|e| err(e.to_string()))?;
-    let btf = crate::Btf::load(&dispatcher_btf()).map_err(|e| err(e.to_string()))?;
+    map.freeze().map_err(|e| err(crate::error_chain(&e)))?;
+    let btf = crate::Btf::load(&dispatcher_btf()).map_err(|e| err(crate::error_chain(&e)))?;
     let func_info = func_info_bytes();
     let opts = LoadOptions {
         license: "Dual MIT/GPL",
@@ -505,7 +505,12 @@ fn load_dispatcher_as(
         &dispatcher_insns(map.fd().as_raw_fd()),
         &opts,
     )
-    .map_err(|e| err(format!("loading the dispatcher: {e}")))?;
+    .map_err(|e| {
+        err(format!(
+            "loading the dispatcher: {}",
+            crate::error_chain(&e)
+        ))
+    })?;
     Ok(Dispatcher { prog, _map: map })
 }
 
@@ -614,16 +619,18 @@ impl XdpDispatcher {
                 format!("XDP program id {id} is attached but {reason}; detach it first"),
             )
         };
-        let dispatcher = Program::from_id(id).map_err(|e| not_ours(e.to_string()))?;
-        let info = dispatcher.info().map_err(|e| not_ours(e.to_string()))?;
+        let dispatcher = Program::from_id(id).map_err(|e| not_ours(crate::error_chain(&e)))?;
+        let info = dispatcher
+            .info()
+            .map_err(|e| not_ours(crate::error_chain(&e)))?;
         if info.name != DISPATCHER_NAME || info.map_ids.len() != 1 {
             return Err(not_ours(format!(
                 "it is '{}', not an XDP dispatcher",
                 info.name
             )));
         }
-        let map = Map::from_id(info.map_ids[0]).map_err(|e| not_ours(e.to_string()))?;
-        let minfo = map.info().map_err(|e| not_ours(e.to_string()))?;
+        let map = Map::from_id(info.map_ids[0]).map_err(|e| not_ours(crate::error_chain(&e)))?;
+        let minfo = map.info().map_err(|e| not_ours(crate::error_chain(&e)))?;
         if minfo.key_size != 4
             || minfo.max_entries != 1
             || minfo.flags.bits() & BPF_F_RDONLY_PROG == 0
@@ -632,7 +639,7 @@ impl XdpDispatcher {
         }
         let value = map
             .lookup_bytes(&0u32.to_ne_bytes(), Default::default())
-            .map_err(|e| not_ours(e.to_string()))?
+            .map_err(|e| not_ours(crate::error_chain(&e)))?
             .unwrap_or_default();
         let config = Config::parse(&value).map_err(not_ours)?;
         let dir = self.pin_dir(id);
@@ -641,8 +648,9 @@ impl XdpDispatcher {
             let path = dir.join(format!("prog{n}-prog"));
             let prog = Program::from_pin(&path, None).map_err(|e| {
                 not_ours(format!(
-                    "its slot {n} has no readable pin {}: {e}",
-                    path.display()
+                    "its slot {n} has no readable pin {}: {}",
+                    path.display(),
+                    crate::error_chain(&e)
                 ))
             })?;
             slots.push(Slot {
@@ -870,7 +878,7 @@ impl XdpDispatcher {
         for (n, (p, l)) in progs.iter().zip(links.iter_mut()).enumerate() {
             l.pin(&dir.join(format!("prog{n}-link")))?;
             p.pin(&dir.join(format!("prog{n}-prog")))
-                .map_err(|e| LinkError::target(M, what, e.to_string()))?;
+                .map_err(|e| LinkError::target(M, what, crate::error_chain(&e)))?;
         }
         Ok(())
     }

@@ -45,12 +45,20 @@ pub enum LoadError {
         /// The kernel's answer.
         source: SysError,
     },
-    /// The program cannot be loaded as prepared (Kiln refused before asking the kernel).
-    Invalid {
+    /// The program's license string contains a NUL byte, so it cannot be
+    /// passed to the kernel (Kiln refused before asking it).
+    LicenseNul {
         /// The program's name.
         program: String,
-        /// What is wrong.
-        message: String,
+    },
+    /// The kernel function or type a tp_btf, fentry/fexit, LSM or iterator
+    /// program names as its target could not be resolved in the kernel's BTF
+    /// (Kiln refused before asking the kernel).
+    AttachTarget {
+        /// The program's name.
+        program: String,
+        /// Why the target was not found.
+        source: crate::links::LinkError,
     },
 }
 
@@ -69,7 +77,12 @@ impl std::fmt::Display for LoadError {
                 source_line.as_ref(),
             )),
             LoadError::Syscall { program, .. } => write!(f, "program '{program}': cannot load it"),
-            LoadError::Invalid { program, message } => write!(f, "program '{program}': {message}"),
+            LoadError::LicenseNul { program } => {
+                write!(f, "program '{program}': its license contains a NUL byte")
+            }
+            LoadError::AttachTarget { program, .. } => {
+                write!(f, "program '{program}': cannot resolve its attach target")
+            }
         }
     }
 }
@@ -84,7 +97,8 @@ impl std::error::Error for LoadError {
             // (EPERM from a missing capability): then the hint is the point.
             LoadError::Verifier { log, .. } if !log.trim().is_empty() => None,
             LoadError::Verifier { source, .. } | LoadError::Syscall { source, .. } => Some(source),
-            LoadError::Invalid { .. } => None,
+            LoadError::AttachTarget { source, .. } => Some(source),
+            LoadError::LicenseNul { .. } => None,
         }
     }
 }
@@ -95,7 +109,8 @@ impl LoadError {
         match self {
             LoadError::Verifier { program, .. }
             | LoadError::Syscall { program, .. }
-            | LoadError::Invalid { program, .. } => program,
+            | LoadError::LicenseNul { program }
+            | LoadError::AttachTarget { program, .. } => program,
         }
     }
     /// The verifier's log, when the verifier ran.
@@ -111,7 +126,7 @@ impl LoadError {
             LoadError::Verifier { source, .. } | LoadError::Syscall { source, .. } => {
                 Some(source.errno())
             }
-            LoadError::Invalid { .. } => None,
+            LoadError::LicenseNul { .. } | LoadError::AttachTarget { .. } => None,
         }
     }
     /// Writes the whole verifier log to `dir/kiln-verifier-<program>-<pid>.log`
@@ -152,7 +167,8 @@ impl LoadError {
                 last_reason(log).unwrap_or_else(|| source.source.to_string())
             }
             LoadError::Syscall { source, .. } => source.source.to_string(),
-            LoadError::Invalid { message, .. } => message.clone(),
+            LoadError::LicenseNul { .. } => "its license contains a NUL byte".into(),
+            LoadError::AttachTarget { source, .. } => crate::error_chain(source),
         }
     }
 }
@@ -256,9 +272,8 @@ pub(super) fn load_with_log(
     insns: &[Insn],
     opts: &LoadOptions<'_>,
 ) -> Result<(OwnedFd, Option<String>), LoadError> {
-    let license = CString::new(opts.license).map_err(|_| LoadError::Invalid {
+    let license = CString::new(opts.license).map_err(|_| LoadError::LicenseNul {
         program: name.to_owned(),
-        message: "license contains a NUL byte".into(),
     })?;
     let level = match opts.log_level {
         VerifierLogLevel::OnFailure => None,
