@@ -303,7 +303,10 @@ fn readers_access(
                 ));
             }
         }
-        Err(e) => warnings.push(format!("setting the readers' access: {e}")),
+        Err(e) => warnings.push(format!(
+            "setting the readers' access: {}",
+            kiln_loader::error_chain(&e)
+        )),
     }
 }
 
@@ -672,7 +675,7 @@ impl Tx {
         object: &str,
         e: kiln_loader::EbpfError,
     ) -> ApplyError {
-        let mut message = e.to_string();
+        let mut message = kiln_loader::error_chain(&e);
         let kiln_loader::EbpfError::Program(le) = &e else {
             return kerr(format!("load object '{object}'"), message);
         };
@@ -1073,7 +1076,12 @@ fn detach_all(links: Vec<FdLink>) -> Vec<String> {
                 let detach = move || {
                     let r = link.detach();
                     drop(link);
-                    r.map_err(|e| format!("detaching a replaced link: {e}"))
+                    r.map_err(|e| {
+                        format!(
+                            "detaching a replaced link: {}",
+                            kiln_loader::error_chain(&e)
+                        )
+                    })
                 };
                 // Without a thread to spare, the closure is dropped, and
                 // with it the link's last fd: closing it lets the link go too.
@@ -1177,7 +1185,7 @@ fn pin_at(fd: BorrowedFd<'_>, path: &Path, opts: &ApplyOptions) -> Result<(), Ap
 /// both maps have types.
 fn migrate_map(resolved: &Resolved, name: &str, old: &Map, new: &Map) -> Result<usize, String> {
     use crate::migrate::{Side, copy_entries, kernel_btf};
-    let info = old.info().map_err(|e| e.to_string())?;
+    let info = old.info().map_err(|e| kiln_loader::error_chain(&e))?;
     let old_btf = (info.btf_id != 0 && info.btf_value_type_id != 0)
         .then(|| kernel_btf(info.btf_id).ok())
         .flatten();
@@ -1216,7 +1224,7 @@ pub fn attach(prog: BorrowedFd<'_>, how: &ResolvedAttach) -> Result<Box<dyn Link
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(25));
             }
-            r => return r.map_err(|e| e.to_string()),
+            r => return r.map_err(|e| kiln_loader::error_chain(&e)),
         }
     }
 }

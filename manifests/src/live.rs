@@ -223,7 +223,7 @@ pub fn open_live_map(
     if let Some(u) = observed.unpinned_maps.get(name) {
         return unpinned_map_by_id(name, u.map.id);
     }
-    Map::from_pin(&root.join(MAPS).join(name), flags).map_err(|e| e.to_string())
+    Map::from_pin(&root.join(MAPS).join(name), flags).map_err(|e| kiln_loader::error_chain(&e))
 }
 
 /// The unpinned map `name` found as `id` when planning, if it is still that
@@ -231,7 +231,7 @@ pub fn open_live_map(
 pub fn unpinned_map_by_id(name: &str, id: u32) -> Result<Map, String> {
     let gone = || format!("map id {id} (the unpinned map {name}) is gone");
     let map = Map::from_id(id).map_err(|_| gone())?;
-    let info = map.info().map_err(|e| e.to_string())?;
+    let info = map.info().map_err(|e| kiln_loader::error_chain(&e))?;
     if info.name != kernel_map_name(name) {
         return Err(gone());
     }
@@ -274,7 +274,7 @@ fn entries_over(
             for index in want.def.max_entries..live.def.max_entries {
                 let v = map
                     .lookup_bytes(&index.to_ne_bytes(), Default::default())
-                    .map_err(|e| failed(e.to_string()))?;
+                    .map_err(|e| failed(kiln_loader::error_chain(&e)))?;
                 if v.is_some_and(|v| v.iter().any(|b| *b != 0)) {
                     n += 1;
                 }
@@ -283,7 +283,7 @@ fn entries_over(
         } else {
             let mut count = 0usize;
             for key in map.keys_bytes() {
-                key.map_err(|e| failed(e.to_string()))?;
+                key.map_err(|e| failed(kiln_loader::error_chain(&e)))?;
                 count += 1;
             }
             count.saturating_sub(want.def.max_entries as usize)
@@ -325,7 +325,7 @@ pub fn entry_drift(
         let present: std::collections::BTreeSet<Vec<u8>> = if walk {
             map.keys_bytes()
                 .collect::<Result<_, _>>()
-                .map_err(|e| failed(e.to_string()))?
+                .map_err(|e| failed(kiln_loader::error_chain(&e)))?
         } else {
             Default::default()
         };
@@ -338,7 +338,7 @@ pub fn entry_drift(
                 continue;
             } else {
                 map.lookup_bytes(k, Default::default())
-                    .map_err(|e| failed(e.to_string()))?
+                    .map_err(|e| failed(kiln_loader::error_chain(&e)))?
             };
             if live.as_deref() != Some(v.as_slice()) {
                 drift.set.push((k.clone(), v.clone()));

@@ -292,7 +292,7 @@ pub fn compute(
         deployment: deployment.to_string(),
         items,
         extra,
-        apply_refuses: plan.err().map(|e| e.to_string()),
+        apply_refuses: plan.err().map(|e| kiln_loader::error_chain(e)),
         foreign: observed
             .foreign
             .iter()

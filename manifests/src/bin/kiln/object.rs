@@ -232,13 +232,13 @@ impl Outcome {
     fn failed(e: &kiln_loader::LoadError) -> Self {
         Outcome::Failed {
             reason: e.reason(),
-            detail: e.to_string(),
+            detail: kiln_loader::error_chain(e),
             errno: e.errno(),
             log: e.log().map(str::to_owned),
         }
     }
     fn failed_link(e: &kiln_loader::links::LinkError) -> Self {
-        let text = e.to_string();
+        let text = kiln_loader::error_chain(e);
         Outcome::Failed {
             reason: text.lines().next().unwrap_or_default().to_owned(),
             detail: text,
@@ -288,10 +288,13 @@ pub fn load(
     let spec = ObjectSpec::parse(&bytes).with_context(|| format!("parsing {}", path.display()))?;
     let object_name = kiln_obj::object_name_from_path(path);
     let pin_names = match pin_dir {
-        Some(_) => Some(
-            spec.map_pin_names(&object_name)
-                .map_err(|e| anyhow::anyhow!("{}: cannot pin its maps: {e}", path.display()))?,
-        ),
+        Some(_) => Some(spec.map_pin_names(&object_name).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: cannot pin its maps: {}",
+                path.display(),
+                kiln_loader::error_chain(&e)
+            )
+        })?),
         None => None,
     };
     for t in attach_targets {
