@@ -1210,7 +1210,7 @@ fn migrate_map(resolved: &Resolved, name: &str, old: &Map, new: &Map) -> Result<
         )),
         _ => None,
     };
-    copy_entries(old, new, types)
+    copy_entries(old, new, types).map_err(|e| kiln_loader::error_chain(&e))
 }
 
 /// Attaches, retrying briefly while the hook is busy: the kernel releases a

@@ -18,13 +18,93 @@ pub struct Side<'a> {
     pub value: TypeId,
 }
 
+/// Why a map's entries could not be carried into its new definition.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    /// The live map's BTF object could not be opened by id.
+    #[error(transparent)]
+    KernelBtf(#[from] kiln_loader::btf::BtfError),
+    /// The live map's BTF object could not be read.
+    #[error("reading BTF id {id}")]
+    KernelBtfRead {
+        /// The BTF object's id.
+        id: u32,
+        /// The failed bpf(2) call.
+        #[source]
+        source: kiln_loader::SysError,
+    },
+    /// The live map's BTF object is malformed.
+    #[error("BTF id {id}")]
+    KernelBtfParse {
+        /// The BTF object's id.
+        id: u32,
+        /// What is malformed.
+        #[source]
+        source: kiln_obj::btf::BtfError,
+    },
+    /// Reading the old map or sizing the new one failed.
+    #[error(transparent)]
+    Map(#[from] kiln_loader::MapError),
+    /// An entry's key or value does not convert to the new type.
+    #[error("{part}")]
+    Entry {
+        /// "key" or "value".
+        part: &'static str,
+        /// Why.
+        #[source]
+        source: ConvertError,
+    },
+    /// Sizes differ and there are no types to convert by.
+    #[error("key or value size changed and the maps carry no BTF to convert entries")]
+    NoBtf,
+}
+
+/// Why bytes of one BTF type could not be re-encoded as another.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// A type of either side could not be resolved in its BTF.
+    #[error("BTF")]
+    Btf(#[from] kiln_obj::btf::BtfError),
+    /// A struct member (by name) or an array element (`[index]`) failed.
+    #[error("{field}")]
+    Field {
+        /// The member's name or `[index]`.
+        field: String,
+        /// Why.
+        #[source]
+        source: Box<ConvertError>,
+    },
+    /// The two types do not convert into each other (sizes without types,
+    /// or kinds of different sizes).
+    #[error("{from} cannot become {to}")]
+    Incompatible {
+        /// The old type, with its size.
+        from: String,
+        /// The new type, with its size.
+        to: String,
+    },
+    /// The source or destination bytes are shorter than their type, or a
+    /// member or element lies outside them: which bytes.
+    #[error("{0}")]
+    Bounds(&'static str),
+}
+
+impl ConvertError {
+    fn field(field: impl Into<String>) -> impl FnOnce(ConvertError) -> ConvertError {
+        move |source| ConvertError::Field {
+            field: field.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
 /// Reads a BTF object back from the kernel by id.
-pub fn kernel_btf(id: u32) -> Result<Btf, String> {
-    let btf = kiln_loader::Btf::from_kernel_id(id).map_err(|e| kiln_loader::error_chain(&e))?;
+pub fn kernel_btf(id: u32) -> Result<Btf, MigrateError> {
+    let btf = kiln_loader::Btf::from_kernel_id(id)?;
     let buf = btf
         .bytes()
-        .map_err(|e| format!("read BTF id {id}: {}", kiln_loader::error_chain(&e)))?;
-    Btf::parse(&buf).map_err(|e| format!("BTF id {id}: {}", kiln_loader::error_chain(&e)))
+        .map_err(|source| MigrateError::KernelBtfRead { id, source })?;
+    Btf::parse(&buf).map_err(|source| MigrateError::KernelBtfParse { id, source })
 }
 
 /// Elements read and written per batch: what a migration holds in memory,
@@ -42,25 +122,21 @@ pub fn copy_entries(
     old: &Map,
     new: &Map,
     types: Option<(Side<'_>, Side<'_>)>,
-) -> Result<usize, String> {
+) -> Result<usize, MigrateError> {
     let sizes = Sizes {
         key: new.key_size() as usize,
-        value: new
-            .value_buf_len()
-            .map_err(|e| kiln_loader::error_chain(&e))?,
+        value: new.value_buf_len()?,
     };
-    let convert = |k: &[u8], v: &[u8]| -> Result<(Vec<u8>, Vec<u8>), String> {
+    let entry = |part| move |source| MigrateError::Entry { part, source };
+    let convert = |k: &[u8], v: &[u8]| -> Result<(Vec<u8>, Vec<u8>), MigrateError> {
         match &types {
             Some((from, to)) => Ok((
-                one(from.btf, from.key, to.btf, to.key, k, sizes.key)
-                    .map_err(|e| format!("key: {e}"))?,
+                one(from.btf, from.key, to.btf, to.key, k, sizes.key).map_err(entry("key"))?,
                 one(from.btf, from.value, to.btf, to.value, v, sizes.value)
-                    .map_err(|e| format!("value: {e}"))?,
+                    .map_err(entry("value"))?,
             )),
             None if k.len() == sizes.key && v.len() == sizes.value => Ok((k.to_vec(), v.to_vec())),
-            None => {
-                Err("key or value size changed and the maps carry no BTF to convert entries".into())
-            }
+            None => Err(MigrateError::NoBtf),
         }
     };
     match copy_by_batches(old, new, sizes, &convert)? {
@@ -75,7 +151,7 @@ struct Sizes {
     value: usize,
 }
 
-type Convert<'a> = dyn Fn(&[u8], &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> + 'a;
+type Convert<'a> = dyn Fn(&[u8], &[u8]) -> Result<(Vec<u8>, Vec<u8>), MigrateError> + 'a;
 
 /// The batch copy; `None` when the first batch lookup is refused as
 /// unsupported (nothing copied yet).
@@ -84,12 +160,10 @@ fn copy_by_batches(
     new: &Map,
     to: Sizes,
     convert: &Convert<'_>,
-) -> Result<Option<usize>, String> {
+) -> Result<Option<usize>, MigrateError> {
     const ENOTSUPP: i32 = 524;
     let ks = old.key_size() as usize;
-    let vs = old
-        .value_buf_len()
-        .map_err(|e| kiln_loader::error_chain(&e))?;
+    let vs = old.value_buf_len()?;
     let mut chunk = CHUNK.min(old.max_entries().max(1) as usize);
     let (mut keys, mut values) = (vec![0u8; chunk * ks], vec![0u8; chunk * vs]);
     let mut tokens = [vec![0u8; ks.max(4)], vec![0u8; ks.max(4)]];
@@ -117,7 +191,7 @@ fn copy_by_batches(
                     values.resize(chunk * vs, 0);
                     continue;
                 }
-                _ => return Err(e.to_string()),
+                _ => return Err(e.into()),
             },
         };
         first = false;
@@ -154,14 +228,11 @@ fn write_chunk(new: &Map, to: Sizes, keys: &[u8], values: &[u8]) -> usize {
 
 /// The copy for maps without batch operations: key by key as the walk
 /// finds them (never every key first).
-fn copy_one_by_one(old: &Map, new: &Map, convert: &Convert<'_>) -> Result<usize, String> {
+fn copy_one_by_one(old: &Map, new: &Map, convert: &Convert<'_>) -> Result<usize, MigrateError> {
     let mut copied = 0;
     for k in old.keys_bytes() {
-        let k = k.map_err(|e| kiln_loader::error_chain(&e))?;
-        let Some(v) = old
-            .lookup_bytes(&k, UpdateFlags::ANY)
-            .map_err(|e| kiln_loader::error_chain(&e))?
-        else {
+        let k = k?;
+        let Some(v) = old.lookup_bytes(&k, UpdateFlags::ANY)? else {
             continue;
         };
         let (k2, v2) = convert(&k, &v)?;
@@ -180,13 +251,13 @@ fn one(
     to: TypeId,
     bytes: &[u8],
     size: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ConvertError> {
     if from == 0 || to == 0 {
         if bytes.len() != size {
-            return Err(format!(
-                "{} bytes cannot become {size} without BTF types",
-                bytes.len()
-            ));
+            return Err(ConvertError::Incompatible {
+                from: format!("{} bytes", bytes.len()),
+                to: format!("{size} without BTF types"),
+            });
         }
         return Ok(bytes.to_vec());
     }
@@ -201,7 +272,7 @@ pub fn convert(
     to: TypeId,
     bytes: &[u8],
     size: usize,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ConvertError> {
     let mut out = vec![0u8; size];
     conv(from_btf, from, to_btf, to, bytes, &mut out)?;
     Ok(out)
@@ -223,8 +294,10 @@ fn int_of(ty: &Type) -> Option<(usize, bool)> {
     }
 }
 
-fn read_int(src: &[u8], size: usize, signed: bool) -> Result<i128, String> {
-    let b = src.get(..size).ok_or("source too short")?;
+fn read_int(src: &[u8], size: usize, signed: bool) -> Result<i128, ConvertError> {
+    let b = src
+        .get(..size)
+        .ok_or(ConvertError::Bounds("source too short"))?;
     let mut raw = [0u8; 16];
     raw[..size].copy_from_slice(b);
     let mut v = i128::from_le_bytes(raw);
@@ -241,18 +314,14 @@ fn conv(
     to: TypeId,
     src: &[u8],
     dst: &mut [u8],
-) -> Result<(), String> {
-    let (_, ft) = fb
-        .skip_modifiers(from)
-        .map_err(|e| kiln_loader::error_chain(&e))?;
-    let (_, tt) = tb
-        .skip_modifiers(to)
-        .map_err(|e| kiln_loader::error_chain(&e))?;
+) -> Result<(), ConvertError> {
+    let (_, ft) = fb.skip_modifiers(from)?;
+    let (_, tt) = tb.skip_modifiers(to)?;
     if let (Some((fs, fsigned)), Some((ts, _))) = (int_of(&ft), int_of(&tt)) {
         let v = read_int(src, fs, fsigned)?;
         let bytes = v.to_le_bytes();
         dst.get_mut(..ts)
-            .ok_or("destination too short")?
+            .ok_or(ConvertError::Bounds("destination too short"))?
             .copy_from_slice(&bytes[..ts]);
         return Ok(());
     }
@@ -296,16 +365,12 @@ fn conv(
                     let fw = if fbits > 0 {
                         fbits
                     } else {
-                        fb.resolve_size(old.type_id)
-                            .map_err(|e| kiln_loader::error_chain(&e))?
-                            * 8
+                        fb.resolve_size(old.type_id)? * 8
                     };
                     let tw = if tbits > 0 {
                         tbits
                     } else {
-                        tb.resolve_size(m.type_id)
-                            .map_err(|e| kiln_loader::error_chain(&e))?
-                            * 8
+                        tb.resolve_size(m.type_id)? * 8
                     };
                     let v = get_bits(src, fo, fw);
                     put_bits(dst, to_, tw.min(128), v);
@@ -313,11 +378,11 @@ fn conv(
                 }
                 let s = src
                     .get((fo / 8) as usize..)
-                    .ok_or("member outside the old value")?;
+                    .ok_or(ConvertError::Bounds("member outside the old value"))?;
                 let d = dst
                     .get_mut((to_ / 8) as usize..)
-                    .ok_or("member outside the new value")?;
-                conv(fb, old.type_id, tb, m.type_id, s, d).map_err(|e| format!("{name}: {e}"))?;
+                    .ok_or(ConvertError::Bounds("member outside the new value"))?;
+                conv(fb, old.type_id, tb, m.type_id, s, d).map_err(ConvertError::field(name))?;
             }
             Ok(())
         }
@@ -333,38 +398,33 @@ fn conv(
                 ..
             },
         ) => {
-            let fsz = fb
-                .resolve_size(*fe)
-                .map_err(|e| kiln_loader::error_chain(&e))? as usize;
-            let tsz = tb
-                .resolve_size(*te)
-                .map_err(|e| kiln_loader::error_chain(&e))? as usize;
+            let fsz = fb.resolve_size(*fe)? as usize;
+            let tsz = tb.resolve_size(*te)? as usize;
             for i in 0..(*fnum).min(*tnum) as usize {
-                let s = src.get(i * fsz..).ok_or("array outside the old value")?;
+                let s = src
+                    .get(i * fsz..)
+                    .ok_or(ConvertError::Bounds("array outside the old value"))?;
                 let d = dst
                     .get_mut(i * tsz..)
-                    .ok_or("array outside the new value")?;
-                conv(fb, *fe, tb, *te, s, d).map_err(|e| format!("[{i}]: {e}"))?;
+                    .ok_or(ConvertError::Bounds("array outside the new value"))?;
+                conv(fb, *fe, tb, *te, s, d).map_err(ConvertError::field(format!("[{i}]")))?;
             }
             Ok(())
         }
         _ => {
-            let fs = fb
-                .resolve_size(from)
-                .map_err(|e| kiln_loader::error_chain(&e))? as usize;
-            let ts = tb
-                .resolve_size(to)
-                .map_err(|e| kiln_loader::error_chain(&e))? as usize;
+            let fs = fb.resolve_size(from)? as usize;
+            let ts = tb.resolve_size(to)? as usize;
             if fs != ts {
-                return Err(format!(
-                    "{:?} of {fs} bytes cannot become {:?} of {ts} bytes",
-                    ft.kind(),
-                    tt.kind()
-                ));
+                return Err(ConvertError::Incompatible {
+                    from: format!("{:?} of {fs} bytes", ft.kind()),
+                    to: format!("{:?} of {ts} bytes", tt.kind()),
+                });
             }
-            let s = src.get(..fs).ok_or("source too short")?;
+            let s = src
+                .get(..fs)
+                .ok_or(ConvertError::Bounds("source too short"))?;
             dst.get_mut(..ts)
-                .ok_or("destination too short")?
+                .ok_or(ConvertError::Bounds("destination too short"))?
                 .copy_from_slice(s);
             Ok(())
         }
