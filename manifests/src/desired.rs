@@ -637,6 +637,7 @@ fn kiln_values(
     lpm: bool,
 ) -> Result<Vec<u8>, String> {
     crate::values::encode_typed(btf, id, v.get_ref(), size as usize, lpm)
+        .map_err(|e| kiln_loader::error_chain(&e))
 }
 
 /// A value for a message: scalars shown, tables and arrays not (the error

@@ -16,6 +16,41 @@ use std::net::IpAddr;
 use kiln_obj::btf::Btf;
 use kiln_obj::btf::types::{Member, Type, TypeId};
 
+/// Why a TOML value cannot be the bytes of its key, value or variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    /// The object's BTF type could not be resolved.
+    #[error("BTF")]
+    Btf(#[from] kiln_obj::btf::BtfError),
+    /// A struct member (by name) or an array element (`[index]`) is wrong.
+    #[error("{field}")]
+    Field {
+        /// The member's name or `[index]`.
+        field: String,
+        /// What is wrong with it.
+        #[source]
+        source: Box<ValueError>,
+    },
+    /// The value does not fit its type or size (the message says how).
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+impl ValueError {
+    fn field(field: impl Into<String>) -> impl FnOnce(ValueError) -> ValueError {
+        move |source| ValueError::Field {
+            field: field.into(),
+            source: Box::new(source),
+        }
+    }
+}
+
+impl From<String> for ValueError {
+    fn from(message: String) -> Self {
+        ValueError::Mismatch(message)
+    }
+}
+
 /// Encodes `value` as BTF type `id` of `btf` when both are known (an LPM key
 /// given as an IP prefix string is encoded as a prefix either way), else by size.
 pub fn encode_typed(
@@ -24,7 +59,7 @@ pub fn encode_typed(
     value: &toml::Value,
     size: usize,
     lpm_key: bool,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, ValueError> {
     let (Some(btf), Some(id)) = (btf, id.filter(|i| *i != 0)) else {
         return encode(value, size, lpm_key);
     };
@@ -55,10 +90,8 @@ fn write_typed(
     out: &mut [u8],
     off: usize,
     bit_off: u32,
-) -> Result<(), String> {
-    let (id, ty) = btf
-        .skip_modifiers(id)
-        .map_err(|e| kiln_loader::error_chain(&e))?;
+) -> Result<(), ValueError> {
+    let (id, ty) = btf.skip_modifiers(id)?;
     let ty = match ty {
         Type::Var { type_id, .. } => return write_typed(btf, type_id, value, out, off, bit_off),
         t => t,
@@ -86,7 +119,8 @@ fn write_typed(
                             "an integer"
                         },
                         other.type_str()
-                    ));
+                    )
+                    .into());
                 }
             };
             let width = u32::from(bits).min(size * 8);
@@ -97,10 +131,9 @@ fn write_typed(
                 (0, (1i128 << width) - 1)
             };
             if v < lo || v > hi {
-                return Err(format!(
-                    "{v} does not fit {} ({lo}..={hi})",
-                    type_name(btf, id)
-                ));
+                return Err(
+                    format!("{v} does not fit {} ({lo}..={hi})", type_name(btf, id)).into(),
+                );
             }
             put_bits(out, off, bit_off, width, v as u128)
         }
@@ -122,7 +155,8 @@ fn write_typed(
                                 "'{name}' is not a value of enum {} (it has: {})",
                                 type_name(btf, id),
                                 names.join(", ")
-                            ));
+                            )
+                            .into());
                         }
                     }
                 }
@@ -131,7 +165,8 @@ fn write_typed(
                         "enum {} wants a name or an integer, found {}",
                         type_name(btf, id),
                         other.type_str()
-                    ));
+                    )
+                    .into());
                 }
             };
             put_bits(out, off, bit_off, size * 8, u128::from(v))
@@ -141,16 +176,17 @@ fn write_typed(
                 toml::Value::Float(f) => *f,
                 toml::Value::Integer(i) => *i as f64,
                 other => {
-                    return Err(format!(
-                        "a float wants a number, found {}",
-                        other.type_str()
-                    ));
+                    return Err(
+                        format!("a float wants a number, found {}", other.type_str()).into(),
+                    );
                 }
             };
             let bytes = match size {
                 4 => (f as f32).to_le_bytes().to_vec(),
                 8 => f.to_le_bytes().to_vec(),
-                _ => return Err(format!("{size}-byte floats are not supported")),
+                _ => {
+                    return Err(format!("{size}-byte floats are not supported").into());
+                }
             };
             slot(out, off, bytes.len())?.copy_from_slice(&bytes);
             Ok(())
@@ -160,25 +196,19 @@ fn write_typed(
                 slot(out, off, 8)?.copy_from_slice(&i.to_le_bytes());
                 Ok(())
             }
-            other => Err(format!(
-                "a pointer wants an integer, found {}",
-                other.type_str()
-            )),
+            other => Err(format!("a pointer wants an integer, found {}", other.type_str()).into()),
         },
         Type::Array { elem, nelems, .. } => {
-            let esize = btf
-                .resolve_size(elem)
-                .map_err(|e| kiln_loader::error_chain(&e))? as usize;
-            let (_, ety) = btf
-                .skip_modifiers(elem)
-                .map_err(|e| kiln_loader::error_chain(&e))?;
+            let esize = btf.resolve_size(elem)? as usize;
+            let (_, ety) = btf.skip_modifiers(elem)?;
             match value {
                 toml::Value::String(s) if esize == 1 && matches!(ety, Type::Int { .. }) => {
                     if s.len() > nelems as usize {
                         return Err(format!(
                             "\"{s}\" has {} bytes, the array holds {nelems}",
                             s.len()
-                        ));
+                        )
+                        .into());
                     }
                     slot(out, off, s.len())?.copy_from_slice(s.as_bytes());
                     Ok(())
@@ -188,18 +218,20 @@ fn write_typed(
                         return Err(format!(
                             "{} items given, the array holds {nelems}",
                             items.len()
-                        ));
+                        )
+                        .into());
                     }
                     for (i, item) in items.iter().enumerate() {
                         write_typed(btf, elem, item, out, off + i * esize, 0)
-                            .map_err(|e| format!("[{i}]: {e}"))?;
+                            .map_err(ValueError::field(format!("[{i}]")))?;
                     }
                     Ok(())
                 }
                 other => Err(format!(
                     "an array of {nelems} wants a TOML array, found {}",
                     other.type_str()
-                )),
+                )
+                .into()),
             }
         }
         Type::Struct {
@@ -214,13 +246,13 @@ fn write_typed(
                     "{} wants a table {{ member = value, ... }}, found {}",
                     type_name(btf, id),
                     value.type_str()
-                ));
+                )
+                .into());
             };
             if is_union && table.len() != 1 {
-                return Err(format!(
-                    "union {} takes exactly one member",
-                    type_name(btf, id)
-                ));
+                return Err(
+                    format!("union {} takes exactly one member", type_name(btf, id)).into(),
+                );
             }
             for (key, v) in table {
                 let m: &Member = members
@@ -247,17 +279,18 @@ fn write_typed(
                             return Err(format!(
                                 "{key}: a bitfield wants an integer, found {}",
                                 other.type_str()
-                            ));
+                            )
+                            .into());
                         }
                     };
                     if bf < 128 && raw >> bf != 0 {
-                        return Err(format!("{key}: {raw} does not fit a {bf}-bit field"));
+                        return Err(format!("{key}: {raw} does not fit a {bf}-bit field").into());
                     }
                     put_bits(out, off + (bits / 8) as usize, bits % 8, bf, raw)
-                        .map_err(|e| format!("{key}: {e}"))?;
+                        .map_err(ValueError::field(key))?;
                 } else {
                     write_typed(btf, m.type_id, v, out, off + (bits / 8) as usize, 0)
-                        .map_err(|e| format!("{key}: {e}"))?;
+                        .map_err(ValueError::field(key))?;
                 }
             }
             Ok(())
@@ -265,18 +298,28 @@ fn write_typed(
         other => Err(format!(
             "values of BTF kind {:?} cannot be written from a manifest",
             other.kind()
-        )),
+        )
+        .into()),
     }
 }
 
-fn slot(out: &mut [u8], off: usize, len: usize) -> Result<&mut [u8], String> {
+fn slot(out: &mut [u8], off: usize, len: usize) -> Result<&mut [u8], ValueError> {
     let n = out.len();
-    out.get_mut(off..off + len)
-        .ok_or_else(|| format!("{len} bytes at offset {off} do not fit the {n}-byte slot"))
+    out.get_mut(off..off + len).ok_or_else(|| {
+        ValueError::Mismatch(format!(
+            "{len} bytes at offset {off} do not fit the {n}-byte slot"
+        ))
+    })
 }
 
 /// Writes the low `width` bits of `v`, little endian, starting `bit_off` bits into byte `off`.
-fn put_bits(out: &mut [u8], off: usize, bit_off: u32, width: u32, v: u128) -> Result<(), String> {
+fn put_bits(
+    out: &mut [u8],
+    off: usize,
+    bit_off: u32,
+    width: u32,
+    v: u128,
+) -> Result<(), ValueError> {
     let nbytes = (bit_off + width).div_ceil(8) as usize;
     let s = slot(out, off, nbytes)?;
     for bit in 0..width {
@@ -293,12 +336,14 @@ fn put_bits(out: &mut [u8], off: usize, bit_off: u32, width: u32, v: u128) -> Re
 }
 
 /// Encodes `value` into exactly `size` bytes.
-pub fn encode(value: &toml::Value, size: usize, lpm_key: bool) -> Result<Vec<u8>, String> {
+pub fn encode(value: &toml::Value, size: usize, lpm_key: bool) -> Result<Vec<u8>, ValueError> {
     match value {
         toml::Value::Integer(i) => encode_int(*i, size),
         toml::Value::Boolean(b) => {
             if size == 0 {
-                return Err("a boolean needs at least 1 byte, this slot has 0".into());
+                return Err(ValueError::Mismatch(
+                    "a boolean needs at least 1 byte, this slot has 0".into(),
+                ));
             }
             let mut v = vec![0; size];
             v[0] = u8::from(*b);
@@ -311,7 +356,8 @@ pub fn encode(value: &toml::Value, size: usize, lpm_key: bool) -> Result<Vec<u8>
                 return Err(format!(
                     "string \"{s}\" has {} bytes, the slot holds {size}",
                     b.len()
-                ));
+                )
+                .into());
             }
             let mut v = b.to_vec();
             v.resize(size, 0);
@@ -323,47 +369,47 @@ pub fn encode(value: &toml::Value, size: usize, lpm_key: bool) -> Result<Vec<u8>
                 match item {
                     toml::Value::Integer(i) if (0..=255).contains(i) => v.push(*i as u8),
                     other => {
-                        return Err(format!(
-                            "array items must be bytes (0..=255), found {other}"
-                        ));
+                        return Err(
+                            format!("array items must be bytes (0..=255), found {other}").into(),
+                        );
                     }
                 }
             }
             if v.len() != size {
-                return Err(format!(
-                    "{} bytes given, the slot holds exactly {size}",
-                    v.len()
-                ));
+                return Err(
+                    format!("{} bytes given, the slot holds exactly {size}", v.len()).into(),
+                );
             }
             Ok(v)
         }
         other => Err(format!(
             "a {} cannot be encoded without BTF type information",
             other.type_str()
-        )),
+        )
+        .into()),
     }
 }
 
-fn encode_int(i: i64, size: usize) -> Result<Vec<u8>, String> {
+fn encode_int(i: i64, size: usize) -> Result<Vec<u8>, ValueError> {
     let fits = match size {
         1 => (i8::MIN as i64..=u8::MAX as i64).contains(&i),
         2 => (i16::MIN as i64..=u16::MAX as i64).contains(&i),
         4 => (i32::MIN as i64..=u32::MAX as i64).contains(&i),
         8 => true,
         _ => {
-            return Err(format!(
-                "an integer needs a 1, 2, 4 or 8 byte slot, this one has {size}"
-            ));
+            return Err(
+                format!("an integer needs a 1, 2, 4 or 8 byte slot, this one has {size}").into(),
+            );
         }
     };
     if !fits {
-        return Err(format!("{i} does not fit in {size} byte(s)"));
+        return Err(format!("{i} does not fit in {size} byte(s)").into());
     }
     Ok(i.to_le_bytes()[..size].to_vec())
 }
 
 /// `"10.0.0.0/8"` as `struct { u32 prefixlen; u8 addr[]; }`.
-fn encode_prefix(s: &str, size: usize) -> Result<Vec<u8>, String> {
+fn encode_prefix(s: &str, size: usize) -> Result<Vec<u8>, ValueError> {
     let (addr, len) = match s.split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
@@ -385,13 +431,15 @@ fn encode_prefix(s: &str, size: usize) -> Result<Vec<u8>, String> {
     if len > max {
         return Err(format!(
             "\"{s}\": prefix length {len} is longer than the address ({max} bits)"
-        ));
+        )
+        .into());
     }
     if 4 + bytes.len() != size {
         return Err(format!(
             "\"{s}\" makes a {}-byte LPM key, the map's key is {size} bytes",
             4 + bytes.len()
-        ));
+        )
+        .into());
     }
     let mut v = len.to_le_bytes().to_vec();
     v.extend_from_slice(&bytes);
@@ -410,6 +458,7 @@ mod tests {
         assert!(
             encode(&Value::Integer(256), 1, false)
                 .unwrap_err()
+                .to_string()
                 .contains("does not fit")
         );
         assert_eq!(encode(&Value::Boolean(true), 1, false).unwrap(), [1]);
