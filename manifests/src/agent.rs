@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::Deployment;
-use crate::apply::ApplyOptions;
+use crate::apply::{ApplyError, ApplyOptions};
 use crate::desired::ResolvedAttach;
 
 /// How the agent runs.
@@ -133,6 +133,45 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why one manifest could not be reconciled (the agent logs it and retries
+/// on the next pass).
+#[derive(Debug, thiserror::Error)]
+enum ReconcileError {
+    /// The manifest is invalid: its diagnostics, each naming its line.
+    #[error("{0}")]
+    Invalid(crate::Diagnostics),
+    #[error("{}", .path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", .path.display())]
+    Toml {
+        path: PathBuf,
+        #[source]
+        source: toml::de::Error,
+    },
+    /// The manifest rewritten with `attach = "none"` for the held programs.
+    #[error("{}: rewriting the held programs' attach", .path.display())]
+    Derive {
+        path: PathBuf,
+        #[source]
+        source: toml::ser::Error,
+    },
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("program '{name}' at {}", .pin.display())]
+    Pinned {
+        name: String,
+        pin: PathBuf,
+        #[source]
+        source: kiln_loader::programs::ProgramError,
+    },
+    #[error("program '{name}': holding its attachment: {reason}")]
+    Hold { name: String, reason: String },
 }
 
 /// The reconciler over one directory.
@@ -246,9 +285,7 @@ impl Agent {
     fn reconcile(&mut self, file: &str, path: &Path) {
         let started = Instant::now();
         let result = self.load(path).and_then(|(d, hold)| {
-            let outcome = d
-                .apply(&self.opts.apply)
-                .map_err(|e| kiln_loader::error_chain(&e))?;
+            let outcome = d.apply(&self.opts.apply)?;
             self.hold(file, &d, &hold)?;
             Ok((d, outcome))
         });
@@ -300,7 +337,9 @@ impl Agent {
                     self.log("warn", Some(file), "warning", w);
                 }
             }
-            Err(message) => {
+            Err(e) => {
+                // One line for the log and the status: the whole chain.
+                let message = kiln_loader::error_chain(&e);
                 let first_failure = {
                     let mut st = self.lock();
                     let m = st.manifests.entry(file.to_string()).or_default();
@@ -329,13 +368,16 @@ impl Agent {
     /// must hold itself: where the kernel cannot pin them, those programs
     /// are applied with `attach = "none"` (loaded and pinned) and attached
     /// by [`Agent::hold`].
-    fn load(&self, path: &Path) -> Result<(Deployment, Vec<(String, ResolvedAttach)>), String> {
-        let plain = || Deployment::load(path, &BTreeMap::new()).map_err(|d| d.to_string());
+    fn load(
+        &self,
+        path: &Path,
+    ) -> Result<(Deployment, Vec<(String, ResolvedAttach)>), ReconcileError> {
+        let plain = || Deployment::load(path, &BTreeMap::new()).map_err(ReconcileError::Invalid);
         if !self.opts.hold_perf_attachments && crate::features::can_pin_perf_attachments() {
             return plain().map(|d| (d, Vec::new()));
         }
-        let offline =
-            Deployment::load_offline(path, &BTreeMap::new(), false).map_err(|d| d.to_string())?;
+        let offline = Deployment::load_offline(path, &BTreeMap::new(), false)
+            .map_err(ReconcileError::Invalid)?;
         let hold: Vec<(String, ResolvedAttach)> = offline
             .resolved
             .builds
@@ -352,10 +394,14 @@ impl Agent {
         if hold.is_empty() {
             return plain().map(|d| (d, hold));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut doc: toml::Table = text
-            .parse()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|source| ReconcileError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut doc: toml::Table = text.parse().map_err(|source| ReconcileError::Toml {
+            path: path.to_owned(),
+            source,
+        })?;
         for (name, _) in &hold {
             if let Some(program) = doc
                 .get_mut("programs")
@@ -365,8 +411,11 @@ impl Agent {
                 program.insert("attach".into(), toml::Value::String("none".into()));
             }
         }
-        let derived = toml::to_string(&doc).map_err(|e| format!("{}: {e}", path.display()))?;
-        let d = Deployment::from_text(path, &derived).map_err(|d| d.to_string())?;
+        let derived = toml::to_string(&doc).map_err(|source| ReconcileError::Derive {
+            path: path.to_owned(),
+            source,
+        })?;
+        let d = Deployment::from_text(path, &derived).map_err(ReconcileError::Invalid)?;
         Ok((d, hold))
     }
 
@@ -378,18 +427,26 @@ impl Agent {
         file: &str,
         d: &Deployment,
         hold: &[(String, ResolvedAttach)],
-    ) -> Result<(), String> {
+    ) -> Result<(), ReconcileError> {
         let root = d.manifest.pin_root();
         for (name, how) in hold {
             let pin = root.join(crate::live::PROGS).join(name);
-            let prog = kiln_loader::Program::from_pin(&pin, None)
-                .map_err(|e| format!("program '{name}' at {}: {e}", pin.display()))?;
+            let prog = kiln_loader::Program::from_pin(&pin, None).map_err(|source| {
+                ReconcileError::Pinned {
+                    name: name.clone(),
+                    pin: pin.clone(),
+                    source,
+                }
+            })?;
             let key = (file.to_string(), name.clone());
             if self.held.get(&key).is_some_and(|h| h.prog_id == prog.id()) {
                 continue;
             }
-            let link = crate::apply::attach(prog.fd(), how)
-                .map_err(|e| format!("program '{name}': holding its attachment: {e}"))?;
+            let link =
+                crate::apply::attach(prog.fd(), how).map_err(|reason| ReconcileError::Hold {
+                    name: name.clone(),
+                    reason,
+                })?;
             let target = crate::desired::describe(how).description;
             self.log(
                 "info",

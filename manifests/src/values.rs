@@ -22,15 +22,10 @@ pub enum ValueError {
     /// The object's BTF type could not be resolved.
     #[error("BTF")]
     Btf(#[from] kiln_obj::btf::BtfError),
-    /// A struct member (by name) or an array element (`[index]`) is wrong.
-    #[error("{field}")]
-    Field {
-        /// The member's name or `[index]`.
-        field: String,
-        /// What is wrong with it.
-        #[source]
-        source: Box<ValueError>,
-    },
+    /// The value of a struct member (named by the first field) or of an
+    /// array element (`[index]`) is wrong; the second says how.
+    #[error("{0}")]
+    Field(String, #[source] Box<ValueError>),
     /// The value does not fit its type or size (the message says how).
     #[error("{0}")]
     Mismatch(String),
@@ -38,10 +33,7 @@ pub enum ValueError {
 
 impl ValueError {
     fn field(field: impl Into<String>) -> impl FnOnce(ValueError) -> ValueError {
-        move |source| ValueError::Field {
-            field: field.into(),
-            source: Box::new(source),
-        }
+        move |source| ValueError::Field(field.into(), Box::new(source))
     }
 }
 
