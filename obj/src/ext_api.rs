@@ -132,3 +132,27 @@ fn is_library_file(path: &str) -> bool {
         .iter()
         .any(|dir| path.contains(dir))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_library_file;
+
+    #[test]
+    fn library_files_are_toolchain_paths() {
+        for lib in [
+            "/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/core/src/ptr/mod.rs",
+            "/usr/lib/rustlib/src/rust/library/core/src/slice/index.rs",
+            "/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/memchr-2.7.4/src/lib.rs",
+            "/usr/include/bpf/bpf_helpers.h",
+        ] {
+            assert!(is_library_file(lib), "{lib}");
+        }
+        for own in [
+            "/kiln/loader/tests/bpf/loader_bad_inline.h",
+            "src/main.rs",
+            "/home/me/tracer/tracer-ebpf/src/main.rs",
+        ] {
+            assert!(!is_library_file(own), "{own}");
+        }
+    }
+}

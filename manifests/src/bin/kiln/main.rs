@@ -246,8 +246,8 @@ fn invalid(d: kiln_manifest::Diagnostics) -> anyhow::Error {
     Invalid(d).into()
 }
 
-/// The error and its causes, each once: library errors often repeat their
-/// source in their own message, which `{:#}` would print twice.
+/// The error and its causes on one line. Kiln's errors name only their own
+/// context and leave the cause to `source()`, so each cause prints once.
 fn render(e: &anyhow::Error) -> String {
     format!("{e:#}")
 }
