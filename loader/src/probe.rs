@@ -108,7 +108,7 @@ fn btf_probed() -> (bool, BtfFeatures) {
 }
 
 /// Feature `name` (a program or map type name, or one of `bpf_link`,
-/// `tcx`, `btf`, `ringbuf`, `bpf_cookie`, `batch_ops`, `mmapable_arrays`,
+/// `tcx`, `xdp_link` (5.9), `btf`, `ringbuf`, `bpf_cookie`, `batch_ops`, `mmapable_arrays`,
 /// `prog_bind_map`): probed only when first asked, unlike [`features`],
 /// which probes everything. The verdict is kept for the process and, as
 /// root, for the rest of the boot (a root-only cache in `/run/kiln`), so a
@@ -142,6 +142,7 @@ pub fn feature_names() -> Vec<&'static str> {
     names.extend([
         "bpf_link",
         "tcx",
+        "xdp_link",
         "btf",
         "ringbuf",
         "bpf_cookie",
@@ -165,6 +166,7 @@ fn probe_one(name: &str) -> Option<bool> {
     Some(match name {
         "bpf_link" => probe_link_create(),
         "tcx" => probe_tcx(),
+        "xdp_link" => probe_link_create() && probe_xdp_link(),
         "btf" => btf_ok(&[int_type(1)], b"\0int\0"),
         "ringbuf" => probe_map_type(MapType::RINGBUF),
         "bpf_cookie" => probe_helper(ProgramType::KPROBE, 174),

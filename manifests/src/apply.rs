@@ -14,19 +14,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use kiln_loader::links::{FdLink, Link};
+use kiln_loader::links::{AttachPoint, FdLink, Link};
 use kiln_loader::maps::UpdateFlags;
 use kiln_loader::sys::object::{self as sysobj, OpenFlags};
 use kiln_loader::{EbpfLoader, Map, Program};
 use kiln_obj::MapOrigin;
 
-use crate::desired::{Resolved, ResolvedAttach};
+use crate::desired::Resolved;
 use crate::live::{self, LINKS, MAPS, PROGS};
 use crate::lock::DeploymentLock;
 use crate::manifest::Manifest;
 use crate::ownership::{self, Claim, Ledger, Origin};
 use crate::plan::{self, Action, EntryDrift, PinKind, Plan, ReplaceHow};
-use crate::schema::{Direction, EntriesMode, XdpMode};
+use crate::schema::EntriesMode;
 
 /// A step of apply where a failure can be injected (tests, and debug builds
 /// through `KILN_FAIL_AT=<step>`).
@@ -354,7 +354,7 @@ struct Tx {
     retired: Vec<FdLink>,
     journal: Vec<Undo>,
     /// Attachments made at commit, after their old link is detached.
-    reattach: BTreeMap<String, ResolvedAttach>,
+    reattach: BTreeMap<String, AttachPoint>,
     /// What the deployment owns; every pin and directory is recorded here
     /// before it is made and forgotten after it is removed.
     ledger: Ledger,
@@ -963,7 +963,7 @@ impl Tx {
     fn attach_program(
         &self,
         program: &str,
-        how: &ResolvedAttach,
+        how: &AttachPoint,
     ) -> Result<Box<dyn Link>, ApplyError> {
         let pinned;
         let prog_fd = match self.progs.get(program) {
@@ -1198,107 +1198,15 @@ fn migrate_map(resolved: &Resolved, name: &str, old: &Map, new: &Map) -> Result<
 /// Attaches, retrying briefly while the hook is busy: the kernel releases a
 /// link whose last pin was just removed from a workqueue, a moment later
 /// (EBUSY; EEXIST while an XDP link of the other mode is still there).
-pub fn attach(prog: BorrowedFd<'_>, how: &ResolvedAttach) -> Result<Box<dyn Link>, String> {
+pub fn attach(prog: BorrowedFd<'_>, how: &AttachPoint) -> Result<Box<dyn Link>, String> {
     let mut tries = 0;
     loop {
-        match attach_once(prog, how) {
+        match kiln_loader::links::attach(prog, how) {
             Err(e) if matches!(e.errno(), Some(libc::EBUSY | libc::EEXIST)) && tries < 40 => {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(25));
             }
             r => return r.map_err(|e| e.to_string()),
-        }
-    }
-}
-
-/// Attaches with the loader's attach functions.
-fn attach_once(
-    prog: BorrowedFd<'_>,
-    how: &ResolvedAttach,
-) -> Result<Box<dyn Link>, kiln_loader::links::LinkError> {
-    use kiln_loader::links;
-    match how {
-        ResolvedAttach::Tracepoint { category, name } => {
-            links::tracepoint::attach_tracepoint(prog, category, name, 0)
-                .map(|l| Box::new(l) as Box<dyn Link>)
-        }
-        ResolvedAttach::Xdp { ifindex, mode, .. } => {
-            let flags = match mode {
-                XdpMode::Auto => links::xdp::XdpFlags::empty(),
-                XdpMode::Generic => links::xdp::XdpFlags::SKB_MODE,
-                XdpMode::Native => links::xdp::XdpFlags::DRV_MODE,
-                XdpMode::Offload => links::xdp::XdpFlags::HW_MODE,
-            };
-            links::xdp::attach_xdp_link(prog, *ifindex, flags).map(|l| Box::new(l) as Box<dyn Link>)
-        }
-        ResolvedAttach::Tcx {
-            ifindex, direction, ..
-        } => {
-            let dir = match direction {
-                Direction::Ingress => kiln_obj::Direction::Ingress,
-                Direction::Egress => kiln_obj::Direction::Egress,
-            };
-            links::tc::attach_tcx(prog, *ifindex, dir, links::tc::TcxAnchor::default())
-                .map(|l| Box::new(l) as Box<dyn Link>)
-        }
-        ResolvedAttach::RawTracepoint { name } => {
-            links::raw_tracepoint::attach_raw_tracepoint(prog, name)
-                .map(|l| Box::new(l) as Box<dyn Link>)
-        }
-        ResolvedAttach::Tracing { kind } => {
-            links::tracing::attach_tracing(prog, kind, 0).map(|l| Box::new(l) as Box<dyn Link>)
-        }
-        ResolvedAttach::Kprobe {
-            function,
-            offset,
-            retprobe,
-        } => links::kprobe::attach_kprobe(prog, function, *offset, *retprobe, 0)
-            .map(|l| Box::new(l) as Box<dyn Link>),
-        ResolvedAttach::Uprobe {
-            path,
-            symbol,
-            offset,
-            pid,
-            retprobe,
-        } => match symbol {
-            Some(sym) => links::uprobe::symbol_file_offset(path, sym).and_then(|base| {
-                links::uprobe::attach_uprobe_offset(prog, path, base + offset, *retprobe, *pid, 0)
-            }),
-            None => links::uprobe::attach_uprobe_offset(prog, path, *offset, *retprobe, *pid, 0),
-        }
-        .map(|l| Box::new(l) as Box<dyn Link>),
-        ResolvedAttach::Cgroup { path, attach_type } => links::cgroup::open_cgroup(path)
-            .and_then(|cg| links::cgroup::attach_cgroup_link(prog, cg.as_fd(), *attach_type))
-            .map(|l| Box::new(l) as Box<dyn Link>),
-        ResolvedAttach::SkLookup { netns } => links::netns::open_netns(netns)
-            .and_then(|ns| links::netns::attach_sk_lookup(prog, ns.as_fd()))
-            .map(|l| Box::new(l) as Box<dyn Link>),
-        ResolvedAttach::Netfilter {
-            pf,
-            hooknum,
-            priority,
-        } => {
-            use links::netfilter::{NetfilterFlags, NfHook, NfProto};
-            let proto = if *pf == 10 {
-                NfProto::Ipv6
-            } else {
-                NfProto::Ipv4
-            };
-            let hook = match hooknum {
-                0 => NfHook::PreRouting,
-                1 => NfHook::LocalIn,
-                2 => NfHook::Forward,
-                3 => NfHook::LocalOut,
-                _ => NfHook::PostRouting,
-            };
-            links::netfilter::attach_netfilter(
-                prog,
-                proto,
-                hook,
-                *priority,
-                NetfilterFlags::empty(),
-            )
-            .map(|l| Box::new(l) as Box<dyn Link>)
         }
     }
 }

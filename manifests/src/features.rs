@@ -85,7 +85,7 @@ pub fn check_perf_links(
     manifest: &Manifest,
     resolved: &crate::desired::Resolved,
 ) -> Vec<Diagnostic> {
-    use crate::desired::ResolvedAttach;
+    use kiln_loader::links::AttachPoint;
     let perf: Vec<_> = manifest
         .programs()
         .filter(|(key, _)| {
@@ -93,9 +93,9 @@ pub fn check_perf_links(
                 matches!(
                     b.attach,
                     Some(
-                        ResolvedAttach::Tracepoint { .. }
-                            | ResolvedAttach::Kprobe { .. }
-                            | ResolvedAttach::Uprobe { .. }
+                        AttachPoint::Tracepoint { .. }
+                            | AttachPoint::Kprobe { .. }
+                            | AttachPoint::Uprobe { .. }
                     )
                 )
             })

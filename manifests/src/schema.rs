@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use kiln_loader::links::attach_point::{XdpMode, names};
+use kiln_obj::Direction;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -128,18 +130,26 @@ pub enum Attach {
     },
     Xdp {
         interface: String,
-        #[serde(default)]
+        #[serde(default, with = "xdp_mode")]
         mode: XdpMode,
     },
     Tcx {
         interface: String,
+        #[serde(with = "direction")]
         direction: Direction,
     },
+    /// TC: a tcx link where the kernel has tcx (6.6), else a cls_bpf filter
+    /// on the interface's clsact qdisc (netlink).
     Tc {
         interface: String,
+        #[serde(with = "direction")]
         direction: Direction,
+        /// The filter's priority (0: the kernel picks one); clsact only.
         #[serde(default)]
         priority: u16,
+        /// The filter's handle (0: the kernel picks one); clsact only.
+        #[serde(default)]
+        handle: u32,
     },
     Cgroup {
         path: String,
@@ -189,25 +199,37 @@ impl Attach {
     }
 }
 
-#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum XdpMode {
-    /// Let the kernel choose (native when the driver supports it).
-    #[default]
-    Auto,
-    /// `XDP_FLAGS_SKB_MODE`: works on every interface, slower.
-    Generic,
-    /// `XDP_FLAGS_DRV_MODE`.
-    Native,
-    /// `XDP_FLAGS_HW_MODE`.
-    Offload,
+/// XDP modes and TC directions are read and written with the library's
+/// words ([`names`]), so the manifest has no copy of them.
+mod xdp_mode {
+    use super::{XdpMode, names};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(m: &XdpMode, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(names::xdp_mode(*m))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<XdpMode, D::Error> {
+        let name = String::deserialize(d)?;
+        names::xdp_mode_from(&name).ok_or_else(|| {
+            D::Error::unknown_variant(&name, &["auto", "generic", "native", "offload"])
+        })
+    }
 }
 
-#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    Ingress,
-    Egress,
+mod direction {
+    use super::{Direction, names};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(d: &Direction, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(names::direction(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Direction, D::Error> {
+        let name = String::deserialize(d)?;
+        names::direction_from(&name)
+            .ok_or_else(|| D::Error::unknown_variant(&name, &["ingress", "egress"]))
+    }
 }
 
 /// `[maps.NAME]`: a map of an object, how it is pinned and upgraded.

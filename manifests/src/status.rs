@@ -4,9 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::plan::{
-    Desired, LINK_XDP, LinkIdentity, Observed, stale_maps, tag_hex, target_change, xdp_mode_name,
-};
+use crate::plan::{Desired, LiveLink, Observed, stale_maps, tag_hex, target_change};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,18 +90,13 @@ impl fmt::Display for Status {
     }
 }
 
-/// The attachment as the kernel reports it: for XDP the mode comes from the
-/// interface (the manifest's "auto" shows as the mode the kernel chose).
-fn observed_target(description: &str, live: &LinkIdentity) -> String {
-    match (live.link_type, live.target.get(1)) {
-        (LINK_XDP, Some(mode)) => {
-            let place = description.split(" (").next().unwrap_or(description);
-            format!(
-                "{place} ({} mode, as the kernel reports)",
-                xdp_mode_name(*mode)
-            )
-        }
-        _ => description.to_string(),
+/// The attachment as the kernel reports it (the XDP mode the kernel chose,
+/// the cgroup it holds...); the manifest's words only where the kernel does
+/// not report the target (perf-event, raw tracepoint and tracing links).
+fn observed_target(description: &str, live: &LiveLink) -> String {
+    match &live.point {
+        Some(p) => format!("{p}, as the kernel reports"),
+        None => description.to_string(),
     }
 }
 
@@ -199,17 +192,8 @@ pub fn compute(
                     att.description, l.prog_id, p.id
                 ),
             ),
-            (Some(_), Some(att), Some(l))
-                if att
-                    .identity
-                    .as_ref()
-                    .is_some_and(|id| !id.matches(&l.identity)) =>
-            {
-                let why = att
-                    .identity
-                    .as_ref()
-                    .map(|id| target_change(id, &l.identity))
-                    .unwrap_or_default();
+            (Some(_), Some(att), Some(l)) if !att.matches(l) => {
+                let why = target_change(&att.point, l);
                 (
                     State::Drifted,
                     format!("attached elsewhere than {} ({why})", att.description),
@@ -219,7 +203,7 @@ pub fn compute(
                 State::Ok,
                 format!(
                     "attached to {}, prog id {}, link id {}",
-                    observed_target(&att.description, &l.identity),
+                    observed_target(&att.description, l),
                     p.id,
                     l.id
                 ),

@@ -1,0 +1,995 @@
+//! The attach vocabulary: one [`AttachPoint`] per place a program can run,
+//! with its parameters. It is the only translation of attach kinds in Kiln:
+//!
+//! - a section name gives a default point ([`AttachPoint::from_section`]);
+//! - [`attach`] attaches a program to a point, choosing `bpf_link`, netlink
+//!   or a legacy mechanism by probing the kernel (never by retrying on EINVAL);
+//! - a live link maps back to a point ([`AttachPoint::observed`]), so what a
+//!   caller shows as "attached to" is what the kernel reports;
+//! - the words of a manifest (`ingress`, `generic`, `ipv4`, `input`,
+//!   `cgroup_inet_ingress`) are read and written here ([`names`]).
+
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use kiln_obj::{AttachType, Direction, ProgramKind};
+
+use super::netfilter::{NetfilterFlags, NfHook, NfProto};
+use super::tc::{ClsBpfOptions, TcxAnchor};
+use super::xdp::XdpFlags;
+use super::{
+    Link, LinkError, LinkInfo, LinkTarget, LinkType, Mechanism, cgroup, iter, kprobe, netfilter,
+    netns, raw_tracepoint, tc, tracepoint, tracing, uprobe, xdp,
+};
+
+/// Which BTF-typed hook a tracing or LSM program attaches to. The target is
+/// fixed when the program is loaded (from its section), so attaching only
+/// names it again.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum BtfHook {
+    /// `tp_btf/NAME`. Minimum kernel version: 5.5.
+    TpBtf,
+    /// `fentry/FN`. Minimum kernel version: 5.5.
+    Fentry,
+    /// `fexit/FN`. Minimum kernel version: 5.5.
+    Fexit,
+    /// `fmod_ret/FN`. Minimum kernel version: 5.7.
+    FmodRet,
+    /// `lsm/HOOK`. Minimum kernel version: 5.7.
+    Lsm,
+}
+
+impl BtfHook {
+    /// As a manifest names it (`tp_btf`, `fentry`, `fexit`, `fmod_ret`, `lsm`).
+    pub fn name(self) -> &'static str {
+        match self {
+            BtfHook::TpBtf => "tp_btf",
+            BtfHook::Fentry => "fentry",
+            BtfHook::Fexit => "fexit",
+            BtfHook::FmodRet => "fmod_ret",
+            BtfHook::Lsm => "lsm",
+        }
+    }
+
+    /// The program kind whose load fixes this hook's target.
+    fn kind(self, target: &str) -> ProgramKind {
+        let target = Some(target.to_owned());
+        let attach_type = match self {
+            BtfHook::Lsm => {
+                return ProgramKind::Lsm {
+                    hook: target,
+                    cgroup: false,
+                };
+            }
+            BtfHook::TpBtf => AttachType::TRACE_RAW_TP,
+            BtfHook::Fentry => AttachType::TRACE_FENTRY,
+            BtfHook::Fexit => AttachType::TRACE_FEXIT,
+            BtfHook::FmodRet => AttachType::MODIFY_RETURN,
+        };
+        ProgramKind::Tracing {
+            attach_type,
+            target,
+        }
+    }
+}
+
+/// XDP mode as a manifest says it; "auto" lets the kernel choose (native
+/// where the driver supports it, else generic).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
+pub enum XdpMode {
+    #[default]
+    Auto,
+    /// `XDP_FLAGS_SKB_MODE`: every interface, slowest.
+    Generic,
+    /// `XDP_FLAGS_DRV_MODE`.
+    Native,
+    /// `XDP_FLAGS_HW_MODE`.
+    Offload,
+}
+
+impl XdpMode {
+    /// The attach flags of this mode (empty for auto).
+    pub fn flags(self) -> XdpFlags {
+        match self {
+            XdpMode::Auto => XdpFlags::empty(),
+            XdpMode::Generic => XdpFlags::SKB_MODE,
+            XdpMode::Native => XdpFlags::DRV_MODE,
+            XdpMode::Offload => XdpFlags::HW_MODE,
+        }
+    }
+
+    /// The mode a single mode flag means (auto for none or several).
+    pub fn from_flags(flags: XdpFlags) -> XdpMode {
+        [XdpMode::Generic, XdpMode::Native, XdpMode::Offload]
+            .into_iter()
+            .find(|m| m.flags() == flags)
+            .unwrap_or(XdpMode::Auto)
+    }
+}
+
+/// A network namespace, by the file that names it.
+pub type NetnsPath = PathBuf;
+
+/// One place a program runs, with everything the kernel needs to put it there.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum AttachPoint {
+    /// `tracepoint/CATEGORY/NAME` through a perf event (a `bpf_link` from 5.15).
+    Tracepoint { category: String, name: String },
+    /// `raw_tp/NAME`. Minimum kernel version: 4.17.
+    RawTracepoint { name: String },
+    /// tp_btf, fentry, fexit, fmod_ret, lsm: the target is the one the
+    /// program was loaded for.
+    Btf { hook: BtfHook, target: String },
+    /// kprobe or kretprobe on a kernel function, through a perf event.
+    Kprobe {
+        function: String,
+        offset: u64,
+        retprobe: bool,
+    },
+    /// uprobe or uretprobe on a file, at a symbol (plus offset) or a file offset.
+    Uprobe {
+        path: PathBuf,
+        symbol: Option<String>,
+        offset: u64,
+        pid: Option<i32>,
+        retprobe: bool,
+    },
+    /// A BPF iterator over every object of its kind. Minimum kernel version: 5.8.
+    Iter,
+    /// XDP on an interface. A `bpf_link` from 5.9, netlink before.
+    Xdp { ifindex: u32, mode: XdpMode },
+    /// A tcx link on an interface. Minimum kernel version: 6.6.
+    Tcx { ifindex: u32, direction: Direction },
+    /// TC on an interface: a tcx link where the kernel has tcx, else a
+    /// cls_bpf filter on its clsact qdisc (netlink, from 4.5) at
+    /// `priority`/`handle` (0: the kernel picks).
+    Tc {
+        ifindex: u32,
+        direction: Direction,
+        priority: u16,
+        handle: u32,
+    },
+    /// A cgroup v2 directory and the cgroup hook.
+    Cgroup {
+        path: PathBuf,
+        attach_type: AttachType,
+    },
+    /// sk_lookup in a network namespace. Minimum kernel version: 5.9.
+    SkLookup { netns: NetnsPath },
+    /// The flow dissector of a network namespace (a `bpf_link` from 5.8).
+    FlowDissector { netns: NetnsPath },
+    /// A netfilter hook. Minimum kernel version: 6.4.
+    Netfilter {
+        family: NfProto,
+        hook: NfHook,
+        priority: i32,
+    },
+}
+
+/// Why a program's section gives no attach point.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}: the section does not say where it attaches{}", example.map(|e| format!(" (e.g. {e})")).unwrap_or_default())]
+pub struct NoDefaultPoint {
+    /// The kind of program, for messages (`an XDP program`).
+    pub what: &'static str,
+    /// A manifest attachment that would fit, if one is typical.
+    pub example: Option<&'static str>,
+}
+
+/// Why `kind`'s section gives no point, with a manifest attachment that fits.
+fn missing_target(kind: &ProgramKind) -> NoDefaultPoint {
+    let (what, example) = match kind {
+        ProgramKind::Tracepoint { .. } => (
+            "a tracepoint program",
+            "tracepoint = { category = \"sched\", name = \"sched_switch\" }",
+        ),
+        ProgramKind::RawTracepoint { .. } => (
+            "a raw tracepoint program",
+            "raw_tracepoint = { name = \"sched_switch\" }",
+        ),
+        ProgramKind::Kprobe { .. } => (
+            "a kprobe program",
+            "kprobe = { function = \"do_unlinkat\" }",
+        ),
+        ProgramKind::Uprobe { .. } => (
+            "a uprobe program",
+            "uprobe = { path = \"/usr/bin/bash\", symbol = \"readline\" }",
+        ),
+        ProgramKind::Xdp { .. } => (
+            "an XDP program",
+            "xdp = { interface = \"eth0\", mode = \"generic\" }",
+        ),
+        ProgramKind::Tcx { .. } | ProgramKind::SchedCls => (
+            "a TC program",
+            "tc = { interface = \"eth0\", direction = \"ingress\" }",
+        ),
+        ProgramKind::CgroupSkb { .. } | ProgramKind::Cgroup { .. } | ProgramKind::SockOps => (
+            "a cgroup program",
+            "cgroup = { path = \"/sys/fs/cgroup/unified\" }",
+        ),
+        ProgramKind::Netfilter => (
+            "a netfilter program",
+            "netfilter = { family = \"ipv4\", hook = \"input\" }",
+        ),
+        ProgramKind::SocketFilter => {
+            return NoDefaultPoint {
+                what: "a socket filter (it needs the user's socket)",
+                example: None,
+            };
+        }
+        _ => {
+            return NoDefaultPoint {
+                what: "this kind of program",
+                example: None,
+            };
+        }
+    };
+    NoDefaultPoint {
+        what,
+        example: Some(example),
+    }
+}
+
+impl AttachPoint {
+    /// The point a program's section name implies (`tracepoint/sched/sched_switch`,
+    /// `kprobe/do_unlinkat`, `fentry/FN`, `uprobe/PATH:SYMBOL`, `iter/task`,
+    /// `sk_lookup`, `flow_dissector`: the caller's network namespace).
+    /// Hooks that need a runtime target (interface, cgroup, socket, map)
+    /// have none.
+    pub fn from_section(kind: &ProgramKind) -> Result<AttachPoint, NoDefaultPoint> {
+        Ok(match kind {
+            ProgramKind::Tracepoint {
+                category: Some(c),
+                name: Some(n),
+            } => AttachPoint::Tracepoint {
+                category: c.clone(),
+                name: n.clone(),
+            },
+            ProgramKind::RawTracepoint { name: Some(n), .. } => {
+                AttachPoint::RawTracepoint { name: n.clone() }
+            }
+            ProgramKind::Tracing {
+                attach_type: AttachType::TRACE_ITER,
+                ..
+            } => AttachPoint::Iter,
+            ProgramKind::Tracing {
+                attach_type,
+                target: Some(t),
+            } => AttachPoint::Btf {
+                hook: match *attach_type {
+                    AttachType::TRACE_FENTRY => BtfHook::Fentry,
+                    AttachType::TRACE_FEXIT => BtfHook::Fexit,
+                    AttachType::MODIFY_RETURN => BtfHook::FmodRet,
+                    _ => BtfHook::TpBtf,
+                },
+                target: t.clone(),
+            },
+            ProgramKind::Lsm {
+                hook: Some(h),
+                cgroup: false,
+            } => AttachPoint::Btf {
+                hook: BtfHook::Lsm,
+                target: h.clone(),
+            },
+            ProgramKind::Kprobe {
+                function: Some(f),
+                offset,
+                retprobe,
+            } => AttachPoint::Kprobe {
+                function: f.clone(),
+                offset: *offset,
+                retprobe: *retprobe,
+            },
+            ProgramKind::Uprobe {
+                target: Some(t),
+                retprobe,
+            } => {
+                let (path, symbol) = t.rsplit_once(':').ok_or(NoDefaultPoint {
+                    what: "a uprobe whose section names no PATH:SYMBOL",
+                    example: Some("uprobe = { path = \"/usr/bin/bash\", symbol = \"readline\" }"),
+                })?;
+                AttachPoint::Uprobe {
+                    path: path.into(),
+                    symbol: Some(symbol.to_owned()),
+                    offset: 0,
+                    pid: None,
+                    retprobe: *retprobe,
+                }
+            }
+            ProgramKind::SkLookup => AttachPoint::SkLookup { netns: own_netns() },
+            ProgramKind::FlowDissector => AttachPoint::FlowDissector { netns: own_netns() },
+            _ => return Err(missing_target(kind)),
+        })
+    }
+
+    /// The mechanism that attaches to this point, for messages and capabilities.
+    pub fn mechanism(&self) -> Mechanism {
+        match self {
+            AttachPoint::Tracepoint { .. } => Mechanism::Tracepoint,
+            AttachPoint::RawTracepoint { .. } => Mechanism::RawTracepoint,
+            AttachPoint::Btf {
+                hook: BtfHook::Lsm, ..
+            } => Mechanism::Lsm,
+            AttachPoint::Btf { .. } => Mechanism::Tracing,
+            AttachPoint::Kprobe { .. } => Mechanism::Kprobe,
+            AttachPoint::Uprobe { .. } => Mechanism::Uprobe,
+            AttachPoint::Iter => Mechanism::Iter,
+            AttachPoint::Xdp { .. } => Mechanism::Xdp,
+            AttachPoint::Tcx { .. } => Mechanism::Tcx,
+            AttachPoint::Tc { .. } => Mechanism::Tc,
+            AttachPoint::Cgroup { .. } => Mechanism::Cgroup,
+            AttachPoint::SkLookup { .. } => Mechanism::SkLookup,
+            AttachPoint::FlowDissector { .. } => Mechanism::FlowDissector,
+            AttachPoint::Netfilter { .. } => Mechanism::Netfilter,
+        }
+    }
+
+    /// The kind of `bpf_link` the kernel reports for an attachment here, on
+    /// this kernel (`None`: not a `bpf_link`, e.g. TC through netlink
+    /// before tcx).
+    pub fn link_type(&self) -> Option<LinkType> {
+        Some(match self {
+            AttachPoint::Tracepoint { .. }
+            | AttachPoint::Kprobe { .. }
+            | AttachPoint::Uprobe { .. } => LinkType::PerfEvent,
+            AttachPoint::RawTracepoint { .. } => LinkType::RawTracepoint,
+            AttachPoint::Btf { .. } => LinkType::Tracing,
+            AttachPoint::Iter => LinkType::Iter,
+            AttachPoint::Xdp { .. } => LinkType::Xdp,
+            AttachPoint::Tcx { .. } => LinkType::Tcx,
+            AttachPoint::Tc { .. } if tc_uses_tcx() => LinkType::Tcx,
+            AttachPoint::Tc { .. } => return None,
+            AttachPoint::Cgroup { .. } => LinkType::Cgroup,
+            AttachPoint::SkLookup { .. } | AttachPoint::FlowDissector { .. } => LinkType::Netns,
+            AttachPoint::Netfilter { .. } => LinkType::Netfilter,
+        })
+    }
+
+    /// Whether the kernel reports this point's target in a live link's info
+    /// (perf-event, raw tracepoint and tracing links do not in a form that
+    /// compares: for those only the link's type can be checked).
+    pub fn reported(&self) -> bool {
+        !matches!(
+            self,
+            AttachPoint::Tracepoint { .. }
+                | AttachPoint::Kprobe { .. }
+                | AttachPoint::Uprobe { .. }
+                | AttachPoint::RawTracepoint { .. }
+                | AttachPoint::Btf { .. }
+                | AttachPoint::Iter
+        )
+    }
+
+    /// Whether a link here can swap its program in place (`BPF_LINK_UPDATE`,
+    /// or a netlink replace for TC filters).
+    pub fn updatable(&self) -> bool {
+        matches!(
+            self,
+            AttachPoint::Xdp { .. }
+                | AttachPoint::Tcx { .. }
+                | AttachPoint::Tc { .. }
+                | AttachPoint::Cgroup { .. }
+                | AttachPoint::SkLookup { .. }
+                | AttachPoint::FlowDissector { .. }
+        )
+    }
+
+    /// Whether an attachment observed at `live` is this point. A desired
+    /// XDP mode "auto" matches whichever mode the kernel chose; cgroups and
+    /// namespaces compare as files (the same inode by any path).
+    pub fn covers(&self, live: &AttachPoint) -> bool {
+        match (self, live) {
+            (
+                AttachPoint::Xdp { ifindex, mode },
+                AttachPoint::Xdp {
+                    ifindex: i,
+                    mode: m,
+                },
+            ) => ifindex == i && (*mode == XdpMode::Auto || mode == m),
+            // A tc point observed as a tcx link (the kernel has tcx).
+            (
+                AttachPoint::Tc {
+                    ifindex, direction, ..
+                },
+                AttachPoint::Tcx {
+                    ifindex: i,
+                    direction: d,
+                },
+            ) => ifindex == i && direction == d,
+            (
+                AttachPoint::Tc {
+                    ifindex,
+                    direction,
+                    priority,
+                    handle,
+                },
+                AttachPoint::Tc {
+                    ifindex: i,
+                    direction: d,
+                    priority: p,
+                    handle: h,
+                },
+            ) => {
+                ifindex == i
+                    && direction == d
+                    && (*priority == 0 || priority == p)
+                    && (*handle == 0 || handle == h)
+            }
+            (
+                AttachPoint::Cgroup { path, attach_type },
+                AttachPoint::Cgroup {
+                    path: p,
+                    attach_type: t,
+                },
+            ) => attach_type == t && same_file(path, p),
+            (AttachPoint::SkLookup { netns }, AttachPoint::SkLookup { netns: n })
+            | (AttachPoint::FlowDissector { netns }, AttachPoint::FlowDissector { netns: n }) => {
+                same_file(netns, n)
+            }
+            (a, b) => a == b,
+        }
+    }
+
+    /// The point a live link is attached to, as the kernel reports it;
+    /// `None` for links whose info does not name their target (perf-event,
+    /// raw tracepoint, tracing) or names one that no longer exists.
+    pub fn observed(info: &LinkInfo) -> Option<AttachPoint> {
+        Some(match &info.target {
+            // The mode is not in link info: the interface says which of its
+            // XDP slots runs the link's program.
+            LinkTarget::Xdp { ifindex } => AttachPoint::Xdp {
+                ifindex: *ifindex,
+                mode: xdp::query_xdp_modes(*ifindex)
+                    .ok()
+                    .and_then(|a| a.mode_of(info.prog_id))
+                    .map_or(XdpMode::Auto, XdpMode::from_flags),
+            },
+            LinkTarget::Device {
+                ifindex,
+                attach_type,
+            } if info.link_type == LinkType::Tcx => AttachPoint::Tcx {
+                ifindex: *ifindex,
+                direction: if AttachType(*attach_type) == AttachType::TCX_EGRESS {
+                    Direction::Egress
+                } else {
+                    Direction::Ingress
+                },
+            },
+            LinkTarget::Cgroup {
+                cgroup_id,
+                attach_type,
+            } => AttachPoint::Cgroup {
+                path: names::cgroup_path(*cgroup_id)?,
+                attach_type: AttachType(*attach_type),
+            },
+            LinkTarget::Netns {
+                netns_ino,
+                attach_type,
+            } => {
+                let netns = names::netns_path(u64::from(*netns_ino));
+                if AttachType(*attach_type) == AttachType::FLOW_DISSECTOR {
+                    AttachPoint::FlowDissector { netns }
+                } else {
+                    AttachPoint::SkLookup { netns }
+                }
+            }
+            LinkTarget::Netfilter {
+                pf,
+                hooknum,
+                priority,
+                ..
+            } => AttachPoint::Netfilter {
+                family: NfProto::from_raw(*pf)?,
+                hook: NfHook::from_raw(*hooknum)?,
+                priority: *priority,
+            },
+            _ => return None,
+        })
+    }
+
+    /// The point of a cls_bpf filter found on an interface.
+    pub fn of_cls_bpf(f: &tc::ClsBpfFilter) -> AttachPoint {
+        AttachPoint::Tc {
+            ifindex: f.ifindex,
+            direction: f.direction,
+            priority: f.priority,
+            handle: f.handle,
+        }
+    }
+}
+
+/// Whether TC points attach as tcx links on this kernel (probed once).
+pub fn tc_uses_tcx() -> bool {
+    crate::probe::feature("tcx") == Some(true)
+}
+
+/// Whether XDP attaches as a `bpf_link` on this kernel (probed once).
+fn xdp_uses_link() -> bool {
+    crate::probe::feature("xdp_link") == Some(true)
+}
+
+/// The caller's network namespace: the calling thread's, which may differ
+/// from the process's.
+fn own_netns() -> NetnsPath {
+    "/proc/thread-self/ns/net".into()
+}
+
+/// Whether two paths name the same file; a namespace without a file is
+/// written `net:[INO]` (see [`names::netns_path`]) and compares by inode.
+fn same_file(a: &Path, b: &Path) -> bool {
+    fn pseudo_ino(p: &Path) -> Option<u64> {
+        p.to_str()?
+            .strip_prefix("net:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()
+    }
+    let ino = |p: &Path| pseudo_ino(p).or_else(|| std::fs::metadata(p).ok().map(|m| m.ino()));
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ if pseudo_ino(a).is_some() || pseudo_ino(b).is_some() => {
+            ino(a).is_some() && ino(a) == ino(b)
+        }
+        _ => a == b,
+    }
+}
+
+impl fmt::Display for AttachPoint {
+    /// In a manifest's words: `xdp lo (generic)`, `tcx eth0 ingress`,
+    /// `netfilter ipv4 input priority 10`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttachPoint::Tracepoint { category, name } => write!(f, "tracepoint {category}/{name}"),
+            AttachPoint::RawTracepoint { name } => write!(f, "raw_tracepoint {name}"),
+            AttachPoint::Btf { hook, target } => write!(f, "{} {target}", hook.name()),
+            AttachPoint::Kprobe {
+                function,
+                offset,
+                retprobe,
+            } => {
+                let k = if *retprobe { "kretprobe" } else { "kprobe" };
+                if *offset == 0 {
+                    write!(f, "{k} {function}")
+                } else {
+                    write!(f, "{k} {function}+{offset:#x}")
+                }
+            }
+            AttachPoint::Uprobe {
+                path,
+                symbol,
+                offset,
+                retprobe,
+                ..
+            } => {
+                let k = if *retprobe { "uretprobe" } else { "uprobe" };
+                match symbol {
+                    Some(s) if *offset == 0 => write!(f, "{k} {}:{s}", path.display()),
+                    Some(s) => write!(f, "{k} {}:{s}+{offset:#x}", path.display()),
+                    None => write!(f, "{k} {}@{offset:#x}", path.display()),
+                }
+            }
+            AttachPoint::Iter => write!(f, "iterator"),
+            AttachPoint::Xdp { ifindex, mode } => {
+                write!(
+                    f,
+                    "xdp {} ({})",
+                    names::interface(*ifindex),
+                    names::xdp_mode(*mode)
+                )
+            }
+            AttachPoint::Tcx { ifindex, direction } => write!(
+                f,
+                "tcx {} {}",
+                names::interface(*ifindex),
+                names::direction(*direction)
+            ),
+            AttachPoint::Tc {
+                ifindex,
+                direction,
+                priority,
+                handle,
+            } => {
+                write!(
+                    f,
+                    "tc {} {}",
+                    names::interface(*ifindex),
+                    names::direction(*direction)
+                )?;
+                if *priority != 0 {
+                    write!(f, " priority {priority}")?;
+                }
+                if *handle != 0 {
+                    write!(f, " handle {handle:#x}")?;
+                }
+                Ok(())
+            }
+            AttachPoint::Cgroup { path, attach_type } => write!(
+                f,
+                "cgroup {} ({})",
+                path.display(),
+                names::cgroup_attach_type(*attach_type).unwrap_or("unknown attach type")
+            ),
+            AttachPoint::SkLookup { netns } => write!(f, "sk_lookup in {}", netns.display()),
+            AttachPoint::FlowDissector { netns } => {
+                write!(f, "flow_dissector in {}", netns.display())
+            }
+            AttachPoint::Netfilter {
+                family,
+                hook,
+                priority,
+            } => write!(
+                f,
+                "netfilter {} {} priority {priority}",
+                family.name(),
+                hook.name()
+            ),
+        }
+    }
+}
+
+/// Attaches `prog` (loaded as `kind`) at `point`, with the mechanism the
+/// kernel offers: a `bpf_link` where it has the link kind (probed once per
+/// process), else netlink (XDP before 5.9, TC through clsact before 6.6) or
+/// the perf-event ioctl.
+pub fn attach(prog: BorrowedFd<'_>, point: &AttachPoint) -> Result<Box<dyn Link>, LinkError> {
+    fn boxed<L: Link + 'static>(l: L) -> Box<dyn Link> {
+        Box::new(l)
+    }
+    match point {
+        AttachPoint::Tracepoint { category, name } => {
+            tracepoint::attach_tracepoint(prog, category, name, 0).map(boxed)
+        }
+        AttachPoint::RawTracepoint { name } => {
+            raw_tracepoint::attach_raw_tracepoint(prog, name).map(boxed)
+        }
+        AttachPoint::Btf { hook, target } => {
+            tracing::attach_tracing(prog, &hook.kind(target), 0).map(boxed)
+        }
+        AttachPoint::Kprobe {
+            function,
+            offset,
+            retprobe,
+        } => {
+            // `ksyscall/NAME` arrives as a kprobe on NAME: the arch's syscall
+            // symbol when NAME itself is not a kernel function.
+            let function = if *offset == 0 && !kprobe::is_kernel_function(function) {
+                kprobe::syscall_symbol(function).unwrap_or_else(|_| function.clone())
+            } else {
+                function.clone()
+            };
+            kprobe::attach_kprobe(prog, &function, *offset, *retprobe, 0).map(boxed)
+        }
+        AttachPoint::Uprobe {
+            path,
+            symbol,
+            offset,
+            pid,
+            retprobe,
+        } => {
+            let path = uprobe::resolve_library(path);
+            let base = match symbol {
+                Some(sym) => uprobe::symbol_file_offset(&path, sym)?,
+                None => 0,
+            };
+            uprobe::attach_uprobe_offset(prog, &path, base + offset, *retprobe, *pid, 0).map(boxed)
+        }
+        AttachPoint::Iter => iter::attach_iter(prog, iter::IterTarget::All).map(boxed),
+        AttachPoint::Xdp { ifindex, mode } => {
+            if xdp_uses_link() {
+                xdp::attach_xdp_link(prog, *ifindex, mode.flags()).map(boxed)
+            } else {
+                xdp::attach_xdp_netlink(prog, *ifindex, mode.flags(), None).map(boxed)
+            }
+        }
+        AttachPoint::Tcx { ifindex, direction } => {
+            tc::attach_tcx(prog, *ifindex, *direction, TcxAnchor::Last).map(boxed)
+        }
+        AttachPoint::Tc {
+            ifindex,
+            direction,
+            priority,
+            handle,
+        } => {
+            if tc_uses_tcx() {
+                tc::attach_tcx(prog, *ifindex, *direction, TcxAnchor::Last).map(boxed)
+            } else {
+                let opts = ClsBpfOptions {
+                    priority: *priority,
+                    handle: *handle,
+                    ..ClsBpfOptions::default()
+                };
+                tc::attach_cls_bpf(prog, *ifindex, *direction, &opts).map(boxed)
+            }
+        }
+        AttachPoint::Cgroup { path, attach_type } => {
+            let cg = cgroup::open_cgroup(path)?;
+            cgroup::attach_cgroup(prog, cg.as_fd(), *attach_type)
+        }
+        AttachPoint::SkLookup { netns: ns } => {
+            let ns = netns::open_netns(ns)?;
+            netns::attach_sk_lookup(prog, ns.as_fd()).map(boxed)
+        }
+        AttachPoint::FlowDissector { netns: ns } => {
+            let ns = netns::open_netns(ns)?;
+            netns::attach_flow_dissector(prog, ns.as_fd())
+        }
+        AttachPoint::Netfilter {
+            family,
+            hook,
+            priority,
+        } => netfilter::attach_netfilter(prog, *family, *hook, *priority, NetfilterFlags::empty())
+            .map(boxed),
+    }
+}
+
+/// The words of a manifest for the parameters of attach points, read and
+/// written in one place.
+pub mod names {
+    use super::*;
+
+    /// `ingress` or `egress`.
+    pub fn direction(d: Direction) -> &'static str {
+        match d {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+
+    /// The direction named `name`.
+    pub fn direction_from(name: &str) -> Option<Direction> {
+        match name {
+            "ingress" => Some(Direction::Ingress),
+            "egress" => Some(Direction::Egress),
+            _ => None,
+        }
+    }
+
+    /// `auto`, `generic`, `native`, `offload`.
+    pub fn xdp_mode(m: XdpMode) -> &'static str {
+        match m {
+            XdpMode::Auto => "auto",
+            XdpMode::Generic => "generic",
+            XdpMode::Native => "native",
+            XdpMode::Offload => "offload",
+        }
+    }
+
+    /// The XDP mode named `name`.
+    pub fn xdp_mode_from(name: &str) -> Option<XdpMode> {
+        [
+            XdpMode::Auto,
+            XdpMode::Generic,
+            XdpMode::Native,
+            XdpMode::Offload,
+        ]
+        .into_iter()
+        .find(|m| xdp_mode(*m) == name)
+    }
+
+    /// Cgroup attach types by the kernel's name without `BPF_`, lower case.
+    const CGROUP_ATTACH_TYPES: &[(&str, AttachType)] = &[
+        ("cgroup_inet_ingress", AttachType::CGROUP_INET_INGRESS),
+        ("cgroup_inet_egress", AttachType::CGROUP_INET_EGRESS),
+        (
+            "cgroup_inet_sock_create",
+            AttachType::CGROUP_INET_SOCK_CREATE,
+        ),
+        ("cgroup_sock_ops", AttachType::CGROUP_SOCK_OPS),
+        ("cgroup_device", AttachType::CGROUP_DEVICE),
+        ("cgroup_inet4_bind", AttachType::CGROUP_INET4_BIND),
+        ("cgroup_inet6_bind", AttachType::CGROUP_INET6_BIND),
+        ("cgroup_inet4_connect", AttachType::CGROUP_INET4_CONNECT),
+        ("cgroup_inet6_connect", AttachType::CGROUP_INET6_CONNECT),
+        ("cgroup_inet4_post_bind", AttachType::CGROUP_INET4_POST_BIND),
+        ("cgroup_inet6_post_bind", AttachType::CGROUP_INET6_POST_BIND),
+        ("cgroup_udp4_sendmsg", AttachType::CGROUP_UDP4_SENDMSG),
+        ("cgroup_udp6_sendmsg", AttachType::CGROUP_UDP6_SENDMSG),
+        ("cgroup_sysctl", AttachType::CGROUP_SYSCTL),
+        ("cgroup_udp4_recvmsg", AttachType::CGROUP_UDP4_RECVMSG),
+        ("cgroup_udp6_recvmsg", AttachType::CGROUP_UDP6_RECVMSG),
+        ("cgroup_getsockopt", AttachType::CGROUP_GETSOCKOPT),
+        ("cgroup_setsockopt", AttachType::CGROUP_SETSOCKOPT),
+        (
+            "cgroup_inet4_getpeername",
+            AttachType::CGROUP_INET4_GETPEERNAME,
+        ),
+        (
+            "cgroup_inet6_getpeername",
+            AttachType::CGROUP_INET6_GETPEERNAME,
+        ),
+        (
+            "cgroup_inet4_getsockname",
+            AttachType::CGROUP_INET4_GETSOCKNAME,
+        ),
+        (
+            "cgroup_inet6_getsockname",
+            AttachType::CGROUP_INET6_GETSOCKNAME,
+        ),
+        (
+            "cgroup_inet_sock_release",
+            AttachType::CGROUP_INET_SOCK_RELEASE,
+        ),
+        ("cgroup_unix_connect", AttachType::CGROUP_UNIX_CONNECT),
+        ("cgroup_unix_sendmsg", AttachType::CGROUP_UNIX_SENDMSG),
+        ("cgroup_unix_recvmsg", AttachType::CGROUP_UNIX_RECVMSG),
+        (
+            "cgroup_unix_getpeername",
+            AttachType::CGROUP_UNIX_GETPEERNAME,
+        ),
+        (
+            "cgroup_unix_getsockname",
+            AttachType::CGROUP_UNIX_GETSOCKNAME,
+        ),
+    ];
+
+    /// The manifest's name of a cgroup attach type (`cgroup_inet_ingress`).
+    pub fn cgroup_attach_type(t: AttachType) -> Option<&'static str> {
+        CGROUP_ATTACH_TYPES
+            .iter()
+            .find(|(_, a)| *a == t)
+            .map(|(n, _)| *n)
+    }
+
+    /// The cgroup attach type named `name`.
+    pub fn cgroup_attach_type_from(name: &str) -> Option<AttachType> {
+        CGROUP_ATTACH_TYPES
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, t)| *t)
+    }
+
+    /// Every cgroup attach type name, for help texts.
+    pub fn cgroup_attach_type_names() -> impl Iterator<Item = &'static str> {
+        CGROUP_ATTACH_TYPES.iter().map(|(n, _)| *n)
+    }
+
+    /// The interface's name, or `ifindex N` when it has none (any more).
+    pub fn interface(ifindex: u32) -> String {
+        interface_name(ifindex).unwrap_or_else(|| format!("ifindex {ifindex}"))
+    }
+
+    /// The name of interface `ifindex`, if it exists.
+    pub fn interface_name(ifindex: u32) -> Option<String> {
+        let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+        // SAFETY: `buf` holds IF_NAMESIZE bytes, as if_indextoname requires.
+        let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: on success the kernel wrote a NUL-terminated name into `buf`.
+        Some(
+            unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+
+    /// The index of interface `name`, if it exists.
+    pub fn interface_index(name: &str) -> Option<u32> {
+        let c = std::ffi::CString::new(name).ok()?;
+        // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+        let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+        (idx != 0).then_some(idx)
+    }
+
+    /// The cgroup v2 directory whose inode is `id` (a bounded walk of the
+    /// cgroup2 mounts).
+    pub fn cgroup_path(id: u64) -> Option<PathBuf> {
+        let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+        for root in mounts.lines().filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
+        }) {
+            let mut stack = vec![root];
+            let mut seen = 0;
+            while let Some(dir) = stack.pop() {
+                seen += 1;
+                if seen > 10_000 {
+                    break;
+                }
+                if std::fs::metadata(&dir).is_ok_and(|m| m.ino() == id) {
+                    return Some(dir);
+                }
+                if let Ok(rd) = std::fs::read_dir(&dir) {
+                    stack.extend(
+                        rd.filter_map(|e| e.ok())
+                            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                            .map(|e| e.path()),
+                    );
+                }
+            }
+        }
+        None
+    }
+
+    /// A file naming the network namespace of inode `ino`: the caller's own
+    /// (process, then thread),
+    /// a named one under `/run/netns`, else `net:[INO]` (as `/proc` shows it).
+    pub fn netns_path(ino: u64) -> PathBuf {
+        for own in ["/proc/self/ns/net", "/proc/thread-self/ns/net"] {
+            if std::fs::metadata(own).is_ok_and(|m| m.ino() == ino) {
+                return own.into();
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir("/run/netns") {
+            for e in rd.filter_map(|e| e.ok()) {
+                if std::fs::metadata(e.path()).is_ok_and(|m| m.ino() == ino) {
+                    return e.path();
+                }
+            }
+        }
+        PathBuf::from(format!("net:[{ino}]"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_give_their_points() {
+        let tp = ProgramKind::Tracepoint {
+            category: Some("sched".into()),
+            name: Some("sched_switch".into()),
+        };
+        assert_eq!(
+            AttachPoint::from_section(&tp).unwrap().to_string(),
+            "tracepoint sched/sched_switch"
+        );
+        let fexit = ProgramKind::Tracing {
+            attach_type: AttachType::TRACE_FEXIT,
+            target: Some("do_unlinkat".into()),
+        };
+        assert_eq!(
+            AttachPoint::from_section(&fexit).unwrap(),
+            AttachPoint::Btf {
+                hook: BtfHook::Fexit,
+                target: "do_unlinkat".into()
+            }
+        );
+        let xdp = ProgramKind::Xdp {
+            frags: false,
+            attach_type: None,
+        };
+        let e = AttachPoint::from_section(&xdp).unwrap_err();
+        assert!(e.to_string().contains("xdp = { interface"), "{e}");
+    }
+
+    #[test]
+    fn auto_xdp_mode_covers_the_kernels_choice() {
+        let want = AttachPoint::Xdp {
+            ifindex: 1,
+            mode: XdpMode::Auto,
+        };
+        let live = AttachPoint::Xdp {
+            ifindex: 1,
+            mode: XdpMode::Generic,
+        };
+        assert!(want.covers(&live));
+        let native = AttachPoint::Xdp {
+            ifindex: 1,
+            mode: XdpMode::Native,
+        };
+        assert!(!native.covers(&live));
+    }
+
+    #[test]
+    fn manifest_words_round_trip() {
+        for t in names::cgroup_attach_type_names() {
+            let a = names::cgroup_attach_type_from(t).unwrap();
+            assert_eq!(names::cgroup_attach_type(a), Some(t));
+        }
+        for m in ["auto", "generic", "native", "offload"] {
+            assert_eq!(names::xdp_mode(names::xdp_mode_from(m).unwrap()), m);
+        }
+        for h in ["prerouting", "input", "forward", "output", "postrouting"] {
+            assert_eq!(NfHook::from_name(h).unwrap().name(), h);
+        }
+        for f in ["ipv4", "ipv6"] {
+            assert_eq!(NfProto::from_name(f).unwrap().name(), f);
+        }
+    }
+}
