@@ -107,6 +107,35 @@ fn btf_probed() -> (bool, BtfFeatures) {
     probed
 }
 
+/// Verdicts of [`feature`] for this process (`None` until first asked).
+static KNOWN: std::sync::Mutex<Option<BTreeMap<String, bool>>> = std::sync::Mutex::new(None);
+
+/// Makes [`feature`] answer `false` for `name` in this process, as on a
+/// kernel without it, so the fallback a probe chooses (clsact instead of
+/// tcx, netlink XDP instead of links) can be exercised on a newer kernel.
+/// Not stored in the boot cache.
+pub fn assume_missing(name: &str) {
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    known
+        .get_or_insert_with(crate::probe_cache::read)
+        .insert(name.to_owned(), false);
+    ASSUMED_MISSING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(name.to_owned());
+}
+
+/// Whether [`assume_missing`] was called for `name` in this process.
+pub fn assumed_missing(name: &str) -> bool {
+    ASSUMED_MISSING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|n| n == name)
+}
+
+static ASSUMED_MISSING: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 /// Feature `name` (a program or map type name, or one of `bpf_link`,
 /// `tcx`, `xdp_link` (5.9), `btf`, `ringbuf`, `bpf_cookie`, `batch_ops`, `mmapable_arrays`,
 /// `prog_bind_map`): probed only when first asked, unlike [`features`],
@@ -114,8 +143,6 @@ fn btf_probed() -> (bool, BtfFeatures) {
 /// root, for the rest of the boot (a root-only cache in `/run/kiln`), so a
 /// later command pays nothing. `None`: no such feature.
 pub fn feature(name: &str) -> Option<bool> {
-    use std::sync::Mutex;
-    static KNOWN: Mutex<Option<BTreeMap<String, bool>>> = Mutex::new(None);
     let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
     let known = known.get_or_insert_with(crate::probe_cache::read);
     if let Some(v) = known.get(name) {

@@ -386,7 +386,7 @@ impl Agent {
             if self.held.get(&key).is_some_and(|h| h.prog_id == prog.id()) {
                 continue;
             }
-            let link = crate::apply::attach(prog.fd(), how)
+            let link = crate::apply::attach(prog.fd(), how, "kiln")
                 .map_err(|e| format!("program '{name}': holding its attachment: {e}"))?;
             let target = how.to_string();
             self.log(

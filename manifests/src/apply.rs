@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use kiln_loader::links::{AttachPoint, FdLink, Link};
+use kiln_loader::links::tc::{ClsBpfFilter, ClsBpfLink};
+use kiln_loader::links::{AttachPoint, FdLink, Link, Mechanism};
 use kiln_loader::maps::UpdateFlags;
 use kiln_loader::sys::object::{self as sysobj, OpenFlags};
 use kiln_loader::{EbpfLoader, Map, Program};
@@ -315,6 +316,11 @@ enum Undo {
         ifindex: u32,
         flags: kiln_loader::links::xdp::XdpFlags,
     },
+    /// A TC filter switched to a new program over netlink: switch it back.
+    RelinkFilter {
+        filter: ClsBpfFilter,
+        old_prog: Program,
+    },
     /// A program array slot pointed at a new program: point it back at
     /// the old one (or empty it).
     Slot {
@@ -352,6 +358,8 @@ struct Tx {
     slots: Vec<(String, u32, String)>,
     /// Old links to detach once the new generation is committed.
     retired: Vec<FdLink>,
+    /// Old TC filters (netlink attachments) to remove once committed.
+    retired_filters: Vec<ClsBpfFilter>,
     journal: Vec<Undo>,
     /// Attachments made at commit, after their old link is detached.
     reattach: BTreeMap<String, AttachPoint>,
@@ -371,6 +379,7 @@ impl Tx {
             links: BTreeMap::new(),
             slots: Vec::new(),
             retired: Vec::new(),
+            retired_filters: Vec::new(),
             journal: Vec::new(),
             reattach: BTreeMap::new(),
             ledger,
@@ -856,6 +865,12 @@ impl Tx {
                 } => {
                     self.inject(Step::Replace)?;
                     let path = self.path(LINKS, program);
+                    if !path.exists()
+                        && let Some(filter) = self.netlink_filter(program)
+                    {
+                        self.replace_filter(program, filter)?;
+                        continue;
+                    }
                     let mut link = FdLink::from_pin(&path)
                         .map_err(|e| kerr(format!("open link of '{program}'"), e))?;
                     let info = link
@@ -866,22 +881,21 @@ impl Tx {
                     // Not reloaded: the pinned program is already the new
                     // one and only the link lags behind it (an apply killed
                     // between pinning programs and switching links).
-                    let pinned;
-                    let new_prog = match self.progs.get(program) {
-                        Some(p) => p,
-                        None => {
-                            pinned = Program::from_pin(&self.path(PROGS, program), None)
-                                .map_err(|e| kerr(format!("open pinned program '{program}'"), e))?;
-                            &pinned
-                        }
-                    };
-                    link.update(new_prog.as_fd(), Some(old_prog.as_fd()))
-                        .map_err(|e| kerr(format!("switch link of '{program}'"), e))?;
+                    self.with_program(program, |new_prog| {
+                        link.update(new_prog, Some(old_prog.as_fd()))
+                    })?
+                    .map_err(|e| kerr(format!("switch link of '{program}'"), e))?;
                     self.journal.push(Undo::Relink { link, old_prog });
                 }
                 Action::Reattach { program, .. } => self.reattach(program)?,
                 Action::Detach { link, .. } => {
                     let path = self.path(LINKS, link);
+                    if !path.exists()
+                        && let Some(filter) = self.netlink_filter(link)
+                    {
+                        self.retired_filters.push(filter);
+                        continue;
+                    }
                     if let Ok(old) = FdLink::from_pin(&path) {
                         self.retired.push(old);
                     }
@@ -890,7 +904,14 @@ impl Tx {
                 _ => {}
             }
         }
-        let links: Vec<String> = self.links.keys().cloned().collect();
+        // Netlink attachments (TC filters) cannot be pinned: they are kept
+        // at the end, and found again by their name.
+        let links: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.fd().is_some() || l.mechanism() != Mechanism::Tc)
+            .map(|(name, _)| name.clone())
+            .collect();
         for name in links {
             self.inject(Step::PinLink)?;
             let path = self.path(LINKS, &name);
@@ -959,29 +980,75 @@ impl Tx {
         Ok(())
     }
 
+    /// The TC filter (netlink attachment) of `program`, if it has one.
+    fn netlink_filter(&self, program: &str) -> Option<ClsBpfFilter> {
+        live::netlink_links(&self.root)
+            .into_iter()
+            .find(|(name, _)| name == program)
+            .map(|(_, f)| f)
+    }
+
+    /// Switches `program`'s TC filter to its new program in place (a
+    /// netlink replace: no gap, no overlap).
+    fn replace_filter(&mut self, program: &str, filter: ClsBpfFilter) -> Result<(), ApplyError> {
+        let old_prog = Program::from_id(filter.prog_id)
+            .map_err(|e| kerr(format!("program attached to '{program}'"), e))?;
+        let mut link = ClsBpfLink::adopt(filter);
+        let switched = self.with_program(program, |new_prog| {
+            link.update(new_prog, Some(old_prog.as_fd()))
+        })?;
+        let _ = link.keep();
+        switched.map_err(|e| kerr(format!("switch the TC filter of '{program}'"), e))?;
+        self.journal.push(Undo::RelinkFilter {
+            filter: link.filter().clone(),
+            old_prog,
+        });
+        Ok(())
+    }
+
     /// Attaches `program` as `how` says: the one this apply loaded, else the pinned one.
     fn attach_program(
         &self,
         program: &str,
         how: &AttachPoint,
     ) -> Result<Box<dyn Link>, ApplyError> {
-        let pinned;
-        let prog_fd = match self.progs.get(program) {
-            Some(p) => p.as_fd(),
+        let label = live::netlink_label(&self.root, program);
+        self.with_program(program, |prog| attach(prog, how, &label))?
+            .map_err(|e| kerr(format!("attach program '{program}'"), e))
+    }
+
+    /// Runs `f` on `program`'s new generation: the one this apply loaded,
+    /// else the pinned one (not reloaded, or an apply killed between
+    /// pinning programs and switching links left the links behind).
+    fn with_program<T>(
+        &self,
+        program: &str,
+        f: impl FnOnce(BorrowedFd<'_>) -> T,
+    ) -> Result<T, ApplyError> {
+        match self.progs.get(program) {
+            Some(p) => Ok(f(p.as_fd())),
             None => {
-                pinned = Program::from_pin(&self.path(PROGS, program), None)
+                let pinned = Program::from_pin(&self.path(PROGS, program), None)
                     .map_err(|e| kerr(format!("open pinned program '{program}'"), e))?;
-                pinned.as_fd()
+                Ok(f(pinned.as_fd()))
             }
-        };
-        attach(prog_fd, how).map_err(|e| kerr(format!("attach program '{program}'"), e))
+        }
     }
 
     /// Phase 3: the new generation is committed: the old links to let go
     /// (see [`detach_all`]).
     fn finish(&mut self) -> Vec<FdLink> {
         self.journal.clear();
-        // Links created here are pinned now; dropping the handles keeps them.
+        // Links created here are pinned now; dropping the handles keeps
+        // them. Netlink attachments stay by themselves once kept.
+        for link in self.links.values_mut() {
+            if link.fd().is_none() {
+                let _ = link.keep();
+            }
+        }
+        for filter in std::mem::take(&mut self.retired_filters) {
+            let _ = ClsBpfLink::adopt(filter).detach();
+        }
         std::mem::take(&mut self.retired)
     }
 
@@ -998,6 +1065,11 @@ impl Tx {
                 }
                 Undo::Relink { mut link, old_prog } => {
                     let _ = link.update(old_prog.as_fd(), None);
+                }
+                Undo::RelinkFilter { filter, old_prog } => {
+                    let mut link = ClsBpfLink::adopt(filter);
+                    let _ = link.update(old_prog.as_fd(), None);
+                    let _ = link.keep();
                 }
                 Undo::Reattach {
                     program,
@@ -1041,6 +1113,7 @@ impl Tx {
         }
         self.ledger.discard_if_unused();
         self.retired.clear();
+        self.retired_filters.clear();
         for (_, mut link) in std::mem::take(&mut self.links) {
             let _ = link.detach();
         }
@@ -1198,10 +1271,15 @@ fn migrate_map(resolved: &Resolved, name: &str, old: &Map, new: &Map) -> Result<
 /// Attaches, retrying briefly while the hook is busy: the kernel releases a
 /// link whose last pin was just removed from a workqueue, a moment later
 /// (EBUSY; EEXIST while an XDP link of the other mode is still there).
-pub fn attach(prog: BorrowedFd<'_>, how: &AttachPoint) -> Result<Box<dyn Link>, String> {
+/// `label` names a netlink attachment (see [`live::netlink_label`]).
+pub fn attach(
+    prog: BorrowedFd<'_>,
+    how: &AttachPoint,
+    label: &str,
+) -> Result<Box<dyn Link>, String> {
     let mut tries = 0;
     loop {
-        match kiln_loader::links::attach(prog, how) {
+        match kiln_loader::links::attach_labelled(prog, how, label) {
             Err(e) if matches!(e.errno(), Some(libc::EBUSY | libc::EEXIST)) && tries < 40 => {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(25));
@@ -1320,6 +1398,13 @@ pub fn destroy_owned(manifest_name: &str, root: &Path) -> Result<Destroyed, Appl
         }
         // Forgotten only once gone: a kill before leaves it recorded.
         ledger.forget(&rel)?;
+    }
+    // TC filters (netlink attachments) carry no pin: found by their name.
+    for (program, filter) in live::netlink_links(root) {
+        ClsBpfLink::adopt(filter)
+            .detach()
+            .map_err(|e| kerr(format!("remove the TC filter of '{program}'"), e))?;
+        done.removed.push(format!("{LINKS}/{program} (tc filter)"));
     }
     // Deepest first; a directory still holding foreign pins stays recorded.
     let mut dirs: Vec<String> = dirs.into_iter().filter(|d| d != ".").collect();

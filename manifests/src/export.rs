@@ -18,7 +18,13 @@ use crate::live::{self, LINKS, ObserveError, PROGS};
 /// The manifest attachment of the link pinned for `program`, from what the
 /// kernel reports (through the library's one live-link mapping).
 fn attach_of(root: &Path, program: &str) -> String {
-    let Some(link) = live::link_at(&root.join(LINKS).join(program)) else {
+    let link = live::link_at(&root.join(LINKS).join(program)).or_else(|| {
+        live::netlink_links(root)
+            .into_iter()
+            .find(|(name, _)| name == program)
+            .map(|(_, f)| live::netlink_live_link(&f))
+    });
+    let Some(link) = link else {
         return "\"none\"   # not attached".into();
     };
     match &link.point {
@@ -32,18 +38,20 @@ fn attach_of(root: &Path, program: &str) -> String {
         // target in a form a manifest can name; the section name does.
         None if !matches!(
             link.link_type,
-            LinkType::Cgroup
-                | LinkType::Xdp
-                | LinkType::Tcx
-                | LinkType::Netns
-                | LinkType::Netfilter
+            Some(
+                LinkType::Cgroup
+                    | LinkType::Xdp
+                    | LinkType::Tcx
+                    | LinkType::Netns
+                    | LinkType::Netfilter
+            )
         ) =>
         {
             "\"auto\"   # from the program's section name".into()
         }
         None => format!(
             "\"none\"   # a {:?} link whose target no longer exists",
-            link.link_type
+            link.link_type.unwrap_or(LinkType::Unknown(0))
         ),
     }
 }

@@ -12,6 +12,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use kiln_loader::links::attach_point::{XdpMode, names};
+use kiln_loader::links::tc::ClsBpfFilter;
 use kiln_loader::links::{AttachPoint, FdLink, Link};
 use kiln_loader::sys::object::OpenFlags;
 use kiln_loader::{Map, Program};
@@ -81,7 +82,7 @@ fn hook_holders(
         .programs
         .values()
         .map(|p| p.id)
-        .chain(observed.links.values().map(|l| l.prog_id))
+        .chain(observed.all_links().map(|(_, l)| l.prog_id))
         .collect();
     let mut out = std::collections::BTreeMap::new();
     for (name, want) in &desired.programs {
@@ -155,7 +156,7 @@ fn unpinned_maps(
     for (name, p) in &observed.programs {
         running.push((name.clone(), p.id));
     }
-    for (name, l) in &observed.links {
+    for (name, l) in observed.all_links() {
         if !running.iter().any(|(_, id)| *id == l.prog_id) {
             running.push((name.clone(), l.prog_id));
         }
@@ -424,7 +425,42 @@ pub fn observe(root: &Path) -> Result<Observed, ObserveError> {
             }
         }
     }
+    o.netlink_links = netlink_links(root)
+        .into_iter()
+        .map(|(name, f)| (name, netlink_live_link(&f)))
+        .collect();
     Ok(o)
+}
+
+/// A TC filter as the plan sees attachments.
+pub fn netlink_live_link(f: &ClsBpfFilter) -> LiveLink {
+    LiveLink {
+        id: 0,
+        prog_id: f.prog_id,
+        link_type: None,
+        point: Some(AttachPoint::of_cls_bpf(f)),
+    }
+}
+
+/// The name apply gives the netlink attachment (a cls_bpf filter) of
+/// `program`: where its link would be pinned, so the filters of a pin root
+/// are found from the pin root alone.
+pub fn netlink_label(root: &Path, program: &str) -> String {
+    format!("kiln:{}", root.join(LINKS).join(program).display())
+}
+
+/// The deployment's netlink attachments (TC filters on clsact qdiscs in
+/// the caller's network namespace), by program.
+pub fn netlink_links(root: &Path) -> Vec<(String, ClsBpfFilter)> {
+    let prefix = netlink_label(root, "");
+    kiln_loader::links::tc::list_all_cls_bpf()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|f| {
+            let program = f.name.strip_prefix(&prefix)?.to_owned();
+            (!program.is_empty() && !program.contains('/')).then_some((program, f))
+        })
+        .collect()
 }
 
 /// A pin left under its staging name by a killed apply: never a live item,
@@ -516,7 +552,7 @@ pub fn link_at(path: &Path) -> Option<LiveLink> {
     Some(LiveLink {
         id: info.id,
         prog_id: info.prog_id,
-        link_type: info.link_type,
+        link_type: Some(info.link_type),
         point: AttachPoint::observed(&info),
     })
 }

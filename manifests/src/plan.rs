@@ -112,7 +112,7 @@ impl DesiredAttach {
     pub fn matches(&self, live: &LiveLink) -> bool {
         match &live.point {
             Some(p) => self.point.covers(p),
-            None => !self.point.reported() && self.point.link_type() == Some(live.link_type),
+            None => !self.point.reported() && self.point.link_type() == live.link_type,
         }
     }
 }
@@ -218,8 +218,10 @@ pub struct LiveProgram {
 pub struct LiveLink {
     pub id: u32,
     pub prog_id: u32,
+    /// The kind of `bpf_link`; `None` for an attachment the kernel keeps
+    /// without one (a TC filter on a clsact qdisc, found through netlink).
     #[serde(serialize_with = "ser_debug")]
-    pub link_type: LinkType,
+    pub link_type: Option<LinkType>,
     /// Where the kernel says it is attached, when its link info names it.
     #[serde(serialize_with = "ser_display_opt")]
     pub point: Option<AttachPoint>,
@@ -245,6 +247,10 @@ pub struct Observed {
     pub maps: BTreeMap<String, LiveMap>,
     pub programs: BTreeMap<String, LiveProgram>,
     pub links: BTreeMap<String, LiveLink>,
+    /// Attachments the kernel keeps without a `bpf_link` (TC filters on a
+    /// clsact qdisc), by program: found through netlink by the name apply
+    /// gave them, since nothing of them can be pinned.
+    pub netlink_links: BTreeMap<String, LiveLink>,
     /// Pins this deployment owns outside its layout (such as a staged pin
     /// left by a killed apply): removed by the next apply.
     pub strays: Vec<PathBuf>,
@@ -267,6 +273,20 @@ pub struct Observed {
     /// on them (`entries_mode` enforce or exact), read from the map itself.
     #[serde(skip)]
     pub entry_drift: BTreeMap<String, EntryDrift>,
+}
+
+impl Observed {
+    /// The attachment of `program`: its pinned link, else its netlink filter.
+    pub fn link(&self, program: &str) -> Option<&LiveLink> {
+        self.links
+            .get(program)
+            .or_else(|| self.netlink_links.get(program))
+    }
+
+    /// Every attachment, pinned links first, by program.
+    pub fn all_links(&self) -> impl Iterator<Item = (&String, &LiveLink)> {
+        self.links.iter().chain(&self.netlink_links)
+    }
 }
 
 pub fn tag_hex(tag: &[u8; 8]) -> String {
@@ -702,7 +722,7 @@ pub fn compute(
                 reason,
             });
         }
-        let link = observed.links.get(name);
+        let link = observed.link(name);
         match (&want.attach, link) {
             (None, None) => {}
             (None, Some(_)) => link_actions.push(Action::Detach {
@@ -762,7 +782,7 @@ pub fn compute(
             "removed from the manifest"
         }
     };
-    for name in observed.links.keys() {
+    for (name, _) in observed.all_links() {
         if !desired.programs.contains_key(name) {
             cleanup.push(Action::Detach {
                 link: name.clone(),
@@ -928,7 +948,7 @@ mod tests {
             LiveLink {
                 id: 30,
                 prog_id: 20,
-                link_type: LinkType::Xdp,
+                link_type: Some(LinkType::Xdp),
                 point: Some(xdp(XdpMode::Generic)),
             },
         );
@@ -1133,7 +1153,7 @@ mod tests {
             LiveLink {
                 id: 31,
                 prog_id: 21,
-                link_type: LinkType::Xdp,
+                link_type: Some(LinkType::Xdp),
                 point: Some(AttachPoint::Xdp {
                     ifindex: 2,
                     mode: XdpMode::Generic,

@@ -151,7 +151,7 @@ pub fn compute(
     }
     for (name, want) in &desired.programs {
         let live = observed.programs.get(name);
-        let link = observed.links.get(name);
+        let link = observed.link(name);
         let (state, detail) = match (live, &want.attach, link) {
             (None, _, _) => (State::Missing, "not loaded".to_string()),
             (Some(p), _, _) if !want.tags.contains(&p.tag) => (
@@ -219,7 +219,7 @@ pub fn compute(
     }
     for name in &desired.disabled {
         let loaded = observed.programs.get(name);
-        let attached = observed.links.get(name);
+        let attached = observed.link(name);
         let (state, detail) = match (loaded, attached) {
             (None, None) => (
                 State::Ok,
@@ -266,8 +266,8 @@ pub fn compute(
     );
     extra.extend(
         observed
-            .links
-            .keys()
+            .all_links()
+            .map(|(k, _)| k)
             .filter(|k| !declared(k))
             .map(|k| format!("links/{k}")),
     );

@@ -503,12 +503,28 @@ impl AttachPoint {
 
 /// Whether TC points attach as tcx links on this kernel (probed once).
 pub fn tc_uses_tcx() -> bool {
-    crate::probe::feature("tcx") == Some(true)
+    has_link_kind("tcx", "tcx_link")
 }
 
 /// Whether XDP attaches as a `bpf_link` on this kernel (probed once).
 fn xdp_uses_link() -> bool {
-    crate::probe::feature("xdp_link") == Some(true)
+    has_link_kind("xdp_link", "bpf_xdp_link")
+}
+
+/// Feature `probe`, or, where the probe says no, whether the kernel's BTF
+/// has the link's struct `kernel_struct`: the probe attaches for real in a
+/// private network namespace, which a process with `CAP_BPF` and
+/// `CAP_NET_ADMIN` but no `CAP_SYS_ADMIN` cannot make, and the link kind
+/// exists all the same.
+fn has_link_kind(probe: &str, kernel_struct: &str) -> bool {
+    if crate::probe::assumed_missing(probe) {
+        return false;
+    }
+    crate::probe::feature(probe) == Some(true)
+        || tracing::running_kernel_btf().is_ok_and(|btf| {
+            btf.find_by_name(kiln_obj::btf::Kind::Struct, kernel_struct)
+                .is_some()
+        })
 }
 
 /// The caller's network namespace: the calling thread's, which may differ
@@ -630,11 +646,22 @@ impl fmt::Display for AttachPoint {
     }
 }
 
-/// Attaches `prog` (loaded as `kind`) at `point`, with the mechanism the
-/// kernel offers: a `bpf_link` where it has the link kind (probed once per
-/// process), else netlink (XDP before 5.9, TC through clsact before 6.6) or
-/// the perf-event ioctl.
+/// Attaches `prog` at `point`, with the mechanism the kernel offers: a
+/// `bpf_link` where it has the link kind (probed once per process), else
+/// netlink (XDP before 5.9, TC through clsact before 6.6) or the
+/// perf-event ioctl.
 pub fn attach(prog: BorrowedFd<'_>, point: &AttachPoint) -> Result<Box<dyn Link>, LinkError> {
+    attach_labelled(prog, point, "kiln")
+}
+
+/// [`attach`], naming a netlink attachment `label` (the cls_bpf filter's
+/// name), so that a later process finds it again with
+/// [`tc::list_all_cls_bpf`]; `bpf_link`s are found through their pins.
+pub fn attach_labelled(
+    prog: BorrowedFd<'_>,
+    point: &AttachPoint,
+    label: &str,
+) -> Result<Box<dyn Link>, LinkError> {
     fn boxed<L: Link + 'static>(l: L) -> Box<dyn Link> {
         Box::new(l)
     }
@@ -699,7 +726,7 @@ pub fn attach(prog: BorrowedFd<'_>, point: &AttachPoint) -> Result<Box<dyn Link>
                 let opts = ClsBpfOptions {
                     priority: *priority,
                     handle: *handle,
-                    ..ClsBpfOptions::default()
+                    name: label.to_owned(),
                 };
                 tc::attach_cls_bpf(prog, *ifindex, *direction, &opts).map(boxed)
             }

@@ -37,7 +37,7 @@ pub mod usdt;
 pub mod xdp;
 pub mod xdp_dispatcher;
 
-pub use attach_point::{AttachPoint, attach};
+pub use attach_point::{AttachPoint, attach, attach_labelled};
 pub use auto::auto_attach;
 pub use program_ext::ProgramAttach;
 

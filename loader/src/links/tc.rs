@@ -327,6 +327,48 @@ pub fn list_cls_bpf(ifindex: u32, direction: Direction) -> Result<Vec<ClsBpfFilt
     }
 }
 
+/// Every cls_bpf filter on every interface of the caller's network
+/// namespace, both directions: what a later process searches to find the
+/// filters an earlier one installed (by their name, see [`ClsBpfOptions::name`]).
+pub fn list_all_cls_bpf() -> Result<Vec<ClsBpfFilter>, LinkError> {
+    let mut out = Vec::new();
+    for ifindex in interface_indexes() {
+        for direction in [Direction::Ingress, Direction::Egress] {
+            match list_cls_bpf(ifindex, direction) {
+                Ok(f) => out.extend(f),
+                // Gone between the listing and the dump.
+                Err(e) if e.errno() == Some(libc::ENODEV) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The indexes of the interfaces of the calling thread's network namespace
+/// (`if_nameindex` asks the kernel over netlink, unlike `/sys/class/net`,
+/// which shows the namespace sysfs was mounted in).
+fn interface_indexes() -> Vec<u32> {
+    // SAFETY: if_nameindex takes no arguments; it returns NULL or an array
+    // terminated by an entry with index 0, freed below.
+    let list = unsafe { libc::if_nameindex() };
+    if list.is_null() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for i in 0.. {
+        // SAFETY: the array is terminated by an index-0 entry, not passed yet.
+        let entry = unsafe { &*list.add(i) };
+        if entry.if_index == 0 {
+            break;
+        }
+        out.push(entry.if_index);
+    }
+    // SAFETY: `list` came from if_nameindex and is freed once.
+    unsafe { libc::if_freenameindex(list) };
+    out
+}
+
 /// Finds the filter at (ifindex, direction, priority, handle), e.g. one a
 /// previous process installed; [`ClsBpfLink::adopt`] takes charge of it.
 pub fn find_cls_bpf(
