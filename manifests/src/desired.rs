@@ -802,6 +802,23 @@ pub fn resolve_attach(
                 }
             }
         }
+        Attach::Iter { target } => {
+            need("iter", &[ProgramType::TRACING], ptype)?;
+            match AttachPoint::from_section(kind).ok() {
+                Some(AttachPoint::Iter { target: t }) if t == *target => {
+                    AttachPoint::Iter { target: t }
+                }
+                other => {
+                    return Err((
+                        format!(
+                            "iterator targets are fixed when the program is loaded, from its section; the section names {}",
+                            other.map_or("no iterator".to_string(), |p| format!("'{p}'"))
+                        ),
+                        "make the manifest's target match the section (SEC(\"iter/TARGET\")), or use attach = \"auto\"".into(),
+                    ));
+                }
+            }
+        }
         Attach::Kprobe { function, offset } => {
             need("kprobe", &[ProgramType::KPROBE], ptype)?;
             AttachPoint::Kprobe {
@@ -1028,6 +1045,9 @@ pub fn attach_of_point(point: &AttachPoint) -> Option<Attach> {
                 }
             }
         }
+        AttachPoint::Iter { target } => Attach::Iter {
+            target: target.clone(),
+        },
         AttachPoint::Xdp { ifindex, mode } => Attach::Xdp {
             interface: names::interface_name(*ifindex)?,
             mode: *mode,

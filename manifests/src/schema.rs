@@ -128,6 +128,11 @@ pub enum Attach {
     Lsm {
         hook: String,
     },
+    /// A BPF iterator (`iter/TARGET` section); its link is pinned, and
+    /// reading the pin (`cat <pin_root>/links/<PROGRAM>`) runs it.
+    Iter {
+        target: String,
+    },
     Xdp {
         interface: String,
         #[serde(default, with = "xdp_mode")]
@@ -189,6 +194,7 @@ impl Attach {
             Attach::Fentry { .. } => "fentry",
             Attach::Fexit { .. } => "fexit",
             Attach::Lsm { .. } => "lsm",
+            Attach::Iter { .. } => "iter",
             Attach::Xdp { .. } => "xdp",
             Attach::Tcx { .. } => "tcx",
             Attach::Tc { .. } => "tc",
@@ -358,6 +364,7 @@ mod tests {
             "fentry",
             "fexit",
             "lsm",
+            "iter",
             "xdp",
             "tcx",
             "tc",

@@ -56,6 +56,76 @@ fn cycle(program: &str, attach: &str, netns: bool) -> TestResult {
     result
 }
 
+/// An iterator declared in a manifest: its pinned link yields the output,
+/// an upgrade to another function switches the link in place, destroy
+/// removes the pin.
+fn iter_pinned_output_upgrades_in_place() -> TestResult {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "kiln-iter-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let obj = kiln_testkit::bpf_object("attach_iter.bpf.o")?;
+    let root = PathBuf::from("/sys/fs/bpf").join(&name);
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("manifest.toml");
+    let load = |function: &str| -> Result<Deployment, String> {
+        std::fs::write(
+            &path,
+            format!(
+                "[deployment]\nname = \"{name}\"\npin_root = \"{}\"\nallow_outside = true\n\n[objects.it]\npath = \"{}\"\n\n[programs.maps]\nobject = \"it\"\nfunction = \"{function}\"\nattach = {{ iter = {{ target = \"bpf_map\" }} }}\n",
+                root.display(),
+                obj.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        Deployment::load(&path, &BTreeMap::new()).map_err(|e| e.to_string())
+    };
+    let result = (|| -> TestResult {
+        let d = load("dump_maps")?;
+        d.apply(&ApplyOptions::default())?;
+        let pin = root.join("links/maps");
+        // Reading the pin runs the iterator: one `map ID` line per BPF map
+        // of the kernel, among them one this test pins for the purpose.
+        let probe_pin = PathBuf::from("/sys/fs/bpf").join(format!("{name}-map"));
+        common::pin_foreign_map(&probe_pin, 1, 1)?;
+        let probe_id = kiln_manifest::live::map_at(&probe_pin).map(|m| m.id);
+        let out = std::fs::read_to_string(&pin);
+        let _ = std::fs::remove_file(&probe_pin);
+        let (out, id) = (out?, probe_id.ok_or("probe map not pinned")?);
+        assert!(
+            out.lines().any(|l| l == format!("map {id}")),
+            "map {id} missing from the iterator's output:\n{out}"
+        );
+        let status = d.status()?;
+        assert!(status.all_ok(), "{status}");
+        assert!(status.to_string().contains("iter bpf_map"), "{status}");
+        assert!(load("dump_maps")?.plan()?.is_noop());
+
+        let v2 = load("dump_maps_v2")?;
+        let plan = v2.plan()?;
+        assert!(plan.to_string().contains("link update"), "{plan}");
+        let link_id = kiln_manifest::live::link_at(&pin).ok_or("no link")?.id;
+        v2.apply(&ApplyOptions::default())?;
+        assert_eq!(
+            kiln_manifest::live::link_at(&pin).ok_or("no link")?.id,
+            link_id,
+            "the link was replaced, not updated"
+        );
+        let out = std::fs::read_to_string(&pin)?;
+        assert!(out.starts_with("v2 map "), "{out}");
+        assert!(v2.plan()?.is_noop());
+
+        v2.destroy()?;
+        assert!(!root.exists(), "pin root left behind");
+        Ok(())
+    })();
+    common::remove_deployment(&name, &root, &dir);
+    result
+}
+
 fn feature(name: &'static str) -> impl Fn() -> Option<String> {
     move || {
         let f = kiln_loader::probe::features();
@@ -151,5 +221,12 @@ fn main() {
         kiln_testkit::test("socket_filter_load_only", &with(&[]), || {
             cycle("sock", "\"none\"", false)
         }),
+        kiln_testkit::test(
+            "iter_pinned_output_upgrades_in_place",
+            // Iterators are 5.8+: every kernel of the matrix; the
+            // helpers (bpf_seq_printf) are probed.
+            &with(&[Need::HelpersOf("attach_iter.bpf.o")]),
+            iter_pinned_output_upgrades_in_place,
+        ),
     ]);
 }

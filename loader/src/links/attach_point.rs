@@ -137,8 +137,10 @@ pub enum AttachPoint {
         pid: Option<i32>,
         retprobe: bool,
     },
-    /// A BPF iterator over every object of its kind. Minimum kernel version: 5.8.
-    Iter,
+    /// A BPF iterator over every object of its kind (`task`, `bpf_map`...;
+    /// fixed at load, from the `iter/TARGET` section). Reading its pinned
+    /// link runs it and yields its output. Minimum kernel version: 5.8.
+    Iter { target: String },
     /// XDP on an interface. A `bpf_link` from 5.9, netlink before.
     Xdp { ifindex: u32, mode: XdpMode },
     /// A tcx link on an interface. Minimum kernel version: 6.6.
@@ -253,8 +255,8 @@ impl AttachPoint {
             }
             ProgramKind::Tracing {
                 attach_type: AttachType::TRACE_ITER,
-                ..
-            } => AttachPoint::Iter,
+                target: Some(t),
+            } => AttachPoint::Iter { target: t.clone() },
             ProgramKind::Tracing {
                 attach_type,
                 target: Some(t),
@@ -316,7 +318,7 @@ impl AttachPoint {
             AttachPoint::Btf { .. } => Mechanism::Tracing,
             AttachPoint::Kprobe { .. } => Mechanism::Kprobe,
             AttachPoint::Uprobe { .. } => Mechanism::Uprobe,
-            AttachPoint::Iter => Mechanism::Iter,
+            AttachPoint::Iter { .. } => Mechanism::Iter,
             AttachPoint::Xdp { .. } => Mechanism::Xdp,
             AttachPoint::Tcx { .. } => Mechanism::Tcx,
             AttachPoint::Tc { .. } => Mechanism::Tc,
@@ -337,7 +339,7 @@ impl AttachPoint {
             | AttachPoint::Uprobe { .. } => LinkType::PerfEvent,
             AttachPoint::RawTracepoint { .. } => LinkType::RawTracepoint,
             AttachPoint::Btf { .. } => LinkType::Tracing,
-            AttachPoint::Iter => LinkType::Iter,
+            AttachPoint::Iter { .. } => LinkType::Iter,
             AttachPoint::Xdp { .. } => LinkType::Xdp,
             AttachPoint::Tcx { .. } => LinkType::Tcx,
             AttachPoint::Tc { .. } if tc_uses_tcx() => LinkType::Tcx,
@@ -359,7 +361,7 @@ impl AttachPoint {
                 | AttachPoint::Uprobe { .. }
                 | AttachPoint::RawTracepoint { .. }
                 | AttachPoint::Btf { .. }
-                | AttachPoint::Iter
+                | AttachPoint::Iter { .. }
         )
     }
 
@@ -369,6 +371,7 @@ impl AttachPoint {
         matches!(
             self,
             AttachPoint::Xdp { .. }
+                | AttachPoint::Iter { .. }
                 | AttachPoint::Tcx { .. }
                 | AttachPoint::Tc { .. }
                 | AttachPoint::Cgroup { .. }
@@ -587,7 +590,7 @@ impl fmt::Display for AttachPoint {
                     None => write!(f, "{k} {}@{offset:#x}", path.display()),
                 }
             }
-            AttachPoint::Iter => write!(f, "iterator"),
+            AttachPoint::Iter { target } => write!(f, "iter {target}"),
             AttachPoint::Xdp { ifindex, mode } => {
                 write!(
                     f,
@@ -703,7 +706,7 @@ pub fn attach_labelled(
             };
             uprobe::attach_uprobe_offset(prog, &path, base + offset, *retprobe, *pid, 0).map(boxed)
         }
-        AttachPoint::Iter => iter::attach_iter(prog, iter::IterTarget::All).map(boxed),
+        AttachPoint::Iter { .. } => iter::attach_iter(prog, iter::IterTarget::All).map(boxed),
         AttachPoint::Xdp { ifindex, mode } => {
             if xdp_uses_link() {
                 xdp::attach_xdp_link(prog, *ifindex, mode.flags()).map(boxed)
