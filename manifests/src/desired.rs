@@ -910,6 +910,12 @@ pub fn resolve_attach(
                 netns: netns.into(),
             }
         }
+        Attach::FlowDissector { netns } => {
+            need("flow_dissector", &[ProgramType::FLOW_DISSECTOR], ptype)?;
+            AttachPoint::FlowDissector {
+                netns: netns.into(),
+            }
+        }
         Attach::Netfilter {
             family,
             hook,
@@ -1072,6 +1078,9 @@ pub fn attach_of_point(point: &AttachPoint) -> Option<Attach> {
             attach_type: names::cgroup_attach_type(*attach_type).map(String::from),
         },
         AttachPoint::SkLookup { netns } => Attach::SkLookup {
+            netns: netns.to_str()?.to_owned(),
+        },
+        AttachPoint::FlowDissector { netns } => Attach::FlowDissector {
             netns: netns.to_str()?.to_owned(),
         },
         AttachPoint::Netfilter {

@@ -168,6 +168,11 @@ pub enum Attach {
         /// A network namespace file, e.g. `/proc/self/ns/net` or `/run/netns/NAME`.
         netns: String,
     },
+    /// The flow dissector of a network namespace (one per namespace).
+    FlowDissector {
+        /// A network namespace file, e.g. `/proc/self/ns/net` or `/run/netns/NAME`.
+        netns: String,
+    },
     Netfilter {
         /// `ipv4` or `ipv6`.
         family: String,
@@ -200,6 +205,7 @@ impl Attach {
             Attach::Tc { .. } => "tc",
             Attach::Cgroup { .. } => "cgroup",
             Attach::SkLookup { .. } => "sk_lookup",
+            Attach::FlowDissector { .. } => "flow_dissector",
             Attach::Netfilter { .. } => "netfilter",
         }
     }
@@ -370,6 +376,7 @@ mod tests {
             "tc",
             "cgroup",
             "sk_lookup",
+            "flow_dissector",
             "netfilter",
         ];
         want.sort();

@@ -56,6 +56,28 @@ fn cycle(program: &str, attach: &str, netns: bool) -> TestResult {
     result
 }
 
+/// Writes at `path` a deployment of one program (manifest name, function
+/// in `object`) attached as `attach`, and loads it.
+fn one_program(
+    path: &std::path::Path,
+    name: &str,
+    root: &std::path::Path,
+    object: &std::path::Path,
+    (program, function): (&str, &str),
+    attach: &str,
+) -> Result<Deployment, String> {
+    std::fs::write(
+        path,
+        format!(
+            "[deployment]\nname = \"{name}\"\npin_root = \"{}\"\nallow_outside = true\n\n[objects.obj]\npath = \"{}\"\n\n[programs.{program}]\nobject = \"obj\"\nfunction = \"{function}\"\nattach = {attach}\n",
+            root.display(),
+            object.display()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    Deployment::load(path, &BTreeMap::new()).map_err(|e| e.to_string())
+}
+
 /// An iterator declared in a manifest: its pinned link yields the output,
 /// an upgrade to another function switches the link in place, destroy
 /// removes the pin.
@@ -71,17 +93,15 @@ fn iter_pinned_output_upgrades_in_place() -> TestResult {
     let dir = std::env::temp_dir().join(&name);
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("manifest.toml");
-    let load = |function: &str| -> Result<Deployment, String> {
-        std::fs::write(
+    let load = |function: &str| {
+        one_program(
             &path,
-            format!(
-                "[deployment]\nname = \"{name}\"\npin_root = \"{}\"\nallow_outside = true\n\n[objects.it]\npath = \"{}\"\n\n[programs.maps]\nobject = \"it\"\nfunction = \"{function}\"\nattach = {{ iter = {{ target = \"bpf_map\" }} }}\n",
-                root.display(),
-                obj.display()
-            ),
+            &name,
+            &root,
+            &obj,
+            ("maps", function),
+            "{ iter = { target = \"bpf_map\" } }",
         )
-        .map_err(|e| e.to_string())?;
-        Deployment::load(&path, &BTreeMap::new()).map_err(|e| e.to_string())
     };
     let result = (|| -> TestResult {
         let d = load("dump_maps")?;
@@ -123,6 +143,120 @@ fn iter_pinned_output_upgrades_in_place() -> TestResult {
         Ok(())
     })();
     common::remove_deployment(&name, &root, &dir);
+    result
+}
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Sends `n` UDP datagrams from namespace `from` to `to` (port 9).
+fn send_from(from: &str, to: &str, n: u32) -> Result<(), String> {
+    let ns = std::fs::File::open(format!("/run/netns/{from}")).map_err(|e| e.to_string())?;
+    let to = format!("{to}:9");
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<(), String> {
+            use std::os::fd::AsRawFd;
+            // SAFETY: setns on a namespace fd we hold; it moves this thread only.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(format!("setns: {}", std::io::Error::last_os_error()));
+            }
+            let sock = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+            for _ in 0..n {
+                // Nothing listens: ICMP errors come back and are ignored.
+                let _ = sock.send_to(b"x", &to);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Ok(())
+        })
+        .join()
+        .map_err(|_| "sender panicked".to_string())?
+    })
+}
+
+/// The flow dissector of a namespace, declared in a manifest: packets
+/// arriving over a veth (with RPS, so the kernel hashes and dissects each)
+/// run it; an upgrade to another function switches the link in place.
+fn flow_dissector_counts_received_packets() -> TestResult {
+    const DISSECT: u32 = 5;
+    const DISSECT_V2: u32 = 6;
+    let pid = std::process::id();
+    let (a, b) = (format!("kfd-{pid}-a"), format!("kfd-{pid}-b"));
+    let name = format!("kiln-fd-{pid}");
+    let root = PathBuf::from("/sys/fs/bpf").join(&name);
+    let dir = std::env::temp_dir().join(&name);
+    let result = (|| -> TestResult {
+        ip(&["netns", "add", &a])?;
+        ip(&["netns", "add", &b])?;
+        ip(&[
+            "link", "add", "va", "netns", &a, "type", "veth", "peer", "name", "vb", "netns", &b,
+        ])?;
+        for (ns, dev, addr) in [(&a, "va", "10.203.0.1/24"), (&b, "vb", "10.203.0.2/24")] {
+            ip(&["-n", ns, "addr", "add", addr, "dev", dev])?;
+            ip(&["-n", ns, "link", "set", dev, "up"])?;
+        }
+        // Receive packet steering makes the kernel hash every packet vb receives.
+        ip(&[
+            "netns",
+            "exec",
+            &b,
+            "sh",
+            "-c",
+            "echo 1 > /sys/class/net/vb/queues/rx-0/rps_cpus",
+        ])?;
+        let obj = kiln_testkit::bpf_object("attach_sock.bpf.o")?;
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("manifest.toml");
+        let attach = format!("{{ flow_dissector = {{ netns = \"/run/netns/{b}\" }} }}");
+        let load =
+            |function: &str| one_program(&path, &name, &root, &obj, ("dissect", function), &attach);
+        let count = |slot: u32| common::pinned_value(&root.join("maps/counts"), slot);
+        let d = load("dissect")?;
+        d.apply(&ApplyOptions::default())?;
+        send_from(&a, "10.203.0.2", 5)?;
+        assert!(
+            count(DISSECT)?.unwrap_or(0) >= 1,
+            "the dissector did not run"
+        );
+        let status = d.status()?;
+        assert!(status.all_ok(), "{status}");
+        assert!(
+            status.to_string().contains("flow_dissector in /run/netns/"),
+            "{status}"
+        );
+        assert!(load("dissect")?.plan()?.is_noop());
+
+        let v2 = load("dissect_v2")?;
+        let plan = v2.plan()?;
+        assert!(plan.to_string().contains("link update"), "{plan}");
+        v2.apply(&ApplyOptions::default())?;
+        let before = count(DISSECT)?;
+        send_from(&a, "10.203.0.2", 5)?;
+        assert!(
+            count(DISSECT_V2)?.unwrap_or(0) >= 1,
+            "the upgrade did not run"
+        );
+        assert_eq!(count(DISSECT)?, before, "the old program still runs");
+        assert!(v2.plan()?.is_noop());
+        v2.destroy()?;
+        assert!(!root.exists(), "pin root left behind");
+        Ok(())
+    })();
+    common::remove_deployment(&name, &root, &dir);
+    let _ = ip(&["netns", "del", &a]);
+    let _ = ip(&["netns", "del", &b]);
     result
 }
 
@@ -221,6 +355,11 @@ fn main() {
         kiln_testkit::test("socket_filter_load_only", &with(&[]), || {
             cycle("sock", "\"none\"", false)
         }),
+        kiln_testkit::test(
+            "flow_dissector_counts_received_packets",
+            &with(&[Need::NetNs, Need::HelpersOf("attach_sock.bpf.o")]),
+            flow_dissector_counts_received_packets,
+        ),
         kiln_testkit::test(
             "iter_pinned_output_upgrades_in_place",
             // Iterators are 5.8+: every kernel of the matrix; the
