@@ -220,15 +220,20 @@ pub struct LiveLink {
     pub prog_id: u32,
     /// The kind of `bpf_link`; `None` for an attachment the kernel keeps
     /// without one (a TC filter on a clsact qdisc, found through netlink).
-    #[serde(serialize_with = "ser_debug")]
+    #[serde(serialize_with = "ser_link_type")]
     pub link_type: Option<LinkType>,
     /// Where the kernel says it is attached, when its link info names it.
     #[serde(serialize_with = "ser_display_opt")]
     pub point: Option<AttachPoint>,
 }
 
-fn ser_debug<S: serde::Serializer, T: fmt::Debug>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{v:?}"))
+/// The mechanism's name of a link type (`xdp`, `tcx`, `perf_event`), or
+/// `null` for a netlink attachment.
+fn ser_link_type<S: serde::Serializer>(v: &Option<LinkType>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(t) => s.serialize_some(t.mechanism().name()),
+        None => s.serialize_none(),
+    }
 }
 
 fn ser_display_opt<S: serde::Serializer, T: fmt::Display>(

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::plan::{Desired, LiveLink, Observed, stale_maps, tag_hex, target_change};
+use crate::plan::{Desired, LiveLink, LiveProgram, Observed, stale_maps, tag_hex, target_change};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -25,6 +25,33 @@ pub struct ItemStatus {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_cnt: Option<u64>,
+    /// What the manifest asks for, as values: a map's definition; a
+    /// program's type, possible tags and attach point.
+    pub desired: serde_json::Value,
+    /// What the kernel holds, as values (`null` when nothing): a map's id,
+    /// definition and BTF id; a program's id, tag, map ids and run counts,
+    /// and its link (id, type, and the attach point the kernel reports).
+    pub observed: serde_json::Value,
+}
+
+/// The observed values of a program and its attachment.
+fn observed_program(p: Option<&LiveProgram>, l: Option<&LiveLink>) -> serde_json::Value {
+    if p.is_none() && l.is_none() {
+        return serde_json::Value::Null;
+    }
+    serde_json::json!({ "program": p, "link": l })
+}
+
+/// The desired values of a program.
+fn desired_program(want: &crate::plan::DesiredProgram) -> serde_json::Value {
+    serde_json::json!({
+        "object": want.object,
+        "function": want.function,
+        "prog_type": want.prog_type,
+        "tags": want.tags.iter().map(tag_hex).collect::<Vec<_>>(),
+        "maps": want.maps,
+        "attach": want.attach,
+    })
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -147,6 +174,8 @@ pub fn compute(
             state,
             detail,
             run_cnt: None,
+            desired: serde_json::json!({ "def": want.def, "object": want.object }),
+            observed: serde_json::to_value(observed.maps.get(name)).unwrap_or_default(),
         });
     }
     for (name, want) in &desired.programs {
@@ -215,6 +244,8 @@ pub fn compute(
             state,
             detail,
             run_cnt: live.map(|p| p.run_cnt).filter(|n| *n > 0),
+            desired: desired_program(want),
+            observed: observed_program(live, link),
         });
     }
     for name in &desired.disabled {
@@ -246,6 +277,8 @@ pub fn compute(
             state,
             detail,
             run_cnt: None,
+            desired: serde_json::json!({ "enabled": false }),
+            observed: observed_program(observed.programs.get(name), observed.link(name)),
         });
     }
     let declared = |k: &String| desired.programs.contains_key(k) || desired.disabled.contains(k);
