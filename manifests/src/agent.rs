@@ -339,11 +339,7 @@ impl Agent {
             .builds
             .iter()
             .filter_map(|(name, b)| match &b.attach {
-                Some(
-                    a @ (AttachPoint::Tracepoint { .. }
-                    | AttachPoint::Kprobe { .. }
-                    | AttachPoint::Uprobe { .. }),
-                ) => Some((name.clone(), a.clone())),
+                Some(a) if a.uses_perf_event() => Some((name.clone(), a.clone())),
                 _ => None,
             })
             .collect();

@@ -89,16 +89,10 @@ pub fn check_perf_links(
     let perf: Vec<_> = manifest
         .programs()
         .filter(|(key, _)| {
-            resolved.builds.get(key.get_ref()).is_some_and(|b| {
-                matches!(
-                    b.attach,
-                    Some(
-                        AttachPoint::Tracepoint { .. }
-                            | AttachPoint::Kprobe { .. }
-                            | AttachPoint::Uprobe { .. }
-                    )
-                )
-            })
+            resolved
+                .builds
+                .get(key.get_ref())
+                .is_some_and(|b| b.attach.as_ref().is_some_and(AttachPoint::uses_perf_event))
         })
         .collect();
     // Probe only when it matters, and only what matters.

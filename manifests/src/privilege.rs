@@ -58,14 +58,11 @@ pub fn reasons(resolved: &Resolved) -> Vec<Reason> {
     // Tracepoint, kprobe and uprobe attachments go through perf_event_open.
     let mut perf_events = Vec::new();
     for (name, build) in &resolved.builds {
-        if matches!(
-            build.attach,
-            Some(
-                AttachPoint::Tracepoint { .. }
-                    | AttachPoint::Kprobe { .. }
-                    | AttachPoint::Uprobe { .. }
-            )
-        ) {
+        if build
+            .attach
+            .as_ref()
+            .is_some_and(AttachPoint::uses_perf_event)
+        {
             perf_events.push(name.clone());
         }
         let Some(point) = &build.attach else {
@@ -397,9 +394,7 @@ pub fn beyond_token(resolved: &Resolved) -> Vec<String> {
         .builds
         .iter()
         .filter_map(|(name, build)| match &build.attach {
-            Some(AttachPoint::Tracepoint { .. }) => Some(format!("{name} (tracepoint)")),
-            Some(AttachPoint::Kprobe { .. }) => Some(format!("{name} (kprobe)")),
-            Some(AttachPoint::Uprobe { .. }) => Some(format!("{name} (uprobe)")),
+            Some(a) if a.uses_perf_event() => Some(format!("{name} ({})", a.mechanism())),
             _ => None,
         })
         .collect()

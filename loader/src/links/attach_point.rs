@@ -350,6 +350,20 @@ impl AttachPoint {
         })
     }
 
+    /// Whether attaching here opens a perf event (`perf_event_open`):
+    /// tracepoints, kprobes and uprobes. Such an attachment needs
+    /// `CAP_PERFMON` (or the `perf_event_paranoid` sysctl's leave) besides
+    /// `CAP_BPF`, a BPF token cannot grant it, and it is a `bpf_link` only
+    /// from 5.15.
+    pub fn uses_perf_event(&self) -> bool {
+        matches!(
+            self,
+            AttachPoint::Tracepoint { .. }
+                | AttachPoint::Kprobe { .. }
+                | AttachPoint::Uprobe { .. }
+        )
+    }
+
     /// Whether the kernel reports this point's target in a live link's info
     /// (perf-event, raw tracepoint and tracing links do not in a form that
     /// compares: for those only the link's type can be checked).
