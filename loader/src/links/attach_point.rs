@@ -1021,6 +1021,55 @@ mod tests {
     }
 
     #[test]
+    fn tc_covers_a_tcx_link_and_its_own_filter() {
+        let tc = AttachPoint::Tc {
+            ifindex: 3,
+            direction: Direction::Ingress,
+            priority: 0,
+            handle: 0,
+        };
+        assert!(tc.covers(&AttachPoint::Tcx {
+            ifindex: 3,
+            direction: Direction::Ingress
+        }));
+        let filter = AttachPoint::Tc {
+            ifindex: 3,
+            direction: Direction::Ingress,
+            priority: 49152,
+            handle: 1,
+        };
+        // Priority and handle 0: whatever the kernel picked.
+        assert!(tc.covers(&filter));
+        let pinned = AttachPoint::Tc {
+            ifindex: 3,
+            direction: Direction::Ingress,
+            priority: 7,
+            handle: 0,
+        };
+        assert!(!pinned.covers(&filter));
+        assert!(!tc.covers(&AttachPoint::Tcx {
+            ifindex: 3,
+            direction: Direction::Egress
+        }));
+    }
+
+    #[test]
+    fn a_namespace_without_a_file_compares_by_inode() {
+        let own = names::netns_path(
+            std::fs::metadata("/proc/thread-self/ns/net")
+                .map(|m| m.ino())
+                .unwrap_or(0),
+        );
+        let want = AttachPoint::SkLookup {
+            netns: "/proc/thread-self/ns/net".into(),
+        };
+        assert!(want.covers(&AttachPoint::SkLookup { netns: own }));
+        assert!(!want.covers(&AttachPoint::SkLookup {
+            netns: "net:[1]".into()
+        }));
+    }
+
+    #[test]
     fn manifest_words_round_trip() {
         for t in names::cgroup_attach_type_names() {
             let a = names::cgroup_attach_type_from(t).unwrap();
