@@ -260,6 +260,83 @@ fn flow_dissector_counts_received_packets() -> TestResult {
     result
 }
 
+/// The value at u64 key `key` of the u64 -> u64 hash map pinned at `path`.
+fn hash_u64(path: &std::path::Path, key: u64) -> Result<u64, String> {
+    let map = kiln_loader::Map::from_pin(path, kiln_loader::sys::object::OpenFlags::ReadOnly)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(map
+        .lookup_bytes(&key.to_ne_bytes(), kiln_loader::maps::UpdateFlags::ANY)
+        .map_err(|e| e.to_string())?
+        .and_then(|v| Some(u64::from_ne_bytes(v.get(..8)?.try_into().ok()?)))
+        .unwrap_or(0))
+}
+
+/// A uprobe on a library named as libbpf takes it (`libc.so.6`, found in
+/// the system's library directories): calls through it run the program; an
+/// upgrade (a migrated map reloads the program) attaches the new one before
+/// detaching the old, as perf-event links cannot be updated.
+fn uprobe_on_a_library_by_name() -> TestResult {
+    let pid = std::process::id();
+    let name = format!("kiln-uprobe-{pid}");
+    let root = PathBuf::from("/sys/fs/bpf").join(&name);
+    let dir = std::env::temp_dir().join(&name);
+    std::fs::create_dir_all(&dir)?;
+    let obj = kiln_testkit::bpf_object("attach_cookie.bpf.o")?;
+    let load = |max: u32| -> Result<Deployment, String> {
+        let path = dir.join("manifest.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[deployment]\nname = \"{name}\"\npin_root = \"{}\"\nallow_outside = true\n\n[objects.obj]\npath = \"{}\"\n\n[programs.uprobe_cookie]\nobject = \"obj\"\nattach = {{ uprobe = {{ path = \"libc.so.6\", symbol = \"getppid\", pid = {pid} }} }}\n\n[maps.cookies]\nobject = \"obj\"\nmax_entries = {max}\non_upgrade = \"migrate\"\n",
+                root.display(),
+                obj.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        Deployment::load(&path, &BTreeMap::new()).map_err(|e| e.to_string())
+    };
+    let result = (|| -> TestResult {
+        let d = load(64)?;
+        d.apply(&ApplyOptions::default())?;
+        let status = d.status()?;
+        assert!(status.all_ok(), "{status}");
+        let resolved = kiln_loader::links::uprobe::resolve_library("libc.so.6".as_ref());
+        assert!(
+            status
+                .to_string()
+                .contains(&format!("uprobe {}:getppid", resolved.display())),
+            "{status}"
+        );
+        let cookies = root.join("maps/cookies");
+        let before = hash_u64(&cookies, 0)?;
+        // SAFETY: getppid has no preconditions.
+        let _ = unsafe { libc::getppid() };
+        assert!(hash_u64(&cookies, 0)? > before, "the uprobe did not run");
+        assert!(load(64)?.plan()?.is_noop());
+
+        let bigger = load(128)?;
+        let plan = bigger.plan()?;
+        assert!(
+            plan.to_string().contains("attach new, then detach old"),
+            "{plan}"
+        );
+        bigger.apply(&ApplyOptions::default())?;
+        let before = hash_u64(&cookies, 0)?;
+        // SAFETY: as above.
+        let _ = unsafe { libc::getppid() };
+        assert!(
+            hash_u64(&cookies, 0)? > before,
+            "the upgraded uprobe did not run"
+        );
+        assert!(bigger.plan()?.is_noop());
+        bigger.destroy()?;
+        assert!(!root.exists(), "pin root left behind");
+        Ok(())
+    })();
+    common::remove_deployment(&name, &root, &dir);
+    result
+}
+
 fn feature(name: &'static str) -> impl Fn() -> Option<String> {
     move || {
         let f = kiln_loader::probe::features();
@@ -359,6 +436,23 @@ fn main() {
             "flow_dissector_counts_received_packets",
             &with(&[Need::NetNs, Need::HelpersOf("attach_sock.bpf.o")]),
             flow_dissector_counts_received_packets,
+        ),
+        kiln_testkit::test(
+            "uprobe_on_a_library_by_name",
+            &with(&[
+                common::perf_links(),
+                Need::Probe("uprobe PMU", || {
+                    (!std::path::Path::new("/sys/bus/event_source/devices/uprobe").exists())
+                        .then(|| "the kernel has no uprobe PMU".into())
+                }),
+                // A static test binary (the VMs') calls no libc.so.6.
+                Need::Probe("libc.so.6 in use", || {
+                    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+                    (!maps.contains("/libc.so.6"))
+                        .then(|| "this test binary does not use libc.so.6".into())
+                }),
+            ]),
+            uprobe_on_a_library_by_name,
         ),
         kiln_testkit::test(
             "iter_pinned_output_upgrades_in_place",
