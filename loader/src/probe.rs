@@ -170,6 +170,7 @@ pub fn feature_names() -> Vec<&'static str> {
         "bpf_link",
         "tcx",
         "xdp_link",
+        "sockmap_link",
         "btf",
         "ringbuf",
         "bpf_cookie",
@@ -194,6 +195,10 @@ fn probe_one(name: &str) -> Option<bool> {
         "bpf_link" => probe_link_create(),
         "tcx" => probe_tcx(),
         "xdp_link" => probe_link_create() && probe_xdp_link(),
+        "sockmap_link" => {
+            probe_link_create()
+                && probe_link_kind(ProgramType::SK_SKB, AttachType::SK_SKB_STREAM_VERDICT)
+        }
         "btf" => btf_ok(&[int_type(1)], b"\0int\0"),
         "ringbuf" => probe_map_type(MapType::RINGBUF),
         "bpf_cookie" => probe_helper(ProgramType::KPROBE, 174),

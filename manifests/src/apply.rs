@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use kiln_loader::links::attach_point::MapRef;
 use kiln_loader::links::tc::{ClsBpfFilter, ClsBpfLink};
 use kiln_loader::links::{AttachPoint, FdLink, Link, Mechanism};
 use kiln_loader::maps::UpdateFlags;
@@ -1013,6 +1014,25 @@ impl Tx {
         how: &AttachPoint,
     ) -> Result<Box<dyn Link>, ApplyError> {
         let label = live::netlink_label(&self.root, program);
+        // A sockmap of the deployment: the map this apply holds (created
+        // now, so perhaps not pinned yet), by id.
+        let how = match how {
+            AttachPoint::SockMap {
+                map: MapRef::Pin(pin),
+                hook,
+            } => match pin
+                .file_name()
+                .and_then(|n| self.maps.get(n.to_string_lossy().as_ref()))
+                .and_then(|m| m.info().ok())
+            {
+                Some(info) => &AttachPoint::SockMap {
+                    map: MapRef::Id(info.id),
+                    hook: *hook,
+                },
+                None => how,
+            },
+            _ => how,
+        };
         self.with_program(program, |prog| attach(prog, how, &label))?
             .map_err(|e| kerr(format!("attach program '{program}'"), e))
     }

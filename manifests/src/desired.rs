@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use kiln_loader::links::AttachPoint;
-use kiln_loader::links::attach_point::{BtfHook, names};
+use kiln_loader::links::attach_point::{BtfHook, MapRef, names};
 use kiln_loader::links::netfilter::{NfHook, NfProto};
+use kiln_loader::links::sockmap::SockMapHook;
 use kiln_obj::{MapOrigin, MapSpec, ObjectSpec, ProgramKind, ProgramType, RelocationTarget};
 
 use crate::diag::Diagnostic;
@@ -403,8 +404,18 @@ pub fn resolve_with(
             }
         }
         // Attachment.
-        let attach = match resolve_attach(d.attach.get_ref(), &prog.kind, prog.kind.program_type())
-        {
+        let declared_map = |m: &str| {
+            manifest
+                .maps()
+                .any(|(k, _)| k.get_ref() == m)
+                .then(|| manifest.pin_root().join(crate::live::MAPS).join(m))
+        };
+        let attach = match resolve_attach(
+            d.attach.get_ref(),
+            &prog.kind,
+            prog.kind.program_type(),
+            &declared_map,
+        ) {
             Ok(a) => a,
             Err((msg, help)) => {
                 errors.push(
@@ -728,10 +739,12 @@ fn need(kind: &str, want: &[ProgramType], have: ProgramType) -> Result<(), Attac
 /// The manifest's one translation of attach kinds: its TOML attachment to
 /// the library's [`AttachPoint`], checked against the program and with
 /// host names resolved (interfaces, cgroups, namespaces, tracepoints).
+/// `declared_map` gives the pin of a map the manifest declares.
 pub fn resolve_attach(
     attach: &Attach,
     kind: &ProgramKind,
     ptype: ProgramType,
+    declared_map: &dyn Fn(&str) -> Option<std::path::PathBuf>,
 ) -> Result<Option<AttachPoint>, AttachError> {
     let point = match attach {
         Attach::None => return Ok(None),
@@ -910,6 +923,32 @@ pub fn resolve_attach(
                 netns: netns.into(),
             }
         }
+        Attach::Sockmap { map } => {
+            need("sockmap", &[ProgramType::SK_MSG, ProgramType::SK_SKB], ptype)?;
+            let hook = match kind {
+                ProgramKind::SkMsg => Some(SockMapHook::MsgVerdict),
+                ProgramKind::SkSkb {
+                    attach_type: Some(at),
+                } => SockMapHook::from_attach_type(*at),
+                _ => None,
+            }
+            .ok_or_else(|| {
+                (
+                    "the section does not say which sockmap hook".to_string(),
+                    "use SEC(\"sk_msg\"), SEC(\"sk_skb/stream_parser\"), SEC(\"sk_skb/stream_verdict\") or SEC(\"sk_skb/verdict\")".to_string(),
+                )
+            })?;
+            let pin = declared_map(map).ok_or_else(|| {
+                (
+                    format!("map '{map}' is not declared in the manifest"),
+                    format!("declare it: [maps.{map}] with the object that defines it"),
+                )
+            })?;
+            AttachPoint::SockMap {
+                map: MapRef::Pin(pin),
+                hook,
+            }
+        }
         Attach::FlowDissector { netns } => {
             need("flow_dissector", &[ProgramType::FLOW_DISSECTOR], ptype)?;
             AttachPoint::FlowDissector {
@@ -1083,6 +1122,9 @@ pub fn attach_of_point(point: &AttachPoint) -> Option<Attach> {
         AttachPoint::FlowDissector { netns } => Attach::FlowDissector {
             netns: netns.to_str()?.to_owned(),
         },
+        AttachPoint::SockMap { map, .. } => Attach::Sockmap {
+            map: export_map_name(map)?,
+        },
         AttachPoint::Netfilter {
             family,
             hook,
@@ -1094,6 +1136,16 @@ pub fn attach_of_point(point: &AttachPoint) -> Option<Attach> {
         },
         _ => return None,
     })
+}
+
+/// The manifest name of a map a live link names by id: the pin under a
+/// deployment's `maps/` directory holding that id is found by the export's
+/// caller; here only a pin path gives the name.
+fn export_map_name(map: &MapRef) -> Option<String> {
+    match map {
+        MapRef::Pin(p) => Some(p.file_name()?.to_str()?.to_owned()),
+        MapRef::Id(_) => None,
+    }
 }
 
 fn ifindex(name: &str) -> Result<u32, AttachError> {

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use kiln_loader::links::LinkType;
+use kiln_loader::links::attach_point::MapRef;
 
 use kiln_loader::maps::UpdateFlags;
 use kiln_loader::{Map, Program};
@@ -27,7 +28,23 @@ fn attach_of(root: &Path, program: &str) -> String {
     let Some(link) = link else {
         return "\"none\"   # not attached".into();
     };
-    match &link.point {
+    // A sockmap the kernel names by id: the deployment's pin of that map.
+    let point = match link.point {
+        Some(kiln_loader::links::AttachPoint::SockMap {
+            map: MapRef::Id(id),
+            hook,
+        }) => std::fs::read_dir(root.join(live::MAPS))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| live::map_at(p).is_some_and(|m| m.id == id))
+            .map(|pin| kiln_loader::links::AttachPoint::SockMap {
+                map: MapRef::Pin(pin),
+                hook,
+            }),
+        other => other,
+    };
+    match &point {
         Some(point) => match crate::desired::attach_of_point(point)
             .and_then(|a| toml::Value::try_from(&a).ok())
         {

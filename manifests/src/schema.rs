@@ -168,6 +168,12 @@ pub enum Attach {
         /// A network namespace file, e.g. `/proc/self/ns/net` or `/run/netns/NAME`.
         netns: String,
     },
+    /// sk_msg / sk_skb programs on a sockmap or sockhash of the manifest
+    /// (the hook from the section; a `bpf_link`, 6.10+).
+    Sockmap {
+        /// A map declared in `[maps.NAME]`.
+        map: String,
+    },
     /// The flow dissector of a network namespace (one per namespace).
     FlowDissector {
         /// A network namespace file, e.g. `/proc/self/ns/net` or `/run/netns/NAME`.
@@ -206,6 +212,7 @@ impl Attach {
             Attach::Cgroup { .. } => "cgroup",
             Attach::SkLookup { .. } => "sk_lookup",
             Attach::FlowDissector { .. } => "flow_dissector",
+            Attach::Sockmap { .. } => "sockmap",
             Attach::Netfilter { .. } => "netfilter",
         }
     }
@@ -377,6 +384,7 @@ mod tests {
             "cgroup",
             "sk_lookup",
             "flow_dissector",
+            "sockmap",
             "netfilter",
         ];
         want.sort();

@@ -56,54 +56,79 @@ fn cycle(program: &str, attach: &str, netns: bool) -> TestResult {
     result
 }
 
-/// Writes at `path` a deployment of one program (manifest name, function
-/// in `object`) attached as `attach`, and loads it.
-fn one_program(
-    path: &std::path::Path,
-    name: &str,
-    root: &std::path::Path,
-    object: &std::path::Path,
-    (program, function): (&str, &str),
-    attach: &str,
-) -> Result<Deployment, String> {
-    std::fs::write(
-        path,
-        format!(
-            "[deployment]\nname = \"{name}\"\npin_root = \"{}\"\nallow_outside = true\n\n[objects.obj]\npath = \"{}\"\n\n[programs.{program}]\nobject = \"obj\"\nfunction = \"{function}\"\nattach = {attach}\n",
-            root.display(),
-            object.display()
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    Deployment::load(path, &BTreeMap::new()).map_err(|e| e.to_string())
+/// A deployment of one program of one object, its pin root and temporary
+/// directory removed on drop.
+struct OneProgram {
+    name: String,
+    root: PathBuf,
+    dir: PathBuf,
+    object: PathBuf,
+}
+
+impl OneProgram {
+    fn new(
+        tag: &str,
+        object: &str,
+    ) -> Result<OneProgram, Box<dyn std::error::Error + Send + Sync>> {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "kiln-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir)?;
+        Ok(OneProgram {
+            root: PathBuf::from("/sys/fs/bpf").join(&name),
+            object: kiln_testkit::bpf_object(object)?,
+            name,
+            dir,
+        })
+    }
+
+    /// Writes the manifest of program `program` (function `function`)
+    /// attached as `attach`, with `maps` (TOML tables) after it, and loads it.
+    fn load(
+        &self,
+        (program, function): (&str, &str),
+        attach: &str,
+        maps: &str,
+    ) -> Result<Deployment, String> {
+        let path = self.dir.join("manifest.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[deployment]\nname = \"{}\"\npin_root = \"{}\"\nallow_outside = true\n\n[objects.obj]\npath = \"{}\"\n\n[programs.{program}]\nobject = \"obj\"\nfunction = \"{function}\"\nattach = {attach}\n{maps}",
+                self.name,
+                self.root.display(),
+                self.object.display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        Deployment::load(&path, &BTreeMap::new()).map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for OneProgram {
+    fn drop(&mut self) {
+        common::remove_deployment(&self.name, &self.root, &self.dir);
+    }
 }
 
 /// An iterator declared in a manifest: its pinned link yields the output,
 /// an upgrade to another function switches the link in place, destroy
 /// removes the pin.
 fn iter_pinned_output_upgrades_in_place() -> TestResult {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let name = format!(
-        "kiln-iter-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    );
-    let obj = kiln_testkit::bpf_object("attach_iter.bpf.o")?;
-    let root = PathBuf::from("/sys/fs/bpf").join(&name);
-    let dir = std::env::temp_dir().join(&name);
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("manifest.toml");
+    let t = OneProgram::new("iter", "attach_iter.bpf.o")?;
+    let (name, root) = (&t.name, &t.root);
     let load = |function: &str| {
-        one_program(
-            &path,
-            &name,
-            &root,
-            &obj,
+        t.load(
             ("maps", function),
             "{ iter = { target = \"bpf_map\" } }",
+            "",
         )
     };
-    let result = (|| -> TestResult {
+    (|| -> TestResult {
         let d = load("dump_maps")?;
         d.apply(&ApplyOptions::default())?;
         let pin = root.join("links/maps");
@@ -141,9 +166,7 @@ fn iter_pinned_output_upgrades_in_place() -> TestResult {
         v2.destroy()?;
         assert!(!root.exists(), "pin root left behind");
         Ok(())
-    })();
-    common::remove_deployment(&name, &root, &dir);
-    result
+    })()
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -194,9 +217,8 @@ fn flow_dissector_counts_received_packets() -> TestResult {
     const DISSECT_V2: u32 = 6;
     let pid = std::process::id();
     let (a, b) = (format!("kfd-{pid}-a"), format!("kfd-{pid}-b"));
-    let name = format!("kiln-fd-{pid}");
-    let root = PathBuf::from("/sys/fs/bpf").join(&name);
-    let dir = std::env::temp_dir().join(&name);
+    let t = OneProgram::new("fd", "attach_sock.bpf.o")?;
+    let root = &t.root;
     let result = (|| -> TestResult {
         ip(&["netns", "add", &a])?;
         ip(&["netns", "add", &b])?;
@@ -216,12 +238,8 @@ fn flow_dissector_counts_received_packets() -> TestResult {
             "-c",
             "echo 1 > /sys/class/net/vb/queues/rx-0/rps_cpus",
         ])?;
-        let obj = kiln_testkit::bpf_object("attach_sock.bpf.o")?;
-        std::fs::create_dir_all(&dir)?;
-        let path = dir.join("manifest.toml");
         let attach = format!("{{ flow_dissector = {{ netns = \"/run/netns/{b}\" }} }}");
-        let load =
-            |function: &str| one_program(&path, &name, &root, &obj, ("dissect", function), &attach);
+        let load = |function: &str| t.load(("dissect", function), &attach, "");
         let count = |slot: u32| common::pinned_value(&root.join("maps/counts"), slot);
         let d = load("dissect")?;
         d.apply(&ApplyOptions::default())?;
@@ -254,7 +272,7 @@ fn flow_dissector_counts_received_packets() -> TestResult {
         assert!(!root.exists(), "pin root left behind");
         Ok(())
     })();
-    common::remove_deployment(&name, &root, &dir);
+    drop(t);
     let _ = ip(&["netns", "del", &a]);
     let _ = ip(&["netns", "del", &b]);
     result
@@ -277,25 +295,17 @@ fn hash_u64(path: &std::path::Path, key: u64) -> Result<u64, String> {
 /// detaching the old, as perf-event links cannot be updated.
 fn uprobe_on_a_library_by_name() -> TestResult {
     let pid = std::process::id();
-    let name = format!("kiln-uprobe-{pid}");
-    let root = PathBuf::from("/sys/fs/bpf").join(&name);
-    let dir = std::env::temp_dir().join(&name);
-    std::fs::create_dir_all(&dir)?;
-    let obj = kiln_testkit::bpf_object("attach_cookie.bpf.o")?;
-    let load = |max: u32| -> Result<Deployment, String> {
-        let path = dir.join("manifest.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[deployment]\nname = \"{name}\"\npin_root = \"{}\"\nallow_outside = true\n\n[objects.obj]\npath = \"{}\"\n\n[programs.uprobe_cookie]\nobject = \"obj\"\nattach = {{ uprobe = {{ path = \"libc.so.6\", symbol = \"getppid\", pid = {pid} }} }}\n\n[maps.cookies]\nobject = \"obj\"\nmax_entries = {max}\non_upgrade = \"migrate\"\n",
-                root.display(),
-                obj.display()
-            ),
-        )
-        .map_err(|e| e.to_string())?;
-        Deployment::load(&path, &BTreeMap::new()).map_err(|e| e.to_string())
+    let t = OneProgram::new("uprobe", "attach_cookie.bpf.o")?;
+    let root = &t.root;
+    let attach =
+        format!("{{ uprobe = {{ path = \"libc.so.6\", symbol = \"getppid\", pid = {pid} }} }}");
+    let load = |max: u32| {
+        let maps = format!(
+            "\n[maps.cookies]\nobject = \"obj\"\nmax_entries = {max}\non_upgrade = \"migrate\"\n"
+        );
+        t.load(("uprobe_cookie", "uprobe_cookie"), &attach, &maps)
     };
-    let result = (|| -> TestResult {
+    (|| -> TestResult {
         let d = load(64)?;
         d.apply(&ApplyOptions::default())?;
         let status = d.status()?;
@@ -332,9 +342,77 @@ fn uprobe_on_a_library_by_name() -> TestResult {
         bigger.destroy()?;
         assert!(!root.exists(), "pin root left behind");
         Ok(())
-    })();
-    common::remove_deployment(&name, &root, &dir);
-    result
+    })()
+}
+
+/// An sk_msg program on a sockmap the manifest declares: a TCP socket put
+/// in the map runs it on every send; an upgrade to another function
+/// switches the sockmap link in place.
+fn sockmap_msg_verdict_runs_on_sends() -> TestResult {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    const MSG_V1: u32 = 0;
+    const MSG_V2: u32 = 1;
+    common::private_netns()?;
+    let t = OneProgram::new("sockmap", "attach_sock.bpf.o")?;
+    let root = &t.root;
+    let load = |function: &str| {
+        t.load(
+            ("msg", function),
+            "{ sockmap = { map = \"socks\" } }",
+            "\n[maps.socks]\nobject = \"obj\"\n",
+        )
+    };
+    (|| -> TestResult {
+        let d = load("msg_v1")?;
+        d.apply(&ApplyOptions::default())?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let (mut server, _) = listener.accept()?;
+        let socks = kiln_loader::Map::from_pin(
+            &root.join("maps/socks"),
+            kiln_loader::sys::object::OpenFlags::ReadWrite,
+        )?;
+        socks.update_bytes(
+            &0u32.to_ne_bytes(),
+            &(client.as_raw_fd() as u64).to_ne_bytes(),
+            kiln_loader::maps::UpdateFlags::ANY,
+        )?;
+        let count = |slot: u32| common::pinned_value(&root.join("maps/counts"), slot);
+        let mut buf = [0u8; 5];
+        client.write_all(b"hello")?;
+        server.read_exact(&mut buf)?;
+        assert_eq!(&buf, b"hello");
+        assert!(count(MSG_V1)?.unwrap_or(0) >= 1, "sk_msg did not run");
+        let status = d.status()?;
+        assert!(status.all_ok(), "{status}");
+        assert!(status.to_string().contains("sk_msg on"), "{status}");
+        assert!(load("msg_v1")?.plan()?.is_noop());
+
+        let v2 = load("msg_v2")?;
+        let plan = v2.plan()?;
+        assert!(plan.to_string().contains("link update"), "{plan}");
+        v2.apply(&ApplyOptions::default())?;
+        // A socket takes the map's programs when it enters the map: a new
+        // connection shows the upgraded program.
+        let mut client = std::net::TcpStream::connect(listener.local_addr()?)?;
+        let (mut server, _) = listener.accept()?;
+        socks.update_bytes(
+            &1u32.to_ne_bytes(),
+            &(client.as_raw_fd() as u64).to_ne_bytes(),
+            kiln_loader::maps::UpdateFlags::ANY,
+        )?;
+        let before = count(MSG_V1)?;
+        client.write_all(b"again")?;
+        server.read_exact(&mut buf)?;
+        assert!(count(MSG_V2)?.unwrap_or(0) >= 1, "the upgrade did not run");
+        assert_eq!(count(MSG_V1)?, before, "the old program still runs");
+        assert!(v2.plan()?.is_noop());
+        drop((client, server));
+        v2.destroy()?;
+        assert!(!root.exists(), "pin root left behind");
+        Ok(())
+    })()
 }
 
 fn feature(name: &'static str) -> impl Fn() -> Option<String> {
@@ -453,6 +531,18 @@ fn main() {
                 }),
             ]),
             uprobe_on_a_library_by_name,
+        ),
+        kiln_testkit::test(
+            "sockmap_msg_verdict_runs_on_sends",
+            &with(&[
+                Need::NetNs,
+                Need::HelpersOf("attach_sock.bpf.o"),
+                Need::Probe("sockmap links", || {
+                    (kiln_loader::probe::feature("sockmap_link") != Some(true))
+                        .then(|| "the kernel has no sockmap links (6.10+)".into())
+                }),
+            ]),
+            sockmap_msg_verdict_runs_on_sends,
         ),
         kiln_testkit::test(
             "iter_pinned_output_upgrades_in_place",

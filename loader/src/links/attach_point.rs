@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use kiln_obj::{AttachType, Direction, ProgramKind};
 
 use super::netfilter::{NetfilterFlags, NfHook, NfProto};
+use super::sockmap::{self, SockMapHook};
 use super::tc::{ClsBpfOptions, TcxAnchor};
 use super::xdp::XdpFlags;
 use super::{
@@ -163,12 +164,58 @@ pub enum AttachPoint {
     SkLookup { netns: NetnsPath },
     /// The flow dissector of a network namespace (a `bpf_link` from 5.8).
     FlowDissector { netns: NetnsPath },
+    /// sk_msg or sk_skb on a sockmap/sockhash (a `bpf_link` from 6.10):
+    /// the program runs for the sockets in the map.
+    SockMap { map: MapRef, hook: SockMapHook },
     /// A netfilter hook. Minimum kernel version: 6.4.
     Netfilter {
         family: NfProto,
         hook: NfHook,
         priority: i32,
     },
+}
+
+/// A map an attach point names: by its pin (what a manifest knows before
+/// apply), or by its kernel id (what apply holds, and link info reports).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum MapRef {
+    Pin(PathBuf),
+    Id(u32),
+}
+
+impl MapRef {
+    /// The map's kernel id (opening the pin), if it exists.
+    pub fn id(&self) -> Option<u32> {
+        match self {
+            MapRef::Id(id) => Some(*id),
+            MapRef::Pin(p) => crate::Map::from_pin(p, crate::sys::object::OpenFlags::ReadOnly)
+                .ok()?
+                .info()
+                .ok()
+                .map(|i| i.id),
+        }
+    }
+
+    fn open(&self) -> Result<crate::Map, LinkError> {
+        match self {
+            MapRef::Pin(p) => crate::Map::from_pin(p, crate::sys::object::OpenFlags::ReadWrite)
+                .map_err(|e| {
+                    LinkError::target(Mechanism::SockMap, p.display().to_string(), e.to_string())
+                }),
+            MapRef::Id(id) => crate::Map::from_id(*id).map_err(|e| {
+                LinkError::target(Mechanism::SockMap, format!("map id {id}"), e.to_string())
+            }),
+        }
+    }
+}
+
+impl fmt::Display for MapRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MapRef::Pin(p) => write!(f, "{}", p.display()),
+            MapRef::Id(id) => write!(f, "map id {id}"),
+        }
+    }
 }
 
 /// Why a program's section gives no attach point.
@@ -325,6 +372,7 @@ impl AttachPoint {
             AttachPoint::Cgroup { .. } => Mechanism::Cgroup,
             AttachPoint::SkLookup { .. } => Mechanism::SkLookup,
             AttachPoint::FlowDissector { .. } => Mechanism::FlowDissector,
+            AttachPoint::SockMap { .. } => Mechanism::SockMap,
             AttachPoint::Netfilter { .. } => Mechanism::Netfilter,
         }
     }
@@ -346,6 +394,7 @@ impl AttachPoint {
             AttachPoint::Tc { .. } => return None,
             AttachPoint::Cgroup { .. } => LinkType::Cgroup,
             AttachPoint::SkLookup { .. } | AttachPoint::FlowDissector { .. } => LinkType::Netns,
+            AttachPoint::SockMap { .. } => LinkType::Sockmap,
             AttachPoint::Netfilter { .. } => LinkType::Netfilter,
         })
     }
@@ -391,6 +440,7 @@ impl AttachPoint {
                 | AttachPoint::Cgroup { .. }
                 | AttachPoint::SkLookup { .. }
                 | AttachPoint::FlowDissector { .. }
+                | AttachPoint::SockMap { .. }
         )
     }
 
@@ -442,6 +492,9 @@ impl AttachPoint {
                     attach_type: t,
                 },
             ) => attach_type == t && same_file(path, p),
+            (AttachPoint::SockMap { map, hook }, AttachPoint::SockMap { map: m, hook: h }) => {
+                hook == h && map.id().is_some() && map.id() == m.id()
+            }
             (AttachPoint::SkLookup { netns }, AttachPoint::SkLookup { netns: n })
             | (AttachPoint::FlowDissector { netns }, AttachPoint::FlowDissector { netns: n }) => {
                 same_file(netns, n)
@@ -493,6 +546,13 @@ impl AttachPoint {
                     AttachPoint::SkLookup { netns }
                 }
             }
+            LinkTarget::Sockmap {
+                map_id,
+                attach_type,
+            } => AttachPoint::SockMap {
+                map: MapRef::Id(*map_id),
+                hook: SockMapHook::from_attach_type(AttachType(*attach_type))?,
+            },
             LinkTarget::Netfilter {
                 pf,
                 hooknum,
@@ -649,6 +709,9 @@ impl fmt::Display for AttachPoint {
             AttachPoint::FlowDissector { netns } => {
                 write!(f, "flow_dissector in {}", netns.display())
             }
+            AttachPoint::SockMap { map, hook } => {
+                write!(f, "{} on {map}", names::sockmap_hook(*hook))
+            }
             AttachPoint::Netfilter {
                 family,
                 hook,
@@ -760,6 +823,17 @@ pub fn attach_labelled(
             let ns = netns::open_netns(ns)?;
             netns::attach_flow_dissector(prog, ns.as_fd())
         }
+        AttachPoint::SockMap { map, hook } => {
+            if !has_link_kind("sockmap_link", "sockmap_link") {
+                return Err(LinkError::unsupported(
+                    Mechanism::SockMap,
+                    "attach",
+                    "this kernel has no sockmap links (6.10+), and a program attached to a map without one cannot be pinned",
+                ));
+            }
+            let map = map.open()?;
+            sockmap::attach_sockmap_link(prog, map.as_fd(), *hook).map(boxed)
+        }
         AttachPoint::Netfilter {
             family,
             hook,
@@ -811,6 +885,16 @@ pub mod names {
         ]
         .into_iter()
         .find(|m| xdp_mode(*m) == name)
+    }
+
+    /// `sk_msg`, `sk_skb/stream_parser`, `sk_skb/stream_verdict`, `sk_skb/verdict`.
+    pub fn sockmap_hook(h: SockMapHook) -> &'static str {
+        match h {
+            SockMapHook::MsgVerdict => "sk_msg",
+            SockMapHook::StreamParser => "sk_skb/stream_parser",
+            SockMapHook::StreamVerdict => "sk_skb/stream_verdict",
+            SockMapHook::Verdict => "sk_skb/verdict",
+        }
     }
 
     /// Cgroup attach types by the kernel's name without `BPF_`, lower case.
