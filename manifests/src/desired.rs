@@ -10,7 +10,9 @@ use kiln_loader::links::AttachPoint;
 use kiln_loader::links::attach_point::{BtfHook, MapRef, names};
 use kiln_loader::links::netfilter::{NfHook, NfProto};
 use kiln_loader::links::sockmap::SockMapHook;
-use kiln_obj::{MapOrigin, MapSpec, ObjectSpec, ProgramKind, ProgramType, RelocationTarget};
+use kiln_obj::{
+    AttachType, MapOrigin, MapSpec, ObjectSpec, ProgramKind, ProgramType, RelocationTarget,
+};
 
 use crate::diag::Diagnostic;
 use crate::manifest::Manifest;
@@ -848,6 +850,34 @@ pub fn resolve_attach(
                 retprobe: true,
             }
         }
+        Attach::KprobeMulti {
+            functions,
+            retprobe,
+            cookies,
+        } => {
+            need_multi("kprobe_multi", kind, AttachType::TRACE_KPROBE_MULTI)?;
+            AttachPoint::KprobeMulti {
+                functions: functions.clone(),
+                retprobe: *retprobe,
+                cookies: cookies.clone(),
+            }
+        }
+        Attach::UprobeMulti {
+            path,
+            symbols,
+            retprobe,
+            pid,
+            cookies,
+        } => {
+            need_multi("uprobe_multi", kind, AttachType::TRACE_UPROBE_MULTI)?;
+            AttachPoint::UprobeMulti {
+                path: kiln_loader::links::uprobe::resolve_library(Path::new(path)),
+                symbols: symbols.clone(),
+                retprobe: *retprobe,
+                pid: *pid,
+                cookies: cookies.clone(),
+            }
+        }
         Attach::Uprobe {
             path,
             symbol,
@@ -994,6 +1024,20 @@ pub fn resolve_attach(
     Ok(Some(point))
 }
 
+/// A `*.multi` attachment needs a program loaded for it (its section).
+fn need_multi(kind_name: &str, kind: &ProgramKind, want: AttachType) -> Result<(), AttachError> {
+    if kind.program_type() == ProgramType::KPROBE && kind.expected_attach_type() == Some(want) {
+        return Ok(());
+    }
+    Err((
+        format!("attach kind `{kind_name}` needs a program loaded for it"),
+        format!(
+            "give the program the section SEC(\"{}\")",
+            kind_name.replace('_', ".")
+        ),
+    ))
+}
+
 /// Checks that the files and kernel objects a point names exist here, so
 /// `check` reports what apply would fail on.
 fn exists_on_host(point: &AttachPoint) -> Result<(), AttachError> {
@@ -1012,7 +1056,9 @@ fn exists_on_host(point: &AttachPoint) -> Result<(), AttachError> {
                 }
             }
         }
-        AttachPoint::Uprobe { path, .. } if !path.is_file() => {
+        AttachPoint::Uprobe { path, .. } | AttachPoint::UprobeMulti { path, .. }
+            if !path.is_file() =>
+        {
             return Err((
                 format!("uprobe target {} does not exist", path.display()),
                 "give the absolute path of an executable or library, or a library name such as libc.so.6".into(),
@@ -1064,6 +1110,28 @@ pub fn attach_of_point(point: &AttachPoint) -> Option<Attach> {
         },
         AttachPoint::Kprobe { function, .. } => Attach::Kretprobe {
             function: function.clone(),
+        },
+        AttachPoint::KprobeMulti {
+            functions,
+            retprobe,
+            cookies,
+        } => Attach::KprobeMulti {
+            functions: functions.clone(),
+            retprobe: *retprobe,
+            cookies: cookies.clone(),
+        },
+        AttachPoint::UprobeMulti {
+            path,
+            symbols,
+            retprobe,
+            pid,
+            cookies,
+        } => Attach::UprobeMulti {
+            path: path.to_str()?.to_owned(),
+            symbols: symbols.clone(),
+            retprobe: *retprobe,
+            pid: *pid,
+            cookies: cookies.clone(),
         },
         AttachPoint::Uprobe {
             path,

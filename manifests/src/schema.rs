@@ -119,6 +119,29 @@ pub enum Attach {
         #[serde(default)]
         pid: Option<i32>,
     },
+    /// One `kprobe.multi` link (a `SEC("kprobe.multi")` program) on many
+    /// kernel functions: names or globs (`tcp_*`); `cookies`, one per
+    /// function after glob expansion, or none.
+    KprobeMulti {
+        functions: Vec<String>,
+        #[serde(default)]
+        retprobe: bool,
+        #[serde(default)]
+        cookies: Vec<u64>,
+    },
+    /// One `uprobe.multi` link (a `SEC("uprobe.multi")` program) on many
+    /// symbols (names or globs) of one file (a path, or a library name
+    /// such as `libc.so.6`).
+    UprobeMulti {
+        path: String,
+        symbols: Vec<String>,
+        #[serde(default)]
+        retprobe: bool,
+        #[serde(default)]
+        pid: Option<i32>,
+        #[serde(default)]
+        cookies: Vec<u64>,
+    },
     Fentry {
         function: String,
     },
@@ -202,6 +225,8 @@ impl Attach {
             Attach::Kretprobe { .. } => "kretprobe",
             Attach::Uprobe { .. } => "uprobe",
             Attach::Uretprobe { .. } => "uretprobe",
+            Attach::KprobeMulti { .. } => "kprobe_multi",
+            Attach::UprobeMulti { .. } => "uprobe_multi",
             Attach::Fentry { .. } => "fentry",
             Attach::Fexit { .. } => "fexit",
             Attach::Lsm { .. } => "lsm",
@@ -374,6 +399,8 @@ mod tests {
             "kretprobe",
             "uprobe",
             "uretprobe",
+            "kprobe_multi",
+            "uprobe_multi",
             "fentry",
             "fexit",
             "lsm",

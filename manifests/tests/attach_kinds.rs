@@ -324,25 +324,39 @@ fn uprobe_on_a_library_by_name() -> TestResult {
         assert!(hash_u64(&cookies, 0)? > before, "the uprobe did not run");
         assert!(load(64)?.plan()?.is_noop());
 
-        let bigger = load(128)?;
-        let plan = bigger.plan()?;
-        assert!(
-            plan.to_string().contains("attach new, then detach old"),
-            "{plan}"
-        );
-        bigger.apply(&ApplyOptions::default())?;
-        let before = hash_u64(&cookies, 0)?;
-        // SAFETY: as above.
-        let _ = unsafe { libc::getppid() };
-        assert!(
-            hash_u64(&cookies, 0)? > before,
-            "the upgraded uprobe did not run"
-        );
-        assert!(bigger.plan()?.is_noop());
-        bigger.destroy()?;
-        assert!(!root.exists(), "pin root left behind");
-        Ok(())
+        upgrade_then_destroy(&load(128)?, root, 0, &|| {
+            // SAFETY: as above.
+            let _ = unsafe { libc::getppid() };
+        })
     })()
+}
+
+/// Upgrades a perf-event-like attachment whose `cookies` map grew (the
+/// program reloads): the plan attaches the new one before detaching the
+/// old; `trigger` then counts under `cookie`; destroy leaves nothing.
+fn upgrade_then_destroy(
+    bigger: &Deployment,
+    root: &std::path::Path,
+    cookie: u64,
+    trigger: &dyn Fn(),
+) -> TestResult {
+    let plan = bigger.plan()?;
+    assert!(
+        plan.to_string().contains("attach new, then detach old"),
+        "{plan}"
+    );
+    bigger.apply(&ApplyOptions::default())?;
+    let cookies = root.join("maps/cookies");
+    let before = hash_u64(&cookies, cookie)?;
+    trigger();
+    assert!(
+        hash_u64(&cookies, cookie)? > before,
+        "the upgraded program did not run"
+    );
+    assert!(bigger.plan()?.is_noop());
+    bigger.destroy()?;
+    assert!(!root.exists(), "pin root left behind");
+    Ok(())
 }
 
 /// An sk_msg program on a sockmap the manifest declares: a TCP socket put
@@ -413,6 +427,73 @@ fn sockmap_msg_verdict_runs_on_sends() -> TestResult {
         assert!(!root.exists(), "pin root left behind");
         Ok(())
     })()
+}
+
+/// One `uprobe.multi` link on two libc symbols, each with its cookie: a
+/// call through each counts under its cookie; an upgrade (a migrated map
+/// reloads the program) attaches the new link before detaching the old.
+fn uprobe_multi_cookies_per_symbol() -> TestResult {
+    let pid = std::process::id();
+    let t = OneProgram::new("umulti", "attach_cookie.bpf.o")?;
+    let root = &t.root;
+    let attach = format!(
+        "{{ uprobe_multi = {{ path = \"libc.so.6\", symbols = [\"getppid\", \"getpgrp\"], pid = {pid}, cookies = [11, 22] }} }}"
+    );
+    let load = |max: u32| {
+        let maps = format!(
+            "\n[maps.cookies]\nobject = \"obj\"\nmax_entries = {max}\non_upgrade = \"migrate\"\n"
+        );
+        t.load(("umulti_cookie", "umulti_cookie"), &attach, &maps)
+    };
+    let cookies = root.join("maps/cookies");
+    let calls = || {
+        // SAFETY: getppid and getpgrp have no preconditions.
+        unsafe {
+            libc::getppid();
+            libc::getpgrp();
+        }
+    };
+    let d = load(64)?;
+    d.apply(&ApplyOptions::default())?;
+    let status = d.status()?;
+    assert!(status.all_ok(), "{status}");
+    assert!(status.to_string().contains("uprobe.multi "), "{status}");
+    calls();
+    assert!(hash_u64(&cookies, 11)? >= 1, "getppid's cookie");
+    assert!(hash_u64(&cookies, 22)? >= 1, "getpgrp's cookie");
+    assert!(load(64)?.plan()?.is_noop());
+
+    upgrade_then_destroy(&load(128)?, root, 22, &calls)
+}
+
+/// One `kprobe.multi` link on the getppid syscall's functions (a glob):
+/// a getppid call runs it (cookie 0: no cookies given).
+fn kprobe_multi_glob() -> TestResult {
+    let t = OneProgram::new("kmulti", "attach_cookie.bpf.o")?;
+    let d = t.load(
+        ("kmulti_cookie", "kmulti_cookie"),
+        "{ kprobe_multi = { functions = [\"*sys_getppid\"] } }",
+        "\n[maps.cookies]\nobject = \"obj\"\n",
+    )?;
+    d.apply(&ApplyOptions::default())?;
+    let status = d.status()?;
+    assert!(status.all_ok(), "{status}");
+    // SAFETY: getppid has no preconditions.
+    let _ = unsafe { libc::getppid() };
+    assert!(
+        hash_u64(&t.root.join("maps/cookies"), 0)? >= 1,
+        "did not run"
+    );
+    assert!(d.plan()?.is_noop());
+    d.destroy()?;
+    assert!(!t.root.exists(), "pin root left behind");
+    Ok(())
+}
+
+/// A static test binary (the VMs') calls no libc.so.6.
+fn uses_libc() -> Option<String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    (!maps.contains("/libc.so.6")).then(|| "this test binary does not use libc.so.6".into())
 }
 
 fn feature(name: &'static str) -> impl Fn() -> Option<String> {
@@ -523,12 +604,7 @@ fn main() {
                     (!std::path::Path::new("/sys/bus/event_source/devices/uprobe").exists())
                         .then(|| "the kernel has no uprobe PMU".into())
                 }),
-                // A static test binary (the VMs') calls no libc.so.6.
-                Need::Probe("libc.so.6 in use", || {
-                    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-                    (!maps.contains("/libc.so.6"))
-                        .then(|| "this test binary does not use libc.so.6".into())
-                }),
+                Need::Probe("libc.so.6 in use", uses_libc),
             ]),
             uprobe_on_a_library_by_name,
         ),
@@ -543,6 +619,34 @@ fn main() {
                 }),
             ]),
             sockmap_msg_verdict_runs_on_sends,
+        ),
+        kiln_testkit::test(
+            "uprobe_multi_cookies_per_symbol",
+            &with(&[
+                Need::HelpersOf("attach_cookie.bpf.o"),
+                // The kernel's BTF has the link's struct where it has the link.
+                Need::Probe("uprobe.multi links", || {
+                    let has = kiln_loader::links::tracing::running_kernel_btf().is_ok_and(|b| {
+                        b.find_by_name(kiln_obj::btf::Kind::Struct, "bpf_uprobe_multi_link")
+                            .is_some()
+                    });
+                    (!has).then(|| "the kernel has no uprobe.multi links (6.6+)".into())
+                }),
+                Need::Probe("libc.so.6 in use", uses_libc),
+            ]),
+            uprobe_multi_cookies_per_symbol,
+        ),
+        kiln_testkit::test(
+            "kprobe_multi_glob",
+            &with(&[
+                Need::HelpersOf("attach_cookie.bpf.o"),
+                Need::Probe("kprobe.multi links", || {
+                    let f = kiln_loader::probe::features();
+                    (f.link_kinds.get("kprobe_multi") != Some(&true))
+                        .then(|| "the kernel has no kprobe.multi links (5.18+ with fprobe)".into())
+                }),
+            ]),
+            kprobe_multi_glob,
         ),
         kiln_testkit::test(
             "iter_pinned_output_upgrades_in_place",

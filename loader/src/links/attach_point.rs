@@ -21,8 +21,8 @@ use super::sockmap::{self, SockMapHook};
 use super::tc::{ClsBpfOptions, TcxAnchor};
 use super::xdp::XdpFlags;
 use super::{
-    Link, LinkError, LinkInfo, LinkTarget, LinkType, Mechanism, cgroup, iter, kprobe, netfilter,
-    netns, raw_tracepoint, tc, tracepoint, tracing, uprobe, xdp,
+    Link, LinkError, LinkInfo, LinkTarget, LinkType, Mechanism, cgroup, iter, kprobe, multi,
+    netfilter, netns, raw_tracepoint, tc, tracepoint, tracing, uprobe, xdp,
 };
 
 /// Which BTF-typed hook a tracing or LSM program attaches to. The target is
@@ -137,6 +137,24 @@ pub enum AttachPoint {
         offset: u64,
         pid: Option<i32>,
         retprobe: bool,
+    },
+    /// One `kprobe.multi` link on many kernel functions (names or globs),
+    /// through fprobe; `cookies`: one per function after glob expansion,
+    /// or none. Minimum kernel version: 5.18.
+    KprobeMulti {
+        functions: Vec<String>,
+        retprobe: bool,
+        cookies: Vec<u64>,
+    },
+    /// One `uprobe.multi` link on many symbols (names or globs) of one
+    /// file, for `pid` or every process; `cookies` as for kprobes.
+    /// Minimum kernel version: 6.6.
+    UprobeMulti {
+        path: PathBuf,
+        symbols: Vec<String>,
+        retprobe: bool,
+        pid: Option<i32>,
+        cookies: Vec<u64>,
     },
     /// A BPF iterator over every object of its kind (`task`, `bpf_map`...;
     /// fixed at load, from the `iter/TARGET` section). Reading its pinned
@@ -365,6 +383,8 @@ impl AttachPoint {
             AttachPoint::Btf { .. } => Mechanism::Tracing,
             AttachPoint::Kprobe { .. } => Mechanism::Kprobe,
             AttachPoint::Uprobe { .. } => Mechanism::Uprobe,
+            AttachPoint::KprobeMulti { .. } => Mechanism::KprobeMulti,
+            AttachPoint::UprobeMulti { .. } => Mechanism::UprobeMulti,
             AttachPoint::Iter { .. } => Mechanism::Iter,
             AttachPoint::Xdp { .. } => Mechanism::Xdp,
             AttachPoint::Tcx { .. } => Mechanism::Tcx,
@@ -386,6 +406,8 @@ impl AttachPoint {
             | AttachPoint::Kprobe { .. }
             | AttachPoint::Uprobe { .. } => LinkType::PerfEvent,
             AttachPoint::RawTracepoint { .. } => LinkType::RawTracepoint,
+            AttachPoint::KprobeMulti { .. } => LinkType::KprobeMulti,
+            AttachPoint::UprobeMulti { .. } => LinkType::UprobeMulti,
             AttachPoint::Btf { .. } => LinkType::Tracing,
             AttachPoint::Iter { .. } => LinkType::Iter,
             AttachPoint::Xdp { .. } => LinkType::Xdp,
@@ -425,6 +447,8 @@ impl AttachPoint {
                 | AttachPoint::RawTracepoint { .. }
                 | AttachPoint::Btf { .. }
                 | AttachPoint::Iter { .. }
+                | AttachPoint::KprobeMulti { .. }
+                | AttachPoint::UprobeMulti { .. }
         )
     }
 
@@ -664,6 +688,36 @@ impl fmt::Display for AttachPoint {
                     None => write!(f, "{k} {}@{offset:#x}", path.display()),
                 }
             }
+            AttachPoint::KprobeMulti {
+                functions,
+                retprobe,
+                ..
+            } => write!(
+                f,
+                "{} {}",
+                if *retprobe {
+                    "kretprobe.multi"
+                } else {
+                    "kprobe.multi"
+                },
+                functions.join(",")
+            ),
+            AttachPoint::UprobeMulti {
+                path,
+                symbols,
+                retprobe,
+                ..
+            } => write!(
+                f,
+                "{} {}:{}",
+                if *retprobe {
+                    "uretprobe.multi"
+                } else {
+                    "uprobe.multi"
+                },
+                path.display(),
+                symbols.join(",")
+            ),
             AttachPoint::Iter { target } => write!(f, "iter {target}"),
             AttachPoint::Xdp { ifindex, mode } => {
                 write!(
@@ -782,6 +836,27 @@ pub fn attach_labelled(
                 None => 0,
             };
             uprobe::attach_uprobe_offset(prog, &path, base + offset, *retprobe, *pid, 0).map(boxed)
+        }
+        AttachPoint::KprobeMulti {
+            functions,
+            retprobe,
+            cookies,
+        } => {
+            let functions: Vec<&str> = functions.iter().map(String::as_str).collect();
+            let cookies = (!cookies.is_empty()).then_some(cookies.as_slice());
+            multi::attach_kprobe_multi(prog, &functions, *retprobe, cookies).map(boxed)
+        }
+        AttachPoint::UprobeMulti {
+            path,
+            symbols,
+            retprobe,
+            pid,
+            cookies,
+        } => {
+            let path = uprobe::resolve_library(path);
+            let symbols: Vec<&str> = symbols.iter().map(String::as_str).collect();
+            let cookies = (!cookies.is_empty()).then_some(cookies.as_slice());
+            multi::attach_uprobe_multi(prog, &path, &symbols, *retprobe, *pid, cookies).map(boxed)
         }
         AttachPoint::Iter { .. } => iter::attach_iter(prog, iter::IterTarget::All).map(boxed),
         AttachPoint::Xdp { ifindex, mode } => {
