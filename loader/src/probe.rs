@@ -137,7 +137,8 @@ pub fn assumed_missing(name: &str) -> bool {
 static ASSUMED_MISSING: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
 
 /// Feature `name` (a program or map type name, or one of `bpf_link`,
-/// `tcx`, `xdp_link` (5.9), `btf`, `ringbuf`, `bpf_cookie`, `batch_ops`, `mmapable_arrays`,
+/// `tcx`, `xdp_link` (5.9), `cgroup_link` (5.7), `netns_link` (5.8),
+/// `sockmap_link` (6.10), `btf`, `ringbuf`, `bpf_cookie`, `batch_ops`, `mmapable_arrays`,
 /// `prog_bind_map`): probed only when first asked, unlike [`features`],
 /// which probes everything. The verdict is kept for the process and, as
 /// root, for the rest of the boot (a root-only cache in `/run/kiln`), so a
@@ -171,6 +172,8 @@ pub fn feature_names() -> Vec<&'static str> {
         "tcx",
         "xdp_link",
         "sockmap_link",
+        "cgroup_link",
+        "netns_link",
         "btf",
         "ringbuf",
         "bpf_cookie",
@@ -195,6 +198,14 @@ fn probe_one(name: &str) -> Option<bool> {
         "bpf_link" => probe_link_create(),
         "tcx" => probe_tcx(),
         "xdp_link" => probe_link_create() && probe_xdp_link(),
+        "cgroup_link" => {
+            probe_link_create()
+                && probe_link_kind(ProgramType::CGROUP_SKB, AttachType::CGROUP_INET_INGRESS)
+        }
+        "netns_link" => {
+            probe_link_create()
+                && probe_link_kind(ProgramType::FLOW_DISSECTOR, AttachType::FLOW_DISSECTOR)
+        }
         "sockmap_link" => {
             probe_link_create()
                 && probe_link_kind(ProgramType::SK_SKB, AttachType::SK_SKB_STREAM_VERDICT)

@@ -92,16 +92,21 @@ pub fn attach_tc(
     ifindex: u32,
     direction: Direction,
 ) -> Result<Box<dyn Link>, LinkError> {
-    match attach_tcx(prog, ifindex, direction, TcxAnchor::Last) {
-        Ok(l) => Ok(Box::new(l)),
-        // EINVAL: no tcx attach types before 6.6.
-        Err(e) if e.errno() == Some(libc::EINVAL) => Ok(Box::new(attach_cls_bpf(
+    // Probed once: no tcx attach types before 6.6.
+    if super::attach_point::tc_uses_tcx() {
+        Ok(Box::new(attach_tcx(
+            prog,
+            ifindex,
+            direction,
+            TcxAnchor::Last,
+        )?))
+    } else {
+        Ok(Box::new(attach_cls_bpf(
             prog,
             ifindex,
             direction,
             &ClsBpfOptions::default(),
-        )?)),
-        Err(e) => Err(e),
+        )?))
     }
 }
 

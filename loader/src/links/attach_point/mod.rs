@@ -408,6 +408,11 @@ impl AttachPoint {
             AttachPoint::RawTracepoint { .. } => LinkType::RawTracepoint,
             AttachPoint::KprobeMulti { .. } => LinkType::KprobeMulti,
             AttachPoint::UprobeMulti { .. } => LinkType::UprobeMulti,
+            // tp_btf attaches through raw_tracepoint_open: a raw tracepoint link.
+            AttachPoint::Btf {
+                hook: BtfHook::TpBtf,
+                ..
+            } => LinkType::RawTracepoint,
             AttachPoint::Btf { .. } => LinkType::Tracing,
             AttachPoint::Iter { .. } => LinkType::Iter,
             AttachPoint::Xdp { .. } => LinkType::Xdp,
@@ -607,17 +612,12 @@ pub fn tc_uses_tcx() -> bool {
     has_link_kind("tcx", "tcx_link")
 }
 
-/// Whether XDP attaches as a `bpf_link` on this kernel (probed once).
-fn xdp_uses_link() -> bool {
-    has_link_kind("xdp_link", "bpf_xdp_link")
-}
-
 /// Feature `probe`, or, where the probe says no, whether the kernel's BTF
 /// has the link's struct `kernel_struct`: the probe attaches for real in a
 /// private network namespace, which a process with `CAP_BPF` and
 /// `CAP_NET_ADMIN` but no `CAP_SYS_ADMIN` cannot make, and the link kind
 /// exists all the same.
-fn has_link_kind(probe: &str, kernel_struct: &str) -> bool {
+pub(crate) fn has_link_kind(probe: &str, kernel_struct: &str) -> bool {
     if crate::probe::assumed_missing(probe) {
         return false;
     }
@@ -859,13 +859,7 @@ pub fn attach_labelled(
             multi::attach_uprobe_multi(prog, &path, &symbols, *retprobe, *pid, cookies).map(boxed)
         }
         AttachPoint::Iter { .. } => iter::attach_iter(prog, iter::IterTarget::All).map(boxed),
-        AttachPoint::Xdp { ifindex, mode } => {
-            if xdp_uses_link() {
-                xdp::attach_xdp_link(prog, *ifindex, mode.flags()).map(boxed)
-            } else {
-                xdp::attach_xdp_netlink(prog, *ifindex, mode.flags(), None).map(boxed)
-            }
-        }
+        AttachPoint::Xdp { ifindex, mode } => xdp::attach_xdp(prog, *ifindex, mode.flags()),
         AttachPoint::Tcx { ifindex, direction } => {
             tc::attach_tcx(prog, *ifindex, *direction, TcxAnchor::Last).map(boxed)
         }
@@ -951,6 +945,20 @@ mod tests {
         };
         let e = AttachPoint::from_section(&xdp).unwrap_err();
         assert!(e.to_string().contains("xdp = { interface"), "{e}");
+    }
+
+    #[test]
+    fn tp_btf_links_are_raw_tracepoint_links() {
+        let tp = AttachPoint::Btf {
+            hook: BtfHook::TpBtf,
+            target: "sched_switch".into(),
+        };
+        assert_eq!(tp.link_type(), Some(LinkType::RawTracepoint));
+        let fentry = AttachPoint::Btf {
+            hook: BtfHook::Fentry,
+            target: "do_unlinkat".into(),
+        };
+        assert_eq!(fentry.link_type(), Some(LinkType::Tracing));
     }
 
     #[test]
