@@ -80,6 +80,7 @@ impl BtfHook {
 /// where the driver supports it, else generic).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Hash)]
 pub enum XdpMode {
+    /// No mode flag: native where the driver supports it, else generic.
     #[default]
     Auto,
     /// `XDP_FLAGS_SKB_MODE`: every interface, slowest.
@@ -118,77 +119,136 @@ pub type NetnsPath = PathBuf;
 #[non_exhaustive]
 pub enum AttachPoint {
     /// `tracepoint/CATEGORY/NAME` through a perf event (a `bpf_link` from 5.15).
-    Tracepoint { category: String, name: String },
+    Tracepoint {
+        /// The tracefs event directory (`sched`, `syscalls`).
+        category: String,
+        /// The event (`sched_switch`).
+        name: String,
+    },
     /// `raw_tp/NAME`. Minimum kernel version: 4.17.
-    RawTracepoint { name: String },
+    RawTracepoint {
+        /// The tracepoint (`sched_switch`).
+        name: String,
+    },
     /// tp_btf, fentry, fexit, fmod_ret, lsm: the target is the one the
     /// program was loaded for.
-    Btf { hook: BtfHook, target: String },
+    Btf {
+        /// Which BTF-typed hook.
+        hook: BtfHook,
+        /// The function, tracepoint or LSM hook of the section.
+        target: String,
+    },
     /// kprobe or kretprobe on a kernel function, through a perf event.
     Kprobe {
+        /// The kernel function (or, for `ksyscall`, the syscall's name).
         function: String,
+        /// Bytes into the function (kprobes only).
         offset: u64,
+        /// On return (kretprobe) rather than entry.
         retprobe: bool,
     },
     /// uprobe or uretprobe on a file, at a symbol (plus offset) or a file offset.
     Uprobe {
+        /// The binary or library; a name without `/` is found as libbpf finds it.
         path: PathBuf,
+        /// The function symbol; `None`: `offset` is a file offset.
         symbol: Option<String>,
+        /// Bytes past the symbol, or the file offset.
         offset: u64,
+        /// Only this process; `None`: every process.
         pid: Option<i32>,
+        /// On return (uretprobe) rather than entry.
         retprobe: bool,
     },
-    /// One `kprobe.multi` link on many kernel functions (names or globs),
-    /// through fprobe; `cookies`: one per function after glob expansion,
-    /// or none. Minimum kernel version: 5.18.
+    /// One `kprobe.multi` link on many kernel functions, through fprobe.
+    /// Minimum kernel version: 5.18.
     KprobeMulti {
+        /// Function names or globs (`tcp_*`).
         functions: Vec<String>,
+        /// On return rather than entry.
         retprobe: bool,
+        /// One cookie per function after glob expansion, or none.
         cookies: Vec<u64>,
     },
-    /// One `uprobe.multi` link on many symbols (names or globs) of one
-    /// file, for `pid` or every process; `cookies` as for kprobes.
+    /// One `uprobe.multi` link on many symbols of one file.
     /// Minimum kernel version: 6.6.
     UprobeMulti {
+        /// The binary or library; a name without `/` is found as libbpf finds it.
         path: PathBuf,
+        /// Symbol names or globs.
         symbols: Vec<String>,
+        /// On return rather than entry.
         retprobe: bool,
+        /// Only this process; `None`: every process.
         pid: Option<i32>,
+        /// One cookie per symbol after glob expansion, or none.
         cookies: Vec<u64>,
     },
-    /// A BPF iterator over every object of its kind (`task`, `bpf_map`...;
-    /// fixed at load, from the `iter/TARGET` section). Reading its pinned
+    /// A BPF iterator over every object of its kind. Reading its pinned
     /// link runs it and yields its output. Minimum kernel version: 5.8.
-    Iter { target: String },
+    Iter {
+        /// What it iterates (`task`, `bpf_map`...), fixed at load from the
+        /// `iter/TARGET` section.
+        target: String,
+    },
     /// XDP on an interface. A `bpf_link` from 5.9, netlink before.
-    Xdp { ifindex: u32, mode: XdpMode },
-    /// A tcx link on an interface. Minimum kernel version: 6.6.
-    Tcx { ifindex: u32, direction: Direction },
-    /// TC on an interface: a tcx link where the kernel has tcx, else a
-    /// cls_bpf filter on its clsact qdisc (netlink, from 4.5) at
-    /// `priority`/`handle` (0: the kernel picks).
-    Tc {
+    Xdp {
+        /// The interface.
         ifindex: u32,
+        /// The XDP mode; auto: the kernel's choice.
+        mode: XdpMode,
+    },
+    /// A tcx link on an interface. Minimum kernel version: 6.6.
+    Tcx {
+        /// The interface.
+        ifindex: u32,
+        /// Ingress or egress.
         direction: Direction,
+    },
+    /// TC on an interface: a tcx link where the kernel has tcx, else a
+    /// cls_bpf filter on its clsact qdisc (netlink, from 4.5).
+    Tc {
+        /// The interface.
+        ifindex: u32,
+        /// Ingress or egress.
+        direction: Direction,
+        /// The filter's priority (clsact only; 0: the kernel picks).
         priority: u16,
+        /// The filter's handle (clsact only; 0: the kernel picks).
         handle: u32,
     },
     /// A cgroup v2 directory and the cgroup hook.
     Cgroup {
+        /// The cgroup directory.
         path: PathBuf,
+        /// The cgroup hook (`BPF_CGROUP_INET_INGRESS`...).
         attach_type: AttachType,
     },
     /// sk_lookup in a network namespace. Minimum kernel version: 5.9.
-    SkLookup { netns: NetnsPath },
+    SkLookup {
+        /// The namespace's file (`/proc/self/ns/net`, `/run/netns/NAME`).
+        netns: NetnsPath,
+    },
     /// The flow dissector of a network namespace (a `bpf_link` from 5.8).
-    FlowDissector { netns: NetnsPath },
+    FlowDissector {
+        /// The namespace's file (`/proc/self/ns/net`, `/run/netns/NAME`).
+        netns: NetnsPath,
+    },
     /// sk_msg or sk_skb on a sockmap/sockhash (a `bpf_link` from 6.10):
     /// the program runs for the sockets in the map.
-    SockMap { map: MapRef, hook: SockMapHook },
+    SockMap {
+        /// The sockmap or sockhash.
+        map: MapRef,
+        /// Which of its hooks (from the program's section).
+        hook: SockMapHook,
+    },
     /// A netfilter hook. Minimum kernel version: 6.4.
     Netfilter {
+        /// IPv4 or IPv6.
         family: NfProto,
+        /// Where in the IP stack.
         hook: NfHook,
+        /// Lower runs first; the kernel keeps `i32::MIN` and `i32::MAX`.
         priority: i32,
     },
 }
@@ -197,7 +257,9 @@ pub enum AttachPoint {
 /// apply), or by its kernel id (what apply holds, and link info reports).
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum MapRef {
+    /// A pinned map's path.
     Pin(PathBuf),
+    /// A map's kernel id.
     Id(u32),
 }
 
