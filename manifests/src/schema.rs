@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use kiln_loader::links::attach_point::{XdpMode, names};
+use kiln_obj::Direction;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -117,6 +119,29 @@ pub enum Attach {
         #[serde(default)]
         pid: Option<i32>,
     },
+    /// One `kprobe.multi` link (a `SEC("kprobe.multi")` program) on many
+    /// kernel functions: names or globs (`tcp_*`); `cookies`, one per
+    /// function after glob expansion, or none.
+    KprobeMulti {
+        functions: Vec<String>,
+        #[serde(default)]
+        retprobe: bool,
+        #[serde(default)]
+        cookies: Vec<u64>,
+    },
+    /// One `uprobe.multi` link (a `SEC("uprobe.multi")` program) on many
+    /// symbols (names or globs) of one file (a path, or a library name
+    /// such as `libc.so.6`).
+    UprobeMulti {
+        path: String,
+        symbols: Vec<String>,
+        #[serde(default)]
+        retprobe: bool,
+        #[serde(default)]
+        pid: Option<i32>,
+        #[serde(default)]
+        cookies: Vec<u64>,
+    },
     Fentry {
         function: String,
     },
@@ -126,20 +151,33 @@ pub enum Attach {
     Lsm {
         hook: String,
     },
+    /// A BPF iterator (`iter/TARGET` section); its link is pinned, and
+    /// reading the pin (`cat <pin_root>/links/<PROGRAM>`) runs it.
+    Iter {
+        target: String,
+    },
     Xdp {
         interface: String,
-        #[serde(default)]
+        #[serde(default, with = "xdp_mode")]
         mode: XdpMode,
     },
     Tcx {
         interface: String,
+        #[serde(with = "direction")]
         direction: Direction,
     },
+    /// TC: a tcx link where the kernel has tcx (6.6), else a cls_bpf filter
+    /// on the interface's clsact qdisc (netlink).
     Tc {
         interface: String,
+        #[serde(with = "direction")]
         direction: Direction,
+        /// The filter's priority (0: the kernel picks one); clsact only.
         #[serde(default)]
         priority: u16,
+        /// The filter's handle (0: the kernel picks one); clsact only.
+        #[serde(default)]
+        handle: u32,
     },
     Cgroup {
         path: String,
@@ -150,6 +188,17 @@ pub enum Attach {
         attach_type: Option<String>,
     },
     SkLookup {
+        /// A network namespace file, e.g. `/proc/self/ns/net` or `/run/netns/NAME`.
+        netns: String,
+    },
+    /// sk_msg / sk_skb programs on a sockmap or sockhash of the manifest
+    /// (the hook from the section; a `bpf_link`, 6.10+).
+    Sockmap {
+        /// A map declared in `[maps.NAME]`.
+        map: String,
+    },
+    /// The flow dissector of a network namespace (one per namespace).
+    FlowDissector {
         /// A network namespace file, e.g. `/proc/self/ns/net` or `/run/netns/NAME`.
         netns: String,
     },
@@ -176,38 +225,55 @@ impl Attach {
             Attach::Kretprobe { .. } => "kretprobe",
             Attach::Uprobe { .. } => "uprobe",
             Attach::Uretprobe { .. } => "uretprobe",
+            Attach::KprobeMulti { .. } => "kprobe_multi",
+            Attach::UprobeMulti { .. } => "uprobe_multi",
             Attach::Fentry { .. } => "fentry",
             Attach::Fexit { .. } => "fexit",
             Attach::Lsm { .. } => "lsm",
+            Attach::Iter { .. } => "iter",
             Attach::Xdp { .. } => "xdp",
             Attach::Tcx { .. } => "tcx",
             Attach::Tc { .. } => "tc",
             Attach::Cgroup { .. } => "cgroup",
             Attach::SkLookup { .. } => "sk_lookup",
+            Attach::FlowDissector { .. } => "flow_dissector",
+            Attach::Sockmap { .. } => "sockmap",
             Attach::Netfilter { .. } => "netfilter",
         }
     }
 }
 
-#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum XdpMode {
-    /// Let the kernel choose (native when the driver supports it).
-    #[default]
-    Auto,
-    /// `XDP_FLAGS_SKB_MODE`: works on every interface, slower.
-    Generic,
-    /// `XDP_FLAGS_DRV_MODE`.
-    Native,
-    /// `XDP_FLAGS_HW_MODE`.
-    Offload,
+/// XDP modes and TC directions are read and written with the library's
+/// words ([`names`]), so the manifest has no copy of them.
+mod xdp_mode {
+    use super::{XdpMode, names};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(m: &XdpMode, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(names::xdp_mode(*m))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<XdpMode, D::Error> {
+        let name = String::deserialize(d)?;
+        names::xdp_mode_from(&name).ok_or_else(|| {
+            D::Error::unknown_variant(&name, &["auto", "generic", "native", "offload"])
+        })
+    }
 }
 
-#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    Ingress,
-    Egress,
+mod direction {
+    use super::{Direction, names};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(d: &Direction, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(names::direction(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Direction, D::Error> {
+        let name = String::deserialize(d)?;
+        names::direction_from(&name)
+            .ok_or_else(|| D::Error::unknown_variant(&name, &["ingress", "egress"]))
+    }
 }
 
 /// `[maps.NAME]`: a map of an object, how it is pinned and upgraded.
@@ -333,14 +399,19 @@ mod tests {
             "kretprobe",
             "uprobe",
             "uretprobe",
+            "kprobe_multi",
+            "uprobe_multi",
             "fentry",
             "fexit",
             "lsm",
+            "iter",
             "xdp",
             "tcx",
             "tc",
             "cgroup",
             "sk_lookup",
+            "flow_dissector",
+            "sockmap",
             "netfilter",
         ];
         want.sort();
