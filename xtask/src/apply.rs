@@ -6,7 +6,11 @@
 //! cargo xtask apply manifests/examples/quickstart/manifest.toml
 //! cargo xtask apply manifests/examples/quickstart/manifest.toml --vm --kernel 6.1 --arch x86_64
 //! cargo xtask apply manifests/examples/quickstart/manifest.toml --kiln plan
+//! cargo xtask apply --matrix manifests/examples/quickstart/manifest.toml --kernel 6.1
 //! ```
+//!
+//! `--matrix` runs the manifest on every catalog kernel and arch (or those
+//! asked) and prints the grid: see [`crate::apply_matrix`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,6 +27,15 @@ pub struct Args {
     /// Run in a VM of the test distro even when this host could apply.
     #[arg(long)]
     vm: bool,
+    /// Every catalog kernel on every arch (narrowed by --kernel, --arch, or
+    /// one --kernel-image): load, check, plan, apply, status and `[test]` in
+    /// each VM, then the grid (target/matrix-report.{json,junit.xml,html});
+    /// exit status 1 when anything failed.
+    #[arg(long, conflicts_with_all = ["vm", "kiln"])]
+    matrix: bool,
+    /// VMs at once with --matrix (default: the number of cores).
+    #[arg(long, requires = "matrix")]
+    jobs: Option<usize>,
     /// The VM's kernel (default: catalog 6.1 on the host's arch; or --kernel-image).
     #[command(flatten)]
     target: vm::KernelArgs,
@@ -46,6 +59,9 @@ pub fn run(args: Args) -> Result<()> {
             "{}: no such manifest (try manifests/examples/quickstart/manifest.toml)",
             args.manifest.display()
         );
+    }
+    if args.matrix {
+        return crate::apply_matrix::run(&manifest, &args.target, args.jobs);
     }
     if !["apply", "plan", "status", "destroy", "check"].contains(&args.kiln.as_str()) {
         bail!(

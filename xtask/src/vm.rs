@@ -285,6 +285,9 @@ pub fn guest_image(
     if let Some(kiln) = &bins.kiln {
         image.add_file("/bin/kiln", kiln, 0o755)?;
     }
+    if let Some(grid) = &bins.grid {
+        image.add_file("/bin/kiln-grid", grid, 0o755)?;
+    }
     for d in ["/proc", "/sys", "/tmp", "/run", "/bpf", "/lib/modules"] {
         image.add_dir(d)?;
     }
@@ -396,6 +399,54 @@ pub struct BootSpec {
     pub timeout: Duration,
     pub log: PathBuf,
     pub label: String,
+}
+
+impl BootSpec {
+    /// `kernel` with `initrd`, for a guest whose own work takes at most
+    /// `work` (the boot allowance is added); the console log is named
+    /// after `label`.
+    pub fn of(kernel: &KernelFiles, initrd: PathBuf, work: Duration, label: String) -> Self {
+        BootSpec {
+            arch: kernel.arch,
+            vmlinuz: kernel.vmlinuz.clone(),
+            initrd,
+            timeout: work + boot_allowance(kernel.arch),
+            log: log_path(&label),
+            label,
+        }
+    }
+}
+
+/// `f` on every item, `jobs` at a time (default: the number of cores), the
+/// last item first (the catalog lists the slowest kernels last, so they do
+/// not start at the end), the results in the items' order. After SIGINT or
+/// SIGTERM no new item starts: the results then hold only the items that ran.
+pub fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    jobs: Option<usize>,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let jobs = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let queue = std::sync::Mutex::new((0..items.len()).collect::<Vec<_>>());
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(items.len()) {
+            s.spawn(|| {
+                while interrupted().is_none() {
+                    let Some(i) = queue.lock().unwrap().pop() else {
+                        break;
+                    };
+                    let r = f(&items[i]);
+                    results.lock().unwrap().push((i, r));
+                }
+            });
+        }
+    });
+    let mut v = results.into_inner().unwrap();
+    v.sort_by_key(|(i, _)| *i);
+    v.into_iter().map(|(_, r)| r).collect()
 }
 
 /// One protocol line.
