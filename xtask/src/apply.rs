@@ -36,6 +36,10 @@ pub struct Args {
     /// VMs at once with --matrix (default: the number of cores).
     #[arg(long, requires = "matrix")]
     jobs: Option<usize>,
+    /// Where --matrix writes its reports and keeps the verifier's numbers
+    /// (default: target/).
+    #[arg(long, requires = "matrix")]
+    report_dir: Option<PathBuf>,
     /// The VM's kernel (default: catalog 6.1 on the host's arch; or --kernel-image).
     #[command(flatten)]
     target: vm::KernelArgs,
@@ -61,7 +65,12 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     if args.matrix {
-        return crate::apply_matrix::run(&manifest, &args.target, args.jobs);
+        return crate::apply_matrix::run(
+            &manifest,
+            &args.target,
+            args.jobs,
+            args.report_dir.as_deref(),
+        );
     }
     if !["apply", "plan", "status", "destroy", "check"].contains(&args.kiln.as_str()) {
         bail!(

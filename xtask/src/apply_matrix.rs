@@ -12,8 +12,8 @@
 //!
 //! The grid has one row per program, map and expectation and one column per
 //! VM, printed and written as `target/matrix-report.{json,junit.xml,html}`
-//! by the same JUnit and HTML writers as `cargo xtask test`. The verifier's
-//! instruction counts are kept per manifest in
+//! by the same JUnit and HTML writers as `cargo xtask test` (`--report-dir`
+//! moves them). The verifier's instruction counts are kept per manifest in
 //! `target/matrix-verifier-<deployment>.json`, and each cell shows the
 //! change since the previous run. The exit status is 1 when anything was
 //! refused, not attached, or not as expected on any VM.
@@ -214,7 +214,13 @@ impl Manifest {
 }
 
 /// Runs the grid; exits 1 when any cell failed.
-pub fn run(manifest: &Path, kernel: &KernelArgs, jobs: Option<usize>) -> Result<()> {
+pub fn run(
+    manifest: &Path,
+    kernel: &KernelArgs,
+    jobs: Option<usize>,
+    report_dir: Option<&Path>,
+) -> Result<()> {
+    let report_dir = report_dir.map_or_else(|| repo_root().join("target"), Path::to_path_buf);
     vm::stop_on_signals();
     let m = Manifest::read(manifest)?;
     let targets = targets(kernel)?;
@@ -255,14 +261,14 @@ pub fn run(manifest: &Path, kernel: &KernelArgs, jobs: Option<usize>) -> Result<
         eprintln!("[{}] done in {:.0} s", t.label, run.elapsed.as_secs_f64());
         run
     });
-    let grid = Grid::of(&m, &runs, &verifier_last(&m));
+    let grid = Grid::of(&m, &runs, &verifier_last(&m, &report_dir));
     print!("{}", grid.text(&runs));
     println!(
         "{} VM(s) in {:.0} s",
         runs.len(),
         started.elapsed().as_secs_f64()
     );
-    write_reports(&m, manifest, &runs, &grid)?;
+    write_reports(&m, manifest, &runs, &grid, &report_dir)?;
     if let Some(sig) = vm::interrupted() {
         println!("INTERRUPTED by signal {sig}: the report is marked interrupted");
         std::process::exit(128 + sig);
@@ -300,10 +306,14 @@ fn targets(k: &KernelArgs) -> Result<Vec<Target>> {
         }]);
     }
     let catalog = Catalog::load()?;
+    // `--kernel 5.10,6.1` as `kiln check --kernels` takes them.
     let versions: Vec<String> = match &k.kernel {
-        Some(v) => {
-            catalog.entry(v)?;
-            vec![v.clone()]
+        Some(list) => {
+            let v: Vec<String> = list.split(',').map(|v| v.trim().to_owned()).collect();
+            for one in &v {
+                catalog.entry(one)?;
+            }
+            v
         }
         None => catalog.versions().into_iter().map(str::to_owned).collect(),
     };
@@ -517,6 +527,8 @@ struct Cell {
     short: String,
     /// Instructions the verifier processed, for program rows that loaded.
     insns: Option<u64>,
+    /// The verifier's statistics in words, for program rows that loaded.
+    stats: Option<String>,
     /// The whole story: statistics, attachment, value read.
     detail: String,
 }
@@ -527,6 +539,7 @@ impl Cell {
             outcome: Outcome::Pass,
             short: short.into(),
             insns: None,
+            stats: None,
             detail,
         }
     }
@@ -539,6 +552,7 @@ impl Cell {
             },
             short: short.into(),
             insns: None,
+            stats: None,
             detail: message,
         }
     }
@@ -626,8 +640,8 @@ impl Grid {
             for (name, cells) in stats {
                 let _ = writeln!(out, "  {name}");
                 for (i, c) in cells.iter().enumerate() {
-                    if c.insns.is_some() {
-                        let _ = writeln!(out, "    {:<14} {}", runs[i].target.label, c.detail);
+                    if let Some(stats) = &c.stats {
+                        let _ = writeln!(out, "    {:<14} {stats}", runs[i].target.label);
                     }
                 }
             }
@@ -693,6 +707,7 @@ fn vm_cell(r: &Run) -> Cell {
         },
         short: "BROKEN".into(),
         insns: None,
+        stats: None,
         detail: first,
     }
 }
@@ -727,26 +742,22 @@ fn status_cell(r: &Run, kind: &str, name: &str) -> Cell {
         Some(i) if i["state"] == "ok" => {
             Cell::pass("ok", i["detail"].as_str().unwrap_or_default().to_owned())
         }
-        Some(i) => {
-            let why = step_error(r, "apply").map_or_else(
-                || {
-                    format!(
-                        "{}: {}",
-                        i["state"],
-                        i["detail"].as_str().unwrap_or_default()
-                    )
-                },
-                |e| format!("not deployed: {e}"),
-            );
-            Cell::fail("MISSING", why, String::new())
-        }
-        None => Cell::fail(
+        // The reason is on the `kiln apply` row, once.
+        _ if step_error(r, "apply").is_some() => Cell::fail(
             "-",
-            step_error(r, "apply")
-                .map(|e| format!("not deployed: {e}"))
-                .unwrap_or_else(|| "kiln status did not report it".into()),
+            "not deployed (kiln apply failed)".into(),
             String::new(),
         ),
+        Some(i) => Cell::fail(
+            "MISSING",
+            format!(
+                "{}: {}",
+                i["state"],
+                i["detail"].as_str().unwrap_or_default()
+            ),
+            String::new(),
+        ),
+        None => Cell::fail("-", "kiln status did not report it".into(), String::new()),
     }
 }
 
@@ -784,7 +795,7 @@ fn program_cell(r: &Run, p: &ProgramRef, last: &crate::verifier_trend::Numbers) 
         .copied();
     let change = match before {
         Some(b) if b != insns => format!(" ({:+})", insns as i64 - b as i64),
-        Some(_) => " (=)".into(),
+        Some(_) => " (same)".into(),
         None => " (new)".into(),
     };
     let stats = format!(
@@ -799,11 +810,12 @@ fn program_cell(r: &Run, p: &ProgramRef, last: &crate::verifier_trend::Numbers) 
         }
         c => Cell::fail(
             "NOT ATTACHED",
-            format!("loads ({stats}), not attached: {}", c.detail),
+            format!("loads, not attached: {}", c.detail),
             String::new(),
         ),
     };
     cell.insns = Some(insns);
+    cell.stats = Some(stats);
     cell
 }
 
@@ -850,6 +862,13 @@ fn expect_cell(r: &Run, i: usize, e: &kiln_manifest::schema::Expectation) -> Cel
     let Some((_, out)) = r.step(&format!("expect-{i}")) else {
         return Cell::fail("-", "not run".into(), String::new());
     };
+    if step_error(r, "apply").is_some() {
+        return Cell::fail(
+            "-",
+            "not deployed (kiln apply failed)".into(),
+            String::new(),
+        );
+    }
     let words: Vec<&str> = out
         .last()
         .map(|l| l.split('\t').collect())
@@ -893,21 +912,26 @@ fn expect_cell(r: &Run, i: usize, e: &kiln_manifest::schema::Expectation) -> Cel
     }
 }
 
-fn verifier_path(m: &Manifest) -> PathBuf {
-    repo_root().join(format!("target/matrix-verifier-{}.json", m.deployment))
+fn verifier_path(m: &Manifest, dir: &Path) -> PathBuf {
+    dir.join(format!("matrix-verifier-{}.json", m.deployment))
 }
 
 /// The previous run's instruction counts (empty on the first run).
-fn verifier_last(m: &Manifest) -> crate::verifier_trend::Numbers {
-    std::fs::read(verifier_path(m))
+fn verifier_last(m: &Manifest, dir: &Path) -> crate::verifier_trend::Numbers {
+    std::fs::read(verifier_path(m, dir))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
 
-fn write_reports(m: &Manifest, manifest: &Path, runs: &[Run], grid: &Grid) -> Result<()> {
-    let target = repo_root().join("target");
-    std::fs::create_dir_all(&target)?;
+fn write_reports(
+    m: &Manifest,
+    manifest: &Path,
+    runs: &[Run],
+    grid: &Grid,
+    target: &Path,
+) -> Result<()> {
+    std::fs::create_dir_all(target)?;
     let interrupted = vm::interrupted().is_some();
     let mut suites = grid.suites(runs);
     for s in &mut suites {
@@ -987,7 +1011,7 @@ fn write_reports(m: &Manifest, manifest: &Path, runs: &[Run], grid: &Grid) -> Re
             .collect();
         now.insert(r.target.label.clone(), progs);
     }
-    crate::verifier_trend::compare_and_store(&verifier_path(m), &now)?;
+    crate::verifier_trend::compare_and_store(&verifier_path(m, target), &now)?;
     println!(
         "report: {} (and .junit.xml, .html)",
         target.join("matrix-report.json").display()
@@ -1122,13 +1146,12 @@ ring_buffer = "events"
         };
         let packets = cell("program count_packets");
         assert_eq!(packets.short, "NOT ATTACHED");
-        assert!(
-            packets.detail.contains("28 insns (-2)"),
-            "{}",
-            packets.detail
+        assert_eq!(
+            packets.stats.as_deref(),
+            Some("28 insns (-2), 2 states (peak 2), 19 us")
         );
         assert!(
-            packets.detail.contains("not deployed: error: apply failed"),
+            packets.detail.contains("not deployed (kiln apply failed)"),
             "{}",
             packets.detail
         );
@@ -1137,9 +1160,24 @@ ring_buffer = "events"
             egress.detail,
             "refused: invalid mem access 'scalar' (at egress.bpf.c:7)"
         );
-        assert_eq!(cell("expect COUNTERS[1] >= 1").short, "0");
+        assert_eq!(cell("expect COUNTERS[1] >= 1").short, "-");
+
+        // Deployed: the expectations are read.
+        let mut deployed = stream.clone();
+        deployed[6] = "@@kiln-grid end apply 0".into();
+        let run_ok = Run {
+            steps: parse_steps(&deployed),
+            ..Run::empty(&t)
+        };
+        let ok = Grid::of(&m, std::slice::from_ref(&run_ok), &last);
+        let cell_ok = |row: &str| &ok.rows.iter().find(|(n, _)| n == row).unwrap().1[0];
+        assert_eq!(cell_ok("expect COUNTERS[1] >= 1").short, "0");
+        assert_eq!(
+            cell_ok("expect COUNTERS[1] >= 1").detail,
+            "value 0 (bytes 0000000000000000)"
+        );
         assert!(matches!(
-            cell("expect a record in events within 2000 ms").outcome,
+            cell_ok("expect a record in events within 2000 ms").outcome,
             Outcome::Pass
         ));
         assert!(matches!(cell("(vm)").outcome, Outcome::Pass));

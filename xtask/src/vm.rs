@@ -291,6 +291,19 @@ pub fn guest_image(
     for d in ["/proc", "/sys", "/tmp", "/run", "/bpf", "/lib/modules"] {
         image.add_dir(d)?;
     }
+    // Where libbpf, bpftool and the tests read `__kconfig` values and
+    // CONFIG_ options from (Debian's kernels have no /proc/config.gz).
+    match kernel_config(kernel) {
+        Some(config) => {
+            image.add_file(&format!("/boot/config-{}", kernel.release), &config, 0o644)?
+        }
+        None => eprintln!(
+            "note: no config-{} beside {}: the guest has no /boot/config-{}",
+            kernel.release,
+            kernel.vmlinuz.display(),
+            kernel.release
+        ),
+    }
     let mut steps = Plan::default();
     if !modules.is_empty() {
         match &kernel.modules {
@@ -348,6 +361,19 @@ pub fn guest_image(
         }
     }
     Ok(image)
+}
+
+/// The kernel's build configuration: `config-<release>` beside its image
+/// (`boot/` of Debian's image packages; for `--kernel-image`, the same
+/// name in the image's directory), or `config` in its modules directory.
+fn kernel_config(kernel: &KernelFiles) -> Option<PathBuf> {
+    let name = format!("config-{}", kernel.release);
+    let beside = kernel.vmlinuz.parent().map(|d| d.join(&name));
+    let in_modules = kernel.modules.as_ref().map(|d| d.join("config"));
+    [beside, in_modules]
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
 }
 
 /// `~/.cache/kiln/initramfs`, keeping only the most recent images (each
