@@ -410,7 +410,10 @@ fn script(m: &Manifest, objects: &[(String, String)]) -> String {
         s,
         "step apply /bin/kiln apply {GUEST_MANIFEST}{object_args} --verifier-log-dir /tmp"
     );
-    let _ = writeln!(s, "step status /bin/kiln status --json {GUEST_MANIFEST}");
+    let _ = writeln!(
+        s,
+        "step status /bin/kiln status --json {GUEST_MANIFEST}{object_args}"
+    );
     let timeout = m.test.timeout_secs.unwrap_or(30);
     for (i, cmd) in m.test.run.iter().enumerate() {
         let _ = writeln!(s, "step run-{i} timeout {timeout} sh -c {}", quote(cmd));

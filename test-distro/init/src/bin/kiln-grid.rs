@@ -74,11 +74,15 @@ fn load(path: &Path) -> Result<(), String> {
                 LoadError::Verifier { source_line, .. } => source_line.clone().unwrap_or_default(),
                 _ => String::new(),
             };
+            let mut why = reason(e);
+            if e.log().is_some_and(|l| l.contains(POISONED_CALL)) {
+                why = core_poisoned(&spec, &p.name).unwrap_or(why);
+            }
             println!(
                 "program\t{}\trefused\t{}\t{}\t{}",
                 p.name,
                 e.errno().unwrap_or(0),
-                field(&reason(e)),
+                field(&why),
                 field(&source_line)
             );
         } else if let Some(prog) = ebpf.take_program(&p.name) {
@@ -90,6 +94,31 @@ fn load(path: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// What the verifier says of a call the loader poisoned because a CO-RE
+/// relocation found no match in this kernel (libbpf's `0xbad2310`).
+const POISONED_CALL: &str = "unknown#195896080";
+
+/// The CO-RE relocations of `program` this kernel cannot satisfy, named,
+/// when the verifier only saw their poisoned call.
+fn core_poisoned(spec: &ObjectSpec, program: &str) -> Option<String> {
+    let btf =
+        kiln_loader::obj::btf::Btf::from_bytes(std::fs::read("/sys/kernel/btf/vmlinux").ok()?)
+            .ok()?;
+    let report = spec.clone().relocate_core(&btf).ok()?;
+    let missing: Vec<String> = report
+        .poisoned
+        .into_iter()
+        .filter(|(p, _, _)| p == program)
+        .map(|(_, insn, what)| format!("insn {insn}: {what}"))
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "a CO-RE relocation this kernel cannot satisfy (the loader poisons it, the verifier then refuses the call): {}",
+            missing.join("; ")
+        )
+    })
 }
 
 /// The verifier's last words when it explained the refusal, else the error.
@@ -147,12 +176,12 @@ impl Stats {
     }
 }
 
-fn open(pin: &Path) -> Result<Map, String> {
-    Map::from_pin(pin, OpenFlags::ReadOnly).map_err(|e| format!("opening {}: {e}", pin.display()))
+fn open(pin: &Path, flags: OpenFlags) -> Result<Map, String> {
+    Map::from_pin(pin, flags).map_err(|e| format!("opening {}: {e}", pin.display()))
 }
 
 fn map(pin: &Path, key_text: &str) -> Result<(), String> {
-    let map = open(pin)?;
+    let map = open(pin, OpenFlags::ReadOnly)?;
     let key = match key_text.strip_prefix("int:") {
         Some(n) => {
             let n: u64 = n
@@ -223,7 +252,8 @@ fn ringbuf(pin: &Path, millis: &str) -> Result<(), String> {
         .parse()
         .map_err(|_| format!("{millis:?} is not milliseconds"))?;
     let mut ring =
-        RingBuf::new(open(pin)?).map_err(|e| format!("{}: ring buffer: {e}", pin.display()))?;
+        // The consumer position is written through a shared mapping.
+        RingBuf::new(open(pin, OpenFlags::ReadWrite)?).map_err(|e| format!("{}: ring buffer: {e}", pin.display()))?;
     let deadline = Instant::now() + Duration::from_millis(millis);
     let mut records = 0;
     loop {
