@@ -252,6 +252,11 @@ pub fn run(
         bins.insert(*a, b);
     }
     let _ = catalog;
+    // The previous run's report must not pass for this one's if this run
+    // is killed before it writes its own.
+    for ext in ["json", "junit.xml", "html"] {
+        let _ = std::fs::remove_file(report_dir.join(format!("matrix-report.{ext}")));
+    }
     let started = std::time::Instant::now();
     let runs = vm::in_parallel(&targets, jobs, |t| {
         let run = run_one(&m, t, &bins[&t.arch]).unwrap_or_else(|e| Run {
