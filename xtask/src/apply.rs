@@ -78,9 +78,13 @@ pub fn run(args: Args) -> Result<()> {
             args.kiln
         );
     }
-    // A wrong --kernel-image is refused before minutes of builds.
+    // A wrong --kernel-image is refused before minutes of builds; its arch
+    // is the guest's.
+    let mut args = args;
     if let Some(image) = &args.target.kernel_image {
-        crate::image::check_custom(image, args.target.modules.as_deref(), args.target.arch)?;
+        let image =
+            crate::image::check_custom(image, args.target.modules.as_deref(), args.target.arch)?;
+        args.target.arch = Some(image.arch);
     }
     // build_all runs the setup check first (quick when all is installed).
     crate::build_ebpf::build_all().context("building the eBPF programs")?;
@@ -117,6 +121,15 @@ pub fn run(args: Args) -> Result<()> {
             "this host cannot load eBPF programs (not root, or no bpffs at /sys/fs/bpf): applying inside the test distro"
         );
     }
+    // A guest of another arch gets the objects built for it (`pt_regs`).
+    let guest_arch = args.target.arch.unwrap_or(vm::Arch::host());
+    let objects = if guest_arch == vm::Arch::host() {
+        objects
+    } else {
+        crate::build_ebpf::build_all_for(guest_arch.bpf())
+            .with_context(|| format!("building the eBPF programs for {guest_arch}"))?;
+        object_overrides(&manifest, &crate::build_ebpf::bpf_dir_for(guest_arch.bpf()))?
+    };
     run_in_vm(&args, &manifest, &objects)
 }
 
