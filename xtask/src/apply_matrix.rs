@@ -1095,6 +1095,33 @@ ring_buffer = "events"
     }
 
     #[test]
+    fn uprobe_targets_of_the_users_tree_come_along() {
+        let dir = std::env::temp_dir().join(format!("kiln-matrix-uprobe-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("bin")).unwrap();
+        std::fs::write(dir.join("bin/server"), b"\x7fELF").unwrap();
+        let path = dir.join("manifest.toml");
+        std::fs::write(
+            &path,
+            r#"[deployment]
+name = "u"
+[programs.mine]
+object = "o"
+attach = { uprobe = { path = "bin/server", symbol = "handle" } }
+[programs.system]
+object = "o"
+attach = { uprobe = { path = "/usr/lib/libc-not-here.so.6", symbol = "malloc" } }
+"#,
+        )
+        .unwrap();
+        let m = Manifest::read(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            m.binaries,
+            [(dir.join("bin/server"), "/kiln/apply/bin/server".to_owned())]
+        );
+    }
+
+    #[test]
     fn an_expectation_without_a_bound_is_refused() {
         let dir = std::env::temp_dir().join(format!("kiln-matrix-bound-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
