@@ -14,9 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use kiln_loader::OpenFlags;
 use kiln_loader::links::{FdLink, Link};
 use kiln_loader::maps::UpdateFlags;
-use kiln_loader::sys::object::{self as sysobj, OpenFlags};
+use kiln_loader::pin::open_pinned;
 use kiln_loader::{EbpfLoader, Map, Program};
 use kiln_obj::MapOrigin;
 
@@ -131,8 +132,13 @@ pub enum ApplyError {
     Privilege(#[from] crate::privilege::MissingPrivilege),
     #[error(transparent)]
     Ownership(#[from] ownership::OwnershipError),
-    #[error("{what}: {message}")]
-    Kernel { what: String, message: String },
+    /// A kernel or filesystem operation failed; `source` says why.
+    #[error("{what}: {source}")]
+    Kernel {
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error(
         "pin root {0} is not on a bpffs, so nothing could outlive this process\n  help: mount one (`mount -t bpf bpf /sys/fs/bpf`) or set [deployment] pin_root under a bpffs mount"
     )]
@@ -141,10 +147,13 @@ pub enum ApplyError {
     Injected(Step),
 }
 
-fn kerr(what: impl Into<String>, e: impl std::fmt::Display) -> ApplyError {
+fn kerr(
+    what: impl Into<String>,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> ApplyError {
     ApplyError::Kernel {
         what: what.into(),
-        message: e.to_string(),
+        source: source.into(),
     }
 }
 
@@ -708,7 +717,7 @@ impl Tx {
         let old = if path.exists() {
             // Flags must be 0: links and programs refuse BPF_F_RDONLY.
             Some(
-                sysobj::obj_get(path, OpenFlags::ReadWrite)
+                open_pinned(path, OpenFlags::ReadWrite)
                     .map_err(|e| kerr(format!("open {}", path.display()), e))?,
             )
         } else {
@@ -763,7 +772,7 @@ impl Tx {
             ));
         };
         if path.exists() {
-            let old = sysobj::obj_get(path, OpenFlags::ReadWrite)
+            let old = open_pinned(path, OpenFlags::ReadWrite)
                 .map_err(|e| kerr(format!("open {}", path.display()), e))?;
             std::fs::remove_file(path).map_err(|e| kerr(format!("unpin {}", path.display()), e))?;
             self.journal.push(Undo::Restore {
@@ -1154,7 +1163,8 @@ fn pin_at(fd: BorrowedFd<'_>, path: &Path, opts: &ApplyOptions) -> Result<(), Ap
         .unwrap_or_default();
     let tmp = path.with_file_name(format!("{name}{STAGING_SUFFIX}"));
     let _ = std::fs::remove_file(&tmp);
-    sysobj::obj_pin(fd, &tmp).map_err(|e| kerr(format!("pin {}", tmp.display()), e))?;
+    kiln_loader::pin::pin_fd(fd, &tmp, &name)
+        .map_err(|e| kerr(format!("pin {}", tmp.display()), e))?;
     pause(opts, STAGED_PIN);
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
@@ -1331,7 +1341,7 @@ pub fn destroy_owned(manifest_name: &str, root: &Path) -> Result<Destroyed, Appl
         // itself grants unpinning by file mode.
         crate::privilege::check(
             &format!("destroying deployment '{manifest_name}'"),
-            vec![kiln_loader::sys::caps::Capability::Bpf],
+            vec![kiln_loader::caps::Capability::Bpf],
         )?;
     }
     let lock_seen = ownership::lock_seen(manifest_name);

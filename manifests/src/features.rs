@@ -123,7 +123,7 @@ pub fn check_perf_links(
 /// the kernel (the privilege check names the capability).
 pub fn can_pin_perf_attachments() -> bool {
     let permitted =
-        kiln_loader::sys::caps::missing(&[kiln_loader::sys::caps::Capability::Perfmon]).is_empty();
+        kiln_loader::caps::missing(&[kiln_loader::caps::Capability::Perfmon]).is_empty();
     !probes_usable() || !permitted || probe("perf_link") != Some(false)
 }
 

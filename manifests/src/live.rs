@@ -11,8 +11,8 @@
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
+use kiln_loader::OpenFlags;
 use kiln_loader::links::{FdLink, Link, LinkInfo, LinkTarget, LinkType};
-use kiln_loader::sys::object::OpenFlags;
 use kiln_loader::{Map, Program};
 
 use crate::ownership::{Ledger, STATE_DIR};
@@ -137,11 +137,7 @@ fn hook_holders(
 
 /// The kernel-visible name of a map created under `name` (what map info reports).
 fn kernel_map_name(name: &str) -> String {
-    let raw = kiln_loader::sys::attr::object_name(name);
-    raw.iter()
-        .take_while(|b| **b != 0)
-        .map(|b| char::from(*b))
-        .collect()
+    kiln_loader::util::kernel_object_name(name)
 }
 
 /// Desired maps that have no pin but are still used by a running program of
@@ -377,8 +373,7 @@ pub fn observe(root: &Path) -> Result<Observed, ObserveError> {
     }
     // Without bpf(2) every pin would look foreign. A token in scope proves
     // bpf(2) answers, though perhaps not for socket filters.
-    if kiln_loader::sys::token::in_scope().is_none()
-        && kiln_loader::probe::feature("socket_filter") != Some(true)
+    if !kiln_loader::token::in_scope() && kiln_loader::probe::feature("socket_filter") != Some(true)
     {
         return Err(ObserveError::NoBpf(root.to_path_buf()));
     }

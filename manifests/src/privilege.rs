@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use kiln_loader::sys::caps::{self, Capability};
+use kiln_loader::caps::{self, Capability};
 
 use crate::desired::{Resolved, ResolvedAttach};
 

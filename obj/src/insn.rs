@@ -4,10 +4,13 @@
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(C)]
 pub struct Insn {
+    /// The opcode: class, size or source, and mode or operation.
     pub code: u8,
     /// Low nibble `dst_reg`, high nibble `src_reg` (little-endian layout).
     pub regs: u8,
+    /// The signed offset (jumps, memory accesses).
     pub off: i16,
+    /// The signed immediate.
     pub imm: i32,
 }
 
@@ -25,25 +28,40 @@ pub const PSEUDO_CALL: u8 = 1;
 pub const PSEUDO_FUNC: u8 = 4;
 
 impl Insn {
+    /// The size of one instruction in bytes.
     pub const SIZE: usize = 8;
 
+    /// The destination register (0 to 10).
     pub fn dst_reg(self) -> u8 {
         self.regs & 0x0f
     }
+    /// The source register, or the pseudo kind of an `ld_imm64` or call.
     pub fn src_reg(self) -> u8 {
         self.regs >> 4
     }
+    /// Sets the source register (or pseudo kind).
     pub fn set_src_reg(&mut self, src: u8) {
         self.regs = (self.regs & 0x0f) | (src << 4);
     }
+    /// Sets the destination register.
     pub fn set_dst_reg(&mut self, dst: u8) {
         self.regs = (self.regs & 0xf0) | (dst & 0x0f);
     }
+    /// Whether this is the first half of a 16-byte `ld_imm64`.
     pub fn is_ld_imm64(self) -> bool {
         self.code == LD_IMM64
     }
 
     /// Decodes little-endian bytes (the only byte order Kiln loads).
+    ///
+    /// ```
+    /// use kiln_obj::Insn;
+    ///
+    /// // r0 = 2; (BPF_ALU64 | BPF_MOV | BPF_K)
+    /// let insn = Insn::from_le_bytes([0xb7, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00]);
+    /// assert_eq!((insn.code, insn.dst_reg(), insn.imm), (0xb7, 0, 2));
+    /// assert_eq!(Insn::from_le_bytes(insn.to_le_bytes()), insn);
+    /// ```
     pub fn from_le_bytes(b: [u8; 8]) -> Self {
         Insn {
             code: b[0],
@@ -53,6 +71,7 @@ impl Insn {
         }
     }
 
+    /// Encodes to little-endian bytes, the kernel's layout on little-endian machines.
     pub fn to_le_bytes(self) -> [u8; 8] {
         let off = self.off.to_le_bytes();
         let imm = self.imm.to_le_bytes();

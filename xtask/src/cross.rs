@@ -106,6 +106,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "kiln-loader",
     "kiln-manifest",
     "kiln-ebpf",
+    // EbpfLogger and the exec-tracer example, on every kernel of the matrix.
+    "kiln-log",
 ];
 
 pub fn target_dir() -> PathBuf {

@@ -12,7 +12,9 @@ use std::os::fd::BorrowedFd;
 /// `NFPROTO_*`: the protocol family of the hook.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum NfProto {
+    /// `NFPROTO_IPV4`.
     Ipv4,
+    /// `NFPROTO_IPV6`.
     Ipv6,
 }
 
@@ -28,10 +30,15 @@ impl NfProto {
 /// `NF_INET_*`: where in the IP stack the hook runs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum NfHook {
+    /// `NF_INET_PRE_ROUTING`: every incoming packet, before routing.
     PreRouting,
+    /// `NF_INET_LOCAL_IN`: packets for this host.
     LocalIn,
+    /// `NF_INET_FORWARD`: packets routed through this host.
     Forward,
+    /// `NF_INET_LOCAL_OUT`: packets this host sends.
     LocalOut,
+    /// `NF_INET_POST_ROUTING`: every outgoing packet, after routing.
     PostRouting,
 }
 

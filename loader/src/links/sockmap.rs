@@ -27,6 +27,7 @@ pub enum SockMapHook {
 }
 
 impl SockMapHook {
+    /// The attach type of this hook.
     pub fn attach_type(self) -> AttachType {
         match self {
             SockMapHook::MsgVerdict => AttachType::SK_MSG_VERDICT,

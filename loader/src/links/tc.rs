@@ -18,9 +18,13 @@ pub enum TcxAnchor<'a> {
     Last,
     /// Before every program already there.
     First,
+    /// Right before this program.
     BeforeProgram(BorrowedFd<'a>),
+    /// Right after this program.
     AfterProgram(BorrowedFd<'a>),
+    /// Right before the program of this link.
     BeforeLink(BorrowedFd<'a>),
+    /// Right after the program of this link.
     AfterLink(BorrowedFd<'a>),
 }
 
@@ -156,11 +160,17 @@ impl Default for ClsBpfOptions {
 /// A cls_bpf filter as the kernel lists it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClsBpfFilter {
+    /// The interface.
     pub ifindex: u32,
+    /// Ingress or egress.
     pub direction: Direction,
+    /// The filter's priority (lower runs first).
     pub priority: u16,
+    /// The filter's handle.
     pub handle: u32,
+    /// The attached program's id.
     pub prog_id: u32,
+    /// The name the filter was given (`<object>:[<section>]` by libbpf, the program name by Kiln).
     pub name: String,
 }
 

@@ -53,6 +53,19 @@ fn target(ifindex: u32) -> String {
 /// Attaches an XDP program to `ifindex` with mode `flags` (empty: the kernel
 /// picks native if the driver has it, else generic). Tries a `bpf_link`
 /// first; on kernels without XDP links uses netlink.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use kiln_loader::links::xdp::{XdpFlags, attach_xdp};
+///
+/// let ebpf = kiln_loader::load_file("target/bpf/counter.bpf.o")?;
+/// let program = ebpf.program("count_packets").ok_or("no program count_packets")?;
+/// let ifindex = kiln_loader::netlink::ifindex("eth0")?;
+/// // Generic mode works on every device; empty flags let the kernel pick.
+/// let _link = attach_xdp(program.fd(), ifindex, XdpFlags::SKB_MODE)?;
+/// # Ok(())
+/// # }
+/// ```
 pub fn attach_xdp(
     prog: BorrowedFd<'_>,
     ifindex: u32,

@@ -286,8 +286,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 c.downcast_ref::<kiln_manifest::apply::ApplyError>(),
                 Some(kiln_manifest::apply::ApplyError::Privilege(_))
             )
-            || c.downcast_ref::<kiln_loader::sys::SysError>()
-                .is_some_and(|s| s.errno() == libc::EPERM)
+            || kiln_loader::permission_denied(c)
             || matches!(
                 c.downcast_ref::<kiln_manifest::live::ObserveError>(),
                 Some(kiln_manifest::live::ObserveError::NoBpf(_))
@@ -474,7 +473,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .transpose()?;
             // Kernels before 5.11 charge maps and programs to RLIMIT_MEMLOCK;
             // when raising it is refused, an EPERM from the kernel says so.
-            let _ = kiln_loader::sys::caps::raise_memlock();
+            let _ = kiln_loader::caps::raise_memlock();
             let mut opts = ApplyOptions {
                 verifier_log_dir,
                 adopt,
@@ -501,7 +500,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let outcome = match &token {
                 Some(token) => token.scope(|| d.apply(&opts)).map_err(|e| {
-                    let refused = kiln_loader::sys::token::take_refusal().is_some();
+                    let refused = kiln_loader::token::take_refusal().is_some();
                     let why = kiln_manifest::privilege::token_refusal(
                         &d.resolved,
                         token.bpffs(),
@@ -559,7 +558,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             attach_targets,
             json,
         }) => {
-            let _ = kiln_loader::sys::caps::raise_memlock();
+            let _ = kiln_loader::caps::raise_memlock();
             let log_dir = verifier_log_dir.unwrap_or_else(std::env::temp_dir);
             if !object::load(&path, pin_dir.as_deref(), &log_dir, json, &attach_targets)? {
                 return Ok(ExitCode::FAILURE);
