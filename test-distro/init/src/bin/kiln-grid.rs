@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 
 use kiln_loader::maps::{RingBuf, UpdateFlags};
 use kiln_loader::programs::VerifierLogLevel;
-use kiln_loader::sys::object::OpenFlags;
-use kiln_loader::{EbpfLoader, LoadError, Map, ObjectSpec};
+use kiln_loader::{EbpfLoader, LoadError, Map, ObjectSpec, OpenFlags};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -55,7 +54,7 @@ fn field(text: &str) -> String {
 
 fn load(path: &Path) -> Result<(), String> {
     // Kernels before 5.11 charge programs to RLIMIT_MEMLOCK.
-    let _ = kiln_loader::sys::caps::raise_memlock();
+    let _ = kiln_loader::caps::raise_memlock();
     let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let spec = ObjectSpec::parse(&bytes).map_err(|e| format!("parsing {}: {e}", path.display()))?;
     // Once for the verdicts (a refusal logged at level 1: the reason and
