@@ -22,6 +22,51 @@ pub struct ManifestFile {
     pub programs: BTreeMap<Spanned<String>, Spanned<ProgramDecl>>,
     #[serde(default)]
     pub maps: BTreeMap<Spanned<String>, Spanned<MapDecl>>,
+    /// `[test]`: what `cargo xtask apply --matrix` runs and checks in each
+    /// VM after the apply. `kiln` itself never reads it.
+    pub test: Option<Spanned<TestDecl>>,
+}
+
+/// `[test]`: commands run in the test VM after `apply`, then expectations
+/// on the deployment's maps, each reported per kernel by the grid.
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TestDecl {
+    /// Shell command lines (`/bin/sh -c`), run one after another.
+    #[serde(default)]
+    pub run: Vec<String>,
+    /// Seconds each command may run (default 30).
+    pub timeout_secs: Option<u64>,
+    /// Checked after the commands, in order.
+    #[serde(default)]
+    pub expect: Vec<Expectation>,
+}
+
+/// One `[[test.expect]]`: a value in a map, or records in a ring buffer.
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum Expectation {
+    /// `{ map = "counts", key = 0, at_least = 1 }`: the value at `key` (an
+    /// integer, little-endian in the map's key size, or a hex string of the
+    /// key's bytes), read as a little-endian unsigned integer (summed over
+    /// CPUs for a per-CPU map), is at least / exactly the number.
+    Map {
+        map: String,
+        key: toml::Value,
+        at_least: Option<u64>,
+        equals: Option<u64>,
+    },
+    /// `{ ring_buffer = "events", within_ms = 2000 }`: the ring buffer map
+    /// holds a record, or one arrives within that time.
+    RingBuffer {
+        ring_buffer: String,
+        #[serde(default = "default_within_ms")]
+        within_ms: u64,
+    },
+}
+
+fn default_within_ms() -> u64 {
+    2000
 }
 
 /// `[deployment]`.

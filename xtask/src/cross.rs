@@ -92,6 +92,8 @@ pub struct TestBinary {
 pub struct GuestBinaries {
     pub init: PathBuf,
     pub kiln: Option<PathBuf>,
+    /// `kiln-grid`, the guest's half of `cargo xtask apply --matrix`.
+    pub grid: Option<PathBuf>,
     pub tests: Vec<TestBinary>,
     /// Deliberately bad binaries (`--selftest`), by name.
     pub selftests: Vec<TestBinary>,
@@ -207,6 +209,7 @@ pub fn build_guest_bins(arch: Arch) -> Result<GuestBinaries> {
     Ok(GuestBinaries {
         init,
         kiln,
+        grid: find("kiln-grid"),
         tests: Vec::new(),
         selftests,
     })
