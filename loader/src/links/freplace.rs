@@ -153,6 +153,7 @@ pub(crate) fn load_deferred(
         attach_prog_fd: target.attach_prog_fd,
         attach_btf_id: Some(target.attach_btf_id),
         expected_attach_type: target.expected_attach_type,
+        fd_array: crate::module_btf::calls_module_kfunc(&insns).then(crate::module_btf::fd_array),
         ..Default::default()
     };
     let kind = target.program_kind.unwrap_or_else(|| pspec.kind.clone());
