@@ -754,6 +754,7 @@ impl XdpDispatcher {
                 &what,
                 DeferredTarget {
                     attach_prog_fd: Some(new.prog.fd()),
+                    attach_btf_obj_fd: None,
                     attach_btf_id: stub_btf_id(new_slot),
                     expected_attach_type: None,
                     program_kind: Some(ProgramKind::Extension {

@@ -721,28 +721,29 @@ struct Targets<'t, M> {
     vmlinux: &'t Btf,
     modules: Option<M>,
     loaded: Vec<&'t Btf>,
-    /// Local root type id → the BTF holding its candidates, and their ids.
-    cache: HashMap<TypeId, (&'t Btf, Vec<TypeId>)>,
+    /// Local root type id → its candidates, each with the BTF it is in.
+    cache: HashMap<TypeId, Vec<(&'t Btf, TypeId)>>,
 }
 
 impl<'t, M: FnOnce() -> Vec<&'t Btf>> Targets<'t, M> {
-    /// libbpf's order: vmlinux's candidates when it has any, else the first
-    /// module (in the order given) that has some.
-    fn candidates(&mut self, lb: &Btf, lid: TypeId) -> Result<(&'t Btf, Vec<TypeId>), BtfError> {
-        if let Some((tb, c)) = self.cache.get(&lid) {
-            return Ok((tb, c.clone()));
+    /// libbpf's order: vmlinux's candidates when it has any, else the
+    /// candidates of every module together (a type that two modules define
+    /// alike relocates; one they define differently is ambiguous).
+    fn candidates(&mut self, lb: &Btf, lid: TypeId) -> Result<Vec<(&'t Btf, TypeId)>, BtfError> {
+        if let Some(c) = self.cache.get(&lid) {
+            return Ok(c.clone());
         }
-        let mut found = (self.vmlinux, candidates(lb, lid, self.vmlinux)?);
-        if found.1.is_empty() {
+        let vmlinux = self.vmlinux;
+        let mut found: Vec<_> = candidates(lb, lid, vmlinux)?
+            .into_iter()
+            .map(|id| (vmlinux, id))
+            .collect();
+        if found.is_empty() {
             if let Some(load) = self.modules.take() {
                 self.loaded = load();
             }
             for &m in &self.loaded {
-                let c = candidates(lb, lid, m)?;
-                if !c.is_empty() {
-                    found = (m, c);
-                    break;
-                }
+                found.extend(candidates(lb, lid, m)?.into_iter().map(|id| (m, id)));
             }
         }
         self.cache.insert(lid, found.clone());
@@ -760,9 +761,9 @@ fn resolve<'t, M: FnOnce() -> Vec<&'t Btf>>(
     if r.kind == K::TypeIdLocal {
         return Ok((local_val, Some(local_val)));
     }
-    let (tb, cands) = targets.candidates(lb, r.type_id)?;
+    let cands = targets.candidates(lb, r.type_id)?;
     let mut result: Option<Value> = None;
-    for cand in cands {
+    for (tb, cand) in cands {
         let matched = if is_field(r.kind) || is_enum_kind(r.kind) {
             match_spec(lb, &local, r.kind, tb, cand)?
         } else if r.kind == K::TypeMatches {
@@ -910,8 +911,8 @@ impl ObjectSpec {
     }
 
     /// Like [`ObjectSpec::relocate_core`], and a relocation whose local type
-    /// has no candidate in `vmlinux` is resolved against the first kernel
-    /// module BTF that has one (as libbpf searches modules after vmlinux).
+    /// has no candidate in `vmlinux` is resolved against the candidates of
+    /// every kernel module BTF together, as libbpf does.
     /// `modules` gives the modules' split BTF ([`Btf::from_bytes_split`] of
     /// `/sys/kernel/btf/<module>` on vmlinux); it is called at most once, and
     /// only when some type is missing from vmlinux.
@@ -1404,35 +1405,48 @@ mod tests {
     }
 
     /// vmlinux first; the modules are asked for only when a type is not in
-    /// vmlinux, and their candidates come with the module's BTF.
+    /// vmlinux, and then every module's candidates count, each with the
+    /// module's BTF (not only the first module's).
     #[test]
     fn candidates_in_modules_only_when_vmlinux_has_none() {
         use crate::btf::read::split_tests::{base, split};
         let vmlinux = base();
-        let module = split(false);
+        let (module_a, module_b) = (split(false), split(true));
         let l = btf(|s| vec![strukt(s, "base_s", &[]), strukt(s, "mod_s", &[])]);
         let asked = std::cell::Cell::new(0);
         let mut t = Targets {
             vmlinux: &vmlinux,
             modules: Some(|| {
                 asked.set(asked.get() + 1);
-                vec![&module]
+                vec![&module_a, &module_b]
             }),
             loaded: Vec::new(),
             cache: HashMap::new(),
         };
-        let (tb, c) = t.candidates(&l, 1).unwrap();
+        let c = t.candidates(&l, 1).unwrap();
+        assert_eq!(c.len(), 1);
         assert_eq!(
-            (std::ptr::eq(tb, &*vmlinux), c, asked.get()),
-            (true, vec![2], 0)
+            (std::ptr::eq(c[0].0, &*vmlinux), c[0].1, asked.get()),
+            (true, 2, 0)
         );
-        let (tb, c) = t.candidates(&l, 2).unwrap();
+        let c = t.candidates(&l, 2).unwrap();
+        let in_module = |c: &[(&Btf, TypeId)], m: &Btf| {
+            c.iter()
+                .filter(|(b, _)| std::ptr::eq(*b, m))
+                .map(|(_, id)| *id)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            (std::ptr::eq(tb, &module), c, asked.get()),
-            (true, vec![3], 1)
+            (
+                in_module(&c, &module_a),
+                in_module(&c, &module_b),
+                c.len(),
+                asked.get()
+            ),
+            (vec![3], vec![3], 2, 1)
         );
-        let (tb, _) = t.candidates(&l, 2).unwrap();
-        assert!(std::ptr::eq(tb, &module) && asked.get() == 1, "cached");
+        let again = t.candidates(&l, 2).unwrap();
+        assert!(again.len() == 2 && asked.get() == 1, "cached");
     }
 
     #[test]
