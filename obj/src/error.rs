@@ -11,7 +11,7 @@ pub enum ParseError {
     Elf(#[from] object::read::Error),
     #[error("not an eBPF object: ELF machine {machine}, expected EM_BPF (247)")]
     NotBpf { machine: u16 },
-    #[error("big-endian or 32-bit ELF: Kiln loads 64-bit little-endian eBPF objects only")]
+    #[error("32-bit ELF: eBPF objects are 64-bit ELF files (bpfel or bpfeb)")]
     UnsupportedFormat,
     #[error("section '{section}': {reason}")]
     Section { section: String, reason: String },

@@ -1,11 +1,16 @@
 //! One eBPF instruction in the kernel's `struct bpf_insn` layout.
 
+use crate::ByteOrder;
+
 /// `struct bpf_insn`: 8 bytes, `code`, `dst_reg:4 | src_reg:4`, `off`, `imm`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(C)]
 pub struct Insn {
     pub code: u8,
-    /// Low nibble `dst_reg`, high nibble `src_reg` (little-endian layout).
+    /// `dst_reg` and `src_reg` as the C bitfields lay them out on this
+    /// machine: `dst_reg` is the low nibble on little-endian hosts and the
+    /// high nibble on big-endian ones. Use [`Insn::dst_reg`] and
+    /// [`Insn::src_reg`] rather than reading it.
     pub regs: u8,
     pub off: i16,
     pub imm: i32,
@@ -27,37 +32,60 @@ pub const PSEUDO_FUNC: u8 = 4;
 impl Insn {
     pub const SIZE: usize = 8;
 
+    /// Where `dst_reg` sits in [`Insn::regs`] on this machine.
+    const DST_SHIFT: u8 = if cfg!(target_endian = "big") { 4 } else { 0 };
+    const SRC_SHIFT: u8 = 4 - Self::DST_SHIFT;
+
     pub fn dst_reg(self) -> u8 {
-        self.regs & 0x0f
+        (self.regs >> Self::DST_SHIFT) & 0x0f
     }
     pub fn src_reg(self) -> u8 {
-        self.regs >> 4
+        (self.regs >> Self::SRC_SHIFT) & 0x0f
     }
     pub fn set_src_reg(&mut self, src: u8) {
-        self.regs = (self.regs & 0x0f) | (src << 4);
+        self.regs = (self.regs & (0x0f << Self::DST_SHIFT)) | ((src & 0x0f) << Self::SRC_SHIFT);
     }
     pub fn set_dst_reg(&mut self, dst: u8) {
-        self.regs = (self.regs & 0xf0) | (dst & 0x0f);
+        self.regs = (self.regs & (0x0f << Self::SRC_SHIFT)) | ((dst & 0x0f) << Self::DST_SHIFT);
     }
     pub fn is_ld_imm64(self) -> bool {
         self.code == LD_IMM64
     }
 
-    /// Decodes little-endian bytes (the only byte order Kiln loads).
-    pub fn from_le_bytes(b: [u8; 8]) -> Self {
+    /// Decodes an instruction stored in `order` (an object's code section).
+    /// A big-endian object keeps `dst_reg` in the high nibble, so the
+    /// nibbles swap when `order` is not this machine's.
+    #[inline]
+    pub fn from_bytes(b: [u8; 8], order: ByteOrder) -> Self {
+        let regs = if order.is_native() {
+            b[1]
+        } else {
+            b[1].rotate_left(4)
+        };
         Insn {
             code: b[0],
-            regs: b[1],
-            off: i16::from_le_bytes([b[2], b[3]]),
-            imm: i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            regs,
+            off: order.u16([b[2], b[3]]) as i16,
+            imm: order.u32([b[4], b[5], b[6], b[7]]) as i32,
         }
     }
 
-    pub fn to_le_bytes(self) -> [u8; 8] {
-        let off = self.off.to_le_bytes();
-        let imm = self.imm.to_le_bytes();
+    /// Encodes the instruction in `order`, the inverse of [`Insn::from_bytes`].
+    pub fn to_bytes(self, order: ByteOrder) -> [u8; 8] {
+        let (regs, off, imm) = match order {
+            ByteOrder::Little => (
+                self.src_reg() << 4 | self.dst_reg(),
+                self.off.to_le_bytes(),
+                self.imm.to_le_bytes(),
+            ),
+            ByteOrder::Big => (
+                self.dst_reg() << 4 | self.src_reg(),
+                self.off.to_be_bytes(),
+                self.imm.to_be_bytes(),
+            ),
+        };
         [
-            self.code, self.regs, off[0], off[1], imm[0], imm[1], imm[2], imm[3],
+            self.code, regs, off[0], off[1], imm[0], imm[1], imm[2], imm[3],
         ]
     }
 }
@@ -73,5 +101,29 @@ impl std::fmt::Debug for Insn {
             self.off,
             self.imm
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `r3 = *(u32 *)(r7 - 2)` in both byte orders: bpfeb keeps `dst_reg`
+    /// in the high nibble and its numbers big-endian.
+    #[test]
+    fn decodes_both_byte_orders() {
+        let le = [0x61, 0x73, 0xfe, 0xff, 0x01, 0x02, 0x03, 0x04];
+        let be = [0x61, 0x37, 0xff, 0xfe, 0x04, 0x03, 0x02, 0x01];
+        for (bytes, order) in [(le, ByteOrder::Little), (be, ByteOrder::Big)] {
+            let i = Insn::from_bytes(bytes, order);
+            assert_eq!((i.code, i.dst_reg(), i.src_reg()), (0x61, 3, 7), "{order}");
+            assert_eq!((i.off, i.imm), (-2, 0x0403_0201), "{order}");
+            assert_eq!(i.to_bytes(order), bytes, "{order}");
+        }
+        let mut i = Insn::from_bytes(le, ByteOrder::Little);
+        i.set_src_reg(10);
+        i.set_dst_reg(1);
+        assert_eq!((i.dst_reg(), i.src_reg()), (1, 10));
+        assert_eq!(i.to_bytes(ByteOrder::Big)[1], 0x1a);
     }
 }

@@ -88,7 +88,7 @@ pub(crate) fn link_programs(
         let insns: Vec<Insn> = sec
             .data
             .chunks_exact(Insn::SIZE)
-            .map(|c| Insn::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .map(|c| Insn::from_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]], elf.order))
             .collect();
         let mut relocs = vec![0u32; insns.len()];
         for r in elf.relocs.get(&sec.index).into_iter().flatten() {

@@ -189,6 +189,7 @@ mod tests {
     #[test]
     fn collisions_are_refused_with_both_names() {
         let spec = ObjectSpec {
+            byte_order: crate::ByteOrder::native(),
             license: String::new(),
             kernel_version: None,
             programs: Vec::new(),
@@ -208,6 +209,7 @@ mod tests {
             "{err}"
         );
         let ok = ObjectSpec {
+            byte_order: crate::ByteOrder::native(),
             maps: vec![data(".data"), data(".rodata")],
             ..spec
         };

@@ -13,6 +13,11 @@
 //! reads there) and mirrors the objects into `target/bpf/x86_64/`, so a VM
 //! runner can always take `target/bpf/<arch>/`.
 //!
+//! Beside the x86_64 objects, every C program is also built with
+//! `--target=bpfeb` into `target/bpf/bpfeb/<stem>.bpf.o`: the big-endian twin
+//! of the same source and flags, which the parser tests compare with the
+//! little-endian object on any host.
+//!
 //! Builds are incremental (a stamp per object records the command and its
 //! inputs' sizes and mtimes; cargo and clang run only when it changes) and
 //! reproducible: two clean builds in one checkout give the same bytes
@@ -51,14 +56,51 @@ pub struct Args {
     arch: Arch,
 }
 
+/// Under target/bpf: the big-endian twins of the x86_64 C objects.
+pub const BPFEB_TWINS: &str = "bpfeb";
+
+/// The byte order of the eBPF an arch's kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ByteOrder {
+    Little,
+    Big,
+}
+
+impl ByteOrder {
+    /// clang's `--target` for it.
+    pub(crate) fn clang_target(self) -> &'static str {
+        match self {
+            ByteOrder::Little => "--target=bpfel",
+            ByteOrder::Big => "--target=bpfeb",
+        }
+    }
+}
+
 /// The kernel architecture an object targets. BPF bytecode is the same on
-/// every arch; what differs is how tracing programs read registers.
+/// every arch of one byte order; what differs is how tracing programs read
+/// registers (`pt_regs`) and the syscall wrappers' names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Arch {
     #[value(name = "x86_64", alias = "x86", alias = "amd64")]
     X86_64,
     #[value(name = "aarch64", alias = "arm64")]
     Aarch64,
+    /// 32-bit arm (armv7, Debian's armhf).
+    #[value(name = "arm", alias = "armv7", alias = "armhf")]
+    Arm,
+    #[value(name = "riscv64")]
+    Riscv64,
+    /// Little-endian POWER (Debian's ppc64el).
+    #[value(name = "powerpc64", alias = "ppc64le", alias = "ppc64el")]
+    Powerpc64,
+    /// IBM Z: big-endian, objects built with `--target=bpfeb`.
+    #[value(name = "s390x", alias = "s390")]
+    S390x,
+    /// Big-endian mips (build-checked only: no mips kernel runs here).
+    #[value(name = "mips")]
+    Mips,
+    #[value(name = "loongarch64", alias = "loongarch")]
+    Loongarch64,
 }
 
 impl Arch {
@@ -67,6 +109,20 @@ impl Arch {
         match self {
             Arch::X86_64 => "x86_64",
             Arch::Aarch64 => "aarch64",
+            Arch::Arm => "arm",
+            Arch::Riscv64 => "riscv64",
+            Arch::Powerpc64 => "powerpc64",
+            Arch::S390x => "s390x",
+            Arch::Mips => "mips",
+            Arch::Loongarch64 => "loongarch64",
+        }
+    }
+
+    /// The byte order of this arch's kernel, and so of its objects.
+    pub fn byte_order(self) -> ByteOrder {
+        match self {
+            Arch::S390x | Arch::Mips => ByteOrder::Big,
+            _ => ByteOrder::Little,
         }
     }
 
@@ -75,6 +131,12 @@ impl Arch {
         match self {
             Arch::X86_64 => "-D__TARGET_ARCH_x86",
             Arch::Aarch64 => "-D__TARGET_ARCH_arm64",
+            Arch::Arm => "-D__TARGET_ARCH_arm",
+            Arch::Riscv64 => "-D__TARGET_ARCH_riscv",
+            Arch::Powerpc64 => "-D__TARGET_ARCH_powerpc",
+            Arch::S390x => "-D__TARGET_ARCH_s390",
+            Arch::Mips => "-D__TARGET_ARCH_mips",
+            Arch::Loongarch64 => "-D__TARGET_ARCH_loongarch",
         }
     }
 
@@ -269,7 +331,19 @@ impl<'a> Builder<'a> {
         for (name, src) in &sources {
             let output = self.out_dir.join(format!("{name}.bpf.o"));
             let fresh = match src {
-                Source::C(path) => self.build_c(name, path, &output)?,
+                Source::C(path) => {
+                    if self.arch == Arch::X86_64 && self.mirror_dir.is_some() {
+                        let twin_dir = self.out_dir.join(BPFEB_TWINS);
+                        for dir in [&twin_dir, &self.out_dir.join(".stamps").join(BPFEB_TWINS)] {
+                            std::fs::create_dir_all(dir)
+                                .with_context(|| format!("creating {}", dir.display()))?;
+                        }
+                        let twin = twin_dir.join(format!("{name}.bpf.o"));
+                        let twin_name = format!("{BPFEB_TWINS}/{name}");
+                        self.build_c(&twin_name, path, &twin, ByteOrder::Big)?;
+                    }
+                    self.build_c(name, path, &output, self.arch.byte_order())?
+                }
                 Source::Rust { dir, package } => self.build_rust(name, dir, package, &output)?,
             };
             if let Some(mirror) = &self.mirror_dir {
@@ -364,7 +438,13 @@ impl<'a> Builder<'a> {
         Ok(dir)
     }
 
-    fn build_c(&self, name: &str, src: &Path, output: &Path) -> anyhow::Result<bool> {
+    fn build_c(
+        &self,
+        name: &str,
+        src: &Path,
+        output: &Path,
+        order: ByteOrder,
+    ) -> anyhow::Result<bool> {
         let include = self.vmlinux_h()?;
         // clang 22 orders some BTF entries (forward declarations, in
         // BTFDebug's map keyed by DICompositeType pointers) by heap address,
@@ -378,7 +458,7 @@ impl<'a> Builder<'a> {
         // declarations can differ in their order, nothing else.
         let deps = self.deps_path(name);
         let mut cmd = Command::new(&self.tc.clang);
-        cmd.args(["-O2", "-g", "--target=bpfel", "-mcpu=v3"])
+        cmd.args(["-O2", "-g", order.clang_target(), "-mcpu=v3"])
             .arg(self.arch.c_define())
             .arg(self.arch.asm_include())
             .arg("-Iebpf-sdk/include")
