@@ -209,9 +209,50 @@ fn global_data_keeps_its_order() -> TestResult {
     Ok(())
 }
 
+/// The programs `cargo xtask build-ebpf --arch s390x` built (C and Rust SDK,
+/// `bpfeb`) parse on this host, as big-endian objects with their programs.
+fn s390x_objects_parse() -> TestResult {
+    let dir = kiln_testkit::bpf_dir().join("s390x");
+    let mut parsed = 0;
+    for e in std::fs::read_dir(&dir)? {
+        let path = e?.path();
+        if !path.to_string_lossy().ends_with(".bpf.o") {
+            continue;
+        }
+        let spec = parse(&path)?;
+        if spec.byte_order != ByteOrder::Big {
+            return Err(format!("{}: {}", path.display(), spec.byte_order).into());
+        }
+        parsed += 1;
+    }
+    let sdk = parse(&dir.join("sdk-programs.bpf.o"))?;
+    if sdk.programs.len() < 10 {
+        return Err(format!("sdk-programs: only {} programs", sdk.programs.len()).into());
+    }
+    eprintln!("{parsed} s390x objects parse as big-endian");
+    Ok(())
+}
+
+/// Whether `cargo xtask build-ebpf --arch s390x` has run (it is not part of
+/// the default build).
+fn no_s390x_objects() -> Option<String> {
+    let dir = kiln_testkit::bpf_dir().join("s390x");
+    (!dir.join("sdk-programs.bpf.o").is_file()).then(|| {
+        format!(
+            "no s390x objects in {} (cargo xtask build-ebpf --arch s390x)",
+            dir.display()
+        )
+    })
+}
+
 fn main() {
     use kiln_testkit::test;
     kiln_testkit::run(vec![
+        test(
+            "s390x_objects_parse",
+            &[kiln_testkit::Need::Probe("s390x objects", no_s390x_objects)],
+            s390x_objects_parse,
+        ),
         test("twins_parse_alike", &[], twins_parse_alike),
         test(
             "global_data_keeps_its_order",

@@ -29,6 +29,7 @@
 //! the BPF target.
 #![no_std]
 
+pub mod arch;
 pub mod bindings;
 pub mod core_read;
 pub mod global;
