@@ -523,6 +523,18 @@ pub use stack_trace::StackTraceMap;
 pub use storage::FdStorage;
 pub use xdp::{CpuMap, DevMap, DevMapHash, XskMap};
 
+impl Map {
+    /// The length of a mapping of this map, from sizes that may not fit a
+    /// 32-bit address space: an error naming the map rather than a wrapped
+    /// length and a mapping too small for what is read through it.
+    pub(crate) fn mmap_len(&self, len: Option<usize>, what: &str) -> Result<usize, MapError> {
+        len.ok_or_else(|| MapError::Other {
+            name: self.name().to_owned(),
+            message: format!("{what} does not fit this machine's address space"),
+        })
+    }
+}
+
 /// Typed element access shared by the views: keys and values as [`Pod`].
 impl Map {
     /// Looks up `key`; `None` when absent.

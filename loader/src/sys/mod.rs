@@ -100,6 +100,10 @@ impl SysError {
 /// pointer it carries must be valid for the access the kernel makes through it
 /// (reads of the given lengths, writes of the given lengths) for the duration
 /// of the call.
+#[allow(
+    clippy::useless_conversion,
+    reason = "syscall(2) returns a c_long: 32 bits on 32-bit arm"
+)]
 pub unsafe fn bpf<A>(cmd: Cmd, attr: &mut A) -> Result<i64, SysError> {
     const { assert!(std::mem::size_of::<A>() == ATTR_SIZE) };
     let mut call = || {
@@ -113,7 +117,7 @@ pub unsafe fn bpf<A>(cmd: Cmd, attr: &mut A) -> Result<i64, SysError> {
                 source: std::io::Error::last_os_error(),
             })
         } else {
-            Ok(ret)
+            Ok(i64::from(ret))
         }
     };
     let result = match call() {
