@@ -57,16 +57,28 @@ impl Insn {
     /// nibbles swap when `order` is not this machine's.
     #[inline]
     pub fn from_bytes(b: [u8; 8], order: ByteOrder) -> Self {
-        let regs = if order.is_native() {
-            b[1]
+        let native = Self::from_native_bytes(b);
+        if order.is_native() {
+            native
         } else {
-            b[1].rotate_left(4)
-        };
+            Insn {
+                code: native.code,
+                regs: native.regs.rotate_left(4),
+                off: native.off.swap_bytes(),
+                imm: native.imm.swap_bytes(),
+            }
+        }
+    }
+
+    /// Decodes an instruction in this machine's byte order (what the
+    /// kernel reads and returns), the layout of `struct bpf_insn` in memory.
+    #[inline]
+    pub fn from_native_bytes(b: [u8; 8]) -> Self {
         Insn {
             code: b[0],
-            regs,
-            off: order.u16([b[2], b[3]]) as i16,
-            imm: order.u32([b[4], b[5], b[6], b[7]]) as i32,
+            regs: b[1],
+            off: i16::from_ne_bytes([b[2], b[3]]),
+            imm: i32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
         }
     }
 

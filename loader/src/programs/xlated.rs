@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use crate::sys::SysError;
 use crate::sys::attr::ProgInfo;
 use crate::sys::object::{self as sysobj, IdKind};
-use kiln_obj::{ByteOrder, Insn};
+use kiln_obj::Insn;
 
 const INSN_SIZE: usize = 8;
 const LD_IMM64: u8 = 0x18;
@@ -126,7 +126,7 @@ pub fn normalize<E>(
     let insn = |i: usize| {
         let b = <[u8; INSN_SIZE]>::try_from(&insns[i * INSN_SIZE..(i + 1) * INSN_SIZE])
             .unwrap_or_default();
-        Insn::from_bytes(b, ByteOrder::native())
+        Insn::from_native_bytes(b)
     };
     let call_target = |i: usize| -> Option<usize> {
         let b = insn(i);
