@@ -25,6 +25,7 @@
 //!
 //! [`template`] writes a new project (an eBPF crate, a userspace crate and a
 //! manifest): `kiln new NAME`.
+#![deny(missing_docs)]
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -72,7 +73,10 @@ pub enum Error {
          or set KILN_EBPF_RUSTC to a rustc whose sysroot has lib/rustlib/{TARGET}",
         tried.display()
     )]
-    NoCompiler { tried: PathBuf },
+    NoCompiler {
+        /// Where it looked.
+        tried: PathBuf,
+    },
     /// No bpf-linker.
     #[error(
         "bpf-linker not found (looked at {}): install it with `apt-get install llvm-22-dev \
@@ -81,25 +85,38 @@ pub enum Error {
          checkout, or set KILN_BPF_LINKER to its path",
         looked.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
     )]
-    NoLinker { looked: Vec<PathBuf> },
+    NoLinker {
+        /// Where it looked.
+        looked: Vec<PathBuf>,
+    },
     /// A build-script variable cargo always sets is missing.
     #[error("{0} is not set: kiln_build::EbpfBuild runs from a build script (build.rs)")]
     NotInBuildScript(&'static str),
     /// A file could not be read, written or copied.
     #[error("{}: {what}", path.display())]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What was being done.
         what: &'static str,
+        /// The system's answer.
         #[source]
         source: std::io::Error,
     },
     /// The eBPF crate's Cargo.toml lacks what the build needs.
     #[error("{}: {what}", path.display())]
-    Manifest { path: PathBuf, what: String },
+    Manifest {
+        /// The Cargo.toml.
+        path: PathBuf,
+        /// What is missing.
+        what: String,
+    },
     /// A tool could not be started.
     #[error("cannot run {command}")]
     Spawn {
+        /// The command line.
         command: String,
+        /// The system's answer.
         #[source]
         source: std::io::Error,
     },
@@ -110,9 +127,13 @@ pub enum Error {
         dir.display()
     )]
     Build {
+        /// The crate.
         package: String,
+        /// Its directory.
         dir: PathBuf,
+        /// cargo's exit status.
         status: std::process::ExitStatus,
+        /// The command line.
         command: String,
     },
     /// cargo succeeded without producing the object.
@@ -120,7 +141,12 @@ pub enum Error {
         "eBPF crate {package}: cargo succeeded but {} is missing; is it a `[[bin]]` crate with #![no_main]?",
         artifact.display()
     )]
-    NoArtifact { package: String, artifact: PathBuf },
+    NoArtifact {
+        /// The crate.
+        package: String,
+        /// Where the object should be.
+        artifact: PathBuf,
+    },
 }
 
 /// A build script's `main` returning `Result<(), Error>` prints the error's
@@ -141,14 +167,20 @@ impl std::fmt::Debug for Error {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Core {
     /// A stable rustc whose sysroot ships `core` for BPF (Debian's).
-    Prebuilt { rustc: PathBuf },
+    Prebuilt {
+        /// That rustc.
+        rustc: PathBuf,
+    },
     /// A nightly rustc with rust-src builds `core` itself
     /// (`-Z build-std=core`): through rustup's `cargo +TOOLCHAIN` when
     /// `toolchain` is set, else the `cargo` given. kiln-ebpf's bitcode shim
     /// then needs `clang` and `llvm_ar` by path.
     BuildStd {
+        /// The rustup toolchain (`nightly`), if any.
         toolchain: Option<String>,
+        /// clang, for kiln-ebpf's C shim.
         clang: PathBuf,
+        /// llvm-ar, for kiln-ebpf's C shim.
         llvm_ar: PathBuf,
     },
 }
@@ -251,6 +283,7 @@ fn find_bpf_linker() -> Result<PathBuf, Error> {
 /// profile. `cargo xtask build-ebpf` and [`EbpfBuild`] both run it.
 #[derive(Debug, Clone)]
 pub struct CargoBuild<'a> {
+    /// The tools to build with.
     pub toolchain: &'a Toolchain,
     /// The directory holding the crate's Cargo.toml.
     pub crate_dir: &'a Path,

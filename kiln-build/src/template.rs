@@ -76,10 +76,12 @@ impl KilnSource {
 /// Errors of [`create`]; each names the path at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
+    /// The name cannot be a crate name.
     #[error(
         "project name {0:?}: use lowercase letters, digits, '-' and '_', starting with a letter"
     )]
     BadName(String),
+    /// The project directory exists already.
     #[error("{}: already exists; choose another name or directory", .0.display())]
     Exists(PathBuf),
     /// A directory or file could not be written.

@@ -3,11 +3,48 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use kiln_obj::btf::{Btf, Kind};
 use kiln_obj::{ExternKind, ExternSpec, KsymTarget};
+
+/// The kernel's BTF could not be read or parsed; each variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelBtfError {
+    /// The file could not be read (no `CONFIG_DEBUG_INFO_BTF`, or a wrong path).
+    #[error("cannot read the kernel's BTF {}: {source}", path.display())]
+    Read {
+        /// The BTF file.
+        path: PathBuf,
+        /// Why reading failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not BTF this crate reads.
+    #[error("cannot parse the kernel's BTF {}: {source}", path.display())]
+    Parse {
+        /// The BTF file.
+        path: PathBuf,
+        /// What is malformed.
+        #[source]
+        source: kiln_obj::btf::BtfError,
+    },
+    /// A thread panicked while it parsed the kernel's BTF.
+    #[error("the kernel BTF cache is poisoned: a thread panicked while parsing it")]
+    Poisoned,
+}
+
+/// CO-RE relocation against the running kernel failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The kernel's BTF, which CO-RE relocates against, is unavailable.
+    #[error("CO-RE needs the kernel's BTF: {0}")]
+    KernelBtf(#[source] KernelBtfError),
+    /// A relocation found no match in the kernel's types.
+    #[error("CO-RE: {0}")]
+    Relocate(#[source] kiln_obj::btf::core::CoreError),
+}
 
 /// The running kernel's config as `CONFIG_X → value text` (quotes kept for
 /// strings), from /proc/config.gz or /boot/config-$(uname -r). Empty when neither exists.
@@ -101,19 +138,19 @@ pub fn kallsyms() -> &'static HashMap<String, u64> {
 
 /// The kernel's BTF (`/sys/kernel/btf/vmlinux` or an override), parsed once
 /// per path per process (a vmlinux BTF is megabytes; loads reuse the parse).
-pub fn kernel_btf(path: Option<&Path>) -> Result<&'static Btf, String> {
+pub fn kernel_btf(path: Option<&Path>) -> Result<&'static Btf, KernelBtfError> {
     kernel_btf_shared(path).map(|b| &**b)
 }
 
 /// [`kernel_btf`] as the `Arc` split BTF is built on.
-fn kernel_btf_shared(path: Option<&Path>) -> Result<&'static Arc<Btf>, String> {
+fn kernel_btf_shared(path: Option<&Path>) -> Result<&'static Arc<Btf>, KernelBtfError> {
     type Cache = std::sync::Mutex<HashMap<std::path::PathBuf, &'static Arc<Btf>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let path = path.unwrap_or(Path::new("/sys/kernel/btf/vmlinux"));
     let cache = CACHE.get_or_init(Default::default);
     if let Some(btf) = cache
         .lock()
-        .map_err(|_| "kernel BTF cache poisoned")?
+        .map_err(|_| KernelBtfError::Poisoned)?
         .get(path)
     {
         return Ok(btf);
@@ -121,16 +158,22 @@ fn kernel_btf_shared(path: Option<&Path>) -> Result<&'static Arc<Btf>, String> {
     let btf = match map_kernel_btf(path) {
         Some(bytes) => Btf::from_static(bytes),
         None => {
-            let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let data = std::fs::read(path).map_err(|source| KernelBtfError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
             Btf::from_bytes(data)
         }
     }
-    .map_err(|e| format!("{}: {e}", path.display()))?;
+    .map_err(|source| KernelBtfError::Parse {
+        path: path.to_owned(),
+        source,
+    })?;
     // Leaked on purpose: one parse per distinct path lives for the process.
     let btf: &'static Arc<Btf> = Box::leak(Box::new(Arc::new(btf)));
     cache
         .lock()
-        .map_err(|_| "kernel BTF cache poisoned")?
+        .map_err(|_| KernelBtfError::Poisoned)?
         .insert(path.to_owned(), btf);
     Ok(btf)
 }
@@ -165,14 +208,14 @@ pub fn kernel_module_btfs() -> &'static [Btf] {
 pub fn relocate_core(
     spec: &mut kiln_obj::ObjectSpec,
     path: Option<&Path>,
-) -> Result<kiln_obj::btf::core::CoreReport, String> {
-    let kbtf = kernel_btf(path).map_err(|e| format!("needs the kernel's BTF: {e}"))?;
+) -> Result<kiln_obj::btf::core::CoreReport, CoreError> {
+    let kbtf = kernel_btf(path).map_err(CoreError::KernelBtf)?;
     let modules = || match path {
         None => kernel_module_btfs().iter().collect(),
         Some(_) => Vec::new(),
     };
     spec.relocate_core_with_modules(kbtf, modules)
-        .map_err(|e| e.to_string())
+        .map_err(CoreError::Relocate)
 }
 
 /// Maps a BTF file the kernel exports under /sys/kernel/btf read-only, for

@@ -7,7 +7,12 @@
 //! - [`maps`]: [`Map`] owns a map fd; typed views per map family over [`Pod`] keys and values.
 //! - [`programs`]: [`Program`] owns a program fd; verifier logs, test runs, info, pins.
 //! - [`pin`]: bpffs pinning and the compatibility check before reusing a pinned map.
-//! - [`sys`]: the only bpf(2) call site, with typed attribute structs.
+//! - [`ids`]: walk the ids of every program, map, BTF object or link in the kernel.
+//! - [`caps`]: the capabilities bpf(2) needs and which this process holds.
+//!
+//! The bpf(2) call site and its attribute structs stay private to the crate:
+//! every public function sizes the buffers the kernel writes from the
+//! object's own definition, so no safe call can make it write past one.
 //! - [`probe`]: kernel features found by trying, cached per process.
 //! - [`externs`]: values for `__kconfig` / `__ksym` externs; the kernel's BTF.
 //!
@@ -30,9 +35,12 @@
 //! # Ok(())
 //! # }
 //! ```
+#![deny(missing_docs)]
 
 pub mod btf;
+pub mod caps;
 pub mod externs;
+pub mod ids;
 pub mod links;
 pub mod loader;
 pub mod maps;
@@ -42,7 +50,7 @@ pub mod pin;
 pub mod probe;
 mod probe_cache;
 pub mod programs;
-pub mod sys;
+pub(crate) mod sys;
 pub mod token;
 pub mod util;
 
@@ -53,9 +61,17 @@ pub use kiln_obj as obj;
 pub use kiln_obj::{
     AttachType, MapSpec, MapType, ObjectSpec, ParseError, ProgramKind, ProgramSpec, ProgramType,
 };
-pub use loader::{Ebpf, EbpfError, EbpfLoader, load, load_file};
+pub use loader::{Ebpf, EbpfError, EbpfLoader, GlobalProblem, MapSpecProblem, load, load_file};
 pub use maps::{Map, MapError, MapInfo, Pod};
+pub use pin::OpenFlags;
 pub use programs::{LoadError, Program, ProgramInfo};
+/// The bpf(2) command a [`SysError`] names.
+pub use sys::Cmd as BpfCommand;
+/// A failed bpf(2) call, as the `source` of the loader's errors.
+pub use sys::SysError;
+/// Flags of `BPF_PROG_ATTACH` and of the mprog (tcx, netkit) links.
+pub use sys::link_attr::AttachFlags;
+pub use sys::permission_denied;
 pub use token::{Token, TokenError};
 
 /// Compile-time check: the handles a program shares between threads (a ring

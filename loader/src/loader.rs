@@ -16,29 +16,75 @@ use crate::programs::{LoadError, LoadOptions, Program, ProgramBtf, VerifierLogLe
 /// Errors of [`EbpfLoader::load`]; each names the map, program or global at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum EbpfError {
+    /// Creating, reusing or filling a map failed.
     #[error(transparent)]
     Map(#[from] MapError),
+    /// Pinning a map, or reusing a pinned one, failed.
     #[error(transparent)]
     Pin(#[from] PinError),
+    /// The kernel refused a program (the verifier log is in the error).
     #[error(transparent)]
     Program(#[from] LoadError),
+    /// The object's BTF could not be prepared or loaded.
     #[error(transparent)]
     Btf(#[from] BtfError),
-    #[error("global '{name}': {message}")]
-    Global { name: String, message: String },
-    #[error("map '{name}': {message}")]
-    MapSpec { name: String, message: String },
-    #[error("program '{name}': {message}")]
-    ProgramSpec { name: String, message: String },
-    #[error("{0}")]
-    Other(String),
+    /// A global variable cannot be set or read as asked.
+    #[error("global '{name}': {problem}")]
+    Global {
+        /// The variable.
+        name: String,
+        /// What is wrong.
+        #[source]
+        problem: GlobalProblem,
+    },
+    /// A map of the object cannot be set up as asked.
+    #[error("map '{name}': {problem}")]
+    MapSpec {
+        /// The map.
+        name: String,
+        /// What is wrong.
+        #[source]
+        problem: MapSpecProblem,
+    },
+    /// A program's `__ksym` externs do not resolve against the kernel.
+    #[error("program '{name}': ksym externs: {source}")]
+    Ksym {
+        /// The program.
+        name: String,
+        /// The extern that does not resolve.
+        #[source]
+        source: kiln_obj::ExternError,
+    },
+    /// A `.values` initialiser names a map index the object does not have.
+    #[error("values slot names map #{map} the object does not have")]
+    SlotMap {
+        /// The index into the object's maps.
+        map: usize,
+    },
+    /// Two maps would share one pin path under `map_pin_path`.
+    #[error("map pin names: {0}")]
+    PinNames(#[source] kiln_obj::PinNameCollision),
+    /// The object's BTF cannot be rewritten for what this kernel accepts.
+    #[error("object BTF: {0}")]
+    ObjectBtf(#[source] kiln_obj::btf::BtfError),
+    /// CO-RE relocation against the running kernel failed.
+    #[error(transparent)]
+    Core(#[from] crate::externs::CoreError),
+    /// A `__kconfig` extern has no value on this kernel.
+    #[error("kconfig externs: {0}")]
+    Kconfig(#[source] kiln_obj::ExternError),
     /// [`Ebpf::set_global`] on a constant: its data map (`.rodata`) was
     /// frozen after load.
     #[error(
         "global '{name}' is in '{map}', which is frozen after load (read-only for programs and \
          userspace): give its value before load with EbpfLoader::set_global"
     )]
-    FrozenGlobal { name: String, map: String },
+    FrozenGlobal {
+        /// The global's name.
+        name: String,
+        /// Its data map (`.rodata`, `.rodata.NAME`).
+        map: String,
+    },
     /// The object was built for the other byte order (`bpfeb` on a
     /// little-endian machine, `bpfel` on a big-endian one): the kernel
     /// loads programs, BTF and map values only in its own.
@@ -60,27 +106,164 @@ pub enum EbpfError {
     /// [`EbpfLoader::load_file`] or [`load_file`] could not read the file.
     #[error("reading eBPF object {}", path.display())]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why it could not be read.
         #[source]
         source: std::io::Error,
     },
     /// The file given to [`EbpfLoader::load_file`] is not an eBPF object this loader reads.
     #[error("parsing eBPF object {}", path.display())]
     ParseFile {
+        /// The file.
         path: PathBuf,
+        /// What is malformed.
         #[source]
         source: kiln_obj::ParseError,
     },
 }
 
+/// What is wrong with a global variable ([`EbpfError::Global`]).
+#[derive(Debug, thiserror::Error)]
+pub enum GlobalProblem {
+    /// [`EbpfLoader::set_global`] was given another number of bytes than the variable has.
+    #[error("is {object} bytes in the object, {given} given")]
+    SizeMismatch {
+        /// The variable's size in the object.
+        object: u32,
+        /// The bytes given.
+        given: usize,
+    },
+    /// No data section of the object declares the variable.
+    #[error("no such global variable in the object's data sections")]
+    NotInDataSections,
+    /// The loaded object has no variable of this name.
+    #[error("no such global variable in the object")]
+    NotInObject,
+    /// The Rust type's size differs from the variable's.
+    #[error("is {size} bytes, the Rust type has {rust}")]
+    RustSize {
+        /// The variable's size.
+        size: u32,
+        /// `size_of` the Rust type.
+        rust: usize,
+    },
+    /// The variable's data map was taken out of the [`Ebpf`].
+    #[error("its data map '{map}' was taken")]
+    MapTaken {
+        /// The data map.
+        map: String,
+    },
+    /// The data map has no element 0 (it always has one after a load).
+    #[error("data map '{map}' has no element 0")]
+    NoElement {
+        /// The data map.
+        map: String,
+    },
+    /// The variable's offset and size lie past the data map's value.
+    #[error("lies outside its data map")]
+    OutsideMap,
+}
+
+/// What is wrong with a map of the object ([`EbpfError::MapSpec`]).
+#[derive(Debug, thiserror::Error)]
+pub enum MapSpecProblem {
+    /// A loader option names a map the object does not have.
+    #[error("{option} names a map the object does not have")]
+    NotInObject {
+        /// The option (`replace_map`, `map_max_entries`).
+        option: &'static str,
+    },
+    /// The arena has fewer pages than its `__arena` globals need.
+    #[error("{pages} pages cannot hold {bytes} bytes of __arena globals")]
+    ArenaTooSmall {
+        /// The arena's pages (`max_entries`).
+        pages: u32,
+        /// Bytes of `__arena` globals.
+        bytes: usize,
+    },
+    /// The arena is larger than an instruction's offset can address.
+    #[error("arena larger than an instruction offset")]
+    ArenaTooLarge,
+    /// An `__arena` global lies beyond an instruction's offset range.
+    #[error("__arena global beyond an instruction's offset range")]
+    ArenaGlobalOutOfRange,
+    /// The number of possible CPUs, which sizes a perf event array, is unreadable.
+    #[error("cannot size a perf event array: {0}")]
+    PerfEventArraySize(#[source] std::io::Error),
+    /// A `.values` initialiser names a map the object does not have.
+    #[error("values[{index}]: map #{map} does not exist in the object")]
+    SlotMapMissing {
+        /// The slot's key.
+        index: u32,
+        /// The index into the object's maps.
+        map: usize,
+    },
+    /// A `.values` initialiser names a map this load did not create.
+    #[error("values[{index}]: map '{map}' was not created")]
+    SlotMapNotCreated {
+        /// The slot's key.
+        index: u32,
+        /// The inner map.
+        map: String,
+    },
+    /// A `.values` initialiser names a program the object does not have.
+    #[error("values[{index}]: program '{program}' is not in the object")]
+    SlotProgramMissing {
+        /// The slot's key.
+        index: u32,
+        /// The program.
+        program: String,
+    },
+    /// Storing a `.values` initialiser failed.
+    #[error("values[{index}]: cannot store {target}: {source}")]
+    SlotStore {
+        /// The slot's key.
+        index: u32,
+        /// `map 'x'` or `program 'y'`.
+        target: String,
+        /// The failed update.
+        #[source]
+        source: Box<MapError>,
+    },
+    /// The map given to `replace_map` does not match the object's definition.
+    #[error("replacement map does not match: {0}")]
+    Replacement(#[source] Box<PinError>),
+}
+
 /// Parses and loads an eBPF object from its bytes with default options:
 /// `kiln_loader::load(include_bytes!(...))`. The bytes may sit at any
 /// address (misaligned input is copied). Use [`EbpfLoader`] for options.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // In a real program: include_bytes!(concat!(env!("OUT_DIR"), "/prog.bpf.o")),
+/// // or kiln_build::include_object!.
+/// let bytes = std::fs::read("target/bpf/counter.bpf.o")?;
+/// let ebpf = kiln_loader::load(&bytes)?;
+/// for (name, program) in ebpf.programs() {
+///     println!("{name}: {:?}, id {}", program.program_type(), program.id());
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub fn load(bytes: &[u8]) -> Result<Ebpf, EbpfError> {
     EbpfLoader::new().load_bytes(bytes)
 }
 
 /// Reads, parses and loads the eBPF object at `path` with default options.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// match kiln_loader::load_file("target/bpf/counter.bpf.o") {
+///     Ok(ebpf) => println!("{} maps", ebpf.maps().count()),
+///     // A verifier rejection carries the log and the failing source line;
+///     // the alternate form prints the whole chain of causes.
+///     Err(e) => eprintln!("{e:#}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub fn load_file(path: impl AsRef<Path>) -> Result<Ebpf, EbpfError> {
     EbpfLoader::new().load_file(path)
 }
@@ -122,6 +305,7 @@ pub struct Ebpf {
 }
 
 impl EbpfLoader {
+    /// A loader with default options: no pins, the object's own globals and sizes, verifier log only on failure.
     pub fn new() -> Self {
         Self::default()
     }
@@ -137,6 +321,19 @@ impl EbpfLoader {
 
     /// Pins maps marked `LIBBPF_PIN_BY_NAME` as `<dir>/<pin name>`
     /// ([`MapSpec::pin_name`]), reusing a compatible map already pinned there.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // The first run creates and pins the maps; later runs (or other
+    /// // processes) reuse them, so counts survive a restart.
+    /// let ebpf = kiln_loader::EbpfLoader::new()
+    ///     .map_pin_path("/sys/fs/bpf/myapp")
+    ///     .load_file("target/bpf/counter.bpf.o")?;
+    /// // Any map or program can also be pinned by hand.
+    /// ebpf.map("COUNTERS").ok_or("no map")?.pin("/sys/fs/bpf/myapp-counters".as_ref())?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn map_pin_path(&mut self, dir: impl AsRef<Path>) -> &mut Self {
         self.map_pin_path = Some(dir.as_ref().to_owned());
         self
@@ -144,6 +341,18 @@ impl EbpfLoader {
 
     /// Sets a global variable's initial value (a `const volatile` in `.rodata`
     /// or a variable in `.data`/`.bss`). `bytes` must be exactly the variable's size.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // In the program: `static TARGET_TGID: Global<u32> = Global::new(0);`
+    /// // (kiln-ebpf) or `const volatile __u32 target_tgid = 0;` (C).
+    /// let ebpf = kiln_loader::EbpfLoader::new()
+    ///     .set_global("TARGET_TGID", &std::process::id().to_ne_bytes())
+    ///     .load_file("target/bpf/sdk-core.bpf.o")?;
+    /// # let _ = ebpf;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_global(&mut self, name: &str, bytes: &[u8]) -> &mut Self {
         self.globals.push((name.to_owned(), bytes.to_vec(), true));
         self
@@ -156,6 +365,7 @@ impl EbpfLoader {
         self
     }
 
+    /// Overrides the `max_entries` of map `name` (a ring buffer's size in bytes).
     pub fn map_max_entries(&mut self, name: &str, n: u32) -> &mut Self {
         self.max_entries.push((name.to_owned(), n));
         self
@@ -168,6 +378,7 @@ impl EbpfLoader {
         self
     }
 
+    /// How much the verifier logs. A failed load always carries the log.
     pub fn verifier_log_level(&mut self, level: VerifierLogLevel) -> &mut Self {
         self.log_level = level;
         self
@@ -266,7 +477,7 @@ impl EbpfLoader {
         self.apply_options(&mut spec)?;
         if self.map_pin_path.is_some() {
             spec.map_pin_names(&self.object_name)
-                .map_err(|e| EbpfError::Other(e.to_string()))?;
+                .map_err(EbpfError::PinNames)?;
         }
         let mut guard = PinGuard::default();
         let mut ebpf = Ebpf::default();
@@ -275,7 +486,7 @@ impl EbpfLoader {
         // (type ids stay the same, so map and func_info ids remain valid).
         let btf_bytes = spec
             .btf_for_kernel(crate::probe::btf_features())
-            .map_err(|e| EbpfError::Other(format!("object BTF: {e}")))?;
+            .map_err(EbpfError::ObjectBtf)?;
         if let Some(bytes) = btf_bytes.as_deref() {
             match Btf::load(bytes) {
                 Ok(btf) => ebpf.btf = Some(btf),
@@ -287,7 +498,7 @@ impl EbpfLoader {
                     return Err(e.into());
                 }
                 Err(e) => {
-                    let reason = format!("this kernel has no BTF support ({})", e.source);
+                    let reason = format!("this kernel has no BTF support ({})", e.sys_error());
                     eprintln!("warning: loading the programs without their BTF: {reason}");
                     ebpf.btf_dropped = Some(reason);
                 }
@@ -323,7 +534,9 @@ impl EbpfLoader {
         if let Some(name) = replaced.keys().next() {
             return Err(EbpfError::MapSpec {
                 name: name.clone(),
-                message: "replace_map names a map the object does not have".into(),
+                problem: MapSpecProblem::NotInObject {
+                    option: "replace_map",
+                },
             });
         }
         // Maps of maps first (every map exists now), prog arrays once the programs are loaded.
@@ -425,10 +638,10 @@ impl EbpfLoader {
         check_byte_order(spec)?;
         if spec.programs.iter().any(|p| !p.core_relocations.is_empty()) {
             crate::externs::relocate_core(spec, self.target_btf.as_deref())
-                .map_err(|e| EbpfError::Other(format!("CO-RE: {e}")))?;
+                .map_err(EbpfError::Core)?;
         }
         spec.resolve_kconfig(crate::externs::kconfig_value)
-            .map_err(|e| EbpfError::Other(format!("kconfig externs: {e}")))?;
+            .map_err(EbpfError::Kconfig)?;
         if spec
             .programs
             .iter()
@@ -440,9 +653,9 @@ impl EbpfLoader {
                 p.resolve_ksyms(&externs, |i| {
                     crate::externs::resolve_ksym(&externs[i], kbtf)
                 })
-                .map_err(|e| EbpfError::ProgramSpec {
+                .map_err(|source| EbpfError::Ksym {
                     name: p.name.clone(),
-                    message: format!("ksym externs: {e}"),
+                    source,
                 })?;
             }
         }
@@ -454,7 +667,9 @@ impl EbpfLoader {
         for (name, n) in &self.max_entries {
             let m = spec.map_mut(name).ok_or_else(|| EbpfError::MapSpec {
                 name: name.clone(),
-                message: "map_max_entries names a map the object does not have".into(),
+                problem: MapSpecProblem::NotInObject {
+                    option: "map_max_entries",
+                },
             })?;
             m.max_entries = *n;
         }
@@ -562,15 +777,15 @@ fn place_arena_globals(spec: &mut ObjectSpec) -> Result<(), EbpfError> {
     if len.next_multiple_of(page) > arena.max_entries as usize * page {
         return Err(EbpfError::MapSpec {
             name: arena.name.clone(),
-            message: format!(
-                "{} pages cannot hold {len} bytes of __arena globals",
-                arena.max_entries
-            ),
+            problem: MapSpecProblem::ArenaTooSmall {
+                pages: arena.max_entries,
+                bytes: len,
+            },
         });
     }
     let base = u32::try_from(arena_globals_offset(arena, len)).map_err(|_| EbpfError::MapSpec {
         name: arena.name.clone(),
-        message: "arena larger than an instruction offset".into(),
+        problem: MapSpecProblem::ArenaTooLarge,
     })?;
     for p in &mut spec.programs {
         for r in &mut p.relocations {
@@ -579,7 +794,7 @@ fn place_arena_globals(spec: &mut ObjectSpec) -> Result<(), EbpfError> {
             {
                 *offset = offset.checked_add(base).ok_or_else(|| EbpfError::MapSpec {
                     name: spec.maps[index].name.clone(),
-                    message: "__arena global beyond an instruction's offset range".into(),
+                    problem: MapSpecProblem::ArenaGlobalOutOfRange,
                 })?;
             }
         }
@@ -601,7 +816,7 @@ pub fn finish_map_spec(m: &mut MapSpec) -> Result<(), EbpfError> {
     if m.map_type == MapType::PERF_EVENT_ARRAY && m.max_entries == 0 {
         m.max_entries = crate::util::nr_possible_cpus().map_err(|e| EbpfError::MapSpec {
             name: m.name.clone(),
-            message: format!("cannot size a perf event array: {e}"),
+            problem: MapSpecProblem::PerfEventArraySize(e),
         })? as u32;
     }
     if matches!(m.map_type, MapType::RINGBUF | MapType::USER_RINGBUF) {
@@ -670,30 +885,37 @@ fn fill_map_slots(
 ) -> Result<(), EbpfError> {
     use std::os::fd::AsRawFd;
     for slot in &spec.map_slots {
-        let outer = spec.maps.get(slot.map).ok_or_else(|| {
-            EbpfError::Other(format!(
-                "values slot names map #{} the object does not have",
-                slot.map
-            ))
-        })?;
-        let err = |message: String| EbpfError::MapSpec {
+        let outer = spec
+            .maps
+            .get(slot.map)
+            .ok_or(EbpfError::SlotMap { map: slot.map })?;
+        let index = slot.index;
+        let err = |problem: MapSpecProblem| EbpfError::MapSpec {
             name: outer.name.clone(),
-            message: format!("values[{}]: {message}", slot.index),
+            problem,
         };
         let fd = match (&slot.target, kind) {
             (kiln_obj::MapSlotTarget::Map(i), SlotKind::Maps) => {
                 let inner = spec
                     .maps
                     .get(*i)
-                    .ok_or_else(|| err(format!("map #{i} does not exist in the object")))?;
+                    .ok_or_else(|| err(MapSpecProblem::SlotMapMissing { index, map: *i }))?;
                 ebpf.maps
                     .get(&inner.name)
-                    .ok_or_else(|| err(format!("map '{}' was not created", inner.name)))?
+                    .ok_or_else(|| {
+                        err(MapSpecProblem::SlotMapNotCreated {
+                            index,
+                            map: inner.name.clone(),
+                        })
+                    })?
                     .fd()
             }
             (kiln_obj::MapSlotTarget::Program(name), SlotKind::Programs) => {
                 if spec.program(name).is_none() {
-                    return Err(err(format!("program '{name}' is not in the object")));
+                    return Err(err(MapSpecProblem::SlotProgramMissing {
+                        index,
+                        program: name.clone(),
+                    }));
                 }
                 match ebpf.programs.get(name) {
                     Some(p) => p.fd(),
@@ -715,7 +937,13 @@ fn fill_map_slots(
             &(fd.as_raw_fd() as u32).to_ne_bytes(),
             UpdateFlags::ANY,
         )
-        .map_err(|e| err(format!("cannot store {target}: {e}")))?;
+        .map_err(|source| {
+            err(MapSpecProblem::SlotStore {
+                index,
+                target,
+                source: Box::new(source),
+            })
+        })?;
     }
     Ok(())
 }
@@ -735,7 +963,7 @@ fn check_replacement(spec: &MapSpec, map: &Map) -> Result<(), EbpfError> {
     crate::pin::check_compatible(spec, &info, Path::new("(replace_map)")).map_err(|e| {
         EbpfError::MapSpec {
             name: spec.name.clone(),
-            message: format!("replacement map does not match: {e}"),
+            problem: MapSpecProblem::Replacement(Box::new(e)),
         }
     })
 }
@@ -756,7 +984,10 @@ fn set_global(
         if var.size as usize != bytes.len() {
             return Err(EbpfError::Global {
                 name: name.to_owned(),
-                message: format!("is {} bytes in the object, {} given", var.size, bytes.len()),
+                problem: GlobalProblem::SizeMismatch {
+                    object: var.size,
+                    given: bytes.len(),
+                },
             });
         }
         let data = map.initial_data.get_or_insert_with(Vec::new);
@@ -770,7 +1001,7 @@ fn set_global(
     if required {
         return Err(EbpfError::Global {
             name: name.to_owned(),
-            message: "no such global variable in the object's data sections".into(),
+            problem: GlobalProblem::NotInDataSections,
         });
     }
     Ok(())
@@ -842,18 +1073,23 @@ impl Drop for PinGuard {
 }
 
 impl Ebpf {
+    /// The map `name` (global data maps by section: `.rodata`, `.bss`, ...).
     pub fn map(&self, name: &str) -> Option<&Map> {
         self.maps.get(name)
     }
+    /// The map `name`, mutably.
     pub fn map_mut(&mut self, name: &str) -> Option<&mut Map> {
         self.maps.get_mut(name)
     }
+    /// Takes map `name` out of the object, to own it (a [`RingBuf`](crate::maps::RingBuf) on a thread of its own, say).
     pub fn take_map(&mut self, name: &str) -> Option<Map> {
         self.maps.remove(name)
     }
+    /// Every map, by name.
     pub fn maps(&self) -> impl Iterator<Item = (&str, &Map)> {
         self.maps.iter().map(|(k, v)| (k.as_str(), v))
     }
+    /// The loaded program `name` (its function name).
     pub fn program(&self, name: &str) -> Option<&Program> {
         self.programs.get(name)
     }
@@ -867,9 +1103,11 @@ impl Ebpf {
     pub fn arena(&self, name: &str) -> Option<&Arena<Map>> {
         self.arenas.get(name)
     }
+    /// Takes program `name` out of the object, to own it.
     pub fn take_program(&mut self, name: &str) -> Option<Program> {
         self.programs.remove(name)
     }
+    /// Every loaded program, by name.
     pub fn programs(&self) -> impl Iterator<Item = (&str, &Program)> {
         self.programs.iter().map(|(k, v)| (k.as_str(), v))
     }
@@ -890,19 +1128,32 @@ impl Ebpf {
             .lookup_bytes(&0u32.to_ne_bytes(), UpdateFlags::ANY)?
             .ok_or_else(|| EbpfError::Global {
                 name: name.to_owned(),
-                message: format!("data map '{}' has no element 0", map.name()),
+                problem: GlobalProblem::NoElement {
+                    map: map.name().to_owned(),
+                },
             })?;
         let bytes = value
             .get(offset..offset + size)
             .ok_or_else(|| EbpfError::Global {
                 name: name.to_owned(),
-                message: "lies outside its data map".into(),
+                problem: GlobalProblem::OutsideMap,
             })?;
         Ok(crate::maps::from_bytes(bytes).expect("size checked"))
     }
 
     /// Writes global variable `name` in place (read-modify-write of the data
     /// map's single element; frozen `.rodata` refuses).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ebpf = kiln_loader::load_file("target/bpf/globals.bpf.o")?;
+    /// // A `.data`/`.bss` variable can change while the programs run.
+    /// ebpf.set_global("counter", &5u64)?;
+    /// let now: u64 = ebpf.global("counter")?;
+    /// assert_eq!(now, 5);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_global<T: crate::Pod>(&self, name: &str, value: &T) -> Result<(), EbpfError> {
         let (map, offset, size) = self.global_slot::<T>(name)?;
         let key = 0u32.to_ne_bytes();
@@ -912,7 +1163,7 @@ impl Ebpf {
         data.get_mut(offset..offset + size)
             .ok_or_else(|| EbpfError::Global {
                 name: name.to_owned(),
-                message: "lies outside its data map".into(),
+                problem: GlobalProblem::OutsideMap,
             })?
             .copy_from_slice(crate::maps::bytes_of(value));
         match map.update_bytes(&key, &data, UpdateFlags::ANY) {
@@ -933,24 +1184,25 @@ impl Ebpf {
     }
 
     fn global_slot<T>(&self, name: &str) -> Result<(&Map, usize, usize), EbpfError> {
-        let err = |message: String| EbpfError::Global {
+        let err = |problem: GlobalProblem| EbpfError::Global {
             name: name.to_owned(),
-            message,
+            problem,
         };
         let (map_name, offset, size) = self
             .globals
             .get(name)
-            .ok_or_else(|| err("no such global variable in the object".into()))?;
+            .ok_or_else(|| err(GlobalProblem::NotInObject))?;
         if *size as usize != std::mem::size_of::<T>() {
-            return Err(err(format!(
-                "is {size} bytes, the Rust type has {}",
-                std::mem::size_of::<T>()
-            )));
+            return Err(err(GlobalProblem::RustSize {
+                size: *size,
+                rust: std::mem::size_of::<T>(),
+            }));
         }
-        let map = self
-            .maps
-            .get(map_name)
-            .ok_or_else(|| err(format!("its data map '{map_name}' was taken")))?;
+        let map = self.maps.get(map_name).ok_or_else(|| {
+            err(GlobalProblem::MapTaken {
+                map: map_name.clone(),
+            })
+        })?;
         Ok((map, *offset as usize, *size as usize))
     }
 

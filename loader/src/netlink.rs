@@ -5,23 +5,38 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+/// `RTM_GETLINK`: Reads interfaces.
 pub const RTM_GETLINK: u16 = 18;
+/// `RTM_SETLINK`: Changes an interface (XDP attach).
 pub const RTM_SETLINK: u16 = 19;
+/// `RTM_NEWQDISC`: Adds a qdisc (clsact).
 pub const RTM_NEWQDISC: u16 = 36;
+/// `RTM_DELQDISC`: Removes a qdisc.
 pub const RTM_DELQDISC: u16 = 37;
+/// `RTM_NEWTFILTER`: Adds a tc filter (cls_bpf).
 pub const RTM_NEWTFILTER: u16 = 44;
+/// `RTM_DELTFILTER`: Removes a tc filter.
 pub const RTM_DELTFILTER: u16 = 45;
+/// `RTM_GETTFILTER`: Lists tc filters.
 pub const RTM_GETTFILTER: u16 = 46;
 
+/// `NLM_F_REQUEST`: A request.
 pub const NLM_F_REQUEST: u16 = 0x1;
+/// `NLM_F_MULTI`: Part of a multi-message reply.
 pub const NLM_F_MULTI: u16 = 0x2;
+/// `NLM_F_ACK`: Asks for an acknowledgement.
 pub const NLM_F_ACK: u16 = 0x4;
+/// `NLM_F_REPLACE`: Replaces an existing object.
 pub const NLM_F_REPLACE: u16 = 0x100;
+/// `NLM_F_EXCL`: Fails if the object exists.
 pub const NLM_F_EXCL: u16 = 0x200;
+/// `NLM_F_CREATE`: Creates the object if missing.
 pub const NLM_F_CREATE: u16 = 0x400;
+/// `NLM_F_DUMP`: Dumps every object (`NLM_F_ROOT | NLM_F_MATCH`).
 pub const NLM_F_DUMP: u16 = 0x300;
 /// On an `NLMSG_ERROR`: extended-ack attributes follow.
 const NLM_F_ACK_TLVS: u16 = 0x200;
+/// `NLA_F_NESTED`: Marks a nested attribute.
 pub const NLA_F_NESTED: u16 = 0x8000;
 
 const NLMSG_ERROR: u16 = 2;
@@ -42,6 +57,7 @@ fn align4(n: usize) -> usize {
 }
 
 impl Message {
+    /// A request of `msg_type` (`RTM_*`) with `flags` (`NLM_F_*`; `NLM_F_REQUEST` is added).
     pub fn new(msg_type: u16, flags: u16) -> Self {
         let mut buf = vec![0u8; HDR];
         buf[4..6].copy_from_slice(&msg_type.to_ne_bytes());
@@ -56,6 +72,7 @@ impl Message {
         self
     }
 
+    /// Appends attribute `kind` with `data`.
     pub fn attr(&mut self, kind: u16, data: &[u8]) -> &mut Self {
         let len = 4 + data.len();
         self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
@@ -63,10 +80,12 @@ impl Message {
         self.push(data)
     }
 
+    /// Appends a `u32` attribute.
     pub fn attr_u32(&mut self, kind: u16, v: u32) -> &mut Self {
         self.attr(kind, &v.to_ne_bytes())
     }
 
+    /// Appends a NUL-terminated string attribute.
     pub fn attr_str(&mut self, kind: u16, s: &str) -> &mut Self {
         let mut v = s.as_bytes().to_vec();
         v.push(0);
@@ -80,6 +99,7 @@ impl Message {
         at
     }
 
+    /// Closes the nested attribute opened at `at` by [`Message::begin_nest`].
     pub fn end_nest(&mut self, at: usize) -> &mut Self {
         let len = (self.buf.len() - at) as u16;
         self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
@@ -97,7 +117,9 @@ impl Message {
 /// One message of a reply: its type and payload (after the 16-byte header).
 #[derive(Debug, Clone)]
 pub struct Reply {
+    /// The message type.
     pub msg_type: u16,
+    /// Everything after the header.
     pub payload: Vec<u8>,
 }
 
@@ -123,6 +145,7 @@ pub fn find_attr(data: &[u8], kind: u16) -> Option<&[u8]> {
     attrs(data).find(|(k, _)| *k == kind).map(|(_, v)| v)
 }
 
+/// The first attribute of `kind` in `data`, as a `u32`.
 pub fn attr_u32(data: &[u8], kind: u16) -> Option<u32> {
     find_attr(data, kind)
         .and_then(|v| v.get(..4))
@@ -140,8 +163,10 @@ pub struct RouteSocket {
 #[derive(Debug, thiserror::Error)]
 #[error("{source}{}", .message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
 pub struct NetlinkError {
+    /// The errno.
     #[source]
     pub source: io::Error,
+    /// The kernel's extended-ack text.
     pub message: Option<String>,
 }
 
@@ -153,6 +178,7 @@ impl NetlinkError {
         }
     }
 
+    /// The errno of the failure.
     pub fn errno(&self) -> Option<i32> {
         self.source.raw_os_error()
     }
@@ -167,6 +193,7 @@ impl NetlinkError {
 }
 
 impl RouteSocket {
+    /// Opens a `NETLINK_ROUTE` socket with extended acknowledgements.
     pub fn open() -> Result<Self, NetlinkError> {
         // SAFETY: plain socket(2) call with constant arguments.
         let fd = unsafe {
@@ -325,9 +352,13 @@ pub fn tcmsg(ifindex: u32, handle: u32, parent: u32, info: u32) -> [u8; 20] {
 /// The fields of a `struct tcmsg` reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcMsg {
+    /// The interface.
     pub ifindex: u32,
+    /// The object's handle.
     pub handle: u32,
+    /// The parent qdisc or class.
     pub parent: u32,
+    /// Filters: priority (high 16 bits) and protocol (low 16 bits, network order).
     pub info: u32,
 }
 

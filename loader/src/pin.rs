@@ -1,6 +1,6 @@
 //! Pinning under bpffs, and the compatibility check before a pinned map is reused.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use kiln_obj::MapSpec;
@@ -9,39 +9,77 @@ use crate::maps::{Map, MapInfo};
 use crate::sys::SysError;
 use crate::sys::object::{self as sysobj};
 
+pub use crate::sys::object::OpenFlags;
+
 /// `BPF_FS_MAGIC` as `statfs(2)` reports it for a bpffs mount.
 pub const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
+/// A failed pin, unpin or open under bpffs; each names the object and the path.
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
+    /// The pin directory is not on a bpf filesystem.
     #[error(
         "cannot pin '{name}' at {path}: {path} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)"
     )]
-    NotBpffs { name: String, path: PathBuf },
+    NotBpffs {
+        /// The pinned object's name.
+        name: String,
+        /// The pin path.
+        path: PathBuf,
+    },
+    /// BPF_OBJ_PIN failed.
     #[error("cannot pin '{name}' at {path}: {source}")]
     Pin {
+        /// The pinned object's name.
         name: String,
+        /// The pin path.
         path: PathBuf,
+        /// Why.
         #[source]
         source: SysError,
     },
+    /// The pin path would leave its directory.
     #[error(
         "cannot pin '{name}' at {path}: the path has a '..' component, so the pin could land outside its directory (rename the object or pick a plain pin directory)"
     )]
-    Escapes { name: String, path: PathBuf },
+    Escapes {
+        /// The pinned object's name.
+        name: String,
+        /// The pin path.
+        path: PathBuf,
+    },
+    /// A file system operation on the pin path failed.
     #[error("'{name}': {path}: {source}")]
     Io {
+        /// The pinned object's name.
         name: String,
+        /// The pin path.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// BPF_OBJ_GET of a pin failed (no such pin, not a bpffs, no access).
+    #[error("cannot open the pin {path}: {source}")]
+    Open {
+        /// The pin.
+        path: PathBuf,
+        /// The failed bpf(2) call.
+        #[source]
+        source: SysError,
+    },
+    /// A map pinned at the path differs from the object's definition.
     #[error("map '{name}': pinned map at {path} has {what} {pinned}, object wants {wanted}")]
     Incompatible {
+        /// The pinned object's name.
         name: String,
+        /// The pin path.
         path: PathBuf,
+        /// What differs (`type`, `key size`, ...).
         what: &'static str,
+        /// The pinned map's value.
         pinned: String,
+        /// The object's value.
         wanted: String,
     },
 }
@@ -150,6 +188,18 @@ pub fn pin_fd(fd: BorrowedFd<'_>, path: &Path, name: &str) -> Result<(), PinErro
     check_bpffs(path, name)?;
     sysobj::obj_pin(fd, path).map_err(|source| PinError::Pin {
         name: name.to_owned(),
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Opens whatever object (map, program or link) is pinned at `path` and
+/// returns a new descriptor for it. Programs and links open only with
+/// [`OpenFlags::ReadWrite`]. Typed handles: [`Map::from_pin`],
+/// [`Program::from_pin`](crate::Program::from_pin).
+pub fn open_pinned(path: impl AsRef<Path>, flags: OpenFlags) -> Result<OwnedFd, PinError> {
+    let path = path.as_ref();
+    sysobj::obj_get(path, flags).map_err(|source| PinError::Open {
         path: path.to_owned(),
         source,
     })

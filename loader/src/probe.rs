@@ -11,8 +11,8 @@ use std::sync::OnceLock;
 use kiln_obj::btf::BtfFeatures;
 use kiln_obj::{AttachType, Insn, MapType, ProgramType};
 
-use crate::sys::Cmd;
-use crate::sys::attr::{Attr, MapCreateAttr};
+use crate::sys::attr::MapCreateAttr;
+use crate::sys::link_attr::{LinkCreateAttr, link_create};
 use crate::sys::map::map_create;
 use crate::sys::object::btf_load;
 use crate::sys::prog::{ProgLoad, prog_load};
@@ -38,6 +38,7 @@ pub struct Features {
     pub link_kinds: BTreeMap<&'static str, bool>,
     /// tcx links (attach with `BPF_TCX_INGRESS`). Minimum kernel version: 6.6.
     pub tcx: bool,
+    /// `BPF_MAP_TYPE_RINGBUF`. Minimum kernel version: 5.8.
     pub ringbuf: bool,
     /// `BPF_F_MMAPABLE` arrays. Minimum kernel version: 5.5.
     pub mmapable_arrays: bool,
@@ -86,6 +87,13 @@ impl Features {
 }
 
 /// Probes once per process and returns the cached answer.
+///
+/// ```no_run
+/// let features = kiln_loader::probe::features();
+/// if features.map_types.get("ringbuf") == Some(&true) {
+///     println!("ring buffers (5.8+) are available");
+/// }
+/// ```
 pub fn features() -> &'static Features {
     static F: OnceLock<Features> = OnceLock::new();
     F.get_or_init(probe_all)
@@ -107,15 +115,43 @@ fn btf_probed() -> (bool, BtfFeatures) {
     probed
 }
 
+/// Verdicts of [`feature`] for this process (`None` until first asked).
+static KNOWN: std::sync::Mutex<Option<BTreeMap<String, bool>>> = std::sync::Mutex::new(None);
+
+/// Makes [`feature`] answer `false` for `name` in this process, as on a
+/// kernel without it, so the fallback a probe chooses (clsact instead of
+/// tcx, netlink XDP instead of links) can be exercised on a newer kernel.
+/// Not stored in the boot cache.
+pub fn assume_missing(name: &str) {
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    known
+        .get_or_insert_with(crate::probe_cache::read)
+        .insert(name.to_owned(), false);
+    ASSUMED_MISSING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(name.to_owned());
+}
+
+/// Whether [`assume_missing`] was called for `name` in this process.
+pub fn assumed_missing(name: &str) -> bool {
+    ASSUMED_MISSING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|n| n == name)
+}
+
+static ASSUMED_MISSING: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 /// Feature `name` (a program or map type name, or one of `bpf_link`,
-/// `tcx`, `btf`, `ringbuf`, `bpf_cookie`, `batch_ops`, `mmapable_arrays`,
+/// `tcx`, `xdp_link` (5.9), `cgroup_link` (5.7), `netns_link` (5.8),
+/// `sockmap_link` (6.10), `btf`, `ringbuf`, `bpf_cookie`, `batch_ops`, `mmapable_arrays`,
 /// `prog_bind_map`): probed only when first asked, unlike [`features`],
 /// which probes everything. The verdict is kept for the process and, as
 /// root, for the rest of the boot (a root-only cache in `/run/kiln`), so a
 /// later command pays nothing. `None`: no such feature.
 pub fn feature(name: &str) -> Option<bool> {
-    use std::sync::Mutex;
-    static KNOWN: Mutex<Option<BTreeMap<String, bool>>> = Mutex::new(None);
     let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
     let known = known.get_or_insert_with(crate::probe_cache::read);
     if let Some(v) = known.get(name) {
@@ -142,6 +178,10 @@ pub fn feature_names() -> Vec<&'static str> {
     names.extend([
         "bpf_link",
         "tcx",
+        "xdp_link",
+        "sockmap_link",
+        "cgroup_link",
+        "netns_link",
         "btf",
         "ringbuf",
         "bpf_cookie",
@@ -165,6 +205,19 @@ fn probe_one(name: &str) -> Option<bool> {
     Some(match name {
         "bpf_link" => probe_link_create(),
         "tcx" => probe_tcx(),
+        "xdp_link" => probe_link_create() && probe_xdp_link(),
+        "cgroup_link" => {
+            probe_link_create()
+                && probe_link_kind(ProgramType::CGROUP_SKB, AttachType::CGROUP_INET_INGRESS)
+        }
+        "netns_link" => {
+            probe_link_create()
+                && probe_link_kind(ProgramType::FLOW_DISSECTOR, AttachType::FLOW_DISSECTOR)
+        }
+        "sockmap_link" => {
+            probe_link_create()
+                && probe_link_kind(ProgramType::SK_SKB, AttachType::SK_SKB_STREAM_VERDICT)
+        }
         "btf" => btf_ok(&[int_type(1)], b"\0int\0"),
         "ringbuf" => probe_map_type(MapType::RINGBUF),
         "bpf_cookie" => probe_helper(ProgramType::KPROBE, 174),
@@ -669,11 +722,12 @@ fn probe_xdp_link() -> bool {
         return false;
     };
     in_private_netns(|| {
-        link_create(LinkCreateHead {
+        link_create(LinkCreateAttr {
             prog_fd: prog.as_raw_fd() as u32,
-            target_fd: 1, // lo, the only device of a new netns
+            target: 1, // lo, the only device of a new netns
             attach_type: AttachType::XDP.0,
             flags: SKB_MODE,
+            ..Default::default()
         })
         .is_ok()
     })
@@ -733,49 +787,12 @@ fn probe_batch() -> bool {
     };
     let (mut keys, mut values, mut out) = ([0u8; 4], [0u8; 4], [0u8; 4]);
     // An empty map answers ENOENT when batches exist, EINVAL when the command is unknown.
-    crate::sys::map::batch(
-        Cmd::MapLookupBatch,
-        map.as_fd(),
-        crate::sys::map::ElemSizes { key: 4, value: 4 },
-        crate::sys::map::Batch {
-            in_batch: None,
-            out_batch: Some(&mut out),
-            keys: &mut keys,
-            values: &mut values,
-            count: 1,
-            elem_flags: 0,
-        },
-    )
-    .is_ok()
-}
-
-/// `union bpf_attr` for BPF_LINK_CREATE, only the common head.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct LinkCreateHead {
-    prog_fd: u32,
-    target_fd: u32,
-    attach_type: u32,
-    flags: u32,
-}
-// SAFETY: #[repr(C)], four u32s, no padding.
-unsafe impl crate::sys::attr::AttrFields for LinkCreateHead {}
-
-fn link_create(head: LinkCreateHead) -> Result<std::os::fd::OwnedFd, crate::sys::SysError> {
-    let mut attr = Attr::new(head);
-    // SAFETY: integers only; on success the result is a new link fd.
-    unsafe { crate::sys::bpf_fd(Cmd::LinkCreate, &mut attr) }
+    map.lookup_batch_bytes(false, None, &mut out, &mut keys, &mut values, 1)
+        .is_ok()
 }
 
 fn probe_link_create() -> bool {
-    // A bad program fd: EBADF when the command exists, EINVAL when it does not.
-    match link_create(LinkCreateHead {
-        prog_fd: u32::MAX,
-        ..Default::default()
-    }) {
-        Ok(_) => true,
-        Err(e) => e.errno() == libc::EBADF,
-    }
+    crate::sys::link_attr::link_create_known()
 }
 
 /// LINK_CREATE of a real program of type `t` at a bad target fd.
@@ -790,38 +807,20 @@ fn probe_link_errno(t: ProgramType, attach: AttachType, errno: i32) -> bool {
     let Some(prog) = load_ret0(t, Some(attach)) else {
         return false;
     };
-    match link_create(LinkCreateHead {
+    match link_create(LinkCreateAttr {
         prog_fd: prog.as_raw_fd() as u32,
-        target_fd: u32::MAX,
+        target: u32::MAX,
         attach_type: attach.0,
-        flags: 0,
+        ..Default::default()
     }) {
         Ok(_) => true,
         Err(e) => e.errno() == errno,
     }
 }
 
-/// BPF_RAW_TRACEPOINT_OPEN exists (raw_tp links): a bad program fd answers EBADF.
+/// BPF_RAW_TRACEPOINT_OPEN exists (raw_tp links).
 fn probe_raw_tracepoint_open() -> bool {
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct RawTpAttr {
-        name: u64,
-        prog_fd: u32,
-        _pad: u32,
-    }
-    // SAFETY: #[repr(C)], integers only, padding explicit.
-    unsafe impl crate::sys::attr::AttrFields for RawTpAttr {}
-    let mut attr = Attr::new(RawTpAttr {
-        name: 0,
-        prog_fd: u32::MAX,
-        _pad: 0,
-    });
-    // SAFETY: integers only (a NULL name); success would return a new fd, which we close.
-    match unsafe { crate::sys::bpf_fd(Cmd::RawTracepointOpen, &mut attr) } {
-        Ok(_) => true,
-        Err(e) => e.errno() == libc::EBADF,
-    }
+    crate::sys::link_attr::raw_tracepoint_open_known()
 }
 
 fn load_ret0(t: ProgramType, eat: Option<AttachType>) -> Option<std::os::fd::OwnedFd> {
@@ -843,11 +842,11 @@ fn probe_tcx() -> bool {
         return false;
     };
     in_private_netns(|| {
-        link_create(LinkCreateHead {
+        link_create(LinkCreateAttr {
             prog_fd: prog.as_raw_fd() as u32,
-            target_fd: 1, // lo, the only device of a new netns
+            target: 1, // lo, the only device of a new netns
             attach_type: AttachType::TCX_INGRESS.0,
-            flags: 0,
+            ..Default::default()
         })
         .is_ok()
     })

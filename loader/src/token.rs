@@ -18,15 +18,21 @@ use crate::sys::token::{token_create, with_token};
 /// A failed [`Token::from_bpffs`], naming the bpffs.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
+    /// The bpffs could not be opened.
     #[error("opening the bpffs {path} for a BPF token: {source}")]
     Open {
+        /// The bpffs mount.
         path: PathBuf,
+        /// Why it could not be opened.
         #[source]
         source: std::io::Error,
     },
+    /// BPF_TOKEN_CREATE failed (the bpffs has no delegation, or the kernel is older than 6.9).
     #[error("creating a BPF token from {path}: {source}{}", token_hint(source.errno()))]
     Create {
+        /// The bpffs mount.
         path: PathBuf,
+        /// The kernel's answer.
         #[source]
         source: SysError,
     },
@@ -106,4 +112,17 @@ impl AsFd for Token {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// Whether a [`Token::scope`] is active on this thread (its MAP_CREATE,
+/// BTF_LOAD and PROG_LOAD carry the token).
+pub fn in_scope() -> bool {
+    crate::sys::token::in_scope().is_some()
+}
+
+/// The command this thread last had refused with EPERM while a token was in
+/// scope, cleared by the call: callers explain a failure through the token
+/// with it (the bpffs did not delegate that command, map, program or attach type).
+pub fn take_refusal() -> Option<crate::BpfCommand> {
+    crate::sys::token::take_refusal()
 }

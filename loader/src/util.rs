@@ -48,6 +48,7 @@ pub fn online_cpus() -> Result<Vec<u32>, std::io::Error> {
         .ok_or_else(|| std::io::Error::other(format!("{path}: cannot parse {text:?}")))
 }
 
+/// The system's page size in bytes.
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -76,6 +77,13 @@ pub fn kernel_version_code() -> u32 {
 pub fn c_name(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// The name the kernel keeps for a map or program created under `name`
+/// (what its info reports): at most 15 bytes, only ASCII alphanumerics, `_`
+/// and `.`.
+pub fn kernel_object_name(name: &str) -> String {
+    c_name(&crate::sys::attr::object_name(name))
 }
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 mod attach_util;
 
 use attach_util::*;
+use kiln_loader::AttachFlags;
 use kiln_loader::links::cgroup;
 use kiln_loader::links::{Link, LinkTarget, LinkType};
-use kiln_loader::sys::link_attr::AttachFlags;
 use kiln_obj::{AttachType, ProgramKind, ProgramType};
 use kiln_testkit::{Need, test};
 use std::path::Path;

@@ -10,7 +10,7 @@ use kiln_loader::links::netfilter::{NetfilterFlags, NfHook, NfProto, attach_netf
 use kiln_loader::links::netns::{attach_sk_lookup, open_netns};
 use kiln_loader::links::sockmap::{SockMapHook, attach_sockmap};
 use kiln_loader::links::{Link, LinkTarget, LinkType, ProgramAttach};
-use kiln_loader::sys::link_attr::prog_query;
+use kiln_loader::programs::{QueryTarget, query_attached};
 use kiln_loader::{Ebpf, Map};
 use kiln_obj::AttachType;
 use kiln_testkit::{Need, test};
@@ -194,11 +194,11 @@ fn flow_dissector_runs_for_received_packets() -> TestResult {
     enable_rps(&pair.b, "vb")?;
     let nsfd = open_netns(format!("/run/netns/{}", pair.b))?;
     let mut link = p0.attach_netns(nsfd.as_fd())?;
-    let q = prog_query(nsfd.as_raw_fd() as u32, AttachType::FLOW_DISSECTOR.0)?;
+    let q = query_attached(QueryTarget::Fd(nsfd.as_fd()), AttachType::FLOW_DISSECTOR)?;
     check(q.prog_ids == vec![p0.id()], || format!("{q:?}"))?;
     let trigger = || pair.ping(5);
     counts_updates_slots(&mut *link, n, (p0, p1), (DISSECT, DISSECT_V2), &trigger)?;
-    let q = prog_query(nsfd.as_raw_fd() as u32, AttachType::FLOW_DISSECTOR.0)?;
+    let q = query_attached(QueryTarget::Fd(nsfd.as_fd()), AttachType::FLOW_DISSECTOR)?;
     check(q.prog_ids.is_empty(), || format!("after detach: {q:?}"))
 }
 

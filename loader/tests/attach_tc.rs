@@ -8,7 +8,7 @@ use attach_util::*;
 use kiln_loader::links::tc::{self, ClsBpfOptions, TcxAnchor};
 use kiln_loader::links::{Link, LinkTarget, LinkType};
 use kiln_loader::netlink;
-use kiln_loader::sys::link_attr::prog_query;
+use kiln_loader::programs::{QueryTarget, query_attached};
 use kiln_loader::{Map, Program};
 use kiln_obj::AttachType;
 use kiln_obj::{Direction, ProgramKind};
@@ -71,7 +71,7 @@ fn tcx_anchors_order_programs() -> TestResult {
     )?;
     let l0fd = l0.fd().ok_or("tcx link without fd")?;
     let mut l3 = tc::attach_tcx(p[3].fd(), ifindex, ingress, TcxAnchor::BeforeLink(l0fd))?;
-    let q = prog_query(ifindex, AttachType::TCX_INGRESS.0)?;
+    let q = query_attached(QueryTarget::Ifindex(ifindex), AttachType::TCX_INGRESS)?;
     let want: Vec<u32> = [1, 2, 3, 0].iter().map(|&i| p[i].id()).collect();
     check(q.prog_ids == want, || {
         format!("order {:?}, expected {want:?}", q.prog_ids)
@@ -83,10 +83,10 @@ fn tcx_anchors_order_programs() -> TestResult {
         })?;
     }
     l3.detach()?;
-    let q = prog_query(ifindex, AttachType::TCX_INGRESS.0)?;
+    let q = query_attached(QueryTarget::Ifindex(ifindex), AttachType::TCX_INGRESS)?;
     check(q.prog_ids.len() == 3, || format!("after detach: {q:?}"))?;
     drop((l0, l1, l2));
-    let q = prog_query(ifindex, AttachType::TCX_INGRESS.0)?;
+    let q = query_attached(QueryTarget::Ifindex(ifindex), AttachType::TCX_INGRESS)?;
     check(q.prog_ids.is_empty(), || format!("after drop: {q:?}"))
 }
 

@@ -193,12 +193,19 @@ fn global_data() -> TestResult {
         !kiln_loader::maps::MmapArray::new(rodata)?.is_writable(),
         ".rodata maps read-only"
     );
-    assert!(
-        rodata
-            .update_bytes(&0u32.to_ne_bytes(), &[0; 8], UpdateFlags::ANY)
-            .is_err(),
-        ".rodata is frozen"
+    let e = rodata
+        .update_bytes(&0u32.to_ne_bytes(), &[0; 8], UpdateFlags::ANY)
+        .err()
+        .ok_or(".rodata was written after load: it is not frozen")?;
+    // The EPERM of a frozen map says so, with no capability or lockdown hint.
+    assert_eq!(
+        e.to_string(),
+        "map '.rodata': update failed: bpf(MapUpdateElem) failed: Operation not permitted \
+         (os error 1) (the map is frozen, or this fd of it was opened read-only: user space \
+         cannot write it)"
     );
+    let sys = std::error::Error::source(&e).ok_or("no source")?;
+    assert!(sys.source().is_none(), "SysError ends the chain: {sys}");
     // Writing a constant after load says why it cannot, not "not permitted".
     let e = ebpf
         .set_global("increment", &7u64)

@@ -140,8 +140,24 @@ fn test_run_info_and_pin() -> TestResult {
     assert_eq!(r.data_out_len, 64);
     assert_eq!(&out[..64], &packet[..], "the packet comes back unchanged");
 
+    // A zero-length out-buffer is no buffer: the kernel reads size 0 as "no
+    // limit" and would copy all 64 bytes to wherever the empty slice points.
+    let mut guard = [[0x5au8; 8]; 2];
+    let (empty, after) = guard.split_at_mut(1);
+    let r = prog.test_run(TestRun {
+        data_in: Some(&packet),
+        data_out: Some(&mut empty[0][..0]),
+        ..Default::default()
+    })?;
+    assert_eq!(r.retval, 0);
+    assert_eq!(
+        (empty[0], after[0]),
+        ([0x5a; 8], [0x5a; 8]),
+        "nothing written"
+    );
+
     // With run-time stats on, runs are counted.
-    let stats = kiln_loader::sys::object::enable_run_time_stats()?;
+    let stats = kiln_loader::programs::enable_run_time_stats()?;
     let before = prog.info()?.run_cnt;
     prog.test_run(TestRun {
         data_in: Some(&packet),
@@ -182,6 +198,49 @@ fn test_run_info_and_pin() -> TestResult {
     result
 }
 
+/// What another crate once read with raw bpf(2): ids, objects by id, the
+/// BTF a program carries, pins. Now typed loader functions.
+fn kernel_objects_by_id_and_pin() -> TestResult {
+    use kiln_loader::ids::{IdKind, ids};
+    let ebpf = EbpfLoader::new().load(&spec("loader_maps.bpf.o")?)?;
+    let prog = ebpf.program("perf_out").ok_or("no perf_out")?;
+    let all: Vec<u32> = ids(IdKind::Prog).collect::<Result<_, _>>()?;
+    assert!(all.contains(&prog.id()), "{} not among {all:?}", prog.id());
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "ids ascend: {all:?}");
+    assert_eq!(Program::from_id(prog.id())?.tag(), prog.tag());
+
+    // The program's BTF, read back by id, names the program's function.
+    let btf_id = prog.info()?.btf_id;
+    assert_ne!(btf_id, 0, "the object's BTF was loaded");
+    let bytes = kiln_loader::Btf::from_kernel_id(btf_id)?.bytes()?;
+    let btf = kiln_obj::btf::Btf::parse(&bytes)?;
+    assert!(
+        btf.id_by_name("perf_out", kiln_obj::btf::Kind::Func)
+            .is_some(),
+        "func perf_out in BTF id {btf_id}"
+    );
+    let e = kiln_loader::Btf::from_kernel_id(u32::MAX)
+        .err()
+        .ok_or("BTF id u32::MAX opened")?;
+    assert_eq!(
+        e.to_string(),
+        "BTF id 4294967295: open failed: bpf(BtfGetFdById) failed: No such file or directory (os \
+         error 2)"
+    );
+
+    let missing = std::path::Path::new("/sys/fs/bpf/kiln-seal-test-no-such-pin");
+    let e = kiln_loader::pin::open_pinned(missing, kiln_loader::OpenFlags::ReadOnly)
+        .err()
+        .ok_or("a missing pin opened")?;
+    assert_eq!(
+        e.to_string(),
+        "cannot open the pin /sys/fs/bpf/kiln-seal-test-no-such-pin: bpf(ObjGet) failed: No such \
+         file or directory (os error 2)"
+    );
+    assert!(!kiln_loader::permission_denied(&e), "ENOENT is no refusal");
+    Ok(())
+}
+
 fn bpffs_mounted() -> Option<String> {
     match kiln_loader::pin::is_on_bpffs(std::path::Path::new("/sys/fs/bpf/x")) {
         Ok(true) => None,
@@ -206,6 +265,11 @@ fn main() {
             "test_run_info_and_pin",
             &[Need::Bpf, Need::Probe("bpffs", bpffs_mounted)],
             test_run_info_and_pin,
+        ),
+        test(
+            "kernel_objects_by_id_and_pin",
+            &[Need::Root, Need::Bpf, Need::Probe("bpffs", bpffs_mounted)],
+            kernel_objects_by_id_and_pin,
         ),
     ]);
 }

@@ -11,11 +11,11 @@ use std::process::Command;
 
 use kiln_loader::links::raw_tracepoint::attach_raw_tracepoint;
 use kiln_loader::maps::UpdateFlags;
-use kiln_loader::sys::attr::MapCreateAttr;
-use kiln_loader::sys::map::map_create;
-use kiln_loader::{EbpfLoader, Token};
+use kiln_loader::{EbpfLoader, MapType, Token};
 use kiln_testkit::userns::{run_delegated, tokens_unavailable_reason, userns_unavailable_reason};
 use kiln_testkit::{Need, TestResult};
+
+mod attach_util;
 
 const CHILD: &str = "KILN_TOKEN_CHILD";
 const NOBODY: u32 = 65534;
@@ -44,17 +44,12 @@ fn child() -> Result<(), Box<dyn std::error::Error>> {
         u64::from_ne_bytes(execs[..8].try_into().map_err(|_| "short value")?)
     );
     let hash = token.scope(|| {
-        map_create(MapCreateAttr {
-            map_type: 1, // BPF_MAP_TYPE_HASH, not delegated
-            key_size: 4,
-            value_size: 4,
-            max_entries: 1,
-            ..Default::default()
-        })
+        // BPF_MAP_TYPE_HASH: not delegated.
+        attach_util::create_map("undelegated", MapType::HASH, 4, 4, 1, 0)
     });
     match hash {
         Ok(_) => println!("hash through token: created"),
-        Err(e) => println!("hash through token: errno {}", e.errno()),
+        Err(e) => println!("hash through token: errno {}", e.errno().unwrap_or(0)),
     }
     Ok(())
 }

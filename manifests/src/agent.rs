@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::Deployment;
 use crate::apply::ApplyOptions;
-use crate::desired::ResolvedAttach;
+use kiln_loader::links::AttachPoint;
 
 /// How the agent runs.
 #[derive(Clone, Debug)]
@@ -327,23 +327,19 @@ impl Agent {
     /// must hold itself: where the kernel cannot pin them, those programs
     /// are applied with `attach = "none"` (loaded and pinned) and attached
     /// by [`Agent::hold`].
-    fn load(&self, path: &Path) -> Result<(Deployment, Vec<(String, ResolvedAttach)>), String> {
+    fn load(&self, path: &Path) -> Result<(Deployment, Vec<(String, AttachPoint)>), String> {
         let plain = || Deployment::load(path, &BTreeMap::new()).map_err(|d| d.to_string());
         if !self.opts.hold_perf_attachments && crate::features::can_pin_perf_attachments() {
             return plain().map(|d| (d, Vec::new()));
         }
         let offline =
             Deployment::load_offline(path, &BTreeMap::new(), false).map_err(|d| d.to_string())?;
-        let hold: Vec<(String, ResolvedAttach)> = offline
+        let hold: Vec<(String, AttachPoint)> = offline
             .resolved
             .builds
             .iter()
             .filter_map(|(name, b)| match &b.attach {
-                Some(
-                    a @ (ResolvedAttach::Tracepoint { .. }
-                    | ResolvedAttach::Kprobe { .. }
-                    | ResolvedAttach::Uprobe { .. }),
-                ) => Some((name.clone(), a.clone())),
+                Some(a) if a.uses_perf_event() => Some((name.clone(), a.clone())),
                 _ => None,
             })
             .collect();
@@ -375,7 +371,7 @@ impl Agent {
         &mut self,
         file: &str,
         d: &Deployment,
-        hold: &[(String, ResolvedAttach)],
+        hold: &[(String, AttachPoint)],
     ) -> Result<(), String> {
         let root = d.manifest.pin_root();
         for (name, how) in hold {
@@ -386,9 +382,9 @@ impl Agent {
             if self.held.get(&key).is_some_and(|h| h.prog_id == prog.id()) {
                 continue;
             }
-            let link = crate::apply::attach(prog.fd(), how)
+            let link = crate::apply::attach(prog.fd(), how, "kiln")
                 .map_err(|e| format!("program '{name}': holding its attachment: {e}"))?;
-            let target = crate::desired::describe(how).description;
+            let target = how.to_string();
             self.log(
                 "info",
                 Some(file),

@@ -85,20 +85,14 @@ pub fn check_perf_links(
     manifest: &Manifest,
     resolved: &crate::desired::Resolved,
 ) -> Vec<Diagnostic> {
-    use crate::desired::ResolvedAttach;
+    use kiln_loader::links::AttachPoint;
     let perf: Vec<_> = manifest
         .programs()
         .filter(|(key, _)| {
-            resolved.builds.get(key.get_ref()).is_some_and(|b| {
-                matches!(
-                    b.attach,
-                    Some(
-                        ResolvedAttach::Tracepoint { .. }
-                            | ResolvedAttach::Kprobe { .. }
-                            | ResolvedAttach::Uprobe { .. }
-                    )
-                )
-            })
+            resolved
+                .builds
+                .get(key.get_ref())
+                .is_some_and(|b| b.attach.as_ref().is_some_and(AttachPoint::uses_perf_event))
         })
         .collect();
     // Probe only when it matters, and only what matters.
@@ -123,7 +117,7 @@ pub fn check_perf_links(
 /// the kernel (the privilege check names the capability).
 pub fn can_pin_perf_attachments() -> bool {
     let permitted =
-        kiln_loader::sys::caps::missing(&[kiln_loader::sys::caps::Capability::Perfmon]).is_empty();
+        kiln_loader::caps::missing(&[kiln_loader::caps::Capability::Perfmon]).is_empty();
     !probes_usable() || !permitted || probe("perf_link") != Some(false)
 }
 

@@ -6,12 +6,8 @@
 //! arrays element by element, members that are new start at zero. Without
 //! BTF, entries are copied as bytes, which needs equal key and value sizes.
 
-use std::os::fd::AsFd;
-
 use kiln_loader::Map;
 use kiln_loader::maps::UpdateFlags;
-use kiln_loader::sys::attr::BtfInfoRaw;
-use kiln_loader::sys::object::{self as sysobj, IdKind};
 use kiln_obj::btf::Btf;
 use kiln_obj::btf::types::{Member, Type, TypeId};
 
@@ -24,20 +20,8 @@ pub struct Side<'a> {
 
 /// Reads a BTF object back from the kernel by id.
 pub fn kernel_btf(id: u32) -> Result<Btf, String> {
-    let fd = sysobj::fd_by_id(IdKind::Btf, id).map_err(|e| format!("open BTF id {id}: {e}"))?;
-    let head: BtfInfoRaw =
-        sysobj::info_by_fd(fd.as_fd()).map_err(|e| format!("BTF id {id}: {e}"))?;
-    let mut buf = vec![0u8; head.btf_size as usize];
-    let mut info = BtfInfoRaw {
-        btf: buf.as_mut_ptr() as u64,
-        btf_size: head.btf_size,
-        ..Default::default()
-    };
-    // SAFETY: `btf` points at `btf_size` writable bytes owned by `buf`, alive
-    // for the call; no other pointer field is set.
-    unsafe { sysobj::info_by_fd_with(fd.as_fd(), &mut info) }
-        .map_err(|e| format!("read BTF id {id}: {e}"))?;
-    buf.truncate(info.btf_size.min(head.btf_size) as usize);
+    let btf = kiln_loader::Btf::from_kernel_id(id).map_err(|e| e.to_string())?;
+    let buf = btf.bytes().map_err(|e| format!("read BTF id {id}: {e}"))?;
     Btf::parse(&buf).map_err(|e| format!("BTF id {id}: {e}"))
 }
 
@@ -49,7 +33,7 @@ const CHUNK: usize = 4096;
 /// sides have it. Entries that do not fit (a smaller new map) are skipped.
 /// Returns the number of entries copied.
 ///
-/// Streams in chunks of [`CHUNK`] elements with batch lookups and updates
+/// Streams in chunks of `CHUNK` elements with batch lookups and updates
 /// (5.6+); per entry, still streaming, where the kernel or the map type has
 /// no batch operations.
 pub fn copy_entries(

@@ -10,9 +10,9 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use kiln_loader::OpenFlags;
 use kiln_loader::links::{FdLink, Link};
 use kiln_loader::maps::UpdateFlags;
-use kiln_loader::sys::object::OpenFlags;
 use kiln_loader::{Map, Program};
 use kiln_manifest::apply::{ApplyError, ApplyOptions, Step};
 use kiln_manifest::plan::{Action, ReplaceHow};
@@ -281,9 +281,7 @@ fn failure_at_each_step_leaves_previous_generation() -> TestResult {
     // Nothing of the failed attempts is left in the kernel.
     let v2_tags = &upgrade.resolved.desired.programs["count_packets"].tags;
     let mut id = 0;
-    while let Some(next) =
-        kiln_loader::sys::object::next_id(kiln_loader::sys::object::IdKind::Prog, id)?
-    {
+    while let Some(next) = kiln_loader::ids::next_id(kiln_loader::ids::IdKind::Prog, id)? {
         id = next;
         if let Ok(p) = Program::from_id(id) {
             assert!(

@@ -16,7 +16,8 @@ use kiln_testkit::{Need, TestResult};
 mod common;
 
 fn tcx_revision(direction: AttachType) -> Result<u64, String> {
-    kiln_loader::sys::link_attr::prog_query(1, direction.0)
+    use kiln_loader::programs::{QueryTarget, query_attached};
+    query_attached(QueryTarget::Ifindex(1), direction)
         .map(|q| q.revision)
         .map_err(|e| format!("query tcx on lo: {e}"))
 }

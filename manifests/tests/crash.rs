@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use kiln_loader::Program;
+use kiln_loader::ids::{IdKind, next_id};
 use kiln_loader::links::FdLink;
-use kiln_loader::sys::object::{IdKind, next_id};
 use kiln_manifest::apply::{STAGED_PIN, Step};
 use kiln_manifest::{Deployment, live};
 use kiln_testkit::TestResult;
@@ -294,7 +294,7 @@ fn crash_at(point: &'static str, recover: Recover) -> TestResult {
         // Behind Kiln's back, so that the apply has an entry to put back.
         let m = kiln_loader::Map::from_pin(
             &f.root.join("maps/COUNTERS"),
-            kiln_loader::sys::object::OpenFlags::ReadWrite,
+            kiln_loader::OpenFlags::ReadWrite,
         )?;
         m.update_bytes(
             &7u32.to_ne_bytes(),

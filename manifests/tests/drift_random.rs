@@ -9,9 +9,9 @@
 //! `KILN_DRIFT_STEPS` (default 500) reproduce a run; every step is printed
 //! on stderr, so a failure names the sequence that led to it.
 
+use kiln_loader::OpenFlags;
 use kiln_loader::links::xdp::{XdpFlags, attach_xdp_link};
 use kiln_loader::maps::UpdateFlags;
-use kiln_loader::sys::object::OpenFlags;
 use kiln_loader::{Map, Program};
 use kiln_manifest::apply::ApplyOptions;
 use kiln_manifest::live;

@@ -4,8 +4,8 @@
 //! refused unless the manifest says `on_shrink = "drop"`.
 
 use kiln_loader::Map;
+use kiln_loader::OpenFlags;
 use kiln_loader::maps::UpdateFlags;
-use kiln_loader::sys::object::OpenFlags;
 use kiln_manifest::apply::{ApplyError, ApplyOptions};
 use kiln_manifest::live;
 use kiln_manifest::plan::{Action, PlanError};

@@ -417,6 +417,33 @@ fn load_refuses_the_other_byte_order() -> TestResult {
     Ok(())
 }
 
+/// `object inspect` lists what `globals = { ... }` can set: each global
+/// variable with its section, C type, size and whether it is read-only.
+fn inspect_lists_globals() -> TestResult {
+    let obj = kiln_testkit::bpf_object("manifest_counter.bpf.o")?;
+    let (out, v) = kiln(&[os("object"), os("inspect"), os("--json"), obj.as_os_str()])?;
+    assert!(out.status.success(), "{v}");
+    let step = v["globals"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["name"] == "step"))
+        .ok_or(format!("no global 'step' in {v}"))?;
+    assert_eq!(step["section"], ".rodata", "{step}");
+    assert_eq!(step["c_type"], "const volatile __u64", "{step}");
+    assert_eq!(step["size"], 8, "{step}");
+    assert_eq!(step["read_only"], true, "{step}");
+    let text = Command::new(kiln_bin())
+        .args([os("object"), os("inspect"), obj.as_os_str()])
+        .output()?;
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines().any(|l| l.contains("step")
+            && l.contains("const volatile __u64")
+            && l.contains("read-only")),
+        "{text}"
+    );
+    Ok(())
+}
+
 fn main() {
     let mut tests = Vec::new();
     tests.push(kiln_testkit::test(
@@ -463,6 +490,11 @@ fn main() {
         ));
     }
     let bpf = [Need::Root, Need::Bpf];
+    tests.push(kiln_testkit::test(
+        "inspect_lists_globals",
+        &[],
+        inspect_lists_globals,
+    ));
     tests.push(kiln_testkit::test(
         "deferred_programs_are_reported_as_such",
         &bpf,

@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use kiln_loader::OpenFlags;
 use kiln_loader::maps::UpdateFlags;
-use kiln_loader::sys::object::OpenFlags;
 use kiln_loader::{EbpfLoader, Map, Program};
 use kiln_manifest::Deployment;
 use kiln_manifest::apply::ApplyOptions;

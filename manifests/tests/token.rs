@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use kiln_loader::Map;
+use kiln_loader::OpenFlags;
 use kiln_loader::maps::UpdateFlags;
-use kiln_loader::sys::object::OpenFlags;
 use kiln_testkit::userns::{run_delegated, tokens_unavailable_reason, userns_unavailable_reason};
 use kiln_testkit::{Need, TestResult};
 

@@ -143,10 +143,8 @@ fn type_errors_name_the_member() -> TestResult {
 fn applied_values_read_back() -> TestResult {
     with_deployment("apply", MANIFEST, |d, root, _| {
         d.apply(&ApplyOptions::default())?;
-        let flows = kiln_loader::Map::from_pin(
-            &root.join("maps/FLOWS"),
-            kiln_loader::sys::object::OpenFlags::ReadOnly,
-        )?;
+        let flows =
+            kiln_loader::Map::from_pin(&root.join("maps/FLOWS"), kiln_loader::OpenFlags::ReadOnly)?;
         let v = flows
             .lookup_bytes(&flow_key(), kiln_loader::maps::UpdateFlags::ANY)?
             .ok_or("the FLOWS entry is not in the kernel")?;
@@ -207,10 +205,8 @@ fn migrate_flows(unpin_first: bool) -> TestResult {
             "{}",
             out.plan
         );
-        let flows = kiln_loader::Map::from_pin(
-            &root.join("maps/FLOWS"),
-            kiln_loader::sys::object::OpenFlags::ReadOnly,
-        )?;
+        let flows =
+            kiln_loader::Map::from_pin(&root.join("maps/FLOWS"), kiln_loader::OpenFlags::ReadOnly)?;
         assert_eq!(flows.value_size(), 24);
         let v = flows
             .lookup_bytes(&flow_key(), kiln_loader::maps::UpdateFlags::ANY)?
@@ -254,7 +250,7 @@ fn entries_modes_keep_live_maps() -> TestResult {
         let open = |m: &str| {
             kiln_loader::Map::from_pin(
                 &root.join("maps").join(m),
-                kiln_loader::sys::object::OpenFlags::ReadWrite,
+                kiln_loader::OpenFlags::ReadWrite,
             )
         };
         let (blocked, flows) = (open("BLOCKED")?, open("FLOWS")?);
@@ -371,7 +367,7 @@ fn keys_mode_keeps_values() -> TestResult {
         d.apply(&ApplyOptions::default())?;
         let blocked = kiln_loader::Map::from_pin(
             &root.join("maps/BLOCKED"),
-            kiln_loader::sys::object::OpenFlags::ReadWrite,
+            kiln_loader::OpenFlags::ReadWrite,
         )?;
         let ten_8 = [8, 0, 0, 0, 10, 0, 0, 0];
         let lan_16 = [16, 0, 0, 0, 192, 168, 0, 0];

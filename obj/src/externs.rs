@@ -17,10 +17,20 @@ pub const POISON_CALL_KFUNC_BASE: i32 = 2_002_000_000;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExternError {
+    /// The extern's value does not fit its declaration, or its declaration is unusable.
     #[error("extern '{name}': {reason}")]
-    Invalid { name: String, reason: String },
+    Invalid {
+        /// The extern's name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A non-`__weak` extern the running kernel does not provide.
     #[error("extern '{name}' is not __weak and the running kernel does not provide it")]
-    Unresolved { name: String },
+    Unresolved {
+        /// The extern's name.
+        name: String,
+    },
 }
 
 /// Where a `.ksyms` extern lives in the kernel.

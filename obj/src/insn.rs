@@ -6,13 +6,16 @@ use crate::ByteOrder;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[repr(C)]
 pub struct Insn {
+    /// The opcode: class, size or source, and mode or operation.
     pub code: u8,
     /// `dst_reg` and `src_reg` as the C bitfields lay them out on this
     /// machine: `dst_reg` is the low nibble on little-endian hosts and the
     /// high nibble on big-endian ones. Use [`Insn::dst_reg`] and
     /// [`Insn::src_reg`] rather than reading it.
     pub regs: u8,
+    /// The signed offset (jumps, memory accesses).
     pub off: i16,
+    /// The signed immediate.
     pub imm: i32,
 }
 
@@ -30,24 +33,30 @@ pub const PSEUDO_CALL: u8 = 1;
 pub const PSEUDO_FUNC: u8 = 4;
 
 impl Insn {
+    /// The size of one instruction in bytes.
     pub const SIZE: usize = 8;
 
     /// Where `dst_reg` sits in [`Insn::regs`] on this machine.
     const DST_SHIFT: u8 = if cfg!(target_endian = "big") { 4 } else { 0 };
     const SRC_SHIFT: u8 = 4 - Self::DST_SHIFT;
 
+    /// The destination register (0 to 10).
     pub fn dst_reg(self) -> u8 {
         (self.regs >> Self::DST_SHIFT) & 0x0f
     }
+    /// The source register, or the pseudo kind of an `ld_imm64` or call.
     pub fn src_reg(self) -> u8 {
         (self.regs >> Self::SRC_SHIFT) & 0x0f
     }
+    /// Sets the source register (or pseudo kind).
     pub fn set_src_reg(&mut self, src: u8) {
         self.regs = (self.regs & (0x0f << Self::DST_SHIFT)) | ((src & 0x0f) << Self::SRC_SHIFT);
     }
+    /// Sets the destination register.
     pub fn set_dst_reg(&mut self, dst: u8) {
         self.regs = (self.regs & (0x0f << Self::SRC_SHIFT)) | ((dst & 0x0f) << Self::DST_SHIFT);
     }
+    /// Whether this is the first half of a 16-byte `ld_imm64`.
     pub fn is_ld_imm64(self) -> bool {
         self.code == LD_IMM64
     }
@@ -55,6 +64,17 @@ impl Insn {
     /// Decodes an instruction stored in `order` (an object's code section).
     /// A big-endian object keeps `dst_reg` in the high nibble, so the
     /// nibbles swap when `order` is not this machine's.
+    ///
+    /// ```
+    /// use kiln_obj::{ByteOrder, Insn};
+    ///
+    /// // r0 = 2; (BPF_ALU64 | BPF_MOV | BPF_K), as bpfel and bpfeb store it
+    /// let el = Insn::from_bytes([0xb7, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00], ByteOrder::Little);
+    /// let eb = Insn::from_bytes([0xb7, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02], ByteOrder::Big);
+    /// assert_eq!((el.code, el.dst_reg(), el.imm), (0xb7, 0, 2));
+    /// assert_eq!(el, eb);
+    /// assert_eq!(Insn::from_bytes(el.to_bytes(ByteOrder::Big), ByteOrder::Big), el);
+    /// ```
     #[inline]
     pub fn from_bytes(b: [u8; 8], order: ByteOrder) -> Self {
         let native = Self::from_native_bytes(b);

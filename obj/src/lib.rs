@@ -4,7 +4,29 @@
 //! result to bpf(2). Everything here is a *spec* (cilium/ebpf's word): data
 //! that can be inspected and edited before it becomes a live kernel object.
 //!
-//! Entry point: [`ObjectSpec::parse`].
+//! Entry point: [`ObjectSpec::parse`]. Inspect what an object holds, and
+//! edit it before handing it to the loader:
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use kiln_obj::ObjectSpec;
+//!
+//! let mut spec = ObjectSpec::parse(&std::fs::read("target/bpf/counter.bpf.o")?)?;
+//! println!("license {}", spec.license);
+//! for program in &spec.programs {
+//!     println!("program {} in {} ({:?})", program.name, program.section, program.kind);
+//! }
+//! for map in &spec.maps {
+//!     println!("map {}: {} of {} entries", map.name, map.map_type.name(), map.max_entries);
+//! }
+//! // Grow a map before load.
+//! if let Some(map) = spec.map_mut("COUNTERS") {
+//!     map.max_entries = 1024;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
 
 pub mod btf;
 mod error;

@@ -19,13 +19,24 @@ pub const BPF_OBJ_NAME_LEN: usize = 16;
     "maps '{first}' and '{second}' would both be pinned as '{pin_name}' (bpffs names cannot hold '.', so libbpf's rule turns it into '_'): rename one of them"
 )]
 pub struct PinNameCollision {
+    /// The shared pin name.
     pub pin_name: String,
+    /// One map.
     pub first: String,
+    /// The other map.
     pub second: String,
 }
 
 /// The name libbpf gives an object opened from `path` (`bpf_object__open`):
 /// the file name cut to 15 bytes, then at its first `.` (`x.bpf.o` → `x`).
+///
+/// ```
+/// use std::path::Path;
+///
+/// assert_eq!(kiln_obj::object_name_from_path(Path::new("/tmp/exectrace.bpf.o")), "exectrace");
+/// // libbpf names the global data maps after it, and pins them under that name.
+/// assert_eq!(kiln_obj::global_data_pin_name("exectrace", ".rodata"), "exectrac_rodata");
+/// ```
 pub fn object_name_from_path(path: &Path) -> String {
     let file = path
         .file_name()

@@ -321,6 +321,15 @@ impl ObjectSpec {
     /// Never panics on malformed input: every offset read from the file is
     /// bounds-checked and reported with the section, symbol, instruction or
     /// BTF type it came from.
+    ///
+    /// ```
+    /// use kiln_obj::{ObjectSpec, ParseError};
+    ///
+    /// // Not an ELF file: the error says so, and parsing never panics.
+    /// let err = ObjectSpec::parse(b"definitely not ELF").unwrap_err();
+    /// assert!(matches!(err, ParseError::Elf(_)), "{err}");
+    /// assert!(err.to_string().starts_with("not a readable ELF file"));
+    /// ```
     pub fn parse(data: &[u8]) -> Result<ObjectSpec, ParseError> {
         // The ELF reader needs its headers 8-byte aligned, and `include_bytes!`
         // gives no such promise: copy misaligned input rather than reporting

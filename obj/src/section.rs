@@ -6,6 +6,22 @@ use crate::model::{AttachType, Direction, ProgramKind, ProgramType};
 /// The kind of a program in section `name`, and whether it is sleepable.
 /// Unknown names give [`ProgramKind::Other`] with `ProgramType::UNSPEC`, so
 /// the loader can name the section in its error.
+///
+/// ```
+/// use kiln_obj::section::program_kind;
+/// use kiln_obj::{ProgramKind, ProgramType};
+///
+/// let (kind, sleepable) = program_kind("tracepoint/sched/sched_process_exec");
+/// assert_eq!(
+///     kind,
+///     ProgramKind::Tracepoint {
+///         category: Some("sched".into()),
+///         name: Some("sched_process_exec".into()),
+///     }
+/// );
+/// assert!(!sleepable);
+/// assert_eq!(kind.program_type(), ProgramType::TRACEPOINT);
+/// ```
 pub fn program_kind(name: &str) -> (ProgramKind, bool) {
     let (head, rest) = match name.split_once('/') {
         Some((h, r)) => (h, Some(r)),

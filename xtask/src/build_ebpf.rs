@@ -332,7 +332,7 @@ struct Builder<'a> {
     /// Where objects and stamps go (target/bpf).
     out_dir: PathBuf,
     /// Cargo's target dir for the Rust programs (target/bpf-build, or
-    /// target/bpf-build-<arch>: other cfgs, kept apart so switching arch does
+    /// `target/bpf-build-<arch>`: other cfgs, kept apart so switching arch does
     /// not rebuild everything).
     target_dir: PathBuf,
     /// Where each object is also copied (target/bpf/x86_64 for the default arch).

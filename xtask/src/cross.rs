@@ -151,6 +151,8 @@ pub struct TestBinary {
 pub struct GuestBinaries {
     pub init: PathBuf,
     pub kiln: Option<PathBuf>,
+    /// `kiln-grid`, the guest's half of `cargo xtask apply --matrix`.
+    pub grid: Option<PathBuf>,
     pub tests: Vec<TestBinary>,
     /// Deliberately bad binaries (`--selftest`), by name.
     pub selftests: Vec<TestBinary>,
@@ -163,6 +165,8 @@ pub const TEST_PACKAGES: &[&str] = &[
     "kiln-loader",
     "kiln-manifest",
     "kiln-ebpf",
+    // EbpfLogger and the exec-tracer example, on every kernel of the matrix.
+    "kiln-log",
 ];
 
 pub fn target_dir() -> PathBuf {
@@ -264,6 +268,7 @@ pub fn build_guest_bins(arch: Arch) -> Result<GuestBinaries> {
     Ok(GuestBinaries {
         init,
         kiln,
+        grid: find("kiln-grid"),
         tests: Vec::new(),
         selftests,
     })

@@ -4,6 +4,7 @@
 //! all is there), so a newcomer never needs a third command.
 
 mod apply;
+mod apply_matrix;
 mod apt;
 mod bench;
 mod build_ebpf;

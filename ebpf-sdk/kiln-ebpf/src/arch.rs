@@ -63,6 +63,10 @@ pub const RET_ADDR_OFFSET: Option<usize> = layout::RET_ADDR_OFFSET;
     bpf_target_arch = "mips",
     bpf_target_arch = "loongarch64",
 )))]
+#[allow(
+    missing_docs,
+    reason = "the kernel's UAPI register structs: each field is the register the kernel names"
+)]
 mod layout {
     use core::mem::offset_of;
 
@@ -128,6 +132,10 @@ const fn slot(base: usize, i: usize) -> usize {
 }
 
 #[cfg(bpf_target_arch = "aarch64")]
+#[allow(
+    missing_docs,
+    reason = "the kernel's UAPI register structs: each field is the register the kernel names"
+)]
 mod layout {
     use super::slot;
     use core::mem::offset_of;
@@ -160,6 +168,10 @@ mod layout {
 }
 
 #[cfg(bpf_target_arch = "arm")]
+#[allow(
+    missing_docs,
+    reason = "the kernel's UAPI register structs: each field is the register the kernel names"
+)]
 mod layout {
     use core::mem::offset_of;
 
@@ -189,6 +201,10 @@ mod layout {
 }
 
 #[cfg(bpf_target_arch = "riscv64")]
+#[allow(
+    missing_docs,
+    reason = "the kernel's UAPI register structs: each field is the register the kernel names"
+)]
 mod layout {
     use core::mem::offset_of;
 
@@ -228,6 +244,10 @@ mod layout {
 }
 
 #[cfg(bpf_target_arch = "powerpc64")]
+#[allow(
+    missing_docs,
+    reason = "the kernel's UAPI register structs: each field is the register the kernel names"
+)]
 mod layout {
     use core::mem::offset_of;
 
@@ -283,6 +303,10 @@ mod layout {
 }
 
 #[cfg(bpf_target_arch = "s390x")]
+#[allow(
+    missing_docs,
+    reason = "the kernel's UAPI register structs: each field is the register the kernel names"
+)]
 mod layout {
     use core::mem::offset_of;
 
@@ -315,6 +339,10 @@ mod layout {
 }
 
 #[cfg(bpf_target_arch = "mips")]
+#[allow(
+    missing_docs,
+    reason = "the kernel's UAPI register structs: each field is the register the kernel names"
+)]
 mod layout {
     use core::mem::offset_of;
 
@@ -350,6 +378,10 @@ mod layout {
 }
 
 #[cfg(bpf_target_arch = "loongarch64")]
+#[allow(
+    missing_docs,
+    reason = "the kernel's UAPI register structs: each field is the register the kernel names"
+)]
 mod layout {
     use core::mem::offset_of;
 

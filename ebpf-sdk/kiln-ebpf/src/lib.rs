@@ -28,8 +28,13 @@
 //! its unit tests run there); only the helper calls are meaningless outside
 //! the BPF target.
 #![no_std]
+#![deny(missing_docs)]
 
 pub mod arch;
+#[allow(
+    missing_docs,
+    reason = "a mirror of linux/bpf.h's UAPI: every item keeps the kernel's name and meaning"
+)]
 pub mod bindings;
 pub mod core_read;
 pub mod global;

@@ -5,7 +5,7 @@
 //! (never loaded into the kernel: no code refers to it), keyed by a 32-bit id
 //! hashed from the call site. At run time the program writes only the id, the
 //! level and the arguments, as tagged little-endian values, into the ring
-//! buffer map [`KILN_LOGS`]. The `kiln-log` crate reads the section from the
+//! buffer map `KILN_LOGS`. The `kiln-log` crate reads the section from the
 //! same object file and turns each record back into text.
 //!
 //! Verifier-friendly by construction: a record's size is a constant of the
@@ -62,10 +62,15 @@ pub static KILN_LOG_LEVEL: crate::Global<u8> = crate::Global::new(Level::Trace a
 #[repr(u8)]
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash)]
 pub enum Level {
+    /// Errors: something failed.
     Error = 1,
+    /// Warnings: something looks wrong.
     Warn = 2,
+    /// Information: what the program is doing.
     Info = 3,
+    /// Details for debugging.
     Debug = 4,
+    /// The most verbose: every step.
     Trace = 5,
 }
 
@@ -82,6 +87,7 @@ impl Level {
         })
     }
 
+    /// The level's name, upper case (`INFO`), as the `log` crate prints it.
     pub const fn as_str(self) -> &'static str {
         match self {
             Level::Error => "ERROR",
@@ -101,14 +107,23 @@ impl core::fmt::Display for Level {
 
 /// Argument type tags, as written before each argument's payload.
 pub mod tag {
+    /// `u8`: 1 byte.
     pub const U8: u8 = 1;
+    /// `u16`: 2 bytes.
     pub const U16: u8 = 2;
+    /// `u32`: 4 bytes.
     pub const U32: u8 = 3;
+    /// `u64` (and `usize`): 8 bytes.
     pub const U64: u8 = 4;
+    /// `i8`: 1 byte.
     pub const I8: u8 = 5;
+    /// `i16`: 2 bytes.
     pub const I16: u8 = 6;
+    /// `i32`: 4 bytes.
     pub const I32: u8 = 7;
+    /// `i64` (and `isize`): 8 bytes.
     pub const I64: u8 = 8;
+    /// `bool`: 1 byte, 0 or 1.
     pub const BOOL: u8 = 9;
     /// `u16` length, then that many bytes (a byte array of fixed size).
     pub const BYTES: u8 = 10;
@@ -270,7 +285,9 @@ impl<const N: usize> LogArg for UserStr<N> {
 
 /// A call site's arguments, as a tuple of references.
 pub trait LogArgs {
+    /// Bytes the encoded arguments take (tags included).
     const SIZE: usize;
+    /// How many arguments there are.
     const COUNT: u8;
     /// # Safety
     /// `dst` must be writable for [`LogArgs::SIZE`] bytes.

@@ -4,7 +4,7 @@
 //! and sees that a weak kfunc no kernel has is absent.
 
 use kiln_loader::EbpfLoader;
-use kiln_loader::sys::prog::TestRun;
+use kiln_loader::programs::TestRun;
 use kiln_obj::ObjectSpec;
 use kiln_obj::btf::{Btf, Kind};
 use kiln_testkit::{Need, TestResult, bpf_object, test};

@@ -14,7 +14,7 @@ mod common;
 use kiln_loader::links::iter::{IterTarget, attach_iter};
 use kiln_loader::maps::Array;
 use kiln_loader::probe::probe_program_type;
-use kiln_loader::sys::prog::TestRun;
+use kiln_loader::programs::TestRun;
 use kiln_loader::{Ebpf, EbpfLoader};
 use kiln_obj::{AttachType, ObjectSpec, ProgramType};
 use kiln_testkit::{Need, TestResult, bpf_object, test};

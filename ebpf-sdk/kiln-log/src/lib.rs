@@ -1,18 +1,44 @@
-//! Decodes the log records kiln-ebpf programs write with `info!` and friends.
+//! Forwards the log records kiln-ebpf programs write with `info!` and friends
+//! to the `log` crate (or `tracing`), and decodes them.
 //!
+//! In the common case, [`set_level`] before load and [`EbpfLogger::init`]
+//! after it are all a program needs: a background thread drains the
+//! program's `KILN_LOGS` ring buffer and hands each record to `log`, with the
+//! eBPF crate's module path as target.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let object = std::fs::read("target/bpf/sdk-log.bpf.o")?;
+//! let mut loader = kiln_loader::EbpfLoader::new();
+//! kiln_log::set_level(&mut loader, log::LevelFilter::Debug);
+//! let mut ebpf = loader.load_bytes(&object)?;
+//! let logger = kiln_log::EbpfLogger::init(&mut ebpf, &object)?;
+//! // ... attach, run ...
+//! logger.stop(); // forwards what is left in the ring
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Below it, the decoder:
 //! A program's `KILN_LOGS` ring buffer carries only a format id, a level and
 //! the arguments as tagged little-endian values; the format strings stay in
 //! the object file's `.kiln_log.*` sections. [`Decoder::from_object`] reads
 //! them from the object's bytes, and [`Decoder::decode`] turns one ring buffer
 //! record into a [`Record`] whose [`Record::message`] is the formatted text.
 //!
-//! ```ignore
-//! let decoder = kiln_log::Decoder::from_object(&std::fs::read("prog.bpf.o")?)?;
-//! let mut ring = RingBuf::new(ebpf.map(kiln_log::LOG_MAP).unwrap())?;
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use kiln_loader::maps::RingBuf;
+//! let object = std::fs::read("target/bpf/sdk-log.bpf.o")?;
+//! let decoder = kiln_log::Decoder::from_object(&object)?;
+//! let ebpf = kiln_loader::load(&object)?;
+//! let mut ring = RingBuf::new(ebpf.map(kiln_log::LOG_MAP).ok_or("no log map")?)?;
 //! ring.drain(decoder.sink(|r| match r {
 //!     Ok(rec) => println!("{rec}"),
 //!     Err(e) => eprintln!("bad log record: {e}"),
 //! }));
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! Format strings follow Rust's syntax, a subset of it: `{}`, `{:x}`, `{:X}`,
@@ -21,17 +47,23 @@
 //!
 //! The wire format is documented in `kiln_ebpf::log`.
 
+#![deny(missing_docs)]
+
 use std::collections::HashMap;
 use std::fmt;
 
 use object::{Object, ObjectSection};
+
+mod logger;
+pub use logger::{EbpfLogger, log_level, set_level};
 
 /// The ring buffer map kiln-ebpf programs log to.
 pub const LOG_MAP: &str = "KILN_LOGS";
 
 /// The `.rodata` global holding the most verbose level programs record
 /// (`Level as u8`; default `Trace`): set it before load, e.g.
-/// `loader.set_global_if_present(kiln_log::LEVEL_GLOBAL, &[Level::Warn as u8])`.
+/// `loader.set_global_if_present(kiln_log::LEVEL_GLOBAL, &[Level::Warn as u8])`,
+/// which [`set_level`] does.
 pub const LEVEL_GLOBAL: &str = "KILN_LOG_LEVEL";
 
 /// Prefix of the sections holding the format strings.
@@ -41,44 +73,87 @@ pub const SECTION_PREFIX: &str = ".kiln_log";
 pub use kiln_ebpf::log::Level;
 use kiln_ebpf::log::{ENTRY_HEADER, ENTRY_MAGIC, HEADER as RECORD_HEADER, tag};
 
-/// What went wrong reading an object's formats or a record.
+/// What went wrong reading an object's formats, a record, or starting an
+/// [`EbpfLogger`].
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// The object's bytes are not an ELF file.
     #[error("not a readable ELF object: {0}")]
     Elf(String),
+    /// A `.kiln_log.*` section holds a malformed format entry.
     #[error("section {section}: {reason}")]
-    BadEntry { section: String, reason: String },
+    BadEntry {
+        /// The section's name.
+        section: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Two call sites share a format id but not their text.
     #[error(
         "format id {id:#010x} is defined twice with different text ({first:?} and {second:?}): rename or move one log call"
     )]
     DuplicateId {
+        /// The shared id.
         id: u32,
+        /// The format read first.
         first: String,
+        /// The other format.
         second: String,
     },
+    /// A ring buffer record is malformed.
     #[error("record of {len} bytes: {reason}")]
-    BadRecord { len: usize, reason: String },
+    BadRecord {
+        /// The record's size.
+        len: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A record names a format the object does not define.
     #[error(
         "record has format id {0:#010x}, which this object does not define (wrong object file?)"
     )]
     UnknownId(u32),
+    /// A record's argument count differs from its format's placeholders.
     #[error("record for {fmt:?} carries {got} arguments, the format has {expected}")]
     ArgCount {
+        /// The format string.
         fmt: String,
+        /// Its placeholders.
         expected: usize,
+        /// The record's arguments.
         got: usize,
     },
+    /// The loaded object has no `KILN_LOGS` map (or it was taken already).
+    #[error(
+        "the loaded object has no {LOG_MAP} map: its programs do not log, or were built without kiln-ebpf's `log` feature (or the map was taken already)"
+    )]
+    NoLogMap,
+    /// The `KILN_LOGS` ring buffer could not be mapped.
+    #[error("mapping the {LOG_MAP} ring buffer")]
+    Ring(#[source] kiln_loader::MapError),
+    /// The forwarding thread could not be started, or the ring buffer not
+    /// registered with tokio.
+    #[error("starting the kiln-log thread or task")]
+    Thread(#[source] std::io::Error),
+    /// `EbpfLogger::init_async` (feature `tokio`) was called outside a tokio runtime.
+    #[error("EbpfLogger::init_async needs a tokio runtime: call it from within one")]
+    NoRuntime,
 }
 
 /// One call site's format, as stored in the object.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Format {
+    /// The id records carry (a hash of the call site).
     pub id: u32,
+    /// The call site's level.
     pub level: Level,
     /// The Rust module path of the call site.
     pub target: String,
+    /// The source file of the call site, relative to its crate.
     pub file: String,
+    /// The source line of the call site.
     pub line: u32,
+    /// The format string as written.
     pub fmt: String,
     pieces: Vec<Piece>,
 }
@@ -100,9 +175,13 @@ struct Spec {
 /// A decoded log record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
+    /// The call site's level.
     pub level: Level,
+    /// The Rust module path of the call site (the `log` target).
     pub target: String,
+    /// The source file of the call site.
     pub file: String,
+    /// The source line of the call site.
     pub line: u32,
     /// The formatted text.
     pub message: String,
@@ -220,6 +299,7 @@ impl Decoder {
         self.formats.len()
     }
 
+    /// Whether the object has no log call site.
     pub fn is_empty(&self) -> bool {
         self.formats.is_empty()
     }

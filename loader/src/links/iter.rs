@@ -54,7 +54,10 @@ pub fn attach_iter(prog: BorrowedFd<'_>, target: IterTarget<'_>) -> Result<IterL
             _pad0: 0,
         };
     }
-    let fd = link_attr::link_create(attr).map_err(|e| LinkError::sys(m, "attach", &what, e))?;
+    // SAFETY: `iter_info` (when set) points at `info`, alive on this stack
+    // frame across the call, with its size beside it.
+    let fd = unsafe { link_attr::link_create_with_pointers(attr) }
+        .map_err(|e| LinkError::sys(m, "attach", &what, e))?;
     Ok(IterLink {
         link: FdLink::new(fd, m, what),
     })

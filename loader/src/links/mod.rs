@@ -12,6 +12,7 @@
 //! `BPF_PROG_ATTACH`, socket options, `PERF_EVENT_IOC_SET_BPF`) get their own
 //! link types with the same interface, and are used as fallbacks.
 
+pub mod attach_point;
 pub mod auto;
 pub mod cgroup;
 pub mod freplace;
@@ -36,6 +37,7 @@ pub mod usdt;
 pub mod xdp;
 pub mod xdp_dispatcher;
 
+pub use attach_point::{AttachPoint, attach, attach_labelled};
 pub use auto::auto_attach;
 pub use program_ext::ProgramAttach;
 
@@ -51,37 +53,98 @@ use std::path::Path;
 /// capability it needs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 pub enum Mechanism {
+    /// A tracepoint through a perf event.
+    ///
+    /// Minimum kernel version: 4.7.
     Tracepoint,
+    /// A raw tracepoint (`BPF_RAW_TRACEPOINT_OPEN`).
+    ///
+    /// Minimum kernel version: 4.17.
     RawTracepoint,
     /// tp_btf, fentry, fexit, fmod_ret.
     Tracing,
+    /// An LSM hook.
+    ///
+    /// Minimum kernel version: 5.7.
     Lsm,
+    /// A kprobe or kretprobe through a perf event.
+    ///
+    /// Minimum kernel version: 4.1.
     Kprobe,
+    /// Many kernel functions in one link (`kprobe.multi`, fprobe).
+    ///
+    /// Minimum kernel version: 5.18.
     KprobeMulti,
+    /// A uprobe or uretprobe through a perf event.
+    ///
+    /// Minimum kernel version: 4.3.
     Uprobe,
+    /// Many user functions in one link (`uprobe.multi`).
+    ///
+    /// Minimum kernel version: 6.6.
     UprobeMulti,
+    /// A perf event the caller opened (sampling, counters).
+    ///
+    /// Minimum kernel version: 4.9.
     PerfEvent,
+    /// A BPF iterator.
+    ///
+    /// Minimum kernel version: 5.8.
     Iter,
+    /// XDP on an interface (netlink, or a bpf_link from 5.9).
+    ///
+    /// Minimum kernel version: 4.8.
     Xdp,
     /// cls_bpf on a clsact qdisc, over netlink.
     Tc,
+    /// tcx on an interface's ingress or egress.
+    ///
+    /// Minimum kernel version: 6.6.
     Tcx,
+    /// `SO_ATTACH_BPF` on a socket.
+    ///
+    /// Minimum kernel version: 3.19.
     SocketFilter,
     /// `SO_ATTACH_REUSEPORT_EBPF` on a socket of a reuseport group.
     SkReuseport,
+    /// A sockmap or sockhash (sk_skb, sk_msg).
+    ///
+    /// Minimum kernel version: 4.14.
     SockMap,
+    /// A network namespace's socket lookup.
+    ///
+    /// Minimum kernel version: 5.9.
     SkLookup,
+    /// A network namespace's flow dissector.
+    ///
+    /// Minimum kernel version: 4.20.
     FlowDissector,
+    /// A cgroup hook (`BPF_PROG_ATTACH`, or a bpf_link from 5.7).
+    ///
+    /// Minimum kernel version: 4.10.
     Cgroup,
+    /// A netfilter hook.
+    ///
+    /// Minimum kernel version: 6.4.
     Netfilter,
+    /// A netkit device.
+    ///
+    /// Minimum kernel version: 6.7.
     Netkit,
+    /// A struct_ops map (registered, or a bpf_link from 6.4).
+    ///
+    /// Minimum kernel version: 5.6.
     StructOps,
+    /// A function of another program replaced (freplace).
+    ///
+    /// Minimum kernel version: 5.10.
     Freplace,
     /// A `bpf_link` reopened from a pin or id before its type is known.
     Link,
 }
 
 impl Mechanism {
+    /// The mechanism's name in messages (`tracepoint`, `kprobe.multi`, ...).
     pub fn name(self) -> &'static str {
         use Mechanism::*;
         match self {
@@ -110,6 +173,16 @@ impl Mechanism {
             Freplace => "freplace",
             Link => "bpf_link",
         }
+    }
+
+    /// Whether the kernel checks `CAP_NET_ADMIN` to attach with this
+    /// mechanism (network hooks), rather than `CAP_PERFMON` (tracing).
+    pub fn network(self) -> bool {
+        use Mechanism::*;
+        matches!(
+            self,
+            Xdp | Tc | Tcx | SockMap | SkLookup | FlowDissector | Cgroup | Netfilter | Netkit
+        )
     }
 
     /// The capabilities the kernel checks for this mechanism (besides `CAP_BPF`).
@@ -142,24 +215,34 @@ pub enum LinkError {
     /// The kernel refused: errno, and on EPERM the capability that is missing.
     #[error("{mechanism}: {op} {target}: {source}{}", eperm_hint(*.mechanism, .source))]
     Kernel {
+        /// How the program was being attached.
         mechanism: Mechanism,
+        /// The operation (`perf_event_open`, `link_create`, ...).
         op: &'static str,
+        /// What it was being attached to.
         target: String,
+        /// The kernel's answer.
         #[source]
         source: std::io::Error,
     },
     /// The target cannot be resolved (no such tracepoint, interface, symbol...).
     #[error("{mechanism}: target {target}: {reason}")]
     Target {
+        /// How the program was being attached.
         mechanism: Mechanism,
+        /// What it was being attached to.
         target: String,
+        /// Why.
         reason: String,
     },
     /// The operation does not exist for this kind of link.
     #[error("{mechanism}: {op} is not supported: {reason}")]
     Unsupported {
+        /// How the program was being attached.
         mechanism: Mechanism,
+        /// The operation (`perf_event_open`, `link_create`, ...).
         op: &'static str,
+        /// Why.
         reason: String,
     },
 }
@@ -257,6 +340,7 @@ impl LinkError {
 
 /// A live attachment of a program to a hook.
 pub trait Link: fmt::Debug + Send + Sync {
+    /// How the program is attached.
     fn mechanism(&self) -> Mechanism;
 
     /// What the program is attached to, for messages (`tracepoint syscalls/sys_enter_getpid`).
@@ -316,25 +400,68 @@ pub trait Link: fmt::Debug + Send + Sync {
 /// `enum bpf_link_type`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 pub enum LinkType {
+    /// `BPF_LINK_TYPE_RAW_TRACEPOINT`.
+    ///
+    /// Minimum kernel version: 5.7.
     RawTracepoint,
+    /// `BPF_LINK_TYPE_TRACING`.
+    ///
+    /// Minimum kernel version: 5.7.
     Tracing,
+    /// `BPF_LINK_TYPE_CGROUP`.
+    ///
+    /// Minimum kernel version: 5.7.
     Cgroup,
+    /// `BPF_LINK_TYPE_ITER`.
+    ///
+    /// Minimum kernel version: 5.8.
     Iter,
+    /// `BPF_LINK_TYPE_NETNS`.
+    ///
+    /// Minimum kernel version: 5.8.
     Netns,
+    /// `BPF_LINK_TYPE_XDP`.
+    ///
+    /// Minimum kernel version: 5.9.
     Xdp,
+    /// `BPF_LINK_TYPE_PERF_EVENT`.
+    ///
+    /// Minimum kernel version: 5.15.
     PerfEvent,
+    /// `BPF_LINK_TYPE_KPROBE_MULTI`.
+    ///
+    /// Minimum kernel version: 5.18.
     KprobeMulti,
+    /// `BPF_LINK_TYPE_STRUCT_OPS`.
+    ///
+    /// Minimum kernel version: 6.4.
     StructOps,
+    /// `BPF_LINK_TYPE_NETFILTER`.
+    ///
+    /// Minimum kernel version: 6.4.
     Netfilter,
+    /// `BPF_LINK_TYPE_TCX`.
+    ///
+    /// Minimum kernel version: 6.6.
     Tcx,
+    /// `BPF_LINK_TYPE_UPROBE_MULTI`.
+    ///
+    /// Minimum kernel version: 6.6.
     UprobeMulti,
+    /// `BPF_LINK_TYPE_NETKIT`.
+    ///
+    /// Minimum kernel version: 6.7.
     Netkit,
+    /// `BPF_LINK_TYPE_SOCKMAP`.
+    ///
+    /// Minimum kernel version: 6.10.
     Sockmap,
     /// A type newer than this library.
     Unknown(u32),
 }
 
 impl LinkType {
+    /// The type a `bpf_link_info`'s `type` field names.
     pub fn from_raw(raw: u32) -> Self {
         use LinkType::*;
         match raw {
@@ -383,53 +510,83 @@ impl LinkType {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LinkTarget {
+    /// tp_btf, fentry, fexit, fmod_ret, LSM and freplace links.
     Tracing {
+        /// The `bpf_attach_type`.
         attach_type: u32,
+        /// The id of the target program (freplace) or BTF object (0: vmlinux).
         target_obj_id: u32,
+        /// The BTF id of the target function or hook.
         target_btf_id: u32,
     },
+    /// Cgroup links.
     Cgroup {
+        /// The cgroup's id.
         cgroup_id: u64,
+        /// The `bpf_attach_type`.
         attach_type: u32,
     },
+    /// Network namespace links (sk_lookup, flow dissector).
     Netns {
+        /// The network namespace's inode number.
         netns_ino: u32,
+        /// The `bpf_attach_type`.
         attach_type: u32,
     },
+    /// XDP links.
     Xdp {
+        /// The interface's index.
         ifindex: u32,
     },
+    /// Netfilter links.
     Netfilter {
+        /// The protocol family (`NFPROTO_*`).
         pf: u32,
+        /// The hook (`NF_INET_*`).
         hooknum: u32,
+        /// The hook priority.
         priority: i32,
+        /// `BPF_F_NETFILTER_*` flags.
         flags: u32,
     },
     /// tcx and netkit.
     Device {
+        /// The interface's index.
         ifindex: u32,
+        /// The `bpf_attach_type`.
         attach_type: u32,
     },
+    /// Sockmap links.
     Sockmap {
+        /// The map's id.
         map_id: u32,
+        /// The `bpf_attach_type`.
         attach_type: u32,
     },
+    /// struct_ops links.
     StructOps {
+        /// The map's id.
         map_id: u32,
     },
     /// Perf event links: the perf link kind (`BPF_PERF_EVENT_*`), from 6.6.
     PerfEvent {
+        /// The `BPF_PERF_EVENT_*` kind.
         kind: u32,
     },
+    /// A link type without details, or one newer than this library.
     Other,
 }
 
 /// What the kernel reports about a link.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkInfo {
+    /// The link's type.
     pub link_type: LinkType,
+    /// The link's id (`bpftool link show`).
     pub id: u32,
+    /// The id of the attached program.
     pub prog_id: u32,
+    /// What it is attached to.
     pub target: LinkTarget,
 }
 

@@ -147,7 +147,10 @@ pub fn attach_kprobe_multi(
         addrs: 0,
         cookies: cookies.map_or(0, |c| c.as_ptr() as u64),
     };
-    let fd = link_attr::link_create(attr).map_err(|e| LinkError::sys(m, "attach", &target, e))?;
+    // SAFETY: `syms` points at `cnt` string pointers (`ptrs`, into `cstrs`),
+    // `cookies` (checked above) at as many u64s; all live across the call.
+    let fd = unsafe { link_attr::link_create_with_pointers(attr) }
+        .map_err(|e| LinkError::sys(m, "attach", &target, e))?;
     Ok(FdLink::new(fd, m, target))
 }
 
@@ -249,7 +252,10 @@ pub fn attach_uprobe_multi_offsets(
         pid: pid.map_or(0, |p| p as u32),
         _pad0: 0,
     };
-    let fd = link_attr::link_create(attr).map_err(|e| LinkError::sys(m, "attach", &target, e))?;
+    // SAFETY: `path` is the NUL-terminated `cpath`, `offsets` and `cookies`
+    // (checked above) hold `cnt` u64s; all live across the call.
+    let fd = unsafe { link_attr::link_create_with_pointers(attr) }
+        .map_err(|e| LinkError::sys(m, "attach", &target, e))?;
     Ok(FdLink::new(fd, m, target))
 }
 

@@ -12,7 +12,9 @@ use std::os::fd::BorrowedFd;
 /// `NFPROTO_*`: the protocol family of the hook.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum NfProto {
+    /// `NFPROTO_IPV4`.
     Ipv4,
+    /// `NFPROTO_IPV6`.
     Ipv6,
 }
 
@@ -23,15 +25,42 @@ impl NfProto {
             NfProto::Ipv6 => 10,
         }
     }
+
+    /// The family of the kernel's `NFPROTO_*` value `pf`.
+    pub fn from_raw(pf: u32) -> Option<NfProto> {
+        [NfProto::Ipv4, NfProto::Ipv6]
+            .into_iter()
+            .find(|p| p.raw() == pf)
+    }
+
+    /// As a manifest names it: `ipv4`, `ipv6`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NfProto::Ipv4 => "ipv4",
+            NfProto::Ipv6 => "ipv6",
+        }
+    }
+
+    /// The family named `name` (`ipv4`, `ipv6`).
+    pub fn from_name(name: &str) -> Option<NfProto> {
+        [NfProto::Ipv4, NfProto::Ipv6]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
 }
 
 /// `NF_INET_*`: where in the IP stack the hook runs.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum NfHook {
+    /// `NF_INET_PRE_ROUTING`: every incoming packet, before routing.
     PreRouting,
+    /// `NF_INET_LOCAL_IN`: packets for this host.
     LocalIn,
+    /// `NF_INET_FORWARD`: packets routed through this host.
     Forward,
+    /// `NF_INET_LOCAL_OUT`: packets this host sends.
     LocalOut,
+    /// `NF_INET_POST_ROUTING`: every outgoing packet, after routing.
     PostRouting,
 }
 
@@ -44,6 +73,35 @@ impl NfHook {
             NfHook::LocalOut => 3,
             NfHook::PostRouting => 4,
         }
+    }
+
+    const ALL: [NfHook; 5] = [
+        NfHook::PreRouting,
+        NfHook::LocalIn,
+        NfHook::Forward,
+        NfHook::LocalOut,
+        NfHook::PostRouting,
+    ];
+
+    /// The hook of the kernel's `NF_INET_*` value `hooknum`.
+    pub fn from_raw(hooknum: u32) -> Option<NfHook> {
+        Self::ALL.into_iter().find(|h| h.raw() == hooknum)
+    }
+
+    /// As a manifest names it: `prerouting`, `input`, `forward`, `output`, `postrouting`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NfHook::PreRouting => "prerouting",
+            NfHook::LocalIn => "input",
+            NfHook::Forward => "forward",
+            NfHook::LocalOut => "output",
+            NfHook::PostRouting => "postrouting",
+        }
+    }
+
+    /// The hook named `name`.
+    pub fn from_name(name: &str) -> Option<NfHook> {
+        Self::ALL.into_iter().find(|h| h.name() == name)
     }
 }
 

@@ -38,6 +38,7 @@ pub trait ProgramAttach {
     ) -> Result<Box<dyn Link>, LinkError>;
     /// A cgroup hook with the attach type of the section (`cgroup_skb/ingress`, `sockops`, ...).
     fn attach_cgroup(&self, cgroup: BorrowedFd<'_>) -> Result<Box<dyn Link>, LinkError>;
+    /// `socket`: a socket filter on `socket` (`SO_ATTACH_BPF`).
     fn attach_socket_filter(&self, socket: BorrowedFd<'_>) -> Result<SocketFilterLink, LinkError>;
     /// `sk_msg` / `sk_skb/...` on a sockmap or sockhash.
     fn attach_sockmap(&self, map: BorrowedFd<'_>) -> Result<Box<dyn Link>, LinkError>;

@@ -57,8 +57,11 @@ pub struct StructOpsSpec {
 /// A member of a struct_ops variable, in the object's layout.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StructOpsMember {
+    /// The member's name.
     pub name: String,
+    /// Its offset in the struct, in bytes.
     pub offset: u32,
+    /// Its size in bytes.
     pub size: u32,
     /// The program whose address the member holds.
     pub program: Option<String>,
@@ -342,7 +345,9 @@ impl Link for StructOpsLink {
                 key: 4,
                 value: self.value_size,
             };
-            sysmap::delete(self.map.as_fd(), sizes, &0u32.to_ne_bytes())
+            // SAFETY: `self.map` was created by `register` with key size 4
+            // and value size `self.value_size`.
+            unsafe { sysmap::delete(self.map.as_fd(), sizes, &0u32.to_ne_bytes()) }
                 .map_err(|e| LinkError::sys(M, "unregister", self.target(), e))?;
         }
         Ok(())
@@ -378,7 +383,7 @@ pub fn struct_ops_spec(elf: &[u8], var: &str) -> Result<StructOpsSpec, LinkError
 }
 
 fn running_kernel(var: &str) -> Result<&'static Btf, LinkError> {
-    crate::externs::kernel_btf(None).map_err(|e| LinkError::target(M, var, e))
+    crate::externs::kernel_btf(None).map_err(|e| LinkError::target(M, var, e.to_string()))
 }
 
 /// What became of one program named by a struct_ops variable in
@@ -622,7 +627,9 @@ fn build_table(
         key: 4,
         value: value.len(),
     };
-    sysmap::update(map.as_fd(), sizes, Some(&0u32.to_ne_bytes()), &value, 0)
+    // SAFETY: the map was created just above with key size 4 and value
+    // size `k.value_size`, the length of `value`.
+    unsafe { sysmap::update(map.as_fd(), sizes, Some(&0u32.to_ne_bytes()), &value, 0) }
         .map_err(|e| LinkError::sys(M, "fill map", &what, e))?;
     Ok(Table {
         what,

@@ -68,6 +68,20 @@ pub fn tracepoint_id(category: &str, name: &str) -> Result<u64, LinkError> {
 
 /// Attaches a tracepoint program to `category/name` (e.g. `syscalls`,
 /// `sys_enter_getpid`) on every CPU. `cookie` needs 5.15 (else pass 0).
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use kiln_loader::links::Link;
+/// use kiln_loader::links::tracepoint::attach_tracepoint;
+///
+/// let ebpf = kiln_loader::load_file("target/bpf/counter.bpf.o")?;
+/// let program = ebpf.program("count_exec").ok_or("no program count_exec")?;
+/// let mut link = attach_tracepoint(program.fd(), "sched", "sched_process_exec", 0)?;
+/// // Detached when `link` is dropped; pinned, it outlives the process (5.15+).
+/// link.pin("/sys/fs/bpf/count_exec".as_ref())?;
+/// # Ok(())
+/// # }
+/// ```
 pub fn attach_tracepoint(
     prog: BorrowedFd<'_>,
     category: &str,

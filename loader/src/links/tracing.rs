@@ -12,22 +12,6 @@ use kiln_obj::btf::Btf;
 use kiln_obj::btf::types::Kind;
 use kiln_obj::{AttachType, ProgramKind};
 use std::os::fd::BorrowedFd;
-use std::sync::OnceLock;
-
-/// `/sys/kernel/btf/vmlinux`, parsed once per process: every tracing, lsm,
-/// iterator and struct_ops load looks names up in it, and parsing takes tens
-/// of milliseconds.
-pub fn running_kernel_btf() -> Result<&'static Btf, String> {
-    static VMLINUX: OnceLock<Result<Btf, String>> = OnceLock::new();
-    VMLINUX
-        .get_or_init(|| {
-            let path = "/sys/kernel/btf/vmlinux";
-            let bytes = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-            Btf::parse(&bytes).map_err(|e| format!("{path}: {e}"))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
-}
 
 /// The kernel BTF name that a section's target stands for, and its BTF kind:
 /// `tp_btf/X` → typedef `btf_trace_X`, `fentry/X` → func `X`, `lsm/X` →
@@ -71,7 +55,8 @@ pub fn vmlinux_attach_btf_id(
     let mechanism = mechanism_of(kind);
     let btf = match vmlinux {
         Some(b) => b,
-        None => running_kernel_btf().map_err(|e| LinkError::target(mechanism, &name, e))?,
+        None => crate::externs::kernel_btf(None)
+            .map_err(|e| LinkError::target(mechanism, &name, e.to_string()))?,
     };
     btf.id_by_name(&name, btf_kind).map(Some).ok_or_else(|| {
         LinkError::target(

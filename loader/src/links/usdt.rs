@@ -39,7 +39,9 @@ const FUNC_GET_ATTACH_COOKIE: i32 = 174;
 /// One probe site of a binary.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsdtNote {
+    /// The provider (`libc`, `python`, ...).
     pub provider: String,
+    /// The probe's name.
     pub name: String,
     /// The site's address, corrected for prelinking (`.stapsdt.base`).
     pub pc: u64,
@@ -165,10 +167,13 @@ pub enum UsdtArgKind {
 /// One decoded argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UsdtArg {
+    /// Where the value is.
     pub kind: UsdtArgKind,
+    /// The constant, or the offset added to the register before dereferencing.
     pub val_off: u64,
     /// Offset of the register in the architecture's `struct pt_regs`.
     pub reg_off: i16,
+    /// Whether the value is signed.
     pub signed: bool,
     /// Size in bytes (1, 2, 4 or 8).
     pub size: u8,
@@ -177,7 +182,9 @@ pub struct UsdtArg {
 /// Instruction sets whose argument syntax is decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UsdtArch {
+    /// x86_64 (AT&T syntax: `-4@%eax`, `8@16(%rbp)`).
     X86_64,
+    /// arm64 (`-4@x0`, `8@[sp, 16]`).
     Aarch64,
 }
 
@@ -266,9 +273,83 @@ fn parse_operand(op: &str, arch: UsdtArch) -> Option<(UsdtArgKind, u64, i16)> {
     }
 }
 
+/// An argument spec string [`parse_args`] cannot decode; each names the token.
+#[derive(Debug, thiserror::Error)]
+pub enum UsdtArgError {
+    /// The token has no `SIZE@` prefix.
+    #[error("argument {token:?}: no SIZE@")]
+    NoSize {
+        /// The argument's spec.
+        token: String,
+    },
+    /// The size is not a number.
+    #[error("argument {token:?}: bad size")]
+    BadSize {
+        /// The argument's spec.
+        token: String,
+    },
+    /// The size is not 1, 2, 4 or 8 bytes.
+    #[error("argument {token:?}: size {size} is not 1, 2, 4 or 8")]
+    Size {
+        /// The argument's spec.
+        token: String,
+        /// The size given (negative: signed).
+        size: i32,
+    },
+    /// The operand is no register, memory or constant form this architecture has.
+    #[error("argument {token:?}: operand not understood for {arch:?}")]
+    Operand {
+        /// The argument's spec.
+        token: String,
+        /// The architecture decoded for.
+        arch: UsdtArch,
+    },
+    /// More arguments than the BPF-side decoder holds.
+    #[error("{count} arguments: at most {max}")]
+    TooMany {
+        /// Arguments in the spec.
+        count: usize,
+        /// What the decoder holds.
+        max: usize,
+    },
+}
+
+/// Where a file offset is mapped in a process could not be found ([`runtime_address`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeAddressError {
+    /// The binary could not be examined.
+    #[error("{}: {source}", path.display())]
+    Stat {
+        /// The binary.
+        path: std::path::PathBuf,
+        /// Why stat(2) failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The process's memory map could not be read (it exited, or ptrace access is refused).
+    #[error("/proc/{pid}/maps: {source}")]
+    Maps {
+        /// The process.
+        pid: i32,
+        /// Why reading failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No mapping of the file covers the offset.
+    #[error("{} offset {offset:#x} is not mapped in process {pid}", path.display())]
+    NotMapped {
+        /// The binary.
+        path: std::path::PathBuf,
+        /// The file offset looked for.
+        offset: u64,
+        /// The process.
+        pid: i32,
+    },
+}
+
 /// Decodes an argument spec string (`-4@%eax 8@-8(%rbp) 4@$5`,
 /// `8@x0 -4@[sp, 12]`).
-pub fn parse_args(spec: &str, arch: UsdtArch) -> Result<Vec<UsdtArg>, String> {
+pub fn parse_args(spec: &str, arch: UsdtArch) -> Result<Vec<UsdtArg>, UsdtArgError> {
     let mut out = Vec::new();
     // aarch64 operands contain ", ": split on spaces outside brackets.
     let mut tokens = Vec::new();
@@ -292,16 +373,22 @@ pub fn parse_args(spec: &str, arch: UsdtArch) -> Result<Vec<UsdtArg>, String> {
     for tok in tokens {
         let (size, op) = tok
             .split_once('@')
-            .ok_or_else(|| format!("argument {tok:?}: no SIZE@"))?;
+            .ok_or_else(|| UsdtArgError::NoSize { token: tok.into() })?;
         let size: i32 = size
             .parse()
-            .map_err(|_| format!("argument {tok:?}: bad size"))?;
+            .map_err(|_| UsdtArgError::BadSize { token: tok.into() })?;
         let bytes = size.unsigned_abs();
         if ![1, 2, 4, 8].contains(&bytes) {
-            return Err(format!("argument {tok:?}: size {size} is not 1, 2, 4 or 8"));
+            return Err(UsdtArgError::Size {
+                token: tok.into(),
+                size,
+            });
         }
-        let (kind, val_off, reg_off) = parse_operand(op, arch)
-            .ok_or_else(|| format!("argument {tok:?}: operand not understood for {arch:?}"))?;
+        let (kind, val_off, reg_off) =
+            parse_operand(op, arch).ok_or_else(|| UsdtArgError::Operand {
+                token: tok.into(),
+                arch,
+            })?;
         out.push(UsdtArg {
             kind,
             val_off,
@@ -311,7 +398,10 @@ pub fn parse_args(spec: &str, arch: UsdtArch) -> Result<Vec<UsdtArg>, String> {
         });
     }
     if out.len() > MAX_ARGS {
-        return Err(format!("{} arguments: at most {MAX_ARGS}", out.len()));
+        return Err(UsdtArgError::TooMany {
+            count: out.len(),
+            max: MAX_ARGS,
+        });
     }
     Ok(out)
 }
@@ -428,11 +518,18 @@ pub struct UsdtOptions {
 /// The address `file_offset` of `path` is mapped at in process `pid`, from
 /// `/proc/PID/maps` (matched by device and inode, so any path to the file
 /// works).
-pub fn runtime_address(pid: i32, path: &Path, file_offset: u64) -> Result<u64, String> {
+pub fn runtime_address(
+    pid: i32,
+    path: &Path,
+    file_offset: u64,
+) -> Result<u64, RuntimeAddressError> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let maps_path = format!("/proc/{pid}/maps");
-    let maps = std::fs::read_to_string(&maps_path).map_err(|e| format!("{maps_path}: {e}"))?;
+    let meta = std::fs::metadata(path).map_err(|source| RuntimeAddressError::Stat {
+        path: path.to_owned(),
+        source,
+    })?;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .map_err(|source| RuntimeAddressError::Maps { pid, source })?;
     for line in maps.lines() {
         // start-end perms offset major:minor inode path
         let f: Vec<&str> = line.split_whitespace().collect();
@@ -457,10 +554,11 @@ pub fn runtime_address(pid: i32, path: &Path, file_offset: u64) -> Result<u64, S
             return Ok(start + file_offset - off);
         }
     }
-    Err(format!(
-        "{} offset {file_offset:#x} is not mapped in process {pid}",
-        path.display()
-    ))
+    Err(RuntimeAddressError::NotMapped {
+        path: path.to_owned(),
+        offset: file_offset,
+        pid,
+    })
 }
 
 /// Attaches `prog` (a uprobe/`usdt` program of `ebpf`) to every site of
@@ -540,7 +638,7 @@ pub fn attach_usdt(
     link.ip_map = ip_map.map(|(_, m)| m);
     for n in &notes {
         let site = format!("{target}@{:#x}", n.pc);
-        let args = parse_args(&n.args, arch).map_err(|e| err(&site, e))?;
+        let args = parse_args(&n.args, arch).map_err(|e| err(&site, e.to_string()))?;
         let id = {
             let mut all = spec_ids().lock().unwrap_or_else(|p| p.into_inner());
             let used = all
@@ -562,7 +660,8 @@ pub fn attach_usdt(
             )
             .map_err(|e| err(&site, format!("write spec: {e}")))?;
         if let (Some(pid), Some(m)) = (ip_pid, &link.ip_map) {
-            let ip = runtime_address(pid, path, n.file_offset).map_err(|e| err(&site, e))?;
+            let ip =
+                runtime_address(pid, path, n.file_offset).map_err(|e| err(&site, e.to_string()))?;
             m.update_bytes(&ip.to_ne_bytes(), &id.to_ne_bytes(), Default::default())
                 .map_err(|e| err(&site, format!("{IP_MAP}: {e}")))?;
             link.ips.push(ip);

@@ -53,6 +53,19 @@ fn target(ifindex: u32) -> String {
 /// Attaches an XDP program to `ifindex` with mode `flags` (empty: the kernel
 /// picks native if the driver has it, else generic). Tries a `bpf_link`
 /// first; on kernels without XDP links uses netlink.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use kiln_loader::links::xdp::{XdpFlags, attach_xdp};
+///
+/// let ebpf = kiln_loader::load_file("target/bpf/counter.bpf.o")?;
+/// let program = ebpf.program("count_packets").ok_or("no program count_packets")?;
+/// let ifindex = kiln_loader::netlink::ifindex("eth0")?;
+/// // Generic mode works on every device; empty flags let the kernel pick.
+/// let _link = attach_xdp(program.fd(), ifindex, XdpFlags::SKB_MODE)?;
+/// # Ok(())
+/// # }
+/// ```
 pub fn attach_xdp(
     prog: BorrowedFd<'_>,
     ifindex: u32,
@@ -81,15 +94,17 @@ pub fn attach_xdp_with(
     flags: XdpFlags,
     api: XdpApi,
 ) -> Result<Box<dyn Link>, LinkError> {
+    // Auto: probed once (no BPF_XDP attach type before 5.9), never by
+    // retrying on EINVAL, which the kernel also answers for a bad target.
     let link = match api {
-        XdpApi::Netlink => None,
-        XdpApi::Auto | XdpApi::Link => Some(attach_xdp_link(prog, ifindex, flags)),
+        XdpApi::Netlink => false,
+        XdpApi::Link => true,
+        XdpApi::Auto => super::attach_point::has_link_kind("xdp_link", "bpf_xdp_link"),
     };
-    match link {
-        Some(Ok(l)) => Ok(Box::new(l)),
-        // EINVAL: no BPF_XDP attach type before 5.9.
-        Some(Err(e)) if api == XdpApi::Link || e.errno() != Some(libc::EINVAL) => Err(e),
-        Some(Err(_)) | None => Ok(Box::new(attach_xdp_netlink(prog, ifindex, flags, None)?)),
+    if link {
+        Ok(Box::new(attach_xdp_link(prog, ifindex, flags)?))
+    } else {
+        Ok(Box::new(attach_xdp_netlink(prog, ifindex, flags, None)?))
     }
 }
 

@@ -47,11 +47,15 @@ const M: Mechanism = Mechanism::Xdp;
 pub const MAX_PROGRAMS: usize = 10;
 /// Run priority of a component that declares none.
 pub const DEFAULT_PRIORITY: u32 = 50;
-/// `XDP_ABORTED` .. `XDP_REDIRECT`.
+/// `XDP_ABORTED`: the program failed; the packet is dropped (and traced).
 pub const XDP_ABORTED: u32 = 0;
+/// `XDP_DROP`: the packet is dropped.
 pub const XDP_DROP: u32 = 1;
+/// `XDP_PASS`: the packet goes on to the stack.
 pub const XDP_PASS: u32 = 2;
+/// `XDP_TX`: the packet goes back out of its interface.
 pub const XDP_TX: u32 = 3;
+/// `XDP_REDIRECT`: the packet goes where `bpf_redirect*` said.
 pub const XDP_REDIRECT: u32 = 4;
 const ACTION_NAMES: [&str; 5] = [
     "XDP_ABORTED",
@@ -77,7 +81,9 @@ const FUNC_GLOBAL: u16 = 1;
 /// actions after which the next program runs (bit `1 << action`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct RunConfig {
+    /// Run priority: lower runs first.
     pub priority: u32,
+    /// Bit `1 << action` set: the next program runs after this action (default: `XDP_PASS` only).
     pub chain_call_actions: u32,
 }
 
@@ -165,6 +171,7 @@ pub struct Component {
     pub prog_id: u32,
     /// Its kernel name (at most 15 bytes).
     pub name: String,
+    /// Its priority and chain-call actions.
     pub run: RunConfig,
     /// The program handles multi-buffer packets (`xdp.frags`); the
     /// dispatcher is loaded with frags only when all of its programs do.

@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 
 use kiln_obj::MapType;
 
-use super::{Map, MapError, MapFlags, Pod};
+use super::{Map, MapError, MapFlags, Pod, Unsuited};
 
 /// An arena map, memory-mapped. Programs see the arena's pages at the same
 /// addresses user space does (`map_extra` fixes them at creation; otherwise
@@ -45,9 +45,9 @@ impl<M: Borrow<Map>> Arena<M> {
         let m = map.borrow();
         m.check(&[MapType::ARENA], Some(0), Some(0))?;
         if !m.flags().contains(MapFlags::MMAPABLE) {
-            return Err(MapError::Other {
+            return Err(MapError::Unsuited {
                 name: m.name().to_owned(),
-                message: "was not created with BPF_F_MMAPABLE, which arenas need".into(),
+                reason: Unsuited::NotMmapable,
             });
         }
         let start = m.info()?.map_extra;
@@ -74,9 +74,10 @@ impl<M: Borrow<Map>> Arena<M> {
         if start != 0 && ptr as u64 != start {
             // SAFETY: unmapping exactly the mapping made above.
             unsafe { libc::munmap(ptr, len) };
-            return Err(MapError::Other {
+            return Err(MapError::ArenaAddress {
                 name: m.name().to_owned(),
-                message: format!("mapped at {ptr:p}, not at its map_extra address {start:#x}"),
+                mapped: ptr as u64,
+                wanted: start,
             });
         }
         Ok(Arena {
@@ -86,6 +87,7 @@ impl<M: Borrow<Map>> Arena<M> {
         })
     }
 
+    /// The arena map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
@@ -100,6 +102,7 @@ impl<M: Borrow<Map>> Arena<M> {
         self.len
     }
 
+    /// Whether the arena has no pages.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -110,17 +113,26 @@ impl<M: Borrow<Map>> Arena<M> {
         (off < self.len).then_some(off)
     }
 
+    fn check_range(&self, offset: usize, len: usize) -> Result<(), MapError> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(MapError::OutsideMapping {
+                name: self.map().name().to_owned(),
+                offset,
+                len,
+                mapped: self.len,
+            });
+        }
+        Ok(())
+    }
+
     fn at<V>(&self, offset: usize) -> Result<*mut V, MapError> {
         let size = std::mem::size_of::<V>();
-        if offset.checked_add(size).is_none_or(|end| end > self.len)
-            || offset % std::mem::align_of::<V>() != 0
-        {
-            return Err(MapError::Other {
+        self.check_range(offset, size)?;
+        if offset % std::mem::align_of::<V>() != 0 {
+            return Err(MapError::Misaligned {
                 name: self.map().name().to_owned(),
-                message: format!(
-                    "{size} bytes at offset {offset} are outside the arena's {} bytes or misaligned",
-                    self.len
-                ),
+                offset,
+                align: std::mem::align_of::<V>(),
             });
         }
         // SAFETY: offset + size <= len (checked), so the pointer stays inside the mapping.
@@ -136,19 +148,7 @@ impl<M: Borrow<Map>> Arena<M> {
 
     /// Copies `bytes` to byte `offset`.
     pub fn write_bytes(&self, offset: usize, bytes: &[u8]) -> Result<(), MapError> {
-        if offset
-            .checked_add(bytes.len())
-            .is_none_or(|end| end > self.len)
-        {
-            return Err(MapError::Other {
-                name: self.map().name().to_owned(),
-                message: format!(
-                    "{} bytes at offset {offset} are outside the arena's {} bytes",
-                    bytes.len(),
-                    self.len
-                ),
-            });
-        }
+        self.check_range(offset, bytes.len())?;
         // SAFETY: offset + len <= self.len (checked): inside the writable
         // mapping, which `bytes` (a Rust slice) cannot overlap.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(offset), bytes.len()) };

@@ -7,11 +7,25 @@ use std::os::fd::AsFd;
 use kiln_obj::MapType;
 
 use super::hash_map::PerCpuValues;
-use super::{Map, MapError, MapFlags, Pod, UpdateFlags, bytes_of, from_bytes};
+use super::{Map, MapError, MapFlags, Pod, Unsuited, UpdateFlags, bytes_of, from_bytes};
 
 /// An array of `V`, indexed by `u32`. Elements always exist (zeroed at creation).
 ///
 /// Minimum kernel version: 3.19 (mmap: 5.5).
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use kiln_loader::maps::{Array, UpdateFlags};
+///
+/// let ebpf = kiln_loader::load_file("target/bpf/loader_maps.bpf.o")?;
+/// let array: Array<_, u64> = Array::new(ebpf.map("counters").ok_or("no map")?)?;
+/// array.set(0, &42, UpdateFlags::ANY)?;
+/// assert_eq!(array.get(0)?, 42);
+/// // An index past max_entries is an error, not a kernel write.
+/// assert!(array.get(array.len()).is_err());
+/// # Ok(())
+/// # }
+/// ```
 pub struct Array<M, V> {
     map: M,
     _types: PhantomData<V>,
@@ -29,6 +43,7 @@ fn bounds(map: &Map, index: u32) -> Result<(), MapError> {
 }
 
 impl<M: Borrow<Map>, V: Pod> Array<M, V> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow().check_sizes::<u32, V>(&[MapType::ARRAY])?;
         Ok(Array {
@@ -36,24 +51,29 @@ impl<M: Borrow<Map>, V: Pod> Array<M, V> {
             _types: PhantomData,
         })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
+    /// The number of entries (`max_entries`).
     pub fn len(&self) -> u32 {
         self.map().max_entries()
     }
+    /// Whether the map has no entries (`max_entries` 0).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// The value at `index` (an error past `max_entries`).
     pub fn get(&self, index: u32) -> Result<V, MapError> {
         bounds(self.map(), index)?;
         self.map()
             .get(&index, UpdateFlags::ANY)?
-            .ok_or_else(|| MapError::Other {
+            .ok_or_else(|| MapError::MissingIndex {
                 name: self.map().name().to_owned(),
-                message: format!("index {index} missing from an array"),
+                index,
             })
     }
+    /// Writes `value` at `index` (an error past `max_entries`).
     pub fn set(&self, index: u32, value: &V, flags: UpdateFlags) -> Result<(), MapError> {
         bounds(self.map(), index)?;
         self.map().insert(&index, value, flags)
@@ -89,13 +109,15 @@ unsafe impl Send for MmapArray {}
 unsafe impl Sync for MmapArray {}
 
 impl MmapArray {
+    /// Maps the memory of an array created with `BPF_F_MMAPABLE` (read-only for a frozen map).
+    ///
+    /// Minimum kernel version: 5.5.
     pub fn new(map: &Map) -> Result<MmapArray, MapError> {
         map.check(&[MapType::ARRAY], Some(4), None)?;
         if !map.flags().contains(MapFlags::MMAPABLE) {
-            return Err(MapError::Other {
+            return Err(MapError::Unsuited {
                 name: map.name().to_owned(),
-                message: "was not created with BPF_F_MMAPABLE, so it cannot be memory-mapped"
-                    .into(),
+                reason: Unsuited::NotMmapable,
             });
         }
         let value_size = map.value_size() as usize;
@@ -144,8 +166,12 @@ impl MmapArray {
         })
     }
 
-    fn at(&self, index: u32, size: usize) -> Result<*mut u8, MapError> {
-        if index >= self.entries || size > self.value_size {
+    /// Element `index` as a pointer to a `V`: in bounds, with room for a `V`,
+    /// and aligned for it (volatile reads and writes need alignment; elements
+    /// sit at 8-byte strides of a page-aligned mapping, so only a `V` aligned
+    /// to more than 8 can miss).
+    fn at<V>(&self, index: u32) -> Result<*mut V, MapError> {
+        if index >= self.entries || std::mem::size_of::<V>() > self.value_size {
             return Err(MapError::OutOfBounds {
                 name: self.name.clone(),
                 index,
@@ -153,15 +179,24 @@ impl MmapArray {
             });
         }
         // SAFETY: index < entries, so the offset stays inside the mapping of `len` bytes.
-        Ok(unsafe { self.ptr.add(index as usize * self.value_size) })
+        let p = unsafe { self.ptr.add(index as usize * self.value_size) };
+        if !p.cast::<V>().is_aligned() {
+            return Err(MapError::Misaligned {
+                name: self.name.clone(),
+                offset: index as usize * self.value_size,
+                align: std::mem::align_of::<V>(),
+            });
+        }
+        Ok(p.cast())
     }
 
     /// Reads element `index` (or the `V` at its start).
     pub fn read<V: Pod>(&self, index: u32) -> Result<V, MapError> {
-        let p = self.at(index, std::mem::size_of::<V>())?;
-        // SAFETY: `p` is inside the mapping with room for a V (checked in `at`); V is Pod; read_volatile
-        // because programs write concurrently.
-        Ok(unsafe { std::ptr::read_volatile(p as *const V) })
+        let p = self.at::<V>(index)?;
+        // SAFETY: `p` is inside the mapping, aligned, with room for a V
+        // (checked in `at`); V is Pod; read_volatile because programs write
+        // concurrently.
+        Ok(unsafe { std::ptr::read_volatile(p) })
     }
 
     /// Reads a `V` at byte `offset` of element 0 (global variables at their section offsets).
@@ -176,11 +211,12 @@ impl MmapArray {
         self.copy_in(offset, bytes_of(value))
     }
 
+    /// Writes `value` at `index`, straight to the map's memory.
     pub fn write<V: Pod>(&self, index: u32, value: &V) -> Result<(), MapError> {
-        let p = self.at(index, std::mem::size_of::<V>())?;
+        let p = self.at::<V>(index)?;
         self.writable_check()?;
         // SAFETY: as in `read`, and the mapping is writable (checked).
-        unsafe { std::ptr::write_volatile(p as *mut V, *value) };
+        unsafe { std::ptr::write_volatile(p, *value) };
         Ok(())
     }
 
@@ -188,9 +224,9 @@ impl MmapArray {
         if self.writable {
             Ok(())
         } else {
-            Err(MapError::Other {
+            Err(MapError::Unsuited {
                 name: self.name.clone(),
-                message: "is mapped read-only (frozen or BPF_F_RDONLY)".into(),
+                reason: Unsuited::ReadOnlyMapping,
             })
         }
     }
@@ -200,14 +236,17 @@ impl MmapArray {
             .checked_add(n)
             .is_none_or(|end| end > self.value_size * self.entries as usize)
         {
-            return Err(MapError::Other {
+            return Err(MapError::OutsideMapping {
                 name: self.name.clone(),
-                message: format!("bytes {offset}..{} are outside the mapped map", offset + n),
+                offset,
+                len: n,
+                mapped: self.value_size * self.entries as usize,
             });
         }
         Ok(())
     }
 
+    /// Copies `out.len()` bytes at byte `offset` out of the map's memory.
     pub fn copy_out(&self, offset: usize, out: &mut [u8]) -> Result<(), MapError> {
         self.range(offset, out.len())?;
         for (i, b) in out.iter_mut().enumerate() {
@@ -217,6 +256,7 @@ impl MmapArray {
         Ok(())
     }
 
+    /// Copies `data` into the map's memory at byte `offset`.
     pub fn copy_in(&self, offset: usize, data: &[u8]) -> Result<(), MapError> {
         self.range(offset, data.len())?;
         self.writable_check()?;
@@ -227,6 +267,7 @@ impl MmapArray {
         Ok(())
     }
 
+    /// Whether the mapping is writable (not for frozen `.rodata` maps).
     pub fn is_writable(&self) -> bool {
         self.writable
     }
@@ -242,12 +283,25 @@ impl Drop for MmapArray {
 /// A per-CPU array: each index holds one `V` per possible CPU.
 ///
 /// Minimum kernel version: 4.6.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use kiln_loader::maps::PerCpuArray;
+///
+/// let ebpf = kiln_loader::load_file("target/bpf/loader_maps.bpf.o")?;
+/// let packets: PerCpuArray<_, u64> = PerCpuArray::new(ebpf.map("pc_array").ok_or("no map")?)?;
+/// let per_cpu = packets.get(0)?;
+/// println!("{} CPUs, {} in all", per_cpu.len(), per_cpu.iter().sum::<u64>());
+/// # Ok(())
+/// # }
+/// ```
 pub struct PerCpuArray<M, V> {
     map: M,
     _types: PhantomData<V>,
 }
 
 impl<M: Borrow<Map>, V: Pod> PerCpuArray<M, V> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow()
             .check_sizes::<u32, V>(&[MapType::PERCPU_ARRAY])?;
@@ -256,24 +310,29 @@ impl<M: Borrow<Map>, V: Pod> PerCpuArray<M, V> {
             _types: PhantomData,
         })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
+    /// The number of entries (`max_entries`).
     pub fn len(&self) -> u32 {
         self.map().max_entries()
     }
+    /// Whether the map has no entries (`max_entries` 0).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Every CPU's value at `index`.
     pub fn get(&self, index: u32) -> Result<PerCpuValues<V>, MapError> {
         bounds(self.map(), index)?;
         self.map()
             .get_per_cpu(&index)?
-            .ok_or_else(|| MapError::Other {
+            .ok_or_else(|| MapError::MissingIndex {
                 name: self.map().name().to_owned(),
-                message: format!("index {index} missing from an array"),
+                index,
             })
     }
+    /// Writes every CPU's value at `index`.
     pub fn set(
         &self,
         index: u32,

@@ -40,10 +40,12 @@ impl<M: Borrow<Map>> AsyncRingBuf<M> {
         }
     }
 
+    /// The ring buffer, to read without waiting.
     pub fn get_ref(&self) -> &RingBuf<M> {
         self.fd.get_ref()
     }
 
+    /// The ring buffer, unregistered from tokio.
     pub fn into_inner(self) -> RingBuf<M> {
         self.fd.into_inner()
     }
@@ -57,6 +59,7 @@ pub struct AsyncPerfBuffers {
 }
 
 impl AsyncPerfBuffers {
+    /// Registers every CPU's buffer with the current tokio runtime (through their epoll fd).
     pub fn new(buffers: PerfBuffers) -> io::Result<Self> {
         // SAFETY: `PerfBuffers` owns its epoll fd for its whole life and this
         // wrapper never hands out `&mut PerfBuffers`, so the fd stays open and unchanged.
@@ -77,6 +80,7 @@ impl AsyncPerfBuffers {
         }
     }
 
+    /// The buffers, unregistered from tokio.
     pub fn into_inner(self) -> PerfBuffers {
         self.fd.into_inner()
     }

@@ -25,6 +25,18 @@ fn unsupported(e: &SysError) -> bool {
 }
 
 impl Map {
+    /// One batch call with this map's own element sizes, against which the
+    /// sys layer checks every buffer of `b`.
+    fn batch_call(
+        &self,
+        cmd: Cmd,
+        b: Batch<'_>,
+    ) -> Result<Result<(u32, bool), SysError>, MapError> {
+        let sizes = self.sizes()?;
+        // SAFETY: `sizes` come from this map's definition.
+        Ok(unsafe { sysmap::batch(cmd, self.as_fd(), sizes, b) })
+    }
+
     /// One BPF_MAP_LOOKUP(_AND_DELETE)_BATCH call: up to `count` elements after
     /// the `in_batch` token into `keys`/`values`; `out_batch` receives the next
     /// token (buffers of `max(key_size, 4)` bytes).
@@ -42,29 +54,32 @@ impl Map {
         } else {
             Cmd::MapLookupBatch
         };
-        let (count, done) = sysmap::batch(
-            cmd,
-            self.as_fd(),
-            self.sizes()?,
-            Batch {
-                in_batch,
-                out_batch: Some(out_batch),
-                keys,
-                values,
-                count,
-                elem_flags: 0,
-            },
-        )
-        .map_err(|e| {
-            self.sys(
-                if delete {
-                    "lookup and delete batch"
-                } else {
-                    "lookup batch"
+        let op = if delete {
+            "lookup and delete batch"
+        } else {
+            "lookup batch"
+        };
+        let n = count as usize;
+        let token = (self.key_size() as usize).max(4);
+        if let Some(in_batch) = in_batch {
+            self.check_buf(op, "in_batch", in_batch.len(), token)?;
+        }
+        self.check_buf(op, "out_batch", out_batch.len(), token)?;
+        self.check_buf(op, "keys", keys.len(), n * self.key_size() as usize)?;
+        self.check_buf(op, "values", values.len(), n * self.value_buf_len()?)?;
+        let (count, done) = self
+            .batch_call(
+                cmd,
+                Batch {
+                    in_batch,
+                    out_batch: Some(out_batch),
+                    keys,
+                    values,
+                    count,
+                    elem_flags: 0,
                 },
-                e,
-            )
-        })?;
+            )?
+            .map_err(|e| self.sys(op, e))?;
         Ok(BatchResult { count, done })
     }
 
@@ -108,10 +123,8 @@ impl Map {
             keys.resize((got + c) * ks, 0);
             values.resize((got + c) * vs, 0);
             let [in_tok, out_tok] = &mut tokens;
-            let r = sysmap::batch(
+            let r = self.batch_call(
                 cmd,
-                self.as_fd(),
-                self.sizes()?,
                 Batch {
                     in_batch: have_in.then_some(&in_tok[..]),
                     out_batch: Some(out_tok),
@@ -120,7 +133,7 @@ impl Map {
                     count: chunk,
                     elem_flags: 0,
                 },
-            );
+            )?;
             match r {
                 Ok((n, done)) => {
                     got += n as usize;
@@ -177,20 +190,14 @@ impl Map {
         let ks = (self.key_size() as usize).max(1);
         let vs = self.value_buf_len()?.max(1);
         let n = keys.len() / ks;
-        if values.len() / vs != n {
-            return Err(MapError::Other {
-                name: self.name().to_owned(),
-                message: format!("batch update: {n} keys but {} values", values.len() / vs),
-            });
-        }
+        self.check_buf("update batch", "keys", keys.len(), n * ks)?;
+        self.check_buf("update batch", "values", values.len(), n * vs)?;
         if n == 0 {
             return Ok(());
         }
         let (mut k, mut v) = (keys.to_vec(), values.to_vec());
-        let r = sysmap::batch(
+        let r = self.batch_call(
             Cmd::MapUpdateBatch,
-            self.as_fd(),
-            self.sizes()?,
             Batch {
                 in_batch: None,
                 out_batch: None,
@@ -199,7 +206,7 @@ impl Map {
                 count: n as u32,
                 elem_flags: flags.bits(),
             },
-        );
+        )?;
         match r {
             Ok(_) => Ok(()),
             Err(e) if unsupported(&e) => {
@@ -216,14 +223,13 @@ impl Map {
     pub fn delete_batch_bytes(&self, keys: &[u8]) -> Result<u32, MapError> {
         let ks = (self.key_size() as usize).max(1);
         let n = keys.len() / ks;
+        self.check_buf("delete batch", "keys", keys.len(), n * ks)?;
         if n == 0 {
             return Ok(0);
         }
         let mut k = keys.to_vec();
-        let r = sysmap::batch(
+        let r = self.batch_call(
             Cmd::MapDeleteBatch,
-            self.as_fd(),
-            self.sizes()?,
             Batch {
                 in_batch: None,
                 out_batch: None,
@@ -232,7 +238,7 @@ impl Map {
                 count: n as u32,
                 elem_flags: 0,
             },
-        );
+        )?;
         match r {
             Ok((count, false)) => Ok(count),
             // ENOENT: key number `count` was missing and the kernel stopped there.

@@ -18,6 +18,7 @@ pub struct BloomFilter<M, V> {
 }
 
 impl<M: Borrow<Map>, V: Pod> BloomFilter<M, V> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow().check(
             &[MapType::BLOOM_FILTER],
@@ -29,18 +30,24 @@ impl<M: Borrow<Map>, V: Pod> BloomFilter<M, V> {
             _types: PhantomData,
         })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
+    /// Adds `value` to the filter.
     pub fn insert(&self, value: &V) -> Result<(), MapError> {
         let m = self.map();
-        sysmap::update(
-            m.as_fd(),
-            m.sizes()?,
-            None,
-            bytes_of(value),
-            UpdateFlags::ANY.bits(),
-        )
+        let sizes = m.sizes()?;
+        // SAFETY: `sizes` are the map's own; `new` checked `V` has its value size.
+        unsafe {
+            sysmap::update(
+                m.as_fd(),
+                sizes,
+                None,
+                bytes_of(value),
+                UpdateFlags::ANY.bits(),
+            )
+        }
         .map_err(|e| m.sys("insert", e))
     }
     /// False: certainly absent. True: probably present.
@@ -48,7 +55,9 @@ impl<M: Borrow<Map>, V: Pod> BloomFilter<M, V> {
         let m = self.map();
         // The kernel reads the value to test from the value pointer.
         let mut buf = bytes_of(value).to_vec();
-        sysmap::lookup(m.as_fd(), m.sizes()?, None, &mut buf, 0, false)
+        let sizes = m.sizes()?;
+        // SAFETY: `sizes` are the map's own; `buf` has its value size.
+        unsafe { sysmap::lookup(m.as_fd(), sizes, None, &mut buf, 0, false) }
             .map_err(|e| m.sys("contains", e))
     }
 }

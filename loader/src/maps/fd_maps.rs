@@ -21,11 +21,13 @@ pub struct ProgramArray<M> {
 }
 
 impl<M: Borrow<Map>> ProgramArray<M> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow()
             .check(&[MapType::PROG_ARRAY], Some(4), Some(4))?;
         Ok(ProgramArray { map })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
@@ -34,6 +36,7 @@ impl<M: Borrow<Map>> ProgramArray<M> {
         self.map()
             .insert(&index, &fd_value(program), UpdateFlags::ANY)
     }
+    /// Removes the program at `index`; returns whether there was one.
     pub fn clear(&self, index: u32) -> Result<bool, MapError> {
         self.map().remove(&index)
     }
@@ -51,18 +54,22 @@ pub struct ArrayOfMaps<M> {
 }
 
 impl<M: Borrow<Map>> ArrayOfMaps<M> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow()
             .check(&[MapType::ARRAY_OF_MAPS], Some(4), Some(4))?;
         Ok(ArrayOfMaps { map })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
+    /// Stores map `inner` at `index` (its type and sizes must match the inner map definition).
     pub fn set(&self, index: u32, inner: BorrowedFd<'_>) -> Result<(), MapError> {
         self.map()
             .insert(&index, &fd_value(inner), UpdateFlags::ANY)
     }
+    /// Removes the map at `index`; returns whether there was one.
     pub fn clear(&self, index: u32) -> Result<bool, MapError> {
         self.map().remove(&index)
     }
@@ -84,6 +91,7 @@ pub struct HashOfMaps<M, K> {
 }
 
 impl<M: Borrow<Map>, K: Pod> HashOfMaps<M, K> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow().check(
             &[MapType::HASH_OF_MAPS],
@@ -95,9 +103,11 @@ impl<M: Borrow<Map>, K: Pod> HashOfMaps<M, K> {
             _types: PhantomData,
         })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
+    /// Stores map `inner` at `key`.
     pub fn insert(
         &self,
         key: &K,
@@ -106,15 +116,18 @@ impl<M: Borrow<Map>, K: Pod> HashOfMaps<M, K> {
     ) -> Result<(), MapError> {
         self.map().insert(key, &fd_value(inner), flags)
     }
+    /// Deletes the entry at `key`; returns whether there was one.
     pub fn remove(&self, key: &K) -> Result<bool, MapError> {
         self.map().remove(key)
     }
+    /// The map stored at `key`, opened by its id.
     pub fn get(&self, key: &K) -> Result<Option<Map>, MapError> {
         match self.map().get::<K, u32>(key, UpdateFlags::ANY)? {
             Some(id) => Map::from_id(id).map(Some),
             None => Ok(None),
         }
     }
+    /// Every key, in the kernel's order (`BPF_MAP_GET_NEXT_KEY`). Entries changed meanwhile may be missed or repeated.
     pub fn keys(&self) -> impl Iterator<Item = Result<K, MapError>> + '_ {
         self.map().keys()
     }

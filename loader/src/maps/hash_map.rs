@@ -10,12 +10,32 @@ use super::{Map, MapError, Pod, UpdateFlags, bytes_of, from_bytes};
 /// A hash (or LRU hash) map with `K` keys and `V` values.
 ///
 /// Minimum kernel version: 3.19 (LRU: 4.10).
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use kiln_loader::maps::{HashMap, UpdateFlags};
+///
+/// let ebpf = kiln_loader::load_file("target/bpf/counter.bpf.o")?;
+/// // Key and value types are checked against the map's sizes here.
+/// let counters: HashMap<_, u32, u64> = HashMap::new(ebpf.map("COUNTERS").ok_or("no map")?)?;
+/// counters.insert(&7, &0, UpdateFlags::ANY)?;
+/// if let Some(n) = counters.get(&7)? {
+///     println!("key 7: {n}");
+/// }
+/// for entry in counters.iter() {
+///     let (key, value) = entry?;
+///     println!("{key}: {value}");
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub struct HashMap<M, K, V> {
     map: M,
     _types: PhantomData<(K, V)>,
 }
 
 impl<M: Borrow<Map>, K: Pod, V: Pod> HashMap<M, K, V> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow()
             .check_sizes::<K, V>(&[MapType::HASH, MapType::LRU_HASH])?;
@@ -24,24 +44,31 @@ impl<M: Borrow<Map>, K: Pod, V: Pod> HashMap<M, K, V> {
             _types: PhantomData,
         })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
+    /// The underlying map, given back.
     pub fn into_inner(self) -> M {
         self.map
     }
+    /// The value at `key`, if any.
     pub fn get(&self, key: &K) -> Result<Option<V>, MapError> {
         self.map().get(key, UpdateFlags::ANY)
     }
+    /// Writes `value` at `key` (`UpdateFlags::NOEXIST` to only create, `EXIST` to only replace).
     pub fn insert(&self, key: &K, value: &V, flags: UpdateFlags) -> Result<(), MapError> {
         self.map().insert(key, value, flags)
     }
+    /// Deletes the entry at `key`; returns whether there was one.
     pub fn remove(&self, key: &K) -> Result<bool, MapError> {
         self.map().remove(key)
     }
+    /// Every key, in the kernel's order (`BPF_MAP_GET_NEXT_KEY`). Entries changed meanwhile may be missed or repeated.
     pub fn keys(&self) -> impl Iterator<Item = Result<K, MapError>> + '_ {
         self.map().keys()
     }
+    /// Every entry, in the kernel's order. Entries changed meanwhile may be missed or repeated.
     pub fn iter(&self) -> impl Iterator<Item = Result<(K, V), MapError>> + '_ {
         self.map().entries()
     }
@@ -109,6 +136,7 @@ impl<V: Pod> PerCpuValues<V> {
         }
         buf
     }
+    /// The values, one per possible CPU, in CPU order.
     pub fn into_vec(self) -> Vec<V> {
         self.0
     }
@@ -124,12 +152,28 @@ impl<V> std::ops::Deref for PerCpuValues<V> {
 /// A per-CPU hash map: every key has one `V` per possible CPU.
 ///
 /// Minimum kernel version: 4.6 (LRU per-CPU: 4.10).
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use kiln_loader::maps::PerCpuHashMap;
+///
+/// let ebpf = kiln_loader::load_file("target/bpf/loader_maps.bpf.o")?;
+/// let map: PerCpuHashMap<_, u32, u64> = PerCpuHashMap::new(ebpf.map("pc_hash").ok_or("no map")?)?;
+/// if let Some(per_cpu) = map.get(&1)? {
+///     // One value per possible CPU: add them up for the total.
+///     let total: u64 = per_cpu.iter().sum();
+///     println!("key 1: {total}");
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub struct PerCpuHashMap<M, K, V> {
     map: M,
     _types: PhantomData<(K, V)>,
 }
 
 impl<M: Borrow<Map>, K: Pod, V: Pod> PerCpuHashMap<M, K, V> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow()
             .check_sizes::<K, V>(&[MapType::PERCPU_HASH, MapType::LRU_PERCPU_HASH])?;
@@ -138,12 +182,15 @@ impl<M: Borrow<Map>, K: Pod, V: Pod> PerCpuHashMap<M, K, V> {
             _types: PhantomData,
         })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
+    /// Every CPU's value at `key`, if the key exists.
     pub fn get(&self, key: &K) -> Result<Option<PerCpuValues<V>>, MapError> {
         self.map().get_per_cpu(key)
     }
+    /// Writes every CPU's value at `key`.
     pub fn insert(
         &self,
         key: &K,
@@ -152,9 +199,11 @@ impl<M: Borrow<Map>, K: Pod, V: Pod> PerCpuHashMap<M, K, V> {
     ) -> Result<(), MapError> {
         self.map().insert_per_cpu(key, values, flags)
     }
+    /// Deletes the entry at `key`; returns whether there was one.
     pub fn remove(&self, key: &K) -> Result<bool, MapError> {
         self.map().remove(key)
     }
+    /// Every key, in the kernel's order (`BPF_MAP_GET_NEXT_KEY`). Entries changed meanwhile may be missed or repeated.
     pub fn keys(&self) -> impl Iterator<Item = Result<K, MapError>> + '_ {
         self.map().keys()
     }

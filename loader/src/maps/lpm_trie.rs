@@ -11,7 +11,9 @@ use super::{Map, MapError, Pod, UpdateFlags};
 #[repr(C, packed)]
 #[derive(Clone, Copy, Debug)]
 pub struct LpmKey<K> {
+    /// How many leading bits of `data` the key matches.
     pub prefix_len: u32,
+    /// The address (or other data), in network byte order.
     pub data: K,
 }
 
@@ -19,6 +21,7 @@ pub struct LpmKey<K> {
 unsafe impl<K: Pod> Pod for LpmKey<K> {}
 
 impl<K> LpmKey<K> {
+    /// A key matching the first `prefix_len` bits of `data`.
     pub fn new(prefix_len: u32, data: K) -> Self {
         LpmKey { prefix_len, data }
     }
@@ -34,6 +37,7 @@ pub struct LpmTrie<M, K, V> {
 }
 
 impl<M: Borrow<Map>, K: Pod, V: Pod> LpmTrie<M, K, V> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow()
             .check_sizes::<LpmKey<K>, V>(&[MapType::LPM_TRIE])?;
@@ -42,6 +46,7 @@ impl<M: Borrow<Map>, K: Pod, V: Pod> LpmTrie<M, K, V> {
             _types: PhantomData,
         })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
@@ -49,6 +54,7 @@ impl<M: Borrow<Map>, K: Pod, V: Pod> LpmTrie<M, K, V> {
     pub fn get(&self, key: &LpmKey<K>) -> Result<Option<V>, MapError> {
         self.map().get(key, UpdateFlags::ANY)
     }
+    /// Writes `value` for the prefix `key`.
     pub fn insert(&self, key: &LpmKey<K>, value: &V, flags: UpdateFlags) -> Result<(), MapError> {
         self.map().insert(key, value, flags)
     }
@@ -56,6 +62,7 @@ impl<M: Borrow<Map>, K: Pod, V: Pod> LpmTrie<M, K, V> {
     pub fn remove(&self, key: &LpmKey<K>) -> Result<bool, MapError> {
         self.map().remove(key)
     }
+    /// Every key, in the kernel's order (`BPF_MAP_GET_NEXT_KEY`). Entries changed meanwhile may be missed or repeated.
     pub fn keys(&self) -> impl Iterator<Item = Result<LpmKey<K>, MapError>> + '_ {
         self.map().keys()
     }

@@ -26,16 +26,37 @@ const DATA_TAIL: usize = 1032;
 /// The map programs write to with `bpf_perf_event_output`.
 ///
 /// Minimum kernel version: 4.4.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use kiln_loader::maps::{PerfEventArray, PerfRecord};
+///
+/// let ebpf = kiln_loader::load_file("target/bpf/loader_maps.bpf.o")?;
+/// let perf = PerfEventArray::new(ebpf.map("perf").ok_or("no map perf")?)?;
+/// // One ring of 8 pages per CPU, all waited on together.
+/// let mut buffers = perf.open_all(8)?;
+/// if buffers.wait(Some(Duration::from_secs(1)))? {
+///     buffers.read_events(|cpu, record| match record {
+///         PerfRecord::Sample(bytes) => println!("cpu {cpu}: {} bytes", bytes.len()),
+///         PerfRecord::Lost(n) => eprintln!("cpu {cpu}: {n} records lost"),
+///     });
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub struct PerfEventArray<M> {
     map: M,
 }
 
 impl<M: Borrow<Map>> PerfEventArray<M> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow()
             .check(&[MapType::PERF_EVENT_ARRAY], Some(4), Some(4))?;
         Ok(PerfEventArray { map })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
@@ -45,9 +66,9 @@ impl<M: Borrow<Map>> PerfEventArray<M> {
     pub fn open(&self, cpu: u32, page_count: usize) -> Result<PerfBuffer, MapError> {
         let map = self.map();
         if !page_count.is_power_of_two() {
-            return Err(MapError::Other {
+            return Err(MapError::Unsuited {
                 name: map.name().to_owned(),
-                message: format!("perf buffer page count {page_count} is not a power of two"),
+                reason: super::Unsuited::PerfPages { pages: page_count },
             });
         }
         let mut attr = PerfEventAttr::new(PerfType::SOFTWARE, sw::BPF_OUTPUT);
@@ -151,6 +172,7 @@ unsafe impl Send for PerfBuffer {}
 unsafe impl Sync for PerfBuffer {}
 
 impl PerfBuffer {
+    /// The CPU whose ring this is.
     pub fn cpu(&self) -> u32 {
         self.cpu
     }
@@ -240,6 +262,7 @@ pub struct PerfBuffers {
 }
 
 impl PerfBuffers {
+    /// Every CPU's buffer, to read one at a time.
     pub fn buffers_mut(&mut self) -> &mut [PerfBuffer] {
         &mut self.buffers
     }

@@ -25,13 +25,17 @@ impl<M: Borrow<Map>, V: Pod> Keyless<M, V> {
     }
     fn push(&self, value: &V, flags: UpdateFlags) -> Result<(), MapError> {
         let m = self.map.borrow();
-        sysmap::update(m.as_fd(), m.sizes()?, None, bytes_of(value), flags.bits())
+        let sizes = m.sizes()?;
+        // SAFETY: `sizes` are the map's own; `new` checked `V` has its value size.
+        unsafe { sysmap::update(m.as_fd(), sizes, None, bytes_of(value), flags.bits()) }
             .map_err(|e| m.sys("push", e))
     }
     fn take(&self, delete: bool) -> Result<Option<V>, MapError> {
         let m = self.map.borrow();
         let mut buf = vec![0u8; m.value_size() as usize];
-        let found = sysmap::lookup(m.as_fd(), m.sizes()?, None, &mut buf, 0, delete)
+        let sizes = m.sizes()?;
+        // SAFETY: `sizes` are the map's own; `buf` has its value size.
+        let found = unsafe { sysmap::lookup(m.as_fd(), sizes, None, &mut buf, 0, delete) }
             .map_err(|e| m.sys(if delete { "pop" } else { "peek" }, e))?;
         Ok(if found { from_bytes(&buf) } else { None })
     }
@@ -43,9 +47,11 @@ macro_rules! keyless_map {
         pub struct $name<M, V>(Keyless<M, V>);
 
         impl<M: Borrow<Map>, V: Pod> $name<M, V> {
+            /// Wraps `map`, checking its type and value size against the Rust type.
             pub fn new(map: M) -> Result<Self, MapError> {
                 Keyless::new(map, $t).map($name)
             }
+            /// The underlying map.
             pub fn map(&self) -> &Map {
                 self.0.map.borrow()
             }

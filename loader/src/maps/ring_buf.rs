@@ -23,6 +23,26 @@ const HDR: usize = 8;
 /// A ring buffer consumer.
 ///
 /// Minimum kernel version: 5.8.
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use kiln_loader::maps::RingBuf;
+///
+/// let mut ebpf = kiln_loader::load_file("target/bpf/loader_maps.bpf.o")?;
+/// // Owning the map lets the ring move to a thread of its own.
+/// let mut ring = RingBuf::new(ebpf.take_map("events").ok_or("no map events")?)?;
+/// loop {
+///     ring.wait(Some(Duration::from_millis(100)))?;
+///     // Each record is handed back to the kernel when dropped.
+///     while let Some(record) = ring.next() {
+///         println!("{} bytes: {:02x?}", record.len(), &record[..]);
+///     }
+/// #   break;
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub struct RingBuf<M> {
     map: M,
     consumer: *mut u8,
@@ -59,6 +79,9 @@ fn mmap(map: &Map, len: usize, prot: i32, offset: usize) -> Result<*mut u8, MapE
 }
 
 impl<M: Borrow<Map>> RingBuf<M> {
+    /// Maps the ring buffer's consumer and data pages (the map is kept open as `M`).
+    ///
+    /// Minimum kernel version: 5.8.
     pub fn new(map: M) -> Result<Self, MapError> {
         let m = map.borrow();
         m.check(&[MapType::RINGBUF], Some(0), Some(0))?;
@@ -88,6 +111,7 @@ impl<M: Borrow<Map>> RingBuf<M> {
         })
     }
 
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }

@@ -17,13 +17,16 @@ pub struct SockMap<M> {
 }
 
 impl<M: Borrow<Map>> SockMap<M> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow().check(&[MapType::SOCKMAP], Some(4), None)?;
         Ok(SockMap { map })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
+    /// Stores `socket` at `index`.
     pub fn set(
         &self,
         index: u32,
@@ -32,6 +35,7 @@ impl<M: Borrow<Map>> SockMap<M> {
     ) -> Result<(), MapError> {
         set_sock(self.map(), &index, socket, flags)
     }
+    /// Removes the socket at `index`; returns whether there was one.
     pub fn clear(&self, index: u32) -> Result<bool, MapError> {
         self.map().remove(&index)
     }
@@ -61,6 +65,7 @@ pub struct SockHash<M, K> {
 }
 
 impl<M: Borrow<Map>, K: Pod> SockHash<M, K> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow()
             .check(&[MapType::SOCKHASH], Some(std::mem::size_of::<K>()), None)?;
@@ -69,9 +74,11 @@ impl<M: Borrow<Map>, K: Pod> SockHash<M, K> {
             _types: PhantomData,
         })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
+    /// Stores `socket` at `key`.
     pub fn insert(
         &self,
         key: &K,
@@ -80,9 +87,11 @@ impl<M: Borrow<Map>, K: Pod> SockHash<M, K> {
     ) -> Result<(), MapError> {
         set_sock(self.map(), key, socket, flags)
     }
+    /// Deletes the entry at `key`; returns whether there was one.
     pub fn remove(&self, key: &K) -> Result<bool, MapError> {
         self.map().remove(key)
     }
+    /// Every key, in the kernel's order (`BPF_MAP_GET_NEXT_KEY`). Entries changed meanwhile may be missed or repeated.
     pub fn keys(&self) -> impl Iterator<Item = Result<K, MapError>> + '_ {
         self.map().keys()
     }
@@ -98,11 +107,13 @@ pub struct ReusePortSockArray<M> {
 }
 
 impl<M: Borrow<Map>> ReusePortSockArray<M> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow()
             .check(&[MapType::REUSEPORT_SOCKARRAY], Some(4), None)?;
         Ok(ReusePortSockArray { map })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
@@ -118,13 +129,14 @@ impl<M: Borrow<Map>> ReusePortSockArray<M> {
     /// The cookie of the socket at `index` (`SO_COOKIE`), if any. Needs 8-byte values.
     pub fn cookie(&self, index: u32) -> Result<Option<u64>, MapError> {
         if self.map().value_size() != 8 {
-            return Err(MapError::Other {
+            return Err(MapError::Unsuited {
                 name: self.map().name().to_owned(),
-                message: "has 4-byte values: lookups need 8 (the socket cookie)".into(),
+                reason: super::Unsuited::NoCookie,
             });
         }
         self.map().get(&index, UpdateFlags::ANY)
     }
+    /// Removes the socket at `index`; returns whether there was one.
     pub fn clear(&self, index: u32) -> Result<bool, MapError> {
         self.map().remove(&index)
     }

@@ -14,20 +14,21 @@ pub struct StackTraceMap<M> {
 }
 
 impl<M: Borrow<Map>> StackTraceMap<M> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         let m = map.borrow();
         m.check(&[MapType::STACK_TRACE], Some(4), None)?;
         if m.value_size() % 8 != 0 {
-            return Err(MapError::Other {
+            return Err(MapError::Unsuited {
                 name: m.name().to_owned(),
-                message: format!(
-                    "value size {} is not a multiple of 8 (u64 addresses)",
-                    m.value_size()
-                ),
+                reason: super::Unsuited::StackValueSize {
+                    value_size: m.value_size(),
+                },
             });
         }
         Ok(StackTraceMap { map })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
@@ -48,9 +49,11 @@ impl<M: Borrow<Map>> StackTraceMap<M> {
         }
         Ok(Some(ips))
     }
+    /// Deletes stack trace `id`; returns whether it existed.
     pub fn remove(&self, id: u32) -> Result<bool, MapError> {
         self.map().remove(&id)
     }
+    /// Every stored stack id.
     pub fn ids(&self) -> impl Iterator<Item = Result<u32, MapError>> + '_ {
         self.map().keys()
     }

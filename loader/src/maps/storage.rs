@@ -18,6 +18,7 @@ pub struct FdStorage<M, V> {
 }
 
 impl<M: Borrow<Map>, V: Pod> FdStorage<M, V> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow().check(
             &[
@@ -34,12 +35,15 @@ impl<M: Borrow<Map>, V: Pod> FdStorage<M, V> {
             _types: PhantomData,
         })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
+    /// The value stored for `owner` (a socket, task pidfd, inode or cgroup fd).
     pub fn get(&self, owner: BorrowedFd<'_>) -> Result<Option<V>, MapError> {
         self.map().get(&owner.as_raw_fd(), UpdateFlags::ANY)
     }
+    /// Stores `value` for `owner`.
     pub fn insert(
         &self,
         owner: BorrowedFd<'_>,
@@ -48,6 +52,7 @@ impl<M: Borrow<Map>, V: Pod> FdStorage<M, V> {
     ) -> Result<(), MapError> {
         self.map().insert(&owner.as_raw_fd(), value, flags)
     }
+    /// Deletes the value stored for `owner`; returns whether there was one.
     pub fn remove(&self, owner: BorrowedFd<'_>) -> Result<bool, MapError> {
         self.map().remove(&owner.as_raw_fd())
     }

@@ -26,11 +26,9 @@ fn set_pair<K: Pod>(
 ) -> Result<(), MapError> {
     if map.value_size() == 4 {
         if prog.is_some() {
-            return Err(MapError::Other {
+            return Err(MapError::Unsuited {
                 name: map.name().to_owned(),
-                message:
-                    "has 4-byte values: it cannot hold a program (needs 8-byte values, kernel 5.8+)"
-                        .into(),
+                reason: super::Unsuited::NoProgramSlot,
             });
         }
         return map.insert(key, &first, flags);
@@ -56,13 +54,16 @@ pub struct DevMap<M> {
 }
 
 impl<M: Borrow<Map>> DevMap<M> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow().check(&[MapType::DEVMAP], Some(4), None)?;
         Ok(DevMap { map })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
+    /// Redirects to interface `ifindex` at `index`, with `program` run on each redirected frame (5.8).
     pub fn set(
         &self,
         index: u32,
@@ -76,6 +77,7 @@ impl<M: Borrow<Map>> DevMap<M> {
     pub fn get(&self, index: u32) -> Result<Option<(u32, Option<u32>)>, MapError> {
         get_pair(self.map(), &index)
     }
+    /// Removes the entry at `index`; returns whether there was one.
     pub fn clear(&self, index: u32) -> Result<bool, MapError> {
         self.map().remove(&index)
     }
@@ -89,13 +91,16 @@ pub struct DevMapHash<M> {
 }
 
 impl<M: Borrow<Map>> DevMapHash<M> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow().check(&[MapType::DEVMAP_HASH], Some(4), None)?;
         Ok(DevMapHash { map })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
+    /// Redirects to interface `ifindex` at `key`, with `program` run on each redirected frame (5.8).
     pub fn insert(
         &self,
         key: u32,
@@ -105,9 +110,11 @@ impl<M: Borrow<Map>> DevMapHash<M> {
     ) -> Result<(), MapError> {
         set_pair(self.map(), &key, ifindex, program, flags)
     }
+    /// The interface index and program id at `key`.
     pub fn get(&self, key: u32) -> Result<Option<(u32, Option<u32>)>, MapError> {
         get_pair(self.map(), &key)
     }
+    /// Deletes the entry at `key`; returns whether there was one.
     pub fn remove(&self, key: u32) -> Result<bool, MapError> {
         self.map().remove(&key)
     }
@@ -121,13 +128,16 @@ pub struct CpuMap<M> {
 }
 
 impl<M: Borrow<Map>> CpuMap<M> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow().check(&[MapType::CPUMAP], Some(4), None)?;
         Ok(CpuMap { map })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
+    /// Redirects to `cpu` through a queue of `queue_size` frames, with `program` run there (5.9).
     pub fn set(
         &self,
         cpu: u32,
@@ -156,13 +166,16 @@ pub struct XskMap<M> {
 }
 
 impl<M: Borrow<Map>> XskMap<M> {
+    /// Wraps `map`, checking its type and its key and value sizes against the Rust types.
     pub fn new(map: M) -> Result<Self, MapError> {
         map.borrow().check(&[MapType::XSKMAP], Some(4), Some(4))?;
         Ok(XskMap { map })
     }
+    /// The underlying map.
     pub fn map(&self) -> &Map {
         self.map.borrow()
     }
+    /// Stores AF_XDP `socket` for receive queue `queue`.
     pub fn set(
         &self,
         queue: u32,

@@ -17,6 +17,7 @@ use crate::util::c_name;
 
 mod verifier;
 pub mod xlated;
+pub use crate::sys::link_attr::QueryResult;
 pub use crate::sys::prog::{TestRun, TestRunResult};
 pub use verifier::{LoadError, VerifierLogLevel, failing_insn};
 
@@ -26,13 +27,21 @@ pub struct ProgramFlags(u32);
 
 bitflags::bitflags! {
     impl ProgramFlags: u32 {
+        /// `BPF_F_STRICT_ALIGNMENT`: the verifier checks alignment as on strict architectures.
         const STRICT_ALIGNMENT = 1 << 0;
+        /// `BPF_F_ANY_ALIGNMENT`: the verifier skips alignment checks (testing).
         const ANY_ALIGNMENT = 1 << 1;
+        /// `BPF_F_TEST_RND_HI32`: the verifier randomizes upper halves of 32-bit registers (testing).
         const TEST_RND_HI32 = 1 << 2;
+        /// `BPF_F_TEST_STATE_FREQ`: the verifier checkpoints states often (testing).
         const TEST_STATE_FREQ = 1 << 3;
+        /// `BPF_F_SLEEPABLE`: the program may sleep (5.10).
         const SLEEPABLE = 1 << 4;
+        /// `BPF_F_XDP_HAS_FRAGS`: an XDP program that handles multi-buffer frames (5.18).
         const XDP_HAS_FRAGS = 1 << 5;
+        /// `BPF_F_XDP_DEV_BOUND_ONLY`: an XDP program bound to one device (6.3).
         const XDP_DEV_BOUND_ONLY = 1 << 6;
+        // Flags newer than this list survive a round trip through the kernel.
         const _ = !0;
     }
 }
@@ -40,15 +49,17 @@ bitflags::bitflags! {
 /// Errors of operations on a loaded program; each names the program.
 #[derive(Debug, thiserror::Error)]
 pub enum ProgramError {
+    /// A bpf(2) call on the program failed.
     #[error("program '{name}': {op} failed: {source}")]
     Syscall {
+        /// The program's name.
         name: String,
+        /// The bpf(2) command (`get info`, `test run`, ...).
         op: &'static str,
+        /// The kernel's answer.
         #[source]
         source: SysError,
     },
-    #[error("program '{name}': {message}")]
-    Other { name: String, message: String },
 }
 
 impl From<sysobj::OpenError> for ProgramError {
@@ -61,15 +72,23 @@ impl From<sysobj::OpenError> for ProgramError {
 /// Everything BPF_PROG_LOAD needs beyond the instructions.
 #[derive(Clone, Default)]
 pub struct LoadOptions<'a> {
+    /// The license string (`GPL`, `Dual MIT/GPL`); GPL-only helpers need a GPL-compatible one.
     pub license: &'a str,
+    /// `kern_version` for kprobes on kernels before 5.0, which check it.
     pub kern_version: Option<u32>,
+    /// `BPF_F_*` load flags.
     pub flags: ProgramFlags,
+    /// How much the verifier logs.
     pub log_level: VerifierLogLevel,
     /// Object BTF fd with `bpf_func_info` / `bpf_line_info` records.
     pub btf: Option<ProgramBtf<'a>>,
+    /// The BTF id of the attach target (fentry, LSM, tp_btf, freplace, struct_ops).
     pub attach_btf_id: Option<u32>,
+    /// The target program of freplace (and fentry on a BPF program).
     pub attach_prog_fd: Option<BorrowedFd<'a>>,
+    /// The BTF object of the attach target, when it is in a module (5.11).
     pub attach_btf_obj_fd: Option<BorrowedFd<'a>>,
+    /// The device of a device-bound (offloaded or XDP metadata) program; 0 otherwise.
     pub ifindex: u32,
     /// Overrides `kind.expected_attach_type()`.
     pub expected_attach_type: Option<u32>,
@@ -84,10 +103,15 @@ pub struct LoadOptions<'a> {
 /// BTF extension records for one program (already relocated to its instructions).
 #[derive(Clone, Copy, Debug)]
 pub struct ProgramBtf<'a> {
+    /// The object's BTF, loaded.
     pub fd: BorrowedFd<'a>,
+    /// `bpf_func_info` records, back to back.
     pub func_info: &'a [u8],
+    /// Size of one func_info record.
     pub func_info_rec_size: u32,
+    /// `bpf_line_info` records, back to back.
     pub line_info: &'a [u8],
+    /// Size of one line_info record.
     pub line_info_rec_size: u32,
 }
 
@@ -168,10 +192,12 @@ impl Program {
         Program::from_fd(sysobj::open_id(IdKind::Prog, id)?, None)
     }
 
+    /// Pins the program at `path` (on a bpffs).
     pub fn pin(&self, path: &Path) -> Result<(), crate::pin::PinError> {
         crate::pin::pin_fd(self.fd.as_fd(), path, &self.name)
     }
 
+    /// The program's file descriptor.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
@@ -187,15 +213,19 @@ impl Program {
             verifier_log: None,
         })
     }
+    /// The program's file descriptor, owned.
     pub fn into_fd(self) -> OwnedFd {
         self.fd
     }
+    /// The program's name (its function name in the object).
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// What the program's section said: type, attach type and target.
     pub fn kind(&self) -> &ProgramKind {
         &self.kind
     }
+    /// The kernel program type.
     pub fn program_type(&self) -> ProgramType {
         self.kind.program_type()
     }
@@ -203,6 +233,7 @@ impl Program {
     pub fn tag(&self) -> [u8; 8] {
         self.tag
     }
+    /// The program's id (`bpftool prog show`).
     pub fn id(&self) -> u32 {
         self.id
     }
@@ -226,6 +257,19 @@ impl Program {
     }
 
     /// Runs the program once or `repeat` times on `run`'s input (BPF_PROG_TEST_RUN).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use kiln_loader::programs::TestRun;
+    ///
+    /// let ebpf = kiln_loader::load_file("target/bpf/sdk-log.bpf.o")?;
+    /// let program = ebpf.program("log_packet").ok_or("no program log_packet")?;
+    /// let packet = [0u8; 64];
+    /// let result = program.test_run(TestRun { data_in: Some(&packet), ..Default::default() })?;
+    /// println!("returned {} in {} ns", result.retval, result.duration_ns);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn test_run(&self, run: TestRun<'_>) -> Result<TestRunResult, ProgramError> {
         sysprog::test_run(self.fd.as_fd(), run).map_err(|source| ProgramError::Syscall {
             name: self.name.clone(),
@@ -241,26 +285,80 @@ impl AsFd for Program {
     }
 }
 
+/// Where [`query_attached`] looks: the object a program is attached to.
+#[derive(Clone, Copy, Debug)]
+pub enum QueryTarget<'a> {
+    /// A cgroup directory or network namespace (`/proc/PID/ns/net`) opened by the caller.
+    Fd(BorrowedFd<'a>),
+    /// A network interface (tcx, netkit, XDP).
+    Ifindex(u32),
+}
+
+/// The programs (and, from 6.6, links) attached at `target` for
+/// `attach_type`, with the hook's revision (`BPF_PROG_QUERY`).
+/// Minimum kernel version: 4.15 (cgroups), 5.1 (flow dissector), 6.6 (tcx).
+pub fn query_attached(
+    target: QueryTarget<'_>,
+    attach_type: kiln_obj::AttachType,
+) -> Result<QueryResult, SysError> {
+    use std::os::fd::AsRawFd;
+    let target = match target {
+        QueryTarget::Fd(fd) => fd.as_raw_fd() as u32,
+        QueryTarget::Ifindex(ifindex) => ifindex,
+    };
+    crate::sys::link_attr::prog_query(target, attach_type.0)
+}
+
+/// Run-time statistics switched on for every program (`BPF_ENABLE_STATS`):
+/// while this value lives, [`ProgramInfo::run_cnt`] and
+/// [`ProgramInfo::run_time_ns`] count. Minimum kernel version: 5.8.
+#[derive(Debug)]
+pub struct RunTimeStats {
+    _fd: OwnedFd,
+}
+
+/// Switches run-time statistics on until the returned guard is dropped. Needs CAP_SYS_ADMIN.
+pub fn enable_run_time_stats() -> Result<RunTimeStats, SysError> {
+    Ok(RunTimeStats {
+        _fd: sysobj::enable_run_time_stats()?,
+    })
+}
+
 /// What the kernel reports about a program (`struct bpf_prog_info`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProgramInfo {
+    /// The program type.
     pub program_type: ProgramType,
+    /// The program's id (`bpftool prog show`).
     pub id: u32,
+    /// The kernel's hash of the instructions.
     pub tag: [u8; 8],
+    /// The name given at load (at most 15 bytes).
     pub name: String,
+    /// Runs counted while `kernel.bpf_stats_enabled` was 1 (5.1).
     pub run_cnt: u64,
+    /// Time spent in those runs (5.1).
     pub run_time_ns: u64,
+    /// Runs skipped because the program was already running on that CPU (5.12).
     pub recursion_misses: u64,
+    /// Instructions the verifier processed (5.16).
     pub verified_insns: u32,
+    /// Size of the translated instructions in bytes (0 without root).
     pub xlated_len: u32,
+    /// Size of the JIT-compiled code in bytes.
     pub jited_len: u32,
+    /// Ids of the maps the program uses.
     pub map_ids: Vec<u32>,
+    /// Its BTF object's id (0: none).
     pub btf_id: u32,
     /// `bpf_func_info` and `bpf_line_info` records the kernel kept (0
     /// without program BTF: no source lines in the verifier's log or dumps).
     pub nr_func_info: u32,
+    /// `bpf_line_info` records the kernel kept.
     pub nr_line_info: u32,
+    /// When it was loaded, in ns since boot.
     pub load_time_ns: u64,
+    /// Whether its license is GPL-compatible.
     pub gpl_compatible: bool,
 }
 

@@ -29,19 +29,27 @@ pub enum VerifierLogLevel {
 pub enum LoadError {
     /// The verifier (or the load path before it) rejected the program.
     Verifier {
+        /// The program's name.
         program: String,
+        /// The kernel's answer.
         source: SysError,
         /// The whole log at level 1.
         log: String,
         /// `file:line: text` of the failing instruction, when the object has line info.
         source_line: Option<String>,
     },
+    /// BPF_PROG_LOAD failed before the verifier ran (no log).
     Syscall {
+        /// The program's name.
         program: String,
+        /// The kernel's answer.
         source: SysError,
     },
+    /// The program cannot be loaded as prepared (Kiln refused before asking the kernel).
     Invalid {
+        /// The program's name.
         program: String,
+        /// What is wrong.
         message: String,
     },
 }
@@ -82,6 +90,7 @@ impl std::error::Error for LoadError {
 }
 
 impl LoadError {
+    /// The refused program's name.
     pub fn program(&self) -> &str {
         match self {
             LoadError::Verifier { program, .. }
@@ -89,6 +98,7 @@ impl LoadError {
             | LoadError::Invalid { program, .. } => program,
         }
     }
+    /// The verifier's log, when the verifier ran.
     pub fn log(&self) -> Option<&str> {
         match self {
             LoadError::Verifier { log, .. } => Some(log),

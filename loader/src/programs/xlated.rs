@@ -29,9 +29,13 @@ const PSEUDO_CALL: u8 = 1;
 /// index in the xlated code).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BtfExtInfo {
+    /// The program's BTF object id.
     pub btf_id: u32,
+    /// func_info records kept.
     pub func_info: u32,
+    /// line_info records kept.
     pub line_info: u32,
+    /// Where each function starts, as an instruction index in the xlated code.
     pub func_starts: Vec<u32>,
 }
 

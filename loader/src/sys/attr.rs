@@ -318,7 +318,7 @@ pub struct ProgInfo {
 /// `struct bpf_map_info`.
 #[repr(C)]
 #[derive(Clone, Copy, Default, Debug)]
-pub struct MapInfoRaw {
+pub(crate) struct MapInfoRaw {
     pub map_type: u32,
     pub id: u32,
     pub key_size: u32,

@@ -13,12 +13,16 @@ pub enum Capability {
     Bpf = 39,
     /// Minimum kernel version: 5.8 (before, CAP_SYS_ADMIN covered it).
     Perfmon = 38,
+    /// Networking hooks (XDP, tc, netfilter, cgroup socket programs).
     NetAdmin = 12,
+    /// Everything, on kernels before 5.8; walking objects by id on all.
     SysAdmin = 21,
+    /// Raising `RLIMIT_MEMLOCK` past its hard limit.
     SysResource = 24,
 }
 
 impl Capability {
+    /// The capability's name as `capabilities(7)` spells it (`CAP_BPF`).
     pub fn name(self) -> &'static str {
         match self {
             Capability::NetAdmin => "CAP_NET_ADMIN",
@@ -128,11 +132,25 @@ pub fn memlock_limit() -> Option<u64> {
     (r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur.into())
 }
 
+/// `RLIMIT_MEMLOCK` could not be raised to unlimited.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot raise RLIMIT_MEMLOCK ({} KiB) to unlimited; kernels before 5.11 charge eBPF maps and programs to it, so loads may fail with EPERM (grant CAP_SYS_RESOURCE or run `ulimit -l unlimited` first)",
+    .limit / 1024
+)]
+pub struct MemlockError {
+    /// The soft limit that stays in force, in bytes.
+    pub limit: u64,
+    /// Why setrlimit(2) refused.
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// Raises `RLIMIT_MEMLOCK` to unlimited. Kernels before 5.11 charge maps and
 /// programs to it (newer ones to the memory cgroup, where this is harmless);
 /// raising the hard limit needs CAP_SYS_RESOURCE. On failure, the error says
 /// what the limit is and why it matters.
-pub fn raise_memlock() -> Result<(), String> {
+pub fn raise_memlock() -> Result<(), MemlockError> {
     if memlock_limit().is_none() {
         return Ok(());
     }
@@ -144,12 +162,10 @@ pub fn raise_memlock() -> Result<(), String> {
     if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } == 0 {
         return Ok(());
     }
-    let err = std::io::Error::last_os_error();
-    Err(format!(
-        "cannot raise RLIMIT_MEMLOCK ({} KiB) to unlimited: {err}; kernels before 5.11 charge eBPF maps and programs to it, so loads may fail with EPERM (grant {} or run `ulimit -l unlimited` first)",
-        memlock_limit().unwrap_or(0) / 1024,
-        Capability::SysResource
-    ))
+    Err(MemlockError {
+        source: std::io::Error::last_os_error(),
+        limit: memlock_limit().unwrap_or(0),
+    })
 }
 
 /// Whether this process is outside the initial user namespace (whose
@@ -161,11 +177,31 @@ pub fn in_child_user_namespace() -> bool {
     })
 }
 
-/// The explanation appended to an EPERM/EACCES from `cmd`: which capability
-/// the command needs and, when readable, which of them this process lacks.
+/// The explanation appended to a refusal of `cmd` for want of privilege:
+/// which capability the command needs and, when readable, which of them
+/// this process lacks. Only EPERM is such a refusal, and EACCES on a pin
+/// path (file permissions); a verifier rejection (EACCES or EINVAL from
+/// PROG_LOAD) gets no hint: its log says why.
 pub fn eperm_hint(cmd: Cmd, errno: i32) -> String {
-    if errno != libc::EPERM && errno != libc::EACCES {
-        return String::new();
+    match (errno, cmd) {
+        (libc::EACCES, Cmd::ObjGet | Cmd::ObjPin) => {
+            return " (the pin or its directory is not accessible to this user)".into();
+        }
+        (libc::EPERM, _) => {}
+        _ => return String::new(),
+    }
+    // A map refuses writes from user space once frozen (BPF_MAP_FREEZE, as
+    // the loader does to `.rodata`) or when its fd was opened read-only.
+    if matches!(
+        cmd,
+        Cmd::MapUpdateElem
+            | Cmd::MapDeleteElem
+            | Cmd::MapLookupAndDeleteElem
+            | Cmd::MapUpdateBatch
+            | Cmd::MapDeleteBatch
+            | Cmd::MapLookupAndDeleteBatch
+    ) {
+        return " (the map is frozen, or this fd of it was opened read-only: user space cannot write it)".into();
     }
     let needed = needed_for(cmd);
     if needed.is_empty() {
@@ -221,6 +257,7 @@ mod tests {
         match raise_memlock() {
             Ok(()) => assert_eq!(memlock_limit(), None, "raised to unlimited"),
             Err(e) => {
+                let e = e.to_string();
                 assert!(
                     e.contains("RLIMIT_MEMLOCK") && e.contains("CAP_SYS_RESOURCE"),
                     "{e}"
@@ -232,6 +269,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn hints_only_where_privilege_refused() {
+        // A verifier rejection: the log explains it, not the capabilities.
+        assert_eq!(eperm_hint(Cmd::ProgLoad, libc::EACCES), "");
+        assert_eq!(eperm_hint(Cmd::ProgLoad, libc::EINVAL), "");
+        assert_eq!(eperm_hint(Cmd::MapCreate, libc::E2BIG), "");
+        assert!(eperm_hint(Cmd::ProgLoad, libc::EPERM).starts_with(" (needs CAP_BPF"));
+        assert_eq!(
+            eperm_hint(Cmd::MapUpdateElem, libc::EPERM),
+            " (the map is frozen, or this fd of it was opened read-only: user space cannot write it)"
+        );
+        assert_eq!(
+            eperm_hint(Cmd::ObjGet, libc::EACCES),
+            " (the pin or its directory is not accessible to this user)"
+        );
     }
 
     #[test]

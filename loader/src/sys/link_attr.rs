@@ -231,12 +231,44 @@ pub(crate) fn fd_u32(fd: BorrowedFd<'_>) -> u32 {
     fd.as_raw_fd() as u32
 }
 
-/// `BPF_LINK_CREATE`. Minimum kernel version: 5.7.
+/// The attach types whose `BPF_LINK_CREATE` extras carry user pointers the
+/// kernel dereferences: iterators (`iter_info`), kprobe.multi and
+/// kprobe.session (`syms`, `addrs`, `cookies`), uprobe.multi and
+/// uprobe.session (`path`, `offsets`, `ref_ctr_offsets`, `cookies`). Every
+/// other link kind's extras are integers and fds.
+const POINTER_EXTRAS: [u32; 5] = [
+    28, // BPF_TRACE_ITER
+    42, // BPF_TRACE_KPROBE_MULTI
+    48, // BPF_TRACE_UPROBE_MULTI
+    56, // BPF_TRACE_KPROBE_SESSION
+    57, // BPF_TRACE_UPROBE_SESSION
+];
+
+/// `BPF_LINK_CREATE` for the link kinds whose extras are integers only.
+/// Minimum kernel version: 5.7.
 ///
-/// Pointers the caller put in `extra` (iter info, syms, path, offsets) must
-/// address live buffers of the lengths written beside them; every caller in
-/// this crate keeps those buffers on its stack across the call.
+/// Answers EINVAL without a syscall for the attach types whose extras the
+/// kernel reads as pointers: those go through [`link_create_with_pointers`].
 pub fn link_create(attr: LinkCreateAttr) -> Result<OwnedFd, SysError> {
+    if POINTER_EXTRAS.contains(&attr.attach_type) {
+        return Err(SysError {
+            cmd: Cmd::LinkCreate,
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        });
+    }
+    // SAFETY: for these attach types the kernel reads no pointer from `extra`.
+    unsafe { link_create_with_pointers(attr) }
+}
+
+/// `BPF_LINK_CREATE` with user pointers in `extra` (iterators, kprobe and
+/// uprobe multi/session links). Minimum kernel version: 5.7.
+///
+/// # Safety
+/// Every pointer in `attr.extra` must be 0 or address a live buffer of the
+/// length written beside it (`iter_info_len`, `cnt` elements of `syms`,
+/// `addrs`, `cookies`, `offsets`, `ref_ctr_offsets`; `path` a NUL-terminated
+/// string) for the duration of the call.
+pub unsafe fn link_create_with_pointers(attr: LinkCreateAttr) -> Result<OwnedFd, SysError> {
     let mut attr = Attr::new(attr);
     // SAFETY: a BPF_LINK_CREATE block; its pointers follow the contract above.
     unsafe { bpf_fd(Cmd::LinkCreate, &mut attr) }
@@ -297,10 +329,13 @@ pub fn prog_attach(attr: ProgAttachAttr, detach: bool) -> Result<(), SysError> {
 /// What `BPF_PROG_QUERY` reports for one hook.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct QueryResult {
+    /// The flags the hook was attached with (`BPF_F_ALLOW_MULTI`, ...).
     pub attach_flags: u32,
+    /// The attached programs' ids, in the order they run.
     pub prog_ids: Vec<u32>,
     /// Link ids parallel to `prog_ids` (0 for a non-link attachment); empty on kernels before 6.6.
     pub link_ids: Vec<u32>,
+    /// The hook's revision, bumped by every change (tcx, netkit; 0 elsewhere).
     pub revision: u64,
 }
 
@@ -410,4 +445,31 @@ pub fn u32_at(buf: &[u64], offset: usize) -> u32 {
 /// The u64 at byte `offset` (8-aligned) of an info buffer.
 pub fn u64_at(buf: &[u64], offset: usize) -> u64 {
     buf.get(offset / 8).copied().unwrap_or(0)
+}
+
+/// Whether this kernel knows `BPF_LINK_CREATE` (5.7): a bad program fd
+/// answers EBADF where the command exists, EINVAL where it does not.
+pub fn link_create_known() -> bool {
+    match link_create(LinkCreateAttr {
+        prog_fd: u32::MAX,
+        ..Default::default()
+    }) {
+        Ok(_) => true,
+        Err(e) => e.errno() == libc::EBADF,
+    }
+}
+
+/// Whether this kernel knows `BPF_RAW_TRACEPOINT_OPEN` (4.17): a bad
+/// program fd answers EBADF where the command exists.
+pub fn raw_tracepoint_open_known() -> bool {
+    let mut attr = Attr::new(RawTracepointOpenAttr {
+        prog_fd: u32::MAX,
+        ..Default::default()
+    });
+    // SAFETY: integers only (a NULL name); a success would return a new fd,
+    // which `bpf_fd` owns and closes.
+    match unsafe { bpf_fd(Cmd::RawTracepointOpen, &mut attr) } {
+        Ok(_) => true,
+        Err(e) => e.errno() == libc::EBADF,
+    }
 }

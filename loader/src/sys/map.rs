@@ -1,8 +1,10 @@
-//! Safe wrappers over the map commands of bpf(2).
+//! Wrappers over the map commands of bpf(2).
 //!
-//! Buffers are byte slices whose lengths the callers size from the map's
-//! kernel-reported key and value sizes; each wrapper checks the lengths so a
-//! short slice is an error, never a kernel write past its end.
+//! The kernel reads and writes as many bytes as the map's own definition
+//! says, whatever buffer it is handed. The element calls therefore take the
+//! map's [`ElemSizes`] and check every slice against them, and are `unsafe`:
+//! the sizes must be the map's real ones, which only the caller (a `Map`,
+//! whose sizes come from the map's creation or the kernel's info) can promise.
 
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
@@ -24,6 +26,8 @@ pub fn map_create(mut attr: MapCreateAttr) -> Result<OwnedFd, SysError> {
 }
 
 /// Sizes of one element's buffers, as the kernel will read and write them.
+/// Only trustworthy when taken from the map's definition (see the `# Safety`
+/// sections below).
 #[derive(Clone, Copy, Debug)]
 pub struct ElemSizes {
     pub key: usize,
@@ -50,7 +54,18 @@ fn check(
     Ok(())
 }
 
-fn elem(cmd: Cmd, fd: BorrowedFd<'_>, key: u64, value: u64, flags: u64) -> Result<i64, SysError> {
+/// One element command with raw key and value addresses.
+///
+/// # Safety
+/// `key` and `value` are 0 or the addresses of live buffers of at least the
+/// map's key and value buffer sizes (writable where `cmd` writes them).
+unsafe fn elem(
+    cmd: Cmd,
+    fd: BorrowedFd<'_>,
+    key: u64,
+    value: u64,
+    flags: u64,
+) -> Result<i64, SysError> {
     let mut attr = Attr::new(MapElemAttr {
         map_fd: fd.as_raw_fd() as u32,
         key,
@@ -58,8 +73,7 @@ fn elem(cmd: Cmd, fd: BorrowedFd<'_>, key: u64, value: u64, flags: u64) -> Resul
         flags,
         ..Default::default()
     });
-    // SAFETY: every caller below checked that the key and value pointers (or 0)
-    // address live buffers at least as long as the map's key and value sizes.
+    // SAFETY: the addresses are this function's contract.
     unsafe { bpf(cmd, &mut attr) }
 }
 
@@ -70,7 +84,13 @@ fn ptr(s: Option<&[u8]>) -> u64 {
 /// BPF_MAP_LOOKUP_ELEM, or with `and_delete` BPF_MAP_LOOKUP_AND_DELETE_ELEM
 /// (queue/stack pop). `Ok(false)` when the key is absent or the map empty.
 /// `key` is `None` for keyless maps (queue/stack).
-pub fn lookup(
+///
+/// # Safety
+/// `sizes` must be at least the key size and the value buffer size (for
+/// per-CPU maps: the value size rounded up to 8, times the possible CPUs)
+/// the kernel uses for the map behind `fd`: the slices are checked against
+/// `sizes`, the kernel copies by the map's definition.
+pub unsafe fn lookup(
     fd: BorrowedFd<'_>,
     sizes: ElemSizes,
     key: Option<&[u8]>,
@@ -84,11 +104,18 @@ pub fn lookup(
         Cmd::MapLookupElem
     };
     check(cmd, sizes, key.map(<[u8]>::len), Some(value.len()))?;
-    not_found_is_false(elem(cmd, fd, ptr(key), value.as_mut_ptr() as u64, flags))
+    // SAFETY: the slices were checked against `sizes`, which the caller promises are the map's.
+    not_found_is_false(unsafe { elem(cmd, fd, ptr(key), value.as_mut_ptr() as u64, flags) })
 }
 
 /// BPF_MAP_UPDATE_ELEM. `key` is `None` for keyless maps (queue/stack push, bloom filter).
-pub fn update(
+///
+/// # Safety
+/// `sizes` must be at least the key size and the value buffer size (for
+/// per-CPU maps: the value size rounded up to 8, times the possible CPUs)
+/// the kernel uses for the map behind `fd`: the slices are checked against
+/// `sizes`, the kernel copies by the map's definition.
+pub unsafe fn update(
     fd: BorrowedFd<'_>,
     sizes: ElemSizes,
     key: Option<&[u8]>,
@@ -97,19 +124,33 @@ pub fn update(
 ) -> Result<(), SysError> {
     let cmd = Cmd::MapUpdateElem;
     check(cmd, sizes, key.map(<[u8]>::len), Some(value.len()))?;
-    elem(cmd, fd, ptr(key), value.as_ptr() as u64, flags).map(drop)
+    // SAFETY: the slices were checked against `sizes`, which the caller promises are the map's.
+    unsafe { elem(cmd, fd, ptr(key), value.as_ptr() as u64, flags) }.map(drop)
 }
 
 /// BPF_MAP_DELETE_ELEM. `Ok(false)` when the key was absent.
-pub fn delete(fd: BorrowedFd<'_>, sizes: ElemSizes, key: &[u8]) -> Result<bool, SysError> {
+///
+/// # Safety
+/// `sizes` must be at least the key size and the value buffer size (for
+/// per-CPU maps: the value size rounded up to 8, times the possible CPUs)
+/// the kernel uses for the map behind `fd`: the slices are checked against
+/// `sizes`, the kernel copies by the map's definition.
+pub unsafe fn delete(fd: BorrowedFd<'_>, sizes: ElemSizes, key: &[u8]) -> Result<bool, SysError> {
     let cmd = Cmd::MapDeleteElem;
     check(cmd, sizes, Some(key.len()), None)?;
-    not_found_is_false(elem(cmd, fd, key.as_ptr() as u64, 0, 0))
+    // SAFETY: the slices were checked against `sizes`, which the caller promises are the map's.
+    not_found_is_false(unsafe { elem(cmd, fd, key.as_ptr() as u64, 0, 0) })
 }
 
 /// BPF_MAP_GET_NEXT_KEY: the key after `key` (the first key for `None`).
 /// `Ok(false)` at the end.
-pub fn next_key(
+///
+/// # Safety
+/// `sizes` must be at least the key size and the value buffer size (for
+/// per-CPU maps: the value size rounded up to 8, times the possible CPUs)
+/// the kernel uses for the map behind `fd`: the slices are checked against
+/// `sizes`, the kernel copies by the map's definition.
+pub unsafe fn next_key(
     fd: BorrowedFd<'_>,
     sizes: ElemSizes,
     key: Option<&[u8]>,
@@ -119,12 +160,14 @@ pub fn next_key(
     if key.is_some_and(|k| k.len() < sizes.key) || next.len() < sizes.key {
         return Err(short(cmd));
     }
-    not_found_is_false(elem(cmd, fd, ptr(key), next.as_mut_ptr() as u64, 0))
+    // SAFETY: the slices were checked against `sizes`, which the caller promises are the map's.
+    not_found_is_false(unsafe { elem(cmd, fd, ptr(key), next.as_mut_ptr() as u64, 0) })
 }
 
 /// BPF_MAP_FREEZE: no more writes from user space.
 pub fn freeze(fd: BorrowedFd<'_>) -> Result<(), SysError> {
-    elem(Cmd::MapFreeze, fd, 0, 0, 0).map(drop)
+    // SAFETY: no key or value address.
+    unsafe { elem(Cmd::MapFreeze, fd, 0, 0, 0) }.map(drop)
 }
 
 fn not_found_is_false(r: Result<i64, SysError>) -> Result<bool, SysError> {
@@ -149,7 +192,13 @@ pub struct Batch<'a> {
 
 /// BPF_MAP_{LOOKUP,LOOKUP_AND_DELETE,UPDATE,DELETE}_BATCH. Returns the number
 /// of elements processed and whether the map is exhausted (ENOENT).
-pub fn batch(
+///
+/// # Safety
+/// `sizes` must be at least the key size and the value buffer size (for
+/// per-CPU maps: the value size rounded up to 8, times the possible CPUs)
+/// the kernel uses for the map behind `fd`: the slices are checked against
+/// `sizes`, the kernel copies by the map's definition.
+pub unsafe fn batch(
     cmd: Cmd,
     fd: BorrowedFd<'_>,
     sizes: ElemSizes,

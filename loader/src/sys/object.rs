@@ -33,9 +33,12 @@ pub fn obj_pin(fd: BorrowedFd<'_>, path: &Path) -> Result<(), SysError> {
 /// Access a pinned object is opened with (BPF_F_RDONLY / BPF_F_WRONLY).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum OpenFlags {
+    /// Read and write (links and programs accept only this).
     #[default]
     ReadWrite,
+    /// Read only (`BPF_F_RDONLY`): map lookups, no updates.
     ReadOnly,
+    /// Write only (`BPF_F_WRONLY`).
     WriteOnly,
 }
 
@@ -93,7 +96,7 @@ pub unsafe fn info_by_fd_with<T: InfoStruct>(
 /// (its pin path, or `id N`) and the operation; maps and programs turn it
 /// into their own error type.
 #[derive(Debug)]
-pub struct OpenError {
+pub(crate) struct OpenError {
     pub name: String,
     pub op: &'static str,
     pub source: SysError,
@@ -120,9 +123,13 @@ pub fn open_id(kind: IdKind, id: u32) -> Result<OwnedFd, OpenError> {
 /// Which id space to walk or open from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdKind {
+    /// Programs.
     Prog,
+    /// Maps.
     Map,
+    /// BTF objects (the kernel's, modules' and loaded objects').
     Btf,
+    /// bpf_links.
     Link,
 }
 

@@ -102,30 +102,42 @@ pub fn prog_load(p: ProgLoad<'_>) -> Result<OwnedFd, ProgLoadFailure> {
 /// Minimum kernel version: 4.12 (ctx since 5.2, syscall programs since 5.14).
 #[derive(Default)]
 pub struct TestRun<'a> {
+    /// The packet the program runs on.
     pub data_in: Option<&'a [u8]>,
     /// Space for the packet after the run; the result says how much was written.
     pub data_out: Option<&'a mut [u8]>,
+    /// The context (`struct __sk_buff`, `struct xdp_md`, raw_tp arguments, ...).
     pub ctx_in: Option<&'a [u8]>,
+    /// Space for the context after the run.
     pub ctx_out: Option<&'a mut [u8]>,
     /// Run this many times (0 or 1: once); the duration is then an average.
     pub repeat: u32,
     /// `BPF_F_TEST_RUN_ON_CPU` (1) or `BPF_F_TEST_XDP_LIVE_FRAMES` (2).
     pub flags: u32,
+    /// The CPU to run on, with `BPF_F_TEST_RUN_ON_CPU`.
     pub cpu: u32,
 }
 
 /// What the kernel reported back from a test run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TestRunResult {
+    /// The program's return value.
     pub retval: u32,
+    /// Nanoseconds per run (the average over `repeat` runs).
     pub duration_ns: u32,
+    /// Bytes of the packet after the run (what `data_out` received, or would have).
     pub data_out_len: u32,
+    /// Bytes of the context after the run.
     pub ctx_out_len: u32,
 }
 
 /// BPF_PROG_TEST_RUN.
-pub fn test_run(fd: BorrowedFd<'_>, io: TestRun<'_>) -> Result<TestRunResult, SysError> {
-    let len = |s: Option<usize>| s.unwrap_or(0) as u32;
+pub fn test_run(fd: BorrowedFd<'_>, mut io: TestRun<'_>) -> Result<TestRunResult, SysError> {
+    // The kernel reads a zero out-size as "no limit" and copies the whole
+    // packet or context out: an empty out-buffer must reach it as no buffer.
+    io.data_out = io.data_out.filter(|b| !b.is_empty());
+    io.ctx_out = io.ctx_out.filter(|b| !b.is_empty());
+    let len = |s: Option<usize>| s.unwrap_or(0).min(u32::MAX as usize) as u32;
     let data_size_out = len(io.data_out.as_deref().map(<[u8]>::len));
     let ctx_size_out = len(io.ctx_out.as_deref().map(<[u8]>::len));
     let mut attr = Attr::new(TestRunAttr {
@@ -144,7 +156,10 @@ pub fn test_run(fd: BorrowedFd<'_>, io: TestRun<'_>) -> Result<TestRunResult, Sy
         ..Default::default()
     });
     // SAFETY: in-buffers are readable and out-buffers writable for the sizes
-    // passed beside them; the kernel writes at most `*_size_out` bytes.
+    // passed beside them (lengths clamped to u32, never above the slice); the
+    // kernel writes at most `*_size_out` bytes, and an out-buffer is never
+    // passed with size 0 (above). Kernels before 4.20 ignore
+    // `data_size_out`; Kiln's oldest supported kernel is 5.10.
     unsafe { bpf(Cmd::ProgTestRun, &mut attr) }?;
     let a = attr.get();
     Ok(TestRunResult {

@@ -26,13 +26,25 @@ fn i(code: u8, regs: u8, off: i16, imm: i32) -> Insn {
 
 /// An array map of 8 u64 counters.
 pub fn counters(name: &str) -> Result<Map, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(create_map(name, MapType::ARRAY, 4, 8, 8, 0)?)
+}
+
+/// A map created from a bare definition (no BTF, no pin).
+pub fn create_map(
+    name: &str,
+    map_type: MapType,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+) -> Result<Map, kiln_loader::MapError> {
     let spec = MapSpec {
         name: name.into(),
-        map_type: MapType::ARRAY,
-        key_size: 4,
-        value_size: 8,
-        max_entries: 8,
-        map_flags: 0,
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_flags,
         numa_node: None,
         map_extra: 0,
         pinning: Pinning::None,
@@ -43,7 +55,7 @@ pub fn counters(name: &str) -> Result<Map, Box<dyn std::error::Error + Send + Sy
         inner: None,
         variables: vec![],
     };
-    Ok(Map::create(&spec, None, None)?)
+    Map::create(&spec, None, None)
 }
 
 pub fn count(map: &Map, key: u32) -> u64 {

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use kiln_loader::Map;
+use kiln_loader::OpenFlags;
 use kiln_loader::maps::RingBuf;
-use kiln_loader::sys::object::OpenFlags;
 
 #[path = "event.rs"]
 mod event;

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use kiln_manifest::Deployment;
 
 use kiln_loader::Map;
+use kiln_loader::OpenFlags;
 use kiln_loader::maps::UpdateFlags;
-use kiln_loader::sys::object::OpenFlags;
 use kiln_testkit::Need;
 
 /// Moves this test thread into a new network namespace with `lo` up.

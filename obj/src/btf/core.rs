@@ -26,17 +26,24 @@ pub const POISON_IMM: i32 = 0x0bad_2310;
     "program '{program}', instruction {insn_index}, CO-RE {kind:?} on local type id {type_id} access '{access}': {reason}"
 )]
 pub struct CoreError {
+    /// The program holding the relocation.
     pub program: String,
+    /// The instruction's index in the program.
     pub insn_index: usize,
+    /// What the relocation computes.
     pub kind: K,
+    /// The local type the access starts from.
     pub type_id: u32,
+    /// The access string (`0:1:2`).
     pub access: String,
+    /// Why it could not be applied.
     pub reason: String,
 }
 
 /// What [`ObjectSpec::relocate_core`] did.
 #[derive(Debug, Default, Clone)]
 pub struct CoreReport {
+    /// How many relocations were applied.
     pub applied: usize,
     /// (program, instruction index, description) of poisoned relocations:
     /// the verifier rejects them only if reachable.

@@ -16,9 +16,13 @@ use crate::model::{CoreRelocationKind, LineInfo};
 /// A CO-RE record as stored (byte offset in its section).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CoreRecord {
+    /// The instruction's byte offset in its section.
     pub insn_off: u32,
+    /// The local type the access starts from.
     pub type_id: u32,
+    /// The access string (`0:1:2`).
     pub access: String,
+    /// What the relocation computes.
     pub kind: CoreRelocationKind,
 }
 
@@ -29,6 +33,7 @@ pub struct BtfExt {
     pub func_info: BTreeMap<String, Vec<(u32, u32)>>,
     /// `insn_off` is a byte offset here.
     pub line_info: BTreeMap<String, Vec<LineInfo>>,
+    /// CO-RE relocation records.
     pub core_relos: BTreeMap<String, Vec<CoreRecord>>,
 }
 
@@ -85,7 +90,8 @@ fn groups<'a>(
 }
 
 impl BtfExt {
-    /// Parses a `.BTF.ext` section of either byte order (its magic tells).
+    /// Parses a `.BTF.ext` section of either byte order (its magic tells);
+    /// `btf` is the object's `.BTF`, for the section names and access strings.
     pub fn parse(data: &[u8], btf: &Btf) -> Result<Self, ParseError> {
         if data.len() < 24 {
             return Err(err("shorter than its header"));

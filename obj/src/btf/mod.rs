@@ -1,5 +1,5 @@
 //! BTF, the BPF Type Format, cut by concern:
-//! [`types`] (the records), [`read`] (parsing, lazy indexing), [`write`]
+//! [`types`] (the records), [`read`] (parsing, lazy indexing), [`write`](mod@write)
 //! (marshalling), [`strings`], [`fixup`] (what compilers leave for the
 //! loader), [`sanitize`] (rewriting what an older kernel lacks), [`ext`]
 //! (`.BTF.ext`: func_info, line_info, CO-RE records) and [`core`] (CO-RE
@@ -22,10 +22,23 @@ pub use types::*;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BtfError {
+    /// The BTF header is malformed or its sections lie outside the data.
     #[error("header: {0}")]
     Header(String),
+    /// A type record is malformed or refers to a missing type.
     #[error("type id {type_id}: {reason}")]
-    Type { type_id: TypeId, reason: String },
+    Type {
+        /// The type's id.
+        type_id: TypeId,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A name offset points outside the string section or into the middle of a string.
     #[error("string offset {offset}: {reason}")]
-    String { offset: u32, reason: &'static str },
+    String {
+        /// The offset.
+        offset: u32,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }

@@ -13,12 +13,19 @@ use super::types::*;
 /// func linkage 5.6, float 5.13, decl_tag 5.16, type_tag 5.17, enum64 6.0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BtfFeatures {
+    /// `BTF_KIND_FUNC` and `FUNC_PROTO` (5.0).
     pub func: bool,
+    /// Global function linkage (5.6).
     pub func_global: bool,
+    /// `BTF_KIND_VAR` and `DATASEC` (5.2).
     pub datasec: bool,
+    /// `BTF_KIND_FLOAT` (5.13).
     pub float: bool,
+    /// `BTF_KIND_DECL_TAG` (5.16).
     pub decl_tag: bool,
+    /// `BTF_KIND_TYPE_TAG` (5.17).
     pub type_tag: bool,
+    /// `BTF_KIND_ENUM64` (6.0).
     pub enum64: bool,
 }
 

@@ -35,11 +35,22 @@ impl StringTable {
         Self { bytes }
     }
 
+    /// The string at `offset`.
     pub fn get(&self, offset: u32) -> Result<&str, BtfError> {
         str_at(&self.bytes, offset)
     }
 
     /// Adds `s` (or finds it when already present at a string start) and returns its offset.
+    ///
+    /// ```
+    /// use kiln_obj::btf::strings::StringTable;
+    ///
+    /// let mut strings = StringTable::new(b"\0int\0".to_vec());
+    /// assert_eq!(strings.add("int"), 1); // already there
+    /// let float = strings.add("__float4");
+    /// assert_eq!(strings.get(float).unwrap(), "__float4");
+    /// assert_eq!(strings.add(""), 0);
+    /// ```
     pub fn add(&mut self, s: &str) -> u32 {
         if s.is_empty() {
             return 0;
@@ -62,10 +73,12 @@ impl StringTable {
         off
     }
 
+    /// The section's bytes, as they go into BTF.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
 
+    /// The section's bytes, as they go into BTF.
     pub fn into_bytes(self) -> Vec<u8> {
         self.bytes
     }

@@ -214,6 +214,43 @@ fn raise_memlock() {
     unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) };
 }
 
+/// BPF_MAP_CREATE through a raw bpf(2) of the test's own (never the loader
+/// under test), with `[map_type, key_size, value_size, max_entries,
+/// map_flags]`; the map is closed at once.
+fn raw_map_create(head: [u32; 5]) -> std::io::Result<()> {
+    let mut attr = [0u32; 32];
+    attr[..5].copy_from_slice(&head);
+    // SAFETY: BPF_MAP_CREATE (0) reads `size` bytes of `attr`, a live, zero-filled buffer of that size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            0,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(&attr) as u32,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by the kernel and is owned by nobody else.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}
+
+/// For `Need::Probe`: why a map of `map_type` with these sizes and flags
+/// cannot be created here, or `None` when it can.
+pub fn map_type_unavailable(
+    name: &str,
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    map_flags: u32,
+) -> Option<String> {
+    raw_map_create([map_type, key_size, value_size, 1, map_flags])
+        .err()
+        .map(|err| format!("this kernel creates no {name} map: {err}"))
+}
+
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
@@ -225,31 +262,9 @@ pub fn bpf_unavailable_reason() -> Option<String> {
     static REASON: OnceLock<Option<String>> = OnceLock::new();
     REASON
         .get_or_init(|| {
-            // union bpf_attr for BPF_MAP_CREATE: map_type, key_size, value_size, max_entries.
-            let mut attr = [0u32; 32];
-            attr[0] = 2; // BPF_MAP_TYPE_ARRAY
-            attr[1] = 4;
-            attr[2] = 4;
-            attr[3] = 1;
-            // SAFETY: BPF_MAP_CREATE (0) reads `size` bytes of `attr`, a live, zero-filled buffer of that size.
-            let fd = unsafe {
-                libc::syscall(
-                    libc::SYS_bpf,
-                    0,
-                    attr.as_mut_ptr(),
-                    std::mem::size_of_val(&attr) as u32,
-                )
-            };
-            if fd < 0 {
-                let err = std::io::Error::last_os_error();
-                Some(format!(
-                    "bpf(BPF_MAP_CREATE) fails here: {err} (needs root or CAP_BPF)"
-                ))
-            } else {
-                // SAFETY: fd was just returned by the kernel and is owned by nobody else.
-                unsafe { libc::close(fd as i32) };
-                None
-            }
+            raw_map_create([2, 4, 4, 1, 0]) // BPF_MAP_TYPE_ARRAY
+                .err()
+                .map(|err| format!("bpf(BPF_MAP_CREATE) fails here: {err} (needs root or CAP_BPF)"))
         })
         .clone()
 }

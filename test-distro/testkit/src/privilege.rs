@@ -2,7 +2,7 @@
 //! --reuid --regid --clear-groups` and `capsh --drop` do, without needing
 //! either tool (the test distro has neither).
 //!
-//! Both act in the child between fork and exec ([`CommandExt::pre_exec`]),
+//! Both act in the child between fork and exec ([`CommandExt::pre_exec`](std::os::unix::process::CommandExt::pre_exec)),
 //! so the test process keeps its own privileges.
 
 use std::os::unix::process::CommandExt;

@@ -1,7 +1,10 @@
 //! BPF helpers: every raw helper (generated from the kernel's UAPI header by
 //! `cargo xtask codegen`) and safe wrappers for the common ones.
 
+/// Every helper of the kernel's UAPI header, by its C name, with the
+/// header's own description (generated: see `cargo xtask codegen`).
 #[rustfmt::skip]
+#[allow(missing_docs, reason = "generated from linux/bpf.h; the helpers' documentation is the kernel's")]
 pub mod generated;
 
 use core::ffi::c_void;
@@ -10,6 +13,8 @@ use core::mem::MaybeUninit;
 pub use generated::*;
 
 /// Nanoseconds since boot, without suspend time (`bpf_ktime_get_ns`).
+///
+/// Minimum kernel version: 4.1.
 #[inline(always)]
 pub fn ktime_get_ns() -> u64 {
     // SAFETY: takes no arguments.
@@ -17,6 +22,8 @@ pub fn ktime_get_ns() -> u64 {
 }
 
 /// `tgid << 32 | pid` of the current task (`bpf_get_current_pid_tgid`).
+///
+/// Minimum kernel version: 4.2.
 #[inline(always)]
 pub fn get_current_pid_tgid() -> u64 {
     // SAFETY: takes no arguments.
@@ -24,6 +31,8 @@ pub fn get_current_pid_tgid() -> u64 {
 }
 
 /// `gid << 32 | uid` of the current task (`bpf_get_current_uid_gid`).
+///
+/// Minimum kernel version: 4.2.
 #[inline(always)]
 pub fn get_current_uid_gid() -> u64 {
     // SAFETY: takes no arguments.
@@ -31,6 +40,8 @@ pub fn get_current_uid_gid() -> u64 {
 }
 
 /// The CPU the program runs on (`bpf_get_smp_processor_id`).
+///
+/// Minimum kernel version: 4.1.
 #[inline(always)]
 pub fn get_smp_processor_id() -> u32 {
     // SAFETY: takes no arguments.
@@ -38,6 +49,8 @@ pub fn get_smp_processor_id() -> u32 {
 }
 
 /// A pseudo-random number (`bpf_get_prandom_u32`).
+///
+/// Minimum kernel version: 4.1.
 #[inline(always)]
 pub fn get_prandom_u32() -> u32 {
     // SAFETY: takes no arguments.
@@ -45,6 +58,8 @@ pub fn get_prandom_u32() -> u32 {
 }
 
 /// The current task's `comm` (`bpf_get_current_comm`), NUL-padded.
+///
+/// Minimum kernel version: 4.2.
 #[inline(always)]
 pub fn get_current_comm() -> Result<[u8; 16], i64> {
     // An 8-byte aligned buffer: LLVM zeroes it with two stores instead of a
@@ -64,6 +79,8 @@ pub fn get_current_comm() -> Result<[u8; 16], i64> {
 /// # Safety
 /// `src` must be a kernel address; the helper never faults, but the bytes
 /// read must be a valid `T`.
+///
+/// Minimum kernel version: 5.5.
 #[inline(always)]
 pub unsafe fn probe_read_kernel<T>(src: *const T) -> Result<T, i64> {
     let mut v = MaybeUninit::<T>::uninit();
@@ -81,6 +98,8 @@ pub unsafe fn probe_read_kernel<T>(src: *const T) -> Result<T, i64> {
 ///
 /// # Safety
 /// As [`probe_read_kernel`], for a user address.
+///
+/// Minimum kernel version: 5.5.
 #[inline(always)]
 pub unsafe fn probe_read_user<T>(src: *const T) -> Result<T, i64> {
     let mut v = MaybeUninit::<T>::uninit();
@@ -99,6 +118,8 @@ pub unsafe fn probe_read_user<T>(src: *const T) -> Result<T, i64> {
 ///
 /// # Safety
 /// `src` must be a kernel address.
+///
+/// Minimum kernel version: 5.5.
 #[inline(always)]
 pub unsafe fn probe_read_kernel_str(src: *const u8, dst: &mut [u8]) -> Result<usize, i64> {
     // SAFETY: `dst` is writable for its length; the caller vouches for `src`.
@@ -111,6 +132,8 @@ pub unsafe fn probe_read_kernel_str(src: *const u8, dst: &mut [u8]) -> Result<us
 ///
 /// # Safety
 /// `src` must be a user address.
+///
+/// Minimum kernel version: 5.5.
 #[inline(always)]
 pub unsafe fn probe_read_user_str(src: *const u8, dst: &mut [u8]) -> Result<usize, i64> {
     // SAFETY: `dst` is writable for its length; the caller vouches for `src`.
@@ -121,6 +144,8 @@ pub unsafe fn probe_read_user_str(src: *const u8, dst: &mut [u8]) -> Result<usiz
 
 /// Redirects the packet to interface `ifindex` (`bpf_redirect`); returns the
 /// verdict to return from the program.
+///
+/// Minimum kernel version: 4.4.
 #[inline(always)]
 pub fn redirect(ifindex: u32, flags: u64) -> i64 {
     // SAFETY: plain integer arguments.
@@ -133,6 +158,8 @@ pub fn redirect(ifindex: u32, flags: u64) -> i64 {
 /// ```ignore
 /// kiln_ebpf::helpers::trace_printk(b"pid %d\0", &[pid as u64]);
 /// ```
+///
+/// Minimum kernel version: 4.1.
 #[inline(always)]
 pub fn trace_printk(fmt: &[u8], args: &[u64]) -> i64 {
     let a = |i: usize| args.get(i).copied().unwrap_or(0);
@@ -146,6 +173,8 @@ pub fn trace_printk(fmt: &[u8], args: &[u64]) -> i64 {
 ///
 /// # Safety
 /// `ctx` must be the program's context pointer and `map` a perf event array.
+///
+/// Minimum kernel version: 4.4.
 #[inline(always)]
 pub unsafe fn perf_event_output<T>(
     ctx: *mut c_void,

@@ -62,7 +62,7 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
         unsafe { libc::signal(signal, request_stop as *const () as libc::sighandler_t) };
     }
-    let _ = kiln_loader::sys::caps::raise_memlock();
+    let _ = kiln_loader::caps::raise_memlock();
     let mut agent = Agent::new(AgentOptions {
         dir: args.dir,
         resync: Duration::from_secs_f64(args.resync),

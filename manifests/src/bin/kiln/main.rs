@@ -104,6 +104,9 @@ enum Command {
         /// Deployment name (default, for a pin root under /sys/fs/bpf/kiln: its last component).
         #[arg(long)]
         name: Option<String>,
+        /// The manifest as a JSON string field, with the deployment's name and pin root.
+        #[arg(long)]
+        json: bool,
     },
     /// Inspect or load a single eBPF object file.
     #[command(subcommand)]
@@ -119,6 +122,9 @@ enum Command {
     Destroy {
         /// The manifest (only its name and pin_root are read).
         manifest: PathBuf,
+        /// What was removed and what was left alone, as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Start a project: an eBPF crate, a userspace crate that builds and
     /// loads it, and a manifest, in a new directory (its README says the rest).
@@ -286,8 +292,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 c.downcast_ref::<kiln_manifest::apply::ApplyError>(),
                 Some(kiln_manifest::apply::ApplyError::Privilege(_))
             )
-            || c.downcast_ref::<kiln_loader::sys::SysError>()
-                .is_some_and(|s| s.errno() == libc::EPERM)
+            || kiln_loader::permission_denied(c)
             || matches!(
                 c.downcast_ref::<kiln_manifest::live::ObserveError>(),
                 Some(kiln_manifest::live::ObserveError::NoBpf(_))
@@ -369,13 +374,12 @@ impl Command {
             | Command::Apply { json, .. }
             | Command::Status { json, .. }
             | Command::Probe { json }
+            | Command::Export { json, .. }
+            | Command::Destroy { json, .. }
             | Command::Object(ObjectCommand::Inspect { json, .. })
             | Command::Object(ObjectCommand::Load { json, .. }) => *json,
             Command::Check { kernels, json, .. } => *json || kernels.json(),
-            Command::Agent(_)
-            | Command::Export { .. }
-            | Command::Destroy { .. }
-            | Command::New { .. } => false,
+            Command::Agent(_) | Command::New { .. } => false,
         }
     }
 }
@@ -474,7 +478,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .transpose()?;
             // Kernels before 5.11 charge maps and programs to RLIMIT_MEMLOCK;
             // when raising it is refused, an EPERM from the kernel says so.
-            let _ = kiln_loader::sys::caps::raise_memlock();
+            let _ = kiln_loader::caps::raise_memlock();
             let mut opts = ApplyOptions {
                 verifier_log_dir,
                 adopt,
@@ -501,7 +505,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let outcome = match &token {
                 Some(token) => token.scope(|| d.apply(&opts)).map_err(|e| {
-                    let refused = kiln_loader::sys::token::take_refusal().is_some();
+                    let refused = kiln_loader::token::take_refusal().is_some();
                     let why = kiln_manifest::privilege::token_refusal(
                         &d.resolved,
                         token.bpffs(),
@@ -559,7 +563,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             attach_targets,
             json,
         }) => {
-            let _ = kiln_loader::sys::caps::raise_memlock();
+            let _ = kiln_loader::caps::raise_memlock();
             let log_dir = verifier_log_dir.unwrap_or_else(std::env::temp_dir);
             if !object::load(&path, pin_dir.as_deref(), &log_dir, json, &attach_targets)? {
                 return Ok(ExitCode::FAILURE);
@@ -585,7 +589,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Agent(args) => agent::run(args)?,
-        Command::Export { pin_root, name } => {
+        Command::Export {
+            pin_root,
+            name,
+            json,
+        } => {
             if !pin_root.is_dir() {
                 return Err(NoInput(format!("{}: no such pin root", pin_root.display())).into());
             }
@@ -609,12 +617,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let text = kiln_manifest::export::export(&name, &pin_root)?;
-            outln!("{}", text.trim_end());
+            if json {
+                let v = serde_json::json!({
+                    "deployment": name,
+                    "pin_root": pin_root,
+                    "manifest": text,
+                });
+                outln!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                outln!("{}", text.trim_end());
+            }
         }
-        Command::Destroy { manifest } => {
+        Command::Destroy { manifest, json } => {
             input_file(&manifest, "manifest file")?;
             let m = Manifest::load(&manifest).map_err(invalid)?;
             let done = kiln_manifest::apply::destroy_owned(m.name(), &m.pin_root())?;
+            if json {
+                let v = serde_json::json!({
+                    "deployment": m.name(),
+                    "pin_root": m.pin_root(),
+                    "removed": done.removed,
+                    "left": done.left,
+                    "root_removed": done.root_removed || !m.pin_root().exists(),
+                });
+                outln!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             for r in &done.removed {
                 outln!("- unpinned {r}");
             }
