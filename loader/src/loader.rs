@@ -89,6 +89,20 @@ pub enum EbpfError {
         /// Its data map (`.rodata`, `.rodata.NAME`).
         map: String,
     },
+    /// The object was built for the other byte order (`bpfeb` on a
+    /// little-endian machine, `bpfel` on a big-endian one): the kernel
+    /// loads programs, BTF and map values only in its own.
+    #[error(
+        "the object is {object} and the running kernel is {kernel}: a kernel loads eBPF of its \
+         own byte order only (build the object with -target {})",
+        kernel.target()
+    )]
+    ByteOrder {
+        /// The object's byte order.
+        object: kiln_obj::ByteOrder,
+        /// The running kernel's.
+        kernel: kiln_obj::ByteOrder,
+    },
     /// The bytes given to [`EbpfLoader::load_bytes`] or [`load`] are not an
     /// eBPF object this loader reads.
     #[error("parsing the eBPF object")]
@@ -459,6 +473,7 @@ impl EbpfLoader {
         keep_going: bool,
         prepared: bool,
     ) -> Result<(Ebpf, Vec<(String, LoadError)>), EbpfError> {
+        check_byte_order(spec)?;
         let mut spec = spec.clone();
         if !prepared {
             self.prepare_in_place(&mut spec)?;
@@ -625,6 +640,7 @@ impl EbpfLoader {
     }
 
     fn prepare_in_place(&self, spec: &mut ObjectSpec) -> Result<(), EbpfError> {
+        check_byte_order(spec)?;
         if spec.programs.iter().any(|p| !p.core_relocations.is_empty()) {
             crate::externs::relocate_core(spec, self.target_btf.as_deref())
                 .map_err(EbpfError::Core)?;
@@ -1227,6 +1243,19 @@ impl Ebpf {
     pub fn reused_maps(&self) -> &[String] {
         &self.reused
     }
+}
+
+/// Refuses an object of the other byte order before anything reaches the
+/// kernel, which would otherwise reject its BTF or misread its instructions.
+fn check_byte_order(spec: &ObjectSpec) -> Result<(), EbpfError> {
+    let kernel = kiln_obj::ByteOrder::native();
+    if spec.byte_order == kernel {
+        return Ok(());
+    }
+    Err(EbpfError::ByteOrder {
+        object: spec.byte_order,
+        kernel,
+    })
 }
 
 #[cfg(test)]

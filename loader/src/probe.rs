@@ -511,14 +511,15 @@ pub fn probe_map_type(t: MapType) -> bool {
 
 // --- tiny BTF blobs -------------------------------------------------------
 
+/// In this machine's byte order: the kernel reads BTF only in its own.
 fn btf_blob(types: &[Vec<u32>], strings: &[u8]) -> Vec<u8> {
     let type_bytes: Vec<u8> = types
         .iter()
         .flatten()
-        .flat_map(|w| w.to_le_bytes())
+        .flat_map(|w| w.to_ne_bytes())
         .collect();
     let mut out = Vec::new();
-    out.extend_from_slice(&0xeb9fu16.to_le_bytes());
+    out.extend_from_slice(&0xeb9fu16.to_ne_bytes());
     out.push(1);
     out.push(0);
     for w in [
@@ -528,7 +529,7 @@ fn btf_blob(types: &[Vec<u32>], strings: &[u8]) -> Vec<u8> {
         type_bytes.len() as u32,
         strings.len() as u32,
     ] {
-        out.extend_from_slice(&w.to_le_bytes());
+        out.extend_from_slice(&w.to_ne_bytes());
     }
     out.extend_from_slice(&type_bytes);
     out.extend_from_slice(strings);

@@ -965,7 +965,7 @@ mod tests {
         let calls: Vec<usize> = insns
             .iter()
             .enumerate()
-            .filter(|(_, i)| i.code == 0x85 && i.regs == 0x10)
+            .filter(|(_, i)| i.code == 0x85 && i.src_reg() == 1 && i.dst_reg() == 0)
             .map(|(at, i)| (at as i64 + 1 + i64::from(i.imm)) as usize)
             .collect();
         assert_eq!(calls, (0..MAX_PROGRAMS).map(stub_start).collect::<Vec<_>>());

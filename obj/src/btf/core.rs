@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use super::read::MAX_RESOLVE_DEPTH;
 use super::{Btf, BtfError, Kind, Type, TypeId, essential_name};
 use crate::model::{CoreRelocation, CoreRelocationKind as K};
-use crate::{Insn, ObjectSpec};
+use crate::{ByteOrder, Insn, ObjectSpec};
 
 /// libbpf's poison: `call 0xbad2310` ("bad relo"); the verifier reports
 /// `invalid func unknown#195896080` at the instruction if it is reachable.
@@ -594,7 +594,15 @@ fn match_spec(
 }
 
 /// The value a relocation computes from a (local or target) spec.
-fn compute(btf: &Btf, spec: &Spec, kind: K, local_id: TypeId) -> Result<Value, BtfError> {
+/// `order` is the target kernel's byte order: a bitfield's left shift
+/// counts from the other end of its load on a big-endian machine.
+fn compute(
+    btf: &Btf,
+    spec: &Spec,
+    kind: K,
+    local_id: TypeId,
+    order: ByteOrder,
+) -> Result<Value, BtfError> {
     let plain = |value| {
         Ok(Value {
             value,
@@ -666,8 +674,14 @@ fn compute(btf: &Btf, spec: &Spec, kind: K, local_id: TypeId) -> Result<Value, B
                     Type::Enum { signed, .. } | Type::Enum64 { signed, .. } => u64::from(signed),
                     _ => 0,
                 },
-                // Little-endian layout.
-                K::FieldLShiftU64 => 64u64.wrapping_sub(bit_off + bit_sz - byte_off * 8),
+                // After a load of `byte_sz` bytes at `byte_off` into a u64,
+                // shift the field's top bit to bit 63.
+                K::FieldLShiftU64 => match order {
+                    ByteOrder::Little => 64u64.wrapping_sub(bit_off + bit_sz - byte_off * 8),
+                    ByteOrder::Big => {
+                        (8u64.wrapping_sub(byte_sz) * 8).wrapping_add(bit_off - byte_off * 8)
+                    }
+                },
                 K::FieldRShiftU64 => 64u64.wrapping_sub(bit_sz),
                 _ => unreachable!("field kinds only"),
             };
@@ -757,7 +771,9 @@ fn resolve<'t, M: FnOnce() -> Vec<&'t Btf>>(
     r: &CoreRelocation,
 ) -> Result<(Value, Option<Value>), BtfError> {
     let local = parse_spec(lb, r.type_id, &r.access, r.kind)?;
-    let local_val = compute(lb, &local, r.kind, r.type_id)?;
+    // Both sides use the target's byte order: that is where the program runs.
+    let order = targets.vmlinux.byte_order();
+    let local_val = compute(lb, &local, r.kind, r.type_id, order)?;
     if r.kind == K::TypeIdLocal {
         return Ok((local_val, Some(local_val)));
     }
@@ -780,7 +796,7 @@ fn resolve<'t, M: FnOnce() -> Vec<&'t Btf>>(
             })
         };
         let Some(spec) = matched else { continue };
-        let v = compute(tb, &spec, r.kind, r.type_id)?;
+        let v = compute(tb, &spec, r.kind, r.type_id, order)?;
         match result {
             None => result = Some(v),
             Some(prev) if prev.value == v.value => {}

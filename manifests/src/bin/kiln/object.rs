@@ -158,6 +158,7 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
     if json {
         let v = json!({
             "path": path.display().to_string(),
+            "byte_order": spec.byte_order.name(),
             "license": spec.license,
             "btf": spec.btf.is_some(),
             "programs": spec.programs.iter().map(|p| json!({
@@ -199,8 +200,9 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     outln!(
-        "{} (license {}, {})",
+        "{} ({}, license {}, {})",
         path.display(),
+        spec.byte_order,
         spec.license,
         if spec.btf.is_some() { "BTF" } else { "no BTF" }
     );
