@@ -17,9 +17,12 @@ for m in "$here"/../manifests/examples/*/manifest.toml "$here"/../manifests/test
     cp "$m" "$here/corpus/manifest_check/$d-$(basename "$m" .toml)"
 done
 n=0
-for o in "$bpf"/*.bpf.o; do
+# The bpfeb twins too (target/bpf/bpfeb/), so every target starts from
+# big-endian ELF, BTF and .BTF.ext as well as little-endian.
+for o in "$bpf"/*.bpf.o "$bpf"/bpfeb/*.bpf.o; do
     [ -e "$o" ] || continue
     s=$(basename "$o" .bpf.o)
+    case "$o" in "$bpf"/bpfeb/*) s="bpfeb-$s" ;; esac
     cp "$o" "$here/corpus/parse_object/$s"
     cp "$o" "$here/corpus/core_relocate/$s"
     rm -f "$tmp/btf" "$tmp/ext"

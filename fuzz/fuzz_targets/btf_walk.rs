@@ -1,12 +1,14 @@
 //! `Btf::parse` on arbitrary bytes, then a walk of every type through every
-//! accessor, name lookups, and a decode → encode → parse round trip that
-//! must give the same types back. The same bytes are also parsed as split
-//! BTF (a module's) on the hand-built base of obj/tests/support, and walked
+//! accessor, name lookups, and a decode → encode → parse round trip, in
+//! both byte orders, that must give the same types back. The same bytes are
+//! also parsed as split BTF (a module's) on the hand-built base of
+//! obj/tests/support, and walked
 //! the same way across the base and the split part.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
 
+use kiln_obj::ByteOrder;
 use kiln_obj::btf::{Btf, write};
 use libfuzzer_sys::fuzz_target;
 
@@ -50,5 +52,10 @@ fuzz_target!(|data: &[u8]| {
         let bytes = write::encode(&types, btf.strings());
         let again = Btf::parse(&bytes).expect("re-encoded BTF parses");
         assert_eq!(again.to_types().expect("re-encoded BTF decodes"), types);
+        // And in the other byte order: the same types, whichever order.
+        let other = write::in_byte_order(&bytes, ByteOrder::native().other());
+        let swapped = Btf::parse(&other).expect("byte-swapped BTF parses");
+        assert_eq!(swapped.byte_order(), ByteOrder::native().other());
+        assert_eq!(swapped.to_types().expect("byte-swapped BTF decodes"), types);
     }
 });

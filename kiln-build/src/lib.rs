@@ -36,6 +36,10 @@ pub mod template;
 /// The target eBPF crates build for (little-endian BPF).
 pub const TARGET: &str = "bpfel-unknown-none";
 
+/// The big-endian eBPF target, for kernels of big-endian machines (s390x).
+/// Debian's `libstd-rust-web-dev-bpf` ships a `core` for it too.
+pub const TARGET_BIG_ENDIAN: &str = "bpfeb-unknown-none";
+
 /// Flags every eBPF crate is compiled with. `--btf` makes bpf-linker emit
 /// `.BTF`/`.BTF.ext` (BTF-defined maps in `.maps` need it: without it a load
 /// fails with "no DATASEC '.maps' in .BTF"); full debug info is what BTF and
@@ -289,6 +293,8 @@ pub struct CargoBuild<'a> {
     pub extra_rustflags: Vec<String>,
     /// Let cargo print its progress (else `--quiet`).
     pub verbose: bool,
+    /// [`TARGET`], or [`TARGET_BIG_ENDIAN`] for a big-endian kernel.
+    pub target: &'static str,
 }
 
 impl CargoBuild<'_> {
@@ -315,7 +321,7 @@ impl CargoBuild<'_> {
             cmd.args(["-Z", "build-std=core"]);
         }
         cmd.arg("--release")
-            .args(["--target", TARGET])
+            .args(["--target", self.target])
             .arg("--manifest-path")
             .arg(self.crate_dir.join("Cargo.toml"))
             .arg("--target-dir")
@@ -337,6 +343,7 @@ impl CargoBuild<'_> {
             }
         }
         cmd.env("CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER", &tc.bpf_linker)
+            .env("CARGO_TARGET_BPFEB_UNKNOWN_NONE_LINKER", &tc.bpf_linker)
             .env(
                 "CARGO_ENCODED_RUSTFLAGS",
                 self.rustflags().replace(' ', "\x1f"),
@@ -365,7 +372,10 @@ impl CargoBuild<'_> {
 
     /// Where cargo leaves the object of `package`.
     pub fn artifact(&self, package: &str) -> PathBuf {
-        self.target_dir.join(TARGET).join("release").join(package)
+        self.target_dir
+            .join(self.target)
+            .join("release")
+            .join(package)
     }
 }
 
@@ -429,6 +439,7 @@ impl EbpfBuild {
             target_dir: &target_dir,
             extra_rustflags: Vec::new(),
             verbose: false,
+            target: TARGET,
         };
         let mut cmd = build.command();
         let command = show(&cmd);

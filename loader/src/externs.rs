@@ -143,7 +143,7 @@ pub fn kernel_btf(path: Option<&Path>) -> Result<&'static Btf, KernelBtfError> {
 }
 
 /// [`kernel_btf`] as the `Arc` split BTF is built on.
-fn kernel_btf_shared(path: Option<&Path>) -> Result<&'static Arc<Btf>, KernelBtfError> {
+pub(crate) fn kernel_btf_shared(path: Option<&Path>) -> Result<&'static Arc<Btf>, KernelBtfError> {
     type Cache = std::sync::Mutex<HashMap<std::path::PathBuf, &'static Arc<Btf>>>;
     static CACHE: OnceLock<Cache> = OnceLock::new();
     let path = path.unwrap_or(Path::new("/sys/kernel/btf/vmlinux"));

@@ -44,6 +44,7 @@ pub mod ids;
 pub mod links;
 pub mod loader;
 pub mod maps;
+pub mod module_btf;
 pub mod netlink;
 pub mod perf_event;
 pub mod pin;

@@ -55,6 +55,10 @@ pub enum EbpfError {
         #[source]
         source: kiln_obj::ExternError,
     },
+    /// A program calls a kfunc defined in a kernel module on a kernel too
+    /// old to take module kfuncs (before 5.16).
+    #[error(transparent)]
+    ModuleKfunc(#[from] crate::module_btf::ModuleKfuncUnsupported),
     /// A `.values` initialiser names a map index the object does not have.
     #[error("values slot names map #{map} the object does not have")]
     SlotMap {
@@ -84,6 +88,20 @@ pub enum EbpfError {
         name: String,
         /// Its data map (`.rodata`, `.rodata.NAME`).
         map: String,
+    },
+    /// The object was built for the other byte order (`bpfeb` on a
+    /// little-endian machine, `bpfel` on a big-endian one): the kernel
+    /// loads programs, BTF and map values only in its own.
+    #[error(
+        "the object is {object} and the running kernel is {kernel}: a kernel loads eBPF of its \
+         own byte order only (build the object with -target {})",
+        kernel.target()
+    )]
+    ByteOrder {
+        /// The object's byte order.
+        object: kiln_obj::ByteOrder,
+        /// The running kernel's.
+        kernel: kiln_obj::ByteOrder,
     },
     /// The bytes given to [`EbpfLoader::load_bytes`] or [`load`] are not an
     /// eBPF object this loader reads.
@@ -455,6 +473,7 @@ impl EbpfLoader {
         keep_going: bool,
         prepared: bool,
     ) -> Result<(Ebpf, Vec<(String, LoadError)>), EbpfError> {
+        check_byte_order(spec)?;
         let mut spec = spec.clone();
         if !prepared {
             self.prepare_in_place(&mut spec)?;
@@ -590,6 +609,7 @@ impl EbpfLoader {
                 ebpf.btf.as_ref().map(|b| b.fd()),
                 self.log_level,
                 kbtf,
+                self.target_btf.is_none(),
             ) {
                 Ok(prog) => {
                     bind_read_only_data(&prog, &spec, &ebpf);
@@ -620,6 +640,7 @@ impl EbpfLoader {
     }
 
     fn prepare_in_place(&self, spec: &mut ObjectSpec) -> Result<(), EbpfError> {
+        check_byte_order(spec)?;
         if spec.programs.iter().any(|p| !p.core_relocations.is_empty()) {
             crate::externs::relocate_core(spec, self.target_btf.as_deref())
                 .map_err(EbpfError::Core)?;
@@ -633,14 +654,17 @@ impl EbpfLoader {
         {
             let kbtf = crate::externs::kernel_btf(self.target_btf.as_deref()).ok();
             let externs = spec.externs.clone();
+            // Module BTF belongs to the running kernel: with another
+            // kernel's BTF as the target, modules are not searched.
+            let targets =
+                crate::module_btf::resolve_ksyms(&externs, kbtf, self.target_btf.is_none())
+                    .map_err(EbpfError::ModuleKfunc)?;
             for p in &mut spec.programs {
-                p.resolve_ksyms(&externs, |i| {
-                    crate::externs::resolve_ksym(&externs[i], kbtf)
-                })
-                .map_err(|source| EbpfError::Ksym {
-                    name: p.name.clone(),
-                    source,
-                })?;
+                p.resolve_ksyms(&externs, |i| targets.get(i).copied().flatten())
+                    .map_err(|source| EbpfError::Ksym {
+                        name: p.name.clone(),
+                        source,
+                    })?;
             }
         }
         Ok(())
@@ -998,18 +1022,41 @@ fn load_program(
     btf: Option<BorrowedFd<'_>>,
     log_level: VerifierLogLevel,
     kernel_btf: Option<&kiln_obj::btf::Btf>,
+    search_modules: bool,
 ) -> Result<Program, LoadError> {
     // tp_btf/fentry/fexit/lsm/iter programs name their target at load time.
-    let attach_btf_id = match crate::links::tracing::btf_target_name(&pspec.kind) {
-        Some(_) => crate::links::tracing::vmlinux_attach_btf_id(&pspec.kind, kernel_btf).map_err(
-            |source| LoadError::AttachTarget {
-                program: pspec.name.clone(),
-                source,
-            },
-        )?,
-        None => None,
-    };
+    // A target vmlinux lacks is looked for in the modules (libbpf's
+    // `find_kernel_btf_id`), unless another kernel's BTF is the target.
+    let (attach_btf_id, attach_btf_obj_fd) =
+        match crate::links::tracing::btf_target_name(&pspec.kind) {
+            Some((name, btf_kind)) => {
+                match crate::links::tracing::vmlinux_attach_btf_id(&pspec.kind, kernel_btf) {
+                    Ok(id) => (id, None),
+                    Err(e) => match search_modules
+                        .then(|| {
+                            crate::module_btf::module_attach_target(
+                                crate::module_btf::module_btfs(),
+                                &pspec.kind,
+                                &name,
+                                btf_kind,
+                            )
+                        })
+                        .flatten()
+                    {
+                        Some((fd, id)) => (Some(id), Some(fd)),
+                        None => {
+                            return Err(LoadError::AttachTarget {
+                                program: pspec.name.clone(),
+                                source: e,
+                            });
+                        }
+                    },
+                }
+            }
+            None => None.unzip(),
+        };
     let insns = pspec.resolved_insns(|i| map_fds.get(i).copied().unwrap_or(-1));
+    let fd_array = crate::module_btf::calls_module_kfunc(&insns).then(crate::module_btf::fd_array);
     let (func_info, line_info) = (pspec.func_info_bytes(), pspec.line_info_bytes());
     let source_line = |insn: u32| spec.source_line(&pspec.name, insn as usize);
     let opts = LoadOptions {
@@ -1024,6 +1071,8 @@ fn load_program(
         license: &spec.license,
         kern_version: spec.kernel_version,
         attach_btf_id,
+        attach_btf_obj_fd,
+        fd_array,
         // `syscall` programs are sleepable by definition (the kernel insists).
         flags: if pspec.sleepable || pspec.kind == kiln_obj::ProgramKind::Syscall {
             crate::programs::ProgramFlags::SLEEPABLE
@@ -1194,6 +1243,19 @@ impl Ebpf {
     pub fn reused_maps(&self) -> &[String] {
         &self.reused
     }
+}
+
+/// Refuses an object of the other byte order before anything reaches the
+/// kernel, which would otherwise reject its BTF or misread its instructions.
+fn check_byte_order(spec: &ObjectSpec) -> Result<(), EbpfError> {
+    let kernel = kiln_obj::ByteOrder::native();
+    if spec.byte_order == kernel {
+        return Ok(());
+    }
+    Err(EbpfError::ByteOrder {
+        object: spec.byte_order,
+        kernel,
+    })
 }
 
 #[cfg(test)]

@@ -161,7 +161,7 @@ pub struct RouteSocket {
 
 /// A netlink error: errno plus the kernel's extended-ack text, when it gave one.
 #[derive(Debug, thiserror::Error)]
-#[error("{source}{}", .message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+#[error("the kernel refused the netlink request{}", .message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
 pub struct NetlinkError {
     /// The errno.
     #[source]

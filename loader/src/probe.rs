@@ -115,15 +115,43 @@ fn btf_probed() -> (bool, BtfFeatures) {
     probed
 }
 
+/// Verdicts of [`feature`] for this process (`None` until first asked).
+static KNOWN: std::sync::Mutex<Option<BTreeMap<String, bool>>> = std::sync::Mutex::new(None);
+
+/// Makes [`feature`] answer `false` for `name` in this process, as on a
+/// kernel without it, so the fallback a probe chooses (clsact instead of
+/// tcx, netlink XDP instead of links) can be exercised on a newer kernel.
+/// Not stored in the boot cache.
+pub fn assume_missing(name: &str) {
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    known
+        .get_or_insert_with(crate::probe_cache::read)
+        .insert(name.to_owned(), false);
+    ASSUMED_MISSING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(name.to_owned());
+}
+
+/// Whether [`assume_missing`] was called for `name` in this process.
+pub fn assumed_missing(name: &str) -> bool {
+    ASSUMED_MISSING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|n| n == name)
+}
+
+static ASSUMED_MISSING: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
 /// Feature `name` (a program or map type name, or one of `bpf_link`,
-/// `tcx`, `btf`, `ringbuf`, `bpf_cookie`, `batch_ops`, `mmapable_arrays`,
+/// `tcx`, `xdp_link` (5.9), `cgroup_link` (5.7), `netns_link` (5.8),
+/// `sockmap_link` (6.10), `btf`, `ringbuf`, `bpf_cookie`, `batch_ops`, `mmapable_arrays`,
 /// `prog_bind_map`): probed only when first asked, unlike [`features`],
 /// which probes everything. The verdict is kept for the process and, as
 /// root, for the rest of the boot (a root-only cache in `/run/kiln`), so a
 /// later command pays nothing. `None`: no such feature.
 pub fn feature(name: &str) -> Option<bool> {
-    use std::sync::Mutex;
-    static KNOWN: Mutex<Option<BTreeMap<String, bool>>> = Mutex::new(None);
     let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
     let known = known.get_or_insert_with(crate::probe_cache::read);
     if let Some(v) = known.get(name) {
@@ -150,6 +178,10 @@ pub fn feature_names() -> Vec<&'static str> {
     names.extend([
         "bpf_link",
         "tcx",
+        "xdp_link",
+        "sockmap_link",
+        "cgroup_link",
+        "netns_link",
         "btf",
         "ringbuf",
         "bpf_cookie",
@@ -173,6 +205,19 @@ fn probe_one(name: &str) -> Option<bool> {
     Some(match name {
         "bpf_link" => probe_link_create(),
         "tcx" => probe_tcx(),
+        "xdp_link" => probe_link_create() && probe_xdp_link(),
+        "cgroup_link" => {
+            probe_link_create()
+                && probe_link_kind(ProgramType::CGROUP_SKB, AttachType::CGROUP_INET_INGRESS)
+        }
+        "netns_link" => {
+            probe_link_create()
+                && probe_link_kind(ProgramType::FLOW_DISSECTOR, AttachType::FLOW_DISSECTOR)
+        }
+        "sockmap_link" => {
+            probe_link_create()
+                && probe_link_kind(ProgramType::SK_SKB, AttachType::SK_SKB_STREAM_VERDICT)
+        }
         "btf" => btf_ok(&[int_type(1)], b"\0int\0"),
         "ringbuf" => probe_map_type(MapType::RINGBUF),
         "bpf_cookie" => probe_helper(ProgramType::KPROBE, 174),
@@ -466,14 +511,15 @@ pub fn probe_map_type(t: MapType) -> bool {
 
 // --- tiny BTF blobs -------------------------------------------------------
 
+/// In this machine's byte order: the kernel reads BTF only in its own.
 fn btf_blob(types: &[Vec<u32>], strings: &[u8]) -> Vec<u8> {
     let type_bytes: Vec<u8> = types
         .iter()
         .flatten()
-        .flat_map(|w| w.to_le_bytes())
+        .flat_map(|w| w.to_ne_bytes())
         .collect();
     let mut out = Vec::new();
-    out.extend_from_slice(&0xeb9fu16.to_le_bytes());
+    out.extend_from_slice(&0xeb9fu16.to_ne_bytes());
     out.push(1);
     out.push(0);
     for w in [
@@ -483,7 +529,7 @@ fn btf_blob(types: &[Vec<u32>], strings: &[u8]) -> Vec<u8> {
         type_bytes.len() as u32,
         strings.len() as u32,
     ] {
-        out.extend_from_slice(&w.to_le_bytes());
+        out.extend_from_slice(&w.to_ne_bytes());
     }
     out.extend_from_slice(&type_bytes);
     out.extend_from_slice(strings);

@@ -205,6 +205,36 @@ fn no_veth_priv() -> Option<String> {
     })
 }
 
+/// The type `name` of `kind` in the BTF of `module`, a loaded module (5.11+).
+fn module_has(module: &str, kind: kiln_obj::btf::Kind, name: &str) -> bool {
+    let find = || {
+        let vmlinux = std::fs::read("/sys/kernel/btf/vmlinux").ok()?;
+        let vmlinux = std::sync::Arc::new(kiln_obj::btf::Btf::from_bytes(vmlinux).ok()?);
+        let bytes = std::fs::read(format!("/sys/kernel/btf/{module}")).ok()?;
+        kiln_obj::btf::Btf::from_bytes_split(bytes, vmlinux)
+            .ok()?
+            .find_by_name(kind, name)
+    };
+    find().is_some()
+}
+
+/// module_fentry.bpf.o attaches to veth_open and `veth:veth_close`, which
+/// names the module: veth must be a loaded module with BTF (5.11+), as
+/// libbpf requires of a module-qualified target.
+fn no_veth_functions() -> Option<String> {
+    (!module_has("veth", kiln_obj::btf::Kind::Func, "veth_close"))
+        .then(|| "veth is not a loaded module with BTF (built in, or before 5.11)".into())
+}
+
+/// module_kfunc.bpf.o calls the conntrack kfuncs (5.18+), in vmlinux or in
+/// the nf_conntrack module.
+fn no_conntrack_kfuncs() -> Option<String> {
+    let kind = kiln_obj::btf::Kind::Func;
+    (vmlinux_lacks(kind, "bpf_xdp_ct_lookup")
+        && !module_has("nf_conntrack", kind, "bpf_xdp_ct_lookup"))
+    .then(|| "no conntrack kfuncs (5.18+, nf_conntrack built in or loaded)".into())
+}
+
 /// kfunc-demo.bpf.o (the SDK's kfuncs from Rust) calls bpf_task_from_pid
 /// (6.2+) and the bpf_iter_num iterator (6.4+).
 fn no_iter_num_kfuncs() -> Option<String> {
@@ -239,6 +269,12 @@ const OBJECT_NEEDS: &[(&str, &str, Probe)] = &[
     ("sdk-btf.bpf.o", "do_unlinkat", no_do_unlinkat),
     ("externs.bpf.o", "bpf_prog_active ksym", no_prog_active_ksym),
     ("core_module.bpf.o", "veth_priv BTF", no_veth_priv),
+    ("module_fentry.bpf.o", "veth functions", no_veth_functions),
+    (
+        "module_kfunc.bpf.o",
+        "conntrack kfuncs",
+        no_conntrack_kfuncs,
+    ),
     // The SDK's macros for the newest program types (netkit is the newest).
     ("sdk-hooks-new.bpf.o", "netkit", no_netkit_programs),
     ("sdk-hooks-new.bpf.o", "netfilter", no_netfilter),

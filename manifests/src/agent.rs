@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::Deployment;
 use crate::apply::{ApplyError, ApplyOptions};
-use crate::desired::ResolvedAttach;
+use kiln_loader::links::AttachPoint;
 
 /// How the agent runs.
 #[derive(Clone, Debug)]
@@ -371,23 +371,19 @@ impl Agent {
     fn load(
         &self,
         path: &Path,
-    ) -> Result<(Deployment, Vec<(String, ResolvedAttach)>), ReconcileError> {
+    ) -> Result<(Deployment, Vec<(String, AttachPoint)>), ReconcileError> {
         let plain = || Deployment::load(path, &BTreeMap::new()).map_err(ReconcileError::Invalid);
         if !self.opts.hold_perf_attachments && crate::features::can_pin_perf_attachments() {
             return plain().map(|d| (d, Vec::new()));
         }
         let offline = Deployment::load_offline(path, &BTreeMap::new(), false)
             .map_err(ReconcileError::Invalid)?;
-        let hold: Vec<(String, ResolvedAttach)> = offline
+        let hold: Vec<(String, AttachPoint)> = offline
             .resolved
             .builds
             .iter()
             .filter_map(|(name, b)| match &b.attach {
-                Some(
-                    a @ (ResolvedAttach::Tracepoint { .. }
-                    | ResolvedAttach::Kprobe { .. }
-                    | ResolvedAttach::Uprobe { .. }),
-                ) => Some((name.clone(), a.clone())),
+                Some(a) if a.uses_perf_event() => Some((name.clone(), a.clone())),
                 _ => None,
             })
             .collect();
@@ -426,7 +422,7 @@ impl Agent {
         &mut self,
         file: &str,
         d: &Deployment,
-        hold: &[(String, ResolvedAttach)],
+        hold: &[(String, AttachPoint)],
     ) -> Result<(), ReconcileError> {
         let root = d.manifest.pin_root();
         for (name, how) in hold {
@@ -442,12 +438,13 @@ impl Agent {
             if self.held.get(&key).is_some_and(|h| h.prog_id == prog.id()) {
                 continue;
             }
-            let link =
-                crate::apply::attach(prog.fd(), how).map_err(|reason| ReconcileError::Hold {
+            let link = crate::apply::attach(prog.fd(), how, "kiln").map_err(|reason| {
+                ReconcileError::Hold {
                     name: name.clone(),
                     reason,
-                })?;
-            let target = crate::desired::describe(how).description;
+                }
+            })?;
+            let target = how.to_string();
             self.log(
                 "info",
                 Some(file),

@@ -15,19 +15,21 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use kiln_loader::OpenFlags;
-use kiln_loader::links::{FdLink, Link};
+use kiln_loader::links::attach_point::MapRef;
+use kiln_loader::links::tc::{ClsBpfFilter, ClsBpfLink};
+use kiln_loader::links::{AttachPoint, FdLink, Link, Mechanism};
 use kiln_loader::maps::UpdateFlags;
 use kiln_loader::pin::open_pinned;
 use kiln_loader::{EbpfLoader, Map, Program};
 use kiln_obj::MapOrigin;
 
-use crate::desired::{Resolved, ResolvedAttach};
+use crate::desired::Resolved;
 use crate::live::{self, LINKS, MAPS, PROGS};
 use crate::lock::DeploymentLock;
 use crate::manifest::Manifest;
 use crate::ownership::{self, Claim, Ledger, Origin};
 use crate::plan::{self, Action, EntryDrift, PinKind, Plan, ReplaceHow};
-use crate::schema::{Direction, EntriesMode, XdpMode};
+use crate::schema::EntriesMode;
 
 /// A step of apply where a failure can be injected (tests, and debug builds
 /// through `KILN_FAIL_AT=<step>`).
@@ -327,6 +329,11 @@ enum Undo {
         ifindex: u32,
         flags: kiln_loader::links::xdp::XdpFlags,
     },
+    /// A TC filter switched to a new program over netlink: switch it back.
+    RelinkFilter {
+        filter: ClsBpfFilter,
+        old_prog: Program,
+    },
     /// A program array slot pointed at a new program: point it back at
     /// the old one (or empty it).
     Slot {
@@ -364,9 +371,11 @@ struct Tx {
     slots: Vec<(String, u32, String)>,
     /// Old links to detach once the new generation is committed.
     retired: Vec<FdLink>,
+    /// Old TC filters (netlink attachments) to remove once committed.
+    retired_filters: Vec<ClsBpfFilter>,
     journal: Vec<Undo>,
     /// Attachments made at commit, after their old link is detached.
-    reattach: BTreeMap<String, ResolvedAttach>,
+    reattach: BTreeMap<String, AttachPoint>,
     /// What the deployment owns; every pin and directory is recorded here
     /// before it is made and forgotten after it is removed.
     ledger: Ledger,
@@ -383,6 +392,7 @@ impl Tx {
             links: BTreeMap::new(),
             slots: Vec::new(),
             retired: Vec::new(),
+            retired_filters: Vec::new(),
             journal: Vec::new(),
             reattach: BTreeMap::new(),
             ledger,
@@ -868,6 +878,12 @@ impl Tx {
                 } => {
                     self.inject(Step::Replace)?;
                     let path = self.path(LINKS, program);
+                    if !path.exists()
+                        && let Some(filter) = self.netlink_filter(program)
+                    {
+                        self.replace_filter(program, filter)?;
+                        continue;
+                    }
                     let mut link = FdLink::from_pin(&path)
                         .map_err(|e| kerr(format!("open link of '{program}'"), e))?;
                     let info = link
@@ -878,22 +894,21 @@ impl Tx {
                     // Not reloaded: the pinned program is already the new
                     // one and only the link lags behind it (an apply killed
                     // between pinning programs and switching links).
-                    let pinned;
-                    let new_prog = match self.progs.get(program) {
-                        Some(p) => p,
-                        None => {
-                            pinned = Program::from_pin(&self.path(PROGS, program), None)
-                                .map_err(|e| kerr(format!("open pinned program '{program}'"), e))?;
-                            &pinned
-                        }
-                    };
-                    link.update(new_prog.as_fd(), Some(old_prog.as_fd()))
-                        .map_err(|e| kerr(format!("switch link of '{program}'"), e))?;
+                    self.with_program(program, |new_prog| {
+                        link.update(new_prog, Some(old_prog.as_fd()))
+                    })?
+                    .map_err(|e| kerr(format!("switch link of '{program}'"), e))?;
                     self.journal.push(Undo::Relink { link, old_prog });
                 }
                 Action::Reattach { program, .. } => self.reattach(program)?,
                 Action::Detach { link, .. } => {
                     let path = self.path(LINKS, link);
+                    if !path.exists()
+                        && let Some(filter) = self.netlink_filter(link)
+                    {
+                        self.retired_filters.push(filter);
+                        continue;
+                    }
                     if let Ok(old) = FdLink::from_pin(&path) {
                         self.retired.push(old);
                     }
@@ -902,7 +917,14 @@ impl Tx {
                 _ => {}
             }
         }
-        let links: Vec<String> = self.links.keys().cloned().collect();
+        // Netlink attachments (TC filters) cannot be pinned: they are kept
+        // at the end, and found again by their name.
+        let links: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.fd().is_some() || l.mechanism() != Mechanism::Tc)
+            .map(|(name, _)| name.clone())
+            .collect();
         for name in links {
             self.inject(Step::PinLink)?;
             let path = self.path(LINKS, &name);
@@ -971,29 +993,94 @@ impl Tx {
         Ok(())
     }
 
+    /// The TC filter (netlink attachment) of `program`, if it has one.
+    fn netlink_filter(&self, program: &str) -> Option<ClsBpfFilter> {
+        live::netlink_links(&self.root)
+            .into_iter()
+            .find(|(name, _)| name == program)
+            .map(|(_, f)| f)
+    }
+
+    /// Switches `program`'s TC filter to its new program in place (a
+    /// netlink replace: no gap, no overlap).
+    fn replace_filter(&mut self, program: &str, filter: ClsBpfFilter) -> Result<(), ApplyError> {
+        let old_prog = Program::from_id(filter.prog_id)
+            .map_err(|e| kerr(format!("program attached to '{program}'"), e))?;
+        let mut link = ClsBpfLink::adopt(filter);
+        let switched = self.with_program(program, |new_prog| {
+            link.update(new_prog, Some(old_prog.as_fd()))
+        })?;
+        let _ = link.keep();
+        switched.map_err(|e| kerr(format!("switch the TC filter of '{program}'"), e))?;
+        self.journal.push(Undo::RelinkFilter {
+            filter: link.filter().clone(),
+            old_prog,
+        });
+        Ok(())
+    }
+
     /// Attaches `program` as `how` says: the one this apply loaded, else the pinned one.
     fn attach_program(
         &self,
         program: &str,
-        how: &ResolvedAttach,
+        how: &AttachPoint,
     ) -> Result<Box<dyn Link>, ApplyError> {
-        let pinned;
-        let prog_fd = match self.progs.get(program) {
-            Some(p) => p.as_fd(),
-            None => {
-                pinned = Program::from_pin(&self.path(PROGS, program), None)
-                    .map_err(|e| kerr(format!("open pinned program '{program}'"), e))?;
-                pinned.as_fd()
-            }
+        let label = live::netlink_label(&self.root, program);
+        // A sockmap of the deployment: the map this apply holds (created
+        // now, so perhaps not pinned yet), by id.
+        let how = match how {
+            AttachPoint::SockMap {
+                map: MapRef::Pin(pin),
+                hook,
+            } => match pin
+                .file_name()
+                .and_then(|n| self.maps.get(n.to_string_lossy().as_ref()))
+                .and_then(|m| m.info().ok())
+            {
+                Some(info) => &AttachPoint::SockMap {
+                    map: MapRef::Id(info.id),
+                    hook: *hook,
+                },
+                None => how,
+            },
+            _ => how,
         };
-        attach(prog_fd, how).map_err(|e| kerr(format!("attach program '{program}'"), e))
+        self.with_program(program, |prog| attach(prog, how, &label))?
+            .map_err(|e| kerr(format!("attach program '{program}'"), e))
+    }
+
+    /// Runs `f` on `program`'s new generation: the one this apply loaded,
+    /// else the pinned one (not reloaded, or an apply killed between
+    /// pinning programs and switching links left the links behind).
+    fn with_program<T>(
+        &self,
+        program: &str,
+        f: impl FnOnce(BorrowedFd<'_>) -> T,
+    ) -> Result<T, ApplyError> {
+        match self.progs.get(program) {
+            Some(p) => Ok(f(p.as_fd())),
+            None => {
+                let pinned = Program::from_pin(&self.path(PROGS, program), None)
+                    .map_err(|e| kerr(format!("open pinned program '{program}'"), e))?;
+                Ok(f(pinned.as_fd()))
+            }
+        }
     }
 
     /// Phase 3: the new generation is committed: the old links to let go
     /// (see [`detach_all`]).
     fn finish(&mut self) -> Vec<FdLink> {
         self.journal.clear();
-        // Links created here are pinned now; dropping the handles keeps them.
+        // Links created here are pinned now; dropping the handles keeps
+        // them. Netlink attachments stay by themselves once kept.
+        for link in self.links.values_mut() {
+            if link.fd().is_none() {
+                let _ = link.keep();
+            }
+        }
+        for filter in std::mem::take(&mut self.retired_filters) {
+            let _ = ClsBpfLink::adopt(filter).detach();
+        }
         std::mem::take(&mut self.retired)
     }
 
@@ -1010,6 +1097,11 @@ impl Tx {
                 }
                 Undo::Relink { mut link, old_prog } => {
                     let _ = link.update(old_prog.as_fd(), None);
+                }
+                Undo::RelinkFilter { filter, old_prog } => {
+                    let mut link = ClsBpfLink::adopt(filter);
+                    let _ = link.update(old_prog.as_fd(), None);
+                    let _ = link.keep();
                 }
                 Undo::Reattach {
                     program,
@@ -1053,6 +1145,7 @@ impl Tx {
         }
         self.ledger.discard_if_unused();
         self.retired.clear();
+        self.retired_filters.clear();
         for (_, mut link) in std::mem::take(&mut self.links) {
             let _ = link.detach();
         }
@@ -1216,107 +1309,20 @@ fn migrate_map(resolved: &Resolved, name: &str, old: &Map, new: &Map) -> Result<
 /// Attaches, retrying briefly while the hook is busy: the kernel releases a
 /// link whose last pin was just removed from a workqueue, a moment later
 /// (EBUSY; EEXIST while an XDP link of the other mode is still there).
-pub fn attach(prog: BorrowedFd<'_>, how: &ResolvedAttach) -> Result<Box<dyn Link>, String> {
+/// `label` names a netlink attachment (see [`live::netlink_label`]).
+pub fn attach(
+    prog: BorrowedFd<'_>,
+    how: &AttachPoint,
+    label: &str,
+) -> Result<Box<dyn Link>, String> {
     let mut tries = 0;
     loop {
-        match attach_once(prog, how) {
+        match kiln_loader::links::attach_labelled(prog, how, label) {
             Err(e) if matches!(e.errno(), Some(libc::EBUSY | libc::EEXIST)) && tries < 40 => {
                 tries += 1;
                 std::thread::sleep(std::time::Duration::from_millis(25));
             }
             r => return r.map_err(|e| kiln_loader::error_chain(&e)),
-        }
-    }
-}
-
-/// Attaches with the loader's attach functions.
-fn attach_once(
-    prog: BorrowedFd<'_>,
-    how: &ResolvedAttach,
-) -> Result<Box<dyn Link>, kiln_loader::links::LinkError> {
-    use kiln_loader::links;
-    match how {
-        ResolvedAttach::Tracepoint { category, name } => {
-            links::tracepoint::attach_tracepoint(prog, category, name, 0)
-                .map(|l| Box::new(l) as Box<dyn Link>)
-        }
-        ResolvedAttach::Xdp { ifindex, mode, .. } => {
-            let flags = match mode {
-                XdpMode::Auto => links::xdp::XdpFlags::empty(),
-                XdpMode::Generic => links::xdp::XdpFlags::SKB_MODE,
-                XdpMode::Native => links::xdp::XdpFlags::DRV_MODE,
-                XdpMode::Offload => links::xdp::XdpFlags::HW_MODE,
-            };
-            links::xdp::attach_xdp_link(prog, *ifindex, flags).map(|l| Box::new(l) as Box<dyn Link>)
-        }
-        ResolvedAttach::Tcx {
-            ifindex, direction, ..
-        } => {
-            let dir = match direction {
-                Direction::Ingress => kiln_obj::Direction::Ingress,
-                Direction::Egress => kiln_obj::Direction::Egress,
-            };
-            links::tc::attach_tcx(prog, *ifindex, dir, links::tc::TcxAnchor::default())
-                .map(|l| Box::new(l) as Box<dyn Link>)
-        }
-        ResolvedAttach::RawTracepoint { name } => {
-            links::raw_tracepoint::attach_raw_tracepoint(prog, name)
-                .map(|l| Box::new(l) as Box<dyn Link>)
-        }
-        ResolvedAttach::Tracing { kind } => {
-            links::tracing::attach_tracing(prog, kind, 0).map(|l| Box::new(l) as Box<dyn Link>)
-        }
-        ResolvedAttach::Kprobe {
-            function,
-            offset,
-            retprobe,
-        } => links::kprobe::attach_kprobe(prog, function, *offset, *retprobe, 0)
-            .map(|l| Box::new(l) as Box<dyn Link>),
-        ResolvedAttach::Uprobe {
-            path,
-            symbol,
-            offset,
-            pid,
-            retprobe,
-        } => match symbol {
-            Some(sym) => links::uprobe::symbol_file_offset(path, sym).and_then(|base| {
-                links::uprobe::attach_uprobe_offset(prog, path, base + offset, *retprobe, *pid, 0)
-            }),
-            None => links::uprobe::attach_uprobe_offset(prog, path, *offset, *retprobe, *pid, 0),
-        }
-        .map(|l| Box::new(l) as Box<dyn Link>),
-        ResolvedAttach::Cgroup { path, attach_type } => links::cgroup::open_cgroup(path)
-            .and_then(|cg| links::cgroup::attach_cgroup_link(prog, cg.as_fd(), *attach_type))
-            .map(|l| Box::new(l) as Box<dyn Link>),
-        ResolvedAttach::SkLookup { netns } => links::netns::open_netns(netns)
-            .and_then(|ns| links::netns::attach_sk_lookup(prog, ns.as_fd()))
-            .map(|l| Box::new(l) as Box<dyn Link>),
-        ResolvedAttach::Netfilter {
-            pf,
-            hooknum,
-            priority,
-        } => {
-            use links::netfilter::{NetfilterFlags, NfHook, NfProto};
-            let proto = if *pf == 10 {
-                NfProto::Ipv6
-            } else {
-                NfProto::Ipv4
-            };
-            let hook = match hooknum {
-                0 => NfHook::PreRouting,
-                1 => NfHook::LocalIn,
-                2 => NfHook::Forward,
-                3 => NfHook::LocalOut,
-                _ => NfHook::PostRouting,
-            };
-            links::netfilter::attach_netfilter(
-                prog,
-                proto,
-                hook,
-                *priority,
-                NetfilterFlags::empty(),
-            )
-            .map(|l| Box::new(l) as Box<dyn Link>)
         }
     }
 }
@@ -1430,6 +1436,13 @@ pub fn destroy_owned(manifest_name: &str, root: &Path) -> Result<Destroyed, Appl
         }
         // Forgotten only once gone: a kill before leaves it recorded.
         ledger.forget(&rel)?;
+    }
+    // TC filters (netlink attachments) carry no pin: found by their name.
+    for (program, filter) in live::netlink_links(root) {
+        ClsBpfLink::adopt(filter)
+            .detach()
+            .map_err(|e| kerr(format!("remove the TC filter of '{program}'"), e))?;
+        done.removed.push(format!("{LINKS}/{program} (tc filter)"));
     }
     // Deepest first; a directory still holding foreign pins stays recorded.
     let mut dirs: Vec<String> = dirs.into_iter().filter(|d| d != ".").collect();

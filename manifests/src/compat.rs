@@ -325,7 +325,7 @@ fn program_findings(
     let mut helpers = BTreeSet::new();
     for insn in &prog.insns {
         // `call` with src_reg 0: a helper (1 is a subprogram, 2 a kfunc).
-        if insn.code == 0x85 && insn.regs >> 4 == 0 {
+        if insn.code == 0x85 && insn.src_reg() == 0 {
             helpers.insert(u64::from(insn.imm as u32));
         }
     }

@@ -4,9 +4,12 @@
 //! interfaces and cgroups exist, values fit their slots.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use kiln_loader::links::AttachPoint;
+use kiln_loader::links::attach_point::{BtfHook, MapRef, names};
+use kiln_loader::links::netfilter::{NfHook, NfProto};
+use kiln_loader::links::sockmap::SockMapHook;
 use kiln_obj::{
     AttachType, MapOrigin, MapSpec, ObjectSpec, ProgramKind, ProgramType, RelocationTarget,
 };
@@ -14,65 +17,15 @@ use kiln_obj::{
 use crate::diag::Diagnostic;
 use crate::manifest::Manifest;
 use crate::objects::Objects;
-use crate::plan::{Desired, DesiredAttach, DesiredMap, DesiredProgram, LinkIdentity, MapDef};
-use crate::schema::{Attach, Direction, EntriesMode, OnShrink, OnUpgrade, XdpMode};
-
-/// An attachment with every name resolved on this host (ifindex, cgroup fd path...).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ResolvedAttach {
-    Tracepoint {
-        category: String,
-        name: String,
-    },
-    RawTracepoint {
-        name: String,
-    },
-    /// tp_btf, fentry, fexit, lsm: the target is fixed at load time.
-    Tracing {
-        kind: ProgramKind,
-    },
-    Kprobe {
-        function: String,
-        offset: u64,
-        retprobe: bool,
-    },
-    Uprobe {
-        path: PathBuf,
-        symbol: Option<String>,
-        offset: u64,
-        pid: Option<i32>,
-        retprobe: bool,
-    },
-    Xdp {
-        ifindex: u32,
-        interface: String,
-        mode: XdpMode,
-    },
-    Tcx {
-        ifindex: u32,
-        interface: String,
-        direction: Direction,
-    },
-    Cgroup {
-        path: PathBuf,
-        attach_type: AttachType,
-    },
-    SkLookup {
-        netns: PathBuf,
-    },
-    Netfilter {
-        pf: u32,
-        hooknum: u32,
-        priority: i32,
-    },
-}
+use crate::plan::{Desired, DesiredAttach, DesiredMap, DesiredProgram, MapDef};
+use crate::schema::{Attach, EntriesMode, OnShrink, OnUpgrade};
 
 /// What apply needs per program beyond the plan's data.
 #[derive(Clone, Debug)]
 pub struct ProgramBuild {
     pub object: String,
     pub function: String,
-    pub attach: Option<ResolvedAttach>,
+    pub attach: Option<AttachPoint>,
     /// Global variables to set: name and encoded bytes.
     pub globals: Vec<(String, Vec<u8>)>,
 }
@@ -456,8 +409,18 @@ pub fn resolve_with(
             }
         }
         // Attachment.
-        let attach = match resolve_attach(d.attach.get_ref(), &prog.kind, prog.kind.program_type())
-        {
+        let declared_map = |m: &str| {
+            manifest
+                .maps()
+                .any(|(k, _)| k.get_ref() == m)
+                .then(|| manifest.pin_root().join(crate::live::MAPS).join(m))
+        };
+        let attach = match resolve_attach(
+            d.attach.get_ref(),
+            &prog.kind,
+            prog.kind.program_type(),
+            &declared_map,
+        ) {
             Ok(a) => a,
             Err((msg, help)) => {
                 errors.push(
@@ -486,7 +449,7 @@ pub fn resolve_with(
                 // Filled in below, once every program's globals are known.
                 rodata: Vec::new(),
                 maps: uses,
-                attach: attach.as_ref().map(describe),
+                attach: attach.clone().map(DesiredAttach::of),
             },
         );
         builds.insert(
@@ -779,30 +742,37 @@ fn need(kind: &str, want: &[ProgramType], have: ProgramType) -> Result<(), Attac
     }
 }
 
-/// Checks the attachment against the program and resolves host names.
+/// The manifest's one translation of attach kinds: its TOML attachment to
+/// the library's [`AttachPoint`], checked against the program and with
+/// host names resolved (interfaces, cgroups, namespaces, tracepoints).
+/// `declared_map` gives the pin of a map the manifest declares.
 pub fn resolve_attach(
     attach: &Attach,
     kind: &ProgramKind,
     ptype: ProgramType,
-) -> Result<Option<ResolvedAttach>, AttachError> {
-    Ok(Some(match attach {
+    declared_map: &dyn Fn(&str) -> Option<std::path::PathBuf>,
+) -> Result<Option<AttachPoint>, AttachError> {
+    let point = match attach {
         Attach::None => return Ok(None),
-        Attach::Auto => return resolve_attach(&auto_attach(kind)?, kind, ptype),
+        Attach::Auto => {
+            let point = AttachPoint::from_section(kind).map_err(|e| {
+                (
+                    format!("attach = \"auto\" cannot attach {}: the section does not say where", e.what),
+                    match e.example {
+                        Some(ex) => format!("write the target explicitly, e.g. attach = {{ {ex} }}"),
+                        None => "use attach = \"none\" to load and pin it only".into(),
+                    },
+                )
+            });
+            match (point, kind) {
+                // A socket filter needs the user's socket: loaded and pinned only.
+                (Err(_), ProgramKind::SocketFilter) => return Ok(None),
+                (p, _) => p?,
+            }
+        }
         Attach::Tracepoint { category, name } => {
             need("tracepoint", &[ProgramType::TRACEPOINT], ptype)?;
-            for base in [
-                "/sys/kernel/tracing/events",
-                "/sys/kernel/debug/tracing/events",
-            ] {
-                let events = Path::new(base);
-                if events.is_dir() && !events.join(category).join(name).is_dir() {
-                    return Err((
-                        format!("tracepoint {category}/{name} does not exist on this kernel"),
-                        format!("list the available ones in {base}"),
-                    ));
-                }
-            }
-            ResolvedAttach::Tracepoint {
+            AttachPoint::Tracepoint {
                 category: category.clone(),
                 name: name.clone(),
             }
@@ -816,7 +786,7 @@ pub fn resolve_attach(
                 ],
                 ptype,
             )?;
-            ResolvedAttach::RawTracepoint { name: name.clone() }
+            AttachPoint::RawTracepoint { name: name.clone() }
         }
         Attach::TpBtf { name }
         | Attach::Fentry { function: name }
@@ -832,26 +802,45 @@ pub fn resolve_attach(
                 }],
                 ptype,
             )?;
-            let section_target = match kind {
-                ProgramKind::Tracing { target, .. } => target.clone(),
-                ProgramKind::Lsm { hook, .. } => hook.clone(),
-                _ => None,
-            };
-            if section_target.as_deref() != Some(name.as_str()) {
-                return Err((
-                    format!(
-                        "`{}` targets are fixed when the program is loaded, from its section; the section names {}",
-                        attach.kind_name(),
-                        section_target.map_or("no target".to_string(), |t| format!("'{t}'"))
-                    ),
-                    "make the manifest's target match the section, or use attach = \"auto\"".into(),
-                ));
+            let from_section = AttachPoint::from_section(kind).ok();
+            match from_section {
+                Some(AttachPoint::Btf { hook, target })
+                    if hook.name() == attach.kind_name() && target == *name =>
+                {
+                    AttachPoint::Btf { hook, target }
+                }
+                other => {
+                    return Err((
+                        format!(
+                            "`{}` targets are fixed when the program is loaded, from its section; the section names {}",
+                            attach.kind_name(),
+                            other.map_or("no target".to_string(), |p| format!("'{p}'"))
+                        ),
+                        "make the manifest's target match the section, or use attach = \"auto\"".into(),
+                    ));
+                }
             }
-            ResolvedAttach::Tracing { kind: kind.clone() }
+        }
+        Attach::Iter { target } => {
+            need("iter", &[ProgramType::TRACING], ptype)?;
+            match AttachPoint::from_section(kind).ok() {
+                Some(AttachPoint::Iter { target: t }) if t == *target => {
+                    AttachPoint::Iter { target: t }
+                }
+                other => {
+                    return Err((
+                        format!(
+                            "iterator targets are fixed when the program is loaded, from its section; the section names {}",
+                            other.map_or("no iterator".to_string(), |p| format!("'{p}'"))
+                        ),
+                        "make the manifest's target match the section (SEC(\"iter/TARGET\")), or use attach = \"auto\"".into(),
+                    ));
+                }
+            }
         }
         Attach::Kprobe { function, offset } => {
             need("kprobe", &[ProgramType::KPROBE], ptype)?;
-            ResolvedAttach::Kprobe {
+            AttachPoint::Kprobe {
                 function: function.clone(),
                 offset: *offset,
                 retprobe: false,
@@ -859,10 +848,38 @@ pub fn resolve_attach(
         }
         Attach::Kretprobe { function } => {
             need("kretprobe", &[ProgramType::KPROBE], ptype)?;
-            ResolvedAttach::Kprobe {
+            AttachPoint::Kprobe {
                 function: function.clone(),
                 offset: 0,
                 retprobe: true,
+            }
+        }
+        Attach::KprobeMulti {
+            functions,
+            retprobe,
+            cookies,
+        } => {
+            need_multi("kprobe_multi", kind, AttachType::TRACE_KPROBE_MULTI)?;
+            AttachPoint::KprobeMulti {
+                functions: functions.clone(),
+                retprobe: *retprobe,
+                cookies: cookies.clone(),
+            }
+        }
+        Attach::UprobeMulti {
+            path,
+            symbols,
+            retprobe,
+            pid,
+            cookies,
+        } => {
+            need_multi("uprobe_multi", kind, AttachType::TRACE_UPROBE_MULTI)?;
+            AttachPoint::UprobeMulti {
+                path: kiln_loader::links::uprobe::resolve_library(Path::new(path)),
+                symbols: symbols.clone(),
+                retprobe: *retprobe,
+                pid: *pid,
+                cookies: cookies.clone(),
             }
         }
         Attach::Uprobe {
@@ -878,14 +895,8 @@ pub fn resolve_attach(
             pid,
         } => {
             need(attach.kind_name(), &[ProgramType::KPROBE], ptype)?;
-            if !Path::new(path).is_file() {
-                return Err((
-                    format!("uprobe target {path} does not exist"),
-                    "give the absolute path of an executable or library".into(),
-                ));
-            }
-            ResolvedAttach::Uprobe {
-                path: path.into(),
+            AttachPoint::Uprobe {
+                path: kiln_loader::links::uprobe::resolve_library(Path::new(path)),
                 symbol: symbol.clone(),
                 offset: *offset,
                 pid: *pid,
@@ -894,9 +905,8 @@ pub fn resolve_attach(
         }
         Attach::Xdp { interface, mode } => {
             need("xdp", &[ProgramType::XDP], ptype)?;
-            ResolvedAttach::Xdp {
+            AttachPoint::Xdp {
                 ifindex: ifindex(interface)?,
-                interface: interface.clone(),
                 mode: *mode,
             }
         }
@@ -905,44 +915,77 @@ pub fn resolve_attach(
             direction,
         } => {
             need("tcx", &[ProgramType::SCHED_CLS], ptype)?;
-            ResolvedAttach::Tcx {
+            AttachPoint::Tcx {
                 ifindex: ifindex(interface)?,
-                interface: interface.clone(),
                 direction: *direction,
             }
         }
-        Attach::Tc { .. } => {
-            return Err((
-                "`tc` (cls_bpf over netlink) attachments are not bpf_links, so apply cannot pin, update or observe them".into(),
-                "use `tcx = { interface = ..., direction = ... }` (kernel 6.6+)".into(),
-            ));
+        Attach::Tc {
+            interface,
+            direction,
+            priority,
+            handle,
+        } => {
+            need("tc", &[ProgramType::SCHED_CLS], ptype)?;
+            AttachPoint::Tc {
+                ifindex: ifindex(interface)?,
+                direction: *direction,
+                priority: *priority,
+                handle: *handle,
+            }
         }
-        Attach::Cgroup { path, attach_type } => {
-            let at = match attach_type {
-                Some(name) => cgroup_attach_type(name).ok_or_else(|| {
-                    (format!("unknown cgroup attach type '{name}'"), "use e.g. cgroup_inet_ingress, cgroup_inet_egress, cgroup_inet4_connect, cgroup_inet_sock_create".into())
+        Attach::Cgroup { path, attach_type } => AttachPoint::Cgroup {
+            path: path.into(),
+            attach_type: match attach_type {
+                Some(name) => names::cgroup_attach_type_from(name).ok_or_else(|| {
+                    (
+                        format!("unknown cgroup attach type '{name}'"),
+                        format!(
+                            "use one of {}",
+                            names::cgroup_attach_type_names().collect::<Vec<_>>().join(", ")
+                        ),
+                    )
                 })?,
                 None => kind.expected_attach_type().ok_or_else(|| {
                     ("the section does not imply a cgroup attach type".to_string(), "set attach = { cgroup = { path = ..., attach_type = \"cgroup_inet_ingress\" } }".to_string())
                 })?,
-            };
-            if !Path::new(path).is_dir() {
-                return Err((format!("cgroup {path} does not exist"), "give a cgroup v2 directory, e.g. /sys/fs/cgroup/unified or /sys/fs/cgroup/system.slice".into()));
-            }
-            ResolvedAttach::Cgroup {
-                path: path.into(),
-                attach_type: at,
-            }
-        }
+            },
+        },
         Attach::SkLookup { netns } => {
             need("sk_lookup", &[ProgramType::SK_LOOKUP], ptype)?;
-            if !Path::new(netns).exists() {
-                return Err((
-                    format!("network namespace file {netns} does not exist"),
-                    "use /proc/self/ns/net or /run/netns/NAME".into(),
-                ));
+            AttachPoint::SkLookup {
+                netns: netns.into(),
             }
-            ResolvedAttach::SkLookup {
+        }
+        Attach::Sockmap { map } => {
+            need("sockmap", &[ProgramType::SK_MSG, ProgramType::SK_SKB], ptype)?;
+            let hook = match kind {
+                ProgramKind::SkMsg => Some(SockMapHook::MsgVerdict),
+                ProgramKind::SkSkb {
+                    attach_type: Some(at),
+                } => SockMapHook::from_attach_type(*at),
+                _ => None,
+            }
+            .ok_or_else(|| {
+                (
+                    "the section does not say which sockmap hook".to_string(),
+                    "use SEC(\"sk_msg\"), SEC(\"sk_skb/stream_parser\"), SEC(\"sk_skb/stream_verdict\") or SEC(\"sk_skb/verdict\")".to_string(),
+                )
+            })?;
+            let pin = declared_map(map).ok_or_else(|| {
+                (
+                    format!("map '{map}' is not declared in the manifest"),
+                    format!("declare it: [maps.{map}] with the object that defines it"),
+                )
+            })?;
+            AttachPoint::SockMap {
+                map: MapRef::Pin(pin),
+                hook,
+            }
+        }
+        Attach::FlowDissector { netns } => {
+            need("flow_dissector", &[ProgramType::FLOW_DISSECTOR], ptype)?;
+            AttachPoint::FlowDissector {
                 netns: netns.into(),
             }
         }
@@ -952,25 +995,6 @@ pub fn resolve_attach(
             priority,
         } => {
             need("netfilter", &[ProgramType::NETFILTER], ptype)?;
-            let pf = match family.as_str() {
-                "ipv4" => 2,
-                "ipv6" => 10,
-                _ => {
-                    return Err((
-                        format!("unknown netfilter family '{family}'"),
-                        "use \"ipv4\" or \"ipv6\"".into(),
-                    ));
-                }
-            };
-            let hooknum = ["prerouting", "input", "forward", "output", "postrouting"]
-                .iter()
-                .position(|h| h == hook)
-                .ok_or_else(|| {
-                    (
-                        format!("unknown netfilter hook '{hook}'"),
-                        "use prerouting, input, forward, output or postrouting".to_string(),
-                    )
-                })? as u32;
             // The kernel keeps the first and last priorities for
             // netfilter's own hooks (NF_IP_PRI_FIRST / _LAST): EINVAL.
             if *priority == i32::MIN || *priority == i32::MAX {
@@ -983,307 +1007,238 @@ pub fn resolve_attach(
                     ),
                 ));
             }
-            ResolvedAttach::Netfilter {
-                pf,
-                hooknum,
+            AttachPoint::Netfilter {
+                family: NfProto::from_name(family).ok_or_else(|| {
+                    (
+                        format!("unknown netfilter family '{family}'"),
+                        "use \"ipv4\" or \"ipv6\"".to_string(),
+                    )
+                })?,
+                hook: NfHook::from_name(hook).ok_or_else(|| {
+                    (
+                        format!("unknown netfilter hook '{hook}'"),
+                        "use prerouting, input, forward, output or postrouting".to_string(),
+                    )
+                })?,
                 priority: *priority,
             }
         }
-    }))
+    };
+    exists_on_host(&point)?;
+    Ok(Some(point))
 }
 
-/// What `attach = "auto"` means for a program, from its section name.
-fn auto_attach(kind: &ProgramKind) -> Result<Attach, AttachError> {
-    let no = |what: &str, example: &str| -> AttachError {
-        (
-            format!("attach = \"auto\" cannot attach {what}: the section does not say where"),
-            format!("write the target explicitly, e.g. attach = {{ {example} }}"),
-        )
-    };
-    Ok(match kind {
-        ProgramKind::Tracepoint {
-            category: Some(c),
-            name: Some(n),
-        } => Attach::Tracepoint {
-            category: c.clone(),
-            name: n.clone(),
-        },
-        ProgramKind::RawTracepoint { name: Some(n), .. } => {
-            Attach::RawTracepoint { name: n.clone() }
-        }
-        ProgramKind::Tracing {
-            attach_type,
-            target: Some(t),
-        } => match *attach_type {
-            AttachType::TRACE_FENTRY => Attach::Fentry {
-                function: t.clone(),
-            },
-            AttachType::TRACE_FEXIT => Attach::Fexit {
-                function: t.clone(),
-            },
-            _ => Attach::TpBtf { name: t.clone() },
-        },
-        ProgramKind::Lsm {
-            hook: Some(h),
-            cgroup: false,
-        } => Attach::Lsm { hook: h.clone() },
-        ProgramKind::Kprobe {
-            function: Some(f),
-            offset,
-            retprobe,
-        } => {
-            if *retprobe {
-                Attach::Kretprobe {
-                    function: f.clone(),
-                }
-            } else {
-                Attach::Kprobe {
-                    function: f.clone(),
-                    offset: *offset,
+/// A `*.multi` attachment needs a program loaded for it (its section).
+fn need_multi(kind_name: &str, kind: &ProgramKind, want: AttachType) -> Result<(), AttachError> {
+    if kind.program_type() == ProgramType::KPROBE && kind.expected_attach_type() == Some(want) {
+        return Ok(());
+    }
+    Err((
+        format!("attach kind `{kind_name}` needs a program loaded for it"),
+        format!(
+            "give the program the section SEC(\"{}\")",
+            kind_name.replace('_', ".")
+        ),
+    ))
+}
+
+/// Checks that the files and kernel objects a point names exist here, so
+/// `check` reports what apply would fail on.
+fn exists_on_host(point: &AttachPoint) -> Result<(), AttachError> {
+    match point {
+        AttachPoint::Tracepoint { category, name } => {
+            for base in [
+                "/sys/kernel/tracing/events",
+                "/sys/kernel/debug/tracing/events",
+            ] {
+                let events = Path::new(base);
+                if events.is_dir() && !events.join(category).join(name).is_dir() {
+                    return Err((
+                        format!("tracepoint {category}/{name} does not exist on this kernel"),
+                        format!("list the available ones in {base}"),
+                    ));
                 }
             }
         }
-        ProgramKind::SocketFilter => Attach::None,
-        ProgramKind::Xdp { .. } => {
-            return Err(no(
-                "an XDP program",
-                "xdp = { interface = \"eth0\", mode = \"generic\" }",
+        AttachPoint::Uprobe { path, .. } | AttachPoint::UprobeMulti { path, .. }
+            if !path.is_file() =>
+        {
+            return Err((
+                format!("uprobe target {} does not exist", path.display()),
+                "give the absolute path of an executable or library, or a library name such as libc.so.6".into(),
             ));
         }
-        ProgramKind::Tcx { .. } | ProgramKind::SchedCls => {
-            return Err(no(
-                "a TC program",
-                "tcx = { interface = \"eth0\", direction = \"ingress\" }",
+        AttachPoint::Cgroup { path, .. } if !path.is_dir() => {
+            return Err((format!("cgroup {} does not exist", path.display()), "give a cgroup v2 directory, e.g. /sys/fs/cgroup/unified or /sys/fs/cgroup/system.slice".into()));
+        }
+        AttachPoint::SkLookup { netns } | AttachPoint::FlowDissector { netns }
+            if !netns.exists() =>
+        {
+            return Err((
+                format!("network namespace file {} does not exist", netns.display()),
+                "use /proc/self/ns/net or /run/netns/NAME".into(),
             ));
         }
-        ProgramKind::CgroupSkb { .. } | ProgramKind::Cgroup { .. } => {
-            return Err(no(
-                "a cgroup program",
-                "cgroup = { path = \"/sys/fs/cgroup/unified\" }",
-            ));
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The manifest attachment of a point the kernel reports (for `export`): the
+/// inverse of [`resolve_attach`]. `None` where the manifest cannot name it
+/// (an interface or cgroup that no longer exists).
+pub fn attach_of_point(point: &AttachPoint) -> Option<Attach> {
+    Some(match point {
+        AttachPoint::Tracepoint { category, name } => Attach::Tracepoint {
+            category: category.clone(),
+            name: name.clone(),
+        },
+        AttachPoint::RawTracepoint { name } => Attach::RawTracepoint { name: name.clone() },
+        AttachPoint::Btf { hook, target } => {
+            let target = target.clone();
+            match hook {
+                BtfHook::TpBtf => Attach::TpBtf { name: target },
+                BtfHook::Fentry => Attach::Fentry { function: target },
+                BtfHook::Fexit => Attach::Fexit { function: target },
+                BtfHook::Lsm => Attach::Lsm { hook: target },
+                _ => Attach::Auto,
+            }
         }
-        _ => {
-            return Err(no(
-                "this kind of program",
-                "tracepoint = { category = \"sched\", name = \"sched_switch\" }",
-            ));
+        AttachPoint::Kprobe {
+            function,
+            offset,
+            retprobe: false,
+        } => Attach::Kprobe {
+            function: function.clone(),
+            offset: *offset,
+        },
+        AttachPoint::Kprobe { function, .. } => Attach::Kretprobe {
+            function: function.clone(),
+        },
+        AttachPoint::KprobeMulti {
+            functions,
+            retprobe,
+            cookies,
+        } => Attach::KprobeMulti {
+            functions: functions.clone(),
+            retprobe: *retprobe,
+            cookies: cookies.clone(),
+        },
+        AttachPoint::UprobeMulti {
+            path,
+            symbols,
+            retprobe,
+            pid,
+            cookies,
+        } => Attach::UprobeMulti {
+            path: path.to_str()?.to_owned(),
+            symbols: symbols.clone(),
+            retprobe: *retprobe,
+            pid: *pid,
+            cookies: cookies.clone(),
+        },
+        AttachPoint::Uprobe {
+            path,
+            symbol,
+            offset,
+            pid,
+            retprobe,
+        } => {
+            let (path, symbol, offset, pid) =
+                (path.to_str()?.to_owned(), symbol.clone(), *offset, *pid);
+            if *retprobe {
+                Attach::Uretprobe {
+                    path,
+                    symbol,
+                    offset,
+                    pid,
+                }
+            } else {
+                Attach::Uprobe {
+                    path,
+                    symbol,
+                    offset,
+                    pid,
+                }
+            }
         }
+        AttachPoint::Iter { target } => Attach::Iter {
+            target: target.clone(),
+        },
+        AttachPoint::Xdp { ifindex, mode } => Attach::Xdp {
+            interface: names::interface_name(*ifindex)?,
+            mode: *mode,
+        },
+        AttachPoint::Tcx { ifindex, direction } => Attach::Tcx {
+            interface: names::interface_name(*ifindex)?,
+            direction: *direction,
+        },
+        AttachPoint::Tc {
+            ifindex,
+            direction,
+            priority,
+            handle,
+        } => Attach::Tc {
+            interface: names::interface_name(*ifindex)?,
+            direction: *direction,
+            priority: *priority,
+            handle: *handle,
+        },
+        AttachPoint::Cgroup { path, attach_type } => Attach::Cgroup {
+            path: path.to_str()?.to_owned(),
+            attach_type: names::cgroup_attach_type(*attach_type).map(String::from),
+        },
+        AttachPoint::SkLookup { netns } => Attach::SkLookup {
+            netns: netns.to_str()?.to_owned(),
+        },
+        AttachPoint::FlowDissector { netns } => Attach::FlowDissector {
+            netns: netns.to_str()?.to_owned(),
+        },
+        AttachPoint::SockMap { map, .. } => Attach::Sockmap {
+            map: export_map_name(map)?,
+        },
+        AttachPoint::Netfilter {
+            family,
+            hook,
+            priority,
+        } => Attach::Netfilter {
+            family: family.name().into(),
+            hook: hook.name().into(),
+            priority: *priority,
+        },
+        _ => return None,
     })
 }
 
+/// The manifest name of a map a live link names by id: the pin under a
+/// deployment's `maps/` directory holding that id is found by the export's
+/// caller; here only a pin path gives the name.
+fn export_map_name(map: &MapRef) -> Option<String> {
+    match map {
+        MapRef::Pin(p) => Some(p.file_name()?.to_str()?.to_owned()),
+        MapRef::Id(_) => None,
+    }
+}
+
 fn ifindex(name: &str) -> Result<u32, AttachError> {
-    let c = std::ffi::CString::new(name).map_err(|_| {
-        (
+    if name.contains('\0') {
+        return Err((
             format!("interface name {name:?} contains a NUL byte"),
             "fix the name".to_string(),
-        )
-    })?;
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if idx == 0 {
+        ));
+    }
+    names::interface_index(name).ok_or_else(|| {
         let have: Vec<String> = std::fs::read_dir("/sys/class/net")
             .map(|d| {
                 d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
                     .collect()
             })
             .unwrap_or_default();
-        return Err((
+        (
             format!("network interface '{name}' does not exist"),
             format!("interfaces here: {}", have.join(", ")),
-        ));
-    }
-    Ok(idx)
-}
-
-fn cgroup_attach_type(name: &str) -> Option<AttachType> {
-    const NAMES: &[(&str, AttachType)] = &[
-        ("cgroup_inet_ingress", AttachType::CGROUP_INET_INGRESS),
-        ("cgroup_inet_egress", AttachType::CGROUP_INET_EGRESS),
-        (
-            "cgroup_inet_sock_create",
-            AttachType::CGROUP_INET_SOCK_CREATE,
-        ),
-        ("cgroup_sock_ops", AttachType::CGROUP_SOCK_OPS),
-        ("cgroup_device", AttachType::CGROUP_DEVICE),
-        ("cgroup_inet4_bind", AttachType::CGROUP_INET4_BIND),
-        ("cgroup_inet6_bind", AttachType::CGROUP_INET6_BIND),
-        ("cgroup_inet4_connect", AttachType::CGROUP_INET4_CONNECT),
-        ("cgroup_inet6_connect", AttachType::CGROUP_INET6_CONNECT),
-        ("cgroup_inet4_post_bind", AttachType::CGROUP_INET4_POST_BIND),
-        ("cgroup_inet6_post_bind", AttachType::CGROUP_INET6_POST_BIND),
-        ("cgroup_udp4_sendmsg", AttachType::CGROUP_UDP4_SENDMSG),
-        ("cgroup_udp6_sendmsg", AttachType::CGROUP_UDP6_SENDMSG),
-        ("cgroup_sysctl", AttachType::CGROUP_SYSCTL),
-        ("cgroup_getsockopt", AttachType::CGROUP_GETSOCKOPT),
-        ("cgroup_setsockopt", AttachType::CGROUP_SETSOCKOPT),
-        (
-            "cgroup_inet_sock_release",
-            AttachType::CGROUP_INET_SOCK_RELEASE,
-        ),
-    ];
-    NAMES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
-}
-
-/// Link types (`enum bpf_link_type`) whose info identifies the target.
-const LINK_CGROUP: u32 = 3;
-const LINK_NETNS: u32 = 5;
-const LINK_XDP: u32 = 6;
-const LINK_NETFILTER: u32 = 10;
-const LINK_TCX: u32 = 11;
-
-const LINK_RAW_TRACEPOINT: u32 = 1;
-const LINK_PERF_EVENT: u32 = 7;
-
-/// An identity that checks only the link's type: the kernel does not report
-/// the target of raw tracepoint and perf-event links in a comparable form,
-/// but a link of another type is certainly another attachment.
-fn kind_only(link_type: u32) -> Option<LinkIdentity> {
-    Some(LinkIdentity {
-        link_type,
-        target: Vec::new(),
+        )
     })
-}
-
-/// The plan's view of an attachment: description, observable identity, updatability.
-pub fn describe(a: &ResolvedAttach) -> DesiredAttach {
-    let (description, identity, updatable) = match a {
-        ResolvedAttach::Tracepoint { category, name } => (
-            format!("tracepoint {category}/{name}"),
-            kind_only(LINK_PERF_EVENT),
-            false,
-        ),
-        ResolvedAttach::RawTracepoint { name } => (
-            format!("raw_tracepoint {name}"),
-            kind_only(LINK_RAW_TRACEPOINT),
-            false,
-        ),
-        ResolvedAttach::Tracing { kind } => (
-            match kind {
-                ProgramKind::Tracing {
-                    target: Some(t), ..
-                }
-                | ProgramKind::Lsm { hook: Some(t), .. } => format!("btf target {t}"),
-                _ => "its BTF target".to_string(),
-            },
-            None,
-            false,
-        ),
-        ResolvedAttach::Kprobe {
-            function, retprobe, ..
-        } => (
-            format!(
-                "{} {function}",
-                if *retprobe { "kretprobe" } else { "kprobe" }
-            ),
-            kind_only(LINK_PERF_EVENT),
-            false,
-        ),
-        ResolvedAttach::Uprobe {
-            path,
-            symbol,
-            retprobe,
-            ..
-        } => (
-            format!(
-                "{} {}:{}",
-                if *retprobe { "uretprobe" } else { "uprobe" },
-                path.display(),
-                symbol.as_deref().unwrap_or("<offset>")
-            ),
-            kind_only(LINK_PERF_EVENT),
-            false,
-        ),
-        ResolvedAttach::Xdp {
-            ifindex,
-            interface,
-            mode,
-        } => (
-            format!(
-                "xdp {interface} ({})",
-                match mode {
-                    XdpMode::Auto => "auto",
-                    XdpMode::Generic => "generic",
-                    XdpMode::Native => "native",
-                    XdpMode::Offload => "offload",
-                }
-            ),
-            Some(LinkIdentity {
-                link_type: LINK_XDP,
-                // "auto": whichever mode the kernel chose matches.
-                target: match mode {
-                    XdpMode::Auto => vec![u64::from(*ifindex)],
-                    XdpMode::Generic => vec![u64::from(*ifindex), 2],
-                    XdpMode::Native => vec![u64::from(*ifindex), 4],
-                    XdpMode::Offload => vec![u64::from(*ifindex), 8],
-                },
-            }),
-            true,
-        ),
-        ResolvedAttach::Tcx {
-            ifindex,
-            interface,
-            direction,
-        } => {
-            let at = match direction {
-                Direction::Ingress => AttachType::TCX_INGRESS,
-                Direction::Egress => AttachType::TCX_EGRESS,
-            };
-            (
-                format!(
-                    "tcx {interface} {}",
-                    if at == AttachType::TCX_INGRESS {
-                        "ingress"
-                    } else {
-                        "egress"
-                    }
-                ),
-                Some(LinkIdentity {
-                    link_type: LINK_TCX,
-                    target: vec![u64::from(*ifindex), u64::from(at.0)],
-                }),
-                true,
-            )
-        }
-        ResolvedAttach::Cgroup { path, attach_type } => {
-            let id = std::fs::metadata(path).map(|m| m.ino()).unwrap_or(0);
-            (
-                format!("cgroup {} (attach type {})", path.display(), attach_type.0),
-                Some(LinkIdentity {
-                    link_type: LINK_CGROUP,
-                    target: vec![id, u64::from(attach_type.0)],
-                }),
-                true,
-            )
-        }
-        ResolvedAttach::SkLookup { netns } => {
-            let ino = std::fs::metadata(netns).map(|m| m.ino()).unwrap_or(0);
-            (
-                format!("sk_lookup in {}", netns.display()),
-                Some(LinkIdentity {
-                    link_type: LINK_NETNS,
-                    target: vec![ino, u64::from(AttachType::SK_LOOKUP.0)],
-                }),
-                true,
-            )
-        }
-        ResolvedAttach::Netfilter {
-            pf,
-            hooknum,
-            priority,
-        } => (
-            format!("netfilter pf {pf} hook {hooknum} priority {priority}"),
-            Some(LinkIdentity {
-                link_type: LINK_NETFILTER,
-                target: vec![u64::from(*pf), u64::from(*hooknum), *priority as u32 as u64],
-            }),
-            false,
-        ),
-    };
-    DesiredAttach {
-        description,
-        identity,
-        updatable,
-    }
 }
 
 /// Why `mode` cannot be kept on a map of type `t`, if it cannot. Entries are

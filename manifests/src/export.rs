@@ -5,8 +5,10 @@
 //! object the programs came from.
 
 use std::fmt::Write as _;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use kiln_loader::links::LinkType;
+use kiln_loader::links::attach_point::MapRef;
 
 use kiln_loader::maps::UpdateFlags;
 use kiln_loader::{Map, Program};
@@ -14,114 +16,60 @@ use kiln_obj::btf::types::Type;
 
 use crate::live::{self, LINKS, ObserveError, PROGS};
 
-/// Link types (`enum bpf_link_type`) export can turn back into an attachment.
-const LINK_CGROUP: u32 = 3;
-const LINK_NETNS: u32 = 5;
-const LINK_XDP: u32 = 6;
-const LINK_NETFILTER: u32 = 10;
-const LINK_TCX: u32 = 11;
-
-pub(crate) fn ifname(ifindex: u64) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: `buf` holds IF_NAMESIZE bytes, as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(u32::try_from(ifindex).ok()?, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: on success the kernel wrote a NUL-terminated name into `buf`.
-    Some(
-        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
-            .to_string_lossy()
-            .into_owned(),
-    )
-}
-
-/// The cgroup v2 directory whose inode is `id` (bounded walk of the cgroup2 mounts).
-fn cgroup_path(id: u64) -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
-    for root in mounts.lines().filter_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.get(2) == Some(&"cgroup2")).then(|| PathBuf::from(f[1]))
-    }) {
-        let mut stack = vec![root];
-        let mut seen = 0;
-        while let Some(dir) = stack.pop() {
-            seen += 1;
-            if seen > 10_000 {
-                break;
-            }
-            if std::fs::metadata(&dir).is_ok_and(|m| m.ino() == id) {
-                return Some(dir);
-            }
-            if let Ok(rd) = std::fs::read_dir(&dir) {
-                stack.extend(
-                    rd.filter_map(|e| e.ok())
-                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                        .map(|e| e.path()),
-                );
-            }
-        }
-    }
-    None
-}
-
+/// The manifest attachment of the link pinned for `program`, from what the
+/// kernel reports (through the library's one live-link mapping).
 fn attach_of(root: &Path, program: &str) -> String {
-    let Some(link) = live::link_at(&root.join(LINKS).join(program)) else {
+    let link = live::link_at(&root.join(LINKS).join(program)).or_else(|| {
+        live::netlink_links(root)
+            .into_iter()
+            .find(|(name, _)| name == program)
+            .map(|(_, f)| live::netlink_live_link(&f))
+    });
+    let Some(link) = link else {
         return "\"none\"   # not attached".into();
     };
-    let t = &link.identity.target;
-    match link.identity.link_type {
-        LINK_XDP => match t.first().and_then(|i| ifname(*i)) {
-            // The mode the interface reports it runs in (see live::identity).
-            Some(name) => match t.get(1) {
-                Some(mode) => format!(
-                    "{{ xdp = {{ interface = \"{name}\", mode = \"{}\" }} }}",
-                    crate::plan::xdp_mode_name(*mode)
-                ),
-                None => format!("{{ xdp = {{ interface = \"{name}\" }} }}"),
-            },
-            None => "\"none\"   # XDP on an interface that no longer exists".into(),
+    // A sockmap the kernel names by id: the deployment's pin of that map.
+    let point = match link.point {
+        Some(kiln_loader::links::AttachPoint::SockMap {
+            map: MapRef::Id(id),
+            hook,
+        }) => std::fs::read_dir(root.join(live::MAPS))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| live::map_at(p).is_some_and(|m| m.id == id))
+            .map(|pin| kiln_loader::links::AttachPoint::SockMap {
+                map: MapRef::Pin(pin),
+                hook,
+            }),
+        other => other,
+    };
+    match &point {
+        Some(point) => match crate::desired::attach_of_point(point)
+            .and_then(|a| toml::Value::try_from(&a).ok())
+        {
+            Some(v) => v.to_string(),
+            None => format!("\"none\"   # attached to {point}, which a manifest cannot name here"),
         },
-        LINK_TCX => {
-            let dir = if t.get(1) == Some(&u64::from(kiln_obj::AttachType::TCX_EGRESS.0)) {
-                "egress"
-            } else {
-                "ingress"
-            };
-            match t.first().and_then(|i| ifname(*i)) {
-                Some(name) => {
-                    format!("{{ tcx = {{ interface = \"{name}\", direction = \"{dir}\" }} }}")
-                }
-                None => "\"none\"   # tcx on an interface that no longer exists".into(),
-            }
-        }
-        LINK_CGROUP => match t.first().and_then(|id| cgroup_path(*id)) {
-            Some(p) => format!("{{ cgroup = {{ path = \"{}\" }} }}", p.display()),
-            None => {
-                "\"none\"   # cgroup link: its cgroup was not found under the cgroup2 mounts".into()
-            }
-        },
-        LINK_NETNS => {
-            "{ sk_lookup = { netns = \"/proc/self/ns/net\" } }   # check the namespace".into()
-        }
-        LINK_NETFILTER => {
-            let family = if t.first() == Some(&10) {
-                "ipv6"
-            } else {
-                "ipv4"
-            };
-            let hook = ["prerouting", "input", "forward", "output", "postrouting"]
-                .get(t.get(1).copied().unwrap_or(0) as usize)
-                .copied()
-                .unwrap_or("input");
-            let prio = t.get(2).map_or(0, |p| *p as u32 as i32);
-            format!(
-                "{{ netfilter = {{ family = \"{family}\", hook = \"{hook}\", priority = {prio} }} }}"
-            )
-        }
         // Perf-event, raw tracepoint and tracing links do not report their
         // target in a form a manifest can name; the section name does.
-        _ => "\"auto\"   # from the program's section name".into(),
+        None if !matches!(
+            link.link_type,
+            Some(
+                LinkType::Cgroup
+                    | LinkType::Xdp
+                    | LinkType::Tcx
+                    | LinkType::Netns
+                    | LinkType::Netfilter
+            )
+        ) =>
+        {
+            "\"auto\"   # from the program's section name".into()
+        }
+        None => format!(
+            "\"none\"   # a {:?} link whose target no longer exists",
+            link.link_type.unwrap_or(LinkType::Unknown(0))
+        ),
     }
 }
 

@@ -85,20 +85,14 @@ pub fn check_perf_links(
     manifest: &Manifest,
     resolved: &crate::desired::Resolved,
 ) -> Vec<Diagnostic> {
-    use crate::desired::ResolvedAttach;
+    use kiln_loader::links::AttachPoint;
     let perf: Vec<_> = manifest
         .programs()
         .filter(|(key, _)| {
-            resolved.builds.get(key.get_ref()).is_some_and(|b| {
-                matches!(
-                    b.attach,
-                    Some(
-                        ResolvedAttach::Tracepoint { .. }
-                            | ResolvedAttach::Kprobe { .. }
-                            | ResolvedAttach::Uprobe { .. }
-                    )
-                )
-            })
+            resolved
+                .builds
+                .get(key.get_ref())
+                .is_some_and(|b| b.attach.as_ref().is_some_and(AttachPoint::uses_perf_event))
         })
         .collect();
     // Probe only when it matters, and only what matters.

@@ -12,13 +12,14 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use kiln_loader::OpenFlags;
-use kiln_loader::links::{FdLink, Link, LinkInfo, LinkTarget, LinkType};
+use kiln_loader::links::attach_point::{XdpMode, names};
+use kiln_loader::links::tc::ClsBpfFilter;
+use kiln_loader::links::{AttachPoint, FdLink, Link};
 use kiln_loader::{Map, Program};
 
 use crate::ownership::{Ledger, STATE_DIR};
 use crate::plan::{
-    Desired, EntryDrift, HookHolder, LINK_XDP, LinkIdentity, LiveLink, LiveMap, LiveProgram,
-    MapDef, Observed, UnpinnedMap, xdp_mode_name,
+    Desired, EntryDrift, HookHolder, LiveLink, LiveMap, LiveProgram, MapDef, Observed, UnpinnedMap,
 };
 use crate::schema::EntriesMode;
 
@@ -81,34 +82,32 @@ fn hook_holders(
         .programs
         .values()
         .map(|p| p.id)
-        .chain(observed.links.values().map(|l| l.prog_id))
+        .chain(observed.all_links().map(|(_, l)| l.prog_id))
         .collect();
     let mut out = std::collections::BTreeMap::new();
     for (name, want) in &desired.programs {
-        let Some(id) = want.attach.as_ref().and_then(|a| a.identity.as_ref()) else {
+        let Some(AttachPoint::Xdp {
+            ifindex,
+            mode: wanted_mode,
+        }) = want.attach.as_ref().map(|a| &a.point)
+        else {
             continue;
         };
-        if id.link_type != LINK_XDP {
-            continue;
-        }
-        let Some(ifindex) = id.target.first().and_then(|i| u32::try_from(*i).ok()) else {
-            continue;
-        };
+        let ifindex = *ifindex;
         let Ok(attached) = kiln_loader::links::xdp::query_xdp_modes(ifindex) else {
             continue;
         };
         let slots = [
-            (2u64, attached.generic),
-            (4, attached.native),
-            (8, attached.offload),
+            (XdpMode::Generic, attached.generic),
+            (XdpMode::Native, attached.native),
+            (XdpMode::Offload, attached.offload),
         ];
         // The kernel runs one interface's XDP in generic or native mode,
         // never both: either slot blocks the other. Offload is apart.
-        let wanted_mode = id.target.get(1).copied();
-        let blocks = |mode: u64| match wanted_mode {
-            None => true,
-            Some(8) => mode == 8,
-            Some(_) => mode != 8,
+        let blocks = |mode: XdpMode| match wanted_mode {
+            XdpMode::Auto => true,
+            XdpMode::Offload => mode == XdpMode::Offload,
+            _ => mode != XdpMode::Offload,
         };
         let held = slots.into_iter().find_map(|(mode, prog)| {
             let prog = prog?;
@@ -120,12 +119,11 @@ fn hook_holders(
                 .and_then(|p| p.info().ok())
                 .map(|i| i.name)
                 .unwrap_or_default();
-            let interface = crate::export::ifname(u64::from(ifindex))
-                .unwrap_or_else(|| format!("interface index {ifindex}"));
+            let interface = names::interface(ifindex);
             out.insert(
                 name.clone(),
                 HookHolder {
-                    hook: format!("XDP on {interface} ({} mode)", xdp_mode_name(mode)),
+                    hook: format!("XDP on {interface} ({} mode)", names::xdp_mode(mode)),
                     prog_id,
                     prog_name,
                 },
@@ -154,7 +152,7 @@ fn unpinned_maps(
     for (name, p) in &observed.programs {
         running.push((name.clone(), p.id));
     }
-    for (name, l) in &observed.links {
+    for (name, l) in observed.all_links() {
         if !running.iter().any(|(_, id)| *id == l.prog_id) {
             running.push((name.clone(), l.prog_id));
         }
@@ -422,7 +420,42 @@ pub fn observe(root: &Path) -> Result<Observed, ObserveError> {
             }
         }
     }
+    o.netlink_links = netlink_links(root)
+        .into_iter()
+        .map(|(name, f)| (name, netlink_live_link(&f)))
+        .collect();
     Ok(o)
+}
+
+/// A TC filter as the plan sees attachments.
+pub fn netlink_live_link(f: &ClsBpfFilter) -> LiveLink {
+    LiveLink {
+        id: 0,
+        prog_id: f.prog_id,
+        link_type: None,
+        point: Some(AttachPoint::of_cls_bpf(f)),
+    }
+}
+
+/// The name apply gives the netlink attachment (a cls_bpf filter) of
+/// `program`: where its link would be pinned, so the filters of a pin root
+/// are found from the pin root alone.
+pub fn netlink_label(root: &Path, program: &str) -> String {
+    format!("kiln:{}", root.join(LINKS).join(program).display())
+}
+
+/// The deployment's netlink attachments (TC filters on clsact qdiscs in
+/// the caller's network namespace), by program.
+pub fn netlink_links(root: &Path) -> Vec<(String, ClsBpfFilter)> {
+    let prefix = netlink_label(root, "");
+    kiln_loader::links::tc::list_all_cls_bpf()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|f| {
+            let program = f.name.strip_prefix(&prefix)?.to_owned();
+            (!program.is_empty() && !program.contains('/')).then_some((program, f))
+        })
+        .collect()
 }
 
 /// A pin left under its staging name by a killed apply: never a live item,
@@ -514,71 +547,9 @@ pub fn link_at(path: &Path) -> Option<LiveLink> {
     Some(LiveLink {
         id: info.id,
         prog_id: info.prog_id,
-        identity: identity(&info),
+        link_type: Some(info.link_type),
+        point: AttachPoint::observed(&info),
     })
-}
-
-/// A link's identity in the words [`crate::desired::describe`] uses.
-pub fn identity(info: &LinkInfo) -> LinkIdentity {
-    let target = match &info.target {
-        // The mode is not in link info: the interface says which of its
-        // XDP slots runs the link's program.
-        LinkTarget::Xdp { ifindex } => {
-            let mut t = vec![u64::from(*ifindex)];
-            if let Some(mode) = kiln_loader::links::xdp::query_xdp_modes(*ifindex)
-                .ok()
-                .and_then(|a| a.mode_of(info.prog_id))
-            {
-                t.push(u64::from(mode.bits()));
-            }
-            t
-        }
-        LinkTarget::Device {
-            ifindex,
-            attach_type,
-        } => vec![u64::from(*ifindex), u64::from(*attach_type)],
-        LinkTarget::Cgroup {
-            cgroup_id,
-            attach_type,
-        } => vec![*cgroup_id, u64::from(*attach_type)],
-        LinkTarget::Netns {
-            netns_ino,
-            attach_type,
-        } => vec![u64::from(*netns_ino), u64::from(*attach_type)],
-        LinkTarget::Netfilter {
-            pf,
-            hooknum,
-            priority,
-            ..
-        } => {
-            vec![u64::from(*pf), u64::from(*hooknum), *priority as u32 as u64]
-        }
-        _ => Vec::new(),
-    };
-    LinkIdentity {
-        link_type: link_type_raw(info.link_type),
-        target,
-    }
-}
-
-fn link_type_raw(t: LinkType) -> u32 {
-    match t {
-        LinkType::RawTracepoint => 1,
-        LinkType::Tracing => 2,
-        LinkType::Cgroup => 3,
-        LinkType::Iter => 4,
-        LinkType::Netns => 5,
-        LinkType::Xdp => 6,
-        LinkType::PerfEvent => 7,
-        LinkType::KprobeMulti => 8,
-        LinkType::StructOps => 9,
-        LinkType::Netfilter => 10,
-        LinkType::Tcx => 11,
-        LinkType::UprobeMulti => 12,
-        LinkType::Netkit => 13,
-        LinkType::Sockmap => 14,
-        LinkType::Unknown(n) => n,
-    }
 }
 
 /// Whether the map at `path` still holds `fd`'s map (same id).

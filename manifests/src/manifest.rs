@@ -434,7 +434,7 @@ entries = [ { key = 0, value = 0 } ]
             p.get_ref().attach.get_ref(),
             &Attach::Xdp {
                 interface: "lo".into(),
-                mode: crate::schema::XdpMode::Generic
+                mode: kiln_loader::links::attach_point::XdpMode::Generic
             }
         );
     }

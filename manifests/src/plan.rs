@@ -12,6 +12,9 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use kiln_loader::links::attach_point::names;
+use kiln_loader::links::{AttachPoint, LinkType};
+
 use crate::schema::{EntriesMode, OnShrink, OnUpgrade};
 
 /// The parts of a map definition that decide whether live data can be kept.
@@ -84,67 +87,61 @@ impl EntryDrift {
 pub struct DesiredAttach {
     /// For messages: `xdp lo (generic)`, `tracepoint sched/sched_process_exec`.
     pub description: String,
-    /// What the kernel's link info must show for an existing link to count
-    /// as this attachment; `None` where the kernel does not report it
-    /// (perf-event links: tracepoints, kprobes, uprobes).
-    pub identity: Option<LinkIdentity>,
-    /// Whether `BPF_LINK_UPDATE` can swap the program (false for perf-event links).
+    /// The attach point, in the library's vocabulary.
+    #[serde(skip)]
+    pub point: AttachPoint,
+    /// Whether the program can be swapped in place (link update, netlink
+    /// replace); false for perf-event links.
     pub updatable: bool,
 }
 
-/// The observable identity of a link: its type and target as link info says.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct LinkIdentity {
-    pub link_type: u32,
-    /// Type-specific words, compared as a whole (ifindex, attach type...).
-    pub target: Vec<u64>,
-}
-
-impl LinkIdentity {
-    /// Whether a live link with identity `live` is this attachment: same
-    /// type, and the live target starts with every word this one names (a
-    /// desired XDP attachment in mode "auto" names the interface only; the
-    /// kernel reports the mode it chose as one more word).
-    pub fn matches(&self, live: &LinkIdentity) -> bool {
-        self.link_type == live.link_type && live.target.starts_with(&self.target)
+impl DesiredAttach {
+    /// The plan's view of an attach point.
+    pub fn of(point: AttachPoint) -> DesiredAttach {
+        DesiredAttach {
+            description: point.to_string(),
+            updatable: point.updatable(),
+            point,
+        }
     }
-}
 
-/// The words of an XDP link's identity: interface index, then the mode the
-/// kernel runs it in (`XDP_FLAGS_SKB_MODE`, `_DRV_MODE`, `_HW_MODE`).
-pub const LINK_XDP: u32 = 6;
-
-/// How a manifest spells an XDP mode word of a link identity.
-pub fn xdp_mode_name(word: u64) -> &'static str {
-    match word {
-        2 => "generic",
-        4 => "native",
-        8 => "offload",
-        _ => "unknown",
+    /// Whether `live` is this attachment: where the kernel reports the
+    /// target, the same point (a desired XDP mode "auto" matches the mode
+    /// the kernel chose); elsewhere (perf-event, raw tracepoint, tracing
+    /// links) a link of the same type.
+    pub fn matches(&self, live: &LiveLink) -> bool {
+        match &live.point {
+            Some(p) => self.point.covers(p),
+            None => !self.point.reported() && self.point.link_type() == live.link_type,
+        }
     }
 }
 
 /// Whether the only difference is the XDP mode on the same interface.
-fn xdp_mode_only(want: &LinkIdentity, live: &LinkIdentity) -> bool {
-    want.link_type == LINK_XDP
-        && live.link_type == LINK_XDP
-        && want.target.first() == live.target.first()
+fn xdp_mode_only(want: &AttachPoint, live: &LiveLink) -> bool {
+    matches!(
+        (want, &live.point),
+        (AttachPoint::Xdp { ifindex, .. }, Some(AttachPoint::Xdp { ifindex: i, .. })) if ifindex == i
+    )
 }
 
 /// Why a live link is not the desired attachment, in the user's words.
-pub fn target_change(want: &LinkIdentity, live: &LinkIdentity) -> String {
-    if want.link_type == LINK_XDP
-        && live.link_type == LINK_XDP
-        && want.target.first() == live.target.first()
-        && let (Some(w), Some(l)) = (want.target.get(1), live.target.get(1))
-    {
-        return format!(
+pub fn target_change(want: &AttachPoint, live: &LiveLink) -> String {
+    match (want, &live.point) {
+        (
+            AttachPoint::Xdp { ifindex, mode },
+            Some(AttachPoint::Xdp {
+                ifindex: i,
+                mode: m,
+            }),
+        ) if ifindex == i => format!(
             "XDP mode changed: the kernel runs it in {} mode, the manifest wants {}",
-            xdp_mode_name(*l),
-            xdp_mode_name(*w)
-        );
+            names::xdp_mode(*m),
+            names::xdp_mode(*mode)
+        ),
+        (_, Some(p)) => format!("attach target changed: the kernel has it on {p}"),
+        (_, None) => "attach target changed".into(),
     }
-    "attach target changed".into()
 }
 
 /// A program the deployment wants.
@@ -221,7 +218,32 @@ pub struct LiveProgram {
 pub struct LiveLink {
     pub id: u32,
     pub prog_id: u32,
-    pub identity: LinkIdentity,
+    /// The kind of `bpf_link`; `None` for an attachment the kernel keeps
+    /// without one (a TC filter on a clsact qdisc, found through netlink).
+    #[serde(serialize_with = "ser_link_type")]
+    pub link_type: Option<LinkType>,
+    /// Where the kernel says it is attached, when its link info names it.
+    #[serde(serialize_with = "ser_display_opt")]
+    pub point: Option<AttachPoint>,
+}
+
+/// The mechanism's name of a link type (`xdp`, `tcx`, `perf_event`), or
+/// `null` for a netlink attachment.
+fn ser_link_type<S: serde::Serializer>(v: &Option<LinkType>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(t) => s.serialize_some(t.mechanism().name()),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_display_opt<S: serde::Serializer, T: fmt::Display>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_some(&v.to_string()),
+        None => s.serialize_none(),
+    }
 }
 
 /// What is pinned under the pin root now.
@@ -230,6 +252,10 @@ pub struct Observed {
     pub maps: BTreeMap<String, LiveMap>,
     pub programs: BTreeMap<String, LiveProgram>,
     pub links: BTreeMap<String, LiveLink>,
+    /// Attachments the kernel keeps without a `bpf_link` (TC filters on a
+    /// clsact qdisc), by program: found through netlink by the name apply
+    /// gave them, since nothing of them can be pinned.
+    pub netlink_links: BTreeMap<String, LiveLink>,
     /// Pins this deployment owns outside its layout (such as a staged pin
     /// left by a killed apply): removed by the next apply.
     pub strays: Vec<PathBuf>,
@@ -252,6 +278,20 @@ pub struct Observed {
     /// on them (`entries_mode` enforce or exact), read from the map itself.
     #[serde(skip)]
     pub entry_drift: BTreeMap<String, EntryDrift>,
+}
+
+impl Observed {
+    /// The attachment of `program`: its pinned link, else its netlink filter.
+    pub fn link(&self, program: &str) -> Option<&LiveLink> {
+        self.links
+            .get(program)
+            .or_else(|| self.netlink_links.get(program))
+    }
+
+    /// Every attachment, pinned links first, by program.
+    pub fn all_links(&self) -> impl Iterator<Item = (&String, &LiveLink)> {
+        self.links.iter().chain(&self.netlink_links)
+    }
 }
 
 pub fn tag_hex(tag: &[u8; 8]) -> String {
@@ -687,7 +727,7 @@ pub fn compute(
                 reason,
             });
         }
-        let link = observed.links.get(name);
+        let link = observed.link(name);
         match (&want.attach, link) {
             (None, None) => {}
             (None, Some(_)) => link_actions.push(Action::Detach {
@@ -702,23 +742,20 @@ pub fn compute(
                 });
             }
             (Some(att), Some(live_link)) => {
-                let changed = att
-                    .identity
-                    .as_ref()
-                    .filter(|id| !id.matches(&live_link.identity));
+                let changed = !att.matches(live_link);
                 let bound_to_pinned = live.is_some_and(|p| p.id == live_link.prog_id);
-                if let Some(want_id) = changed.filter(|id| xdp_mode_only(id, &live_link.identity)) {
+                if changed && xdp_mode_only(&att.point, live_link) {
                     refuse_held_hook(name, observed)?;
                     link_actions.push(Action::Reattach {
                         program: name.clone(),
                         target: att.description.clone(),
-                        reason: target_change(want_id, &live_link.identity),
+                        reason: target_change(&att.point, live_link),
                     });
-                } else if let Some(want_id) = changed {
+                } else if changed {
                     refuse_held_hook(name, observed)?;
                     link_actions.push(Action::Detach {
                         link: name.clone(),
-                        reason: target_change(want_id, &live_link.identity),
+                        reason: target_change(&att.point, live_link),
                     });
                     link_actions.push(Action::Attach {
                         program: name.clone(),
@@ -750,7 +787,7 @@ pub fn compute(
             "removed from the manifest"
         }
     };
-    for name in observed.links.keys() {
+    for (name, _) in observed.all_links() {
         if !desired.programs.contains_key(name) {
             cleanup.push(Action::Detach {
                 link: name.clone(),
@@ -842,6 +879,11 @@ fn action_is_about(a: &Action, program: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_loader::links::attach_point::XdpMode;
+
+    fn xdp(mode: XdpMode) -> AttachPoint {
+        AttachPoint::Xdp { ifindex: 1, mode }
+    }
 
     const DEF: MapDef = MapDef {
         map_type: 1,
@@ -878,14 +920,7 @@ mod tests {
                 tags: vec![[1; 8]],
                 rodata: vec![],
                 maps: vec!["COUNTERS".into()],
-                attach: Some(DesiredAttach {
-                    description: "xdp lo".into(),
-                    identity: Some(LinkIdentity {
-                        link_type: 6,
-                        target: vec![1],
-                    }),
-                    updatable: true,
-                }),
+                attach: Some(DesiredAttach::of(xdp(XdpMode::Auto))),
             },
         );
         d
@@ -918,10 +953,8 @@ mod tests {
             LiveLink {
                 id: 30,
                 prog_id: 20,
-                identity: LinkIdentity {
-                    link_type: 6,
-                    target: vec![1],
-                },
+                link_type: Some(LinkType::Xdp),
+                point: Some(xdp(XdpMode::Generic)),
             },
         );
         o
@@ -1073,9 +1106,8 @@ mod tests {
             .attach
             .as_mut()
             .unwrap();
-        att.identity.as_mut().unwrap().target = vec![1, 4];
+        *att = DesiredAttach::of(xdp(XdpMode::Native));
         let mut o = live_matching();
-        o.links.get_mut("count_packets").unwrap().identity.target = vec![1, 2];
         let p = plan(&d, &o).unwrap();
         assert!(
             matches!(&p.actions[..], [Action::Reattach { reason, .. }] if reason.contains("generic mode, the manifest wants native")),
@@ -1092,16 +1124,8 @@ mod tests {
         let err = plan(&d, &o).unwrap_err();
         assert!(err.to_string().contains("program id 99 'other'"), "{err}");
         // "auto" matches whichever mode the kernel chose.
-        d.programs
-            .get_mut("count_packets")
-            .unwrap()
-            .attach
-            .as_mut()
-            .unwrap()
-            .identity
-            .as_mut()
-            .unwrap()
-            .target = vec![1];
+        d.programs.get_mut("count_packets").unwrap().attach =
+            Some(DesiredAttach::of(xdp(XdpMode::Auto)));
         assert!(plan(&d, &o).unwrap().is_noop());
     }
 
@@ -1134,10 +1158,11 @@ mod tests {
             LiveLink {
                 id: 31,
                 prog_id: 21,
-                identity: LinkIdentity {
-                    link_type: 6,
-                    target: vec![2],
-                },
+                link_type: Some(LinkType::Xdp),
+                point: Some(AttachPoint::Xdp {
+                    ifindex: 2,
+                    mode: XdpMode::Generic,
+                }),
             },
         );
         let p = plan(&desired(), &o).unwrap();

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use kiln_loader::caps::{self, Capability};
 
-use crate::desired::{Resolved, ResolvedAttach};
+use crate::desired::Resolved;
+use kiln_loader::links::AttachPoint;
 
 /// The capabilities an operation needs and those this process lacks.
 #[derive(Debug, thiserror::Error)]
@@ -57,29 +58,25 @@ pub fn reasons(resolved: &Resolved) -> Vec<Reason> {
     // Tracepoint, kprobe and uprobe attachments go through perf_event_open.
     let mut perf_events = Vec::new();
     for (name, build) in &resolved.builds {
-        if matches!(
-            build.attach,
-            Some(
-                ResolvedAttach::Tracepoint { .. }
-                    | ResolvedAttach::Kprobe { .. }
-                    | ResolvedAttach::Uprobe { .. }
-            )
-        ) {
+        if build
+            .attach
+            .as_ref()
+            .is_some_and(AttachPoint::uses_perf_event)
+        {
             perf_events.push(name.clone());
         }
-        let kind = match &build.attach {
-            Some(ResolvedAttach::Tracepoint { .. }) => ("tracepoint", &mut tracing),
-            Some(ResolvedAttach::RawTracepoint { .. }) => ("raw_tracepoint", &mut tracing),
-            Some(ResolvedAttach::Tracing { .. }) => ("fentry/fexit/tp_btf/lsm", &mut tracing),
-            Some(ResolvedAttach::Kprobe { .. }) => ("kprobe", &mut tracing),
-            Some(ResolvedAttach::Uprobe { .. }) => ("uprobe", &mut tracing),
-            Some(ResolvedAttach::Xdp { .. }) => ("xdp", &mut network),
-            Some(ResolvedAttach::Tcx { .. }) => ("tcx", &mut network),
-            Some(ResolvedAttach::Cgroup { .. }) => ("cgroup", &mut network),
-            Some(ResolvedAttach::SkLookup { .. }) => ("sk_lookup", &mut network),
-            Some(ResolvedAttach::Netfilter { .. }) => ("netfilter", &mut network),
-            None => continue,
+        let Some(point) = &build.attach else {
+            continue;
         };
+        let mechanism = point.mechanism();
+        let kind = (
+            mechanism.name(),
+            if mechanism.network() {
+                &mut network
+            } else {
+                &mut tracing
+            },
+        );
         kind.1.push(format!("{name} ({})", kind.0));
     }
     let mut out = vec![Reason {
@@ -397,9 +394,7 @@ pub fn beyond_token(resolved: &Resolved) -> Vec<String> {
         .builds
         .iter()
         .filter_map(|(name, build)| match &build.attach {
-            Some(ResolvedAttach::Tracepoint { .. }) => Some(format!("{name} (tracepoint)")),
-            Some(ResolvedAttach::Kprobe { .. }) => Some(format!("{name} (kprobe)")),
-            Some(ResolvedAttach::Uprobe { .. }) => Some(format!("{name} (uprobe)")),
+            Some(a) if a.uses_perf_event() => Some(format!("{name} ({})", a.mechanism())),
             _ => None,
         })
         .collect()

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use kiln_loader::links::attach_point::{XdpMode, names};
+use kiln_obj::Direction;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -20,6 +22,51 @@ pub struct ManifestFile {
     pub programs: BTreeMap<Spanned<String>, Spanned<ProgramDecl>>,
     #[serde(default)]
     pub maps: BTreeMap<Spanned<String>, Spanned<MapDecl>>,
+    /// `[test]`: what `cargo xtask apply --matrix` runs and checks in each
+    /// VM after the apply. `kiln` itself never reads it.
+    pub test: Option<Spanned<TestDecl>>,
+}
+
+/// `[test]`: commands run in the test VM after `apply`, then expectations
+/// on the deployment's maps, each reported per kernel by the grid.
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TestDecl {
+    /// Shell command lines (`/bin/sh -c`), run one after another.
+    #[serde(default)]
+    pub run: Vec<String>,
+    /// Seconds each command may run (default 30).
+    pub timeout_secs: Option<u64>,
+    /// Checked after the commands, in order.
+    #[serde(default)]
+    pub expect: Vec<Expectation>,
+}
+
+/// One `[[test.expect]]`: a value in a map, or records in a ring buffer.
+#[derive(Deserialize, Serialize, Debug, Clone, PartialEq)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum Expectation {
+    /// `{ map = "counts", key = 0, at_least = 1 }`: the value at `key` (an
+    /// integer, little-endian in the map's key size, or a hex string of the
+    /// key's bytes), read as a little-endian unsigned integer (summed over
+    /// CPUs for a per-CPU map), is at least / exactly the number.
+    Map {
+        map: String,
+        key: toml::Value,
+        at_least: Option<u64>,
+        equals: Option<u64>,
+    },
+    /// `{ ring_buffer = "events", within_ms = 2000 }`: the ring buffer map
+    /// holds a record, or one arrives within that time.
+    RingBuffer {
+        ring_buffer: String,
+        #[serde(default = "default_within_ms")]
+        within_ms: u64,
+    },
+}
+
+fn default_within_ms() -> u64 {
+    2000
 }
 
 /// `[deployment]`.
@@ -117,6 +164,29 @@ pub enum Attach {
         #[serde(default)]
         pid: Option<i32>,
     },
+    /// One `kprobe.multi` link (a `SEC("kprobe.multi")` program) on many
+    /// kernel functions: names or globs (`tcp_*`); `cookies`, one per
+    /// function after glob expansion, or none.
+    KprobeMulti {
+        functions: Vec<String>,
+        #[serde(default)]
+        retprobe: bool,
+        #[serde(default)]
+        cookies: Vec<u64>,
+    },
+    /// One `uprobe.multi` link (a `SEC("uprobe.multi")` program) on many
+    /// symbols (names or globs) of one file (a path, or a library name
+    /// such as `libc.so.6`).
+    UprobeMulti {
+        path: String,
+        symbols: Vec<String>,
+        #[serde(default)]
+        retprobe: bool,
+        #[serde(default)]
+        pid: Option<i32>,
+        #[serde(default)]
+        cookies: Vec<u64>,
+    },
     Fentry {
         function: String,
     },
@@ -126,20 +196,33 @@ pub enum Attach {
     Lsm {
         hook: String,
     },
+    /// A BPF iterator (`iter/TARGET` section); its link is pinned, and
+    /// reading the pin (`cat <pin_root>/links/<PROGRAM>`) runs it.
+    Iter {
+        target: String,
+    },
     Xdp {
         interface: String,
-        #[serde(default)]
+        #[serde(default, with = "xdp_mode")]
         mode: XdpMode,
     },
     Tcx {
         interface: String,
+        #[serde(with = "direction")]
         direction: Direction,
     },
+    /// TC: a tcx link where the kernel has tcx (6.6), else a cls_bpf filter
+    /// on the interface's clsact qdisc (netlink).
     Tc {
         interface: String,
+        #[serde(with = "direction")]
         direction: Direction,
+        /// The filter's priority (0: the kernel picks one); clsact only.
         #[serde(default)]
         priority: u16,
+        /// The filter's handle (0: the kernel picks one); clsact only.
+        #[serde(default)]
+        handle: u32,
     },
     Cgroup {
         path: String,
@@ -150,6 +233,17 @@ pub enum Attach {
         attach_type: Option<String>,
     },
     SkLookup {
+        /// A network namespace file, e.g. `/proc/self/ns/net` or `/run/netns/NAME`.
+        netns: String,
+    },
+    /// sk_msg / sk_skb programs on a sockmap or sockhash of the manifest
+    /// (the hook from the section; a `bpf_link`, 6.10+).
+    Sockmap {
+        /// A map declared in `[maps.NAME]`.
+        map: String,
+    },
+    /// The flow dissector of a network namespace (one per namespace).
+    FlowDissector {
         /// A network namespace file, e.g. `/proc/self/ns/net` or `/run/netns/NAME`.
         netns: String,
     },
@@ -176,38 +270,55 @@ impl Attach {
             Attach::Kretprobe { .. } => "kretprobe",
             Attach::Uprobe { .. } => "uprobe",
             Attach::Uretprobe { .. } => "uretprobe",
+            Attach::KprobeMulti { .. } => "kprobe_multi",
+            Attach::UprobeMulti { .. } => "uprobe_multi",
             Attach::Fentry { .. } => "fentry",
             Attach::Fexit { .. } => "fexit",
             Attach::Lsm { .. } => "lsm",
+            Attach::Iter { .. } => "iter",
             Attach::Xdp { .. } => "xdp",
             Attach::Tcx { .. } => "tcx",
             Attach::Tc { .. } => "tc",
             Attach::Cgroup { .. } => "cgroup",
             Attach::SkLookup { .. } => "sk_lookup",
+            Attach::FlowDissector { .. } => "flow_dissector",
+            Attach::Sockmap { .. } => "sockmap",
             Attach::Netfilter { .. } => "netfilter",
         }
     }
 }
 
-#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum XdpMode {
-    /// Let the kernel choose (native when the driver supports it).
-    #[default]
-    Auto,
-    /// `XDP_FLAGS_SKB_MODE`: works on every interface, slower.
-    Generic,
-    /// `XDP_FLAGS_DRV_MODE`.
-    Native,
-    /// `XDP_FLAGS_HW_MODE`.
-    Offload,
+/// XDP modes and TC directions are read and written with the library's
+/// words ([`names`]), so the manifest has no copy of them.
+mod xdp_mode {
+    use super::{XdpMode, names};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(m: &XdpMode, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(names::xdp_mode(*m))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<XdpMode, D::Error> {
+        let name = String::deserialize(d)?;
+        names::xdp_mode_from(&name).ok_or_else(|| {
+            D::Error::unknown_variant(&name, &["auto", "generic", "native", "offload"])
+        })
+    }
 }
 
-#[derive(Deserialize, Serialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    Ingress,
-    Egress,
+mod direction {
+    use super::{Direction, names};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(d: &Direction, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(names::direction(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Direction, D::Error> {
+        let name = String::deserialize(d)?;
+        names::direction_from(&name)
+            .ok_or_else(|| D::Error::unknown_variant(&name, &["ingress", "egress"]))
+    }
 }
 
 /// `[maps.NAME]`: a map of an object, how it is pinned and upgraded.
@@ -333,14 +444,19 @@ mod tests {
             "kretprobe",
             "uprobe",
             "uretprobe",
+            "kprobe_multi",
+            "uprobe_multi",
             "fentry",
             "fexit",
             "lsm",
+            "iter",
             "xdp",
             "tcx",
             "tc",
             "cgroup",
             "sk_lookup",
+            "flow_dissector",
+            "sockmap",
             "netfilter",
         ];
         want.sort();

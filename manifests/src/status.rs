@@ -4,9 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use crate::plan::{
-    Desired, LINK_XDP, LinkIdentity, Observed, stale_maps, tag_hex, target_change, xdp_mode_name,
-};
+use crate::plan::{Desired, LiveLink, LiveProgram, Observed, stale_maps, tag_hex, target_change};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -27,6 +25,33 @@ pub struct ItemStatus {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_cnt: Option<u64>,
+    /// What the manifest asks for, as values: a map's definition; a
+    /// program's type, possible tags and attach point.
+    pub desired: serde_json::Value,
+    /// What the kernel holds, as values (`null` when nothing): a map's id,
+    /// definition and BTF id; a program's id, tag, map ids and run counts,
+    /// and its link (id, type, and the attach point the kernel reports).
+    pub observed: serde_json::Value,
+}
+
+/// The observed values of a program and its attachment.
+fn observed_program(p: Option<&LiveProgram>, l: Option<&LiveLink>) -> serde_json::Value {
+    if p.is_none() && l.is_none() {
+        return serde_json::Value::Null;
+    }
+    serde_json::json!({ "program": p, "link": l })
+}
+
+/// The desired values of a program.
+fn desired_program(want: &crate::plan::DesiredProgram) -> serde_json::Value {
+    serde_json::json!({
+        "object": want.object,
+        "function": want.function,
+        "prog_type": want.prog_type,
+        "tags": want.tags.iter().map(tag_hex).collect::<Vec<_>>(),
+        "maps": want.maps,
+        "attach": want.attach,
+    })
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -92,18 +117,13 @@ impl fmt::Display for Status {
     }
 }
 
-/// The attachment as the kernel reports it: for XDP the mode comes from the
-/// interface (the manifest's "auto" shows as the mode the kernel chose).
-fn observed_target(description: &str, live: &LinkIdentity) -> String {
-    match (live.link_type, live.target.get(1)) {
-        (LINK_XDP, Some(mode)) => {
-            let place = description.split(" (").next().unwrap_or(description);
-            format!(
-                "{place} ({} mode, as the kernel reports)",
-                xdp_mode_name(*mode)
-            )
-        }
-        _ => description.to_string(),
+/// The attachment as the kernel reports it (the XDP mode the kernel chose,
+/// the cgroup it holds...); the manifest's words only where the kernel does
+/// not report the target (perf-event, raw tracepoint and tracing links).
+fn observed_target(description: &str, live: &LiveLink) -> String {
+    match &live.point {
+        Some(p) => format!("{p}, as the kernel reports"),
+        None => description.to_string(),
     }
 }
 
@@ -154,11 +174,13 @@ pub fn compute(
             state,
             detail,
             run_cnt: None,
+            desired: serde_json::json!({ "def": want.def, "object": want.object }),
+            observed: serde_json::to_value(observed.maps.get(name)).unwrap_or_default(),
         });
     }
     for (name, want) in &desired.programs {
         let live = observed.programs.get(name);
-        let link = observed.links.get(name);
+        let link = observed.link(name);
         let (state, detail) = match (live, &want.attach, link) {
             (None, _, _) => (State::Missing, "not loaded".to_string()),
             (Some(p), _, _) if !want.tags.contains(&p.tag) => (
@@ -199,17 +221,8 @@ pub fn compute(
                     att.description, l.prog_id, p.id
                 ),
             ),
-            (Some(_), Some(att), Some(l))
-                if att
-                    .identity
-                    .as_ref()
-                    .is_some_and(|id| !id.matches(&l.identity)) =>
-            {
-                let why = att
-                    .identity
-                    .as_ref()
-                    .map(|id| target_change(id, &l.identity))
-                    .unwrap_or_default();
+            (Some(_), Some(att), Some(l)) if !att.matches(l) => {
+                let why = target_change(&att.point, l);
                 (
                     State::Drifted,
                     format!("attached elsewhere than {} ({why})", att.description),
@@ -219,7 +232,7 @@ pub fn compute(
                 State::Ok,
                 format!(
                     "attached to {}, prog id {}, link id {}",
-                    observed_target(&att.description, &l.identity),
+                    observed_target(&att.description, l),
                     p.id,
                     l.id
                 ),
@@ -231,11 +244,13 @@ pub fn compute(
             state,
             detail,
             run_cnt: live.map(|p| p.run_cnt).filter(|n| *n > 0),
+            desired: desired_program(want),
+            observed: observed_program(live, link),
         });
     }
     for name in &desired.disabled {
         let loaded = observed.programs.get(name);
-        let attached = observed.links.get(name);
+        let attached = observed.link(name);
         let (state, detail) = match (loaded, attached) {
             (None, None) => (
                 State::Ok,
@@ -262,6 +277,8 @@ pub fn compute(
             state,
             detail,
             run_cnt: None,
+            desired: serde_json::json!({ "enabled": false }),
+            observed: observed_program(observed.programs.get(name), observed.link(name)),
         });
     }
     let declared = |k: &String| desired.programs.contains_key(k) || desired.disabled.contains(k);
@@ -282,8 +299,8 @@ pub fn compute(
     );
     extra.extend(
         observed
-            .links
-            .keys()
+            .all_links()
+            .map(|(k, _)| k)
             .filter(|k| !declared(k))
             .map(|k| format!("links/{k}")),
     );

@@ -39,7 +39,7 @@ fn canonical_bytes(insns: &[Insn]) -> Vec<u8> {
         } else {
             was_ld_map = false;
         }
-        out.extend_from_slice(&i.to_le_bytes());
+        out.extend_from_slice(&i.to_bytes(kiln_obj::ByteOrder::native()));
     }
     out
 }

@@ -62,6 +62,70 @@ fn closed_pipe_and_full_disk_do_not_panic() -> TestResult {
     Ok(())
 }
 
+/// `status`, `export` and `destroy` with `--json`: values, not text.
+fn status_export_destroy_speak_json() -> TestResult {
+    let f = Fixture::new()?;
+    let d = f.deployment(&f.v1, "", "")?;
+    d.apply(&ApplyOptions::default())?;
+    let (code, out, err) = run(&["status", "--json"], &f.manifest_path())?;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    let items = v["items"].as_array().ok_or("no items")?;
+    let map = items
+        .iter()
+        .find(|i| i["kind"] == "map")
+        .ok_or("no map item")?;
+    assert!(map["desired"]["def"]["max_entries"].is_u64(), "{map}");
+    assert!(map["observed"]["id"].is_u64(), "{map}");
+    assert_eq!(
+        map["desired"]["def"], map["observed"]["def"],
+        "a map as declared has the declared definition"
+    );
+    // The XDP program: its id and tag, and the attach point the kernel reports.
+    let xdp = items
+        .iter()
+        .find(|i| i["name"] == "count_packets")
+        .ok_or(format!("no xdp program item in {out}"))?;
+    let prog_id = xdp["observed"]["program"]["id"].as_u64().ok_or("no id")?;
+    assert_eq!(xdp["observed"]["link"]["prog_id"].as_u64(), Some(prog_id));
+    assert_eq!(xdp["observed"]["link"]["link_type"], "xdp", "{xdp}");
+    assert!(
+        xdp["observed"]["link"]["point"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("xdp lo (generic)")),
+        "{xdp}"
+    );
+    let tag = xdp["observed"]["program"]["tag"].as_str().ok_or("no tag")?;
+    assert!(
+        xdp["desired"]["tags"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t == tag)),
+        "{xdp}"
+    );
+
+    let (code, out, err) = run(&["export", "--json", "--name", &f.name], &f.root)?;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(v["deployment"], f.name.as_str());
+    assert!(
+        v["manifest"]
+            .as_str()
+            .is_some_and(|m| m.contains("xdp = { interface = \"lo\"")),
+        "{out}"
+    );
+
+    let (code, out, err) = run(&["destroy", "--json"], &f.manifest_path())?;
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out)?;
+    assert!(
+        v["removed"].as_array().is_some_and(|r| !r.is_empty()),
+        "{out}"
+    );
+    assert_eq!(v["root_removed"], true, "{out}");
+    assert!(!f.root.exists());
+    Ok(())
+}
+
 fn json_errors_and_exit_codes() -> TestResult {
     let f = Fixture::new()?;
     let missing = f.dir.join("missing.toml");
@@ -183,6 +247,11 @@ fn main() {
             "closed_pipe_and_full_disk_do_not_panic",
             needs,
             closed_pipe_and_full_disk_do_not_panic,
+        ),
+        kiln_testkit::test(
+            "status_export_destroy_speak_json",
+            needs,
+            status_export_destroy_speak_json,
         ),
         kiln_testkit::test(
             "json_errors_and_exit_codes",

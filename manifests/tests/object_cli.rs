@@ -334,8 +334,134 @@ fn no_cgrp_storage() -> Option<String> {
         .then(|| "no cgroup local storage maps (kernel 6.2+)".into())
 }
 
+/// `kiln object inspect --json FILE`, without the fields that name the file
+/// and its byte order.
+fn inspect_json(
+    path: &std::path::Path,
+) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
+    let out = Command::new(kiln_bin())
+        .args(["object", "inspect", "--json"])
+        .arg(path)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "kiln object inspect {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let obj = v
+        .as_object_mut()
+        .ok_or("inspect --json printed no object")?;
+    obj.remove("path");
+    obj.remove("byte_order");
+    Ok(v)
+}
+
+/// Objects built from our C source with `--target=bpfeb` (the build's
+/// `bpfeb/` twins) inspect on this host exactly as their `bpfel` builds:
+/// programs, instruction counts, line info, relocations, maps, externs.
+fn big_endian_twins_inspect_alike() -> TestResult {
+    for file in [
+        "globals.bpf.o",
+        "maps.bpf.o",
+        "subprogs.bpf.o",
+        "core.bpf.o",
+        "sections.bpf.o",
+        "map_values.bpf.o",
+        "externs.bpf.o",
+        "tool_runqlat.bpf.o",
+    ] {
+        let le = kiln_testkit::bpf_object(file)?;
+        let be = kiln_testkit::bpf_object(&format!("bpfeb/{file}"))?;
+        let (l, b) = (inspect_json(&le)?, inspect_json(&be)?);
+        if l != b {
+            return Err(format!("{file}: bpfel {l:#}\nbpfeb {b:#}").into());
+        }
+        let text = Command::new(kiln_bin())
+            .args(["object", "inspect"])
+            .arg(&be)
+            .output()?;
+        let text = String::from_utf8_lossy(&text.stdout);
+        if !text.contains("big-endian (bpfeb)") {
+            return Err(format!("{file}: inspect does not name the byte order: {text}").into());
+        }
+    }
+    Ok(())
+}
+
+/// `kiln object load` of an object of the other byte order stops before
+/// anything reaches the kernel, naming both byte orders.
+fn load_refuses_the_other_byte_order() -> TestResult {
+    let be = kiln_testkit::bpf_object("bpfeb/globals.bpf.o")?;
+    let out = Command::new(kiln_bin())
+        .args(["object", "load"])
+        .arg(&be)
+        .output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        return Err(
+            format!("a big-endian object loaded on a little-endian kernel: {stderr}").into(),
+        );
+    }
+    for needle in [
+        "the object is big-endian (bpfeb)",
+        "the running kernel is little-endian (bpfel)",
+    ] {
+        if !stderr.contains(needle) {
+            return Err(format!("error does not say '{needle}': {stderr}").into());
+        }
+    }
+    Ok(())
+}
+
+/// `object inspect` lists what `globals = { ... }` can set: each global
+/// variable with its section, C type, size and whether it is read-only.
+fn inspect_lists_globals() -> TestResult {
+    let obj = kiln_testkit::bpf_object("manifest_counter.bpf.o")?;
+    let (out, v) = kiln(&[os("object"), os("inspect"), os("--json"), obj.as_os_str()])?;
+    assert!(out.status.success(), "{v}");
+    let step = v["globals"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["name"] == "step"))
+        .ok_or(format!("no global 'step' in {v}"))?;
+    assert_eq!(step["section"], ".rodata", "{step}");
+    assert_eq!(step["c_type"], "const volatile __u64", "{step}");
+    assert_eq!(step["size"], 8, "{step}");
+    assert_eq!(step["read_only"], true, "{step}");
+    let text = Command::new(kiln_bin())
+        .args([os("object"), os("inspect"), obj.as_os_str()])
+        .output()?;
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines().any(|l| l.contains("step")
+            && l.contains("const volatile __u64")
+            && l.contains("read-only")),
+        "{text}"
+    );
+    Ok(())
+}
+
 fn main() {
     let mut tests = Vec::new();
+    tests.push(kiln_testkit::test(
+        "big_endian_twins_inspect_alike",
+        &[],
+        big_endian_twins_inspect_alike,
+    ));
+    tests.push(kiln_testkit::test(
+        "load_refuses_the_other_byte_order",
+        &[
+            Need::Root,
+            Need::Bpf,
+            Need::Probe("a little-endian host", || {
+                cfg!(target_endian = "big").then(|| "this host is big-endian".to_owned())
+            }),
+        ],
+        load_refuses_the_other_byte_order,
+    ));
     let dir = kiln_testkit::bpf_dir();
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .map(|d| {
@@ -364,6 +490,11 @@ fn main() {
         ));
     }
     let bpf = [Need::Root, Need::Bpf];
+    tests.push(kiln_testkit::test(
+        "inspect_lists_globals",
+        &[],
+        inspect_lists_globals,
+    ));
     tests.push(kiln_testkit::test(
         "deferred_programs_are_reported_as_such",
         &bpf,

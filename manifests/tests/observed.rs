@@ -37,7 +37,7 @@ fn xdp_mode_change_is_planned_and_status_reads_the_kernel() -> TestResult {
     assert!(
         status
             .to_string()
-            .contains("(generic mode, as the kernel reports)"),
+            .contains("(generic), as the kernel reports"),
         "{status}"
     );
 
@@ -83,7 +83,7 @@ fn xdp_mode_change_is_planned_and_status_reads_the_kernel() -> TestResult {
     assert!(
         status
             .to_string()
-            .contains("(native mode, as the kernel reports)"),
+            .contains("(native), as the kernel reports"),
         "{status}"
     );
     assert!(native.plan()?.is_noop(), "{}", native.plan()?);

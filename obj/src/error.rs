@@ -16,8 +16,8 @@ pub enum ParseError {
         /// The ELF header's `e_machine`.
         machine: u16,
     },
-    /// An ELF class or byte order Kiln does not load.
-    #[error("big-endian or 32-bit ELF: Kiln loads 64-bit little-endian eBPF objects only")]
+    /// A 32-bit ELF file: eBPF objects are ELF64 of either byte order.
+    #[error("32-bit ELF: eBPF objects are 64-bit ELF files (bpfel or bpfeb)")]
     UnsupportedFormat,
     /// A section is malformed.
     #[error("section '{section}': {reason}")]

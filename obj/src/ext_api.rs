@@ -17,8 +17,8 @@ impl ProgramSpec {
     pub fn func_info_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.func_info.len() * 8);
         for f in &self.func_info {
-            out.extend_from_slice(&f.insn_off.to_le_bytes());
-            out.extend_from_slice(&f.type_id.to_le_bytes());
+            out.extend_from_slice(&f.insn_off.to_ne_bytes());
+            out.extend_from_slice(&f.type_id.to_ne_bytes());
         }
         out
     }
@@ -28,7 +28,7 @@ impl ProgramSpec {
         let mut out = Vec::with_capacity(self.line_info.len() * 16);
         for l in &self.line_info {
             for v in [l.insn_off, l.file_name_off, l.line_off, l.line_col] {
-                out.extend_from_slice(&v.to_le_bytes());
+                out.extend_from_slice(&v.to_ne_bytes());
             }
         }
         out

@@ -158,10 +158,17 @@ fn kind_name(kind: KconfigValueKind) -> &'static str {
     }
 }
 
-/// Little-endian, as wide as `out` (at most 8 bytes).
+/// In the running kernel's byte order (the only one it loads), as wide as
+/// `out` (at most 8 bytes).
 fn put_num(out: &mut [u8], v: u64) {
     let n = out.len().min(8);
-    out[..n].copy_from_slice(&v.to_le_bytes()[..n]);
+    let bytes = v.to_ne_bytes();
+    let value = if cfg!(target_endian = "big") {
+        &bytes[8 - n..]
+    } else {
+        &bytes[..n]
+    };
+    out[..n].copy_from_slice(value);
 }
 
 /// `strtoull(s, NULL, 0)` over the whole string: decimal, `0x` hex, `0`

@@ -85,11 +85,17 @@ pub(crate) fn link_programs(
                 format!("size {} is not a multiple of 8", sec.data.len()),
             ));
         }
-        let insns: Vec<Insn> = sec
-            .data
-            .chunks_exact(Insn::SIZE)
-            .map(|c| Insn::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-            .collect();
+        // The byte order is decided once per object; native code sections
+        // decode exactly as before it was a question.
+        let chunks = sec.data.chunks_exact(Insn::SIZE);
+        let bytes = |c: &[u8]| [c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]];
+        let insns: Vec<Insn> = if elf.order.is_native() {
+            chunks.map(|c| Insn::from_native_bytes(bytes(c))).collect()
+        } else {
+            chunks
+                .map(|c| Insn::from_bytes(bytes(c), elf.order))
+                .collect()
+        };
         let mut relocs = vec![0u32; insns.len()];
         for r in elf.relocs.get(&sec.index).into_iter().flatten() {
             if r.offset % Insn::SIZE as u64 != 0 || r.offset as usize >= sec.data.len() {

@@ -253,7 +253,7 @@ fn legacy_maps(
         let word = |i: usize| {
             bytes
                 .get(i * 4..i * 4 + 4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .map(|b| elf.order.u32([b[0], b[1], b[2], b[3]]))
         };
         let mut map = new_map(sym.name, MapOrigin::Legacy);
         map.map_type = MapType(word(0).unwrap_or(0));

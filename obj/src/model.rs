@@ -569,9 +569,91 @@ impl AttachType {
     pub const NETKIT_PEER: Self = Self(55);
 }
 
+/// The byte order of an eBPF object (`bpfel` or `bpfeb`) or of a kernel.
+///
+/// A kernel loads only programs, BTF and map values in its own byte order;
+/// [`ObjectSpec::parse`] reads either, so objects built for another
+/// machine can still be inspected and checked.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum ByteOrder {
+    /// `bpfel`: x86_64, aarch64, riscv64, ppc64le, 32-bit arm, loongarch64.
+    Little,
+    /// `bpfeb`: s390x, big-endian powerpc64, mips.
+    Big,
+}
+
+impl ByteOrder {
+    /// The byte order of the machine this code runs on, which is also the
+    /// running kernel's.
+    pub const fn native() -> Self {
+        if cfg!(target_endian = "big") {
+            Self::Big
+        } else {
+            Self::Little
+        }
+    }
+
+    /// The other byte order.
+    pub fn other(self) -> Self {
+        match self {
+            Self::Little => Self::Big,
+            Self::Big => Self::Little,
+        }
+    }
+
+    /// True when this is the running machine's byte order.
+    pub fn is_native(self) -> bool {
+        self == Self::native()
+    }
+
+    /// `little-endian` or `big-endian`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Little => "little-endian",
+            Self::Big => "big-endian",
+        }
+    }
+
+    /// The eBPF target that produces this byte order: `bpfel` or `bpfeb`.
+    pub fn target(self) -> &'static str {
+        match self {
+            Self::Little => "bpfel",
+            Self::Big => "bpfeb",
+        }
+    }
+
+    /// Reads a `u32` stored in this byte order.
+    #[inline]
+    pub fn u32(self, b: [u8; 4]) -> u32 {
+        match self {
+            Self::Little => u32::from_le_bytes(b),
+            Self::Big => u32::from_be_bytes(b),
+        }
+    }
+
+    /// Reads a `u16` stored in this byte order.
+    #[inline]
+    pub fn u16(self, b: [u8; 2]) -> u16 {
+        match self {
+            Self::Little => u16::from_le_bytes(b),
+            Self::Big => u16::from_be_bytes(b),
+        }
+    }
+}
+
+impl std::fmt::Display for ByteOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name(), self.target())
+    }
+}
+
 /// A whole parsed object: what `clang -target bpf` or `bpf-linker` produced.
 #[derive(Clone, Debug)]
 pub struct ObjectSpec {
+    /// The object's byte order. Instructions, BTF and records are decoded
+    /// whatever it is; global data and [`ObjectSpec::btf`] keep it, so an
+    /// object loads only on a kernel of the same byte order.
+    pub byte_order: ByteOrder,
     /// From the `license` section; the kernel checks it for GPL-only helpers.
     pub license: String,
     /// From the legacy `version` section, if any.

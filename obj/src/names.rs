@@ -200,6 +200,7 @@ mod tests {
     #[test]
     fn collisions_are_refused_with_both_names() {
         let spec = ObjectSpec {
+            byte_order: crate::ByteOrder::native(),
             license: String::new(),
             kernel_version: None,
             programs: Vec::new(),
@@ -219,6 +220,7 @@ mod tests {
             "{err}"
         );
         let ok = ObjectSpec {
+            byte_order: crate::ByteOrder::native(),
             maps: vec![data(".data"), data(".rodata")],
             ..spec
         };

@@ -10,7 +10,7 @@ use object::{Endianness, Object, ObjectSection, ObjectSymbol};
 
 use crate::btf::fixup::{ElfLayout, fixup_datasecs};
 use crate::btf::{Btf, write};
-use crate::{ObjectSpec, ParseError};
+use crate::{ByteOrder, ObjectSpec, ParseError};
 
 /// A section as the rest of the parser sees it.
 pub(crate) struct Section<'data> {
@@ -68,22 +68,27 @@ pub(crate) struct Elf<'data> {
     pub symbols: Vec<Symbol<'data>>,
     /// Relocations by the index of the section they apply to.
     pub relocs: BTreeMap<usize, Vec<RawReloc>>,
+    /// The byte order of the file (`bpfel` or `bpfeb`).
+    pub order: ByteOrder,
 }
 
 impl<'data> Elf<'data> {
     pub fn read(data: &'data [u8]) -> Result<Self, ParseError> {
-        // Class and byte order first: a big-endian or 32-bit header parsed
-        // as ours only yields a confusing "bad section header" error.
-        if let [0x7f, b'E', b'L', b'F', class, order, ..] = *data
-            && (class != elf::ELFCLASS64 || order != elf::ELFDATA2LSB)
+        // Class first: a 32-bit header parsed as ours only yields a
+        // confusing "bad section header" error.
+        if let [0x7f, b'E', b'L', b'F', class, ..] = *data
+            && class != elf::ELFCLASS64
         {
             return Err(ParseError::UnsupportedFormat);
         }
         let file = ElfFile64::<Endianness>::parse(data)
             .map_err(|e| bad_relocation_section(data).unwrap_or(ParseError::Elf(e)))?;
-        if !file.is_little_endian() {
-            return Err(ParseError::UnsupportedFormat);
-        }
+        // Decided once: every reader below decodes with it.
+        let order = if file.is_little_endian() {
+            ByteOrder::Little
+        } else {
+            ByteOrder::Big
+        };
         let endian = file.endian();
         let machine = file.elf_header().e_machine(endian);
         if machine != elf::EM_BPF {
@@ -183,6 +188,7 @@ impl<'data> Elf<'data> {
             sections,
             symbols,
             relocs,
+            order,
         })
     }
 
@@ -354,7 +360,7 @@ impl ObjectSpec {
             Some(s) => Some(
                 s.data
                     .get(..4)
-                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .map(|b| elf.order.u32([b[0], b[1], b[2], b[3]]))
                     .ok_or_else(|| ParseError::section("version", "shorter than 4 bytes"))?,
             ),
             None => None,
@@ -371,6 +377,7 @@ impl ObjectSpec {
         };
         let programs = crate::link::link_programs(&elf, &maps, ext.as_ref())?;
         Ok(ObjectSpec {
+            byte_order: elf.order,
             license,
             kernel_version,
             programs,

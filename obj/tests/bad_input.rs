@@ -4,9 +4,9 @@
 //! was wrong and where (section, symbol, type id). Inputs found by the fuzz
 //! targets (fuzz/) are kept below as hex, each with the bug it exposed.
 
-use kiln_obj::ObjectSpec;
 use kiln_obj::btf::strings::StringTable;
 use kiln_obj::btf::{Btf, Member, Type, write};
+use kiln_obj::{ByteOrder, ObjectSpec};
 use kiln_testkit::TestResult;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -143,13 +143,56 @@ fn wrong_machine() -> TestResult {
     refused(&elf, &["ELF machine 62", "EM_BPF"])
 }
 
-fn big_endian() -> TestResult {
+fn wrong_byte_order_or_class() -> TestResult {
     let mut elf = fixture("globals.bpf.o")?;
     elf[5] = 2; // ELFDATA2MSB: every header field now reads byte-swapped
-    refused(&elf, &["big-endian"])?;
+    refused(&elf, &["not a readable ELF file"])?;
     let mut elf32 = fixture("globals.bpf.o")?;
     elf32[4] = 1; // ELFCLASS32
     refused(&elf32, &["32-bit"])
+}
+
+/// The malformed-input cases that patch bytes, on big-endian objects: the
+/// bpfeb twins of the fixtures (`target/bpf/bpfeb/`), cut and flipped.
+fn big_endian_malformed() -> TestResult {
+    let big_endian_btf = |native: &[u8]| write::in_byte_order(native, ByteOrder::Big);
+    let good = fixture("bpfeb/globals.bpf.o")?;
+    if good[5] != 2 {
+        return Err("bpfeb/globals.bpf.o is not big-endian".into());
+    }
+    refused(&good[..40], &["not a readable ELF file"])?;
+    refused(&good[..good.len() - 100], &["not a readable ELF file"])?;
+    let mut wrong = good.clone();
+    wrong[5] = 1; // read as little-endian
+    refused(&wrong, &["not a readable ELF file"])?;
+    let mut machine = good.clone();
+    machine[18..20].copy_from_slice(&62u16.to_be_bytes());
+    refused(&machine, &["ELF machine 62", "EM_BPF"])?;
+    // Every cut and every flipped byte of the headers and BTF must be
+    // refused or parse; none may panic.
+    for name in [
+        "bpfeb/globals.bpf.o",
+        "bpfeb/core.bpf.o",
+        "bpfeb/subprogs.bpf.o",
+    ] {
+        let good = fixture(name)?;
+        for cut in (0..good.len()).step_by(97) {
+            let _ = ObjectSpec::parse(&good[..cut]);
+        }
+        for at in (0..good.len()).step_by(13) {
+            let mut bad = good.clone();
+            bad[at] ^= 0xa5;
+            let _ = ObjectSpec::parse(&bad);
+        }
+    }
+    // Big-endian BTF with a type-section length that is not whole words.
+    let mut be = big_endian_btf(&write::encode(&[Type::Void, int(1)], b"\0int\0"));
+    be[12..16].copy_from_slice(&13u32.to_be_bytes());
+    btf_refused(&be, &["multiple of 4"])?;
+    let mut kind = big_endian_btf(&write::encode(&[Type::Void, int(1), int(1)], b"\0int\0"));
+    // Type 2's info word, big-endian: its kind is the first byte.
+    kind[24 + 16 + 4] = 31;
+    btf_refused(&kind, &["type id 2", "unknown kind 31"])
 }
 
 fn relocation_symbol_out_of_range() -> TestResult {
@@ -314,9 +357,11 @@ fn btf_bad_header() -> TestResult {
     let mut magic = good.clone();
     magic[0] = 0;
     btf_refused(&magic, &["bad magic"])?;
+    // Big-endian magic on little-endian words: read as big-endian, the
+    // header length is absurd.
     let mut be = good.clone();
     be[0..2].copy_from_slice(&0xeb9fu16.to_be_bytes());
-    btf_refused(&be, &["big-endian"])?;
+    btf_refused(&be, &["bad header length"])?;
     let mut types_len = good.clone();
     types_len[12..16].copy_from_slice(&13u32.to_le_bytes());
     btf_refused(&types_len, &["multiple of 4"])
@@ -461,7 +506,8 @@ fn main() {
     kiln_testkit::run(vec![
         test("truncated_elf", &[], truncated_elf),
         test("wrong_machine", &[], wrong_machine),
-        test("big_endian", &[], big_endian),
+        test("wrong_byte_order_or_class", &[], wrong_byte_order_or_class),
+        test("big_endian_malformed", &[], big_endian_malformed),
         test(
             "relocation_symbol_out_of_range",
             &[],

@@ -4,9 +4,10 @@
 //! shares the struct's name. Exact instruction values are checked after
 //! relocation.
 
-use kiln_obj::ObjectSpec;
 use kiln_obj::btf::core::POISON_IMM;
+use kiln_obj::btf::write;
 use kiln_obj::btf::{Btf, Kind};
+use kiln_obj::{ByteOrder, ObjectSpec};
 use kiln_testkit::TestResult;
 
 #[path = "support/core_target.rs"]
@@ -59,6 +60,35 @@ fn relocates_against_changed_target() -> TestResult {
     check_eq!(i[48].imm, 6); // target type id of struct task
     check_eq!(i[51].imm, 0); // struct gone does not match anything
     check_eq!((i[54].code, i[54].imm), (0x85, POISON_IMM)); // g->x poisoned
+    Ok(())
+}
+
+/// The bpfeb twin of core.bpf.o against the same target written
+/// big-endian (a big-endian kernel's BTF): the same offsets and sizes, and
+/// the bitfield's left shift counted from the other end of its 4-byte load,
+/// as libbpf computes it on a big-endian machine.
+fn relocates_big_endian_against_big_endian_target() -> TestResult {
+    let path = kiln_testkit::bpf_object("bpfeb/core.bpf.o")?;
+    let mut obj = ObjectSpec::parse(&std::fs::read(&path)?)?;
+    check_eq!(obj.byte_order, ByteOrder::Big);
+    let target = write::in_byte_order(&core_target::core_target_bytes(), ByteOrder::Big);
+    let target = Btf::from_bytes(target)?;
+    check_eq!(target.byte_order(), ByteOrder::Big);
+    let report = obj.relocate_core(&target)?;
+    check_eq!(report.applied, 17);
+    let i = &obj.program("core_prog").ok_or("no core_prog")?.insns;
+    check_eq!(i[0].off, 16);
+    check_eq!(i[3].off, 26);
+    // Bitfield `more`: bit 330, 7 bits → 4-byte load at 40, whose first
+    // bit is bit 32 of the u64 on a big-endian machine: 32 + (330 - 320).
+    check_eq!(i[10].imm, 40);
+    check_eq!(i[13].imm, 4);
+    check_eq!(i[29].imm, 32 + (330 - 320));
+    check_eq!(i[30].imm, 0);
+    check_eq!((i[32].imm, i[34].imm), (57, 57));
+    check_eq!(i[38].imm, 64);
+    check_eq!((i[40].imm, i[41].imm), (2, 0));
+    check_eq!(i[48].imm, 6);
     Ok(())
 }
 
@@ -320,6 +350,11 @@ fn main() {
             "relocates_against_changed_target",
             &[],
             relocates_against_changed_target,
+        ),
+        kiln_testkit::test(
+            "relocates_big_endian_against_big_endian_target",
+            &[],
+            relocates_big_endian_against_big_endian_target,
         ),
         kiln_testkit::test(
             "type_matches_against_vmlinux",

@@ -6,7 +6,11 @@
 //! cargo xtask apply manifests/examples/quickstart/manifest.toml
 //! cargo xtask apply manifests/examples/quickstart/manifest.toml --vm --kernel 6.1 --arch x86_64
 //! cargo xtask apply manifests/examples/quickstart/manifest.toml --kiln plan
+//! cargo xtask apply --matrix manifests/examples/quickstart/manifest.toml --kernel 6.1
 //! ```
+//!
+//! `--matrix` runs the manifest on every catalog kernel and arch (or those
+//! asked) and prints the grid: see [`crate::apply_matrix`].
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,6 +27,19 @@ pub struct Args {
     /// Run in a VM of the test distro even when this host could apply.
     #[arg(long)]
     vm: bool,
+    /// Every catalog kernel on every arch (narrowed by --kernel, --arch, or
+    /// one --kernel-image): load, check, plan, apply, status and `[test]` in
+    /// each VM, then the grid (target/matrix-report.{json,junit.xml,html});
+    /// exit status 1 when anything failed.
+    #[arg(long, conflicts_with_all = ["vm", "kiln"])]
+    matrix: bool,
+    /// VMs at once with --matrix (default: the number of cores).
+    #[arg(long, requires = "matrix")]
+    jobs: Option<usize>,
+    /// Where --matrix writes its reports and keeps the verifier's numbers
+    /// (default: target/).
+    #[arg(long, requires = "matrix")]
+    report_dir: Option<PathBuf>,
     /// The VM's kernel (default: catalog 6.1 on the host's arch; or --kernel-image).
     #[command(flatten)]
     target: vm::KernelArgs,
@@ -47,15 +64,27 @@ pub fn run(args: Args) -> Result<()> {
             args.manifest.display()
         );
     }
+    if args.matrix {
+        return crate::apply_matrix::run(
+            &manifest,
+            &args.target,
+            args.jobs,
+            args.report_dir.as_deref(),
+        );
+    }
     if !["apply", "plan", "status", "destroy", "check"].contains(&args.kiln.as_str()) {
         bail!(
             "--kiln {}: use apply, plan, status, destroy or check",
             args.kiln
         );
     }
-    // A wrong --kernel-image is refused before minutes of builds.
+    // A wrong --kernel-image is refused before minutes of builds; its arch
+    // is the guest's.
+    let mut args = args;
     if let Some(image) = &args.target.kernel_image {
-        crate::image::check_custom(image, args.target.modules.as_deref(), args.target.arch)?;
+        let image =
+            crate::image::check_custom(image, args.target.modules.as_deref(), args.target.arch)?;
+        args.target.arch = Some(image.arch);
     }
     // build_all runs the setup check first (quick when all is installed).
     crate::build_ebpf::build_all().context("building the eBPF programs")?;
@@ -92,6 +121,15 @@ pub fn run(args: Args) -> Result<()> {
             "this host cannot load eBPF programs (not root, or no bpffs at /sys/fs/bpf): applying inside the test distro"
         );
     }
+    // A guest of another arch gets the objects built for it (`pt_regs`).
+    let guest_arch = args.target.arch.unwrap_or(vm::Arch::host());
+    let objects = if guest_arch == vm::Arch::host() {
+        objects
+    } else {
+        crate::build_ebpf::build_all_for(guest_arch.bpf())
+            .with_context(|| format!("building the eBPF programs for {guest_arch}"))?;
+        object_overrides(&manifest, &crate::build_ebpf::bpf_dir_for(guest_arch.bpf()))?
+    };
     run_in_vm(&args, &manifest, &objects)
 }
 

@@ -6,12 +6,18 @@
 //!   Cargo.toml says `[package.metadata.kiln] ebpf = true` →
 //!   `target/bpf/<package>.bpf.o` (Debian's cargo and rustc, bpf-linker).
 //!
-//! `--arch aarch64` builds the same programs for arm64 kernels (whose
-//! `pt_regs` differ) into `target/bpf/aarch64/<name>.bpf.o`: Rust crates get
-//! `--cfg bpf_target_arch="aarch64"`, C files `-D__TARGET_ARCH_arm64`. The
+//! `--arch ARCH` builds the same programs for another kernel architecture
+//! (whose `pt_regs` differ) into `target/bpf/ARCH/<name>.bpf.o`: Rust crates
+//! get `--cfg bpf_target_arch="ARCH"`, C files `-D__TARGET_ARCH_<libbpf's
+//! name>`; big-endian arches (s390x, mips) build for `bpfeb`. The
 //! default, x86_64, keeps writing `target/bpf/<name>.bpf.o` (every test
 //! reads there) and mirrors the objects into `target/bpf/x86_64/`, so a VM
 //! runner can always take `target/bpf/<arch>/`.
+//!
+//! Beside the x86_64 objects, every C program is also built with
+//! `--target=bpfeb` into `target/bpf/bpfeb/<stem>.bpf.o`: the big-endian twin
+//! of the same source and flags, which the parser tests compare with the
+//! little-endian object on any host.
 //!
 //! Builds are incremental (a stamp per object records the command and its
 //! inputs' sizes and mtimes; cargo and clang run only when it changes) and
@@ -51,14 +57,51 @@ pub struct Args {
     arch: Arch,
 }
 
+/// Under target/bpf: the big-endian twins of the x86_64 C objects.
+pub const BPFEB_TWINS: &str = "bpfeb";
+
+/// The byte order of the eBPF an arch's kernel runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ByteOrder {
+    Little,
+    Big,
+}
+
+impl ByteOrder {
+    /// clang's `--target` for it.
+    pub(crate) fn clang_target(self) -> &'static str {
+        match self {
+            ByteOrder::Little => "--target=bpfel",
+            ByteOrder::Big => "--target=bpfeb",
+        }
+    }
+}
+
 /// The kernel architecture an object targets. BPF bytecode is the same on
-/// every arch; what differs is how tracing programs read registers.
+/// every arch of one byte order; what differs is how tracing programs read
+/// registers (`pt_regs`) and the syscall wrappers' names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Arch {
     #[value(name = "x86_64", alias = "x86", alias = "amd64")]
     X86_64,
     #[value(name = "aarch64", alias = "arm64")]
     Aarch64,
+    /// 32-bit arm (armv7, Debian's armhf).
+    #[value(name = "arm", alias = "armv7", alias = "armhf")]
+    Arm,
+    #[value(name = "riscv64")]
+    Riscv64,
+    /// Little-endian POWER (Debian's ppc64el).
+    #[value(name = "powerpc64", alias = "ppc64le", alias = "ppc64el")]
+    Powerpc64,
+    /// IBM Z: big-endian, objects built with `--target=bpfeb`.
+    #[value(name = "s390x", alias = "s390")]
+    S390x,
+    /// Big-endian mips (build-checked only: no mips kernel runs here).
+    #[value(name = "mips")]
+    Mips,
+    #[value(name = "loongarch64", alias = "loongarch")]
+    Loongarch64,
 }
 
 impl Arch {
@@ -67,6 +110,20 @@ impl Arch {
         match self {
             Arch::X86_64 => "x86_64",
             Arch::Aarch64 => "aarch64",
+            Arch::Arm => "arm",
+            Arch::Riscv64 => "riscv64",
+            Arch::Powerpc64 => "powerpc64",
+            Arch::S390x => "s390x",
+            Arch::Mips => "mips",
+            Arch::Loongarch64 => "loongarch64",
+        }
+    }
+
+    /// The byte order of this arch's kernel, and so of its objects.
+    pub fn byte_order(self) -> ByteOrder {
+        match self {
+            Arch::S390x | Arch::Mips => ByteOrder::Big,
+            _ => ByteOrder::Little,
         }
     }
 
@@ -75,7 +132,54 @@ impl Arch {
         match self {
             Arch::X86_64 => "-D__TARGET_ARCH_x86",
             Arch::Aarch64 => "-D__TARGET_ARCH_arm64",
+            Arch::Arm => "-D__TARGET_ARCH_arm",
+            Arch::Riscv64 => "-D__TARGET_ARCH_riscv",
+            Arch::Powerpc64 => "-D__TARGET_ARCH_powerpc",
+            Arch::S390x => "-D__TARGET_ARCH_s390",
+            Arch::Mips => "-D__TARGET_ARCH_mips",
+            Arch::Loongarch64 => "-D__TARGET_ARCH_loongarch",
         }
+    }
+
+    /// The host-vmlinux.h types this arch's own replace (renamed away), and
+    /// the C definitions of the registers libbpf's `PT_REGS_*` macros read
+    /// on it. `None` for x86_64, whose vmlinux.h is the host's.
+    fn uapi_regs(self) -> Option<(&'static [&'static str], &'static str)> {
+        Some(match self {
+            Arch::X86_64 => return None,
+            Arch::Aarch64 => (
+                &[],
+                "struct user_pt_regs {\n\t__u64 regs[31];\n\t__u64 sp;\n\t__u64 pc;\n\t__u64 pstate;\n};\n",
+            ),
+            // 32-bit registers: BPF's `long` is 64-bit.
+            Arch::Arm => (&["pt_regs"], "struct pt_regs {\n\t__u32 uregs[18];\n};\n"),
+            Arch::Riscv64 => (
+                &["user_regs_struct"],
+                "struct user_regs_struct {\n\t__u64 pc, ra, sp, gp, tp, t0, t1, t2, s0, s1;\n\t\
+                 __u64 a0, a1, a2, a3, a4, a5, a6, a7;\n\t\
+                 __u64 s2, s3, s4, s5, s6, s7, s8, s9, s10, s11, t3, t4, t5, t6;\n};\n",
+            ),
+            Arch::Powerpc64 => (
+                &["pt_regs"],
+                "struct pt_regs {\n\t__u64 gpr[32];\n\t__u64 nip, msr, orig_gpr3, ctr, link, xer, \
+                 ccr, softe, trap, dar, dsisr, result;\n};\n",
+            ),
+            Arch::S390x => (
+                &[],
+                "typedef struct {\n\t__u64 mask;\n\t__u64 addr;\n} psw_t;\n\
+                 typedef struct {\n\t__u64 args[1];\n\tpsw_t psw;\n\t__u64 gprs[16];\n} user_pt_regs;\n",
+            ),
+            Arch::Mips => (
+                &["pt_regs"],
+                "struct pt_regs {\n\t__u64 regs[32];\n\t__u64 cp0_status, hi, lo, cp0_badvaddr, \
+                 cp0_cause, cp0_epc;\n};\n",
+            ),
+            Arch::Loongarch64 => (
+                &["user_pt_regs"],
+                "struct user_pt_regs {\n\t__u64 regs[32];\n\t__u64 orig_a0, csr_era, csr_badv;\n\t\
+                 __u64 reserved[10];\n};\n",
+            ),
+        })
     }
 
     /// Where `<asm/types.h>` for this arch lives (linux-libc-dev, or the
@@ -269,7 +373,19 @@ impl<'a> Builder<'a> {
         for (name, src) in &sources {
             let output = self.out_dir.join(format!("{name}.bpf.o"));
             let fresh = match src {
-                Source::C(path) => self.build_c(name, path, &output)?,
+                Source::C(path) => {
+                    if self.arch == Arch::X86_64 && self.mirror_dir.is_some() {
+                        let twin_dir = self.out_dir.join(BPFEB_TWINS);
+                        for dir in [&twin_dir, &self.out_dir.join(".stamps").join(BPFEB_TWINS)] {
+                            std::fs::create_dir_all(dir)
+                                .with_context(|| format!("creating {}", dir.display()))?;
+                        }
+                        let twin = twin_dir.join(format!("{name}.bpf.o"));
+                        let twin_name = format!("{BPFEB_TWINS}/{name}");
+                        self.build_c(&twin_name, path, &twin, ByteOrder::Big)?;
+                    }
+                    self.build_c(name, path, &output, self.arch.byte_order())?
+                }
                 Source::Rust { dir, package } => self.build_rust(name, dir, package, &output)?,
             };
             if let Some(mirror) = &self.mirror_dir {
@@ -335,27 +451,37 @@ impl<'a> Builder<'a> {
 
     /// For another arch than the host's, the host's vmlinux.h plus the arch's
     /// register struct, which libbpf's bpf_tracing.h casts `ctx` to
-    /// (`struct user_pt_regs` on arm64) and which an x86 vmlinux.h lacks.
+    /// (`struct user_pt_regs` on arm64) and which an x86 vmlinux.h lacks or
+    /// defines with x86's fields (then the host's is renamed out of the way).
     /// Everything else goes through CO-RE, so the host's types serve
     /// (toolchain.md: an object built on x86 against its vmlinux.h loaded on
     /// arm64 5.10 and 6.1).
     fn arch_vmlinux_h(&self, host_dir: PathBuf) -> anyhow::Result<PathBuf> {
-        if self.arch != Arch::Aarch64 {
+        let Some((renamed, regs)) = self.arch.uapi_regs() else {
             return Ok(host_dir);
-        }
+        };
         let host = host_dir.join("vmlinux.h");
         let Ok(text) = std::fs::read_to_string(&host) else {
             return Ok(host_dir);
         };
-        let dir = self.root.join("target/bpf/aarch64/include");
+        let dir = self
+            .root
+            .join("target/bpf")
+            .join(self.arch.name())
+            .join("include");
         std::fs::create_dir_all(&dir)?;
-        let mut out = text;
-        if !out.contains("struct user_pt_regs {") {
-            out.push_str(
-                "\n/* Added by cargo xtask build-ebpf --arch aarch64 (arm64 UAPI layout). */\n\
-                 struct user_pt_regs {\n\t__u64 regs[31];\n\t__u64 sp;\n\t__u64 pc;\n\t__u64 pstate;\n};\n",
-            );
+        let mut out = String::new();
+        for name in renamed {
+            out.push_str(&format!("#define {name} {name}___host\n"));
         }
+        out.push_str(&text);
+        for name in renamed {
+            out.push_str(&format!("#undef {name}\n"));
+        }
+        out.push_str(&format!(
+            "\n/* Added by cargo xtask build-ebpf --arch {} (its UAPI register layout). */\n{regs}",
+            self.arch.name()
+        ));
         let header = dir.join("vmlinux.h");
         if std::fs::read_to_string(&header).ok().as_deref() != Some(out.as_str()) {
             std::fs::write(&header, out)
@@ -364,7 +490,13 @@ impl<'a> Builder<'a> {
         Ok(dir)
     }
 
-    fn build_c(&self, name: &str, src: &Path, output: &Path) -> anyhow::Result<bool> {
+    fn build_c(
+        &self,
+        name: &str,
+        src: &Path,
+        output: &Path,
+        order: ByteOrder,
+    ) -> anyhow::Result<bool> {
         let include = self.vmlinux_h()?;
         // clang 22 orders some BTF entries (forward declarations, in
         // BTFDebug's map keyed by DICompositeType pointers) by heap address,
@@ -378,7 +510,7 @@ impl<'a> Builder<'a> {
         // declarations can differ in their order, nothing else.
         let deps = self.deps_path(name);
         let mut cmd = Command::new(&self.tc.clang);
-        cmd.args(["-O2", "-g", "--target=bpfel", "-mcpu=v3"])
+        cmd.args(["-O2", "-g", order.clang_target(), "-mcpu=v3"])
             .arg(self.arch.c_define())
             .arg(self.arch.asm_include())
             .arg("-Iebpf-sdk/include")
@@ -476,6 +608,10 @@ impl<'a> Builder<'a> {
             target_dir,
             extra_rustflags,
             verbose: self.verbose,
+            target: match self.arch.byte_order() {
+                ByteOrder::Little => kiln_build::TARGET,
+                ByteOrder::Big => kiln_build::TARGET_BIG_ENDIAN,
+            },
         };
         let rustflags = build.rustflags();
         let mut cmd = build.command();

@@ -37,17 +37,56 @@ fn rustc_version() -> Result<String> {
 /// arm64 std for the same rustc as `/usr/bin/rustc`:
 /// `~/.cache/kiln/sysroot-aarch64`. Downloads it on first use.
 pub fn ensure_aarch64_sysroot() -> Result<PathBuf> {
+    ensure_sysroot(&Sysroot {
+        name: "aarch64",
+        triple: "aarch64-unknown-linux-gnu",
+        deb_arch: "arm64",
+        suite: "bookworm",
+    })
+}
+
+/// Where Debian publishes the std of one architecture for this rustc.
+pub struct Sysroot {
+    /// The cache directory's suffix (`~/.cache/kiln/sysroot-NAME`).
+    pub name: &'static str,
+    /// Rust's target triple.
+    pub triple: &'static str,
+    /// Debian's architecture name.
+    pub deb_arch: &'static str,
+    /// The suite (its `-security` suite is searched too).
+    pub suite: &'static str,
+}
+
+/// 32-bit arm: trixie-security carries `libstd-rust-web-dev:armhf` of the
+/// same upstream version as the host's rustc-web.
+pub const ARMHF: Sysroot = Sysroot {
+    name: "armv7",
+    triple: "armv7-unknown-linux-gnueabihf",
+    deb_arch: "armhf",
+    suite: "trixie",
+};
+
+/// A sysroot whose `lib/rustlib/TRIPLE` holds Debian's std of `spec`'s
+/// architecture for the same rustc as `/usr/bin/rustc`. Downloads it on
+/// first use.
+pub fn ensure_sysroot(spec: &Sysroot) -> Result<PathBuf> {
+    let Sysroot {
+        name,
+        triple,
+        deb_arch,
+        suite,
+    } = *spec;
     let version = rustc_version()?;
-    let root = apt::cache_root().join("sysroot-aarch64");
+    let root = apt::cache_root().join(format!("sysroot-{name}"));
     let stamp = root.join(".kiln-rustc-version");
-    let target_lib = root.join("lib/rustlib/aarch64-unknown-linux-gnu/lib");
+    let target_lib = root.join(format!("lib/rustlib/{triple}/lib"));
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(version.as_str())
         && target_lib.is_dir()
     {
         return Ok(root);
     }
-    eprintln!("sysroot: fetching Debian's arm64 std for rustc {version}");
-    let apt = IsolatedApt::new(&["bookworm"], true, "arm64")?;
+    eprintln!("sysroot: fetching Debian's {deb_arch} std for rustc {version}");
+    let apt = IsolatedApt::new(&[suite], true, deb_arch)?;
     apt.update(false)?;
     let mut versions = apt.show("libstd-rust-web-dev")?;
     // Debian versions look like 1.96.0+dfsg1-1~deb12u1: match the upstream part.
@@ -57,7 +96,7 @@ pub fn ensure_aarch64_sysroot() -> Result<PathBuf> {
     });
     versions.sort_by(|a, b| apt::compare_versions(&b.version, &a.version));
     let Some(pkg) = versions.first() else {
-        bail!("no libstd-rust-web-dev:arm64 for rustc {version} in bookworm/bookworm-security");
+        bail!("no libstd-rust-web-dev:{deb_arch} for rustc {version} in {suite}/{suite}-security");
     };
     let deb = apt.download(pkg, &apt::cache_root().join("debs"))?;
     if apt::sha256_file(&deb)? != pkg.sha256 {
@@ -66,17 +105,37 @@ pub fn ensure_aarch64_sysroot() -> Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&root);
     let extracted = root.join("deb");
     apt::extract_deb(&deb, &extracted)?;
-    let src = extracted.join("usr/lib/rustlib/aarch64-unknown-linux-gnu");
+    let src = extracted.join(format!("usr/lib/rustlib/{triple}"));
     if !src.join("lib").is_dir() {
-        bail!(
-            "{} has no usr/lib/rustlib/aarch64-unknown-linux-gnu/lib",
-            deb.display()
-        );
+        bail!("{} has no usr/lib/rustlib/{triple}/lib", deb.display());
     }
     std::fs::create_dir_all(root.join("lib/rustlib"))?;
-    std::os::unix::fs::symlink(&src, root.join("lib/rustlib/aarch64-unknown-linux-gnu"))?;
+    std::os::unix::fs::symlink(&src, root.join(format!("lib/rustlib/{triple}")))?;
     std::fs::write(&stamp, &version)?;
     Ok(root)
+}
+
+/// `cargo check` of the loader and `kiln` for 32-bit arm (armv7 with
+/// Debian's armhf std): proves they compile where `usize` is 32 bits.
+pub fn check_32bit() -> Result<()> {
+    let sysroot = ensure_sysroot(&ARMHF)?;
+    let mut c = Command::new(DEBIAN_CARGO);
+    c.current_dir(repo_root())
+        .env("RUSTC", DEBIAN_RUSTC)
+        .env("RUSTFLAGS", format!("--sysroot {}", sysroot.display()))
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTC_WRAPPER")
+        .env("CARGO_TARGET_DIR", target_dir().join("check-32bit"))
+        .args(["check", "--target", ARMHF.triple])
+        .args(["-p", "kiln-obj", "-p", "kiln-loader", "-p", "kiln-manifest"]);
+    eprintln!("+ {}", kiln_build::show(&c));
+    let status = c
+        .status()
+        .with_context(|| format!("running {DEBIAN_CARGO}"))?;
+    if !status.success() {
+        bail!("cargo check for {} failed (see above)", ARMHF.triple);
+    }
+    Ok(())
 }
 
 /// One integration-test executable.
@@ -92,6 +151,8 @@ pub struct TestBinary {
 pub struct GuestBinaries {
     pub init: PathBuf,
     pub kiln: Option<PathBuf>,
+    /// `kiln-grid`, the guest's half of `cargo xtask apply --matrix`.
+    pub grid: Option<PathBuf>,
     pub tests: Vec<TestBinary>,
     /// Deliberately bad binaries (`--selftest`), by name.
     pub selftests: Vec<TestBinary>,
@@ -207,6 +268,7 @@ pub fn build_guest_bins(arch: Arch) -> Result<GuestBinaries> {
     Ok(GuestBinaries {
         init,
         kiln,
+        grid: find("kiln-grid"),
         tests: Vec::new(),
         selftests,
     })

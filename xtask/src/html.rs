@@ -122,6 +122,12 @@ fn failures(h: &mut String, suites: &[Suite]) {
             .iter()
             .find(|(k, _)| k == "rerun")
             .map(|(_, v)| v.as_str());
+        // A report of another command than `cargo xtask test` names its own.
+        let rerun_command = s
+            .properties
+            .iter()
+            .find(|(k, _)| k == "rerun_command")
+            .map(|(_, v)| v.as_str());
         for (j, c) in s.cases.iter().enumerate() {
             if let Outcome::Fail { message, output } | Outcome::Error { message, output } =
                 &c.outcome
@@ -140,7 +146,9 @@ fn failures(h: &mut String, suites: &[Suite]) {
                     escape(message),
                     escape(output)
                 );
-                if let Some(args) = rerun {
+                if let Some(command) = rerun_command {
+                    let _ = writeln!(h, "<p>re-run: <code>{}</code></p>", escape(command));
+                } else if let Some(args) = rerun {
                     // `(vm)`, `(timeout)`: the VM or the whole binary, no test filter.
                     let command = if c.classname == "vm" {
                         format!("cargo xtask test {args}")

@@ -4,6 +4,7 @@
 //! all is there), so a newcomer never needs a third command.
 
 mod apply;
+mod apply_matrix;
 mod apt;
 mod bench;
 mod build_ebpf;
@@ -61,6 +62,8 @@ enum Command {
     BootRaw(vm_cmd::RawArgs),
     /// Kiln against libbpf on objects built here from published sources (kernel selftests, sched_ext schedulers); --json.
     Conformance(conformance::Args),
+    /// `cargo check` of kiln-obj, the loader and `kiln` for 32-bit arm (armv7, Debian's armhf std).
+    Check32bit,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -78,5 +81,6 @@ fn main() -> anyhow::Result<()> {
         Command::Vm(args) => vm_cmd::run(args),
         Command::BootRaw(args) => vm_cmd::boot_raw(args),
         Command::Conformance(args) => conformance::run(args),
+        Command::Check32bit => cross::check_32bit(),
     }
 }

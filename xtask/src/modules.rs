@@ -19,6 +19,8 @@ pub const TEST_MODULES: &[&str] = &[
     "cls_bpf",
     "act_bpf",
     "ifb",
+    // Its BTF has the conntrack kfuncs (5.18+): module kfunc tests call them.
+    "nf_conntrack",
 ];
 
 /// `veth` and `veth.ko`/`veth.ko.xz` name the same module; `-` and `_` are one.

@@ -633,56 +633,29 @@ fn run_vms(
     args: &Args,
     selftest: Option<&TestBinary>,
 ) -> Vec<VmRun> {
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-    let queue = Mutex::new(targets.iter().collect::<Vec<_>>());
-    let results = Mutex::new(Vec::new());
     let print = Mutex::new(());
     let timeout = Duration::from_secs(if selftest.is_some() { 20 } else { args.timeout });
-    std::thread::scope(|s| {
-        for _ in 0..jobs.min(targets.len()) {
-            s.spawn(|| {
-                loop {
-                    // After SIGINT/SIGTERM no new VM starts.
-                    if vm::interrupted().is_some() {
-                        break;
-                    }
-                    let Some(t) = queue.lock().unwrap().pop() else {
-                        break;
-                    };
-                    let bins = &builds.per_arch[&t.arch];
-                    let tests: Vec<TestBinary> = match selftest {
-                        Some(st) => vec![st.clone()],
-                        None => bins.tests.clone(),
-                    };
-                    let r = vm_once(t, catalog, bins, &tests, args, timeout, &print)
-                        .unwrap_or_else(|e| VmRun {
-                            target: t.clone(),
-                            verdict: Verdict {
-                                tests: vec![],
-                                problems: vec![],
-                                first_result: None,
-                                first_binary_uptime_ms: None,
-                                verifier: vec![],
-                            },
-                            elapsed: Duration::ZERO,
-                            accel: "-",
-                            log: vm::log_path(&t.label()),
-                            error: Some(format!("{e:#}")),
-                        });
-                    results.lock().unwrap().push(r);
-                }
-            });
-        }
-    });
-    let mut v = results.into_inner().unwrap();
-    v.sort_by_key(|r| {
-        let order = targets.iter().position(|t| t.label() == r.target.label());
-        order.unwrap_or(usize::MAX)
-    });
-    v
+    vm::in_parallel(targets, args.jobs, |t| {
+        let bins = &builds.per_arch[&t.arch];
+        let tests: Vec<TestBinary> = match selftest {
+            Some(st) => vec![st.clone()],
+            None => bins.tests.clone(),
+        };
+        vm_once(t, catalog, bins, &tests, args, timeout, &print).unwrap_or_else(|e| VmRun {
+            target: t.clone(),
+            verdict: Verdict {
+                tests: vec![],
+                problems: vec![],
+                first_result: None,
+                first_binary_uptime_ms: None,
+                verifier: vec![],
+            },
+            elapsed: Duration::ZERO,
+            accel: "-",
+            log: vm::log_path(&t.label()),
+            error: Some(format!("{e:#}")),
+        })
+    })
 }
 
 fn vm_phase(args: &Args, catalog: &Catalog, targets: &[Target]) -> Result<Counts> {

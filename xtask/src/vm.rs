@@ -285,8 +285,24 @@ pub fn guest_image(
     if let Some(kiln) = &bins.kiln {
         image.add_file("/bin/kiln", kiln, 0o755)?;
     }
+    if let Some(grid) = &bins.grid {
+        image.add_file("/bin/kiln-grid", grid, 0o755)?;
+    }
     for d in ["/proc", "/sys", "/tmp", "/run", "/bpf", "/lib/modules"] {
         image.add_dir(d)?;
+    }
+    // Where libbpf, bpftool and the tests read `__kconfig` values and
+    // CONFIG_ options from (Debian's kernels have no /proc/config.gz).
+    match kernel_config(kernel) {
+        Some(config) => {
+            image.add_file(&format!("/boot/config-{}", kernel.release), &config, 0o644)?
+        }
+        None => eprintln!(
+            "note: no config-{} beside {}: the guest has no /boot/config-{}",
+            kernel.release,
+            kernel.vmlinuz.display(),
+            kernel.release
+        ),
     }
     let mut steps = Plan::default();
     if !modules.is_empty() {
@@ -347,6 +363,19 @@ pub fn guest_image(
     Ok(image)
 }
 
+/// The kernel's build configuration: `config-<release>` beside its image
+/// (`boot/` of Debian's image packages; for `--kernel-image`, the same
+/// name in the image's directory), or `config` in its modules directory.
+fn kernel_config(kernel: &KernelFiles) -> Option<PathBuf> {
+    let name = format!("config-{}", kernel.release);
+    let beside = kernel.vmlinuz.parent().map(|d| d.join(&name));
+    let in_modules = kernel.modules.as_ref().map(|d| d.join("config"));
+    [beside, in_modules]
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+}
+
 /// `~/.cache/kiln/initramfs`, keeping only the most recent images (each
 /// code change makes new ones; old ones are never read again).
 pub fn initramfs_cache() -> PathBuf {
@@ -396,6 +425,54 @@ pub struct BootSpec {
     pub timeout: Duration,
     pub log: PathBuf,
     pub label: String,
+}
+
+impl BootSpec {
+    /// `kernel` with `initrd`, for a guest whose own work takes at most
+    /// `work` (the boot allowance is added); the console log is named
+    /// after `label`.
+    pub fn of(kernel: &KernelFiles, initrd: PathBuf, work: Duration, label: String) -> Self {
+        BootSpec {
+            arch: kernel.arch,
+            vmlinuz: kernel.vmlinuz.clone(),
+            initrd,
+            timeout: work + boot_allowance(kernel.arch),
+            log: log_path(&label),
+            label,
+        }
+    }
+}
+
+/// `f` on every item, `jobs` at a time (default: the number of cores), the
+/// last item first (the catalog lists the slowest kernels last, so they do
+/// not start at the end), the results in the items' order. After SIGINT or
+/// SIGTERM no new item starts: the results then hold only the items that ran.
+pub fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    jobs: Option<usize>,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let jobs = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    let queue = std::sync::Mutex::new((0..items.len()).collect::<Vec<_>>());
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..jobs.min(items.len()) {
+            s.spawn(|| {
+                while interrupted().is_none() {
+                    let Some(i) = queue.lock().unwrap().pop() else {
+                        break;
+                    };
+                    let r = f(&items[i]);
+                    results.lock().unwrap().push((i, r));
+                }
+            });
+        }
+    });
+    let mut v = results.into_inner().unwrap();
+    v.sort_by_key(|(i, _)| *i);
+    v.into_iter().map(|(_, r)| r).collect()
 }
 
 /// One protocol line.
@@ -551,13 +628,33 @@ fn qemu_command(spec: &BootSpec, accel: &str) -> Command {
     // chatter, which costs seconds on an emulated serial port.
     .args([
         "-append",
-        &format!("console={console} panic=-1 loglevel=5 printk.time=1 rdinit=/init"),
+        &format!(
+            "console={console} panic=-1 loglevel=5 printk.time=1 rdinit=/init {BOOT_SHORTCUTS}{}",
+            extra_kernel_args()
+        ),
     ])
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
     die_with_parent(&mut c);
     c
+}
+
+/// Work a test guest does not need at boot, skipped: the crypto API's
+/// self-tests of every algorithm it registers, and the SP800-108 KDF
+/// self-test (6.1+; its initcall does nothing else), which `cryptomgr.notests`
+/// does not cover. Under TCG they cost about half a second of a 6.1 boot
+/// (`KILN_KERNEL_ARGS="loglevel=8 initcall_debug"` shows each initcall's time).
+const BOOT_SHORTCUTS: &str = "cryptomgr.notests initcall_blacklist=crypto_kdf108_init";
+
+/// More kernel command line from `KILN_KERNEL_ARGS` (e.g. `loglevel=7
+/// initcall_debug` to see where a boot spends its time), with a leading space.
+fn extra_kernel_args() -> String {
+    std::env::var("KILN_KERNEL_ARGS")
+        .ok()
+        .filter(|a| !a.trim().is_empty())
+        .map(|a| format!(" {}", a.trim()))
+        .unwrap_or_default()
 }
 
 /// QEMU must not outlive the runner, however the runner ends (a signal

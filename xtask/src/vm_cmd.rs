@@ -77,14 +77,7 @@ pub fn run(args: Args) -> Result<()> {
         kernel.release,
         command.join(" ")
     );
-    let spec = BootSpec {
-        arch,
-        vmlinuz: kernel.vmlinuz.clone(),
-        initrd,
-        timeout: timeout + vm::boot_allowance(arch),
-        log: vm::log_path(&label),
-        label,
-    };
+    let spec = BootSpec::of(&kernel, initrd, timeout, label);
     let stdout = std::io::stdout();
     let boot = vm::boot(&spec, &mut |e| {
         if e.kind == "KILN-STDOUT" {

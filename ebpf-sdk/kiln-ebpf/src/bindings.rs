@@ -247,8 +247,8 @@ pub struct bpf_sk_lookup {
     pub ingress_ifindex: u32,
 }
 
-/// `struct bpf_perf_event_data` on x86_64: the sampled registers, then the
-/// sample period and address.
+/// `struct bpf_perf_event_data`: the sampled registers (this
+/// architecture's [`pt_regs`]), then the sample period and address.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct bpf_perf_event_data {
@@ -257,44 +257,7 @@ pub struct bpf_perf_event_data {
     pub addr: u64,
 }
 
-/// The kernel's `struct pt_regs` for x86_64 (`bpf_user_pt_regs_t`).
-#[cfg(not(bpf_target_arch = "aarch64"))]
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct pt_regs {
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub bp: u64,
-    pub bx: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub ax: u64,
-    pub cx: u64,
-    pub dx: u64,
-    pub si: u64,
-    pub di: u64,
-    pub orig_ax: u64,
-    pub ip: u64,
-    pub cs: u64,
-    pub flags: u64,
-    pub sp: u64,
-    pub ss: u64,
-}
-
-/// The kernel's `struct user_pt_regs` for aarch64 (the start of its `pt_regs`).
-#[cfg(bpf_target_arch = "aarch64")]
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct pt_regs {
-    pub regs: [u64; 31],
-    pub sp: u64,
-    pub pc: u64,
-    pub pstate: u64,
-}
+pub use crate::arch::pt_regs;
 
 /// `struct bpf_lpm_trie_key` followed by `N` bytes of data: the key of an
 /// LPM trie.
@@ -331,7 +294,9 @@ mod tests {
         assert_eq!(offset_of!(sk_msg_md, size), 68);
         assert_eq!(offset_of!(bpf_sock_ops, sk), 184);
         assert_eq!(offset_of!(bpf_sk_lookup, local_ip4), 40);
-        assert_eq!(size_of::<pt_regs>(), 21 * 8);
+        if crate::arch::NAME == "x86_64" {
+            assert_eq!(size_of::<pt_regs>(), 21 * 8);
+        }
     }
 }
 

@@ -30,6 +30,7 @@
 #![no_std]
 #![deny(missing_docs)]
 
+pub mod arch;
 #[allow(
     missing_docs,
     reason = "a mirror of linux/bpf.h's UAPI: every item keeps the kernel's name and meaning"

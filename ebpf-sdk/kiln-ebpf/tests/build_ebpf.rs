@@ -100,7 +100,8 @@ fn insns(
     Ok(p.insns.clone())
 }
 
-/// `--arch aarch64` builds into target/bpf/aarch64 with arm64's pt_regs:
+/// `--arch aarch64` builds into target/bpf/aarch64 with arm64's pt_regs
+/// (and `--arch s390x` big-endian objects into target/bpf/s390x):
 /// a kprobe reading its first argument differs from the x86 build, a
 /// program not touching registers does not; the x86 build is mirrored into
 /// target/bpf/x86_64.
@@ -120,6 +121,24 @@ fn builds_per_arch() -> TestResult {
     }
     if insns(arm_programs, "prog_xdp")? != insns(&x86_programs, "prog_xdp")? {
         return Err("prog_xdp does not depend on the arch but differs between builds".into());
+    }
+    // s390x: big-endian objects (bpfeb) whose instructions decode to the
+    // x86 build's where registers are not read, and to s390x's gprs where
+    // they are.
+    let out = build_ebpf(&["--arch", "s390x"])?;
+    let s390x_programs = objects(&out)
+        .into_iter()
+        .find(|p| p.ends_with("s390x/sdk-programs.bpf.o"))
+        .ok_or_else(|| format!("no s390x/sdk-programs.bpf.o in:\n{out}"))?;
+    let spec = kiln_obj::ObjectSpec::parse(&std::fs::read(&s390x_programs)?)?;
+    if spec.byte_order != kiln_obj::ByteOrder::Big {
+        return Err(format!("{}: {}", s390x_programs.display(), spec.byte_order).into());
+    }
+    if insns(&s390x_programs, "prog_xdp")? != insns(&x86_programs, "prog_xdp")? {
+        return Err("prog_xdp differs between the bpfeb and bpfel builds".into());
+    }
+    if insns(&s390x_programs, "prog_kprobe")? == insns(&x86_programs, "prog_kprobe")? {
+        return Err("prog_kprobe reads gprs[2] on s390x, yet the builds are identical".into());
     }
     let mirror = repo_dir().join("target/bpf/x86_64/sdk-programs.bpf.o");
     if std::fs::read(&mirror)? != std::fs::read(&x86_programs)? {

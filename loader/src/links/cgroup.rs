@@ -66,22 +66,22 @@ pub fn attach_cgroup_legacy(
     )
 }
 
-/// The best the kernel offers: a link, else `BPF_PROG_ATTACH` with `ALLOW_MULTI`.
+/// The best the kernel offers (probed once): a link, else
+/// `BPF_PROG_ATTACH` with `ALLOW_MULTI`.
 pub fn attach_cgroup(
     prog: BorrowedFd<'_>,
     cgroup: BorrowedFd<'_>,
     attach_type: AttachType,
 ) -> Result<Box<dyn Link>, LinkError> {
-    match attach_cgroup_link(prog, cgroup, attach_type) {
-        Ok(l) => Ok(Box::new(l)),
-        // EINVAL: BPF_LINK_CREATE unknown (before 5.7) or not for this hook.
-        Err(e) if e.errno() == Some(libc::EINVAL) => Ok(Box::new(attach_cgroup_legacy(
+    if super::attach_point::has_link_kind("cgroup_link", "bpf_cgroup_link") {
+        Ok(Box::new(attach_cgroup_link(prog, cgroup, attach_type)?))
+    } else {
+        Ok(Box::new(attach_cgroup_legacy(
             prog,
             cgroup,
             attach_type,
             AttachFlags::ALLOW_MULTI,
-        )?)),
-        Err(e) => Err(e),
+        )?))
     }
 }
 

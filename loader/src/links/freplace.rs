@@ -97,6 +97,7 @@ pub fn load_extension(
         &format!("{name} -> {func}"),
         DeferredTarget {
             attach_prog_fd: Some(target),
+            attach_btf_obj_fd: None,
             attach_btf_id: btf_id,
             expected_attach_type: None,
             program_kind: None,
@@ -108,6 +109,9 @@ pub fn load_extension(
 /// struct_ops) attaches: known only once its target is.
 pub(crate) struct DeferredTarget<'a> {
     pub attach_prog_fd: Option<BorrowedFd<'a>>,
+    /// The module BTF that `attach_btf_id` is in (a struct_ops type a
+    /// module defines); `None` for vmlinux.
+    pub attach_btf_obj_fd: Option<BorrowedFd<'a>>,
     pub attach_btf_id: u32,
     pub expected_attach_type: Option<u32>,
     /// Loads the program as this kind instead of its section's (an XDP
@@ -151,8 +155,10 @@ pub(crate) fn load_deferred(
             line_info_rec_size: kiln_obj::LINE_INFO_REC_SIZE,
         }),
         attach_prog_fd: target.attach_prog_fd,
+        attach_btf_obj_fd: target.attach_btf_obj_fd,
         attach_btf_id: Some(target.attach_btf_id),
         expected_attach_type: target.expected_attach_type,
+        fd_array: crate::module_btf::calls_module_kfunc(&insns).then(crate::module_btf::fd_array),
         ..Default::default()
     };
     let kind = target.program_kind.unwrap_or_else(|| pspec.kind.clone());

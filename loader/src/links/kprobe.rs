@@ -85,6 +85,17 @@ pub fn syscall_symbol(name: &str) -> Result<String, LinkError> {
     })
 }
 
+/// Whether `name` is a function symbol of the running kernel (`/proc/kallsyms`).
+pub fn is_kernel_function(name: &str) -> bool {
+    std::fs::read_to_string("/proc/kallsyms").is_ok_and(|syms| {
+        syms.lines().any(|l| {
+            let mut f = l.split_whitespace();
+            let kind = f.nth(1);
+            matches!(kind, Some("t" | "T")) && f.next() == Some(name)
+        })
+    })
+}
+
 /// `ksyscall/NAME`: a kprobe on the syscall's arch-specific entry point.
 pub fn attach_ksyscall(
     prog: BorrowedFd<'_>,

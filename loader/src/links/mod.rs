@@ -12,6 +12,7 @@
 //! `BPF_PROG_ATTACH`, socket options, `PERF_EVENT_IOC_SET_BPF`) get their own
 //! link types with the same interface, and are used as fallbacks.
 
+pub mod attach_point;
 pub mod auto;
 pub mod cgroup;
 pub mod freplace;
@@ -36,6 +37,7 @@ pub mod usdt;
 pub mod xdp;
 pub mod xdp_dispatcher;
 
+pub use attach_point::{AttachPoint, attach, attach_labelled};
 pub use auto::auto_attach;
 pub use program_ext::ProgramAttach;
 
@@ -171,6 +173,16 @@ impl Mechanism {
             Freplace => "freplace",
             Link => "bpf_link",
         }
+    }
+
+    /// Whether the kernel checks `CAP_NET_ADMIN` to attach with this
+    /// mechanism (network hooks), rather than `CAP_PERFMON` (tracing).
+    pub fn network(self) -> bool {
+        use Mechanism::*;
+        matches!(
+            self,
+            Xdp | Tc | Tcx | SockMap | SkLookup | FlowDissector | Cgroup | Netfilter | Netkit
+        )
     }
 
     /// The capabilities the kernel checks for this mechanism (besides `CAP_BPF`).

@@ -25,6 +25,28 @@ impl NfProto {
             NfProto::Ipv6 => 10,
         }
     }
+
+    /// The family of the kernel's `NFPROTO_*` value `pf`.
+    pub fn from_raw(pf: u32) -> Option<NfProto> {
+        [NfProto::Ipv4, NfProto::Ipv6]
+            .into_iter()
+            .find(|p| p.raw() == pf)
+    }
+
+    /// As a manifest names it: `ipv4`, `ipv6`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NfProto::Ipv4 => "ipv4",
+            NfProto::Ipv6 => "ipv6",
+        }
+    }
+
+    /// The family named `name` (`ipv4`, `ipv6`).
+    pub fn from_name(name: &str) -> Option<NfProto> {
+        [NfProto::Ipv4, NfProto::Ipv6]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
 }
 
 /// `NF_INET_*`: where in the IP stack the hook runs.
@@ -51,6 +73,35 @@ impl NfHook {
             NfHook::LocalOut => 3,
             NfHook::PostRouting => 4,
         }
+    }
+
+    const ALL: [NfHook; 5] = [
+        NfHook::PreRouting,
+        NfHook::LocalIn,
+        NfHook::Forward,
+        NfHook::LocalOut,
+        NfHook::PostRouting,
+    ];
+
+    /// The hook of the kernel's `NF_INET_*` value `hooknum`.
+    pub fn from_raw(hooknum: u32) -> Option<NfHook> {
+        Self::ALL.into_iter().find(|h| h.raw() == hooknum)
+    }
+
+    /// As a manifest names it: `prerouting`, `input`, `forward`, `output`, `postrouting`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NfHook::PreRouting => "prerouting",
+            NfHook::LocalIn => "input",
+            NfHook::Forward => "forward",
+            NfHook::LocalOut => "output",
+            NfHook::PostRouting => "postrouting",
+        }
+    }
+
+    /// The hook named `name`.
+    pub fn from_name(name: &str) -> Option<NfHook> {
+        Self::ALL.into_iter().find(|h| h.name() == name)
     }
 }
 

@@ -73,16 +73,17 @@ pub fn attach_flow_dissector(
     prog: BorrowedFd<'_>,
     netns: BorrowedFd<'_>,
 ) -> Result<Box<dyn Link>, LinkError> {
-    match attach_flow_dissector_link(prog, netns) {
-        Ok(l) => Ok(Box::new(l)),
-        Err(e) if e.errno() == Some(libc::EINVAL) => Ok(Box::new(ProgAttachLink::attach(
-            Mechanism::FlowDissector,
-            "flow dissector of the caller's netns".into(),
-            prog,
-            None,
-            AttachType::FLOW_DISSECTOR,
-            AttachFlags::empty(),
-        )?)),
-        Err(e) => Err(e),
+    // Probed once, never by retrying on EINVAL (which a link the kernel
+    // has also answers, for a bad target).
+    if super::attach_point::has_link_kind("netns_link", "bpf_netns_link") {
+        return Ok(Box::new(attach_flow_dissector_link(prog, netns)?));
     }
+    Ok(Box::new(ProgAttachLink::attach(
+        Mechanism::FlowDissector,
+        "flow dissector of the caller's netns".into(),
+        prog,
+        None,
+        AttachType::FLOW_DISSECTOR,
+        AttachFlags::empty(),
+    )?))
 }

@@ -94,12 +94,10 @@ pub fn attach_sockmap(
     map: BorrowedFd<'_>,
     hook: SockMapHook,
 ) -> Result<Box<dyn Link>, LinkError> {
-    match attach_sockmap_link(prog, map, hook) {
-        Ok(l) => Ok(Box::new(l)),
-        // Before 6.10 BPF_LINK_CREATE does not know sockmap attach types.
-        Err(e) if matches!(e.errno(), Some(libc::EINVAL) | Some(libc::EOPNOTSUPP)) => {
-            Ok(Box::new(attach_sockmap_legacy(prog, map, hook)?))
-        }
-        Err(e) => Err(e),
+    // Probed once: before 6.10 BPF_LINK_CREATE does not know sockmap attach types.
+    if super::attach_point::has_link_kind("sockmap_link", "sockmap_link") {
+        Ok(Box::new(attach_sockmap_link(prog, map, hook)?))
+    } else {
+        Ok(Box::new(attach_sockmap_legacy(prog, map, hook)?))
     }
 }

@@ -34,6 +34,9 @@ const M: Mechanism = Mechanism::StructOps;
 const ATTACH_STRUCT_OPS: u32 = 44;
 /// `BPF_F_LINK`: the map registers through a link, not at update time.
 const F_LINK: u32 = 1 << 13;
+/// `BPF_F_VTYPE_BTF_OBJ_FD`: `value_type_btf_obj_fd` names the module BTF
+/// of a struct_ops type a module defines (6.9+).
+const F_VTYPE_BTF_OBJ_FD: u32 = 1 << 15;
 const MAP_TYPE_STRUCT_OPS: u32 = 26;
 
 /// One struct_ops variable of an object, as the ELF file declares it.
@@ -172,6 +175,8 @@ pub fn struct_ops_specs(elf: &[u8], file: &str) -> Result<Vec<StructOpsSpec>, Li
 /// wrapping it, and where the struct sits in that value.
 struct KernelOps<'k> {
     btf: &'k Btf,
+    /// The module BTF holding the type, `None` when vmlinux has it.
+    module_fd: Option<BorrowedFd<'k>>,
     struct_id: u32,
     value_id: u32,
     value_size: u32,
@@ -209,11 +214,34 @@ fn kernel_ops<'k>(btf: &'k Btf, type_name: &str, what: &str) -> Result<KernelOps
         .ok_or_else(|| LinkError::target(M, what, format!("{vname} holds no {type_name}")))?;
     Ok(KernelOps {
         btf,
+        module_fd: None,
         struct_id,
         value_id,
         value_size: size,
         data_offset,
     })
+}
+
+/// [`kernel_ops`] in vmlinux, else in the first loaded module whose own BTF
+/// defines the struct (libbpf's `find_struct_ops_kern_types`), with that
+/// module's BTF fd for the map and the programs (6.9+ for module types).
+fn kernel_or_module_ops<'k>(
+    vmlinux: &'k Btf,
+    type_name: &str,
+    what: &str,
+) -> Result<KernelOps<'k>, LinkError> {
+    let in_vmlinux = kernel_ops(vmlinux, type_name, what);
+    if in_vmlinux.is_ok() || vmlinux.find_by_name(Kind::Struct, type_name).is_some() {
+        return in_vmlinux;
+    }
+    let modules = crate::module_btf::module_btfs();
+    match crate::module_btf::find_in_modules(modules, type_name, Kind::Struct) {
+        Some((_, m, _)) => Ok(KernelOps {
+            module_fd: Some(m.fd.as_fd()),
+            ..kernel_ops(&m.btf, type_name, what)?
+        }),
+        None => in_vmlinux,
+    }
 }
 
 fn is_func_ptr(btf: &Btf, id: u32) -> bool {
@@ -419,7 +447,7 @@ pub fn load_struct_ops_programs(
     // SEC("?.struct_ops"): a table libbpf does not create by default.
     for ops in specs.iter().filter(|o| !o.section.starts_with('?')) {
         let what = format!("{} ({})", ops.name, ops.type_name);
-        let k = match kernel_ops(kbtf, &ops.type_name, &what) {
+        let k = match kernel_or_module_ops(kbtf, &ops.type_name, &what) {
             Ok(k) => k,
             Err(e) => {
                 for m in &ops.members {
@@ -462,6 +490,7 @@ pub fn load_struct_ops_programs(
                 &format!("{what}.{}", m.name),
                 DeferredTarget {
                     attach_prog_fd: None,
+                    attach_btf_obj_fd: k.module_fd,
                     attach_btf_id: k.struct_id,
                     expected_attach_type: Some(index as u32),
                     program_kind: None,
@@ -526,7 +555,7 @@ fn build_table(
     kbtf: &Btf,
 ) -> Result<Table, LinkError> {
     let what = format!("{} ({})", ops.name, ops.type_name);
-    let k = kernel_ops(kbtf, &ops.type_name, &what)?;
+    let k = kernel_or_module_ops(kbtf, &ops.type_name, &what)?;
     // CO-RE: the programs read kernel structs (tcp_sock...) laid out as the
     // running kernel has them.
     let mut spec = spec.clone();
@@ -564,6 +593,7 @@ fn build_table(
                 &mwhat,
                 DeferredTarget {
                     attach_prog_fd: None,
+                    attach_btf_obj_fd: k.module_fd,
                     attach_btf_id: k.struct_id,
                     expected_attach_type: Some(index as u32),
                     program_kind: None,
@@ -619,10 +649,16 @@ fn build_table(
         key_size: 4,
         value_size: k.value_size,
         max_entries: 1,
-        map_flags: if ops.link { F_LINK } else { 0 },
+        map_flags: if ops.link { F_LINK } else { 0 }
+            | if k.module_fd.is_some() {
+                F_VTYPE_BTF_OBJ_FD
+            } else {
+                0
+            },
         map_name,
         btf_fd: fd_u32(btf_fd),
         btf_vmlinux_value_type_id: k.value_id,
+        value_type_btf_obj_fd: k.module_fd.map_or(0, |fd| fd.as_raw_fd()),
         ..Default::default()
     })
     .map_err(|e| LinkError::sys(M, "create map", &what, e))?;

@@ -96,16 +96,21 @@ pub fn attach_tc(
     ifindex: u32,
     direction: Direction,
 ) -> Result<Box<dyn Link>, LinkError> {
-    match attach_tcx(prog, ifindex, direction, TcxAnchor::Last) {
-        Ok(l) => Ok(Box::new(l)),
-        // EINVAL: no tcx attach types before 6.6.
-        Err(e) if e.errno() == Some(libc::EINVAL) => Ok(Box::new(attach_cls_bpf(
+    // Probed once: no tcx attach types before 6.6.
+    if super::attach_point::tc_uses_tcx() {
+        Ok(Box::new(attach_tcx(
+            prog,
+            ifindex,
+            direction,
+            TcxAnchor::Last,
+        )?))
+    } else {
+        Ok(Box::new(attach_cls_bpf(
             prog,
             ifindex,
             direction,
             &ClsBpfOptions::default(),
-        )?)),
-        Err(e) => Err(e),
+        )?))
     }
 }
 
@@ -335,6 +340,48 @@ pub fn list_cls_bpf(ifindex: u32, direction: Direction) -> Result<Vec<ClsBpfFilt
         Err(e) if matches!(e.errno(), Some(libc::EINVAL) | Some(libc::ENOENT)) => Ok(Vec::new()),
         Err(e) => Err(nl_err("list filters", &target)(e)),
     }
+}
+
+/// Every cls_bpf filter on every interface of the caller's network
+/// namespace, both directions: what a later process searches to find the
+/// filters an earlier one installed (by their name, see [`ClsBpfOptions::name`]).
+pub fn list_all_cls_bpf() -> Result<Vec<ClsBpfFilter>, LinkError> {
+    let mut out = Vec::new();
+    for ifindex in interface_indexes() {
+        for direction in [Direction::Ingress, Direction::Egress] {
+            match list_cls_bpf(ifindex, direction) {
+                Ok(f) => out.extend(f),
+                // Gone between the listing and the dump.
+                Err(e) if e.errno() == Some(libc::ENODEV) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The indexes of the interfaces of the calling thread's network namespace
+/// (`if_nameindex` asks the kernel over netlink, unlike `/sys/class/net`,
+/// which shows the namespace sysfs was mounted in).
+fn interface_indexes() -> Vec<u32> {
+    // SAFETY: if_nameindex takes no arguments; it returns NULL or an array
+    // terminated by an entry with index 0, freed below.
+    let list = unsafe { libc::if_nameindex() };
+    if list.is_null() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for i in 0.. {
+        // SAFETY: the array is terminated by an index-0 entry, not passed yet.
+        let entry = unsafe { &*list.add(i) };
+        if entry.if_index == 0 {
+            break;
+        }
+        out.push(entry.if_index);
+    }
+    // SAFETY: `list` came from if_nameindex and is freed once.
+    unsafe { libc::if_freenameindex(list) };
+    out
 }
 
 /// Finds the filter at (ifindex, direction, priority, handle), e.g. one a

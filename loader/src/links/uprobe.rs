@@ -106,6 +106,41 @@ pub fn attach_uprobe_ref_ctr(
     attach_perf_fd(prog, perf, cookie, m, target, None)
 }
 
+/// Where a uprobe target named without a directory lives, found as libbpf
+/// finds it: a library (`libc.so.6`, any name with `.so`) in
+/// `LD_LIBRARY_PATH` and then the system library directories, a program in
+/// `PATH`. A name with a `/`, or one found nowhere, is returned unchanged.
+pub fn resolve_library(path: &Path) -> std::path::PathBuf {
+    let Some(name) = path.to_str().filter(|n| !n.contains('/')) else {
+        return path.to_path_buf();
+    };
+    let dirs: Vec<String> = if name.contains(".so") {
+        let mut d: Vec<String> = std::env::var("LD_LIBRARY_PATH")
+            .unwrap_or_default()
+            .split(':')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        let multiarch = format!("{}-linux-gnu", std::env::consts::ARCH);
+        for sys in ["/lib", "/usr/lib", "/lib64", "/usr/lib64"] {
+            d.push(format!("{sys}/{multiarch}"));
+            d.push(sys.to_string());
+        }
+        d
+    } else {
+        std::env::var("PATH")
+            .unwrap_or_default()
+            .split(':')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    dirs.iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
 /// Attaches at `symbol` in `path` (a binary or shared library).
 pub fn attach_uprobe(
     prog: BorrowedFd<'_>,

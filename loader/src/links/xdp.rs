@@ -94,15 +94,17 @@ pub fn attach_xdp_with(
     flags: XdpFlags,
     api: XdpApi,
 ) -> Result<Box<dyn Link>, LinkError> {
+    // Auto: probed once (no BPF_XDP attach type before 5.9), never by
+    // retrying on EINVAL, which the kernel also answers for a bad target.
     let link = match api {
-        XdpApi::Netlink => None,
-        XdpApi::Auto | XdpApi::Link => Some(attach_xdp_link(prog, ifindex, flags)),
+        XdpApi::Netlink => false,
+        XdpApi::Link => true,
+        XdpApi::Auto => super::attach_point::has_link_kind("xdp_link", "bpf_xdp_link"),
     };
-    match link {
-        Some(Ok(l)) => Ok(Box::new(l)),
-        // EINVAL: no BPF_XDP attach type before 5.9.
-        Some(Err(e)) if api == XdpApi::Link || e.errno() != Some(libc::EINVAL) => Err(e),
-        Some(Err(_)) | None => Ok(Box::new(attach_xdp_netlink(prog, ifindex, flags, None)?)),
+    if link {
+        Ok(Box::new(attach_xdp_link(prog, ifindex, flags)?))
+    } else {
+        Ok(Box::new(attach_xdp_netlink(prog, ifindex, flags, None)?))
     }
 }
 

@@ -762,6 +762,7 @@ impl XdpDispatcher {
                 &what,
                 DeferredTarget {
                     attach_prog_fd: Some(new.prog.fd()),
+                    attach_btf_obj_fd: None,
                     attach_btf_id: stub_btf_id(new_slot),
                     expected_attach_type: None,
                     program_kind: Some(ProgramKind::Extension {
@@ -972,7 +973,7 @@ mod tests {
         let calls: Vec<usize> = insns
             .iter()
             .enumerate()
-            .filter(|(_, i)| i.code == 0x85 && i.regs == 0x10)
+            .filter(|(_, i)| i.code == 0x85 && i.src_reg() == 1 && i.dst_reg() == 0)
             .map(|(at, i)| (at as i64 + 1 + i64::from(i.imm)) as usize)
             .collect();
         assert_eq!(calls, (0..MAX_PROGRAMS).map(stub_start).collect::<Vec<_>>());

@@ -51,7 +51,10 @@ impl<M: Borrow<Map>> Arena<M> {
             });
         }
         let start = m.info()?.map_extra;
-        let len = m.max_entries() as usize * crate::util::page_size();
+        let len = m.mmap_len(
+            (m.max_entries() as usize).checked_mul(crate::util::page_size()),
+            &format!("an arena of {} pages", m.max_entries()),
+        )?;
         // SAFETY: a new shared mapping of the map fd; with a non-zero hint the
         // kernel places it at the arena's address or fails, it never replaces
         // an existing mapping (no MAP_FIXED).

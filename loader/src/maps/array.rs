@@ -123,7 +123,12 @@ impl MmapArray {
         let value_size = map.value_size() as usize;
         // The kernel lays elements out at a stride of the value size rounded to 8.
         let stride = value_size.next_multiple_of(8);
-        let len = (stride * map.max_entries() as usize).next_multiple_of(crate::util::page_size());
+        let len = map.mmap_len(
+            stride
+                .checked_mul(map.max_entries() as usize)
+                .and_then(|l| l.checked_next_multiple_of(crate::util::page_size())),
+            &format!("{} elements of {stride} bytes", map.max_entries()),
+        )?;
         let mut writable = !map.flags().contains(MapFlags::RDONLY);
         let try_map = |prot| {
             // SAFETY: mapping a fresh region (addr NULL) of `len` bytes from a map fd; no existing memory is affected.

@@ -242,6 +242,13 @@ pub enum Unsuited {
         /// The page count asked for.
         pages: usize,
     },
+    /// A mapping of the map would be larger than this machine's address
+    /// space (a 32-bit host).
+    #[error("{what} does not fit this machine's address space")]
+    TooLargeToMap {
+        /// What would be mapped (`a ring of N bytes mapped twice`, ...).
+        what: String,
+    },
 }
 
 impl MapError {
@@ -731,6 +738,20 @@ pub use sock::{ReusePortSockArray, SockHash, SockMap};
 pub use stack_trace::StackTraceMap;
 pub use storage::FdStorage;
 pub use xdp::{CpuMap, DevMap, DevMapHash, XskMap};
+
+impl Map {
+    /// The length of a mapping of this map, from sizes that may not fit a
+    /// 32-bit address space: an error naming the map rather than a wrapped
+    /// length and a mapping too small for what is read through it.
+    pub(crate) fn mmap_len(&self, len: Option<usize>, what: &str) -> Result<usize, MapError> {
+        len.ok_or_else(|| MapError::Unsuited {
+            name: self.name().to_owned(),
+            reason: Unsuited::TooLargeToMap {
+                what: what.to_owned(),
+            },
+        })
+    }
+}
 
 /// Typed element access shared by the views: keys and values as [`Pod`].
 impl Map {

@@ -87,8 +87,14 @@ impl<M: Borrow<Map>> RingBuf<M> {
         m.check(&[MapType::RINGBUF], Some(0), Some(0))?;
         let page = crate::util::page_size();
         let data_size = m.max_entries() as usize;
+        // The data pages are mapped twice, back to back, so records that
+        // wrap read contiguously.
+        let producer_len = m.mmap_len(
+            data_size.checked_mul(2).and_then(|d| d.checked_add(page)),
+            &format!("a ring of {data_size} bytes mapped twice"),
+        )?;
         let consumer = mmap(m, page, libc::PROT_READ | libc::PROT_WRITE, 0)?;
-        let producer = match mmap(m, page + 2 * data_size, libc::PROT_READ, page) {
+        let producer = match mmap(m, producer_len, libc::PROT_READ, page) {
             Ok(p) => p,
             Err(e) => {
                 // SAFETY: unmapping the consumer page mapped just above.

@@ -88,6 +88,10 @@ pub struct LoadOptions<'a> {
     pub attach_prog_fd: Option<BorrowedFd<'a>>,
     /// The BTF object of the attach target, when it is in a module (5.11).
     pub attach_btf_obj_fd: Option<BorrowedFd<'a>>,
+    /// BPF_PROG_LOAD's `fd_array`: the module BTF fds that kfunc calls
+    /// name by index in their `off` (index 0 is vmlinux and never read), as
+    /// [`crate::module_btf::fd_array`] gives them (5.16).
+    pub fd_array: Option<&'a [std::os::fd::RawFd]>,
     /// The device of a device-bound (offloaded or XDP metadata) program; 0 otherwise.
     pub ifindex: u32,
     /// Overrides `kind.expected_attach_type()`.
@@ -435,5 +439,6 @@ pub(crate) fn build_load<'a>(
         attach_btf_id: opts.attach_btf_id.unwrap_or(0),
         attach_prog_fd: opts.attach_prog_fd,
         attach_btf_obj_fd: opts.attach_btf_obj_fd,
+        fd_array: opts.fd_array,
     }
 }

@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use crate::sys::SysError;
 use crate::sys::attr::ProgInfo;
 use crate::sys::object::{self as sysobj, IdKind};
+use kiln_obj::Insn;
 
 const INSN_SIZE: usize = 8;
 const LD_IMM64: u8 = 0x18;
@@ -125,13 +126,18 @@ pub fn normalize<E>(
     map_label: &mut dyn FnMut(u32) -> Result<String, E>,
 ) -> Result<Vec<String>, E> {
     let n = insns.len() / INSN_SIZE;
-    let insn = |i: usize| -> &[u8] { &insns[i * INSN_SIZE..(i + 1) * INSN_SIZE] };
+    // The kernel answers in its own (this machine's) byte order.
+    let insn = |i: usize| {
+        let b = <[u8; INSN_SIZE]>::try_from(&insns[i * INSN_SIZE..(i + 1) * INSN_SIZE])
+            .unwrap_or_default();
+        Insn::from_native_bytes(b)
+    };
     let call_target = |i: usize| -> Option<usize> {
         let b = insn(i);
-        if b[0] != JMP_CALL || b[1] >> 4 != PSEUDO_CALL {
+        if b.code != JMP_CALL || b.src_reg() != PSEUDO_CALL {
             return None;
         }
-        let off = i16::from_le_bytes([b[2], b[3]]) as i64;
+        let off = i64::from(b.off);
         let t = i as i64 + off + 1;
         (0..n as i64).contains(&t).then_some(t as usize)
     };
@@ -176,12 +182,12 @@ pub fn normalize<E>(
         let mut i = starts[f];
         while i < end_of(f) {
             let b = insn(i);
-            let (code, regs) = (b[0], b[1]);
-            let (src, dst) = (regs >> 4, regs & 0xf);
-            let off = i16::from_le_bytes([b[2], b[3]]);
-            let imm = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+            let (code, regs) = (b.code, b.src_reg() << 4 | b.dst_reg());
+            let (src, dst) = (b.src_reg(), b.dst_reg());
+            let off = b.off;
+            let imm = b.imm as u32;
             if code == LD_IMM64 && i + 1 < n {
-                let next_imm = u32::from_le_bytes(insn(i + 1)[4..8].try_into().unwrap_or([0; 4]));
+                let next_imm = insn(i + 1).imm as u32;
                 out.push(match src {
                     PSEUDO_MAP_FD | PSEUDO_MAP_VALUE => format!(
                         "ld_imm64 r{dst} = map({}) src {src} +{next_imm}",

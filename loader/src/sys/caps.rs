@@ -118,6 +118,10 @@ pub fn needed_for(cmd: Cmd) -> &'static [Capability] {
 }
 
 /// The `RLIMIT_MEMLOCK` soft limit in bytes, `None` when unlimited.
+#[allow(
+    clippy::useless_conversion,
+    reason = "rlim_t is 32 bits on 32-bit arm, 64 on 64-bit hosts"
+)]
 pub fn memlock_limit() -> Option<u64> {
     // SAFETY: an all-zero rlimit is valid; getrlimit fills it.
     let mut r: libc::rlimit = unsafe { std::mem::zeroed() };
@@ -125,7 +129,7 @@ pub fn memlock_limit() -> Option<u64> {
     if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0 {
         return None;
     }
-    (r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur)
+    (r.rlim_cur != libc::RLIM_INFINITY).then_some(r.rlim_cur.into())
 }
 
 /// `RLIMIT_MEMLOCK` could not be raised to unlimited.

@@ -160,6 +160,10 @@ pub fn permission_denied(error: &(dyn std::error::Error + 'static)) -> bool {
 /// pointer it carries must be valid for the access the kernel makes through it
 /// (reads of the given lengths, writes of the given lengths) for the duration
 /// of the call.
+#[allow(
+    clippy::useless_conversion,
+    reason = "syscall(2) returns a c_long: 32 bits on 32-bit arm"
+)]
 pub unsafe fn bpf<A>(cmd: Cmd, attr: &mut A) -> Result<i64, SysError> {
     const { assert!(std::mem::size_of::<A>() == ATTR_SIZE) };
     let mut call = || {
@@ -173,7 +177,7 @@ pub unsafe fn bpf<A>(cmd: Cmd, attr: &mut A) -> Result<i64, SysError> {
                 source: std::io::Error::last_os_error(),
             })
         } else {
-            Ok(ret)
+            Ok(i64::from(ret))
         }
     };
     let result = match call() {

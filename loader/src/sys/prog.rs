@@ -29,6 +29,8 @@ pub struct ProgLoad<'a> {
     pub attach_btf_id: u32,
     pub attach_prog_fd: Option<BorrowedFd<'a>>,
     pub attach_btf_obj_fd: Option<BorrowedFd<'a>>,
+    /// Fds that kfunc calls (`off`) and map references index.
+    pub fd_array: Option<&'a [std::os::fd::RawFd]>,
 }
 
 /// A failed load: the syscall error and, with a log, how large the log wanted to be
@@ -84,11 +86,13 @@ pub fn prog_load(p: ProgLoad<'_>) -> Result<OwnedFd, ProgLoadFailure> {
         attach_btf_id: p.attach_btf_id,
         attach_prog_fd: fd_u32(p.attach_prog_fd.or(p.attach_btf_obj_fd)),
         prog_token_fd: token.unwrap_or(0),
+        fd_array: p.fd_array.map_or(0, |a| a.as_ptr() as u64),
         ..Default::default()
     });
     // SAFETY: `Insn` is the kernel's 8-byte `struct bpf_insn`; every pointer
     // above comes from a slice or CStr borrowed for this call with the count or
-    // size passed beside it; the log buffer is writable for `log_size` bytes.
+    // size passed beside it (`fd_array` is read only at the indexes the
+    // instructions name, which the caller built it for); the log buffer is writable for `log_size` bytes.
     unsafe { bpf_fd(Cmd::ProgLoad, &mut attr) }.map_err(|error| ProgLoadFailure {
         error,
         log_true_size: attr.get().log_true_size,

@@ -143,7 +143,8 @@ impl Drop for PinDir {
     }
 }
 
-fn sh(args: &[&str]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// Runs a command; its stderr is the error when it fails.
+pub fn sh(args: &[&str]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let out = Command::new(args[0]).args(&args[1..]).output()?;
     if !out.status.success() {
         return Err(format!(

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT OR GPL-2.0
 //
-// Kiln example: a TC classifier (tcx) that drops IPv4 TCP and UDP packets by
+// Kiln example: a TC classifier (tcx, or cls_bpf on clsact before 6.6) that drops IPv4 TCP and UDP packets by
 // destination port and counts what it did.
 //
 // - `drop_ports`: destination port (host byte order) -> packets dropped for
@@ -61,7 +61,9 @@ static __always_inline __u16 dest_port(struct __sk_buff *skb)
 	return bpf_ntohs(ports[1]);
 }
 
-SEC("tcx/ingress")
+// "tc", not "tcx/ingress": no tcx expected attach type, so the same program
+// loads on kernels without tcx, where it runs as a clsact filter.
+SEC("tc")
 int filter_ports(struct __sk_buff *skb)
 {
 	__u16 port = dest_port(skb);
@@ -72,5 +74,5 @@ int filter_ports(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	count(PASSED);
-	return TC_ACT_UNSPEC; // TCX_NEXT: the next program (or the stack) decides
+	return TC_ACT_UNSPEC; // TCX_NEXT (tcx), or the next filter (clsact): the stack decides
 }

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use super::read::MAX_RESOLVE_DEPTH;
 use super::{Btf, BtfError, Kind, Type, TypeId, essential_name};
 use crate::model::{CoreRelocation, CoreRelocationKind as K};
-use crate::{Insn, ObjectSpec};
+use crate::{ByteOrder, Insn, ObjectSpec};
 
 /// libbpf's poison: `call 0xbad2310` ("bad relo"); the verifier reports
 /// `invalid func unknown#195896080` at the instruction if it is reachable.
@@ -594,7 +594,15 @@ fn match_spec(
 }
 
 /// The value a relocation computes from a (local or target) spec.
-fn compute(btf: &Btf, spec: &Spec, kind: K, local_id: TypeId) -> Result<Value, BtfError> {
+/// `order` is the target kernel's byte order: a bitfield's left shift
+/// counts from the other end of its load on a big-endian machine.
+fn compute(
+    btf: &Btf,
+    spec: &Spec,
+    kind: K,
+    local_id: TypeId,
+    order: ByteOrder,
+) -> Result<Value, BtfError> {
     let plain = |value| {
         Ok(Value {
             value,
@@ -666,8 +674,14 @@ fn compute(btf: &Btf, spec: &Spec, kind: K, local_id: TypeId) -> Result<Value, B
                     Type::Enum { signed, .. } | Type::Enum64 { signed, .. } => u64::from(signed),
                     _ => 0,
                 },
-                // Little-endian layout.
-                K::FieldLShiftU64 => 64u64.wrapping_sub(bit_off + bit_sz - byte_off * 8),
+                // After a load of `byte_sz` bytes at `byte_off` into a u64,
+                // shift the field's top bit to bit 63.
+                K::FieldLShiftU64 => match order {
+                    ByteOrder::Little => 64u64.wrapping_sub(bit_off + bit_sz - byte_off * 8),
+                    ByteOrder::Big => {
+                        (8u64.wrapping_sub(byte_sz) * 8).wrapping_add(bit_off - byte_off * 8)
+                    }
+                },
                 K::FieldRShiftU64 => 64u64.wrapping_sub(bit_sz),
                 _ => unreachable!("field kinds only"),
             };
@@ -721,28 +735,29 @@ struct Targets<'t, M> {
     vmlinux: &'t Btf,
     modules: Option<M>,
     loaded: Vec<&'t Btf>,
-    /// Local root type id → the BTF holding its candidates, and their ids.
-    cache: HashMap<TypeId, (&'t Btf, Vec<TypeId>)>,
+    /// Local root type id → its candidates, each with the BTF it is in.
+    cache: HashMap<TypeId, Vec<(&'t Btf, TypeId)>>,
 }
 
 impl<'t, M: FnOnce() -> Vec<&'t Btf>> Targets<'t, M> {
-    /// libbpf's order: vmlinux's candidates when it has any, else the first
-    /// module (in the order given) that has some.
-    fn candidates(&mut self, lb: &Btf, lid: TypeId) -> Result<(&'t Btf, Vec<TypeId>), BtfError> {
-        if let Some((tb, c)) = self.cache.get(&lid) {
-            return Ok((tb, c.clone()));
+    /// libbpf's order: vmlinux's candidates when it has any, else the
+    /// candidates of every module together (a type that two modules define
+    /// alike relocates; one they define differently is ambiguous).
+    fn candidates(&mut self, lb: &Btf, lid: TypeId) -> Result<Vec<(&'t Btf, TypeId)>, BtfError> {
+        if let Some(c) = self.cache.get(&lid) {
+            return Ok(c.clone());
         }
-        let mut found = (self.vmlinux, candidates(lb, lid, self.vmlinux)?);
-        if found.1.is_empty() {
+        let vmlinux = self.vmlinux;
+        let mut found: Vec<_> = candidates(lb, lid, vmlinux)?
+            .into_iter()
+            .map(|id| (vmlinux, id))
+            .collect();
+        if found.is_empty() {
             if let Some(load) = self.modules.take() {
                 self.loaded = load();
             }
             for &m in &self.loaded {
-                let c = candidates(lb, lid, m)?;
-                if !c.is_empty() {
-                    found = (m, c);
-                    break;
-                }
+                found.extend(candidates(lb, lid, m)?.into_iter().map(|id| (m, id)));
             }
         }
         self.cache.insert(lid, found.clone());
@@ -756,13 +771,15 @@ fn resolve<'t, M: FnOnce() -> Vec<&'t Btf>>(
     r: &CoreRelocation,
 ) -> Result<(Value, Option<Value>), BtfError> {
     let local = parse_spec(lb, r.type_id, &r.access, r.kind)?;
-    let local_val = compute(lb, &local, r.kind, r.type_id)?;
+    // Both sides use the target's byte order: that is where the program runs.
+    let order = targets.vmlinux.byte_order();
+    let local_val = compute(lb, &local, r.kind, r.type_id, order)?;
     if r.kind == K::TypeIdLocal {
         return Ok((local_val, Some(local_val)));
     }
-    let (tb, cands) = targets.candidates(lb, r.type_id)?;
+    let cands = targets.candidates(lb, r.type_id)?;
     let mut result: Option<Value> = None;
-    for cand in cands {
+    for (tb, cand) in cands {
         let matched = if is_field(r.kind) || is_enum_kind(r.kind) {
             match_spec(lb, &local, r.kind, tb, cand)?
         } else if r.kind == K::TypeMatches {
@@ -779,7 +796,7 @@ fn resolve<'t, M: FnOnce() -> Vec<&'t Btf>>(
             })
         };
         let Some(spec) = matched else { continue };
-        let v = compute(tb, &spec, r.kind, r.type_id)?;
+        let v = compute(tb, &spec, r.kind, r.type_id, order)?;
         match result {
             None => result = Some(v),
             Some(prev) if prev.value == v.value => {}
@@ -910,8 +927,8 @@ impl ObjectSpec {
     }
 
     /// Like [`ObjectSpec::relocate_core`], and a relocation whose local type
-    /// has no candidate in `vmlinux` is resolved against the first kernel
-    /// module BTF that has one (as libbpf searches modules after vmlinux).
+    /// has no candidate in `vmlinux` is resolved against the candidates of
+    /// every kernel module BTF together, as libbpf does.
     /// `modules` gives the modules' split BTF ([`Btf::from_bytes_split`] of
     /// `/sys/kernel/btf/<module>` on vmlinux); it is called at most once, and
     /// only when some type is missing from vmlinux.
@@ -1404,35 +1421,48 @@ mod tests {
     }
 
     /// vmlinux first; the modules are asked for only when a type is not in
-    /// vmlinux, and their candidates come with the module's BTF.
+    /// vmlinux, and then every module's candidates count, each with the
+    /// module's BTF (not only the first module's).
     #[test]
     fn candidates_in_modules_only_when_vmlinux_has_none() {
         use crate::btf::read::split_tests::{base, split};
         let vmlinux = base();
-        let module = split(false);
+        let (module_a, module_b) = (split(false), split(true));
         let l = btf(|s| vec![strukt(s, "base_s", &[]), strukt(s, "mod_s", &[])]);
         let asked = std::cell::Cell::new(0);
         let mut t = Targets {
             vmlinux: &vmlinux,
             modules: Some(|| {
                 asked.set(asked.get() + 1);
-                vec![&module]
+                vec![&module_a, &module_b]
             }),
             loaded: Vec::new(),
             cache: HashMap::new(),
         };
-        let (tb, c) = t.candidates(&l, 1).unwrap();
+        let c = t.candidates(&l, 1).unwrap();
+        assert_eq!(c.len(), 1);
         assert_eq!(
-            (std::ptr::eq(tb, &*vmlinux), c, asked.get()),
-            (true, vec![2], 0)
+            (std::ptr::eq(c[0].0, &*vmlinux), c[0].1, asked.get()),
+            (true, 2, 0)
         );
-        let (tb, c) = t.candidates(&l, 2).unwrap();
+        let c = t.candidates(&l, 2).unwrap();
+        let in_module = |c: &[(&Btf, TypeId)], m: &Btf| {
+            c.iter()
+                .filter(|(b, _)| std::ptr::eq(*b, m))
+                .map(|(_, id)| *id)
+                .collect::<Vec<_>>()
+        };
         assert_eq!(
-            (std::ptr::eq(tb, &module), c, asked.get()),
-            (true, vec![3], 1)
+            (
+                in_module(&c, &module_a),
+                in_module(&c, &module_b),
+                c.len(),
+                asked.get()
+            ),
+            (vec![3], vec![3], 2, 1)
         );
-        let (tb, _) = t.candidates(&l, 2).unwrap();
-        assert!(std::ptr::eq(tb, &module) && asked.get() == 1, "cached");
+        let again = t.candidates(&l, 2).unwrap();
+        assert!(again.len() == 2 && asked.get() == 1, "cached");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::Btf;
-use super::read::MAGIC;
+use super::read::{MAGIC, swap_words};
 use crate::ParseError;
 use crate::model::{CoreRelocationKind, LineInfo};
 
@@ -43,7 +43,7 @@ fn err(reason: impl Into<String>) -> ParseError {
 
 fn u32_at(b: &[u8], off: usize) -> Option<u32> {
     let s = b.get(off..off.checked_add(4)?)?;
-    Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    Some(u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 /// One section's records of an info block: (section name, raw records).
@@ -90,14 +90,28 @@ fn groups<'a>(
 }
 
 impl BtfExt {
-    /// Parses a `.BTF.ext` section; `btf` is the object's `.BTF`, for the section names and access strings.
+    /// Parses a `.BTF.ext` section of either byte order (its magic tells);
+    /// `btf` is the object's `.BTF`, for the section names and access strings.
     pub fn parse(data: &[u8], btf: &Btf) -> Result<Self, ParseError> {
         if data.len() < 24 {
             return Err(err("shorter than its header"));
         }
-        if u16::from_le_bytes([data[0], data[1]]) != MAGIC {
-            return Err(err("bad magic"));
+        let magic = u16::from_ne_bytes([data[0], data[1]]);
+        if magic != MAGIC {
+            if magic.swap_bytes() != MAGIC {
+                return Err(err("bad magic"));
+            }
+            // The other byte order: after the magic, version and flags,
+            // everything in .BTF.ext is a 32-bit word. Swap a copy once.
+            let mut native = data.to_vec();
+            native[..2].reverse();
+            swap_words(&mut native[4..]);
+            return Self::parse_native(&native, btf);
         }
+        Self::parse_native(data, btf)
+    }
+
+    fn parse_native(data: &[u8], btf: &Btf) -> Result<Self, ParseError> {
         let hdr_len = u32_at(data, 4).unwrap_or(0) as usize;
         if hdr_len < 24 || hdr_len > data.len() {
             return Err(err(format!("bad header length {hdr_len}")));

@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use super::BtfError;
 use super::strings::str_at;
 use super::types::*;
+use crate::ByteOrder;
 
 pub(crate) const MAGIC: u16 = 0xeb9f;
 pub(crate) const HEADER_LEN: usize = 24;
@@ -63,6 +64,8 @@ pub struct Btf {
     first_id: TypeId,
     /// Offset of this blob's string section in the combined string space.
     str_base: u32,
+    /// The byte order of the parsed blob, before it was made native.
+    byte_order: ByteOrder,
 }
 
 impl std::fmt::Debug for Btf {
@@ -74,10 +77,46 @@ impl std::fmt::Debug for Btf {
     }
 }
 
+/// Reads a word of a blob in this machine's byte order: [`Btf`] swaps a
+/// foreign blob once when it is parsed, so no read decides again.
 #[inline]
 fn u32_at(data: &[u8], off: usize) -> Option<u32> {
     let b = data.get(off..off.checked_add(4)?)?;
-    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Byte-swaps every whole 4-byte word of `words` in place.
+pub(crate) fn swap_words(words: &mut [u8]) {
+    for w in words.chunks_exact_mut(4) {
+        w.reverse();
+    }
+}
+
+/// A BTF blob of the other byte order, rewritten in this machine's: the
+/// magic, the header's words and the type section's words (every field of
+/// every BTF type is a 32-bit word). Strings are bytes and stay. Bounds that
+/// do not hold are left for the parser to report.
+fn to_native(mut data: Vec<u8>) -> Vec<u8> {
+    let word = |at: usize| u32::from_ne_bytes([data[at + 3], data[at + 2], data[at + 1], data[at]]);
+    let (hdr_len, type_off, type_len) = (word(4), word(8), word(12));
+    swap_blob(&mut data, hdr_len, type_off, type_len);
+    data
+}
+
+/// Swaps the magic, the header's words and the type section's words of a
+/// BTF blob whose header says `hdr_len`, `type_off` and `type_len`.
+pub(crate) fn swap_blob(data: &mut [u8], hdr_len: u32, type_off: u32, type_len: u32) {
+    let len = data.len();
+    data[..2.min(len)].reverse();
+    let hdr_end = (hdr_len as usize).min(len);
+    if let Some(header) = data.get_mut(4..hdr_end) {
+        swap_words(header);
+    }
+    let start = (hdr_len as usize)
+        .saturating_add(type_off as usize)
+        .min(len);
+    let end = start.saturating_add(type_len as usize).min(len);
+    swap_words(&mut data[start..end]);
 }
 
 fn header_err(reason: impl Into<String>) -> BtfError {
@@ -137,10 +176,14 @@ impl Btf {
                 data.len()
             )));
         }
-        let magic = u16::from_le_bytes([data[0], data[1]]);
+        let magic = u16::from_ne_bytes([data[0], data[1]]);
         if magic != MAGIC {
             if magic.swap_bytes() == MAGIC {
-                return Err(header_err("big-endian BTF is not supported"));
+                // The other byte order (a bpfeb object on a little-endian
+                // host, or the reverse): one swap now, native reads after.
+                let mut this = Self::new_on(Bytes::Owned(to_native(data.to_vec())), base)?;
+                this.byte_order = this.byte_order.other();
+                return Ok(this);
             }
             return Err(header_err(format!("bad magic {magic:#06x}")));
         }
@@ -195,7 +238,14 @@ impl Btf {
             base,
             first_id,
             str_base,
+            byte_order: ByteOrder::native(),
         })
+    }
+
+    /// The byte order of the blob this was parsed from. The bytes are kept
+    /// in this machine's order either way ([`Btf::data`], [`Btf::into_bytes`]).
+    pub fn byte_order(&self) -> ByteOrder {
+        self.byte_order
     }
 
     #[inline]
@@ -731,8 +781,8 @@ fn index_types(types: &[u8], first_id: TypeId) -> Result<TypeIndex, BtfError> {
     let mut named_funcs = 0usize;
     let mut pos = 0usize;
     while let Some(hdr) = types.get(pos..pos + 12) {
-        let name_off = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-        let info = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
+        let name_off = u32::from_ne_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+        let info = u32::from_ne_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
         let kind_raw = ((info >> 24) & 0x1f) as usize;
         let (fixed, per_vlen) = LAYOUT[kind_raw];
         if fixed == INVALID {

@@ -1,8 +1,23 @@
 //! Writing BTF: marshals decoded [`Type`]s and a string section back into the
-//! kernel's byte layout (little-endian), ready for `BPF_BTF_LOAD`.
+//! kernel's byte layout in this machine's byte order (the running kernel's),
+//! ready for `BPF_BTF_LOAD`.
 
 use super::read::{HEADER_LEN, MAGIC};
 use super::types::*;
+
+/// `native` (a BTF blob in this machine's byte order, as [`encode`] and
+/// [`super::Btf::into_bytes`] give it) in `order`: BTF for a kernel or a
+/// file of the other byte order. Returns a copy either way.
+pub fn in_byte_order(native: &[u8], order: crate::ByteOrder) -> Vec<u8> {
+    let mut out = native.to_vec();
+    if order.is_native() || out.len() < HEADER_LEN {
+        return out;
+    }
+    let word = |at: usize| u32::from_ne_bytes([out[at], out[at + 1], out[at + 2], out[at + 3]]);
+    let (hdr_len, type_off, type_len) = (word(4), word(8), word(12));
+    super::read::swap_blob(&mut out, hdr_len, type_off, type_len);
+    out
+}
 
 /// Encodes `types` (index = type id; entry 0 must be [`Type::Void`] and is
 /// not written) and `strings` into a complete BTF blob.
@@ -12,7 +27,7 @@ pub fn encode(types: &[Type], strings: &[u8]) -> Vec<u8> {
         encode_type(t, &mut body);
     }
     let mut out = Vec::with_capacity(HEADER_LEN + body.len() + strings.len());
-    out.extend_from_slice(&MAGIC.to_le_bytes());
+    out.extend_from_slice(&MAGIC.to_ne_bytes());
     out.push(1); // version
     out.push(0); // flags
     for v in [
@@ -22,7 +37,7 @@ pub fn encode(types: &[Type], strings: &[u8]) -> Vec<u8> {
         body.len() as u32,
         strings.len() as u32,
     ] {
-        out.extend_from_slice(&v.to_le_bytes());
+        out.extend_from_slice(&v.to_ne_bytes());
     }
     out.extend_from_slice(&body);
     out.extend_from_slice(strings);
@@ -36,7 +51,7 @@ fn info(kind: Kind, vlen: usize, kind_flag: bool) -> u32 {
 /// Appends one type's bytes to `out`: the three header words every kind
 /// has (name, info, size or type), then the kind's own words.
 pub fn encode_type(t: &Type, out: &mut Vec<u8>) {
-    let mut w = |v: u32| out.extend_from_slice(&v.to_le_bytes());
+    let mut w = |v: u32| out.extend_from_slice(&v.to_ne_bytes());
     // (vlen, kind_flag, size or type) of the header.
     let (vlen, kind_flag, third) = match t {
         Type::Void => return,

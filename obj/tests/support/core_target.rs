@@ -10,6 +10,11 @@ use kiln_obj::btf::{Btf, EnumValue, INT_CHAR, INT_SIGNED, Member, Type, write};
 /// Type ids: 1 int, 2 long, 3 char, 4 unsigned int, 5 char[16],
 /// 6 struct task, 7 enum state, 8 union un, 9 typedef task_t, 10 task *.
 pub fn core_target() -> Btf {
+    Btf::from_bytes(core_target_bytes()).expect("valid target BTF")
+}
+
+/// [`core_target`]'s blob, in this machine's byte order.
+pub fn core_target_bytes() -> Vec<u8> {
     let mut s = StringTable::new(vec![0]);
     let int = |name_off, size, encoding| Type::Int {
         name_off,
@@ -88,5 +93,5 @@ pub fn core_target() -> Btf {
             union: false,
         },
     ];
-    Btf::from_bytes(write::encode(&types, s.as_bytes())).expect("valid target BTF")
+    write::encode(&types, s.as_bytes())
 }

@@ -58,53 +58,85 @@ args_access!(BtfContext);
 
 context! {
     /// `kprobe/`, `kretprobe/`, `uprobe/`, `uretprobe/`: the probed
-    /// function's registers. Argument registers follow the kernel arch:
-    /// x86_64 by default, aarch64 with `--cfg bpf_target_arch="aarch64"`.
+    /// function's registers, in the layout of the kernel architecture the
+    /// program was built for ([`crate::arch`]: x86_64 by default, another
+    /// with `cargo xtask build-ebpf --arch ARCH`).
     ProbeContext, regs: pt_regs
 }
 
 impl ProbeContext {
-    /// Argument `n` (0-based, up to 5 on x86_64 and 7 on aarch64).
+    /// The register at byte offset `off` of the context, zero-extended.
+    #[inline(always)]
+    fn reg(&self, off: usize) -> u64 {
+        let at = self.regs.cast::<u8>().wrapping_add(off);
+        // SAFETY: `off` is one of `crate::arch`'s offsets, all inside the
+        // `pt_regs` the kernel passed (its tests check them), and aligned.
+        unsafe {
+            if crate::arch::REG_SIZE == 4 {
+                u64::from(core::ptr::read_volatile(at.cast::<u32>()))
+            } else {
+                core::ptr::read_volatile(at.cast::<u64>())
+            }
+        }
+    }
+
+    /// Argument `n` (0-based) of the probed function, `None` past the
+    /// registers that carry arguments ([`crate::arch::ARG_OFFSETS`]: 6 on
+    /// x86_64, 4 on arm, 5 on s390x, 8 elsewhere).
     #[inline(always)]
     pub fn arg(&self, n: usize) -> Option<u64> {
-        // SAFETY: reading a register slot of the context the kernel passed.
-        let r = |p: *const u64| unsafe { core::ptr::read_volatile(p) };
-        // SAFETY (for the addr_of! projections): `regs` is the context pointer.
-        #[cfg(not(bpf_target_arch = "aarch64"))]
-        unsafe {
-            let g = self.regs;
-            Some(match n {
-                0 => r(core::ptr::addr_of!((*g).di)),
-                1 => r(core::ptr::addr_of!((*g).si)),
-                2 => r(core::ptr::addr_of!((*g).dx)),
-                3 => r(core::ptr::addr_of!((*g).cx)),
-                4 => r(core::ptr::addr_of!((*g).r8)),
-                5 => r(core::ptr::addr_of!((*g).r9)),
-                _ => return None,
-            })
-        }
-        #[cfg(bpf_target_arch = "aarch64")]
-        unsafe {
-            if n > 7 {
-                return None;
-            }
-            Some(r(core::ptr::addr_of!((*self.regs).regs[n])))
-        }
+        crate::arch::ARG_OFFSETS.get(n).map(|&off| self.reg(off))
     }
 
     /// The return value (kretprobe/uretprobe).
     #[inline(always)]
     pub fn ret(&self) -> u64 {
-        // SAFETY: reading a register slot of the context the kernel passed.
-        #[cfg(not(bpf_target_arch = "aarch64"))]
-        unsafe {
-            core::ptr::read_volatile(core::ptr::addr_of!((*self.regs).ax))
+        self.reg(crate::arch::RC_OFFSET)
+    }
+
+    /// The stack pointer.
+    #[inline(always)]
+    pub fn sp(&self) -> u64 {
+        self.reg(crate::arch::SP_OFFSET)
+    }
+
+    /// The frame pointer, on architectures whose kernels keep one.
+    #[inline(always)]
+    pub fn fp(&self) -> Option<u64> {
+        crate::arch::FP_OFFSET.map(|off| self.reg(off))
+    }
+
+    /// The instruction pointer.
+    #[inline(always)]
+    pub fn ip(&self) -> u64 {
+        self.reg(crate::arch::IP_OFFSET)
+    }
+
+    /// The return address, on architectures that keep it in a register.
+    #[inline(always)]
+    pub fn return_address(&self) -> Option<u64> {
+        crate::arch::RET_ADDR_OFFSET.map(|off| self.reg(off))
+    }
+
+    /// Argument `n` of the syscall whose entry point is probed
+    /// (`ksyscall/`, or a kprobe on [`crate::arch::SYSCALL_PREFIX`]`NAME`).
+    /// Where entry points are wrappers ([`crate::arch::SYSCALL_WRAPPER`]),
+    /// the arguments are read from the user registers the wrapper's one
+    /// argument points to; elsewhere from the probe's own registers.
+    ///
+    /// Minimum kernel version: 5.5 (`bpf_probe_read_kernel`) on
+    /// architectures with syscall wrappers.
+    #[inline(always)]
+    pub fn syscall_arg(&self, n: usize) -> Option<u64> {
+        let off = *crate::arch::SYSCALL_ARG_OFFSETS.get(n)?;
+        if !crate::arch::SYSCALL_WRAPPER {
+            return Some(self.reg(off));
         }
-        // SAFETY: as above.
-        #[cfg(bpf_target_arch = "aarch64")]
-        unsafe {
-            core::ptr::read_volatile(core::ptr::addr_of!((*self.regs).regs[0]))
-        }
+        let user_regs = self.arg(0)? as usize as *const u8;
+        // SAFETY: the wrapper's argument is the kernel's `struct pt_regs *`
+        // of the calling task; the helper checks the read and fails rather
+        // than faulting.
+        unsafe { crate::helpers::probe_read_kernel(user_regs.wrapping_add(off).cast::<u64>()).ok() }
     }
 }
 

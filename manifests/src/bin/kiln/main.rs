@@ -104,6 +104,9 @@ enum Command {
         /// Deployment name (default, for a pin root under /sys/fs/bpf/kiln: its last component).
         #[arg(long)]
         name: Option<String>,
+        /// The manifest as a JSON string field, with the deployment's name and pin root.
+        #[arg(long)]
+        json: bool,
     },
     /// Inspect or load a single eBPF object file.
     #[command(subcommand)]
@@ -119,6 +122,9 @@ enum Command {
     Destroy {
         /// The manifest (only its name and pin_root are read).
         manifest: PathBuf,
+        /// What was removed and what was left alone, as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Start a project: an eBPF crate, a userspace crate that builds and
     /// loads it, and a manifest, in a new directory (its README says the rest).
@@ -357,13 +363,12 @@ impl Command {
             | Command::Apply { json, .. }
             | Command::Status { json, .. }
             | Command::Probe { json }
+            | Command::Export { json, .. }
+            | Command::Destroy { json, .. }
             | Command::Object(ObjectCommand::Inspect { json, .. })
             | Command::Object(ObjectCommand::Load { json, .. }) => *json,
             Command::Check { kernels, json, .. } => *json || kernels.json(),
-            Command::Agent(_)
-            | Command::Export { .. }
-            | Command::Destroy { .. }
-            | Command::New { .. } => false,
+            Command::Agent(_) | Command::New { .. } => false,
         }
     }
 }
@@ -573,7 +578,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Agent(args) => agent::run(args)?,
-        Command::Export { pin_root, name } => {
+        Command::Export {
+            pin_root,
+            name,
+            json,
+        } => {
             if !pin_root.is_dir() {
                 return Err(NoInput(format!("{}: no such pin root", pin_root.display())).into());
             }
@@ -597,12 +606,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let text = kiln_manifest::export::export(&name, &pin_root)?;
-            outln!("{}", text.trim_end());
+            if json {
+                let v = serde_json::json!({
+                    "deployment": name,
+                    "pin_root": pin_root,
+                    "manifest": text,
+                });
+                outln!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                outln!("{}", text.trim_end());
+            }
         }
-        Command::Destroy { manifest } => {
+        Command::Destroy { manifest, json } => {
             input_file(&manifest, "manifest file")?;
             let m = Manifest::load(&manifest).map_err(invalid)?;
             let done = kiln_manifest::apply::destroy_owned(m.name(), &m.pin_root())?;
+            if json {
+                let v = serde_json::json!({
+                    "deployment": m.name(),
+                    "pin_root": m.pin_root(),
+                    "removed": done.removed,
+                    "left": done.left,
+                    "root_removed": done.root_removed || !m.pin_root().exists(),
+                });
+                outln!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             for r in &done.removed {
                 outln!("- unpinned {r}");
             }

@@ -75,11 +75,90 @@ fn extern_kind(k: &ExternKind) -> &'static str {
 }
 
 /// Prints programs, maps, externs and relocation counts of the object at `path`.
+/// A global variable of the object: what `globals = { ... }` in a manifest can set.
+struct Global<'a> {
+    name: &'a str,
+    section: &'a str,
+    c_type: String,
+    size: u32,
+    read_only: bool,
+}
+
+/// The global variables of every global data section, with their C types
+/// from the object's BTF.
+fn globals(spec: &ObjectSpec) -> Vec<Global<'_>> {
+    let btf = spec
+        .btf
+        .as_deref()
+        .and_then(|b| kiln_obj::btf::Btf::parse(b).ok());
+    spec.maps
+        .iter()
+        .filter_map(|m| match &m.origin {
+            MapOrigin::GlobalData { section } => Some((m, section.as_str())),
+            _ => None,
+        })
+        .flat_map(|(m, section)| {
+            let btf = btf.as_ref();
+            m.variables.iter().map(move |v| Global {
+                name: &v.name,
+                section,
+                c_type: btf.map_or_else(|| "?".into(), |b| c_type(b, v.btf_type_id, 0)),
+                size: v.size,
+                read_only: m.is_read_only_data(),
+            })
+        })
+        .collect()
+}
+
+/// The C spelling of BTF type `id` (`const volatile __u32`, `char[16]`,
+/// `struct cfg`); a variable stands for its type. Bounded: a cycle or a
+/// deep chain ends in `...`.
+fn c_type(btf: &kiln_obj::btf::Btf, id: u32, depth: u32) -> String {
+    use kiln_obj::btf::types::Type;
+    if depth > 16 {
+        return "...".into();
+    }
+    let name = |off: u32| btf.str_at(off).unwrap_or("?").to_owned();
+    let named = |kw: &str, off: u32| match btf.str_at(off) {
+        Ok(n) if !n.is_empty() => format!("{kw} {n}"),
+        _ => format!("{kw} (anonymous)"),
+    };
+    match btf.type_by_id(id) {
+        Ok(Type::Void) => "void".into(),
+        Ok(Type::Var { type_id, .. }) => c_type(btf, type_id, depth + 1),
+        Ok(Type::Int { name_off, .. })
+        | Ok(Type::Float { name_off, .. })
+        | Ok(Type::Typedef { name_off, .. }) => name(name_off),
+        Ok(Type::Ptr { target, .. }) => format!("{} *", c_type(btf, target, depth + 1)),
+        Ok(Type::Array { elem, nelems, .. }) => {
+            format!("{}[{nelems}]", c_type(btf, elem, depth + 1))
+        }
+        Ok(Type::Const { target, .. }) => format!("const {}", c_type(btf, target, depth + 1)),
+        Ok(Type::Volatile { target, .. }) => {
+            format!("volatile {}", c_type(btf, target, depth + 1))
+        }
+        Ok(Type::Restrict { target, .. }) | Ok(Type::TypeTag { target, .. }) => {
+            c_type(btf, target, depth + 1)
+        }
+        Ok(Type::Struct { name_off, .. }) => named("struct", name_off),
+        Ok(Type::Union { name_off, .. }) => named("union", name_off),
+        Ok(Type::Enum { name_off, .. }) | Ok(Type::Enum64 { name_off, .. }) => {
+            named("enum", name_off)
+        }
+        Ok(Type::Fwd { name_off, union }) => {
+            named(if union { "union" } else { "struct" }, name_off)
+        }
+        Ok(_) | Err(_) => "?".into(),
+    }
+}
+
 pub fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
     let spec = parse(path)?;
+    let globals = globals(&spec);
     if json {
         let v = json!({
             "path": path.display().to_string(),
+            "byte_order": spec.byte_order.name(),
             "license": spec.license,
             "btf": spec.btf.is_some(),
             "programs": spec.programs.iter().map(|p| json!({
@@ -109,13 +188,21 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
             "externs": spec.externs.iter().map(|e| json!({
                 "name": e.name, "kind": extern_kind(&e.kind), "weak": e.weak,
             })).collect::<Vec<_>>(),
+            "globals": globals.iter().map(|g| json!({
+                "name": g.name,
+                "section": g.section,
+                "c_type": g.c_type,
+                "size": g.size,
+                "read_only": g.read_only,
+            })).collect::<Vec<_>>(),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     outln!(
-        "{} (license {}, {})",
+        "{} ({}, license {}, {})",
         path.display(),
+        spec.byte_order,
         spec.license,
         if spec.btf.is_some() { "BTF" } else { "no BTF" }
     );
@@ -148,6 +235,19 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<()> {
             pinning(m.pinning),
             map_origin(&m.origin)
         );
+    }
+    if !globals.is_empty() {
+        outln!("globals (what a manifest's `globals = {{ ... }}` can set):");
+        for g in &globals {
+            outln!(
+                "  {:<24} {:<14} {:<28} {:>4} bytes{}",
+                g.name,
+                g.section,
+                g.c_type,
+                g.size,
+                if g.read_only { "  read-only" } else { "" }
+            );
+        }
     }
     if !spec.externs.is_empty() {
         outln!("externs:");
