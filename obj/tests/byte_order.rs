@@ -56,6 +56,7 @@ const CODE_DIFFERS: &[(&str, &str)] = &[
         "reads a char __kconfig value as a wider load",
     ),
     ("maps_redirect.bpf.o", "bpf_htons"),
+    ("module_kfunc.bpf.o", "bpf_htonl and bpf_htons"),
     ("portfilter.bpf.o", "bpf_ntohs"),
     ("sockfilter.bpf.o", "bpf_ntohs"),
     ("tool_tcpconnect.bpf.o", "bpf_ntohs"),

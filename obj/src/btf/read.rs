@@ -243,7 +243,7 @@ impl Btf {
     }
 
     /// The byte order of the blob this was parsed from. The bytes are kept
-    /// in this machine's order either way ([`Btf::data`], [`Btf::into_bytes`]).
+    /// in this machine's order either way (see [`Btf::into_bytes`]).
     pub fn byte_order(&self) -> ByteOrder {
         self.byte_order
     }
