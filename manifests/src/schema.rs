@@ -224,6 +224,16 @@ pub enum Attach {
         #[serde(default)]
         handle: u32,
     },
+    /// One side of a netkit pair (6.7+), attached through the primary
+    /// device `interface`.
+    Netkit {
+        /// The pair's primary device.
+        interface: String,
+        /// `primary` or `peer`. Default: the one the section names
+        /// (`netkit/primary`, `netkit/peer`).
+        #[serde(default)]
+        side: Option<String>,
+    },
     Cgroup {
         path: String,
         /// The kernel's attach type name without the `BPF_` prefix, lower
@@ -279,6 +289,7 @@ impl Attach {
             Attach::Xdp { .. } => "xdp",
             Attach::Tcx { .. } => "tcx",
             Attach::Tc { .. } => "tc",
+            Attach::Netkit { .. } => "netkit",
             Attach::Cgroup { .. } => "cgroup",
             Attach::SkLookup { .. } => "sk_lookup",
             Attach::FlowDissector { .. } => "flow_dissector",
@@ -453,6 +464,7 @@ mod tests {
             "xdp",
             "tcx",
             "tc",
+            "netkit",
             "cgroup",
             "sk_lookup",
             "flow_dissector",

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use kiln_loader::Map;
+use kiln_loader::OpenFlags;
 use kiln_loader::links::tc::{ClsBpfFilter, list_cls_bpf};
 use kiln_loader::maps::UpdateFlags;
-use kiln_loader::OpenFlags;
 use kiln_manifest::Deployment;
 use kiln_manifest::apply::ApplyOptions;
 use kiln_manifest::plan::{Action, ReplaceHow};
