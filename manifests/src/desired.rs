@@ -788,6 +788,7 @@ pub fn resolve_attach(
         Attach::TpBtf { name }
         | Attach::Fentry { function: name }
         | Attach::Fexit { function: name }
+        | Attach::FmodRet { function: name }
         | Attach::Lsm { hook: name } => {
             let lsm = matches!(attach, Attach::Lsm { .. });
             need(
@@ -1124,8 +1125,8 @@ pub fn attach_of_point(point: &AttachPoint) -> Option<Attach> {
                 BtfHook::TpBtf => Attach::TpBtf { name: target },
                 BtfHook::Fentry => Attach::Fentry { function: target },
                 BtfHook::Fexit => Attach::Fexit { function: target },
+                BtfHook::FmodRet => Attach::FmodRet { function: target },
                 BtfHook::Lsm => Attach::Lsm { hook: target },
-                _ => Attach::Auto,
             }
         }
         AttachPoint::Kprobe {

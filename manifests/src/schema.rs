@@ -193,6 +193,11 @@ pub enum Attach {
     Fexit {
         function: String,
     },
+    /// `fmod_ret/FN` (5.7+): FN must be on the kernel's error-injection
+    /// list; a non-zero return from the program replaces FN's.
+    FmodRet {
+        function: String,
+    },
     Lsm {
         hook: String,
     },
@@ -284,6 +289,7 @@ impl Attach {
             Attach::UprobeMulti { .. } => "uprobe_multi",
             Attach::Fentry { .. } => "fentry",
             Attach::Fexit { .. } => "fexit",
+            Attach::FmodRet { .. } => "fmod_ret",
             Attach::Lsm { .. } => "lsm",
             Attach::Iter { .. } => "iter",
             Attach::Xdp { .. } => "xdp",
@@ -459,6 +465,7 @@ mod tests {
             "uprobe_multi",
             "fentry",
             "fexit",
+            "fmod_ret",
             "lsm",
             "iter",
             "xdp",
