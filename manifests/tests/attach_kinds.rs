@@ -569,73 +569,59 @@ fn netkit_primary_counts_frames() -> TestResult {
     Ok(())
 }
 
-/// An fmod_ret program on x86_64's getppid entry: this process's getppid()
-/// returns the manifest's `fake_ret` global; changing the global reloads
-/// the program, attached new before the old is detached (tracing links
-/// cannot be updated); destroy gives getppid back.
-fn fmod_ret_fakes_getppid() -> TestResult {
+/// An fmod_ret program on the LSM check of getpgid(): getpgid(own pid)
+/// fails with the errno the manifest's `fake_ret` global sets; changing
+/// the global reloads the program, attached new before the old is detached
+/// (tracing links cannot be updated); destroy lets getpgid succeed again.
+fn fmod_ret_denies_getpgid() -> TestResult {
     let tgid = std::process::id();
     let t = OneProgram::new("fmodret", "attach_fmod_ret.bpf.o")?;
-    let load = |fake: i32| {
+    let load = |errno: i32| {
         t.load(
-            ("fake_ppid", "fake_ppid"),
-            "{ fmod_ret = { function = \"__x64_sys_getppid\" } }",
-            &format!("globals = {{ target_tgid = {tgid}, fake_ret = {fake} }}\n"),
+            ("fake_denial", "fake_denial"),
+            "{ fmod_ret = { function = \"security_task_getpgid\" } }",
+            &format!(
+                "globals = {{ target_tgid = {tgid}, fake_ret = {} }}\n",
+                -errno
+            ),
         )
     };
-    // SAFETY: getppid has no preconditions.
-    let getppid = || unsafe { libc::getppid() };
-    let real = getppid();
-    let d = load(4242)?;
+    // getpgid(own pid), as the result or the errno of its failure.
+    let getpgid = || -> Result<i32, i32> {
+        // SAFETY: getpgid has no preconditions.
+        match unsafe { libc::getpgid(tgid as i32) } {
+            -1 => Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
+            g => Ok(g),
+        }
+    };
+    let real = getpgid();
+    assert!(real.is_ok(), "getpgid fails before the test: {real:?}");
+    let d = load(libc::EBADFD)?;
     d.apply(&ApplyOptions::default())?;
-    assert_eq!(getppid(), 4242, "getppid was not modified");
+    assert_eq!(getpgid(), Err(libc::EBADFD), "getpgid was not modified");
     let status = d.status()?;
     assert!(status.all_ok(), "{status}");
     assert!(
-        status.to_string().contains("fmod_ret __x64_sys_getppid"),
+        status
+            .to_string()
+            .contains("fmod_ret security_task_getpgid"),
         "{status}"
     );
-    assert!(load(4242)?.plan()?.is_noop());
+    assert!(load(libc::EBADFD)?.plan()?.is_noop());
 
-    let v2 = load(4343)?;
+    let v2 = load(libc::EREMCHG)?;
     let plan = v2.plan()?;
     assert!(
         plan.to_string().contains("attach new, then detach old"),
         "{plan}"
     );
     v2.apply(&ApplyOptions::default())?;
-    assert_eq!(getppid(), 4343, "the upgraded program does not run");
+    assert_eq!(getpgid(), Err(libc::EREMCHG), "the upgrade does not run");
     assert!(v2.plan()?.is_noop());
     v2.destroy()?;
     assert!(!t.root.exists(), "pin root left behind");
-    assert_eq!(getppid(), real, "getppid still modified after destroy");
+    assert_eq!(getpgid(), real, "getpgid still modified after destroy");
     Ok(())
-}
-
-/// Whether the kernel lists `__x64_sys_getppid` as error-injectable (what
-/// fmod_ret requires), from debugfs, mounted here if it is not yet.
-fn no_error_injection() -> Option<String> {
-    let list = std::path::Path::new("/sys/kernel/debug/error_injection/list");
-    if !list.exists() {
-        // SAFETY: constant NUL-terminated strings; mount(2) reads them only.
-        unsafe {
-            libc::mount(
-                c"debugfs".as_ptr(),
-                c"/sys/kernel/debug".as_ptr(),
-                c"debugfs".as_ptr(),
-                0,
-                std::ptr::null(),
-            );
-        }
-    }
-    match std::fs::read_to_string(list) {
-        Ok(l) if l.lines().any(|e| e.starts_with("__x64_sys_getppid")) => None,
-        Ok(_) => Some("__x64_sys_getppid is not on the error-injection list".into()),
-        Err(e) => Some(format!(
-            "no error-injection list ({}: {e}; CONFIG_FUNCTION_ERROR_INJECTION)",
-            list.display()
-        )),
-    }
 }
 
 /// A static test binary (the VMs') calls no libc.so.6.
@@ -819,17 +805,12 @@ fn main() {
             netkit_primary_counts_frames,
         ),
         kiln_testkit::test(
-            "fmod_ret_fakes_getppid",
+            "fmod_ret_denies_getpgid",
             &with(&[
                 need_feature!("tracing"),
-                Need::Probe("x86_64", || {
-                    (!cfg!(target_arch = "x86_64")).then(|| {
-                        "the fixture modifies __x64_sys_getppid, x86_64's syscall entry".into()
-                    })
-                }),
-                Need::Probe("error injection", no_error_injection),
+                Need::HelpersOf("attach_fmod_ret.bpf.o"),
             ]),
-            fmod_ret_fakes_getppid,
+            fmod_ret_denies_getpgid,
         ),
     ]);
 }
