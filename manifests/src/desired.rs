@@ -9,6 +9,7 @@ use std::path::Path;
 use kiln_loader::links::AttachPoint;
 use kiln_loader::links::attach_point::{BtfHook, MapRef, names};
 use kiln_loader::links::netfilter::{NfHook, NfProto};
+use kiln_loader::links::netkit::NetkitSide;
 use kiln_loader::links::sockmap::SockMapHook;
 use kiln_obj::{
     AttachType, MapOrigin, MapSpec, ObjectSpec, ProgramKind, ProgramType, RelocationTarget,
@@ -791,6 +792,7 @@ pub fn resolve_attach(
         Attach::TpBtf { name }
         | Attach::Fentry { function: name }
         | Attach::Fexit { function: name }
+        | Attach::FmodRet { function: name }
         | Attach::Lsm { hook: name } => {
             let lsm = matches!(attach, Attach::Lsm { .. });
             need(
@@ -932,6 +934,33 @@ pub fn resolve_attach(
                 direction: *direction,
                 priority: *priority,
                 handle: *handle,
+            }
+        }
+        Attach::Netkit { interface, side } => {
+            let section = NetkitSide::of_section(kind).ok_or_else(|| {
+                (
+                    "`netkit` needs a netkit program".to_string(),
+                    "declare the function with SEC(\"netkit/primary\") or SEC(\"netkit/peer\")"
+                        .to_string(),
+                )
+            })?;
+            let side = match side {
+                None => section,
+                Some(name) => names::netkit_side_from(name)
+                    .filter(|s| *s == section)
+                    .ok_or_else(|| {
+                        (
+                            format!(
+                                "netkit side '{name}': the program was loaded for the {} side",
+                                names::netkit_side(section)
+                            ),
+                            "the side is fixed by the section (netkit/primary or netkit/peer); omit `side` or match it".to_string(),
+                        )
+                    })?,
+            };
+            AttachPoint::Netkit {
+                ifindex: ifindex(interface)?,
+                side,
             }
         }
         Attach::Cgroup { path, attach_type } => AttachPoint::Cgroup {
@@ -1100,8 +1129,8 @@ pub fn attach_of_point(point: &AttachPoint) -> Option<Attach> {
                 BtfHook::TpBtf => Attach::TpBtf { name: target },
                 BtfHook::Fentry => Attach::Fentry { function: target },
                 BtfHook::Fexit => Attach::Fexit { function: target },
+                BtfHook::FmodRet => Attach::FmodRet { function: target },
                 BtfHook::Lsm => Attach::Lsm { hook: target },
-                _ => Attach::Auto,
             }
         }
         AttachPoint::Kprobe {
@@ -1183,6 +1212,10 @@ pub fn attach_of_point(point: &AttachPoint) -> Option<Attach> {
             direction: *direction,
             priority: *priority,
             handle: *handle,
+        },
+        AttachPoint::Netkit { ifindex, side } => Attach::Netkit {
+            interface: names::interface_name(*ifindex)?,
+            side: Some(names::netkit_side(*side).to_owned()),
         },
         AttachPoint::Cgroup { path, attach_type } => Attach::Cgroup {
             path: path.to_str()?.to_owned(),

@@ -193,6 +193,11 @@ pub enum Attach {
     Fexit {
         function: String,
     },
+    /// `fmod_ret/FN` (5.7+): FN must be on the kernel's error-injection
+    /// list; a non-zero return from the program replaces FN's.
+    FmodRet {
+        function: String,
+    },
     Lsm {
         hook: String,
     },
@@ -223,6 +228,16 @@ pub enum Attach {
         /// The filter's handle (0: the kernel picks one); clsact only.
         #[serde(default)]
         handle: u32,
+    },
+    /// One side of a netkit pair (6.7+), attached through the primary
+    /// device `interface`.
+    Netkit {
+        /// The pair's primary device.
+        interface: String,
+        /// `primary` or `peer`. Default: the one the section names
+        /// (`netkit/primary`, `netkit/peer`).
+        #[serde(default)]
+        side: Option<String>,
     },
     Cgroup {
         path: String,
@@ -274,11 +289,13 @@ impl Attach {
             Attach::UprobeMulti { .. } => "uprobe_multi",
             Attach::Fentry { .. } => "fentry",
             Attach::Fexit { .. } => "fexit",
+            Attach::FmodRet { .. } => "fmod_ret",
             Attach::Lsm { .. } => "lsm",
             Attach::Iter { .. } => "iter",
             Attach::Xdp { .. } => "xdp",
             Attach::Tcx { .. } => "tcx",
             Attach::Tc { .. } => "tc",
+            Attach::Netkit { .. } => "netkit",
             Attach::Cgroup { .. } => "cgroup",
             Attach::SkLookup { .. } => "sk_lookup",
             Attach::FlowDissector { .. } => "flow_dissector",
@@ -448,11 +465,13 @@ mod tests {
             "uprobe_multi",
             "fentry",
             "fexit",
+            "fmod_ret",
             "lsm",
             "iter",
             "xdp",
             "tcx",
             "tc",
+            "netkit",
             "cgroup",
             "sk_lookup",
             "flow_dissector",

@@ -13,6 +13,10 @@ use kiln_testkit::{Need, TestResult};
 
 mod common;
 use common::cgroup2_root;
+// The loader's attach tests create netkit pairs and send raw frames; the
+// same helpers serve here.
+#[path = "../../loader/tests/attach_util/mod.rs"]
+mod attach_util;
 
 fn cycle(program: &str, attach: &str, netns: bool) -> TestResult {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -490,6 +494,142 @@ fn kprobe_multi_glob() -> TestResult {
     Ok(())
 }
 
+/// A netkit program declared on the primary device of a pair the test
+/// creates: frames sent out of the primary run it; re-apply is a no-op;
+/// an upgrade (a migrated map reloads the program) updates the netkit link
+/// in place; destroy detaches it.
+fn netkit_primary_counts_frames() -> TestResult {
+    use attach_util::{create_netkit_pair, frame, send_raw};
+    const PRIMARY: u32 = 0;
+    common::private_netns()?;
+    create_netkit_pair("nkm0", "nkm1")?;
+    let nk = common::ifindex("nkm0")?;
+    let t = OneProgram::new("netkit", "attach_netkit.bpf.o")?;
+    let root = &t.root;
+    let load = |max: u32| {
+        let maps = format!(
+            "\n[maps.counts]\nobject = \"obj\"\nmax_entries = {max}\non_upgrade = \"migrate\"\n"
+        );
+        t.load(
+            ("on_primary", "on_primary"),
+            "{ netkit = { interface = \"nkm0\", side = \"primary\" } }",
+            &maps,
+        )
+    };
+    // The count once it reaches `want`, or after a few seconds.
+    let count = |slot: u32, want: u64| -> Result<Option<u64>, String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let n = common::pinned_value(&root.join("maps/counts"), slot)?;
+            if n >= Some(want) || std::time::Instant::now() > deadline {
+                return Ok(n);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let send = |n: u32| -> TestResult {
+        for _ in 0..n {
+            send_raw(nk, &frame(b"kiln netkit"))?;
+        }
+        Ok(())
+    };
+    let d = load(2)?;
+    d.apply(&ApplyOptions::default())?;
+    send(3)?;
+    assert_eq!(count(PRIMARY, 3)?, Some(3), "the primary program's count");
+    let status = d.status()?;
+    assert!(status.all_ok(), "{status}");
+    assert!(
+        status.to_string().contains("netkit nkm0 primary"),
+        "{status}"
+    );
+    assert!(load(2)?.plan()?.is_noop());
+
+    let pin = root.join("links/on_primary");
+    let link = kiln_manifest::live::link_at(&pin).ok_or("no link")?;
+    let bigger = load(4)?;
+    let plan = bigger.plan()?;
+    assert!(plan.to_string().contains("link update"), "{plan}");
+    bigger.apply(&ApplyOptions::default())?;
+    let upgraded = kiln_manifest::live::link_at(&pin).ok_or("no link")?;
+    assert_eq!(upgraded.id, link.id, "the link was replaced, not updated");
+    assert_ne!(
+        upgraded.prog_id, link.prog_id,
+        "the program was not replaced"
+    );
+    send(2)?;
+    assert_eq!(
+        count(PRIMARY, 5)?,
+        Some(5),
+        "the upgraded program's count (migrated from 3)"
+    );
+    assert!(bigger.plan()?.is_noop());
+    bigger.destroy()?;
+    assert!(!root.exists(), "pin root left behind");
+    Ok(())
+}
+
+/// An fmod_ret program on the LSM check of getpgid(): getpgid(own pid)
+/// fails with the errno the manifest's `fake_ret` global sets; changing
+/// the global reloads the program, attached new before the old is detached
+/// (tracing links cannot be updated); destroy lets getpgid succeed again.
+fn fmod_ret_denies_getpgid() -> TestResult {
+    let tgid = std::process::id();
+    let t = OneProgram::new("fmodret", "attach_fmod_ret.bpf.o")?;
+    let load = |errno: i32| {
+        t.load(
+            ("fake_denial", "fake_denial"),
+            "{ fmod_ret = { function = \"security_task_getpgid\" } }",
+            &format!(
+                "globals = {{ target_tgid = {tgid}, fake_ret = {} }}\n",
+                -errno
+            ),
+        )
+    };
+    // getpgid(own pid), as the result or the errno of its failure.
+    let getpgid = || -> Result<i32, i32> {
+        // SAFETY: getpgid has no preconditions.
+        match unsafe { libc::getpgid(tgid as i32) } {
+            -1 => Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0)),
+            g => Ok(g),
+        }
+    };
+    let real = getpgid();
+    assert!(real.is_ok(), "getpgid fails before the test: {real:?}");
+    let d = load(libc::EBADFD)?;
+    d.apply(&ApplyOptions::default())?;
+    assert_eq!(getpgid(), Err(libc::EBADFD), "getpgid was not modified");
+    let status = d.status()?;
+    assert!(status.all_ok(), "{status}");
+    assert!(
+        status
+            .to_string()
+            .contains("fmod_ret security_task_getpgid"),
+        "{status}"
+    );
+    assert!(load(libc::EBADFD)?.plan()?.is_noop());
+
+    let v2 = load(libc::EREMCHG)?;
+    let plan = v2.plan()?;
+    assert!(
+        plan.to_string().contains("attach new, then detach old"),
+        "{plan}"
+    );
+    v2.apply(&ApplyOptions::default())?;
+    assert_eq!(getpgid(), Err(libc::EREMCHG), "the upgrade does not run");
+    assert!(v2.plan()?.is_noop());
+    v2.destroy()?;
+    assert!(!t.root.exists(), "pin root left behind");
+    // The kernel frees a link whose last pin is gone from a workqueue, a
+    // moment after the unlink: the trampoline stays until then.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while getpgid() != real && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(getpgid(), real, "getpgid still modified after destroy");
+    Ok(())
+}
+
 /// A static test binary (the VMs') calls no libc.so.6.
 fn uses_libc() -> Option<String> {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
@@ -657,6 +797,26 @@ fn main() {
             // helpers (bpf_seq_printf) are probed.
             &with(&[Need::HelpersOf("attach_iter.bpf.o")]),
             iter_pinned_output_upgrades_in_place,
+        ),
+        kiln_testkit::test(
+            "netkit_primary_counts_frames",
+            &with(&[
+                Need::NetNs,
+                Need::Probe("netkit links", || {
+                    let f = kiln_loader::probe::features();
+                    (f.link_kinds.get("netkit") != Some(&true))
+                        .then(|| "the kernel has no netkit links (6.7+ with CONFIG_NETKIT)".into())
+                }),
+            ]),
+            netkit_primary_counts_frames,
+        ),
+        kiln_testkit::test(
+            "fmod_ret_denies_getpgid",
+            &with(&[
+                need_feature!("tracing"),
+                Need::HelpersOf("attach_fmod_ret.bpf.o"),
+            ]),
+            fmod_ret_denies_getpgid,
         ),
     ]);
 }

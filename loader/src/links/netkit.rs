@@ -8,17 +8,35 @@
 
 use super::tc::{TcxAnchor, mprog_link};
 use super::{FdLink, LinkError, Mechanism};
-use kiln_obj::AttachType;
+use kiln_obj::{AttachType, ProgramKind};
 use std::os::fd::BorrowedFd;
 
 /// Which end of the pair a program is attached for. Both are attached
 /// through the primary's ifindex.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NetkitSide {
     /// `BPF_NETKIT_PRIMARY`.
     Primary,
     /// `BPF_NETKIT_PEER`.
     Peer,
+}
+
+impl NetkitSide {
+    /// The side a program's section (`netkit/primary`, `netkit/peer`)
+    /// loads it for; `None` for a program that is not a netkit program.
+    pub fn of_section(kind: &ProgramKind) -> Option<NetkitSide> {
+        match kind {
+            ProgramKind::Other {
+                attach_type: Some(AttachType::NETKIT_PRIMARY),
+                ..
+            } => Some(NetkitSide::Primary),
+            ProgramKind::Other {
+                attach_type: Some(AttachType::NETKIT_PEER),
+                ..
+            } => Some(NetkitSide::Peer),
+            _ => None,
+        }
+    }
 }
 
 /// Attaches a sched_cls program (section `netkit/primary` or `netkit/peer`)

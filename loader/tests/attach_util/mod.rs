@@ -572,3 +572,67 @@ pub fn no_perf_link() -> Option<String> {
     (!f.link_kinds.get("perf_event").copied().unwrap_or(false))
         .then(|| "kernel has no perf-event links, so no pinned tracepoint (needs 5.15)".into())
 }
+
+const RTM_NEWLINK: u16 = 16;
+const IFLA_IFNAME: u16 = 3;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
+const IFLA_INFO_DATA: u16 = 2;
+const IFLA_NETKIT_PEER_INFO: u16 = 1;
+const IFLA_NETKIT_MODE: u16 = 5;
+const NETKIT_L2: u32 = 0;
+
+/// `struct ifinfomsg` for a new device, up.
+fn ifinfomsg_up() -> [u8; 16] {
+    let mut m = [0u8; 16];
+    m[8..12].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
+    m[12..16].copy_from_slice(&(libc::IFF_UP as u32).to_ne_bytes());
+    m
+}
+
+/// Creates an L2 netkit pair `primary`/`peer`, both up, in the calling
+/// thread's network namespace.
+pub fn create_netkit_pair(
+    primary: &str,
+    peer: &str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // IFLA_NETKIT_PEER_INFO: an ifinfomsg followed by the peer's attributes.
+    let mut peer_info = ifinfomsg_up().to_vec();
+    let mut name = peer.as_bytes().to_vec();
+    name.push(0);
+    peer_info.extend_from_slice(&((4 + name.len()) as u16).to_ne_bytes());
+    peer_info.extend_from_slice(&IFLA_IFNAME.to_ne_bytes());
+    peer_info.extend_from_slice(&name);
+    peer_info.resize(peer_info.len().next_multiple_of(4), 0);
+
+    let mut m = kiln_loader::netlink::Message::new(
+        RTM_NEWLINK,
+        kiln_loader::netlink::NLM_F_ACK
+            | kiln_loader::netlink::NLM_F_CREATE
+            | kiln_loader::netlink::NLM_F_EXCL,
+    );
+    m.push(&ifinfomsg_up());
+    m.attr_str(IFLA_IFNAME, primary);
+    let info = m.begin_nest(IFLA_LINKINFO);
+    m.attr_str(IFLA_INFO_KIND, "netkit");
+    let data = m.begin_nest(IFLA_INFO_DATA);
+    m.attr(IFLA_NETKIT_PEER_INFO, &peer_info);
+    m.attr_u32(IFLA_NETKIT_MODE, NETKIT_L2);
+    m.end_nest(data);
+    m.end_nest(info);
+    let mut sock =
+        kiln_loader::netlink::RouteSocket::open().map_err(|e| format!("open rtnetlink: {e}"))?;
+    sock.request(&mut m)
+        .map_err(|e| format!("create netkit pair {primary}/{peer}: {e}"))?;
+    // The new devices come up down whatever the request's flags: set IFF_UP.
+    for name in [primary, peer] {
+        let mut up =
+            kiln_loader::netlink::Message::new(RTM_NEWLINK, kiln_loader::netlink::NLM_F_ACK);
+        let mut ifi = ifinfomsg_up();
+        ifi[4..8].copy_from_slice(&(kiln_loader::netlink::ifindex(name)? as i32).to_ne_bytes());
+        up.push(&ifi);
+        sock.request(&mut up)
+            .map_err(|e| format!("set {name} up: {e}"))?;
+    }
+    Ok(())
+}

@@ -17,12 +17,13 @@ use std::path::{Path, PathBuf};
 use kiln_obj::{AttachType, Direction, ProgramKind};
 
 use super::netfilter::{NetfilterFlags, NfHook, NfProto};
+use super::netkit::NetkitSide;
 use super::sockmap::{self, SockMapHook};
 use super::tc::{ClsBpfOptions, TcxAnchor};
 use super::xdp::XdpFlags;
 use super::{
     Link, LinkError, LinkInfo, LinkTarget, LinkType, Mechanism, cgroup, iter, kprobe, multi,
-    netfilter, netns, raw_tracepoint, tc, tracepoint, tracing, uprobe, xdp,
+    netfilter, netkit, netns, raw_tracepoint, tc, tracepoint, tracing, uprobe, xdp,
 };
 
 /// Which BTF-typed hook a tracing or LSM program attaches to. The target is
@@ -217,6 +218,14 @@ pub enum AttachPoint {
         /// The filter's handle (clsact only; 0: the kernel picks).
         handle: u32,
     },
+    /// One side of a netkit pair, attached through the primary device.
+    /// Minimum kernel version: 6.7 (with `CONFIG_NETKIT`).
+    Netkit {
+        /// The pair's primary device.
+        ifindex: u32,
+        /// The primary's or the peer's transmit path.
+        side: NetkitSide,
+    },
     /// A cgroup v2 directory and the cgroup hook.
     Cgroup {
         /// The cgroup directory.
@@ -339,6 +348,10 @@ fn missing_target(kind: &ProgramKind) -> NoDefaultPoint {
             "a cgroup program",
             "cgroup = { path = \"/sys/fs/cgroup/unified\" }",
         ),
+        ProgramKind::Other {
+            attach_type: Some(AttachType::NETKIT_PRIMARY | AttachType::NETKIT_PEER),
+            ..
+        } => ("a netkit program", "netkit = { interface = \"nk0\" }"),
         ProgramKind::Netfilter => (
             "a netfilter program",
             "netfilter = { family = \"ipv4\", hook = \"input\" }",
@@ -451,6 +464,7 @@ impl AttachPoint {
             AttachPoint::Xdp { .. } => Mechanism::Xdp,
             AttachPoint::Tcx { .. } => Mechanism::Tcx,
             AttachPoint::Tc { .. } => Mechanism::Tc,
+            AttachPoint::Netkit { .. } => Mechanism::Netkit,
             AttachPoint::Cgroup { .. } => Mechanism::Cgroup,
             AttachPoint::SkLookup { .. } => Mechanism::SkLookup,
             AttachPoint::FlowDissector { .. } => Mechanism::FlowDissector,
@@ -481,6 +495,7 @@ impl AttachPoint {
             AttachPoint::Tcx { .. } => LinkType::Tcx,
             AttachPoint::Tc { .. } if tc_uses_tcx() => LinkType::Tcx,
             AttachPoint::Tc { .. } => return None,
+            AttachPoint::Netkit { .. } => LinkType::Netkit,
             AttachPoint::Cgroup { .. } => LinkType::Cgroup,
             AttachPoint::SkLookup { .. } | AttachPoint::FlowDissector { .. } => LinkType::Netns,
             AttachPoint::SockMap { .. } => LinkType::Sockmap,
@@ -528,6 +543,7 @@ impl AttachPoint {
                 | AttachPoint::Iter { .. }
                 | AttachPoint::Tcx { .. }
                 | AttachPoint::Tc { .. }
+                | AttachPoint::Netkit { .. }
                 | AttachPoint::Cgroup { .. }
                 | AttachPoint::SkLookup { .. }
                 | AttachPoint::FlowDissector { .. }
@@ -617,6 +633,17 @@ impl AttachPoint {
                     Direction::Egress
                 } else {
                     Direction::Ingress
+                },
+            },
+            LinkTarget::Device {
+                ifindex,
+                attach_type,
+            } if info.link_type == LinkType::Netkit => AttachPoint::Netkit {
+                ifindex: *ifindex,
+                side: if AttachType(*attach_type) == AttachType::NETKIT_PEER {
+                    NetkitSide::Peer
+                } else {
+                    NetkitSide::Primary
                 },
             },
             LinkTarget::Cgroup {
@@ -815,6 +842,12 @@ impl fmt::Display for AttachPoint {
                 }
                 Ok(())
             }
+            AttachPoint::Netkit { ifindex, side } => write!(
+                f,
+                "netkit {} {}",
+                names::interface(*ifindex),
+                names::netkit_side(*side)
+            ),
             AttachPoint::Cgroup { path, attach_type } => write!(
                 f,
                 "cgroup {} ({})",
@@ -941,6 +974,9 @@ pub fn attach_labelled(
                 };
                 tc::attach_cls_bpf(prog, *ifindex, *direction, &opts).map(boxed)
             }
+        }
+        AttachPoint::Netkit { ifindex, side } => {
+            netkit::attach_netkit(prog, *ifindex, *side, TcxAnchor::Last).map(boxed)
         }
         AttachPoint::Cgroup { path, attach_type } => {
             let cg = cgroup::open_cgroup(path)?;

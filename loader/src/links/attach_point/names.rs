@@ -4,6 +4,7 @@
 //! read and written in one place.
 
 use super::XdpMode;
+use super::netkit::NetkitSide;
 use super::sockmap::SockMapHook;
 use kiln_obj::{AttachType, Direction};
 use std::os::unix::fs::MetadataExt;
@@ -24,6 +25,21 @@ pub fn direction_from(name: &str) -> Option<Direction> {
         "egress" => Some(Direction::Egress),
         _ => None,
     }
+}
+
+/// `primary` or `peer`.
+pub fn netkit_side(s: NetkitSide) -> &'static str {
+    match s {
+        NetkitSide::Primary => "primary",
+        NetkitSide::Peer => "peer",
+    }
+}
+
+/// The netkit side named `name`.
+pub fn netkit_side_from(name: &str) -> Option<NetkitSide> {
+    [NetkitSide::Primary, NetkitSide::Peer]
+        .into_iter()
+        .find(|s| netkit_side(*s) == name)
 }
 
 /// `auto`, `generic`, `native`, `offload`.
