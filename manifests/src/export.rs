@@ -53,17 +53,7 @@ fn attach_of(root: &Path, program: &str) -> String {
         },
         // Perf-event, raw tracepoint and tracing links do not report their
         // target in a form a manifest can name; the section name does.
-        None if !matches!(
-            link.link_type,
-            Some(
-                LinkType::Cgroup
-                    | LinkType::Xdp
-                    | LinkType::Tcx
-                    | LinkType::Netns
-                    | LinkType::Netfilter
-            )
-        ) =>
-        {
+        None if !link.link_type.is_some_and(LinkType::reports_target) => {
             "\"auto\"   # from the program's section name".into()
         }
         None => format!(

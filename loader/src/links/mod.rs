@@ -483,6 +483,19 @@ impl LinkType {
         }
     }
 
+    /// Whether the kernel's info for a link of this type names its target
+    /// (an interface, cgroup, namespace, hook or map), so that a link whose
+    /// target cannot be read back has lost it. Perf-event, raw tracepoint,
+    /// tracing, iterator and multi-probe links are named by their program's
+    /// section instead; [`AttachPoint::reported`] says the same per point.
+    pub fn reports_target(self) -> bool {
+        use LinkType::*;
+        matches!(
+            self,
+            Cgroup | Xdp | Tcx | Netns | Netfilter | Netkit | Sockmap
+        )
+    }
+
     /// The mechanism that creates links of this type.
     pub fn mechanism(self) -> Mechanism {
         use LinkType::*;
