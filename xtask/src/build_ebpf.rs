@@ -370,9 +370,22 @@ impl<'a> Builder<'a> {
         std::fs::create_dir_all(self.out_dir.join(".stamps"))
             .with_context(|| format!("creating {}", self.out_dir.display()))?;
         let mut built = Vec::new();
+        // The C programs take their PT_REGS and USDT macros from the
+        // installed libbpf's headers; an older libbpf (Debian 12's 1.1) has
+        // no loongarch there, so for such an arch only the Rust programs
+        // are built, and the reason is said once.
+        let c_programs = self.libbpf_headers_know_arch()?;
+        if !c_programs {
+            eprintln!(
+                "build-ebpf: C programs skipped for {}: the installed libbpf's bpf/bpf_tracing.h does not know {} (a newer libbpf-dev has it)",
+                self.arch.name(),
+                self.arch.c_define().trim_start_matches("-D")
+            );
+        }
         for (name, src) in &sources {
             let output = self.out_dir.join(format!("{name}.bpf.o"));
             let fresh = match src {
+                Source::C(_) if !c_programs => continue,
                 Source::C(path) => {
                     if self.arch == Arch::X86_64 && self.mirror_dir.is_some() {
                         let twin_dir = self.out_dir.join(BPFEB_TWINS);
@@ -488,6 +501,29 @@ impl<'a> Builder<'a> {
                 .with_context(|| format!("writing {}", header.display()))?;
         }
         Ok(dir)
+    }
+
+    /// Whether the installed libbpf's `bpf/bpf_tracing.h` recognises this
+    /// arch's `__TARGET_ARCH_*` (it then defines `bpf_target_defined`).
+    fn libbpf_headers_know_arch(&self) -> anyhow::Result<bool> {
+        use std::io::Write;
+        let mut child = Command::new(&self.tc.clang)
+            .args(["--target=bpfel", "-E", "-x", "c", "-", "-o", "/dev/null"])
+            .arg(self.arch.c_define())
+            .arg(self.arch.asm_include())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .with_context(|| format!("running {}", self.tc.clang.display()))?;
+        child
+            .stdin
+            .take()
+            .context("clang's stdin")?
+            .write_all(
+                b"#include <bpf/bpf_tracing.h>\n#ifndef bpf_target_defined\n#error unknown arch\n#endif\n",
+            )?;
+        Ok(child.wait()?.success())
     }
 
     fn build_c(
