@@ -156,10 +156,10 @@ fn read_execs(pin: &Path) -> Result<u64, String> {
     ))
 }
 
-fn applies_through_a_delegated_token() -> TestResult {
-    let case = Case::new("ok")?;
-    let options = case.delegation()?;
-    let run = case.apply_delegated(&options)?;
+/// Asserts that the delegated run applied (as nobody, root of its own user
+/// namespace: no capability in the initial one), that `status` then saw
+/// everything as declared and that a second apply changed nothing.
+fn applied_cleanly(run: &kiln_testkit::userns::DelegatedRun, options: &[(String, String)]) {
     let stdout = String::from_utf8_lossy(&run.output.stdout);
     let stderr = String::from_utf8_lossy(&run.output.stderr);
     eprintln!("delegated with {options:?}:\n{stdout}{stderr}");
@@ -172,7 +172,6 @@ fn applies_through_a_delegated_token() -> TestResult {
         stdout.contains("applied") || stdout.contains("create"),
         "apply printed no actions:\n{stdout}"
     );
-    // Root inside, nobody outside: no capability in the initial namespace.
     assert!(
         stdout
             .lines()
@@ -187,6 +186,13 @@ fn applies_through_a_delegated_token() -> TestResult {
         stdout.contains("no changes"),
         "a second apply through the token must change nothing:\n{stdout}"
     );
+}
+
+fn applies_through_a_delegated_token() -> TestResult {
+    let case = Case::new("ok")?;
+    let options = case.delegation()?;
+    let run = case.apply_delegated(&options)?;
+    applied_cleanly(&run, &options);
     // The program runs in the kernel: an exec anywhere counts.
     let pin = run.bpffs_path().join("kiln/token-ok/maps/EXECS");
     let before = read_execs(&pin)?;
@@ -211,28 +217,7 @@ fn example_applies_through_a_delegated_token() -> TestResult {
     )?;
     let options = case.delegation()?;
     let run = case.apply_delegated(&options)?;
-    let stdout = String::from_utf8_lossy(&run.output.stdout);
-    let stderr = String::from_utf8_lossy(&run.output.stderr);
-    eprintln!("delegated with {options:?}:\n{stdout}{stderr}");
-    assert!(
-        run.output.status.success(),
-        "apply and status through the token: {}\n{stdout}\n{stderr}",
-        run.output.status
-    );
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l.split_whitespace().eq(["0", "65534", "1"])),
-        "the apply did not run as nobody in its own user namespace:\n{stdout}"
-    );
-    assert!(
-        stdout.contains("all as declared"),
-        "status after the apply:\n{stdout}"
-    );
-    assert!(
-        stdout.contains("no changes"),
-        "a second apply through the token must change nothing:\n{stdout}"
-    );
+    applied_cleanly(&run, &options);
     // What the example declares is in the kernel: its blocklist, filled.
     let root = run.bpffs_path().join("kiln/token-xdp-firewall");
     let blocklist = Map::from_pin(&root.join("maps/BLOCKLIST"), OpenFlags::ReadOnly)?;
