@@ -73,9 +73,15 @@ fn known() -> Vec<String> {
 }
 
 /// Whether the probes say anything: when bpf(2) is refused (not root) every
-/// probe fails, and "missing" would be a lie.
+/// probe fails, and "missing" would be a lie. So would it for a process
+/// holding only some of the capabilities the probes need (CAP_PERFMON for
+/// tracing program types, CAP_NET_ADMIN for networking ones): the kernel
+/// refuses their probe loads as it would the apply, which the privilege
+/// check then names.
 fn probes_usable() -> bool {
-    kiln_loader::probe::feature("socket_filter") == Some(true)
+    use kiln_loader::caps::{Capability, missing};
+    missing(&[Capability::Bpf, Capability::Perfmon, Capability::NetAdmin]).is_empty()
+        && kiln_loader::probe::feature("socket_filter") == Some(true)
 }
 
 /// Programs whose attachment is a perf event (tracepoint, kprobe, uprobe)

@@ -51,7 +51,10 @@ pub struct Reason {
 /// its reason, in a fixed reading order: CAP_BPF always (maps, programs);
 /// CAP_PERFMON for tracing attachments; CAP_NET_ADMIN for networking ones;
 /// CAP_SYS_ADMIN once deployed, because the live programs, maps and links
-/// are opened by id (`BPF_*_GET_FD_BY_ID` needs it).
+/// are opened by id (`BPF_*_GET_FD_BY_ID` needs it). Where
+/// `kernel.perf_event_paranoid` >= 3 refuses perf events to all but
+/// CAP_SYS_ADMIN and the manifest has some, CAP_SYS_ADMIN comes first, from
+/// the start, in place of CAP_BPF and CAP_PERFMON (which it covers).
 pub fn reasons(resolved: &Resolved) -> Vec<Reason> {
     let mut tracing = Vec::new();
     let mut network = Vec::new();
@@ -79,18 +82,53 @@ pub fn reasons(resolved: &Resolved) -> Vec<Reason> {
         );
         kind.1.push(format!("{name} ({})", kind.0));
     }
-    let mut out = vec![Reason {
-        capability: Capability::Bpf.name(),
-        only_when_deployed: false,
-        why: "create maps, load programs, pin them".into(),
-        programs: Vec::new(),
-    }];
-    if !tracing.is_empty() {
+    // Debian's kernels (and others carrying its patch) default to
+    // kernel.perf_event_paranoid = 3, which refuses perf_event_open to
+    // anyone without CAP_SYS_ADMIN, CAP_PERFMON or not. CAP_SYS_ADMIN then
+    // also covers what CAP_BPF and CAP_PERFMON would (the kernel accepts it
+    // for both), so those are not asked for: each capability printed is one
+    // the apply cannot do without.
+    let paranoid = perf_event_paranoid().filter(|p| *p >= 3);
+    let mut out = Vec::new();
+    if let (Some(paranoid), false) = (paranoid, perf_events.is_empty()) {
         out.push(Reason {
-            capability: Capability::Perfmon.name(),
+            capability: Capability::SysAdmin.name(),
             only_when_deployed: false,
-            why: "attach tracing programs".into(),
-            programs: tracing,
+            why: format!(
+                "perf_event_open for tracepoint, kprobe and uprobe attachments (kernel.perf_event_paranoid = {paranoid} here allows it only with CAP_SYS_ADMIN), which also covers creating maps, loading programs, pinning, attaching tracing programs, re-apply, upgrade and rollback"
+            ),
+            programs: perf_events,
+        });
+    } else {
+        out.push(Reason {
+            capability: Capability::Bpf.name(),
+            only_when_deployed: false,
+            why: "create maps, load programs, pin them".into(),
+            programs: Vec::new(),
+        });
+        if !tracing.is_empty() {
+            out.push(Reason {
+                capability: Capability::Perfmon.name(),
+                only_when_deployed: false,
+                why: "attach tracing programs".into(),
+                programs: tracing,
+            });
+        }
+    }
+    // A tracepoint's perf event is opened by its id, which only tracefs
+    // gives, and tracefs is mounted root's alone (0700) by default.
+    let tracepoints: Vec<String> = resolved
+        .builds
+        .iter()
+        .filter(|(_, b)| matches!(b.attach, Some(AttachPoint::Tracepoint { .. })))
+        .map(|(name, _)| format!("{name} (tracepoint)"))
+        .collect();
+    if !tracepoints.is_empty() && !tracefs_open_to_all() {
+        out.push(Reason {
+            capability: Capability::DacReadSearch.name(),
+            only_when_deployed: false,
+            why: "read the tracepoint's id from tracefs, which only root may read here".into(),
+            programs: tracepoints,
         });
     }
     if !network.is_empty() {
@@ -101,20 +139,10 @@ pub fn reasons(resolved: &Resolved) -> Vec<Reason> {
             programs: network,
         });
     }
-    // Debian's kernels (and others carrying its patch) default to
-    // kernel.perf_event_paranoid = 3, which refuses perf_event_open to
-    // anyone without CAP_SYS_ADMIN, CAP_PERFMON or not.
-    let paranoid = perf_event_paranoid();
-    if !perf_events.is_empty() && paranoid.is_some_and(|p| p >= 3) {
-        out.push(Reason {
-            capability: Capability::SysAdmin.name(),
-            only_when_deployed: false,
-            why: format!(
-                "perf_event_open for tracepoint, kprobe and uprobe attachments (kernel.perf_event_paranoid = {} here allows it only with CAP_SYS_ADMIN); also re-apply, upgrade, rollback",
-                paranoid.unwrap_or(3)
-            ),
-            programs: perf_events,
-        });
+    if out
+        .iter()
+        .any(|r| r.capability == Capability::SysAdmin.name())
+    {
         return out;
     }
     out.push(Reason {
@@ -124,6 +152,25 @@ pub fn reasons(resolved: &Resolved) -> Vec<Reason> {
         programs: Vec::new(),
     });
     out
+}
+
+/// Whether anyone may read tracepoint ids from tracefs: every directory
+/// down to its `events` lets others pass (tracefs's own root is 0700 by
+/// default, whatever the modes below it).
+fn tracefs_open_to_all() -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .iter()
+    .map(Path::new)
+    .find(|events| events.is_dir())
+    .is_some_and(|events| {
+        events
+            .ancestors()
+            .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+    })
 }
 
 /// `kernel.perf_event_paranoid`, when it can be read.
@@ -141,6 +188,7 @@ pub fn needed(resolved: &Resolved, upgrade: bool) -> Vec<Capability> {
     let all = [
         Capability::Bpf,
         Capability::Perfmon,
+        Capability::DacReadSearch,
         Capability::NetAdmin,
         Capability::SysAdmin,
     ];

@@ -52,33 +52,8 @@ impl Example {
         objects: &[(&str, &str)],
     ) -> Result<Example, Error> {
         let name = format!("kiln-ex-{example}-{}", std::process::id());
-        let src = kiln_testkit::repo_dir()
-            .join("manifests/examples")
-            .join(example)
-            .join("manifest.toml");
-        let mut text =
-            std::fs::read_to_string(&src).map_err(|e| format!("reading {}: {e}", src.display()))?;
-        // The example's own pin root, if it names one, gives way to ours.
-        text = text
-            .lines()
-            .filter(|l| !l.starts_with("pin_root = "))
-            .map(|l| format!("{l}\n"))
-            .collect();
         let root = PathBuf::from("/sys/fs/bpf").join(&name);
-        let deployment = format!("[deployment]\nname = \"{example}\"\n");
-        let renamed = format!(
-            "[deployment]\nname = \"{name}\"\npin_root = \"{}\"\n",
-            root.display()
-        );
-        for (from, to) in [(deployment.as_str(), renamed.as_str())]
-            .into_iter()
-            .chain(substitutions.iter().copied())
-        {
-            if !text.contains(from) {
-                return Err(format!("{}: no `{from}` to replace", src.display()).into());
-            }
-            text = text.replace(from, to);
-        }
+        let text = common::example_manifest(example, &name, &root, substitutions)?;
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir)?;
         let manifest = dir.join("manifest.toml");

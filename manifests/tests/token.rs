@@ -27,6 +27,9 @@ struct Case {
     dir: PathBuf,
     manifest: PathBuf,
     lock_dir: PathBuf,
+    /// `NAME=PATH` of each `--object` (none when the manifest names its
+    /// object itself).
+    objects: Vec<String>,
 }
 
 impl Case {
@@ -58,13 +61,40 @@ impl Case {
             dir,
             manifest,
             lock_dir,
+            objects: Vec::new(),
         })
+    }
+
+    /// `manifests/examples/<example>` as shipped, but for the deployment
+    /// name `token-<tag>`, its pin root (`/sys/fs/bpf/kiln/token-<tag>` as
+    /// the namespace sees it) and `substitutions`; its objects are copied
+    /// from `target/bpf` where nobody reads them.
+    fn example(
+        tag: &str,
+        example: &str,
+        substitutions: &[(&str, &str)],
+        objects: &[(&str, &str)],
+    ) -> Result<Case, String> {
+        let err = |e: std::io::Error| e.to_string();
+        let mut case = Case::new(tag)?;
+        let name = format!("token-{tag}");
+        let root = Path::new(BPFFS).join("kiln").join(&name);
+        let text = common::example_manifest(example, &name, &root, substitutions)?;
+        std::fs::write(&case.manifest, text).map_err(err)?;
+        for (object, file) in objects {
+            let copy = case.dir.join(file);
+            std::fs::copy(kiln_testkit::bpf_object(file)?, &copy).map_err(err)?;
+            std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o644)).map_err(err)?;
+            case.objects.push(format!("{object}={}", copy.display()));
+        }
+        Ok(case)
     }
 
     /// The delegation `kiln check` prints for the manifest, as mount options.
     fn delegation(&self) -> Result<Vec<(String, String)>, String> {
         let out = Command::new(kiln_bin())
             .arg("check")
+            .args(self.objects.iter().flat_map(|o| ["--object", o.as_str()]))
             .arg(&self.manifest)
             .output()
             .map_err(|e| e.to_string())?;
@@ -87,11 +117,17 @@ impl Case {
         options: &[(String, String)],
     ) -> Result<kiln_testkit::userns::DelegatedRun, String> {
         let kiln = kiln_bin();
+        let objects: String = self
+            .objects
+            .iter()
+            .map(|o| format!(" --object '{o}'"))
+            .collect();
         let mut sh = Command::new("/bin/sh");
         sh.arg("-c")
             .arg(format!(
-                "cat /proc/self/uid_map && '{k}' apply --token {BPFFS} '{m}' && '{k}' status --token {BPFFS} '{m}' && '{k}' apply --token {BPFFS} '{m}'",
+                "cat /proc/self/uid_map && '{k}' apply --token {BPFFS}{o} '{m}' && '{k}' status --token {BPFFS}{o} '{m}' && '{k}' apply --token {BPFFS}{o} '{m}'",
                 k = kiln.display(),
+                o = objects,
                 m = self.manifest.display()
             ))
             .env("KILN_LOCK_DIR", &self.lock_dir);
@@ -120,10 +156,10 @@ fn read_execs(pin: &Path) -> Result<u64, String> {
     ))
 }
 
-fn applies_through_a_delegated_token() -> TestResult {
-    let case = Case::new("ok")?;
-    let options = case.delegation()?;
-    let run = case.apply_delegated(&options)?;
+/// Asserts that the delegated run applied (as nobody, root of its own user
+/// namespace: no capability in the initial one), that `status` then saw
+/// everything as declared and that a second apply changed nothing.
+fn applied_cleanly(run: &kiln_testkit::userns::DelegatedRun, options: &[(String, String)]) {
     let stdout = String::from_utf8_lossy(&run.output.stdout);
     let stderr = String::from_utf8_lossy(&run.output.stderr);
     eprintln!("delegated with {options:?}:\n{stdout}{stderr}");
@@ -136,7 +172,6 @@ fn applies_through_a_delegated_token() -> TestResult {
         stdout.contains("applied") || stdout.contains("create"),
         "apply printed no actions:\n{stdout}"
     );
-    // Root inside, nobody outside: no capability in the initial namespace.
     assert!(
         stdout
             .lines()
@@ -151,6 +186,13 @@ fn applies_through_a_delegated_token() -> TestResult {
         stdout.contains("no changes"),
         "a second apply through the token must change nothing:\n{stdout}"
     );
+}
+
+fn applies_through_a_delegated_token() -> TestResult {
+    let case = Case::new("ok")?;
+    let options = case.delegation()?;
+    let run = case.apply_delegated(&options)?;
+    applied_cleanly(&run, &options);
     // The program runs in the kernel: an exec anywhere counts.
     let pin = run.bpffs_path().join("kiln/token-ok/maps/EXECS");
     let before = read_execs(&pin)?;
@@ -159,6 +201,35 @@ fn applies_through_a_delegated_token() -> TestResult {
     assert!(
         after > before,
         "an exec did not move EXECS ({before} -> {after})"
+    );
+    Ok(())
+}
+
+/// The xdp-firewall example, applied by a container: nobody outside, root
+/// of its own user and network namespaces, loading through the token of a
+/// bpffs delegated what `kiln check` prints, on the `lo` of its namespace.
+fn example_applies_through_a_delegated_token() -> TestResult {
+    let case = Case::example(
+        "xdp-firewall",
+        "xdp-firewall",
+        &[("interface = \"fw0\"", "interface = \"lo\"")],
+        &[("firewall", "firewall.bpf.o")],
+    )?;
+    let options = case.delegation()?;
+    let run = case.apply_delegated(&options)?;
+    applied_cleanly(&run, &options);
+    // What the example declares is in the kernel: its blocklist, filled.
+    let root = run.bpffs_path().join("kiln/token-xdp-firewall");
+    let blocklist = Map::from_pin(&root.join("maps/BLOCKLIST"), OpenFlags::ReadOnly)?;
+    let mut key = 24u32.to_ne_bytes().to_vec();
+    key.extend_from_slice(&[198, 51, 100, 0]);
+    assert!(
+        blocklist.lookup_bytes(&key, UpdateFlags::ANY)?.is_some(),
+        "198.51.100.0/24 is not in the pinned BLOCKLIST"
+    );
+    assert!(
+        root.join("links").is_dir(),
+        "the firewall is not attached (no links pinned)"
     );
     Ok(())
 }
@@ -202,6 +273,11 @@ fn main() {
             "applies_through_a_delegated_token",
             needs,
             applies_through_a_delegated_token,
+        ),
+        kiln_testkit::test(
+            "example_applies_through_a_delegated_token",
+            needs,
+            example_applies_through_a_delegated_token,
         ),
         kiln_testkit::test(
             "names_the_missing_delegation",

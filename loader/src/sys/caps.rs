@@ -19,6 +19,9 @@ pub enum Capability {
     SysAdmin = 21,
     /// Raising `RLIMIT_MEMLOCK` past its hard limit.
     SysResource = 24,
+    /// Reading a tracepoint's id from a tracefs that is root's alone (its
+    /// default mode, 0700).
+    DacReadSearch = 2,
 }
 
 impl Capability {
@@ -30,6 +33,7 @@ impl Capability {
             Capability::SysResource => "CAP_SYS_RESOURCE",
             Capability::Perfmon => "CAP_PERFMON",
             Capability::Bpf => "CAP_BPF",
+            Capability::DacReadSearch => "CAP_DAC_READ_SEARCH",
         }
     }
 }

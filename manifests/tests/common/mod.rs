@@ -288,3 +288,42 @@ pub fn pinned_value(path: &Path, key: u32) -> Result<Option<u64>, String> {
 pub fn perf_links() -> Need {
     Need::Probe("perf_link", no_perf_link)
 }
+
+/// The text of `manifests/examples/<example>/manifest.toml` made unique for a
+/// test run: the deployment renamed `name` with its pin root at `root` (the
+/// example's own pin root, if it names one, gives way), then each of
+/// `substitutions` applied; each must occur, so an edited example cannot
+/// silently run against the real interface or cgroup.
+pub fn example_manifest(
+    example: &str,
+    name: &str,
+    root: &Path,
+    substitutions: &[(&str, &str)],
+) -> Result<String, String> {
+    let src = kiln_testkit::repo_dir()
+        .join("manifests/examples")
+        .join(example)
+        .join("manifest.toml");
+    let text =
+        std::fs::read_to_string(&src).map_err(|e| format!("reading {}: {e}", src.display()))?;
+    let mut text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("pin_root = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let deployment = format!("[deployment]\nname = \"{example}\"\n");
+    let renamed = format!(
+        "[deployment]\nname = \"{name}\"\npin_root = \"{}\"\n",
+        root.display()
+    );
+    for (from, to) in [(deployment.as_str(), renamed.as_str())]
+        .into_iter()
+        .chain(substitutions.iter().copied())
+    {
+        if !text.contains(from) {
+            return Err(format!("{}: no `{from}` to replace", src.display()));
+        }
+        text = text.replace(from, to);
+    }
+    Ok(text)
+}

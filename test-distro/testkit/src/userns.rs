@@ -1,5 +1,7 @@
 //! Running a command the way a container runs it under BPF tokens: as an
-//! unprivileged user, inside new user and mount namespaces, with a bpffs
+//! unprivileged user, inside new user, mount and network namespaces (the
+//! network one owned by the user namespace, so that networking hooks on its
+//! interfaces are the container's to attach), with a bpffs
 //! created in that user namespace and delegated by this (privileged) process.
 //!
 //! The steps follow the kernel's token selftests: the child unshares and
@@ -38,14 +40,14 @@ impl DelegatedRun {
     }
 }
 
-/// Whether this process can create user and mount namespaces (as the
+/// Whether this process can create user, mount and network namespaces (as the
 /// delegated runs do), answered by trying it in a throwaway child.
 pub fn userns_unavailable_reason() -> Option<String> {
     let mut probe = Command::new("/bin/true");
     // SAFETY: the closure calls only unshare, which is async-signal-safe.
     unsafe {
         probe.pre_exec(|| {
-            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0 {
+            if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWNET) != 0 {
                 return Err(io::Error::last_os_error());
             }
             Ok(())
@@ -55,13 +57,13 @@ pub fn userns_unavailable_reason() -> Option<String> {
         Ok(s) if s.success() => None,
         Ok(s) => Some(format!("/bin/true in a new user namespace: {s}")),
         Err(e) => Some(format!(
-            "cannot create a user and mount namespace: {e} (user.max_user_namespaces, a LSM or seccomp refuse it)"
+            "cannot create a user, mount and network namespace: {e} (user.max_user_namespaces, a LSM or seccomp refuse it)"
         )),
     }
 }
 
-/// Runs `cmd` as `uid:gid` (mapped to root inside new user and mount
-/// namespaces, so it holds no capability outside them) with a bpffs mounted
+/// Runs `cmd` as `uid:gid` (mapped to root inside new user, mount and
+/// network namespaces, so it holds no capability outside them) with a bpffs mounted
 /// at `mount_at` (in its view) that delegates `options`
 /// (`("delegate_cmds", "map_create:prog_load")`, ...).
 pub fn run_delegated(
@@ -126,7 +128,7 @@ fn child_side(sock: RawFd, mount_at: &CString) -> io::Result<()> {
     // SAFETY (whole block): raw syscalls on integers, the NUL-terminated
     // strings above and stack buffers, each valid for its call.
     unsafe {
-        check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS).into())?;
+        check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS | libc::CLONE_NEWNET).into())?;
         send_fd(sock, &libc::getpid().to_ne_bytes(), None)?;
         let mut ack = [0u8; 1];
         if recv_fd(sock, &mut ack)?.0 != 1 {

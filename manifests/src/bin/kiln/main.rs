@@ -416,21 +416,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     root.display()
                 );
                 outln!("privileges to apply it as a non-root user:");
+                // One column for the names, as wide as the longest.
+                let width = reasons
+                    .iter()
+                    .map(|r| r.capability.len())
+                    .chain(["write access".len()])
+                    .max()
+                    .unwrap_or(0);
                 for r in &reasons {
                     let when = if r.only_when_deployed {
                         " (once deployed)"
                     } else {
                         ""
                     };
-                    out!("  {:<14} {}{when}", r.capability, r.why);
+                    out!("  {:<width$} {}{when}", r.capability, r.why);
                     if !r.programs.is_empty() {
                         out!(": {}", r.programs.join(", "));
                     }
                     outln!("");
                 }
-                outln!("  write access   to {}", writable.display());
+                outln!("  {:<width$} to {}", "write access", writable.display());
                 let caps: Vec<&str> = reasons.iter().map(|r| r.capability).collect();
-                outln!("  systemd:       AmbientCapabilities={}", caps.join(" "));
+                outln!(
+                    "  {:<width$} AmbientCapabilities={}",
+                    "systemd:",
+                    caps.join(" ")
+                );
                 outln!(
                     "a BPF token (6.9+, `kiln apply --token BPFFS`) for these loads needs a bpffs mounted with:"
                 );
