@@ -175,6 +175,21 @@ impl LoadError {
 
 const TAIL_LINES: usize = 20;
 
+/// The verifier holds a loader without CAP_PERFMON (nor CAP_SYS_ADMIN) to
+/// stricter rules (no pointer arithmetic with unknown scalars, no pointer
+/// leaks, no speculative-execution exemptions) and says so with "!root" in
+/// its message. That refusal is about privilege, not the program's logic,
+/// so it is the one verifier rejection that gets a capability hint.
+fn unprivileged_verifier_hint(
+    log: &str,
+    missing: &[crate::sys::caps::Capability],
+) -> Option<&'static str> {
+    let strict_rule = log.lines().any(|l| l.contains("!root"));
+    (strict_rule && missing.contains(&crate::sys::caps::Capability::Perfmon)).then_some(
+        "\n  help: the verifier allows this only to a loader holding CAP_PERFMON (or CAP_SYS_ADMIN), which this process lacks",
+    )
+}
+
 fn verifier_message(program: &str, source: &SysError, log: &str, line: Option<&String>) -> String {
     let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
     // With an empty log the `SysError` is this error's source and prints the
@@ -198,6 +213,12 @@ fn verifier_message(program: &str, source: &SysError, log: &str, line: Option<&S
             s.push_str("\n  ");
             s.push_str(l);
         }
+    }
+    if let Some(hint) = unprivileged_verifier_hint(
+        log,
+        &crate::sys::caps::missing(&[crate::sys::caps::Capability::Perfmon]),
+    ) {
+        s.push_str(hint);
     }
     match line {
         Some(l) => s.push_str(&format!(
@@ -334,6 +355,16 @@ pub(super) fn load_with_log(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn privilege_hint_only_for_the_strict_rules_and_without_perfmon() {
+        use crate::sys::caps::Capability::Perfmon;
+        let strict = "13: (0f) r1 += r3\nR1 pointer arithmetic with it prohibited for !root\n";
+        assert!(unprivileged_verifier_hint(strict, &[Perfmon]).is_some());
+        assert!(unprivileged_verifier_hint(strict, &[]).is_none());
+        let logic = "R1 invalid mem access 'scalar'\n";
+        assert!(unprivileged_verifier_hint(logic, &[Perfmon]).is_none());
+    }
 
     const LOG: &str = "func#0 @0\n0: R1=ctx() R10=fp0\n; return *(int *)0; @ bad.bpf.c:7\n0: (b7) r1 = 0                        ; R1_w=0\n1: (61) r0 = *(u32 *)(r1 +0)\nR1 invalid mem access 'scalar'\nprocessed 2 insns (limit 1000000) max_states_per_insn 0\n";
 
