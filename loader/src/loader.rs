@@ -1055,8 +1055,8 @@ fn load_program(
             }
             None => None.unzip(),
         };
-    let insns = pspec.resolved_insns(|i| map_fds.get(i).copied().unwrap_or(-1));
-    let fd_array = crate::module_btf::calls_module_kfunc(&insns).then(crate::module_btf::fd_array);
+    let mut insns = pspec.resolved_insns(|i| map_fds.get(i).copied().unwrap_or(-1));
+    let fd_array = crate::module_btf::object_fd_array(spec, &mut insns);
     let (func_info, line_info) = (pspec.func_info_bytes(), pspec.line_info_bytes());
     let source_line = |insn: u32| spec.source_line(&pspec.name, insn as usize);
     let opts = LoadOptions {
@@ -1072,7 +1072,7 @@ fn load_program(
         kern_version: spec.kernel_version,
         attach_btf_id,
         attach_btf_obj_fd,
-        fd_array,
+        fd_array: fd_array.as_deref(),
         // `syscall` programs are sleepable by definition (the kernel insists).
         flags: if pspec.sleepable || pspec.kind == kiln_obj::ProgramKind::Syscall {
             crate::programs::ProgramFlags::SLEEPABLE

@@ -213,12 +213,68 @@ pub fn resolve_ksyms(
         .collect()
 }
 
+/// The `fd_array` a program of `spec` loads with, and `insns` renumbered
+/// for it, as libbpf numbers them: per object, slot 0 for vmlinux and then
+/// one slot per module in the order the object's externs first use it
+/// (libbpf's `fd_array_idx`, handed out while it resolves ksyms). Preparing
+/// wrote each call's `off` as the module's place in [`fd_array`] (the
+/// process's list of every module); the kernel shows `off` in the
+/// translated code, so the object's own numbering is what makes that code
+/// the same as libbpf's. `None` when `insns` call no module kfunc.
+pub fn object_fd_array(
+    spec: &kiln_obj::ObjectSpec,
+    insns: &mut [kiln_obj::Insn],
+) -> Option<Vec<RawFd>> {
+    if !calls_module_kfunc(insns) {
+        return None;
+    }
+    // Each extern's module (its place in the process list), in extern order.
+    let mut first_use: Vec<i16> = Vec::new();
+    for index in 0..spec.externs.len() {
+        let used = spec.programs.iter().find_map(|p| {
+            p.extern_relocations
+                .iter()
+                .filter(|r| r.extern_index == index)
+                .filter_map(|r| p.insns.get(r.insn_index))
+                .find(|i| is_module_kfunc_call(i))
+                .map(|i| i.off)
+        });
+        if let Some(off) = used.filter(|off| !first_use.contains(off)) {
+            first_use.push(off);
+        }
+    }
+    let all = fd_array();
+    for insn in insns.iter_mut().filter(|i| is_module_kfunc_call(i)) {
+        // A call no extern names (not from this spec) keeps its number and
+        // gets its module's slot appended.
+        let slot = match first_use.iter().position(|o| *o == insn.off) {
+            Some(at) => at,
+            None => {
+                first_use.push(insn.off);
+                first_use.len() - 1
+            }
+        };
+        insn.off = i16::try_from(slot + 1).unwrap_or(i16::MAX);
+    }
+    Some(
+        std::iter::once(0)
+            .chain(
+                first_use
+                    .iter()
+                    .map(|off| all.get(*off as usize).copied().unwrap_or(-1)),
+            )
+            .collect(),
+    )
+}
+
+fn is_module_kfunc_call(i: &kiln_obj::Insn) -> bool {
+    i.code == kiln_obj::insn::CALL && i.src_reg() == PSEUDO_KFUNC_CALL && i.off > 0
+}
+
 /// Whether `insns` call a kfunc in a module (`off` names an `fd_array`
 /// slot), so BPF_PROG_LOAD needs [`fd_array`].
 pub fn calls_module_kfunc(insns: &[kiln_obj::Insn]) -> bool {
-    insns
-        .iter()
-        .any(|i| i.code == kiln_obj::insn::CALL && i.src_reg() == PSEUDO_KFUNC_CALL && i.off > 0)
+    insns.iter().any(is_module_kfunc_call)
 }
 
 const PSEUDO_KFUNC_CALL: u8 = 2;

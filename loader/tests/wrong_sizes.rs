@@ -268,12 +268,14 @@ fn per_cpu_functions_check_values_per_cpu() -> TestResult {
         4,
         slots,
     )?;
-    let mut one_slot = [0u8; 8];
+    // One slot more than there are possible CPUs: wrong on a machine of any
+    // size (with one CPU, a single slot would be exactly right).
+    let mut one_too_many = vec![0u8; slots + 8];
     assert_buffer(
-        m.lookup_into(&1u32.to_ne_bytes(), &mut one_slot, UpdateFlags::ANY),
+        m.lookup_into(&1u32.to_ne_bytes(), &mut one_too_many, UpdateFlags::ANY),
         "lookup",
         "value",
-        8,
+        slots + 8,
         slots,
     )?;
     assert_wrong_size(m.get_per_cpu::<u32, u64>(&1), "value size", 4, 8)?;

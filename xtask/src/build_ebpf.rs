@@ -387,7 +387,10 @@ impl<'a> Builder<'a> {
             let fresh = match src {
                 Source::C(_) if !c_programs => continue,
                 Source::C(path) => {
-                    if self.arch == Arch::X86_64 && self.mirror_dir.is_some() {
+                    // The big-endian twins, with the same arch defines as
+                    // their little-endian objects, for each arch a VM runs
+                    // (the guests compare the twins they carry too).
+                    if matches!(self.arch, Arch::X86_64 | Arch::Aarch64) {
                         let twin_dir = self.out_dir.join(BPFEB_TWINS);
                         for dir in [&twin_dir, &self.out_dir.join(".stamps").join(BPFEB_TWINS)] {
                             std::fs::create_dir_all(dir)
@@ -396,6 +399,12 @@ impl<'a> Builder<'a> {
                         let twin = twin_dir.join(format!("{name}.bpf.o"));
                         let twin_name = format!("{BPFEB_TWINS}/{name}");
                         self.build_c(&twin_name, path, &twin, ByteOrder::Big)?;
+                        if let Some(mirror) = &self.mirror_dir {
+                            let mirror_twins = mirror.join(BPFEB_TWINS);
+                            std::fs::create_dir_all(&mirror_twins)
+                                .with_context(|| format!("creating {}", mirror_twins.display()))?;
+                            copy_if_changed(&twin, &mirror_twins.join(format!("{name}.bpf.o")))?;
+                        }
                     }
                     self.build_c(name, path, &output, self.arch.byte_order())?
                 }

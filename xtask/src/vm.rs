@@ -349,6 +349,14 @@ pub fn guest_image(
             p.parent() == Some(bpf.as_path()) && p.to_string_lossy().ends_with(".bpf.o")
         })?;
     }
+    // Their big-endian twins (built with the same arch defines), which the
+    // byte-order tests compare with them.
+    let twins = bpf.join(crate::build_ebpf::BPFEB_TWINS);
+    if twins.is_dir() {
+        image.add_tree("/bpf/bpfeb", &twins, &|p| {
+            p.parent() == Some(twins.as_path()) && p.to_string_lossy().ends_with(".bpf.o")
+        })?;
+    }
     // Test data the integration tests read through kiln_testkit::repo_dir().
     for dir in REPO_DATA {
         let host = repo_root().join(dir);

@@ -141,7 +141,8 @@ pub(crate) fn load_deferred(
         })?;
         fds.push(map.fd().as_raw_fd());
     }
-    let insns = pspec.resolved_insns(|i| fds.get(i).copied().unwrap_or(-1));
+    let mut insns = pspec.resolved_insns(|i| fds.get(i).copied().unwrap_or(-1));
+    let fd_array = crate::module_btf::object_fd_array(spec, &mut insns);
     let (func_info, line_info) = (pspec.func_info_bytes(), pspec.line_info_bytes());
     let opts = LoadOptions {
         license: &spec.license,
@@ -158,7 +159,7 @@ pub(crate) fn load_deferred(
         attach_btf_obj_fd: target.attach_btf_obj_fd,
         attach_btf_id: Some(target.attach_btf_id),
         expected_attach_type: target.expected_attach_type,
-        fd_array: crate::module_btf::calls_module_kfunc(&insns).then(crate::module_btf::fd_array),
+        fd_array: fd_array.as_deref(),
         ..Default::default()
     };
     let kind = target.program_kind.unwrap_or_else(|| pspec.kind.clone());

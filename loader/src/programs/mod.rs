@@ -90,7 +90,7 @@ pub struct LoadOptions<'a> {
     pub attach_btf_obj_fd: Option<BorrowedFd<'a>>,
     /// BPF_PROG_LOAD's `fd_array`: the module BTF fds that kfunc calls
     /// name by index in their `off` (index 0 is vmlinux and never read), as
-    /// [`crate::module_btf::fd_array`] gives them (5.16).
+    /// [`crate::module_btf::object_fd_array`] gives them (5.16).
     pub fd_array: Option<&'a [std::os::fd::RawFd]>,
     /// The device of a device-bound (offloaded or XDP metadata) program; 0 otherwise.
     pub ifindex: u32,
