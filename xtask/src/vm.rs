@@ -350,12 +350,17 @@ pub fn guest_image(
         })?;
     }
     // Their big-endian twins (built with the same arch defines), which the
-    // byte-order tests compare with them.
+    // byte-order tests compare with them, and the s390x build (bpfeb) when
+    // `cargo xtask build-ebpf --arch s390x` made one (CI does): the parsing
+    // tests read them in every guest as on the host.
     let twins = bpf.join(crate::build_ebpf::BPFEB_TWINS);
-    if twins.is_dir() {
-        image.add_tree("/bpf/bpfeb", &twins, &|p| {
-            p.parent() == Some(twins.as_path()) && p.to_string_lossy().ends_with(".bpf.o")
-        })?;
+    let s390x = crate::build_ebpf::bpf_dir_for(crate::build_ebpf::Arch::S390x);
+    for (at, dir) in [("/bpf/bpfeb", &twins), ("/bpf/s390x", &s390x)] {
+        if dir.is_dir() {
+            image.add_tree(at, dir, &|p| {
+                p.parent() == Some(dir.as_path()) && p.to_string_lossy().ends_with(".bpf.o")
+            })?;
+        }
     }
     // Test data the integration tests read through kiln_testkit::repo_dir().
     for dir in REPO_DATA {
