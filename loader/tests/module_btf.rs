@@ -7,11 +7,10 @@ mod attach_util;
 
 use attach_util::sh;
 use kiln_loader::EbpfLoader;
-use kiln_loader::links::tracing::{attach_tracing, vmlinux_attach_btf_id};
+use kiln_loader::links::tracing::attach_tracing;
 use kiln_loader::programs::TestRun;
-use kiln_loader::programs::{LoadOptions, Program};
 use kiln_obj::btf::{Btf, Kind};
-use kiln_obj::{AttachType, Insn, ObjectSpec, ProgramKind};
+use kiln_obj::ObjectSpec;
 use kiln_testkit::{Need, TestResult, bpf_object, test};
 use std::sync::Arc;
 
@@ -45,41 +44,6 @@ fn no_veth_functions() -> Option<String> {
 /// The conntrack kfuncs: nf_conntrack 5.18+.
 fn no_conntrack_kfuncs() -> Option<String> {
     module_lacks("nf_conntrack", &["bpf_xdp_ct_lookup", "bpf_ct_release"])
-}
-
-/// Whether the kernel loads an fentry program at all (the host's refuses
-/// with EPERM): `return 0` on vmlinux's `bpf_fentry_test1`.
-fn no_fentry() -> Option<String> {
-    let kind = ProgramKind::Tracing {
-        attach_type: AttachType::TRACE_FENTRY,
-        target: Some("bpf_fentry_test1".into()),
-    };
-    let attach_btf_id = match vmlinux_attach_btf_id(&kind, None) {
-        Ok(id) => id,
-        Err(e) => return Some(format!("no fentry target: {e}")),
-    };
-    let insns = [
-        Insn {
-            code: 0xb7, // r0 = 0
-            regs: 0,
-            off: 0,
-            imm: 0,
-        },
-        Insn {
-            code: 0x95, // exit
-            regs: 0,
-            off: 0,
-            imm: 0,
-        },
-    ];
-    let opts = LoadOptions {
-        license: "GPL",
-        attach_btf_id,
-        ..Default::default()
-    };
-    Program::load("probe_fentry", kind, &insns, &opts)
-        .err()
-        .map(|e| format!("kernel refuses fentry programs: {e}"))
 }
 
 /// fentry/veth_open and fexit/veth:veth_close count one open and one close
@@ -178,7 +142,7 @@ fn main() {
                 Need::Bpf,
                 Need::NetNs,
                 Need::Probe("veth module BTF", no_veth_functions),
-                Need::Probe("fentry", no_fentry),
+                Need::Probe("fentry", attach_util::no_fentry),
             ],
             fentry_and_fexit_on_veth_functions,
         ),

@@ -814,6 +814,9 @@ fn main() {
             "fmod_ret_denies_getpgid",
             &with(&[
                 need_feature!("tracing"),
+                // fmod_ret rides the same trampoline as fentry: where a
+                // kernel cannot attach one (arm64 before 6.4), neither.
+                Need::Probe("fentry trampolines", attach_util::no_fentry),
                 Need::HelpersOf("attach_fmod_ret.bpf.o"),
             ]),
             fmod_ret_denies_getpgid,

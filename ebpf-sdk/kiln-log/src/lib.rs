@@ -507,10 +507,14 @@ fn bytes(b: &[u8], spec: &Spec) -> String {
         }
         "?" => format!("{b:?}"),
         _ => {
-            // Text up to the first NUL (a `comm`), when it is UTF-8.
+            // Text up to the first NUL (a `comm`), when it is UTF-8 text.
+            // What follows the NUL need not be zero: older kernels (5.10
+            // in the matrix) copy a new comm over the old one without
+            // clearing the tail, so an exec'd `true` reads "true\0log-exec_t".
             let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
             match std::str::from_utf8(&b[..end]) {
                 Ok(s) if b[end..].iter().all(|&c| c == 0) => s.to_owned(),
+                Ok(s) if !s.is_empty() && !s.chars().any(char::is_control) => s.to_owned(),
                 _ => hex(false, ""),
             }
         }

@@ -73,9 +73,10 @@ fn level_off_logs_nothing() -> TestResult {
     Ok(())
 }
 
-/// An object without `KILN_LOGS` is refused with a reason.
+/// An object without `KILN_LOGS` is refused with a reason (a C socket
+/// filter: it loads on every kernel of the matrix).
 fn object_without_logs_is_an_error() -> TestResult {
-    let object = std::fs::read(bpf_object("sdk-maps.bpf.o")?)?;
+    let object = std::fs::read(bpf_object("sockfilter.bpf.o")?)?;
     let mut ebpf = kiln_loader::load(&object)?;
     static CAPTURE: Capture = Capture::new();
     let err = match EbpfLogger::init_with_logger(&mut ebpf, &object, &CAPTURE) {

@@ -636,3 +636,45 @@ pub fn create_netkit_pair(
     }
     Ok(())
 }
+
+/// Whether the kernel loads an fentry program at all (the host's refuses
+/// with EPERM): `return 0` on vmlinux's `bpf_fentry_test1`.
+pub fn no_fentry() -> Option<String> {
+    let kind = kiln_obj::ProgramKind::Tracing {
+        attach_type: kiln_obj::AttachType::TRACE_FENTRY,
+        target: Some("bpf_fentry_test1".into()),
+    };
+    let attach_btf_id = match kiln_loader::links::tracing::vmlinux_attach_btf_id(&kind, None) {
+        Ok(id) => id,
+        Err(e) => return Some(format!("no fentry target: {e}")),
+    };
+    let insns = [
+        kiln_obj::Insn {
+            code: 0xb7, // r0 = 0
+            regs: 0,
+            off: 0,
+            imm: 0,
+        },
+        kiln_obj::Insn {
+            code: 0x95, // exit
+            regs: 0,
+            off: 0,
+            imm: 0,
+        },
+    ];
+    let opts = kiln_loader::programs::LoadOptions {
+        license: "GPL",
+        attach_btf_id,
+        ..Default::default()
+    };
+    let prog = match kiln_loader::programs::Program::load("probe_fentry", kind, &insns, &opts) {
+        Ok(prog) => prog,
+        Err(e) => return Some(format!("kernel refuses fentry programs: {e}")),
+    };
+    // Loading is not attaching: arm64 kernels before 6.4 load fentry
+    // programs but cannot attach a trampoline to a kernel function
+    // (no ftrace direct calls there), and say ENOTSUPP.
+    kiln_loader::links::tracing::attach_tracing(prog.fd(), prog.kind(), 0)
+        .err()
+        .map(|e| format!("kernel attaches no fentry trampoline: {e}"))
+}
