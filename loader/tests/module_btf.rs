@@ -9,8 +9,8 @@ use attach_util::sh;
 use kiln_loader::EbpfLoader;
 use kiln_loader::links::tracing::attach_tracing;
 use kiln_loader::programs::TestRun;
-use kiln_obj::btf::{Btf, Kind};
 use kiln_obj::ObjectSpec;
+use kiln_obj::btf::{Btf, Kind};
 use kiln_testkit::{Need, TestResult, bpf_object, test};
 use std::sync::Arc;
 

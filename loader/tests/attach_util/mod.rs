@@ -676,5 +676,10 @@ pub fn no_fentry() -> Option<String> {
     // (no ftrace direct calls there), and say ENOTSUPP.
     kiln_loader::links::tracing::attach_tracing(prog.fd(), prog.kind(), 0)
         .err()
-        .map(|e| format!("kernel attaches no fentry trampoline: {e}"))
+        .map(|e| {
+            format!(
+                "kernel attaches no fentry trampoline: {}",
+                kiln_loader::error_chain(&e)
+            )
+        })
 }
