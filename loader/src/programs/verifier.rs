@@ -184,7 +184,9 @@ fn unprivileged_verifier_hint(
     log: &str,
     missing: &[crate::sys::caps::Capability],
 ) -> Option<&'static str> {
-    let strict_rule = log.lines().any(|l| l.contains("!root"));
+    let strict_rule = log
+        .lines()
+        .any(|l| l.contains("!root") || l.contains("pointer comparison prohibited"));
     (strict_rule && missing.contains(&crate::sys::caps::Capability::Perfmon)).then_some(
         "\n  help: the verifier allows this only to a loader holding CAP_PERFMON (or CAP_SYS_ADMIN), which this process lacks",
     )
